@@ -1,0 +1,160 @@
+#include "cache/block_index.h"
+
+namespace kvtier {
+
+PinHandle& PinHandle::operator=(PinHandle&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    index_ = o.index_;
+    key_ = o.key_;
+    o.index_ = nullptr;
+  }
+  return *this;
+}
+
+void PinHandle::Reset() {
+  if (index_ != nullptr) {
+    index_->Unpin(key_);
+    index_ = nullptr;
+  }
+}
+
+BlockIndex::BlockIndex(Clock* clock) : clock_(clock) {}
+
+bool BlockIndex::Upsert(const BlockKey& key, const std::optional<BlockKey>& parent, uint32_t tier,
+                        uint64_t bytes, int64_t expiry_ms) {
+  const int64_t now = clock_->NowMs();
+  bool inserted;
+  {
+    Shard& s = ShardOf(key);
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto [it, is_new] = s.map.try_emplace(key);
+    inserted = is_new;
+    IndexEntry& e = it->second;
+    e.tier = tier;
+    e.bytes = bytes;
+    e.expiry_ms = expiry_ms;
+    e.last_access_ms = now;
+    if (is_new) e.parent = parent;
+  }
+  if (inserted && parent) AdjustChildren(*parent, +1);
+  return inserted;
+}
+
+bool BlockIndex::SetTier(const BlockKey& key, uint32_t tier) {
+  Shard& s = ShardOf(key);
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.map.find(key);
+  if (it == s.map.end()) return false;
+  it->second.tier = tier;
+  return true;
+}
+
+Status BlockIndex::Remove(const BlockKey& key) {
+  std::optional<BlockKey> parent;
+  {
+    Shard& s = ShardOf(key);
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.map.find(key);
+    if (it == s.map.end()) return Status::NotFound("block " + key.ToHex() + " is not indexed");
+    if (it->second.pins > 0) {
+      return Status::Retry("block " + key.ToHex() + " is pinned by " +
+                           std::to_string(it->second.pins) + " request(s)");
+    }
+    parent = it->second.parent;
+    s.map.erase(it);
+  }
+  if (parent) AdjustChildren(*parent, -1);
+  return Status::Ok();
+}
+
+std::optional<IndexEntry> BlockIndex::Get(const BlockKey& key) const {
+  const Shard& s = ShardOf(key);
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.map.find(key);
+  if (it == s.map.end()) return std::nullopt;
+  return it->second;
+}
+
+size_t BlockIndex::LongestPrefix(std::span<const BlockKey> keys, std::vector<IndexEntry>* entries) {
+  const int64_t now = clock_->NowMs();
+  size_t n = 0;
+  for (const BlockKey& key : keys) {
+    Shard& s = ShardOf(key);
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.map.find(key);
+    if (it == s.map.end() || it->second.expiry_ms <= now) break;
+    it->second.last_access_ms = now;
+    if (entries) entries->push_back(it->second);
+    ++n;
+  }
+  return n;
+}
+
+void BlockIndex::Touch(const BlockKey& key) {
+  Shard& s = ShardOf(key);
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.map.find(key);
+  if (it != s.map.end()) it->second.last_access_ms = clock_->NowMs();
+}
+
+PinHandle BlockIndex::Pin(const BlockKey& key) {
+  Shard& s = ShardOf(key);
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.map.find(key);
+  if (it == s.map.end() || it->second.expiry_ms <= clock_->NowMs()) return PinHandle();
+  ++it->second.pins;
+  return PinHandle(this, key);
+}
+
+void BlockIndex::Unpin(const BlockKey& key) {
+  Shard& s = ShardOf(key);
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.map.find(key);
+  if (it != s.map.end() && it->second.pins > 0) --it->second.pins;
+}
+
+bool BlockIndex::Evictable(const BlockKey& key, bool leaves_only) const {
+  const Shard& s = ShardOf(key);
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.map.find(key);
+  if (it == s.map.end() || it->second.pins > 0) return false;
+  return !leaves_only || it->second.cached_children == 0;
+}
+
+std::vector<BlockKey> BlockIndex::Expired(size_t limit) const {
+  const int64_t now = clock_->NowMs();
+  std::vector<BlockKey> out;
+  for (const Shard& s : shards_) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    for (const auto& [key, e] : s.map) {
+      if (out.size() >= limit) return out;
+      if (e.expiry_ms <= now && e.pins == 0) out.push_back(key);
+    }
+  }
+  return out;
+}
+
+size_t BlockIndex::size() const {
+  size_t n = 0;
+  for (const Shard& s : shards_) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    n += s.map.size();
+  }
+  return n;
+}
+
+void BlockIndex::AdjustChildren(const BlockKey& parent, int delta) {
+  Shard& s = ShardOf(parent);
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.map.find(parent);
+  if (it == s.map.end()) return;
+  uint32_t& c = it->second.cached_children;
+  if (delta > 0) {
+    ++c;
+  } else if (c > 0) {
+    --c;
+  }
+}
+
+}  // namespace kvtier

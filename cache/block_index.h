@@ -1,0 +1,113 @@
+// BlockIndex: which blocks are cached, where, and in what state.
+//
+// Maps a BlockKey to its IndexEntry (tier, size, pins, expiry, last access,
+// cached children). Thread-safe: the map is sharded, each shard under its own
+// mutex; no call holds two shard locks at once.
+//
+// Children: a block inserted with its parent's key counts as a cached child of
+// the parent while both are present. The count is a hint for eviction order
+// (a block with cached children is an inner node and should outlive its
+// leaves), not an invariant: a child published before its parent is not
+// counted.
+//
+// Pins: a pinned block may not be removed (Remove answers kRetry). Pins are
+// held by move-only PinHandles that unpin in their destructor; the index must
+// outlive its handles.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "common/block_key.h"
+#include "common/clock.h"
+#include "common/status.h"
+
+namespace kvtier {
+
+struct IndexEntry {
+  uint32_t tier = 0;             // position in the tier stack (0 = top)
+  uint64_t bytes = 0;            // payload size
+  int64_t expiry_ms = kNoExpiry; // absolute, Unix ms
+  int64_t last_access_ms = 0;    // last insert, lookup hit or read
+  uint32_t pins = 0;             // running requests using the block
+  uint32_t cached_children = 0;  // present blocks whose parent this is
+  std::optional<BlockKey> parent;
+};
+
+class BlockIndex;
+
+class PinHandle {
+ public:
+  PinHandle() = default;
+  PinHandle(PinHandle&& o) noexcept : index_(o.index_), key_(o.key_) { o.index_ = nullptr; }
+  PinHandle& operator=(PinHandle&& o) noexcept;
+  PinHandle(const PinHandle&) = delete;
+  PinHandle& operator=(const PinHandle&) = delete;
+  ~PinHandle() { Reset(); }
+
+  bool valid() const { return index_ != nullptr; }
+  const BlockKey& key() const { return key_; }
+  void Reset();  // unpins now (the destructor does the same)
+
+ private:
+  friend class BlockIndex;
+  PinHandle(BlockIndex* index, const BlockKey& key) : index_(index), key_(key) {}
+  BlockIndex* index_ = nullptr;
+  BlockKey key_;
+};
+
+class BlockIndex {
+ public:
+  explicit BlockIndex(Clock* clock);
+  BlockIndex(const BlockIndex&) = delete;
+  BlockIndex& operator=(const BlockIndex&) = delete;
+
+  // Inserts `key` or updates where it lives. Pins and children survive an
+  // update. Returns true when the key was new.
+  bool Upsert(const BlockKey& key, const std::optional<BlockKey>& parent, uint32_t tier,
+              uint64_t bytes, int64_t expiry_ms);
+  // Moves a present block to another tier; false if absent.
+  bool SetTier(const BlockKey& key, uint32_t tier);
+  // Removes `key`: kNotFound if absent, kRetry if pinned. The parent loses a
+  // child.
+  Status Remove(const BlockKey& key);
+
+  // A copy of the entry, or nullopt. Expired entries are returned as they are.
+  std::optional<IndexEntry> Get(const BlockKey& key) const;
+  // The number of leading keys that are present and not expired; their last
+  // access becomes now. With `entries`, a copy of each hit entry is appended.
+  size_t LongestPrefix(std::span<const BlockKey> keys, std::vector<IndexEntry>* entries = nullptr);
+  // Marks a present block as used now.
+  void Touch(const BlockKey& key);
+  // Pins a present, unexpired block; an invalid handle if it is not.
+  PinHandle Pin(const BlockKey& key);
+  // True when the block is present, unpinned and (if leaves_only) has no
+  // cached children: what an eviction may take.
+  bool Evictable(const BlockKey& key, bool leaves_only) const;
+  // Every entry that has expired by now and is not pinned (for sweeps).
+  std::vector<BlockKey> Expired(size_t limit) const;
+
+  size_t size() const;
+
+ private:
+  friend class PinHandle;
+  static constexpr size_t kShards = 64;
+  struct Shard {
+    mutable std::mutex mu;
+    std::unordered_map<BlockKey, IndexEntry, BlockKeyHash> map;  // guarded by mu
+  };
+  Shard& ShardOf(const BlockKey& k) { return shards_[(k.lo >> 40) % kShards]; }
+  const Shard& ShardOf(const BlockKey& k) const { return shards_[(k.lo >> 40) % kShards]; }
+  void Unpin(const BlockKey& key);
+  void AdjustChildren(const BlockKey& parent, int delta);
+
+  Clock* const clock_;
+  std::array<Shard, kShards> shards_;
+};
+
+}  // namespace kvtier

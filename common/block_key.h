@@ -1,0 +1,44 @@
+// BlockKey: the 128-bit name of a KV block (DESIGN §2).
+//
+// A key names a whole token prefix: it is the chained XXH3-128 of the
+// namespace seed and every token up to the end of its block (see
+// cache/prefix_hasher.h for how keys are made). Here it is only a value type:
+// comparable, hashable, printable as 32 hex digits. It lives in common/
+// because tiers/ store blocks by key and may not depend on cache/.
+#pragma once
+
+#include <compare>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace kvtier {
+
+struct BlockKey {
+  uint64_t hi = 0;
+  uint64_t lo = 0;
+
+  friend constexpr auto operator<=>(const BlockKey&, const BlockKey&) = default;
+
+  // 32 lowercase hex digits, high word first.
+  std::string ToHex() const;
+  // Parses exactly 32 hex digits (either case); nullopt otherwise.
+  static std::optional<BlockKey> FromHex(std::string_view hex);
+
+  // 16 bytes, big-endian (hi then lo): the wire form in proto/.
+  void ToBytes(std::span<std::byte, 16> out) const;
+  std::string ToByteString() const;
+  // Requires exactly 16 bytes; nullopt otherwise.
+  static std::optional<BlockKey> FromBytes(std::string_view bytes);
+};
+
+// For unordered containers. The key is already a uniform hash, so its low word
+// is a fine bucket hash.
+struct BlockKeyHash {
+  size_t operator()(const BlockKey& k) const noexcept { return static_cast<size_t>(k.lo); }
+};
+
+}  // namespace kvtier

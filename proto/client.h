@@ -1,0 +1,57 @@
+// Client: a small C++ client of kvtierd's BlockStore and Admin services.
+//
+// Thread-safe (one channel, shared). Every call has a deadline (timeout_ms)
+// and returns a kvtier Status; the gRPC code's name leads its message
+// ("NOT_FOUND: block ... is not cached").
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/block_key.h"
+#include "common/status.h"
+#include "proto/kvtier.grpc.pb.h"
+
+namespace kvtier {
+
+struct ClientOptions {
+  std::string address = "127.0.0.1:50051";  // host:port of kvtierd
+  int64_t timeout_ms = 30'000;              // deadline of each call
+  uint32_t chunk_bytes = 1 << 20;           // payload bytes per streamed message
+};
+
+struct FetchedBlock {
+  v1::BlockInfo info;
+  std::string payload;
+};
+
+class Client {
+ public:
+  explicit Client(const ClientOptions& options);
+
+  Result<v1::HealthResponse> Health();
+  Result<v1::StatsResponse> Stats();
+  Result<v1::LookupResponse> Lookup(const v1::LookupRequest& request);
+  // Sends header (size and XXH3-64 filled in here) and payload.
+  Result<v1::PutResponse> Put(v1::PutHeader header, std::span<const std::byte> payload);
+  // Fetches a block and verifies its XXH3-64 against the header's.
+  Result<FetchedBlock> Get(const BlockKey& key);
+  Status Delete(const BlockKey& key);
+
+  // The generated stubs, for callers (tests) that need raw access.
+  v1::BlockStore::Stub& block_store() { return *block_store_; }
+  v1::Admin::Stub& admin() { return *admin_; }
+  // A context with this client's deadline.
+  std::unique_ptr<grpc::ClientContext> NewContext() const;
+
+ private:
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::BlockStore::Stub> block_store_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+};
+
+}  // namespace kvtier

@@ -1,0 +1,60 @@
+#include "tools/admin_service.h"
+
+#include <grpcpp/grpcpp.h>
+
+namespace kvtier {
+
+const char* KvtierVersion() { return "0.1.0"; }
+
+AdminService::AdminService(CacheManager& cache, const Namespace& default_namespace, Clock* clock)
+    : cache_(cache),
+      default_namespace_(default_namespace),
+      clock_(clock),
+      started_ms_(clock->NowMs()) {}
+
+grpc::Status AdminService::Health(grpc::ServerContext*, const v1::HealthRequest*,
+                                  v1::HealthResponse* resp) {
+  resp->set_status("SERVING");
+  resp->set_version(KvtierVersion());
+  resp->set_uptime_ms(clock_->NowMs() - started_ms_);
+  resp->set_listen(listen_);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
+                                 v1::StatsResponse* resp) {
+  const CacheStats s = cache_.Stats();
+  for (const TierInfo& t : s.tiers) {
+    v1::TierStats* out = resp->add_tiers();
+    out->set_name(t.name);
+    out->set_capacity_bytes(t.capacity_bytes);
+    out->set_used_bytes(t.used_bytes);
+    out->set_allocated_bytes(t.allocated_bytes);
+    out->set_blocks(t.blocks);
+    out->set_read_bytes_per_s(t.read_bytes_per_s);
+    out->set_write_bytes_per_s(t.write_bytes_per_s);
+    out->set_persistent(t.persistent);
+    out->set_corruption_errors(t.corruption_errors);
+    out->set_io_errors(t.io_errors);
+    out->set_max_block_bytes(t.max_block_bytes);
+  }
+  resp->set_indexed_blocks(s.indexed_blocks);
+  resp->set_lookups(s.lookups);
+  resp->set_lookup_blocks(s.lookup_blocks);
+  resp->set_lookup_hit_blocks(s.lookup_hit_blocks);
+  resp->set_reads(s.reads);
+  resp->set_read_hits(s.read_hits);
+  resp->set_read_misses(s.read_misses);
+  resp->set_inserts(s.inserts);
+  resp->set_insert_bytes(s.insert_bytes);
+  resp->set_insert_failures(s.insert_failures);
+  resp->set_demotions(s.demotions);
+  resp->set_drops(s.drops);
+  resp->set_expired(s.expired);
+  resp->set_corruption_misses(s.corruption_misses);
+  resp->set_default_block_tokens(static_cast<uint32_t>(default_namespace_.block_tokens));
+  resp->set_default_namespace(default_namespace_.ToString());
+  return grpc::Status::OK;
+}
+
+}  // namespace kvtier

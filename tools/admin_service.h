@@ -1,0 +1,35 @@
+// AdminService: health and statistics of a running kvtierd.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cache/cache_manager.h"
+#include "cache/namespace.h"
+#include "common/clock.h"
+#include "proto/kvtier.grpc.pb.h"
+
+namespace kvtier {
+
+class AdminService final : public v1::Admin::Service {
+ public:
+  AdminService(CacheManager& cache, const Namespace& default_namespace, Clock* clock);
+  void set_listen_address(std::string address) { listen_ = std::move(address); }
+
+  grpc::Status Health(grpc::ServerContext* ctx, const v1::HealthRequest* req,
+                      v1::HealthResponse* resp) override;
+  grpc::Status Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
+                     v1::StatsResponse* resp) override;
+
+ private:
+  CacheManager& cache_;
+  const Namespace default_namespace_;
+  Clock* const clock_;
+  const int64_t started_ms_;
+  std::string listen_;
+};
+
+// The version string kvtierd reports.
+const char* KvtierVersion();
+
+}  // namespace kvtier

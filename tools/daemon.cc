@@ -1,0 +1,176 @@
+#include "tools/daemon.h"
+
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "cache/eviction_policy.h"
+#include "common/log.h"
+#include "tiers/dram/dram_tier.h"
+#include "tools/admin_service.h"
+#include "tools/block_store_service.h"
+#include "tools/flags.h"
+
+namespace kvtier {
+
+struct Daemon::Services {
+  Services(CacheManager& cache, const DaemonOptions& o)
+      : block_store(cache, o.default_namespace,
+                    BlockStoreLimits{o.max_block_bytes, o.max_lookup_tokens, o.max_lookup_keys,
+                                     o.max_inflight_put_bytes, o.default_ttl_s},
+                    SystemClock()),
+        admin(cache, o.default_namespace, SystemClock()) {}
+  BlockStoreService block_store;
+  AdminService admin;
+};
+
+std::string DaemonUsage() {
+  return R"(usage: kvtierd [flags]
+  --listen HOST:PORT      address to serve on (default 127.0.0.1:50051; port 0 picks one)
+  --data-dir DIR          data directory, created if absent (default ./var/kvtier)
+  --dram-bytes SIZE       DRAM tier capacity, e.g. 512M, 4G (default 1G)
+  --lock-memory           mlock the DRAM tier (best effort)
+  --block-tokens N        tokens per block of the default namespace (default 64)
+  --model-id ID           model id of the default namespace (default "default")
+  --kv-dtype f32|f16|bf16 KV dtype of the default namespace (default f32)
+  --default-ttl SECONDS   TTL of a block put without one (default 0: no expiry)
+  --max-block-bytes SIZE  largest block payload accepted (default 64M)
+  --help                  this text
+)";
+}
+
+Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
+  FlagSet flags;
+  for (const char* f : {"listen", "data-dir", "dram-bytes", "block-tokens", "model-id",
+                        "kv-dtype", "default-ttl", "max-block-bytes"}) {
+    flags.Value(f);
+  }
+  flags.Bool("lock-memory");
+  flags.Bool("help");
+  KVTIER_RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
+  if (!flags.positional().empty()) {
+    return Status::InvalidArgument("unexpected argument '" + flags.positional()[0] + "'");
+  }
+  *help = flags.Has("help");
+  DaemonOptions o;
+  o.listen = flags.Get("listen", o.listen);
+  o.data_dir = flags.Get("data-dir", o.data_dir);
+  o.lock_memory = flags.Has("lock-memory");
+  if (flags.Has("dram-bytes")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("dram-bytes"));
+    if (!v.ok()) return Status::InvalidArgument("--dram-bytes: " + v.status().message());
+    o.dram_bytes = *v;
+  }
+  if (flags.Has("max-block-bytes")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("max-block-bytes"));
+    if (!v.ok() || *v == 0) return Status::InvalidArgument("--max-block-bytes needs a positive size");
+    o.max_block_bytes = *v;
+  }
+  if (flags.Has("block-tokens")) {
+    Result<int64_t> v = ParseInt(flags.Get("block-tokens"));
+    if (!v.ok() || !ValidBlockTokens(*v)) {
+      return Status::InvalidArgument("--block-tokens must be a power of two in [16, 1024]");
+    }
+    o.default_namespace.block_tokens = static_cast<int>(*v);
+  }
+  if (flags.Has("default-ttl")) {
+    Result<int64_t> v = ParseInt(flags.Get("default-ttl"));
+    if (!v.ok()) return Status::InvalidArgument("--default-ttl: " + v.status().message());
+    o.default_ttl_s = *v;
+  }
+  o.default_namespace.model_id = flags.Get("model-id", o.default_namespace.model_id);
+  if (flags.Has("kv-dtype")) {
+    std::optional<DType> d = ParseDType(flags.Get("kv-dtype"));
+    if (!d) return Status::InvalidArgument("--kv-dtype must be f32, f16 or bf16");
+    o.default_namespace.kv_dtype = *d;
+  }
+  KVTIER_RETURN_IF_ERROR(o.default_namespace.Validate());
+  return o;
+}
+
+Daemon::Daemon(const DaemonOptions& options) : options_(options) {}
+
+Daemon::~Daemon() {
+  Shutdown();
+  if (lock_fd_ >= 0) close(lock_fd_);
+}
+
+Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
+  std::unique_ptr<Daemon> d(new Daemon(options));
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  if (ec) {
+    return Status::IOError("cannot create data directory " + options.data_dir + ": " +
+                           ec.message());
+  }
+  // One daemon per data directory: a second one would corrupt the tiers.
+  const std::string lock_path = options.data_dir + "/kvtierd.lock";
+  d->lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (d->lock_fd_ < 0) {
+    return Status::IOError("cannot open " + lock_path + ": " + std::strerror(errno));
+  }
+  if (flock(d->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Status::Unavailable("another kvtierd is using data directory " + options.data_dir);
+  }
+
+  DramTierOptions dram;
+  dram.capacity_bytes = options.dram_bytes;
+  dram.lock_memory = options.lock_memory;
+  dram.max_block_bytes = options.max_block_bytes;
+  Result<std::unique_ptr<Tier>> tier = NewDramTier(dram);
+  if (!tier.ok()) return tier.status();
+  std::vector<TierSlot> tiers;
+  tiers.push_back(TierSlot{std::move(*tier), NewLruPolicy()});
+  Result<std::unique_ptr<CacheManager>> cache = CacheManager::Open(std::move(tiers), {});
+  if (!cache.ok()) return cache.status();
+  d->cache_ = std::move(*cache);
+  d->services_ = std::make_unique<Services>(*d->cache_, options);
+  return d;
+}
+
+Status Daemon::Start() {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port);
+  // One streamed chunk (at most 4 MiB) plus its envelope.
+  builder.SetMaxReceiveMessageSize((4 << 20) + (64 << 10));
+  builder.SetMaxSendMessageSize((4 << 20) + (64 << 10));
+  grpc::ResourceQuota quota("kvtierd");
+  quota.SetMaxThreads(options_.max_threads);
+  builder.SetResourceQuota(quota);
+  builder.RegisterService(&services_->block_store);
+  builder.RegisterService(&services_->admin);
+  server_ = builder.BuildAndStart();
+  if (!server_ || port == 0) {
+    server_.reset();
+    return Status::Unavailable("cannot listen on " + options_.listen +
+                               " (address in use or not valid)");
+  }
+  bound_address_ = options_.listen.substr(0, options_.listen.rfind(':')) + ":" +
+                   std::to_string(port);
+  services_->admin.set_listen_address(bound_address_);
+  LogInfo("kvtierd_serving", LogFields()
+                                 .Add("addr", bound_address_)
+                                 .Add("data_dir", options_.data_dir)
+                                 .Add("dram_bytes", options_.dram_bytes)
+                                 .Add("namespace", options_.default_namespace.ToString()));
+  return Status::Ok();
+}
+
+void Daemon::Wait() {
+  if (server_) server_->Wait();
+}
+
+void Daemon::Shutdown() {
+  if (!server_) return;
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(options_.shutdown_grace_ms));
+}
+
+}  // namespace kvtier

@@ -1,0 +1,71 @@
+// Daemon: kvtierd's body. Opens the data directory and the cache, serves the
+// gRPC services on a real socket, and shuts down cleanly.
+//
+// Start() returns once the server listens; Wait() blocks until Shutdown()
+// (from another thread, e.g. the signal thread) has drained the server.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "cache/cache_manager.h"
+#include "cache/namespace.h"
+#include "common/status.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace kvtier {
+
+// The namespace of requests that name none: model "default", f32, 64 tokens.
+inline Namespace DefaultNamespace() {
+  Namespace ns;
+  ns.model_id = "default";
+  return ns;
+}
+
+struct DaemonOptions {
+  std::string listen = "127.0.0.1:50051";      // host:port; port 0 picks a free one
+  std::string data_dir = "./var/kvtier";       // created if absent; locked while running
+  uint64_t dram_bytes = 1ull << 30;            // DRAM tier capacity, bytes
+  bool lock_memory = false;                    // mlock the DRAM arena
+  Namespace default_namespace = DefaultNamespace();  // for requests that name none
+  int64_t default_ttl_s = 0;                   // TTL of a put without one; 0 = none
+  uint64_t max_block_bytes = 64ull << 20;      // largest block payload, bytes
+  size_t max_lookup_tokens = 1 << 20;          // token ids per Lookup or Put
+  size_t max_lookup_keys = 1 << 16;            // keys per Lookup
+  uint64_t max_inflight_put_bytes = 1ull << 30;  // payload bytes buffered by all Puts
+  int max_threads = 64;                        // gRPC server threads
+  int64_t shutdown_grace_ms = 5000;            // time given to in-flight calls
+};
+
+// Parses kvtierd's flags into options (see `kvtierd --help`).
+Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help);
+std::string DaemonUsage();
+
+class Daemon {
+ public:
+  ~Daemon();
+  static Result<std::unique_ptr<Daemon>> Open(const DaemonOptions& options);
+
+  Status Start();
+  void Wait();
+  void Shutdown();
+  // host:port actually bound (the chosen port when listen asked for 0).
+  const std::string& bound_address() const { return bound_address_; }
+
+ private:
+  explicit Daemon(const DaemonOptions& options);
+
+  DaemonOptions options_;
+  int lock_fd_ = -1;
+  std::unique_ptr<CacheManager> cache_;
+  struct Services;
+  std::unique_ptr<Services> services_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string bound_address_;
+};
+
+}  // namespace kvtier

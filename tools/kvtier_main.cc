@@ -1,0 +1,329 @@
+// kvtier: the command-line client of kvtierd.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/checksum.h"
+#include "proto/client.h"
+#include "tools/flags.h"
+
+namespace kvtier {
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxCliTokens = 1 << 20;
+
+const char kUsage[] = R"(usage: kvtier [--addr HOST:PORT] [--json] [--timeout-ms N] <command> [flags]
+
+commands:
+  health                       exit 0 when a daemon answers
+  stats                        tiers, blocks and counters
+  lookup --tokens LIST         longest cached prefix of a prompt (or --keys HEX,HEX...)
+  put    --tokens LIST --file F   store F as the last full block of the token prefix
+  put    --key HEX [--parent HEX] --file F   store F under an explicit key
+  get    --key HEX | --tokens LIST  [--out F]   fetch a block (to stdout without --out)
+  delete --key HEX             remove a block
+
+token LIST: comma-separated ids and ranges, e.g. 1..64 or 5,9,100..163
+namespace flags (lookup, put, get --tokens): --model-id ID --kv-dtype f32|f16|bf16
+  --block-tokens N --salt S   (unset ones take the daemon's defaults)
+put flags: --ttl SECONDS (default: the daemon's)
+--addr defaults to $KVTIER_ADDR, else 127.0.0.1:50051.
+)";
+
+std::string Hex(const std::string& key_bytes) {
+  std::optional<BlockKey> k = BlockKey::FromBytes(key_bytes);
+  return k ? k->ToHex() : "<bad key>";
+}
+
+json InfoJson(const v1::BlockInfo& b) {
+  json j = {{"key", Hex(b.key())}, {"size_bytes", b.size_bytes()}, {"tier", b.tier()}};
+  if (b.expire_time_ms() != 0) j["expire_time_ms"] = b.expire_time_ms();
+  return j;
+}
+
+class Cli {
+ public:
+  int Run(int argc, char** argv) {
+    FlagSet flags;
+    for (const char* f : {"addr", "timeout-ms", "tokens", "keys", "key", "parent", "file", "out",
+                          "ttl", "model-id", "kv-dtype", "block-tokens", "salt"}) {
+      flags.Value(f);
+    }
+    flags.Bool("json");
+    flags.Bool("help");
+    if (Status s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {
+      return Fail(s.message(), 2, /*usage=*/true);
+    }
+    json_ = flags.Has("json");
+    if (flags.Has("help")) {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (flags.positional().size() != 1) return Fail("give exactly one command", 2, true);
+    const char* env_addr = std::getenv("KVTIER_ADDR");
+    ClientOptions copts;
+    copts.address = flags.Get("addr", env_addr ? env_addr : copts.address);
+    if (flags.Has("timeout-ms")) {
+      Result<int64_t> t = ParseInt(flags.Get("timeout-ms"));
+      if (!t.ok() || *t == 0) return Fail("--timeout-ms needs a positive integer", 2);
+      copts.timeout_ms = *t;
+    }
+    client_ = std::make_unique<Client>(copts);
+    flags_ = &flags;
+    const std::string& cmd = flags.positional()[0];
+    if (cmd == "health") return Health();
+    if (cmd == "stats") return Stats();
+    if (cmd == "lookup") return Lookup();
+    if (cmd == "put") return Put();
+    if (cmd == "get") return Get();
+    if (cmd == "delete") return Delete();
+    return Fail("unknown command '" + cmd + "'", 2, true);
+  }
+
+ private:
+  int Fail(const std::string& msg, int code, bool usage = false) {
+    if (json_) {
+      std::cout << json{{"ok", false}, {"error", msg}}.dump() << "\n";
+    } else {
+      std::cerr << "kvtier: " << msg << "\n";
+      if (usage) std::cerr << kUsage;
+    }
+    return code;
+  }
+  int Fail(const Status& s) { return Fail(s.message(), 1); }
+
+  void Print(const json& j, const std::string& text) {
+    if (json_) {
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << text;
+    }
+  }
+
+  Result<v1::Namespace> NamespaceFlags() {
+    v1::Namespace ns;
+    ns.set_model_id(flags_->Get("model-id"));
+    ns.set_kv_dtype(flags_->Get("kv-dtype"));
+    ns.set_cache_salt(flags_->Get("salt"));
+    if (flags_->Has("block-tokens")) {
+      Result<int64_t> b = ParseInt(flags_->Get("block-tokens"));
+      if (!b.ok() || *b > UINT32_MAX) return Status::InvalidArgument("--block-tokens: not a count");
+      ns.set_block_tokens(static_cast<uint32_t>(*b));
+    }
+    return ns;
+  }
+
+  Result<std::vector<int32_t>> Tokens() {
+    return ParseTokenList(flags_->Get("tokens"), kMaxCliTokens);
+  }
+
+  Result<BlockKey> KeyFlag(const std::string& name) {
+    std::optional<BlockKey> k = BlockKey::FromHex(flags_->Get(name));
+    if (!k) return Status::InvalidArgument("--" + name + " needs a key of 32 hex digits");
+    return *k;
+  }
+
+  int Health() {
+    Result<v1::HealthResponse> h = client_->Health();
+    if (!h.ok()) return Fail("no daemon answers: " + h.status().message(), 1);
+    std::ostringstream text;
+    text << h->status() << " kvtierd " << h->version() << " at " << h->listen() << ", up "
+         << h->uptime_ms() / 1000 << " s\n";
+    Print({{"ok", true}, {"status", h->status()}, {"version", h->version()},
+           {"listen", h->listen()}, {"uptime_ms", h->uptime_ms()}},
+          text.str());
+    return 0;
+  }
+
+  int Stats() {
+    Result<v1::StatsResponse> s = client_->Stats();
+    if (!s.ok()) return Fail(s.status());
+    json tiers = json::array();
+    std::ostringstream text;
+    text << "tiers:\n";
+    for (const v1::TierStats& t : s->tiers()) {
+      tiers.push_back({{"name", t.name()},
+                       {"capacity_bytes", t.capacity_bytes()},
+                       {"used_bytes", t.used_bytes()},
+                       {"allocated_bytes", t.allocated_bytes()},
+                       {"blocks", t.blocks()},
+                       {"read_bytes_per_s", t.read_bytes_per_s()},
+                       {"write_bytes_per_s", t.write_bytes_per_s()},
+                       {"persistent", t.persistent()},
+                       {"corruption_errors", t.corruption_errors()},
+                       {"io_errors", t.io_errors()},
+                       {"max_block_bytes", t.max_block_bytes()}});
+      text << "  " << t.name() << ": " << t.blocks() << " blocks, " << t.used_bytes() << " / "
+           << t.capacity_bytes() << " bytes used, " << t.corruption_errors()
+           << " corruption errors\n";
+    }
+    json j = {{"ok", true},
+              {"tiers", tiers},
+              {"indexed_blocks", s->indexed_blocks()},
+              {"lookups", s->lookups()},
+              {"lookup_blocks", s->lookup_blocks()},
+              {"lookup_hit_blocks", s->lookup_hit_blocks()},
+              {"reads", s->reads()},
+              {"read_hits", s->read_hits()},
+              {"read_misses", s->read_misses()},
+              {"inserts", s->inserts()},
+              {"insert_bytes", s->insert_bytes()},
+              {"insert_failures", s->insert_failures()},
+              {"demotions", s->demotions()},
+              {"drops", s->drops()},
+              {"expired", s->expired()},
+              {"corruption_misses", s->corruption_misses()},
+              {"default_block_tokens", s->default_block_tokens()},
+              {"default_namespace", s->default_namespace()}};
+    text << "indexed blocks: " << s->indexed_blocks() << "\nlookups: " << s->lookups() << " ("
+         << s->lookup_hit_blocks() << " of " << s->lookup_blocks() << " blocks hit)\nreads: "
+         << s->reads() << " (" << s->read_hits() << " hits, " << s->read_misses()
+         << " misses)\ninserts: " << s->inserts() << " (" << s->insert_bytes() << " bytes, "
+         << s->insert_failures() << " refused)\nevictions: " << s->demotions() << " demoted, "
+         << s->drops() << " dropped, " << s->expired() << " expired\ndefault namespace: "
+         << s->default_namespace() << "\n";
+    Print(j, text.str());
+    return 0;
+  }
+
+  int Lookup() {
+    v1::LookupRequest req;
+    Result<v1::Namespace> ns = NamespaceFlags();
+    if (!ns.ok()) return Fail(ns.status().message(), 2);
+    *req.mutable_namespace_() = *ns;
+    if (flags_->Has("tokens") == flags_->Has("keys")) return Fail("give --tokens or --keys", 2);
+    if (flags_->Has("tokens")) {
+      Result<std::vector<int32_t>> t = Tokens();
+      if (!t.ok()) return Fail(t.status().message(), 2);
+      req.mutable_token_ids()->Add(t->begin(), t->end());
+      req.set_return_keys(true);
+    } else {
+      std::stringstream keys(flags_->Get("keys"));
+      for (std::string hex; std::getline(keys, hex, ',');) {
+        std::optional<BlockKey> k = BlockKey::FromHex(hex);
+        if (!k) return Fail("'" + hex + "' is not a key of 32 hex digits", 2);
+        req.add_keys(k->ToByteString());
+      }
+    }
+    Result<v1::LookupResponse> r = client_->Lookup(req);
+    if (!r.ok()) return Fail(r.status());
+    json hits = json::array();
+    std::ostringstream text;
+    text << "hit " << r->hit_blocks() << " of " << r->query_blocks() << " blocks";
+    if (flags_->Has("tokens")) text << " (" << r->hit_tokens() << " tokens)";
+    text << "\n";
+    for (const v1::BlockInfo& b : r->hits()) {
+      hits.push_back(InfoJson(b));
+      text << "  " << Hex(b.key()) << "  " << b.size_bytes() << " bytes in " << b.tier() << "\n";
+    }
+    json keys = json::array();
+    for (const std::string& k : r->keys()) keys.push_back(Hex(k));
+    Print({{"ok", true}, {"query_blocks", r->query_blocks()}, {"hit_blocks", r->hit_blocks()},
+           {"hit_tokens", r->hit_tokens()}, {"block_tokens", r->block_tokens()},
+           {"hits", hits}, {"keys", keys}},
+          text.str());
+    return 0;
+  }
+
+  int Put() {
+    if (!flags_->Has("file")) return Fail("put needs --file", 2);
+    std::ifstream in(flags_->Get("file"), std::ios::binary);
+    if (!in) return Fail("cannot read " + flags_->Get("file"), 2);
+    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    v1::PutHeader h;
+    Result<v1::Namespace> ns = NamespaceFlags();
+    if (!ns.ok()) return Fail(ns.status().message(), 2);
+    *h.mutable_namespace_() = *ns;
+    if (flags_->Has("tokens") == flags_->Has("key")) return Fail("give --tokens or --key", 2);
+    if (flags_->Has("tokens")) {
+      Result<std::vector<int32_t>> t = Tokens();
+      if (!t.ok()) return Fail(t.status().message(), 2);
+      h.mutable_token_ids()->Add(t->begin(), t->end());
+    } else {
+      Result<BlockKey> k = KeyFlag("key");
+      if (!k.ok()) return Fail(k.status().message(), 2);
+      h.set_key(k->ToByteString());
+      if (flags_->Has("parent")) {
+        Result<BlockKey> p = KeyFlag("parent");
+        if (!p.ok()) return Fail(p.status().message(), 2);
+        h.set_parent_key(p->ToByteString());
+      }
+    }
+    if (flags_->Has("ttl")) {
+      Result<int64_t> ttl = ParseInt(flags_->Get("ttl"));
+      if (!ttl.ok() || *ttl > UINT32_MAX) return Fail("--ttl needs seconds", 2);
+      h.set_ttl_seconds(static_cast<uint32_t>(*ttl));
+    }
+    Result<v1::PutResponse> r =
+        client_->Put(h, {reinterpret_cast<const std::byte*>(data.data()), data.size()});
+    if (!r.ok()) return Fail(r.status());
+    json j = InfoJson(r->block());
+    j["ok"] = true;
+    Print(j, "stored " + Hex(r->block().key()) + " (" + std::to_string(r->block().size_bytes()) +
+                 " bytes) in " + r->block().tier() + "\n");
+    return 0;
+  }
+
+  int Get() {
+    BlockKey key;
+    if (flags_->Has("tokens") == flags_->Has("key")) return Fail("give --key or --tokens", 2);
+    if (flags_->Has("key")) {
+      Result<BlockKey> k = KeyFlag("key");
+      if (!k.ok()) return Fail(k.status().message(), 2);
+      key = *k;
+    } else {
+      v1::LookupRequest req;
+      Result<v1::Namespace> ns = NamespaceFlags();
+      if (!ns.ok()) return Fail(ns.status().message(), 2);
+      *req.mutable_namespace_() = *ns;
+      Result<std::vector<int32_t>> t = Tokens();
+      if (!t.ok()) return Fail(t.status().message(), 2);
+      req.mutable_token_ids()->Add(t->begin(), t->end());
+      req.set_return_keys(true);
+      Result<v1::LookupResponse> r = client_->Lookup(req);
+      if (!r.ok()) return Fail(r.status());
+      if (r->keys().empty()) return Fail("the token list holds no full block", 2);
+      key = *BlockKey::FromBytes(r->keys(r->keys_size() - 1));
+    }
+    Result<FetchedBlock> b = client_->Get(key);
+    if (!b.ok()) return Fail(b.status());
+    json j = InfoJson(b->info);
+    j["ok"] = true;
+    if (flags_->Has("out")) {
+      std::ofstream out(flags_->Get("out"), std::ios::binary | std::ios::trunc);
+      out.write(b->payload.data(), static_cast<std::streamsize>(b->payload.size()));
+      if (!out.flush()) return Fail("cannot write " + flags_->Get("out"), 1);
+      j["out"] = flags_->Get("out");
+      Print(j, "wrote " + std::to_string(b->payload.size()) + " bytes of " + key.ToHex() +
+                   " to " + flags_->Get("out") + "\n");
+    } else if (json_) {
+      Print(j, "");
+    } else {
+      std::fwrite(b->payload.data(), 1, b->payload.size(), stdout);
+    }
+    return 0;
+  }
+
+  int Delete() {
+    Result<BlockKey> k = KeyFlag("key");
+    if (!k.ok()) return Fail(k.status().message(), 2);
+    if (Status s = client_->Delete(*k); !s.ok()) return Fail(s);
+    Print({{"ok", true}, {"key", k->ToHex()}}, "deleted " + k->ToHex() + "\n");
+    return 0;
+  }
+
+  bool json_ = false;
+  const FlagSet* flags_ = nullptr;
+  std::unique_ptr<Client> client_;
+};
+
+}  // namespace
+}  // namespace kvtier
+
+int main(int argc, char** argv) { return kvtier::Cli().Run(argc, argv); }
