@@ -10,6 +10,9 @@ uint64_t RoundUp(uint64_t v, uint64_t unit) { return (v + unit - 1) / unit * uni
 SlabAllocator::SlabAllocator(uint64_t arena_bytes, uint64_t page_bytes)
     : page_bytes_(page_bytes),
       pages_(arena_bytes / page_bytes),
+      slab_target_bytes_(std::clamp<uint64_t>(pages_ * page_bytes / 64 / page_bytes * page_bytes,
+                                              page_bytes,
+                                              std::max<uint64_t>(page_bytes, kMaxSlabTargetBytes))),
       free_pages_(pages_),
       page_slab_(pages_, kNoSlab) {}
 
@@ -53,9 +56,9 @@ void SlabAllocator::Free(uint64_t offset) {
 }
 
 std::optional<uint32_t> SlabAllocator::NewSlab(uint64_t cls) {
-  // Enough whole chunks to fill ~2 MiB (at least one), rounded up to pages;
-  // the rounding may make room for more chunks, which are then used too.
-  const uint64_t chunks = std::max<uint64_t>(1, kTargetSlabBytes / cls);
+  // Enough whole chunks to fill the slab target (at least one), rounded up to
+  // pages; the rounding may make room for more chunks, which are used too.
+  const uint64_t chunks = std::max<uint64_t>(1, slab_target_bytes_ / cls);
   const uint64_t num_pages = RoundUp(chunks * cls, page_bytes_) / page_bytes_;
   std::optional<uint64_t> first = FindFreeRun(num_pages);
   if (!first) return std::nullopt;

@@ -3,9 +3,11 @@
 // The arena is divided into pages (page_bytes, 64 KiB by default). A slab is a
 // run of contiguous pages holding chunks of one class; a class is a request
 // size rounded up to kChunkAlignment, so blocks of one model (all the same
-// size) waste nothing inside a chunk. A slab is sized to about 2 MiB or one
-// chunk, whichever is larger, rounded up to whole pages, so the waste at the
-// end of a slab is under one page. A slab whose last chunk is freed goes back
+// size) waste nothing inside a chunk. A slab holds as many whole chunks as fit
+// in the slab target (1/64 of the arena, at least one page, at most 2 MiB;
+// at least one chunk), rounded up to whole pages, so the waste at the end of
+// a slab is under one page and a small arena still has room for several size
+// classes. A slab whose last chunk is freed goes back
 // to the page pool, so space moves between classes as the mix of block sizes
 // changes.
 //
@@ -25,7 +27,7 @@ namespace kvtier {
 class SlabAllocator {
  public:
   static constexpr size_t kChunkAlignment = 64;        // bytes; a cache line
-  static constexpr size_t kTargetSlabBytes = 2 << 20;  // 2 MiB
+  static constexpr size_t kMaxSlabTargetBytes = 2 << 20;  // 2 MiB
 
   // Manages offsets [0, arena_bytes); arena_bytes is rounded down to pages.
   SlabAllocator(uint64_t arena_bytes, uint64_t page_bytes);
@@ -44,6 +46,7 @@ class SlabAllocator {
   uint64_t allocated_bytes() const { return allocated_bytes_; }  // sum of live chunks
   uint64_t free_pages() const { return free_pages_; }
   uint64_t slab_count() const { return slab_count_; }
+  uint64_t slab_target_bytes() const { return slab_target_bytes_; }
 
  private:
   static constexpr uint32_t kNoSlab = UINT32_MAX;
@@ -68,6 +71,7 @@ class SlabAllocator {
 
   uint64_t page_bytes_;
   uint64_t pages_;
+  uint64_t slab_target_bytes_;
   uint64_t free_pages_;
   uint64_t allocated_bytes_ = 0;
   uint64_t slab_count_ = 0;

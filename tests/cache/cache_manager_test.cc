@@ -1,0 +1,188 @@
+#include "cache/cache_manager.h"
+
+#include <gtest/gtest.h>
+
+#include "cache/prefix_hasher.h"
+#include "tiers/dram/dram_tier.h"
+
+namespace kvtier {
+namespace {
+
+constexpr uint64_t kPage = 64 << 10;
+
+std::vector<std::byte> Payload(size_t n, uint8_t seed) {
+  std::vector<std::byte> p(n);
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<std::byte>((i * 131 + seed) & 0xff);
+  return p;
+}
+
+class CacheManagerTest : public ::testing::Test {
+ protected:
+  // A stack of DRAM tiers, each `pages` slab pages large.
+  void Open(std::vector<uint64_t> pages_per_tier) {
+    std::vector<TierSlot> slots;
+    for (size_t i = 0; i < pages_per_tier.size(); ++i) {
+      DramTierOptions o;
+      o.name = "t" + std::to_string(i);
+      o.capacity_bytes = pages_per_tier[i] * kPage;
+      o.page_bytes = kPage;
+      o.clock = &clock_;
+      auto tier = NewDramTier(o);
+      ASSERT_TRUE(tier.ok()) << tier.status();
+      tiers_.push_back(tier->get());
+      slots.push_back({std::move(*tier), NewLruPolicy()});
+    }
+    CacheManagerOptions opts;
+    opts.clock = &clock_;
+    auto m = CacheManager::Open(std::move(slots), opts);
+    ASSERT_TRUE(m.ok()) << m.status();
+    cache_ = std::move(*m);
+  }
+
+  // Keys of a chain of n blocks.
+  std::vector<BlockKey> Chain(size_t n, TokenId start = 0) {
+    std::vector<TokenId> tokens(n * 16);
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = start + static_cast<TokenId>(i);
+    Namespace ns;
+    ns.block_tokens = 16;
+    return PrefixHasher(ns).Keys(tokens);
+  }
+
+  Status InsertChain(const std::vector<BlockKey>& keys, size_t bytes) {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      std::optional<BlockKey> parent;
+      if (i > 0) parent = keys[i - 1];
+      KVTIER_RETURN_IF_ERROR(cache_->Insert(keys[i], parent, Payload(bytes, uint8_t(i))));
+    }
+    return Status::Ok();
+  }
+
+  ManualClock clock_;
+  std::vector<Tier*> tiers_;  // owned by cache_
+  std::unique_ptr<CacheManager> cache_;
+};
+
+TEST_F(CacheManagerTest, InsertedBlocksReadBackAndHitAsAPrefix) {
+  Open({64});
+  auto keys = Chain(4);
+  ASSERT_TRUE(InsertChain({keys.begin(), keys.begin() + 3}, 1000).ok());
+  PrefixHit hit = cache_->Lookup(keys);
+  EXPECT_EQ(hit.blocks, 3u);
+  ASSERT_EQ(hit.entries.size(), 3u);
+  EXPECT_EQ(hit.entries[1].bytes, 1000u);
+  std::vector<std::byte> buf(2000);
+  auto n = cache_->Read(keys[1], buf);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1000u);
+  EXPECT_EQ(std::vector<std::byte>(buf.begin(), buf.begin() + 1000), Payload(1000, 1));
+  EXPECT_TRUE(cache_->Read(keys[3], buf).status().IsNotFound());
+  CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.inserts, 3u);
+  EXPECT_EQ(s.read_hits, 1u);
+  EXPECT_EQ(s.read_misses, 1u);
+  EXPECT_EQ(s.lookup_hit_blocks, 3u);
+}
+
+TEST_F(CacheManagerTest, RefusedInsertsChangeNothing) {
+  Open({4});
+  auto keys = Chain(2);
+  ASSERT_TRUE(InsertChain({keys[0]}, 1000).ok());
+  EXPECT_EQ(cache_->Insert(keys[1], keys[0], {}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache_->Insert(keys[1], keys[0], Payload(10, 0), clock_.NowMs()).code(),
+            StatusCode::kInvalidArgument);
+  // Larger than the whole tier: refused before anything is evicted.
+  EXPECT_EQ(cache_->Insert(keys[1], keys[0], Payload(5 * kPage, 0)).code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_EQ(cache_->Lookup(keys).blocks, 1u);
+  EXPECT_EQ(cache_->Stats().drops, 0u);
+}
+
+TEST_F(CacheManagerTest, FullTierEvictsLeastRecentlyUsedLeavesFirst) {
+  Open({4});  // 4 pages of 64 KiB; 60 KiB blocks take one page each
+  const size_t bytes = 60 << 10;
+  auto a = Chain(2, 0), b = Chain(2, 1000);
+  ASSERT_TRUE(InsertChain(a, bytes).ok());
+  ASSERT_TRUE(InsertChain(b, bytes).ok());
+  cache_->Lookup(a);  // a is now more recent than b
+  auto c = Chain(1, 5000);
+  ASSERT_TRUE(InsertChain(c, bytes).ok());
+  // b's leaf goes first, not b's root, and nothing of a.
+  EXPECT_EQ(cache_->Lookup(a).blocks, 2u);
+  EXPECT_EQ(cache_->Lookup(b).blocks, 1u);
+  EXPECT_EQ(cache_->Lookup(c).blocks, 1u);
+  EXPECT_EQ(cache_->Stats().drops, 1u);
+}
+
+TEST_F(CacheManagerTest, PinnedBlocksAreNeverEvicted) {
+  Open({2});
+  const size_t bytes = 60 << 10;
+  auto a = Chain(2, 0);
+  ASSERT_TRUE(InsertChain(a, bytes).ok());
+  PrefixHit pinned = cache_->Lookup(a, /*pin=*/true);
+  ASSERT_EQ(pinned.pins.size(), 2u);
+  auto c = Chain(1, 5000);
+  EXPECT_EQ(InsertChain(c, bytes).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(cache_->Erase(a[1]).code(), StatusCode::kRetry);
+  EXPECT_EQ(cache_->Lookup(a).blocks, 2u);
+  pinned = PrefixHit{};  // the request ends: its pins go
+  EXPECT_TRUE(InsertChain(c, bytes).ok());
+  EXPECT_EQ(cache_->Lookup(a).blocks, 1u);
+}
+
+TEST_F(CacheManagerTest, VictimsOfAFullTierAreDemotedToTheNext) {
+  Open({2, 8});
+  const size_t bytes = 60 << 10;
+  auto a = Chain(4, 0);
+  ASSERT_TRUE(InsertChain(a, bytes).ok());
+  PrefixHit hit = cache_->Lookup(a);
+  ASSERT_EQ(hit.blocks, 4u);
+  EXPECT_EQ(cache_->Stats().demotions, 2u);
+  int in_top = 0;
+  for (const IndexEntry& e : hit.entries) in_top += e.tier == 0;
+  EXPECT_EQ(in_top, 2);
+  for (size_t i = 0; i < a.size(); ++i) {
+    std::vector<std::byte> buf(bytes);
+    ASSERT_TRUE(cache_->Read(a[i], buf).ok()) << i;
+    EXPECT_EQ(buf, Payload(bytes, uint8_t(i))) << i;
+  }
+}
+
+TEST_F(CacheManagerTest, CorruptBlockReadsAsAMissAndIsDropped) {
+  Open({8});
+  auto keys = Chain(1);
+  ASSERT_TRUE(InsertChain(keys, 4096).ok());
+  ASSERT_TRUE(CorruptDramBlockForTesting(*tiers_[0], keys[0]).ok());
+  std::vector<std::byte> buf(4096);
+  auto r = cache_->Read(keys[0], buf);
+  EXPECT_TRUE(r.status().IsNotFound()) << r.status();
+  EXPECT_EQ(cache_->Stats().corruption_misses, 1u);
+  EXPECT_EQ(cache_->Stats().tiers[0].corruption_errors, 1u);
+  EXPECT_EQ(cache_->Lookup(keys).blocks, 0u);
+}
+
+TEST_F(CacheManagerTest, ExpiredBlocksMissAndAreFreed) {
+  Open({8});
+  auto keys = Chain(2);
+  ASSERT_TRUE(cache_->Insert(keys[0], std::nullopt, Payload(100, 0), clock_.NowMs() + 60'000).ok());
+  ASSERT_TRUE(cache_->Insert(keys[1], keys[0], Payload(100, 1)).ok());
+  EXPECT_EQ(cache_->Lookup(keys).blocks, 2u);
+  clock_.AdvanceMs(60'000);
+  EXPECT_EQ(cache_->Lookup(keys).blocks, 0u);
+  EXPECT_EQ(cache_->Stats().expired, 1u);
+  std::vector<std::byte> buf(100);
+  EXPECT_TRUE(cache_->Read(keys[0], buf).status().IsNotFound());
+  EXPECT_EQ(cache_->Stats().tiers[0].blocks, 1u);  // only the unexpired child is stored
+}
+
+TEST_F(CacheManagerTest, SmallBufferIsRefusedWithTheNeededSize) {
+  Open({8});
+  auto keys = Chain(1);
+  ASSERT_TRUE(InsertChain(keys, 1000).ok());
+  std::vector<std::byte> buf(999);
+  auto r = cache_->Read(keys[0], buf);
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("1000"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvtier

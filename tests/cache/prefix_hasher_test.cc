@@ -1,0 +1,152 @@
+#include "cache/prefix_hasher.h"
+
+#include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include <cstring>
+#include <numeric>
+#include <set>
+
+namespace kvtier {
+namespace {
+
+Namespace TestNamespace() {
+  Namespace ns;
+  ns.model_id = "stories260K";
+  ns.block_tokens = 16;
+  return ns;
+}
+
+std::vector<TokenId> Iota(size_t n, TokenId start = 1) {
+  std::vector<TokenId> t(n);
+  std::iota(t.begin(), t.end(), start);
+  return t;
+}
+
+TEST(PrefixHasherTest, SameTokensAndNamespaceGiveSameKeys) {
+  const auto tokens = Iota(100);
+  EXPECT_EQ(PrefixHasher(TestNamespace()).Keys(tokens), PrefixHasher(TestNamespace()).Keys(tokens));
+}
+
+TEST(PrefixHasherTest, OnlyFullBlocksGetKeys) {
+  PrefixHasher h(TestNamespace());
+  EXPECT_EQ(h.Keys(Iota(15)).size(), 0u);
+  EXPECT_EQ(h.Keys(Iota(16)).size(), 1u);
+  EXPECT_EQ(h.Keys(Iota(100)).size(), 6u);
+  // A partial tail does not change the keys of the full blocks before it.
+  auto with_tail = h.Keys(Iota(100));
+  auto without = h.Keys(Iota(96));
+  EXPECT_EQ(with_tail, without);
+}
+
+TEST(PrefixHasherTest, KeysFollowTheDocumentedChain) {
+  // key_0 = XXH3_128(seed || tokens[0,B)), key_i = XXH3_128(key_{i-1} || ...),
+  // computed here independently of the hasher.
+  Namespace ns = TestNamespace();
+  const auto tokens = Iota(48);
+  auto keys = PrefixHasher(ns).Keys(tokens);
+  ASSERT_EQ(keys.size(), 3u);
+  BlockKey prev = ns.Seed();
+  for (size_t i = 0; i < 3; ++i) {
+    std::vector<unsigned char> buf(16 + 16 * sizeof(TokenId));
+    std::string p = prev.ToByteString();
+    std::memcpy(buf.data(), p.data(), 16);
+    std::memcpy(buf.data() + 16, tokens.data() + i * 16, 16 * sizeof(TokenId));
+    XXH128_hash_t h = XXH3_128bits(buf.data(), buf.size());
+    BlockKey expect{h.high64, h.low64};
+    EXPECT_EQ(keys[i], expect) << "block " << i;
+    prev = expect;
+  }
+}
+
+TEST(PrefixHasherTest, ChangingTokenJChangesItsBlockAndEveryLaterOneOnly) {
+  PrefixHasher h(TestNamespace());
+  const auto base = Iota(16 * 8);
+  const auto base_keys = h.Keys(base);
+  for (size_t j : {size_t{0}, size_t{15}, size_t{16}, size_t{70}, size_t{127}}) {
+    auto changed = base;
+    changed[j] += 1000;
+    const auto keys = h.Keys(changed);
+    const size_t block = j / 16;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (i < block) {
+        EXPECT_EQ(keys[i], base_keys[i]) << "token " << j << " changed earlier block " << i;
+      } else {
+        EXPECT_NE(keys[i], base_keys[i]) << "token " << j << " left block " << i << " unchanged";
+      }
+    }
+  }
+}
+
+TEST(PrefixHasherTest, DifferentNamespacesNeverShareKeys) {
+  std::vector<Namespace> spaces;
+  spaces.push_back(TestNamespace());
+  auto vary = [&](auto change) {
+    Namespace ns = TestNamespace();
+    change(ns);
+    spaces.push_back(ns);
+  };
+  vary([](Namespace& n) { n.model_id = "other-model"; });
+  vary([](Namespace& n) { n.model_revision = "rev2"; });
+  vary([](Namespace& n) { n.kv_dtype = DType::kBFloat16; });
+  vary([](Namespace& n) { n.layout_version = 2; });
+  vary([](Namespace& n) { n.tp_size = 2; });
+  vary([](Namespace& n) { n.tp_size = 2; n.tp_rank = 1; });
+  vary([](Namespace& n) { n.cache_salt = "tenant-a"; });
+  vary([](Namespace& n) { n.cache_salt = "tenant-b"; });
+  // Field boundaries are unambiguous: moving bytes between strings changes the seed.
+  vary([](Namespace& n) { n.model_id = "stories260"; n.model_revision = "K"; });
+  const auto tokens = Iota(16 * 4);
+  std::set<BlockKey> seen;
+  size_t total = 0;
+  for (const Namespace& ns : spaces) {
+    ASSERT_TRUE(ns.Validate().ok()) << ns.ToString();
+    for (const BlockKey& k : PrefixHasher(ns).Keys(tokens)) {
+      seen.insert(k);
+      ++total;
+    }
+  }
+  EXPECT_EQ(seen.size(), total);
+}
+
+TEST(PrefixHasherTest, BlockTokensChangeTheChain) {
+  Namespace a = TestNamespace(), b = TestNamespace();
+  b.block_tokens = 32;
+  const auto tokens = Iota(64);
+  auto ka = PrefixHasher(a).Keys(tokens);
+  auto kb = PrefixHasher(b).Keys(tokens);
+  for (const BlockKey& k : kb) EXPECT_EQ(std::count(ka.begin(), ka.end(), k), 0);
+}
+
+TEST(PrefixHasherTest, AppendKeysContinuesAChain) {
+  PrefixHasher h(TestNamespace());
+  const auto tokens = Iota(16 * 5);
+  auto all = h.Keys(tokens);
+  std::vector<BlockKey> keys = h.Keys(std::span(tokens).first(32));
+  h.AppendKeys(keys.back(), std::span(tokens).subspan(32), &keys);
+  EXPECT_EQ(keys, all);
+}
+
+TEST(NamespaceTest, ValidateRejectsBadFields) {
+  Namespace ns = TestNamespace();
+  for (int bt : {0, 8, 48, 2048}) {
+    ns.block_tokens = bt;
+    EXPECT_FALSE(ns.Validate().ok()) << bt;
+  }
+  ns = TestNamespace();
+  ns.tp_size = 2;
+  ns.tp_rank = 2;
+  EXPECT_FALSE(ns.Validate().ok());
+  ns = TestNamespace();
+  ns.model_id = std::string(300, 'x');
+  EXPECT_FALSE(ns.Validate().ok());
+}
+
+TEST(NamespaceTest, ToStringDoesNotRevealTheSalt) {
+  Namespace ns = TestNamespace();
+  ns.cache_salt = "secret-salt";
+  EXPECT_EQ(ns.ToString().find("secret"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvtier

@@ -1,0 +1,62 @@
+#include <gtest/gtest.h>
+
+#include "common/block_key.h"
+#include "common/checksum.h"
+#include "common/kv_geometry.h"
+#include "common/status.h"
+
+namespace kvtier {
+namespace {
+
+TEST(BlockKeyTest, HexAndBytesRoundTrip) {
+  BlockKey k{0x0123456789abcdefull, 0xfedcba9876543210ull};
+  EXPECT_EQ(k.ToHex(), "0123456789abcdeffedcba9876543210");
+  EXPECT_EQ(BlockKey::FromHex(k.ToHex()), k);
+  EXPECT_EQ(BlockKey::FromHex("0123456789ABCDEFFEDCBA9876543210"), k);
+  EXPECT_EQ(BlockKey::FromBytes(k.ToByteString()), k);
+  EXPECT_EQ(static_cast<uint8_t>(k.ToByteString()[0]), 0x01);
+  EXPECT_FALSE(BlockKey::FromHex("0123").has_value());
+  EXPECT_FALSE(BlockKey::FromHex("g123456789abcdeffedcba9876543210").has_value());
+  EXPECT_FALSE(BlockKey::FromBytes(std::string(15, 'x')).has_value());
+}
+
+TEST(StatusTest, CodesAndMessages) {
+  EXPECT_TRUE(Status::Ok().ok());
+  EXPECT_EQ(Status::Ok().ToString(), "OK");
+  Status s = Status::NotFound("gone");
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(s.IsNotFound());
+  EXPECT_EQ(s.ToString(), "NotFound: gone");
+  Result<int> r = Status::Corruption("bad");
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption());
+  Result<int> v = 7;
+  EXPECT_TRUE(v.ok());
+  EXPECT_EQ(*v, 7);
+}
+
+TEST(ChecksumTest, CopyAndChecksumEqualsChecksumOfTheCopy) {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{4096}, size_t{65536}, size_t{65537},
+                   size_t{1 << 20}}) {
+    std::vector<std::byte> src(n), dst(n);
+    for (size_t i = 0; i < n; ++i) src[i] = static_cast<std::byte>(i * 7 + 3);
+    EXPECT_EQ(CopyAndChecksum64(src, dst), Checksum64(src)) << n;
+    EXPECT_EQ(dst, src);
+  }
+}
+
+TEST(KvGeometryTest, BlockBytesFollowTheLayout) {
+  KvGeometry g{5, 4, 8, 64, DType::kFloat32};  // stories260K
+  EXPECT_TRUE(g.Validate().ok());
+  EXPECT_EQ(g.BytesPerToken(), 5u * 2 * 4 * 8 * 4);
+  EXPECT_EQ(g.BlockBytes(), 64u * 1280);
+  g.dtype = DType::kBFloat16;
+  EXPECT_EQ(g.BytesPerToken(), 640u);
+  g.block_tokens = 100;
+  EXPECT_FALSE(g.Validate().ok());
+  EXPECT_EQ(ParseDType("bf16"), DType::kBFloat16);
+  EXPECT_FALSE(ParseDType("int8").has_value());
+}
+
+}  // namespace
+}  // namespace kvtier

@@ -1,0 +1,437 @@
+// Integration tests: a real kvtierd process on a loopback port, driven through
+// the generated gRPC client (and the kvtier CLI binary).
+#include <gtest/gtest.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/checksum.h"
+#include "proto/client.h"
+#include "tests/tools/daemon_process.h"
+
+namespace kvtier {
+namespace {
+
+using testing::DaemonProcess;
+using testing::RunTool;
+using testing::TempDir;
+
+constexpr uint64_t kMaxBlock = 16 << 20;  // the suite's daemon runs with --max-block-bytes 16M
+
+std::vector<int32_t> Tokens(int32_t first, int32_t last) {
+  std::vector<int32_t> t;
+  for (int32_t i = first; i <= last; ++i) t.push_back(i);
+  return t;
+}
+
+std::string Bytes(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& c : s) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+std::span<const std::byte> AsBytes(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+class KvtierdTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(TempDir("kvtierd_suite"));
+    daemon_ = new DaemonProcess();
+    ASSERT_TRUE(daemon_->Start(*dir_, {"--dram-bytes", "256M", "--max-block-bytes", "16M"}))
+        << "kvtierd exited with " << daemon_->exit_code();
+  }
+  static void TearDownTestSuite() {
+    EXPECT_EQ(daemon_->Stop(SIGTERM), 0);
+    delete daemon_;
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  void SetUp() override {
+    ClientOptions o;
+    o.address = daemon_->address();
+    client_ = std::make_unique<Client>(o);
+  }
+
+  v1::StatsResponse Stats() {
+    auto s = client_->Stats();
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : v1::StatsResponse();
+  }
+
+  Result<v1::PutResponse> PutTokens(const std::vector<int32_t>& tokens, const std::string& data) {
+    v1::PutHeader h;
+    h.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+    return client_->Put(h, AsBytes(data));
+  }
+
+  // Sends a raw Put stream and returns the daemon's answer.
+  grpc::Status RawPut(const std::vector<v1::PutRequest>& msgs) {
+    auto ctx = client_->NewContext();
+    v1::PutResponse resp;
+    auto w = client_->block_store().Put(ctx.get(), &resp);
+    for (const auto& m : msgs) {
+      if (!w->Write(m)) break;
+    }
+    w->WritesDone();
+    return w->Finish();
+  }
+
+  static v1::PutRequest Header(const v1::PutHeader& h) {
+    v1::PutRequest r;
+    *r.mutable_header() = h;
+    return r;
+  }
+  static v1::PutRequest Data(const std::string& d) {
+    v1::PutRequest r;
+    r.set_data(d);
+    return r;
+  }
+
+  static std::string* dir_;
+  static DaemonProcess* daemon_;
+  std::unique_ptr<Client> client_;
+};
+
+std::string* KvtierdTest::dir_ = nullptr;
+DaemonProcess* KvtierdTest::daemon_ = nullptr;
+
+TEST_F(KvtierdTest, HealthAndStatsAnswer) {
+  auto h = client_->Health();
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->status(), "SERVING");
+  EXPECT_EQ(h->listen(), daemon_->address());
+  auto s = Stats();
+  ASSERT_EQ(s.tiers_size(), 1);
+  EXPECT_EQ(s.tiers(0).name(), "dram");
+  EXPECT_EQ(s.tiers(0).capacity_bytes(), 256u << 20);
+  EXPECT_EQ(s.default_block_tokens(), 64u);
+}
+
+TEST_F(KvtierdTest, PutLookupGetRoundTripByTokens) {
+  const auto prompt = Tokens(1000, 1000 + 3 * 64 + 9);  // 3 full blocks and a tail
+  std::vector<std::string> payloads;
+  std::vector<BlockKey> keys;
+  for (int b = 0; b < 3; ++b) {
+    payloads.push_back(Bytes(100'000 + b, b));
+    auto r = PutTokens({prompt.begin(), prompt.begin() + (b + 1) * 64}, payloads.back());
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->block().tier(), "dram");
+    keys.push_back(*BlockKey::FromBytes(r->block().key()));
+  }
+  v1::LookupRequest req;
+  req.mutable_token_ids()->Add(prompt.begin(), prompt.end());
+  req.set_return_keys(true);
+  auto l = client_->Lookup(req);
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->query_blocks(), 3u);
+  EXPECT_EQ(l->hit_blocks(), 3u);
+  EXPECT_EQ(l->hit_tokens(), 192u);
+  ASSERT_EQ(l->keys_size(), 3);
+  for (int b = 0; b < 3; ++b) {
+    EXPECT_EQ(*BlockKey::FromBytes(l->keys(b)), keys[b]);
+    EXPECT_EQ(l->hits(b).size_bytes(), payloads[b].size());
+    auto g = client_->Get(keys[b]);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_EQ(g->payload, payloads[b]);
+  }
+  // A prompt that diverges inside block 1 hits only block 0.
+  auto other = prompt;
+  other[100] = 7;
+  v1::LookupRequest req2;
+  req2.mutable_token_ids()->Add(other.begin(), other.end());
+  EXPECT_EQ(client_->Lookup(req2)->hit_blocks(), 1u);
+  // Another namespace sees nothing.
+  req2.mutable_namespace_()->set_cache_salt("tenant-b");
+  req2.mutable_token_ids()->Clear();
+  req2.mutable_token_ids()->Add(prompt.begin(), prompt.end());
+  EXPECT_EQ(client_->Lookup(req2)->hit_blocks(), 0u);
+}
+
+TEST_F(KvtierdTest, LargeBlocksStreamInChunks) {
+  const std::string big = Bytes(9 << 20, 42);  // 9 MiB: nine 1 MiB messages each way
+  auto r = PutTokens(Tokens(5000, 5063), big);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto g = client_->Get(*BlockKey::FromBytes(r->block().key()));
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->payload.size(), big.size());
+  EXPECT_TRUE(g->payload == big);
+}
+
+TEST_F(KvtierdTest, PutByKeyWithParentAndLookupByKeys) {
+  BlockKey a{1, 2}, b{3, 4};
+  v1::PutHeader h;
+  h.set_key(a.ToByteString());
+  ASSERT_TRUE(client_->Put(h, AsBytes(Bytes(5000, 1))).ok());
+  h.set_key(b.ToByteString());
+  h.set_parent_key(a.ToByteString());
+  ASSERT_TRUE(client_->Put(h, AsBytes(Bytes(5000, 2))).ok());
+  v1::LookupRequest req;
+  for (BlockKey k : {a, b, BlockKey{9, 9}}) req.add_keys(k.ToByteString());
+  auto l = client_->Lookup(req);
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->hit_blocks(), 2u);
+  EXPECT_EQ(l->hit_tokens(), 0u);
+  ASSERT_TRUE(client_->Delete(b).ok());
+  EXPECT_EQ(client_->Lookup(req)->hit_blocks(), 1u);
+  EXPECT_TRUE(client_->Delete(b).IsNotFound());
+}
+
+TEST_F(KvtierdTest, TtlExpiresBlocks) {
+  auto tokens = Tokens(7000, 7063);
+  v1::PutHeader h;
+  h.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  h.set_ttl_seconds(3600);
+  auto r = client_->Put(h, AsBytes(Bytes(100, 1)));
+  ASSERT_TRUE(r.ok());
+  EXPECT_GT(r->block().expire_time_ms(), 0);
+}
+
+// Every malformed or oversized request gets a clear status and changes nothing.
+TEST_F(KvtierdTest, BadPutsAreRefusedAndChangeNothing) {
+  const auto before = Stats();
+  const std::string data = Bytes(1000, 1);
+  v1::PutHeader ok;
+  auto t = Tokens(1, 64);
+  ok.mutable_token_ids()->Add(t.begin(), t.end());
+  ok.set_size_bytes(data.size());
+
+  struct Case {
+    std::string name;
+    std::vector<v1::PutRequest> msgs;
+    grpc::StatusCode code;
+    std::string says;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"empty stream", {}, grpc::StatusCode::INVALID_ARGUMENT, "header"});
+  cases.push_back({"data first", {Data(data)}, grpc::StatusCode::INVALID_ARGUMENT, "header"});
+  {
+    v1::PutHeader h = ok;
+    h.set_key(BlockKey{1, 1}.ToByteString());
+    cases.push_back({"key and tokens", {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT, "exactly one of key and token_ids"});
+  }
+  {
+    v1::PutHeader h = ok;
+    h.clear_token_ids();
+    cases.push_back({"no name", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
+                     "exactly one of key and token_ids"});
+    h.set_key(std::string(15, 'k'));
+    cases.push_back({"short key", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
+                     "16 bytes"});
+    h.set_key(BlockKey{5, 5}.ToByteString());
+    h.set_parent_key("xx");
+    cases.push_back({"short parent", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
+                     "parent_key"});
+  }
+  {
+    v1::PutHeader h = ok;
+    h.mutable_token_ids()->RemoveLast();
+    cases.push_back({"partial block", {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT, "whole number"});
+    h = ok;
+    h.set_token_ids(3, -5);
+    cases.push_back({"negative token", {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT, "negative"});
+    h = ok;
+    h.set_parent_key(BlockKey{1, 1}.ToByteString());
+    cases.push_back({"parent with tokens", {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT, "parent_key"});
+  }
+  {
+    v1::PutHeader h = ok;
+    h.set_size_bytes(0);
+    cases.push_back({"zero size", {Header(h)}, grpc::StatusCode::INVALID_ARGUMENT, "size_bytes"});
+    h.set_size_bytes(kMaxBlock + 1);
+    cases.push_back({"too large", {Header(h), Data(data)}, grpc::StatusCode::RESOURCE_EXHAUSTED,
+                     "exceeds the limit"});
+    h = ok;
+    h.set_size_bytes(data.size() + 1);
+    cases.push_back({"short payload", {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT, "declared"});
+    h.set_size_bytes(data.size() - 1);
+    cases.push_back({"long payload", {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT, "longer than the declared"});
+    h = ok;
+    h.set_payload_xxh3(Checksum64(AsBytes(data)) ^ 1);
+    cases.push_back({"bad checksum", {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT, "checksum"});
+    cases.push_back({"two headers", {Header(ok), Header(ok), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT, "exactly one header"});
+  }
+  {
+    v1::PutHeader h = ok;
+    h.mutable_namespace_()->set_kv_dtype("int4");
+    cases.push_back({"bad dtype", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
+                     "kv_dtype"});
+    h = ok;
+    h.mutable_namespace_()->set_block_tokens(48);
+    cases.push_back({"bad block_tokens", {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT, "block_tokens"});
+    h = ok;
+    h.mutable_namespace_()->set_tp_rank(3);
+    cases.push_back({"bad tp rank", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
+                     "tensor-parallel"});
+  }
+  {
+    const std::string huge = Bytes(6 << 20, 3);  // one message over the 4 MiB limit
+    v1::PutHeader h = ok;
+    h.set_size_bytes(huge.size());
+    cases.push_back({"oversized message", {Header(h), Data(huge)},
+                     grpc::StatusCode::RESOURCE_EXHAUSTED, ""});
+  }
+  for (const Case& c : cases) {
+    grpc::Status s = RawPut(c.msgs);
+    EXPECT_EQ(s.error_code(), c.code) << c.name << ": " << s.error_message();
+    EXPECT_NE(s.error_message().find(c.says), std::string::npos)
+        << c.name << ": message '" << s.error_message() << "' does not say '" << c.says << "'";
+  }
+  const auto after = Stats();
+  EXPECT_EQ(after.indexed_blocks(), before.indexed_blocks());
+  EXPECT_EQ(after.inserts(), before.inserts());
+  EXPECT_EQ(after.tiers(0).used_bytes(), before.tiers(0).used_bytes());
+  EXPECT_TRUE(client_->Health().ok()) << "the daemon must survive every bad request";
+}
+
+TEST_F(KvtierdTest, BadLookupsGetsAndDeletesAreRefused) {
+  const auto before = Stats();
+  auto expect = [](grpc::Status s, grpc::StatusCode code, const std::string& says,
+                   const std::string& name) {
+    EXPECT_EQ(s.error_code(), code) << name << ": " << s.error_message();
+    EXPECT_NE(s.error_message().find(says), std::string::npos) << name << ": " << s.error_message();
+  };
+  v1::LookupResponse lr;
+  {
+    v1::LookupRequest r;
+    expect(client_->block_store().Lookup(client_->NewContext().get(), r, &lr),
+           grpc::StatusCode::INVALID_ARGUMENT, "exactly one", "empty lookup");
+    r.add_token_ids(1);
+    r.add_keys(BlockKey{1, 1}.ToByteString());
+    expect(client_->block_store().Lookup(client_->NewContext().get(), r, &lr),
+           grpc::StatusCode::INVALID_ARGUMENT, "exactly one", "tokens and keys");
+    r.clear_token_ids();
+    r.add_keys("short");
+    expect(client_->block_store().Lookup(client_->NewContext().get(), r, &lr),
+           grpc::StatusCode::INVALID_ARGUMENT, "keys[1]", "short key");
+    r.clear_keys();
+    for (int i = 0; i < (1 << 20) + 1; ++i) r.add_token_ids(i % 100);
+    expect(client_->block_store().Lookup(client_->NewContext().get(), r, &lr),
+           grpc::StatusCode::RESOURCE_EXHAUSTED, "limit", "too many tokens");
+  }
+  {
+    v1::GetRequest g;
+    g.set_key("abc");
+    v1::GetResponse msg;
+    auto ctx = client_->NewContext();
+    auto reader = client_->block_store().Get(ctx.get(), g);
+    while (reader->Read(&msg)) {
+    }
+    expect(reader->Finish(), grpc::StatusCode::INVALID_ARGUMENT, "16 bytes", "get short key");
+  }
+  {
+    v1::GetRequest g;
+    g.set_key(BlockKey{77, 77}.ToByteString());
+    g.set_chunk_bytes(5 << 20);
+    v1::GetResponse msg;
+    auto ctx = client_->NewContext();
+    auto reader = client_->block_store().Get(ctx.get(), g);
+    while (reader->Read(&msg)) {
+    }
+    expect(reader->Finish(), grpc::StatusCode::INVALID_ARGUMENT, "chunk_bytes", "huge chunk");
+  }
+  auto missing = client_->Get(BlockKey{77, 77});
+  EXPECT_TRUE(missing.status().IsNotFound()) << missing.status();
+  EXPECT_NE(missing.status().message().find("NOT_FOUND"), std::string::npos);
+  v1::DeleteRequest d;
+  d.set_key("x");
+  v1::DeleteResponse dr;
+  expect(client_->block_store().Delete(client_->NewContext().get(), d, &dr),
+         grpc::StatusCode::INVALID_ARGUMENT, "16 bytes", "delete short key");
+  EXPECT_TRUE(client_->Delete(BlockKey{77, 77}).IsNotFound());
+  const auto after = Stats();
+  EXPECT_EQ(after.indexed_blocks(), before.indexed_blocks());
+  EXPECT_EQ(after.inserts(), before.inserts());
+  EXPECT_TRUE(client_->Health().ok());
+}
+
+TEST_F(KvtierdTest, CliPutsLooksUpAndGetsTheSameBytes) {
+  const std::string dir = TempDir("cli");
+  const std::string in = dir + "/block.bin", out = dir + "/back.bin";
+  const std::string payload = Bytes(300'000, 9);
+  std::ofstream(in, std::ios::binary) << payload;
+  const std::string addr = "--addr=" + daemon_->address();
+  std::string text;
+  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "put", "--tokens", "9000..9063", "--file", in},
+                    &text),
+            0)
+      << text;
+  auto put = nlohmann::json::parse(text);
+  EXPECT_EQ(put["ok"], true);
+  EXPECT_EQ(put["size_bytes"], payload.size());
+  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "lookup", "--tokens", "9000..9100"}, &text), 0);
+  auto look = nlohmann::json::parse(text);
+  EXPECT_EQ(look["hit_blocks"], 1);
+  EXPECT_EQ(look["hits"][0]["key"], put["key"]);
+  ASSERT_EQ(RunTool("kvtier", {addr, "get", "--key", put["key"], "--out", out}, &text), 0);
+  std::ifstream back(out, std::ios::binary);
+  std::string got((std::istreambuf_iterator<char>(back)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(got == payload);
+  ASSERT_EQ(RunTool("kvtier", {addr, "get", "--tokens", "9000..9063"}, &text), 0);
+  EXPECT_TRUE(text == payload);
+  EXPECT_EQ(RunTool("kvtier", {addr, "health"}, &text), 0);
+  EXPECT_EQ(RunTool("kvtier", {addr, "--json", "stats"}, &text), 0);
+  EXPECT_GE(nlohmann::json::parse(text)["indexed_blocks"].get<int>(), 1);
+  EXPECT_EQ(RunTool("kvtier", {addr, "get", "--key", "nothex"}, &text), 2);
+  EXPECT_EQ(RunTool("kvtier", {addr, "put", "--tokens", "1..10", "--file", in}, &text), 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(KvtierdProcessTest, HealthFailsWhenNoDaemonAnswers) {
+  std::string text;
+  // Nothing listens on port 1 of loopback: the call is refused at once.
+  EXPECT_NE(RunTool("kvtier", {"--addr", "127.0.0.1:1", "--timeout-ms", "5000", "health"}, &text),
+            0);
+}
+
+TEST(KvtierdProcessTest, SigtermShutsDownCleanly) {
+  const std::string dir = TempDir("sigterm");
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir));
+  std::string text;
+  EXPECT_EQ(RunTool("kvtier", {"--addr", d.address(), "health"}, &text), 0);
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  EXPECT_NE(RunTool("kvtier", {"--addr", d.address(), "--timeout-ms", "5000", "health"}, &text),
+            0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(KvtierdProcessTest, OneDaemonPerDataDirectory) {
+  const std::string dir = TempDir("lock");
+  DaemonProcess a, b;
+  ASSERT_TRUE(a.Start(dir));
+  EXPECT_FALSE(b.Start(dir));
+  EXPECT_EQ(b.exit_code(), 1);
+  EXPECT_EQ(a.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(KvtierdProcessTest, BadFlagsExitWithUsage) {
+  const std::string dir = TempDir("flags");
+  DaemonProcess d;
+  EXPECT_FALSE(d.Start(dir, {"--block-tokens", "48"}));
+  EXPECT_EQ(d.exit_code(), 2);
+  EXPECT_FALSE(d.Start(dir, {"--no-such-flag"}));
+  EXPECT_EQ(d.exit_code(), 2);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kvtier
