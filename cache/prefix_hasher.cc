@@ -3,6 +3,7 @@
 #include <xxhash.h>
 
 #include <bit>
+#include <cstdlib>
 #include <cstring>
 
 namespace kvtier {
@@ -10,30 +11,55 @@ namespace kvtier {
 static_assert(std::endian::native == std::endian::little,
               "keys hash tokens as little-endian int32; add a byte swap for this host");
 
+namespace {
+
+// Hashes `blocks` blocks of kTokens tokens, chaining from `key`. The block
+// size is a compile-time constant so that the copy of each block's tokens is
+// a fixed run of vector moves rather than a memcpy call.
+template <size_t kTokens>
+void ChainKeys(BlockKey key, const TokenId* tokens, size_t blocks, BlockKey* out) {
+  // One contiguous buffer, prev || tokens, hashed in a single call: cheaper
+  // than XXH3's streaming state for inputs of a few hundred bytes.
+  alignas(64) std::byte buf[16 + kTokens * sizeof(TokenId)];
+  for (size_t i = 0; i < blocks; ++i) {
+    key.ToBytes(std::span<std::byte, 16>(buf, 16));
+    std::memcpy(buf + 16, tokens + i * kTokens, kTokens * sizeof(TokenId));
+    const XXH128_hash_t h = XXH3_128bits(buf, sizeof buf);
+    out[i] = key = BlockKey{h.high64, h.low64};
+  }
+}
+
+void ChainKeys(int block_tokens, const BlockKey& prev, const TokenId* tokens, size_t blocks,
+               BlockKey* out) {
+  switch (block_tokens) {  // every size ValidBlockTokens allows
+    case 16: return ChainKeys<16>(prev, tokens, blocks, out);
+    case 32: return ChainKeys<32>(prev, tokens, blocks, out);
+    case 64: return ChainKeys<64>(prev, tokens, blocks, out);
+    case 128: return ChainKeys<128>(prev, tokens, blocks, out);
+    case 256: return ChainKeys<256>(prev, tokens, blocks, out);
+    case 512: return ChainKeys<512>(prev, tokens, blocks, out);
+    case 1024: return ChainKeys<1024>(prev, tokens, blocks, out);
+  }
+  std::abort();  // unreachable: the namespace was validated
+}
+
+}  // namespace
+
 PrefixHasher::PrefixHasher(const Namespace& ns)
     : seed_(ns.Seed()), block_tokens_(ns.block_tokens) {}
 
 BlockKey PrefixHasher::Next(const BlockKey& prev, std::span<const TokenId> block) const {
-  // One contiguous buffer, prev || tokens, hashed in a single call: cheaper
-  // than XXH3's streaming state for inputs of a few hundred bytes.
-  alignas(64) std::byte buf[16 + 1024 * sizeof(TokenId)];
-  prev.ToBytes(std::span<std::byte, 16>(buf, 16));
-  const size_t n = block.size() * sizeof(TokenId);
-  std::memcpy(buf + 16, block.data(), n);
-  XXH128_hash_t h = XXH3_128bits(buf, 16 + n);
-  return BlockKey{h.high64, h.low64};
+  BlockKey key;
+  ChainKeys(block_tokens_, prev, block.data(), 1, &key);
+  return key;
 }
 
 void PrefixHasher::AppendKeys(const BlockKey& prev, std::span<const TokenId> tokens,
                               std::vector<BlockKey>* out) const {
-  const size_t b = static_cast<size_t>(block_tokens_);
-  const size_t blocks = tokens.size() / b;
-  out->reserve(out->size() + blocks);
-  BlockKey key = prev;
-  for (size_t i = 0; i < blocks; ++i) {
-    key = Next(key, tokens.subspan(i * b, b));
-    out->push_back(key);
-  }
+  const size_t blocks = tokens.size() / static_cast<size_t>(block_tokens_);
+  const size_t first = out->size();
+  out->resize(first + blocks);
+  ChainKeys(block_tokens_, prev, tokens.data(), blocks, out->data() + first);
 }
 
 std::vector<BlockKey> PrefixHasher::Keys(std::span<const TokenId> tokens) const {

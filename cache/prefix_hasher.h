@@ -35,7 +35,7 @@ class PrefixHasher {
   // chain after `prev` (the seed for a prefix that starts at token 0).
   void AppendKeys(const BlockKey& prev, std::span<const TokenId> tokens,
                   std::vector<BlockKey>* out) const;
-  // The key of one block: `block` must hold exactly block_tokens() tokens.
+  // The key of one block: requires `block` to hold exactly block_tokens() tokens.
   BlockKey Next(const BlockKey& prev, std::span<const TokenId> block) const;
 
  private:

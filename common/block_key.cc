@@ -1,5 +1,6 @@
 #include "common/block_key.h"
 
+
 namespace kvtier {
 namespace {
 
@@ -38,13 +39,6 @@ std::optional<BlockKey> BlockKey::FromHex(std::string_view hex) {
   auto lo = ParseHexWord(hex.substr(16));
   if (!hi || !lo) return std::nullopt;
   return BlockKey{*hi, *lo};
-}
-
-void BlockKey::ToBytes(std::span<std::byte, 16> out) const {
-  for (int i = 0; i < 8; ++i) {
-    out[i] = static_cast<std::byte>(hi >> (56 - 8 * i));
-    out[8 + i] = static_cast<std::byte>(lo >> (56 - 8 * i));
-  }
 }
 
 std::string BlockKey::ToByteString() const {

@@ -7,9 +7,11 @@
 // because tiers/ store blocks by key and may not depend on cache/.
 #pragma once
 
+#include <bit>
 #include <compare>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -28,8 +30,14 @@ struct BlockKey {
   // Parses exactly 32 hex digits (either case); nullopt otherwise.
   static std::optional<BlockKey> FromHex(std::string_view hex);
 
-  // 16 bytes, big-endian (hi then lo): the wire form in proto/.
-  void ToBytes(std::span<std::byte, 16> out) const;
+  // 16 bytes, big-endian (hi then lo): the wire form in proto/, and the
+  // bytes XXH128_canonicalFromHash gives. Inline: key chaining calls it per block.
+  void ToBytes(std::span<std::byte, 16> out) const {
+    const uint64_t be_hi = std::endian::native == std::endian::little ? __builtin_bswap64(hi) : hi;
+    const uint64_t be_lo = std::endian::native == std::endian::little ? __builtin_bswap64(lo) : lo;
+    std::memcpy(out.data(), &be_hi, 8);
+    std::memcpy(out.data() + 8, &be_lo, 8);
+  }
   std::string ToByteString() const;
   // Requires exactly 16 bytes; nullopt otherwise.
   static std::optional<BlockKey> FromBytes(std::string_view bytes);
