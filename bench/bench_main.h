@@ -16,14 +16,15 @@
 namespace kvtier::bench {
 
 struct RunFigures {
-  double seconds_per_iter = 0;   // real time
-  double bytes_per_second = 0;   // from SetBytesProcessed, 0 if unset
-  double items_per_second = 0;   // from SetItemsProcessed, 0 if unset
+  double seconds_per_iter = 0;  // real time
+  double bytes_per_second = 0;  // from SetBytesProcessed, 0 if unset
+  double items_per_second = 0;  // from SetItemsProcessed, 0 if unset
 };
 
 // Keyed by the benchmark's full name ("BM_PrefixHash/64").
 using Figures = std::map<std::string, RunFigures>;
 
-int BenchMain(int argc, char** argv, const std::function<nlohmann::json(const Figures&)>& summarize);
+int BenchMain(int argc, char** argv,
+              const std::function<nlohmann::json(const Figures&)>& summarize);
 
 }  // namespace kvtier::bench

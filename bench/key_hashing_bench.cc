@@ -134,15 +134,16 @@ BENCHMARK(BM_IndexLookup)->Threads(1)->Threads(2)->UseRealTime();
 nlohmann::json Summarize(const bench::Figures& f) {
   nlohmann::json j = {{"bench", "key_hashing"}, {"prompt_tokens", kPromptTokens}};
   const auto tokens = Prompt();
-  std::printf("\nprefix hashing vs raw XXH3_128bits over the same token bytes "
-              "(%zu tokens, medians of interleaved rounds):\n", tokens.size());
+  std::printf(
+      "\nprefix hashing vs raw XXH3_128bits over the same token bytes "
+      "(%zu tokens, medians of interleaved rounds):\n",
+      tokens.size());
   for (int b : {16, 64, 256}) {
     HashFigures h = MeasureHashing(b, tokens);
     std::printf("  block_tokens %4d: ours %6.2f GB/s, raw per block %6.2f GB/s, ratio %.3f\n", b,
                 h.ours_gbps, h.raw_gbps, h.ratio);
-    j["b" + std::to_string(b)] = {{"prefix_hash_gbps", h.ours_gbps},
-                                  {"raw_xxh3_gbps", h.raw_gbps},
-                                  {"ratio", h.ratio}};
+    j["b" + std::to_string(b)] = {
+        {"prefix_hash_gbps", h.ours_gbps}, {"raw_xxh3_gbps", h.raw_gbps}, {"ratio", h.ratio}};
     if (b == 64) {
       j["prefix_hash_gbps"] = h.ours_gbps;
       j["raw_xxh3_gbps"] = h.raw_gbps;

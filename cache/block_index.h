@@ -30,12 +30,12 @@
 namespace kvtier {
 
 struct IndexEntry {
-  uint32_t tier = 0;             // position in the tier stack (0 = top)
-  uint64_t bytes = 0;            // payload size
-  int64_t expiry_ms = kNoExpiry; // absolute, Unix ms
-  int64_t last_access_ms = 0;    // last insert, lookup hit or read
-  uint32_t pins = 0;             // running requests using the block
-  uint32_t cached_children = 0;  // present blocks whose parent this is
+  uint32_t tier = 0;              // position in the tier stack (0 = top)
+  uint64_t bytes = 0;             // payload size
+  int64_t expiry_ms = kNoExpiry;  // absolute, Unix ms
+  int64_t last_access_ms = 0;     // last insert, lookup hit or read
+  uint32_t pins = 0;              // running requests using the block
+  uint32_t cached_children = 0;   // present blocks whose parent this is
   std::optional<BlockKey> parent;
 };
 

@@ -118,8 +118,8 @@ Status CacheManager::StoreInTier(size_t t, const BlockKey& key, std::span<const 
   const TierInfo info = tier.Info();
   if (payload.size() > info.max_block_bytes || payload.size() > info.capacity_bytes) {
     return Status::ResourceExhausted("a block of " + std::to_string(payload.size()) +
-                                     " bytes is larger than tier '" + info.name +
-                                     "' accepts (" + std::to_string(info.max_block_bytes) + ")");
+                                     " bytes is larger than tier '" + info.name + "' accepts (" +
+                                     std::to_string(info.max_block_bytes) + ")");
   }
   for (int round = 0;; ++round) {
     Status s = WriteOne(tier, key, payload, expiry_ms);

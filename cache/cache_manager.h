@@ -45,9 +45,9 @@ struct CacheManagerOptions {
 };
 
 struct PrefixHit {
-  size_t blocks = 0;              // leading blocks present
+  size_t blocks = 0;                // leading blocks present
   std::vector<IndexEntry> entries;  // one per hit block: tier, size, expiry ...
-  std::vector<PinHandle> pins;    // one per hit block, when Lookup pinned them
+  std::vector<PinHandle> pins;      // one per hit block, when Lookup pinned them
 };
 
 struct CacheStats {

@@ -63,7 +63,8 @@ std::string Namespace::ToString() const {
        std::to_string(layout_version) + "/tp" + std::to_string(tp_rank) + "of" +
        std::to_string(tp_size);
   if (!cache_salt.empty()) {
-    s += "/salt=" + BlockKey{0, XXH3_64bits(cache_salt.data(), cache_salt.size())}.ToHex().substr(16);
+    s += "/salt=" +
+         BlockKey{0, XXH3_64bits(cache_salt.data(), cache_salt.size())}.ToHex().substr(16);
   }
   return s;
 }

@@ -32,13 +32,20 @@ void ChainKeys(BlockKey key, const TokenId* tokens, size_t blocks, BlockKey* out
 void ChainKeys(int block_tokens, const BlockKey& prev, const TokenId* tokens, size_t blocks,
                BlockKey* out) {
   switch (block_tokens) {  // every size ValidBlockTokens allows
-    case 16: return ChainKeys<16>(prev, tokens, blocks, out);
-    case 32: return ChainKeys<32>(prev, tokens, blocks, out);
-    case 64: return ChainKeys<64>(prev, tokens, blocks, out);
-    case 128: return ChainKeys<128>(prev, tokens, blocks, out);
-    case 256: return ChainKeys<256>(prev, tokens, blocks, out);
-    case 512: return ChainKeys<512>(prev, tokens, blocks, out);
-    case 1024: return ChainKeys<1024>(prev, tokens, blocks, out);
+    case 16:
+      return ChainKeys<16>(prev, tokens, blocks, out);
+    case 32:
+      return ChainKeys<32>(prev, tokens, blocks, out);
+    case 64:
+      return ChainKeys<64>(prev, tokens, blocks, out);
+    case 128:
+      return ChainKeys<128>(prev, tokens, blocks, out);
+    case 256:
+      return ChainKeys<256>(prev, tokens, blocks, out);
+    case 512:
+      return ChainKeys<512>(prev, tokens, blocks, out);
+    case 1024:
+      return ChainKeys<1024>(prev, tokens, blocks, out);
   }
   std::abort();  // unreachable: the namespace was validated
 }

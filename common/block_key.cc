@@ -1,6 +1,5 @@
 #include "common/block_key.h"
 
-
 namespace kvtier {
 namespace {
 

@@ -6,18 +6,23 @@ namespace kvtier {
 
 size_t DTypeBytes(DType d) {
   switch (d) {
-    case DType::kFloat32: return 4;
+    case DType::kFloat32:
+      return 4;
     case DType::kFloat16:
-    case DType::kBFloat16: return 2;
+    case DType::kBFloat16:
+      return 2;
   }
   return 0;
 }
 
 std::string_view DTypeName(DType d) {
   switch (d) {
-    case DType::kFloat32: return "f32";
-    case DType::kFloat16: return "f16";
-    case DType::kBFloat16: return "bf16";
+    case DType::kFloat32:
+      return "f32";
+    case DType::kFloat16:
+      return "f16";
+    case DType::kBFloat16:
+      return "bf16";
   }
   return "?";
 }
@@ -38,9 +43,9 @@ size_t KvGeometry::BytesPerToken() const {
 
 Status KvGeometry::Validate() const {
   if (layers <= 0 || kv_heads <= 0 || head_dim <= 0) {
-    return Status::InvalidArgument("KV geometry needs positive layers, kv_heads and head_dim (got " +
-                                   std::to_string(layers) + ", " + std::to_string(kv_heads) +
-                                   ", " + std::to_string(head_dim) + ")");
+    return Status::InvalidArgument(
+        "KV geometry needs positive layers, kv_heads and head_dim (got " + std::to_string(layers) +
+        ", " + std::to_string(kv_heads) + ", " + std::to_string(head_dim) + ")");
   }
   if (!ValidBlockTokens(block_tokens)) {
     return Status::InvalidArgument("block_tokens must be a power of two in [16, 1024], got " +

@@ -17,8 +17,8 @@ namespace kvtier {
 enum class DType : uint8_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 size_t DTypeBytes(DType d);
-std::string_view DTypeName(DType d);                        // "f32", "f16", "bf16"
-std::optional<DType> ParseDType(std::string_view name);     // accepts the names above
+std::string_view DTypeName(DType d);                     // "f32", "f16", "bf16"
+std::optional<DType> ParseDType(std::string_view name);  // accepts the names above
 
 struct KvGeometry {
   int layers = 0;         // transformer layers

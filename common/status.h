@@ -78,7 +78,7 @@ std::ostream& operator<<(std::ostream& os, const Status& s);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -101,8 +101,8 @@ class [[nodiscard]] Result {
 }  // namespace kvtier
 
 // Returns from the enclosing function when `expr` yields a non-OK Status.
-#define KVTIER_RETURN_IF_ERROR(expr)        \
-  do {                                      \
-    ::kvtier::Status _kvtier_s = (expr);    \
-    if (!_kvtier_s.ok()) return _kvtier_s;  \
+#define KVTIER_RETURN_IF_ERROR(expr)       \
+  do {                                     \
+    ::kvtier::Status _kvtier_s = (expr);   \
+    if (!_kvtier_s.ok()) return _kvtier_s; \
   } while (0)

@@ -12,14 +12,14 @@
 namespace kvtier {
 
 struct ModelConfig {
-  std::string name;          // e.g. "stories260K"
-  int dim = 0;               // residual width
-  int hidden_dim = 0;        // SwiGLU inner width
+  std::string name;    // e.g. "stories260K"
+  int dim = 0;         // residual width
+  int hidden_dim = 0;  // SwiGLU inner width
   int n_layers = 0;
-  int n_heads = 0;           // query heads
-  int n_kv_heads = 0;        // key/value heads (GQA); divides n_heads
+  int n_heads = 0;     // query heads
+  int n_kv_heads = 0;  // key/value heads (GQA); divides n_heads
   int vocab_size = 0;
-  int max_seq_len = 0;       // context length, tokens
+  int max_seq_len = 0;  // context length, tokens
   float rope_theta = 10000.0f;
   float norm_eps = 1e-5f;
 

@@ -42,8 +42,7 @@ Status UnpackKvBlocks(const KvPageLayout& layout, const void* blocks, const int3
 
 Status PackKvBlocksCpu(const KvPageLayout& layout, const void* pages, const int32_t* page_table,
                        int64_t num_blocks, void* blocks, GpuStream stream);
-Status UnpackKvBlocksCpu(const KvPageLayout& layout, const void* blocks,
-                         const int32_t* page_table, int64_t num_blocks, void* pages,
-                         GpuStream stream);
+Status UnpackKvBlocksCpu(const KvPageLayout& layout, const void* blocks, const int32_t* page_table,
+                         int64_t num_blocks, void* pages, GpuStream stream);
 
 }  // namespace kvtier

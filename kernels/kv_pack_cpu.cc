@@ -11,9 +11,9 @@ namespace {
 Status CheckPageTable(const KvPackShape& s, const int32_t* page_table, int64_t num_blocks) {
   for (int64_t i = 0; i < num_blocks * s.pages_per_block; ++i) {
     if (page_table[i] < 0 || page_table[i] >= s.num_pages) {
-      return Status::InvalidArgument("page_table[" + std::to_string(i) + "] = " +
-                                     std::to_string(page_table[i]) + " is outside the pool of " +
-                                     std::to_string(s.num_pages) + " pages");
+      return Status::InvalidArgument(
+          "page_table[" + std::to_string(i) + "] = " + std::to_string(page_table[i]) +
+          " is outside the pool of " + std::to_string(s.num_pages) + " pages");
     }
   }
   return Status::Ok();
@@ -46,8 +46,8 @@ Status PackKvBlocksCpu(const KvPageLayout& layout, const void* pages, const int3
   return CopyRows(layout, pages, page_table, num_blocks, blocks, /*pack=*/true);
 }
 
-Status UnpackKvBlocksCpu(const KvPageLayout& layout, const void* blocks,
-                         const int32_t* page_table, int64_t num_blocks, void* pages, GpuStream) {
+Status UnpackKvBlocksCpu(const KvPageLayout& layout, const void* blocks, const int32_t* page_table,
+                         int64_t num_blocks, void* pages, GpuStream) {
   return CopyRows(layout, blocks, page_table, num_blocks, pages, /*pack=*/false);
 }
 

@@ -23,8 +23,12 @@ struct KvPackShape {
 
   static KvPackShape From(const KvPageLayout& l) {
     const KvGeometry& g = l.geometry;
-    return {g.layers,        g.kv_heads,  g.block_tokens,
-            l.page_tokens,   l.PagesPerBlock(), l.num_pages,
+    return {g.layers,
+            g.kv_heads,
+            g.block_tokens,
+            l.page_tokens,
+            l.PagesPerBlock(),
+            l.num_pages,
             static_cast<int64_t>(g.head_dim) * static_cast<int64_t>(DTypeBytes(g.dtype))};
   }
   // Rows in num_blocks blocks: [num_blocks][layers][2][kv_heads][block_tokens].

@@ -6,8 +6,7 @@ namespace kvtier {
 Status PackKvBlocks(const KvPageLayout&, const void*, const int32_t*, int64_t, void*, GpuStream) {
   return Status::Unavailable("kvtier was built without CUDA");
 }
-Status UnpackKvBlocks(const KvPageLayout&, const void*, const int32_t*, int64_t, void*,
-                      GpuStream) {
+Status UnpackKvBlocks(const KvPageLayout&, const void*, const int32_t*, int64_t, void*, GpuStream) {
   return Status::Unavailable("kvtier was built without CUDA");
 }
 

@@ -52,8 +52,7 @@ Result<v1::PutResponse> Client::Put(v1::PutHeader header, std::span<const std::b
   header.set_payload_xxh3(Checksum64(payload));
   auto ctx = NewContext();
   v1::PutResponse resp;
-  std::unique_ptr<grpc::ClientWriter<v1::PutRequest>> writer =
-      block_store_->Put(ctx.get(), &resp);
+  std::unique_ptr<grpc::ClientWriter<v1::PutRequest>> writer = block_store_->Put(ctx.get(), &resp);
   v1::PutRequest msg;
   *msg.mutable_header() = std::move(header);
   bool open = writer->Write(msg);

@@ -29,17 +29,17 @@
 namespace kvtier {
 
 struct TierInfo {
-  std::string name;                 // "dram", "flash", ...
-  uint64_t capacity_bytes = 0;      // bytes the tier may hold
-  uint64_t used_bytes = 0;          // bytes of payload held now
-  uint64_t allocated_bytes = 0;     // bytes of storage taken (payload + rounding)
-  uint64_t blocks = 0;              // blocks held now
-  uint64_t max_block_bytes = 0;     // largest payload a write accepts
-  double read_bytes_per_s = 0;      // measured (or configured) read bandwidth
-  double write_bytes_per_s = 0;     // measured (or configured) write bandwidth
-  bool persistent = false;          // survives a process restart
-  uint64_t corruption_errors = 0;   // reads that failed their checksum
-  uint64_t io_errors = 0;           // device/file system errors
+  std::string name;                // "dram", "flash", ...
+  uint64_t capacity_bytes = 0;     // bytes the tier may hold
+  uint64_t used_bytes = 0;         // bytes of payload held now
+  uint64_t allocated_bytes = 0;    // bytes of storage taken (payload + rounding)
+  uint64_t blocks = 0;             // blocks held now
+  uint64_t max_block_bytes = 0;    // largest payload a write accepts
+  double read_bytes_per_s = 0;     // measured (or configured) read bandwidth
+  double write_bytes_per_s = 0;    // measured (or configured) write bandwidth
+  bool persistent = false;         // survives a process restart
+  uint64_t corruption_errors = 0;  // reads that failed their checksum
+  uint64_t io_errors = 0;          // device/file system errors
 };
 
 struct WriteOp {

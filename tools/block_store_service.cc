@@ -25,21 +25,21 @@ grpc::Status Exhausted(std::string msg) {
 Result<BlockKey> ParseKey(const std::string& bytes, const std::string& what) {
   std::optional<BlockKey> k = BlockKey::FromBytes(bytes);
   if (!k) {
-    return Status::InvalidArgument(what + " must be 16 bytes, got " +
-                                   std::to_string(bytes.size()));
+    return Status::InvalidArgument(what + " must be 16 bytes, got " + std::to_string(bytes.size()));
   }
   return *k;
 }
 
 Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& ids, size_t max_tokens) {
   if (static_cast<size_t>(ids.size()) > max_tokens) {
-    return Status::ResourceExhausted(std::to_string(ids.size()) + " token ids exceed the limit of " +
+    return Status::ResourceExhausted(std::to_string(ids.size()) +
+                                     " token ids exceed the limit of " +
                                      std::to_string(max_tokens));
   }
   for (int i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0) {
-      return Status::InvalidArgument("token_ids[" + std::to_string(i) + "] = " +
-                                     std::to_string(ids[i]) + " is negative");
+      return Status::InvalidArgument("token_ids[" + std::to_string(i) +
+                                     "] = " + std::to_string(ids[i]) + " is negative");
     }
   }
   return Status::Ok();
@@ -77,8 +77,7 @@ BlockStoreService::BlockStoreService(CacheManager& cache, const Namespace& defau
                                      const BlockStoreLimits& limits, Clock* clock)
     : cache_(cache), default_namespace_(default_namespace), limits_(limits), clock_(clock) {}
 
-Result<Namespace> BlockStoreService::ResolveNamespace(bool present,
-                                                      const v1::Namespace& m) const {
+Result<Namespace> BlockStoreService::ResolveNamespace(bool present, const v1::Namespace& m) const {
   Namespace ns = default_namespace_;
   if (present) {
     if (!m.model_id().empty()) ns.model_id = m.model_id();
@@ -165,7 +164,8 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext*,
 
   // Name the block: by key (with an optional parent) or by a prefix of tokens.
   const bool by_tokens = header.token_ids_size() > 0;
-  if (by_tokens == !header.key().empty()) return Invalid("a Put gives exactly one of key and token_ids");
+  if (by_tokens == !header.key().empty())
+    return Invalid("a Put gives exactly one of key and token_ids");
   BlockKey key;
   std::optional<BlockKey> parent;
   if (by_tokens) {

@@ -47,8 +47,8 @@ std::string DaemonUsage() {
 
 Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   FlagSet flags;
-  for (const char* f : {"listen", "data-dir", "dram-bytes", "block-tokens", "model-id",
-                        "kv-dtype", "default-ttl", "max-block-bytes"}) {
+  for (const char* f : {"listen", "data-dir", "dram-bytes", "block-tokens", "model-id", "kv-dtype",
+                        "default-ttl", "max-block-bytes"}) {
     flags.Value(f);
   }
   flags.Bool("lock-memory");
@@ -69,7 +69,8 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   }
   if (flags.Has("max-block-bytes")) {
     Result<uint64_t> v = ParseBytes(flags.Get("max-block-bytes"));
-    if (!v.ok() || *v == 0) return Status::InvalidArgument("--max-block-bytes needs a positive size");
+    if (!v.ok() || *v == 0)
+      return Status::InvalidArgument("--max-block-bytes needs a positive size");
     o.max_block_bytes = *v;
   }
   if (flags.Has("block-tokens")) {
@@ -152,8 +153,8 @@ Status Daemon::Start() {
     return Status::Unavailable("cannot listen on " + options_.listen +
                                " (address in use or not valid)");
   }
-  bound_address_ = options_.listen.substr(0, options_.listen.rfind(':')) + ":" +
-                   std::to_string(port);
+  bound_address_ =
+      options_.listen.substr(0, options_.listen.rfind(':')) + ":" + std::to_string(port);
   services_->admin.set_listen_address(bound_address_);
   LogInfo("kvtierd_serving", LogFields()
                                  .Add("addr", bound_address_)

@@ -27,18 +27,18 @@ inline Namespace DefaultNamespace() {
 }
 
 struct DaemonOptions {
-  std::string listen = "127.0.0.1:50051";      // host:port; port 0 picks a free one
-  std::string data_dir = "./var/kvtier";       // created if absent; locked while running
-  uint64_t dram_bytes = 1ull << 30;            // DRAM tier capacity, bytes
-  bool lock_memory = false;                    // mlock the DRAM arena
+  std::string listen = "127.0.0.1:50051";            // host:port; port 0 picks a free one
+  std::string data_dir = "./var/kvtier";             // created if absent; locked while running
+  uint64_t dram_bytes = 1ull << 30;                  // DRAM tier capacity, bytes
+  bool lock_memory = false;                          // mlock the DRAM arena
   Namespace default_namespace = DefaultNamespace();  // for requests that name none
-  int64_t default_ttl_s = 0;                   // TTL of a put without one; 0 = none
-  uint64_t max_block_bytes = 64ull << 20;      // largest block payload, bytes
-  size_t max_lookup_tokens = 1 << 20;          // token ids per Lookup or Put
-  size_t max_lookup_keys = 1 << 16;            // keys per Lookup
-  uint64_t max_inflight_put_bytes = 1ull << 30;  // payload bytes buffered by all Puts
-  int max_threads = 64;                        // gRPC server threads
-  int64_t shutdown_grace_ms = 5000;            // time given to in-flight calls
+  int64_t default_ttl_s = 0;                         // TTL of a put without one; 0 = none
+  uint64_t max_block_bytes = 64ull << 20;            // largest block payload, bytes
+  size_t max_lookup_tokens = 1 << 20;                // token ids per Lookup or Put
+  size_t max_lookup_keys = 1 << 16;                  // keys per Lookup
+  uint64_t max_inflight_put_bytes = 1ull << 30;      // payload bytes buffered by all Puts
+  int max_threads = 64;                              // gRPC server threads
+  int64_t shutdown_grace_ms = 5000;                  // time given to in-flight calls
 };
 
 // Parses kvtierd's flags into options (see `kvtierd --help`).

@@ -24,7 +24,8 @@ Status FlagSet::Parse(const std::vector<std::string>& args) {
       given_[name] = "true";
     } else if (values_.count(name)) {
       if (!value) {
-        if (i + 1 == args.size()) return Status::InvalidArgument("flag --" + name + " needs a value");
+        if (i + 1 == args.size())
+          return Status::InvalidArgument("flag --" + name + " needs a value");
         value = args[++i];
       }
       given_[name] = *value;
@@ -55,14 +56,19 @@ Result<uint64_t> ParseBytes(std::string_view text) {
   Result<int64_t> n = ParseInt(text.substr(0, digits));
   std::string unit(text.substr(digits));
   for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();   // "MB" -> "M", "MIB" -> "MI"
-  if (unit.size() > 1 && unit.back() == 'I') unit.pop_back();   // "MI" -> "M"
+  if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();  // "MB" -> "M", "MIB" -> "MI"
+  if (unit.size() > 1 && unit.back() == 'I') unit.pop_back();  // "MI" -> "M"
   int shift = -1;
-  if (unit.empty()) shift = 0;
-  else if (unit == "K") shift = 10;
-  else if (unit == "M") shift = 20;
-  else if (unit == "G") shift = 30;
-  else if (unit == "T") shift = 40;
+  if (unit.empty())
+    shift = 0;
+  else if (unit == "K")
+    shift = 10;
+  else if (unit == "M")
+    shift = 20;
+  else if (unit == "G")
+    shift = 30;
+  else if (unit == "T")
+    shift = 40;
   if (!n.ok() || shift < 0) {
     return Status::InvalidArgument("'" + std::string(text) +
                                    "' is not a size (like 4096, 64K, 512M, 2G)");
@@ -87,8 +93,8 @@ Result<std::vector<int32_t>> ParseTokenList(std::string_view text, size_t max_to
   size_t start = 0;
   while (start <= text.size()) {
     size_t comma = text.find(',', start);
-    std::string_view item = text.substr(start, comma == std::string_view::npos ? std::string_view::npos
-                                                                              : comma - start);
+    std::string_view item = text.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     size_t dots = item.find("..");
     if (dots == std::string_view::npos) {
       Result<int32_t> id = parse_id(item);

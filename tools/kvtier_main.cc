@@ -18,7 +18,8 @@ using nlohmann::json;
 
 constexpr size_t kMaxCliTokens = 1 << 20;
 
-const char kUsage[] = R"(usage: kvtier [--addr HOST:PORT] [--json] [--timeout-ms N] <command> [flags]
+const char kUsage[] =
+    R"(usage: kvtier [--addr HOST:PORT] [--json] [--timeout-ms N] <command> [flags]
 
 commands:
   health                       exit 0 when a daemon answers
@@ -135,8 +136,11 @@ class Cli {
     std::ostringstream text;
     text << h->status() << " kvtierd " << h->version() << " at " << h->listen() << ", up "
          << h->uptime_ms() / 1000 << " s\n";
-    Print({{"ok", true}, {"status", h->status()}, {"version", h->version()},
-           {"listen", h->listen()}, {"uptime_ms", h->uptime_ms()}},
+    Print({{"ok", true},
+           {"status", h->status()},
+           {"version", h->version()},
+           {"listen", h->listen()},
+           {"uptime_ms", h->uptime_ms()}},
           text.str());
     return 0;
   }
@@ -182,12 +186,12 @@ class Cli {
               {"default_block_tokens", s->default_block_tokens()},
               {"default_namespace", s->default_namespace()}};
     text << "indexed blocks: " << s->indexed_blocks() << "\nlookups: " << s->lookups() << " ("
-         << s->lookup_hit_blocks() << " of " << s->lookup_blocks() << " blocks hit)\nreads: "
-         << s->reads() << " (" << s->read_hits() << " hits, " << s->read_misses()
-         << " misses)\ninserts: " << s->inserts() << " (" << s->insert_bytes() << " bytes, "
-         << s->insert_failures() << " refused)\nevictions: " << s->demotions() << " demoted, "
-         << s->drops() << " dropped, " << s->expired() << " expired\ndefault namespace: "
-         << s->default_namespace() << "\n";
+         << s->lookup_hit_blocks() << " of " << s->lookup_blocks()
+         << " blocks hit)\nreads: " << s->reads() << " (" << s->read_hits() << " hits, "
+         << s->read_misses() << " misses)\ninserts: " << s->inserts() << " (" << s->insert_bytes()
+         << " bytes, " << s->insert_failures() << " refused)\nevictions: " << s->demotions()
+         << " demoted, " << s->drops() << " dropped, " << s->expired()
+         << " expired\ndefault namespace: " << s->default_namespace() << "\n";
     Print(j, text.str());
     return 0;
   }
@@ -224,9 +228,13 @@ class Cli {
     }
     json keys = json::array();
     for (const std::string& k : r->keys()) keys.push_back(Hex(k));
-    Print({{"ok", true}, {"query_blocks", r->query_blocks()}, {"hit_blocks", r->hit_blocks()},
-           {"hit_tokens", r->hit_tokens()}, {"block_tokens", r->block_tokens()},
-           {"hits", hits}, {"keys", keys}},
+    Print({{"ok", true},
+           {"query_blocks", r->query_blocks()},
+           {"hit_blocks", r->hit_blocks()},
+           {"hit_tokens", r->hit_tokens()},
+           {"block_tokens", r->block_tokens()},
+           {"hits", hits},
+           {"keys", keys}},
           text.str());
     return 0;
   }
@@ -300,8 +308,8 @@ class Cli {
       out.write(b->payload.data(), static_cast<std::streamsize>(b->payload.size()));
       if (!out.flush()) return Fail("cannot write " + flags_->Get("out"), 1);
       j["out"] = flags_->Get("out");
-      Print(j, "wrote " + std::to_string(b->payload.size()) + " bytes of " + key.ToHex() +
-                   " to " + flags_->Get("out") + "\n");
+      Print(j, "wrote " + std::to_string(b->payload.size()) + " bytes of " + key.ToHex() + " to " +
+                   flags_->Get("out") + "\n");
     } else if (json_) {
       Print(j, "");
     } else {

@@ -13,8 +13,8 @@ auto All() {
 TEST(LruPolicyTest, EvictsLeastRecentlyUsedFirst) {
   auto p = NewLruPolicy();
   for (uint64_t i = 1; i <= 4; ++i) p->Insert(K(i), 1);
-  p->Touch(K(1));       // order, most recent first: 1 4 3 2
-  p->Insert(K(3), 1);   // re-insert is a touch:     3 1 4 2
+  p->Touch(K(1));      // order, most recent first: 1 4 3 2
+  p->Insert(K(3), 1);  // re-insert is a touch:     3 1 4 2
   std::vector<BlockKey> v;
   EXPECT_EQ(p->Victims(3, All(), &v), 3u);
   EXPECT_EQ(v, (std::vector<BlockKey>{K(2), K(4), K(1)}));
@@ -25,7 +25,8 @@ TEST(LruPolicyTest, SkipsIneligibleBlocksAndKeepsThem) {
   auto p = NewLruPolicy();
   for (uint64_t i = 1; i <= 4; ++i) p->Insert(K(i), 1);
   std::vector<BlockKey> v;
-  p->Victims(2, [](const BlockKey& k) { return k.lo % 2 == 0; }, &v);
+  p->Victims(
+      2, [](const BlockKey& k) { return k.lo % 2 == 0; }, &v);
   EXPECT_EQ(v, (std::vector<BlockKey>{K(2), K(4)}));
   v.clear();
   EXPECT_EQ(p->Victims(5, All(), &v), 2u);

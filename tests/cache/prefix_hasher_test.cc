@@ -91,11 +91,17 @@ TEST(PrefixHasherTest, DifferentNamespacesNeverShareKeys) {
   vary([](Namespace& n) { n.kv_dtype = DType::kBFloat16; });
   vary([](Namespace& n) { n.layout_version = 2; });
   vary([](Namespace& n) { n.tp_size = 2; });
-  vary([](Namespace& n) { n.tp_size = 2; n.tp_rank = 1; });
+  vary([](Namespace& n) {
+    n.tp_size = 2;
+    n.tp_rank = 1;
+  });
   vary([](Namespace& n) { n.cache_salt = "tenant-a"; });
   vary([](Namespace& n) { n.cache_salt = "tenant-b"; });
   // Field boundaries are unambiguous: moving bytes between strings changes the seed.
-  vary([](Namespace& n) { n.model_id = "stories260"; n.model_revision = "K"; });
+  vary([](Namespace& n) {
+    n.model_id = "stories260";
+    n.model_revision = "K";
+  });
   const auto tokens = Iota(16 * 4);
   std::set<BlockKey> seen;
   size_t total = 0;

@@ -36,8 +36,8 @@ TEST(StatusTest, CodesAndMessages) {
 }
 
 TEST(ChecksumTest, CopyAndChecksumEqualsChecksumOfTheCopy) {
-  for (size_t n : {size_t{0}, size_t{1}, size_t{4096}, size_t{65536}, size_t{65537},
-                   size_t{1 << 20}}) {
+  for (size_t n :
+       {size_t{0}, size_t{1}, size_t{4096}, size_t{65536}, size_t{65537}, size_t{1 << 20}}) {
     std::vector<std::byte> src(n), dst(n);
     for (size_t i = 0; i < n; ++i) src[i] = static_cast<std::byte>(i * 7 + 3);
     EXPECT_EQ(CopyAndChecksum64(src, dst), Checksum64(src)) << n;

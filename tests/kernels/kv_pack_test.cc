@@ -65,8 +65,11 @@ std::vector<std::byte> ReferencePack(const Shape& s, const std::vector<std::byte
           for (int t = 0; t < s.block_tokens; ++t) {
             const int64_t page = table[static_cast<size_t>(b * per_block + t / s.page_tokens)];
             const size_t src =
-                static_cast<size_t>((((l * 2 + kv) * s.num_pages + page) * s.page_tokens +
-                                     t % s.page_tokens) * s.kv_heads + h) * row;
+                static_cast<size_t>(
+                    (((l * 2 + kv) * s.num_pages + page) * s.page_tokens + t % s.page_tokens) *
+                        s.kv_heads +
+                    h) *
+                row;
             std::memcpy(out.data() + dst, pool.data() + src, row);
             dst += row;
           }
@@ -74,8 +77,8 @@ std::vector<std::byte> ReferencePack(const Shape& s, const std::vector<std::byte
 }
 
 size_t PoolBytes(const Shape& s) {
-  return static_cast<size_t>(s.layers) * 2 * s.num_pages * s.page_tokens * s.kv_heads *
-         s.head_dim * DTypeBytes(s.dtype);
+  return static_cast<size_t>(s.layers) * 2 * s.num_pages * s.page_tokens * s.kv_heads * s.head_dim *
+         DTypeBytes(s.dtype);
 }
 
 class KvPackTest : public ::testing::TestWithParam<Shape> {};
@@ -87,15 +90,15 @@ TEST_P(KvPackTest, CpuTwinMatchesTheReferenceAndRoundTrips) {
   const auto pool = Random(PoolBytes(s), 1);
   const auto expect = ReferencePack(s, pool, table);
   std::vector<std::byte> blocks(expect.size());
-  ASSERT_TRUE(PackKvBlocksCpu(layout, pool.data(), table.data(), s.num_blocks, blocks.data(),
-                              nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      PackKvBlocksCpu(layout, pool.data(), table.data(), s.num_blocks, blocks.data(), nullptr)
+          .ok());
   EXPECT_EQ(blocks, expect);
   // Unpack into a fresh pool: the pages the table names come back exactly.
   std::vector<std::byte> back(pool.size(), std::byte{0});
-  ASSERT_TRUE(UnpackKvBlocksCpu(layout, blocks.data(), table.data(), s.num_blocks, back.data(),
-                                nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      UnpackKvBlocksCpu(layout, blocks.data(), table.data(), s.num_blocks, back.data(), nullptr)
+          .ok());
   std::vector<std::byte> again(blocks.size());
   ASSERT_TRUE(
       PackKvBlocksCpu(layout, back.data(), table.data(), s.num_blocks, again.data(), nullptr).ok());
@@ -111,9 +114,9 @@ TEST_P(KvPackTest, GpuKernelMatchesTheCpuTwin) {
   const auto table = PageTable(s);
   const auto pool = Random(PoolBytes(s), 2);
   std::vector<std::byte> expect(ReferencePack(s, pool, table).size());
-  ASSERT_TRUE(PackKvBlocksCpu(layout, pool.data(), table.data(), s.num_blocks, expect.data(),
-                              nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      PackKvBlocksCpu(layout, pool.data(), table.data(), s.num_blocks, expect.data(), nullptr)
+          .ok());
   auto d_pool = DeviceBuffer::Allocate(pool.size());
   auto d_blocks = DeviceBuffer::Allocate(expect.size());
   auto d_table = DeviceBuffer::Allocate(table.size() * sizeof(int32_t));
@@ -129,13 +132,12 @@ TEST_P(KvPackTest, GpuKernelMatchesTheCpuTwin) {
   EXPECT_EQ(got, expect);  // a pure copy: bit-exact for every dtype
   // Unpack on the GPU into a zeroed pool and compare with the CPU twin's unpack.
   std::vector<std::byte> zero(pool.size(), std::byte{0}), cpu_back = zero;
-  ASSERT_TRUE(UnpackKvBlocksCpu(layout, expect.data(), table.data(), s.num_blocks,
-                                cpu_back.data(), nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      UnpackKvBlocksCpu(layout, expect.data(), table.data(), s.num_blocks, cpu_back.data(), nullptr)
+          .ok());
   ASSERT_TRUE(CopyToDevice(d_pool->data(), zero.data(), zero.size()).ok());
-  ASSERT_TRUE(UnpackKvBlocks(layout, d_blocks->data(),
-                             static_cast<const int32_t*>(d_table->data()), s.num_blocks,
-                             d_pool->data(), nullptr)
+  ASSERT_TRUE(UnpackKvBlocks(layout, d_blocks->data(), static_cast<const int32_t*>(d_table->data()),
+                             s.num_blocks, d_pool->data(), nullptr)
                   .ok());
   ASSERT_TRUE(SynchronizeStream(nullptr).ok());
   std::vector<std::byte> gpu_back(pool.size());
@@ -149,11 +151,13 @@ INSTANTIATE_TEST_SUITE_P(
         // stories260K: 5 layers, 4 KV heads of 8
         Shape{5, 4, 8, 16, 16, DType::kFloat32, 8, 3},
         Shape{5, 4, 8, 64, 16, DType::kFloat32, 32, 5},
-        Shape{2, 8, 128, 64, 32, DType::kFloat16, 8, 3},    // Llama-3-like heads, f16
-        Shape{2, 8, 128, 32, 32, DType::kBFloat16, 6, 4},   // one page per block
-        Shape{3, 1, 3, 16, 1, DType::kFloat16, 64, 3},      // odd head_dim: 6-byte rows
-        Shape{1, 2, 64, 16, 16, DType::kFloat32, 2, 0}),    // no blocks at all
-    [](const auto& info) { return Name(info.param) + "_n" + std::to_string(info.param.num_blocks); });
+        Shape{2, 8, 128, 64, 32, DType::kFloat16, 8, 3},   // Llama-3-like heads, f16
+        Shape{2, 8, 128, 32, 32, DType::kBFloat16, 6, 4},  // one page per block
+        Shape{3, 1, 3, 16, 1, DType::kFloat16, 64, 3},     // odd head_dim: 6-byte rows
+        Shape{1, 2, 64, 16, 16, DType::kFloat32, 2, 0}),   // no blocks at all
+    [](const auto& info) {
+      return Name(info.param) + "_n" + std::to_string(info.param.num_blocks);
+    });
 
 TEST(KvPackArgumentsTest, BadArgumentsAreRefusedWithoutWriting) {
   Shape s{1, 1, 8, 16, 16, DType::kFloat32, 2, 1};

@@ -45,8 +45,8 @@ int Spawn(const std::string& name, const std::vector<std::string>& args, int* re
 std::string BinDir() { return KVTIER_BIN_DIR; }
 
 std::string TempDir(const std::string& tag) {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("kvtier_" + tag + "_" + std::to_string(getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("kvtier_" + tag + "_" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();

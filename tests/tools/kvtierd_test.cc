@@ -1,7 +1,7 @@
 // Integration tests: a real kvtierd process on a loopback port, driven through
 // the generated gRPC client (and the kvtier CLI binary).
-#include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <filesystem>
@@ -216,77 +216,99 @@ TEST_F(KvtierdTest, BadPutsAreRefusedAndChangeNothing) {
   {
     v1::PutHeader h = ok;
     h.set_key(BlockKey{1, 1}.ToByteString());
-    cases.push_back({"key and tokens", {Header(h), Data(data)},
-                     grpc::StatusCode::INVALID_ARGUMENT, "exactly one of key and token_ids"});
+    cases.push_back({"key and tokens",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "exactly one of key and token_ids"});
   }
   {
     v1::PutHeader h = ok;
     h.clear_token_ids();
-    cases.push_back({"no name", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
+    cases.push_back({"no name",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
                      "exactly one of key and token_ids"});
     h.set_key(std::string(15, 'k'));
-    cases.push_back({"short key", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
-                     "16 bytes"});
+    cases.push_back(
+        {"short key", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT, "16 bytes"});
     h.set_key(BlockKey{5, 5}.ToByteString());
     h.set_parent_key("xx");
-    cases.push_back({"short parent", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
+    cases.push_back({"short parent",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
                      "parent_key"});
   }
   {
     v1::PutHeader h = ok;
     h.mutable_token_ids()->RemoveLast();
-    cases.push_back({"partial block", {Header(h), Data(data)},
-                     grpc::StatusCode::INVALID_ARGUMENT, "whole number"});
+    cases.push_back({"partial block",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "whole number"});
     h = ok;
     h.set_token_ids(3, -5);
-    cases.push_back({"negative token", {Header(h), Data(data)},
-                     grpc::StatusCode::INVALID_ARGUMENT, "negative"});
+    cases.push_back({"negative token",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "negative"});
     h = ok;
     h.set_parent_key(BlockKey{1, 1}.ToByteString());
-    cases.push_back({"parent with tokens", {Header(h), Data(data)},
-                     grpc::StatusCode::INVALID_ARGUMENT, "parent_key"});
+    cases.push_back({"parent with tokens",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "parent_key"});
   }
   {
     v1::PutHeader h = ok;
     h.set_size_bytes(0);
     cases.push_back({"zero size", {Header(h)}, grpc::StatusCode::INVALID_ARGUMENT, "size_bytes"});
     h.set_size_bytes(kMaxBlock + 1);
-    cases.push_back({"too large", {Header(h), Data(data)}, grpc::StatusCode::RESOURCE_EXHAUSTED,
+    cases.push_back({"too large",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::RESOURCE_EXHAUSTED,
                      "exceeds the limit"});
     h = ok;
     h.set_size_bytes(data.size() + 1);
-    cases.push_back({"short payload", {Header(h), Data(data)},
-                     grpc::StatusCode::INVALID_ARGUMENT, "declared"});
+    cases.push_back(
+        {"short payload", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT, "declared"});
     h.set_size_bytes(data.size() - 1);
-    cases.push_back({"long payload", {Header(h), Data(data)},
-                     grpc::StatusCode::INVALID_ARGUMENT, "longer than the declared"});
+    cases.push_back({"long payload",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "longer than the declared"});
     h = ok;
     h.set_payload_xxh3(Checksum64(AsBytes(data)) ^ 1);
-    cases.push_back({"bad checksum", {Header(h), Data(data)},
-                     grpc::StatusCode::INVALID_ARGUMENT, "checksum"});
-    cases.push_back({"two headers", {Header(ok), Header(ok), Data(data)},
-                     grpc::StatusCode::INVALID_ARGUMENT, "exactly one header"});
+    cases.push_back(
+        {"bad checksum", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT, "checksum"});
+    cases.push_back({"two headers",
+                     {Header(ok), Header(ok), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "exactly one header"});
   }
   {
     v1::PutHeader h = ok;
     h.mutable_namespace_()->set_kv_dtype("int4");
-    cases.push_back({"bad dtype", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
-                     "kv_dtype"});
+    cases.push_back(
+        {"bad dtype", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT, "kv_dtype"});
     h = ok;
     h.mutable_namespace_()->set_block_tokens(48);
-    cases.push_back({"bad block_tokens", {Header(h), Data(data)},
-                     grpc::StatusCode::INVALID_ARGUMENT, "block_tokens"});
+    cases.push_back({"bad block_tokens",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "block_tokens"});
     h = ok;
     h.mutable_namespace_()->set_tp_rank(3);
-    cases.push_back({"bad tp rank", {Header(h), Data(data)}, grpc::StatusCode::INVALID_ARGUMENT,
+    cases.push_back({"bad tp rank",
+                     {Header(h), Data(data)},
+                     grpc::StatusCode::INVALID_ARGUMENT,
                      "tensor-parallel"});
   }
   {
     const std::string huge = Bytes(6 << 20, 3);  // one message over the 4 MiB limit
     v1::PutHeader h = ok;
     h.set_size_bytes(huge.size());
-    cases.push_back({"oversized message", {Header(h), Data(huge)},
-                     grpc::StatusCode::RESOURCE_EXHAUSTED, ""});
+    cases.push_back(
+        {"oversized message", {Header(h), Data(huge)}, grpc::StatusCode::RESOURCE_EXHAUSTED, ""});
   }
   for (const Case& c : cases) {
     grpc::Status s = RawPut(c.msgs);
@@ -369,9 +391,8 @@ TEST_F(KvtierdTest, CliPutsLooksUpAndGetsTheSameBytes) {
   std::ofstream(in, std::ios::binary) << payload;
   const std::string addr = "--addr=" + daemon_->address();
   std::string text;
-  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "put", "--tokens", "9000..9063", "--file", in},
-                    &text),
-            0)
+  ASSERT_EQ(
+      RunTool("kvtier", {addr, "--json", "put", "--tokens", "9000..9063", "--file", in}, &text), 0)
       << text;
   auto put = nlohmann::json::parse(text);
   EXPECT_EQ(put["ok"], true);
@@ -408,8 +429,7 @@ TEST(KvtierdProcessTest, SigtermShutsDownCleanly) {
   std::string text;
   EXPECT_EQ(RunTool("kvtier", {"--addr", d.address(), "health"}, &text), 0);
   EXPECT_EQ(d.Stop(SIGTERM), 0);
-  EXPECT_NE(RunTool("kvtier", {"--addr", d.address(), "--timeout-ms", "5000", "health"}, &text),
-            0);
+  EXPECT_NE(RunTool("kvtier", {"--addr", d.address(), "--timeout-ms", "5000", "health"}, &text), 0);
   std::filesystem::remove_all(dir);
 }
 

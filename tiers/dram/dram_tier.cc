@@ -157,8 +157,8 @@ class DramTier final : public Tier {
       }
       // The copy runs under the shared lock: an eraser waits for it to finish
       // before the chunk can be freed and reused.
-      corrupt = CopyAndChecksum64({arena_ + e.offset, e.bytes}, op.dest.first(e.bytes)) !=
-                e.checksum;
+      corrupt =
+          CopyAndChecksum64({arena_ + e.offset, e.bytes}, op.dest.first(e.bytes)) != e.checksum;
     }
     if (corrupt) {
       ++corruption_errors_;

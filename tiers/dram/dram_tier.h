@@ -19,14 +19,14 @@
 namespace kvtier {
 
 struct DramTierOptions {
-  std::string name = "dram";               // reported in TierInfo
-  uint64_t capacity_bytes = 1ull << 30;    // arena size, bytes
-  uint64_t page_bytes = 64 << 10;          // slab page, bytes (power of two, >= 4 KiB)
-  bool lock_memory = false;                // mlock the arena (best effort, logged)
-  uint64_t max_block_bytes = 256ull << 20; // largest payload accepted, bytes
-  double read_bytes_per_s = 0;             // reported bandwidth; 0 = not measured yet
-  double write_bytes_per_s = 0;            // reported bandwidth; 0 = not measured yet
-  Clock* clock = SystemClock();            // expiry is judged against it; not owned
+  std::string name = "dram";                // reported in TierInfo
+  uint64_t capacity_bytes = 1ull << 30;     // arena size, bytes
+  uint64_t page_bytes = 64 << 10;           // slab page, bytes (power of two, >= 4 KiB)
+  bool lock_memory = false;                 // mlock the arena (best effort, logged)
+  uint64_t max_block_bytes = 256ull << 20;  // largest payload accepted, bytes
+  double read_bytes_per_s = 0;              // reported bandwidth; 0 = not measured yet
+  double write_bytes_per_s = 0;             // reported bandwidth; 0 = not measured yet
+  Clock* clock = SystemClock();             // expiry is judged against it; not owned
 };
 
 Result<std::unique_ptr<Tier>> NewDramTier(const DramTierOptions& options);

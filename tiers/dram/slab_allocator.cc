@@ -43,7 +43,8 @@ std::optional<uint64_t> SlabAllocator::Allocate(uint64_t bytes) {
 void SlabAllocator::Free(uint64_t offset) {
   const uint32_t id = page_slab_[offset / page_bytes_];
   Slab& s = slabs_[id];
-  const uint32_t chunk = static_cast<uint32_t>((offset - s.first_page * page_bytes_) / s.class_bytes);
+  const uint32_t chunk =
+      static_cast<uint32_t>((offset - s.first_page * page_bytes_) / s.class_bytes);
   const bool was_full = s.Available() == 0;
   s.free_chunks.push_back(chunk);
   --s.live;

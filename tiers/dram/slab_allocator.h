@@ -26,7 +26,7 @@ namespace kvtier {
 
 class SlabAllocator {
  public:
-  static constexpr size_t kChunkAlignment = 64;        // bytes; a cache line
+  static constexpr size_t kChunkAlignment = 64;           // bytes; a cache line
   static constexpr size_t kMaxSlabTargetBytes = 2 << 20;  // 2 MiB
 
   // Manages offsets [0, arena_bytes); arena_bytes is rounded down to pages.
@@ -55,9 +55,9 @@ class SlabAllocator {
     uint64_t class_bytes = 0;
     uint64_t first_page = 0;
     uint64_t num_pages = 0;
-    uint32_t capacity = 0;               // chunks in the slab
-    uint32_t next_unused = 0;            // chunks [next_unused, capacity) never handed out
-    std::vector<uint32_t> free_chunks;   // freed chunk indexes
+    uint32_t capacity = 0;              // chunks in the slab
+    uint32_t next_unused = 0;           // chunks [next_unused, capacity) never handed out
+    std::vector<uint32_t> free_chunks;  // freed chunk indexes
     uint32_t live = 0;
     bool in_use = false;
     uint32_t Available() const {
@@ -75,8 +75,8 @@ class SlabAllocator {
   uint64_t free_pages_;
   uint64_t allocated_bytes_ = 0;
   uint64_t slab_count_ = 0;
-  uint64_t cursor_ = 0;                    // next-fit start for page runs
-  std::vector<uint32_t> page_slab_;        // page -> owning slab, or kNoSlab
+  uint64_t cursor_ = 0;              // next-fit start for page runs
+  std::vector<uint32_t> page_slab_;  // page -> owning slab, or kNoSlab
   std::vector<Slab> slabs_;
   std::vector<uint32_t> free_slab_ids_;
   // class bytes -> slabs of that class with at least one available chunk
