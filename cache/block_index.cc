@@ -21,16 +21,19 @@ void PinHandle::Reset() {
 
 BlockIndex::BlockIndex(Clock* clock) : clock_(clock) {}
 
-bool BlockIndex::Upsert(const BlockKey& key, const std::optional<BlockKey>& parent, uint32_t tier,
-                        uint64_t bytes, int64_t expiry_ms) {
+std::optional<uint32_t> BlockIndex::Upsert(const BlockKey& key,
+                                           const std::optional<BlockKey>& parent, uint32_t tier,
+                                           uint64_t bytes, int64_t expiry_ms) {
   const int64_t now = clock_->NowMs();
   bool inserted;
+  std::optional<uint32_t> previous_tier;
   {
     Shard& s = ShardOf(key);
     std::lock_guard<std::mutex> lock(s.mu);
     auto [it, is_new] = s.map.try_emplace(key);
     inserted = is_new;
     IndexEntry& e = it->second;
+    if (!is_new) previous_tier = e.tier;
     e.tier = tier;
     e.bytes = bytes;
     e.expiry_ms = expiry_ms;
@@ -38,7 +41,16 @@ bool BlockIndex::Upsert(const BlockKey& key, const std::optional<BlockKey>& pare
     if (is_new) e.parent = parent;
   }
   if (inserted && parent) AdjustChildren(*parent, +1);
-  return inserted;
+  return previous_tier;
+}
+
+bool BlockIndex::SetExpiry(const BlockKey& key, int64_t expiry_ms) {
+  Shard& s = ShardOf(key);
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.map.find(key);
+  if (it == s.map.end()) return false;
+  it->second.expiry_ms = expiry_ms;
+  return true;
 }
 
 bool BlockIndex::SetTier(const BlockKey& key, uint32_t tier) {

@@ -68,9 +68,11 @@ class BlockIndex {
   BlockIndex& operator=(const BlockIndex&) = delete;
 
   // Inserts `key` or updates where it lives. Pins and children survive an
-  // update. Returns true when the key was new.
-  bool Upsert(const BlockKey& key, const std::optional<BlockKey>& parent, uint32_t tier,
-              uint64_t bytes, int64_t expiry_ms);
+  // update. Returns the tier the key was in before, nullopt when it is new.
+  std::optional<uint32_t> Upsert(const BlockKey& key, const std::optional<BlockKey>& parent,
+                                 uint32_t tier, uint64_t bytes, int64_t expiry_ms);
+  // Sets the expiry of a present block; false if absent.
+  bool SetExpiry(const BlockKey& key, int64_t expiry_ms);
   // Moves a present block to another tier; false if absent.
   bool SetTier(const BlockKey& key, uint32_t tier);
   // Removes `key`: kNotFound if absent, kRetry if pinned. The parent loses a
@@ -101,8 +103,11 @@ class BlockIndex {
     mutable std::mutex mu;
     std::unordered_map<BlockKey, IndexEntry, BlockKeyHash> map;  // guarded by mu
   };
-  Shard& ShardOf(const BlockKey& k) { return shards_[(k.lo >> 40) % kShards]; }
-  const Shard& ShardOf(const BlockKey& k) const { return shards_[(k.lo >> 40) % kShards]; }
+  // The top bits of the keyed hash pick the shard; the map uses the low bits.
+  Shard& ShardOf(const BlockKey& k) { return shards_[(BlockKeyHashValue(k) >> 58) % kShards]; }
+  const Shard& ShardOf(const BlockKey& k) const {
+    return shards_[(BlockKeyHashValue(k) >> 58) % kShards];
+  }
   void Unpin(const BlockKey& key);
   void AdjustChildren(const BlockKey& parent, int delta);
 

@@ -92,24 +92,43 @@ Status CacheManager::Insert(const BlockKey& key, const std::optional<BlockKey>& 
   if (expiry_ms <= options_.clock->NowMs()) {
     return Status::InvalidArgument("block " + key.ToHex() + " would already be expired");
   }
-  const std::optional<IndexEntry> previous = index_.Get(key);
+  if (std::optional<IndexEntry> e = index_.Get(key)) {
+    if (e->expiry_ms > options_.clock->NowMs()) {
+      Refresh(key, *e, expiry_ms);
+      ++counters_.refreshes;
+      return Status::Ok();
+    }
+    if (Status s = Drop(key); !s.ok() && !s.IsNotFound()) return s;  // expired but pinned
+  }
   Status s = StoreInTier(0, key, payload, expiry_ms);
   if (!s.ok()) {
     ++counters_.insert_failures;
     return s;
   }
-  index_.Upsert(key, parent, 0, payload.size(), expiry_ms);
+  const std::optional<uint32_t> previous = index_.Upsert(key, parent, 0, payload.size(), expiry_ms);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (previous && previous->tier != 0) tiers_[previous->tier].policy->Erase(key);
+    if (previous && *previous != 0) tiers_[*previous].policy->Erase(key);
     tiers_[0].policy->Insert(key, payload.size());
   }
-  if (previous && previous->tier != 0) {
-    (void)tiers_[previous->tier].tier->Erase(std::span(&key, 1));
-  }
+  // A concurrent insert of the same key may have been demoted meanwhile: its
+  // copy below is now unindexed and goes.
+  if (previous && *previous != 0) (void)tiers_[*previous].tier->Erase(std::span(&key, 1));
   ++counters_.inserts;
   counters_.insert_bytes += payload.size();
   return Status::Ok();
+}
+
+void CacheManager::Refresh(const BlockKey& key, const IndexEntry& e, int64_t expiry_ms) {
+  if (expiry_ms > e.expiry_ms) {
+    // The tier first: it enforces expiry on read, and must not expire a block
+    // the index still promises.
+    (void)tiers_[e.tier].tier->SetExpiry(std::span(&key, 1), expiry_ms);
+    index_.SetExpiry(key, expiry_ms);
+  }
+  index_.Touch(key);
+  std::lock_guard<std::mutex> lock(mu_);
+  tiers_[e.tier].policy->Touch(key);
 }
 
 Status CacheManager::StoreInTier(size_t t, const BlockKey& key, std::span<const std::byte> payload,
@@ -132,15 +151,20 @@ Status CacheManager::StoreInTier(size_t t, const BlockKey& key, std::span<const 
 }
 
 uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes) {
+  enum class Pass { kSameSizeLeaves, kLeaves, kAny };
   uint64_t freed = 0;
-  // Leaves first; inner blocks only when no leaf can go.
-  for (bool leaves_only : {true, false}) {
+  for (Pass pass : {Pass::kSameSizeLeaves, Pass::kLeaves, Pass::kAny}) {
+    auto eligible = [&](const BlockKey& k) {
+      if (!index_.Evictable(k, /*leaves_only=*/pass != Pass::kAny)) return false;
+      if (pass != Pass::kSameSizeLeaves) return true;
+      std::optional<IndexEntry> e = index_.Get(k);
+      return e && e->bytes == bytes;
+    };
     while (freed < bytes) {
       std::vector<BlockKey> victims;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        tiers_[t].policy->Victims(
-            1, [&](const BlockKey& k) { return index_.Evictable(k, leaves_only); }, &victims);
+        tiers_[t].policy->Victims(1, eligible, &victims);
       }
       if (victims.empty()) break;
       const std::optional<IndexEntry> e = index_.Get(victims[0]);
@@ -158,7 +182,11 @@ bool CacheManager::Evict(size_t t, const BlockKey& key) {
     std::vector<std::byte> payload(e->bytes);
     Result<uint64_t> n = ReadOne(*tiers_[t].tier, key, payload);
     if (n.ok() && StoreInTier(t + 1, key, std::span(payload).first(*n), e->expiry_ms).ok()) {
-      index_.SetTier(key, static_cast<uint32_t>(t + 1));
+      if (!index_.SetTier(key, static_cast<uint32_t>(t + 1))) {
+        // Erased while it moved: the copy below is unindexed and goes too.
+        (void)tiers_[t + 1].tier->Erase(std::span(&key, 1));
+        return true;
+      }
       {
         std::lock_guard<std::mutex> lock(mu_);
         tiers_[t + 1].policy->Insert(key, *n);
@@ -253,6 +281,7 @@ CacheStats CacheManager::Stats() const {
   s.read_hits = c.read_hits;
   s.read_misses = c.read_misses;
   s.inserts = c.inserts;
+  s.refreshes = c.refreshes;
   s.insert_bytes = c.insert_bytes;
   s.insert_failures = c.insert_failures;
   s.demotions = c.demotions;

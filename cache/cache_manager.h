@@ -60,6 +60,7 @@ struct CacheStats {
   uint64_t read_hits = 0;
   uint64_t read_misses = 0;
   uint64_t inserts = 0;
+  uint64_t refreshes = 0;  // inserts of a cached key: bytes kept, expiry extended
   uint64_t insert_bytes = 0;
   uint64_t insert_failures = 0;
   uint64_t demotions = 0;          // blocks moved one tier down
@@ -81,10 +82,13 @@ class CacheManager {
   // With `pin`, every hit block is pinned until the returned handles go.
   PrefixHit Lookup(std::span<const BlockKey> keys, bool pin = false);
 
-  // Stores a block (replacing a present one) with its parent's key (nullopt
-  // for the first block of a prefix). Errors: kInvalidArgument (empty,
-  // already expired), kResourceExhausted (larger than a tier accepts, or no
-  // room that eviction can make).
+  // Stores a block with its parent's key (nullopt for the first block of a
+  // prefix). A cached block is immutable: inserting a key that is cached and
+  // unexpired keeps its bytes (the key names the content) and only extends
+  // its expiry to the later of the two, as a read would refresh it. Errors:
+  // kInvalidArgument (empty, already expired), kResourceExhausted (larger than
+  // a tier accepts, or no room that eviction can make), kRetry (an expired
+  // copy is still pinned).
   Status Insert(const BlockKey& key, const std::optional<BlockKey>& parent,
                 std::span<const std::byte> payload, int64_t expiry_ms = kNoExpiry);
 
@@ -108,8 +112,12 @@ class CacheManager {
   Status StoreInTier(size_t t, const BlockKey& key, std::span<const std::byte> payload,
                      int64_t expiry_ms);
   // Evicts victims of tier t until at least `bytes` are freed or none is left;
-  // returns the bytes freed.
+  // returns the bytes freed. Victims of the same size go first (their space
+  // is reusable as it is, whatever the tier's allocator), then any leaf, then
+  // any unpinned block.
   uint64_t MakeRoom(size_t t, uint64_t bytes);
+  // Extends the expiry of a cached block in its tier and the index.
+  void Refresh(const BlockKey& key, const IndexEntry& e, int64_t expiry_ms);
   // Moves one victim of tier t to tier t+1, or drops it from the last tier.
   // Returns false if the block could not be evicted (pinned, gone).
   bool Evict(size_t t, const BlockKey& key);
@@ -125,7 +133,7 @@ class CacheManager {
   struct Counters {
     std::atomic<uint64_t> lookups{0}, lookup_blocks{0}, lookup_hit_blocks{0};
     std::atomic<uint64_t> reads{0}, read_hits{0}, read_misses{0};
-    std::atomic<uint64_t> inserts{0}, insert_bytes{0}, insert_failures{0};
+    std::atomic<uint64_t> inserts{0}, refreshes{0}, insert_bytes{0}, insert_failures{0};
     std::atomic<uint64_t> demotions{0}, drops{0}, expired{0}, corruption_misses{0};
   };
   Counters counters_;

@@ -1,5 +1,9 @@
 #include "common/block_key.h"
 
+#include <xxhash.h>
+
+#include <random>
+
 namespace kvtier {
 namespace {
 
@@ -20,7 +24,17 @@ std::optional<uint64_t> ParseHexWord(std::string_view hex) {
   return v;
 }
 
+const uint64_t kProcessHashSeed = [] {
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}();
+
 }  // namespace
+
+uint64_t BlockKeyHashValue(const BlockKey& k) {
+  const uint64_t words[2] = {k.hi, k.lo};
+  return XXH3_64bits_withSeed(words, sizeof words, kProcessHashSeed);
+}
 
 std::string BlockKey::ToHex() const {
   static constexpr char kDigits[] = "0123456789abcdef";

@@ -43,10 +43,16 @@ struct BlockKey {
   static std::optional<BlockKey> FromBytes(std::string_view bytes);
 };
 
-// For unordered containers. The key is already a uniform hash, so its low word
-// is a fine bucket hash.
+// A keyed hash of a key, for hash tables and sharding. Keys can come straight
+// from clients (a Put by key), so their bits are not trusted to be uniform: the
+// hash is XXH3-64 seeded at random once per process, so no client can aim many
+// keys at one bucket or shard (hash flooding).
+uint64_t BlockKeyHashValue(const BlockKey& k);
+
 struct BlockKeyHash {
-  size_t operator()(const BlockKey& k) const noexcept { return static_cast<size_t>(k.lo); }
+  size_t operator()(const BlockKey& k) const noexcept {
+    return static_cast<size_t>(BlockKeyHashValue(k));
+  }
 };
 
 }  // namespace kvtier

@@ -46,6 +46,7 @@ Status Launch(const KvPageLayout& layout, const void* src, const int32_t* page_t
     return s.row_bytes % unit == 0 && reinterpret_cast<uintptr_t>(src) % unit == 0 &&
            reinterpret_cast<uintptr_t>(dst) % unit == 0;
   };
+  if (!aligned(2)) return Status::InvalidArgument("KV buffers must be 2-byte aligned");
   const int64_t unit = aligned(16) ? 16 : aligned(4) ? 4 : 2;
   const int64_t total_units = s.Rows(num_blocks) * (s.row_bytes / unit);
   constexpr int kThreads = 256;

@@ -11,6 +11,8 @@
 namespace kvtier {
 
 Client::Client(const ClientOptions& options) : options_(options) {
+  if (options_.chunk_bytes == 0 || options_.chunk_bytes > (4u << 20))
+    options_.chunk_bytes = 1 << 20;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
   args.SetMaxSendMessageSize(8 << 20);
@@ -79,7 +81,8 @@ Result<FetchedBlock> Client::Get(const BlockKey& key) {
   while (reader->Read(&msg)) {
     if (msg.has_header()) {
       block.info = msg.header();
-      block.payload.reserve(block.info.size_bytes());
+      // Trust the announced size only as far as the largest block a daemon takes.
+      block.payload.reserve(std::min<uint64_t>(block.info.size_bytes(), 256ull << 20));
       have_header = true;
     } else {
       block.payload += msg.data();

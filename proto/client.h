@@ -20,7 +20,7 @@ namespace kvtier {
 struct ClientOptions {
   std::string address = "127.0.0.1:50051";  // host:port of kvtierd
   int64_t timeout_ms = 30'000;              // deadline of each call
-  uint32_t chunk_bytes = 1 << 20;           // payload bytes per streamed message
+  uint32_t chunk_bytes = 1 << 20;           // payload bytes per streamed message (<= 4 MiB)
 };
 
 struct FetchedBlock {

@@ -9,7 +9,9 @@
 //    Buffers named by the ops must stay valid until the callback runs.
 //  - A write of an existing key replaces it. A read never returns bytes other
 //    than those written: a checksum mismatch is reported as kCorruption (and
-//    the caller treats it as a miss). An expired block reads as kNotFound.
+//    the caller treats it as a miss) and the destination is zeroed, so no
+//    payload byte is left in it. An expired block reads as kNotFound. A read
+//    refused for any other reason leaves the destination untouched.
 //  - Write fails with kResourceExhausted when the tier has no room; the tier
 //    never evicts on its own (eviction is the CacheManager's decision).
 #pragma once
@@ -79,6 +81,9 @@ class Tier {
   virtual void Read(std::span<const ReadOp> ops, IoCallback done) = 0;
   // Removes the keys that are present; absent keys are not an error.
   virtual Status Erase(std::span<const BlockKey> keys) = 0;
+  // Sets the expiry of the keys that are present (a TTL refresh); absent keys
+  // are not an error.
+  virtual Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) = 0;
   // Announces every live block the tier holds (after a restart, for a
   // persistent tier). Non-persistent tiers announce what they hold now.
   virtual Status Recover(IndexSink& sink) = 0;

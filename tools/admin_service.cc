@@ -17,7 +17,10 @@ grpc::Status AdminService::Health(grpc::ServerContext*, const v1::HealthRequest*
   resp->set_status("SERVING");
   resp->set_version(KvtierVersion());
   resp->set_uptime_ms(clock_->NowMs() - started_ms_);
-  resp->set_listen(listen_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    resp->set_listen(listen_);
+  }
   return grpc::Status::OK;
 }
 
@@ -46,6 +49,7 @@ grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
   resp->set_read_hits(s.read_hits);
   resp->set_read_misses(s.read_misses);
   resp->set_inserts(s.inserts);
+  resp->set_refreshes(s.refreshes);
   resp->set_insert_bytes(s.insert_bytes);
   resp->set_insert_failures(s.insert_failures);
   resp->set_demotions(s.demotions);

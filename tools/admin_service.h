@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "cache/cache_manager.h"
@@ -14,7 +15,11 @@ namespace kvtier {
 class AdminService final : public v1::Admin::Service {
  public:
   AdminService(CacheManager& cache, const Namespace& default_namespace, Clock* clock);
-  void set_listen_address(std::string address) { listen_ = std::move(address); }
+  // May be called while the service is serving (the port is known only then).
+  void set_listen_address(std::string address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    listen_ = std::move(address);
+  }
 
   grpc::Status Health(grpc::ServerContext* ctx, const v1::HealthRequest* req,
                       v1::HealthResponse* resp) override;
@@ -26,7 +31,8 @@ class AdminService final : public v1::Admin::Service {
   const Namespace default_namespace_;
   Clock* const clock_;
   const int64_t started_ms_;
-  std::string listen_;
+  std::mutex mu_;
+  std::string listen_;  // guarded by mu_
 };
 
 // The version string kvtierd reports.

@@ -49,10 +49,11 @@ std::span<const TokenId> Span(const google::protobuf::RepeatedField<int32_t>& id
   return {ids.data(), static_cast<size_t>(ids.size())};
 }
 
-// Reserves payload bytes against the daemon-wide budget; releases on scope exit.
-class PutReservation {
+// Reserves payload bytes held by in-flight calls (Put and Get buffers) against
+// the daemon-wide budget; releases on scope exit.
+class PayloadReservation {
  public:
-  PutReservation(std::atomic<uint64_t>& counter, uint64_t bytes, uint64_t limit)
+  PayloadReservation(std::atomic<uint64_t>& counter, uint64_t bytes, uint64_t limit)
       : counter_(counter), bytes_(bytes) {
     uint64_t cur = counter_.load();
     do {
@@ -60,7 +61,7 @@ class PutReservation {
     } while (!counter_.compare_exchange_weak(cur, cur + bytes));
     held_ = true;
   }
-  ~PutReservation() {
+  ~PayloadReservation() {
     if (held_) counter_ -= bytes_;
   }
   bool held() const { return held_; }
@@ -198,9 +199,9 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext*,
     return Exhausted("a block of " + std::to_string(size) + " bytes exceeds the limit of " +
                      std::to_string(limits_.max_block_bytes));
   }
-  PutReservation reservation(inflight_put_bytes_, size, limits_.max_inflight_put_bytes);
+  PayloadReservation reservation(inflight_payload_bytes_, size, limits_.max_inflight_payload_bytes);
   if (!reservation.held()) {
-    return Exhausted("the daemon is buffering too many Put payloads; retry later");
+    return Exhausted("the daemon is buffering too many payloads; retry later");
   }
 
   std::vector<std::byte> payload;
@@ -225,9 +226,13 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext*,
   const int64_t ttl_s = header.ttl_seconds() != 0 ? header.ttl_seconds() : limits_.default_ttl_s;
   const int64_t expiry = ttl_s > 0 ? clock_->NowMs() + ttl_s * 1000 : kNoExpiry;
   if (Status s = cache_.Insert(key, parent, payload, expiry); !s.ok()) return ToGrpcStatus(s);
+  // Where the block is now; a racing call may already have moved or evicted
+  // it, and then the answer says what this call stored.
   Result<IndexEntry> e = cache_.Find(key);
-  if (!e.ok()) return ToGrpcStatus(e.status());  // evicted already by a racing Put
-  FillInfo(key, *e, resp->mutable_block());
+  IndexEntry stored;
+  stored.bytes = size;
+  stored.expiry_ms = expiry;
+  FillInfo(key, e.ok() ? *e : stored, resp->mutable_block());
   return grpc::Status::OK;
 }
 
@@ -242,6 +247,11 @@ grpc::Status BlockStoreService::Get(grpc::ServerContext*, const v1::GetRequest* 
   const uint32_t chunk = req->chunk_bytes() == 0 ? kDefaultChunkBytes : req->chunk_bytes();
   Result<IndexEntry> e = cache_.Find(*key);
   if (!e.ok()) return ToGrpcStatus(e.status());
+  PayloadReservation reservation(inflight_payload_bytes_, e->bytes,
+                                 limits_.max_inflight_payload_bytes);
+  if (!reservation.held()) {
+    return Exhausted("the daemon is sending too many payloads; retry later");
+  }
   std::vector<std::byte> payload(e->bytes);
   Result<uint64_t> n = cache_.Read(*key, payload);
   if (!n.ok()) return ToGrpcStatus(n.status());

@@ -19,8 +19,8 @@ struct BlockStoreLimits {
   uint64_t max_block_bytes = 64ull << 20;
   size_t max_tokens = 1 << 20;
   size_t max_keys = 1 << 16;
-  uint64_t max_inflight_put_bytes = 1ull << 30;
-  int64_t default_ttl_s = 0;  // 0 = no expiry
+  uint64_t max_inflight_payload_bytes = 1ull << 30;  // held by all Put and Get calls
+  int64_t default_ttl_s = 0;                         // 0 = no expiry
 };
 
 class BlockStoreService final : public v1::BlockStore::Service {
@@ -46,7 +46,7 @@ class BlockStoreService final : public v1::BlockStore::Service {
   const Namespace default_namespace_;
   const BlockStoreLimits limits_;
   Clock* const clock_;
-  std::atomic<uint64_t> inflight_put_bytes_{0};
+  std::atomic<uint64_t> inflight_payload_bytes_{0};
 };
 
 }  // namespace kvtier

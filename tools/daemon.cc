@@ -23,7 +23,7 @@ struct Daemon::Services {
   Services(CacheManager& cache, const DaemonOptions& o)
       : block_store(cache, o.default_namespace,
                     BlockStoreLimits{o.max_block_bytes, o.max_lookup_tokens, o.max_lookup_keys,
-                                     o.max_inflight_put_bytes, o.default_ttl_s},
+                                     o.max_inflight_payload_bytes, o.default_ttl_s},
                     SystemClock()),
         admin(cache, o.default_namespace, SystemClock()) {}
   BlockStoreService block_store;
@@ -82,7 +82,10 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   }
   if (flags.Has("default-ttl")) {
     Result<int64_t> v = ParseInt(flags.Get("default-ttl"));
-    if (!v.ok()) return Status::InvalidArgument("--default-ttl: " + v.status().message());
+    if (!v.ok() || *v > UINT32_MAX) {
+      return Status::InvalidArgument("--default-ttl needs seconds, at most " +
+                                     std::to_string(UINT32_MAX));
+    }
     o.default_ttl_s = *v;
   }
   o.default_namespace.model_id = flags.Get("model-id", o.default_namespace.model_id);

@@ -36,7 +36,7 @@ struct DaemonOptions {
   uint64_t max_block_bytes = 64ull << 20;            // largest block payload, bytes
   size_t max_lookup_tokens = 1 << 20;                // token ids per Lookup or Put
   size_t max_lookup_keys = 1 << 16;                  // keys per Lookup
-  uint64_t max_inflight_put_bytes = 1ull << 30;      // payload bytes buffered by all Puts
+  uint64_t max_inflight_payload_bytes = 1ull << 30;  // payload bytes held by all Puts and Gets
   int max_threads = 64;                              // gRPC server threads
   int64_t shutdown_grace_ms = 5000;                  // time given to in-flight calls
 };

@@ -177,6 +177,7 @@ class Cli {
               {"read_hits", s->read_hits()},
               {"read_misses", s->read_misses()},
               {"inserts", s->inserts()},
+              {"refreshes", s->refreshes()},
               {"insert_bytes", s->insert_bytes()},
               {"insert_failures", s->insert_failures()},
               {"demotions", s->demotions()},
@@ -188,10 +189,10 @@ class Cli {
     text << "indexed blocks: " << s->indexed_blocks() << "\nlookups: " << s->lookups() << " ("
          << s->lookup_hit_blocks() << " of " << s->lookup_blocks()
          << " blocks hit)\nreads: " << s->reads() << " (" << s->read_hits() << " hits, "
-         << s->read_misses() << " misses)\ninserts: " << s->inserts() << " (" << s->insert_bytes()
-         << " bytes, " << s->insert_failures() << " refused)\nevictions: " << s->demotions()
-         << " demoted, " << s->drops() << " dropped, " << s->expired()
-         << " expired\ndefault namespace: " << s->default_namespace() << "\n";
+         << s->read_misses() << " misses)\ninserts: " << s->inserts() << " (+" << s->refreshes()
+         << " refreshes, " << s->insert_bytes() << " bytes, " << s->insert_failures()
+         << " refused)\nevictions: " << s->demotions() << " demoted, " << s->drops() << " dropped, "
+         << s->expired() << " expired\ndefault namespace: " << s->default_namespace() << "\n";
     Print(j, text.str());
     return 0;
   }

@@ -86,7 +86,11 @@ TEST_F(BlockIndexTest, ParentsCountCachedChildren) {
 TEST_F(BlockIndexTest, UpdateKeepsPinsAndMovesTier) {
   index_.Upsert(K(1), std::nullopt, 0, 10, kNoExpiry);
   PinHandle p = index_.Pin(K(1));
-  EXPECT_FALSE(index_.Upsert(K(1), std::nullopt, 0, 20, kNoExpiry));
+  EXPECT_EQ(index_.Upsert(K(1), std::nullopt, 0, 20, kNoExpiry), std::optional<uint32_t>(0));
+  EXPECT_EQ(index_.Upsert(K(2), std::nullopt, 0, 20, kNoExpiry), std::nullopt);
+  EXPECT_TRUE(index_.SetExpiry(K(2), 5));
+  EXPECT_EQ(index_.Get(K(2))->expiry_ms, 5);
+  EXPECT_FALSE(index_.SetExpiry(K(3), 5));
   EXPECT_TRUE(index_.SetTier(K(1), 2));
   auto e = index_.Get(K(1));
   EXPECT_EQ(e->pins, 1u);

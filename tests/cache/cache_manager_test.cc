@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <random>
+#include <thread>
+
 #include "cache/prefix_hasher.h"
 #include "tiers/dram/dram_tier.h"
 
@@ -172,6 +176,93 @@ TEST_F(CacheManagerTest, ExpiredBlocksMissAndAreFreed) {
   std::vector<std::byte> buf(100);
   EXPECT_TRUE(cache_->Read(keys[0], buf).status().IsNotFound());
   EXPECT_EQ(cache_->Stats().tiers[0].blocks, 1u);  // only the unexpired child is stored
+}
+
+TEST_F(CacheManagerTest, CachedBlocksAreImmutableAndAPutRefreshesThem) {
+  Open({8});
+  auto keys = Chain(1);
+  const int64_t t0 = clock_.NowMs();
+  ASSERT_TRUE(cache_->Insert(keys[0], std::nullopt, Payload(5000, 1), t0 + 60'000).ok());
+  // Other bytes under the same key: kept out; the later expiry is taken.
+  ASSERT_TRUE(cache_->Insert(keys[0], std::nullopt, Payload(5000, 2), t0 + 120'000).ok());
+  // A shorter expiry never shortens a cached block's life.
+  ASSERT_TRUE(cache_->Insert(keys[0], std::nullopt, Payload(5000, 3), t0 + 1'000).ok());
+  EXPECT_EQ(cache_->Stats().refreshes, 2u);
+  EXPECT_EQ(cache_->Stats().inserts, 1u);
+  clock_.AdvanceMs(90'000);  // past the first expiry, before the refreshed one
+  std::vector<std::byte> buf(5000);
+  auto n = cache_->Read(keys[0], buf);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(buf, Payload(5000, 1));
+  clock_.AdvanceMs(30'000);
+  EXPECT_TRUE(cache_->Read(keys[0], buf).status().IsNotFound());
+  // Once expired, the key takes new bytes.
+  ASSERT_TRUE(cache_->Insert(keys[0], std::nullopt, Payload(5000, 4)).ok());
+  ASSERT_TRUE(cache_->Read(keys[0], buf).ok());
+  EXPECT_EQ(buf, Payload(5000, 4));
+}
+
+TEST_F(CacheManagerTest, VictimsOfTheSameSizeGoFirst) {
+  Open({4});  // four 64 KiB pages, one page per slab
+  auto k = Chain(6, 0);
+  const size_t small = 30 << 10, big = 60 << 10;
+  // Oldest first: a (small), b (big), c (small, shares a's page), d, e (big).
+  ASSERT_TRUE(cache_->Insert(k[0], std::nullopt, Payload(small, 0)).ok());
+  ASSERT_TRUE(cache_->Insert(k[1], std::nullopt, Payload(big, 1)).ok());
+  ASSERT_TRUE(cache_->Insert(k[2], std::nullopt, Payload(small, 2)).ok());
+  ASSERT_TRUE(cache_->Insert(k[3], std::nullopt, Payload(big, 3)).ok());
+  ASSERT_TRUE(cache_->Insert(k[4], std::nullopt, Payload(big, 4)).ok());
+  // A big block evicts the oldest big one (b), not the older small a, whose
+  // freed half page could not hold it.
+  ASSERT_TRUE(cache_->Insert(k[5], std::nullopt, Payload(big, 5)).ok());
+  EXPECT_EQ(cache_->Stats().drops, 1u);
+  EXPECT_TRUE(cache_->Find(k[0]).ok());
+  EXPECT_FALSE(cache_->Find(k[1]).ok());
+}
+
+TEST_F(CacheManagerTest, ConcurrentUseNeverReturnsWrongBytesOrLeaksCopies) {
+  Open({6, 12});  // small tiers: constant demotion and eviction
+  std::vector<BlockKey> keys = Chain(64, 0);
+  auto payload_of = [&](size_t i) { return Payload(20'000 + (i % 3) * 20'000, uint8_t(i)); };
+  std::atomic<bool> wrong{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<uint32_t>(t));
+      std::vector<std::byte> buf(60'000);
+      for (int step = 0; step < 3000; ++step) {
+        const size_t i = rng() % keys.size();
+        switch (rng() % 4) {
+          case 0:
+          case 1:
+            (void)cache_->Insert(keys[i], std::nullopt, payload_of(i));
+            break;
+          case 2: {
+            auto n = cache_->Read(keys[i], buf);
+            if (n.ok() && std::vector<std::byte>(buf.begin(), buf.begin() + *n) != payload_of(i)) {
+              wrong = true;
+            }
+            break;
+          }
+          case 3:
+            (void)cache_->Erase(keys[i]);
+            break;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_FALSE(wrong.load());
+  // At rest every stored copy is indexed and every indexed block is stored once.
+  CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.tiers[0].blocks + s.tiers[1].blocks, s.indexed_blocks);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::vector<std::byte> buf(60'000);
+    auto n = cache_->Read(keys[i], buf);
+    if (n.ok()) {
+      EXPECT_EQ(std::vector<std::byte>(buf.begin(), buf.begin() + *n), payload_of(i)) << i;
+    }
+  }
 }
 
 TEST_F(CacheManagerTest, SmallBufferIsRefusedWithTheNeededSize) {

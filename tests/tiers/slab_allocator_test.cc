@@ -10,11 +10,12 @@ namespace {
 
 constexpr uint64_t kPage = 64 << 10;
 
-TEST(SlabAllocatorTest, ClassesRoundToCacheLines) {
-  EXPECT_EQ(SlabAllocator::ClassBytes(1), 64u);
-  EXPECT_EQ(SlabAllocator::ClassBytes(64), 64u);
-  EXPECT_EQ(SlabAllocator::ClassBytes(65), 128u);
+TEST(SlabAllocatorTest, ClassesRoundToCacheLinesAboveAMinimum) {
+  EXPECT_EQ(SlabAllocator::ClassBytes(1), 4096u);
+  EXPECT_EQ(SlabAllocator::ClassBytes(4096), 4096u);
+  EXPECT_EQ(SlabAllocator::ClassBytes(4097), 4160u);
   EXPECT_EQ(SlabAllocator::ClassBytes(81920), 81920u);
+  EXPECT_EQ(SlabAllocator::ClassBytes(81921), 81984u);
 }
 
 TEST(SlabAllocatorTest, SlabTargetScalesWithTheArena) {
@@ -41,7 +42,7 @@ TEST(SlabAllocatorTest, EmptySlabsReturnTheirPagesToOtherClasses) {
   SlabAllocator a(32 * kPage, kPage);  // 2 MiB in one-page slabs
   std::vector<uint64_t> small;
   while (auto off = a.Allocate(1000)) small.push_back(*off);
-  EXPECT_EQ(small.size(), 32u * 64);
+  EXPECT_EQ(small.size(), 32u * 16);  // 4 KiB minimum chunks
   EXPECT_FALSE(a.Allocate(40 << 10).has_value());
   for (uint64_t off : small) a.Free(off);
   EXPECT_EQ(a.free_pages(), 32u);

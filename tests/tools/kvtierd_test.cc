@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -185,14 +186,32 @@ TEST_F(KvtierdTest, PutByKeyWithParentAndLookupByKeys) {
   EXPECT_TRUE(client_->Delete(b).IsNotFound());
 }
 
-TEST_F(KvtierdTest, TtlExpiresBlocks) {
+// Expiry itself is tested with a controlled clock in cache_manager_test; here
+// only that the daemon turns a TTL into an expiry time.
+TEST_F(KvtierdTest, PutWithTtlReportsItsExpiry) {
   auto tokens = Tokens(7000, 7063);
   v1::PutHeader h;
   h.mutable_token_ids()->Add(tokens.begin(), tokens.end());
   h.set_ttl_seconds(3600);
+  const int64_t before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
   auto r = client_->Put(h, AsBytes(Bytes(100, 1)));
   ASSERT_TRUE(r.ok());
-  EXPECT_GT(r->block().expire_time_ms(), 0);
+  EXPECT_GE(r->block().expire_time_ms(), before + 3'600'000);
+}
+
+TEST_F(KvtierdTest, APutOfACachedBlockKeepsItsBytes) {
+  auto tokens = Tokens(8000, 8063);
+  const std::string first = Bytes(7000, 1), second = Bytes(7000, 2);
+  auto a = PutTokens(tokens, first);
+  ASSERT_TRUE(a.ok()) << a.status();
+  const uint64_t refreshes = Stats().refreshes();
+  ASSERT_TRUE(PutTokens(tokens, second).ok());
+  EXPECT_EQ(Stats().refreshes(), refreshes + 1);
+  auto g = client_->Get(*BlockKey::FromBytes(a->block().key()));
+  ASSERT_TRUE(g.ok());
+  EXPECT_TRUE(g->payload == first);
 }
 
 // Every malformed or oversized request gets a clear status and changes nothing.

@@ -67,7 +67,17 @@ class DramTier final : public Tier {
   }
 
   Status Erase(std::span<const BlockKey> keys) override {
-    for (const BlockKey& key : keys) Remove(key);
+    for (const BlockKey& key : keys) Remove(key, std::nullopt);
+    return Status::Ok();
+  }
+
+  Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
+    for (const BlockKey& key : keys) {
+      Stripe& stripe = StripeOf(key);
+      std::unique_lock lock(stripe.mu);
+      auto it = stripe.map.find(key);
+      if (it != stripe.map.end()) it->second.expiry_ms = expiry_ms;
+    }
     return Status::Ok();
   }
 
@@ -94,7 +104,9 @@ class DramTier final : public Tier {
     std::unordered_map<BlockKey, Entry, BlockKeyHash> map;  // guarded by mu
   };
 
-  Stripe& StripeOf(const BlockKey& key) { return stripes_[(key.lo >> 32) % kStripes]; }
+  Stripe& StripeOf(const BlockKey& key) {
+    return stripes_[(BlockKeyHashValue(key) >> 58) % kStripes];
+  }
 
   IoResult WriteOneBlock(const WriteOp& op) {
     const uint64_t n = op.payload.size();
@@ -140,6 +152,7 @@ class DramTier final : public Tier {
   IoResult ReadOneBlock(const ReadOp& op) {
     bool corrupt = false;
     uint64_t bytes = 0;
+    uint64_t offset = 0;
     {
       Stripe& stripe = StripeOf(op.key);
       std::shared_lock lock(stripe.mu);
@@ -149,6 +162,7 @@ class DramTier final : public Tier {
       }
       const Entry& e = it->second;
       bytes = e.bytes;
+      offset = e.offset;
       if (op.dest.size() < e.bytes) {
         return {Status::ResourceExhausted("read buffer of " + std::to_string(op.dest.size()) +
                                           " bytes is smaller than the block (" +
@@ -163,19 +177,23 @@ class DramTier final : public Tier {
     if (corrupt) {
       ++corruption_errors_;
       LogError("dram_checksum_mismatch", LogFields().Add("key", op.key.ToHex()));
-      Remove(op.key);
+      std::memset(op.dest.data(), 0, bytes);
+      Remove(op.key, offset);
       return {Status::Corruption("block " + op.key.ToHex() + " failed its checksum"), 0};
     }
     return {Status::Ok(), bytes};
   }
 
-  void Remove(const BlockKey& key) {
+  // Removes `key`; with `only_offset`, only if it is still that chunk (a block
+  // found corrupt may have been rewritten since, and the new copy stays).
+  void Remove(const BlockKey& key, std::optional<uint64_t> only_offset) {
     std::optional<Entry> removed;
     {
       Stripe& stripe = StripeOf(key);
       std::unique_lock lock(stripe.mu);
       auto it = stripe.map.find(key);
       if (it == stripe.map.end()) return;
+      if (only_offset && it->second.offset != *only_offset) return;
       removed = it->second;
       stripe.map.erase(it);
     }

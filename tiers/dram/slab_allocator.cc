@@ -16,7 +16,9 @@ SlabAllocator::SlabAllocator(uint64_t arena_bytes, uint64_t page_bytes)
       free_pages_(pages_),
       page_slab_(pages_, kNoSlab) {}
 
-uint64_t SlabAllocator::ClassBytes(uint64_t bytes) { return RoundUp(bytes, kChunkAlignment); }
+uint64_t SlabAllocator::ClassBytes(uint64_t bytes) {
+  return std::max<uint64_t>(kMinChunkBytes, RoundUp(bytes, kChunkAlignment));
+}
 
 std::optional<uint64_t> SlabAllocator::Allocate(uint64_t bytes) {
   const uint64_t cls = ClassBytes(bytes);

@@ -2,14 +2,15 @@
 //
 // The arena is divided into pages (page_bytes, 64 KiB by default). A slab is a
 // run of contiguous pages holding chunks of one class; a class is a request
-// size rounded up to kChunkAlignment, so blocks of one model (all the same
-// size) waste nothing inside a chunk. A slab holds as many whole chunks as fit
-// in the slab target (1/64 of the arena, at least one page, at most 2 MiB;
-// at least one chunk), rounded up to whole pages, so the waste at the end of
-// a slab is under one page and a small arena still has room for several size
-// classes. A slab whose last chunk is freed goes back
-// to the page pool, so space moves between classes as the mix of block sizes
-// changes.
+// size rounded up to kChunkAlignment, and at least kMinChunkBytes, so blocks
+// of one model (all the same size) waste nothing inside a chunk, and the
+// number of blocks (with every per-block structure above the tier) is bounded
+// by arena / 4 KiB whatever sizes clients send. A slab holds as many whole
+// chunks as fit in the slab target (1/64 of the arena, at least one page, at
+// most 2 MiB; at least one chunk), rounded up to whole pages, so the waste at
+// the end of a slab is under one page and a small arena still has room for
+// several size classes. A slab whose last chunk is freed goes back to the page
+// pool, so space moves between classes as the mix of block sizes changes.
 //
 // Not thread-safe: the owner serialises calls. Allocate and Free are O(1)
 // amortised; creating a slab scans the page map (next-fit), which happens once
@@ -27,6 +28,7 @@ namespace kvtier {
 class SlabAllocator {
  public:
   static constexpr size_t kChunkAlignment = 64;           // bytes; a cache line
+  static constexpr size_t kMinChunkBytes = 4096;          // bytes; the smallest chunk
   static constexpr size_t kMaxSlabTargetBytes = 2 << 20;  // 2 MiB
 
   // Manages offsets [0, arena_bytes); arena_bytes is rounded down to pages.
