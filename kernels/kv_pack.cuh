@@ -15,7 +15,9 @@
 // returning. Both check their arguments and return InvalidArgument without
 // touching memory when they are wrong; the CPU twins also check every page
 // index (the GPU launchers cannot read a device page table cheaply: the caller
-// guarantees 0 <= page < num_pages there).
+// guarantees 0 <= page < num_pages there). Buffers are at least 2-byte
+// aligned. For Unpack the pages named in one call must be distinct (two
+// blocks writing one page would race).
 #pragma once
 
 #include <cstdint>

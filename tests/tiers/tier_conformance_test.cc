@@ -276,6 +276,11 @@ TEST(DramTierTest, OptionsAreValidated) {
   o.capacity_bytes = 100;
   EXPECT_EQ(NewDramTier(o).status().code(), StatusCode::kInvalidArgument);
   o = DramTierOptions();
+  o.capacity_bytes = 1ull << 50;  // a petabyte: more than any machine here
+  auto huge = NewDramTier(o);
+  EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("memory"), std::string::npos);
+  o = DramTierOptions();
   o.capacity_bytes = 1 << 20;
   o.max_block_bytes = 1000;
   auto t = NewDramTier(o);

@@ -1,6 +1,7 @@
 #include "tiers/dram/dram_tier.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -231,6 +232,15 @@ Result<std::unique_ptr<Tier>> NewDramTier(const DramTierOptions& o) {
                                    " bytes is less than one page");
   }
   if (o.clock == nullptr) return Status::InvalidArgument("DRAM tier needs a clock");
+  // The mapping reserves no swap (MAP_NORESERVE): an arena larger than the
+  // machine would be OOM-killed later, under load, instead of refused now.
+  const uint64_t ram_bytes =
+      static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (arena_bytes > ram_bytes) {
+    return Status::InvalidArgument("DRAM tier capacity of " + std::to_string(arena_bytes) +
+                                   " bytes exceeds this machine's memory (" +
+                                   std::to_string(ram_bytes) + " bytes)");
+  }
   void* p = mmap(nullptr, arena_bytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
