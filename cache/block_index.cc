@@ -45,21 +45,19 @@ std::optional<uint32_t> BlockIndex::Upsert(const BlockKey& key,
 }
 
 bool BlockIndex::SetExpiry(const BlockKey& key, int64_t expiry_ms) {
-  Shard& s = ShardOf(key);
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.map.find(key);
-  if (it == s.map.end()) return false;
-  it->second.expiry_ms = expiry_ms;
-  return true;
+  return WithEntry(key, [&](IndexEntry* e) {
+    if (e == nullptr) return false;
+    e->expiry_ms = expiry_ms;
+    return true;
+  });
 }
 
 bool BlockIndex::SetTier(const BlockKey& key, uint32_t tier) {
-  Shard& s = ShardOf(key);
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.map.find(key);
-  if (it == s.map.end()) return false;
-  it->second.tier = tier;
-  return true;
+  return WithEntry(key, [&](IndexEntry* e) {
+    if (e == nullptr) return false;
+    e->tier = tier;
+    return true;
+  });
 }
 
 Status BlockIndex::Remove(const BlockKey& key) {
@@ -81,11 +79,7 @@ Status BlockIndex::Remove(const BlockKey& key) {
 }
 
 std::optional<IndexEntry> BlockIndex::Get(const BlockKey& key) const {
-  const Shard& s = ShardOf(key);
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.map.find(key);
-  if (it == s.map.end()) return std::nullopt;
-  return it->second;
+  return WithEntry(key, [](IndexEntry* e) { return e ? std::optional(*e) : std::nullopt; });
 }
 
 size_t BlockIndex::LongestPrefix(std::span<const BlockKey> keys, std::vector<IndexEntry>* entries) {
@@ -104,34 +98,32 @@ size_t BlockIndex::LongestPrefix(std::span<const BlockKey> keys, std::vector<Ind
 }
 
 void BlockIndex::Touch(const BlockKey& key) {
-  Shard& s = ShardOf(key);
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.map.find(key);
-  if (it != s.map.end()) it->second.last_access_ms = clock_->NowMs();
+  const int64_t now = clock_->NowMs();
+  WithEntry(key, [&](IndexEntry* e) {
+    if (e) e->last_access_ms = now;
+  });
 }
 
 PinHandle BlockIndex::Pin(const BlockKey& key) {
-  Shard& s = ShardOf(key);
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.map.find(key);
-  if (it == s.map.end() || it->second.expiry_ms <= clock_->NowMs()) return PinHandle();
-  ++it->second.pins;
-  return PinHandle(this, key);
+  const int64_t now = clock_->NowMs();
+  const bool pinned = WithEntry(key, [&](IndexEntry* e) {
+    if (e == nullptr || e->expiry_ms <= now) return false;
+    ++e->pins;
+    return true;
+  });
+  return pinned ? PinHandle(this, key) : PinHandle();
 }
 
 void BlockIndex::Unpin(const BlockKey& key) {
-  Shard& s = ShardOf(key);
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.map.find(key);
-  if (it != s.map.end() && it->second.pins > 0) --it->second.pins;
+  WithEntry(key, [](IndexEntry* e) {
+    if (e && e->pins > 0) --e->pins;
+  });
 }
 
 bool BlockIndex::Evictable(const BlockKey& key, bool leaves_only) const {
-  const Shard& s = ShardOf(key);
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.map.find(key);
-  if (it == s.map.end() || it->second.pins > 0) return false;
-  return !leaves_only || it->second.cached_children == 0;
+  return WithEntry(key, [&](IndexEntry* e) {
+    return e != nullptr && e->pins == 0 && (!leaves_only || e->cached_children == 0);
+  });
 }
 
 std::vector<BlockKey> BlockIndex::Expired(size_t limit) const {
@@ -157,16 +149,14 @@ size_t BlockIndex::size() const {
 }
 
 void BlockIndex::AdjustChildren(const BlockKey& parent, int delta) {
-  Shard& s = ShardOf(parent);
-  std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.map.find(parent);
-  if (it == s.map.end()) return;
-  uint32_t& c = it->second.cached_children;
-  if (delta > 0) {
-    ++c;
-  } else if (c > 0) {
-    --c;
-  }
+  WithEntry(parent, [&](IndexEntry* e) {
+    if (e == nullptr) return;
+    if (delta > 0) {
+      ++e->cached_children;
+    } else if (e->cached_children > 0) {
+      --e->cached_children;
+    }
+  });
 }
 
 }  // namespace kvtier
