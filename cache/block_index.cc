@@ -79,7 +79,7 @@ Status BlockIndex::Remove(const BlockKey& key) {
 }
 
 std::optional<IndexEntry> BlockIndex::Get(const BlockKey& key) const {
-  return WithEntry(key, [](IndexEntry* e) { return e ? std::optional(*e) : std::nullopt; });
+  return WithEntry(key, [](const IndexEntry* e) { return e ? std::optional(*e) : std::nullopt; });
 }
 
 size_t BlockIndex::LongestPrefix(std::span<const BlockKey> keys, std::vector<IndexEntry>* entries) {
@@ -121,7 +121,7 @@ void BlockIndex::Unpin(const BlockKey& key) {
 }
 
 bool BlockIndex::Evictable(const BlockKey& key, bool leaves_only) const {
-  return WithEntry(key, [&](IndexEntry* e) {
+  return WithEntry(key, [&](const IndexEntry* e) {
     return e != nullptr && e->pins == 0 && (!leaves_only || e->cached_children == 0);
   });
 }

@@ -113,11 +113,18 @@ class BlockIndex {
   // Runs fn(entry) under the key's shard lock, entry being null when the key
   // is absent, and returns what fn returns.
   template <typename Fn>
+  auto WithEntry(const BlockKey& key, Fn&& fn) {
+    Shard& s = ShardOf(key);
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.map.find(key);
+    return fn(it == s.map.end() ? nullptr : &it->second);
+  }
+  template <typename Fn>
   auto WithEntry(const BlockKey& key, Fn&& fn) const {
     const Shard& s = ShardOf(key);
     std::lock_guard<std::mutex> lock(s.mu);
     auto it = s.map.find(key);
-    return fn(it == s.map.end() ? nullptr : const_cast<IndexEntry*>(&it->second));
+    return fn(it == s.map.end() ? nullptr : &it->second);
   }
 
   Clock* const clock_;
