@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "tiers/dram/dram_tier.h"
+#include "tiers/rocks/rocks_tier.h"
 #include "tiers/tier.h"
 
 namespace kvtier {
@@ -25,6 +26,21 @@ struct DramFactory {
   }
   static Status Corrupt(Tier& tier, const BlockKey& key) {
     return CorruptDramBlockForTesting(tier, key);
+  }
+};
+
+struct RocksFactory {
+  static constexpr bool kPersistent = true;
+  static Result<std::unique_ptr<Tier>> Open(const std::string& dir, uint64_t capacity,
+                                            Clock* clock) {
+    RocksTierOptions o;
+    o.path = dir + "/rocks";
+    o.capacity_bytes = capacity;
+    o.clock = clock;
+    return OpenRocksTier(o);
+  }
+  static Status Corrupt(Tier& tier, const BlockKey& key) {
+    return CorruptRocksBlockForTesting(tier, key);
   }
 };
 
@@ -81,7 +97,7 @@ class TierConformanceTest : public ::testing::Test {
   std::unique_ptr<Tier> tier_;
 };
 
-using TierTypes = ::testing::Types<DramFactory>;
+using TierTypes = ::testing::Types<DramFactory, RocksFactory>;
 TYPED_TEST_SUITE(TierConformanceTest, TierTypes);
 
 TYPED_TEST(TierConformanceTest, WriteThenReadBackInOneBatch) {

@@ -1,0 +1,197 @@
+// RocksDB-tier behaviour beyond the conformance suite: expiry by compaction,
+// corruption on disk, and a SIGKILLed writer.
+#include "tiers/rocks/rocks_tier.h"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/tiers/crash_payload.h"
+
+namespace kvtier {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<std::byte> Payload(size_t n, uint8_t seed) {
+  std::vector<std::byte> p(n);
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<std::byte>((i * 131 + seed * 7) & 0xff);
+  return p;
+}
+
+class RocksTierTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("kvtier_rocks_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    Open();
+  }
+  void TearDown() override {
+    tier_.reset();
+    fs::remove_all(dir_);
+  }
+  void Open() {
+    tier_.reset();
+    RocksTierOptions o;
+    o.path = dir_.string();
+    o.clock = &clock_;
+    auto t = OpenRocksTier(o);
+    ASSERT_TRUE(t.ok()) << t.status();
+    tier_ = std::move(*t);
+  }
+  uint64_t BlobBytesOnDisk() {
+    uint64_t n = 0;
+    for (auto& e : fs::directory_iterator(dir_)) {
+      if (e.path().extension() == ".blob") n += e.file_size();
+    }
+    return n;
+  }
+  Result<std::vector<std::byte>> Get(const BlockKey& k, size_t cap = 1 << 20) {
+    std::vector<std::byte> buf(cap);
+    auto n = ReadOne(*tier_, k, buf);
+    if (!n.ok()) return n.status();
+    buf.resize(*n);
+    return buf;
+  }
+
+  ManualClock clock_;
+  fs::path dir_;
+  std::unique_ptr<Tier> tier_;
+};
+
+TEST_F(RocksTierTest, CompactionDropsExpiredRecordsAndTheirBlobs) {
+  const int64_t soon = clock_.NowMs() + 1000;
+  for (uint64_t i = 0; i < 6; ++i) {
+    ASSERT_TRUE(
+        WriteOne(*tier_, BlockKey{1, i}, Payload(64 << 10, uint8_t(i)), i < 4 ? soon : kNoExpiry)
+            .ok());
+  }
+  ASSERT_TRUE(CompactRocksTierForTesting(*tier_).ok());  // flush: blobs reach disk
+  const uint64_t blob_bytes = BlobBytesOnDisk();
+  EXPECT_GE(blob_bytes, 6u * (64 << 10));
+  EXPECT_EQ(*RocksRecordCountForTesting(*tier_), std::make_pair(uint64_t{6}, uint64_t{6}));
+  clock_.AdvanceMs(1000);
+  ASSERT_TRUE(CompactRocksTierForTesting(*tier_).ok());
+  EXPECT_EQ(*RocksRecordCountForTesting(*tier_), std::make_pair(uint64_t{2}, uint64_t{2}));
+  EXPECT_LT(BlobBytesOnDisk(), blob_bytes / 2) << "expired blobs must be reclaimed";
+  for (uint64_t i = 4; i < 6; ++i) {
+    auto got = Get(BlockKey{1, i});
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, Payload(64 << 10, uint8_t(i)));
+  }
+}
+
+TEST_F(RocksTierTest, ARefreshedBlockOutlivesItsFirstExpiryThroughCompaction) {
+  const int64_t t0 = clock_.NowMs();
+  const BlockKey k{2, 2};
+  ASSERT_TRUE(WriteOne(*tier_, k, Payload(64 << 10, 9), t0 + 1000).ok());
+  std::vector<BlockKey> keys = {k};
+  ASSERT_TRUE(tier_->SetExpiry(keys, t0 + 10'000).ok());
+  clock_.AdvanceMs(5000);
+  ASSERT_TRUE(CompactRocksTierForTesting(*tier_).ok());
+  auto got = Get(k);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, Payload(64 << 10, 9));
+  EXPECT_EQ(*RocksRecordCountForTesting(*tier_), std::make_pair(uint64_t{1}, uint64_t{1}));
+}
+
+TEST_F(RocksTierTest, FlippedBytesOnDiskAreAMissNeverBytes) {
+  const BlockKey k{3, 3};
+  const auto payload = Payload(256 << 10, 3);
+  ASSERT_TRUE(WriteOne(*tier_, k, payload).ok());
+  ASSERT_TRUE(WriteOne(*tier_, BlockKey{3, 4}, Payload(100, 4)).ok());  // inline, untouched
+  ASSERT_TRUE(CompactRocksTierForTesting(*tier_).ok());
+  tier_.reset();
+  // Flip bytes in the middle of the payload inside the blob file.
+  bool flipped = false;
+  for (auto& e : fs::directory_iterator(dir_)) {
+    if (e.path().extension() != ".blob") continue;
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(e.file_size() / 2));
+    const char junk[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    f.write(junk, sizeof junk);
+    flipped = true;
+  }
+  ASSERT_TRUE(flipped) << "no blob file to corrupt";
+  Open();
+  std::vector<std::byte> buf(256 << 10, std::byte{0xee});
+  ReadOp op{k, buf};
+  auto r = ReadSync(*tier_, std::span(&op, 1));
+  EXPECT_TRUE(r[0].status.IsCorruption()) << r[0].status;
+  EXPECT_NE(buf, payload);
+  EXPECT_EQ(tier_->Info().corruption_errors, 1u);
+  auto other = Get(BlockKey{3, 4});
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(*other, Payload(100, 4));
+}
+
+TEST_F(RocksTierTest, OptionsAreValidated) {
+  RocksTierOptions o;
+  EXPECT_EQ(OpenRocksTier(o).status().code(), StatusCode::kInvalidArgument);  // no path
+  o.path = (dir_ / "x").string();
+  o.capacity_bytes = 0;
+  EXPECT_EQ(OpenRocksTier(o).status().code(), StatusCode::kInvalidArgument);
+  // The same database cannot be opened twice (RocksDB's LOCK file).
+  o = RocksTierOptions();
+  o.path = dir_.string();
+  EXPECT_FALSE(OpenRocksTier(o).ok());
+}
+
+// A writer is SIGKILLed mid-stream; every write it acknowledged survives, bit
+// for bit, and nothing it wrote reads back wrong.
+TEST_F(RocksTierTest, AcknowledgedBlocksSurviveSigkill) {
+  tier_.reset();
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const std::string bin = std::string(KVTIER_BIN_DIR) + "/crash_writer";
+  const std::string dir = dir_.string();
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    execl(bin.c_str(), bin.c_str(), "rocks", dir.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fds[1]);
+  // Read acknowledgements until 300 blocks are acked, then kill mid-write.
+  int64_t last_ack = -1;
+  std::string line;
+  char c;
+  pollfd p{fds[0], POLLIN, 0};
+  while (last_ack < 300 && poll(&p, 1, 60'000) > 0 && read(fds[0], &c, 1) == 1) {
+    if (c != '\n') {
+      line += c;
+      continue;
+    }
+    last_ack = std::stoll(line.substr(4));
+    line.clear();
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(fds[0]);
+  ASSERT_GE(last_ack, 300) << "the writer stopped early";
+  Open();
+  for (uint64_t id = 0; id <= static_cast<uint64_t>(last_ack) + 50; ++id) {
+    auto got = Get(testing::CrashKey(id));
+    if (id <= static_cast<uint64_t>(last_ack)) {
+      ASSERT_TRUE(got.ok()) << "acknowledged block " << id << ": " << got.status();
+    }
+    if (got.ok()) {
+      EXPECT_EQ(*got, testing::CrashPayload(id)) << "block " << id;
+    } else {
+      EXPECT_TRUE(got.status().IsNotFound()) << got.status();
+    }
+  }
+  EXPECT_EQ(tier_->Info().corruption_errors, 0u);
+}
+
+}  // namespace
+}  // namespace kvtier

@@ -1,0 +1,57 @@
+// The cold tier: block payloads in RocksDB (DESIGN §3).
+//
+// Two column families:
+//  - "meta":    block key (16 B)             -> expiry, size, XXH3-64 (32 B)
+//  - "default": block key + expiry (24 B)    -> payload (a BlobDB blob when
+//                                               >= min_blob_bytes)
+// Putting the expiry in the payload's key lets the compaction filter drop an
+// expired payload from the key alone, so compaction never reads a blob, and
+// blob garbage collection then reclaims its space. Recovery scans only the
+// small meta records. A TTL refresh (SetExpiry) rewrites the payload under its
+// new key: the cold tier is refreshed rarely (a hit promotes a block upward).
+//
+// Every payload is checked against its XXH3-64 on read; a mismatch, or
+// RocksDB's own checksum failure, reads as kCorruption (counted, the
+// destination zeroed, the block dropped). With the WAL off a crash may lose
+// recent blocks (a miss), never corrupt one. Thread-safe; operations complete
+// on the calling thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/clock.h"
+#include "tiers/tier.h"
+
+namespace kvtier {
+
+enum class RocksCompression { kNone, kLz4 };
+
+struct RocksTierOptions {
+  std::string name = "rocks";               // reported in TierInfo
+  std::string path;                         // database directory (created); required
+  uint64_t capacity_bytes = 64ull << 30;    // payload bytes the tier may hold
+  uint64_t max_block_bytes = 256ull << 20;  // largest payload accepted, bytes
+  uint64_t min_blob_bytes = 4096;           // payloads at least this large go to blob files
+  uint64_t blob_file_bytes = 256ull << 20;  // target blob file size, bytes
+  RocksCompression compression = RocksCompression::kNone;  // KV tensors compress poorly
+  bool use_wal = true;                                     // log writes: survive a process crash
+  bool sync_writes = false;      // fsync the WAL per write: survive power loss
+  double read_bytes_per_s = 0;   // reported bandwidth; 0 = not measured yet
+  double write_bytes_per_s = 0;  // reported bandwidth; 0 = not measured yet
+  Clock* clock = SystemClock();  // expiry is judged against it; not owned
+};
+
+Result<std::unique_ptr<Tier>> OpenRocksTier(const RocksTierOptions& options);
+
+// Test hooks. CorruptRocksBlockForTesting rewrites the stored payload of `key`
+// with one byte flipped, keeping its recorded checksum, as silent media
+// corruption would. CompactRocksTierForTesting runs a full compaction (and the
+// expiry filter). RocksRecordCountForTesting counts stored meta and payload
+// records. All answer InvalidArgument if `tier` is not a RocksDB tier.
+Status CorruptRocksBlockForTesting(Tier& tier, const BlockKey& key);
+Status CompactRocksTierForTesting(Tier& tier);
+Result<std::pair<uint64_t, uint64_t>> RocksRecordCountForTesting(Tier& tier);
+
+}  // namespace kvtier
