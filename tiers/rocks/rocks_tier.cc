@@ -287,9 +287,10 @@ class RocksTier final : public Tier {
     return s;
   }
 
-  Result<std::optional<Meta>> GetMeta(const BlockKey& key) {
+  Result<std::optional<Meta>> GetMeta(const BlockKey& key,
+                                      const rocksdb::ReadOptions& ro = rocksdb::ReadOptions()) {
     std::string v;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_, MetaKey(key), &v);
+    rocksdb::Status s = db_->Get(ro, meta_, MetaKey(key), &v);
     if (s.IsNotFound()) return std::optional<Meta>();
     KVTIER_RETURN_IF_ERROR(Count(FromRocks(s, "reading the record of " + key.ToHex())));
     std::optional<Meta> m = Meta::Decode(v);
@@ -357,7 +358,13 @@ class RocksTier final : public Tier {
   }
 
   IoResult ReadOneBlock(const ReadOp& op) {
-    Result<std::optional<Meta>> meta = GetMeta(op.key);
+    // Record and payload from one snapshot: a concurrent replace (an atomic
+    // batch) is seen whole or not at all, never as a new payload checked
+    // against the old record's checksum.
+    rocksdb::ManagedSnapshot snapshot(db_);
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot.snapshot();
+    Result<std::optional<Meta>> meta = GetMeta(op.key, ro);
     if (!meta.ok()) return {meta.status(), 0};
     if (!*meta || (*meta)->expiry_ms <= options_.clock->NowMs()) {
       return {Status::NotFound("block " + op.key.ToHex() + " is not in the RocksDB tier"), 0};
@@ -370,10 +377,10 @@ class RocksTier final : public Tier {
               m.bytes};
     }
     rocksdb::PinnableSlice payload;
-    rocksdb::Status rs =
-        db_->Get(rocksdb::ReadOptions(), data_, DataKey(op.key, m.expiry_ms), &payload);
-    if (rs.IsNotFound()) {  // erased or refreshed since the record was read
-      return {Status::NotFound("block " + op.key.ToHex() + " is not in the RocksDB tier"), 0};
+    rocksdb::Status rs = db_->Get(ro, data_, DataKey(op.key, m.expiry_ms), &payload);
+    if (rs.IsNotFound()) {  // a record without its payload: lost, a miss
+      ++corruption_errors_;
+      return {Status::NotFound("block " + op.key.ToHex() + " has no payload stored"), 0};
     }
     Status s = FromRocks(rs, "reading block " + op.key.ToHex());
     if (s.ok() && payload.size() != m.bytes) {
@@ -392,8 +399,12 @@ class RocksTier final : public Tier {
       std::memset(op.dest.data(), 0, m.bytes);
       LogError("rocks_block_corrupt",
                LogFields().Add("key", op.key.ToHex()).Add("why", s.message()));
+      // Drop it, unless it was rewritten since the snapshot (the new copy stays).
       std::lock_guard<std::mutex> lock(StripeOf(op.key));
-      (void)RemoveLocked(op.key);
+      Result<std::optional<Meta>> now = GetMeta(op.key);
+      if (now.ok() && *now && (*now)->checksum == m.checksum && (*now)->expiry_ms == m.expiry_ms) {
+        (void)RemoveLocked(op.key);
+      }
     } else {
       ++io_errors_;
     }
