@@ -4,8 +4,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
 #include <sys/file.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "cache/eviction_policy.h"
 #include "common/log.h"
 #include "tiers/dram/dram_tier.h"
+#include "tiers/rocks/rocks_tier.h"
 #include "tools/admin_service.h"
 #include "tools/block_store_service.h"
 #include "tools/flags.h"
@@ -36,6 +39,9 @@ std::string DaemonUsage() {
   --data-dir DIR          data directory, created if absent (default ./var/kvtier)
   --dram-bytes SIZE       DRAM tier capacity, e.g. 512M, 4G (default 1G)
   --lock-memory           mlock the DRAM tier (best effort)
+  --rocks-bytes SIZE      RocksDB cold tier capacity, under DIR/rocks
+                          (default: the smaller of 64G and half the free disk)
+  --no-rocks-wal          do not log cold-tier writes (a crash may lose recent ones)
   --block-tokens N        tokens per block of the default namespace (default 64)
   --model-id ID           model id of the default namespace (default "default")
   --kv-dtype f32|f16|bf16 KV dtype of the default namespace (default f32)
@@ -47,11 +53,12 @@ std::string DaemonUsage() {
 
 Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   FlagSet flags;
-  for (const char* f : {"listen", "data-dir", "dram-bytes", "block-tokens", "model-id", "kv-dtype",
-                        "default-ttl", "max-block-bytes"}) {
+  for (const char* f : {"listen", "data-dir", "dram-bytes", "rocks-bytes", "block-tokens",
+                        "model-id", "kv-dtype", "default-ttl", "max-block-bytes"}) {
     flags.Value(f);
   }
   flags.Bool("lock-memory");
+  flags.Bool("no-rocks-wal");
   flags.Bool("help");
   KVTIER_RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
   if (!flags.positional().empty()) {
@@ -62,6 +69,12 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   o.listen = flags.Get("listen", o.listen);
   o.data_dir = flags.Get("data-dir", o.data_dir);
   o.lock_memory = flags.Has("lock-memory");
+  o.rocks_wal = !flags.Has("no-rocks-wal");
+  if (flags.Has("rocks-bytes")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("rocks-bytes"));
+    if (!v.ok() || *v == 0) return Status::InvalidArgument("--rocks-bytes needs a positive size");
+    o.rocks_bytes = *v;
+  }
   if (flags.Has("dram-bytes")) {
     Result<uint64_t> v = ParseBytes(flags.Get("dram-bytes"));
     if (!v.ok()) return Status::InvalidArgument("--dram-bytes: " + v.status().message());
@@ -127,10 +140,28 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   dram.capacity_bytes = options.dram_bytes;
   dram.lock_memory = options.lock_memory;
   dram.max_block_bytes = options.max_block_bytes;
-  Result<std::unique_ptr<Tier>> tier = NewDramTier(dram);
-  if (!tier.ok()) return tier.status();
+  Result<std::unique_ptr<Tier>> dram_tier = NewDramTier(dram);
+  if (!dram_tier.ok()) return dram_tier.status();
+
+  RocksTierOptions rocks;
+  rocks.path = options.data_dir + "/rocks";
+  rocks.capacity_bytes = options.rocks_bytes;
+  if (rocks.capacity_bytes == 0) {
+    struct statvfs fs {};
+    const uint64_t free_bytes =
+        statvfs(options.data_dir.c_str(), &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
+    rocks.capacity_bytes = std::max<uint64_t>(std::min<uint64_t>(64ull << 30, free_bytes / 2),
+                                              options.max_block_bytes);
+  }
+  rocks.max_block_bytes = options.max_block_bytes;
+  rocks.use_wal = options.rocks_wal;
+  Result<std::unique_ptr<Tier>> rocks_tier = OpenRocksTier(rocks);
+  if (!rocks_tier.ok()) return rocks_tier.status();
+
+  // Top to bottom; victims of a full tier move one tier down.
   std::vector<TierSlot> tiers;
-  tiers.push_back(TierSlot{std::move(*tier), NewLruPolicy()});
+  tiers.push_back(TierSlot{std::move(*dram_tier), NewLruPolicy()});
+  tiers.push_back(TierSlot{std::move(*rocks_tier), NewLruPolicy()});
   Result<std::unique_ptr<CacheManager>> cache = CacheManager::Open(std::move(tiers), {});
   if (!cache.ok()) return cache.status();
   d->cache_ = std::move(*cache);
@@ -163,6 +194,7 @@ Status Daemon::Start() {
                                  .Add("addr", bound_address_)
                                  .Add("data_dir", options_.data_dir)
                                  .Add("dram_bytes", options_.dram_bytes)
+                                 .Add("tiers", "dram,rocks")
                                  .Add("namespace", options_.default_namespace.ToString()));
   return Status::Ok();
 }

@@ -31,6 +31,10 @@ struct DaemonOptions {
   std::string data_dir = "./var/kvtier";             // created if absent; locked while running
   uint64_t dram_bytes = 1ull << 30;                  // DRAM tier capacity, bytes
   bool lock_memory = false;                          // mlock the DRAM arena
+  // RocksDB cold tier capacity, bytes; 0 = the smaller of 64 GiB and half the
+  // free space of the data directory's file system when kvtierd starts.
+  uint64_t rocks_bytes = 0;
+  bool rocks_wal = true;  // log cold-tier writes (survive a process crash)
   Namespace default_namespace = DefaultNamespace();  // for requests that name none
   int64_t default_ttl_s = 0;                         // TTL of a put without one; 0 = none
   uint64_t max_block_bytes = 64ull << 20;            // largest block payload, bytes

@@ -111,9 +111,12 @@ TEST_F(KvtierdTest, HealthAndStatsAnswer) {
   EXPECT_EQ(h->status(), "SERVING");
   EXPECT_EQ(h->listen(), daemon_->address());
   auto s = Stats();
-  ASSERT_EQ(s.tiers_size(), 1);
+  ASSERT_EQ(s.tiers_size(), 2);
   EXPECT_EQ(s.tiers(0).name(), "dram");
   EXPECT_EQ(s.tiers(0).capacity_bytes(), 256u << 20);
+  EXPECT_FALSE(s.tiers(0).persistent());
+  EXPECT_EQ(s.tiers(1).name(), "rocks");
+  EXPECT_TRUE(s.tiers(1).persistent());
   EXPECT_EQ(s.default_block_tokens(), 64u);
 }
 
@@ -449,6 +452,56 @@ TEST(KvtierdProcessTest, SigtermShutsDownCleanly) {
   EXPECT_EQ(RunTool("kvtier", {"--addr", d.address(), "health"}, &text), 0);
   EXPECT_EQ(d.Stop(SIGTERM), 0);
   EXPECT_NE(RunTool("kvtier", {"--addr", d.address(), "--timeout-ms", "5000", "health"}, &text), 0);
+  std::filesystem::remove_all(dir);
+}
+
+// DRAM victims move to the RocksDB tier; after a restart the cold blocks are
+// found again (DRAM's are gone) and read back exactly. The client stays
+// connected across each SIGTERM, as a serving engine would.
+TEST(KvtierdProcessTest, ColdBlocksSurviveARestart) {
+  const std::string dir = TempDir("restart");
+  std::vector<std::string> payloads;
+  std::vector<BlockKey> keys;
+  std::vector<int32_t> prompt = Tokens(1, 64 * 12);
+  {
+    DaemonProcess d;
+    ASSERT_TRUE(d.Start(dir, {"--dram-bytes", "1M"}));
+    ClientOptions o;
+    o.address = d.address();
+    Client c(o);
+    for (int b = 0; b < 12; ++b) {
+      payloads.push_back(Bytes(200'000, 100 + b));
+      v1::PutHeader h;
+      h.mutable_token_ids()->Add(prompt.begin(), prompt.begin() + (b + 1) * 64);
+      auto r = c.Put(h, AsBytes(payloads.back()));
+      ASSERT_TRUE(r.ok()) << r.status();
+      keys.push_back(*BlockKey::FromBytes(r->block().key()));
+    }
+    auto s = c.Stats();
+    ASSERT_TRUE(s.ok());
+    EXPECT_GT(s->tiers(1).blocks(), 0u) << "nothing was demoted to the cold tier";
+    EXPECT_EQ(s->tiers(0).blocks() + s->tiers(1).blocks(), 12u);
+    EXPECT_GT(s->demotions(), 0u);
+    ASSERT_EQ(d.Stop(SIGTERM), 0);
+  }
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--dram-bytes", "1M"}));
+  ClientOptions o;
+  o.address = d.address();
+  Client c(o);
+  size_t found = 0;
+  for (size_t b = 0; b < keys.size(); ++b) {
+    auto g = c.Get(keys[b]);
+    if (!g.ok()) {
+      EXPECT_TRUE(g.status().IsNotFound()) << g.status();
+      continue;
+    }
+    ++found;
+    EXPECT_TRUE(g->payload == payloads[b]) << "block " << b;
+  }
+  EXPECT_GT(found, 0u);
+  EXPECT_EQ(found, c.Stats()->tiers(1).blocks()) << "every cold block is recovered";
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
   std::filesystem::remove_all(dir);
 }
 
