@@ -6,14 +6,18 @@ namespace kvtier {
 
 const char* KvtierVersion() { return "0.1.0"; }
 
-AdminService::AdminService(CacheManager& cache, const Namespace& default_namespace, Clock* clock)
+AdminService::AdminService(CacheManager& cache, const Namespace& default_namespace, Clock* clock,
+                           CallGate& gate)
     : cache_(cache),
       default_namespace_(default_namespace),
       clock_(clock),
-      started_ms_(clock->NowMs()) {}
+      started_ms_(clock->NowMs()),
+      gate_(gate) {}
 
 grpc::Status AdminService::Health(grpc::ServerContext*, const v1::HealthRequest*,
                                   v1::HealthResponse* resp) {
+  auto pass = gate_.Enter();
+  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
   resp->set_status("SERVING");
   resp->set_version(KvtierVersion());
   resp->set_uptime_ms(clock_->NowMs() - started_ms_);
@@ -26,6 +30,8 @@ grpc::Status AdminService::Health(grpc::ServerContext*, const v1::HealthRequest*
 
 grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
                                  v1::StatsResponse* resp) {
+  auto pass = gate_.Enter();
+  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
   const CacheStats s = cache_.Stats();
   for (const TierInfo& t : s.tiers) {
     v1::TierStats* out = resp->add_tiers();

@@ -9,12 +9,14 @@
 #include "cache/namespace.h"
 #include "common/clock.h"
 #include "proto/kvtier.grpc.pb.h"
+#include "tools/call_gate.h"
 
 namespace kvtier {
 
 class AdminService final : public v1::Admin::Service {
  public:
-  AdminService(CacheManager& cache, const Namespace& default_namespace, Clock* clock);
+  AdminService(CacheManager& cache, const Namespace& default_namespace, Clock* clock,
+               CallGate& gate);
   // May be called while the service is serving (the port is known only then).
   void set_listen_address(std::string address) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -31,6 +33,7 @@ class AdminService final : public v1::Admin::Service {
   const Namespace default_namespace_;
   Clock* const clock_;
   const int64_t started_ms_;
+  CallGate& gate_;
   std::mutex mu_;
   std::string listen_;  // guarded by mu_
 };

@@ -15,6 +15,9 @@ namespace {
 constexpr uint32_t kDefaultChunkBytes = 1 << 20;
 constexpr uint32_t kMaxChunkBytes = 4 << 20;
 
+grpc::Status ShuttingDown() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+}
 grpc::Status Invalid(std::string msg) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(msg));
 }
@@ -75,8 +78,12 @@ class PayloadReservation {
 }  // namespace
 
 BlockStoreService::BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
-                                     const BlockStoreLimits& limits, Clock* clock)
-    : cache_(cache), default_namespace_(default_namespace), limits_(limits), clock_(clock) {}
+                                     const BlockStoreLimits& limits, Clock* clock, CallGate& gate)
+    : cache_(cache),
+      default_namespace_(default_namespace),
+      limits_(limits),
+      clock_(clock),
+      gate_(gate) {}
 
 Result<Namespace> BlockStoreService::ResolveNamespace(bool present, const v1::Namespace& m) const {
   Namespace ns = default_namespace_;
@@ -117,6 +124,8 @@ void BlockStoreService::FillInfo(const BlockKey& key, const IndexEntry& e,
 
 grpc::Status BlockStoreService::Lookup(grpc::ServerContext*, const v1::LookupRequest* req,
                                        v1::LookupResponse* resp) {
+  auto pass = gate_.Enter();
+  if (!pass) return ShuttingDown();
   const bool by_tokens = req->token_ids_size() > 0;
   if (by_tokens == (req->keys_size() > 0)) {
     return Invalid("a Lookup gives exactly one of token_ids and keys");
@@ -155,6 +164,8 @@ grpc::Status BlockStoreService::Lookup(grpc::ServerContext*, const v1::LookupReq
 grpc::Status BlockStoreService::Put(grpc::ServerContext*,
                                     grpc::ServerReader<v1::PutRequest>* reader,
                                     v1::PutResponse* resp) {
+  auto pass = gate_.Enter();
+  if (!pass) return ShuttingDown();
   v1::PutRequest msg;
   if (!reader->Read(&msg) || !msg.has_header()) {
     return Invalid("a Put stream starts with a header message");
@@ -238,6 +249,8 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext*,
 
 grpc::Status BlockStoreService::Get(grpc::ServerContext*, const v1::GetRequest* req,
                                     grpc::ServerWriter<v1::GetResponse>* writer) {
+  auto pass = gate_.Enter();
+  if (!pass) return ShuttingDown();
   Result<BlockKey> key = ParseKey(req->key(), "key");
   if (!key.ok()) return ToGrpcStatus(key.status());
   if (req->chunk_bytes() > kMaxChunkBytes) {
@@ -273,6 +286,8 @@ grpc::Status BlockStoreService::Get(grpc::ServerContext*, const v1::GetRequest* 
 
 grpc::Status BlockStoreService::Delete(grpc::ServerContext*, const v1::DeleteRequest* req,
                                        v1::DeleteResponse*) {
+  auto pass = gate_.Enter();
+  if (!pass) return ShuttingDown();
   Result<BlockKey> key = ParseKey(req->key(), "key");
   if (!key.ok()) return ToGrpcStatus(key.status());
   return ToGrpcStatus(cache_.Erase(*key));

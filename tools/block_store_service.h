@@ -12,6 +12,7 @@
 #include "cache/namespace.h"
 #include "common/clock.h"
 #include "proto/kvtier.grpc.pb.h"
+#include "tools/call_gate.h"
 
 namespace kvtier {
 
@@ -26,7 +27,7 @@ struct BlockStoreLimits {
 class BlockStoreService final : public v1::BlockStore::Service {
  public:
   BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
-                    const BlockStoreLimits& limits, Clock* clock);
+                    const BlockStoreLimits& limits, Clock* clock, CallGate& gate);
 
   grpc::Status Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
                       v1::LookupResponse* resp) override;
@@ -46,6 +47,7 @@ class BlockStoreService final : public v1::BlockStore::Service {
   const Namespace default_namespace_;
   const BlockStoreLimits limits_;
   Clock* const clock_;
+  CallGate& gate_;
   std::atomic<uint64_t> inflight_payload_bytes_{0};
 };
 

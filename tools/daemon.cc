@@ -27,8 +27,9 @@ struct Daemon::Services {
       : block_store(cache, o.default_namespace,
                     BlockStoreLimits{o.max_block_bytes, o.max_lookup_tokens, o.max_lookup_keys,
                                      o.max_inflight_payload_bytes, o.default_ttl_s},
-                    SystemClock()),
-        admin(cache, o.default_namespace, SystemClock()) {}
+                    SystemClock(), gate),
+        admin(cache, o.default_namespace, SystemClock(), gate) {}
+  CallGate gate;  // declared first: the services hold it
   BlockStoreService block_store;
   AdminService admin;
 };
@@ -204,9 +205,15 @@ void Daemon::Wait() {
 }
 
 void Daemon::Shutdown() {
-  if (!server_) return;
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(options_.shutdown_grace_ms));
+  if (!server_ || shut_down_.exchange(true)) return;
+  // Refuse new calls, let the running ones finish (up to the grace), then
+  // close every channel at once: idle client channels do not hold us up.
+  const int still_running =
+      services_->gate.Drain(std::chrono::milliseconds(options_.shutdown_grace_ms));
+  if (still_running > 0) {
+    LogWarn("kvtierd_drain_timeout", LogFields().Add("calls_cancelled", still_running));
+  }
+  server_->Shutdown(std::chrono::system_clock::now());
 }
 
 }  // namespace kvtier

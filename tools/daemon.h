@@ -5,6 +5,7 @@
 // (from another thread, e.g. the signal thread) has drained the server.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,10 +28,10 @@ inline Namespace DefaultNamespace() {
 }
 
 struct DaemonOptions {
-  std::string listen = "127.0.0.1:50051";            // host:port; port 0 picks a free one
-  std::string data_dir = "./var/kvtier";             // created if absent; locked while running
-  uint64_t dram_bytes = 1ull << 30;                  // DRAM tier capacity, bytes
-  bool lock_memory = false;                          // mlock the DRAM arena
+  std::string listen = "127.0.0.1:50051";  // host:port; port 0 picks a free one
+  std::string data_dir = "./var/kvtier";   // created if absent; locked while running
+  uint64_t dram_bytes = 1ull << 30;        // DRAM tier capacity, bytes
+  bool lock_memory = false;                // mlock the DRAM arena
   // RocksDB cold tier capacity, bytes; 0 = the smaller of 64 GiB and half the
   // free space of the data directory's file system when kvtierd starts.
   uint64_t rocks_bytes = 0;
@@ -69,6 +70,7 @@ class Daemon {
   struct Services;
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;
+  std::atomic<bool> shut_down_{false};
   std::string bound_address_;
 };
 
