@@ -195,7 +195,7 @@ bool CacheManager::Evict(size_t t, const BlockKey& key) {
       ++counters_.demotions;
       return true;
     }
-    // Unreadable or no room below: drop it instead.
+    ++counters_.demotion_failures;  // unreadable, or refused below: drop it instead
   }
   Status s = index_.Remove(key);
   if (!s.ok()) {  // pinned since it was chosen: it stays
@@ -285,6 +285,7 @@ CacheStats CacheManager::Stats() const {
   s.insert_bytes = c.insert_bytes;
   s.insert_failures = c.insert_failures;
   s.demotions = c.demotions;
+  s.demotion_failures = c.demotion_failures;
   s.drops = c.drops;
   s.expired = c.expired;
   s.corruption_misses = c.corruption_misses;

@@ -64,6 +64,7 @@ struct CacheStats {
   uint64_t insert_bytes = 0;
   uint64_t insert_failures = 0;
   uint64_t demotions = 0;          // blocks moved one tier down
+  uint64_t demotion_failures = 0;  // victims the tier below refused (dropped instead)
   uint64_t drops = 0;              // blocks evicted from the last tier
   uint64_t expired = 0;            // blocks removed because their TTL passed
   uint64_t corruption_misses = 0;  // reads that failed a checksum
@@ -134,7 +135,8 @@ class CacheManager {
     std::atomic<uint64_t> lookups{0}, lookup_blocks{0}, lookup_hit_blocks{0};
     std::atomic<uint64_t> reads{0}, read_hits{0}, read_misses{0};
     std::atomic<uint64_t> inserts{0}, refreshes{0}, insert_bytes{0}, insert_failures{0};
-    std::atomic<uint64_t> demotions{0}, drops{0}, expired{0}, corruption_misses{0};
+    std::atomic<uint64_t> demotions{0}, demotion_failures{0}, drops{0}, expired{0},
+        corruption_misses{0};
   };
   Counters counters_;
 };

@@ -6,7 +6,8 @@
 //  - Write and Read are asynchronous and batched. Each op in a batch succeeds
 //    or fails on its own; the callback gets one IoResult per op, in op order,
 //    exactly once, possibly on the calling thread before Write/Read returns.
-//    Buffers named by the ops must stay valid until the callback runs.
+//    The span of ops need only live for the call (a tier copies what it
+//    keeps); the buffers the ops name must stay valid until the callback runs.
 //  - A write of an existing key replaces it. A read never returns bytes other
 //    than those written: a checksum mismatch is reported as kCorruption (and
 //    the caller treats it as a miss) and the destination is zeroed, so no

@@ -59,6 +59,7 @@ grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
   resp->set_insert_bytes(s.insert_bytes);
   resp->set_insert_failures(s.insert_failures);
   resp->set_demotions(s.demotions);
+  resp->set_demotion_failures(s.demotion_failures);
   resp->set_drops(s.drops);
   resp->set_expired(s.expired);
   resp->set_corruption_misses(s.corruption_misses);

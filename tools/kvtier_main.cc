@@ -181,6 +181,7 @@ class Cli {
               {"insert_bytes", s->insert_bytes()},
               {"insert_failures", s->insert_failures()},
               {"demotions", s->demotions()},
+              {"demotion_failures", s->demotion_failures()},
               {"drops", s->drops()},
               {"expired", s->expired()},
               {"corruption_misses", s->corruption_misses()},

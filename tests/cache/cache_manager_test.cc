@@ -8,6 +8,7 @@
 
 #include "cache/prefix_hasher.h"
 #include "tiers/dram/dram_tier.h"
+#include "tiers/fault_injection_tier.h"
 
 namespace kvtier {
 namespace {
@@ -263,6 +264,87 @@ TEST_F(CacheManagerTest, ConcurrentUseNeverReturnsWrongBytesOrLeaksCopies) {
       EXPECT_EQ(std::vector<std::byte>(buf.begin(), buf.begin() + *n), payload_of(i)) << i;
     }
   }
+}
+
+// Faults below the cache: a clear error and a counter, no crash, and the rest
+// of the cache keeps serving.
+class CacheManagerFaultTest : public CacheManagerTest {
+ protected:
+  // DRAM tiers of the given sizes (in pages); tier `faulty` sits behind a
+  // fault injector.
+  void OpenFaulty(std::vector<uint64_t> pages_per_tier, size_t faulty) {
+    std::vector<TierSlot> slots;
+    for (uint64_t pages : pages_per_tier) {
+      DramTierOptions o;
+      o.capacity_bytes = pages * kPage;
+      o.page_bytes = kPage;
+      o.clock = &clock_;
+      auto tier = NewDramTier(o);
+      ASSERT_TRUE(tier.ok());
+      slots.push_back({std::move(*tier), NewLruPolicy()});
+    }
+    auto injector = std::make_unique<FaultInjectionTier>(std::move(slots[faulty].tier));
+    faults_ = injector.get();
+    slots[faulty].tier = std::move(injector);
+    CacheManagerOptions opts;
+    opts.clock = &clock_;
+    auto m = CacheManager::Open(std::move(slots), opts);
+    ASSERT_TRUE(m.ok());
+    cache_ = std::move(*m);
+  }
+  FaultInjectionTier* faults_ = nullptr;  // owned by cache_
+};
+
+TEST_F(CacheManagerFaultTest, AFullDeviceBelowMeansDropsNotFailures) {
+  OpenFaulty({2, 16}, 1);
+  faults_->FailWrites(Status::ResourceExhausted("device full (injected)"));
+  auto keys = Chain(5);
+  ASSERT_TRUE(InsertChain(keys, 60 << 10).ok()) << "inserts keep working";
+  CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.demotion_failures, 3u);
+  EXPECT_EQ(s.drops, 3u);
+  EXPECT_EQ(s.tiers[1].blocks, 0u);
+  EXPECT_EQ(s.tiers[1].io_errors, 3u);
+  std::vector<std::byte> buf(60 << 10);
+  ASSERT_TRUE(cache_->Read(keys[4], buf).ok());
+  EXPECT_EQ(buf, Payload(60 << 10, 4));
+  faults_->Clear();  // the device has room again: demotion resumes
+  auto more = Chain(1, 9000);
+  ASSERT_TRUE(InsertChain(more, 60 << 10).ok());
+  EXPECT_EQ(cache_->Stats().demotions, 1u);
+}
+
+TEST_F(CacheManagerFaultTest, AReadErrorIsReportedWithNoBytesAndTheBlockStays) {
+  OpenFaulty({2, 16}, 1);
+  auto keys = Chain(3);
+  ASSERT_TRUE(InsertChain(keys, 60 << 10).ok());
+  // Leaves go first: the oldest leaf, block 1, was demoted (the root stays).
+  ASSERT_EQ(cache_->Find(keys[1])->tier, 1u);
+  ASSERT_EQ(cache_->Find(keys[0])->tier, 0u);
+  faults_->FailReads(Status::IOError("read error (injected)"), 1);
+  std::vector<std::byte> buf(60 << 10, std::byte{0xee});
+  auto r = cache_->Read(keys[1], buf);
+  EXPECT_EQ(r.status().code(), StatusCode::kIOError) << r.status();
+  EXPECT_EQ(buf, std::vector<std::byte>(60 << 10, std::byte{0xee})) << "no bytes on an error";
+  // A transient error keeps the block; the next read succeeds.
+  auto again = cache_->Read(keys[1], buf);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(buf, Payload(60 << 10, 1));
+}
+
+TEST_F(CacheManagerFaultTest, AWriteErrorOnTopFailsTheInsertAndIndexesNothing) {
+  OpenFaulty({4}, 0);
+  auto keys = Chain(2);
+  ASSERT_TRUE(InsertChain({keys[0]}, 1000).ok());
+  faults_->FailWrites(Status::IOError("write error (injected)"), 1);
+  Status s = cache_->Insert(keys[1], keys[0], Payload(1000, 1));
+  EXPECT_EQ(s.code(), StatusCode::kIOError) << s;
+  EXPECT_NE(s.message().find("injected"), std::string::npos);
+  EXPECT_TRUE(cache_->Find(keys[1]).status().IsNotFound());
+  EXPECT_EQ(cache_->Stats().insert_failures, 1u);
+  EXPECT_EQ(cache_->Lookup(keys).blocks, 1u);
+  EXPECT_TRUE(cache_->Insert(keys[1], keys[0], Payload(1000, 1)).ok());  // the fault passed
+  EXPECT_EQ(cache_->Lookup(keys).blocks, 2u);
 }
 
 TEST_F(CacheManagerTest, SmallBufferIsRefusedWithTheNeededSize) {
