@@ -164,8 +164,9 @@ class Cli {
                        {"io_errors", t.io_errors()},
                        {"max_block_bytes", t.max_block_bytes()}});
       text << "  " << t.name() << ": " << t.blocks() << " blocks, " << t.used_bytes() << " / "
-           << t.capacity_bytes() << " bytes used, " << t.corruption_errors()
-           << " corruption errors\n";
+           << t.capacity_bytes() << " bytes used, read " << t.read_bytes_per_s() / 1e9
+           << " GB/s, write " << t.write_bytes_per_s() / 1e9 << " GB/s (measured at start), "
+           << t.corruption_errors() << " corruption errors, " << t.io_errors() << " I/O errors\n";
     }
     json j = {{"ok", true},
               {"tiers", tiers},

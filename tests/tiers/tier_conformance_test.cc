@@ -58,6 +58,12 @@ std::vector<std::byte> Payload(size_t n, uint64_t seed) {
   return p;
 }
 
+class CollectingSinkForCalibration : public IndexSink {
+ public:
+  void Announce(const BlockKey&, uint64_t, int64_t) override { ++count; }
+  uint64_t count = 0;
+};
+
 template <typename Factory>
 class TierConformanceTest : public ::testing::Test {
  protected:
@@ -142,6 +148,17 @@ TYPED_TEST(TierConformanceTest, EraseRemovesAndAbsentKeysAreFine) {
   EXPECT_TRUE(this->Get(1).status().IsNotFound());
   EXPECT_TRUE(this->Get(2).ok());
   EXPECT_EQ(this->tier_->Info().blocks, 1u);
+}
+
+TYPED_TEST(TierConformanceTest, OpensCalibratedAndEmpty) {
+  TierInfo info = this->tier_->Info();
+  EXPECT_GT(info.read_bytes_per_s, 0) << "read bandwidth was not measured";
+  EXPECT_GT(info.write_bytes_per_s, 0) << "write bandwidth was not measured";
+  EXPECT_EQ(info.blocks, 0u) << "calibration must leave no block behind";
+  EXPECT_EQ(info.used_bytes, 0u);
+  CollectingSinkForCalibration sink;
+  ASSERT_TRUE(this->tier_->Recover(sink).ok());
+  EXPECT_EQ(sink.count, 0u);
 }
 
 TYPED_TEST(TierConformanceTest, ReadOfAnAbsentKeyIsNotFound) {
@@ -282,6 +299,17 @@ TYPED_TEST(TierConformanceTest, RecoverAnnouncesEveryLiveBlock) {
   auto got = this->Get(2);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(*got, Payload(2000, 2));
+}
+
+TEST(DramTierTest, ConfiguredBandwidthIsReportedAsGiven) {
+  DramTierOptions o;
+  o.capacity_bytes = 1 << 20;
+  o.read_bytes_per_s = 12e9;
+  o.write_bytes_per_s = 7e9;
+  auto t = NewDramTier(o);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ((*t)->Info().read_bytes_per_s, 12e9);
+  EXPECT_EQ((*t)->Info().write_bytes_per_s, 7e9);
 }
 
 TEST(DramTierTest, OptionsAreValidated) {

@@ -117,6 +117,10 @@ TEST_F(KvtierdTest, HealthAndStatsAnswer) {
   EXPECT_FALSE(s.tiers(0).persistent());
   EXPECT_EQ(s.tiers(1).name(), "rocks");
   EXPECT_TRUE(s.tiers(1).persistent());
+  for (const auto& t : s.tiers()) {
+    EXPECT_GT(t.read_bytes_per_s(), 0) << t.name() << " was not calibrated";
+    EXPECT_GT(t.write_bytes_per_s(), 0) << t.name() << " was not calibrated";
+  }
   EXPECT_EQ(s.default_block_tokens(), 64u);
 }
 

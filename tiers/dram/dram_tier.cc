@@ -14,6 +14,7 @@
 
 #include "common/checksum.h"
 #include "common/log.h"
+#include "tiers/calibration.h"
 #include "tiers/dram/slab_allocator.h"
 
 namespace kvtier {
@@ -45,8 +46,8 @@ class DramTier final : public Tier {
       info.allocated_bytes = slabs_.allocated_bytes();
     }
     info.blocks = blocks_.load(std::memory_order_relaxed);
-    info.read_bytes_per_s = options_.read_bytes_per_s;
-    info.write_bytes_per_s = options_.write_bytes_per_s;
+    info.read_bytes_per_s = bandwidth_.read_bytes_per_s;
+    info.write_bytes_per_s = bandwidth_.write_bytes_per_s;
     info.max_block_bytes = std::min(options_.max_block_bytes, slabs_.arena_bytes());
     info.persistent = false;
     info.corruption_errors = corruption_errors_.load(std::memory_order_relaxed);
@@ -89,6 +90,9 @@ class DramTier final : public Tier {
     }
     return Status::Ok();
   }
+
+  // Called once by the factory, before the tier is shared.
+  void set_bandwidth(const Bandwidth& bw) { bandwidth_ = bw; }
 
   Status Corrupt(const BlockKey& key) {
     Stripe& stripe = StripeOf(key);
@@ -209,6 +213,7 @@ class DramTier final : public Tier {
   }
 
   const DramTierOptions options_;
+  Bandwidth bandwidth_;  // set before the tier is shared
   std::byte* const arena_;
   const uint64_t arena_bytes_;
   mutable std::mutex alloc_mu_;
@@ -252,7 +257,9 @@ Result<std::unique_ptr<Tier>> NewDramTier(const DramTierOptions& o) {
     LogWarn("dram_mlock_failed",
             LogFields().Add("bytes", arena_bytes).Add("error", std::strerror(errno)));
   }
-  return std::unique_ptr<Tier>(new DramTier(o, static_cast<std::byte*>(p), arena_bytes));
+  auto tier = std::make_unique<DramTier>(o, static_cast<std::byte*>(p), arena_bytes);
+  tier->set_bandwidth(ConfiguredOrMeasured(*tier, o.read_bytes_per_s, o.write_bytes_per_s));
+  return std::unique_ptr<Tier>(std::move(tier));
 }
 
 Status CorruptDramBlockForTesting(Tier& tier, const BlockKey& key) {

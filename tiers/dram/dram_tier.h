@@ -24,8 +24,8 @@ struct DramTierOptions {
   uint64_t page_bytes = 64 << 10;           // slab page, bytes (power of two, >= 4 KiB)
   bool lock_memory = false;                 // mlock the arena (best effort, logged)
   uint64_t max_block_bytes = 256ull << 20;  // largest payload accepted, bytes
-  double read_bytes_per_s = 0;              // reported bandwidth; 0 = not measured yet
-  double write_bytes_per_s = 0;             // reported bandwidth; 0 = not measured yet
+  double read_bytes_per_s = 0;              // bandwidth to report; 0 = measure it at open
+  double write_bytes_per_s = 0;             // bandwidth to report; 0 = measure it at open
   Clock* clock = SystemClock();             // expiry is judged against it; not owned
 };
 

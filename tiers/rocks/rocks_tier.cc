@@ -15,6 +15,7 @@
 
 #include "common/checksum.h"
 #include "common/log.h"
+#include "tiers/calibration.h"
 
 namespace kvtier {
 namespace {
@@ -175,8 +176,8 @@ class RocksTier final : public Tier {
     info.allocated_bytes = info.used_bytes;
     info.blocks = blocks_.load();
     info.max_block_bytes = options_.max_block_bytes;
-    info.read_bytes_per_s = options_.read_bytes_per_s;
-    info.write_bytes_per_s = options_.write_bytes_per_s;
+    info.read_bytes_per_s = bandwidth_.read_bytes_per_s;
+    info.write_bytes_per_s = bandwidth_.write_bytes_per_s;
     info.persistent = true;
     info.corruption_errors = corruption_errors_.load();
     info.io_errors = io_errors_.load();
@@ -242,6 +243,9 @@ class RocksTier final : public Tier {
     }
     return FromRocks(it->status(), "recovering the RocksDB tier");
   }
+
+  // Called once by the factory, before the tier is shared.
+  void set_bandwidth(const Bandwidth& bw) { bandwidth_ = bw; }
 
   // Test hooks.
   Status Corrupt(const BlockKey& key) {
@@ -412,6 +416,7 @@ class RocksTier final : public Tier {
   }
 
   const RocksTierOptions options_;
+  Bandwidth bandwidth_;           // set before the tier is shared
   DataExpiryFilter data_filter_;  // must outlive db_
   MetaExpiryFilter meta_filter_;  // must outlive db_
   rocksdb::DB* db_ = nullptr;
@@ -436,6 +441,7 @@ Result<std::unique_ptr<Tier>> OpenRocksTier(const RocksTierOptions& o) {
   if (o.capacity_bytes == 0) return Status::InvalidArgument("RocksDB tier capacity is zero");
   auto tier = std::make_unique<RocksTier>(o);
   KVTIER_RETURN_IF_ERROR(tier->Open());
+  tier->set_bandwidth(ConfiguredOrMeasured(*tier, o.read_bytes_per_s, o.write_bytes_per_s));
   return std::unique_ptr<Tier>(std::move(tier));
 }
 

@@ -38,8 +38,8 @@ struct RocksTierOptions {
   RocksCompression compression = RocksCompression::kNone;  // KV tensors compress poorly
   bool use_wal = true;                                     // log writes: survive a process crash
   bool sync_writes = false;      // fsync the WAL per write: survive power loss
-  double read_bytes_per_s = 0;   // reported bandwidth; 0 = not measured yet
-  double write_bytes_per_s = 0;  // reported bandwidth; 0 = not measured yet
+  double read_bytes_per_s = 0;   // bandwidth to report; 0 = measure it at open
+  double write_bytes_per_s = 0;  // bandwidth to report; 0 = measure it at open
   Clock* clock = SystemClock();  // expiry is judged against it; not owned
 };
 
