@@ -4,7 +4,10 @@
 // The sample is `blocks` blocks of `block_bytes` under reserved keys, written
 // as one batch, read back as one batch and erased. The figures are rough by
 // nature (a few MiB, on a shared machine): they tell a DRAM tier from a flash
-// tier from a cold store, which is what placement needs. A tier that is too
+// tier from a cold store, which is what placement needs. An untimed pass runs
+// first (page faults, warm-up). A store with a write buffer (RocksDB's
+// memtable) serves the timed reads from memory, so its read figure is an
+// upper bound; the tier benchmark measures the cold path. A tier that is too
 // small for the sample reports 0 (not measured) rather than failing to open.
 #pragma once
 
