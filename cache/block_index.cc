@@ -60,8 +60,8 @@ bool BlockIndex::SetTier(const BlockKey& key, uint32_t tier) {
   });
 }
 
-Status BlockIndex::Remove(const BlockKey& key) {
-  std::optional<BlockKey> parent;
+Result<IndexEntry> BlockIndex::Remove(const BlockKey& key) {
+  IndexEntry removed;
   {
     Shard& s = ShardOf(key);
     std::lock_guard<std::mutex> lock(s.mu);
@@ -71,11 +71,11 @@ Status BlockIndex::Remove(const BlockKey& key) {
       return Status::Retry("block " + key.ToHex() + " is pinned by " +
                            std::to_string(it->second.pins) + " request(s)");
     }
-    parent = it->second.parent;
+    removed = it->second;
     s.map.erase(it);
   }
-  if (parent) AdjustChildren(*parent, -1);
-  return Status::Ok();
+  if (removed.parent) AdjustChildren(*removed.parent, -1);
+  return removed;
 }
 
 std::optional<IndexEntry> BlockIndex::Get(const BlockKey& key) const {

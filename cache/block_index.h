@@ -75,9 +75,10 @@ class BlockIndex {
   bool SetExpiry(const BlockKey& key, int64_t expiry_ms);
   // Moves a present block to another tier; false if absent.
   bool SetTier(const BlockKey& key, uint32_t tier);
-  // Removes `key`: kNotFound if absent, kRetry if pinned. The parent loses a
-  // child.
-  Status Remove(const BlockKey& key);
+  // Removes `key` and returns its entry as it was at that moment (so callers
+  // erase the copy from the tier it was really in, even if it moved since they
+  // looked): kNotFound if absent, kRetry if pinned. The parent loses a child.
+  Result<IndexEntry> Remove(const BlockKey& key);
 
   // A copy of the entry, or nullopt. Expired entries are returned as they are.
   std::optional<IndexEntry> Get(const BlockKey& key) const;

@@ -197,8 +197,8 @@ bool CacheManager::Evict(size_t t, const BlockKey& key) {
     }
     ++counters_.demotion_failures;  // unreadable, or refused below: drop it instead
   }
-  Status s = index_.Remove(key);
-  if (!s.ok()) {  // pinned since it was chosen: it stays
+  Result<IndexEntry> removed = index_.Remove(key);
+  if (!removed.ok()) {  // pinned since it was chosen: it stays
     std::lock_guard<std::mutex> lock(mu_);
     tiers_[t].policy->Insert(key, e->bytes);
     return false;
@@ -259,9 +259,10 @@ Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> de
 Status CacheManager::Erase(const BlockKey& key) { return Drop(key); }
 
 Status CacheManager::Drop(const BlockKey& key) {
-  const std::optional<IndexEntry> e = index_.Get(key);
-  if (!e) return Status::NotFound("block " + key.ToHex() + " is not cached");
-  KVTIER_RETURN_IF_ERROR(index_.Remove(key));
+  // The tier the block was in when it left the index: a demotion may have
+  // moved it since anyone looked.
+  Result<IndexEntry> e = index_.Remove(key);
+  if (!e.ok()) return e.status();
   {
     std::lock_guard<std::mutex> lock(mu_);
     tiers_[e->tier].policy->Erase(key);

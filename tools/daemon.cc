@@ -148,9 +148,16 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   rocks.path = options.data_dir + "/rocks";
   rocks.capacity_bytes = options.rocks_bytes;
   if (rocks.capacity_bytes == 0) {
+    // Half of what the tier could use: the free space plus what it already
+    // holds (else each restart of a full tier would halve its capacity).
     struct statvfs fs {};
-    const uint64_t free_bytes =
+    uint64_t free_bytes =
         statvfs(options.data_dir.c_str(), &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
+    std::error_code walk_error;  // no exceptions: an unreadable file just counts as 0
+    for (std::filesystem::recursive_directory_iterator it(rocks.path, walk_error), end;
+         !walk_error && it != end; it.increment(walk_error)) {
+      if (it->is_regular_file(walk_error)) free_bytes += it->file_size(walk_error);
+    }
     rocks.capacity_bytes = std::max<uint64_t>(std::min<uint64_t>(64ull << 30, free_bytes / 2),
                                               options.max_block_bytes);
   }

@@ -54,7 +54,7 @@ TEST_F(BlockIndexTest, PinnedBlocksCannotBeRemovedUntilTheHandleGoes) {
     PinHandle b = index_.Pin(K(1));
     ASSERT_TRUE(a.valid() && b.valid());
     EXPECT_EQ(index_.Get(K(1))->pins, 2u);
-    EXPECT_EQ(index_.Remove(K(1)).code(), StatusCode::kRetry);
+    EXPECT_EQ(index_.Remove(K(1)).status().code(), StatusCode::kRetry);
     EXPECT_FALSE(index_.Evictable(K(1), false));
     PinHandle moved = std::move(a);
     EXPECT_FALSE(a.valid());
@@ -63,8 +63,10 @@ TEST_F(BlockIndexTest, PinnedBlocksCannotBeRemovedUntilTheHandleGoes) {
     EXPECT_EQ(index_.Get(K(1))->pins, 1u);
   }
   EXPECT_EQ(index_.Get(K(1))->pins, 0u);
-  EXPECT_TRUE(index_.Remove(K(1)).ok());
-  EXPECT_TRUE(index_.Remove(K(1)).IsNotFound());
+  auto removed = index_.Remove(K(1));
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(removed->bytes, 10u);
+  EXPECT_TRUE(index_.Remove(K(1)).status().IsNotFound());
   EXPECT_FALSE(index_.Pin(K(1)).valid());
 }
 

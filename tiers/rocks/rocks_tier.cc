@@ -69,7 +69,9 @@ Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return Status::Ok();
   if (s.IsNotFound()) return Status::NotFound(what + ": not found");
   if (s.IsCorruption()) return Status::Corruption(what + ": " + s.ToString());
-  if (s.IsNoSpace()) return Status::ResourceExhausted(what + ": device full: " + s.ToString());
+  // A full device is an I/O error, not a full tier: evicting blocks would not
+  // free disk space (RocksDB may refuse even the deletes).
+  if (s.IsNoSpace()) return Status::IOError(what + ": device full: " + s.ToString());
   return Status::IOError(what + ": " + s.ToString());
 }
 
@@ -96,25 +98,9 @@ class DataExpiryFilter final : public rocksdb::CompactionFilter {
   Clock* clock_;
 };
 
-// Drops meta records whose expiry has passed (their values are 32 bytes).
-class MetaExpiryFilter final : public rocksdb::CompactionFilter {
- public:
-  explicit MetaExpiryFilter(Clock* clock) : clock_(clock) {}
-  Decision FilterV2(int, const rocksdb::Slice&, ValueType, const rocksdb::Slice& value,
-                    std::string*, std::string*) const override {
-    std::optional<Meta> m = Meta::Decode(value);
-    return m && m->expiry_ms <= clock_->NowMs() ? Decision::kRemove : Decision::kKeep;
-  }
-  const char* Name() const override { return "kvtier.MetaExpiryFilter"; }
-
- private:
-  Clock* clock_;
-};
-
 class RocksTier final : public Tier {
  public:
-  explicit RocksTier(const RocksTierOptions& o)
-      : options_(o), data_filter_(o.clock), meta_filter_(o.clock) {}
+  explicit RocksTier(const RocksTierOptions& o) : options_(o), data_filter_(o.clock) {}
 
   ~RocksTier() override {
     if (db_ == nullptr) return;
@@ -130,6 +116,9 @@ class RocksTier final : public Tier {
     db.create_if_missing = true;
     db.create_missing_column_families = true;
     db.max_background_jobs = 2;
+    // Flush the two families together: without the WAL, a crash must not
+    // leave a payload without its record (or the reverse).
+    db.atomic_flush = true;
     const auto compression = options_.compression == RocksCompression::kLz4
                                  ? rocksdb::kLZ4Compression
                                  : rocksdb::kNoCompression;
@@ -141,8 +130,10 @@ class RocksTier final : public Tier {
     data.compression = compression;
     data.blob_compression_type = compression;
     data.compaction_filter = &data_filter_;
+    // Meta records are never filtered: they leave only by an explicit erase,
+    // so the tier's accounting stays exact. (Their payloads do expire by
+    // compaction; a record without its payload reads as a miss.)
     rocksdb::ColumnFamilyOptions meta;
-    meta.compaction_filter = &meta_filter_;
     rocksdb::BlockBasedTableOptions table;
     table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
     meta.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
@@ -156,16 +147,30 @@ class RocksTier final : public Tier {
     meta_ = handles[1];
     write_options_.disableWAL = !options_.use_wal;
     write_options_.sync = options_.use_wal && options_.sync_writes;
-    // Account for what is stored (expired records too: they hold space
-    // until compaction drops them).
+    // Account for what is stored. Blocks that expired while the tier was
+    // closed are deleted now: nothing would ever look them up to erase them.
+    rocksdb::WriteBatch expired;
+    const int64_t now = options_.clock->NowMs();
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      if (std::optional<Meta> m = Meta::Decode(it->value())) {
-        used_bytes_ += m->bytes;
-        ++blocks_;
+      std::optional<Meta> m = Meta::Decode(it->value());
+      std::optional<BlockKey> key = BlockKey::FromBytes(it->key().ToStringView());
+      if (!m || !key) continue;  // malformed: reads of it answer Corruption
+      if (m->expiry_ms <= now) {
+        expired.Delete(meta_, it->key());
+        expired.Delete(data_, DataKey(*key, m->expiry_ms));
+        continue;
       }
+      used_bytes_ += m->bytes;
+      ++blocks_;
     }
-    return FromRocks(it->status(), "scanning the RocksDB tier");
+    KVTIER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning the RocksDB tier"));
+    it.reset();
+    if (expired.Count() > 0) {
+      KVTIER_RETURN_IF_ERROR(
+          FromRocks(db_->Write(write_options_, &expired), "deleting expired blocks"));
+    }
+    return Status::Ok();
   }
 
   TierInfo Info() const override {
@@ -418,7 +423,6 @@ class RocksTier final : public Tier {
   const RocksTierOptions options_;
   Bandwidth bandwidth_;           // set before the tier is shared
   DataExpiryFilter data_filter_;  // must outlive db_
-  MetaExpiryFilter meta_filter_;  // must outlive db_
   rocksdb::DB* db_ = nullptr;
   rocksdb::ColumnFamilyHandle* data_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
