@@ -187,6 +187,11 @@ bool CacheManager::Evict(size_t t, const BlockKey& key) {
         (void)tiers_[t + 1].tier->Erase(std::span(&key, 1));
         return true;
       }
+      // A refresh that landed while the block moved went to the old tier: the
+      // new copy takes the later expiry too.
+      if (std::optional<IndexEntry> now = index_.Get(key); now && now->expiry_ms > e->expiry_ms) {
+        (void)tiers_[t + 1].tier->SetExpiry(std::span(&key, 1), now->expiry_ms);
+      }
       {
         std::lock_guard<std::mutex> lock(mu_);
         tiers_[t + 1].policy->Insert(key, *n);
