@@ -90,6 +90,16 @@ class Tier {
   virtual Status Recover(IndexSink& sink) = 0;
 };
 
+// For tiers whose operations complete on the calling thread: runs `one` on
+// each op in order and calls `done` with the results.
+template <typename Op, typename OneOp>
+void CompleteInline(std::span<const Op> ops, const IoCallback& done, OneOp&& one) {
+  std::vector<IoResult> results;
+  results.reserve(ops.size());
+  for (const Op& op : ops) results.push_back(one(op));
+  done(std::move(results));
+}
+
 // Blocking conveniences over the asynchronous interface.
 std::vector<IoResult> WriteSync(Tier& tier, std::span<const WriteOp> ops);
 std::vector<IoResult> ReadSync(Tier& tier, std::span<const ReadOp> ops);

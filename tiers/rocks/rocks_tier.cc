@@ -190,17 +190,11 @@ class RocksTier final : public Tier {
   }
 
   void Write(std::span<const WriteOp> ops, IoCallback done) override {
-    std::vector<IoResult> results;
-    results.reserve(ops.size());
-    for (const WriteOp& op : ops) results.push_back(WriteOneBlock(op));
-    done(std::move(results));
+    CompleteInline(ops, done, [this](const WriteOp& op) { return WriteOneBlock(op); });
   }
 
   void Read(std::span<const ReadOp> ops, IoCallback done) override {
-    std::vector<IoResult> results;
-    results.reserve(ops.size());
-    for (const ReadOp& op : ops) results.push_back(ReadOneBlock(op));
-    done(std::move(results));
+    CompleteInline(ops, done, [this](const ReadOp& op) { return ReadOneBlock(op); });
   }
 
   Status Erase(std::span<const BlockKey> keys) override {
