@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "tiers/dram/dram_tier.h"
+#include "tiers/flash/flash_tier.h"
 #include "tiers/rocks/rocks_tier.h"
 #include "tiers/tier.h"
 
@@ -41,6 +42,28 @@ struct RocksFactory {
   }
   static Status Corrupt(Tier& tier, const BlockKey& key) {
     return CorruptRocksBlockForTesting(tier, key);
+  }
+};
+
+struct FlashFactory {
+  static constexpr bool kPersistent = true;
+  static Result<std::unique_ptr<Tier>> Open(const std::string& dir, uint64_t capacity,
+                                            Clock* clock) {
+    return OpenFlashTier(Options(dir, capacity, clock));
+  }
+  static FlashTierOptions Options(const std::string& dir, uint64_t capacity, Clock* clock) {
+    FlashTierOptions o;
+    o.path = dir + "/flash.log";
+    o.capacity_bytes = capacity;
+    o.region_bytes = 2 << 20;
+    o.max_block_bytes = 1 << 20;
+    o.queue_depth = 8;
+    o.staging_bytes = 4 << 20;
+    o.clock = clock;
+    return o;
+  }
+  static Status Corrupt(Tier& tier, const BlockKey& key) {
+    return CorruptFlashBlockForTesting(tier, key);
   }
 };
 
@@ -103,7 +126,7 @@ class TierConformanceTest : public ::testing::Test {
   std::unique_ptr<Tier> tier_;
 };
 
-using TierTypes = ::testing::Types<DramFactory, RocksFactory>;
+using TierTypes = ::testing::Types<DramFactory, FlashFactory, RocksFactory>;
 TYPED_TEST_SUITE(TierConformanceTest, TierTypes);
 
 TYPED_TEST(TierConformanceTest, WriteThenReadBackInOneBatch) {
