@@ -3,14 +3,12 @@
 #include "tiers/rocks/rocks_tier.h"
 
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "tests/tiers/crash_harness.h"
 #include "tests/tiers/crash_payload.h"
 
 namespace kvtier {
@@ -168,35 +166,7 @@ TEST_F(RocksTierTest, OptionsAreValidated) {
 // for bit, and nothing it wrote reads back wrong.
 TEST_F(RocksTierTest, AcknowledgedBlocksSurviveSigkill) {
   tier_.reset();
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  const std::string bin = std::string(KVTIER_BIN_DIR) + "/crash_writer";
-  const std::string dir = dir_.string();
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    execl(bin.c_str(), bin.c_str(), "rocks", dir.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(fds[1]);
-  // Read acknowledgements until 300 blocks are acked, then kill mid-write.
-  int64_t last_ack = -1;
-  std::string line;
-  char c;
-  pollfd p{fds[0], POLLIN, 0};
-  while (last_ack < 300 && poll(&p, 1, 60'000) > 0 && read(fds[0], &c, 1) == 1) {
-    if (c != '\n') {
-      line += c;
-      continue;
-    }
-    last_ack = std::stoll(line.substr(4));
-    line.clear();
-  }
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  close(fds[0]);
+  const int64_t last_ack = testing::RunCrashWriterAndKill("rocks", dir_.string(), 300);
   ASSERT_GE(last_ack, 300) << "the writer stopped early";
   Open();
   for (uint64_t id = 0; id <= static_cast<uint64_t>(last_ack) + 50; ++id) {

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -1171,8 +1172,14 @@ Result<std::unique_ptr<Tier>> OpenFlashTier(const FlashTierOptions& options) {
     }
   }
   if (o.clock == nullptr) return Status::InvalidArgument("flash tier needs a clock");
+  std::error_code ec;
+  const bool existed = std::filesystem::exists(o.path, ec);
   auto tier = std::make_unique<FlashTier>(o);
-  KVTIER_RETURN_IF_ERROR(tier->Open());
+  if (Status s = tier->Open(); !s.ok()) {
+    tier.reset();
+    if (!existed) std::filesystem::remove(o.path, ec);  // a failed open leaves nothing behind
+    return s;
+  }
   tier->set_bandwidth(ConfiguredOrMeasured(*tier, o.read_bytes_per_s, o.write_bytes_per_s));
   return std::unique_ptr<Tier>(std::move(tier));
 }
