@@ -174,27 +174,36 @@ uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes) {
   return freed;
 }
 
+std::optional<size_t> CacheManager::TierBelowFor(size_t t, uint64_t bytes) const {
+  for (size_t below = t + 1; below < tiers_.size(); ++below) {
+    const TierInfo info = tiers_[below].tier->Info();
+    if (bytes <= info.max_block_bytes && bytes <= info.capacity_bytes) return below;
+  }
+  return std::nullopt;
+}
+
 bool CacheManager::Evict(size_t t, const BlockKey& key) {
   const std::optional<IndexEntry> e = index_.Get(key);
   if (!e) return false;
-  const bool last = t + 1 == tiers_.size();
-  if (!last && e->expiry_ms > options_.clock->NowMs()) {
+  const std::optional<size_t> below = TierBelowFor(t, e->bytes);
+  if (below && e->expiry_ms > options_.clock->NowMs()) {
+    const size_t d = *below;
     std::vector<std::byte> payload(e->bytes);
     Result<uint64_t> n = ReadOne(*tiers_[t].tier, key, payload);
-    if (n.ok() && StoreInTier(t + 1, key, std::span(payload).first(*n), e->expiry_ms).ok()) {
-      if (!index_.SetTier(key, static_cast<uint32_t>(t + 1))) {
+    if (n.ok() && StoreInTier(d, key, std::span(payload).first(*n), e->expiry_ms).ok()) {
+      if (!index_.SetTier(key, static_cast<uint32_t>(d))) {
         // Erased while it moved: the copy below is unindexed and goes too.
-        (void)tiers_[t + 1].tier->Erase(std::span(&key, 1));
+        (void)tiers_[d].tier->Erase(std::span(&key, 1));
         return true;
       }
       // A refresh that landed while the block moved went to the old tier: the
       // new copy takes the later expiry too.
       if (std::optional<IndexEntry> now = index_.Get(key); now && now->expiry_ms > e->expiry_ms) {
-        (void)tiers_[t + 1].tier->SetExpiry(std::span(&key, 1), now->expiry_ms);
+        (void)tiers_[d].tier->SetExpiry(std::span(&key, 1), now->expiry_ms);
       }
       {
         std::lock_guard<std::mutex> lock(mu_);
-        tiers_[t + 1].policy->Insert(key, *n);
+        tiers_[d].policy->Insert(key, *n);
       }
       (void)tiers_[t].tier->Erase(std::span(&key, 1));
       ++counters_.demotions;

@@ -2,10 +2,11 @@
 //
 // It owns the BlockIndex, the tiers (tier 0 is the top, the fastest) and one
 // EvictionPolicy per tier. New blocks go to the top tier; when a tier is full
-// its policy names victims, which are demoted to the next tier down, or
-// dropped from the last (a dropped block is rematerialized by prefill when it
-// is next needed). The drain-time placement of DESIGN §4 will replace this
-// simple chain; the interface stays.
+// its policy names victims, which are demoted to the next tier down
+// (skipping a tier that takes no block that large), or dropped from the last
+// (a dropped block is rematerialized by prefill when it is next needed). The
+// drain-time placement of DESIGN §4 will replace this simple chain; the
+// interface stays.
 //
 // Thread-safe. Tier I/O runs without the manager's lock; only the policies
 // are serialised (under mu_). Races between concurrent operations on the same
@@ -119,9 +120,12 @@ class CacheManager {
   uint64_t MakeRoom(size_t t, uint64_t bytes);
   // Extends the expiry of a cached block in its tier and the index.
   void Refresh(const BlockKey& key, const IndexEntry& e, int64_t expiry_ms);
-  // Moves one victim of tier t to tier t+1, or drops it from the last tier.
-  // Returns false if the block could not be evicted (pinned, gone).
+  // Moves one victim of tier t to the next tier down that takes a block of
+  // its size, or drops it when there is none. Returns false if the block
+  // could not be evicted (pinned, gone).
   bool Evict(size_t t, const BlockKey& key);
+  // The first tier below t whose max_block_bytes and capacity admit `bytes`.
+  std::optional<size_t> TierBelowFor(size_t t, uint64_t bytes) const;
   // Removes a block from the index, its tier and its policy; kRetry if pinned.
   Status Drop(const BlockKey& key);
 

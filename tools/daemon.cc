@@ -15,6 +15,7 @@
 #include "cache/eviction_policy.h"
 #include "common/log.h"
 #include "tiers/dram/dram_tier.h"
+#include "tiers/flash/flash_tier.h"
 #include "tiers/rocks/rocks_tier.h"
 #include "tools/admin_service.h"
 #include "tools/block_store_service.h"
@@ -43,6 +44,13 @@ std::string DaemonUsage() {
   --rocks-bytes SIZE      RocksDB cold tier capacity, under DIR/rocks
                           (default: the smaller of 64G and half the free disk)
   --no-rocks-wal          do not log cold-tier writes (a crash may lose recent ones)
+  --flash-path PATH       flash log file or block device (default DIR/flash.log)
+  --flash-bytes SIZE      flash tier capacity (default: an existing log keeps its
+                          size; a new one gets the smaller of 16G and a quarter
+                          of the free disk)
+  --flash-region-bytes SIZE  flash log region (default 64M)
+  --flash-write-budget SIZE  flash device writes per second at most (default: no limit)
+  --no-flash              no flash tier: DRAM, then RocksDB
   --block-tokens N        tokens per block of the default namespace (default 64)
   --model-id ID           model id of the default namespace (default "default")
   --kv-dtype f32|f16|bf16 KV dtype of the default namespace (default f32)
@@ -55,11 +63,13 @@ std::string DaemonUsage() {
 Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   FlagSet flags;
   for (const char* f : {"listen", "data-dir", "dram-bytes", "rocks-bytes", "block-tokens",
-                        "model-id", "kv-dtype", "default-ttl", "max-block-bytes"}) {
+                        "model-id", "kv-dtype", "default-ttl", "max-block-bytes", "flash-path",
+                        "flash-bytes", "flash-region-bytes", "flash-write-budget"}) {
     flags.Value(f);
   }
   flags.Bool("lock-memory");
   flags.Bool("no-rocks-wal");
+  flags.Bool("no-flash");
   flags.Bool("help");
   KVTIER_RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
   if (!flags.positional().empty()) {
@@ -75,6 +85,21 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
     Result<uint64_t> v = ParseBytes(flags.Get("rocks-bytes"));
     if (!v.ok() || *v == 0) return Status::InvalidArgument("--rocks-bytes needs a positive size");
     o.rocks_bytes = *v;
+  }
+  o.flash = !flags.Has("no-flash");
+  o.flash_path = flags.Get("flash-path", o.flash_path);
+  for (auto [flag, field] : {std::pair{"flash-bytes", &o.flash_bytes},
+                             std::pair{"flash-region-bytes", &o.flash_region_bytes}}) {
+    if (!flags.Has(flag)) continue;
+    Result<uint64_t> v = ParseBytes(flags.Get(flag));
+    if (!v.ok() || *v == 0)
+      return Status::InvalidArgument(std::string("--") + flag + " needs a positive size");
+    *field = *v;
+  }
+  if (flags.Has("flash-write-budget")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("flash-write-budget"));
+    if (!v.ok()) return Status::InvalidArgument("--flash-write-budget needs a size per second");
+    o.flash_write_budget_bytes_per_s = static_cast<double>(*v);
   }
   if (flags.Has("dram-bytes")) {
     Result<uint64_t> v = ParseBytes(flags.Get("dram-bytes"));
@@ -112,6 +137,43 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   return o;
 }
 
+namespace {
+
+uint64_t FreeDiskBytes(const std::string& dir) {
+  struct statvfs fs {};
+  return statvfs(dir.c_str(), &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
+}
+
+// The flash tier of the default stack. Blocks too large for a region's
+// quarter skip flash and go to RocksDB.
+Result<std::unique_ptr<Tier>> OpenDefaultFlashTier(const DaemonOptions& options) {
+  FlashTierOptions flash;
+  flash.path = options.flash_path.empty() ? options.data_dir + "/flash.log" : options.flash_path;
+  flash.region_bytes = options.flash_region_bytes;
+  flash.max_block_bytes = std::min(options.max_block_bytes, options.flash_region_bytes / 4);
+  flash.staging_bytes = std::max<uint64_t>(32ull << 20, 2 * (flash.max_block_bytes + 4096));
+  flash.staging_bytes = (flash.staging_bytes + 4095) / 4096 * 4096;
+  flash.write_budget_bytes_per_s = options.flash_write_budget_bytes_per_s;
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(flash.path, ec);
+  uint64_t capacity = options.flash_bytes;
+  if (capacity == 0 && !exists) {
+    capacity = std::min<uint64_t>(16ull << 30, FreeDiskBytes(options.data_dir) / 4);
+  }
+  if (capacity > 0) {
+    // A log sized for this capacity: 1/8 slack plus two regions to compact
+    // into. An existing log is grown or cut to it (blocks in cut regions are
+    // lost, as a cache may lose them).
+    const uint64_t region = flash.region_bytes;
+    capacity = std::max(capacity, region);
+    flash.capacity_bytes = capacity;
+    flash.device_bytes = (capacity + capacity / 8 + region - 1) / region * region + 2 * region;
+  }
+  return OpenFlashTier(flash);
+}
+
+}  // namespace
+
 Daemon::Daemon(const DaemonOptions& options) : options_(options) {}
 
 Daemon::~Daemon() {
@@ -144,15 +206,22 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   Result<std::unique_ptr<Tier>> dram_tier = NewDramTier(dram);
   if (!dram_tier.ok()) return dram_tier.status();
 
+  // Top to bottom; victims of a full tier move one tier down.
+  std::vector<TierSlot> tiers;
+  tiers.push_back(TierSlot{std::move(*dram_tier), NewLruPolicy()});
+  if (options.flash) {
+    Result<std::unique_ptr<Tier>> flash = OpenDefaultFlashTier(options);
+    if (!flash.ok()) return flash.status();
+    tiers.push_back(TierSlot{std::move(*flash), NewLruPolicy()});
+  }
+
   RocksTierOptions rocks;
   rocks.path = options.data_dir + "/rocks";
   rocks.capacity_bytes = options.rocks_bytes;
   if (rocks.capacity_bytes == 0) {
     // Half of what the tier could use: the free space plus what it already
     // holds (else each restart of a full tier would halve its capacity).
-    struct statvfs fs {};
-    uint64_t free_bytes =
-        statvfs(options.data_dir.c_str(), &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
+    uint64_t free_bytes = FreeDiskBytes(options.data_dir);
     std::error_code walk_error;  // no exceptions: an unreadable file just counts as 0
     for (std::filesystem::recursive_directory_iterator it(rocks.path, walk_error), end;
          !walk_error && it != end; it.increment(walk_error)) {
@@ -166,9 +235,6 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   Result<std::unique_ptr<Tier>> rocks_tier = OpenRocksTier(rocks);
   if (!rocks_tier.ok()) return rocks_tier.status();
 
-  // Top to bottom; victims of a full tier move one tier down.
-  std::vector<TierSlot> tiers;
-  tiers.push_back(TierSlot{std::move(*dram_tier), NewLruPolicy()});
   tiers.push_back(TierSlot{std::move(*rocks_tier), NewLruPolicy()});
   Result<std::unique_ptr<CacheManager>> cache = CacheManager::Open(std::move(tiers), {});
   if (!cache.ok()) return cache.status();
@@ -202,7 +268,7 @@ Status Daemon::Start() {
                                  .Add("addr", bound_address_)
                                  .Add("data_dir", options_.data_dir)
                                  .Add("dram_bytes", options_.dram_bytes)
-                                 .Add("tiers", "dram,rocks")
+                                 .Add("tiers", options_.flash ? "dram,flash,rocks" : "dram,rocks")
                                  .Add("namespace", options_.default_namespace.ToString()));
   return Status::Ok();
 }

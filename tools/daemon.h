@@ -36,6 +36,14 @@ struct DaemonOptions {
   // free space of the data directory's file system when kvtierd starts.
   uint64_t rocks_bytes = 0;
   bool rocks_wal = true;  // log cold-tier writes (survive a process crash)
+  bool flash = true;      // put a flash tier between DRAM and RocksDB
+  // The flash log: a file (created) or a block device; "" = DATA_DIR/flash.log.
+  std::string flash_path;
+  // Flash tier capacity, bytes; 0 = an existing log keeps its size, a new one
+  // gets the smaller of 16 GiB and a quarter of the free space.
+  uint64_t flash_bytes = 0;
+  uint64_t flash_region_bytes = 64ull << 20;         // flash log region, bytes
+  double flash_write_budget_bytes_per_s = 0;         // device endurance budget; 0 = unlimited
   Namespace default_namespace = DefaultNamespace();  // for requests that name none
   int64_t default_ttl_s = 0;                         // TTL of a put without one; 0 = none
   uint64_t max_block_bytes = 64ull << 20;            // largest block payload, bytes

@@ -111,12 +111,15 @@ TEST_F(KvtierdTest, HealthAndStatsAnswer) {
   EXPECT_EQ(h->status(), "SERVING");
   EXPECT_EQ(h->listen(), daemon_->address());
   auto s = Stats();
-  ASSERT_EQ(s.tiers_size(), 2);
+  ASSERT_EQ(s.tiers_size(), 3);
   EXPECT_EQ(s.tiers(0).name(), "dram");
   EXPECT_EQ(s.tiers(0).capacity_bytes(), 256u << 20);
   EXPECT_FALSE(s.tiers(0).persistent());
-  EXPECT_EQ(s.tiers(1).name(), "rocks");
+  EXPECT_EQ(s.tiers(1).name(), "flash");
+  EXPECT_EQ(s.tiers(1).capacity_bytes(), 64u << 20);
   EXPECT_TRUE(s.tiers(1).persistent());
+  EXPECT_EQ(s.tiers(2).name(), "rocks");
+  EXPECT_TRUE(s.tiers(2).persistent());
   for (const auto& t : s.tiers()) {
     EXPECT_GT(t.read_bytes_per_s(), 0) << t.name() << " was not calibrated";
     EXPECT_GT(t.write_bytes_per_s(), 0) << t.name() << " was not calibrated";
@@ -459,21 +462,24 @@ TEST(KvtierdProcessTest, SigtermShutsDownCleanly) {
   std::filesystem::remove_all(dir);
 }
 
-// DRAM victims move to the RocksDB tier; after a restart the cold blocks are
-// found again (DRAM's are gone) and read back exactly. The client stays
-// connected across each SIGTERM, as a serving engine would.
-TEST(KvtierdProcessTest, ColdBlocksSurviveARestart) {
+// DRAM victims move to flash and flash victims to RocksDB; after a restart
+// the flash and cold blocks are found again (DRAM's are gone) and read back
+// exactly. The client stays connected across each SIGTERM, as a serving
+// engine would.
+TEST(KvtierdProcessTest, FlashAndColdBlocksSurviveARestart) {
   const std::string dir = TempDir("restart");
+  const std::vector<std::string> args = {"--dram-bytes",         "1M", "--flash-bytes", "1M",
+                                         "--flash-region-bytes", "1M"};
   std::vector<std::string> payloads;
   std::vector<BlockKey> keys;
-  std::vector<int32_t> prompt = Tokens(1, 64 * 12);
+  std::vector<int32_t> prompt = Tokens(1, 64 * 16);
   {
     DaemonProcess d;
-    ASSERT_TRUE(d.Start(dir, {"--dram-bytes", "1M"}));
+    ASSERT_TRUE(d.Start(dir, args));
     ClientOptions o;
     o.address = d.address();
     Client c(o);
-    for (int b = 0; b < 12; ++b) {
+    for (int b = 0; b < 16; ++b) {
       payloads.push_back(Bytes(200'000, 100 + b));
       v1::PutHeader h;
       h.mutable_token_ids()->Add(prompt.begin(), prompt.begin() + (b + 1) * 64);
@@ -483,13 +489,16 @@ TEST(KvtierdProcessTest, ColdBlocksSurviveARestart) {
     }
     auto s = c.Stats();
     ASSERT_TRUE(s.ok());
-    EXPECT_GT(s->tiers(1).blocks(), 0u) << "nothing was demoted to the cold tier";
-    EXPECT_EQ(s->tiers(0).blocks() + s->tiers(1).blocks(), 12u);
+    ASSERT_EQ(s->tiers_size(), 3);
+    EXPECT_GT(s->tiers(1).blocks(), 0u) << "nothing was demoted to flash";
+    EXPECT_GT(s->tiers(2).blocks(), 0u) << "nothing was demoted from flash to the cold tier";
+    EXPECT_EQ(s->tiers(0).blocks() + s->tiers(1).blocks() + s->tiers(2).blocks(), 16u);
     EXPECT_GT(s->demotions(), 0u);
+    EXPECT_EQ(s->demotion_failures(), 0u);
     ASSERT_EQ(d.Stop(SIGTERM), 0);
   }
   DaemonProcess d;
-  ASSERT_TRUE(d.Start(dir, {"--dram-bytes", "1M"}));
+  ASSERT_TRUE(d.Start(dir, args));
   ClientOptions o;
   o.address = d.address();
   Client c(o);
@@ -503,8 +512,12 @@ TEST(KvtierdProcessTest, ColdBlocksSurviveARestart) {
     ++found;
     EXPECT_TRUE(g->payload == payloads[b]) << "block " << b;
   }
-  EXPECT_GT(found, 0u);
-  EXPECT_EQ(found, c.Stats()->tiers(1).blocks()) << "every cold block is recovered";
+  auto s = c.Stats();
+  ASSERT_TRUE(s.ok());
+  EXPECT_GT(s->tiers(1).blocks(), 0u);
+  EXPECT_GT(s->tiers(2).blocks(), 0u);
+  EXPECT_EQ(found, s->tiers(1).blocks() + s->tiers(2).blocks())
+      << "every flash and cold block is recovered";
   EXPECT_EQ(d.Stop(SIGTERM), 0);
   std::filesystem::remove_all(dir);
 }
