@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 json=""
 if [ "${1:-}" = "--json" ]; then json="--json"; shift; fi
-"$root/tools/deps.sh"
+"$root/tools/deps.sh" --bench
 export KVTIER_BUILD_DIR="${KVTIER_BUILD_DIR:-$root/build-release}"
 "$root/tools/build.sh" Release -DKVTIER_BUILD_TESTS=OFF -DKVTIER_BUILD_BENCH=ON
 benches=("$@")

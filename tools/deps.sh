@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages kvtier builds with. Idempotent and quiet when
 # everything is present; needs root (or sudo) only when something is missing.
+# Usage: tools/deps.sh [--bench]
 set -euo pipefail
 
 packages=(
@@ -9,6 +10,8 @@ packages=(
   librocksdb-dev liburing-dev libxxhash-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
+# --bench: also what the benchmarks compare against (fio, the flash peer).
+if [ "${1:-}" = "--bench" ]; then packages+=(fio); fi
 
 missing=()
 for p in "${packages[@]}"; do

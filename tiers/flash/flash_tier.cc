@@ -198,6 +198,7 @@ struct PendingWrite {
   int64_t written_expiry_ms = kNoExpiry;  // the expiry in the header as queued
   std::shared_ptr<Batch> batch;
   size_t op_index = 0;
+  bool ready = false;  // copied into staging; may be submitted
   bool submitted = false;
   bool completed = false;
   bool canceled = false;  // erased before it was acknowledged
@@ -230,6 +231,7 @@ class FlashTier final : public Tier {
   explicit FlashTier(const FlashTierOptions& o)
       : options_(o),
         region_bytes_(o.region_bytes),
+        read_slot_count_(2 * static_cast<uint64_t>(o.queue_depth)),
         budget_(o.write_budget_bytes_per_s, RecordBytes(o.max_block_bytes)) {}
 
   ~FlashTier() override {
@@ -308,12 +310,16 @@ class FlashTier final : public Tier {
   void ArmWake();
   // All *Locked methods require mu_.
   void SubmitLocked();
+  void CompleteWriteLocked(const IoTask& task, int res);
   void CompleteRead(std::unique_ptr<PendingRead> r, int res,
                     std::vector<std::shared_ptr<Batch>>* ready);
   void AckWritesLocked(std::vector<std::shared_ptr<Batch>>* ready);
   void FinishLocked(const std::shared_ptr<Batch>& b, size_t i, IoResult r,
                     std::vector<std::shared_ptr<Batch>>* ready);
   std::optional<uint64_t> TryStagingLocked(uint64_t bytes) const;
+  // Validates a write and reserves its staging and log space, queueing it
+  // (not yet ready); may wait for staging with `lock` released.
+  Status ReserveLocked(const WriteOp& op, bool on_io_thread, std::unique_lock<std::mutex>& lock);
   Result<Location> AllocateLocked(uint64_t record_bytes);
   void OpenRegionLocked(uint32_t r);
   void SealHeadLocked();
@@ -334,8 +340,11 @@ class FlashTier final : public Tier {
   io_uring ring_{};
   bool ring_ready_ = false;
   bool registered_ = false;
-  AlignedBuffer staging_;     // the write staging ring (registered buffer 0)
-  AlignedBuffer read_slots_;  // queue_depth read slots (registered buffer 1)
+  AlignedBuffer staging_;  // the write staging ring (registered buffer 0)
+  // Read slots (registered buffer 1): twice the queue depth, so that new
+  // reads are in flight while completed ones are verified and copied out.
+  const uint64_t read_slot_count_;
+  AlignedBuffer read_slots_;
   std::thread io_thread_;
   uint64_t wake_value_ = 0;  // the I/O thread's eventfd read lands here
 
@@ -441,12 +450,11 @@ Status FlashTier::Open() {
   KVTIER_RETURN_IF_ERROR(RecoverLog());
 
   staging_ = AllocAligned(options_.staging_bytes);
-  read_slots_ =
-      AllocAligned(options_.read_slot_bytes * static_cast<uint64_t>(options_.queue_depth));
+  read_slots_ = AllocAligned(options_.read_slot_bytes * read_slot_count_);
   if (!staging_ || !read_slots_ || !header_page_) {
     return Status::ResourceExhausted("cannot allocate flash staging buffers");
   }
-  for (int i = options_.queue_depth - 1; i >= 0; --i) free_slots_.push_back(i);
+  for (int i = static_cast<int>(read_slot_count_) - 1; i >= 0; --i) free_slots_.push_back(i);
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
   if (wake_fd_ < 0) return Status::IOError("eventfd: " + ErrnoText(errno));
   const int err =
@@ -454,7 +462,7 @@ Status FlashTier::Open() {
   if (err < 0) return Status::Unavailable("io_uring is not available: " + ErrnoText(-err));
   ring_ready_ = true;
   iovec bufs[2] = {{staging_.get(), options_.staging_bytes},
-                   {read_slots_.get(), options_.read_slot_bytes * options_.queue_depth}};
+                   {read_slots_.get(), options_.read_slot_bytes * read_slot_count_}};
   const int reg = io_uring_register_buffers(&ring_, bufs, 2);
   registered_ = reg == 0;
   if (!registered_) {
@@ -743,79 +751,87 @@ void FlashTier::FinishLocked(const std::shared_ptr<Batch>& b, size_t i, IoResult
 void FlashTier::Write(std::span<const WriteOp> ops, IoCallback done) {
   auto batch = std::make_shared<Batch>(ops.size(), std::move(done));
   std::vector<std::shared_ptr<Batch>> ready;
-  bool queued = false;
-  {
+  const bool on_io_thread = std::this_thread::get_id() == io_thread_.get_id();
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const WriteOp& op = ops[i];
+    const uint64_t rb = RecordBytes(op.payload.size());
+    // Reserve staging and log space under the lock...
     std::unique_lock<std::mutex> lock(mu_);
-    const bool on_io_thread = std::this_thread::get_id() == io_thread_.get_id();
-    for (size_t i = 0; i < ops.size(); ++i) {
-      const WriteOp& op = ops[i];
-      if (op.payload.empty()) {
-        FinishLocked(batch, i, {Status::InvalidArgument("empty block payload"), 0}, &ready);
-        continue;
-      }
-      if (op.payload.size() > options_.max_block_bytes) {
-        FinishLocked(batch, i,
-                     {Status::ResourceExhausted("a block of " + std::to_string(op.payload.size()) +
-                                                " bytes is larger than flash tier '" +
-                                                options_.name + "' accepts (" +
-                                                std::to_string(options_.max_block_bytes) + ")"),
-                      0},
-                     &ready);
-        continue;
-      }
-      const uint64_t rb = RecordBytes(op.payload.size());
-      std::optional<uint64_t> staging = TryStagingLocked(rb);
-      while (!staging && !on_io_thread && !stop_) {
-        if (queued) Wake();  // our own records may be what fills it
-        staging_freed_.wait(lock);
-        staging = TryStagingLocked(rb);
-      }
-      if (!staging) {
-        FinishLocked(batch, i, {Status::Retry("flash staging is full"), 0}, &ready);
-        continue;
-      }
-      const int64_t now = options_.clock->NowMs();
-      if (!budget_.Take(rb, now)) {
-        ++budget_refusals_;
-        FinishLocked(batch, i, {Status::Retry("flash write budget exhausted"), 0}, &ready);
-        continue;
-      }
-      Result<Location> loc = AllocateLocked(rb);
-      if (!loc.ok()) {
-        budget_.Refund(rb);
-        FinishLocked(batch, i, {loc.status(), 0}, &ready);
-        continue;
-      }
-      regions_[loc->region].records.back().second = op.key;
-      std::byte* record = staging_.get() + *staging;
-      loc->bytes = op.payload.size();
-      loc->expiry_ms = op.expiry_ms;
-      loc->checksum = CopyAndChecksum64(op.payload, std::span(record + kPage, op.payload.size()));
-      std::memset(record + kPage + op.payload.size(), 0, rb - kPage - op.payload.size());
-      RecordHeader h;
-      h.region_bytes = region_bytes_;
-      h.epoch = regions_[loc->region].epoch;
-      h.seq = loc->seq;
-      h.key_hi = op.key.hi;
-      h.key_lo = op.key.lo;
-      h.payload_bytes = loc->bytes;
-      h.expiry_ms = loc->expiry_ms;
-      h.payload_checksum = loc->checksum;
-      EncodeHeader(h, record);
-      staging_head_ = *staging + rb;
-      PendingWrite w;
-      w.key = op.key;
-      w.loc = *loc;
-      w.staging_offset = *staging;
-      w.written_expiry_ms = op.expiry_ms;
-      w.batch = batch;
-      w.op_index = i;
-      writes_.push_back(std::move(w));
-      queued = true;
+    Status refused = ReserveLocked(op, on_io_thread, lock);
+    if (!refused.ok()) {
+      FinishLocked(batch, i, {std::move(refused), 0}, &ready);
+      continue;
     }
+    PendingWrite& reserved = writes_.back();
+    reserved.batch = batch;
+    reserved.op_index = i;
+    const uint64_t pos = writes_front_pos_ + writes_.size() - 1;
+    const Location loc = reserved.loc;
+    const uint64_t epoch = regions_[loc.region].epoch;
+    std::byte* record = staging_.get() + reserved.staging_offset;
+    lock.unlock();
+    // ...and copy without it: the I/O thread keeps submitting meanwhile. The
+    // record is not submitted (so its staging is not reused) until ready.
+    const uint64_t checksum =
+        CopyAndChecksum64(op.payload, std::span(record + kPage, op.payload.size()));
+    std::memset(record + kPage + op.payload.size(), 0, rb - kPage - op.payload.size());
+    RecordHeader h;
+    h.region_bytes = region_bytes_;
+    h.epoch = epoch;
+    h.seq = loc.seq;
+    h.key_hi = op.key.hi;
+    h.key_lo = op.key.lo;
+    h.payload_bytes = op.payload.size();
+    h.expiry_ms = op.expiry_ms;
+    h.payload_checksum = checksum;
+    EncodeHeader(h, record);
+    lock.lock();
+    PendingWrite& w = writes_[pos - writes_front_pos_];
+    w.loc.checksum = checksum;
+    w.ready = true;
+    lock.unlock();
+    Wake();
   }
-  if (queued) Wake();
   for (auto& b : ready) b->done(std::move(b->results));
+}
+
+Status FlashTier::ReserveLocked(const WriteOp& op, bool on_io_thread,
+                                std::unique_lock<std::mutex>& lock) {
+  if (op.payload.empty()) return Status::InvalidArgument("empty block payload");
+  if (op.payload.size() > options_.max_block_bytes) {
+    return Status::ResourceExhausted(
+        "a block of " + std::to_string(op.payload.size()) + " bytes is larger than flash tier '" +
+        options_.name + "' accepts (" + std::to_string(options_.max_block_bytes) + ")");
+  }
+  const uint64_t rb = RecordBytes(op.payload.size());
+  std::optional<uint64_t> staging = TryStagingLocked(rb);
+  // Wait for acknowledgements to free staging, except on the I/O thread
+  // (a callback), which is what frees it.
+  while (!staging && !on_io_thread && !stop_) {
+    staging_freed_.wait(lock);
+    staging = TryStagingLocked(rb);
+  }
+  if (!staging) return Status::Retry("flash staging is full");
+  if (!budget_.Take(rb, options_.clock->NowMs())) {
+    ++budget_refusals_;
+    return Status::Retry("flash write budget exhausted");
+  }
+  Result<Location> loc = AllocateLocked(rb);
+  if (!loc.ok()) {
+    budget_.Refund(rb);
+    return loc.status();
+  }
+  regions_[loc->region].records.back().second = op.key;
+  loc->bytes = op.payload.size();
+  loc->expiry_ms = op.expiry_ms;
+  staging_head_ = *staging + rb;
+  PendingWrite w;
+  w.key = op.key;
+  w.loc = *loc;
+  w.staging_offset = *staging;
+  w.written_expiry_ms = op.expiry_ms;
+  writes_.push_back(std::move(w));
+  return Status::Ok();
 }
 
 void FlashTier::Read(std::span<const ReadOp> ops, IoCallback done) {
@@ -912,7 +928,7 @@ void FlashTier::ArmWake() {
 
 void FlashTier::SubmitLocked() {
   const int depth = options_.queue_depth;
-  while (inflight_ < depth && unsubmitted_ < writes_.size()) {
+  while (inflight_ < depth && unsubmitted_ < writes_.size() && writes_[unsubmitted_].ready) {
     // Coalesce records adjacent both in staging and on the device.
     const size_t first = unsubmitted_;
     const PendingWrite& w = writes_[first];
@@ -921,8 +937,8 @@ void FlashTier::SubmitLocked() {
     while (end < writes_.size()) {
       const PendingWrite& n = writes_[end];
       const uint64_t rb = n.loc.record_bytes();
-      if (n.loc.offset != w.loc.offset + len || n.staging_offset != w.staging_offset + len ||
-          len + rb > options_.max_write_bytes) {
+      if (!n.ready || n.loc.offset != w.loc.offset + len ||
+          n.staging_offset != w.staging_offset + len || len + rb > options_.max_write_bytes) {
         break;
       }
       len += rb;
@@ -1009,41 +1025,46 @@ void FlashTier::IoLoop() {
     if (rearm) ArmWake();
 
     std::vector<std::shared_ptr<Batch>> ready;
-    // Reads are verified and copied out without the lock.
     std::vector<std::pair<std::unique_ptr<PendingRead>, int>> reads;
-    for (auto& [task, res] : completions) {
-      if (task->kind == IoTask::Kind::kRead) reads.emplace_back(std::move(task->read), res);
-    }
-    for (auto& [r, res] : reads) CompleteRead(std::move(r), res, &ready);
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (auto& [task, res] : completions) {
         --inflight_;
-        if (task->kind == IoTask::Kind::kWrite) {
-          Status s;
-          if (res < 0 || static_cast<uint64_t>(res) != task->bytes) {
-            ++io_errors_;
-            const std::string why = res < 0 ? ErrnoText(-res) : "short write";
-            s = Status::IOError("flash write failed: " + why);
-            LogError("flash write failed",
-                     LogFields().Add("path", options_.path).Add("error", why));
-          } else {
-            bytes_written_ += task->bytes;
-          }
-          for (uint64_t p = task->first_pos; p < task->first_pos + task->count; ++p) {
-            PendingWrite& w = writes_[p - writes_front_pos_];
-            w.completed = true;
-            w.status = s;
-            // A hole in the open region would cut its chain at recovery:
-            // later records go to a fresh region.
-            if (!s.ok() && head_ == static_cast<int64_t>(w.loc.region)) SealHeadLocked();
-          }
+        if (task->kind == IoTask::Kind::kRead) {
+          reads.emplace_back(std::move(task->read), res);
+        } else {
+          CompleteWriteLocked(*task, res);
         }
         delete task;
       }
       AckWritesLocked(&ready);
+      // Refill the queue before verifying the reads: the device stays busy
+      // while their bytes are checked and copied out.
+      SubmitLocked();
     }
+    if (!reads.empty()) (void)io_uring_submit(&ring_);
+    for (auto& [r, res] : reads) CompleteRead(std::move(r), res, &ready);
     for (auto& b : ready) b->done(std::move(b->results));
+  }
+}
+
+void FlashTier::CompleteWriteLocked(const IoTask& task, int res) {
+  Status s;
+  if (res < 0 || static_cast<uint64_t>(res) != task.bytes) {
+    ++io_errors_;
+    const std::string why = res < 0 ? ErrnoText(-res) : "short write";
+    s = Status::IOError("flash write failed: " + why);
+    LogError("flash write failed", LogFields().Add("path", options_.path).Add("error", why));
+  } else {
+    bytes_written_ += task.bytes;
+  }
+  for (uint64_t p = task.first_pos; p < task.first_pos + task.count; ++p) {
+    PendingWrite& w = writes_[p - writes_front_pos_];
+    w.completed = true;
+    w.status = s;
+    // A hole in the open region would cut its chain at recovery: later
+    // records go to a fresh region.
+    if (!s.ok() && head_ == static_cast<int64_t>(w.loc.region)) SealHeadLocked();
   }
 }
 
