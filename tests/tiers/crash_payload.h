@@ -11,10 +11,10 @@ namespace kvtier::testing {
 
 inline BlockKey CrashKey(uint64_t id) { return BlockKey{0xc0ffee, id}; }
 
-// 8-72 KiB, so both inline values and blob files are exercised.
-inline std::vector<std::byte> CrashPayload(uint64_t id) {
-  std::vector<std::byte> p(8192 + (id % 9) * 8192);
-  uint64_t x = id * 0x9e3779b97f4a7c15ull + 7;
+// n pseudo-random bytes (xorshift64) from `seed`.
+inline std::vector<std::byte> PatternBytes(size_t n, uint64_t seed) {
+  std::vector<std::byte> p(n);
+  uint64_t x = seed;
   for (auto& b : p) {
     x ^= x << 13;
     x ^= x >> 7;
@@ -22,6 +22,11 @@ inline std::vector<std::byte> CrashPayload(uint64_t id) {
     b = static_cast<std::byte>(x);
   }
   return p;
+}
+
+// 8-72 KiB, so both inline values and blob files are exercised.
+inline std::vector<std::byte> CrashPayload(uint64_t id) {
+  return PatternBytes(8192 + (id % 9) * 8192, id * 0x9e3779b97f4a7c15ull + 7);
 }
 
 }  // namespace kvtier::testing

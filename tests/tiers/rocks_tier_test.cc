@@ -169,18 +169,7 @@ TEST_F(RocksTierTest, AcknowledgedBlocksSurviveSigkill) {
   const int64_t last_ack = testing::RunCrashWriterAndKill("rocks", dir_.string(), 300);
   ASSERT_GE(last_ack, 300) << "the writer stopped early";
   Open();
-  for (uint64_t id = 0; id <= static_cast<uint64_t>(last_ack) + 50; ++id) {
-    auto got = Get(testing::CrashKey(id));
-    if (id <= static_cast<uint64_t>(last_ack)) {
-      ASSERT_TRUE(got.ok()) << "acknowledged block " << id << ": " << got.status();
-    }
-    if (got.ok()) {
-      EXPECT_EQ(*got, testing::CrashPayload(id)) << "block " << id;
-    } else {
-      EXPECT_TRUE(got.status().IsNotFound()) << got.status();
-    }
-  }
-  EXPECT_EQ(tier_->Info().corruption_errors, 0u);
+  testing::ExpectAcknowledgedBlocks(*tier_, last_ack);
 }
 
 }  // namespace

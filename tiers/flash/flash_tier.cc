@@ -96,9 +96,10 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 
 // Full-length positional I/O for the synchronous paths (recovery, header
 // rewrites, compaction); false with errno set on failure or a short transfer.
-bool PreadAll(int fd, std::byte* buf, uint64_t bytes, uint64_t offset) {
+template <typename Buffer, typename Io>
+bool TransferAll(Io io, int fd, Buffer* buf, uint64_t bytes, uint64_t offset) {
   while (bytes > 0) {
-    ssize_t n = ::pread(fd, buf, bytes, static_cast<off_t>(offset));
+    ssize_t n = io(fd, buf, bytes, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       if (n == 0) errno = EIO;
@@ -110,20 +111,11 @@ bool PreadAll(int fd, std::byte* buf, uint64_t bytes, uint64_t offset) {
   }
   return true;
 }
-
+bool PreadAll(int fd, std::byte* buf, uint64_t bytes, uint64_t offset) {
+  return TransferAll(::pread, fd, buf, bytes, offset);
+}
 bool PwriteAll(int fd, const std::byte* buf, uint64_t bytes, uint64_t offset) {
-  while (bytes > 0) {
-    ssize_t n = ::pwrite(fd, buf, bytes, static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = EIO;
-      return false;
-    }
-    buf += n;
-    bytes -= static_cast<uint64_t>(n);
-    offset += static_cast<uint64_t>(n);
-  }
-  return true;
+  return TransferAll(::pwrite, fd, buf, bytes, offset);
 }
 
 // Device write budget: a token bucket holding at most one second of budget
