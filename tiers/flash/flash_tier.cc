@@ -321,6 +321,20 @@ class FlashTier final : public Tier {
                     bool invalidate);
   void RewriteHeaderLocked(const BlockKey& key, const Location& loc, uint32_t flags);
   uint64_t RegionStart(uint32_t r) const { return uint64_t{r} * region_bytes_; }
+  RecordHeader MakeHeader(const BlockKey& key, const Location& loc, uint64_t epoch,
+                          uint32_t flags = 0) const {
+    RecordHeader h;
+    h.flags = flags;
+    h.region_bytes = region_bytes_;
+    h.epoch = epoch;
+    h.seq = loc.seq;
+    h.key_hi = key.hi;
+    h.key_lo = key.lo;
+    h.payload_bytes = loc.bytes;
+    h.expiry_ms = loc.expiry_ms;
+    h.payload_checksum = loc.checksum;
+    return h;
+  }
 
   const FlashTierOptions options_;
   const uint64_t region_bytes_;
@@ -565,17 +579,7 @@ Status FlashTier::RecoverLog() {
 }
 
 void FlashTier::RewriteHeaderLocked(const BlockKey& key, const Location& loc, uint32_t flags) {
-  RecordHeader h;
-  h.flags = flags;
-  h.region_bytes = region_bytes_;
-  h.epoch = regions_[loc.region].epoch;
-  h.seq = loc.seq;
-  h.key_hi = key.hi;
-  h.key_lo = key.lo;
-  h.payload_bytes = loc.bytes;
-  h.expiry_ms = loc.expiry_ms;
-  h.payload_checksum = loc.checksum;
-  EncodeHeader(h, header_page_.get());
+  EncodeHeader(MakeHeader(key, loc, regions_[loc.region].epoch, flags), header_page_.get());
   if (PwriteAll(fd_, header_page_.get(), kPage, loc.offset)) {
     bytes_written_ += kPage;
   } else {
@@ -684,16 +688,7 @@ Status FlashTier::CompactLocked(uint64_t record_bytes) {
     std::memmove(buf + out, buf + off, rb);  // out <= off: records only move forward
     loc.offset = RegionStart(v) + out;
     loc.seq = next_seq_++;
-    RecordHeader h;
-    h.region_bytes = region_bytes_;
-    h.epoch = epoch;
-    h.seq = loc.seq;
-    h.key_hi = key.hi;
-    h.key_lo = key.lo;
-    h.payload_bytes = loc.bytes;
-    h.expiry_ms = loc.expiry_ms;
-    h.payload_checksum = loc.checksum;
-    EncodeHeader(h, buf + out);
+    EncodeHeader(MakeHeader(key, loc, epoch), buf + out);
     kept.emplace_back(out, key);
     out += rb;
   }
@@ -767,16 +762,11 @@ void FlashTier::Write(std::span<const WriteOp> ops, IoCallback done) {
     const uint64_t checksum =
         CopyAndChecksum64(op.payload, std::span(record + kPage, op.payload.size()));
     std::memset(record + kPage + op.payload.size(), 0, rb - kPage - op.payload.size());
-    RecordHeader h;
-    h.region_bytes = region_bytes_;
-    h.epoch = epoch;
-    h.seq = loc.seq;
-    h.key_hi = op.key.hi;
-    h.key_lo = op.key.lo;
-    h.payload_bytes = op.payload.size();
-    h.expiry_ms = op.expiry_ms;
-    h.payload_checksum = checksum;
-    EncodeHeader(h, record);
+    Location written = loc;
+    written.bytes = op.payload.size();
+    written.expiry_ms = op.expiry_ms;
+    written.checksum = checksum;
+    EncodeHeader(MakeHeader(op.key, written, epoch), record);
     lock.lock();
     PendingWrite& w = writes_[pos - writes_front_pos_];
     w.loc.checksum = checksum;
