@@ -23,8 +23,9 @@ std::vector<std::byte> Payload(size_t n, uint8_t seed) {
 
 class CacheManagerTest : public ::testing::Test {
  protected:
-  // A stack of DRAM tiers, each `pages` slab pages large.
-  void Open(std::vector<uint64_t> pages_per_tier) {
+  // A stack of DRAM tiers, each `pages` slab pages large, each taking blocks
+  // up to max_block_bytes[i] (0 or absent: the default).
+  void Open(std::vector<uint64_t> pages_per_tier, std::vector<uint64_t> max_block_bytes = {}) {
     std::vector<TierSlot> slots;
     for (size_t i = 0; i < pages_per_tier.size(); ++i) {
       DramTierOptions o;
@@ -32,6 +33,8 @@ class CacheManagerTest : public ::testing::Test {
       o.capacity_bytes = pages_per_tier[i] * kPage;
       o.page_bytes = kPage;
       o.clock = &clock_;
+      if (i < max_block_bytes.size() && max_block_bytes[i] > 0)
+        o.max_block_bytes = max_block_bytes[i];
       auto tier = NewDramTier(o);
       ASSERT_TRUE(tier.ok()) << tier.status();
       tiers_.push_back(tier->get());
@@ -145,6 +148,28 @@ TEST_F(CacheManagerTest, VictimsOfAFullTierAreDemotedToTheNext) {
   int in_top = 0;
   for (const IndexEntry& e : hit.entries) in_top += e.tier == 0;
   EXPECT_EQ(in_top, 2);
+  for (size_t i = 0; i < a.size(); ++i) {
+    std::vector<std::byte> buf(bytes);
+    ASSERT_TRUE(cache_->Read(a[i], buf).ok()) << i;
+    EXPECT_EQ(buf, Payload(bytes, uint8_t(i))) << i;
+  }
+}
+
+// A tier that takes no block that large is skipped: the victims go on down
+// (as large blocks skip flash for RocksDB in kvtierd).
+TEST_F(CacheManagerTest, DemotionSkipsATierThatTakesNoBlockThatLarge) {
+  Open({2, 8, 8}, {0, 32 << 10, 0});
+  const size_t bytes = 60 << 10;
+  auto a = Chain(4, 0);
+  ASSERT_TRUE(InsertChain(a, bytes).ok());
+  PrefixHit hit = cache_->Lookup(a);
+  ASSERT_EQ(hit.blocks, 4u);
+  std::vector<int> per_tier(3);
+  for (const IndexEntry& e : hit.entries) ++per_tier[e.tier];
+  EXPECT_EQ(per_tier, (std::vector<int>{2, 0, 2}));
+  EXPECT_EQ(cache_->Stats().demotions, 2u);
+  EXPECT_EQ(cache_->Stats().demotion_failures, 0u);
+  EXPECT_EQ(tiers_[1]->Info().blocks, 0u);
   for (size_t i = 0; i < a.size(); ++i) {
     std::vector<std::byte> buf(bytes);
     ASSERT_TRUE(cache_->Read(a[i], buf).ok()) << i;
