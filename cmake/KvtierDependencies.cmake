@@ -9,10 +9,17 @@ find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(RocksDB REQUIRED)
 if(KVTIER_BUILD_TESTS)
+  # The reference tokenizer of the engine tests only (see tests/CMakeLists.txt).
+  pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+endif()
+if(KVTIER_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()
 if(KVTIER_BUILD_BENCH)
   find_package(benchmark REQUIRED)
+  # The engine benchmark's GEMM peer (the machine's measured FLOP/s); optional,
+  # `tools/deps.sh --bench` installs it.
+  pkg_check_modules(OPENBLAS IMPORTED_TARGET openblas)
 endif()
 
 # CUDA: AUTO enables it when nvcc is found, at /usr/local/cuda by default.

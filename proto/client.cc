@@ -19,6 +19,7 @@ Client::Client(const ClientOptions& options) : options_(options) {
   channel_ = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
   block_store_ = v1::BlockStore::NewStub(channel_);
   admin_ = v1::Admin::NewStub(channel_);
+  context_cache_ = v1::ContextCache::NewStub(channel_);
 }
 
 std::unique_ptr<grpc::ClientContext> Client::NewContext() const {
@@ -26,6 +27,13 @@ std::unique_ptr<grpc::ClientContext> Client::NewContext() const {
   ctx->set_deadline(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(options_.timeout_ms));
   return ctx;
+}
+
+Result<v1::GenerateResponse> Client::Generate(const v1::GenerateRequest& request) {
+  v1::GenerateResponse resp;
+  grpc::Status s = context_cache_->Generate(NewContext().get(), request, &resp);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return resp;
 }
 
 Result<v1::HealthResponse> Client::Health() {

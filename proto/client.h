@@ -1,4 +1,5 @@
-// Client: a small C++ client of kvtierd's BlockStore and Admin services.
+// Client: a small C++ client of kvtierd's BlockStore, ContextCache and Admin
+// services.
 //
 // Thread-safe (one channel, shared). Every call has a deadline (timeout_ms)
 // and returns a kvtier Status; the gRPC code's name leads its message
@@ -40,10 +41,13 @@ class Client {
   // Fetches a block and verifies its XXH3-64 against the header's.
   Result<FetchedBlock> Get(const BlockKey& key);
   Status Delete(const BlockKey& key);
+  // Runs a prompt through the daemon's engine.
+  Result<v1::GenerateResponse> Generate(const v1::GenerateRequest& request);
 
   // The generated stubs, for callers (tests) that need raw access.
   v1::BlockStore::Stub& block_store() { return *block_store_; }
   v1::Admin::Stub& admin() { return *admin_; }
+  v1::ContextCache::Stub& context_cache() { return *context_cache_; }
   // A context with this client's deadline.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
 
@@ -52,6 +56,7 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::BlockStore::Stub> block_store_;
   std::unique_ptr<v1::Admin::Stub> admin_;
+  std::unique_ptr<v1::ContextCache::Stub> context_cache_;
 };
 
 }  // namespace kvtier

@@ -6,9 +6,10 @@ namespace kvtier {
 
 const char* KvtierVersion() { return "0.1.0"; }
 
-AdminService::AdminService(CacheManager& cache, const Namespace& default_namespace, Clock* clock,
-                           CallGate& gate)
+AdminService::AdminService(CacheManager& cache, const Engine* engine,
+                           const Namespace& default_namespace, Clock* clock, CallGate& gate)
     : cache_(cache),
+      engine_(engine),
       default_namespace_(default_namespace),
       clock_(clock),
       started_ms_(clock->NowMs()),
@@ -65,6 +66,26 @@ grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
   resp->set_corruption_misses(s.corruption_misses);
   resp->set_default_block_tokens(static_cast<uint32_t>(default_namespace_.block_tokens));
   resp->set_default_namespace(default_namespace_.ToString());
+  if (engine_ != nullptr) {
+    const EngineStats e = engine_->Stats();
+    const Namespace ns = engine_->CacheNamespace("");
+    v1::EngineStats* out = resp->mutable_engine();
+    out->set_model(ns.model_id + "@" + ns.model_revision);
+    out->set_params(engine_->weights().config.ActiveParams());
+    out->set_steps(e.steps);
+    out->set_requests(e.requests);
+    out->set_finished(e.finished);
+    out->set_preemptions(e.preemptions);
+    out->set_prefill_tokens(e.prefill_tokens);
+    out->set_decode_tokens(e.decode_tokens);
+    out->set_cached_tokens(e.cached_tokens);
+    out->set_published_blocks(e.published_blocks);
+    out->set_publish_failures(e.publish_failures);
+    out->set_running(e.running);
+    out->set_waiting(e.waiting);
+    out->set_free_pages(e.free_pages);
+    out->set_total_pages(e.total_pages);
+  }
   return grpc::Status::OK;
 }
 

@@ -8,6 +8,7 @@
 #include "cache/cache_manager.h"
 #include "cache/namespace.h"
 #include "common/clock.h"
+#include "engine/engine.h"
 #include "proto/kvtier.grpc.pb.h"
 #include "tools/call_gate.h"
 
@@ -15,8 +16,9 @@ namespace kvtier {
 
 class AdminService final : public v1::Admin::Service {
  public:
-  AdminService(CacheManager& cache, const Namespace& default_namespace, Clock* clock,
-               CallGate& gate);
+  // `engine` may be null (kvtierd without a model).
+  AdminService(CacheManager& cache, const Engine* engine, const Namespace& default_namespace,
+               Clock* clock, CallGate& gate);
   // May be called while the service is serving (the port is known only then).
   void set_listen_address(std::string address) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -30,6 +32,7 @@ class AdminService final : public v1::Admin::Service {
 
  private:
   CacheManager& cache_;
+  const Engine* engine_;
   const Namespace default_namespace_;
   Clock* const clock_;
   const int64_t started_ms_;

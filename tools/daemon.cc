@@ -19,20 +19,27 @@
 #include "tiers/rocks/rocks_tier.h"
 #include "tools/admin_service.h"
 #include "tools/block_store_service.h"
+#include "tools/context_cache_service.h"
 #include "tools/flags.h"
 
 namespace kvtier {
 
 struct Daemon::Services {
-  Services(CacheManager& cache, const DaemonOptions& o)
+  Services(CacheManager& cache, Engine* engine, const Tokenizer* tokenizer, const DaemonOptions& o)
       : block_store(cache, o.default_namespace,
                     BlockStoreLimits{o.max_block_bytes, o.max_lookup_tokens, o.max_lookup_keys,
                                      o.max_inflight_payload_bytes, o.default_ttl_s},
                     SystemClock(), gate),
-        admin(cache, o.default_namespace, SystemClock(), gate) {}
+        admin(cache, engine, o.default_namespace, SystemClock(), gate) {
+    if (engine != nullptr) {
+      context_cache =
+          std::make_unique<ContextCacheService>(*engine, tokenizer, GenerateLimits{}, gate);
+    }
+  }
   CallGate gate;  // declared first: the services hold it
   BlockStoreService block_store;
   AdminService admin;
+  std::unique_ptr<ContextCacheService> context_cache;  // null without an engine
 };
 
 std::string DaemonUsage() {
@@ -56,20 +63,34 @@ std::string DaemonUsage() {
   --kv-dtype f32|f16|bf16 KV dtype of the default namespace (default f32)
   --default-ttl SECONDS   TTL of a block put without one (default 0: no expiry)
   --max-block-bytes SIZE  largest block payload accepted (default 64M)
+  --model PATH            model to serve: a llama2.c checkpoint (.bin, its tokenizer
+                          beside it) or a directory with config.json + *.safetensors
+                          (default: a small random-weight model, created once under
+                          DIR/models/PRESET)
+  --model-preset NAME     shape of that created model: tiny, small, bench50m, base, 1b
+                          (default tiny)
+  --kv-bytes SIZE         engine KV page memory (default 256M)
+  --max-batch N           sequences the engine runs at once (default 64)
+  --token-budget N        tokens the engine computes per step (default 512)
+  --engine-threads N      forward-pass threads (default: one per core)
+  --no-engine             serve the cache only, no model
   --help                  this text
 )";
 }
 
 Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   FlagSet flags;
-  for (const char* f : {"listen", "data-dir", "dram-bytes", "rocks-bytes", "block-tokens",
-                        "model-id", "kv-dtype", "default-ttl", "max-block-bytes", "flash-path",
-                        "flash-bytes", "flash-region-bytes", "flash-write-budget"}) {
+  for (const char* f :
+       {"listen", "data-dir", "dram-bytes", "rocks-bytes", "block-tokens", "model-id", "kv-dtype",
+        "default-ttl", "max-block-bytes", "flash-path", "flash-bytes", "flash-region-bytes",
+        "flash-write-budget", "model", "model-preset", "kv-bytes", "max-batch", "token-budget",
+        "engine-threads"}) {
     flags.Value(f);
   }
   flags.Bool("lock-memory");
   flags.Bool("no-rocks-wal");
   flags.Bool("no-flash");
+  flags.Bool("no-engine");
   flags.Bool("help");
   KVTIER_RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
   if (!flags.positional().empty()) {
@@ -133,6 +154,31 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
     if (!d) return Status::InvalidArgument("--kv-dtype must be f32, f16 or bf16");
     o.default_namespace.kv_dtype = *d;
   }
+  o.engine = !flags.Has("no-engine");
+  o.model_path = flags.Get("model", o.model_path);
+  o.default_model_preset = flags.Get("model-preset", o.default_model_preset);
+  if (!ModelPreset(o.default_model_preset).ok()) {
+    return Status::InvalidArgument("--model-preset: unknown preset '" + o.default_model_preset +
+                                   "'");
+  }
+  if (flags.Has("kv-bytes")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("kv-bytes"));
+    if (!v.ok() || *v == 0 || *v > (uint64_t{1} << 40)) {
+      return Status::InvalidArgument("--kv-bytes needs a positive size");
+    }
+    o.engine_kv_bytes = static_cast<int64_t>(*v);
+  }
+  for (auto [flag, field, lo, hi] : {std::tuple{"max-batch", &o.engine_max_batch, 1, 4096},
+                                     std::tuple{"token-budget", &o.engine_token_budget, 1, 1 << 20},
+                                     std::tuple{"engine-threads", &o.engine_threads, 0, 1024}}) {
+    if (!flags.Has(flag)) continue;
+    Result<int64_t> v = ParseInt(flags.Get(flag));
+    if (!v.ok() || *v < lo || *v > hi) {
+      return Status::InvalidArgument(std::string("--") + flag + " needs an integer in [" +
+                                     std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    *field = static_cast<int>(*v);
+  }
   KVTIER_RETURN_IF_ERROR(o.default_namespace.Validate());
   return o;
 }
@@ -170,6 +216,28 @@ Result<std::unique_ptr<Tier>> OpenDefaultFlashTier(const DaemonOptions& options)
     flash.device_bytes = (capacity + capacity / 8 + region - 1) / region * region + 2 * region;
   }
   return OpenFlashTier(flash);
+}
+
+// The model to serve: the one named, or the default random-weight model,
+// written under DATA_DIR/models the first time (so kvtierd always starts).
+Result<std::string> ModelPathFor(const DaemonOptions& options) {
+  if (!options.model_path.empty()) return options.model_path;
+  const std::string dir = options.data_dir + "/models/" + options.default_model_preset;
+  std::error_code ec;
+  if (std::filesystem::exists(dir + "/config.json", ec)) return dir;
+  Result<ModelConfig> config = ModelPreset(options.default_model_preset);
+  if (!config.ok()) return config.status();
+  Result<std::unique_ptr<ModelWeights>> w = RandomModel(*config, /*seed=*/1);
+  if (!w.ok()) return w.status();
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::IOError("cannot create " + dir + ": " + ec.message());
+  KVTIER_RETURN_IF_ERROR(
+      WriteSyntheticLlama2cTokenizer(dir + "/tokenizer.bin", config->vocab_size));
+  // config.json last: its presence marks a complete model.
+  KVTIER_RETURN_IF_ERROR(WriteSafetensorsModel(**w, dir, WeightDType::kFloat32));
+  LogInfo("kvtierd_model_created",
+          LogFields().Add("dir", dir).Add("preset", options.default_model_preset));
+  return dir;
 }
 
 }  // namespace
@@ -239,7 +307,38 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   Result<std::unique_ptr<CacheManager>> cache = CacheManager::Open(std::move(tiers), {});
   if (!cache.ok()) return cache.status();
   d->cache_ = std::move(*cache);
-  d->services_ = std::make_unique<Services>(*d->cache_, options);
+
+  if (options.engine) {
+    Result<std::string> model_path = ModelPathFor(options);
+    if (!model_path.ok()) return model_path.status();
+    Result<std::unique_ptr<ModelWeights>> weights = LoadModel(*model_path);
+    if (!weights.ok()) {
+      return Status(weights.status().code(),
+                    "model " + *model_path + ": " + weights.status().message());
+    }
+    d->weights_ = std::move(*weights);
+    Result<std::unique_ptr<Tokenizer>> tok =
+        LoadTokenizerFor(*model_path, d->weights_->config.vocab_size);
+    if (tok.ok()) {
+      d->tokenizer_ = std::move(*tok);
+    } else if (tok.status().code() != StatusCode::kNotFound) {
+      return tok.status();
+    } else {
+      LogWarn("kvtierd_no_tokenizer", LogFields().Add("model", *model_path));
+    }
+    EngineOptions eo;
+    eo.block_tokens = options.default_namespace.block_tokens;
+    eo.kv_bytes = options.engine_kv_bytes;
+    eo.max_batch_seqs = options.engine_max_batch;
+    eo.token_budget = options.engine_token_budget;
+    eo.threads = options.engine_threads;
+    Result<std::unique_ptr<Engine>> engine = Engine::Open(d->weights_.get(), d->cache_.get(), eo);
+    if (!engine.ok()) return engine.status();
+    d->engine_ = std::move(*engine);
+    d->engine_->StartLoop();
+  }
+  d->services_ =
+      std::make_unique<Services>(*d->cache_, d->engine_.get(), d->tokenizer_.get(), options);
   return d;
 }
 
@@ -255,6 +354,7 @@ Status Daemon::Start() {
   builder.SetResourceQuota(quota);
   builder.RegisterService(&services_->block_store);
   builder.RegisterService(&services_->admin);
+  if (services_->context_cache) builder.RegisterService(services_->context_cache.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port == 0) {
     server_.reset();
@@ -269,7 +369,9 @@ Status Daemon::Start() {
                                  .Add("data_dir", options_.data_dir)
                                  .Add("dram_bytes", options_.dram_bytes)
                                  .Add("tiers", options_.flash ? "dram,flash,rocks" : "dram,rocks")
-                                 .Add("namespace", options_.default_namespace.ToString()));
+                                 .Add("namespace", options_.default_namespace.ToString())
+                                 .Add("model", engine_ ? engine_->CacheNamespace("").ToString()
+                                                       : std::string("none")));
   return Status::Ok();
 }
 
@@ -286,6 +388,9 @@ void Daemon::Shutdown() {
   if (still_running > 0) {
     LogWarn("kvtierd_drain_timeout", LogFields().Add("calls_cancelled", still_running));
   }
+  // The engine next: a Generate still waiting on it gets UNAVAILABLE, so the
+  // server's handlers all return.
+  if (engine_) engine_->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now());
 }
 

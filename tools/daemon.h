@@ -13,6 +13,9 @@
 #include "cache/cache_manager.h"
 #include "cache/namespace.h"
 #include "common/status.h"
+#include "engine/engine.h"
+#include "engine/model_weights.h"
+#include "engine/tokenizer.h"
 
 namespace grpc {
 class Server;
@@ -52,6 +55,15 @@ struct DaemonOptions {
   uint64_t max_inflight_payload_bytes = 1ull << 30;  // payload bytes held by all Puts and Gets
   int max_threads = 64;                              // gRPC server threads
   int64_t shutdown_grace_ms = 5000;                  // time given to in-flight calls
+  // The engine. With no model path, a deterministic random-weight model of
+  // `default_model_preset` is created (once) under DATA_DIR/models.
+  bool engine = true;                         // serve inference (ContextCache)
+  std::string model_path;                     // llama2.c .bin or safetensors dir
+  std::string default_model_preset = "tiny";  // shape of the created model
+  int64_t engine_kv_bytes = 256ll << 20;      // KV page memory, bytes
+  int engine_max_batch = 64;                  // sequences running at once
+  int engine_token_budget = 512;              // tokens computed per step
+  int engine_threads = 0;                     // forward-pass threads; 0 = all cores
 };
 
 // Parses kvtierd's flags into options (see `kvtierd --help`).
@@ -75,6 +87,9 @@ class Daemon {
   DaemonOptions options_;
   int lock_fd_ = -1;
   std::unique_ptr<CacheManager> cache_;
+  std::unique_ptr<ModelWeights> weights_;
+  std::unique_ptr<Tokenizer> tokenizer_;  // null when the model has none
+  std::unique_ptr<Engine> engine_;
   struct Services;
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;

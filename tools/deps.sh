@@ -9,9 +9,11 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev liburing-dev libxxhash-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libsentencepiece-dev  # tests only: the reference for our tokenizer.model reader
 )
-# --bench: also what the benchmarks compare against (fio, the flash peer).
-if [ "${1:-}" = "--bench" ]; then packages+=(fio); fi
+# --bench: also what the benchmarks compare against (fio, the flash peer;
+# OpenBLAS, the GEMM peer).
+if [ "${1:-}" = "--bench" ]; then packages+=(fio libopenblas-dev); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -29,6 +30,9 @@ commands:
   put    --key HEX [--parent HEX] --file F   store F under an explicit key
   get    --key HEX | --tokens LIST  [--out F]   fetch a block (to stdout without --out)
   delete --key HEX             remove a block
+  generate --prompt TEXT | --tokens LIST  [--max-tokens N] [--temperature T]
+           [--top-p P] [--top-k K] [--seed N] [--tenant NAME] [--no-bos] [--ignore-eos]
+                               run a prompt through the daemon's engine; prints the text
 
 token LIST: comma-separated ids and ranges, e.g. 1..64 or 5,9,100..163
 namespace flags (lookup, put, get --tokens): --model-id ID --kv-dtype f32|f16|bf16
@@ -52,12 +56,16 @@ class Cli {
  public:
   int Run(int argc, char** argv) {
     FlagSet flags;
-    for (const char* f : {"addr", "timeout-ms", "tokens", "keys", "key", "parent", "file", "out",
-                          "ttl", "model-id", "kv-dtype", "block-tokens", "salt"}) {
+    for (const char* f :
+         {"addr",       "timeout-ms",  "tokens",   "keys",     "key",          "parent", "file",
+          "out",        "ttl",         "model-id", "kv-dtype", "block-tokens", "salt",   "prompt",
+          "max-tokens", "temperature", "top-p",    "top-k",    "seed",         "tenant"}) {
       flags.Value(f);
     }
     flags.Bool("json");
     flags.Bool("help");
+    flags.Bool("no-bos");
+    flags.Bool("ignore-eos");
     if (Status s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {
       return Fail(s.message(), 2, /*usage=*/true);
     }
@@ -84,6 +92,7 @@ class Cli {
     if (cmd == "put") return Put();
     if (cmd == "get") return Get();
     if (cmd == "delete") return Delete();
+    if (cmd == "generate") return Generate();
     return Fail("unknown command '" + cmd + "'", 2, true);
   }
 
@@ -128,6 +137,60 @@ class Cli {
     std::optional<BlockKey> k = BlockKey::FromHex(flags_->Get(name));
     if (!k) return Status::InvalidArgument("--" + name + " needs a key of 32 hex digits");
     return *k;
+  }
+
+  int Generate() {
+    v1::GenerateRequest req;
+    if (flags_->Has("prompt") == flags_->Has("tokens")) {
+      return Fail("generate needs exactly one of --prompt and --tokens", 2);
+    }
+    if (flags_->Has("prompt")) {
+      req.set_prompt(flags_->Get("prompt"));
+    } else {
+      Result<std::vector<int32_t>> ids = Tokens();
+      if (!ids.ok()) return Fail(ids.status().message(), 2);
+      for (int32_t t : *ids) req.add_token_ids(t);
+    }
+    for (auto [flag, setter] :
+         {std::pair<const char*, std::function<void(int64_t)>>{
+              "max-tokens", [&](int64_t v) { req.set_max_tokens(static_cast<uint32_t>(v)); }},
+          {"top-k", [&](int64_t v) { req.set_top_k(static_cast<uint32_t>(v)); }},
+          {"seed", [&](int64_t v) { req.set_seed(static_cast<uint64_t>(v)); }}}) {
+      if (!flags_->Has(flag)) continue;
+      Result<int64_t> v = ParseInt(flags_->Get(flag));
+      if (!v.ok() || *v < 0 || *v > UINT32_MAX) {
+        return Fail(std::string("--") + flag + " needs a non-negative integer", 2);
+      }
+      setter(*v);
+    }
+    for (auto [flag, setter] : {std::pair<const char*, std::function<void(float)>>{
+                                    "temperature", [&](float v) { req.set_temperature(v); }},
+                                {"top-p", [&](float v) { req.set_top_p(v); }}}) {
+      if (!flags_->Has(flag)) continue;
+      char* end = nullptr;
+      const std::string text = flags_->Get(flag);
+      const float v = std::strtof(text.c_str(), &end);
+      if (text.empty() || *end != '\0')
+        return Fail(std::string("--") + flag + " needs a number", 2);
+      setter(v);
+    }
+    req.set_tenant(flags_->Get("tenant"));
+    req.set_no_bos(flags_->Has("no-bos"));
+    req.set_ignore_eos(flags_->Has("ignore-eos"));
+    Result<v1::GenerateResponse> r = client_->Generate(req);
+    if (!r.ok()) return Fail(r.status());
+    json j = {{"ok", true},
+              {"text", r->text()},
+              {"token_ids", std::vector<int32_t>(r->token_ids().begin(), r->token_ids().end())},
+              {"prompt_tokens", r->prompt_tokens()},
+              {"cached_tokens", r->cached_tokens()},
+              {"cache_write_blocks", r->cache_write_blocks()},
+              {"finish_reason", r->finish_reason()},
+              {"ttft_ms", r->ttft_ms()},
+              {"total_ms", r->total_ms()},
+              {"model", r->model()}};
+    Print(j, r->text() + "\n");
+    return 0;
   }
 
   int Health() {
@@ -188,6 +251,24 @@ class Cli {
               {"corruption_misses", s->corruption_misses()},
               {"default_block_tokens", s->default_block_tokens()},
               {"default_namespace", s->default_namespace()}};
+    if (s->has_engine()) {
+      const v1::EngineStats& e = s->engine();
+      j["engine"] = {{"model", e.model()},
+                     {"params", e.params()},
+                     {"steps", e.steps()},
+                     {"requests", e.requests()},
+                     {"finished", e.finished()},
+                     {"preemptions", e.preemptions()},
+                     {"prefill_tokens", e.prefill_tokens()},
+                     {"decode_tokens", e.decode_tokens()},
+                     {"cached_tokens", e.cached_tokens()},
+                     {"published_blocks", e.published_blocks()},
+                     {"publish_failures", e.publish_failures()},
+                     {"running", e.running()},
+                     {"waiting", e.waiting()},
+                     {"free_pages", e.free_pages()},
+                     {"total_pages", e.total_pages()}};
+    }
     text << "indexed blocks: " << s->indexed_blocks() << "\nlookups: " << s->lookups() << " ("
          << s->lookup_hit_blocks() << " of " << s->lookup_blocks()
          << " blocks hit)\nreads: " << s->reads() << " (" << s->read_hits() << " hits, "
@@ -195,6 +276,15 @@ class Cli {
          << " refreshes, " << s->insert_bytes() << " bytes, " << s->insert_failures()
          << " refused)\nevictions: " << s->demotions() << " demoted, " << s->drops() << " dropped, "
          << s->expired() << " expired\ndefault namespace: " << s->default_namespace() << "\n";
+    if (s->has_engine()) {
+      const v1::EngineStats& e = s->engine();
+      text << "engine: " << e.model() << ", " << e.params() << " params, " << e.requests()
+           << " requests (" << e.finished() << " finished, " << e.running() << " running, "
+           << e.waiting() << " waiting), " << e.prefill_tokens() << " prefill + "
+           << e.decode_tokens() << " decode tokens, " << e.cached_tokens()
+           << " tokens from the cache, " << e.published_blocks() << " blocks published, "
+           << e.free_pages() << " / " << e.total_pages() << " KV pages free\n";
+    }
     Print(j, text.str());
     return 0;
   }

@@ -1,0 +1,260 @@
+// engine_bench: the engine's throughput and time to first token, each set
+// against its own baseline in the same run (DESIGN §11).
+//
+//  - decode tokens/s at batch 1, 8, 32 and 64, and the ratio to batch 1: what
+//    continuous batching buys when one weight read serves many sequences;
+//  - time to first token of a long prompt, cold and with all but its last
+//    block in the DRAM tier, and the ratio: what the cache buys;
+//  - prefill FLOP/s against the machine's measured GEMM FLOP/s (OpenBLAS
+//    sgemm on the same threads, when it is installed; else our own matrix
+//    product on an L2-resident shape), as a fraction of that peak.
+//
+// The model is a deterministic random-weight Llama (preset bench50m: ~50M
+// parameters, 200 MB of fp32 weights, far beyond L2 and L3).
+//
+// Usage: engine_bench [--json] [--preset NAME] [--threads N]
+//                     [--prompt-tokens N] [--decode-steps N]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/cpu_math.h"
+#include "engine/engine.h"
+#include "engine/model_weights.h"
+#include "engine/thread_pool.h"
+#include "tiers/dram/dram_tier.h"
+
+#ifdef KVTIER_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace kvtier {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+std::vector<TokenId> Prompt(int n, uint32_t salt, int vocab) {
+  std::vector<TokenId> p;
+  uint32_t x = salt * 2654435761u + 12345;
+  for (int i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    p.push_back(3 + static_cast<TokenId>((x >> 8) % static_cast<uint32_t>(vocab - 3)));
+  }
+  return p;
+}
+
+struct Args {
+  bool json = false;
+  std::string preset = "bench50m";
+  int threads = 0;
+  int prompt_tokens = 2048;
+  int decode_steps = 8;
+};
+
+// FLOP/s of an m x n x k single-precision product: OpenBLAS if present, else ours.
+double GemmFlops(int threads, bool* openblas, double* ours) {
+  const int m = 512, n = 2048, k = 2048;
+  std::vector<float> a(static_cast<size_t>(m) * k), b(static_cast<size_t>(n) * k),
+      c(static_cast<size_t>(m) * n);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 13) * 0.01f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 7) * 0.01f;
+  const double flops = 2.0 * m * n * k;
+  auto best_of = [&](auto fn) {
+    std::vector<double> t;
+    for (int r = 0; r < 5; ++r) {
+      auto t0 = Clock::now();
+      fn();
+      t.push_back(Seconds(t0, Clock::now()));
+    }
+    return flops / *std::min_element(t.begin(), t.end());
+  };
+  ThreadPool pool(threads);
+  *ours = best_of([&] { MatMulTransposed(a.data(), m, b.data(), n, k, c.data(), &pool); });
+#ifdef KVTIER_HAVE_OPENBLAS
+  *openblas = true;
+  openblas_set_num_threads(pool.size());
+  return best_of([&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.data(), k, b.data(), k,
+                0.0f, c.data(), n);
+  });
+#else
+  *openblas = false;
+  return *ours;
+#endif
+}
+
+// Decode tokens/s with `batch` sequences all decoding.
+double DecodeTokensPerSecond(const ModelWeights& w, int batch, const Args& args) {
+  EngineOptions o;
+  o.threads = args.threads;
+  o.max_batch_seqs = batch;
+  o.token_budget = std::max(batch * 64, 64);
+  o.kv_bytes = static_cast<int64_t>(batch) * 4 * w.config.Kv(64, DType::kFloat32).BlockBytes();
+  auto engine = Engine::Open(&w, nullptr, o).value();
+  for (int i = 0; i < batch; ++i) {
+    GenerateRequest r;
+    r.prompt = Prompt(32, 1000 + i, w.config.vocab_size);
+    r.max_tokens = 2 + args.decode_steps + 1;
+    if (!engine->Submit(r, nullptr).ok()) std::abort();
+  }
+  // Prefill, and one warm-up decode step.
+  for (int s = 0; s < 2; ++s) engine->Step();
+  auto t0 = Clock::now();
+  int tokens = 0;
+  for (int s = 0; s < args.decode_steps; ++s) {
+    StepStats st = engine->Step();
+    if (st.decode_tokens != batch) {
+      std::fprintf(stderr, "engine_bench: step had %d decode tokens, expected %d\n",
+                   st.decode_tokens, batch);
+      std::abort();
+    }
+    tokens += st.decode_tokens;
+  }
+  const double tps = tokens / Seconds(t0, Clock::now());
+  engine->Shutdown();
+  return tps;
+}
+
+int Main(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "engine_bench: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--json") {
+      args.json = true;
+    } else if (a == "--preset") {
+      args.preset = next();
+    } else if (a == "--threads") {
+      args.threads = std::atoi(next().c_str());
+    } else if (a == "--prompt-tokens") {
+      args.prompt_tokens = std::atoi(next().c_str());
+    } else if (a == "--decode-steps") {
+      args.decode_steps = std::max(1, std::atoi(next().c_str()));
+    } else {
+      std::fprintf(stderr,
+                   "usage: engine_bench [--json] [--preset NAME] [--threads N] "
+                   "[--prompt-tokens N] [--decode-steps N]\n");
+      return 2;
+    }
+  }
+  Result<ModelConfig> config = ModelPreset(args.preset);
+  if (!config.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", config.status().ToString().c_str());
+    return 2;
+  }
+  const int threads =
+      args.threads > 0 ? args.threads : static_cast<int>(std::thread::hardware_concurrency());
+  auto w = RandomModel(*config, 1).value();
+  const ModelConfig& c = w->config;
+  const uint64_t params = c.ActiveParams();
+  std::printf(
+      "model %s: dim %d, hidden %d, %d layers, %d/%d heads, vocab %d: %.1fM params, "
+      "%.0f MB fp32; %d threads, AVX2 %s\n",
+      args.preset.c_str(), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
+      params / 1e6, w->storage.size() * 4 / 1e6, threads, CpuMathUsesAvx2() ? "yes" : "no");
+  nlohmann::json out = {
+      {"bench", "engine_bench"}, {"model", args.preset}, {"params", params}, {"threads", threads}};
+
+  // 1. The machine's GEMM peak.
+  bool openblas = false;
+  double ours_gemm = 0;
+  const double peak = GemmFlops(threads, &openblas, &ours_gemm);
+  std::printf("GEMM 512x2048x2048: %s %.1f GFLOP/s, ours %.1f GFLOP/s (%.2f of it)\n",
+              openblas ? "OpenBLAS" : "ours (no OpenBLAS)", peak / 1e9, ours_gemm / 1e9,
+              ours_gemm / peak);
+  out["gemm_peak_flops_per_s"] = peak;
+  out["gemm_peak_source"] = openblas ? "openblas_sgemm" : "kvtier_matmul";
+  out["our_gemm_flops_per_s"] = ours_gemm;
+  out["our_gemm_fraction_of_peak"] = ours_gemm / peak;
+
+  // 2. Decode throughput by batch size.
+  std::vector<int> batches = {1, 8, 32, 64};
+  std::vector<double> tps;
+  for (int b : batches) {
+    tps.push_back(DecodeTokensPerSecond(*w, b, args));
+    std::printf("decode batch %2d: %8.1f tokens/s (%.2fx batch 1)\n", b, tps.back(),
+                tps.back() / tps[0]);
+    out["decode_tokens_per_s_b" + std::to_string(b)] = tps.back();
+    out["decode_speedup_b" + std::to_string(b)] = tps.back() / tps[0];
+  }
+
+  // 3. Time to first token: cold, and with all but the last block cached.
+  DramTierOptions dram;
+  dram.capacity_bytes = 1ull << 30;
+  dram.read_bytes_per_s = 1e10;
+  dram.write_bytes_per_s = 1e10;
+  std::vector<TierSlot> slots;
+  slots.push_back({NewDramTier(dram).value(), NewLruPolicy()});
+  auto cache = CacheManager::Open(std::move(slots), CacheManagerOptions{}).value();
+  EngineOptions o;
+  o.threads = args.threads;
+  o.token_budget = 512;
+  o.kv_bytes = 2ll * (args.prompt_tokens / 64 + 2) *
+               static_cast<int64_t>(c.Kv(64, DType::kFloat32).BlockBytes());
+  auto engine = Engine::Open(w.get(), cache.get(), o).value();
+  std::vector<double> cold, warm;
+  uint32_t cached_tokens = 0;
+  for (int r = 0; r < 2; ++r) {
+    GenerateRequest req;
+    req.prompt = Prompt(args.prompt_tokens, 7 + r, c.vocab_size);
+    req.max_tokens = 1;
+    GenerateResult first = engine->Generate(req).value();
+    cold.push_back(first.ttft_ms);
+    for (int k = 0; k < 3; ++k) {
+      GenerateResult hit = engine->Generate(req).value();
+      warm.push_back(hit.ttft_ms);
+      cached_tokens = hit.cached_tokens;
+    }
+  }
+  const double cold_ms = Median(cold), warm_ms = Median(warm);
+  std::printf("TTFT, %d-token prompt: cold %.1f ms, %u tokens cached %.1f ms: %.1fx\n",
+              args.prompt_tokens, cold_ms, cached_tokens, warm_ms, cold_ms / warm_ms);
+  out["prompt_tokens"] = args.prompt_tokens;
+  out["ttft_cold_ms"] = cold_ms;
+  out["ttft_hit_ms"] = warm_ms;
+  out["ttft_hit_cached_tokens"] = cached_tokens;
+  out["ttft_hit_speedup"] = cold_ms / warm_ms;
+
+  // 4. Prefill FLOP/s (cold TTFT) against the GEMM peak. FLOPs: 2 per
+  // parameter per token, plus attention (QK and PV: 4 * dim per earlier token
+  // per layer).
+  const double n = args.prompt_tokens;
+  const double flops = 2.0 * static_cast<double>(params) * n +
+                       4.0 * c.n_layers * static_cast<double>(c.dim) * n * (n + 1) / 2;
+  const double prefill_flops = flops / (cold_ms / 1e3);
+  std::printf("prefill: %.0f tokens/s, %.1f GFLOP/s = %.2f of the GEMM peak\n", n / (cold_ms / 1e3),
+              prefill_flops / 1e9, prefill_flops / peak);
+  out["prefill_tokens_per_s"] = n / (cold_ms / 1e3);
+  out["prefill_flops_per_s"] = prefill_flops;
+  out["prefill_fraction_of_peak"] = prefill_flops / peak;
+
+  if (args.json) std::cout << out.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvtier
+
+int main(int argc, char** argv) { return kvtier::Main(argc, argv); }

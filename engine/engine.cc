@@ -1,0 +1,533 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+namespace kvtier {
+
+struct Engine::Sequence {
+  RequestId id = 0;
+  GenerateRequest req;
+  Callback done;
+  std::vector<TokenId> tokens;  // prompt, then generated
+  int computed = 0;             // leading tokens whose KV is in pages
+  std::vector<PageId> pages;    // block table
+  std::vector<BlockKey> keys;   // chained keys of the leading full blocks
+  int published = 0;            // leading blocks known to be in the cache
+  bool admitted_before = false;
+  std::optional<Sampler> sampler;
+  GenerateResult result;
+  std::chrono::steady_clock::time_point submitted;
+
+  int pending() const { return static_cast<int>(tokens.size()) - computed; }
+  int generated() const { return static_cast<int>(result.tokens.size()); }
+};
+
+struct Engine::Tenant {
+  std::deque<std::unique_ptr<Sequence>> waiting;
+  double service = 0;  // tokens computed, divided by the weight
+  double weight = 1;
+  int running = 0;
+};
+
+namespace {
+
+double MsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+int64_t PagesFor(int64_t tokens, int block_tokens) {
+  return (tokens + block_tokens - 1) / block_tokens;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheManager* cache,
+                                             const EngineOptions& options) {
+  if (weights == nullptr) return Status::InvalidArgument("engine needs a model");
+  KVTIER_RETURN_IF_ERROR(weights->config.Validate());
+  if (!ValidBlockTokens(options.block_tokens)) {
+    return Status::InvalidArgument("block_tokens must be a power of two in [16, 1024]");
+  }
+  if (options.max_batch_seqs < 1 || options.token_budget < 1) {
+    return Status::InvalidArgument("max_batch_seqs and token_budget must be positive");
+  }
+  const KvGeometry geo = weights->config.Kv(options.block_tokens, DType::kFloat32);
+  const int64_t pages = options.kv_bytes / static_cast<int64_t>(geo.BlockBytes());
+  if (pages < 1) {
+    return Status::InvalidArgument("kv_bytes " + std::to_string(options.kv_bytes) +
+                                   " holds no page of " + std::to_string(geo.BlockBytes()) +
+                                   " bytes");
+  }
+  if (pages > INT32_MAX) return Status::InvalidArgument("kv_bytes holds too many pages");
+  return std::unique_ptr<Engine>(new Engine(weights, cache, options));
+}
+
+Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOptions& options)
+    : weights_(weights),
+      cache_(cache),
+      options_(options),
+      pool_(options.threads),
+      kv_(weights->config.Kv(options.block_tokens, DType::kFloat32),
+          static_cast<int32_t>(
+              options.kv_bytes /
+              static_cast<int64_t>(
+                  weights->config.Kv(options.block_tokens, DType::kFloat32).BlockBytes()))),
+      forward_(*weights, &pool_) {
+  for (const auto& [name, w] : options_.tenant_weights) tenants_[name].weight = w > 0 ? w : 1;
+  stats_.total_pages = kv_.num_pages();
+  stats_.free_pages = kv_.free_pages();
+  published_stats_ = stats_;
+}
+
+Engine::~Engine() { Shutdown(); }
+
+Namespace Engine::CacheNamespace(const std::string& cache_salt) const {
+  Namespace ns;
+  ns.model_id = weights_->config.name.empty() ? "model" : weights_->config.name;
+  char rev[17];
+  std::snprintf(rev, sizeof(rev), "%016llx", static_cast<unsigned long long>(weights_->digest));
+  ns.model_revision = rev;
+  ns.kv_dtype = DType::kFloat32;
+  ns.block_tokens = options_.block_tokens;
+  ns.cache_salt = cache_salt;
+  return ns;
+}
+
+const PrefixHasher& Engine::HasherFor(const std::string& salt) {
+  auto& h = hashers_[salt];
+  if (!h) h = std::make_unique<PrefixHasher>(CacheNamespace(salt));
+  return *h;
+}
+
+Result<RequestId> Engine::Submit(GenerateRequest request, Callback done) {
+  const ModelConfig& c = weights_->config;
+  if (request.prompt.empty()) return Status::InvalidArgument("the prompt has no tokens");
+  for (TokenId t : request.prompt) {
+    if (t < 0 || t >= c.vocab_size) {
+      return Status::InvalidArgument("token id " + std::to_string(t) +
+                                     " is outside the vocabulary of " +
+                                     std::to_string(c.vocab_size));
+    }
+  }
+  if (request.max_tokens < 1) return Status::InvalidArgument("max_tokens must be >= 1");
+  KVTIER_RETURN_IF_ERROR(request.sampling.Validate());
+  if (request.cache_salt.size() > Namespace::kMaxStringBytes) {
+    return Status::InvalidArgument("cache salt longer than " +
+                                   std::to_string(Namespace::kMaxStringBytes) + " bytes");
+  }
+  const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+  if (prompt > c.max_seq_len) {
+    return Status::ResourceExhausted("prompt of " + std::to_string(prompt) +
+                                     " tokens exceeds the model's context of " +
+                                     std::to_string(c.max_seq_len));
+  }
+  const int64_t most = std::min<int64_t>(prompt + request.max_tokens, c.max_seq_len);
+  if (PagesFor(most, options_.block_tokens) > kv_.num_pages()) {
+    return Status::ResourceExhausted("a sequence of " + std::to_string(most) +
+                                     " tokens needs more KV pages than the engine has (" +
+                                     std::to_string(kv_.num_pages()) + ")");
+  }
+  auto seq = std::make_unique<Sequence>();
+  seq->tokens = request.prompt;
+  seq->sampler.emplace(request.sampling);
+  seq->result.prompt_tokens = static_cast<uint32_t>(prompt);
+  seq->req = std::move(request);
+  seq->done = std::move(done);
+  seq->submitted = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shutdown_) return Status::Unavailable("the engine is shut down");
+  seq->id = next_id_++;
+  seq->result.id = seq->id;
+  seq->result.submit_step = step_;
+  const RequestId id = seq->id;
+  incoming_.push_back(std::move(seq));
+  pending_.fetch_add(1);
+  cv_.notify_all();
+  return id;
+}
+
+bool Engine::HasWork() const { return pending_.load() > 0; }
+
+void Engine::TakeSubmissions() {
+  std::deque<std::unique_ptr<Sequence>> in;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in.swap(incoming_);
+  }
+  for (auto& s : in) {
+    Tenant& t = tenants_[s->req.tenant];
+    // A tenant that was idle starts level with the least-served active
+    // tenant, so banked idleness does not buy a burst ahead of everyone.
+    if (t.waiting.empty() && t.running == 0) {
+      double floor = -1;
+      for (const auto& [name, other] : tenants_) {
+        if (&other == &t || (other.waiting.empty() && other.running == 0)) continue;
+        floor = floor < 0 ? Share(other) : std::min(floor, Share(other));
+      }
+      if (floor >= 0) t.service = std::max(t.service, floor * t.weight);
+    }
+    t.waiting.push_back(std::move(s));
+    ++stats_.requests;
+  }
+}
+
+double Engine::Share(const Tenant& t) const { return t.service / t.weight; }
+
+Engine::Sequence* Engine::PickVictim(const Tenant& for_tenant, const Sequence* except) {
+  // The newest sequence of the tenant that holds the most sequences among
+  // those that have had more service than `for_tenant` and hold more
+  // sequences than it does.
+  const Tenant* victim_tenant = nullptr;
+  for (const auto& [name, t] : tenants_) {
+    if (&t == &for_tenant || t.running <= for_tenant.running) continue;
+    if (Share(t) <= Share(for_tenant)) continue;
+    if (victim_tenant == nullptr || t.running > victim_tenant->running ||
+        (t.running == victim_tenant->running && Share(t) > Share(*victim_tenant))) {
+      victim_tenant = &t;
+    }
+  }
+  if (victim_tenant == nullptr) return nullptr;
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
+    Sequence* s = it->get();
+    if (s != except && &tenants_[s->req.tenant] == victim_tenant) return s;
+  }
+  return nullptr;
+}
+
+void Engine::ReleasePages(Sequence* seq) {
+  for (PageId p : seq->pages) kv_.Free(p);
+  seq->pages.clear();
+}
+
+void Engine::Preempt(Sequence* seq) {
+  // Its full blocks are in the cache already (published as they filled); the
+  // pages go back to the pool and it waits at the head of its tenant's queue.
+  ReleasePages(seq);
+  seq->computed = 0;
+  seq->published = 0;
+  ++seq->result.preemptions;
+  ++stats_.preemptions;
+  Tenant& t = tenants_[seq->req.tenant];
+  --t.running;
+  auto it =
+      std::find_if(running_.begin(), running_.end(), [&](const auto& s) { return s.get() == seq; });
+  t.waiting.push_front(std::move(*it));
+  running_.erase(it);
+}
+
+bool Engine::EnsurePages(Sequence* seq, int tokens) {
+  while (static_cast<int64_t>(seq->pages.size()) < PagesFor(tokens, options_.block_tokens)) {
+    std::optional<PageId> p = kv_.Allocate();
+    if (!p) return false;
+    seq->pages.push_back(*p);
+  }
+  return true;
+}
+
+void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
+  if (cache_ == nullptr) return;
+  const int bt = options_.block_tokens;
+  // At least one token is always computed: its logits are what we need.
+  const int max_blocks = (static_cast<int>(seq->tokens.size()) - 1) / bt;
+  if (max_blocks == 0) return;
+  const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
+  if (static_cast<int>(seq->keys.size()) < max_blocks) {
+    seq->keys.clear();
+    hasher.AppendKeys(
+        hasher.seed(),
+        std::span<const TokenId>(seq->tokens.data(), static_cast<size_t>(max_blocks) * bt),
+        &seq->keys);
+  }
+  PrefixHit hit = cache_->Lookup(std::span<const BlockKey>(seq->keys.data(), max_blocks), true);
+  int loaded = 0;
+  for (size_t i = 0; i < hit.blocks; ++i) {
+    std::span<std::byte> page = kv_.Bytes(seq->pages[i]);
+    Result<uint64_t> n = cache_->Read(seq->keys[i], page);
+    if (!n.ok() || *n != page.size()) {
+      // Dropped, corrupt or of another shape: the rest is prefilled.
+      ++stats_.cache_read_failures;
+      break;
+    }
+    ++loaded;
+  }
+  seq->computed = loaded * bt;
+  seq->published = loaded;
+  stats_.cached_tokens += static_cast<uint64_t>(loaded) * bt;
+  stats->cached_tokens += loaded * bt;
+  if (!seq->admitted_before) seq->result.cached_tokens = static_cast<uint32_t>(loaded * bt);
+}
+
+void Engine::Admit(StepStats* stats) {
+  for (;;) {
+    Tenant* best = nullptr;
+    for (auto& [name, t] : tenants_) {
+      if (t.waiting.empty()) continue;
+      // The least-served tenant; on a tie, the one whose request waited longest.
+      if (best == nullptr || Share(t) < Share(*best) ||
+          (Share(t) == Share(*best) && t.waiting.front()->id < best->waiting.front()->id)) {
+        best = &t;
+      }
+    }
+    if (best == nullptr) return;
+    Sequence* seq = best->waiting.front().get();
+    if (static_cast<int>(running_.size()) >= options_.max_batch_seqs) {
+      Sequence* victim = PickVictim(*best, nullptr);
+      if (victim == nullptr) return;
+      Preempt(victim);
+      ++stats->preempted;
+    }
+    const int64_t need =
+        PagesFor(static_cast<int64_t>(seq->tokens.size()) + 1, options_.block_tokens);
+    while (kv_.free_pages() < need) {
+      Sequence* victim = PickVictim(*best, nullptr);
+      if (victim == nullptr) break;
+      Preempt(victim);
+      ++stats->preempted;
+    }
+    if (kv_.free_pages() < need) return;  // it waits, first in line, for pages
+    std::unique_ptr<Sequence> owned = std::move(best->waiting.front());
+    best->waiting.pop_front();
+    (void)EnsurePages(seq, static_cast<int>(seq->tokens.size()));
+    LoadCachedPrefix(seq, stats);
+    seq->admitted_before = true;
+    ++best->running;
+    ++stats->admitted;
+    running_.push_back(std::move(owned));
+  }
+}
+
+void Engine::Publish(Sequence* seq) {
+  if (cache_ == nullptr) return;
+  const int bt = options_.block_tokens;
+  const int full = seq->computed / bt;
+  if (seq->published >= full) return;
+  const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
+  while (static_cast<int>(seq->keys.size()) < full) {
+    const size_t i = seq->keys.size();
+    const BlockKey& prev = i == 0 ? hasher.seed() : seq->keys.back();
+    seq->keys.push_back(hasher.Next(prev, std::span<const TokenId>(&seq->tokens[i * bt], bt)));
+  }
+  const int64_t expiry =
+      options_.cache_ttl_ms > 0 ? SystemClock()->NowMs() + options_.cache_ttl_ms : kNoExpiry;
+  for (int i = seq->published; i < full; ++i) {
+    std::optional<BlockKey> parent;
+    if (i > 0) parent = seq->keys[i - 1];
+    Status s = cache_->Insert(seq->keys[i], parent, kv_.Bytes(seq->pages[i]), expiry);
+    if (s.ok()) {
+      ++seq->result.published_blocks;
+      ++stats_.published_blocks;
+    } else {
+      // A full cache is not an error for the request: the block is simply
+      // not cached, and a later request recomputes it.
+      ++stats_.publish_failures;
+    }
+  }
+  seq->published = full;
+}
+
+void Engine::Retire(Sequence* seq, Status status, std::string reason) {
+  seq->result.status = std::move(status);
+  seq->result.finish_reason = std::move(reason);
+  seq->result.finish_step = step_;
+  seq->result.total_ms = MsSince(seq->submitted);
+  ++stats_.finished;
+}
+
+void Engine::Deliver(Sequence* seq) {
+  if (seq->done) seq->done(std::move(seq->result));
+  pending_.fetch_sub(1);
+}
+
+StepStats Engine::Step() {
+  StepStats st;
+  st.step = step_;
+  TakeSubmissions();
+  Admit(&st);
+
+  // Every running sequence needs a page for each token it holds; a decode
+  // that crosses into a new page may have to preempt someone (the newest
+  // sequence of an over-served tenant, else the newest sequence of all,
+  // which may be itself).
+  for (;;) {
+    Sequence* lacking = nullptr;
+    for (auto& r : running_) {
+      if (!EnsurePages(r.get(), static_cast<int>(r->tokens.size()))) {
+        lacking = r.get();
+        break;
+      }
+    }
+    if (lacking == nullptr) break;
+    Sequence* victim = PickVictim(tenants_[lacking->req.tenant], lacking);
+    if (victim == nullptr) victim = running_.back().get();
+    Preempt(victim);
+    ++st.preempted;
+  }
+
+  // The batch: decodes first (one token each), then prefill chunks,
+  // least-served tenant first, up to the token budget.
+  std::vector<Sequence*> order;
+  for (auto& s : running_) order.push_back(s.get());
+  std::stable_sort(order.begin(), order.end(), [&](Sequence* a, Sequence* b) {
+    const bool da = a->pending() == 1, db = b->pending() == 1;
+    if (da != db) return da;
+    if (da) return false;
+    return Share(tenants_[a->req.tenant]) < Share(tenants_[b->req.tenant]);
+  });
+  int budget = options_.token_budget;
+  std::vector<Sequence*> batch;
+  std::vector<SeqChunk> chunks;
+  for (Sequence* s : order) {
+    if (budget == 0) break;
+    const int n = std::min(s->pending(), budget);
+    if (n <= 0) continue;
+    budget -= n;
+    SeqChunk ch;
+    ch.tokens = std::span<const TokenId>(s->tokens.data() + s->computed, n);
+    ch.start_pos = s->computed;
+    ch.pages = s->pages;
+    ch.want_logits = s->computed + n == static_cast<int>(s->tokens.size());
+    chunks.push_back(ch);
+    batch.push_back(s);
+    if (s->pending() == 1) {
+      ++st.decode_tokens;
+    } else {
+      st.prefill_tokens += n;
+    }
+  }
+  st.sequences = static_cast<int>(batch.size());
+  if (batch.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    published_stats_ = stats_;
+    return st;
+  }
+
+  Status fs = forward_.Run(chunks, kv_, &logits_);
+  const int vocab = weights_->config.vocab_size;
+  std::vector<Sequence*> finished;
+  int row = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Sequence* s = batch[i];
+    const int n = static_cast<int>(chunks[i].tokens.size());
+    if (!fs.ok()) {
+      finished.push_back(s);
+      s->result.status = fs;
+      s->result.finish_reason = "error";
+      continue;
+    }
+    s->computed += n;
+    Tenant& t = tenants_[s->req.tenant];
+    t.service += n / t.weight;
+    if (chunks[i].want_logits) {
+      std::span<const float> lg(&logits_[static_cast<size_t>(row) * vocab], vocab);
+      ++row;
+      const TokenId tok = s->sampler->Sample(lg);
+      if (s->req.keep_logits) s->result.logits.emplace_back(lg.begin(), lg.end());
+      s->tokens.push_back(tok);
+      s->result.tokens.push_back(tok);
+      if (s->result.first_token_step < 0) {
+        s->result.first_token_step = step_;
+        s->result.ttft_ms = MsSince(s->submitted);
+      }
+      const bool stop = std::find(s->req.stop_tokens.begin(), s->req.stop_tokens.end(), tok) !=
+                        s->req.stop_tokens.end();
+      if (stop) {
+        s->result.finish_reason = "stop";
+      } else if (s->generated() >= s->req.max_tokens) {
+        s->result.finish_reason = "length";
+      } else if (static_cast<int>(s->tokens.size()) >= weights_->config.max_seq_len) {
+        s->result.finish_reason = "context";
+      }
+      if (!s->result.finish_reason.empty()) finished.push_back(s);
+    }
+    Publish(s);
+  }
+  stats_.prefill_tokens += st.prefill_tokens;
+  stats_.decode_tokens += st.decode_tokens;
+
+  std::vector<std::unique_ptr<Sequence>> done;
+  for (Sequence* s : finished) {
+    auto it =
+        std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r.get() == s; });
+    done.push_back(std::move(*it));
+    running_.erase(it);
+    ReleasePages(s);
+    --tenants_[s->req.tenant].running;
+    Retire(s, s->result.status, s->result.finish_reason);
+    ++st.finished;
+  }
+  ++step_;
+  stats_.steps = step_;
+  stats_.running = static_cast<int>(running_.size());
+  int waiting = 0;
+  for (const auto& [name, t] : tenants_) waiting += static_cast<int>(t.waiting.size());
+  stats_.waiting = waiting;
+  stats_.free_pages = kv_.free_pages();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    published_stats_ = stats_;
+  }
+  // Callbacks last, so whoever they wake sees this step in Stats().
+  for (auto& s : done) Deliver(s.get());
+  return st;
+}
+
+Result<GenerateResult> Engine::Generate(GenerateRequest request) {
+  std::optional<GenerateResult> out;
+  Result<RequestId> id = Submit(std::move(request), [&](GenerateResult r) { out = std::move(r); });
+  if (!id.ok()) return id.status();
+  while (!out) Step();
+  if (!out->status.ok()) return out->status;
+  return std::move(*out);
+}
+
+void Engine::StartLoop() {
+  loop_ = std::thread([this] {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return shutdown_ || pending_.load() > 0; });
+        if (shutdown_) return;
+      }
+      Step();
+    }
+  });
+}
+
+void Engine::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutdown_) return;
+    shutdown_ = true;
+  }
+  cv_.notify_all();
+  if (loop_.joinable()) loop_.join();
+  // No thread steps any more: fail what is left.
+  TakeSubmissions();
+  const Status gone = Status::Unavailable("the engine shut down");
+  for (auto& s : running_) {
+    ReleasePages(s.get());
+    Retire(s.get(), gone, "shutdown");
+    Deliver(s.get());
+  }
+  running_.clear();
+  for (auto& [name, t] : tenants_) {
+    for (auto& s : t.waiting) {
+      Retire(s.get(), gone, "shutdown");
+      Deliver(s.get());
+    }
+    t.waiting.clear();
+    t.running = 0;
+  }
+}
+
+EngineStats Engine::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return published_stats_;
+}
+
+}  // namespace kvtier

@@ -1,0 +1,205 @@
+// Engine: continuous batching over paged KV, with the cache before prefill
+// (DESIGN §8).
+//
+// Requests are submitted from any thread; Step() runs one batch on the
+// caller's thread (one thread steps at a time: the daemon's engine loop, or a
+// test driving steps by hand). Each step:
+//   1. admits waiting sequences while there are batch slots and free pages,
+//      the tenant with the least weighted service first; a tenant with
+//      nothing running may preempt the newest sequence of a tenant that has
+//      had more service and holds more sequences (fair share), and a
+//      sequence that cannot get pages may preempt the same way;
+//   2. on admission looks up the longest cached prefix of the sequence's
+//      tokens and copies those blocks into its pages (their KV is not
+//      recomputed); a block that fails to read ends the hit there, and the
+//      rest is prefilled (rematerialization);
+//   3. forms one batch: one token for every decoding sequence, then prefill
+//      chunks, least-served tenant first, up to the token budget;
+//   4. runs the forward pass, samples the next token of each sequence whose
+//      chunk reached its end, and publishes every block that became full to
+//      the cache (the page is the block payload);
+//   5. retires finished sequences and frees their pages.
+// Preemption is by recompute through the cache: the victim's full blocks are
+// already published, its pages are freed, and on readmission its prefix comes
+// back from the cache like any other hit (and whatever the cache has since
+// dropped is prefilled again). Its sampler keeps its state, so the tokens it
+// produces do not change.
+//
+// Determinism: a sequence's logits and tokens depend only on its own tokens,
+// sampling parameters and seed, never on the batch it ran in, whether its
+// prefix came from the cache, or whether it was preempted (see forward.h).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "cache/cache_manager.h"
+#include "cache/namespace.h"
+#include "cache/prefix_hasher.h"
+#include "common/status.h"
+#include "engine/forward.h"
+#include "engine/kv_pages.h"
+#include "engine/model_weights.h"
+#include "engine/sampler.h"
+#include "engine/thread_pool.h"
+
+namespace kvtier {
+
+using RequestId = uint64_t;
+
+struct EngineOptions {
+  int block_tokens = 64;         // tokens per page and per cache block
+  int64_t kv_bytes = 1ll << 30;  // memory for KV pages, bytes
+  int max_batch_seqs = 64;       // sequences running at once
+  int token_budget = 512;        // tokens computed per step (decode + prefill)
+  int threads = 0;               // forward-pass threads; 0 = one per core
+  // Weight of each tenant in the fair share; tenants not listed weigh 1.
+  std::map<std::string, double> tenant_weights;
+  int64_t cache_ttl_ms = 0;  // expiry of published blocks; 0 = none
+};
+
+struct GenerateRequest {
+  std::string tenant;           // fair-share and accounting identity
+  std::string cache_salt;       // namespace salt: tenants share blocks only with equal salts
+  std::vector<TokenId> prompt;  // at least one token
+  int max_tokens = 16;          // tokens to generate, >= 1
+  SamplingParams sampling;
+  std::vector<TokenId> stop_tokens;  // generation ends after sampling one of these
+  bool keep_logits = false;          // return the logits of every sampled position
+};
+
+struct GenerateResult {
+  RequestId id = 0;
+  Status status;                // not OK when the request failed mid-way
+  std::vector<TokenId> tokens;  // generated, including a stop token
+  std::string finish_reason;    // "length", "stop", "context" (model's window full)
+  uint32_t prompt_tokens = 0;
+  uint32_t cached_tokens = 0;     // prompt tokens whose KV came from the cache
+  uint32_t published_blocks = 0;  // blocks this request wrote to the cache
+  uint32_t preemptions = 0;
+  int64_t submit_step = 0;        // the step counter when it was submitted
+  int64_t first_token_step = -1;  // the step that sampled its first token
+  int64_t finish_step = -1;
+  double ttft_ms = 0;                      // submission to first token, wall clock
+  double total_ms = 0;                     // submission to finish
+  std::vector<std::vector<float>> logits;  // with keep_logits: one row per sampled token
+};
+
+struct StepStats {
+  int64_t step = 0;
+  int sequences = 0;  // in the batch
+  int decode_tokens = 0;
+  int prefill_tokens = 0;
+  int admitted = 0;
+  int preempted = 0;
+  int finished = 0;
+  int cached_tokens = 0;  // loaded from the cache at admission this step
+};
+
+struct EngineStats {
+  int64_t steps = 0;
+  uint64_t requests = 0, finished = 0, preemptions = 0;
+  uint64_t prefill_tokens = 0, decode_tokens = 0, cached_tokens = 0;
+  uint64_t published_blocks = 0, publish_failures = 0, cache_read_failures = 0;
+  int running = 0, waiting = 0;
+  int32_t free_pages = 0, total_pages = 0;
+};
+
+class Engine {
+ public:
+  using Callback = std::function<void(GenerateResult)>;
+
+  // `weights` and `cache` (nullable: no caching) must outlive the engine.
+  static Result<std::unique_ptr<Engine>> Open(const ModelWeights* weights, CacheManager* cache,
+                                              const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a request; `done` runs on the stepping thread when it finishes.
+  // kInvalidArgument for an empty prompt, a token outside the vocabulary, bad
+  // sampling parameters or max_tokens < 1; kResourceExhausted when the prompt
+  // does not fit the model's context or the KV pages; kUnavailable after
+  // Shutdown.
+  Result<RequestId> Submit(GenerateRequest request, Callback done);
+
+  // Runs one step; does nothing (and returns step stats with no sequences)
+  // when there is no work.
+  StepStats Step();
+  bool HasWork() const;
+
+  // Convenience for tests and tools: submits and steps until it finishes.
+  // Requires that no background loop is running.
+  Result<GenerateResult> Generate(GenerateRequest request);
+
+  // Starts a thread that steps whenever there is work. Shutdown() stops it
+  // and fails queued requests with kUnavailable.
+  void StartLoop();
+  void Shutdown();
+
+  EngineStats Stats() const;
+  const ModelWeights& weights() const { return *weights_; }
+  const EngineOptions& options() const { return options_; }
+  // The namespace of blocks published for `cache_salt`.
+  Namespace CacheNamespace(const std::string& cache_salt) const;
+
+ private:
+  struct Sequence;
+  struct Tenant;
+
+  Engine(const ModelWeights* weights, CacheManager* cache, const EngineOptions& options);
+
+  void TakeSubmissions();
+  void Admit(StepStats* stats);
+  // Brings the longest cached prefix of `seq` into its pages.
+  void LoadCachedPrefix(Sequence* seq, StepStats* stats);
+  bool EnsurePages(Sequence* seq, int tokens);
+  // A running sequence to preempt in favour of `for_tenant`, or null.
+  Sequence* PickVictim(const Tenant& for_tenant, const Sequence* except);
+  void Preempt(Sequence* seq);
+  void Publish(Sequence* seq);
+  // Marks a sequence finished (its result and the counters)...
+  void Retire(Sequence* seq, Status status, std::string reason);
+  // ...and hands its result to its callback.
+  void Deliver(Sequence* seq);
+  void ReleasePages(Sequence* seq);
+  double Share(const Tenant& t) const;
+  const PrefixHasher& HasherFor(const std::string& salt);
+
+  const ModelWeights* weights_;
+  CacheManager* cache_;
+  const EngineOptions options_;
+  ThreadPool pool_;
+  KvPages kv_;
+  CpuForward forward_;
+
+  // The stepping thread's state.
+  std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
+  std::map<std::string, Tenant> tenants_;           // waiting queues and service
+  std::unordered_map<std::string, std::unique_ptr<PrefixHasher>> hashers_;
+  int64_t step_ = 0;
+  EngineStats stats_;
+  std::vector<float> logits_;
+
+  // Submissions cross threads through here.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Sequence>> incoming_;  // guarded by mu_
+  RequestId next_id_ = 1;                           // guarded by mu_
+  bool shutdown_ = false;                           // guarded by mu_
+  std::atomic<int64_t> pending_{0};                 // requests not yet finished
+  EngineStats published_stats_;                     // guarded by mu_: a copy for Stats()
+  std::thread loop_;
+};
+
+}  // namespace kvtier

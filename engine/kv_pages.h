@@ -1,0 +1,62 @@
+// KvPages: the engine's paged KV memory (DESIGN §8). A fixed pool of pages,
+// each holding the KV of block_tokens tokens of one sequence for every layer.
+//
+// A page is laid out exactly as a cache block ([layer][K|V][kv_head][token]
+// [head_dim], DESIGN §2), so publishing a full page to the cache and loading a
+// cached block into a page are single copies with no packing. A sequence's
+// block table is the list of its pages in token order: token p lives in page
+// table[p / block_tokens] at slot p % block_tokens.
+//
+// Not thread-safe: owned by the engine's stepping thread. Page contents are
+// uninitialised until written.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "common/kv_geometry.h"
+
+namespace kvtier {
+
+using PageId = int32_t;
+
+class KvPages {
+ public:
+  // Requires geometry.Validate().ok() with dtype f32, and num_pages > 0.
+  KvPages(const KvGeometry& geometry, int32_t num_pages);
+
+  const KvGeometry& geometry() const { return geometry_; }
+  int32_t num_pages() const { return num_pages_; }
+  int32_t free_pages() const { return static_cast<int32_t>(free_.size()); }
+  size_t page_bytes() const { return page_floats_ * sizeof(float); }
+
+  std::optional<PageId> Allocate();
+  void Free(PageId page);
+
+  // The K (or V) rows of one layer and KV head in a page: [block_tokens][head_dim].
+  float* K(PageId page, int layer, int kv_head) { return Head(page, layer, 0, kv_head); }
+  float* V(PageId page, int layer, int kv_head) { return Head(page, layer, 1, kv_head); }
+  // The whole page as a block payload.
+  std::span<std::byte> Bytes(PageId page) {
+    return {reinterpret_cast<std::byte*>(data_.get() + page * page_floats_), page_bytes()};
+  }
+
+ private:
+  float* Head(PageId page, int layer, int kv, int kv_head) {
+    return data_.get() + page * page_floats_ +
+           ((static_cast<size_t>(layer) * 2 + kv) * geometry_.kv_heads + kv_head) * head_floats_;
+  }
+
+  KvGeometry geometry_;
+  int32_t num_pages_;
+  size_t head_floats_;  // block_tokens * head_dim
+  size_t page_floats_;
+  std::unique_ptr<float[]> data_;
+  std::vector<PageId> free_;  // a stack: the most recently freed page is reused first
+};
+
+}  // namespace kvtier

@@ -1,0 +1,318 @@
+#include "engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/tokenizer.h"
+#include "tests/engine/engine_test_util.h"
+
+namespace kvtier {
+namespace {
+
+// A deterministic prompt of n tokens in [3, vocab).
+std::vector<TokenId> Prompt(int n, uint32_t salt, int vocab) {
+  std::vector<TokenId> p;
+  uint32_t x = salt * 2654435761u + 1;
+  for (int i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    p.push_back(3 + static_cast<TokenId>((x >> 8) % static_cast<uint32_t>(vocab - 3)));
+  }
+  return p;
+}
+
+GenerateRequest Request(std::vector<TokenId> prompt, int max_tokens, std::string tenant = "t") {
+  GenerateRequest r;
+  r.tenant = std::move(tenant);
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.keep_logits = true;
+  return r;
+}
+
+bool SameBits(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].size() != b[i].size() ||
+        std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::unique_ptr<Engine> OpenEngine(const ModelWeights* w, CacheManager* cache,
+                                   EngineOptions o = {}) {
+  if (o.kv_bytes == EngineOptions{}.kv_bytes) o.kv_bytes = 64ll << 20;
+  if (o.threads == 0) o.threads = 2;
+  auto e = Engine::Open(w, cache, o);
+  EXPECT_TRUE(e.ok()) << e.status().ToString();
+  return std::move(e).value();
+}
+
+TEST(EngineTest, Stories260KGreedyReproducesTheGoldenOutput) {
+  const std::string dir = Stories260KDir();
+  std::ifstream in(dir + "/greedy_t0_expected.json");
+  if (!in) GTEST_SKIP() << "no " << dir << "/greedy_t0_expected.json";
+  nlohmann::json golden = nlohmann::json::parse(in);
+  auto w = LoadModel(dir + "/stories260K.bin");
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  auto tok = LoadTokenizerFor(dir + "/stories260K.bin", (*w)->config.vocab_size);
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+
+  auto engine = OpenEngine(w->get(), nullptr);
+  GenerateRequest r = Request({golden["bos"].get<TokenId>()}, golden["steps"].get<int>());
+  r.stop_tokens = {(*tok)->bos_id()};
+  auto out = engine->Generate(r);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  const std::vector<TokenId> want = golden["generated_token_ids"].get<std::vector<TokenId>>();
+  EXPECT_EQ(out->tokens, want);
+  EXPECT_EQ(out->finish_reason, "length");
+  EXPECT_EQ((*tok)->Decode(1, out->tokens), golden["text"].get<std::string>());
+}
+
+TEST(EngineTest, ASequenceDoesNotDependOnItsBatch) {
+  auto w = TinyRandomModel();
+  const int vocab = w->config.vocab_size;
+  const std::vector<TokenId> prompt = Prompt(150, 1, vocab);
+
+  auto alone = OpenEngine(w.get(), nullptr);
+  auto solo = alone->Generate(Request(prompt, 12));
+  ASSERT_TRUE(solo.ok());
+
+  // The same sequence amid others of other lengths, with a small token
+  // budget so its prompt is prefilled in chunks that straddle pages.
+  EngineOptions o;
+  o.token_budget = 37;
+  auto busy = OpenEngine(w.get(), nullptr, o);
+  std::vector<GenerateResult> results(4);
+  std::vector<std::vector<TokenId>> prompts = {Prompt(3, 2, vocab), Prompt(90, 3, vocab), prompt,
+                                               Prompt(200, 4, vocab)};
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(busy->Submit(Request(prompts[i], 12),
+                             [&, i](GenerateResult r) { results[i] = std::move(r); })
+                    .ok());
+  }
+  int max_batch = 0;
+  while (busy->HasWork()) max_batch = std::max(max_batch, busy->Step().sequences);
+  EXPECT_GE(max_batch, 3);
+  ASSERT_TRUE(results[2].status.ok());
+  EXPECT_EQ(results[2].tokens, solo->tokens);
+  EXPECT_TRUE(SameBits(results[2].logits, solo->logits));
+}
+
+TEST(EngineTest, LogitsAfterACacheHitEqualAFullRecompute) {
+  auto w = TinyRandomModel();
+  const int vocab = w->config.vocab_size;
+  std::vector<TokenId> shared = Prompt(3 * 64 + 10, 5, vocab);
+  std::vector<TokenId> p1 = shared, p2 = shared;
+  for (TokenId t : Prompt(30, 6, vocab)) p1.push_back(t);
+  for (TokenId t : Prompt(41, 7, vocab)) p2.push_back(t);
+
+  auto cache = DramCache();
+  auto cached = OpenEngine(w.get(), cache.get());
+  auto first = cached->Generate(Request(p1, 8));
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->cached_tokens, 0u);
+  EXPECT_GE(first->published_blocks, 3u);
+  auto second = cached->Generate(Request(p2, 8));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->cached_tokens, 3u * 64);  // the shared full blocks
+
+  auto plain = OpenEngine(w.get(), nullptr);
+  auto recompute = plain->Generate(Request(p2, 8));
+  ASSERT_TRUE(recompute.ok());
+  EXPECT_EQ(second->tokens, recompute->tokens);
+  EXPECT_TRUE(SameBits(second->logits, recompute->logits));
+}
+
+TEST(EngineTest, AMissingOrCorruptBlockIsRematerialized) {
+  auto w = TinyRandomModel();
+  const int vocab = w->config.vocab_size;
+  std::vector<TokenId> prompt = Prompt(4 * 64 + 5, 8, vocab);
+  auto cache = DramCache();
+  auto engine = OpenEngine(w.get(), cache.get());
+  auto first = engine->Generate(Request(prompt, 4));
+  ASSERT_TRUE(first.ok());
+
+  // Drop block 2 of the prefix: the hit stops at 2 blocks, the rest is
+  // prefilled again, and the result does not change.
+  PrefixHasher hasher(engine->CacheNamespace(""));
+  std::vector<BlockKey> keys = hasher.Keys(prompt);
+  ASSERT_TRUE(cache->Erase(keys[2]).ok());
+  auto second = engine->Generate(Request(prompt, 4));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->cached_tokens, 2u * 64);
+  EXPECT_EQ(second->tokens, first->tokens);
+  EXPECT_TRUE(SameBits(second->logits, first->logits));
+  // It put the recomputed block back.
+  EXPECT_TRUE(cache->Find(keys[2]).ok());
+}
+
+TEST(EngineTest, CacheSaltsSeparateTenants) {
+  auto w = TinyRandomModel();
+  std::vector<TokenId> prompt = Prompt(2 * 64 + 5, 9, w->config.vocab_size);
+  auto cache = DramCache();
+  auto engine = OpenEngine(w.get(), cache.get());
+  GenerateRequest a = Request(prompt, 2, "a");
+  a.cache_salt = "salt-a";
+  GenerateRequest b = Request(prompt, 2, "b");
+  b.cache_salt = "salt-b";
+  ASSERT_TRUE(engine->Generate(a).ok());
+  auto rb = engine->Generate(b);
+  ASSERT_TRUE(rb.ok());
+  EXPECT_EQ(rb->cached_tokens, 0u);  // another salt sees nothing
+  auto ra = engine->Generate(a);
+  ASSERT_TRUE(ra.ok());
+  EXPECT_EQ(ra->cached_tokens, 2u * 64);
+}
+
+TEST(EngineTest, PreemptionUnderPagePressureDoesNotChangeResults) {
+  auto w = TinyRandomModel();
+  const int vocab = w->config.vocab_size;
+  const size_t page = w->config.Kv(64, DType::kFloat32).BlockBytes();
+  std::vector<std::vector<TokenId>> prompts;
+  for (int i = 0; i < 6; ++i) prompts.push_back(Prompt(100 + 13 * i, 20 + i, vocab));
+
+  // Reference: one at a time, plenty of pages.
+  auto roomy = OpenEngine(w.get(), nullptr);
+  std::vector<GenerateResult> want;
+  for (const auto& p : prompts) want.push_back(roomy->Generate(Request(p, 60)).value());
+
+  // Eight pages for six sequences that each grow to three or four pages.
+  auto cache = DramCache();
+  EngineOptions o;
+  o.kv_bytes = static_cast<int64_t>(8 * page);
+  auto tight = OpenEngine(w.get(), cache.get(), o);
+  std::vector<GenerateResult> got(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerateRequest r = Request(prompts[i], 60, "tenant" + std::to_string(i % 2));
+    ASSERT_TRUE(tight->Submit(r, [&, i](GenerateResult res) { got[i] = std::move(res); }).ok());
+  }
+  while (tight->HasWork()) tight->Step();
+  uint32_t preemptions = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status.ToString();
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << i;
+    EXPECT_TRUE(SameBits(got[i].logits, want[i].logits)) << i;
+    preemptions += got[i].preemptions;
+  }
+  EXPECT_GT(preemptions, 0u);
+  EXPECT_EQ(tight->Stats().free_pages, tight->Stats().total_pages);
+}
+
+// Steps from B's submission to its first token, with A's backlog of `a_requests`.
+int64_t StepsToFirstTokenOfB(const ModelWeights* w, int a_requests) {
+  EngineOptions o;
+  o.max_batch_seqs = 8;
+  o.token_budget = 64;
+  auto engine = OpenEngine(w, nullptr, o);
+  for (int i = 0; i < a_requests; ++i) {
+    EXPECT_TRUE(
+        engine->Submit(Request(Prompt(300, 100 + i, w->config.vocab_size), 100, "A"), nullptr)
+            .ok());
+  }
+  for (int i = 0; i < 10; ++i) engine->Step();
+  std::optional<GenerateResult> b;
+  GenerateRequest rb = Request(Prompt(10, 99, w->config.vocab_size), 1, "B");
+  EXPECT_TRUE(engine->Submit(rb, [&](GenerateResult r) { b = std::move(r); }).ok());
+  int steps = 0;
+  while (!b && steps < 1000) {
+    engine->Step();
+    ++steps;
+  }
+  EXPECT_TRUE(b.has_value());
+  engine->Shutdown();  // fails A's backlog
+  return b ? b->first_token_step - b->submit_step + 1 : -1;
+}
+
+TEST(EngineTest, OneTenantsFloodDoesNotStarveAnothersFirstToken) {
+  auto w = TinyRandomModel();
+  const int64_t with_200 = StepsToFirstTokenOfB(w.get(), 200);
+  const int64_t with_20 = StepsToFirstTokenOfB(w.get(), 20);
+  // B is admitted (preempting one of A's) and prefilled in its first step.
+  EXPECT_GE(with_200, 1);
+  EXPECT_LE(with_200, 2);
+  EXPECT_EQ(with_200, with_20);
+}
+
+TEST(EngineTest, BadRequestsAreRefusedAndChangeNothing) {
+  auto w = TinyRandomModel();
+  EngineOptions o;
+  o.kv_bytes = static_cast<int64_t>(4 * w->config.Kv(64, DType::kFloat32).BlockBytes());
+  auto engine = OpenEngine(w.get(), nullptr, o);
+  auto code = [&](GenerateRequest r) { return engine->Submit(r, nullptr).status().code(); };
+  EXPECT_EQ(code(Request({}, 4)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Request({1, w->config.vocab_size}, 4)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Request({1, -1}, 4)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Request({1}, 0)), StatusCode::kInvalidArgument);
+  GenerateRequest hot = Request({1}, 4);
+  hot.sampling.temperature = -1;
+  EXPECT_EQ(code(hot), StatusCode::kInvalidArgument);
+  hot.sampling.temperature = 1;
+  hot.sampling.top_p = 0;
+  EXPECT_EQ(code(hot), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Request(std::vector<TokenId>(w->config.max_seq_len + 1, 5), 1)),
+            StatusCode::kResourceExhausted);
+  EXPECT_EQ(code(Request(std::vector<TokenId>(200, 5), 100)),  // 5 pages > 4
+            StatusCode::kResourceExhausted);
+  EXPECT_FALSE(engine->HasWork());
+  EXPECT_EQ(engine->Stats().requests, 0u);
+  // And a good one still runs.
+  EXPECT_TRUE(engine->Generate(Request({1, 5, 6}, 3)).ok());
+}
+
+TEST(EngineTest, ARequestStopsAtTheContextWindow) {
+  auto w = TinyRandomModel();
+  auto engine = OpenEngine(w.get(), nullptr);
+  const int ctx = w->config.max_seq_len;
+  auto out = engine->Generate(Request(Prompt(ctx - 3, 11, w->config.vocab_size), 50));
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->tokens.size(), 3u);
+  EXPECT_EQ(out->finish_reason, "context");
+}
+
+TEST(EngineTest, ShutdownFailsQueuedRequestsAndRefusesNewOnes) {
+  auto w = TinyRandomModel();
+  auto engine = OpenEngine(w.get(), nullptr);
+  std::optional<GenerateResult> r;
+  ASSERT_TRUE(
+      engine->Submit(Request({1, 2, 3}, 5), [&](GenerateResult x) { r = std::move(x); }).ok());
+  engine->Shutdown();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(engine->Submit(Request({1}, 1), nullptr).status().code(), StatusCode::kUnavailable);
+}
+
+TEST(EngineTest, TheBackgroundLoopServesConcurrentSubmitters) {
+  auto w = TinyRandomModel();
+  auto engine = OpenEngine(w.get(), nullptr);
+  engine->StartLoop();
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.emplace_back([&, i] {
+      auto id = engine->Submit(Request(Prompt(20 + i, 30 + i, w->config.vocab_size), 5),
+                               [&](GenerateResult res) {
+                                 EXPECT_TRUE(res.status.ok());
+                                 EXPECT_EQ(res.tokens.size(), 5u);
+                                 std::lock_guard<std::mutex> lock(mu);
+                                 ++done;
+                                 cv.notify_all();
+                               });
+      EXPECT_TRUE(id.ok());
+    });
+  }
+  for (auto& c : clients) c.join();
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done == 4; });
+  lock.unlock();
+  engine->Shutdown();
+}
+
+}  // namespace
+}  // namespace kvtier
