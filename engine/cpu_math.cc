@@ -140,6 +140,74 @@ void AxpyPortable(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = std::fma(alpha, x[i], y[i]);
 }
 
+// run.c's softmax in place: max, then exp and the sum in order, then the
+// normalised weights.
+void SoftmaxInPlace(float* scores, int64_t n) {
+  float max = scores[0];
+  for (int64_t t = 1; t < n; ++t) max = std::max(max, scores[t]);
+  float sum = 0.0f;
+  for (int64_t t = 0; t < n; ++t) {
+    scores[t] = std::exp(scores[t] - max);
+    sum += scores[t];
+  }
+  for (int64_t t = 0; t < n; ++t) scores[t] = scores[t] / sum;
+}
+
+inline const float* Row(const float* const* pages, int64_t t, int page_tokens, int head_dim) {
+  return pages[t / page_tokens] + (t % page_tokens) * head_dim;
+}
+
+__attribute__((target("avx2,fma"))) void AttendAvx2(const float* q, const float* const* k_pages,
+                                                    const float* const* v_pages, int64_t n,
+                                                    int page_tokens, int head_dim, float scale,
+                                                    float* scores, float* out) {
+  if (head_dim % 8 != 0 || head_dim > 128) {
+    for (int64_t t = 0; t < n; ++t) {
+      scores[t] = DotAvx2(q, Row(k_pages, t, page_tokens, head_dim), head_dim) * scale;
+    }
+    SoftmaxInPlace(scores, n);
+    std::fill_n(out, head_dim, 0.0f);
+    for (int64_t t = 0; t < n; ++t) {
+      AxpyAvx2(scores[t], Row(v_pages, t, page_tokens, head_dim), out, head_dim);
+    }
+    return;
+  }
+  // The same operations as DotAvx2 and AxpyAvx2, inlined, with the query and
+  // the output held in registers across all keys.
+  const int vecs = head_dim / 8;
+  __m256 qv[16], acc[16];
+  for (int j = 0; j < vecs; ++j) {
+    qv[j] = _mm256_loadu_ps(q + 8 * j);
+    acc[j] = _mm256_setzero_ps();
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    const float* k = Row(k_pages, t, page_tokens, head_dim);
+    __m256 s = _mm256_setzero_ps();
+    for (int j = 0; j < vecs; ++j) s = _mm256_fmadd_ps(qv[j], _mm256_loadu_ps(k + 8 * j), s);
+    scores[t] = SumLanesAvx2(s) * scale;
+  }
+  SoftmaxInPlace(scores, n);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* v = Row(v_pages, t, page_tokens, head_dim);
+    const __m256 p = _mm256_set1_ps(scores[t]);
+    for (int j = 0; j < vecs; ++j) acc[j] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * j), acc[j]);
+  }
+  for (int j = 0; j < vecs; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
+}
+
+void AttendPortable(const float* q, const float* const* k_pages, const float* const* v_pages,
+                    int64_t n, int page_tokens, int head_dim, float scale, float* scores,
+                    float* out) {
+  for (int64_t t = 0; t < n; ++t) {
+    scores[t] = DotPortable(q, Row(k_pages, t, page_tokens, head_dim), head_dim) * scale;
+  }
+  SoftmaxInPlace(scores, n);
+  std::fill_n(out, head_dim, 0.0f);
+  for (int64_t t = 0; t < n; ++t) {
+    AxpyPortable(scores[t], Row(v_pages, t, page_tokens, head_dim), out, head_dim);
+  }
+}
+
 bool DetectAvx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -150,6 +218,16 @@ const bool kAvx2 = DetectAvx2();
 }  // namespace
 
 bool CpuMathUsesAvx2() { return kAvx2; }
+
+void AttendOneQuery(const float* q, const float* const* k_pages, const float* const* v_pages,
+                    int64_t n, int page_tokens, int head_dim, float scale, float* scores,
+                    float* out) {
+  if (kAvx2) {
+    AttendAvx2(q, k_pages, v_pages, n, page_tokens, head_dim, scale, scores, out);
+  } else {
+    AttendPortable(q, k_pages, v_pages, n, page_tokens, head_dim, scale, scores, out);
+  }
+}
 
 float Dot(const float* a, const float* b, int64_t n) {
   return kAvx2 ? DotAvx2(a, b, n) : DotPortable(a, b, n);

@@ -30,6 +30,16 @@ void Axpy(float alpha, const float* x, float* y, int64_t n);
 // out[i] = weight[i] * x[i] / sqrt(mean(x^2) + eps)   (out may alias x)
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out);
 
+// Attention of one query over n keys held in pages of page_tokens rows: key
+// (and value) t is at pages[t / page_tokens] + (t % page_tokens) * head_dim.
+//   out = sum_t softmax_t(scale * q . k_t) v_t
+// The scores are Dot's, the softmax is run.c's (max, exp, sum in order) and
+// out accumulates p_t * v_t in position order with FMA, as Axpy does.
+// `scores` is scratch of n floats.
+void AttendOneQuery(const float* q, const float* const* k_pages, const float* const* v_pages,
+                    int64_t n, int page_tokens, int head_dim, float scale, float* scores,
+                    float* out);
+
 // True when the AVX2+FMA kernels are in use.
 bool CpuMathUsesAvx2();
 

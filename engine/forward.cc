@@ -119,29 +119,21 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
     // Attention: one task per (token, query head), keys in position order.
     pool_->ParallelFor(rows * n_heads, [&](int64_t task) {
       thread_local std::vector<float> scores;
+      thread_local std::vector<const float*> k_pages, v_pages;
       const int64_t r = task / n_heads;
       const int h = static_cast<int>(task % n_heads), g = h / group;
       const SeqChunk& ch = chunks[row_chunk[r]];
-      const int pos = row_pos[r];
-      if (scores.size() < static_cast<size_t>(pos + 1)) scores.resize(pos + 1);
-      const float* q = &q_[r * dim + h * hd];
-      for (int t = 0; t <= pos; ++t) {
-        const float* kt = kv.K(ch.pages[t / bt], l, g) + (t % bt) * hd;
-        scores[t] = Dot(q, kt, hd) * scale;
+      const int n = row_pos[r] + 1;
+      const int pages = (n + bt - 1) / bt;
+      if (scores.size() < static_cast<size_t>(n)) scores.resize(n);
+      k_pages.resize(pages);
+      v_pages.resize(pages);
+      for (int p = 0; p < pages; ++p) {
+        k_pages[p] = kv.K(ch.pages[p], l, g);
+        v_pages[p] = kv.V(ch.pages[p], l, g);
       }
-      float max = scores[0];
-      for (int t = 1; t <= pos; ++t) max = std::max(max, scores[t]);
-      float sum = 0.0f;
-      for (int t = 0; t <= pos; ++t) {
-        scores[t] = std::exp(scores[t] - max);
-        sum += scores[t];
-      }
-      float* out = &att_[r * dim + h * hd];
-      std::fill_n(out, hd, 0.0f);
-      for (int t = 0; t <= pos; ++t) {
-        const float* vt = kv.V(ch.pages[t / bt], l, g) + (t % bt) * hd;
-        Axpy(scores[t] / sum, vt, out, hd);
-      }
+      AttendOneQuery(&q_[r * dim + h * hd], k_pages.data(), v_pages.data(), n, bt, hd, scale,
+                     scores.data(), &att_[r * dim + h * hd]);
     });
     MatMulTransposed(att_.data(), rows, lw.wo, dim, dim, out_.data(), pool_);
     for (int64_t i = 0; i < rows * dim; ++i) x_[i] += out_[i];

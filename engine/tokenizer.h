@@ -1,7 +1,9 @@
 // Tokenizer: text <-> token ids for a model (DESIGN §8).
 //
 // Two formats: llama2.c's tokenizer.bin (encode and decode exactly as run.c
-// does), and sentencepiece's tokenizer.model (through libsentencepiece). Token
+// does), and sentencepiece's tokenizer.model (BPE models, read by our own
+// wire-format reader, see sentencepiece_model.h; Debian's libsentencepiece
+// cannot share a process with libprotobuf). Token
 // ids are accepted directly everywhere, so a model without a tokenizer still
 // serves requests given as ids.
 //
@@ -45,7 +47,9 @@ class Tokenizer {
 // score, int32 len, len bytes. `vocab_size` comes from the model (the file does
 // not record it). Errors: kNotFound, kCorruption (truncated or inconsistent).
 Result<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::string& file, int vocab_size);
-// sentencepiece tokenizer.model. Errors: kNotFound, kCorruption.
+// sentencepiece tokenizer.model. Errors: kNotFound, kCorruption (malformed or
+// inconsistent), kInvalidArgument (a model kind we do not encode: not BPE, or
+// a normalizer other than identity), kIOError.
 Result<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& file);
 // The tokenizer beside a model: in the model's directory (or the directory of
 // a checkpoint file), tokenizer.model, else tokenizer.bin, else the only
