@@ -157,19 +157,27 @@ inline const float* Row(const float* const* pages, int64_t t, int page_tokens, i
   return pages[t / page_tokens] + (t % page_tokens) * head_dim;
 }
 
+// Attention with a given dot product and axpy: scores, softmax, weighted sum.
+void AttendWith(float (*dot)(const float*, const float*, int64_t),
+                void (*axpy)(float, const float*, float*, int64_t), const float* q,
+                const float* const* k_pages, const float* const* v_pages, int64_t n,
+                int page_tokens, int head_dim, float scale, float* scores, float* out) {
+  for (int64_t t = 0; t < n; ++t) {
+    scores[t] = dot(q, Row(k_pages, t, page_tokens, head_dim), head_dim) * scale;
+  }
+  SoftmaxInPlace(scores, n);
+  std::fill_n(out, head_dim, 0.0f);
+  for (int64_t t = 0; t < n; ++t)
+    axpy(scores[t], Row(v_pages, t, page_tokens, head_dim), out, head_dim);
+}
+
 __attribute__((target("avx2,fma"))) void AttendAvx2(const float* q, const float* const* k_pages,
                                                     const float* const* v_pages, int64_t n,
                                                     int page_tokens, int head_dim, float scale,
                                                     float* scores, float* out) {
   if (head_dim % 8 != 0 || head_dim > 128) {
-    for (int64_t t = 0; t < n; ++t) {
-      scores[t] = DotAvx2(q, Row(k_pages, t, page_tokens, head_dim), head_dim) * scale;
-    }
-    SoftmaxInPlace(scores, n);
-    std::fill_n(out, head_dim, 0.0f);
-    for (int64_t t = 0; t < n; ++t) {
-      AxpyAvx2(scores[t], Row(v_pages, t, page_tokens, head_dim), out, head_dim);
-    }
+    AttendWith(DotAvx2, AxpyAvx2, q, k_pages, v_pages, n, page_tokens, head_dim, scale, scores,
+               out);
     return;
   }
   // The same operations as DotAvx2 and AxpyAvx2, inlined, with the query and
@@ -195,19 +203,6 @@ __attribute__((target("avx2,fma"))) void AttendAvx2(const float* q, const float*
   for (int j = 0; j < vecs; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
 }
 
-void AttendPortable(const float* q, const float* const* k_pages, const float* const* v_pages,
-                    int64_t n, int page_tokens, int head_dim, float scale, float* scores,
-                    float* out) {
-  for (int64_t t = 0; t < n; ++t) {
-    scores[t] = DotPortable(q, Row(k_pages, t, page_tokens, head_dim), head_dim) * scale;
-  }
-  SoftmaxInPlace(scores, n);
-  std::fill_n(out, head_dim, 0.0f);
-  for (int64_t t = 0; t < n; ++t) {
-    AxpyPortable(scores[t], Row(v_pages, t, page_tokens, head_dim), out, head_dim);
-  }
-}
-
 bool DetectAvx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -225,7 +220,8 @@ void AttendOneQuery(const float* q, const float* const* k_pages, const float* co
   if (kAvx2) {
     AttendAvx2(q, k_pages, v_pages, n, page_tokens, head_dim, scale, scores, out);
   } else {
-    AttendPortable(q, k_pages, v_pages, n, page_tokens, head_dim, scale, scores, out);
+    AttendWith(DotPortable, AxpyPortable, q, k_pages, v_pages, n, page_tokens, head_dim, scale,
+               scores, out);
   }
 }
 
