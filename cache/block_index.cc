@@ -21,9 +21,34 @@ void PinHandle::Reset() {
 
 BlockIndex::BlockIndex(Clock* clock) : clock_(clock) {}
 
+const char* DecisionKindName(DecisionKind kind) {
+  switch (kind) {
+    case DecisionKind::kNone:
+      return "none";
+    case DecisionKind::kPlaced:
+      return "placed";
+    case DecisionKind::kPromoted:
+      return "promoted";
+    case DecisionKind::kDemoted:
+      return "demoted";
+    case DecisionKind::kRecovered:
+      return "recovered";
+  }
+  return "unknown";
+}
+
 std::optional<uint32_t> BlockIndex::Upsert(const BlockKey& key,
                                            const std::optional<BlockKey>& parent, uint32_t tier,
                                            uint64_t bytes, int64_t expiry_ms) {
+  IndexEntry fields;
+  fields.parent = parent;
+  fields.tier = tier;
+  fields.bytes = bytes;
+  fields.expiry_ms = expiry_ms;
+  return Upsert(key, fields);
+}
+
+std::optional<uint32_t> BlockIndex::Upsert(const BlockKey& key, const IndexEntry& fields) {
   const int64_t now = clock_->NowMs();
   bool inserted;
   std::optional<uint32_t> previous_tier;
@@ -34,14 +59,24 @@ std::optional<uint32_t> BlockIndex::Upsert(const BlockKey& key,
     inserted = is_new;
     IndexEntry& e = it->second;
     if (!is_new) previous_tier = e.tier;
-    e.tier = tier;
-    e.bytes = bytes;
-    e.expiry_ms = expiry_ms;
+    const uint32_t pins = e.pins, children = e.cached_children;
+    const std::optional<BlockKey> parent = is_new ? fields.parent : e.parent;
+    e = fields;
+    e.pins = pins;
+    e.cached_children = children;
+    e.parent = parent;
     e.last_access_ms = now;
-    if (is_new) e.parent = parent;
   }
-  if (inserted && parent) AdjustChildren(*parent, +1);
+  if (inserted && fields.parent) AdjustChildren(*fields.parent, +1);
   return previous_tier;
+}
+
+bool BlockIndex::Modify(const BlockKey& key, const std::function<void(IndexEntry&)>& fn) {
+  return WithEntry(key, [&](IndexEntry* e) {
+    if (e == nullptr) return false;
+    fn(*e);
+    return true;
+  });
 }
 
 bool BlockIndex::SetExpiry(const BlockKey& key, int64_t expiry_ms) {
@@ -60,13 +95,18 @@ bool BlockIndex::SetTier(const BlockKey& key, uint32_t tier) {
   });
 }
 
-Result<IndexEntry> BlockIndex::Remove(const BlockKey& key) {
+Result<IndexEntry> BlockIndex::Remove(const BlockKey& key) { return RemoveIf(key, nullptr); }
+
+Result<IndexEntry> BlockIndex::RemoveIf(const BlockKey& key,
+                                        const std::function<bool(const IndexEntry&)>& only_if) {
   IndexEntry removed;
   {
     Shard& s = ShardOf(key);
     std::lock_guard<std::mutex> lock(s.mu);
     auto it = s.map.find(key);
-    if (it == s.map.end()) return Status::NotFound("block " + key.ToHex() + " is not indexed");
+    if (it == s.map.end() || (only_if && !only_if(it->second))) {
+      return Status::NotFound("block " + key.ToHex() + " is not indexed");
+    }
     if (it->second.pins > 0) {
       return Status::Retry("block " + key.ToHex() + " is pinned by " +
                            std::to_string(it->second.pins) + " request(s)");
@@ -90,8 +130,8 @@ size_t BlockIndex::LongestPrefix(std::span<const BlockKey> keys, std::vector<Ind
     std::lock_guard<std::mutex> lock(s.mu);
     auto it = s.map.find(key);
     if (it == s.map.end() || it->second.expiry_ms <= now) break;
-    it->second.last_access_ms = now;
     if (entries) entries->push_back(it->second);
+    it->second.last_access_ms = now;
     ++n;
   }
   return n;

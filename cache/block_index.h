@@ -17,6 +17,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -29,13 +30,36 @@
 
 namespace kvtier {
 
+// Why a block is where it is: the last placement decision taken for it.
+enum class DecisionKind : uint8_t {
+  kNone = 0,
+  kPlaced,     // written on insert to the cheapest tier with room
+  kPromoted,   // moved up after a hit, its next use expected sooner
+  kDemoted,    // moved down as a victim of a full tier
+  kRecovered,  // found in a persistent tier after a restart
+};
+const char* DecisionKindName(DecisionKind kind);
+
+struct Decision {
+  DecisionKind kind = DecisionKind::kNone;
+  uint8_t from_tier = 0;  // the tier it left (promoted, demoted)
+  float idle_s = 0;       // the expected idle time T the costs were compared at
+  int64_t at_ms = 0;      // when
+};
+
 struct IndexEntry {
-  uint32_t tier = 0;              // position in the tier stack (0 = top)
-  uint64_t bytes = 0;             // payload size
-  int64_t expiry_ms = kNoExpiry;  // absolute, Unix ms
-  int64_t last_access_ms = 0;     // last insert, lookup hit or read
-  uint32_t pins = 0;              // running requests using the block
-  uint32_t cached_children = 0;   // present blocks whose parent this is
+  uint32_t tier = 0;                     // position in the tier stack (0 = top)
+  uint64_t bytes = 0;                    // payload size
+  int64_t expiry_ms = kNoExpiry;         // absolute, Unix ms
+  int64_t ttl_ms = 0;                    // a read pushes expiry to now + ttl; 0 = fixed expiry
+  int64_t last_access_ms = 0;            // last insert, lookup hit or read
+  uint32_t pins = 0;                     // running requests using the block
+  uint32_t cached_children = 0;          // present blocks whose parent this is
+  uint32_t tokens = 0;                   // tokens the block holds; 0 = unknown
+  uint64_t stream = 0;                   // namespace fingerprint, for reuse estimates
+  double remat_flops = 0;                // prefill FLOPs to recompute it; 0 = unknown
+  int64_t queued_expiry_ms = kNoExpiry;  // the expiry the sweep queue holds for it
+  Decision decision;                     // the last placement decision
   std::optional<BlockKey> parent;
 };
 
@@ -71,6 +95,14 @@ class BlockIndex {
   // update. Returns the tier the key was in before, nullopt when it is new.
   std::optional<uint32_t> Upsert(const BlockKey& key, const std::optional<BlockKey>& parent,
                                  uint32_t tier, uint64_t bytes, int64_t expiry_ms);
+  // The same, taking every field the caller owns from `fields` (tier, bytes,
+  // expiry, ttl, tokens, stream, remat_flops, queued_expiry_ms, decision, and
+  // parent when the key is new); pins, children and last access are the
+  // index's own.
+  std::optional<uint32_t> Upsert(const BlockKey& key, const IndexEntry& fields);
+  // Runs fn on the entry of a present key under its shard lock; false if
+  // absent. fn must not call back into the index.
+  bool Modify(const BlockKey& key, const std::function<void(IndexEntry&)>& fn);
   // Sets the expiry of a present block; false if absent.
   bool SetExpiry(const BlockKey& key, int64_t expiry_ms);
   // Moves a present block to another tier; false if absent.
@@ -79,11 +111,15 @@ class BlockIndex {
   // erase the copy from the tier it was really in, even if it moved since they
   // looked): kNotFound if absent, kRetry if pinned. The parent loses a child.
   Result<IndexEntry> Remove(const BlockKey& key);
+  // The same, but only while `only_if` holds for the entry (kNotFound if not).
+  Result<IndexEntry> RemoveIf(const BlockKey& key,
+                              const std::function<bool(const IndexEntry&)>& only_if);
 
   // A copy of the entry, or nullopt. Expired entries are returned as they are.
   std::optional<IndexEntry> Get(const BlockKey& key) const;
   // The number of leading keys that are present and not expired; their last
-  // access becomes now. With `entries`, a copy of each hit entry is appended.
+  // access becomes now. With `entries`, a copy of each hit entry as it was
+  // before this access is appended.
   size_t LongestPrefix(std::span<const BlockKey> keys, std::vector<IndexEntry>* entries = nullptr);
   // Marks a present block as used now.
   void Touch(const BlockKey& key);

@@ -1,5 +1,8 @@
 #include "cache/cache_manager.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <string>
 
 #include "common/log.h"
@@ -7,30 +10,48 @@
 namespace kvtier {
 namespace {
 
-// Announces recovered blocks into the index and the tier's policy.
+// Collects the blocks a persistent tier announces when it opens.
 class RecoverySink final : public IndexSink {
  public:
-  RecoverySink(BlockIndex& index, EvictionPolicy& policy, uint32_t tier)
-      : index_(index), policy_(policy), tier_(tier) {}
   void Announce(const BlockKey& key, uint64_t bytes, int64_t expiry_ms) override {
-    index_.Upsert(key, std::nullopt, tier_, bytes, expiry_ms);
-    policy_.Insert(key, bytes);
-    ++count;
+    blocks.push_back({key, bytes, expiry_ms});
   }
-  uint64_t count = 0;
-
- private:
-  BlockIndex& index_;
-  EvictionPolicy& policy_;
-  uint32_t tier_;
+  struct Block {
+    BlockKey key;
+    uint64_t bytes;
+    int64_t expiry_ms;
+  };
+  std::vector<Block> blocks;
 };
+
+// Expiry refreshes move in whole seconds: a burst of reads costs one tier
+// update, and the index and the tier always agree on the expiry.
+constexpr int64_t kRefreshGranularityMs = 1000;
+// A pinned block that has expired is looked at again this much later.
+constexpr int64_t kPinnedExpiryRetryMs = 1000;
+
+int64_t AddSaturating(int64_t a, int64_t b) { return a > kNoExpiry - b ? kNoExpiry : a + b; }
 
 }  // namespace
 
 CacheManager::CacheManager(std::vector<TierSlot> tiers, const CacheManagerOptions& options)
-    : options_(options), tiers_(std::move(tiers)), index_(options.clock) {
-  for (const TierSlot& slot : tiers_) tier_names_.push_back(slot.tier->Info().name);
+    : options_(options),
+      tiers_(std::move(tiers)),
+      reuse_(options.placement.reuse_smoothing, options.placement.max_streams),
+      index_(options.clock) {
+  std::vector<TierEconomics> economics;
+  for (const TierSlot& slot : tiers_) {
+    const TierInfo info = slot.tier->Info();
+    tier_names_.push_back(info.name);
+    max_block_bytes_.push_back(info.max_block_bytes);
+    capacity_bytes_.push_back(info.capacity_bytes);
+    economics.push_back(TierEconomics{info.name, static_cast<double>(info.capacity_bytes),
+                                      info.read_bytes_per_s, slot.cost_per_s});
+  }
+  model_ = CostModel(std::move(economics), options.placement.remat);
 }
+
+CacheManager::~CacheManager() { StopBackground(); }
 
 Result<std::unique_ptr<CacheManager>> CacheManager::Open(std::vector<TierSlot> tiers,
                                                          const CacheManagerOptions& options) {
@@ -39,20 +60,143 @@ Result<std::unique_ptr<CacheManager>> CacheManager::Open(std::vector<TierSlot> t
     if (!slot.tier || !slot.policy) {
       return Status::InvalidArgument("every tier needs a storage and an eviction policy");
     }
-  }
-  if (options.clock == nullptr) return Status::InvalidArgument("the cache needs a clock");
-  std::unique_ptr<CacheManager> m(new CacheManager(std::move(tiers), options));
-  for (size_t t = 0; t < m->tiers_.size(); ++t) {
-    TierSlot& slot = m->tiers_[t];
-    RecoverySink sink(m->index_, *slot.policy, static_cast<uint32_t>(t));
-    KVTIER_RETURN_IF_ERROR(slot.tier->Recover(sink));
-    if (sink.count > 0) {
-      LogInfo("tier_recovered",
-              LogFields().Add("tier", slot.tier->Info().name).Add("blocks", sink.count));
+    if (!(slot.cost_per_s >= 0) || !std::isfinite(slot.cost_per_s)) {
+      return Status::InvalidArgument("a tier's cost rate must be a finite number >= 0");
     }
   }
+  if (options.clock == nullptr) return Status::InvalidArgument("the cache needs a clock");
+  const PlacementOptions& p = options.placement;
+  if (!(p.fetch_budget_s > 0) || !(p.default_idle_s > 0) || !(p.reuse_smoothing > 0) ||
+      p.reuse_smoothing > 1 || !(p.remat.flops_per_s > 0) || !(p.remat.cost_per_s >= 0)) {
+    return Status::InvalidArgument(
+        "placement options: fetch budget, default idle time, FLOP/s must be > 0, smoothing in "
+        "(0, 1], GPU cost >= 0");
+  }
+  std::unique_ptr<CacheManager> m(new CacheManager(std::move(tiers), options));
+  const int64_t now = options.clock->NowMs();
+  for (size_t t = 0; t < m->tiers_.size(); ++t) {
+    RecoverySink sink;
+    KVTIER_RETURN_IF_ERROR(m->tiers_[t].tier->Recover(sink));
+    for (const RecoverySink::Block& b : sink.blocks) {
+      IndexEntry f;
+      f.tier = static_cast<uint32_t>(t);
+      f.bytes = b.bytes;
+      f.expiry_ms = b.expiry_ms;
+      f.queued_expiry_ms = b.expiry_ms;
+      f.decision = Decision{DecisionKind::kRecovered, static_cast<uint8_t>(t), 0, now};
+      m->index_.Upsert(b.key, f);
+      m->tiers_[t].policy->Insert(b.key, m->PolicyBlockFor(t, f, now));
+      m->QueueExpiry(b.key, b.expiry_ms);
+    }
+    if (!sink.blocks.empty()) {
+      LogInfo("tier_recovered",
+              LogFields().Add("tier", m->tier_names_[t]).Add("blocks", sink.blocks.size()));
+    }
+  }
+  m->StartBackground();
   return m;
 }
+
+void CacheManager::StartBackground() {
+  if (options_.sweep_interval_ms > 0) {
+    sweeper_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(bg_mu_);
+      while (!stop_) {
+        bg_cv_.wait_for(lock, std::chrono::milliseconds(options_.sweep_interval_ms));
+        if (stop_) break;
+        lock.unlock();
+        constexpr size_t kBatch = 1024;
+        while (!stop_ && SweepExpired(kBatch) == kBatch) {
+        }
+        lock.lock();
+      }
+    });
+  }
+  if (options_.background_promotion) {
+    promoter_ = std::thread([this] {
+      for (;;) {
+        {
+          std::unique_lock<std::mutex> lock(promote_mu_);
+          promote_cv_.wait(lock, [this] { return stop_ || !promotions_.empty(); });
+          if (stop_) return;
+        }
+        RunPromotions();
+      }
+    });
+  }
+}
+
+void CacheManager::StopBackground() {
+  {
+    std::lock_guard<std::mutex> lock(bg_mu_);
+    stop_ = true;
+  }
+  bg_cv_.notify_all();
+  { std::lock_guard<std::mutex> lock(promote_mu_); }
+  promote_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
+  if (promoter_.joinable()) promoter_.join();
+}
+
+// --- Placement -------------------------------------------------------------
+
+bool CacheManager::TierTakes(size_t t, uint64_t bytes) const {
+  if (bytes > max_block_bytes_[t] || bytes > capacity_bytes_[t]) return false;
+  // A tier whose bandwidth is unknown is not held to the budget.
+  const double fetch_s = model_.FetchTimeS(t, static_cast<double>(bytes));
+  return !std::isfinite(fetch_s) || fetch_s <= options_.placement.fetch_budget_s;
+}
+
+double CacheManager::IdleFor(const IndexEntry& e, int64_t now_ms) const {
+  double idle_s =
+      ExpectedIdleS(e.ttl_ms, reuse_.EstimateS(e.stream), options_.placement.default_idle_s);
+  if (e.expiry_ms != kNoExpiry) {
+    // Nothing is held past its expiry.
+    idle_s = std::min(idle_s, std::max(0.0, static_cast<double>(e.expiry_ms - now_ms) / 1000.0));
+  }
+  return idle_s;
+}
+
+PlacementCosts CacheManager::CostsFor(const IndexEntry& e, double idle_s, size_t first,
+                                      size_t last) const {
+  return model_.Costs(static_cast<double>(e.bytes), idle_s, e.remat_flops,
+                      [&](size_t t) { return t >= first && t < last && TierTakes(t, e.bytes); });
+}
+
+std::vector<size_t> CacheManager::Candidates(const PlacementCosts& costs, uint64_t bytes,
+                                             size_t first, size_t last) const {
+  std::vector<size_t> allowed;
+  bool all_costed = true;
+  for (size_t t = first; t < last; ++t) {
+    if (!TierTakes(t, bytes)) continue;
+    allowed.push_back(t);
+    all_costed = all_costed && std::isfinite(costs.tier_costs[t]);
+  }
+  // Costs decide only when every candidate has one: a tier whose bandwidth
+  // is unknown (too small to calibrate) cannot be compared, and then the
+  // stack order decides, as it did before the cost model.
+  return all_costed ? TiersByCost(costs) : allowed;
+}
+
+PolicyBlock CacheManager::PolicyBlockFor(size_t t, const IndexEntry& e, int64_t now_ms) const {
+  PolicyBlock b;
+  b.bytes = std::max<uint64_t>(1, e.bytes);
+  b.expiry_ms = e.expiry_ms;
+  const double idle_s = IdleFor(e, now_ms);
+  const PlacementCosts below = CostsFor(e, idle_s, t + 1, tiers_.size());
+  double miss = below.remat_cost;
+  for (double c : below.tier_costs) miss = std::min(miss, c);
+  if (!std::isfinite(miss) || miss <= 0) {
+    // Nothing cheaper to fall back on is known: losing it costs what
+    // keeping it here does (or one unit where that is unknown too).
+    const double here = model_.HoldCost(t, static_cast<double>(e.bytes), idle_s);
+    miss = std::isfinite(here) && here > 0 ? here : 1.0;
+  }
+  b.miss_cost = miss;
+  return b;
+}
+
+// --- Lookup, insert, read --------------------------------------------------
 
 PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
   PrefixHit hit;
@@ -68,15 +212,20 @@ PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
       hit.pins.push_back(std::move(h));
     }
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (size_t i = hit.blocks; i-- > 0;) tiers_[hit.entries[i].tier].policy->Touch(keys[i]);
-  }
+  const int64_t now = options_.clock->NowMs();
+  // Deepest first: the root of the prefix ends up the most recently used.
+  for (size_t i = hit.blocks; i-- > 0;) OnUse(keys[i], hit.entries[i], now, /*observe=*/true);
   // The run may have stopped at an expired block: free it now rather than
-  // waiting for eviction to reach it.
+  // waiting for the sweep to reach it.
   if (hit.blocks < keys.size()) {
-    std::optional<IndexEntry> next = index_.Get(keys[hit.blocks]);
-    if (next && next->expiry_ms <= options_.clock->NowMs() && Drop(keys[hit.blocks]).ok()) {
+    Result<IndexEntry> gone = index_.RemoveIf(
+        keys[hit.blocks], [now](const IndexEntry& e) { return e.expiry_ms <= now; });
+    if (gone.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        tiers_[gone->tier].policy->Erase(keys[hit.blocks]);
+      }
+      (void)tiers_[gone->tier].tier->Erase(std::span(&keys[hit.blocks], 1));
       ++counters_.expired;
     }
   }
@@ -86,35 +235,116 @@ PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
   return hit;
 }
 
+void CacheManager::OnUse(const BlockKey& key, const IndexEntry& before, int64_t now_ms,
+                         bool observe) {
+  if (observe && before.last_access_ms > 0 && now_ms >= before.last_access_ms) {
+    reuse_.Observe(before.stream, static_cast<double>(now_ms - before.last_access_ms) / 1000.0,
+                   now_ms);
+  }
+  IndexEntry e = before;
+  const int64_t refreshed = before.ttl_ms > 0 ? AddSaturating(now_ms, before.ttl_ms) : 0;
+  if (before.ttl_ms > 0 && refreshed >= AddSaturating(before.expiry_ms, kRefreshGranularityMs)) {
+    Refresh(key, before, refreshed);
+    e.expiry_ms = refreshed;
+  } else {
+    std::lock_guard<std::mutex> lock(mu_);
+    tiers_[before.tier].policy->Touch(key);
+  }
+  if (before.tier == 0) return;
+  // Promote when a higher tier is now the cheaper home for its next wait.
+  // Like every decision, only on known costs.
+  const double idle_s = IdleFor(e, now_ms);
+  const PlacementCosts above = CostsFor(e, idle_s, 0, before.tier);
+  const double here = model_.HoldCost(before.tier, static_cast<double>(e.bytes), idle_s);
+  const std::vector<size_t> order = Candidates(above, e.bytes, 0, before.tier);
+  if (!order.empty() && std::isfinite(here) && std::isfinite(above.tier_costs[order[0]]) &&
+      TiersByCost(above).size() == order.size() && above.tier_costs[order[0]] < here) {
+    QueuePromotion(key, order[0]);
+  }
+}
+
 Status CacheManager::Insert(const BlockKey& key, const std::optional<BlockKey>& parent,
                             std::span<const std::byte> payload, int64_t expiry_ms) {
+  BlockMeta meta;
+  meta.parent = parent;
+  meta.expiry_ms = expiry_ms;
+  return Insert(key, payload, meta);
+}
+
+Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payload,
+                            const BlockMeta& meta) {
   if (payload.empty()) return Status::InvalidArgument("a block payload may not be empty");
-  if (expiry_ms <= options_.clock->NowMs()) {
+  if (meta.ttl_ms < 0) return Status::InvalidArgument("a TTL may not be negative");
+  const int64_t now = options_.clock->NowMs();
+  const int64_t expiry = meta.ttl_ms > 0 ? AddSaturating(now, meta.ttl_ms) : meta.expiry_ms;
+  if (expiry <= now) {
     return Status::InvalidArgument("block " + key.ToHex() + " would already be expired");
   }
   if (std::optional<IndexEntry> e = index_.Get(key)) {
-    if (e->expiry_ms > options_.clock->NowMs()) {
-      Refresh(key, *e, expiry_ms);
+    if (e->expiry_ms > now) {
+      if (expiry > e->expiry_ms) {
+        Refresh(key, *e, expiry);
+      } else {
+        index_.Touch(key);
+        std::lock_guard<std::mutex> lock(mu_);
+        tiers_[e->tier].policy->Touch(key);
+      }
       ++counters_.refreshes;
       return Status::Ok();
     }
     if (Status s = Drop(key); !s.ok() && !s.IsNotFound()) return s;  // expired but pinned
   }
-  Status s = StoreInTier(0, key, payload, expiry_ms);
+  IndexEntry f;
+  f.parent = meta.parent;
+  f.bytes = payload.size();
+  f.expiry_ms = expiry;
+  f.ttl_ms = meta.ttl_ms;
+  f.tokens = meta.tokens;
+  f.stream = meta.stream;
+  f.remat_flops = meta.remat_flops;
+  f.queued_expiry_ms = expiry;
+  const double idle_s = IdleFor(f, now);
+  const PlacementCosts costs = CostsFor(f, idle_s, 0, tiers_.size());
+  const std::vector<size_t> order = Candidates(costs, f.bytes, 0, tiers_.size());
+  if (order.empty()) {
+    ++counters_.insert_failures;
+    uint64_t largest = 0;
+    for (size_t t = 0; t < tiers_.size(); ++t) {
+      largest = std::max(largest, std::min(max_block_bytes_[t], capacity_bytes_[t]));
+    }
+    return Status::ResourceExhausted("a block of " + std::to_string(f.bytes) +
+                                     " bytes is larger than any tier accepts (at most " +
+                                     std::to_string(largest) + ")");
+  }
+  Status s;
+  size_t chosen = order[0];
+  for (size_t t : order) {
+    // A full tier (everything pinned) passes the block to the next cheapest;
+    // a failing one fails the insert, so its error reaches the caller.
+    s = StoreInTier(t, key, payload, expiry);
+    chosen = t;
+    if (!s.IsResourceExhausted()) break;
+  }
   if (!s.ok()) {
     ++counters_.insert_failures;
     return s;
   }
-  const std::optional<uint32_t> previous = index_.Upsert(key, parent, 0, payload.size(), expiry_ms);
+  f.tier = static_cast<uint32_t>(chosen);
+  f.decision = Decision{DecisionKind::kPlaced, static_cast<uint8_t>(chosen),
+                        static_cast<float>(idle_s), now};
+  const PolicyBlock pb = PolicyBlockFor(chosen, f, now);
+  const std::optional<uint32_t> previous = index_.Upsert(key, f);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (previous && *previous != 0) tiers_[*previous].policy->Erase(key);
-    tiers_[0].policy->Insert(key, payload.size());
+    if (previous && *previous != chosen) tiers_[*previous].policy->Erase(key);
+    tiers_[chosen].policy->Insert(key, pb);
   }
-  // A concurrent insert of the same key may have been demoted meanwhile: its
-  // copy below is now unindexed and goes.
-  if (previous && *previous != 0) (void)tiers_[*previous].tier->Erase(std::span(&key, 1));
+  // A concurrent insert of the same key may have landed elsewhere meanwhile:
+  // its copy there is now unindexed and goes.
+  if (previous && *previous != chosen) (void)tiers_[*previous].tier->Erase(std::span(&key, 1));
+  QueueExpiry(key, expiry);
   ++counters_.inserts;
+  ++counters_.placed;
   counters_.insert_bytes += payload.size();
   return Status::Ok();
 }
@@ -122,104 +352,17 @@ Status CacheManager::Insert(const BlockKey& key, const std::optional<BlockKey>& 
 void CacheManager::Refresh(const BlockKey& key, const IndexEntry& e, int64_t expiry_ms) {
   if (expiry_ms > e.expiry_ms) {
     // The tier first: it enforces expiry on read, and must not expire a block
-    // the index still promises.
+    // the index still promises. The sweep queue keeps the old time and finds
+    // the new one when it gets there.
     (void)tiers_[e.tier].tier->SetExpiry(std::span(&key, 1), expiry_ms);
     index_.SetExpiry(key, expiry_ms);
   }
   index_.Touch(key);
+  IndexEntry now_entry = e;
+  now_entry.expiry_ms = std::max(e.expiry_ms, expiry_ms);
+  const PolicyBlock pb = PolicyBlockFor(e.tier, now_entry, options_.clock->NowMs());
   std::lock_guard<std::mutex> lock(mu_);
-  tiers_[e.tier].policy->Touch(key);
-}
-
-Status CacheManager::StoreInTier(size_t t, const BlockKey& key, std::span<const std::byte> payload,
-                                 int64_t expiry_ms) {
-  Tier& tier = *tiers_[t].tier;
-  const TierInfo info = tier.Info();
-  if (payload.size() > info.max_block_bytes || payload.size() > info.capacity_bytes) {
-    return Status::ResourceExhausted("a block of " + std::to_string(payload.size()) +
-                                     " bytes is larger than tier '" + info.name + "' accepts (" +
-                                     std::to_string(info.max_block_bytes) + ")");
-  }
-  for (int round = 0;; ++round) {
-    Status s = WriteOne(tier, key, payload, expiry_ms);
-    if (s.ok() || !s.IsResourceExhausted()) return s;
-    if (round == options_.max_eviction_rounds || MakeRoom(t, payload.size()) == 0) {
-      return Status::ResourceExhausted("tier '" + info.name + "' is full and no block in it " +
-                                       "can be evicted (all pinned or in use)");
-    }
-  }
-}
-
-uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes) {
-  enum class Pass { kSameSizeLeaves, kLeaves, kAny };
-  uint64_t freed = 0;
-  for (Pass pass : {Pass::kSameSizeLeaves, Pass::kLeaves, Pass::kAny}) {
-    auto eligible = [&](const BlockKey& k) {
-      if (!index_.Evictable(k, /*leaves_only=*/pass != Pass::kAny)) return false;
-      if (pass != Pass::kSameSizeLeaves) return true;
-      std::optional<IndexEntry> e = index_.Get(k);
-      return e && e->bytes == bytes;
-    };
-    while (freed < bytes) {
-      std::vector<BlockKey> victims;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        tiers_[t].policy->Victims(1, eligible, &victims);
-      }
-      if (victims.empty()) break;
-      const std::optional<IndexEntry> e = index_.Get(victims[0]);
-      if (e && e->tier == t && Evict(t, victims[0])) freed += e->bytes;
-    }
-  }
-  return freed;
-}
-
-std::optional<size_t> CacheManager::TierBelowFor(size_t t, uint64_t bytes) const {
-  for (size_t below = t + 1; below < tiers_.size(); ++below) {
-    const TierInfo info = tiers_[below].tier->Info();
-    if (bytes <= info.max_block_bytes && bytes <= info.capacity_bytes) return below;
-  }
-  return std::nullopt;
-}
-
-bool CacheManager::Evict(size_t t, const BlockKey& key) {
-  const std::optional<IndexEntry> e = index_.Get(key);
-  if (!e) return false;
-  const std::optional<size_t> below = TierBelowFor(t, e->bytes);
-  if (below && e->expiry_ms > options_.clock->NowMs()) {
-    const size_t d = *below;
-    std::vector<std::byte> payload(e->bytes);
-    Result<uint64_t> n = ReadOne(*tiers_[t].tier, key, payload);
-    if (n.ok() && StoreInTier(d, key, std::span(payload).first(*n), e->expiry_ms).ok()) {
-      if (!index_.SetTier(key, static_cast<uint32_t>(d))) {
-        // Erased while it moved: the copy below is unindexed and goes too.
-        (void)tiers_[d].tier->Erase(std::span(&key, 1));
-        return true;
-      }
-      // A refresh that landed while the block moved went to the old tier: the
-      // new copy takes the later expiry too.
-      if (std::optional<IndexEntry> now = index_.Get(key); now && now->expiry_ms > e->expiry_ms) {
-        (void)tiers_[d].tier->SetExpiry(std::span(&key, 1), now->expiry_ms);
-      }
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        tiers_[d].policy->Insert(key, *n);
-      }
-      (void)tiers_[t].tier->Erase(std::span(&key, 1));
-      ++counters_.demotions;
-      return true;
-    }
-    ++counters_.demotion_failures;  // unreadable, or refused below: drop it instead
-  }
-  Result<IndexEntry> removed = index_.Remove(key);
-  if (!removed.ok()) {  // pinned since it was chosen: it stays
-    std::lock_guard<std::mutex> lock(mu_);
-    tiers_[t].policy->Insert(key, e->bytes);
-    return false;
-  }
-  (void)tiers_[t].tier->Erase(std::span(&key, 1));
-  ++counters_.drops;
-  return true;
+  tiers_[e.tier].policy->Insert(key, pb);  // a touch that takes the new expiry
 }
 
 Result<IndexEntry> CacheManager::Find(const BlockKey& key) const {
@@ -232,7 +375,7 @@ Result<IndexEntry> CacheManager::Find(const BlockKey& key) const {
 
 Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> dest) {
   ++counters_.reads;
-  // Two attempts: a block demoted between the index look-up and the read is
+  // Two attempts: a block moved between the index look-up and the read is
   // found in its new tier on the second.
   for (int attempt = 0; attempt < 2; ++attempt) {
     Result<IndexEntry> e = Find(key);
@@ -244,11 +387,10 @@ Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> de
     }
     Result<uint64_t> n = ReadOne(*tiers_[e->tier].tier, key, dest);
     if (n.ok()) {
+      const int64_t now = options_.clock->NowMs();
       index_.Touch(key);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        tiers_[e->tier].policy->Touch(key);
-      }
+      // A read is data movement, not a new use: a lookup observed the reuse.
+      OnUse(key, *e, now, /*observe=*/false);
       ++counters_.read_hits;
       return n;
     }
@@ -273,8 +415,8 @@ Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> de
 Status CacheManager::Erase(const BlockKey& key) { return Drop(key); }
 
 Status CacheManager::Drop(const BlockKey& key) {
-  // The tier the block was in when it left the index: a demotion may have
-  // moved it since anyone looked.
+  // The tier the block was in when it left the index: a move may have
+  // changed it since anyone looked.
   Result<IndexEntry> e = index_.Remove(key);
   if (!e.ok()) return e.status();
   {
@@ -282,6 +424,283 @@ Status CacheManager::Drop(const BlockKey& key) {
     tiers_[e->tier].policy->Erase(key);
   }
   return tiers_[e->tier].tier->Erase(std::span(&key, 1));
+}
+
+// --- Room, victims and moves ------------------------------------------------
+
+Status CacheManager::StoreInTier(size_t t, const BlockKey& key, std::span<const std::byte> payload,
+                                 int64_t expiry_ms) {
+  Tier& tier = *tiers_[t].tier;
+  if (payload.size() > max_block_bytes_[t] || payload.size() > capacity_bytes_[t]) {
+    return Status::ResourceExhausted("a block of " + std::to_string(payload.size()) +
+                                     " bytes is larger than tier '" + tier_names_[t] +
+                                     "' accepts (" + std::to_string(max_block_bytes_[t]) + ")");
+  }
+  for (int round = 0;; ++round) {
+    Status s = WriteOne(tier, key, payload, expiry_ms);
+    if (s.ok() || !s.IsResourceExhausted()) return s;
+    if (round == options_.max_eviction_rounds || MakeRoom(t, payload.size(), key) == 0) {
+      return Status::ResourceExhausted("tier '" + tier_names_[t] + "' is full and no block in " +
+                                       "it can be evicted (all pinned or in use)");
+    }
+  }
+}
+
+uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes, const BlockKey& incoming) {
+  // Expired blocks are the first victims, wherever they are; the caller
+  // retries its write and comes back if that was not enough.
+  if (SweepExpired(256) > 0) return 1;
+  enum class Pass { kSameSizeLeaves, kLeaves, kAny };
+  uint64_t freed = 0;
+  const int64_t now = options_.clock->NowMs();
+  for (Pass pass : {Pass::kSameSizeLeaves, Pass::kLeaves, Pass::kAny}) {
+    VictimQuery q;
+    q.n = 1;
+    q.now_ms = now;
+    q.incoming = &incoming;
+    q.eligible = [&](const BlockKey& k) {
+      if (!index_.Evictable(k, /*leaves_only=*/pass != Pass::kAny)) return false;
+      if (pass != Pass::kSameSizeLeaves) return true;
+      std::optional<IndexEntry> e = index_.Get(k);
+      return e && e->bytes == bytes;
+    };
+    while (freed < bytes) {
+      std::vector<BlockKey> victims;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        tiers_[t].policy->Victims(q, &victims);
+      }
+      if (victims.empty()) break;
+      const std::optional<IndexEntry> e = index_.Get(victims[0]);
+      if (e && e->tier == t && Evict(t, victims[0])) freed += e->bytes;
+    }
+  }
+  return freed;
+}
+
+bool CacheManager::Evict(size_t t, const BlockKey& key) {
+  const std::optional<IndexEntry> e = index_.Get(key);
+  if (!e) return false;
+  const int64_t now = options_.clock->NowMs();
+  enum class Fate { kExpired, kRemat, kNoHome } fate = Fate::kNoHome;
+  if (e->expiry_ms <= now) {
+    fate = Fate::kExpired;
+  } else {
+    const double idle_s = IdleFor(*e, now);
+    const PlacementCosts costs = CostsFor(*e, idle_s, t + 1, tiers_.size());
+    const std::vector<size_t> order = Candidates(costs, e->bytes, t + 1, tiers_.size());
+    // Dropping is decided on known costs only: with a tier below whose cost
+    // is unknown, the block is kept.
+    const bool all_costed = !order.empty() && TiersByCost(costs).size() == order.size();
+    if (all_costed && DropIsCheapest(costs)) {
+      fate = Fate::kRemat;
+    } else {
+      for (size_t d : order) {
+        if (Move(key, *e, d, DecisionKind::kDemoted, idle_s)) {
+          ++counters_.demotions;
+          return true;
+        }
+      }
+      if (!order.empty()) ++counters_.demotion_failures;
+    }
+  }
+  Result<IndexEntry> removed = index_.Remove(key);
+  if (!removed.ok()) {
+    if (removed.status().IsNotFound()) return true;  // someone else removed it
+    // Pinned since it was chosen: it stays.
+    const PolicyBlock pb = PolicyBlockFor(t, *e, now);
+    std::lock_guard<std::mutex> lock(mu_);
+    tiers_[t].policy->Insert(key, pb);
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tiers_[removed->tier].policy->Erase(key);
+  }
+  (void)tiers_[removed->tier].tier->Erase(std::span(&key, 1));
+  switch (fate) {
+    case Fate::kExpired:
+      ++counters_.expired;
+      break;
+    case Fate::kRemat:
+      ++counters_.remat_drops;
+      break;
+    case Fate::kNoHome:
+      ++counters_.drops;
+      break;
+  }
+  return true;
+}
+
+bool CacheManager::Move(const BlockKey& key, const IndexEntry& e, size_t to, DecisionKind kind,
+                        double idle_s) {
+  const size_t from = e.tier;
+  std::vector<std::byte> payload(e.bytes);
+  Result<uint64_t> n = ReadOne(*tiers_[from].tier, key, payload);
+  if (!n.ok()) {
+    if (n.status().IsCorruption()) {
+      ++counters_.corruption_misses;
+      (void)Drop(key);
+    }
+    return false;
+  }
+  if (!StoreInTier(to, key, std::span(payload).first(*n), e.expiry_ms).ok()) return false;
+  const int64_t now = options_.clock->NowMs();
+  bool switched = false;
+  IndexEntry moved;
+  const bool present = index_.Modify(key, [&](IndexEntry& x) {
+    if (x.tier != from) return;
+    x.tier = static_cast<uint32_t>(to);
+    x.decision = Decision{kind, static_cast<uint8_t>(from), static_cast<float>(idle_s), now};
+    moved = x;
+    switched = true;
+  });
+  if (!switched) {
+    // Removed or moved elsewhere while we copied: our copy is unindexed,
+    // unless the block was meanwhile moved to this very tier.
+    std::optional<IndexEntry> cur = present ? index_.Get(key) : std::nullopt;
+    if (!cur || cur->tier != to) (void)tiers_[to].tier->Erase(std::span(&key, 1));
+    return !present;  // gone from `from` either way when absent
+  }
+  // A refresh that landed while the block moved went to the old tier: the new
+  // copy takes the later expiry too.
+  if (moved.expiry_ms > e.expiry_ms) {
+    (void)tiers_[to].tier->SetExpiry(std::span(&key, 1), moved.expiry_ms);
+  }
+  const PolicyBlock pb = PolicyBlockFor(to, moved, now);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tiers_[from].policy->Erase(key);
+    tiers_[to].policy->Insert(key, pb);
+  }
+  (void)tiers_[from].tier->Erase(std::span(&key, 1));
+  return true;
+}
+
+// --- Expiry -------------------------------------------------------------------
+
+void CacheManager::QueueExpiry(const BlockKey& key, int64_t expiry_ms) {
+  if (expiry_ms == kNoExpiry) return;
+  std::lock_guard<std::mutex> lock(expiry_mu_);
+  expiry_queue_.push(ExpiryItem{expiry_ms, key});
+  // Blocks that left before their expiry leave stale items behind: when
+  // they outnumber the live ones, rebuild the queue from the live ones.
+  if (expiry_queue_.size() > 4096 && expiry_queue_.size() > 2 * index_.size()) {
+    std::vector<ExpiryItem> live;
+    while (!expiry_queue_.empty()) {
+      const ExpiryItem item = expiry_queue_.top();
+      expiry_queue_.pop();
+      std::optional<IndexEntry> e = index_.Get(item.key);
+      if (e && e->queued_expiry_ms == item.expiry_ms) live.push_back(item);
+    }
+    expiry_queue_ = decltype(expiry_queue_)(std::greater<>(), std::move(live));
+  }
+}
+
+size_t CacheManager::SweepExpired(size_t limit) {
+  const int64_t now = options_.clock->NowMs();
+  size_t freed = 0;
+  while (freed < limit) {
+    std::vector<ExpiryItem> due;
+    {
+      std::lock_guard<std::mutex> lock(expiry_mu_);
+      while (!expiry_queue_.empty() && expiry_queue_.top().expiry_ms <= now && due.size() < 256) {
+        due.push_back(expiry_queue_.top());
+        expiry_queue_.pop();
+      }
+    }
+    if (due.empty()) break;
+    for (const ExpiryItem& item : due) {
+      std::optional<IndexEntry> e = index_.Get(item.key);
+      if (!e || e->queued_expiry_ms != item.expiry_ms) continue;  // stale
+      if (e->expiry_ms > now) {  // refreshed since: look again then
+        int64_t next = e->expiry_ms;
+        index_.Modify(item.key, [&](IndexEntry& x) {
+          next = x.expiry_ms;
+          x.queued_expiry_ms = next;
+        });
+        QueueExpiry(item.key, next);
+        continue;
+      }
+      Result<IndexEntry> removed =
+          index_.RemoveIf(item.key, [now](const IndexEntry& x) { return x.expiry_ms <= now; });
+      if (!removed.ok()) {
+        if (removed.status().code() ==
+            StatusCode::kRetry) {  // pinned: a running request still reads it
+          const int64_t again = now + kPinnedExpiryRetryMs;
+          index_.Modify(item.key, [&](IndexEntry& x) { x.queued_expiry_ms = again; });
+          QueueExpiry(item.key, again);
+        }
+        continue;
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        tiers_[removed->tier].policy->Erase(item.key);
+      }
+      (void)tiers_[removed->tier].tier->Erase(std::span(&item.key, 1));
+      ++counters_.expired;
+      if (++freed == limit) break;
+    }
+  }
+  return freed;
+}
+
+// --- Promotion ----------------------------------------------------------------
+
+void CacheManager::QueuePromotion(const BlockKey& key, size_t to) {
+  {
+    std::lock_guard<std::mutex> lock(promote_mu_);
+    if (promoting_.count(key) > 0) return;
+    if (promotions_.size() >= options_.max_queued_promotions) {
+      ++counters_.promotion_skips;
+      return;
+    }
+    promotions_.push_back(Promotion{key, to});
+    promoting_.insert(key);
+  }
+  promote_cv_.notify_one();
+}
+
+size_t CacheManager::RunPromotions() {
+  size_t moved = 0;
+  for (;;) {
+    Promotion p;
+    {
+      std::lock_guard<std::mutex> lock(promote_mu_);
+      if (promotions_.empty()) break;
+      p = promotions_.front();
+      promotions_.pop_front();
+      promoting_.erase(p.key);
+    }
+    const int64_t now = options_.clock->NowMs();
+    std::optional<IndexEntry> e = index_.Get(p.key);
+    if (!e || e->tier <= p.to || e->expiry_ms <= now ||
+        !Move(p.key, *e, p.to, DecisionKind::kPromoted, IdleFor(*e, now))) {
+      ++counters_.promotion_skips;
+      continue;
+    }
+    ++counters_.promotions;
+    ++moved;
+  }
+  return moved;
+}
+
+// --- Explain and stats ----------------------------------------------------------
+
+Result<BlockExplanation> CacheManager::Explain(const BlockKey& key) const {
+  std::optional<IndexEntry> e = index_.Get(key);
+  if (!e) return Status::NotFound("block " + key.ToHex() + " is not cached");
+  const int64_t now = options_.clock->NowMs();
+  BlockExplanation x;
+  x.entry = *e;
+  x.tier_name = tier_names_[e->tier];
+  x.tier_names = tier_names_;
+  x.decision_costs = CostsFor(*e, e->decision.idle_s, 0, tiers_.size());
+  x.reuse_estimate_s = reuse_.EstimateS(e->stream);
+  x.expected_idle_s = IdleFor(*e, now);
+  x.costs_now = CostsFor(*e, x.expected_idle_s, 0, tiers_.size());
+  for (size_t t = 0; t < tiers_.size(); ++t) x.drain_time_s.push_back(model_.DrainTimeS(t));
+  return x;
 }
 
 CacheStats CacheManager::Stats() const {
@@ -299,9 +718,13 @@ CacheStats CacheManager::Stats() const {
   s.refreshes = c.refreshes;
   s.insert_bytes = c.insert_bytes;
   s.insert_failures = c.insert_failures;
+  s.placed = c.placed;
+  s.promotions = c.promotions;
+  s.promotion_skips = c.promotion_skips;
   s.demotions = c.demotions;
   s.demotion_failures = c.demotion_failures;
   s.drops = c.drops;
+  s.remat_drops = c.remat_drops;
   s.expired = c.expired;
   s.corruption_misses = c.corruption_misses;
   return s;

@@ -1,18 +1,37 @@
-// CacheManager: the block cache over an ordered stack of tiers.
+// CacheManager: the block cache over an ordered stack of tiers, placing each
+// block with the drain-time cost model (DESIGN §4).
 //
-// It owns the BlockIndex, the tiers (tier 0 is the top, the fastest) and one
-// EvictionPolicy per tier. New blocks go to the top tier; when a tier is full
-// its policy names victims, which are demoted to the next tier down
-// (skipping a tier that takes no block that large), or dropped from the last
-// (a dropped block is rematerialized by prefill when it is next needed). The
-// drain-time placement of DESIGN §4 will replace this simple chain; the
-// interface stays.
+// It owns the BlockIndex, the tiers (tier 0 is the top, the fastest), one
+// EvictionPolicy per tier and the cost model built from the tiers' capacity,
+// measured bandwidth and configured cost rate. Decisions:
+//  - insert: the block goes to the tier of least expected cost for its
+//    expected idle time T (cache/placement.h) among the tiers that take a
+//    block of its size and return it within the fetch budget; a tier that
+//    cannot make room (everything pinned) passes it to the next cheapest.
+//    An insert never drops a block for being cheap to recompute: a writer
+//    that stores a block wants it, and the top tiers hold it while it is hot.
+//  - pressure: a full tier first frees expired blocks, then asks its policy
+//    for victims (leaves first, see below) and re-places each: demoted to the
+//    cheapest tier below that takes it, or dropped when recomputing it is
+//    cheaper than any of them ("dropped for remat"), or when no tier below
+//    takes it.
+//  - hit: a lookup hit is a use. It feeds the namespace's reuse estimate,
+//    refreshes a block's TTL, and a block whose cheapest home for its next
+//    idle time is now a higher tier is promoted there, in the background
+//    (copy, switch the index, free the old copy).
+//  - expiry: a background sweep frees expired blocks in every tier, a few at
+//    a time, without holding any lock across tier I/O.
+// Every block remembers its last decision; Explain recomputes the costs that
+// decision compared.
 //
-// Thread-safe. Tier I/O runs without the manager's lock; only the policies
-// are serialised (under mu_). Races between concurrent operations on the same
-// block resolve to a miss, never to wrong bytes: a block is readable only
-// after its payload is stored and verified, and every read is checksummed by
-// the tier.
+// Thread-safe. Tier I/O runs without the manager's locks; the policies are
+// serialised under mu_, the sweep queue under expiry_mu_, the promotion queue
+// under promote_mu_. Races between concurrent operations on the same block
+// resolve to a miss, never to wrong bytes: a block is readable only after its
+// payload is stored and verified, and every read is checksummed by the tier.
+// A block moves (promotion, demotion) by copy, index switch, then erase, and
+// a reader that finds the old copy gone retries at the new one; pinned
+// blocks are never demoted, dropped or expired under a running request.
 //
 // Lookup order and leaves: a hit run is touched deepest block first, so the
 // root of a prefix is the most recently used and leaves go first; victims with
@@ -20,16 +39,22 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <queue>
 #include <span>
 #include <string>
+#include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "cache/block_index.h"
 #include "cache/eviction_policy.h"
+#include "cache/placement.h"
 #include "common/clock.h"
 #include "tiers/tier.h"
 
@@ -38,11 +63,28 @@ namespace kvtier {
 struct TierSlot {
   std::unique_ptr<Tier> tier;
   std::unique_ptr<EvictionPolicy> policy;
+  double cost_per_s = 0;  // P_t: $/s for the whole tier (0 = free: placement by position)
 };
 
 struct CacheManagerOptions {
   Clock* clock = SystemClock();  // expiry and recency; not owned
   int max_eviction_rounds = 16;  // make-room attempts per write before giving up
+  PlacementOptions placement;    // cost model figures and reuse estimation
+  // Background work. With 0 / false nothing runs on its own thread: tests
+  // call SweepExpired and RunPromotions themselves.
+  int64_t sweep_interval_ms = 1000;     // period of the expiry sweep
+  bool background_promotion = true;     // promote hits on a worker thread
+  size_t max_queued_promotions = 4096;  // more are not promoted (counted as skipped)
+};
+
+// What a writer knows of a block besides its bytes.
+struct BlockMeta {
+  std::optional<BlockKey> parent;  // the previous block of the prefix; nullopt for the first
+  int64_t ttl_ms = 0;              // > 0: expires ttl after the last use (reads refresh it)
+  int64_t expiry_ms = kNoExpiry;   // with ttl_ms == 0: a fixed absolute expiry, Unix ms
+  uint32_t tokens = 0;             // tokens the block holds; 0 = unknown
+  uint64_t stream = 0;             // namespace fingerprint: blocks sharing reuse statistics
+  double remat_flops = 0;          // prefill FLOPs to recompute it; 0 = unknown (never dropped)
 };
 
 struct PrefixHit {
@@ -64,83 +106,162 @@ struct CacheStats {
   uint64_t refreshes = 0;  // inserts of a cached key: bytes kept, expiry extended
   uint64_t insert_bytes = 0;
   uint64_t insert_failures = 0;
-  uint64_t demotions = 0;          // blocks moved one tier down
-  uint64_t demotion_failures = 0;  // victims the tier below refused (dropped instead)
-  uint64_t drops = 0;              // blocks evicted from the last tier
+  // Placement decisions by kind.
+  uint64_t placed = 0;             // inserts, each to its cheapest tier with room
+  uint64_t promotions = 0;         // blocks moved up after a hit
+  uint64_t promotion_skips = 0;    // promotions not done (gone, moved, no room, queue full)
+  uint64_t demotions = 0;          // victims moved down
+  uint64_t demotion_failures = 0;  // victims no tier below would take (dropped instead)
+  uint64_t drops = 0;              // victims dropped with no tier below to take them
+  uint64_t remat_drops = 0;        // victims dropped because recomputing is cheaper
   uint64_t expired = 0;            // blocks removed because their TTL passed
   uint64_t corruption_misses = 0;  // reads that failed a checksum
+};
+
+// Where a block is and why (kvtier explain).
+struct BlockExplanation {
+  IndexEntry entry;
+  std::string tier_name;
+  PlacementCosts decision_costs;           // the costs its last decision compared (at its T)
+  std::optional<double> reuse_estimate_s;  // of its namespace, now
+  double expected_idle_s = 0;              // T if it were decided now
+  PlacementCosts costs_now;                // the costs at that T
+  std::vector<std::string> tier_names;
+  std::vector<double> drain_time_s;  // D_t per tier
 };
 
 class CacheManager {
  public:
   // Requires at least one tier, each with a policy. Recovers the blocks that
-  // persistent tiers announce into the index.
+  // persistent tiers announce into the index, and starts the background work.
   static Result<std::unique_ptr<CacheManager>> Open(std::vector<TierSlot> tiers,
                                                     const CacheManagerOptions& options);
+  ~CacheManager();
   CacheManager(const CacheManager&) = delete;
   CacheManager& operator=(const CacheManager&) = delete;
 
   // The longest run of keys, from the first, that are cached and unexpired.
-  // With `pin`, every hit block is pinned until the returned handles go.
+  // A hit is a use (see above). With `pin`, every hit block is pinned until
+  // the returned handles go.
   PrefixHit Lookup(std::span<const BlockKey> keys, bool pin = false);
 
-  // Stores a block with its parent's key (nullopt for the first block of a
-  // prefix). A cached block is immutable: inserting a key that is cached and
-  // unexpired keeps its bytes (the key names the content) and only extends
-  // its expiry to the later of the two, as a read would refresh it. Errors:
-  // kInvalidArgument (empty, already expired), kResourceExhausted (larger than
-  // a tier accepts, or no room that eviction can make), kRetry (an expired
-  // copy is still pinned).
+  // Stores a block. A cached block is immutable: inserting a key that is
+  // cached and unexpired keeps its bytes (the key names the content) and only
+  // extends its expiry, as a read would. Errors: kInvalidArgument (empty,
+  // already expired), kResourceExhausted (larger than any tier accepts, or no
+  // room that eviction can make), kRetry (an expired copy is still pinned).
+  Status Insert(const BlockKey& key, std::span<const std::byte> payload, const BlockMeta& meta);
+  // Shorthand: a block with a fixed expiry and nothing else known.
   Status Insert(const BlockKey& key, const std::optional<BlockKey>& parent,
                 std::span<const std::byte> payload, int64_t expiry_ms = kNoExpiry);
 
   // The entry of a cached, unexpired block; kNotFound otherwise.
   Result<IndexEntry> Find(const BlockKey& key) const;
-  // Copies a block into dest and returns its size. kNotFound on a miss
-  // (including a checksum failure, which also drops the block);
-  // kResourceExhausted when dest is smaller than the block.
+  // Copies a block into dest and returns its size; refreshes its TTL.
+  // kNotFound on a miss (including a checksum failure, which also drops the
+  // block); kResourceExhausted when dest is smaller than the block.
   Result<uint64_t> Read(const BlockKey& key, std::span<std::byte> dest);
   // Removes a block from the cache. kNotFound if absent, kRetry if pinned.
   Status Erase(const BlockKey& key);
 
+  // Frees up to `limit` expired, unpinned blocks in every tier; returns how
+  // many. The background sweep calls it; so does a full tier.
+  size_t SweepExpired(size_t limit = 1024);
+  // Runs the queued promotions on the calling thread; returns how many moved.
+  size_t RunPromotions();
+
+  // Where a cached block is, and the costs behind it. kNotFound if absent.
+  Result<BlockExplanation> Explain(const BlockKey& key) const;
+
   CacheStats Stats() const;
   size_t tier_count() const { return tiers_.size(); }
   const std::string& tier_name(size_t t) const { return tier_names_[t]; }
+  const CostModel& cost_model() const { return model_; }
 
  private:
   CacheManager(std::vector<TierSlot> tiers, const CacheManagerOptions& options);
+  void StartBackground();
+  void StopBackground();
+
+  // Can tier t hold a block of `bytes` and return it within the fetch budget?
+  bool TierTakes(size_t t, uint64_t bytes) const;
+  // T for a block, now: its namespace's reuse estimate capped by its TTL and
+  // by the time it has left to live.
+  double IdleFor(const IndexEntry& e, int64_t now_ms) const;
+  // The costs of the tiers in [first, last) that take a block of e's size.
+  PlacementCosts CostsFor(const IndexEntry& e, double idle_s, size_t first, size_t last) const;
+  // The tiers in [first, last) that take a block of `bytes`, cheapest first;
+  // in stack order when any of them has no known cost.
+  std::vector<size_t> Candidates(const PlacementCosts& costs, uint64_t bytes, size_t first,
+                                 size_t last) const;
+  // The policy's view of a block in tier t: its miss cost is what its best
+  // home below t (or its recompute) would cost.
+  PolicyBlock PolicyBlockFor(size_t t, const IndexEntry& e, int64_t now_ms) const;
 
   // Writes into tier t, making room by eviction as needed.
   Status StoreInTier(size_t t, const BlockKey& key, std::span<const std::byte> payload,
                      int64_t expiry_ms);
-  // Evicts victims of tier t until at least `bytes` are freed or none is left;
-  // returns the bytes freed. Victims of the same size go first (their space
-  // is reusable as it is, whatever the tier's allocator), then any leaf, then
-  // any unpinned block.
-  uint64_t MakeRoom(size_t t, uint64_t bytes);
-  // Extends the expiry of a cached block in its tier and the index.
-  void Refresh(const BlockKey& key, const IndexEntry& e, int64_t expiry_ms);
-  // Moves one victim of tier t to the next tier down that takes a block of
-  // its size, or drops it when there is none. Returns false if the block
-  // could not be evicted (pinned, gone).
+  // Frees expired blocks, then evicts victims of tier t until at least
+  // `bytes` are freed or none is left; returns the bytes freed. Victims of the
+  // same size go first (their space is reusable as it is, whatever the tier's
+  // allocator), then any leaf, then any unpinned block.
+  uint64_t MakeRoom(size_t t, uint64_t bytes, const BlockKey& incoming);
+  // Re-places one victim of tier t (demote or drop). False if the block could
+  // not be evicted (pinned, gone).
   bool Evict(size_t t, const BlockKey& key);
-  // The first tier below t whose max_block_bytes and capacity admit `bytes`.
-  std::optional<size_t> TierBelowFor(size_t t, uint64_t bytes) const;
+  // Copies a block from its tier `from` to tier `to` and switches the index;
+  // the old copy is erased. False if it could not (gone, unreadable, no room).
+  bool Move(const BlockKey& key, const IndexEntry& e, size_t to, DecisionKind kind, double idle_s);
+  // A hit on a block: observe its reuse, refresh its TTL, queue a promotion.
+  void OnUse(const BlockKey& key, const IndexEntry& before, int64_t now_ms, bool observe);
+  // Extends the expiry of a cached block in its tier, the index and policy.
+  void Refresh(const BlockKey& key, const IndexEntry& e, int64_t expiry_ms);
   // Removes a block from the index, its tier and its policy; kRetry if pinned.
   Status Drop(const BlockKey& key);
+  // Schedules the sweep to look at a block when it would expire.
+  void QueueExpiry(const BlockKey& key, int64_t expiry_ms);
+  void QueuePromotion(const BlockKey& key, size_t to);
 
   const CacheManagerOptions options_;
   std::vector<TierSlot> tiers_;  // the policies are guarded by mu_
   std::vector<std::string> tier_names_;
+  std::vector<uint64_t> max_block_bytes_;  // per tier, fixed when it opened
+  std::vector<uint64_t> capacity_bytes_;   // per tier
+  CostModel model_;
+  ReuseEstimator reuse_;
   BlockIndex index_;
   mutable std::mutex mu_;
+
+  // Sweep queue: the earliest expiry first. A block has one live entry (the
+  // one matching its queued_expiry_ms); others are stale and skipped.
+  struct ExpiryItem {
+    int64_t expiry_ms;
+    BlockKey key;
+    bool operator>(const ExpiryItem& o) const { return expiry_ms > o.expiry_ms; }
+  };
+  std::mutex expiry_mu_;
+  std::priority_queue<ExpiryItem, std::vector<ExpiryItem>, std::greater<>> expiry_queue_;
+
+  struct Promotion {
+    BlockKey key;
+    size_t to;
+  };
+  std::mutex promote_mu_;
+  std::condition_variable promote_cv_;
+  std::deque<Promotion> promotions_;                      // guarded by promote_mu_
+  std::unordered_set<BlockKey, BlockKeyHash> promoting_;  // queued keys, guarded by promote_mu_
+
+  std::mutex bg_mu_;  // with bg_cv_, wakes the sweeper to stop
+  std::condition_variable bg_cv_;
+  std::atomic<bool> stop_{false};
+  std::thread sweeper_, promoter_;
 
   struct Counters {
     std::atomic<uint64_t> lookups{0}, lookup_blocks{0}, lookup_hit_blocks{0};
     std::atomic<uint64_t> reads{0}, read_hits{0}, read_misses{0};
     std::atomic<uint64_t> inserts{0}, refreshes{0}, insert_bytes{0}, insert_failures{0};
-    std::atomic<uint64_t> demotions{0}, demotion_failures{0}, drops{0}, expired{0},
-        corruption_misses{0};
+    std::atomic<uint64_t> placed{0}, promotions{0}, promotion_skips{0}, demotions{0},
+        demotion_failures{0}, drops{0}, remat_drops{0}, expired{0}, corruption_misses{0};
   };
   Counters counters_;
 };

@@ -2,43 +2,101 @@
 //
 // A policy only orders keys; it never touches storage. The CacheManager keeps
 // one per tier, feeds it every insert, hit and removal, and asks it for
-// victims when the tier is full. Not thread-safe: the owner serialises calls.
-// Every operation is O(1) amortised, except that Victims also steps over the
-// blocks `eligible` refuses (pinned blocks, inner blocks).
+// victims when the tier is full; the trace benchmarks drive the very same
+// objects. Not thread-safe: the owner serialises calls.
+//
+// Cost: Insert, Touch and Erase are O(1) amortised for every policy but the
+// two priority-ordered ones (gdsf, ttl-cost), which keep an ordered set and
+// pay O(log n). Victims is O(1) amortised per victim, plus the blocks
+// `eligible` refuses, which are stepped over and keep their place and state.
+//
+// Sizes are in bytes. A policy that sizes queues (ARC's target, S3-FIFO's
+// small queue) measures them in bytes against PolicyOptions::capacity_bytes,
+// so with blocks of one byte each the published algorithms are reproduced
+// exactly, which is how the tests check them.
+//
+// Ghosts: ARC and S3-FIFO remember keys they evicted recently. A key evicted
+// through Victims enters the ghost history; a key removed through Erase (the
+// block was demoted, dropped, expired or deleted elsewhere) does not.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/block_key.h"
+#include "common/clock.h"
 
 namespace kvtier {
+
+// What a policy may know of a block besides its key.
+struct PolicyBlock {
+  uint64_t bytes = 1;             // payload size, > 0
+  double miss_cost = 1.0;         // cost of losing the block from this tier (gdsf, ttl-cost), > 0
+  int64_t expiry_ms = kNoExpiry;  // after this the block is worth nothing (ttl-cost)
+};
+
+struct VictimQuery {
+  size_t n = 1;        // victims wanted
+  int64_t now_ms = 0;  // the time (ttl-cost takes expired blocks first)
+  // The block the room is made for, when known: ARC's replacement rule looks
+  // at whether it is in its second ghost list.
+  const BlockKey* incoming = nullptr;
+  // Which blocks may be taken (unpinned, leaves ...); null takes any.
+  std::function<bool(const BlockKey&)> eligible;
+};
+
+struct PolicyOptions {
+  uint64_t capacity_bytes = 0;  // the tier's capacity (queue targets); 0 = unbounded
+};
 
 class EvictionPolicy {
  public:
   virtual ~EvictionPolicy() = default;
 
   virtual std::string_view Name() const = 0;
-  // A block entered the tier. Inserting a present key counts as a Touch.
-  virtual void Insert(const BlockKey& key, uint64_t bytes) = 0;
+  // A block entered the tier. Inserting a present key is a Touch that also
+  // takes the new attributes (a refreshed expiry, a new cost).
+  virtual void Insert(const BlockKey& key, const PolicyBlock& block) = 0;
   // A present block was used (a lookup hit or a read). Absent keys are ignored.
   virtual void Touch(const BlockKey& key) = 0;
   // A block left the tier for another reason. Absent keys are ignored.
   virtual void Erase(const BlockKey& key) = 0;
-  // Chooses up to `n` victims among the blocks that `eligible` accepts, best
-  // victim first, appends them to `out` and forgets them. Returns how many.
-  virtual size_t Victims(size_t n, const std::function<bool(const BlockKey&)>& eligible,
-                         std::vector<BlockKey>* out) = 0;
+  // Chooses up to `query.n` victims among the blocks `query.eligible`
+  // accepts, best victim first, appends them to `out` and forgets them
+  // (remembering them as ghosts where the policy keeps ghosts). Returns how
+  // many it chose; fewer than asked only when no other block is eligible.
+  virtual size_t Victims(const VictimQuery& query, std::vector<BlockKey>* out) = 0;
+  // Blocks the policy holds (ghosts not counted).
   virtual size_t size() const = 0;
 };
 
-// Least recently used first.
+// The policies, each after its published description:
+//  lru       least recently used first.
+//  fifo      first inserted first; hits change nothing.
+//  lfu       least frequently used first, ties least recently used first.
+//  arc       Megiddo & Modha, FAST'03: T1/T2 with ghosts B1/B2, adaptive p.
+//  s3fifo    Yang et al., SOSP'23: small FIFO (10%), main FIFO, ghost FIFO.
+//  sieve     Zhang et al., NSDI'24: one FIFO with visited bits and a hand.
+//  gdsf      Cherkasova '98: priority L + frequency * cost / size, L inflating.
+//  ttl-cost  expired blocks first (earliest expiry first), then gdsf order by
+//            the placement cost model's miss cost (cache/placement.h).
 std::unique_ptr<EvictionPolicy> NewLruPolicy();
+std::unique_ptr<EvictionPolicy> NewFifoPolicy();
+std::unique_ptr<EvictionPolicy> NewLfuPolicy();
+std::unique_ptr<EvictionPolicy> NewArcPolicy(const PolicyOptions& options);
+std::unique_ptr<EvictionPolicy> NewS3FifoPolicy(const PolicyOptions& options);
+std::unique_ptr<EvictionPolicy> NewSievePolicy();
+std::unique_ptr<EvictionPolicy> NewGdsfPolicy();
+std::unique_ptr<EvictionPolicy> NewTtlCostPolicy();
 
-// A policy by name ("lru"); nullptr for an unknown name.
-std::unique_ptr<EvictionPolicy> NewEvictionPolicy(std::string_view name);
+// A policy by name (the names above); nullptr for an unknown name.
+std::unique_ptr<EvictionPolicy> NewEvictionPolicy(std::string_view name,
+                                                  const PolicyOptions& options = {});
+// Every name NewEvictionPolicy knows, in the order above.
+const std::vector<std::string>& EvictionPolicyNames();
 
 }  // namespace kvtier

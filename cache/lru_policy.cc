@@ -11,7 +11,7 @@ class LruPolicy final : public EvictionPolicy {
  public:
   std::string_view Name() const override { return "lru"; }
 
-  void Insert(const BlockKey& key, uint64_t) override {
+  void Insert(const BlockKey& key, const PolicyBlock&) override {
     auto it = pos_.find(key);
     if (it != pos_.end()) {
       order_.splice(order_.begin(), order_, it->second);
@@ -33,12 +33,11 @@ class LruPolicy final : public EvictionPolicy {
     pos_.erase(it);
   }
 
-  size_t Victims(size_t n, const std::function<bool(const BlockKey&)>& eligible,
-                 std::vector<BlockKey>* out) override {
+  size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
     size_t taken = 0;
-    for (auto it = order_.end(); taken < n && it != order_.begin();) {
+    for (auto it = order_.end(); taken < q.n && it != order_.begin();) {
       --it;
-      if (!eligible(*it)) continue;
+      if (q.eligible && !q.eligible(*it)) continue;
       out->push_back(*it);
       pos_.erase(*it);
       it = order_.erase(it);
@@ -57,10 +56,5 @@ class LruPolicy final : public EvictionPolicy {
 }  // namespace
 
 std::unique_ptr<EvictionPolicy> NewLruPolicy() { return std::make_unique<LruPolicy>(); }
-
-std::unique_ptr<EvictionPolicy> NewEvictionPolicy(std::string_view name) {
-  if (name == "lru") return NewLruPolicy();
-  return nullptr;
-}
 
 }  // namespace kvtier

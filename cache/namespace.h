@@ -38,4 +38,10 @@ struct Namespace {
   std::string ToString() const;
 };
 
+// The 64-bit fingerprint of a namespace for statistics (reuse estimates are
+// kept per stream), taken from its seed.
+inline uint64_t StreamOf(const BlockKey& namespace_seed) {
+  return namespace_seed.hi ^ namespace_seed.lo;
+}
+
 }  // namespace kvtier

@@ -312,12 +312,15 @@ void Engine::Publish(Sequence* seq) {
     const BlockKey& prev = i == 0 ? hasher.seed() : seq->keys.back();
     seq->keys.push_back(hasher.Next(prev, std::span<const TokenId>(&seq->tokens[i * bt], bt)));
   }
-  const int64_t expiry =
-      options_.cache_ttl_ms > 0 ? SystemClock()->NowMs() + options_.cache_ttl_ms : kNoExpiry;
+  BlockMeta meta;
+  meta.ttl_ms = options_.cache_ttl_ms;
+  meta.tokens = static_cast<uint32_t>(bt);
+  meta.stream = StreamOf(hasher.seed());
+  // Prefill of a block: two FLOPs per active parameter per token.
+  meta.remat_flops = 2.0 * static_cast<double>(weights_->config.ActiveParams()) * bt;
   for (int i = seq->published; i < full; ++i) {
-    std::optional<BlockKey> parent;
-    if (i > 0) parent = seq->keys[i - 1];
-    Status s = cache_->Insert(seq->keys[i], parent, kv_.Bytes(seq->pages[i]), expiry);
+    meta.parent = i > 0 ? std::optional<BlockKey>(seq->keys[i - 1]) : std::nullopt;
+    Status s = cache_->Insert(seq->keys[i], kv_.Bytes(seq->pages[i]), meta);
     if (s.ok()) {
       ++seq->result.published_blocks;
       ++stats_.published_blocks;

@@ -50,6 +50,15 @@ Result<v1::StatsResponse> Client::Stats() {
   return resp;
 }
 
+Result<v1::ExplainResponse> Client::Explain(const BlockKey& key) {
+  v1::ExplainRequest req;
+  req.set_key(key.ToByteString());
+  v1::ExplainResponse resp;
+  grpc::Status s = admin_->Explain(NewContext().get(), req, &resp);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return resp;
+}
+
 Result<v1::LookupResponse> Client::Lookup(const v1::LookupRequest& request) {
   v1::LookupResponse resp;
   grpc::Status s = block_store_->Lookup(NewContext().get(), request, &resp);

@@ -35,6 +35,8 @@ class Client {
 
   Result<v1::HealthResponse> Health();
   Result<v1::StatsResponse> Stats();
+  // Where a block is and why (kNotFound when it is not cached).
+  Result<v1::ExplainResponse> Explain(const BlockKey& key);
   Result<v1::LookupResponse> Lookup(const v1::LookupRequest& request);
   // Sends header (size and XXH3-64 filled in here) and payload.
   Result<v1::PutResponse> Put(v1::PutHeader header, std::span<const std::byte> payload);

@@ -2,6 +2,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cmath>
+
 namespace kvtier {
 
 const char* KvtierVersion() { return "0.1.0"; }
@@ -47,6 +49,14 @@ grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
     out->set_corruption_errors(t.corruption_errors);
     out->set_io_errors(t.io_errors);
     out->set_max_block_bytes(t.max_block_bytes);
+    const size_t i = static_cast<size_t>(resp->tiers_size() - 1);
+    if (i < policies_.size()) out->set_policy(policies_[i]);
+    const CostModel& model = cache_.cost_model();
+    if (i < model.tier_count()) {
+      out->set_cost_per_s(model.tier(i).cost_per_s);
+      const double drain = model.DrainTimeS(i);
+      if (std::isfinite(drain)) out->set_drain_time_s(drain);
+    }
   }
   resp->set_indexed_blocks(s.indexed_blocks);
   resp->set_lookups(s.lookups);
@@ -64,6 +74,10 @@ grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
   resp->set_drops(s.drops);
   resp->set_expired(s.expired);
   resp->set_corruption_misses(s.corruption_misses);
+  resp->set_placed(s.placed);
+  resp->set_promotions(s.promotions);
+  resp->set_promotion_skips(s.promotion_skips);
+  resp->set_remat_drops(s.remat_drops);
   resp->set_default_block_tokens(static_cast<uint32_t>(default_namespace_.block_tokens));
   resp->set_default_namespace(default_namespace_.ToString());
   if (engine_ != nullptr) {
@@ -86,6 +100,59 @@ grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
     out->set_free_pages(e.free_pages);
     out->set_total_pages(e.total_pages);
   }
+  return grpc::Status::OK;
+}
+
+namespace {
+
+void FillCosts(const CacheManager& cache, const PlacementCosts& costs,
+               google::protobuf::RepeatedPtrField<v1::TierCost>* out) {
+  for (size_t t = 0; t < costs.tier_costs.size(); ++t) {
+    v1::TierCost* c = out->Add();
+    c->set_tier(cache.tier_name(t));
+    c->set_allowed(std::isfinite(costs.tier_costs[t]));
+    if (c->allowed()) c->set_cost_usd(costs.tier_costs[t]);
+    const double drain = cache.cost_model().DrainTimeS(t);
+    if (std::isfinite(drain)) c->set_drain_time_s(drain);
+  }
+}
+
+}  // namespace
+
+grpc::Status AdminService::Explain(grpc::ServerContext*, const v1::ExplainRequest* req,
+                                   v1::ExplainResponse* resp) {
+  auto pass = gate_.Enter();
+  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::optional<BlockKey> key = BlockKey::FromBytes(req->key());
+  if (!key) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "key must be 16 bytes, not " + std::to_string(req->key().size()));
+  }
+  Result<BlockExplanation> x = cache_.Explain(*key);
+  if (!x.ok()) return grpc::Status(grpc::StatusCode::NOT_FOUND, x.status().message());
+  const IndexEntry& e = x->entry;
+  v1::BlockInfo* b = resp->mutable_block();
+  b->set_key(key->ToByteString());
+  b->set_size_bytes(e.bytes);
+  b->set_tier(x->tier_name);
+  if (e.expiry_ms != kNoExpiry) b->set_expire_time_ms(e.expiry_ms);
+  resp->set_decision(DecisionKindName(e.decision.kind));
+  if (e.decision.kind == DecisionKind::kPromoted || e.decision.kind == DecisionKind::kDemoted) {
+    resp->set_from_tier(cache_.tier_name(e.decision.from_tier));
+  }
+  resp->set_decided_at_ms(e.decision.at_ms);
+  resp->set_decision_idle_s(e.decision.idle_s);
+  FillCosts(cache_, x->decision_costs, resp->mutable_decision_costs());
+  resp->set_remat_known(std::isfinite(x->decision_costs.remat_cost));
+  if (resp->remat_known()) resp->set_remat_cost_usd(x->decision_costs.remat_cost);
+  resp->set_ttl_ms(e.ttl_ms);
+  if (x->reuse_estimate_s) resp->set_reuse_estimate_s(*x->reuse_estimate_s);
+  resp->set_expected_idle_s(x->expected_idle_s);
+  FillCosts(cache_, x->costs_now, resp->mutable_costs_now());
+  resp->set_pins(e.pins);
+  resp->set_cached_children(e.cached_children);
+  resp->set_tokens(e.tokens);
+  resp->set_last_access_ms(e.last_access_ms);
   return grpc::Status::OK;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "cache/cache_manager.h"
 #include "cache/namespace.h"
@@ -29,6 +30,10 @@ class AdminService final : public v1::Admin::Service {
                       v1::HealthResponse* resp) override;
   grpc::Status Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
                      v1::StatsResponse* resp) override;
+  grpc::Status Explain(grpc::ServerContext* ctx, const v1::ExplainRequest* req,
+                       v1::ExplainResponse* resp) override;
+  // The eviction policy of each tier, for Stats (set once, before serving).
+  void set_tier_policies(std::vector<std::string> names) { policies_ = std::move(names); }
 
  private:
   CacheManager& cache_;
@@ -37,6 +42,7 @@ class AdminService final : public v1::Admin::Service {
   Clock* const clock_;
   const int64_t started_ms_;
   CallGate& gate_;
+  std::vector<std::string> policies_;
   std::mutex mu_;
   std::string listen_;  // guarded by mu_
 };

@@ -236,7 +236,12 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext*,
 
   const int64_t ttl_s = header.ttl_seconds() != 0 ? header.ttl_seconds() : limits_.default_ttl_s;
   const int64_t expiry = ttl_s > 0 ? clock_->NowMs() + ttl_s * 1000 : kNoExpiry;
-  if (Status s = cache_.Insert(key, parent, payload, expiry); !s.ok()) return ToGrpcStatus(s);
+  BlockMeta meta;
+  meta.parent = parent;
+  meta.ttl_ms = ttl_s * 1000;  // a TTL runs from the last use: reads refresh it
+  meta.tokens = by_tokens ? static_cast<uint32_t>(ns->block_tokens) : 0;
+  meta.stream = StreamOf(ns->Seed());
+  if (Status s = cache_.Insert(key, payload, meta); !s.ok()) return ToGrpcStatus(s);
   // Where the block is now; a racing call may already have moved or evicted
   // it, and then the answer says what this call stored.
   Result<IndexEntry> e = cache_.Find(key);

@@ -74,17 +74,55 @@ std::string DaemonUsage() {
   --token-budget N        tokens the engine computes per step (default 512)
   --engine-threads N      forward-pass threads (default: one per core)
   --no-engine             serve the cache only, no model
+  --dram-policy NAME      eviction policy of a tier: lru, fifo, lfu, arc, s3fifo, sieve,
+  --flash-policy NAME       gdsf or ttl-cost (default ttl-cost for every tier)
+  --rocks-policy NAME
+  --dram-price USD        price of a tier, $ per GiB-month (defaults 3.0, 0.10, 0.03):
+  --flash-price USD         with its capacity, the tier's cost rate in the drain-time
+  --rocks-price USD         cost model
+  --remat-flops N         prefill FLOP/s of the engine that recomputes a dropped block
+                          (default 4e14)
+  --gpu-price USD         $ per hour of that engine's accelerator (default 2.5)
+  --fetch-budget-ms N     a tier must return one block within this (default 1000)
+  --default-idle SECONDS  expected idle time of a block with no TTL and no history
+                          (default 600)
+  --sweep-interval-ms N   period of the expiry sweep (default 1000)
   --help                  this text
 )";
 }
 
 Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   FlagSet flags;
-  for (const char* f :
-       {"listen", "data-dir", "dram-bytes", "rocks-bytes", "block-tokens", "model-id", "kv-dtype",
-        "default-ttl", "max-block-bytes", "flash-path", "flash-bytes", "flash-region-bytes",
-        "flash-write-budget", "model", "model-preset", "kv-bytes", "max-batch", "token-budget",
-        "engine-threads"}) {
+  for (const char* f : {"listen",
+                        "data-dir",
+                        "dram-bytes",
+                        "rocks-bytes",
+                        "block-tokens",
+                        "model-id",
+                        "kv-dtype",
+                        "default-ttl",
+                        "max-block-bytes",
+                        "flash-path",
+                        "flash-bytes",
+                        "flash-region-bytes",
+                        "flash-write-budget",
+                        "model",
+                        "model-preset",
+                        "kv-bytes",
+                        "max-batch",
+                        "token-budget",
+                        "engine-threads",
+                        "dram-policy",
+                        "flash-policy",
+                        "rocks-policy",
+                        "dram-price",
+                        "flash-price",
+                        "rocks-price",
+                        "remat-flops",
+                        "gpu-price",
+                        "fetch-budget-ms",
+                        "default-idle",
+                        "sweep-interval-ms"}) {
     flags.Value(f);
   }
   flags.Bool("lock-memory");
@@ -178,6 +216,44 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
                                      std::to_string(lo) + ", " + std::to_string(hi) + "]");
     }
     *field = static_cast<int>(*v);
+  }
+  for (auto [flag, field] :
+       {std::pair{"dram-policy", &o.dram_policy}, std::pair{"flash-policy", &o.flash_policy},
+        std::pair{"rocks-policy", &o.rocks_policy}}) {
+    *field = flags.Get(flag, *field);
+    if (NewEvictionPolicy(*field) == nullptr) {
+      std::string names;
+      for (const std::string& n : EvictionPolicyNames()) names += " " + n;
+      return Status::InvalidArgument(std::string("--") + flag + ": unknown policy '" + *field +
+                                     "' (policies:" + names + ")");
+    }
+  }
+  double gpu_usd_per_hour = o.placement.remat.cost_per_s * 3600;
+  double fetch_budget_ms = o.placement.fetch_budget_s * 1000;
+  for (auto [flag, field, positive] :
+       {std::tuple{"dram-price", &o.dram_usd_per_gib_month, false},
+        std::tuple{"flash-price", &o.flash_usd_per_gib_month, false},
+        std::tuple{"rocks-price", &o.rocks_usd_per_gib_month, false},
+        std::tuple{"remat-flops", &o.placement.remat.flops_per_s, true},
+        std::tuple{"gpu-price", &gpu_usd_per_hour, false},
+        std::tuple{"fetch-budget-ms", &fetch_budget_ms, true},
+        std::tuple{"default-idle", &o.placement.default_idle_s, true}}) {
+    if (!flags.Has(flag)) continue;
+    Result<double> v = ParseNonNegative(flags.Get(flag));
+    if (!v.ok() || (positive && *v == 0)) {
+      return Status::InvalidArgument(std::string("--") + flag + " needs a " +
+                                     (positive ? "positive" : "non-negative") + " number");
+    }
+    *field = *v;
+  }
+  o.placement.remat.cost_per_s = gpu_usd_per_hour / 3600;
+  o.placement.fetch_budget_s = fetch_budget_ms / 1000;
+  if (flags.Has("sweep-interval-ms")) {
+    Result<int64_t> v = ParseInt(flags.Get("sweep-interval-ms"));
+    if (!v.ok() || *v == 0 || *v > 3'600'000) {
+      return Status::InvalidArgument("--sweep-interval-ms needs an integer in [1, 3600000]");
+    }
+    o.sweep_interval_ms = *v;
   }
   KVTIER_RETURN_IF_ERROR(o.default_namespace.Validate());
   return o;
@@ -274,13 +350,22 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   Result<std::unique_ptr<Tier>> dram_tier = NewDramTier(dram);
   if (!dram_tier.ok()) return dram_tier.status();
 
-  // Top to bottom; victims of a full tier move one tier down.
+  // Top to bottom; the cost model places each block (DESIGN §4).
   std::vector<TierSlot> tiers;
-  tiers.push_back(TierSlot{std::move(*dram_tier), NewLruPolicy()});
+  std::vector<std::string> policies;
+  auto add_tier = [&](std::unique_ptr<Tier> tier, const std::string& policy, double price) {
+    const TierInfo info = tier->Info();
+    PolicyOptions po;
+    po.capacity_bytes = info.capacity_bytes;
+    const double cost = CostPerSecond(static_cast<double>(info.capacity_bytes), price);
+    tiers.push_back(TierSlot{std::move(tier), NewEvictionPolicy(policy, po), cost});
+    policies.push_back(policy);
+  };
+  add_tier(std::move(*dram_tier), options.dram_policy, options.dram_usd_per_gib_month);
   if (options.flash) {
     Result<std::unique_ptr<Tier>> flash = OpenDefaultFlashTier(options);
     if (!flash.ok()) return flash.status();
-    tiers.push_back(TierSlot{std::move(*flash), NewLruPolicy()});
+    add_tier(std::move(*flash), options.flash_policy, options.flash_usd_per_gib_month);
   }
 
   RocksTierOptions rocks;
@@ -303,8 +388,11 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   Result<std::unique_ptr<Tier>> rocks_tier = OpenRocksTier(rocks);
   if (!rocks_tier.ok()) return rocks_tier.status();
 
-  tiers.push_back(TierSlot{std::move(*rocks_tier), NewLruPolicy()});
-  Result<std::unique_ptr<CacheManager>> cache = CacheManager::Open(std::move(tiers), {});
+  add_tier(std::move(*rocks_tier), options.rocks_policy, options.rocks_usd_per_gib_month);
+  CacheManagerOptions co;
+  co.placement = options.placement;
+  co.sweep_interval_ms = options.sweep_interval_ms;
+  Result<std::unique_ptr<CacheManager>> cache = CacheManager::Open(std::move(tiers), co);
   if (!cache.ok()) return cache.status();
   d->cache_ = std::move(*cache);
 
@@ -339,6 +427,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   }
   d->services_ =
       std::make_unique<Services>(*d->cache_, d->engine_.get(), d->tokenizer_.get(), options);
+  d->services_->admin.set_tier_policies(std::move(policies));
   return d;
 }
 

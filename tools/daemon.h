@@ -64,6 +64,17 @@ struct DaemonOptions {
   int engine_max_batch = 64;                  // sequences running at once
   int engine_token_budget = 512;              // tokens computed per step
   int engine_threads = 0;                     // forward-pass threads; 0 = all cores
+  // Placement (DESIGN §4, docs/placement.md). Eviction policy per tier (see
+  // cache/eviction_policy.h for the names) and each tier's price, which with
+  // its capacity gives the cost rate P_t.
+  std::string dram_policy = "ttl-cost";
+  std::string flash_policy = "ttl-cost";
+  std::string rocks_policy = "ttl-cost";
+  double dram_usd_per_gib_month = 3.0;    // host memory
+  double flash_usd_per_gib_month = 0.10;  // local NVMe
+  double rocks_usd_per_gib_month = 0.03;  // the cold store's disk
+  PlacementOptions placement;             // recompute cost, fetch budget, reuse estimation
+  int64_t sweep_interval_ms = 1000;       // period of the expiry sweep
 };
 
 // Parses kvtierd's flags into options (see `kvtierd --help`).

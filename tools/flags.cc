@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <limits>
 
 namespace kvtier {
@@ -46,6 +47,16 @@ Result<int64_t> ParseInt(std::string_view text) {
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc() || end != text.data() + text.size() || v < 0 || text.empty()) {
     return Status::InvalidArgument("'" + std::string(text) + "' is not a non-negative integer");
+  }
+  return v;
+}
+
+Result<double> ParseNonNegative(std::string_view text) {
+  double v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty() || !(v >= 0) ||
+      !std::isfinite(v)) {
+    return Status::InvalidArgument("'" + std::string(text) + "' is not a non-negative number");
   }
   return v;
 }

@@ -40,6 +40,8 @@ class FlagSet {
 Result<uint64_t> ParseBytes(std::string_view text);
 // A non-negative integer that fits in int64.
 Result<int64_t> ParseInt(std::string_view text);
+// A finite, non-negative decimal number ("2.5", "4e14").
+Result<double> ParseNonNegative(std::string_view text);
 // Token ids: comma-separated items, each an id or an inclusive range "A..B",
 // e.g. "1..64,7,9". Ids are int32 >= 0. At most `max_tokens` ids.
 Result<std::vector<int32_t>> ParseTokenList(std::string_view text, size_t max_tokens);

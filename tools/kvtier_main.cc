@@ -30,6 +30,8 @@ commands:
   put    --key HEX [--parent HEX] --file F   store F under an explicit key
   get    --key HEX | --tokens LIST  [--out F]   fetch a block (to stdout without --out)
   delete --key HEX             remove a block
+  explain KEY | --key HEX      where a block is, why (the costs its placement compared),
+                               its TTL and its namespace's reuse estimate
   generate --prompt TEXT | --tokens LIST  [--max-tokens N] [--temperature T]
            [--top-p P] [--top-k K] [--seed N] [--tenant NAME] [--no-bos] [--ignore-eos]
                                run a prompt through the daemon's engine; prints the text
@@ -74,7 +76,9 @@ class Cli {
       std::cout << kUsage;
       return 0;
     }
-    if (flags.positional().size() != 1) return Fail("give exactly one command", 2, true);
+    const size_t args = flags.positional().size();
+    const bool explain_key = args == 2 && flags.positional()[0] == "explain";
+    if (args != 1 && !explain_key) return Fail("give exactly one command", 2, true);
     const char* env_addr = std::getenv("KVTIER_ADDR");
     ClientOptions copts;
     copts.address = flags.Get("addr", env_addr ? env_addr : copts.address);
@@ -93,6 +97,7 @@ class Cli {
     if (cmd == "get") return Get();
     if (cmd == "delete") return Delete();
     if (cmd == "generate") return Generate();
+    if (cmd == "explain") return Explain(explain_key ? flags.positional()[1] : flags.Get("key"));
     return Fail("unknown command '" + cmd + "'", 2, true);
   }
 
@@ -225,11 +230,15 @@ class Cli {
                        {"persistent", t.persistent()},
                        {"corruption_errors", t.corruption_errors()},
                        {"io_errors", t.io_errors()},
-                       {"max_block_bytes", t.max_block_bytes()}});
-      text << "  " << t.name() << ": " << t.blocks() << " blocks, " << t.used_bytes() << " / "
-           << t.capacity_bytes() << " bytes used, read " << t.read_bytes_per_s() / 1e9
-           << " GB/s, write " << t.write_bytes_per_s() / 1e9 << " GB/s (measured at start), "
-           << t.corruption_errors() << " corruption errors, " << t.io_errors() << " I/O errors\n";
+                       {"max_block_bytes", t.max_block_bytes()},
+                       {"policy", t.policy()},
+                       {"cost_per_s", t.cost_per_s()},
+                       {"drain_time_s", t.drain_time_s()}});
+      text << "  " << t.name() << " (" << t.policy() << ", drains in " << t.drain_time_s()
+           << " s): " << t.blocks() << " blocks, " << t.used_bytes() << " / " << t.capacity_bytes()
+           << " bytes used, read " << t.read_bytes_per_s() / 1e9 << " GB/s, write "
+           << t.write_bytes_per_s() / 1e9 << " GB/s (measured at start), " << t.corruption_errors()
+           << " corruption errors, " << t.io_errors() << " I/O errors\n";
     }
     json j = {{"ok", true},
               {"tiers", tiers},
@@ -248,6 +257,10 @@ class Cli {
               {"demotion_failures", s->demotion_failures()},
               {"drops", s->drops()},
               {"expired", s->expired()},
+              {"placed", s->placed()},
+              {"promotions", s->promotions()},
+              {"promotion_skips", s->promotion_skips()},
+              {"remat_drops", s->remat_drops()},
               {"corruption_misses", s->corruption_misses()},
               {"default_block_tokens", s->default_block_tokens()},
               {"default_namespace", s->default_namespace()}};
@@ -274,7 +287,9 @@ class Cli {
          << " blocks hit)\nreads: " << s->reads() << " (" << s->read_hits() << " hits, "
          << s->read_misses() << " misses)\ninserts: " << s->inserts() << " (+" << s->refreshes()
          << " refreshes, " << s->insert_bytes() << " bytes, " << s->insert_failures()
-         << " refused)\nevictions: " << s->demotions() << " demoted, " << s->drops() << " dropped, "
+         << " refused)\nplacement: " << s->placed() << " placed, " << s->promotions()
+         << " promoted, " << s->demotions() << " demoted, " << s->remat_drops()
+         << " dropped for recompute, " << s->drops() << " dropped with no tier below, "
          << s->expired() << " expired\ndefault namespace: " << s->default_namespace() << "\n";
     if (s->has_engine()) {
       const v1::EngineStats& e = s->engine();
@@ -416,6 +431,84 @@ class Cli {
     if (!k.ok()) return Fail(k.status().message(), 2);
     if (Status s = client_->Delete(*k); !s.ok()) return Fail(s);
     Print({{"ok", true}, {"key", k->ToHex()}}, "deleted " + k->ToHex() + "\n");
+    return 0;
+  }
+
+  static json CostsJson(const google::protobuf::RepeatedPtrField<v1::TierCost>& costs) {
+    json out = json::array();
+    for (const v1::TierCost& c : costs) {
+      json j = {{"tier", c.tier()}, {"allowed", c.allowed()}};
+      if (c.allowed()) j["cost_usd"] = c.cost_usd();
+      if (c.drain_time_s() > 0) j["drain_time_s"] = c.drain_time_s();
+      out.push_back(j);
+    }
+    return out;
+  }
+
+  static void CostsText(const google::protobuf::RepeatedPtrField<v1::TierCost>& costs,
+                        double remat_usd, bool remat_known, std::ostream& text) {
+    char line[160];
+    for (const v1::TierCost& c : costs) {
+      if (c.allowed()) {
+        std::snprintf(line, sizeof line, "    %-8s drain %10.3f s   cost $%.6g\n", c.tier().c_str(),
+                      c.drain_time_s(), c.cost_usd());
+      } else {
+        std::snprintf(line, sizeof line, "    %-8s drain %10.3f s   (does not take it)\n",
+                      c.tier().c_str(), c.drain_time_s());
+      }
+      text << line;
+    }
+    if (remat_known) {
+      std::snprintf(line, sizeof line, "    %-8s                     cost $%.6g\n", "recompute",
+                    remat_usd);
+    } else {
+      std::snprintf(line, sizeof line, "    %-8s                     (unknown: never dropped)\n",
+                    "recompute");
+    }
+    text << line;
+  }
+
+  int Explain(const std::string& hex) {
+    std::optional<BlockKey> k = BlockKey::FromHex(hex);
+    if (!k) return Fail("explain needs a key of 32 hex digits", 2);
+    Result<v1::ExplainResponse> x = client_->Explain(*k);
+    if (!x.ok()) return Fail(x.status());
+    json j = {{"ok", true},
+              {"block", InfoJson(x->block())},
+              {"decision", x->decision()},
+              {"decided_at_ms", x->decided_at_ms()},
+              {"decision_idle_s", x->decision_idle_s()},
+              {"decision_costs", CostsJson(x->decision_costs())},
+              {"ttl_ms", x->ttl_ms()},
+              {"expected_idle_s", x->expected_idle_s()},
+              {"costs_now", CostsJson(x->costs_now())},
+              {"pins", x->pins()},
+              {"cached_children", x->cached_children()},
+              {"tokens", x->tokens()},
+              {"last_access_ms", x->last_access_ms()}};
+    if (!x->from_tier().empty()) j["from_tier"] = x->from_tier();
+    if (x->remat_known()) j["remat_cost_usd"] = x->remat_cost_usd();
+    if (x->has_reuse_estimate_s()) j["reuse_estimate_s"] = x->reuse_estimate_s();
+    std::ostringstream text;
+    text << "block " << k->ToHex() << ": " << x->block().size_bytes() << " bytes in "
+         << x->block().tier() << "\n";
+    text << "  last decision: " << x->decision();
+    if (!x->from_tier().empty()) text << " from " << x->from_tier();
+    text << " at " << x->decided_at_ms() << " ms, expecting it idle " << x->decision_idle_s()
+         << " s; costs compared:\n";
+    CostsText(x->decision_costs(), x->remat_cost_usd(), x->remat_known(), text);
+    text << "  ttl: "
+         << (x->ttl_ms() > 0 ? std::to_string(x->ttl_ms() / 1000) + " s, refreshed by reads"
+                             : std::string("none (fixed expiry)"));
+    if (x->block().expire_time_ms() != 0)
+      text << "; expires at " << x->block().expire_time_ms() << " ms";
+    text << "\n  reuse estimate of its namespace: "
+         << (x->has_reuse_estimate_s() ? std::to_string(x->reuse_estimate_s()) + " s"
+                                       : std::string("none yet"))
+         << "; expected idle now " << x->expected_idle_s() << " s; costs now:\n";
+    CostsText(x->costs_now(), x->remat_cost_usd(), x->remat_known(), text);
+    text << "  pins " << x->pins() << ", cached children " << x->cached_children() << "\n";
+    Print(j, text.str());
     return 0;
   }
 

@@ -33,6 +33,7 @@ class CacheManagerTest : public ::testing::Test {
       o.capacity_bytes = pages_per_tier[i] * kPage;
       o.page_bytes = kPage;
       o.clock = &clock_;
+      o.read_bytes_per_s = o.write_bytes_per_s = 1e9;  // no calibration: placement is by position
       if (i < max_block_bytes.size() && max_block_bytes[i] > 0)
         o.max_block_bytes = max_block_bytes[i];
       auto tier = NewDramTier(o);
@@ -40,11 +41,18 @@ class CacheManagerTest : public ::testing::Test {
       tiers_.push_back(tier->get());
       slots.push_back({std::move(*tier), NewLruPolicy()});
     }
-    CacheManagerOptions opts;
-    opts.clock = &clock_;
-    auto m = CacheManager::Open(std::move(slots), opts);
+    auto m = CacheManager::Open(std::move(slots), Options());
     ASSERT_TRUE(m.ok()) << m.status();
     cache_ = std::move(*m);
+  }
+
+  // Deterministic: no background sweep or promotion; tests run them.
+  CacheManagerOptions Options() {
+    CacheManagerOptions opts;
+    opts.clock = &clock_;
+    opts.sweep_interval_ms = 0;
+    opts.background_promotion = false;
+    return opts;
   }
 
   // Keys of a chain of n blocks.
@@ -304,6 +312,7 @@ class CacheManagerFaultTest : public CacheManagerTest {
       o.capacity_bytes = pages * kPage;
       o.page_bytes = kPage;
       o.clock = &clock_;
+      o.read_bytes_per_s = o.write_bytes_per_s = 1e9;
       auto tier = NewDramTier(o);
       ASSERT_TRUE(tier.ok());
       slots.push_back({std::move(*tier), NewLruPolicy()});
@@ -311,9 +320,7 @@ class CacheManagerFaultTest : public CacheManagerTest {
     auto injector = std::make_unique<FaultInjectionTier>(std::move(slots[faulty].tier));
     faults_ = injector.get();
     slots[faulty].tier = std::move(injector);
-    CacheManagerOptions opts;
-    opts.clock = &clock_;
-    auto m = CacheManager::Open(std::move(slots), opts);
+    auto m = CacheManager::Open(std::move(slots), Options());
     ASSERT_TRUE(m.ok());
     cache_ = std::move(*m);
   }

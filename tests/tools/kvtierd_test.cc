@@ -47,7 +47,11 @@ class KvtierdTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string(TempDir("kvtierd_suite"));
     daemon_ = new DaemonProcess();
-    ASSERT_TRUE(daemon_->Start(*dir_, {"--dram-bytes", "256M", "--max-block-bytes", "16M"}))
+    // Free tiers: placement falls back to stack order (top first, victims one
+    // tier down), the chain these tests check. tests/cache covers the costs.
+    ASSERT_TRUE(
+        daemon_->Start(*dir_, {"--dram-bytes", "256M", "--max-block-bytes", "16M", "--dram-price",
+                               "0", "--flash-price", "0", "--rocks-price", "0"}))
         << "kvtierd exited with " << daemon_->exit_code();
   }
   static void TearDownTestSuite() {
@@ -444,6 +448,86 @@ TEST_F(KvtierdTest, CliPutsLooksUpAndGetsTheSameBytes) {
   std::filesystem::remove_all(dir);
 }
 
+// kvtier explain against a daemon with its default economics: the block is
+// where its last decision's costs say (the cheapest tier, as nothing is
+// full), with its TTL, and lookups give its namespace a reuse estimate.
+TEST(KvtierdProcessTest, ExplainShowsWhereABlockIsAndWhy) {
+  const std::string dir = TempDir("explain");
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--dram-bytes", "64M", "--flash-bytes", "64M", "--no-engine"}));
+  const std::string addr = "--addr=" + d.address();
+  const std::string in = dir + "/block.bin";
+  std::ofstream(in, std::ios::binary) << Bytes(100'000, 3);
+  std::string text;
+  ASSERT_EQ(
+      RunTool("kvtier", {addr, "--json", "put", "--tokens", "1..64", "--ttl", "3600", "--file", in},
+              &text),
+      0)
+      << text;
+  const std::string key = nlohmann::json::parse(text)["key"];
+  // The tier of least cost in `costs` among those allowed.
+  auto cheapest = [](const nlohmann::json& costs) {
+    std::string tier;
+    double best = 0;
+    for (const auto& c : costs) {
+      EXPECT_GT(c["drain_time_s"].get<double>(), 0) << c.dump();
+      if (c["allowed"] && (tier.empty() || c["cost_usd"].get<double>() < best)) {
+        tier = c["tier"];
+        best = c["cost_usd"];
+      }
+    }
+    return tier;
+  };
+  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "explain", key}, &text), 0) << text;
+  auto x = nlohmann::json::parse(text);
+  EXPECT_EQ(x["decision"], "placed");
+  EXPECT_EQ(x["ttl_ms"], 3'600'000);
+  EXPECT_EQ(x["block"]["size_bytes"], 100'000);
+  EXPECT_NEAR(x["decision_idle_s"].get<double>(), 3600, 1) << "no history: T is the TTL";
+  EXPECT_FALSE(x.contains("reuse_estimate_s"));
+  ASSERT_EQ(x["decision_costs"].size(), 3u);
+  EXPECT_EQ(x["block"]["tier"], cheapest(x["decision_costs"])) << x.dump();
+  // Used again at once: its namespace now has a short reuse estimate, and
+  // the block is kept, or promoted, where that makes it cheapest.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(RunTool("kvtier", {addr, "lookup", "--tokens", "1..64"}, &text), 0) << text;
+  }
+  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "explain", key}, &text), 0) << text;
+  x = nlohmann::json::parse(text);
+  ASSERT_TRUE(x.contains("reuse_estimate_s")) << x.dump();
+  EXPECT_LT(x["reuse_estimate_s"].get<double>(), 600);
+  if (x["decision"] == "promoted") {
+    // Promotion compares the tiers above with staying; it moved up to the
+    // cheapest of those at the T it used.
+    std::string best;
+    double best_cost = 0;
+    for (const auto& c : x["decision_costs"]) {
+      if (c["tier"] == x["from_tier"]) break;
+      if (c["allowed"] && (best.empty() || c["cost_usd"].get<double>() < best_cost)) {
+        best = c["tier"];
+        best_cost = c["cost_usd"];
+      }
+    }
+    EXPECT_EQ(x["block"]["tier"], best) << x.dump();
+  } else {
+    EXPECT_EQ(x["decision"], "placed") << x.dump();
+  }
+  // The same as text, and the counters.
+  ASSERT_EQ(RunTool("kvtier", {addr, "explain", "--key", key}, &text), 0);
+  EXPECT_NE(text.find("last decision: "), std::string::npos) << text;
+  EXPECT_NE(text.find("ttl: 3600 s"), std::string::npos) << text;
+  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "stats"}, &text), 0);
+  auto stats = nlohmann::json::parse(text);
+  EXPECT_EQ(stats["placed"], 1);
+  EXPECT_EQ(stats["tiers"][0]["policy"], "ttl-cost");
+  // Bad input: a key that is not cached, and one that is not a key.
+  EXPECT_EQ(RunTool("kvtier", {addr, "--json", "explain", std::string(32, '0')}, &text), 1);
+  EXPECT_NE(text.find("not cached"), std::string::npos) << text;
+  EXPECT_EQ(RunTool("kvtier", {addr, "explain", "xyz"}, &text), 2);
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(KvtierdProcessTest, HealthFailsWhenNoDaemonAnswers) {
   std::string text;
   // Nothing listens on port 1 of loopback: the call is refused at once.
@@ -469,7 +553,8 @@ TEST(KvtierdProcessTest, SigtermShutsDownCleanly) {
 TEST(KvtierdProcessTest, FlashAndColdBlocksSurviveARestart) {
   const std::string dir = TempDir("restart");
   const std::vector<std::string> args = {"--dram-bytes",         "1M", "--flash-bytes", "1M",
-                                         "--flash-region-bytes", "1M"};
+                                         "--flash-region-bytes", "1M", "--dram-price",  "0",
+                                         "--flash-price",        "0",  "--rocks-price", "0"};
   std::vector<std::string> payloads;
   std::vector<BlockKey> keys;
   std::vector<int32_t> prompt = Tokens(1, 64 * 16);

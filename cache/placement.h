@@ -1,0 +1,133 @@
+// Placement: the drain-time cost model of DESIGN §4, and the estimate of how
+// long a block will wait for its next use.
+//
+// Per tier t: capacity C_t bytes, bandwidth B_t bytes/s (to bring a block back
+// to the engine), cost rate P_t $/s for the whole tier. Holding s bytes for T
+// seconds and then fetching them once costs
+//
+//     cost_t(T) = (s·P_t/B_t)·(T/D_t + 1),   D_t = C_t/B_t (the drain time),
+//
+// that is the block's share of the tier's capacity for T seconds plus its
+// share of the tier's bandwidth-time for one read. Dropping the block and
+// recomputing it by prefill when it is next needed costs
+//
+//     remat = flops/FLOPS · P_gpu,   flops = 2·N_active_params·tokens,
+//
+// and nothing while it waits. The cheapest home is the tier (or the drop)
+// that minimises the expected cost, among the tiers that can take the block
+// and can return it within the fetch budget.
+//
+// The cost model is immutable once built and safe to share. The reuse
+// estimator is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace kvtier {
+
+inline constexpr double kInfiniteCost = std::numeric_limits<double>::infinity();
+
+// The economics of one tier.
+struct TierEconomics {
+  std::string name;
+  double capacity_bytes = 0;    // C_t
+  double read_bytes_per_s = 0;  // B_t; 0 = unknown (the tier is never the cheapest)
+  double cost_per_s = 0;        // P_t, $/s for the whole tier's hardware
+};
+
+// A cost rate of `usd_per_gib_month` per GiB held, for a tier of `capacity_bytes`:
+// the P_t of a tier priced like storage (a 30-day month).
+double CostPerSecond(double capacity_bytes, double usd_per_gib_month);
+
+// What recomputing a block costs.
+struct RematEconomics {
+  double flops_per_s = 4e14;       // prefill FLOP/s of the engine (H100 bf16 at ~40% MFU)
+  double cost_per_s = 2.5 / 3600;  // P_gpu: $/s of the accelerator doing prefill ($2.50/h)
+};
+
+struct PlacementOptions {
+  RematEconomics remat;
+  double fetch_budget_s = 1.0;    // a tier must return one block within this (the TTFT target)
+  double default_idle_s = 600;    // expected idle time of a block with no TTL and no history
+  double reuse_smoothing = 0.05;  // weight of each new reuse interval in its namespace's estimate
+  size_t max_streams = 4096;      // namespaces whose reuse is tracked (the oldest is forgotten)
+};
+
+// The costs compared for one block at one decision.
+struct PlacementCosts {
+  std::vector<double> tier_costs;     // cost_t(T) per tier, $; kInfiniteCost where not allowed
+  double remat_cost = kInfiniteCost;  // $; infinite when the block's flops are unknown
+  double idle_s = 0;                  // the T used
+};
+
+class CostModel {
+ public:
+  CostModel() = default;
+  CostModel(std::vector<TierEconomics> tiers, RematEconomics remat);
+
+  size_t tier_count() const { return tiers_.size(); }
+  const TierEconomics& tier(size_t t) const { return tiers_[t]; }
+  const RematEconomics& remat() const { return remat_; }
+
+  // D_t = C_t/B_t in seconds; infinite when B_t is unknown.
+  double DrainTimeS(size_t t) const;
+  // s/B_t: seconds to bring one block of `bytes` back from tier t.
+  double FetchTimeS(size_t t, double bytes) const;
+  // cost_t(T) for a block of `bytes` idle for `idle_s`; infinite when B_t is unknown.
+  double HoldCost(size_t t, double bytes, double idle_s) const;
+  // The cost of recomputing `flops` of prefill; infinite when flops is 0 (unknown).
+  double RematCost(double flops) const;
+
+  // The costs of every tier for one block (allowed(t) false → infinite).
+  PlacementCosts Costs(double bytes, double idle_s, double remat_flops,
+                       const std::function<bool(size_t)>& allowed) const;
+
+ private:
+  std::vector<TierEconomics> tiers_;
+  RematEconomics remat_;
+};
+
+// The tiers in order of cost, cheapest first, among those with a finite cost
+// (ties keep the faster tier first). Empty when none is allowed.
+std::vector<size_t> TiersByCost(const PlacementCosts& costs);
+// True when dropping is cheaper than every allowed tier.
+bool DropIsCheapest(const PlacementCosts& costs);
+
+// The expected idle time T of a block: the namespace's reuse estimate capped
+// by the TTL; the TTL alone without an estimate (a TTL is an upper bound);
+// `default_idle_s` with neither.
+double ExpectedIdleS(int64_t ttl_ms, std::optional<double> reuse_estimate_s, double default_idle_s);
+
+// An online estimate, per namespace (a "stream"), of the time between uses
+// of a block: an exponentially weighted mean of log intervals (reuse times
+// are heavy-tailed; the geometric mean is the robust centre). Only reuses are
+// observed: a block never used again contributes nothing, so the estimate is
+// the idle time of blocks that do come back, which is what placement needs.
+class ReuseEstimator {
+ public:
+  explicit ReuseEstimator(double smoothing = 0.05, size_t max_streams = 4096);
+  // A block of `stream` was used `interval_s` after its previous use.
+  void Observe(uint64_t stream, double interval_s, int64_t now_ms);
+  std::optional<double> EstimateS(uint64_t stream) const;
+  size_t streams() const;
+
+ private:
+  struct Stream {
+    double mean_log_s = 0;  // EWMA of ln(interval)
+    uint64_t samples = 0;
+    int64_t updated_ms = 0;
+  };
+  const double smoothing_;
+  const size_t max_streams_;
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, Stream> streams_;  // guarded by mu_
+};
+
+}  // namespace kvtier

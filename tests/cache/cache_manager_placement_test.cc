@@ -1,0 +1,363 @@
+// CacheManager with the drain-time cost model: where inserts land, what
+// victims become, promotion after hits, TTL refresh and the expiry sweep.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "cache/cache_manager.h"
+#include "tiers/dram/dram_tier.h"
+#include "tiers/flash/flash_tier.h"
+#include "tiers/rocks/rocks_tier.h"
+
+namespace kvtier {
+namespace {
+
+constexpr uint64_t kPage = 64 << 10;
+constexpr uint64_t kBlock = 60 << 10;  // 61440 bytes
+constexpr double kUnit = 1e-15;        // $ per byte-second of the hold prices below
+
+BlockKey K(uint64_t i) { return BlockKey{0x5eed, i}; }
+
+std::vector<std::byte> Payload(size_t n, uint8_t seed) {
+  std::vector<std::byte> p(n);
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<std::byte>((i * 131 + seed) & 0xff);
+  return p;
+}
+
+// A tier of host memory with the given drain time and hold price (pi, in
+// kUnit $ per byte-second), as in tests/cache/placement_test.cc.
+struct TierSpec {
+  const char* name;
+  double drain_s;
+  double pi;
+  uint64_t pages = 64;
+};
+
+class CacheManagerPlacementTest : public ::testing::Test {
+ protected:
+  void Open(const std::vector<TierSpec>& specs, PlacementOptions placement = {}) {
+    std::vector<TierSlot> slots;
+    for (const TierSpec& spec : specs) {
+      DramTierOptions o;
+      o.name = spec.name;
+      o.capacity_bytes = spec.pages * kPage;
+      o.page_bytes = kPage;
+      o.clock = &clock_;
+      o.read_bytes_per_s = static_cast<double>(o.capacity_bytes) / spec.drain_s;
+      o.write_bytes_per_s = 1e9;
+      auto tier = NewDramTier(o);
+      ASSERT_TRUE(tier.ok()) << tier.status();
+      tiers_.push_back(tier->get());
+      slots.push_back({std::move(*tier), NewLruPolicy(),
+                       spec.pi * kUnit * static_cast<double>(o.capacity_bytes)});
+    }
+    CacheManagerOptions opts;
+    opts.clock = &clock_;
+    opts.sweep_interval_ms = 0;
+    opts.background_promotion = false;
+    placement.fetch_budget_s = 1e9;  // the slow test tiers are not held to a TTFT target
+    opts.placement = placement;
+    auto m = CacheManager::Open(std::move(slots), opts);
+    ASSERT_TRUE(m.ok()) << m.status();
+    cache_ = std::move(*m);
+  }
+
+  uint32_t TierOf(const BlockKey& k) {
+    Result<IndexEntry> e = cache_->Find(k);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return e.ok() ? e->tier : UINT32_MAX;
+  }
+
+  ManualClock clock_;
+  std::vector<Tier*> tiers_;  // owned by cache_
+  std::unique_ptr<CacheManager> cache_;
+};
+
+// The four tiers of placement_test.cc: drain times 20 ms, 10 s, 5 min, 1 h.
+const std::vector<TierSpec> kFourTiers = {
+    {"hbm", 0.02, 2700}, {"dram", 10, 32}, {"flash", 300, 3.75}, {"cold", 3600, 1}};
+
+TEST_F(CacheManagerPlacementTest, InsertsLandWhereTheCostModelSays) {
+  Open(kFourTiers);
+  // With no reuse history, a block's expected idle time is its TTL.
+  struct Case {
+    int64_t ttl_ms;
+    uint32_t tier;
+  } cases[] = {{10, 0},           // 10 ms: hbm (below the 0.1 s crossover)
+               {1'000, 1},        // 1 s: dram
+               {120'000, 2},      // 2 min: flash
+               {1'800'000, 3},    // 30 min: cold
+               {10'800'000, 3}};  // 3 h: cold
+  uint64_t i = 0;
+  for (const Case& c : cases) {
+    BlockMeta meta;
+    meta.ttl_ms = c.ttl_ms;
+    meta.stream = 100 + i;  // each its own namespace: no shared history
+    ASSERT_TRUE(cache_->Insert(K(i), Payload(kBlock, 1), meta).ok());
+    EXPECT_EQ(TierOf(K(i)), c.tier) << "ttl " << c.ttl_ms << " ms";
+    Result<BlockExplanation> x = cache_->Explain(K(i));
+    ASSERT_TRUE(x.ok());
+    EXPECT_EQ(x->entry.decision.kind, DecisionKind::kPlaced);
+    EXPECT_NEAR(x->entry.decision.idle_s, c.ttl_ms / 1000.0, 1e-3);
+    // The explanation's costs are the formula's: s pi (T + D).
+    for (size_t t = 0; t < 4; ++t) {
+      const double want =
+          kBlock * kFourTiers[t].pi * kUnit * (c.ttl_ms / 1000.0 + kFourTiers[t].drain_s);
+      EXPECT_NEAR(x->decision_costs.tier_costs[t], want, want * 1e-5);
+    }
+    ++i;
+  }
+  EXPECT_EQ(cache_->Stats().placed, 5u);
+}
+
+TEST_F(CacheManagerPlacementTest, ReuseHistoryShortensTheExpectedIdleTime) {
+  Open(kFourTiers);
+  BlockMeta meta;
+  meta.ttl_ms = 3'600'000;  // 1 h: cold, without history
+  meta.stream = 7;
+  ASSERT_TRUE(cache_->Insert(K(1), Payload(kBlock, 1), meta).ok());
+  EXPECT_EQ(TierOf(K(1)), 3u);
+  // Blocks of stream 7 come back every 2 s.
+  for (int i = 0; i < 5; ++i) {
+    clock_.AdvanceMs(2000);
+    ASSERT_EQ(cache_->Lookup(std::vector<BlockKey>{K(1)}).blocks, 1u);
+  }
+  // A new block of the stream is expected idle ~2 s, capped by its TTL: dram.
+  ASSERT_TRUE(cache_->Insert(K(2), Payload(kBlock, 2), meta).ok());
+  EXPECT_EQ(TierOf(K(2)), 1u);
+  Result<BlockExplanation> x = cache_->Explain(K(2));
+  ASSERT_TRUE(x.ok() && x->reuse_estimate_s);
+  EXPECT_NEAR(*x->reuse_estimate_s, 2.0, 1e-6);
+}
+
+TEST_F(CacheManagerPlacementTest, AHitPromotesWhenAHigherTierBecomesCheaper) {
+  Open(kFourTiers);
+  BlockMeta meta;
+  meta.ttl_ms = 120'000;  // 2 min: flash
+  meta.stream = 9;
+  const std::vector<std::byte> payload = Payload(kBlock, 3);
+  ASSERT_TRUE(cache_->Insert(K(1), payload, meta).ok());
+  ASSERT_EQ(TierOf(K(1)), 2u);
+  // Used every second: the estimate falls to 1 s, where dram is cheapest.
+  for (int i = 0; i < 3; ++i) {
+    clock_.AdvanceMs(1000);
+    ASSERT_EQ(cache_->Lookup(std::vector<BlockKey>{K(1)}).blocks, 1u);
+  }
+  EXPECT_EQ(TierOf(K(1)), 2u) << "promotion is asynchronous: nothing moved yet";
+  EXPECT_GE(cache_->RunPromotions(), 1u);
+  EXPECT_EQ(TierOf(K(1)), 1u);
+  std::vector<std::byte> got(kBlock);
+  ASSERT_TRUE(cache_->Read(K(1), got).ok());
+  EXPECT_EQ(got, payload);
+  Result<BlockExplanation> x = cache_->Explain(K(1));
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(x->entry.decision.kind, DecisionKind::kPromoted);
+  EXPECT_EQ(x->entry.decision.from_tier, 2u);
+  EXPECT_EQ(tiers_[2]->Info().blocks, 0u) << "the old copy is freed";
+  EXPECT_EQ(cache_->Stats().promotions, 1u);
+}
+
+// DRAM over flash, economics as above. Victims of the full DRAM tier are
+// re-placed: a tiny model's block costs less to recompute than to keep in
+// flash for its expected 2 min, so it is dropped; a large model's is demoted.
+TEST_F(CacheManagerPlacementTest, ATinyModelsVictimIsDroppedRatherThanDemoted) {
+  PlacementOptions p;
+  p.default_idle_s = 1;  // new blocks without history: dram
+  Open({{"dram", 10, 32, 2}, {"flash", 300, 3.75}}, p);
+  // Per block (61440 bytes) at T = 120 s, flash costs 61440 * 3.75e-15 * 420
+  // = 9.68e-8 $. Recomputing a 64-token block of a 260K model costs
+  // 2 * 2.6e5 * 64 / 4e14 s * 2.5/3600 $/s = 5.78e-11 $ (drop); of a 7B
+  // model 2 * 7e9 * 64 / 4e14 * 2.5/3600 = 1.56e-6 $ (keep).
+  BlockMeta tiny, big;
+  tiny.stream = big.stream = 1;
+  tiny.tokens = big.tokens = 64;
+  tiny.remat_flops = 2 * 2.6e5 * 64;
+  big.remat_flops = 2 * 7e9 * 64;
+  ASSERT_TRUE(cache_->Insert(K(1), Payload(kBlock, 1), tiny).ok());
+  ASSERT_TRUE(cache_->Insert(K(2), Payload(kBlock, 2), big).ok());
+  ASSERT_EQ(TierOf(K(1)), 0u);
+  ASSERT_EQ(TierOf(K(2)), 0u);
+  // Stream 1 is reused every 2 min.
+  clock_.AdvanceMs(120'000);
+  ASSERT_EQ(cache_->Lookup(std::vector<BlockKey>{K(1)}).blocks, 1u);
+  ASSERT_EQ(cache_->Lookup(std::vector<BlockKey>{K(2)}).blocks, 1u);
+  // Two new blocks of another namespace (no history: 1 s, dram) push both out.
+  BlockMeta other;
+  other.stream = 2;
+  ASSERT_TRUE(cache_->Insert(K(3), Payload(kBlock, 3), other).ok());
+  ASSERT_TRUE(cache_->Insert(K(4), Payload(kBlock, 4), other).ok());
+  EXPECT_FALSE(cache_->Find(K(1)).ok()) << "the tiny model's block is dropped";
+  EXPECT_EQ(TierOf(K(2)), 1u) << "the big model's block is demoted";
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.remat_drops, 1u);
+  EXPECT_EQ(s.demotions, 1u);
+  EXPECT_EQ(s.drops, 0u);
+  EXPECT_EQ(tiers_[1]->Info().blocks, 1u);
+  // A block whose recompute cost is unknown is never dropped for it.
+  BlockMeta unknown;
+  unknown.stream = 1;
+  ASSERT_TRUE(cache_->Insert(K(5), Payload(kBlock, 5), unknown).ok());
+  EXPECT_EQ(cache_->Stats().remat_drops, 1u);
+}
+
+TEST_F(CacheManagerPlacementTest, ExpiredBlocksAreTheFirstVictims) {
+  Open({{"dram", 10, 0, 3}, {"flash", 300, 0}});
+  BlockMeta short_ttl, long_ttl;
+  short_ttl.ttl_ms = 1000;
+  long_ttl.ttl_ms = 3'600'000;
+  ASSERT_TRUE(cache_->Insert(K(1), Payload(kBlock, 1), long_ttl).ok());
+  ASSERT_TRUE(cache_->Insert(K(2), Payload(kBlock, 2), short_ttl).ok());
+  ASSERT_TRUE(cache_->Insert(K(3), Payload(kBlock, 3), long_ttl).ok());
+  clock_.AdvanceMs(2000);
+  // The top tier is full; K(1) is least recently used, but K(2) has expired.
+  ASSERT_TRUE(cache_->Insert(K(4), Payload(kBlock, 4), long_ttl).ok());
+  EXPECT_EQ(TierOf(K(1)), 0u);
+  EXPECT_EQ(TierOf(K(4)), 0u);
+  EXPECT_FALSE(cache_->Find(K(2)).ok());
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.expired, 1u);
+  EXPECT_EQ(s.demotions, 0u);
+}
+
+TEST_F(CacheManagerPlacementTest, SweepFreesExpiredBlocksButNotPinnedOnes) {
+  Open({{"dram", 10, 0, 2}, {"flash", 300, 0}});
+  BlockMeta m;
+  m.ttl_ms = 60'000;
+  for (uint64_t i = 1; i <= 4; ++i) ASSERT_TRUE(cache_->Insert(K(i), Payload(kBlock, 1), m).ok());
+  ASSERT_EQ(tiers_[0]->Info().blocks + tiers_[1]->Info().blocks, 4u);
+  PrefixHit pinned = cache_->Lookup(std::vector<BlockKey>{K(4)}, /*pin=*/true);
+  ASSERT_EQ(pinned.blocks, 1u);
+  clock_.AdvanceMs(30'000);
+  EXPECT_EQ(cache_->SweepExpired(), 0u) << "nothing has expired";
+  clock_.AdvanceMs(31'000);
+  EXPECT_EQ(cache_->SweepExpired(), 3u) << "all four expired; K(4) is pinned";
+  EXPECT_FALSE(cache_->Find(K(4)).ok()) << "expired: a miss for new requests";
+  EXPECT_EQ(tiers_[0]->Info().blocks + tiers_[1]->Info().blocks, 1u)
+      << "but its bytes stay for the request that pinned it";
+  clock_.AdvanceMs(60'000);
+  EXPECT_EQ(cache_->SweepExpired(), 0u) << "still pinned";
+  pinned.pins.clear();
+  clock_.AdvanceMs(1000);
+  EXPECT_EQ(cache_->SweepExpired(), 1u);
+  EXPECT_EQ(tiers_[0]->Info().blocks + tiers_[1]->Info().blocks, 0u);
+  EXPECT_EQ(cache_->Stats().expired, 4u);
+}
+
+// The whole tier stack of kvtierd (DRAM, flash on io_uring, RocksDB), with a
+// controlled clock: blocks written with a 5-minute TTL are gone from every
+// tier 5 minutes after their last use, and stay while read every minute.
+class CacheManagerTtlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("kvtier_ttl_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    cache_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  ManualClock clock_;
+  std::filesystem::path dir_;
+  std::vector<Tier*> tiers_;
+  std::unique_ptr<CacheManager> cache_;
+};
+
+TEST_F(CacheManagerTtlTest, FiveMinuteBlocksLeaveEveryTierUnlessReadEveryMinute) {
+  std::vector<TierSlot> slots;
+  DramTierOptions d;
+  d.capacity_bytes = 4 * kPage;  // 4 blocks
+  d.page_bytes = kPage;
+  d.read_bytes_per_s = d.write_bytes_per_s = 1e9;
+  d.clock = &clock_;
+  FlashTierOptions f;
+  f.path = (dir_ / "flash.log").string();
+  f.capacity_bytes = 6 * (kBlock + 8192);  // about 6 blocks with their headers
+  f.region_bytes = 2 << 20;
+  f.max_block_bytes = 1 << 20;
+  f.queue_depth = 8;
+  f.staging_bytes = 4 << 20;
+  f.read_bytes_per_s = f.write_bytes_per_s = 1e9;
+  f.clock = &clock_;
+  RocksTierOptions r;
+  r.path = (dir_ / "rocks").string();
+  r.capacity_bytes = 64 << 20;
+  r.read_bytes_per_s = r.write_bytes_per_s = 1e9;
+  r.clock = &clock_;
+  std::vector<Result<std::unique_ptr<Tier>>> opened;
+  opened.push_back(NewDramTier(d));
+  opened.push_back(OpenFlashTier(f));
+  opened.push_back(OpenRocksTier(r));
+  for (Result<std::unique_ptr<Tier>>& t : opened) {
+    ASSERT_TRUE(t.ok()) << t.status();
+    tiers_.push_back(t->get());
+    slots.push_back({std::move(*t), NewLruPolicy()});
+  }
+  CacheManagerOptions opts;
+  opts.clock = &clock_;
+  opts.sweep_interval_ms = 0;
+  opts.background_promotion = false;
+  auto m = CacheManager::Open(std::move(slots), opts);
+  ASSERT_TRUE(m.ok()) << m.status();
+  cache_ = std::move(*m);
+
+  // 16 blocks, free tiers: each goes to the top, victims move down, so they
+  // spread over all three tiers. Even keys are read every minute, odd ones
+  // never.
+  BlockMeta meta;
+  meta.ttl_ms = 5 * 60'000;
+  constexpr uint64_t kBlocks = 16;
+  for (uint64_t i = 0; i < kBlocks; ++i) {
+    ASSERT_TRUE(cache_->Insert(K(i), Payload(kBlock, static_cast<uint8_t>(i)), meta).ok());
+  }
+  std::vector<int> per_tier(3, 0), read_per_tier(3, 0);
+  for (uint64_t i = 0; i < kBlocks; ++i) {
+    const uint32_t t = cache_->Find(K(i)).value().tier;
+    ++per_tier[t];
+    if (i % 2 == 0) ++read_per_tier[t];
+  }
+  for (int t = 0; t < 3; ++t) {
+    ASSERT_GT(read_per_tier[t], 0) << "tier " << t << " holds no block that is read";
+    ASSERT_LT(read_per_tier[t], per_tier[t]) << "tier " << t << " holds no idle block";
+  }
+
+  std::vector<std::byte> buf(kBlock);
+  for (int minute = 1; minute <= 10; ++minute) {
+    clock_.AdvanceMs(60'000);
+    cache_->SweepExpired();
+    for (uint64_t i = 0; i < kBlocks; i += 2) {
+      ASSERT_TRUE(cache_->Read(K(i), buf).ok()) << "block " << i << ", minute " << minute;
+      ASSERT_EQ(buf, Payload(kBlock, static_cast<uint8_t>(i)));
+    }
+    for (uint64_t i = 1; i < kBlocks; i += 2) {
+      // Idle since minute 0: alive through minute 4, gone from minute 5.
+      EXPECT_EQ(cache_->Find(K(i)).ok(), minute < 5) << "block " << i << ", minute " << minute;
+    }
+  }
+  // Gone from every tier, not just from the index: each tier holds exactly
+  // the blocks that are read.
+  uint64_t held = 0;
+  for (Tier* t : tiers_) held += t->Info().blocks;
+  EXPECT_EQ(held, kBlocks / 2);
+  for (uint64_t i = 1; i < kBlocks; i += 2) {
+    for (Tier* t : tiers_) {
+      std::vector<std::byte> b(kBlock);
+      EXPECT_TRUE(ReadOne(*t, K(i), b).status().IsNotFound());
+    }
+  }
+  EXPECT_EQ(cache_->Stats().expired, kBlocks / 2);
+  // And the read ones expire 5 minutes after their last read.
+  clock_.AdvanceMs(5 * 60'000);
+  cache_->SweepExpired();
+  held = 0;
+  for (Tier* t : tiers_) held += t->Info().blocks;
+  EXPECT_EQ(held, 0u);
+}
+
+}  // namespace
+}  // namespace kvtier
