@@ -218,6 +218,7 @@ PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
   // The run may have stopped at an expired block: free it now rather than
   // waiting for the sweep to reach it.
   if (hit.blocks < keys.size()) {
+    std::lock_guard<std::mutex> key_lock(KeyLock(keys[hit.blocks]));
     Result<IndexEntry> gone = index_.RemoveIf(
         keys[hit.blocks], [now](const IndexEntry& e) { return e.expiry_ms <= now; });
     if (gone.ok()) {
@@ -243,20 +244,29 @@ void CacheManager::OnUse(const BlockKey& key, const IndexEntry& before, int64_t 
   }
   IndexEntry e = before;
   const int64_t refreshed = before.ttl_ms > 0 ? AddSaturating(now_ms, before.ttl_ms) : 0;
+  bool touched = false;
   if (before.ttl_ms > 0 && refreshed >= AddSaturating(before.expiry_ms, kRefreshGranularityMs)) {
-    Refresh(key, before, refreshed);
-    e.expiry_ms = refreshed;
-  } else {
-    std::lock_guard<std::mutex> lock(mu_);
-    tiers_[before.tier].policy->Touch(key);
+    std::lock_guard<std::mutex> key_lock(KeyLock(key));
+    // Where it is now, under the key's lock: a move may have finished since.
+    std::optional<IndexEntry> current = index_.Get(key);
+    if (current && current->expiry_ms > now_ms && refreshed > current->expiry_ms) {
+      Refresh(key, *current, refreshed);
+      e = *current;
+      e.expiry_ms = refreshed;
+      touched = true;
+    }
   }
-  if (before.tier == 0) return;
+  if (!touched) {
+    std::lock_guard<std::mutex> lock(mu_);
+    tiers_[e.tier].policy->Touch(key);
+  }
+  if (e.tier == 0) return;
   // Promote when a higher tier is now the cheaper home for its next wait.
   // Like every decision, only on known costs.
   const double idle_s = IdleFor(e, now_ms);
-  const PlacementCosts above = CostsFor(e, idle_s, 0, before.tier);
-  const double here = model_.HoldCost(before.tier, static_cast<double>(e.bytes), idle_s);
-  const std::vector<size_t> order = Candidates(above, e.bytes, 0, before.tier);
+  const PlacementCosts above = CostsFor(e, idle_s, 0, e.tier);
+  const double here = model_.HoldCost(e.tier, static_cast<double>(e.bytes), idle_s);
+  const std::vector<size_t> order = Candidates(above, e.bytes, 0, e.tier);
   if (!order.empty() && std::isfinite(here) && std::isfinite(above.tier_costs[order[0]]) &&
       TiersByCost(above).size() == order.size() && above.tier_costs[order[0]] < here) {
     QueuePromotion(key, order[0]);
@@ -280,6 +290,7 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
   if (expiry <= now) {
     return Status::InvalidArgument("block " + key.ToHex() + " would already be expired");
   }
+  std::lock_guard<std::mutex> key_lock(KeyLock(key));
   if (std::optional<IndexEntry> e = index_.Get(key)) {
     if (e->expiry_ms > now) {
       if (expiry > e->expiry_ms) {
@@ -292,7 +303,7 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
       ++counters_.refreshes;
       return Status::Ok();
     }
-    if (Status s = Drop(key); !s.ok() && !s.IsNotFound()) return s;  // expired but pinned
+    if (Status s = DropLocked(key); !s.ok() && !s.IsNotFound()) return s;  // expired but pinned
   }
   IndexEntry f;
   f.parent = meta.parent;
@@ -333,15 +344,11 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
   f.decision = Decision{DecisionKind::kPlaced, static_cast<uint8_t>(chosen),
                         static_cast<float>(idle_s), now};
   const PolicyBlock pb = PolicyBlockFor(chosen, f, now);
-  const std::optional<uint32_t> previous = index_.Upsert(key, f);
+  index_.Upsert(key, f);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (previous && *previous != chosen) tiers_[*previous].policy->Erase(key);
     tiers_[chosen].policy->Insert(key, pb);
   }
-  // A concurrent insert of the same key may have landed elsewhere meanwhile:
-  // its copy there is now unindexed and goes.
-  if (previous && *previous != chosen) (void)tiers_[*previous].tier->Erase(std::span(&key, 1));
   QueueExpiry(key, expiry);
   ++counters_.inserts;
   ++counters_.placed;
@@ -415,8 +422,11 @@ Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> de
 Status CacheManager::Erase(const BlockKey& key) { return Drop(key); }
 
 Status CacheManager::Drop(const BlockKey& key) {
-  // The tier the block was in when it left the index: a move may have
-  // changed it since anyone looked.
+  std::lock_guard<std::mutex> key_lock(KeyLock(key));
+  return DropLocked(key);
+}
+
+Status CacheManager::DropLocked(const BlockKey& key) {
   Result<IndexEntry> e = index_.Remove(key);
   if (!e.ok()) return e.status();
   {
@@ -453,12 +463,16 @@ uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes, const BlockKey& incomi
   enum class Pass { kSameSizeLeaves, kLeaves, kAny };
   uint64_t freed = 0;
   const int64_t now = options_.clock->NowMs();
+  // Victims that could not be taken this time (busy: another operation holds
+  // their key); the policy keeps them, and they are not offered again here.
+  std::unordered_set<BlockKey, BlockKeyHash> busy;
   for (Pass pass : {Pass::kSameSizeLeaves, Pass::kLeaves, Pass::kAny}) {
     VictimQuery q;
     q.n = 1;
     q.now_ms = now;
     q.incoming = &incoming;
     q.eligible = [&](const BlockKey& k) {
+      if (busy.count(k) > 0) return false;
       if (!index_.Evictable(k, /*leaves_only=*/pass != Pass::kAny)) return false;
       if (pass != Pass::kSameSizeLeaves) return true;
       std::optional<IndexEntry> e = index_.Get(k);
@@ -472,16 +486,30 @@ uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes, const BlockKey& incomi
       }
       if (victims.empty()) break;
       const std::optional<IndexEntry> e = index_.Get(victims[0]);
-      if (e && e->tier == t && Evict(t, victims[0])) freed += e->bytes;
+      if (!e || e->tier != t) continue;  // gone or moved since: nothing to free here
+      if (Evict(t, victims[0])) {
+        freed += e->bytes;
+      } else {
+        busy.insert(victims[0]);
+      }
     }
   }
   return freed;
 }
 
 bool CacheManager::Evict(size_t t, const BlockKey& key) {
+  const int64_t now = options_.clock->NowMs();
+  // The caller may hold another key's lock (an insert making room): never
+  // wait for this one. A busy victim stays, and the next one is taken.
+  std::unique_lock<std::mutex> key_lock(KeyLock(key), std::try_to_lock);
   const std::optional<IndexEntry> e = index_.Get(key);
   if (!e) return false;
-  const int64_t now = options_.clock->NowMs();
+  if (!key_lock.owns_lock()) {
+    const PolicyBlock pb = PolicyBlockFor(t, *e, now);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (e->tier == t) tiers_[t].policy->Insert(key, pb);
+    return false;
+  }
   enum class Fate { kExpired, kRemat, kNoHome } fate = Fate::kNoHome;
   if (e->expiry_ms <= now) {
     fate = Fate::kExpired;
@@ -540,7 +568,7 @@ bool CacheManager::Move(const BlockKey& key, const IndexEntry& e, size_t to, Dec
   if (!n.ok()) {
     if (n.status().IsCorruption()) {
       ++counters_.corruption_misses;
-      (void)Drop(key);
+      (void)DropLocked(key);
     }
     return false;
   }
@@ -556,11 +584,10 @@ bool CacheManager::Move(const BlockKey& key, const IndexEntry& e, size_t to, Dec
     switched = true;
   });
   if (!switched) {
-    // Removed or moved elsewhere while we copied: our copy is unindexed,
-    // unless the block was meanwhile moved to this very tier.
-    std::optional<IndexEntry> cur = present ? index_.Get(key) : std::nullopt;
-    if (!cur || cur->tier != to) (void)tiers_[to].tier->Erase(std::span(&key, 1));
-    return !present;  // gone from `from` either way when absent
+    // Cannot happen while the caller holds the key's lock; be safe anyway:
+    // our copy is unindexed.
+    (void)tiers_[to].tier->Erase(std::span(&key, 1));
+    return !present;
   }
   // A refresh that landed while the block moved went to the old tier: the new
   // copy takes the later expiry too.
@@ -622,6 +649,13 @@ size_t CacheManager::SweepExpired(size_t limit) {
         QueueExpiry(item.key, next);
         continue;
       }
+      std::unique_lock<std::mutex> key_lock(KeyLock(item.key), std::try_to_lock);
+      if (!key_lock.owns_lock()) {  // busy (maybe our own caller's key): later
+        const int64_t again = now + kPinnedExpiryRetryMs;
+        index_.Modify(item.key, [&](IndexEntry& x) { x.queued_expiry_ms = again; });
+        QueueExpiry(item.key, again);
+        continue;
+      }
       Result<IndexEntry> removed =
           index_.RemoveIf(item.key, [now](const IndexEntry& x) { return x.expiry_ms <= now; });
       if (!removed.ok()) {
@@ -672,6 +706,7 @@ size_t CacheManager::RunPromotions() {
       promotions_.pop_front();
       promoting_.erase(p.key);
     }
+    std::lock_guard<std::mutex> key_lock(KeyLock(p.key));
     const int64_t now = options_.clock->NowMs();
     std::optional<IndexEntry> e = index_.Get(p.key);
     if (!e || e->tier <= p.to || e->expiry_ms <= now ||

@@ -38,6 +38,7 @@
 // cached children are taken only when no leaf is left.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -218,9 +219,20 @@ class CacheManager {
   void Refresh(const BlockKey& key, const IndexEntry& e, int64_t expiry_ms);
   // Removes a block from the index, its tier and its policy; kRetry if pinned.
   Status Drop(const BlockKey& key);
+  Status DropLocked(const BlockKey& key);  // the same, the key's lock held
   // Schedules the sweep to look at a block when it would expire.
   void QueueExpiry(const BlockKey& key, int64_t expiry_ms);
   void QueuePromotion(const BlockKey& key, size_t to);
+
+  // Every change to a key's index entry or its stored copies (insert, move,
+  // refresh, drop, expiry) holds that key's lock, from a striped set; reads
+  // take none. A thread holding one key's lock only try-locks another (a
+  // victim), so no two threads wait on each other. Lock order: key lock,
+  // then mu_ or expiry_mu_, then the index's shard locks.
+  std::mutex& KeyLock(const BlockKey& key) {
+    return key_locks_[BlockKeyHashValue(key) % key_locks_.size()];
+  }
+  std::array<std::mutex, 1024> key_locks_;
 
   const CacheManagerOptions options_;
   std::vector<TierSlot> tiers_;  // the policies are guarded by mu_

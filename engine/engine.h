@@ -65,7 +65,7 @@ struct EngineOptions {
   int threads = 0;               // forward-pass threads; 0 = one per core
   // Weight of each tenant in the fair share; tenants not listed weigh 1.
   std::map<std::string, double> tenant_weights;
-  int64_t cache_ttl_ms = 0;  // expiry of published blocks; 0 = none
+  int64_t cache_ttl_ms = 0;  // TTL of published blocks (reads refresh it); 0 = none
 };
 
 struct GenerateRequest {
