@@ -1,6 +1,7 @@
 // kvtier: the command-line client of kvtierd.
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -468,6 +469,16 @@ class Cli {
     text << line;
   }
 
+  // Unix ms as UTC ISO 8601, to the second.
+  static std::string IsoTime(int64_t ms) {
+    const std::time_t t = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+  }
+
   int Explain(const std::string& hex) {
     std::optional<BlockKey> k = BlockKey::FromHex(hex);
     if (!k) return Fail("explain needs a key of 32 hex digits", 2);
@@ -494,7 +505,7 @@ class Cli {
          << x->block().tier() << "\n";
     text << "  last decision: " << x->decision();
     if (!x->from_tier().empty()) text << " from " << x->from_tier();
-    text << " at " << x->decided_at_ms() << " ms, expecting it idle " << x->decision_idle_s()
+    text << " at " << IsoTime(x->decided_at_ms()) << ", expecting it idle " << x->decision_idle_s()
          << " s; costs compared:\n";
     CostsText(x->decision_costs(), x->remat_cost_usd(), x->remat_known(), text);
     text << "  ttl: "
