@@ -12,67 +12,50 @@
 namespace kvtier {
 namespace {
 
+using policy_test::Evict;
+using policy_test::HitsAt;
 using policy_test::K;
 using policy_test::ReplayBlocks;
+using policy_test::ReplayMixedSizes;
 
 std::unique_ptr<EvictionPolicy> Arc(uint64_t capacity_bytes) {
   return NewArcPolicy(PolicyOptions{capacity_bytes});
 }
 
-// One Victims call; the victims by number.
-std::vector<uint64_t> Evict(EvictionPolicy& p, size_t n, const BlockKey* incoming = nullptr,
-                            std::function<bool(const BlockKey&)> eligible = nullptr) {
-  VictimQuery q;
-  q.n = n;
-  q.incoming = incoming;
-  q.eligible = std::move(eligible);
-  std::vector<BlockKey> out;
-  const size_t taken = p.Victims(q, &out);
-  EXPECT_EQ(taken, out.size());
-  std::vector<uint64_t> keys;
-  for (const BlockKey& k : out) keys.push_back(k.lo);
-  return keys;
-}
-
-std::vector<bool> HitsAt(size_t requests, const std::vector<size_t>& positions) {
-  std::vector<bool> hits(requests, false);
-  for (size_t i : positions) hits[i] = true;
-  return hits;
-}
-
 // c = 4. Lists are written LRU..MRU as T1 | T2 | B1 | B2; L1 = T1 + B1.
+// clang-format off
 //
-//  #  req  what happens                                                victim  after
-//  1-4 1..4 case IV, the cache has room                                   -     1 2 3 4 | | | p=0
-//  5   1   case I: hit, to the MRU of T2                                  -     2 3 4 | 1 | |
-//  6   5   IV-B (|L1|=3 < c). REPLACE: |T1|=3 > p=0, LRU of T1 to B1      2     3 4 5 | 1 | 2 |
-//  7   2   II: d1 = 1 (|B1|=1 >= |B2|=0), p = 1.
-//          REPLACE: |T1|=3 > 1, T1's LRU goes                             3     4 5 | 1 2 | 3 | p=1
-//  8   6   IV-B (|L1|=3). REPLACE: |T1|=2 > 1                             4     5 6 | 1 2 | 3 4 |
-//  9   7   IV-A (|L1|=4=c, |T1|=2 < c): delete B1's LRU (3).
-//          REPLACE: |T1|=2 > 1                                            5     6 7 | 1 2 | 4 5 |
-// 10   4   II: d1 = 1 (|B1|=2 >= 0), p = 2. REPLACE: |T1|=2 is not > 2
-//          and 4 is not in B2, so T2's LRU goes                           1     6 7 | 2 4 | 5 | 1
-//          p=2
-// 11   5   II: d1 = 1 (|B1|=1 >= |B2|=1), p = 3. REPLACE: |T1|=2 < 3      2     6 7 | 4 5 | | 1 2
-// p=3 12   1   III: d2 = 1 (|B2|=2 >= |B1|=0), p = 2. REPLACE: |T1|=2 = p
-//          and 1 is in B2, so T1's LRU goes. (Had p stayed 3, or had
-//          the rule not looked at the incoming key, 4 would have gone.)   6     7 | 4 5 1 | 6 | 2
-//          p=2
-// 13   8   IV-B (|L1|=2, directory 6). REPLACE: |T1|=1 < 2                4     7 8 | 5 1 | 6 | 2 4
-// 14   6   II: |B1|=1 < |B2|=2 so d1 = |B2|/|B1| = 2, p = 4.
-//          REPLACE: |T1|=2 < 4                                            5     7 8 | 1 6 | | 2 4 5
-//          p=4
-// 15   2   III: d2 = 1 (|B2|=3 >= 0), p = 3. REPLACE: |T1|=2 < 3 and
-//          |T1| != p. (With d1 = 1 at #14, p would be 2 and 7 would go.)  1     7 8 | 6 2 | | 4 5 1
-//          p=3
-// 16   9   IV-B (|L1|=2, directory 7). REPLACE: |T1|=2 < 3                6     7 8 9 | 2 | | 4 5 1
-// 6 17  10   IV-B (|L1|=3, directory 8 = 2c): delete B2's LRU (4).
-//          REPLACE: |T1|=3 is not > 3                                     2     7 8 9 10 | | | 5 1
-//          6 2
-// 18  11   IV-A with |T1| = c: T1's LRU leaves without a ghost            7     8 9 10 11 | | | 5 1
-// 6 2 19   3   3 left B1 at #9, so a plain miss: IV-A again                   8     9 10 11 3 | | |
-// 5 1 6 2
+//  #  req  what happens                                           victim  after
+//  1-4 1..4 case IV, the cache has room                              -    1 2 3 4 | | | ; p=0
+//  5   1   case I: hit, to the MRU of T2                             -    2 3 4 | 1 | |
+//  6   5   IV-B (|L1|=3 < c). REPLACE: |T1|=3 > p=0,                 2    3 4 5 | 1 | 2 |
+//          LRU of T1 to B1
+//  7   2   II: d1 = 1 (|B1|=1 >= |B2|=0), p = 1.                    3    4 5 | 1 2 | 3 | ; p=1
+//          REPLACE: |T1|=3 > 1, T1's LRU goes
+//  8   6   IV-B (|L1|=3). REPLACE: |T1|=2 > 1                        4    5 6 | 1 2 | 3 4 |
+//  9   7   IV-A (|L1|=4=c, |T1|=2 < c): delete B1's LRU (3).         5    6 7 | 1 2 | 4 5 |
+//          REPLACE: |T1|=2 > 1
+// 10   4   II: d1 = 1 (|B1|=2 >= 0), p = 2. REPLACE: |T1|=2 is       1    6 7 | 2 4 | 5 | 1 ; p=2
+//          not > 2 and 4 is not in B2, so T2's LRU goes
+// 11   5   II: d1 = 1 (|B1|=1 >= |B2|=1), p = 3.                     2    6 7 | 4 5 | | 1 2 ; p=3
+//          REPLACE: |T1|=2 < 3
+// 12   1   III: d2 = 1 (|B2|=2 >= |B1|=0), p = 2. REPLACE:           6    7 | 4 5 1 | 6 | 2 ; p=2
+//          |T1|=2 = p and 1 is in B2, so T1's LRU goes. (Had p
+//          stayed 3, or had the rule not looked at the incoming
+//          key, 4 would have gone.)
+// 13   8   IV-B (|L1|=2, directory 6). REPLACE: |T1|=1 < 2           4    7 8 | 5 1 | 6 | 2 4
+// 14   6   II: |B1|=1 < |B2|=2 so d1 = |B2|/|B1| = 2, p = 4.         5    7 8 | 1 6 | | 2 4 5 ; p=4
+//          REPLACE: |T1|=2 < 4
+// 15   2   III: d2 = 1 (|B2|=3 >= 0), p = 3. REPLACE: |T1|=2 < 3     1    7 8 | 6 2 | | 4 5 1 ; p=3
+//          and |T1| != p. (With d1 = 1 at #14, p would be 2 and
+//          7 would go.)
+// 16   9   IV-B (|L1|=2, directory 7). REPLACE: |T1|=2 < 3           6    7 8 9 | 2 | | 4 5 1 6
+// 17  10   IV-B (|L1|=3, directory 8 = 2c): delete B2's LRU (4).     2    7 8 9 10 | | | 5 1 6 2
+//          REPLACE: |T1|=3 is not > 3
+// 18  11   IV-A with |T1| = c: T1's LRU leaves without a ghost       7    8 9 10 11 | | | 5 1 6 2
+// 19   3   3 left B1 at #9, so a plain miss: IV-A again              8    9 10 11 3 | | | 5 1 6 2
+//
+// clang-format on
 TEST(ArcPolicyTest, PaperTraceAdaptsTargetUpAndDown) {
   auto p = Arc(4);
   const std::vector<uint64_t> requests = {1, 2, 3, 4, 1, 5, 2,  6,  7, 4,
@@ -204,54 +187,11 @@ TEST(ArcPolicyTest, UniformBlockSizeScalesTheUnitTrace) {
             (std::vector<uint64_t>{2, 3, 4, 5, 1, 2, 6, 4, 5, 1, 6, 2, 7, 8}));
 }
 
-// Drives `p` as a tier of `capacity` bytes (0: unbounded, then it only
-// sheds when over `soft_limit`) with blocks of 8, 24 and 40 bytes, checking
-// that every victim is resident and the tier never overflows.
-void ReplayMixedSizes(EvictionPolicy& p, uint64_t capacity, uint64_t soft_limit) {
-  std::map<uint64_t, uint64_t> resident;  // key -> bytes
-  uint64_t held = 0;
-  uint64_t rng = 42;
-  const uint64_t limit = capacity > 0 ? capacity : soft_limit;
-  for (int i = 0; i < 20000; ++i) {
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    const uint64_t k = (rng >> 33) % 97;
-    const uint64_t bytes = 8 + 16 * (k % 3);
-    if (i % 13 == 0 && resident.count(k)) {
-      p.Erase(K(k));
-      held -= resident[k];
-      resident.erase(k);
-      continue;
-    }
-    if (resident.count(k)) {
-      p.Touch(K(k));
-      continue;
-    }
-    const BlockKey incoming = K(k);
-    while (held + bytes > limit) {
-      auto v = Evict(p, 1, &incoming);
-      ASSERT_EQ(v.size(), 1u);
-      auto it = resident.find(v[0]);
-      ASSERT_NE(it, resident.end());
-      held -= it->second;
-      resident.erase(it);
-    }
-    p.Insert(incoming, PolicyBlock{bytes});
-    resident[k] = bytes;
-    held += bytes;
-    ASSERT_LE(held, limit);
-    ASSERT_EQ(p.size(), resident.size());
-  }
-  // Everything left can still be evicted, each key once.
-  auto rest = Evict(p, resident.size() + 5);
-  EXPECT_EQ(rest.size(), resident.size());
-  EXPECT_EQ(p.size(), 0u);
-}
-
 TEST(ArcPolicyTest, MixedSizesStayWithinCapacity) {
   auto p = Arc(400);
-  ReplayMixedSizes(*p, 400, 0);
+  ReplayMixedSizes(*p, 400, 0, 42);
   auto u = Arc(0);  // unbounded
-  ReplayMixedSizes(*u, 0, 300);
+  ReplayMixedSizes(*u, 0, 300, 42);
 }
 
 TEST(ArcPolicyTest, FactoryName) {

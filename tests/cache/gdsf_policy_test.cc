@@ -25,16 +25,7 @@ PolicyBlock Block(uint64_t bytes, double miss_cost, int64_t expiry_ms = kNoExpir
 // Asks for `n` victims at `now_ms` and returns them by key number.
 std::vector<uint64_t> Take(EvictionPolicy& p, size_t n, int64_t now_ms = 0,
                            std::function<bool(const BlockKey&)> eligible = nullptr) {
-  VictimQuery q;
-  q.n = n;
-  q.now_ms = now_ms;
-  q.eligible = std::move(eligible);
-  std::vector<BlockKey> out;
-  const size_t got = p.Victims(q, &out);
-  EXPECT_EQ(got, out.size());
-  std::vector<uint64_t> keys;
-  for (const BlockKey& k : out) keys.push_back(k.lo);
-  return keys;
+  return policy_test::Evict(p, n, nullptr, std::move(eligible), now_ms);
 }
 
 auto Not(uint64_t refused) {

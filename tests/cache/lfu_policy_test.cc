@@ -10,20 +10,7 @@ namespace {
 
 using policy_test::K;
 using policy_test::ReplayBlocks;
-
-// Asks for `n` victims and returns them by key number.
-std::vector<uint64_t> Take(EvictionPolicy& p, size_t n,
-                           std::function<bool(const BlockKey&)> eligible = nullptr) {
-  VictimQuery q;
-  q.n = n;
-  q.eligible = std::move(eligible);
-  std::vector<BlockKey> out;
-  const size_t got = p.Victims(q, &out);
-  EXPECT_EQ(got, out.size());
-  std::vector<uint64_t> keys;
-  for (const BlockKey& k : out) keys.push_back(k.lo);
-  return keys;
-}
+using policy_test::Take;
 
 TEST(LfuPolicyTest, FrequentBlocksSurviveAScan) {
   // Capacity 3; buckets by frequency, each listed most recent first.

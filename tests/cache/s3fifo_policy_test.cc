@@ -12,32 +12,14 @@
 namespace kvtier {
 namespace {
 
+using policy_test::Evict;
+using policy_test::HitsAt;
 using policy_test::K;
 using policy_test::ReplayBlocks;
+using policy_test::ReplayMixedSizes;
 
 std::unique_ptr<EvictionPolicy> S3Fifo(uint64_t capacity_bytes) {
   return NewS3FifoPolicy(PolicyOptions{capacity_bytes});
-}
-
-// One Victims call; the victims by number.
-std::vector<uint64_t> Evict(EvictionPolicy& p, size_t n, const BlockKey* incoming = nullptr,
-                            std::function<bool(const BlockKey&)> eligible = nullptr) {
-  VictimQuery q;
-  q.n = n;
-  q.incoming = incoming;
-  q.eligible = std::move(eligible);
-  std::vector<BlockKey> out;
-  const size_t taken = p.Victims(q, &out);
-  EXPECT_EQ(taken, out.size());
-  std::vector<uint64_t> keys;
-  for (const BlockKey& k : out) keys.push_back(k.lo);
-  return keys;
-}
-
-std::vector<bool> HitsAt(size_t requests, const std::vector<size_t>& positions) {
-  std::vector<bool> hits(requests, false);
-  for (size_t i : positions) hits[i] = true;
-  return hits;
 }
 
 std::vector<uint64_t> Range(uint64_t first, uint64_t last) {
@@ -270,53 +252,11 @@ TEST(S3FifoPolicyTest, UniformBlockSizeScalesTheUnitTrace) {
             (std::vector<uint64_t>{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 3, 13, 4, 5, 14}));
 }
 
-// Drives `p` as a tier of `capacity` bytes (0: unbounded, then it only
-// sheds when over `soft_limit`) with blocks of 8, 24 and 40 bytes, checking
-// that every victim is resident and the tier never overflows.
-void ReplayMixedSizes(EvictionPolicy& p, uint64_t capacity, uint64_t soft_limit) {
-  std::map<uint64_t, uint64_t> resident;  // key -> bytes
-  uint64_t held = 0;
-  uint64_t rng = 7;
-  const uint64_t limit = capacity > 0 ? capacity : soft_limit;
-  for (int i = 0; i < 20000; ++i) {
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    const uint64_t k = (rng >> 33) % 97;
-    const uint64_t bytes = 8 + 16 * (k % 3);
-    if (i % 13 == 0 && resident.count(k)) {
-      p.Erase(K(k));
-      held -= resident[k];
-      resident.erase(k);
-      continue;
-    }
-    if (resident.count(k)) {
-      p.Touch(K(k));
-      continue;
-    }
-    const BlockKey incoming = K(k);
-    while (held + bytes > limit) {
-      auto v = Evict(p, 1, &incoming);
-      ASSERT_EQ(v.size(), 1u);
-      auto it = resident.find(v[0]);
-      ASSERT_NE(it, resident.end());
-      held -= it->second;
-      resident.erase(it);
-    }
-    p.Insert(incoming, PolicyBlock{bytes});
-    resident[k] = bytes;
-    held += bytes;
-    ASSERT_LE(held, limit);
-    ASSERT_EQ(p.size(), resident.size());
-  }
-  auto rest = Evict(p, resident.size() + 5);
-  EXPECT_EQ(rest.size(), resident.size());
-  EXPECT_EQ(p.size(), 0u);
-}
-
 TEST(S3FifoPolicyTest, MixedSizesStayWithinCapacity) {
   auto p = S3Fifo(400);
-  ReplayMixedSizes(*p, 400, 0);
+  ReplayMixedSizes(*p, 400, 0, 7);
   auto u = S3Fifo(0);  // unbounded
-  ReplayMixedSizes(*u, 0, 300);
+  ReplayMixedSizes(*u, 0, 300, 7);
 }
 
 TEST(S3FifoPolicyTest, FactoryName) {

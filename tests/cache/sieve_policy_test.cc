@@ -11,28 +11,10 @@
 namespace kvtier {
 namespace {
 
+using policy_test::HitsAt;
 using policy_test::K;
 using policy_test::ReplayBlocks;
-
-// One Victims call; the victims by number.
-std::vector<uint64_t> Evict(EvictionPolicy& p, size_t n,
-                            std::function<bool(const BlockKey&)> eligible = nullptr) {
-  VictimQuery q;
-  q.n = n;
-  q.eligible = std::move(eligible);
-  std::vector<BlockKey> out;
-  const size_t taken = p.Victims(q, &out);
-  EXPECT_EQ(taken, out.size());
-  std::vector<uint64_t> keys;
-  for (const BlockKey& k : out) keys.push_back(k.lo);
-  return keys;
-}
-
-std::vector<bool> HitsAt(size_t requests, const std::vector<size_t>& positions) {
-  std::vector<bool> hits(requests, false);
-  for (size_t i : positions) hits[i] = true;
-  return hits;
-}
+using policy_test::Take;
 
 // Five objects. The queue is written tail..head; * marks a visited object
 // and ^ the object under the hand.
@@ -72,8 +54,8 @@ TEST(SievePolicyTest, InsertOfPresentKeyIsATouch) {
   for (uint64_t i = 1; i <= 3; ++i) p->Insert(K(i), PolicyBlock{});
   p->Insert(K(1), PolicyBlock{});
   EXPECT_EQ(p->size(), 3u);
-  EXPECT_EQ(Evict(*p, 1), (std::vector<uint64_t>{2}));
-  EXPECT_EQ(Evict(*p, 2), (std::vector<uint64_t>{3, 1}));
+  EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{2}));
+  EXPECT_EQ(Take(*p, 2), (std::vector<uint64_t>{3, 1}));
 }
 
 // Erasing the object under the hand moves the hand on towards the head, as
@@ -86,20 +68,20 @@ TEST(SievePolicyTest, EraseUnderTheHand) {
   for (uint64_t i = 1; i <= 5; ++i) p->Insert(K(i), PolicyBlock{});
   p->Touch(K(1));
   p->Touch(K(2));
-  EXPECT_EQ(Evict(*p, 1), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{3}));
   p->Erase(K(4));
   p->Erase(K(99));
   p->Touch(K(99));
   EXPECT_EQ(p->size(), 3u);
-  EXPECT_EQ(Evict(*p, 1), (std::vector<uint64_t>{5}));
+  EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{5}));
   // 5 was the head: the hand starts at the tail again.
-  EXPECT_EQ(Evict(*p, 2), (std::vector<uint64_t>{1, 2}));
-  EXPECT_EQ(Evict(*p, 1), (std::vector<uint64_t>{}));
+  EXPECT_EQ(Take(*p, 2), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{}));
 }
 
 TEST(SievePolicyTest, EmptyHasNoVictims) {
   auto p = NewSievePolicy();
-  EXPECT_EQ(Evict(*p, 1), (std::vector<uint64_t>{}));
+  EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{}));
   EXPECT_EQ(p->size(), 0u);
 }
 
@@ -111,9 +93,9 @@ TEST(SievePolicyTest, SkipsIneligibleBlocksAndKeepsThem) {
   auto p = NewSievePolicy();
   for (uint64_t i = 1; i <= 3; ++i) p->Insert(K(i), PolicyBlock{});
   for (uint64_t i = 1; i <= 3; ++i) p->Touch(K(i));
-  EXPECT_EQ(Evict(*p, 1, [](const BlockKey& k) { return k.lo != 2; }), (std::vector<uint64_t>{1}));
-  EXPECT_EQ(Evict(*p, 1), (std::vector<uint64_t>{3}));
-  EXPECT_EQ(Evict(*p, 1), (std::vector<uint64_t>{2}));
+  EXPECT_EQ(Take(*p, 1, [](const BlockKey& k) { return k.lo != 2; }), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{2}));
 }
 
 // With nothing eligible the call returns early and changes nothing: no bit
@@ -123,14 +105,14 @@ TEST(SievePolicyTest, NothingEligibleChangesNothing) {
   auto p = NewSievePolicy();
   for (uint64_t i = 1; i <= 3; ++i) p->Insert(K(i), PolicyBlock{});
   p->Touch(K(1));
-  EXPECT_EQ(Evict(*p, 2, [](const BlockKey&) { return false; }), (std::vector<uint64_t>{}));
+  EXPECT_EQ(Take(*p, 2, [](const BlockKey&) { return false; }), (std::vector<uint64_t>{}));
   EXPECT_EQ(p->size(), 3u);
-  EXPECT_EQ(Evict(*p, 1), (std::vector<uint64_t>{2}));
+  EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{2}));
   // Only 1 is eligible and it is visited: its bit is cleared on one lap and
   // it is taken on the next.  Queue: 1* 3^ after a touch.
   p->Touch(K(1));
-  EXPECT_EQ(Evict(*p, 3, [](const BlockKey& k) { return k.lo == 1; }), (std::vector<uint64_t>{1}));
-  EXPECT_EQ(Evict(*p, 3), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(Take(*p, 3, [](const BlockKey& k) { return k.lo == 1; }), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(Take(*p, 3), (std::vector<uint64_t>{3}));
 }
 
 TEST(SievePolicyTest, FactoryName) {
