@@ -1,4 +1,7 @@
-// LRU: a recency list, most recent at the front.
+// LRU and FIFO: one queue, newest at the front, victims from the back. LRU
+// moves a block to the front on every use; FIFO never moves it (a hit
+// changes nothing, and inserting a present key only takes its attributes,
+// which FIFO ignores), so blocks leave in the order they entered.
 #include <list>
 #include <unordered_map>
 
@@ -7,14 +10,16 @@
 namespace kvtier {
 namespace {
 
-class LruPolicy final : public EvictionPolicy {
+class QueuePolicy final : public EvictionPolicy {
  public:
-  std::string_view Name() const override { return "lru"; }
+  explicit QueuePolicy(bool recency) : recency_(recency) {}
+
+  std::string_view Name() const override { return recency_ ? "lru" : "fifo"; }
 
   void Insert(const BlockKey& key, const PolicyBlock&) override {
     auto it = pos_.find(key);
     if (it != pos_.end()) {
-      order_.splice(order_.begin(), order_, it->second);
+      Touch(key);
       return;
     }
     order_.push_front(key);
@@ -22,6 +27,7 @@ class LruPolicy final : public EvictionPolicy {
   }
 
   void Touch(const BlockKey& key) override {
+    if (!recency_) return;
     auto it = pos_.find(key);
     if (it != pos_.end()) order_.splice(order_.begin(), order_, it->second);
   }
@@ -49,12 +55,14 @@ class LruPolicy final : public EvictionPolicy {
   size_t size() const override { return pos_.size(); }
 
  private:
-  std::list<BlockKey> order_;  // front = most recently used
+  const bool recency_;         // LRU: a use moves the block to the front
+  std::list<BlockKey> order_;  // front = most recently used (LRU) or newest (FIFO)
   std::unordered_map<BlockKey, std::list<BlockKey>::iterator, BlockKeyHash> pos_;
 };
 
 }  // namespace
 
-std::unique_ptr<EvictionPolicy> NewLruPolicy() { return std::make_unique<LruPolicy>(); }
+std::unique_ptr<EvictionPolicy> NewLruPolicy() { return std::make_unique<QueuePolicy>(true); }
+std::unique_ptr<EvictionPolicy> NewFifoPolicy() { return std::make_unique<QueuePolicy>(false); }
 
 }  // namespace kvtier

@@ -17,6 +17,7 @@ using policy_test::HitsAt;
 using policy_test::K;
 using policy_test::ReplayBlocks;
 using policy_test::ReplayMixedSizes;
+using policy_test::ReplayScaled;
 
 std::unique_ptr<EvictionPolicy> Arc(uint64_t capacity_bytes) {
   return NewArcPolicy(PolicyOptions{capacity_bytes});
@@ -148,33 +149,6 @@ TEST(ArcPolicyTest, SkipsIneligibleBlocksAndKeepsThem) {
   EXPECT_EQ(Evict(*q, 1, nullptr, [](const BlockKey& k) { return k.lo != 1; }),
             (std::vector<uint64_t>{2}));
   EXPECT_EQ(Evict(*q, 1), (std::vector<uint64_t>{1}));
-}
-
-// Replays `requests` like ReplayBlocks, with every block `bytes` bytes in a
-// tier of `blocks * bytes` bytes.
-std::vector<uint64_t> ReplayScaled(EvictionPolicy& p, uint64_t blocks, uint64_t bytes,
-                                   const std::vector<uint64_t>& requests) {
-  std::map<uint64_t, bool> present;
-  std::vector<uint64_t> victims;
-  uint64_t held = 0;
-  for (uint64_t k : requests) {
-    if (present[k]) {
-      p.Touch(K(k));
-      continue;
-    }
-    const BlockKey incoming = K(k);
-    while (held >= blocks) {
-      auto v = Evict(p, 1, &incoming);
-      if (v.size() != 1) return victims;
-      present[v[0]] = false;
-      victims.push_back(v[0]);
-      --held;
-    }
-    p.Insert(incoming, PolicyBlock{bytes});
-    present[k] = true;
-    ++held;
-  }
-  return victims;
 }
 
 // Sizes, targets and deltas all scale with the bytes: blocks of 16 bytes in

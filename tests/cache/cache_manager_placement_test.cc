@@ -40,7 +40,8 @@ struct TierSpec {
 
 class CacheManagerPlacementTest : public ::testing::Test {
  protected:
-  void Open(const std::vector<TierSpec>& specs, PlacementOptions placement = {}) {
+  // Host-memory tiers as specified, each with `policy`.
+  std::vector<TierSlot> Slots(const std::vector<TierSpec>& specs, const std::string& policy) {
     std::vector<TierSlot> slots;
     for (const TierSpec& spec : specs) {
       DramTierOptions o;
@@ -51,11 +52,16 @@ class CacheManagerPlacementTest : public ::testing::Test {
       o.read_bytes_per_s = static_cast<double>(o.capacity_bytes) / spec.drain_s;
       o.write_bytes_per_s = 1e9;
       auto tier = NewDramTier(o);
-      ASSERT_TRUE(tier.ok()) << tier.status();
+      EXPECT_TRUE(tier.ok()) << tier.status();
       tiers_.push_back(tier->get());
-      slots.push_back({std::move(*tier), NewLruPolicy(),
+      slots.push_back({std::move(*tier), NewEvictionPolicy(policy),
                        spec.pi * kUnit * static_cast<double>(o.capacity_bytes)});
     }
+    return slots;
+  }
+
+  void Open(const std::vector<TierSpec>& specs, PlacementOptions placement = {}) {
+    std::vector<TierSlot> slots = Slots(specs, "lru");
     CacheManagerOptions opts;
     opts.clock = &clock_;
     opts.sweep_interval_ms = 0;
@@ -253,18 +259,7 @@ TEST_F(CacheManagerPlacementTest, SweepFreesExpiredBlocksButNotPinnedOnes) {
 // moving clock. No read returns wrong bytes, a pinned block stays readable,
 // and at rest every stored copy is indexed exactly once.
 TEST_F(CacheManagerPlacementTest, ConcurrentUseWithBackgroundWorkNeverReturnsWrongBytes) {
-  std::vector<TierSlot> slots;
-  for (const TierSpec& spec : std::vector<TierSpec>{{"dram", 1, 32, 6}, {"flash", 300, 3.75, 12}}) {
-    DramTierOptions o;
-    o.name = spec.name;
-    o.capacity_bytes = spec.pages * kPage;
-    o.page_bytes = kPage;
-    o.clock = &clock_;
-    o.read_bytes_per_s = static_cast<double>(o.capacity_bytes) / spec.drain_s;
-    o.write_bytes_per_s = 1e9;
-    slots.push_back({NewDramTier(o).value(), NewEvictionPolicy("ttl-cost"),
-                     spec.pi * kUnit * static_cast<double>(o.capacity_bytes)});
-  }
+  std::vector<TierSlot> slots = Slots({{"dram", 1, 32, 6}, {"flash", 300, 3.75, 12}}, "ttl-cost");
   CacheManagerOptions opts;
   opts.clock = &clock_;
   opts.sweep_interval_ms = 1;

@@ -132,4 +132,31 @@ inline void ReplayMixedSizes(EvictionPolicy& p, uint64_t capacity, uint64_t soft
   EXPECT_EQ(p.size(), 0u);
 }
 
+// Replays `requests` like ReplayBlocks, with every block `bytes` bytes in a
+// tier of `blocks * bytes` bytes.
+inline std::vector<uint64_t> ReplayScaled(EvictionPolicy& p, uint64_t blocks, uint64_t bytes,
+                                          const std::vector<uint64_t>& requests) {
+  std::map<uint64_t, bool> present;
+  std::vector<uint64_t> victims;
+  uint64_t held = 0;
+  for (uint64_t k : requests) {
+    if (present[k]) {
+      p.Touch(K(k));
+      continue;
+    }
+    const BlockKey incoming = K(k);
+    while (held >= blocks) {
+      auto v = Evict(p, 1, &incoming);
+      if (v.size() != 1) return victims;
+      present[v[0]] = false;
+      victims.push_back(v[0]);
+      --held;
+    }
+    p.Insert(incoming, PolicyBlock{bytes});
+    present[k] = true;
+    ++held;
+  }
+  return victims;
+}
+
 }  // namespace kvtier::policy_test

@@ -17,6 +17,7 @@ using policy_test::HitsAt;
 using policy_test::K;
 using policy_test::ReplayBlocks;
 using policy_test::ReplayMixedSizes;
+using policy_test::ReplayScaled;
 
 std::unique_ptr<EvictionPolicy> S3Fifo(uint64_t capacity_bytes) {
   return NewS3FifoPolicy(PolicyOptions{capacity_bytes});
@@ -213,33 +214,6 @@ TEST(S3FifoPolicyTest, SkipsIneligibleBlocksAndKeepsThem) {
             (std::vector<uint64_t>{7}));
   // 5(1) to the head as 5(0); 6 leaves; then 5.
   EXPECT_EQ(Evict(*q, 2), (std::vector<uint64_t>{6, 5}));
-}
-
-// Replays `requests` like ReplayBlocks, with every block `bytes` bytes in a
-// tier of `blocks * bytes` bytes.
-std::vector<uint64_t> ReplayScaled(EvictionPolicy& p, uint64_t blocks, uint64_t bytes,
-                                   const std::vector<uint64_t>& requests) {
-  std::map<uint64_t, bool> present;
-  std::vector<uint64_t> victims;
-  uint64_t held = 0;
-  for (uint64_t k : requests) {
-    if (present[k]) {
-      p.Touch(K(k));
-      continue;
-    }
-    const BlockKey incoming = K(k);
-    while (held >= blocks) {
-      auto v = Evict(p, 1, &incoming);
-      if (v.size() != 1) return victims;
-      present[v[0]] = false;
-      victims.push_back(v[0]);
-      --held;
-    }
-    p.Insert(incoming, PolicyBlock{bytes});
-    present[k] = true;
-    ++held;
-  }
-  return victims;
 }
 
 TEST(S3FifoPolicyTest, UniformBlockSizeScalesTheUnitTrace) {
