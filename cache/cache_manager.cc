@@ -286,13 +286,22 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
   if (payload.empty()) return Status::InvalidArgument("a block payload may not be empty");
   if (meta.ttl_ms < 0) return Status::InvalidArgument("a TTL may not be negative");
   const int64_t now = options_.clock->NowMs();
-  const int64_t expiry = meta.ttl_ms > 0 ? AddSaturating(now, meta.ttl_ms) : meta.expiry_ms;
+  // A TTL runs from now, unless the writer dates its start (a request's
+  // lifetime counts from the request's start): then expiry_ms gives its end.
+  const int64_t expiry = meta.ttl_ms > 0 && meta.expiry_ms == kNoExpiry
+                             ? AddSaturating(now, meta.ttl_ms)
+                             : meta.expiry_ms;
   if (expiry <= now) {
     return Status::InvalidArgument("block " + key.ToHex() + " would already be expired");
   }
   std::lock_guard<std::mutex> key_lock(KeyLock(key));
   if (std::optional<IndexEntry> e = index_.Get(key)) {
     if (e->expiry_ms > now) {
+      // A longer TTL class wins: a 5m block rewritten under a 1h breakpoint
+      // is refreshed by reads for an hour from then on.
+      if (meta.ttl_ms > e->ttl_ms && e->ttl_ms > 0) {
+        index_.Modify(key, [&](IndexEntry& x) { x.ttl_ms = meta.ttl_ms; });
+      }
       if (expiry > e->expiry_ms) {
         Refresh(key, *e, expiry);
       } else {

@@ -82,10 +82,12 @@ struct CacheManagerOptions {
 struct BlockMeta {
   std::optional<BlockKey> parent;  // the previous block of the prefix; nullopt for the first
   int64_t ttl_ms = 0;              // > 0: expires ttl after the last use (reads refresh it)
-  int64_t expiry_ms = kNoExpiry;   // with ttl_ms == 0: a fixed absolute expiry, Unix ms
-  uint32_t tokens = 0;             // tokens the block holds; 0 = unknown
-  uint64_t stream = 0;             // namespace fingerprint: blocks sharing reuse statistics
-  double remat_flops = 0;          // prefill FLOPs to recompute it; 0 = unknown (never dropped)
+  // Unix ms. With ttl_ms == 0: a fixed expiry. With a TTL: the end of the
+  // first lifetime when the writer dates it (else now + ttl_ms).
+  int64_t expiry_ms = kNoExpiry;
+  uint32_t tokens = 0;     // tokens the block holds; 0 = unknown
+  uint64_t stream = 0;     // namespace fingerprint: blocks sharing reuse statistics
+  double remat_flops = 0;  // prefill FLOPs to recompute it; 0 = unknown (never dropped)
 };
 
 struct PrefixHit {

@@ -8,6 +8,13 @@ find_package(Protobuf REQUIRED)
 find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(RocksDB REQUIRED)
+# cpp-httplib serves the Prometheus /metrics endpoint. Debian ships it compiled
+# (libcpp-httplib.so, built with OpenSSL, zlib and brotli) with a pkg-config
+# file but no CMake config. The .pc's -DCPPHTTPLIB_*_SUPPORT flags must reach
+# every file that includes httplib.h, or its classes' layout differs from the
+# library's; the imported target carries them. The shared library links
+# OpenSSL, zlib and brotli itself, so we need no link flags of our own.
+pkg_check_modules(CPP_HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 if(KVTIER_BUILD_TESTS)
   # The reference tokenizer of the engine tests only (see tests/CMakeLists.txt).
   pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)

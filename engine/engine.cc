@@ -18,6 +18,7 @@ struct Engine::Sequence {
   std::vector<PageId> pages;    // block table
   std::vector<BlockKey> keys;   // chained keys of the leading full blocks
   int published = 0;            // leading blocks known to be in the cache
+  size_t tails_published = 0;   // breakpoints whose tail record is written (or needs none)
   bool admitted_before = false;
   std::optional<Sampler> sampler;
   GenerateResult result;
@@ -53,6 +54,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheM
   if (!ValidBlockTokens(options.block_tokens)) {
     return Status::InvalidArgument("block_tokens must be a power of two in [16, 1024]");
   }
+  if (options.clock == nullptr) return Status::InvalidArgument("engine needs a clock");
   if (options.max_batch_seqs < 1 || options.token_budget < 1) {
     return Status::InvalidArgument("max_batch_seqs and token_budget must be positive");
   }
@@ -132,6 +134,8 @@ Result<RequestId> Engine::Submit(GenerateRequest request, Callback done) {
                                      " tokens needs more KV pages than the engine has (" +
                                      std::to_string(kv_.num_pages()) + ")");
   }
+  KVTIER_RETURN_IF_ERROR(ValidateBreakpoints(request.breakpoints, request.prompt.size()));
+  if (request.start_ms == 0) request.start_ms = options_.clock->NowMs();
   auto seq = std::make_unique<Sequence>();
   seq->tokens = request.prompt;
   seq->sampler.emplace(request.sampling);
@@ -229,23 +233,58 @@ bool Engine::EnsurePages(Sequence* seq, int tokens) {
   return true;
 }
 
+void Engine::EnsureKeys(Sequence* seq, int blocks) {
+  const int bt = options_.block_tokens;
+  const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
+  while (static_cast<int>(seq->keys.size()) < blocks) {
+    const size_t i = seq->keys.size();
+    const BlockKey& prev = i == 0 ? hasher.seed() : seq->keys.back();
+    seq->keys.push_back(hasher.Next(prev, std::span<const TokenId>(&seq->tokens[i * bt], bt)));
+  }
+}
+
+BlockKey Engine::TailKey(Sequence* seq, int end) {
+  const int bt = options_.block_tokens;
+  const int full = end / bt;
+  EnsureKeys(seq, full);
+  const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
+  const BlockKey& prev = full == 0 ? hasher.seed() : seq->keys[full - 1];
+  // The chain step over the tail's tokens, in a domain of its own: a tail
+  // never shares a key with a full block.
+  BlockKey k =
+      hasher.Next(prev, std::span<const TokenId>(&seq->tokens[full * bt], end - full * bt));
+  k.hi ^= 0x7461696c7461696cull;  // "tailtail"
+  return k;
+}
+
 void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
   if (cache_ == nullptr) return;
   const int bt = options_.block_tokens;
-  // At least one token is always computed: its logits are what we need.
-  const int max_blocks = (static_cast<int>(seq->tokens.size()) - 1) / bt;
-  if (max_blocks == 0) return;
-  const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
-  if (static_cast<int>(seq->keys.size()) < max_blocks) {
-    seq->keys.clear();
-    hasher.AppendKeys(
-        hasher.seed(),
-        std::span<const TokenId>(seq->tokens.data(), static_cast<size_t>(max_blocks) * bt),
-        &seq->keys);
+  const int len = static_cast<int>(seq->tokens.size());
+  const int full = len / bt;
+  EnsureKeys(seq, full);
+  PrefixHit hit = cache_->Lookup(std::span<const BlockKey>(seq->keys.data(), full), true);
+  int hit_tokens = static_cast<int>(hit.blocks) * bt;
+  // A tail record at one of the request's breakpoints inside the next block.
+  int tail = 0;
+  BlockKey tail_key;
+  for (const CacheBreakpoint& b : seq->req.breakpoints) {
+    const int end = static_cast<int>(b.end);
+    if (end <= hit_tokens || end >= hit_tokens + bt || end > len) continue;
+    const BlockKey k = TailKey(seq, end);
+    if (cache_->Find(k).ok() && end - hit_tokens > tail) {
+      tail = end - hit_tokens;
+      tail_key = k;
+    }
   }
-  PrefixHit hit = cache_->Lookup(std::span<const BlockKey>(seq->keys.data(), max_blocks), true);
+  if (!seq->admitted_before) {
+    seq->result.cache_hit_tokens = static_cast<uint32_t>(
+        std::min(hit_tokens + tail, static_cast<int>(seq->req.prompt.size())));
+  }
+  // At least one token is always computed: its logits are what we need.
+  const int loadable_blocks = std::min(static_cast<int>(hit.blocks), (len - 1) / bt);
   int loaded = 0;
-  for (size_t i = 0; i < hit.blocks; ++i) {
+  for (int i = 0; i < loadable_blocks; ++i) {
     std::span<std::byte> page = kv_.Bytes(seq->pages[i]);
     Result<uint64_t> n = cache_->Read(seq->keys[i], page);
     if (!n.ok() || *n != page.size()) {
@@ -255,11 +294,22 @@ void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
     }
     ++loaded;
   }
-  seq->computed = loaded * bt;
+  int tokens = loaded * bt;
+  if (tail > 0 && loaded == static_cast<int>(hit.blocks) && tokens + tail <= len - 1) {
+    std::vector<std::byte> payload(kv_.RowsBytes(tail));
+    Result<uint64_t> n = cache_->Read(tail_key, payload);
+    if (n.ok() && *n == payload.size()) {
+      kv_.UnpackRows(seq->pages[loaded], tail, payload);
+      tokens += tail;
+    } else {
+      ++stats_.cache_read_failures;
+    }
+  }
+  seq->computed = tokens;
   seq->published = loaded;
-  stats_.cached_tokens += static_cast<uint64_t>(loaded) * bt;
-  stats->cached_tokens += loaded * bt;
-  if (!seq->admitted_before) seq->result.cached_tokens = static_cast<uint32_t>(loaded * bt);
+  stats_.cached_tokens += static_cast<uint64_t>(tokens);
+  stats->cached_tokens += tokens;
+  if (!seq->admitted_before) seq->result.cached_tokens = static_cast<uint32_t>(tokens);
 }
 
 void Engine::Admit(StepStats* stats) {
@@ -303,19 +353,18 @@ void Engine::Admit(StepStats* stats) {
 
 void Engine::Publish(Sequence* seq) {
   if (cache_ == nullptr) return;
+  if (seq->req.breakpoints_only) {
+    PublishBreakpoints(seq);
+    return;
+  }
   const int bt = options_.block_tokens;
   const int full = seq->computed / bt;
   if (seq->published >= full) return;
-  const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
-  while (static_cast<int>(seq->keys.size()) < full) {
-    const size_t i = seq->keys.size();
-    const BlockKey& prev = i == 0 ? hasher.seed() : seq->keys.back();
-    seq->keys.push_back(hasher.Next(prev, std::span<const TokenId>(&seq->tokens[i * bt], bt)));
-  }
+  EnsureKeys(seq, full);
   BlockMeta meta;
   meta.ttl_ms = options_.cache_ttl_ms;
   meta.tokens = static_cast<uint32_t>(bt);
-  meta.stream = StreamOf(hasher.seed());
+  meta.stream = StreamOf(HasherFor(seq->req.cache_salt).seed());
   // Prefill of a block: two FLOPs per active parameter per token.
   meta.remat_flops = 2.0 * static_cast<double>(weights_->config.ActiveParams()) * bt;
   for (int i = seq->published; i < full; ++i) {
@@ -331,6 +380,54 @@ void Engine::Publish(Sequence* seq) {
     }
   }
   seq->published = full;
+}
+
+void Engine::PublishBreakpoints(Sequence* seq) {
+  const std::vector<CacheBreakpoint>& bps = seq->req.breakpoints;
+  if (bps.empty()) return;
+  const int bt = options_.block_tokens;
+  int last = 0, last_1h = 0;
+  for (const CacheBreakpoint& b : bps) {
+    last = std::max(last, static_cast<int>(b.end));
+    if (b.ttl == TtlClass::k1h) last_1h = std::max(last_1h, static_cast<int>(b.end));
+  }
+  const int64_t start = seq->req.start_ms;
+  BlockMeta meta;
+  meta.tokens = static_cast<uint32_t>(bt);
+  meta.stream = StreamOf(HasherFor(seq->req.cache_salt).seed());
+  meta.remat_flops = 2.0 * static_cast<double>(weights_->config.ActiveParams()) * bt;
+  auto store = [&](const BlockKey& key, std::span<const std::byte> payload, TtlClass ttl,
+                   uint32_t tokens) {
+    meta.ttl_ms = TtlMs(ttl);
+    meta.expiry_ms = start + meta.ttl_ms;  // lifetime from the start of the request
+    meta.tokens = tokens;
+    if (cache_->Insert(key, payload, meta).ok()) {
+      ++seq->result.published_blocks;
+      ++stats_.published_blocks;
+    } else {
+      ++stats_.publish_failures;
+    }
+  };
+  // Full blocks inside the last breakpoint.
+  const int full = std::min(seq->computed, last) / bt;
+  EnsureKeys(seq, full);
+  for (int i = seq->published; i < full; ++i) {
+    meta.parent = i > 0 ? std::optional<BlockKey>(seq->keys[i - 1]) : std::nullopt;
+    store(seq->keys[i], kv_.Bytes(seq->pages[i]),
+          (i + 1) * bt <= last_1h ? TtlClass::k1h : TtlClass::k5m, static_cast<uint32_t>(bt));
+  }
+  seq->published = std::max(seq->published, full);
+  // Tails, once their prefix is computed.
+  while (seq->tails_published < bps.size() &&
+         static_cast<int>(bps[seq->tails_published].end) <= seq->computed) {
+    const CacheBreakpoint& b = bps[seq->tails_published++];
+    const int end = static_cast<int>(b.end);
+    const int rows = end % bt;
+    if (rows == 0) continue;  // ends on a block boundary: the block is the record
+    meta.parent = end / bt > 0 ? std::optional<BlockKey>(seq->keys[end / bt - 1]) : std::nullopt;
+    store(TailKey(seq, end), kv_.PackRows(seq->pages[end / bt], rows), b.ttl,
+          static_cast<uint32_t>(rows));
+  }
 }
 
 void Engine::Retire(Sequence* seq, Status status, std::string reason) {

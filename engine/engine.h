@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "cache/cache_manager.h"
+#include "cache/context_usage.h"
 #include "cache/namespace.h"
 #include "cache/prefix_hasher.h"
 #include "common/status.h"
@@ -65,7 +66,8 @@ struct EngineOptions {
   int threads = 0;               // forward-pass threads; 0 = one per core
   // Weight of each tenant in the fair share; tenants not listed weigh 1.
   std::map<std::string, double> tenant_weights;
-  int64_t cache_ttl_ms = 0;  // TTL of published blocks (reads refresh it); 0 = none
+  Clock* clock = SystemClock();  // request start times (cache lifetimes); not owned
+  int64_t cache_ttl_ms = 0;      // TTL of published blocks (reads refresh it); 0 = none
 };
 
 struct GenerateRequest {
@@ -76,6 +78,17 @@ struct GenerateRequest {
   SamplingParams sampling;
   std::vector<TokenId> stop_tokens;  // generation ends after sampling one of these
   bool keep_logits = false;          // return the logits of every sampled position
+  // Context caching (DESIGN §6). By default every full block the request
+  // computes is published with the engine's TTL (the engine's own prefix
+  // cache). With `breakpoints_only`, only the prefixes `breakpoints` mark are
+  // written: full blocks up to the last 1h breakpoint with a 1h TTL, the
+  // rest up to the last breakpoint with 5m, and at each breakpoint that
+  // ends inside a block a tail record (the partial block, keyed by the last
+  // full block's key and the tail's tokens), so a whole marked prefix is
+  // cached. Lookups find tails at the request's own breakpoints.
+  bool breakpoints_only = false;
+  std::vector<CacheBreakpoint> breakpoints;  // validated (ValidateBreakpoints), cacheable
+  int64_t start_ms = 0;  // Unix ms; cache lifetimes count from here (0: submission)
 };
 
 struct GenerateResult {
@@ -84,7 +97,11 @@ struct GenerateResult {
   std::vector<TokenId> tokens;  // generated, including a stop token
   std::string finish_reason;    // "length", "stop", "context" (model's window full)
   uint32_t prompt_tokens = 0;
-  uint32_t cached_tokens = 0;     // prompt tokens whose KV came from the cache
+  uint32_t cached_tokens = 0;  // prompt tokens whose KV came from the cache
+  // The longest cached prefix found at first admission, tails included: the
+  // usage's cache read (A). It may exceed cached_tokens by the last token or
+  // block, which is recomputed for its logits.
+  uint32_t cache_hit_tokens = 0;
   uint32_t published_blocks = 0;  // blocks this request wrote to the cache
   uint32_t preemptions = 0;
   int64_t submit_step = 0;        // the step counter when it was submitted
@@ -175,6 +192,12 @@ class Engine {
   void ReleasePages(Sequence* seq);
   double Share(const Tenant& t) const;
   const PrefixHasher& HasherFor(const std::string& salt);
+  // Extends seq->keys to the first `blocks` full blocks of its tokens.
+  void EnsureKeys(Sequence* seq, int blocks);
+  // The key of the tail record of `seq`'s first `end` tokens (end % B != 0).
+  BlockKey TailKey(Sequence* seq, int end);
+  // Publishes what `seq` may write under breakpoints_only.
+  void PublishBreakpoints(Sequence* seq);
 
   const ModelWeights* weights_;
   CacheManager* cache_;

@@ -1,5 +1,7 @@
 #include "engine/kv_pages.h"
 
+#include <cstring>
+
 namespace kvtier {
 
 KvPages::KvPages(const KvGeometry& geometry, int32_t num_pages)
@@ -20,5 +22,33 @@ std::optional<PageId> KvPages::Allocate() {
 }
 
 void KvPages::Free(PageId page) { free_.push_back(page); }
+
+std::vector<std::byte> KvPages::PackRows(PageId page, int rows) {
+  std::vector<std::byte> out(RowsBytes(rows));
+  const size_t row_bytes = static_cast<size_t>(rows) * geometry_.head_dim * sizeof(float);
+  std::byte* dst = out.data();
+  for (int layer = 0; layer < geometry_.layers; ++layer) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int h = 0; h < geometry_.kv_heads; ++h) {
+        std::memcpy(dst, Head(page, layer, kv, h), row_bytes);
+        dst += row_bytes;
+      }
+    }
+  }
+  return out;
+}
+
+void KvPages::UnpackRows(PageId page, int rows, std::span<const std::byte> payload) {
+  const size_t row_bytes = static_cast<size_t>(rows) * geometry_.head_dim * sizeof(float);
+  const std::byte* src = payload.data();
+  for (int layer = 0; layer < geometry_.layers; ++layer) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int h = 0; h < geometry_.kv_heads; ++h) {
+        std::memcpy(Head(page, layer, kv, h), src, row_bytes);
+        src += row_bytes;
+      }
+    }
+  }
+}
 
 }  // namespace kvtier

@@ -40,6 +40,17 @@ class KvPages {
   // The K (or V) rows of one layer and KV head in a page: [block_tokens][head_dim].
   float* K(PageId page, int layer, int kv_head) { return Head(page, layer, 0, kv_head); }
   float* V(PageId page, int layer, int kv_head) { return Head(page, layer, 1, kv_head); }
+  // The first `rows` token slots of a page (for every layer, K and V, head)
+  // in block layout with `rows` tokens: the payload of a tail record, a
+  // partial block (DESIGN §6). Requires 0 < rows <= block_tokens.
+  std::vector<std::byte> PackRows(PageId page, int rows);
+  // The inverse: writes a payload of PackRows(.., rows) into the first
+  // `rows` slots. Requires payload.size() == RowsBytes(rows).
+  void UnpackRows(PageId page, int rows, std::span<const std::byte> payload);
+  size_t RowsBytes(int rows) const {
+    return static_cast<size_t>(geometry_.layers) * 2 * geometry_.kv_heads * rows *
+           geometry_.head_dim * sizeof(float);
+  }
   // The whole page as a block payload.
   std::span<std::byte> Bytes(PageId page) {
     return {reinterpret_cast<std::byte*>(data_.get() + page * page_floats_), page_bytes()};

@@ -253,6 +253,8 @@ Result<ModelConfig> ModelPreset(const std::string& name) {
   };
   if (name == "tiny") {
     shape(64, 172, 5, 8, 4, 512, 512);  // stories260K
+  } else if (name == "tiny-8k") {
+    shape(64, 172, 5, 8, 4, 512, 8192);  // the same, with an 8K context (context-caching tests)
   } else if (name == "small") {
     shape(288, 768, 6, 6, 6, 32000, 1024);  // llama2.c's stories15M
   } else if (name == "bench50m") {
@@ -270,6 +272,8 @@ Result<ModelConfig> ModelPreset(const std::string& name) {
   return c;
 }
 
-std::vector<std::string> ModelPresetNames() { return {"tiny", "small", "bench50m", "base", "1b"}; }
+std::vector<std::string> ModelPresetNames() {
+  return {"tiny", "tiny-8k", "small", "bench50m", "base", "1b"};
+}
 
 }  // namespace kvtier

@@ -17,8 +17,10 @@
 namespace kvtier {
 
 struct GenerateLimits {
-  size_t max_prompt_bytes = 1 << 20;   // prompt text, bytes
+  size_t max_prompt_bytes = 1 << 20;   // prompt text, bytes (all segments together)
   size_t max_prompt_tokens = 1 << 20;  // token ids given directly
+  size_t max_segments = 1024;          // segments per request
+  size_t min_cacheable_tokens = 1024;  // shorter marked prefixes are not cached
 };
 
 class ContextCacheService final : public v1::ContextCache::Service {

@@ -32,8 +32,9 @@ struct Daemon::Services {
                     SystemClock(), gate),
         admin(cache, engine, o.default_namespace, SystemClock(), gate) {
     if (engine != nullptr) {
-      context_cache =
-          std::make_unique<ContextCacheService>(*engine, tokenizer, GenerateLimits{}, gate);
+      GenerateLimits limits;
+      limits.min_cacheable_tokens = static_cast<size_t>(o.min_cacheable_tokens);
+      context_cache = std::make_unique<ContextCacheService>(*engine, tokenizer, limits, gate);
     }
   }
   CallGate gate;  // declared first: the services hold it
@@ -67,7 +68,7 @@ std::string DaemonUsage() {
                           beside it) or a directory with config.json + *.safetensors
                           (default: a small random-weight model, created once under
                           DIR/models/PRESET)
-  --model-preset NAME     shape of that created model: tiny, small, bench50m, base, 1b
+  --model-preset NAME     shape of that created model: tiny, tiny-8k, small, bench50m, base, 1b
                           (default tiny)
   --kv-bytes SIZE         engine KV page memory (default 256M)
   --max-batch N           sequences the engine runs at once (default 64)
@@ -87,6 +88,8 @@ std::string DaemonUsage() {
   --default-idle SECONDS  expected idle time of a block with no TTL and no history
                           (default 600)
   --sweep-interval-ms N   period of the expiry sweep (default 1000)
+  --min-cacheable-tokens N  context caching: shorter marked prefixes are not cached
+                          (default 1024)
   --help                  this text
 )";
 }
@@ -122,7 +125,8 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
                         "gpu-price",
                         "fetch-budget-ms",
                         "default-idle",
-                        "sweep-interval-ms"}) {
+                        "sweep-interval-ms",
+                        "min-cacheable-tokens"}) {
     flags.Value(f);
   }
   flags.Bool("lock-memory");
@@ -205,6 +209,13 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
       return Status::InvalidArgument("--kv-bytes needs a positive size");
     }
     o.engine_kv_bytes = static_cast<int64_t>(*v);
+  }
+  if (flags.Has("min-cacheable-tokens")) {
+    Result<int64_t> v = ParseInt(flags.Get("min-cacheable-tokens"));
+    if (!v.ok() || *v < 1 || *v > (1 << 20)) {
+      return Status::InvalidArgument("--min-cacheable-tokens needs an integer in [1, 1048576]");
+    }
+    o.min_cacheable_tokens = *v;
   }
   for (auto [flag, field, lo, hi] : {std::tuple{"max-batch", &o.engine_max_batch, 1, 4096},
                                      std::tuple{"token-budget", &o.engine_token_budget, 1, 1 << 20},

@@ -75,6 +75,8 @@ struct DaemonOptions {
   double rocks_usd_per_gib_month = 0.03;  // the cold store's disk
   PlacementOptions placement;             // recompute cost, fetch budget, reuse estimation
   int64_t sweep_interval_ms = 1000;       // period of the expiry sweep
+  // Context caching: marked prefixes shorter than this are not cached.
+  int64_t min_cacheable_tokens = 1024;
 };
 
 // Parses kvtierd's flags into options (see `kvtierd --help`).

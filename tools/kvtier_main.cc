@@ -35,7 +35,10 @@ commands:
                                its TTL and its namespace's reuse estimate
   generate --prompt TEXT | --tokens LIST  [--max-tokens N] [--temperature T]
            [--top-p P] [--top-k K] [--seed N] [--tenant NAME] [--no-bos] [--ignore-eos]
+           [--cache-control TTL (with --prompt) | END:TTL,... (with --tokens)]
+           [--request-id ID]
                                run a prompt through the daemon's engine; prints the text
+                               and the usage (cache reads and writes); TTL is 5m or 1h
 
 token LIST: comma-separated ids and ranges, e.g. 1..64 or 5,9,100..163
 namespace flags (lookup, put, get --tokens): --model-id ID --kv-dtype f32|f16|bf16
@@ -60,9 +63,10 @@ class Cli {
   int Run(int argc, char** argv) {
     FlagSet flags;
     for (const char* f :
-         {"addr",       "timeout-ms",  "tokens",   "keys",     "key",          "parent", "file",
-          "out",        "ttl",         "model-id", "kv-dtype", "block-tokens", "salt",   "prompt",
-          "max-tokens", "temperature", "top-p",    "top-k",    "seed",         "tenant"}) {
+         {"addr", "timeout-ms", "tokens",        "keys",        "key",      "parent",
+          "file", "out",        "ttl",           "model-id",    "kv-dtype", "block-tokens",
+          "salt", "prompt",     "max-tokens",    "temperature", "top-p",    "top-k",
+          "seed", "tenant",     "cache-control", "request-id"}) {
       flags.Value(f);
     }
     flags.Bool("json");
@@ -150,13 +154,45 @@ class Cli {
     if (flags_->Has("prompt") == flags_->Has("tokens")) {
       return Fail("generate needs exactly one of --prompt and --tokens", 2);
     }
-    if (flags_->Has("prompt")) {
+    const std::string cache_control = flags_->Get("cache-control");
+    if (flags_->Has("prompt") && cache_control.empty()) {
       req.set_prompt(flags_->Get("prompt"));
+    } else if (flags_->Has("prompt")) {
+      // The whole text, cacheable for one TTL.
+      v1::Segment* seg = req.add_segments();
+      seg->set_text(flags_->Get("prompt"));
+      seg->mutable_cache_control()->set_ttl(cache_control);
     } else {
       Result<std::vector<int32_t>> ids = Tokens();
       if (!ids.ok()) return Fail(ids.status().message(), 2);
-      for (int32_t t : *ids) req.add_token_ids(t);
+      if (cache_control.empty()) {
+        for (int32_t t : *ids) req.add_token_ids(t);
+      } else {
+        // END:TTL,...: a segment ends at each END (tokens), marked with TTL;
+        // the rest of the prompt follows unmarked.
+        size_t begin = 0;
+        std::stringstream items(cache_control);
+        for (std::string item; std::getline(items, item, ',');) {
+          const size_t colon = item.find(':');
+          Result<int64_t> end = ParseInt(item.substr(0, colon));
+          if (colon == std::string::npos || !end.ok() || static_cast<size_t>(*end) <= begin ||
+              static_cast<size_t>(*end) > ids->size()) {
+            return Fail(
+                "--cache-control with --tokens takes END:TTL,... with END increasing "
+                "token counts within the prompt, e.g. 3000:1h,5000:5m",
+                2);
+          }
+          v1::Segment* seg = req.add_segments();
+          seg->mutable_token_ids()->Add(ids->begin() + begin, ids->begin() + *end);
+          seg->mutable_cache_control()->set_ttl(item.substr(colon + 1));
+          begin = static_cast<size_t>(*end);
+        }
+        if (begin < ids->size()) {
+          req.add_segments()->mutable_token_ids()->Add(ids->begin() + begin, ids->end());
+        }
+      }
     }
+    req.set_request_id(flags_->Get("request-id"));
     for (auto [flag, setter] :
          {std::pair<const char*, std::function<void(int64_t)>>{
               "max-tokens", [&](int64_t v) { req.set_max_tokens(static_cast<uint32_t>(v)); }},
@@ -194,8 +230,25 @@ class Cli {
               {"finish_reason", r->finish_reason()},
               {"ttft_ms", r->ttft_ms()},
               {"total_ms", r->total_ms()},
-              {"model", r->model()}};
+              {"model", r->model()},
+              {"request_id", r->request_id()}};
+    const v1::Usage& u = r->usage();
+    j["usage"] = {{"input_tokens", u.input_tokens()},
+                  {"cache_creation_input_tokens", u.cache_creation_input_tokens()},
+                  {"cache_creation",
+                   {{"ephemeral_5m_input_tokens", u.cache_creation().ephemeral_5m_input_tokens()},
+                    {"ephemeral_1h_input_tokens", u.cache_creation().ephemeral_1h_input_tokens()}}},
+                  {"cache_read_input_tokens", u.cache_read_input_tokens()},
+                  {"output_tokens", u.output_tokens()}};
     Print(j, r->text() + "\n");
+    if (!json_) {
+      // The text alone goes to stdout (pipeable); the usage to stderr.
+      std::cerr << "usage: input " << u.input_tokens() << ", cache write "
+                << u.cache_creation_input_tokens() << " (5m "
+                << u.cache_creation().ephemeral_5m_input_tokens() << ", 1h "
+                << u.cache_creation().ephemeral_1h_input_tokens() << "), cache read "
+                << u.cache_read_input_tokens() << ", output " << u.output_tokens() << "\n";
+    }
     return 0;
   }
 

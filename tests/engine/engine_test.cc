@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include "cache/context_usage.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -236,6 +238,102 @@ TEST(EngineTest, OneTenantsFloodDoesNotStarveAnothersFirstToken) {
   EXPECT_GE(with_200, 1);
   EXPECT_LE(with_200, 2);
   EXPECT_EQ(with_200, with_20);
+}
+
+// Context caching at the engine: breakpoints decide what is written and
+// with which TTL, tails make a whole marked prefix a hit, and the usage of
+// DESIGN §6 follows from the hit (the API's scenario, on a random model with
+// an 8K context).
+TEST(EngineTest, BreakpointsWriteMarkedPrefixesWithTheirTtls) {
+  ModelConfig c = ModelPreset("tiny").value();
+  c.max_seq_len = 8192;
+  auto w = RandomModel(c, 11).value();
+  ManualClock clock;
+  auto cache = DramCache(256ull << 20, &clock);
+  EngineOptions o;
+  o.kv_bytes = 32ll << 20;
+  o.clock = &clock;
+  auto engine = Engine::Open(w.get(), cache.get(), o).value();
+  std::vector<TokenId> prompt(5200);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<TokenId>((i * 7919) % 509 + 1);
+  const std::vector<CacheBreakpoint> bps = {{3000, TtlClass::k1h}, {5000, TtlClass::k5m}};
+  auto run = [&](std::vector<CacheBreakpoint> breakpoints) {
+    GenerateRequest r;
+    r.prompt = prompt;
+    r.max_tokens = 2;
+    r.breakpoints_only = true;
+    r.breakpoints = breakpoints;
+    auto res = engine->Generate(r);
+    EXPECT_TRUE(res.ok()) << res.status();
+    return std::move(res).value();
+  };
+  auto usage_of = [&](const GenerateResult& r, const std::vector<CacheBreakpoint>& b) {
+    return ComputeUsage(prompt.size(), r.cache_hit_tokens, b, r.tokens.size());
+  };
+  // First: nothing cached; 1h write 3000, 5m write 2000, input 200.
+  GenerateResult first = run(bps);
+  Usage u = usage_of(first, bps);
+  EXPECT_EQ(u.cache_read_input_tokens, 0u);
+  EXPECT_EQ(u.cache_creation_1h, 3000u);
+  EXPECT_EQ(u.cache_creation_5m, 2000u);
+  EXPECT_EQ(u.input_tokens, 200u);
+  // 78 full blocks (4992 tokens) and two tails (3000 = 46 * 64 + 56, 5000 =
+  // 78 * 64 + 8).
+  EXPECT_EQ(first.published_blocks, 80u);
+  // Again: read 5000 (blocks and the 8-token tail), input 200, same tokens.
+  GenerateResult second = run(bps);
+  u = usage_of(second, bps);
+  EXPECT_EQ(u.cache_read_input_tokens, 5000u);
+  EXPECT_EQ(u.cache_creation_input_tokens(), 0u);
+  EXPECT_EQ(u.input_tokens, 200u);
+  EXPECT_EQ(second.cached_tokens, 5000u) << "the tail's KV was loaded too";
+  EXPECT_EQ(second.tokens, first.tokens) << "a hit changes nothing";
+  // Six minutes idle: the 5m part expired, the 1h part (blocks to 2944 and
+  // the 56-token tail) is still there.
+  clock.AdvanceMs(6 * 60'000);
+  cache->SweepExpired();
+  GenerateResult third = run(bps);
+  u = usage_of(third, bps);
+  EXPECT_EQ(u.cache_read_input_tokens, 3000u);
+  EXPECT_EQ(u.cache_creation_1h, 0u);
+  EXPECT_EQ(u.cache_creation_5m, 2000u);
+  EXPECT_EQ(u.input_tokens, 200u);
+  EXPECT_EQ(third.tokens, first.tokens);
+  // Without breakpoints nothing new is written, but cached prefixes are read.
+  GenerateResult plain = run({});
+  EXPECT_EQ(plain.published_blocks, 0u);
+  EXPECT_EQ(plain.cache_hit_tokens, 4992u) << "whole blocks only: no breakpoint to find a tail at";
+  // Below the minimum cacheable length: nothing cached or billed as cache.
+  std::vector<CacheBreakpoint> short_bps = CacheableBreakpoints(
+      std::vector<CacheBreakpoint>{{500, TtlClass::k5m}}, /*min_cacheable_tokens=*/1024);
+  EXPECT_TRUE(short_bps.empty());
+  prompt.assign(prompt.begin(), prompt.begin() + 600);
+  for (TokenId& t : prompt) t = (t * 3) % 509 + 1;  // a prefix nobody cached
+  GenerateResult small1 = run(short_bps), small2 = run(short_bps);
+  EXPECT_EQ(small1.published_blocks, 0u);
+  EXPECT_EQ(usage_of(small2, short_bps), (Usage{600, 0, 0, 0, 2}));
+}
+
+TEST(EngineTest, BadBreakpointsAreRefused) {
+  auto w = TinyRandomModel();
+  auto engine = Engine::Open(w.get(), nullptr, EngineOptions{}).value();
+  GenerateRequest r;
+  r.prompt = {1, 2, 3, 4};
+  r.breakpoints_only = true;
+  for (std::vector<CacheBreakpoint> bad :
+       {std::vector<CacheBreakpoint>{{3, TtlClass::k5m}, {4, TtlClass::k1h}},  // 5m before 1h
+        {{5, TtlClass::k5m}},                                                  // past the end
+        {{2, TtlClass::k1h}, {2, TtlClass::k1h}},                              // not increasing
+        {{1, TtlClass::k1h},
+         {2, TtlClass::k1h},
+         {3, TtlClass::k5m},
+         {4, TtlClass::k5m},
+         {4, TtlClass::k5m}}}) {  // five
+    r.breakpoints = bad;
+    auto res = engine->Submit(r, nullptr);
+    ASSERT_FALSE(res.ok());
+    EXPECT_EQ(res.status().code(), StatusCode::kInvalidArgument) << res.status();
+  }
 }
 
 TEST(EngineTest, BadRequestsAreRefusedAndChangeNothing) {

@@ -29,14 +29,20 @@ inline std::unique_ptr<ModelWeights> TinyRandomModel(uint64_t seed = 7) {
 }
 
 // A cache of one DRAM tier.
-inline std::unique_ptr<CacheManager> DramCache(uint64_t bytes = 64ull << 20) {
+inline std::unique_ptr<CacheManager> DramCache(uint64_t bytes = 64ull << 20,
+                                               Clock* clock = SystemClock()) {
   DramTierOptions o;
   o.capacity_bytes = bytes;
   o.read_bytes_per_s = 1e9;
   o.write_bytes_per_s = 1e9;
+  o.clock = clock;
   std::vector<TierSlot> slots;
   slots.push_back({std::move(NewDramTier(o).value()), NewLruPolicy()});
-  return std::move(CacheManager::Open(std::move(slots), CacheManagerOptions{}).value());
+  CacheManagerOptions co;
+  co.clock = clock;
+  co.sweep_interval_ms = 0;  // tests sweep when they move the clock
+  co.background_promotion = false;
+  return std::move(CacheManager::Open(std::move(slots), co).value());
 }
 
 }  // namespace kvtier

@@ -769,7 +769,7 @@ TEST_F(ModelWeightsTest, AllocateValidatesAndAlignsTensors) {
 
 TEST_F(ModelWeightsTest, PresetsAreValid) {
   ASSERT_EQ(ModelPresetNames(),
-            (std::vector<std::string>{"tiny", "small", "bench50m", "base", "1b"}));
+            (std::vector<std::string>{"tiny", "tiny-8k", "small", "bench50m", "base", "1b"}));
   for (const std::string& name : ModelPresetNames()) {
     Result<ModelConfig> c = ModelPreset(name);
     ASSERT_TRUE(c.ok()) << c.status();

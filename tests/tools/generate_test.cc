@@ -208,4 +208,152 @@ TEST(GenerateProcessTest, AnUnloadableModelStopsTheDaemonWithAClearError) {
 }
 
 }  // namespace
+// The context-caching API over a real socket (DESIGN §6), on a random-weight
+// model with an 8K context: breakpoints, usage with exact numbers, tenants,
+// bad input.
+class ContextCachingApiTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(TempDir("context_caching"));
+    daemon_ = new DaemonProcess();
+    ASSERT_TRUE(daemon_->Start(*dir_, {"--model-preset", "tiny-8k", "--dram-bytes", "256M",
+                                       "--kv-bytes", "64M", "--min-cacheable-tokens", "1024"}))
+        << daemon_->exit_code();
+  }
+  static void TearDownTestSuite() {
+    EXPECT_EQ(daemon_->Stop(SIGTERM), 0);
+    delete daemon_;
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  void SetUp() override { client_ = ClientFor(*daemon_); }
+
+  // A prompt of `n` token ids, different for each `seed`.
+  static std::vector<int32_t> Prompt(size_t n, int seed) {
+    std::vector<int32_t> p(n);
+    for (size_t i = 0; i < n; ++i)
+      p[i] = static_cast<int32_t>((i * 7919 + seed * 104729) % 509 + 1);
+    return p;
+  }
+  // Segments split at `ends`, each marked with its TTL; the rest unmarked.
+  static v1::GenerateRequest Request(const std::vector<int32_t>& prompt,
+                                     const std::vector<std::pair<size_t, std::string>>& marks,
+                                     const std::string& tenant = "") {
+    v1::GenerateRequest req;
+    size_t begin = 0;
+    for (const auto& [end, ttl] : marks) {
+      v1::Segment* s = req.add_segments();
+      s->mutable_token_ids()->Add(prompt.begin() + begin, prompt.begin() + end);
+      s->mutable_cache_control()->set_ttl(ttl);
+      begin = end;
+    }
+    if (begin < prompt.size()) {
+      req.add_segments()->mutable_token_ids()->Add(prompt.begin() + begin, prompt.end());
+    }
+    req.set_max_tokens(2);
+    req.set_ignore_eos(true);
+    req.set_tenant(tenant);
+    return req;
+  }
+  v1::Usage UsageOf(const v1::GenerateRequest& req) {
+    auto r = client_->Generate(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return {};
+    const v1::Usage& u = r->usage();
+    EXPECT_EQ(u.input_tokens() + u.cache_creation_input_tokens() + u.cache_read_input_tokens(),
+              r->prompt_tokens())
+        << "the parts sum to the prompt";
+    EXPECT_EQ(u.cache_creation_input_tokens(), u.cache_creation().ephemeral_5m_input_tokens() +
+                                                   u.cache_creation().ephemeral_1h_input_tokens());
+    EXPECT_EQ(u.output_tokens(), 2u);
+    return u;
+  }
+
+  static std::string* dir_;
+  static DaemonProcess* daemon_;
+  std::unique_ptr<Client> client_;
+};
+
+std::string* ContextCachingApiTest::dir_ = nullptr;
+DaemonProcess* ContextCachingApiTest::daemon_ = nullptr;
+
+TEST_F(ContextCachingApiTest, BreakpointsReportExactUsage) {
+  const std::vector<int32_t> prompt = Prompt(5200, 1);
+  const v1::GenerateRequest req = Request(prompt, {{3000, "1h"}, {5000, "5m"}});
+  v1::Usage u = UsageOf(req);
+  EXPECT_EQ(u.cache_creation().ephemeral_1h_input_tokens(), 3000u);
+  EXPECT_EQ(u.cache_creation().ephemeral_5m_input_tokens(), 2000u);
+  EXPECT_EQ(u.cache_read_input_tokens(), 0u);
+  EXPECT_EQ(u.input_tokens(), 200u);
+  u = UsageOf(req);
+  EXPECT_EQ(u.cache_read_input_tokens(), 5000u);
+  EXPECT_EQ(u.cache_creation_input_tokens(), 0u);
+  EXPECT_EQ(u.input_tokens(), 200u);
+  // A longer prompt sharing the prefix reads it and writes its own new part.
+  std::vector<int32_t> longer = prompt;
+  longer.resize(6000, 7);
+  u = UsageOf(Request(longer, {{3000, "1h"}, {5000, "5m"}, {5800, "5m"}}));
+  EXPECT_EQ(u.cache_read_input_tokens(), 5000u);
+  EXPECT_EQ(u.cache_creation().ephemeral_5m_input_tokens(), 800u);
+  EXPECT_EQ(u.input_tokens(), 200u);
+}
+
+TEST_F(ContextCachingApiTest, TenantsNeverHitEachOthersCache) {
+  const std::vector<int32_t> prompt = Prompt(2100, 2);
+  const auto marks = std::vector<std::pair<size_t, std::string>>{{2000, "5m"}};
+  EXPECT_EQ(UsageOf(Request(prompt, marks, "alice")).cache_creation_input_tokens(), 2000u);
+  const v1::Usage bob = UsageOf(Request(prompt, marks, "bob"));
+  EXPECT_EQ(bob.cache_read_input_tokens(), 0u) << "another tenant's identical prompt misses";
+  EXPECT_EQ(bob.cache_creation_input_tokens(), 2000u);
+  EXPECT_EQ(UsageOf(Request(prompt, marks, "alice")).cache_read_input_tokens(), 2000u);
+  EXPECT_EQ(UsageOf(Request(prompt, marks, "bob")).cache_read_input_tokens(), 2000u);
+}
+
+TEST_F(ContextCachingApiTest, BelowTheMinimumNothingIsCachedOrBilledAsCache) {
+  const std::vector<int32_t> prompt = Prompt(900, 3);
+  const v1::GenerateRequest req = Request(prompt, {{800, "1h"}});
+  for (int i = 0; i < 2; ++i) {
+    const v1::Usage u = UsageOf(req);
+    EXPECT_EQ(u.input_tokens(), 900u);
+    EXPECT_EQ(u.cache_creation_input_tokens() + u.cache_read_input_tokens(), 0u);
+  }
+}
+
+TEST_F(ContextCachingApiTest, BadRequestsAreRefusedByNameAndChangeNothing) {
+  const std::vector<int32_t> prompt = Prompt(3000, 4);
+  auto before = client_->Stats();
+  ASSERT_TRUE(before.ok());
+  struct Case {
+    v1::GenerateRequest req;
+    grpc::StatusCode code;
+    std::string says;
+  };
+  std::vector<Case> cases;
+  cases.push_back({Request(prompt, {{1100, "5m"}, {2000, "1h"}}), grpc::INVALID_ARGUMENT,
+                   "1h cache_control breakpoint may not follow a 5m"});
+  cases.push_back(
+      {Request(prompt, {{1100, "1h"}, {1200, "1h"}, {1300, "5m"}, {1400, "5m"}, {1500, "5m"}}),
+       grpc::INVALID_ARGUMENT, "at most 4"});
+  cases.push_back({Request(prompt, {{1100, "2h"}}), grpc::INVALID_ARGUMENT, "\"5m\" or \"1h\""});
+  v1::GenerateRequest empty;
+  empty.add_segments()->mutable_cache_control()->set_ttl("5m");
+  cases.push_back({empty, grpc::INVALID_ARGUMENT, "exactly one of text and token_ids"});
+  v1::GenerateRequest both = Request(prompt, {});
+  both.add_token_ids(1);
+  cases.push_back({both, grpc::INVALID_ARGUMENT, "exactly one of prompt, token_ids and segments"});
+  v1::GenerateRequest huge;
+  huge.add_segments()->set_text(std::string((1 << 20) + 1, 'a'));
+  cases.push_back({huge, grpc::RESOURCE_EXHAUSTED, "exceeds the limit"});
+  for (const Case& c : cases) {
+    v1::GenerateResponse resp;
+    grpc::Status s = client_->context_cache().Generate(client_->NewContext().get(), c.req, &resp);
+    EXPECT_EQ(s.error_code(), c.code) << s.error_message();
+    EXPECT_NE(s.error_message().find(c.says), std::string::npos) << s.error_message();
+  }
+  auto after = client_->Stats();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->engine().requests(), before->engine().requests());
+  EXPECT_EQ(after->inserts(), before->inserts());
+}
+
 }  // namespace kvtier
