@@ -20,12 +20,14 @@ Client::Client(const ClientOptions& options) : options_(options) {
   block_store_ = v1::BlockStore::NewStub(channel_);
   admin_ = v1::Admin::NewStub(channel_);
   context_cache_ = v1::ContextCache::NewStub(channel_);
+  billing_ = v1::Billing::NewStub(channel_);
 }
 
 std::unique_ptr<grpc::ClientContext> Client::NewContext() const {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(options_.timeout_ms));
+  if (!options_.api_key.empty()) ctx->AddMetadata("x-api-key", options_.api_key);
   return ctx;
 }
 
@@ -46,6 +48,13 @@ Result<v1::HealthResponse> Client::Health() {
 Result<v1::StatsResponse> Client::Stats() {
   v1::StatsResponse resp;
   grpc::Status s = admin_->Stats(NewContext().get(), v1::StatsRequest(), &resp);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return resp;
+}
+
+Result<v1::BillingReportResponse> Client::BillingReport(const v1::BillingReportRequest& request) {
+  v1::BillingReportResponse resp;
+  grpc::Status s = billing_->Report(NewContext().get(), request, &resp);
   if (!s.ok()) return FromGrpcStatus(s);
   return resp;
 }

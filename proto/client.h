@@ -22,6 +22,7 @@ struct ClientOptions {
   std::string address = "127.0.0.1:50051";  // host:port of kvtierd
   int64_t timeout_ms = 30'000;              // deadline of each call
   uint32_t chunk_bytes = 1 << 20;           // payload bytes per streamed message (<= 4 MiB)
+  std::string api_key;                      // sent as x-api-key when not empty
 };
 
 struct FetchedBlock {
@@ -43,6 +44,7 @@ class Client {
   // Fetches a block and verifies its XXH3-64 against the header's.
   Result<FetchedBlock> Get(const BlockKey& key);
   Status Delete(const BlockKey& key);
+  Result<v1::BillingReportResponse> BillingReport(const v1::BillingReportRequest& request);
   // Runs a prompt through the daemon's engine.
   Result<v1::GenerateResponse> Generate(const v1::GenerateRequest& request);
 
@@ -50,6 +52,7 @@ class Client {
   v1::BlockStore::Stub& block_store() { return *block_store_; }
   v1::Admin::Stub& admin() { return *admin_; }
   v1::ContextCache::Stub& context_cache() { return *context_cache_; }
+  v1::Billing::Stub& billing() { return *billing_; }
   // A context with this client's deadline.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
 
@@ -59,6 +62,7 @@ class Client {
   std::unique_ptr<v1::BlockStore::Stub> block_store_;
   std::unique_ptr<v1::Admin::Stub> admin_;
   std::unique_ptr<v1::ContextCache::Stub> context_cache_;
+  std::unique_ptr<v1::Billing::Stub> billing_;
 };
 
 }  // namespace kvtier

@@ -31,10 +31,13 @@ grpc::Status AdminService::Health(grpc::ServerContext*, const v1::HealthRequest*
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
+grpc::Status AdminService::Stats(grpc::ServerContext* ctx, const v1::StatsRequest*,
                                  v1::StatsResponse* resp) {
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  if (auth_ != nullptr && auth_->enabled()) {
+    if (grpc::Status s = auth_->AuthenticateAdmin(ctx); !s.ok()) return s;
+  }
   const CacheStats s = cache_.Stats();
   for (const TierInfo& t : s.tiers) {
     v1::TierStats* out = resp->add_tiers();
@@ -119,10 +122,13 @@ void FillCosts(const CacheManager& cache, const PlacementCosts& costs,
 
 }  // namespace
 
-grpc::Status AdminService::Explain(grpc::ServerContext*, const v1::ExplainRequest* req,
+grpc::Status AdminService::Explain(grpc::ServerContext* ctx, const v1::ExplainRequest* req,
                                    v1::ExplainResponse* resp) {
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  if (auth_ != nullptr && auth_->enabled()) {
+    if (grpc::Status s = auth_->AuthenticateAdmin(ctx); !s.ok()) return s;
+  }
   std::optional<BlockKey> key = BlockKey::FromBytes(req->key());
   if (!key) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

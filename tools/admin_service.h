@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "engine/engine.h"
 #include "proto/kvtier.grpc.pb.h"
+#include "tools/auth.h"
 #include "tools/call_gate.h"
 
 namespace kvtier {
@@ -32,6 +33,8 @@ class AdminService final : public v1::Admin::Service {
                      v1::StatsResponse* resp) override;
   grpc::Status Explain(grpc::ServerContext* ctx, const v1::ExplainRequest* req,
                        v1::ExplainResponse* resp) override;
+  // API keys (set once, before serving; default: open).
+  void set_authenticator(const Authenticator* auth) { auth_ = auth; }
   // The eviction policy of each tier, for Stats (set once, before serving).
   void set_tier_policies(std::vector<std::string> names) { policies_ = std::move(names); }
 
@@ -43,6 +46,7 @@ class AdminService final : public v1::Admin::Service {
   const int64_t started_ms_;
   CallGate& gate_;
   std::vector<std::string> policies_;
+  const Authenticator* auth_ = nullptr;
   std::mutex mu_;
   std::string listen_;  // guarded by mu_
 };

@@ -85,6 +85,14 @@ BlockStoreService::BlockStoreService(CacheManager& cache, const Namespace& defau
       clock_(clock),
       gate_(gate) {}
 
+grpc::Status BlockStoreService::Authorize(const grpc::ServerContext* ctx, Namespace* ns) const {
+  if (auth_ == nullptr || !auth_->enabled()) return grpc::Status::OK;
+  Principal p;
+  grpc::Status s = auth_->Authenticate(ctx, "", &p);
+  if (s.ok() && ns != nullptr) ns->cache_salt = p.tenant;
+  return s;
+}
+
 Result<Namespace> BlockStoreService::ResolveNamespace(bool present, const v1::Namespace& m) const {
   Namespace ns = default_namespace_;
   if (present) {
@@ -122,7 +130,7 @@ void BlockStoreService::FillInfo(const BlockKey& key, const IndexEntry& e,
   info->set_expire_time_ms(e.expiry_ms == kNoExpiry ? 0 : e.expiry_ms);
 }
 
-grpc::Status BlockStoreService::Lookup(grpc::ServerContext*, const v1::LookupRequest* req,
+grpc::Status BlockStoreService::Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
                                        v1::LookupResponse* resp) {
   auto pass = gate_.Enter();
   if (!pass) return ShuttingDown();
@@ -131,6 +139,9 @@ grpc::Status BlockStoreService::Lookup(grpc::ServerContext*, const v1::LookupReq
     return Invalid("a Lookup gives exactly one of token_ids and keys");
   }
   Result<Namespace> ns = ResolveNamespace(req->has_namespace_(), req->namespace_());
+  if (ns.ok()) {
+    if (grpc::Status a = Authorize(ctx, &*ns); !a.ok()) return a;
+  }
   if (!ns.ok()) return ToGrpcStatus(ns.status());
   std::vector<BlockKey> keys;
   if (by_tokens) {
@@ -161,7 +172,7 @@ grpc::Status BlockStoreService::Lookup(grpc::ServerContext*, const v1::LookupReq
   return grpc::Status::OK;
 }
 
-grpc::Status BlockStoreService::Put(grpc::ServerContext*,
+grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
                                     grpc::ServerReader<v1::PutRequest>* reader,
                                     v1::PutResponse* resp) {
   auto pass = gate_.Enter();
@@ -172,6 +183,9 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext*,
   }
   const v1::PutHeader header = msg.header();
   Result<Namespace> ns = ResolveNamespace(header.has_namespace_(), header.namespace_());
+  if (ns.ok()) {
+    if (grpc::Status a = Authorize(ctx, &*ns); !a.ok()) return a;
+  }
   if (!ns.ok()) return ToGrpcStatus(ns.status());
 
   // Name the block: by key (with an optional parent) or by a prefix of tokens.
@@ -252,10 +266,11 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status BlockStoreService::Get(grpc::ServerContext*, const v1::GetRequest* req,
+grpc::Status BlockStoreService::Get(grpc::ServerContext* ctx, const v1::GetRequest* req,
                                     grpc::ServerWriter<v1::GetResponse>* writer) {
   auto pass = gate_.Enter();
   if (!pass) return ShuttingDown();
+  if (grpc::Status a = Authorize(ctx, nullptr); !a.ok()) return a;
   Result<BlockKey> key = ParseKey(req->key(), "key");
   if (!key.ok()) return ToGrpcStatus(key.status());
   if (req->chunk_bytes() > kMaxChunkBytes) {
@@ -289,10 +304,11 @@ grpc::Status BlockStoreService::Get(grpc::ServerContext*, const v1::GetRequest* 
   return grpc::Status::OK;
 }
 
-grpc::Status BlockStoreService::Delete(grpc::ServerContext*, const v1::DeleteRequest* req,
+grpc::Status BlockStoreService::Delete(grpc::ServerContext* ctx, const v1::DeleteRequest* req,
                                        v1::DeleteResponse*) {
   auto pass = gate_.Enter();
   if (!pass) return ShuttingDown();
+  if (grpc::Status a = Authorize(ctx, nullptr); !a.ok()) return a;
   Result<BlockKey> key = ParseKey(req->key(), "key");
   if (!key.ok()) return ToGrpcStatus(key.status());
   return ToGrpcStatus(cache_.Erase(*key));

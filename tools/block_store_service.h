@@ -12,6 +12,7 @@
 #include "cache/namespace.h"
 #include "common/clock.h"
 #include "proto/kvtier.grpc.pb.h"
+#include "tools/auth.h"
 #include "tools/call_gate.h"
 
 namespace kvtier {
@@ -29,6 +30,13 @@ class BlockStoreService final : public v1::BlockStore::Service {
   BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
                     const BlockStoreLimits& limits, Clock* clock, CallGate& gate);
 
+  // API keys (set once, before serving; default: open). With keys, every
+  // call needs one, and a namespace's cache salt is always the caller's
+  // tenant: blocks named by tokens are the tenant's own. Calls that name
+  // blocks by key (Lookup by keys, Get, Delete) are authenticated but not
+  // scoped to a tenant: a key is unguessable, but one leaked is readable.
+  void set_authenticator(const Authenticator* auth) { auth_ = auth; }
+
   grpc::Status Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
                       v1::LookupResponse* resp) override;
   grpc::Status Put(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutRequest>* reader,
@@ -42,6 +50,8 @@ class BlockStoreService final : public v1::BlockStore::Service {
   // The request's namespace with the daemon's defaults filled in, validated.
   Result<Namespace> ResolveNamespace(bool present, const v1::Namespace& ns) const;
   void FillInfo(const BlockKey& key, const IndexEntry& e, v1::BlockInfo* info) const;
+  // Authenticates the caller; with keys, sets ns's salt (when given) to its tenant.
+  grpc::Status Authorize(const grpc::ServerContext* ctx, Namespace* ns) const;
 
   CacheManager& cache_;
   const Namespace default_namespace_;
@@ -49,6 +59,7 @@ class BlockStoreService final : public v1::BlockStore::Service {
   Clock* const clock_;
   CallGate& gate_;
   std::atomic<uint64_t> inflight_payload_bytes_{0};
+  const Authenticator* auth_ = nullptr;
 };
 
 }  // namespace kvtier

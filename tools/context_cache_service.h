@@ -1,17 +1,21 @@
 // ContextCacheService: inference through kvtierd's engine (DESIGN §9).
 //
-// Generate tokenizes the prompt (or takes ids), runs it on the engine with
-// the tenant's cache salt (tenants never share blocks), and answers with the
-// text and what the cache gave and took. The context-caching API of TTL
-// classes, named caches and billing grows from here.
+// Generate tokenizes the prompt (or takes ids or segments with cache_control
+// breakpoints), runs it on the engine with the tenant's cache salt (tenants
+// never share blocks), records its priced usage in the ledger (durably,
+// before answering; once per request id) and answers with the text and the
+// usage: what the cache gave and took (DESIGN §6, §7).
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "cache/ledger.h"
+#include "cache/pricing.h"
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
 #include "proto/kvtier.grpc.pb.h"
+#include "tools/auth.h"
 #include "tools/call_gate.h"
 
 namespace kvtier {
@@ -25,9 +29,14 @@ struct GenerateLimits {
 
 class ContextCacheService final : public v1::ContextCache::Service {
  public:
-  // `engine` must outlive the service; `tokenizer` may be null (ids only).
-  ContextCacheService(Engine& engine, const Tokenizer* tokenizer, const GenerateLimits& limits,
+  // `engine`, `ledger` and `prices` must outlive the service; `tokenizer` may
+  // be null (ids only), `ledger` too (nothing recorded: tests of the engine).
+  ContextCacheService(Engine& engine, const Tokenizer* tokenizer, Ledger* ledger,
+                      const PriceTable* prices, Clock* clock, const GenerateLimits& limits,
                       CallGate& gate);
+
+  // API keys (set once, before serving; default: open).
+  void set_authenticator(const Authenticator* auth) { auth_ = auth; }
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         v1::GenerateResponse* resp) override;
@@ -35,6 +44,10 @@ class ContextCacheService final : public v1::ContextCache::Service {
  private:
   Engine& engine_;
   const Tokenizer* tokenizer_;
+  Ledger* ledger_;
+  const PriceTable* prices_;
+  Clock* clock_;
+  const Authenticator* auth_ = nullptr;
   const GenerateLimits limits_;
   CallGate& gate_;
   std::string model_;  // "id@revision"

@@ -18,28 +18,34 @@
 #include "tiers/flash/flash_tier.h"
 #include "tiers/rocks/rocks_tier.h"
 #include "tools/admin_service.h"
+#include "tools/billing_service.h"
 #include "tools/block_store_service.h"
 #include "tools/context_cache_service.h"
 #include "tools/flags.h"
+#include "tools/metrics.h"
 
 namespace kvtier {
 
 struct Daemon::Services {
-  Services(CacheManager& cache, Engine* engine, const Tokenizer* tokenizer, const DaemonOptions& o)
+  Services(CacheManager& cache, Engine* engine, const Tokenizer* tokenizer, Ledger& ledger,
+           const PriceTable& prices, const DaemonOptions& o)
       : block_store(cache, o.default_namespace,
                     BlockStoreLimits{o.max_block_bytes, o.max_lookup_tokens, o.max_lookup_keys,
                                      o.max_inflight_payload_bytes, o.default_ttl_s},
                     SystemClock(), gate),
-        admin(cache, engine, o.default_namespace, SystemClock(), gate) {
+        admin(cache, engine, o.default_namespace, SystemClock(), gate),
+        billing(ledger, SystemClock(), gate) {
     if (engine != nullptr) {
       GenerateLimits limits;
       limits.min_cacheable_tokens = static_cast<size_t>(o.min_cacheable_tokens);
-      context_cache = std::make_unique<ContextCacheService>(*engine, tokenizer, limits, gate);
+      context_cache = std::make_unique<ContextCacheService>(*engine, tokenizer, &ledger, &prices,
+                                                            SystemClock(), limits, gate);
     }
   }
   CallGate gate;  // declared first: the services hold it
   BlockStoreService block_store;
   AdminService admin;
+  BillingService billing;
   std::unique_ptr<ContextCacheService> context_cache;  // null without an engine
 };
 
@@ -90,6 +96,14 @@ std::string DaemonUsage() {
   --sweep-interval-ms N   period of the expiry sweep (default 1000)
   --min-cacheable-tokens N  context caching: shorter marked prefixes are not cached
                           (default 1024)
+  --price-input USD       the served model's input price, $ per million tokens (default 3);
+  --price-output USD        output (default 15); named-cache storage, $ per million
+  --price-storage USD       tokens per hour (default 1). Cache writes cost 1.25x (5m) or
+                            2x (1h) the input price, reads 0.1x.
+  --metrics-listen HOST:PORT  Prometheus metrics over HTTP (default 127.0.0.1:9464,
+                          skipped with a warning when busy; "" = none)
+  --api-keys FILE         per-tenant API keys, one "KEY TENANT [admin]" per line; every
+                          call then needs one (metadata x-api-key); default: open
   --help                  this text
 )";
 }
@@ -126,7 +140,12 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
                         "fetch-budget-ms",
                         "default-idle",
                         "sweep-interval-ms",
-                        "min-cacheable-tokens"}) {
+                        "min-cacheable-tokens",
+                        "price-input",
+                        "price-output",
+                        "price-storage",
+                        "metrics-listen",
+                        "api-keys"}) {
     flags.Value(f);
   }
   flags.Bool("lock-memory");
@@ -209,6 +228,19 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
       return Status::InvalidArgument("--kv-bytes needs a positive size");
     }
     o.engine_kv_bytes = static_cast<int64_t>(*v);
+  }
+  for (auto [flag, field] : {std::pair{"price-input", &o.price.input_usd_per_mtok},
+                             std::pair{"price-output", &o.price.output_usd_per_mtok},
+                             std::pair{"price-storage", &o.price.storage_usd_per_mtok_hour}}) {
+    if (!flags.Has(flag)) continue;
+    Result<double> v = ParseNonNegative(flags.Get(flag));
+    if (!v.ok()) return Status::InvalidArgument(std::string("--") + flag + " needs a price >= 0");
+    *field = *v;
+  }
+  o.api_keys_file = flags.Get("api-keys", o.api_keys_file);
+  if (flags.Has("metrics-listen")) {
+    o.metrics_listen = flags.Get("metrics-listen");
+    o.metrics_listen_required = !o.metrics_listen.empty();
   }
   if (flags.Has("min-cacheable-tokens")) {
     Result<int64_t> v = ParseInt(flags.Get("min-cacheable-tokens"));
@@ -436,8 +468,29 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
     d->engine_ = std::move(*engine);
     d->engine_->StartLoop();
   }
-  d->services_ =
-      std::make_unique<Services>(*d->cache_, d->engine_.get(), d->tokenizer_.get(), options);
+  // The usage ledger: its own RocksDB under the data directory, every record
+  // fsync'd before the request it bills is answered.
+  LedgerOptions lo;
+  lo.path = options.data_dir + "/ledger";
+  Result<std::unique_ptr<Ledger>> ledger = Ledger::Open(lo);
+  if (!ledger.ok()) return ledger.status();
+  d->ledger_ = std::move(*ledger);
+  if (d->engine_) {
+    const Namespace ns = d->engine_->CacheNamespace("");
+    KVTIER_RETURN_IF_ERROR(d->prices_.Set(ns.model_id + "@" + ns.model_revision, options.price));
+  }
+  if (!options.api_keys_file.empty()) {
+    Result<Authenticator> auth = Authenticator::FromFile(options.api_keys_file);
+    if (!auth.ok()) return auth.status();
+    d->auth_ = std::move(*auth);
+    LogInfo("kvtierd_api_keys", LogFields().Add("keys", d->auth_.keys()));
+  }
+  d->services_ = std::make_unique<Services>(*d->cache_, d->engine_.get(), d->tokenizer_.get(),
+                                            *d->ledger_, d->prices_, options);
+  d->services_->block_store.set_authenticator(&d->auth_);
+  d->services_->admin.set_authenticator(&d->auth_);
+  d->services_->billing.set_authenticator(&d->auth_);
+  if (d->services_->context_cache) d->services_->context_cache->set_authenticator(&d->auth_);
   d->services_->admin.set_tier_policies(std::move(policies));
   return d;
 }
@@ -454,6 +507,7 @@ Status Daemon::Start() {
   builder.SetResourceQuota(quota);
   builder.RegisterService(&services_->block_store);
   builder.RegisterService(&services_->admin);
+  builder.RegisterService(&services_->billing);
   if (services_->context_cache) builder.RegisterService(services_->context_cache.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port == 0) {
@@ -463,6 +517,22 @@ Status Daemon::Start() {
   }
   bound_address_ =
       options_.listen.substr(0, options_.listen.rfind(':')) + ":" + std::to_string(port);
+  if (!options_.metrics_listen.empty()) {
+    MetricsHttpOptions mo;
+    mo.listen = options_.metrics_listen;
+    mo.render = [this] { return RenderMetrics(); };
+    Result<std::unique_ptr<MetricsHttpServer>> m = MetricsHttpServer::Start(mo);
+    if (m.ok()) {
+      metrics_ = std::move(*m);
+      LogInfo("kvtierd_metrics", LogFields().Add("listen", options_.metrics_listen));
+    } else if (options_.metrics_listen_required) {
+      server_->Shutdown();
+      server_.reset();
+      return m.status();
+    } else {
+      LogWarn("kvtierd_metrics_skipped", LogFields().Add("reason", m.status().message()));
+    }
+  }
   services_->admin.set_listen_address(bound_address_);
   LogInfo("kvtierd_serving", LogFields()
                                  .Add("addr", bound_address_)
@@ -492,6 +562,50 @@ void Daemon::Shutdown() {
   // server's handlers all return.
   if (engine_) engine_->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now());
+  if (metrics_) metrics_->Stop();
+  // Every answered request's usage is already durable; this makes the rest so.
+  if (ledger_) (void)ledger_->Flush();
+}
+
+std::string Daemon::RenderMetrics() const {
+  MetricsText m;
+  const CacheStats s = cache_->Stats();
+  for (const TierInfo& t : s.tiers) {
+    const MetricLabels tier = {{"tier", t.name}};
+    m.Gauge("kvtier_tier_capacity_bytes", "Bytes a tier may hold.", t.capacity_bytes, tier);
+    m.Gauge("kvtier_tier_used_bytes", "Payload bytes a tier holds.", t.used_bytes, tier);
+    m.Gauge("kvtier_tier_blocks", "Blocks a tier holds.", t.blocks, tier);
+    m.Counter("kvtier_tier_corruption_errors_total", "Reads that failed their checksum.",
+              t.corruption_errors, tier);
+    m.Counter("kvtier_tier_io_errors_total", "Device or file system errors.", t.io_errors, tier);
+  }
+  m.Gauge("kvtier_cache_indexed_blocks", "Blocks in the cache index.", s.indexed_blocks);
+  m.Counter("kvtier_cache_lookups_total", "Prefix lookups.", s.lookups);
+  m.Counter("kvtier_cache_lookup_blocks_total", "Blocks asked about by lookups.", s.lookup_blocks);
+  m.Counter("kvtier_cache_lookup_hit_blocks_total", "Blocks found in a leading run.",
+            s.lookup_hit_blocks);
+  m.Counter("kvtier_cache_reads_total", "Block reads.", s.reads);
+  m.Counter("kvtier_cache_read_misses_total", "Block reads that missed.", s.read_misses);
+  m.Counter("kvtier_cache_insert_bytes_total", "Bytes inserted.", s.insert_bytes);
+  for (auto [kind, value] :
+       {std::pair{"placed", s.placed}, std::pair{"promoted", s.promotions},
+        std::pair{"demoted", s.demotions}, std::pair{"dropped_for_remat", s.remat_drops},
+        std::pair{"dropped", s.drops}, std::pair{"expired", s.expired}}) {
+    m.Counter("kvtier_cache_decisions_total", "Placement decisions by kind (DESIGN 4).", value,
+              {{"kind", kind}});
+  }
+  if (engine_) {
+    const EngineStats e = engine_->Stats();
+    m.Counter("kvtier_engine_requests_total", "Requests submitted to the engine.", e.requests);
+    m.Counter("kvtier_engine_prefill_tokens_total", "Prompt tokens computed.", e.prefill_tokens);
+    m.Counter("kvtier_engine_decode_tokens_total", "Tokens generated.", e.decode_tokens);
+    m.Counter("kvtier_engine_cached_tokens_total", "Prompt tokens loaded from the cache.",
+              e.cached_tokens);
+    m.Counter("kvtier_engine_preemptions_total", "Sequences preempted.", e.preemptions);
+    m.Gauge("kvtier_engine_running", "Sequences running.", e.running);
+    m.Gauge("kvtier_engine_waiting", "Sequences waiting.", e.waiting);
+  }
+  return m.Text();
 }
 
 }  // namespace kvtier

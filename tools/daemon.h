@@ -11,11 +11,15 @@
 #include <string>
 
 #include "cache/cache_manager.h"
+#include "cache/ledger.h"
 #include "cache/namespace.h"
+#include "cache/pricing.h"
 #include "common/status.h"
 #include "engine/engine.h"
 #include "engine/model_weights.h"
 #include "engine/tokenizer.h"
+#include "tools/auth.h"
+#include "tools/metrics_http.h"
 
 namespace grpc {
 class Server;
@@ -77,6 +81,15 @@ struct DaemonOptions {
   int64_t sweep_interval_ms = 1000;       // period of the expiry sweep
   // Context caching: marked prefixes shorter than this are not cached.
   int64_t min_cacheable_tokens = 1024;
+  ModelPrice price;  // of the served model (DESIGN §6 defaults)
+  // Prometheus metrics over HTTP, "host:port"; "" = none. The default is
+  // best effort (a busy port is logged and skipped); an address given
+  // explicitly must bind.
+  std::string metrics_listen = "127.0.0.1:9464";
+  bool metrics_listen_required = false;
+  // Per-tenant API keys ("KEY TENANT [admin]" per line, tools/auth.h);
+  // "" = open: the tenant is what a request says.
+  std::string api_keys_file;
 };
 
 // Parses kvtierd's flags into options (see `kvtierd --help`).
@@ -103,6 +116,12 @@ class Daemon {
   std::unique_ptr<ModelWeights> weights_;
   std::unique_ptr<Tokenizer> tokenizer_;  // null when the model has none
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Ledger> ledger_;
+  PriceTable prices_;
+  Authenticator auth_;
+  std::unique_ptr<MetricsHttpServer> metrics_;
+  // Renders the Prometheus text of the cache, the engine and the ledger.
+  std::string RenderMetrics() const;
   struct Services;
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;

@@ -31,6 +31,11 @@ commands:
   put    --key HEX [--parent HEX] --file F   store F under an explicit key
   get    --key HEX | --tokens LIST  [--out F]   fetch a block (to stdout without --out)
   delete --key HEX             remove a block
+  billing report --tenant T [--from DAY|MS] [--to DAY|MS] [--group-by model|day]
+                 [--format table|csv|json]
+                               requests, tokens by kind, cost with and without caching,
+                               savings and hit ratio (DAY: YYYY-MM-DD, UTC; --to exclusive,
+                               default now; --json means --format json)
   explain KEY | --key HEX      where a block is, why (the costs its placement compared),
                                its TTL and its namespace's reuse estimate
   generate --prompt TEXT | --tokens LIST  [--max-tokens N] [--temperature T]
@@ -44,7 +49,8 @@ token LIST: comma-separated ids and ranges, e.g. 1..64 or 5,9,100..163
 namespace flags (lookup, put, get --tokens): --model-id ID --kv-dtype f32|f16|bf16
   --block-tokens N --salt S   (unset ones take the daemon's defaults)
 put flags: --ttl SECONDS (default: the daemon's)
---addr defaults to $KVTIER_ADDR, else 127.0.0.1:50051.
+--addr defaults to $KVTIER_ADDR, else 127.0.0.1:50051. --api-key (default $KVTIER_API_KEY)
+is sent with every call when kvtierd runs with --api-keys.
 )";
 
 std::string Hex(const std::string& key_bytes) {
@@ -63,10 +69,11 @@ class Cli {
   int Run(int argc, char** argv) {
     FlagSet flags;
     for (const char* f :
-         {"addr", "timeout-ms", "tokens",        "keys",        "key",      "parent",
-          "file", "out",        "ttl",           "model-id",    "kv-dtype", "block-tokens",
-          "salt", "prompt",     "max-tokens",    "temperature", "top-p",    "top-k",
-          "seed", "tenant",     "cache-control", "request-id"}) {
+         {"addr",     "timeout-ms", "tokens",        "keys",        "key",      "parent",
+          "file",     "out",        "ttl",           "model-id",    "kv-dtype", "block-tokens",
+          "salt",     "prompt",     "max-tokens",    "temperature", "top-p",    "top-k",
+          "seed",     "tenant",     "cache-control", "request-id",  "from",     "to",
+          "group-by", "format",     "api-key"}) {
       flags.Value(f);
     }
     flags.Bool("json");
@@ -83,7 +90,11 @@ class Cli {
     }
     const size_t args = flags.positional().size();
     const bool explain_key = args == 2 && flags.positional()[0] == "explain";
-    if (args != 1 && !explain_key) return Fail("give exactly one command", 2, true);
+    const bool billing = args >= 1 && flags.positional()[0] == "billing";
+    if (billing && (args != 2 || flags.positional()[1] != "report")) {
+      return Fail("billing has one subcommand: billing report", 2, true);
+    }
+    if (args != 1 && !explain_key && !billing) return Fail("give exactly one command", 2, true);
     const char* env_addr = std::getenv("KVTIER_ADDR");
     ClientOptions copts;
     copts.address = flags.Get("addr", env_addr ? env_addr : copts.address);
@@ -92,6 +103,8 @@ class Cli {
       if (!t.ok() || *t == 0) return Fail("--timeout-ms needs a positive integer", 2);
       copts.timeout_ms = *t;
     }
+    const char* env_key = std::getenv("KVTIER_API_KEY");
+    copts.api_key = flags.Get("api-key", env_key ? env_key : "");
     client_ = std::make_unique<Client>(copts);
     flags_ = &flags;
     const std::string& cmd = flags.positional()[0];
@@ -103,6 +116,7 @@ class Cli {
     if (cmd == "delete") return Delete();
     if (cmd == "generate") return Generate();
     if (cmd == "explain") return Explain(explain_key ? flags.positional()[1] : flags.Get("key"));
+    if (cmd == "billing") return BillingReport();
     return Fail("unknown command '" + cmd + "'", 2, true);
   }
 
@@ -520,6 +534,48 @@ class Cli {
                     "recompute");
     }
     text << line;
+  }
+
+  // "YYYY-MM-DD" (UTC midnight) or Unix ms.
+  static Result<int64_t> DayOrMs(const std::string& text) {
+    int y = 0, m = 0, d = 0;
+    char tail = 0;
+    if (std::sscanf(text.c_str(), "%4d-%2d-%2d%c", &y, &m, &d, &tail) == 3) {
+      std::tm tm{};
+      tm.tm_year = y - 1900;
+      tm.tm_mon = m - 1;
+      tm.tm_mday = d;
+      const std::time_t t = timegm(&tm);
+      if (m < 1 || m > 12 || d < 1 || d > 31 || t < 0) {
+        return Status::InvalidArgument("'" + text + "' is not a day YYYY-MM-DD");
+      }
+      return static_cast<int64_t>(t) * 1000;
+    }
+    Result<int64_t> ms = ParseInt(text);
+    if (!ms.ok())
+      return Status::InvalidArgument("'" + text + "' is neither YYYY-MM-DD nor Unix ms");
+    return ms;
+  }
+
+  int BillingReport() {
+    v1::BillingReportRequest req;
+    req.set_tenant(flags_->Get("tenant"));
+    if (req.tenant().empty()) return Fail("billing report needs --tenant", 2);
+    for (auto [flag, setter] : {std::pair<const char*, std::function<void(int64_t)>>{
+                                    "from", [&](int64_t v) { req.set_from_ms(v); }},
+                                {"to", [&](int64_t v) { req.set_to_ms(v); }}}) {
+      if (!flags_->Has(flag)) continue;
+      Result<int64_t> v = DayOrMs(flags_->Get(flag));
+      if (!v.ok()) return Fail("--" + std::string(flag) + ": " + v.status().message(), 2);
+      setter(*v);
+    }
+    req.set_group_by(flags_->Get("group-by", "model"));
+    req.set_format(json_ ? "json" : flags_->Get("format", "table"));
+    Result<v1::BillingReportResponse> r = client_->BillingReport(req);
+    if (!r.ok()) return Fail(r.status());
+    std::cout << r->rendered();
+    if (!r->rendered().empty() && r->rendered().back() != '\n') std::cout << "\n";
+    return 0;
   }
 
   // Unix ms as UTC ISO 8601, to the second.

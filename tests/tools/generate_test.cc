@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -354,6 +355,105 @@ TEST_F(ContextCachingApiTest, BadRequestsAreRefusedByNameAndChangeNothing) {
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->engine().requests(), before->engine().requests());
   EXPECT_EQ(after->inserts(), before->inserts());
+}
+
+// A scripted run of traffic for one tenant; the billing report (fields and
+// all three renderings) equals the sum computed here from the usage each
+// response reported, at the default prices, to the nano-dollar; a retried
+// request id is billed once.
+TEST_F(ContextCachingApiTest, TheBillingReportEqualsTheUsageOfEveryRequest) {
+  const std::string tenant = "carol-" + std::to_string(::getpid());
+  // Default prices per token in nano-dollars: input $3/MTok = 3000, 5m write
+  // 1.25x = 3750, 1h write 2x = 6000, read 0.1x = 300, output $15/MTok = 15000.
+  int64_t want_cost = 0, want_without = 0;
+  uint64_t want_read = 0, want_prompt = 0;
+  auto bill = [&](const v1::GenerateResponse& r) {
+    const v1::Usage& u = r.usage();
+    const int64_t cost = 3000 * int64_t(u.input_tokens()) +
+                         3750 * int64_t(u.cache_creation().ephemeral_5m_input_tokens()) +
+                         6000 * int64_t(u.cache_creation().ephemeral_1h_input_tokens()) +
+                         300 * int64_t(u.cache_read_input_tokens()) +
+                         15000 * int64_t(u.output_tokens());
+    want_cost += cost;
+    want_without += 3000 * int64_t(r.prompt_tokens()) + 15000 * int64_t(u.output_tokens());
+    want_read += u.cache_read_input_tokens();
+    want_prompt += r.prompt_tokens();
+    return cost;
+  };
+  const std::vector<int32_t> doc = Prompt(3000, 5);
+  std::vector<v1::GenerateRequest> script;
+  script.push_back(Request(doc, {{2500, "1h"}}, tenant));
+  script.push_back(Request(doc, {{2500, "1h"}}, tenant));
+  script.push_back(Request(doc, {{1200, "1h"}, {2900, "5m"}}, tenant));
+  std::vector<int32_t> other = Prompt(1500, 6);
+  script.push_back(Request(other, {}, tenant));
+  v1::GenerateRequest plain;
+  plain.mutable_token_ids()->Add(other.begin(), other.end());
+  plain.set_tenant(tenant);
+  plain.set_max_tokens(3);
+  script.push_back(plain);
+  int n = 0;
+  for (v1::GenerateRequest& req : script) {
+    req.set_request_id("script-" + std::to_string(n++));
+    auto r = client_->Generate(req);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->request_id(), req.request_id());
+    const int64_t cost = bill(*r);
+    char usd[32];
+    std::snprintf(usd, sizeof usd, "%lld.%06lld", (long long)((cost + 500) / 1000 / 1000000),
+                  (long long)((cost + 500) / 1000 % 1000000));
+    EXPECT_EQ(r->cost_usd(), usd);
+  }
+  // A retry of the first request id: answered, not billed again.
+  ASSERT_TRUE(client_->Generate(script[0]).ok());
+
+  v1::BillingReportRequest q;
+  q.set_tenant(tenant);
+  q.set_group_by("model");
+  q.set_format("json");
+  auto rep = client_->BillingReport(q);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  ASSERT_EQ(rep->rows_size(), 1);
+  EXPECT_EQ(rep->total().requests(), script.size());
+  EXPECT_EQ(rep->total().cost_nanousd(), want_cost);
+  EXPECT_EQ(rep->total().cost_without_cache_nanousd(), want_without);
+  EXPECT_EQ(rep->total().savings_nanousd(), want_without - want_cost);
+  EXPECT_EQ(rep->total().cache_read_input_tokens(), want_read);
+  EXPECT_DOUBLE_EQ(rep->total().cache_hit_ratio(), double(want_read) / double(want_prompt));
+  const nlohmann::json j = nlohmann::json::parse(rep->rendered());
+  EXPECT_EQ(j["total"]["cost_nanousd"].get<int64_t>(), want_cost);
+  // The CLI: table, CSV and JSON, by day.
+  const std::string addr = "--addr=" + daemon_->address();
+  std::string out;
+  ASSERT_EQ(RunTool("kvtier",
+                    {addr, "billing", "report", "--tenant", tenant, "--format", "csv", "--group-by",
+                     "day"},
+                    &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("total,"), std::string::npos) << out;
+  char total_usd[32];
+  std::snprintf(total_usd, sizeof total_usd, "%lld.%06lld",
+                (long long)((want_cost + 500) / 1000 / 1000000),
+                (long long)((want_cost + 500) / 1000 % 1000000));
+  EXPECT_NE(out.find(total_usd), std::string::npos) << out << " lacks " << total_usd;
+  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "billing", "report", "--tenant", tenant}, &out), 0);
+  EXPECT_EQ(nlohmann::json::parse(out)["total"]["cost_nanousd"].get<int64_t>(), want_cost);
+  ASSERT_EQ(RunTool("kvtier", {addr, "billing", "report", "--tenant", tenant}, &out), 0);
+  EXPECT_NE(out.find(total_usd), std::string::npos) << out;
+  // Another tenant's report holds none of it; bad input is refused by name.
+  q.set_tenant("nobody-" + std::to_string(::getpid()));
+  auto none = client_->BillingReport(q);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->total().requests(), 0u);
+  q.set_group_by("week");
+  v1::BillingReportResponse resp;
+  grpc::Status bad = client_->billing().Report(client_->NewContext().get(), q, &resp);
+  EXPECT_EQ(bad.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find("group_by"), std::string::npos);
+  EXPECT_EQ(RunTool("kvtier",
+                    {addr, "billing", "report", "--tenant", tenant, "--from", "2026-13-01"}, &out),
+            2);
 }
 
 }  // namespace kvtier

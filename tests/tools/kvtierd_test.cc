@@ -12,6 +12,7 @@
 #include "common/checksum.h"
 #include "proto/client.h"
 #include "tests/tools/daemon_process.h"
+#include "tools/auth.h"
 
 namespace kvtier {
 namespace {
@@ -524,6 +525,88 @@ TEST(KvtierdProcessTest, ExplainShowsWhereABlockIsAndWhy) {
   EXPECT_EQ(RunTool("kvtier", {addr, "--json", "explain", std::string(32, '0')}, &text), 1);
   EXPECT_NE(text.find("not cached"), std::string::npos) << text;
   EXPECT_EQ(RunTool("kvtier", {addr, "explain", "xyz"}, &text), 2);
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(AuthenticatorTest, KeyFilesAreCheckedLineByLine) {
+  auto a = Authenticator::FromText(
+      "# keys\n\nalice-key-0123456789 alice\nroot-key-0123456789abc ops admin\n");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->enabled());
+  EXPECT_EQ(a->keys(), 2u);
+  for (const char* bad :
+       {"short alice\n", "alice-key-0123456789\n", "alice-key-0123456789 alice root\n",
+        "alice-key-0123456789 alice\nalice-key-0123456789 bob\n", "# none\n"}) {
+    auto r = Authenticator::FromText(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  }
+  EXPECT_NE(Authenticator::FromText("x alice\n").status().message().find("line 1"),
+            std::string::npos);
+}
+
+// kvtierd with API keys: every call needs a valid key, a key acts for its
+// tenant only (its cache salt and its bills), admin calls need an admin key.
+TEST(KvtierdProcessTest, ApiKeysAuthenticateAndScopeEveryCall) {
+  const std::string dir = TempDir("auth");
+  const std::string keys = dir + "/keys";
+  std::filesystem::create_directories(dir);
+  std::ofstream(keys) << "alice-key-0123456789 alice\nbob-key-0123456789ab bob\n"
+                         "ops-key-0123456789abc ops admin\n";
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--api-keys", keys, "--dram-bytes", "64M", "--flash-bytes", "64M"}));
+  auto client = [&](const std::string& key) {
+    ClientOptions o;
+    o.address = d.address();
+    o.api_key = key;
+    return std::make_unique<Client>(o);
+  };
+  auto anon = client(""), wrong = client("nobody-0123456789xyz"),
+       alice = client("alice-key-0123456789"), bob = client("bob-key-0123456789ab"),
+       ops = client("ops-key-0123456789abc");
+  v1::GenerateRequest g;
+  for (int i = 1; i <= 200; ++i) g.add_token_ids(i % 500 + 1);
+  g.set_max_tokens(2);
+  EXPECT_EQ(anon->Generate(g).status().code(), StatusCode::kPermissionDenied);
+  v1::GenerateResponse resp;
+  EXPECT_EQ(anon->context_cache().Generate(anon->NewContext().get(), g, &resp).error_code(),
+            grpc::UNAUTHENTICATED);
+  EXPECT_EQ(wrong->context_cache().Generate(wrong->NewContext().get(), g, &resp).error_code(),
+            grpc::UNAUTHENTICATED);
+  g.set_tenant("bob");
+  grpc::Status as_bob = alice->context_cache().Generate(alice->NewContext().get(), g, &resp);
+  EXPECT_EQ(as_bob.error_code(), grpc::PERMISSION_DENIED) << as_bob.error_message();
+  g.clear_tenant();
+  // Alice's automatic prefix cache is hers: a second run hits, Bob's misses.
+  ASSERT_TRUE(alice->Generate(g).ok());
+  auto again = alice->Generate(g);
+  ASSERT_TRUE(again.ok());
+  EXPECT_GT(again->usage().cache_read_input_tokens(), 0u);
+  auto bobs = bob->Generate(g);
+  ASSERT_TRUE(bobs.ok());
+  EXPECT_EQ(bobs->usage().cache_read_input_tokens(), 0u);
+  // Bills: each sees its own; asking for another tenant's is refused.
+  v1::BillingReportRequest q;
+  auto mine = alice->BillingReport(q);
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  EXPECT_EQ(mine->total().requests(), 2u);
+  q.set_tenant("alice");
+  EXPECT_EQ(bob->BillingReport(q).status().code(), StatusCode::kPermissionDenied);
+  // Blocks by tokens are the tenant's: Bob does not see Alice's block.
+  v1::PutHeader h;
+  for (int i = 0; i < 64; ++i) h.add_token_ids(7000 + i);
+  const std::string payload(4096, 'a');
+  ASSERT_TRUE(alice->Put(h, AsBytes(payload)).ok());
+  v1::LookupRequest look;
+  look.mutable_token_ids()->CopyFrom(h.token_ids());
+  EXPECT_EQ(alice->Lookup(look)->hit_blocks(), 1u);
+  EXPECT_EQ(bob->Lookup(look)->hit_blocks(), 0u);
+  EXPECT_EQ(anon->Lookup(look).status().code(), StatusCode::kPermissionDenied);
+  // Admin calls need an admin key; health needs none.
+  EXPECT_FALSE(alice->Stats().ok());
+  EXPECT_TRUE(ops->Stats().ok());
+  EXPECT_TRUE(anon->Health().ok());
   EXPECT_EQ(d.Stop(SIGTERM), 0);
   std::filesystem::remove_all(dir);
 }

@@ -1,0 +1,104 @@
+#include "tools/auth.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace kvtier {
+namespace {
+
+bool Printable(const std::string& s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+// The key a call carries, or "".
+std::string KeyOf(const grpc::ServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  if (auto it = md.find("x-api-key"); it != md.end()) {
+    return std::string(it->second.data(), it->second.size());
+  }
+  if (auto it = md.find("authorization"); it != md.end()) {
+    const std::string v(it->second.data(), it->second.size());
+    constexpr std::string_view kBearer = "Bearer ";
+    if (v.compare(0, kBearer.size(), kBearer) == 0) return v.substr(kBearer.size());
+  }
+  return "";
+}
+
+}  // namespace
+
+Result<Authenticator> Authenticator::FromFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("cannot read the API key file " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  Result<Authenticator> a = FromText(text.str());
+  if (!a.ok()) return Status(a.status().code(), path + ": " + a.status().message());
+  return a;
+}
+
+Result<Authenticator> Authenticator::FromText(const std::string& text) {
+  Authenticator a;
+  std::istringstream lines(text);
+  int n = 0;
+  for (std::string line; std::getline(lines, line);) {
+    ++n;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream words(line);
+    std::string key, tenant, role, extra;
+    words >> key >> tenant >> role >> extra;
+    const std::string where = "line " + std::to_string(n) + ": ";
+    if (key.empty() && tenant.empty()) continue;  // blank
+    if (tenant.empty() || !extra.empty() || (!role.empty() && role != "admin")) {
+      return Status::InvalidArgument(where + "expected \"KEY TENANT [admin]\"");
+    }
+    if (key.size() < 16 || !Printable(key)) {
+      return Status::InvalidArgument(where + "a key needs at least 16 printable characters");
+    }
+    if (tenant.size() > 256 || !Printable(tenant)) {
+      return Status::InvalidArgument(where + "a tenant is printable, at most 256 bytes");
+    }
+    if (!a.keys_.emplace(key, Principal{tenant, role == "admin"}).second) {
+      return Status::InvalidArgument(where + "the same key appears twice");
+    }
+  }
+  if (a.keys_.empty()) return Status::InvalidArgument("the API key file holds no key");
+  return a;
+}
+
+grpc::Status Authenticator::Authenticate(const grpc::ServerContext* ctx,
+                                         const std::string& requested, Principal* out) const {
+  if (!enabled()) {
+    *out = Principal{requested.empty() ? "default" : requested, true};
+    return grpc::Status::OK;
+  }
+  const std::string key = KeyOf(ctx);
+  if (key.empty()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "an API key is required (metadata x-api-key or authorization: Bearer)");
+  }
+  auto it = keys_.find(key);
+  if (it == keys_.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "the API key is not valid");
+  }
+  if (!requested.empty() && requested != it->second.tenant) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "this API key may not act for tenant '" + requested + "'");
+  }
+  *out = it->second;
+  return grpc::Status::OK;
+}
+
+grpc::Status Authenticator::AuthenticateAdmin(const grpc::ServerContext* ctx) const {
+  Principal p;
+  grpc::Status s = Authenticate(ctx, "", &p);
+  if (!s.ok()) return s;
+  if (!p.admin) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "this call needs an admin API key");
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace kvtier
