@@ -398,8 +398,13 @@ void Engine::PublishBreakpoints(Sequence* seq) {
   meta.remat_flops = 2.0 * static_cast<double>(weights_->config.ActiveParams()) * bt;
   auto store = [&](const BlockKey& key, std::span<const std::byte> payload, TtlClass ttl,
                    uint32_t tokens) {
-    meta.ttl_ms = TtlMs(ttl);
-    meta.expiry_ms = start + meta.ttl_ms;  // lifetime from the start of the request
+    if (seq->req.fixed_expiry_ms > 0) {
+      meta.ttl_ms = 0;
+      meta.expiry_ms = seq->req.fixed_expiry_ms;
+    } else {
+      meta.ttl_ms = TtlMs(ttl);
+      meta.expiry_ms = start + meta.ttl_ms;  // lifetime from the start of the request
+    }
     meta.tokens = tokens;
     if (cache_->Insert(key, payload, meta).ok()) {
       ++seq->result.published_blocks;

@@ -89,6 +89,9 @@ struct GenerateRequest {
   bool breakpoints_only = false;
   std::vector<CacheBreakpoint> breakpoints;  // validated (ValidateBreakpoints), cacheable
   int64_t start_ms = 0;  // Unix ms; cache lifetimes count from here (0: submission)
+  // > 0: every cache write of this request expires at this fixed time (Unix
+  // ms) instead of by its TTL class (a named cache's promise).
+  int64_t fixed_expiry_ms = 0;
 };
 
 struct GenerateResult {

@@ -185,7 +185,43 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
   } else {
     g.prompt.assign(req->token_ids().begin(), req->token_ids().end());
   }
-  const std::vector<CacheBreakpoint> breakpoints = g.breakpoints;
+  // A named cache's tokens come first; they are billed as reads (the cache
+  // is a promise: whatever of its KV is gone is recomputed, and written back
+  // to live until the cache expires).
+  uint64_t named_tokens = 0;
+  std::vector<CacheBreakpoint> billed_breakpoints = g.breakpoints;
+  if (!req->cached_content().empty()) {
+    if (named_ == nullptr) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "named caches are not enabled");
+    }
+    if (!marked.empty()) return Invalid("cache_control cannot be combined with cached_content");
+    Result<NamedCache> nc = named_->Get(tenant, req->cached_content());
+    if (!nc.ok()) return ToGrpcStatus(nc.status());
+    if (nc->model != model_) {
+      return grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          "named cache " + nc->name + " was made for model " + nc->model + ", not " + model_);
+    }
+    // The text that follows a cache is not the start of a prompt: no BOS.
+    if ((has_text || has_segments) && tokenizer_ != nullptr && !g.prompt.empty() &&
+        g.prompt.front() == tokenizer_->bos_id()) {
+      g.prompt.erase(g.prompt.begin());
+    }
+    named_tokens = nc->tokens.size();
+    std::vector<TokenId> prompt(nc->tokens.begin(), nc->tokens.end());
+    prompt.insert(prompt.end(), g.prompt.begin(), g.prompt.end());
+    if (prompt.size() > limits_.max_prompt_tokens) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "the named cache and the prompt exceed " +
+                              std::to_string(limits_.max_prompt_tokens) + " tokens");
+    }
+    g.prompt = std::move(prompt);
+    g.breakpoints_only = true;
+    g.breakpoints = {CacheBreakpoint{static_cast<uint32_t>(named_tokens), TtlClass::k1h}};
+    g.fixed_expiry_ms = nc->expire_time_ms;
+    billed_breakpoints.clear();
+  }
+  if (g.prompt.empty()) return Invalid("the prompt is empty");
   g.max_tokens = req->max_tokens() == 0 ? 16 : static_cast<int>(req->max_tokens());
   g.sampling.temperature = req->temperature();
   g.sampling.top_p = req->top_p() == 0 ? 1.0f : req->top_p();
@@ -224,7 +260,9 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
   resp->set_model(model_);
   // Usage (DESIGN §6). Automatic caching (no segments) writes nothing the
   // request is billed for: its hit is a read, the rest input.
-  const Usage u = ComputeUsage(r.prompt_tokens, r.cache_hit_tokens, breakpoints, r.tokens.size());
+  const Usage u =
+      ComputeUsage(r.prompt_tokens, std::max<uint64_t>(r.cache_hit_tokens, named_tokens),
+                   billed_breakpoints, r.tokens.size());
   v1::Usage* out = resp->mutable_usage();
   out->set_input_tokens(u.input_tokens);
   out->set_cache_creation_input_tokens(u.cache_creation_input_tokens());
@@ -251,6 +289,223 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
   resp->set_request_id(rec.request_id);
   resp->set_cost_usd(FormatUsd(rec.cost.total()));
   return grpc::Status::OK;
+}
+
+grpc::Status ContextCacheService::Caller(const grpc::ServerContext* ctx,
+                                         const std::string& requested, std::string* tenant) const {
+  Principal p;
+  if (auth_ != nullptr) {
+    if (grpc::Status s = auth_->Authenticate(ctx, requested, &p); !s.ok()) return s;
+  } else {
+    p.tenant = requested.empty() ? "default" : requested;
+  }
+  *tenant = p.tenant;
+  return grpc::Status::OK;
+}
+
+grpc::Status ContextCacheService::NamedCall(const grpc::ServerContext* ctx,
+                                            const std::string& requested,
+                                            std::string* tenant) const {
+  if (named_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "named caches are not enabled");
+  }
+  return Caller(ctx, requested, tenant);
+}
+
+grpc::Status ContextCacheService::Record(const UsageRecord& record) {
+  if (ledger_ == nullptr) return grpc::Status::OK;
+  if (Status s = ledger_->Append(record); !s.ok()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the usage could not be recorded (" + s.message() +
+                            "); retry with request_id " + record.request_id);
+  }
+  return grpc::Status::OK;
+}
+
+void ContextCacheService::FillCacheInfo(const NamedCache& c, v1::NamedCacheInfo* out) const {
+  out->set_name(c.name);
+  out->set_model(c.model);
+  out->set_tokens(c.token_count);
+  out->set_create_time_ms(c.create_time_ms);
+  out->set_expire_time_ms(c.expire_time_ms);
+  out->set_ttl_seconds(c.ttl_ms / 1000);
+  out->set_display_name(c.display_name);
+}
+
+namespace {
+
+// The expiry a request asks for: exactly one of ttl_seconds and expire_time_ms.
+Result<NamedCacheExpiry> ExpiryOf(uint32_t ttl_seconds, int64_t expire_time_ms) {
+  if ((ttl_seconds != 0) == (expire_time_ms != 0)) {
+    return Status::InvalidArgument("give exactly one of ttl_seconds and expire_time_ms");
+  }
+  return ttl_seconds != 0 ? NamedCacheExpiry::Ttl(int64_t{ttl_seconds} * 1000)
+                          : NamedCacheExpiry::At(expire_time_ms);
+}
+
+}  // namespace
+
+grpc::Status ContextCacheService::CreateCache(grpc::ServerContext* ctx,
+                                              const v1::CreateCacheRequest* req,
+                                              v1::NamedCacheInfo* resp) {
+  auto pass = gate_.Enter();
+  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::string tenant;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  if (req->has_text() == (req->token_ids_size() > 0)) {
+    return Invalid("give exactly one of text and token_ids");
+  }
+  if (req->text().size() > limits_.max_prompt_bytes) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "text of " + std::to_string(req->text().size()) +
+                            " bytes exceeds the limit of " +
+                            std::to_string(limits_.max_prompt_bytes));
+  }
+  Result<NamedCacheExpiry> expiry = ExpiryOf(req->ttl_seconds(), req->expire_time_ms());
+  if (!expiry.ok()) return ToGrpcStatus(expiry.status());
+  std::vector<TokenId> tokens;
+  if (req->has_text()) {
+    if (tokenizer_ == nullptr) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "the model has no tokenizer: send token_ids");
+    }
+    Result<std::vector<TokenId>> ids = tokenizer_->Encode(req->text(), !req->no_bos(), false);
+    if (!ids.ok()) return ToGrpcStatus(ids.status());
+    tokens = std::move(*ids);
+  } else {
+    tokens.assign(req->token_ids().begin(), req->token_ids().end());
+  }
+  const ModelConfig& model = engine_.weights().config;
+  for (TokenId t : tokens) {
+    if (t < 0 || t >= model.vocab_size) {
+      return Invalid("token id " + std::to_string(t) + " is outside the vocabulary of " +
+                     std::to_string(model.vocab_size));
+    }
+  }
+  if (tokens.size() + 1 > static_cast<size_t>(model.max_seq_len)) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "a cache of " + std::to_string(tokens.size()) +
+                            " tokens leaves no room in the model's context of " +
+                            std::to_string(model.max_seq_len));
+  }
+  (void)named_->Sweep();  // expired caches do not count against the tenant's limit
+  Result<NamedCache> c = named_->Create(tenant, model_, tokens, *expiry, req->display_name());
+  if (!c.ok()) return ToGrpcStatus(c.status());
+
+  // Its KV, computed once now (and again whenever it has been dropped),
+  // lives until the cache expires.
+  GenerateRequest g;
+  g.tenant = tenant;
+  g.cache_salt = tenant;
+  g.prompt = tokens;
+  g.max_tokens = 1;
+  g.breakpoints_only = true;
+  g.breakpoints = {CacheBreakpoint{static_cast<uint32_t>(tokens.size()), TtlClass::k1h}};
+  g.fixed_expiry_ms = c->expire_time_ms;
+  std::promise<GenerateResult> done;
+  std::future<GenerateResult> result = done.get_future();
+  Result<RequestId> id =
+      engine_.Submit(std::move(g), [&done](GenerateResult r) { done.set_value(std::move(r)); });
+  if (id.ok()) (void)result.get();  // a failure only means the KV is computed at first use
+
+  // Billed: its tokens once as input, and storage for its whole lifetime.
+  const int64_t now = clock_->NowMs();
+  const ModelPrice& price = prices_ != nullptr ? prices_->For(model_) : ModelPrice();
+  const double hours = static_cast<double>(c->expire_time_ms - c->create_time_ms) / 3.6e6;
+  UsageRecord create;
+  create.request_id = req->request_id().empty() ? NewRequestId() : req->request_id();
+  create.tenant = tenant;
+  create.model = model_;
+  create.time_ms = now;
+  create.usage.input_tokens = tokens.size();
+  create.cost = Price(price, create.usage);
+  UsageRecord storage;
+  storage.request_id = "storage/" + c->name + "/" + std::to_string(c->create_time_ms);
+  storage.tenant = tenant;
+  storage.model = model_;
+  storage.time_ms = now;
+  storage.kind = RecordKind::kStorage;
+  storage.cache_name = c->name;
+  storage.storage_tokens = tokens.size();
+  storage.storage_hours = hours;
+  storage.storage_cost = StorageCharge(price, tokens.size(), hours);
+  if (grpc::Status s = Record(create); !s.ok()) return s;
+  if (grpc::Status s = Record(storage); !s.ok()) return s;
+  FillCacheInfo(*c, resp);
+  resp->set_storage_cost_usd(FormatUsd(storage.storage_cost));
+  return grpc::Status::OK;
+}
+
+grpc::Status ContextCacheService::GetCache(grpc::ServerContext* ctx, const v1::CacheRef* req,
+                                           v1::NamedCacheInfo* resp) {
+  auto pass = gate_.Enter();
+  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::string tenant;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  Result<NamedCache> c = named_->Get(tenant, req->name());
+  if (!c.ok()) return ToGrpcStatus(c.status());
+  FillCacheInfo(*c, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status ContextCacheService::ListCaches(grpc::ServerContext* ctx,
+                                             const v1::ListCachesRequest* req,
+                                             v1::ListCachesResponse* resp) {
+  auto pass = gate_.Enter();
+  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::string tenant;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  Result<std::vector<NamedCache>> list = named_->List(tenant);
+  if (!list.ok()) return ToGrpcStatus(list.status());
+  for (const NamedCache& c : *list) FillCacheInfo(c, resp->add_caches());
+  return grpc::Status::OK;
+}
+
+grpc::Status ContextCacheService::UpdateCache(grpc::ServerContext* ctx,
+                                              const v1::UpdateCacheRequest* req,
+                                              v1::NamedCacheInfo* resp) {
+  auto pass = gate_.Enter();
+  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::string tenant;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  Result<NamedCacheExpiry> expiry = ExpiryOf(req->ttl_seconds(), req->expire_time_ms());
+  if (!expiry.ok()) return ToGrpcStatus(expiry.status());
+  Result<NamedCache> before = named_->Get(tenant, req->name());
+  if (!before.ok()) return ToGrpcStatus(before.status());
+  Result<int64_t> until = named_->UpdateTtl(tenant, req->name(), *expiry);
+  if (!until.ok()) return ToGrpcStatus(until.status());
+  // Storage for the time added (a shortened cache is not refunded).
+  NamedCache after = *before;
+  after.expire_time_ms = *until;
+  after.ttl_ms = expiry->ttl_ms.value_or(0);
+  NanoUsd charge = 0;
+  if (*until > before->expire_time_ms) {
+    const ModelPrice& price = prices_ != nullptr ? prices_->For(model_) : ModelPrice();
+    UsageRecord storage;
+    storage.request_id = "storage/" + before->name + "/" + std::to_string(*until);
+    storage.tenant = tenant;
+    storage.model = before->model;
+    storage.time_ms = clock_->NowMs();
+    storage.kind = RecordKind::kStorage;
+    storage.cache_name = before->name;
+    storage.storage_tokens = before->token_count;
+    storage.storage_hours = static_cast<double>(*until - before->expire_time_ms) / 3.6e6;
+    storage.storage_cost = StorageCharge(price, before->token_count, storage.storage_hours);
+    charge = storage.storage_cost;
+    if (grpc::Status s = Record(storage); !s.ok()) return s;
+  }
+  FillCacheInfo(after, resp);
+  resp->set_storage_cost_usd(FormatUsd(charge));
+  return grpc::Status::OK;
+}
+
+grpc::Status ContextCacheService::DeleteCache(grpc::ServerContext* ctx, const v1::CacheRef* req,
+                                              v1::DeleteCacheResponse*) {
+  auto pass = gate_.Enter();
+  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::string tenant;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  return ToGrpcStatus(named_->Delete(tenant, req->name()));
 }
 
 }  // namespace kvtier

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cache/ledger.h"
+#include "cache/named_caches.h"
 #include "cache/pricing.h"
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
@@ -38,8 +39,21 @@ class ContextCacheService final : public v1::ContextCache::Service {
   // API keys (set once, before serving; default: open).
   void set_authenticator(const Authenticator* auth) { auth_ = auth; }
 
+  // Named caches (null: the named-cache calls answer FAILED_PRECONDITION).
+  void set_named_caches(NamedCacheRegistry* registry) { named_ = registry; }
+
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         v1::GenerateResponse* resp) override;
+  grpc::Status CreateCache(grpc::ServerContext* ctx, const v1::CreateCacheRequest* req,
+                           v1::NamedCacheInfo* resp) override;
+  grpc::Status GetCache(grpc::ServerContext* ctx, const v1::CacheRef* req,
+                        v1::NamedCacheInfo* resp) override;
+  grpc::Status ListCaches(grpc::ServerContext* ctx, const v1::ListCachesRequest* req,
+                          v1::ListCachesResponse* resp) override;
+  grpc::Status UpdateCache(grpc::ServerContext* ctx, const v1::UpdateCacheRequest* req,
+                           v1::NamedCacheInfo* resp) override;
+  grpc::Status DeleteCache(grpc::ServerContext* ctx, const v1::CacheRef* req,
+                           v1::DeleteCacheResponse* resp) override;
 
  private:
   Engine& engine_;
@@ -48,6 +62,17 @@ class ContextCacheService final : public v1::ContextCache::Service {
   const PriceTable* prices_;
   Clock* clock_;
   const Authenticator* auth_ = nullptr;
+  NamedCacheRegistry* named_ = nullptr;
+
+  // The tenant a call acts for (auth, or the request's, or "default").
+  grpc::Status Caller(const grpc::ServerContext* ctx, const std::string& requested,
+                      std::string* tenant) const;
+  // Common checks of the named-cache calls.
+  grpc::Status NamedCall(const grpc::ServerContext* ctx, const std::string& requested,
+                         std::string* tenant) const;
+  // Records a usage or storage record; UNAVAILABLE when it cannot be made durable.
+  grpc::Status Record(const UsageRecord& record);
+  void FillCacheInfo(const NamedCache& c, v1::NamedCacheInfo* out) const;
   const GenerateLimits limits_;
   CallGate& gate_;
   std::string model_;  // "id@revision"

@@ -490,7 +490,17 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   d->services_->block_store.set_authenticator(&d->auth_);
   d->services_->admin.set_authenticator(&d->auth_);
   d->services_->billing.set_authenticator(&d->auth_);
-  if (d->services_->context_cache) d->services_->context_cache->set_authenticator(&d->auth_);
+  if (d->services_->context_cache) {
+    d->services_->context_cache->set_authenticator(&d->auth_);
+    // Named caches: durable (fsync'd) in their own RocksDB, so they survive
+    // a crash of kvtierd; their KV is recomputed when it has been lost.
+    NamedCacheOptions no;
+    no.path = options.data_dir + "/named_caches";
+    Result<std::unique_ptr<NamedCacheRegistry>> named = NamedCacheRegistry::Open(no);
+    if (!named.ok()) return named.status();
+    d->named_caches_ = std::move(*named);
+    d->services_->context_cache->set_named_caches(d->named_caches_.get());
+  }
   d->services_->admin.set_tier_policies(std::move(policies));
   return d;
 }

@@ -12,6 +12,7 @@
 
 #include "cache/cache_manager.h"
 #include "cache/ledger.h"
+#include "cache/named_caches.h"
 #include "cache/namespace.h"
 #include "cache/pricing.h"
 #include "common/status.h"
@@ -117,6 +118,7 @@ class Daemon {
   std::unique_ptr<Tokenizer> tokenizer_;  // null when the model has none
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Ledger> ledger_;
+  std::unique_ptr<NamedCacheRegistry> named_caches_;
   PriceTable prices_;
   Authenticator auth_;
   std::unique_ptr<MetricsHttpServer> metrics_;

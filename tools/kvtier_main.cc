@@ -11,6 +11,7 @@
 
 #include "common/checksum.h"
 #include "proto/client.h"
+#include "proto/status_codes.h"
 #include "tools/flags.h"
 
 namespace kvtier {
@@ -31,6 +32,10 @@ commands:
   put    --key HEX [--parent HEX] --file F   store F under an explicit key
   get    --key HEX | --tokens LIST  [--out F]   fetch a block (to stdout without --out)
   delete --key HEX             remove a block
+  cache create (--tokens LIST | --prompt TEXT) (--ttl SECONDS | --expire-time MS)
+               [--display-name NAME]   a named cache (kept readable until it expires)
+  cache get NAME | cache list | cache delete NAME
+  cache update NAME (--ttl SECONDS | --expire-time MS)
   billing report --tenant T [--from DAY|MS] [--to DAY|MS] [--group-by model|day]
                  [--format table|csv|json]
                                requests, tokens by kind, cost with and without caching,
@@ -41,7 +46,7 @@ commands:
   generate --prompt TEXT | --tokens LIST  [--max-tokens N] [--temperature T]
            [--top-p P] [--top-k K] [--seed N] [--tenant NAME] [--no-bos] [--ignore-eos]
            [--cache-control TTL (with --prompt) | END:TTL,... (with --tokens)]
-           [--request-id ID]
+           [--request-id ID] [--cached-content NAME]
                                run a prompt through the daemon's engine; prints the text
                                and the usage (cache reads and writes); TTL is 5m or 1h
 
@@ -68,12 +73,14 @@ class Cli {
  public:
   int Run(int argc, char** argv) {
     FlagSet flags;
-    for (const char* f :
-         {"addr",     "timeout-ms", "tokens",        "keys",        "key",      "parent",
-          "file",     "out",        "ttl",           "model-id",    "kv-dtype", "block-tokens",
-          "salt",     "prompt",     "max-tokens",    "temperature", "top-p",    "top-k",
-          "seed",     "tenant",     "cache-control", "request-id",  "from",     "to",
-          "group-by", "format",     "api-key"}) {
+    for (const char* f : {"addr",          "timeout-ms",  "tokens",     "keys",
+                          "key",           "parent",      "file",       "out",
+                          "ttl",           "model-id",    "kv-dtype",   "block-tokens",
+                          "salt",          "prompt",      "max-tokens", "temperature",
+                          "top-p",         "top-k",       "seed",       "tenant",
+                          "cache-control", "request-id",  "from",       "to",
+                          "group-by",      "format",      "api-key",    "cached-content",
+                          "expire-time",   "display-name"}) {
       flags.Value(f);
     }
     flags.Bool("json");
@@ -91,10 +98,13 @@ class Cli {
     const size_t args = flags.positional().size();
     const bool explain_key = args == 2 && flags.positional()[0] == "explain";
     const bool billing = args >= 1 && flags.positional()[0] == "billing";
+    const bool cache = args >= 2 && flags.positional()[0] == "cache";
     if (billing && (args != 2 || flags.positional()[1] != "report")) {
       return Fail("billing has one subcommand: billing report", 2, true);
     }
-    if (args != 1 && !explain_key && !billing) return Fail("give exactly one command", 2, true);
+    if (args != 1 && !explain_key && !billing && !cache) {
+      return Fail("give exactly one command", 2, true);
+    }
     const char* env_addr = std::getenv("KVTIER_ADDR");
     ClientOptions copts;
     copts.address = flags.Get("addr", env_addr ? env_addr : copts.address);
@@ -117,6 +127,7 @@ class Cli {
     if (cmd == "generate") return Generate();
     if (cmd == "explain") return Explain(explain_key ? flags.positional()[1] : flags.Get("key"));
     if (cmd == "billing") return BillingReport();
+    if (cmd == "cache") return Cache(flags.positional());
     return Fail("unknown command '" + cmd + "'", 2, true);
   }
 
@@ -207,6 +218,7 @@ class Cli {
       }
     }
     req.set_request_id(flags_->Get("request-id"));
+    req.set_cached_content(flags_->Get("cached-content"));
     for (auto [flag, setter] :
          {std::pair<const char*, std::function<void(int64_t)>>{
               "max-tokens", [&](int64_t v) { req.set_max_tokens(static_cast<uint32_t>(v)); }},
@@ -534,6 +546,111 @@ class Cli {
                     "recompute");
     }
     text << line;
+  }
+
+  static json CacheJson(const v1::NamedCacheInfo& c) {
+    json j = {{"name", c.name()},
+              {"model", c.model()},
+              {"tokens", c.tokens()},
+              {"create_time_ms", c.create_time_ms()},
+              {"expire_time_ms", c.expire_time_ms()},
+              {"ttl_seconds", c.ttl_seconds()},
+              {"display_name", c.display_name()}};
+    if (!c.storage_cost_usd().empty()) j["storage_cost_usd"] = c.storage_cost_usd();
+    return j;
+  }
+
+  static std::string CacheText(const v1::NamedCacheInfo& c) {
+    std::string t = c.name() + "  " + std::to_string(c.tokens()) + " tokens, expires " +
+                    IsoTime(c.expire_time_ms());
+    if (!c.display_name().empty()) t += "  (" + c.display_name() + ")";
+    if (!c.storage_cost_usd().empty()) t += "  storage $" + c.storage_cost_usd();
+    return t + "\n";
+  }
+
+  // Sets exactly one of --ttl and --expire-time on a request.
+  template <typename Req>
+  Status ExpiryFlags(Req* req) {
+    if (flags_->Has("ttl") == flags_->Has("expire-time")) {
+      return Status::InvalidArgument("give exactly one of --ttl and --expire-time");
+    }
+    Result<int64_t> v = ParseInt(flags_->Get(flags_->Has("ttl") ? "ttl" : "expire-time"));
+    if (!v.ok()) return Status::InvalidArgument("--ttl / --expire-time need an integer");
+    if (flags_->Has("ttl")) {
+      if (*v == 0 || *v > UINT32_MAX) return Status::InvalidArgument("--ttl needs seconds > 0");
+      req->set_ttl_seconds(static_cast<uint32_t>(*v));
+    } else {
+      req->set_expire_time_ms(*v);
+    }
+    return Status::Ok();
+  }
+
+  int Cache(const std::vector<std::string>& args) {
+    const std::string& sub = args[1];
+    const std::string name = args.size() > 2 ? args[2] : "";
+    v1::ContextCache::Stub& stub = client_->context_cache();
+    const std::string tenant = flags_->Get("tenant");
+    v1::NamedCacheInfo info;
+    grpc::Status st;
+    if (sub == "create" && args.size() == 2) {
+      v1::CreateCacheRequest req;
+      req.set_tenant(tenant);
+      req.set_display_name(flags_->Get("display-name"));
+      if (flags_->Has("prompt") == flags_->Has("tokens")) {
+        return Fail("cache create needs exactly one of --prompt and --tokens", 2);
+      }
+      if (flags_->Has("prompt")) {
+        req.set_text(flags_->Get("prompt"));
+      } else {
+        Result<std::vector<int32_t>> ids = Tokens();
+        if (!ids.ok()) return Fail(ids.status().message(), 2);
+        req.mutable_token_ids()->Add(ids->begin(), ids->end());
+      }
+      if (Status s = ExpiryFlags(&req); !s.ok()) return Fail(s.message(), 2);
+      st = stub.CreateCache(client_->NewContext().get(), req, &info);
+    } else if ((sub == "get" || sub == "delete") && args.size() == 3) {
+      v1::CacheRef ref;
+      ref.set_tenant(tenant);
+      ref.set_name(name);
+      if (sub == "get") {
+        st = stub.GetCache(client_->NewContext().get(), ref, &info);
+      } else {
+        v1::DeleteCacheResponse r;
+        st = stub.DeleteCache(client_->NewContext().get(), ref, &r);
+        if (st.ok()) {
+          Print({{"ok", true}, {"name", name}}, "deleted " + name + "\n");
+          return 0;
+        }
+      }
+    } else if (sub == "update" && args.size() == 3) {
+      v1::UpdateCacheRequest req;
+      req.set_tenant(tenant);
+      req.set_name(name);
+      if (Status s = ExpiryFlags(&req); !s.ok()) return Fail(s.message(), 2);
+      st = stub.UpdateCache(client_->NewContext().get(), req, &info);
+    } else if (sub == "list" && args.size() == 2) {
+      v1::ListCachesRequest req;
+      req.set_tenant(tenant);
+      v1::ListCachesResponse list;
+      st = stub.ListCaches(client_->NewContext().get(), req, &list);
+      if (st.ok()) {
+        json caches = json::array();
+        std::string text;
+        for (const v1::NamedCacheInfo& c : list.caches()) {
+          caches.push_back(CacheJson(c));
+          text += CacheText(c);
+        }
+        Print({{"ok", true}, {"caches", caches}}, text.empty() ? "no named caches\n" : text);
+        return 0;
+      }
+    } else {
+      return Fail("cache takes: create, get NAME, list, update NAME, delete NAME", 2, true);
+    }
+    if (!st.ok()) return Fail(FromGrpcStatus(st));
+    json j = CacheJson(info);
+    j["ok"] = true;
+    Print(j, CacheText(info));
+    return 0;
   }
 
   // "YYYY-MM-DD" (UTC midnight) or Unix ms.

@@ -5,10 +5,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "proto/client.h"
 #include "tests/tools/daemon_process.h"
@@ -454,6 +456,110 @@ TEST_F(ContextCachingApiTest, TheBillingReportEqualsTheUsageOfEveryRequest) {
   EXPECT_EQ(RunTool("kvtier",
                     {addr, "billing", "report", "--tenant", tenant, "--from", "2026-13-01"}, &out),
             2);
+}
+
+// Named caches over a real socket: created, used (billed as reads), durable
+// across kill -9 and a restart, private to their tenant, gone after expiry.
+TEST(NamedCacheApiTest, ANamedCacheSurvivesKill9AndIsGoneAfterItsTtl) {
+  const std::string dir = TempDir("named_caches");
+  const std::vector<std::string> args = {"--model-preset", "tiny-8k", "--dram-bytes", "128M",
+                                         "--flash-bytes",  "64M",     "--kv-bytes",   "32M"};
+  std::vector<int32_t> doc(1500), suffix(100);
+  for (size_t i = 0; i < doc.size(); ++i) doc[i] = static_cast<int32_t>((i * 31) % 500 + 1);
+  for (size_t i = 0; i < suffix.size(); ++i) suffix[i] = static_cast<int32_t>((i * 17) % 500 + 2);
+  auto generate = [&](Client& c, const std::string& name, const std::string& tenant) {
+    v1::GenerateRequest g;
+    g.set_cached_content(name);
+    g.mutable_token_ids()->Add(suffix.begin(), suffix.end());
+    g.set_max_tokens(2);
+    g.set_ignore_eos(true);
+    g.set_tenant(tenant);
+    return c.Generate(g);
+  };
+  std::string name, short_name;
+  {
+    DaemonProcess d;
+    ASSERT_TRUE(d.Start(dir, args)) << d.exit_code();
+    auto c = ClientFor(d);
+    v1::CreateCacheRequest req;
+    req.set_tenant("acme");
+    req.mutable_token_ids()->Add(doc.begin(), doc.end());
+    req.set_ttl_seconds(3600);
+    req.set_display_name("handbook");
+    v1::NamedCacheInfo info;
+    grpc::Status s = c->context_cache().CreateCache(c->NewContext().get(), req, &info);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    name = info.name();
+    EXPECT_EQ(name.rfind("cachedContents/", 0), 0u) << name;
+    EXPECT_EQ(info.tokens(), 1500u);
+    EXPECT_EQ(info.ttl_seconds(), 3600);
+    // Storage for an hour: 1500 tokens at $1/MTok/h = $0.0015.
+    EXPECT_EQ(info.storage_cost_usd(), "0.001500");
+    auto r = generate(*c, name, "acme");
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->usage().cache_read_input_tokens(), 1500u);
+    EXPECT_EQ(r->usage().input_tokens(), 100u);
+    EXPECT_EQ(r->usage().cache_creation_input_tokens(), 0u);
+    // A short-lived one, and bad requests refused by name.
+    req.clear_ttl_seconds();
+    req.set_expire_time_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count() +
+                           3000);
+    ASSERT_TRUE(c->context_cache().CreateCache(c->NewContext().get(), req, &info).ok());
+    short_name = info.name();
+    req.set_ttl_seconds(600);  // both
+    s = c->context_cache().CreateCache(c->NewContext().get(), req, &info);
+    EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("exactly one of ttl_seconds and expire_time_ms"),
+              std::string::npos);
+    req.clear_expire_time_ms();
+    req.set_ttl_seconds(10);  // below the minimum
+    EXPECT_EQ(c->context_cache().CreateCache(c->NewContext().get(), req, &info).error_code(),
+              grpc::INVALID_ARGUMENT);
+    // Killed: no shutdown, no flush.
+    d.Stop(SIGKILL);
+  }
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, args)) << d.exit_code();
+  auto c = ClientFor(d);
+  v1::CacheRef ref;
+  ref.set_tenant("acme");
+  ref.set_name(name);
+  v1::NamedCacheInfo info;
+  ASSERT_TRUE(c->context_cache().GetCache(c->NewContext().get(), ref, &info).ok());
+  EXPECT_EQ(info.display_name(), "handbook");
+  auto r = generate(*c, name, "acme");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->usage().cache_read_input_tokens(), 1500u);
+  EXPECT_EQ(r->usage().input_tokens(), 100u);
+  // Another tenant: as if it did not exist.
+  ref.set_tenant("rival");
+  grpc::Status other = c->context_cache().GetCache(c->NewContext().get(), ref, &info);
+  EXPECT_EQ(other.error_code(), grpc::NOT_FOUND);
+  EXPECT_EQ(generate(*c, name, "rival").status().code(), StatusCode::kNotFound);
+  // The short one expires (its deadline was 3 s after creation).
+  ref.set_tenant("acme");
+  ref.set_name(short_name);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  grpc::Status got;
+  do {
+    got = c->context_cache().GetCache(c->NewContext().get(), ref, &info);
+    if (!got.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(got.error_code(), grpc::NOT_FOUND);
+  // The CLI lists and deletes.
+  const std::string addr = "--addr=" + d.address();
+  std::string out;
+  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "--tenant", "acme", "cache", "list"}, &out), 0);
+  const nlohmann::json list = nlohmann::json::parse(out);
+  ASSERT_EQ(list["caches"].size(), 1u) << out;
+  EXPECT_EQ(list["caches"][0]["name"], name);
+  EXPECT_EQ(RunTool("kvtier", {addr, "--tenant", "acme", "cache", "delete", name}, &out), 0);
+  EXPECT_EQ(RunTool("kvtier", {addr, "--tenant", "acme", "cache", "get", name}, &out), 1);
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace kvtier
