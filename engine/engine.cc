@@ -534,6 +534,7 @@ StepStats Engine::Step() {
       if (s->req.keep_logits) s->result.logits.emplace_back(lg.begin(), lg.end());
       s->tokens.push_back(tok);
       s->result.tokens.push_back(tok);
+      if (s->req.on_token) s->req.on_token(tok);
       if (s->result.first_token_step < 0) {
         s->result.first_token_step = step_;
         s->result.ttft_ms = MsSince(s->submitted);

@@ -78,6 +78,9 @@ struct GenerateRequest {
   SamplingParams sampling;
   std::vector<TokenId> stop_tokens;  // generation ends after sampling one of these
   bool keep_logits = false;          // return the logits of every sampled position
+  // Called on the stepping thread with each token as it is sampled (for
+  // streaming); must be quick and must not call into the engine.
+  std::function<void(TokenId)> on_token;
   // Context caching (DESIGN §6). By default every full block the request
   // computes is published with the engine's TTL (the engine's own prefix
   // cache). With `breakpoints_only`, only the prefixes `breakpoints` mark are

@@ -31,9 +31,33 @@ std::unique_ptr<grpc::ClientContext> Client::NewContext() const {
   return ctx;
 }
 
+grpc::Status Client::GenerateRaw(const v1::GenerateRequest& request,
+                                 v1::GenerateResponse* response) {
+  response->Clear();
+  std::unique_ptr<grpc::ClientContext> ctx = NewContext();
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+      context_cache_->Generate(ctx.get(), request);
+  v1::GenerateResponse part;
+  std::string text;
+  while (reader->Read(&part)) {
+    text += part.text();
+    for (int32_t t : part.token_ids()) response->add_token_ids(t);
+    if (!part.finish_reason().empty()) {
+      // The final message: everything but the tokens and text.
+      part.clear_token_ids();
+      part.clear_text();
+      const auto ids = response->token_ids();
+      *response = part;
+      *response->mutable_token_ids() = ids;
+    }
+  }
+  response->set_text(text);
+  return reader->Finish();
+}
+
 Result<v1::GenerateResponse> Client::Generate(const v1::GenerateRequest& request) {
   v1::GenerateResponse resp;
-  grpc::Status s = context_cache_->Generate(NewContext().get(), request, &resp);
+  grpc::Status s = GenerateRaw(request, &resp);
   if (!s.ok()) return FromGrpcStatus(s);
   return resp;
 }

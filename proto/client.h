@@ -45,6 +45,9 @@ class Client {
   Result<FetchedBlock> Get(const BlockKey& key);
   Status Delete(const BlockKey& key);
   Result<v1::BillingReportResponse> BillingReport(const v1::BillingReportRequest& request);
+  // Runs a prompt through the daemon's engine; the streamed answer gathered
+  // into one response (all tokens and text, then the final fields).
+  grpc::Status GenerateRaw(const v1::GenerateRequest& request, v1::GenerateResponse* response);
   // Runs a prompt through the daemon's engine.
   Result<v1::GenerateResponse> Generate(const v1::GenerateRequest& request);
 

@@ -2,8 +2,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <future>
+#include <memory>
+#include <mutex>
 #include <random>
 
 #include "cache/context_usage.h"
@@ -51,6 +55,23 @@ std::string ValidUtf8(const std::string& s) {
   return out;
 }
 
+// Takes from `carry` all but a trailing incomplete UTF-8 sequence (at most
+// 3 bytes of a sequence whose continuation is still to come).
+std::string TakeCompleteUtf8(std::string* carry) {
+  const std::string& s = *carry;
+  size_t keep = 0;
+  for (size_t back = 1; back <= 3 && back <= s.size(); ++back) {
+    const unsigned char c = static_cast<unsigned char>(s[s.size() - back]);
+    if ((c & 0xc0) == 0x80) continue;  // a continuation byte: look further back
+    const size_t len = (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 1;
+    if (len > back) keep = back;  // a lead byte whose sequence is not complete yet
+    break;
+  }
+  std::string out = s.substr(0, s.size() - keep);
+  carry->erase(0, s.size() - keep);
+  return out;
+}
+
 // "req_" and 24 random hex digits: the id of a request that brought none.
 std::string NewRequestId() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -77,7 +98,7 @@ ContextCacheService::ContextCacheService(Engine& engine, const Tokenizer* tokeni
 }
 
 grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
-                                           v1::GenerateResponse* resp) {
+                                           grpc::ServerWriter<v1::GenerateResponse>* writer) {
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
   Principal caller;
@@ -90,6 +111,11 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
              has_segments = req->segments_size() > 0;
   if (int(has_text) + int(has_ids) + int(has_segments) != 1) {
     return Invalid("give exactly one of prompt, token_ids and segments");
+  }
+  if (!req->model().empty() && req->model() != model_ &&
+      req->model() != model_.substr(0, model_.find('@'))) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        "unknown model '" + req->model() + "': this kvtierd serves " + model_);
   }
   {
     // The ledger's rules for what it records, checked before any work.
@@ -232,25 +258,72 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
       if (t >= 0) g.stop_tokens.push_back(t);
     }
   }
-  const TokenId last_prompt_token = g.prompt.back();
+  const std::vector<TokenId> stop_tokens = g.stop_tokens;
 
-  std::promise<GenerateResult> done;
-  std::future<GenerateResult> result = done.get_future();
-  Result<RequestId> id =
-      engine_.Submit(std::move(g), [&done](GenerateResult r) { done.set_value(std::move(r)); });
+  // Tokens cross from the engine's stepping thread to this one through a
+  // small queue; each batch goes out as one message as soon as it is here.
+  struct Stream {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<TokenId> pending;  // guarded by mu
+    bool done = false;             // guarded by mu
+    GenerateResult result;         // guarded by mu
+  };
+  auto stream = std::make_shared<Stream>();
+  g.on_token = [stream](TokenId t) {
+    {
+      std::lock_guard<std::mutex> lock(stream->mu);
+      stream->pending.push_back(t);
+    }
+    stream->cv.notify_one();
+  };
+  TokenId prev = g.prompt.back();
+  Result<RequestId> id = engine_.Submit(std::move(g), [stream](GenerateResult r) {
+    {
+      std::lock_guard<std::mutex> lock(stream->mu);
+      stream->result = std::move(r);
+      stream->done = true;
+    }
+    stream->cv.notify_one();
+  });
   if (!id.ok()) return ToGrpcStatus(id.status());
   // The engine finishes every request it accepted (at the latest when it
-  // shuts down), so this wait ends.
-  GenerateResult r = result.get();
-  if (!r.status.ok()) return ToGrpcStatus(r.status);
-
-  if (tokenizer_ != nullptr) {
-    // The text leaves out the stop token, as llama2.c's run.c does.
-    std::span<const TokenId> shown(r.tokens);
-    if (r.finish_reason == "stop" && !shown.empty()) shown = shown.first(shown.size() - 1);
-    resp->set_text(ValidUtf8(tokenizer_->Decode(last_prompt_token, shown)));
+  // shuts down), so this loop ends. A client that went away stops getting
+  // messages; the request still finishes and is billed.
+  std::string carry;  // the start of a UTF-8 sequence split across messages
+  for (bool done = false; !done;) {
+    std::vector<TokenId> batch;
+    {
+      std::unique_lock<std::mutex> lock(stream->mu);
+      stream->cv.wait(lock, [&] { return !stream->pending.empty() || stream->done; });
+      batch.swap(stream->pending);
+      done = stream->done;
+    }
+    if (batch.empty()) continue;
+    v1::GenerateResponse part;
+    std::vector<TokenId> shown;  // the text leaves out stop tokens, as run.c does
+    for (TokenId t : batch) {
+      part.add_token_ids(t);
+      if (std::find(stop_tokens.begin(), stop_tokens.end(), t) == stop_tokens.end()) {
+        shown.push_back(t);
+      }
+    }
+    if (tokenizer_ != nullptr) {
+      carry += tokenizer_->Decode(prev, shown);
+      part.set_text(ValidUtf8(TakeCompleteUtf8(&carry)));
+    }
+    prev = batch.back();
+    if (!ctx->IsCancelled()) (void)writer->Write(part);
   }
-  for (TokenId t : r.tokens) resp->add_token_ids(t);
+  GenerateResult r;
+  {
+    std::lock_guard<std::mutex> lock(stream->mu);
+    r = std::move(stream->result);
+  }
+  if (!r.status.ok()) return ToGrpcStatus(r.status);
+  v1::GenerateResponse final_message;
+  v1::GenerateResponse* resp = &final_message;
+  if (!carry.empty()) resp->set_text(ValidUtf8(carry));  // an unfinished sequence, replaced
   resp->set_prompt_tokens(r.prompt_tokens);
   resp->set_cached_tokens(r.cached_tokens);
   resp->set_cache_write_blocks(r.published_blocks);
@@ -288,6 +361,7 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
   }
   resp->set_request_id(rec.request_id);
   resp->set_cost_usd(FormatUsd(rec.cost.total()));
+  writer->Write(final_message);
   return grpc::Status::OK;
 }
 

@@ -43,7 +43,7 @@ class ContextCacheService final : public v1::ContextCache::Service {
   void set_named_caches(NamedCacheRegistry* registry) { named_ = registry; }
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
-                        v1::GenerateResponse* resp) override;
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
   grpc::Status CreateCache(grpc::ServerContext* ctx, const v1::CreateCacheRequest* req,
                            v1::NamedCacheInfo* resp) override;
   grpc::Status GetCache(grpc::ServerContext* ctx, const v1::CacheRef* req,

@@ -81,7 +81,7 @@ class GenerateDaemonTest : public ::testing::Test {
 
   grpc::StatusCode Code(const v1::GenerateRequest& req) {
     v1::GenerateResponse resp;
-    return client_->context_cache().Generate(client_->NewContext().get(), req, &resp).error_code();
+    return client_->GenerateRaw(req, &resp).error_code();
   }
 
   static std::string* dir_;
@@ -91,6 +91,39 @@ class GenerateDaemonTest : public ::testing::Test {
 
 std::string* GenerateDaemonTest::dir_ = nullptr;
 DaemonProcess* GenerateDaemonTest::daemon_ = nullptr;
+
+// Generate streams: one message per batch of new tokens as they are
+// sampled, then a last one with the rest (finish, usage) and no tokens.
+TEST_F(GenerateDaemonTest, TokensStreamAndTheLastMessageCarriesTheUsage) {
+  v1::GenerateRequest req;
+  for (int i = 1; i <= 40; ++i) req.add_token_ids(i);
+  req.set_max_tokens(12);
+  req.set_ignore_eos(true);
+  auto ctx = client_->NewContext();
+  auto reader = client_->context_cache().Generate(ctx.get(), req);
+  std::vector<v1::GenerateResponse> parts;
+  for (v1::GenerateResponse m; reader->Read(&m);) parts.push_back(m);
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_GE(parts.size(), 2u);
+  int tokens = 0;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    EXPECT_GT(parts[i].token_ids_size(), 0);
+    EXPECT_TRUE(parts[i].finish_reason().empty());
+    tokens += parts[i].token_ids_size();
+  }
+  EXPECT_EQ(tokens, 12);
+  const v1::GenerateResponse& last = parts.back();
+  EXPECT_EQ(last.token_ids_size(), 0);
+  EXPECT_EQ(last.finish_reason(), "length");
+  EXPECT_EQ(last.usage().output_tokens(), 12u);
+  EXPECT_EQ(last.usage().input_tokens() + last.usage().cache_read_input_tokens(), 40u);
+  // An unknown model is refused by name.
+  req.set_model("llama-70b");
+  v1::GenerateResponse resp;
+  grpc::Status s = client_->GenerateRaw(req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::NOT_FOUND);
+  EXPECT_NE(s.error_message().find("unknown model 'llama-70b'"), std::string::npos);
+}
 
 TEST_F(GenerateDaemonTest, TheDefaultModelServesAndASharedPrefixIsReadFromTheCache) {
   EXPECT_TRUE(std::filesystem::exists(*dir_ + "/models/tiny/config.json"));
@@ -349,7 +382,7 @@ TEST_F(ContextCachingApiTest, BadRequestsAreRefusedByNameAndChangeNothing) {
   cases.push_back({huge, grpc::RESOURCE_EXHAUSTED, "exceeds the limit"});
   for (const Case& c : cases) {
     v1::GenerateResponse resp;
-    grpc::Status s = client_->context_cache().Generate(client_->NewContext().get(), c.req, &resp);
+    grpc::Status s = client_->GenerateRaw(c.req, &resp);
     EXPECT_EQ(s.error_code(), c.code) << s.error_message();
     EXPECT_NE(s.error_message().find(c.says), std::string::npos) << s.error_message();
   }

@@ -570,12 +570,10 @@ TEST(KvtierdProcessTest, ApiKeysAuthenticateAndScopeEveryCall) {
   g.set_max_tokens(2);
   EXPECT_EQ(anon->Generate(g).status().code(), StatusCode::kPermissionDenied);
   v1::GenerateResponse resp;
-  EXPECT_EQ(anon->context_cache().Generate(anon->NewContext().get(), g, &resp).error_code(),
-            grpc::UNAUTHENTICATED);
-  EXPECT_EQ(wrong->context_cache().Generate(wrong->NewContext().get(), g, &resp).error_code(),
-            grpc::UNAUTHENTICATED);
+  EXPECT_EQ(anon->GenerateRaw(g, &resp).error_code(), grpc::UNAUTHENTICATED);
+  EXPECT_EQ(wrong->GenerateRaw(g, &resp).error_code(), grpc::UNAUTHENTICATED);
   g.set_tenant("bob");
-  grpc::Status as_bob = alice->context_cache().Generate(alice->NewContext().get(), g, &resp);
+  grpc::Status as_bob = alice->GenerateRaw(g, &resp);
   EXPECT_EQ(as_bob.error_code(), grpc::PERMISSION_DENIED) << as_bob.error_message();
   g.clear_tenant();
   // Alice's automatic prefix cache is hers: a second run hits, Bob's misses.
