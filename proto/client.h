@@ -23,6 +23,7 @@ struct ClientOptions {
   int64_t timeout_ms = 30'000;              // deadline of each call
   uint32_t chunk_bytes = 1 << 20;           // payload bytes per streamed message (<= 4 MiB)
   std::string api_key;                      // sent as x-api-key when not empty
+  std::string tls_ca_pem;                   // PEM roots: connect over TLS; "" = plaintext
 };
 
 struct FetchedBlock {

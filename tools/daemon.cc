@@ -11,6 +11,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cache/eviction_policy.h"
 #include "common/log.h"
@@ -104,11 +107,81 @@ std::string DaemonUsage() {
                           skipped with a warning when busy; "" = none)
   --api-keys FILE         per-tenant API keys, one "KEY TENANT [admin]" per line; every
                           call then needs one (metadata x-api-key); default: open
+  --config FILE           settings from a JSON object of flag names to values, e.g.
+                          {"dram-bytes": "4G", "api-keys": "/etc/kvtier/keys",
+                          "no-flash": true}; flags given on the command line win
+  --tls-cert FILE         serve gRPC over TLS with this PEM certificate chain...
+  --tls-key FILE          ...and its PEM private key
   --help                  this text
 )";
 }
 
+namespace {
+
+// The flags a config file stands for: a JSON object whose keys are flag
+// names without "--" and whose values are strings, numbers or booleans (true
+// for a flag without a value; false leaves it out).
+Result<std::vector<std::string>> ConfigFileArgs(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("cannot read the config file " + path);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Status::InvalidArgument("config file " + path + " is not a JSON object");
+  }
+  std::vector<std::string> args;
+  for (const auto& [key, value] : j.items()) {
+    if (key == "config") {
+      return Status::InvalidArgument("config file " + path + " may not name another config");
+    }
+    if (value.is_boolean()) {
+      if (value.get<bool>()) args.push_back("--" + key);
+    } else if (value.is_string()) {
+      args.push_back("--" + key);
+      args.push_back(value.get<std::string>());
+    } else if (value.is_number_integer()) {
+      args.push_back("--" + key);
+      args.push_back(std::to_string(value.get<int64_t>()));
+    } else if (value.is_number()) {
+      args.push_back("--" + key);
+      std::ostringstream v;
+      v << value.get<double>();
+      args.push_back(v.str());
+    } else {
+      return Status::InvalidArgument("config file " + path + ": \"" + key +
+                                     "\" must be a string, a number or a boolean");
+    }
+  }
+  return args;
+}
+
+}  // namespace
+
 Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
+  // A config file's settings come first; flags on the command line override.
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    std::string path;
+    if (a == "--config" && i + 1 < argc) {
+      path = argv[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      path = a.substr(9);
+    } else {
+      continue;
+    }
+    Result<std::vector<std::string>> from_file = ConfigFileArgs(path);
+    if (!from_file.ok()) return from_file.status();
+    args.insert(args.end(), from_file->begin(), from_file->end());
+  }
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--config=", 0) == 0) continue;
+    args.push_back(a);
+  }
   FlagSet flags;
   for (const char* f : {"listen",
                         "data-dir",
@@ -145,7 +218,9 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
                         "price-output",
                         "price-storage",
                         "metrics-listen",
-                        "api-keys"}) {
+                        "api-keys",
+                        "tls-cert",
+                        "tls-key"}) {
     flags.Value(f);
   }
   flags.Bool("lock-memory");
@@ -153,7 +228,7 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   flags.Bool("no-flash");
   flags.Bool("no-engine");
   flags.Bool("help");
-  KVTIER_RETURN_IF_ERROR(flags.Parse(std::vector<std::string>(argv + 1, argv + argc)));
+  KVTIER_RETURN_IF_ERROR(flags.Parse(args));
   if (!flags.positional().empty()) {
     return Status::InvalidArgument("unexpected argument '" + flags.positional()[0] + "'");
   }
@@ -238,6 +313,11 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
     *field = *v;
   }
   o.api_keys_file = flags.Get("api-keys", o.api_keys_file);
+  o.tls_cert_file = flags.Get("tls-cert", o.tls_cert_file);
+  o.tls_key_file = flags.Get("tls-key", o.tls_key_file);
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    return Status::InvalidArgument("--tls-cert and --tls-key go together");
+  }
   if (flags.Has("metrics-listen")) {
     o.metrics_listen = flags.Get("metrics-listen");
     o.metrics_listen_required = !o.metrics_listen.empty();
@@ -508,7 +588,23 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
 Status Daemon::Start() {
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options_.tls_cert_file.empty()) {
+    auto read = [](const std::string& path) -> Result<std::string> {
+      std::ifstream in(path);
+      if (!in) return Status::NotFound("cannot read " + path);
+      std::stringstream text;
+      text << in.rdbuf();
+      return text.str();
+    };
+    Result<std::string> cert = read(options_.tls_cert_file), key = read(options_.tls_key_file);
+    if (!cert.ok()) return cert.status();
+    if (!key.ok()) return key.status();
+    grpc::SslServerCredentialsOptions tls;
+    tls.pem_key_cert_pairs.push_back({*key, *cert});
+    credentials = grpc::SslServerCredentials(tls);
+  }
+  builder.AddListeningPort(options_.listen, credentials, &port);
   // One streamed chunk (at most 4 MiB) plus its envelope.
   builder.SetMaxReceiveMessageSize((4 << 20) + (64 << 10));
   builder.SetMaxSendMessageSize((4 << 20) + (64 << 10));
@@ -523,7 +619,10 @@ Status Daemon::Start() {
   if (!server_ || port == 0) {
     server_.reset();
     return Status::Unavailable("cannot listen on " + options_.listen +
-                               " (address in use or not valid)");
+                               (options_.tls_cert_file.empty()
+                                    ? " (address in use or not valid)"
+                                    : " (address in use or not valid, or the TLS certificate "
+                                      "and key are not a valid PEM pair)"));
   }
   bound_address_ =
       options_.listen.substr(0, options_.listen.rfind(':')) + ":" + std::to_string(port);

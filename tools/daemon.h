@@ -91,6 +91,9 @@ struct DaemonOptions {
   // Per-tenant API keys ("KEY TENANT [admin]" per line, tools/auth.h);
   // "" = open: the tenant is what a request says.
   std::string api_keys_file;
+  // TLS: a PEM certificate chain and its private key; both empty = plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 // Parses kvtierd's flags into options (see `kvtierd --help`).

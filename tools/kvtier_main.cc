@@ -55,7 +55,8 @@ namespace flags (lookup, put, get --tokens): --model-id ID --kv-dtype f32|f16|bf
   --block-tokens N --salt S   (unset ones take the daemon's defaults)
 put flags: --ttl SECONDS (default: the daemon's)
 --addr defaults to $KVTIER_ADDR, else 127.0.0.1:50051. --api-key (default $KVTIER_API_KEY)
-is sent with every call when kvtierd runs with --api-keys.
+is sent with every call when kvtierd runs with --api-keys. --tls-ca FILE (default
+$KVTIER_TLS_CA): connect over TLS, trusting the PEM certificates in FILE.
 )";
 
 std::string Hex(const std::string& key_bytes) {
@@ -73,14 +74,14 @@ class Cli {
  public:
   int Run(int argc, char** argv) {
     FlagSet flags;
-    for (const char* f : {"addr",          "timeout-ms",  "tokens",     "keys",
-                          "key",           "parent",      "file",       "out",
-                          "ttl",           "model-id",    "kv-dtype",   "block-tokens",
-                          "salt",          "prompt",      "max-tokens", "temperature",
-                          "top-p",         "top-k",       "seed",       "tenant",
-                          "cache-control", "request-id",  "from",       "to",
-                          "group-by",      "format",      "api-key",    "cached-content",
-                          "expire-time",   "display-name"}) {
+    for (const char* f : {"addr",          "timeout-ms",   "tokens",     "keys",
+                          "key",           "parent",       "file",       "out",
+                          "ttl",           "model-id",     "kv-dtype",   "block-tokens",
+                          "salt",          "prompt",       "max-tokens", "temperature",
+                          "top-p",         "top-k",        "seed",       "tenant",
+                          "cache-control", "request-id",   "from",       "to",
+                          "group-by",      "format",       "api-key",    "cached-content",
+                          "expire-time",   "display-name", "tls-ca"}) {
       flags.Value(f);
     }
     flags.Bool("json");
@@ -112,6 +113,14 @@ class Cli {
       Result<int64_t> t = ParseInt(flags.Get("timeout-ms"));
       if (!t.ok() || *t == 0) return Fail("--timeout-ms needs a positive integer", 2);
       copts.timeout_ms = *t;
+    }
+    const char* env_ca = std::getenv("KVTIER_TLS_CA");
+    if (const std::string ca = flags.Get("tls-ca", env_ca ? env_ca : ""); !ca.empty()) {
+      std::ifstream in(ca);
+      if (!in) return Fail("cannot read the TLS CA file " + ca, 2);
+      std::stringstream pem;
+      pem << in.rdbuf();
+      copts.tls_ca_pem = pem.str();
     }
     const char* env_key = std::getenv("KVTIER_API_KEY");
     copts.api_key = flags.Get("api-key", env_key ? env_key : "");

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "common/checksum.h"
 #include "proto/client.h"
@@ -605,6 +606,69 @@ TEST(KvtierdProcessTest, ApiKeysAuthenticateAndScopeEveryCall) {
   EXPECT_FALSE(alice->Stats().ok());
   EXPECT_TRUE(ops->Stats().ok());
   EXPECT_TRUE(anon->Health().ok());
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
+// A config file stands for flags; the command line wins over it; a bad one
+// stops kvtierd from starting.
+TEST(KvtierdProcessTest, AConfigFileSetsFlagsAndTheCommandLineWins) {
+  const std::string dir = TempDir("config");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/keys") << "ops-key-0123456789abc ops admin\n";
+  std::ofstream(dir + "/kvtierd.json")
+      << R"({"dram-bytes": "64M", "flash-bytes": "64M", "no-engine": true, "api-keys": ")" << dir
+      << R"(/keys", "sweep-interval-ms": 500})";
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--config", dir + "/kvtierd.json", "--dram-bytes", "32M"}));
+  ClientOptions o;
+  o.address = d.address();
+  Client anon(o);
+  EXPECT_FALSE(anon.Stats().ok()) << "the config's API keys are in force";
+  o.api_key = "ops-key-0123456789abc";
+  Client ops(o);
+  auto s = ops.Stats();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->tiers(0).capacity_bytes(), 32u << 20) << "the command line wins";
+  EXPECT_FALSE(s->has_engine()) << "no-engine from the config";
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  for (const char* bad : {R"([1, 2])", R"({"no-such-flag": 1})", R"({"dram-bytes": [1]})", "{"}) {
+    std::ofstream(dir + "/bad.json") << bad;
+    DaemonProcess b;
+    EXPECT_FALSE(b.Start(dir + "/b", {"--config", dir + "/bad.json"})) << bad;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// With a certificate kvtierd serves over TLS: a client that trusts it gets
+// answers, a plaintext client does not.
+TEST(KvtierdProcessTest, TlsWhenACertificateIsConfigured) {
+  const std::string dir = TempDir("tls");
+  std::filesystem::create_directories(dir);
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
+      " -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout " +
+      dir + "/key.pem -out " + dir + "/cert.pem >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "no openssl to make a test certificate";
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--no-engine", "--dram-bytes", "64M", "--flash-bytes", "64M",
+                            "--tls-cert", dir + "/cert.pem", "--tls-key", dir + "/key.pem"}));
+  std::ifstream in(dir + "/cert.pem");
+  std::stringstream pem;
+  pem << in.rdbuf();
+  ClientOptions o;
+  o.address = d.address();
+  o.timeout_ms = 5000;
+  Client plain(o);
+  EXPECT_FALSE(plain.Health().ok());
+  o.tls_ca_pem = pem.str();
+  Client tls(o);
+  auto h = tls.Health();
+  EXPECT_TRUE(h.ok()) << h.status();
+  std::string out;
+  EXPECT_EQ(
+      RunTool("kvtier", {"--addr", d.address(), "--tls-ca", dir + "/cert.pem", "health"}, &out), 0)
+      << out;
   EXPECT_EQ(d.Stop(SIGTERM), 0);
   std::filesystem::remove_all(dir);
 }
