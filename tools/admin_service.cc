@@ -27,6 +27,7 @@ grpc::Status AdminService::Health(grpc::ServerContext*, const v1::HealthRequest*
   {
     std::lock_guard<std::mutex> lock(mu_);
     resp->set_listen(listen_);
+    resp->set_metrics_listen(metrics_listen_);
   }
   return grpc::Status::OK;
 }

@@ -22,9 +22,10 @@ class AdminService final : public v1::Admin::Service {
   AdminService(CacheManager& cache, const Engine* engine, const Namespace& default_namespace,
                Clock* clock, CallGate& gate);
   // May be called while the service is serving (the port is known only then).
-  void set_listen_address(std::string address) {
+  void set_listen_address(std::string address, std::string metrics_address = "") {
     std::lock_guard<std::mutex> lock(mu_);
     listen_ = std::move(address);
+    metrics_listen_ = std::move(metrics_address);
   }
 
   grpc::Status Health(grpc::ServerContext* ctx, const v1::HealthRequest* req,
@@ -48,7 +49,8 @@ class AdminService final : public v1::Admin::Service {
   std::vector<std::string> policies_;
   const Authenticator* auth_ = nullptr;
   std::mutex mu_;
-  std::string listen_;  // guarded by mu_
+  std::string listen_;          // guarded by mu_
+  std::string metrics_listen_;  // guarded by mu_
 };
 
 // The version string kvtierd reports.

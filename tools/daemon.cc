@@ -642,7 +642,11 @@ Status Daemon::Start() {
       LogWarn("kvtierd_metrics_skipped", LogFields().Add("reason", m.status().message()));
     }
   }
-  services_->admin.set_listen_address(bound_address_);
+  services_->admin.set_listen_address(
+      bound_address_, metrics_
+                          ? options_.metrics_listen.substr(0, options_.metrics_listen.rfind(':')) +
+                                ":" + std::to_string(metrics_->bound_port())
+                          : std::string());
   LogInfo("kvtierd_serving", LogFields()
                                  .Add("addr", bound_address_)
                                  .Add("data_dir", options_.data_dir)

@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <httplib.h>
 #include "common/checksum.h"
+
 #include "proto/client.h"
 #include "tests/tools/daemon_process.h"
 #include "tools/auth.h"
@@ -669,6 +671,39 @@ TEST(KvtierdProcessTest, TlsWhenACertificateIsConfigured) {
   EXPECT_EQ(
       RunTool("kvtier", {"--addr", d.address(), "--tls-ca", dir + "/cert.pem", "health"}, &out), 0)
       << out;
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
+// Prometheus metrics on their own port: the cache's decisions, the tiers
+// and the engine, scraped over real HTTP.
+TEST(KvtierdProcessTest, MetricsAreServedOverHttp) {
+  const std::string dir = TempDir("metrics");
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(
+      dir, {"--dram-bytes", "64M", "--flash-bytes", "64M", "--metrics-listen", "127.0.0.1:0"}));
+  ClientOptions o;
+  o.address = d.address();
+  Client c(o);
+  v1::PutHeader h;
+  for (int i = 0; i < 64; ++i) h.add_token_ids(i + 1);
+  ASSERT_TRUE(c.Put(h, AsBytes(std::string(8192, 'k'))).ok());
+  auto health = c.Health();
+  ASSERT_TRUE(health.ok());
+  const std::string m = health->metrics_listen();
+  ASSERT_FALSE(m.empty());
+  httplib::Client http(m.substr(0, m.rfind(':')), std::stoi(m.substr(m.rfind(':') + 1)));
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res) << "no answer from " << m;
+  EXPECT_EQ(res->status, 200);
+  EXPECT_NE(res->body.find("# TYPE kvtier_cache_decisions_total counter"), std::string::npos);
+  EXPECT_NE(res->body.find("kvtier_cache_decisions_total{kind=\"placed\"} 1"), std::string::npos)
+      << res->body;
+  EXPECT_NE(res->body.find("kvtier_tier_capacity_bytes{tier=\"dram\"}"), std::string::npos);
+  EXPECT_NE(res->body.find("kvtier_engine_requests_total"), std::string::npos);
+  // An explicitly given port that is taken stops a second daemon.
+  DaemonProcess second;
+  EXPECT_FALSE(second.Start(dir + "/second", {"--metrics-listen", m}));
   EXPECT_EQ(d.Stop(SIGTERM), 0);
   std::filesystem::remove_all(dir);
 }
