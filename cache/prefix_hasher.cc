@@ -56,9 +56,20 @@ PrefixHasher::PrefixHasher(const Namespace& ns)
     : seed_(ns.Seed()), block_tokens_(ns.block_tokens) {}
 
 BlockKey PrefixHasher::Next(const BlockKey& prev, std::span<const TokenId> block) const {
+  if (block.size() != static_cast<size_t>(block_tokens_)) std::abort();  // a caller's bug
   BlockKey key;
   ChainKeys(block_tokens_, prev, block.data(), 1, &key);
   return key;
+}
+
+BlockKey PrefixHasher::TailKey(const BlockKey& prev, std::span<const TokenId> tail) const {
+  if (tail.empty() || tail.size() >= static_cast<size_t>(block_tokens_)) std::abort();
+  std::byte buf[16 + 1024 * sizeof(TokenId)];
+  prev.ToBytes(std::span<std::byte, 16>(buf, 16));
+  std::memcpy(buf + 16, tail.data(), tail.size() * sizeof(TokenId));
+  constexpr uint64_t kTailSeed = 0x7461696c2d6b6579;  // "tail-key"
+  const XXH128_hash_t h = XXH3_128bits_withSeed(buf, 16 + tail.size() * sizeof(TokenId), kTailSeed);
+  return BlockKey{h.high64, h.low64};
 }
 
 void PrefixHasher::AppendKeys(const BlockKey& prev, std::span<const TokenId> tokens,

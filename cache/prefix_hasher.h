@@ -37,6 +37,11 @@ class PrefixHasher {
                   std::vector<BlockKey>* out) const;
   // The key of one block: requires `block` to hold exactly block_tokens() tokens.
   BlockKey Next(const BlockKey& prev, std::span<const TokenId> block) const;
+  // The key of a tail record (DESIGN §6): the partial block `tail` (1 to
+  // block_tokens() - 1 tokens) after the block keyed `prev` (the seed for a
+  // tail at the start). XXH3-128 of prev || tail under a seed of its own, so
+  // a tail never shares a key with a full block.
+  BlockKey TailKey(const BlockKey& prev, std::span<const TokenId> tail) const;
 
  private:
   BlockKey seed_;

@@ -249,12 +249,8 @@ BlockKey Engine::TailKey(Sequence* seq, int end) {
   EnsureKeys(seq, full);
   const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
   const BlockKey& prev = full == 0 ? hasher.seed() : seq->keys[full - 1];
-  // The chain step over the tail's tokens, in a domain of its own: a tail
-  // never shares a key with a full block.
-  BlockKey k =
-      hasher.Next(prev, std::span<const TokenId>(&seq->tokens[full * bt], end - full * bt));
-  k.hi ^= 0x7461696c7461696cull;  // "tailtail"
-  return k;
+  return hasher.TailKey(prev,
+                        std::span<const TokenId>(seq->tokens.data() + full * bt, end - full * bt));
 }
 
 void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {

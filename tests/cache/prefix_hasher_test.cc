@@ -156,3 +156,31 @@ TEST(NamespaceTest, ToStringDoesNotRevealTheSalt) {
 
 }  // namespace
 }  // namespace kvtier
+
+namespace kvtier {
+namespace {
+
+TEST(PrefixHasherTest, TailKeysNameExactlyTheirTokens) {
+  Namespace ns;
+  ns.block_tokens = 16;
+  PrefixHasher h(ns);
+  std::vector<TokenId> tokens(40);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<TokenId>(i * 7 + 1);
+  const BlockKey prev = h.Keys(std::span<const TokenId>(tokens).first(16)).back();
+  const BlockKey t5 = h.TailKey(prev, std::span<const TokenId>(tokens).subspan(16, 5));
+  // Only the tail's own tokens count: what follows it does not.
+  std::vector<TokenId> other = tokens;
+  other[21] = 999;
+  EXPECT_EQ(h.TailKey(prev, std::span<const TokenId>(other).subspan(16, 5)), t5);
+  // A different length, token, or parent is a different key.
+  EXPECT_NE(h.TailKey(prev, std::span<const TokenId>(tokens).subspan(16, 6)), t5);
+  other[20] = 999;
+  EXPECT_NE(h.TailKey(prev, std::span<const TokenId>(other).subspan(16, 5)), t5);
+  EXPECT_NE(h.TailKey(h.seed(), std::span<const TokenId>(tokens).subspan(16, 5)), t5);
+  // Never the key of a full block.
+  EXPECT_NE(h.TailKey(prev, std::span<const TokenId>(tokens).subspan(16, 15)),
+            h.Next(prev, std::span<const TokenId>(tokens).subspan(16, 16)));
+}
+
+}  // namespace
+}  // namespace kvtier

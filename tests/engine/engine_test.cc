@@ -314,6 +314,31 @@ TEST(EngineTest, BreakpointsWriteMarkedPrefixesWithTheirTtls) {
   EXPECT_EQ(usage_of(small2, short_bps), (Usage{600, 0, 0, 0, 2}));
 }
 
+// A breakpoint at the very end of the prompt (the usual "cache all of
+// this") is found again: its tail record is written once prefill ends.
+TEST(EngineTest, ABreakpointAtThePromptsEndIsReadBackWhole) {
+  ModelConfig c = ModelPreset("tiny").value();
+  c.max_seq_len = 4096;
+  auto w = RandomModel(c, 13).value();
+  auto cache = DramCache(64ull << 20);
+  EngineOptions o;
+  o.kv_bytes = 16ll << 20;
+  auto engine = Engine::Open(w.get(), cache.get(), o).value();
+  GenerateRequest r;
+  r.prompt.resize(1500);
+  for (size_t i = 0; i < r.prompt.size(); ++i) r.prompt[i] = static_cast<TokenId>(i % 500 + 1);
+  r.max_tokens = 3;
+  r.breakpoints_only = true;
+  r.breakpoints = {{1500, TtlClass::k1h}};
+  auto first = engine->Generate(r).value();
+  EXPECT_EQ(first.cache_hit_tokens, 0u);
+  EXPECT_EQ(first.published_blocks, 1500u / 64 + 1) << "23 blocks and a 28-token tail";
+  auto second = engine->Generate(r).value();
+  EXPECT_EQ(second.cache_hit_tokens, 1500u);
+  EXPECT_EQ(second.cached_tokens, 1499u / 64 * 64) << "the last block is recomputed for logits";
+  EXPECT_EQ(second.tokens, first.tokens);
+}
+
 TEST(EngineTest, BadBreakpointsAreRefused) {
   auto w = TinyRandomModel();
   auto engine = Engine::Open(w.get(), nullptr, EngineOptions{}).value();
