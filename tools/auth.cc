@@ -47,20 +47,33 @@ Result<Authenticator> Authenticator::FromText(const std::string& text) {
     ++n;
     if (line.empty() || line[0] == '#') continue;
     std::istringstream words(line);
-    std::string key, tenant, role, extra;
-    words >> key >> tenant >> role >> extra;
+    std::string key, tenant;
+    words >> key >> tenant;
     const std::string where = "line " + std::to_string(n) + ": ";
     if (key.empty() && tenant.empty()) continue;  // blank
-    if (tenant.empty() || !extra.empty() || (!role.empty() && role != "admin")) {
-      return Status::InvalidArgument(where + "expected \"KEY TENANT [admin]\"");
+    bool admin = false, bad = tenant.empty();
+    std::string group;
+    for (std::string w; words >> w;) {
+      if (w == "admin" && !admin) {
+        admin = true;
+      } else if (w.rfind("group=", 0) == 0 && group.empty() && w.size() > 6) {
+        group = w.substr(6);
+      } else {
+        bad = true;
+      }
     }
+    if (bad) return Status::InvalidArgument(where + "expected \"KEY TENANT [admin] [group=NAME]\"");
     if (key.size() < 16 || !Printable(key)) {
       return Status::InvalidArgument(where + "a key needs at least 16 printable characters");
     }
     if (tenant.size() > 256 || !Printable(tenant)) {
       return Status::InvalidArgument(where + "a tenant is printable, at most 256 bytes");
     }
-    if (!a.keys_.emplace(key, Principal{tenant, role == "admin"}).second) {
+    const std::string salt = group.empty() ? tenant : "group:" + group;
+    if (salt.size() > 256 || !Printable(salt)) {
+      return Status::InvalidArgument(where + "a group name is printable, at most 250 bytes");
+    }
+    if (!a.keys_.emplace(key, Principal{tenant, admin, salt}).second) {
       return Status::InvalidArgument(where + "the same key appears twice");
     }
   }
@@ -71,7 +84,8 @@ Result<Authenticator> Authenticator::FromText(const std::string& text) {
 grpc::Status Authenticator::Authenticate(const grpc::ServerContext* ctx,
                                          const std::string& requested, Principal* out) const {
   if (!enabled()) {
-    *out = Principal{requested.empty() ? "default" : requested, true};
+    const std::string tenant = requested.empty() ? "default" : requested;
+    *out = Principal{tenant, true, tenant};
     return grpc::Status::OK;
   }
   const std::string key = KeyOf(ctx);

@@ -8,10 +8,11 @@
 // open (for a laptop or a trusted network): the tenant is what the request
 // says ("default" when it says nothing), and everyone is admin.
 //
-// Key file: one key per line, "KEY TENANT [admin]"; blank lines and lines
-// starting with '#' are skipped. Keys are at least 16 printable characters
-// without spaces; tenants printable, at most 256 bytes. Immutable after
-// loading; thread-safe.
+// Key file: one key per line, "KEY TENANT [admin] [group=NAME]"; blank lines
+// and lines starting with '#' are skipped. Tenants in one share group share
+// cached blocks (DESIGN §2: only an operator may allow that). Keys are at least 16 printable
+// characters without spaces; tenants printable, at most 256 bytes. Immutable after loading;
+// thread-safe.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -26,6 +27,9 @@ namespace kvtier {
 struct Principal {
   std::string tenant;
   bool admin = false;
+  // The namespace salt of its blocks: the tenant itself, or "group:NAME" for
+  // tenants an operator put in one share group (they hit each other's cache).
+  std::string cache_salt;
 };
 
 class Authenticator {

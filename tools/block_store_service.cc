@@ -89,7 +89,7 @@ grpc::Status BlockStoreService::Authorize(const grpc::ServerContext* ctx, Namesp
   if (auth_ == nullptr || !auth_->enabled()) return grpc::Status::OK;
   Principal p;
   grpc::Status s = auth_->Authenticate(ctx, "", &p);
-  if (s.ok() && ns != nullptr) ns->cache_salt = p.tenant;
+  if (s.ok() && ns != nullptr) ns->cache_salt = p.cache_salt;
   return s;
 }
 

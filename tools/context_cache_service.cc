@@ -102,11 +102,7 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
   Principal caller;
-  if (auth_ != nullptr) {
-    if (grpc::Status s = auth_->Authenticate(ctx, req->tenant(), &caller); !s.ok()) return s;
-  } else {
-    caller.tenant = req->tenant().empty() ? "default" : req->tenant();
-  }
+  if (grpc::Status s = Caller(ctx, req->tenant(), &caller); !s.ok()) return s;
   const bool has_text = req->has_prompt(), has_ids = req->token_ids_size() > 0,
              has_segments = req->segments_size() > 0;
   if (int(has_text) + int(has_ids) + int(has_segments) != 1) {
@@ -146,7 +142,7 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
   GenerateRequest g;
   const std::string tenant = caller.tenant;
   g.tenant = tenant;
-  g.cache_salt = g.tenant;
+  g.cache_salt = caller.cache_salt;
   std::vector<CacheBreakpoint> marked;  // every breakpoint asked for
   if (has_segments) {
     if (static_cast<size_t>(req->segments_size()) > limits_.max_segments) {
@@ -366,24 +362,19 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
 }
 
 grpc::Status ContextCacheService::Caller(const grpc::ServerContext* ctx,
-                                         const std::string& requested, std::string* tenant) const {
-  Principal p;
-  if (auth_ != nullptr) {
-    if (grpc::Status s = auth_->Authenticate(ctx, requested, &p); !s.ok()) return s;
-  } else {
-    p.tenant = requested.empty() ? "default" : requested;
-  }
-  *tenant = p.tenant;
+                                         const std::string& requested, Principal* caller) const {
+  if (auth_ != nullptr) return auth_->Authenticate(ctx, requested, caller);
+  const std::string tenant = requested.empty() ? "default" : requested;
+  *caller = Principal{tenant, true, tenant};
   return grpc::Status::OK;
 }
 
 grpc::Status ContextCacheService::NamedCall(const grpc::ServerContext* ctx,
-                                            const std::string& requested,
-                                            std::string* tenant) const {
+                                            const std::string& requested, Principal* caller) const {
   if (named_ == nullptr) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "named caches are not enabled");
   }
-  return Caller(ctx, requested, tenant);
+  return Caller(ctx, requested, caller);
 }
 
 grpc::Status ContextCacheService::Record(const UsageRecord& record) {
@@ -424,8 +415,9 @@ grpc::Status ContextCacheService::CreateCache(grpc::ServerContext* ctx,
                                               v1::NamedCacheInfo* resp) {
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
-  std::string tenant;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  Principal caller;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  const std::string& tenant = caller.tenant;
   if (req->has_text() == (req->token_ids_size() > 0)) {
     return Invalid("give exactly one of text and token_ids");
   }
@@ -470,7 +462,7 @@ grpc::Status ContextCacheService::CreateCache(grpc::ServerContext* ctx,
   // lives until the cache expires.
   GenerateRequest g;
   g.tenant = tenant;
-  g.cache_salt = tenant;
+  g.cache_salt = caller.cache_salt;
   g.prompt = tokens;
   g.max_tokens = 1;
   g.breakpoints_only = true;
@@ -514,8 +506,9 @@ grpc::Status ContextCacheService::GetCache(grpc::ServerContext* ctx, const v1::C
                                            v1::NamedCacheInfo* resp) {
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
-  std::string tenant;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  Principal caller;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  const std::string& tenant = caller.tenant;
   Result<NamedCache> c = named_->Get(tenant, req->name());
   if (!c.ok()) return ToGrpcStatus(c.status());
   FillCacheInfo(*c, resp);
@@ -527,8 +520,9 @@ grpc::Status ContextCacheService::ListCaches(grpc::ServerContext* ctx,
                                              v1::ListCachesResponse* resp) {
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
-  std::string tenant;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  Principal caller;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  const std::string& tenant = caller.tenant;
   Result<std::vector<NamedCache>> list = named_->List(tenant);
   if (!list.ok()) return ToGrpcStatus(list.status());
   for (const NamedCache& c : *list) FillCacheInfo(c, resp->add_caches());
@@ -540,8 +534,9 @@ grpc::Status ContextCacheService::UpdateCache(grpc::ServerContext* ctx,
                                               v1::NamedCacheInfo* resp) {
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
-  std::string tenant;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  Principal caller;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  const std::string& tenant = caller.tenant;
   Result<NamedCacheExpiry> expiry = ExpiryOf(req->ttl_seconds(), req->expire_time_ms());
   if (!expiry.ok()) return ToGrpcStatus(expiry.status());
   Result<NamedCache> before = named_->Get(tenant, req->name());
@@ -577,8 +572,9 @@ grpc::Status ContextCacheService::DeleteCache(grpc::ServerContext* ctx, const v1
                                               v1::DeleteCacheResponse*) {
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
-  std::string tenant;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &tenant); !s.ok()) return s;
+  Principal caller;
+  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  const std::string& tenant = caller.tenant;
   return ToGrpcStatus(named_->Delete(tenant, req->name()));
 }
 

@@ -105,8 +105,9 @@ std::string DaemonUsage() {
                             2x (1h) the input price, reads 0.1x.
   --metrics-listen HOST:PORT  Prometheus metrics over HTTP (default 127.0.0.1:9464,
                           skipped with a warning when busy; "" = none)
-  --api-keys FILE         per-tenant API keys, one "KEY TENANT [admin]" per line; every
-                          call then needs one (metadata x-api-key); default: open
+  --api-keys FILE         per-tenant API keys, one "KEY TENANT [admin] [group=NAME]" per
+                          line (tenants of one group share cached blocks); every call then
+                          needs one (metadata x-api-key); default: open
   --config FILE           settings from a JSON object of flag names to values, e.g.
                           {"dram-bytes": "4G", "api-keys": "/etc/kvtier/keys",
                           "no-flash": true}; flags given on the command line win

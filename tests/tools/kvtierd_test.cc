@@ -538,6 +538,8 @@ TEST(AuthenticatorTest, KeyFilesAreCheckedLineByLine) {
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_TRUE(a->enabled());
   EXPECT_EQ(a->keys(), 2u);
+  EXPECT_TRUE(Authenticator::FromText("k-0123456789abcdef t admin group=g\n").ok());
+  EXPECT_FALSE(Authenticator::FromText("k-0123456789abcdef t group=\n").ok());
   for (const char* bad :
        {"short alice\n", "alice-key-0123456789\n", "alice-key-0123456789 alice root\n",
         "alice-key-0123456789 alice\nalice-key-0123456789 bob\n", "# none\n"}) {
@@ -556,7 +558,9 @@ TEST(KvtierdProcessTest, ApiKeysAuthenticateAndScopeEveryCall) {
   const std::string keys = dir + "/keys";
   std::filesystem::create_directories(dir);
   std::ofstream(keys) << "alice-key-0123456789 alice\nbob-key-0123456789ab bob\n"
-                         "ops-key-0123456789abc ops admin\n";
+                         "ops-key-0123456789abc ops admin\n"
+                         "carol-key-0123456789 carol group=team\n"
+                         "dave-key-0123456789a dave group=team\n";
   DaemonProcess d;
   ASSERT_TRUE(d.Start(dir, {"--api-keys", keys, "--dram-bytes", "64M", "--flash-bytes", "64M"}));
   auto client = [&](const std::string& key) {
@@ -587,6 +591,12 @@ TEST(KvtierdProcessTest, ApiKeysAuthenticateAndScopeEveryCall) {
   auto bobs = bob->Generate(g);
   ASSERT_TRUE(bobs.ok());
   EXPECT_EQ(bobs->usage().cache_read_input_tokens(), 0u);
+  // Tenants an operator put in one share group share their cache.
+  auto carol = client("carol-key-0123456789"), dave = client("dave-key-0123456789a");
+  ASSERT_TRUE(carol->Generate(g).ok());
+  auto daves = dave->Generate(g);
+  ASSERT_TRUE(daves.ok());
+  EXPECT_GT(daves->usage().cache_read_input_tokens(), 0u);
   // Bills: each sees its own; asking for another tenant's is refused.
   v1::BillingReportRequest q;
   auto mine = alice->BillingReport(q);
