@@ -387,6 +387,22 @@ grpc::Status ContextCacheService::Record(const UsageRecord& record) {
   return grpc::Status::OK;
 }
 
+UsageRecord ContextCacheService::StorageRecord(const ModelPrice& price, const std::string& tenant,
+                                               const NamedCache& c, double hours,
+                                               const std::string& period) const {
+  UsageRecord r;
+  r.request_id = "storage/" + c.name + "/" + period;  // one charge per period, billed once
+  r.tenant = tenant;
+  r.model = c.model;
+  r.time_ms = clock_->NowMs();
+  r.kind = RecordKind::kStorage;
+  r.cache_name = c.name;
+  r.storage_tokens = c.token_count;
+  r.storage_hours = hours;
+  r.storage_cost = StorageCharge(price, c.token_count, hours);
+  return r;
+}
+
 void ContextCacheService::FillCacheInfo(const NamedCache& c, v1::NamedCacheInfo* out) const {
   out->set_name(c.name);
   out->set_model(c.model);
@@ -485,16 +501,8 @@ grpc::Status ContextCacheService::CreateCache(grpc::ServerContext* ctx,
   create.time_ms = now;
   create.usage.input_tokens = tokens.size();
   create.cost = Price(price, create.usage);
-  UsageRecord storage;
-  storage.request_id = "storage/" + c->name + "/" + std::to_string(c->create_time_ms);
-  storage.tenant = tenant;
-  storage.model = model_;
-  storage.time_ms = now;
-  storage.kind = RecordKind::kStorage;
-  storage.cache_name = c->name;
-  storage.storage_tokens = tokens.size();
-  storage.storage_hours = hours;
-  storage.storage_cost = StorageCharge(price, tokens.size(), hours);
+  const UsageRecord storage =
+      StorageRecord(price, tenant, *c, hours, std::to_string(c->create_time_ms));
   if (grpc::Status s = Record(create); !s.ok()) return s;
   if (grpc::Status s = Record(storage); !s.ok()) return s;
   FillCacheInfo(*c, resp);
@@ -550,16 +558,9 @@ grpc::Status ContextCacheService::UpdateCache(grpc::ServerContext* ctx,
   NanoUsd charge = 0;
   if (*until > before->expire_time_ms) {
     const ModelPrice& price = prices_ != nullptr ? prices_->For(model_) : ModelPrice();
-    UsageRecord storage;
-    storage.request_id = "storage/" + before->name + "/" + std::to_string(*until);
-    storage.tenant = tenant;
-    storage.model = before->model;
-    storage.time_ms = clock_->NowMs();
-    storage.kind = RecordKind::kStorage;
-    storage.cache_name = before->name;
-    storage.storage_tokens = before->token_count;
-    storage.storage_hours = static_cast<double>(*until - before->expire_time_ms) / 3.6e6;
-    storage.storage_cost = StorageCharge(price, before->token_count, storage.storage_hours);
+    const UsageRecord storage = StorageRecord(
+        price, tenant, *before, static_cast<double>(*until - before->expire_time_ms) / 3.6e6,
+        std::to_string(*until));
     charge = storage.storage_cost;
     if (grpc::Status s = Record(storage); !s.ok()) return s;
   }

@@ -73,6 +73,9 @@ class ContextCacheService final : public v1::ContextCache::Service {
   // Records a usage or storage record; UNAVAILABLE when it cannot be made durable.
   grpc::Status Record(const UsageRecord& record);
   void FillCacheInfo(const NamedCache& c, v1::NamedCacheInfo* out) const;
+  // The storage charge of `c` for `hours`, under an id unique to `period`.
+  UsageRecord StorageRecord(const ModelPrice& price, const std::string& tenant, const NamedCache& c,
+                            double hours, const std::string& period) const;
   const GenerateLimits limits_;
   CallGate& gate_;
   std::string model_;  // "id@revision"
