@@ -6,15 +6,13 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
-#include <bit>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <optional>
 #include <set>
 #include <string_view>
 
-#include "common/checksum.h"
+#include "cache/record_codec.h"
 
 namespace kvtier {
 namespace {
@@ -38,134 +36,66 @@ const char kIdsFamily[] = "ids";
 // old ones.
 constexpr uint8_t kFormatVersion = 1;
 
-class Encoder {
- public:
-  void U8(uint8_t v) { s_.push_back(static_cast<char>(v)); }
-  void U64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) s_.push_back(static_cast<char>(v >> (8 * i)));
-  }
-  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
-  void F64(double v) { U64(std::bit_cast<uint64_t>(v)); }
-  void Str(std::string_view v) {  // callers bound v to kMaxLedgerFieldBytes
-    s_.push_back(static_cast<char>(v.size() & 0xff));
-    s_.push_back(static_cast<char>(v.size() >> 8));
-    s_.append(v);
-  }
-  std::string Finish() && {
-    U64(Checksum64(std::as_bytes(std::span<const char>(s_.data(), s_.size()))));
-    return std::move(s_);
-  }
-
- private:
-  std::string s_;
-};
-
-// Reads fields off a value; once a read runs past the end, every later read
-// yields zero and ok() is false.
-class Decoder {
- public:
-  explicit Decoder(std::string_view v) : v_(v) {}
-  uint8_t U8() {
-    if (!Need(1)) return 0;
-    return static_cast<uint8_t>(v_[pos_++]);
-  }
-  uint64_t U64() {
-    if (!Need(8)) return 0;
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= uint64_t{static_cast<uint8_t>(v_[pos_ + i])} << (8 * i);
-    pos_ += 8;
-    return v;
-  }
-  int64_t I64() { return static_cast<int64_t>(U64()); }
-  double F64() { return std::bit_cast<double>(U64()); }
-  std::string Str() {
-    if (!Need(2)) return {};
-    const size_t n = static_cast<uint8_t>(v_[pos_]) | size_t{static_cast<uint8_t>(v_[pos_ + 1])}
-                                                          << 8;
-    pos_ += 2;
-    if (!Need(n)) return {};
-    std::string s(v_.substr(pos_, n));
-    pos_ += n;
-    return s;
-  }
-  bool ok() const { return ok_; }
-  size_t pos() const { return pos_; }
-
- private:
-  bool Need(size_t n) {
-    if (ok_ && v_.size() - pos_ >= n) return true;
-    ok_ = false;
-    return false;
-  }
-  std::string_view v_;
-  size_t pos_ = 0;
-  bool ok_ = true;
-};
-
 std::string EncodeRecord(const UsageRecord& r) {
-  Encoder e;
-  e.U8(kFormatVersion);
-  e.U8(static_cast<uint8_t>(r.kind));
-  e.Str(r.request_id);
-  e.Str(r.tenant);
-  e.Str(r.model);
-  e.I64(r.time_ms);
-  e.U64(r.usage.input_tokens);
-  e.U64(r.usage.cache_creation_5m);
-  e.U64(r.usage.cache_creation_1h);
-  e.U64(r.usage.cache_read_input_tokens);
-  e.U64(r.usage.output_tokens);
-  e.I64(r.cost.input);
-  e.I64(r.cost.write_5m);
-  e.I64(r.cost.write_1h);
-  e.I64(r.cost.read);
-  e.I64(r.cost.output);
-  e.I64(r.cost.without_cache);
-  e.Str(r.cache_name);
-  e.U64(r.storage_tokens);
-  e.F64(r.storage_hours);
-  e.I64(r.storage_cost);
+  RecordWriter e;
+  e.PutU8(kFormatVersion);
+  e.PutU8(static_cast<uint8_t>(r.kind));
+  e.PutString(r.request_id);
+  e.PutString(r.tenant);
+  e.PutString(r.model);
+  e.PutI64(r.time_ms);
+  e.PutU64(r.usage.input_tokens);
+  e.PutU64(r.usage.cache_creation_5m);
+  e.PutU64(r.usage.cache_creation_1h);
+  e.PutU64(r.usage.cache_read_input_tokens);
+  e.PutU64(r.usage.output_tokens);
+  e.PutI64(r.cost.input);
+  e.PutI64(r.cost.write_5m);
+  e.PutI64(r.cost.write_1h);
+  e.PutI64(r.cost.read);
+  e.PutI64(r.cost.output);
+  e.PutI64(r.cost.without_cache);
+  e.PutString(r.cache_name);
+  e.PutU64(r.storage_tokens);
+  e.PutF64(r.storage_hours);
+  e.PutI64(r.storage_cost);
   return std::move(e).Finish();
 }
 
 // Why `v` is not a record, or nullopt and *out filled.
 std::optional<std::string> DecodeRecord(std::string_view v, UsageRecord* out) {
-  if (v.size() < 8 + 1) return "value of " + std::to_string(v.size()) + " bytes is too short";
-  const std::string_view body = v.substr(0, v.size() - 8);
-  Decoder trailer(v.substr(v.size() - 8));
-  if (Checksum64(std::as_bytes(std::span<const char>(body.data(), body.size()))) != trailer.U64()) {
-    return "checksum mismatch";
-  }
-  Decoder d(body);
-  const uint8_t version = d.U8();
+  std::string_view body;
+  if (std::optional<std::string> why = VerifyRecordChecksum(v, &body)) return why;
+  RecordReader d(body);
+  const uint8_t version = d.ReadU8();
   if (version != kFormatVersion) return "unknown format version " + std::to_string(version);
   UsageRecord r;
-  const uint8_t kind = d.U8();
+  const uint8_t kind = d.ReadU8();
   if (kind > static_cast<uint8_t>(RecordKind::kStorage)) {
     return "unknown record kind " + std::to_string(kind);
   }
   r.kind = static_cast<RecordKind>(kind);
-  r.request_id = d.Str();
-  r.tenant = d.Str();
-  r.model = d.Str();
-  r.time_ms = d.I64();
-  r.usage.input_tokens = d.U64();
-  r.usage.cache_creation_5m = d.U64();
-  r.usage.cache_creation_1h = d.U64();
-  r.usage.cache_read_input_tokens = d.U64();
-  r.usage.output_tokens = d.U64();
-  r.cost.input = d.I64();
-  r.cost.write_5m = d.I64();
-  r.cost.write_1h = d.I64();
-  r.cost.read = d.I64();
-  r.cost.output = d.I64();
-  r.cost.without_cache = d.I64();
-  r.cache_name = d.Str();
-  r.storage_tokens = d.U64();
-  r.storage_hours = d.F64();
-  r.storage_cost = d.I64();
+  r.request_id = d.ReadString();
+  r.tenant = d.ReadString();
+  r.model = d.ReadString();
+  r.time_ms = d.ReadI64();
+  r.usage.input_tokens = d.ReadU64();
+  r.usage.cache_creation_5m = d.ReadU64();
+  r.usage.cache_creation_1h = d.ReadU64();
+  r.usage.cache_read_input_tokens = d.ReadU64();
+  r.usage.output_tokens = d.ReadU64();
+  r.cost.input = d.ReadI64();
+  r.cost.write_5m = d.ReadI64();
+  r.cost.write_1h = d.ReadI64();
+  r.cost.read = d.ReadI64();
+  r.cost.output = d.ReadI64();
+  r.cost.without_cache = d.ReadI64();
+  r.cache_name = d.ReadString();
+  r.storage_tokens = d.ReadU64();
+  r.storage_hours = d.ReadF64();
+  r.storage_cost = d.ReadI64();
   if (!d.ok()) return "value is truncated";
-  if (d.pos() != body.size()) return "value has trailing bytes";
+  if (d.remaining_bytes() != 0) return "value has trailing bytes";
   *out = std::move(r);
   return std::nullopt;
 }
@@ -198,43 +128,8 @@ std::string IdKey(const std::string& tenant, const std::string& request_id) {
   return k;
 }
 
-std::string Printable(std::string_view bytes) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string s;
-  for (char c : bytes) {
-    const auto u = static_cast<uint8_t>(c);
-    if (u >= 0x20 && u < 0x7f && c != '\\') {
-      s.push_back(c);
-    } else {
-      s += "\\x";
-      s.push_back(kHex[u >> 4]);
-      s.push_back(kHex[u & 15]);
-    }
-  }
-  return s;
-}
-
-Status FromRocks(const rocksdb::Status& s, const std::string& what) {
-  if (s.ok()) return Status::Ok();
-  if (s.IsNotFound()) return Status::NotFound(what + ": not found");
-  if (s.IsCorruption()) return Status::Corruption(what + ": " + s.ToString());
-  return Status::IOError(what + ": " + s.ToString());
-}
-
-Status CheckField(const char* name, const std::string& value, bool required) {
-  if (required && value.empty()) return Status::InvalidArgument(std::string(name) + " is empty");
-  if (value.size() > kMaxLedgerFieldBytes) {
-    return Status::InvalidArgument(std::string(name) + " has " + std::to_string(value.size()) +
-                                   " bytes, more than " + std::to_string(kMaxLedgerFieldBytes));
-  }
-  for (char c : value) {
-    const auto u = static_cast<uint8_t>(c);
-    if (u < 0x20 || u > 0x7e) {
-      return Status::InvalidArgument(std::string(name) + " '" + Printable(value) +
-                                     "' is not printable ASCII");
-    }
-  }
-  return Status::Ok();
+Status CheckLedgerField(const char* name, const std::string& value, bool required) {
+  return CheckPrintableField(name, value, kMaxLedgerFieldBytes, required);
 }
 
 }  // namespace
@@ -244,10 +139,11 @@ const char* RecordKindName(RecordKind kind) {
 }
 
 Status ValidateUsageRecord(const UsageRecord& r) {
-  KVTIER_RETURN_IF_ERROR(CheckField("tenant", r.tenant, true));
-  KVTIER_RETURN_IF_ERROR(CheckField("request_id", r.request_id, true));
-  KVTIER_RETURN_IF_ERROR(CheckField("model", r.model, true));
-  KVTIER_RETURN_IF_ERROR(CheckField("cache_name", r.cache_name, r.kind == RecordKind::kStorage));
+  KVTIER_RETURN_IF_ERROR(CheckLedgerField("tenant", r.tenant, true));
+  KVTIER_RETURN_IF_ERROR(CheckLedgerField("request_id", r.request_id, true));
+  KVTIER_RETURN_IF_ERROR(CheckLedgerField("model", r.model, true));
+  KVTIER_RETURN_IF_ERROR(
+      CheckLedgerField("cache_name", r.cache_name, r.kind == RecordKind::kStorage));
   const bool has_usage = r.usage != Usage{} || r.cost.input != 0 || r.cost.write_5m != 0 ||
                          r.cost.write_1h != 0 || r.cost.read != 0 || r.cost.output != 0 ||
                          r.cost.without_cache != 0;
@@ -284,32 +180,17 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const LedgerOptions& options) {
 }
 
 Status Ledger::OpenDb() {
-  std::error_code ec;
-  std::filesystem::create_directories(options_.path, ec);
-  if (ec) {
-    return Status::IOError("creating ledger directory " + options_.path + ": " + ec.message());
-  }
-  rocksdb::DBOptions db;
-  db.create_if_missing = true;
-  db.create_missing_column_families = true;
-  db.max_background_jobs = 2;
-  rocksdb::ColumnFamilyOptions records;
   // The idempotence index is read by point lookups only.
   rocksdb::ColumnFamilyOptions ids;
   rocksdb::BlockBasedTableOptions table;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   ids.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {kRecordsFamily, records},
-      {kIdsFamily, ids}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  KVTIER_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db, options_.path, families, &handles, &db_),
-                                   "opening the ledger at " + options_.path));
-  // The default family is unused; RocksDB keeps its handle itself.
-  (void)db_->DestroyColumnFamilyHandle(handles[0]);
-  records_ = handles[1];
-  ids_ = handles[2];
+  KVTIER_RETURN_IF_ERROR(OpenRocksDbWithFamilies(
+      options_.path, "ledger",
+      {{kRecordsFamily, rocksdb::ColumnFamilyOptions()}, {kIdsFamily, ids}}, &db_, &handles));
+  records_ = handles[0];
+  ids_ = handles[1];
   return Status::Ok();
 }
 
@@ -351,7 +232,7 @@ Status Ledger::AppendBatch(std::span<const UsageRecord> records, std::vector<boo
         continue;
       }
       if (!s.IsNotFound()) {
-        return FromRocks(s, "looking up request " + r.request_id + " of tenant " + r.tenant);
+        return FromRocksStatus(s, "looking up request " + r.request_id + " of tenant " + r.tenant);
       }
       const std::string record_key = RecordKey(r.tenant, r.time_ms, r.request_id);
       batch.Put(records_, record_key, EncodeRecord(r));
@@ -360,7 +241,7 @@ Status Ledger::AppendBatch(std::span<const UsageRecord> records, std::vector<boo
     if (batch.Count() > 0) {
       rocksdb::WriteOptions wo;
       wo.sync = options_.sync;
-      KVTIER_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "appending to the ledger"));
+      KVTIER_RETURN_IF_ERROR(FromRocksStatus(db_->Write(wo, &batch), "appending to the ledger"));
     }
   }
   if (duplicates != nullptr) *duplicates = std::move(dup);
@@ -370,7 +251,7 @@ Status Ledger::AppendBatch(std::span<const UsageRecord> records, std::vector<boo
 Result<std::vector<UsageRecord>> Ledger::Scan(const std::string& tenant, int64_t from_ms,
                                               int64_t to_ms) const {
   // A tenant with a '\0' would name a range inside another tenant's keys.
-  KVTIER_RETURN_IF_ERROR(CheckField("tenant", tenant, true));
+  KVTIER_RETURN_IF_ERROR(CheckLedgerField("tenant", tenant, true));
   std::vector<UsageRecord> out;
   if (from_ms >= to_ms) return out;
   const std::string start = RangeKey(tenant, from_ms);
@@ -383,18 +264,20 @@ Result<std::vector<UsageRecord>> Ledger::Scan(const std::string& tenant, int64_t
     UsageRecord r;
     const std::string_view key = it->key().ToStringView();
     if (std::optional<std::string> why = DecodeRecord(it->value().ToStringView(), &r)) {
-      return Status::Corruption("ledger record " + Printable(key) + ": " + *why);
+      return Status::Corruption("ledger record " + EscapeForMessage(key) + ": " + *why);
     }
     if (RecordKey(r.tenant, r.time_ms, r.request_id) != key) {
-      return Status::Corruption("ledger record " + Printable(key) +
+      return Status::Corruption("ledger record " + EscapeForMessage(key) +
                                 ": its value belongs to another key");
     }
     out.push_back(std::move(r));
   }
-  KVTIER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning the ledger"));
+  KVTIER_RETURN_IF_ERROR(FromRocksStatus(it->status(), "scanning the ledger"));
   return out;
 }
 
-Status Ledger::Flush() { return FromRocks(db_->FlushWAL(/*sync=*/true), "syncing the ledger"); }
+Status Ledger::Flush() {
+  return FromRocksStatus(db_->FlushWAL(/*sync=*/true), "syncing the ledger");
+}
 
 }  // namespace kvtier

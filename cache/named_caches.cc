@@ -5,12 +5,11 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <string_view>
 #include <tuple>
 #include <utility>
 
-#include "common/checksum.h"
+#include "cache/record_codec.h"
 
 namespace kvtier {
 namespace {
@@ -32,125 +31,48 @@ constexpr uint8_t kFormatVersion = 1;
 constexpr size_t kNameHexDigits = 16;
 constexpr size_t kMaxTokensLimit = size_t{1} << 26;
 
-class Encoder {
- public:
-  explicit Encoder(size_t reserve) { s_.reserve(reserve); }
-  void U8(uint8_t v) { s_.push_back(static_cast<char>(v)); }
-  void U32(uint32_t v) {
-    for (int i = 0; i < 4; ++i) s_.push_back(static_cast<char>(v >> (8 * i)));
-  }
-  void U64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) s_.push_back(static_cast<char>(v >> (8 * i)));
-  }
-  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
-  void Str(std::string_view v) {  // callers bound v to kMaxNamedCacheFieldBytes
-    s_.push_back(static_cast<char>(v.size() & 0xff));
-    s_.push_back(static_cast<char>(v.size() >> 8));
-    s_.append(v);
-  }
-  std::string Finish() && {
-    U64(Checksum64(std::as_bytes(std::span<const char>(s_.data(), s_.size()))));
-    return std::move(s_);
-  }
-
- private:
-  std::string s_;
-};
-
-// Reads fields off a value; once a read runs past the end, every later read
-// yields zero and ok() is false.
-class Decoder {
- public:
-  explicit Decoder(std::string_view v) : v_(v) {}
-  uint8_t U8() {
-    if (!Need(1)) return 0;
-    return static_cast<uint8_t>(v_[pos_++]);
-  }
-  uint32_t U32() {
-    if (!Need(4)) return 0;
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= uint32_t{static_cast<uint8_t>(v_[pos_ + i])} << (8 * i);
-    pos_ += 4;
-    return v;
-  }
-  uint64_t U64() {
-    if (!Need(8)) return 0;
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= uint64_t{static_cast<uint8_t>(v_[pos_ + i])} << (8 * i);
-    pos_ += 8;
-    return v;
-  }
-  int64_t I64() { return static_cast<int64_t>(U64()); }
-  std::string Str() {
-    if (!Need(2)) return {};
-    const size_t n = static_cast<uint8_t>(v_[pos_]) | size_t{static_cast<uint8_t>(v_[pos_ + 1])}
-                                                          << 8;
-    pos_ += 2;
-    if (!Need(n)) return {};
-    std::string s(v_.substr(pos_, n));
-    pos_ += n;
-    return s;
-  }
-  size_t remaining() const { return v_.size() - pos_; }
-  bool ok() const { return ok_; }
-
- private:
-  bool Need(size_t n) {
-    if (ok_ && v_.size() - pos_ >= n) return true;
-    ok_ = false;
-    return false;
-  }
-  std::string_view v_;
-  size_t pos_ = 0;
-  bool ok_ = true;
-};
-
 std::string EncodeCache(const NamedCache& c) {
-  Encoder e(64 + c.tenant.size() + c.name.size() + c.model.size() + c.display_name.size() +
-            4 * c.tokens.size());
-  e.U8(kFormatVersion);
-  e.Str(c.tenant);
-  e.Str(c.name);
-  e.Str(c.model);
-  e.Str(c.display_name);
-  e.I64(c.create_time_ms);
-  e.I64(c.expire_time_ms);
-  e.I64(c.ttl_ms);
-  e.U32(static_cast<uint32_t>(c.tokens.size()));
-  for (int32_t t : c.tokens) e.U32(static_cast<uint32_t>(t));
+  RecordWriter e(64 + c.tenant.size() + c.name.size() + c.model.size() + c.display_name.size() +
+                 4 * c.tokens.size());
+  e.PutU8(kFormatVersion);
+  e.PutString(c.tenant);
+  e.PutString(c.name);
+  e.PutString(c.model);
+  e.PutString(c.display_name);
+  e.PutI64(c.create_time_ms);
+  e.PutI64(c.expire_time_ms);
+  e.PutI64(c.ttl_ms);
+  e.PutU32(static_cast<uint32_t>(c.tokens.size()));
+  for (int32_t t : c.tokens) e.PutU32(static_cast<uint32_t>(t));
   return std::move(e).Finish();
 }
 
 // Why `v` is not a cache, or nullopt and *out filled (its tokens only when
 // `with_tokens`; token_count always).
 std::optional<std::string> DecodeCache(std::string_view v, bool with_tokens, NamedCache* out) {
-  if (v.size() < 8 + 1) return "value of " + std::to_string(v.size()) + " bytes is too short";
-  const std::string_view body = v.substr(0, v.size() - 8);
-  Decoder trailer(v.substr(v.size() - 8));
-  if (Checksum64(std::as_bytes(std::span<const char>(body.data(), body.size()))) != trailer.U64()) {
-    return "checksum mismatch";
-  }
-  Decoder d(body);
-  const uint8_t version = d.U8();
+  std::string_view body;
+  if (std::optional<std::string> why = VerifyRecordChecksum(v, &body)) return why;
+  RecordReader d(body);
+  const uint8_t version = d.ReadU8();
   if (version != kFormatVersion) return "unknown format version " + std::to_string(version);
   NamedCache c;
-  c.tenant = d.Str();
-  c.name = d.Str();
-  c.model = d.Str();
-  c.display_name = d.Str();
-  c.create_time_ms = d.I64();
-  c.expire_time_ms = d.I64();
-  c.ttl_ms = d.I64();
-  c.token_count = d.U32();
+  c.tenant = d.ReadString();
+  c.name = d.ReadString();
+  c.model = d.ReadString();
+  c.display_name = d.ReadString();
+  c.create_time_ms = d.ReadI64();
+  c.expire_time_ms = d.ReadI64();
+  c.ttl_ms = d.ReadI64();
+  c.token_count = d.ReadU32();
   if (!d.ok()) return "value is truncated";
-  if (d.remaining() != 4 * c.token_count) {
-    return "value holds " + std::to_string(d.remaining()) + " bytes of tokens, not 4 x " +
+  if (d.remaining_bytes() != 4 * c.token_count) {
+    return "value holds " + std::to_string(d.remaining_bytes()) + " bytes of tokens, not 4 x " +
            std::to_string(c.token_count);
   }
   if (with_tokens) {
     c.tokens.resize(c.token_count);
     for (int32_t& t : c.tokens) {
-      t = static_cast<int32_t>(d.U32());
+      t = static_cast<int32_t>(d.ReadU32());
       if (t < 0) return "negative token id " + std::to_string(t);
     }
   }
@@ -165,43 +87,8 @@ std::string CacheKey(std::string_view tenant, std::string_view name) {
   return k;
 }
 
-std::string Printable(std::string_view bytes) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string s;
-  for (char c : bytes) {
-    const auto u = static_cast<uint8_t>(c);
-    if (u >= 0x20 && u < 0x7f && c != '\\') {
-      s.push_back(c);
-    } else {
-      s += "\\x";
-      s.push_back(kHex[u >> 4]);
-      s.push_back(kHex[u & 15]);
-    }
-  }
-  return s;
-}
-
-Status FromRocks(const rocksdb::Status& s, const std::string& what) {
-  if (s.ok()) return Status::Ok();
-  if (s.IsNotFound()) return Status::NotFound(what + ": not found");
-  if (s.IsCorruption()) return Status::Corruption(what + ": " + s.ToString());
-  return Status::IOError(what + ": " + s.ToString());
-}
-
-Status CheckField(const char* name, const std::string& value, bool required) {
-  if (required && value.empty()) return Status::InvalidArgument(std::string(name) + " is empty");
-  if (value.size() > kMaxNamedCacheFieldBytes) {
-    return Status::InvalidArgument(std::string(name) + " has " + std::to_string(value.size()) +
-                                   " bytes, more than " + std::to_string(kMaxNamedCacheFieldBytes));
-  }
-  for (char c : value) {
-    const auto u = static_cast<uint8_t>(c);
-    if (u < 0x20 || u > 0x7e) {
-      return Status::InvalidArgument(std::string(name) + " '" + Printable(value) +
-                                     "' is not printable ASCII");
-    }
-  }
-  return Status::Ok();
+Status CheckNamedCacheField(const char* name, const std::string& value, bool required) {
+  return CheckPrintableField(name, value, kMaxNamedCacheFieldBytes, required);
 }
 
 bool IsWellFormedName(std::string_view name) {
@@ -214,10 +101,11 @@ bool IsWellFormedName(std::string_view name) {
 // Checks what every call naming a cache requires of its tenant and name.
 Status CheckTenantAndName(const std::string& tenant, const std::string& name) {
   // A tenant with a '\0' would name keys of another tenant.
-  KVTIER_RETURN_IF_ERROR(CheckField("tenant", tenant, true));
+  KVTIER_RETURN_IF_ERROR(CheckNamedCacheField("tenant", tenant, true));
   if (!IsWellFormedName(name)) {
-    return Status::InvalidArgument("cache name '" + Printable(name) + "' is not of the form " +
-                                   kNamedCachePrefix + "<16 lowercase hex digits>");
+    return Status::InvalidArgument("cache name '" + EscapeForMessage(name) +
+                                   "' is not of the form " + kNamedCachePrefix +
+                                   "<16 lowercase hex digits>");
   }
   return Status::Ok();
 }
@@ -229,7 +117,7 @@ Status NotFoundStatus(const std::string& name) {
 }
 
 Status CorruptionStatus(std::string_view key, const std::string& why) {
-  return Status::Corruption("named cache " + Printable(key) + ": " + why);
+  return Status::Corruption("named cache " + EscapeForMessage(key) + ": " + why);
 }
 
 bool Expired(const NamedCache& c, int64_t now_ms) { return now_ms >= c.expire_time_ms; }
@@ -293,24 +181,11 @@ Result<std::unique_ptr<NamedCacheRegistry>> NamedCacheRegistry::Open(
 }
 
 Status NamedCacheRegistry::OpenDb() {
-  std::error_code ec;
-  std::filesystem::create_directories(options_.path, ec);
-  if (ec) {
-    return Status::IOError("creating named cache directory " + options_.path + ": " + ec.message());
-  }
-  rocksdb::DBOptions db;
-  db.create_if_missing = true;
-  db.create_missing_column_families = true;
-  db.max_background_jobs = 2;
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {kCachesFamily, rocksdb::ColumnFamilyOptions()}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  KVTIER_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db, options_.path, families, &handles, &db_),
-                                   "opening the named cache registry at " + options_.path));
-  // The default family is unused; RocksDB keeps its handle itself.
-  (void)db_->DestroyColumnFamilyHandle(handles[0]);
-  caches_ = handles[1];
+  KVTIER_RETURN_IF_ERROR(OpenRocksDbWithFamilies(options_.path, "named cache registry",
+                                                 {{kCachesFamily, rocksdb::ColumnFamilyOptions()}},
+                                                 &db_, &handles));
+  caches_ = handles[0];
   return Status::Ok();
 }
 
@@ -339,7 +214,7 @@ Status NamedCacheRegistry::LoadIndex() {
     }
     index_.emplace(key, std::move(entry));
   }
-  return FromRocks(it->status(), "reading the named cache registry at " + options_.path);
+  return FromRocksStatus(it->status(), "reading the named cache registry at " + options_.path);
 }
 
 NamedCacheRegistry::~NamedCacheRegistry() {
@@ -353,8 +228,9 @@ NamedCacheRegistry::~NamedCacheRegistry() {
 Result<NamedCache> NamedCacheRegistry::ReadCache(const std::string& key) const {
   rocksdb::PinnableSlice value;
   const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), caches_, key, &value);
-  if (s.IsNotFound()) return Status::NotFound("named cache " + Printable(key) + " not stored");
-  KVTIER_RETURN_IF_ERROR(FromRocks(s, "reading named cache " + Printable(key)));
+  if (s.IsNotFound())
+    return Status::NotFound("named cache " + EscapeForMessage(key) + " not stored");
+  KVTIER_RETURN_IF_ERROR(FromRocksStatus(s, "reading named cache " + EscapeForMessage(key)));
   NamedCache c;
   if (std::optional<std::string> why = DecodeCache(value.ToStringView(), true, &c)) {
     return CorruptionStatus(key, *why);
@@ -379,9 +255,9 @@ Result<NamedCache> NamedCacheRegistry::Create(const std::string& tenant, const s
                                               std::span<const int32_t> tokens,
                                               const NamedCacheExpiry& expiry,
                                               const std::string& display_name) {
-  KVTIER_RETURN_IF_ERROR(CheckField("tenant", tenant, true));
-  KVTIER_RETURN_IF_ERROR(CheckField("model", model, true));
-  KVTIER_RETURN_IF_ERROR(CheckField("display_name", display_name, false));
+  KVTIER_RETURN_IF_ERROR(CheckNamedCacheField("tenant", tenant, true));
+  KVTIER_RETURN_IF_ERROR(CheckNamedCacheField("model", model, true));
+  KVTIER_RETURN_IF_ERROR(CheckNamedCacheField("display_name", display_name, false));
   if (tokens.empty()) return Status::InvalidArgument("tokens is empty");
   if (tokens.size() > options_.max_tokens) {
     return Status::InvalidArgument(std::to_string(tokens.size()) + " tokens, more than the " +
@@ -425,8 +301,8 @@ Result<NamedCache> NamedCacheRegistry::Create(const std::string& tenant, const s
   const std::string key = CacheKey(tenant, cache.name);
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
-  KVTIER_RETURN_IF_ERROR(FromRocks(db_->Put(wo, caches_, key, EncodeCache(cache)),
-                                   "storing named cache " + cache.name));
+  KVTIER_RETURN_IF_ERROR(FromRocksStatus(db_->Put(wo, caches_, key, EncodeCache(cache)),
+                                         "storing named cache " + cache.name));
   IndexEntry entry;
   entry.meta = cache;
   entry.meta.tokens.clear();
@@ -447,7 +323,7 @@ Result<NamedCache> NamedCacheRegistry::Get(const std::string& tenant,
 
 Result<std::vector<NamedCache>> NamedCacheRegistry::List(const std::string& tenant,
                                                          bool with_tokens) const {
-  KVTIER_RETURN_IF_ERROR(CheckField("tenant", tenant, true));
+  KVTIER_RETURN_IF_ERROR(CheckNamedCacheField("tenant", tenant, true));
   std::vector<NamedCache> out;
   std::vector<std::string> keys;  // with_tokens: what to read back
   const int64_t now = options_.clock->NowMs();
@@ -501,7 +377,7 @@ Result<int64_t> NamedCacheRegistry::UpdateTtl(const std::string& tenant, const s
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
   KVTIER_RETURN_IF_ERROR(
-      FromRocks(db_->Put(wo, caches_, key, EncodeCache(*c)), "updating named cache " + name));
+      FromRocksStatus(db_->Put(wo, caches_, key, EncodeCache(*c)), "updating named cache " + name));
   it->second.meta.expire_time_ms = c->expire_time_ms;
   it->second.meta.ttl_ms = c->ttl_ms;
   return c->expire_time_ms;
@@ -518,7 +394,8 @@ Status NamedCacheRegistry::Delete(const std::string& tenant, const std::string& 
   }
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
-  KVTIER_RETURN_IF_ERROR(FromRocks(db_->Delete(wo, caches_, key), "deleting named cache " + name));
+  KVTIER_RETURN_IF_ERROR(
+      FromRocksStatus(db_->Delete(wo, caches_, key), "deleting named cache " + name));
   index_.erase(it);
   names_.erase(name);
   return Status::Ok();
@@ -531,14 +408,15 @@ Result<size_t> NamedCacheRegistry::Sweep() {
   std::vector<std::map<std::string, IndexEntry>::iterator> expired;
   for (auto it = index_.begin(); it != index_.end(); ++it) {
     if (it->second.corruption.empty() && Expired(it->second.meta, now)) {
-      KVTIER_RETURN_IF_ERROR(FromRocks(batch.Delete(caches_, it->first), "sweeping named caches"));
+      KVTIER_RETURN_IF_ERROR(
+          FromRocksStatus(batch.Delete(caches_, it->first), "sweeping named caches"));
       expired.push_back(it);
     }
   }
   if (expired.empty()) return size_t{0};
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
-  KVTIER_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "sweeping named caches"));
+  KVTIER_RETURN_IF_ERROR(FromRocksStatus(db_->Write(wo, &batch), "sweeping named caches"));
   for (auto it : expired) {
     names_.erase(it->second.meta.name);
     index_.erase(it);
