@@ -369,8 +369,13 @@ grpc::Status ContextCacheService::Caller(const grpc::ServerContext* ctx,
   return grpc::Status::OK;
 }
 
-grpc::Status ContextCacheService::NamedCall(const grpc::ServerContext* ctx,
-                                            const std::string& requested, Principal* caller) const {
+grpc::Status ContextCacheService::AdmitNamedCall(const grpc::ServerContext* ctx,
+                                                 const std::string& requested,
+                                                 std::optional<CallGate::Pass>* pass,
+                                                 Principal* caller) {
+  std::optional<CallGate::Pass> entered = gate_.Enter();
+  if (!entered) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  pass->emplace(std::move(*entered));
   if (named_ == nullptr) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "named caches are not enabled");
   }
@@ -429,10 +434,9 @@ Result<NamedCacheExpiry> ExpiryOf(uint32_t ttl_seconds, int64_t expire_time_ms) 
 grpc::Status ContextCacheService::CreateCache(grpc::ServerContext* ctx,
                                               const v1::CreateCacheRequest* req,
                                               v1::NamedCacheInfo* resp) {
-  auto pass = gate_.Enter();
-  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::optional<CallGate::Pass> pass;
   Principal caller;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  if (grpc::Status s = AdmitNamedCall(ctx, req->tenant(), &pass, &caller); !s.ok()) return s;
   const std::string& tenant = caller.tenant;
   if (req->has_text() == (req->token_ids_size() > 0)) {
     return Invalid("give exactly one of text and token_ids");
@@ -512,10 +516,9 @@ grpc::Status ContextCacheService::CreateCache(grpc::ServerContext* ctx,
 
 grpc::Status ContextCacheService::GetCache(grpc::ServerContext* ctx, const v1::CacheRef* req,
                                            v1::NamedCacheInfo* resp) {
-  auto pass = gate_.Enter();
-  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::optional<CallGate::Pass> pass;
   Principal caller;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  if (grpc::Status s = AdmitNamedCall(ctx, req->tenant(), &pass, &caller); !s.ok()) return s;
   const std::string& tenant = caller.tenant;
   Result<NamedCache> c = named_->Get(tenant, req->name());
   if (!c.ok()) return ToGrpcStatus(c.status());
@@ -526,10 +529,9 @@ grpc::Status ContextCacheService::GetCache(grpc::ServerContext* ctx, const v1::C
 grpc::Status ContextCacheService::ListCaches(grpc::ServerContext* ctx,
                                              const v1::ListCachesRequest* req,
                                              v1::ListCachesResponse* resp) {
-  auto pass = gate_.Enter();
-  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::optional<CallGate::Pass> pass;
   Principal caller;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  if (grpc::Status s = AdmitNamedCall(ctx, req->tenant(), &pass, &caller); !s.ok()) return s;
   const std::string& tenant = caller.tenant;
   Result<std::vector<NamedCache>> list = named_->List(tenant);
   if (!list.ok()) return ToGrpcStatus(list.status());
@@ -540,10 +542,9 @@ grpc::Status ContextCacheService::ListCaches(grpc::ServerContext* ctx,
 grpc::Status ContextCacheService::UpdateCache(grpc::ServerContext* ctx,
                                               const v1::UpdateCacheRequest* req,
                                               v1::NamedCacheInfo* resp) {
-  auto pass = gate_.Enter();
-  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::optional<CallGate::Pass> pass;
   Principal caller;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  if (grpc::Status s = AdmitNamedCall(ctx, req->tenant(), &pass, &caller); !s.ok()) return s;
   const std::string& tenant = caller.tenant;
   Result<NamedCacheExpiry> expiry = ExpiryOf(req->ttl_seconds(), req->expire_time_ms());
   if (!expiry.ok()) return ToGrpcStatus(expiry.status());
@@ -571,10 +572,9 @@ grpc::Status ContextCacheService::UpdateCache(grpc::ServerContext* ctx,
 
 grpc::Status ContextCacheService::DeleteCache(grpc::ServerContext* ctx, const v1::CacheRef* req,
                                               v1::DeleteCacheResponse*) {
-  auto pass = gate_.Enter();
-  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  std::optional<CallGate::Pass> pass;
   Principal caller;
-  if (grpc::Status s = NamedCall(ctx, req->tenant(), &caller); !s.ok()) return s;
+  if (grpc::Status s = AdmitNamedCall(ctx, req->tenant(), &pass, &caller); !s.ok()) return s;
   const std::string& tenant = caller.tenant;
   return ToGrpcStatus(named_->Delete(tenant, req->name()));
 }

@@ -67,9 +67,10 @@ class ContextCacheService final : public v1::ContextCache::Service {
   // The tenant a call acts for (auth, or the request's, or "default").
   grpc::Status Caller(const grpc::ServerContext* ctx, const std::string& requested,
                       Principal* caller) const;
-  // Common checks of the named-cache calls.
-  grpc::Status NamedCall(const grpc::ServerContext* ctx, const std::string& requested,
-                         Principal* caller) const;
+  // Admits a named-cache call: a pass through the gate (held in *pass for
+  // the call), named caches enabled, and the caller.
+  grpc::Status AdmitNamedCall(const grpc::ServerContext* ctx, const std::string& requested,
+                              std::optional<CallGate::Pass>* pass, Principal* caller);
   // Records a usage or storage record; UNAVAILABLE when it cannot be made durable.
   grpc::Status Record(const UsageRecord& record);
   void FillCacheInfo(const NamedCache& c, v1::NamedCacheInfo* out) const;
