@@ -357,6 +357,15 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
   }
   resp->set_request_id(rec.request_id);
   resp->set_cost_usd(FormatUsd(rec.cost.total()));
+  ++billed_.requests;
+  billed_.input += u.input_tokens;
+  billed_.write_5m += u.cache_creation_5m;
+  billed_.write_1h += u.cache_creation_1h;
+  billed_.read += u.cache_read_input_tokens;
+  billed_.output += u.output_tokens;
+  billed_.cost_nanousd += rec.cost.total();
+  ttft_.Observe(r.ttft_ms / 1000.0);
+  total_.Observe(r.total_ms / 1000.0);
   writer->Write(final_message);
   return grpc::Status::OK;
 }
@@ -406,6 +415,27 @@ UsageRecord ContextCacheService::StorageRecord(const ModelPrice& price, const st
   r.storage_hours = hours;
   r.storage_cost = StorageCharge(price, c.token_count, hours);
   return r;
+}
+
+void ContextCacheService::AppendMetrics(MetricsText* m) const {
+  m->Counter("kvtier_billed_requests_total", "Generate requests recorded in the ledger.",
+             billed_.requests);
+  for (auto [kind, value] :
+       {std::pair{"input", billed_.input.load()},
+        std::pair{"cache_write_5m", billed_.write_5m.load()},
+        std::pair{"cache_write_1h", billed_.write_1h.load()},
+        std::pair{"cache_read", billed_.read.load()}, std::pair{"output", billed_.output.load()}}) {
+    m->Counter("kvtier_billed_tokens_total", "Tokens billed, by kind (DESIGN 6).", value,
+               {{"kind", kind}});
+  }
+  m->Counter("kvtier_billed_usd_total", "Dollars billed for requests.",
+             static_cast<double>(billed_.cost_nanousd.load()) / kNanoUsdPerUsd);
+  m->Counter("kvtier_billed_storage_usd_total", "Dollars billed for named-cache storage.",
+             static_cast<double>(billed_.storage_nanousd.load()) / kNanoUsdPerUsd);
+  m->Histogram("kvtier_generate_ttft_seconds", "Time to the first token of a Generate.",
+               ttft_.Snapshot());
+  m->Histogram("kvtier_generate_seconds", "Time from submission to the end of a Generate.",
+               total_.Snapshot());
 }
 
 void ContextCacheService::FillCacheInfo(const NamedCache& c, v1::NamedCacheInfo* out) const {
@@ -509,6 +539,7 @@ grpc::Status ContextCacheService::CreateCache(grpc::ServerContext* ctx,
       StorageRecord(price, tenant, *c, hours, std::to_string(c->create_time_ms));
   if (grpc::Status s = Record(create); !s.ok()) return s;
   if (grpc::Status s = Record(storage); !s.ok()) return s;
+  billed_.storage_nanousd += storage.storage_cost;
   FillCacheInfo(*c, resp);
   resp->set_storage_cost_usd(FormatUsd(storage.storage_cost));
   return grpc::Status::OK;
@@ -563,6 +594,7 @@ grpc::Status ContextCacheService::UpdateCache(grpc::ServerContext* ctx,
         price, tenant, *before, static_cast<double>(*until - before->expire_time_ms) / 3.6e6,
         std::to_string(*until));
     charge = storage.storage_cost;
+    billed_.storage_nanousd += charge;
     if (grpc::Status s = Record(storage); !s.ok()) return s;
   }
   FillCacheInfo(after, resp);

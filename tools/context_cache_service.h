@@ -7,6 +7,7 @@
 // usage: what the cache gave and took (DESIGN §6, §7).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -18,6 +19,7 @@
 #include "proto/kvtier.grpc.pb.h"
 #include "tools/auth.h"
 #include "tools/call_gate.h"
+#include "tools/metrics.h"
 
 namespace kvtier {
 
@@ -38,6 +40,9 @@ class ContextCacheService final : public v1::ContextCache::Service {
 
   // API keys (set once, before serving; default: open).
   void set_authenticator(const Authenticator* auth) { auth_ = auth; }
+
+  // Adds the service's counters and latency histograms to `m` (Prometheus).
+  void AppendMetrics(MetricsText* m) const;
 
   // Named caches (null: the named-cache calls answer FAILED_PRECONDITION).
   void set_named_caches(NamedCacheRegistry* registry) { named_ = registry; }
@@ -63,6 +68,14 @@ class ContextCacheService final : public v1::ContextCache::Service {
   Clock* clock_;
   const Authenticator* auth_ = nullptr;
   NamedCacheRegistry* named_ = nullptr;
+
+  // What was billed, for /metrics.
+  struct Billed {
+    std::atomic<uint64_t> requests{0}, input{0}, write_5m{0}, write_1h{0}, read{0}, output{0};
+    std::atomic<int64_t> cost_nanousd{0}, storage_nanousd{0};
+  };
+  Billed billed_;
+  LatencyHistogram ttft_, total_;  // seconds, per finished Generate
 
   // The tenant a call acts for (auth, or the request's, or "default").
   grpc::Status Caller(const grpc::ServerContext* ctx, const std::string& requested,

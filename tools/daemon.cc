@@ -719,6 +719,7 @@ std::string Daemon::RenderMetrics() const {
     m.Gauge("kvtier_engine_running", "Sequences running.", e.running);
     m.Gauge("kvtier_engine_waiting", "Sequences waiting.", e.waiting);
   }
+  if (services_ && services_->context_cache) services_->context_cache->AppendMetrics(&m);
   return m.Text();
 }
 

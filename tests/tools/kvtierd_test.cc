@@ -711,6 +711,17 @@ TEST(KvtierdProcessTest, MetricsAreServedOverHttp) {
       << res->body;
   EXPECT_NE(res->body.find("kvtier_tier_capacity_bytes{tier=\"dram\"}"), std::string::npos);
   EXPECT_NE(res->body.find("kvtier_engine_requests_total"), std::string::npos);
+  // A Generate shows in the billing counters and the latency histograms.
+  v1::GenerateRequest g;
+  for (int i = 1; i <= 70; ++i) g.add_token_ids(i);
+  g.set_max_tokens(3);
+  g.set_ignore_eos(true);
+  ASSERT_TRUE(c.Generate(g).ok());
+  res = http.Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_NE(res->body.find("kvtier_billed_requests_total 1"), std::string::npos) << res->body;
+  EXPECT_NE(res->body.find("kvtier_billed_tokens_total{kind=\"output\"} 3"), std::string::npos);
+  EXPECT_NE(res->body.find("kvtier_generate_ttft_seconds_count 1"), std::string::npos);
   // An explicitly given port that is taken stops a second daemon.
   DaemonProcess second;
   EXPECT_FALSE(second.Start(dir + "/second", {"--metrics-listen", m}));
