@@ -6,6 +6,8 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "engine/gpu_forward.h"
+#include "kernels/device.h"
 
 namespace kvtier {
 
@@ -66,10 +68,26 @@ Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheM
                                    " bytes");
   }
   if (pages > INT32_MAX) return Status::InvalidArgument("kv_bytes holds too many pages");
-  return std::unique_ptr<Engine>(new Engine(weights, cache, options));
+  std::unique_ptr<ForwardBackend> gpu;
+  if (options.device == "cuda" || (options.device == "auto" && DeviceAvailable())) {
+    GpuForwardOptions g;
+    g.weights = options.gpu_bf16_weights ? GpuWeights::kBFloat16 : GpuWeights::kFloat32;
+    g.num_pages = static_cast<int32_t>(pages);
+    g.block_tokens = options.block_tokens;
+    g.max_batch_tokens = options.token_budget;
+    g.max_batch_chunks = options.max_batch_seqs;
+    Result<std::unique_ptr<GpuForward>> f = GpuForward::Create(*weights, g);
+    if (!f.ok()) return f.status();
+    gpu = std::move(*f);
+  } else if (options.device != "cpu" && options.device != "auto") {
+    return Status::InvalidArgument("device must be cpu, cuda or auto, got \"" + options.device +
+                                   "\"");
+  }
+  return std::unique_ptr<Engine>(new Engine(weights, cache, options, std::move(gpu)));
 }
 
-Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOptions& options)
+Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOptions& options,
+               std::unique_ptr<ForwardBackend> gpu)
     : weights_(weights),
       cache_(cache),
       options_(options),
@@ -78,8 +96,10 @@ Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOpt
           static_cast<int32_t>(
               options.kv_bytes /
               static_cast<int64_t>(
-                  weights->config.Kv(options.block_tokens, DType::kFloat32).BlockBytes()))),
-      forward_(*weights, &pool_) {
+                  weights->config.Kv(options.block_tokens, DType::kFloat32).BlockBytes())),
+          /*host_storage=*/gpu == nullptr),
+      forward_(std::move(gpu)) {
+  if (forward_ == nullptr) forward_ = std::make_unique<CpuBackend>(*weights, kv_, &pool_);
   for (const auto& [name, w] : options_.tenant_weights) tenants_[name].weight = w > 0 ? w : 1;
   stats_.total_pages = kv_.num_pages();
   stats_.free_pages = kv_.free_pages();
@@ -281,8 +301,16 @@ void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
   const int loadable_blocks = std::min(static_cast<int>(hit.blocks), (len - 1) / bt);
   int loaded = 0;
   for (int i = 0; i < loadable_blocks; ++i) {
-    std::span<std::byte> page = kv_.Bytes(seq->pages[i]);
+    std::span<std::byte> page = forward_->HostPage(seq->pages[i]);
+    if (page.empty()) {
+      page_scratch_.resize(kv_.page_bytes());
+      page = page_scratch_;
+    }
     Result<uint64_t> n = cache_->Read(seq->keys[i], page);
+    if (n.ok() && *n == page.size() && page.data() == page_scratch_.data()) {
+      Status w = forward_->WritePage(seq->pages[i], page);
+      if (!w.ok()) n = w;
+    }
     if (!n.ok() || *n != page.size()) {
       // Dropped, corrupt or of another shape: the rest is prefilled.
       ++stats_.cache_read_failures;
@@ -294,8 +322,8 @@ void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
   if (tail > 0 && loaded == static_cast<int>(hit.blocks) && tokens + tail <= len - 1) {
     std::vector<std::byte> payload(kv_.RowsBytes(tail));
     Result<uint64_t> n = cache_->Read(tail_key, payload);
-    if (n.ok() && *n == payload.size()) {
-      kv_.UnpackRows(seq->pages[loaded], tail, payload);
+    if (n.ok() && *n == payload.size() &&
+        forward_->UnpackRows(seq->pages[loaded], tail, payload).ok()) {
       tokens += tail;
     } else {
       ++stats_.cache_read_failures;
@@ -347,6 +375,14 @@ void Engine::Admit(StepStats* stats) {
   }
 }
 
+Result<std::span<const std::byte>> Engine::PageBytes(PageId page) {
+  std::span<std::byte> host = forward_->HostPage(page);
+  if (!host.empty()) return std::span<const std::byte>(host);
+  page_scratch_.resize(kv_.page_bytes());
+  KVTIER_RETURN_IF_ERROR(forward_->ReadPage(page, page_scratch_));
+  return std::span<const std::byte>(page_scratch_);
+}
+
 void Engine::Publish(Sequence* seq) {
   if (cache_ == nullptr) return;
   if (seq->req.breakpoints_only) {
@@ -365,7 +401,8 @@ void Engine::Publish(Sequence* seq) {
   meta.remat_flops = 2.0 * static_cast<double>(weights_->config.ActiveParams()) * bt;
   for (int i = seq->published; i < full; ++i) {
     meta.parent = i > 0 ? std::optional<BlockKey>(seq->keys[i - 1]) : std::nullopt;
-    Status s = cache_->Insert(seq->keys[i], kv_.Bytes(seq->pages[i]), meta);
+    Result<std::span<const std::byte>> page = PageBytes(seq->pages[i]);
+    Status s = page.ok() ? cache_->Insert(seq->keys[i], *page, meta) : page.status();
     if (s.ok()) {
       ++seq->result.published_blocks;
       ++stats_.published_blocks;
@@ -414,8 +451,13 @@ void Engine::PublishBreakpoints(Sequence* seq) {
   EnsureKeys(seq, full);
   for (int i = seq->published; i < full; ++i) {
     meta.parent = i > 0 ? std::optional<BlockKey>(seq->keys[i - 1]) : std::nullopt;
-    store(seq->keys[i], kv_.Bytes(seq->pages[i]),
-          (i + 1) * bt <= last_1h ? TtlClass::k1h : TtlClass::k5m, static_cast<uint32_t>(bt));
+    Result<std::span<const std::byte>> page = PageBytes(seq->pages[i]);
+    if (!page.ok()) {
+      ++stats_.publish_failures;
+      continue;
+    }
+    store(seq->keys[i], *page, (i + 1) * bt <= last_1h ? TtlClass::k1h : TtlClass::k5m,
+          static_cast<uint32_t>(bt));
   }
   seq->published = std::max(seq->published, full);
   // Tails, once their prefix is computed.
@@ -426,8 +468,12 @@ void Engine::PublishBreakpoints(Sequence* seq) {
     const int rows = end % bt;
     if (rows == 0) continue;  // ends on a block boundary: the block is the record
     meta.parent = end / bt > 0 ? std::optional<BlockKey>(seq->keys[end / bt - 1]) : std::nullopt;
-    store(TailKey(seq, end), kv_.PackRows(seq->pages[end / bt], rows), b.ttl,
-          static_cast<uint32_t>(rows));
+    Result<std::vector<std::byte>> tail = forward_->PackRows(seq->pages[end / bt], rows);
+    if (!tail.ok()) {
+      ++stats_.publish_failures;
+      continue;
+    }
+    store(TailKey(seq, end), *tail, b.ttl, static_cast<uint32_t>(rows));
   }
 }
 
@@ -507,7 +553,7 @@ StepStats Engine::Step() {
     return st;
   }
 
-  Status fs = forward_.Run(chunks, kv_, &logits_);
+  Status fs = forward_->Run(chunks, &logits_);
   const int vocab = weights_->config.vocab_size;
   std::vector<Sequence*> finished;
   int row = 0;

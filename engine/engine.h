@@ -64,6 +64,11 @@ struct EngineOptions {
   int max_batch_seqs = 64;       // sequences running at once
   int token_budget = 512;        // tokens computed per step (decode + prefill)
   int threads = 0;               // forward-pass threads; 0 = one per core
+  // Where the forward pass runs and the KV pages live: "cpu", "cuda" (a
+  // CUDA device; Open fails with kUnavailable without one) or "auto" (cuda
+  // when a device answers, else cpu).
+  std::string device = "cpu";
+  bool gpu_bf16_weights = false;  // cuda: bf16 GEMMs on the tensor cores
   // Weight of each tenant in the fair share; tenants not listed weigh 1.
   std::map<std::string, double> tenant_weights;
   Clock* clock = SystemClock();  // request start times (cache lifetimes); not owned
@@ -146,6 +151,8 @@ class Engine {
   static Result<std::unique_ptr<Engine>> Open(const ModelWeights* weights, CacheManager* cache,
                                               const EngineOptions& options);
   ~Engine();
+  // "cpu" or "cuda": where this engine's forward pass runs.
+  std::string_view device() const { return forward_->device(); }
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
@@ -180,7 +187,8 @@ class Engine {
   struct Sequence;
   struct Tenant;
 
-  Engine(const ModelWeights* weights, CacheManager* cache, const EngineOptions& options);
+  Engine(const ModelWeights* weights, CacheManager* cache, const EngineOptions& options,
+         std::unique_ptr<ForwardBackend> gpu);
 
   void TakeSubmissions();
   void Admit(StepStats* stats);
@@ -202,6 +210,9 @@ class Engine {
   void EnsureKeys(Sequence* seq, int blocks);
   // The key of the tail record of `seq`'s first `end` tokens (end % B != 0).
   BlockKey TailKey(Sequence* seq, int end);
+  // A page's bytes for publishing: the page itself on the CPU, else a copy
+  // in page_scratch_ (valid until the next call).
+  Result<std::span<const std::byte>> PageBytes(PageId page);
   // Publishes what `seq` may write under breakpoints_only.
   void PublishBreakpoints(Sequence* seq);
 
@@ -210,7 +221,8 @@ class Engine {
   const EngineOptions options_;
   ThreadPool pool_;
   KvPages kv_;
-  CpuForward forward_;
+  std::unique_ptr<ForwardBackend> forward_;
+  std::vector<std::byte> page_scratch_;  // a page's bytes when pages are not host memory
 
   // The stepping thread's state.
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order

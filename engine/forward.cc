@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "engine/cpu_math.h"
@@ -163,6 +164,35 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
     }
   }
   MatMulTransposed(last.data(), want, w_.wcls, vocab, dim, logits->data(), pool_);
+  return Status::Ok();
+}
+
+Status CpuBackend::ReadPage(PageId page, std::span<std::byte> out) {
+  std::span<std::byte> p = kv_.Bytes(page);
+  if (out.size() != p.size()) return Status::InvalidArgument("page buffer of the wrong size");
+  std::memcpy(out.data(), p.data(), p.size());
+  return Status::Ok();
+}
+
+Status CpuBackend::WritePage(PageId page, std::span<const std::byte> in) {
+  std::span<std::byte> p = kv_.Bytes(page);
+  if (in.size() != p.size()) return Status::InvalidArgument("page payload of the wrong size");
+  std::memcpy(p.data(), in.data(), p.size());
+  return Status::Ok();
+}
+
+Result<std::vector<std::byte>> CpuBackend::PackRows(PageId page, int rows) {
+  if (rows <= 0 || rows > kv_.geometry().block_tokens) {
+    return Status::InvalidArgument("rows outside the page");
+  }
+  return kv_.PackRows(page, rows);
+}
+
+Status CpuBackend::UnpackRows(PageId page, int rows, std::span<const std::byte> payload) {
+  if (rows <= 0 || rows > kv_.geometry().block_tokens || payload.size() != kv_.RowsBytes(rows)) {
+    return Status::InvalidArgument("partial block of the wrong size");
+  }
+  kv_.UnpackRows(page, rows, payload);
   return Status::Ok();
 }
 

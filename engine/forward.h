@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "cache/prefix_hasher.h"  // TokenId
@@ -33,6 +34,28 @@ struct SeqChunk {
   int start_pos = 0;
   std::span<const PageId> pages;  // the sequence's block table, covering every position
   bool want_logits = false;       // the logits of the chunk's last token
+};
+
+// Where the engine's KV pages live and its forward pass runs: the CPU
+// (CpuBackend below) or a CUDA device (GpuForward, gpu_forward.h). The engine
+// allocates pages itself (KvPages' free list) and moves page contents to and
+// from the cache through this interface.
+class ForwardBackend {
+ public:
+  virtual ~ForwardBackend() = default;
+  virtual std::string_view device() const = 0;  // "cpu" or "cuda"
+  // Runs the chunks (see CpuForward::Run).
+  virtual Status Run(std::span<const SeqChunk> chunks, std::vector<float>* logits) = 0;
+  // A page's bytes in block layout when they are host memory the caller may
+  // read and write in place; empty when they are not (use Read/WritePage).
+  virtual std::span<std::byte> HostPage(PageId page) = 0;
+  // Copies a whole page out of (into) the pool; sizes must equal the page's.
+  virtual Status ReadPage(PageId page, std::span<std::byte> out) = 0;
+  virtual Status WritePage(PageId page, std::span<const std::byte> in) = 0;
+  // The first `rows` slots of a page as a partial block, and back (see
+  // KvPages::PackRows / UnpackRows).
+  virtual Result<std::vector<std::byte>> PackRows(PageId page, int rows) = 0;
+  virtual Status UnpackRows(PageId page, int rows, std::span<const std::byte> payload) = 0;
 };
 
 class CpuForward {
@@ -53,6 +76,27 @@ class CpuForward {
   std::vector<float> rope_cos_, rope_sin_;  // [max_seq_len][head_dim / 2]
   // Activations, [tokens][width], reused between calls.
   std::vector<float> x_, xb_, q_, k_, v_, att_, h1_, h3_, out_;
+};
+
+// The CPU backend: CpuForward over host pages.
+class CpuBackend final : public ForwardBackend {
+ public:
+  // `weights`, `kv` and `pool` must outlive this object.
+  CpuBackend(const ModelWeights& weights, KvPages& kv, ThreadPool* pool)
+      : forward_(weights, pool), kv_(kv) {}
+  std::string_view device() const override { return "cpu"; }
+  Status Run(std::span<const SeqChunk> chunks, std::vector<float>* logits) override {
+    return forward_.Run(chunks, kv_, logits);
+  }
+  std::span<std::byte> HostPage(PageId page) override { return kv_.Bytes(page); }
+  Status ReadPage(PageId page, std::span<std::byte> out) override;
+  Status WritePage(PageId page, std::span<const std::byte> in) override;
+  Result<std::vector<std::byte>> PackRows(PageId page, int rows) override;
+  Status UnpackRows(PageId page, int rows, std::span<const std::byte> payload) override;
+
+ private:
+  CpuForward forward_;
+  KvPages& kv_;
 };
 
 }  // namespace kvtier

@@ -4,12 +4,12 @@
 
 namespace kvtier {
 
-KvPages::KvPages(const KvGeometry& geometry, int32_t num_pages)
+KvPages::KvPages(const KvGeometry& geometry, int32_t num_pages, bool host_storage)
     : geometry_(geometry),
       num_pages_(num_pages),
       head_floats_(static_cast<size_t>(geometry.block_tokens) * geometry.head_dim),
       page_floats_(geometry.BlockBytes() / sizeof(float)),
-      data_(new float[page_floats_ * static_cast<size_t>(num_pages)]) {
+      data_(host_storage ? new float[page_floats_ * static_cast<size_t>(num_pages)] : nullptr) {
   free_.reserve(num_pages);
   for (PageId p = num_pages - 1; p >= 0; --p) free_.push_back(p);
 }

@@ -27,7 +27,10 @@ using PageId = int32_t;
 class KvPages {
  public:
   // Requires geometry.Validate().ok() with dtype f32, and num_pages > 0.
-  KvPages(const KvGeometry& geometry, int32_t num_pages);
+  // Without host storage the object only allocates page ids (the pages'
+  // contents live elsewhere, e.g. in device memory); Bytes, PackRows and
+  // UnpackRows must not be called then.
+  KvPages(const KvGeometry& geometry, int32_t num_pages, bool host_storage = true);
 
   const KvGeometry& geometry() const { return geometry_; }
   int32_t num_pages() const { return num_pages_; }

@@ -48,4 +48,13 @@ Status CopyToDevice(void* dst_device, const void* src_host, size_t bytes);
 Status CopyToHost(void* dst_host, const void* src_device, size_t bytes);
 Status SynchronizeStream(GpuStream stream);
 
+// Page-locks host memory [p, p + bytes) (cudaHostRegister) so that copies
+// from and to it run asynchronously, straight over the bus (the DRAM tier's
+// arena, DESIGN §3). Unavailable without CUDA or a device; an error when the
+// range cannot be pinned (e.g. past the locked-memory limit).
+Status PinHostMemory(void* p, size_t bytes);
+// Undoes PinHostMemory(p, ...). Requires that no copy uses the range any more.
+// Does nothing without CUDA.
+void UnpinHostMemory(void* p);
+
 }  // namespace kvtier

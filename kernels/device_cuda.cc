@@ -70,4 +70,14 @@ Status SynchronizeStream(GpuStream stream) {
                   "cudaStreamSynchronize");
 }
 
+Status PinHostMemory(void* p, size_t bytes) {
+  if (!DeviceAvailable()) return Status::Unavailable("no CUDA device to pin host memory for");
+  // Portable: pinned for every device, not only the current one.
+  const cudaError_t err = cudaHostRegister(p, bytes, cudaHostRegisterPortable);
+  if (err != cudaSuccess) (void)cudaGetLastError();  // not sticky: clear it for later calls
+  return FromCuda(err, "cudaHostRegister");
+}
+
+void UnpinHostMemory(void* p) { (void)cudaHostUnregister(p); }
+
 }  // namespace kvtier

@@ -18,5 +18,7 @@ DeviceBuffer::~DeviceBuffer() = default;
 Status CopyToDevice(void*, const void*, size_t) { return NoCuda(); }
 Status CopyToHost(void*, const void*, size_t) { return NoCuda(); }
 Status SynchronizeStream(GpuStream) { return NoCuda(); }
+Status PinHostMemory(void*, size_t) { return NoCuda(); }
+void UnpinHostMemory(void*) {}
 
 }  // namespace kvtier

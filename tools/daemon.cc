@@ -17,8 +17,10 @@
 
 #include "cache/eviction_policy.h"
 #include "common/log.h"
+#include "kernels/device.h"
 #include "tiers/dram/dram_tier.h"
 #include "tiers/flash/flash_tier.h"
+#include "tiers/hbm/hbm_tier.h"
 #include "tiers/rocks/rocks_tier.h"
 #include "tools/admin_service.h"
 #include "tools/billing_service.h"
@@ -58,6 +60,8 @@ std::string DaemonUsage() {
   --data-dir DIR          data directory, created if absent (default ./var/kvtier)
   --dram-bytes SIZE       DRAM tier capacity, e.g. 512M, 4G (default 1G)
   --lock-memory           mlock the DRAM tier (best effort)
+  --hbm-bytes SIZE        HBM tier capacity on top of DRAM, GPU memory (default 1G when a
+                          GPU is present, else none; 0 = none)
   --rocks-bytes SIZE      RocksDB cold tier capacity, under DIR/rocks
                           (default: the smaller of 64G and half the free disk)
   --no-rocks-wal          do not log cold-tier writes (a crash may lose recent ones)
@@ -83,11 +87,16 @@ std::string DaemonUsage() {
   --max-batch N           sequences the engine runs at once (default 64)
   --token-budget N        tokens the engine computes per step (default 512)
   --engine-threads N      forward-pass threads (default: one per core)
+  --device NAME           where the engine runs: cpu, cuda or auto (default auto: cuda
+                          when a GPU is present, else cpu)
+  --gpu-weights DTYPE     engine weights on the GPU: f32 (default, precise) or bf16
   --no-engine             serve the cache only, no model
+  --hbm-policy NAME
   --dram-policy NAME      eviction policy of a tier: lru, fifo, lfu, arc, s3fifo, sieve,
   --flash-policy NAME       gdsf or ttl-cost (default ttl-cost for every tier)
   --rocks-policy NAME
-  --dram-price USD        price of a tier, $ per GiB-month (defaults 3.0, 0.10, 0.03):
+  --hbm-price USD
+  --dram-price USD        price of a tier, $ per GiB-month (defaults 22.8, 3.0, 0.10, 0.03):
   --flash-price USD         with its capacity, the tier's cost rate in the drain-time
   --rocks-price USD         cost model
   --remat-flops N         prefill FLOP/s of the engine that recomputes a dropped block
@@ -203,7 +212,12 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
                         "max-batch",
                         "token-budget",
                         "engine-threads",
+                        "device",
+                        "gpu-weights",
                         "dram-policy",
+                        "hbm-policy",
+                        "hbm-price",
+                        "hbm-bytes",
                         "flash-policy",
                         "rocks-policy",
                         "dram-price",
@@ -258,6 +272,13 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
     Result<uint64_t> v = ParseBytes(flags.Get("flash-write-budget"));
     if (!v.ok()) return Status::InvalidArgument("--flash-write-budget needs a size per second");
     o.flash_write_budget_bytes_per_s = static_cast<double>(*v);
+  }
+  if (flags.Has("hbm-bytes")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("hbm-bytes"));
+    if (!v.ok() || *v > (uint64_t{1} << 40)) {
+      return Status::InvalidArgument("--hbm-bytes needs a size up to 1T");
+    }
+    o.hbm_bytes = static_cast<int64_t>(*v);
   }
   if (flags.Has("dram-bytes")) {
     Result<uint64_t> v = ParseBytes(flags.Get("dram-bytes"));
@@ -330,6 +351,15 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
     }
     o.min_cacheable_tokens = *v;
   }
+  o.engine_device = flags.Get("device", o.engine_device);
+  if (o.engine_device != "cpu" && o.engine_device != "cuda" && o.engine_device != "auto") {
+    return Status::InvalidArgument("--device must be cpu, cuda or auto");
+  }
+  if (flags.Has("gpu-weights")) {
+    const std::string w = flags.Get("gpu-weights");
+    if (w != "f32" && w != "bf16") return Status::InvalidArgument("--gpu-weights must be f32 or bf16");
+    o.engine_gpu_bf16 = w == "bf16";
+  }
   for (auto [flag, field, lo, hi] : {std::tuple{"max-batch", &o.engine_max_batch, 1, 4096},
                                      std::tuple{"token-budget", &o.engine_token_budget, 1, 1 << 20},
                                      std::tuple{"engine-threads", &o.engine_threads, 0, 1024}}) {
@@ -342,7 +372,8 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
     *field = static_cast<int>(*v);
   }
   for (auto [flag, field] :
-       {std::pair{"dram-policy", &o.dram_policy}, std::pair{"flash-policy", &o.flash_policy},
+       {std::pair{"hbm-policy", &o.hbm_policy}, std::pair{"dram-policy", &o.dram_policy},
+        std::pair{"flash-policy", &o.flash_policy},
         std::pair{"rocks-policy", &o.rocks_policy}}) {
     *field = flags.Get(flag, *field);
     if (NewEvictionPolicy(*field) == nullptr) {
@@ -355,7 +386,8 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   double gpu_usd_per_hour = o.placement.remat.cost_per_s * 3600;
   double fetch_budget_ms = o.placement.fetch_budget_s * 1000;
   for (auto [flag, field, positive] :
-       {std::tuple{"dram-price", &o.dram_usd_per_gib_month, false},
+       {std::tuple{"hbm-price", &o.hbm_usd_per_gib_month, false},
+        std::tuple{"dram-price", &o.dram_usd_per_gib_month, false},
         std::tuple{"flash-price", &o.flash_usd_per_gib_month, false},
         std::tuple{"rocks-price", &o.rocks_usd_per_gib_month, false},
         std::tuple{"remat-flops", &o.placement.remat.flops_per_s, true},
@@ -485,6 +517,16 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
     tiers.push_back(TierSlot{std::move(tier), NewEvictionPolicy(policy, po), cost});
     policies.push_back(policy);
   };
+  const int64_t hbm_bytes =
+      options.hbm_bytes >= 0 ? options.hbm_bytes : (DeviceAvailable() ? int64_t{1} << 30 : 0);
+  if (hbm_bytes > 0) {
+    HbmTierOptions hbm;
+    hbm.capacity_bytes = static_cast<uint64_t>(hbm_bytes);
+    hbm.max_block_bytes = options.max_block_bytes;
+    Result<std::unique_ptr<Tier>> hbm_tier = NewHbmTier(hbm);
+    if (!hbm_tier.ok()) return hbm_tier.status();
+    add_tier(std::move(*hbm_tier), options.hbm_policy, options.hbm_usd_per_gib_month);
+  }
   add_tier(std::move(*dram_tier), options.dram_policy, options.dram_usd_per_gib_month);
   if (options.flash) {
     Result<std::unique_ptr<Tier>> flash = OpenDefaultFlashTier(options);
@@ -544,9 +586,14 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
     eo.max_batch_seqs = options.engine_max_batch;
     eo.token_budget = options.engine_token_budget;
     eo.threads = options.engine_threads;
+    eo.device = options.engine_device;
+    eo.gpu_bf16_weights = options.engine_gpu_bf16;
     Result<std::unique_ptr<Engine>> engine = Engine::Open(d->weights_.get(), d->cache_.get(), eo);
     if (!engine.ok()) return engine.status();
     d->engine_ = std::move(*engine);
+    LogInfo("kvtierd_engine", LogFields()
+                                  .Add("device", std::string(d->engine_->device()))
+                                  .Add("gpu", DeviceDescription()));
     d->engine_->StartLoop();
   }
   // The usage ledger: its own RocksDB under the data directory, every record
@@ -648,11 +695,15 @@ Status Daemon::Start() {
                           ? options_.metrics_listen.substr(0, options_.metrics_listen.rfind(':')) +
                                 ":" + std::to_string(metrics_->bound_port())
                           : std::string());
+  std::string tier_names;
+  for (const TierInfo& t : cache_->Stats().tiers) {
+    tier_names += (tier_names.empty() ? "" : ",") + t.name;
+  }
   LogInfo("kvtierd_serving", LogFields()
                                  .Add("addr", bound_address_)
                                  .Add("data_dir", options_.data_dir)
                                  .Add("dram_bytes", options_.dram_bytes)
-                                 .Add("tiers", options_.flash ? "dram,flash,rocks" : "dram,rocks")
+                                 .Add("tiers", tier_names)
                                  .Add("namespace", options_.default_namespace.ToString())
                                  .Add("model", engine_ ? engine_->CacheNamespace("").ToString()
                                                        : std::string("none")));

@@ -39,6 +39,9 @@ struct DaemonOptions {
   std::string listen = "127.0.0.1:50051";  // host:port; port 0 picks a free one
   std::string data_dir = "./var/kvtier";   // created if absent; locked while running
   uint64_t dram_bytes = 1ull << 30;        // DRAM tier capacity, bytes
+  // HBM tier capacity, bytes, on top of DRAM: -1 = 1 GiB when a GPU answers,
+  // else none; 0 = none.
+  int64_t hbm_bytes = -1;
   bool lock_memory = false;                // mlock the DRAM arena
   // RocksDB cold tier capacity, bytes; 0 = the smaller of 64 GiB and half the
   // free space of the data directory's file system when kvtierd starts.
@@ -69,12 +72,17 @@ struct DaemonOptions {
   int engine_max_batch = 64;                  // sequences running at once
   int engine_token_budget = 512;              // tokens computed per step
   int engine_threads = 0;                     // forward-pass threads; 0 = all cores
+  std::string engine_device = "auto";         // cpu, cuda, or auto (cuda when a GPU answers)
+  bool engine_gpu_bf16 = false;               // cuda: bf16 weights and GEMMs
   // Placement (DESIGN §4, docs/placement.md). Eviction policy per tier (see
   // cache/eviction_policy.h for the names) and each tier's price, which with
   // its capacity gives the cost rate P_t.
+  std::string hbm_policy = "ttl-cost";
   std::string dram_policy = "ttl-cost";
   std::string flash_policy = "ttl-cost";
   std::string rocks_policy = "ttl-cost";
+  // GPU memory: an H100's $2.50/h over its 80 GiB, per month (730 h).
+  double hbm_usd_per_gib_month = 22.8;
   double dram_usd_per_gib_month = 3.0;    // host memory
   double flash_usd_per_gib_month = 0.10;  // local NVMe
   double rocks_usd_per_gib_month = 0.03;  // the cold store's disk

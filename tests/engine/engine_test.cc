@@ -4,11 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/tokenizer.h"
+#include "kernels/device.h"
 #include "tests/engine/engine_test_util.h"
 
 namespace kvtier {
@@ -73,6 +75,68 @@ TEST(EngineTest, Stories260KGreedyReproducesTheGoldenOutput) {
   EXPECT_EQ(out->tokens, want);
   EXPECT_EQ(out->finish_reason, "length");
   EXPECT_EQ((*tok)->Decode(1, out->tokens), golden["text"].get<std::string>());
+}
+
+TEST(EngineTest, TheDeviceIsChosenByName) {
+  auto w = TinyRandomModel();
+  EngineOptions o;
+  o.kv_bytes = 8 << 20;
+  o.device = "gpu";
+  EXPECT_EQ(Engine::Open(w.get(), nullptr, o).status().code(), StatusCode::kInvalidArgument);
+  o.device = "cpu";
+  auto cpu = Engine::Open(w.get(), nullptr, o);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_EQ((*cpu)->device(), "cpu");
+  o.device = "auto";
+  auto any = Engine::Open(w.get(), nullptr, o);
+  ASSERT_TRUE(any.ok()) << any.status();
+  EXPECT_EQ((*any)->device(), DeviceAvailable() ? "cuda" : "cpu");
+  if (!DeviceAvailable()) {
+    o.device = "cuda";
+    EXPECT_EQ(Engine::Open(w.get(), nullptr, o).status().code(), StatusCode::kUnavailable);
+  }
+}
+
+// The engine on the GPU: the golden greedy output of the real tiny model, and
+// a second run of a longer prompt through a DRAM cache (its blocks copied
+// out of device pages and back) giving the same tokens as the first.
+TEST(EngineTest, CudaEngineReproducesTheGoldenOutputAndHitsTheCache) {
+  if (!DeviceAvailable()) GTEST_SKIP() << "no GPU: " << DeviceDescription();
+  const std::string dir = Stories260KDir();
+  std::ifstream in(dir + "/greedy_t0_expected.json");
+  if (!in) GTEST_SKIP() << "no " << dir << "/greedy_t0_expected.json";
+  nlohmann::json golden = nlohmann::json::parse(in);
+  auto w = LoadModel(dir + "/stories260K.bin");
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  auto cache = DramCache();
+  EngineOptions o;
+  o.device = "cuda";
+  o.block_tokens = 16;
+  auto engine = OpenEngine(w->get(), cache.get(), o);
+  ASSERT_EQ(engine->device(), "cuda");
+  GenerateRequest r = Request({golden["bos"].get<TokenId>()}, golden["steps"].get<int>());
+  r.stop_tokens = {golden["bos"].get<TokenId>()};
+  auto out = engine->Generate(r);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(out->tokens, golden["generated_token_ids"].get<std::vector<TokenId>>());
+
+  const std::vector<TokenId> prompt = Prompt(150, 3, (*w)->config.vocab_size);
+  auto first = engine->Generate(Request(prompt, 8));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->cache_hit_tokens, 0u);
+  auto second = engine->Generate(Request(prompt, 8));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->cache_hit_tokens, 144u);
+  EXPECT_EQ(second->tokens, first->tokens);
+  ASSERT_EQ(second->logits.size(), first->logits.size());
+  for (size_t i = 0; i < first->logits.size(); ++i) {
+    float err = 0, scale = 1e-30f;
+    for (size_t j = 0; j < first->logits[i].size(); ++j) {
+      err = std::max(err, std::abs(first->logits[i][j] - second->logits[i][j]));
+      scale = std::max(scale, std::abs(first->logits[i][j]));
+    }
+    EXPECT_LT(err / scale, 1e-5f) << "step " << i;
+  }
 }
 
 TEST(EngineTest, ASequenceDoesNotDependOnItsBatch) {

@@ -14,6 +14,7 @@
 
 #include "common/checksum.h"
 #include "common/log.h"
+#include "kernels/device.h"
 #include "tiers/calibration.h"
 #include "tiers/dram/slab_allocator.h"
 
@@ -31,10 +32,17 @@ struct Entry {
 
 class DramTier final : public Tier {
  public:
-  DramTier(const DramTierOptions& o, std::byte* arena, uint64_t arena_bytes)
-      : options_(o), arena_(arena), arena_bytes_(arena_bytes), slabs_(arena_bytes, o.page_bytes) {}
+  DramTier(const DramTierOptions& o, std::byte* arena, uint64_t arena_bytes, bool pinned)
+      : options_(o),
+        arena_(arena),
+        arena_bytes_(arena_bytes),
+        pinned_(pinned),
+        slabs_(arena_bytes, o.page_bytes) {}
 
-  ~DramTier() override { munmap(arena_, arena_bytes_); }
+  ~DramTier() override {
+    if (pinned_) UnpinHostMemory(arena_);
+    munmap(arena_, arena_bytes_);
+  }
 
   TierInfo Info() const override {
     TierInfo info;
@@ -210,6 +218,7 @@ class DramTier final : public Tier {
   Bandwidth bandwidth_;  // set before the tier is shared
   std::byte* const arena_;
   const uint64_t arena_bytes_;
+  const bool pinned_;  // registered with CUDA (PinHostMemory)
   mutable std::mutex alloc_mu_;
   SlabAllocator slabs_;  // guarded by alloc_mu_
   std::array<Stripe, kStripes> stripes_;
@@ -251,7 +260,15 @@ Result<std::unique_ptr<Tier>> NewDramTier(const DramTierOptions& o) {
     LogWarn("dram_mlock_failed",
             LogFields().Add("bytes", arena_bytes).Add("error", std::strerror(errno)));
   }
-  auto tier = std::make_unique<DramTier>(o, static_cast<std::byte*>(p), arena_bytes);
+  bool pinned = false;
+  if (o.pin_for_gpu && DeviceAvailable()) {
+    Status s = PinHostMemory(p, arena_bytes);
+    pinned = s.ok();
+    if (!pinned) {
+      LogWarn("dram_pin_failed", LogFields().Add("bytes", arena_bytes).Add("error", s.ToString()));
+    }
+  }
+  auto tier = std::make_unique<DramTier>(o, static_cast<std::byte*>(p), arena_bytes, pinned);
   tier->set_bandwidth(ConfiguredOrMeasured(*tier, o.read_bytes_per_s, o.write_bytes_per_s));
   return std::unique_ptr<Tier>(std::move(tier));
 }
