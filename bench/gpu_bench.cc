@@ -232,7 +232,8 @@ nlohmann::json Model(bool quick, const std::string& dir) {
   const std::vector<int> batches =
       quick ? std::vector<int>{1, 16, 64} : std::vector<int>{1, 2, 4, 8, 16, 32, 64, 128, 256};
   const int max_batch = batches.back();
-  const int seq_pages = (ctx + decode_steps * static_cast<int>(batches.size())) / bt + 2;
+  const int steps_total = decode_steps * (static_cast<int>(batches.size()) + 2);
+  const int seq_pages = (ctx + steps_total) / bt + 2;
   const int long_prompt = quick ? 4096 : 16384;
   const int long_pages = long_prompt / bt + 1;
 
@@ -277,7 +278,7 @@ nlohmann::json Model(bool quick, const std::string& dir) {
   std::vector<int> pos(max_batch, 0);
   for (int i = 0; i < max_batch; ++i) {
     tables[i] = Range(i * seq_pages, seq_pages);
-    prompts[i] = Prompt(ctx + decode_steps * static_cast<int>(batches.size()) + 1, i, c.vocab_size);
+    prompts[i] = Prompt(ctx + steps_total + 1, i, c.vocab_size);
   }
   for (int i = 0; i < max_batch; i += 8) {
     std::vector<SeqChunk> chunks;
@@ -289,7 +290,7 @@ nlohmann::json Model(bool quick, const std::string& dir) {
   }
   nlohmann::json dec = nlohmann::json::array();
   std::printf("decode (context %d):", ctx);
-  for (int b : batches) {
+  auto decode_rate = [&](int b) {
     auto step = [&] {
       std::vector<SeqChunk> chunks;
       for (int j = 0; j < b; ++j) {
@@ -302,12 +303,23 @@ nlohmann::json Model(bool quick, const std::string& dir) {
     step();  // warm-up
     const auto t1 = Clock::now();
     for (int i = 1; i < decode_steps; ++i) step();
-    const double s = Seconds(t1, Clock::now()) / (decode_steps - 1);
+    return Seconds(t1, Clock::now()) / (decode_steps - 1);
+  };
+  for (int b : batches) {
+    const double s = decode_rate(b);
     std::printf("  b%d %.0f tok/s", b, b / s);
     dec.push_back({{"batch", b}, {"step_ms", s * 1e3}, {"tokens_per_s", b / s}});
   }
   std::printf("\n");
   out["decode"] = dec;
+  // The same steps launched one by one: what the CUDA graphs save.
+  gpu.set_cuda_graphs(false);
+  const double eager = decode_rate(1);
+  gpu.set_cuda_graphs(true);
+  const double graphed = decode_rate(1);
+  std::printf("decode b1: CUDA graphs %.2f ms/step, eager launches %.2f ms/step (%.2fx)\n",
+              graphed * 1e3, eager * 1e3, eager / graphed);
+  out["decode_b1_graph_speedup"] = eager / graphed;
 
   // TTFT of the long prompt: cold, and with all its full blocks but the
   // last in HBM, in DRAM, on flash (each copied into the engine's pages,

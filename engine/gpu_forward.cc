@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "kernels/attention.cuh"
@@ -47,6 +48,7 @@ struct MetaLayout {
 }  // namespace
 
 struct GpuForward::Impl {
+  static constexpr size_t kCublasWorkspace = 32 << 20;
   struct Layer {
     const float* rms_att = nullptr;
     const float* rms_ffn = nullptr;
@@ -88,6 +90,7 @@ struct GpuForward::Impl {
 
   ~Impl() {
     if (stream != nullptr) cudaStreamSynchronize(stream);
+    ClearGraphs();
     if (blas != nullptr) cublasDestroy(blas);
     for (void* p : device_allocations) cudaFree(p);
     for (void* p : host_allocations) cudaFreeHost(p);
@@ -128,6 +131,12 @@ struct GpuForward::Impl {
     KVTIER_RETURN_IF_ERROR(Cublas(cublasSetStream(blas, stream), "cublasSetStream"));
     // f32 GEMMs stay in f32 (no TF32): the precise mode.
     KVTIER_RETURN_IF_ERROR(Cublas(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"));
+    // A workspace of our own, so that GEMMs captured into graphs allocate
+    // nothing.
+    void* workspace = nullptr;
+    KVTIER_RETURN_IF_ERROR(Device(kCublasWorkspace, reinterpret_cast<std::byte**>(&workspace)));
+    KVTIER_RETURN_IF_ERROR(
+        Cublas(cublasSetWorkspace(blas, workspace, kCublasWorkspace), "cublasSetWorkspace"));
 
     // Weights: the whole storage in one copy, pointers mapped by offset.
     const size_t n = w.storage.size();
@@ -222,12 +231,29 @@ struct GpuForward::Impl {
 
   KvPagesView View() const { return KvPagesView{pool, geo, o.num_pages}; }
 
+  // One Run's launch parameters (device pointers into meta_dev).
+  struct Launch {
+    int64_t rows = 0, want = 0;
+    AttentionBatch all, shorts, longs;
+    const int32_t *ids = nullptr, *positions = nullptr, *last_rows = nullptr;
+  };
+  // What a captured graph's launches depend on besides fixed buffers.
+  struct GraphKey {
+    int64_t rows, want;
+    int32_t chunks, longest, max_pages, tables;
+    auto operator<=>(const GraphKey&) const = default;
+  };
+  static constexpr size_t kMaxGraphs = 64;
+  std::map<GraphKey, cudaGraphExec_t> graphs;
+
   Status Run(std::span<const SeqChunk> chunks, std::vector<float>* out_logits);
+  Status Enqueue(const Launch& plan);
+  Status Capture(const Launch& plan, cudaGraphExec_t* exec);
+  void ClearGraphs();
 };
 
 Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float>* out_logits) {
-  const int dim = c.dim, hd = c.head_dim(), kv_dim = c.n_kv_heads * hd;
-  const int hidden = c.hidden_dim, vocab = c.vocab_size;
+  const int vocab = c.vocab_size;
   const int bt = o.block_tokens;
 
   // Validate everything before touching any page (as CpuForward does).
@@ -311,9 +337,6 @@ Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float
       if (ch.want_logits && !ch.tokens.empty()) last_rows[n_last++] = row - 1;
     }
   }
-  KVTIER_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(meta_dev, meta_host, meta.bytes,
-                                              cudaMemcpyHostToDevice, stream),
-                              "batch metadata upload"));
   const auto* d_ids = reinterpret_cast<const int32_t*>(meta_dev + meta.ids);
   const auto* d_positions = reinterpret_cast<const int32_t*>(meta_dev + meta.positions);
   const auto* d_chunks = reinterpret_cast<const AttentionChunk*>(meta_dev + meta.chunks);
@@ -335,6 +358,62 @@ Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float
   longs.num_chunks = num_chunks - num_short;
   longs.max_chunk_tokens = longest_long;
 
+  Launch plan{rows, want, all, shorts, longs, d_ids, d_positions, d_last};
+  if (!o.cuda_graphs || longs.num_chunks > 0) {
+    // Prefill shapes rarely repeat: launched one by one.
+    KVTIER_RETURN_IF_ERROR(Enqueue(plan));
+  } else {
+    // Decode steps repeat their shape: captured once per shape as a CUDA
+    // graph (metadata upload, every kernel and GEMM, the logits download)
+    // and replayed, which takes the launch overhead off each step.
+    const GraphKey key{rows, want, num_chunks, longest_short, max_pages,
+                       static_cast<int32_t>(chunks.size())};
+    auto it = graphs.find(key);
+    if (it == graphs.end()) {
+      if (graphs.size() >= kMaxGraphs) ClearGraphs();
+      cudaGraphExec_t exec = nullptr;
+      KVTIER_RETURN_IF_ERROR(Capture(plan, &exec));
+      it = graphs.emplace(key, exec).first;
+    }
+    KVTIER_RETURN_IF_ERROR(Cuda(cudaGraphLaunch(it->second, stream), "CUDA graph launch"));
+  }
+  KVTIER_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream), "GPU forward pass"));
+  std::copy_n(logits_host, want * vocab, out_logits->data());
+  return Status::Ok();
+}
+
+Status GpuForward::Impl::Capture(const Launch& plan, cudaGraphExec_t* exec) {
+  KVTIER_RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                              "CUDA graph capture"));
+  const Status enqueued = Enqueue(plan);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (!enqueued.ok() || ended != cudaSuccess) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();  // a failed capture leaves an error behind; this call answers it
+    return enqueued.ok() ? Cuda(ended, "CUDA graph capture") : enqueued;
+  }
+  const cudaError_t made = cudaGraphInstantiate(exec, graph, 0);
+  cudaGraphDestroy(graph);
+  return Cuda(made, "CUDA graph instantiate");
+}
+
+void GpuForward::Impl::ClearGraphs() {
+  for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
+  graphs.clear();
+}
+
+// Everything one Run puts on the stream, from the metadata upload to the
+// logits download.
+Status GpuForward::Impl::Enqueue(const Launch& plan) {
+  const int dim = c.dim, hd = c.head_dim(), kv_dim = c.n_kv_heads * hd;
+  const int hidden = c.hidden_dim, vocab = c.vocab_size;
+  const int64_t rows = plan.rows, want = plan.want;
+  const AttentionBatch &all = plan.all, &shorts = plan.shorts, &longs = plan.longs;
+  const int32_t *d_ids = plan.ids, *d_positions = plan.positions, *d_last = plan.last_rows;
+  KVTIER_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(meta_dev, meta_host, meta.bytes,
+                                              cudaMemcpyHostToDevice, stream),
+                              "batch metadata upload"));
   const KvPagesView kv = View();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   KVTIER_RETURN_IF_ERROR(GatherRows(embedding, vocab, d_ids, rows, dim, x, stream));
@@ -373,8 +452,6 @@ Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float
                                                 cudaMemcpyDeviceToHost, stream),
                                 "logits download"));
   }
-  KVTIER_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream), "GPU forward pass"));
-  std::copy_n(logits_host, want * vocab, out_logits->data());
   return Status::Ok();
 }
 
@@ -403,6 +480,7 @@ Status GpuForward::Run(std::span<const SeqChunk> chunks, std::vector<float>* log
   return impl_->Run(chunks, logits);
 }
 
+void GpuForward::set_cuda_graphs(bool on) { impl_->o.cuda_graphs = on; }
 void* GpuForward::page_pool() const { return impl_->pool; }
 void* GpuForward::stream() const { return impl_->stream; }
 size_t GpuForward::page_bytes() const { return impl_->geo.BlockBytes(); }

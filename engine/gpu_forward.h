@@ -8,6 +8,8 @@
 // multiplied on the tensor cores with f32 accumulation, the fast mode). The
 // small per-token operations and attention are kernels/ launchers; everything
 // runs on one stream, and a call returns once its logits are on the host.
+// Decode-only steps (every chunk of at most decode_chunk_tokens) are captured
+// as a CUDA graph per batch shape and replayed; prefill steps launch eagerly.
 //
 // Tolerance, not bit-identity: cuBLAS and the attention kernels sum in their
 // own order, so GPU logits differ from the CPU path's by rounding (f32: ~1e-5
@@ -41,6 +43,7 @@ struct GpuForwardOptions {
   int max_batch_tokens = 512;    // the most rows one Run may compute
   int max_batch_chunks = 256;    // the most chunks one Run may carry
   int decode_chunk_tokens = 4;   // longest chunk for the decode attention kernel
+  bool cuda_graphs = true;       // replay decode-only steps as captured CUDA graphs
 };
 
 class GpuForward final : public ForwardBackend {
@@ -56,6 +59,10 @@ class GpuForward final : public ForwardBackend {
   Status WritePage(PageId page, std::span<const std::byte> in) override;
   Result<std::vector<std::byte>> PackRows(PageId page, int rows) override;
   Status UnpackRows(PageId page, int rows, std::span<const std::byte> payload) override;
+
+  // Turns the replay of decode steps from CUDA graphs on or off (benchmarks
+  // compare the two).
+  void set_cuda_graphs(bool on);
 
   // The device page pool [num_pages][block layout] and the stream every
   // launch of this object runs on (for tiers/hbm copies into pages).

@@ -28,6 +28,7 @@ Result<std::vector<std::byte>> GpuForward::PackRows(PageId, int) {
 Status GpuForward::UnpackRows(PageId, int, std::span<const std::byte>) {
   return Status::Unavailable("built without CUDA");
 }
+void GpuForward::set_cuda_graphs(bool) {}
 void* GpuForward::page_pool() const { return nullptr; }
 void* GpuForward::stream() const { return nullptr; }
 size_t GpuForward::page_bytes() const { return 0; }

@@ -59,7 +59,11 @@ struct AttentionChunk {
 struct AttentionBatch {
   const AttentionChunk* chunks = nullptr;  // [num_chunks]
   int32_t num_chunks = 0;
-  int32_t rows = 0;              // sum of num_tokens = rows of q and out
+  // Rows of q and out. The twins require the chunks to cover every row
+  // exactly once; the launchers also take chunks covering some of them
+  // (GpuForward gives the short chunks to one kernel and the long ones to the
+  // other, both over the whole q and out).
+  int32_t rows = 0;
   int32_t max_chunk_tokens = 0;  // the longest chunk (sizes the launch grid)
   const int32_t* block_tables = nullptr;  // [num_tables][max_pages]
   int32_t num_tables = 0;

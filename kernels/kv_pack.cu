@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <string>
 
@@ -11,9 +12,12 @@
 namespace kvtier {
 namespace {
 
-// Grid: a 1-D grid-stride loop over units of sizeof(Unit) bytes of the block
-// buffer, so consecutive threads write consecutive bytes of a block (coalesced
-// stores) and read consecutive bytes of one row of a page.
+// Grid: one CUDA block per (block, layer, K|V, kv_head) segment, i.e. per
+// block_tokens consecutive rows of block layout (x = segment, a stride loop
+// over gridDim.x); its threads walk the segment's units of sizeof(Unit)
+// bytes, so consecutive threads write consecutive bytes of the block
+// (coalesced stores) and read consecutive bytes of one page row. The segment
+// is decoded once per CUDA block; per unit only 32-bit index math remains.
 //   pages      [layers][2][num_pages][page_tokens][kv_heads][head_dim]
 //   blocks     [num_blocks][layers][2][kv_heads][block_tokens][head_dim]
 //   page_table [num_blocks][pages_per_block]
@@ -21,17 +25,33 @@ template <typename Unit, bool kPack>
 __global__ void KvPackKernel(KvPackShape s, const int32_t* __restrict__ page_table,
                              int64_t num_blocks, const Unit* __restrict__ src,
                              Unit* __restrict__ dst) {
-  const int64_t units_per_row = s.row_bytes / static_cast<int64_t>(sizeof(Unit));
-  const int64_t total = s.Rows(num_blocks) * units_per_row;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = i / units_per_row;
-    const int64_t u = i % units_per_row;
-    const int64_t page_unit = s.PageRow(row, page_table) * units_per_row + u;
-    if constexpr (kPack) {
-      dst[i] = src[page_unit];
-    } else {
-      dst[page_unit] = src[i];
+  const int units_per_row = static_cast<int>(s.row_bytes / static_cast<int64_t>(sizeof(Unit)));
+  const int seg_units = units_per_row * static_cast<int>(s.block_tokens);
+  const int64_t segments = num_blocks * s.layers * 2 * s.kv_heads;
+  const int page_shift = __ffs(static_cast<int>(s.page_tokens)) - 1;  // page_tokens: a power of two
+  const int page_mask = static_cast<int>(s.page_tokens) - 1;
+  for (int64_t seg = blockIdx.x; seg < segments; seg += gridDim.x) {
+    const int64_t h = seg % s.kv_heads;
+    int64_t rest = seg / s.kv_heads;
+    const int64_t kv = rest % 2;
+    rest /= 2;
+    const int64_t layer = rest % s.layers;
+    const int64_t b = rest / s.layers;
+    const int32_t* table = page_table + b * s.pages_per_block;
+    // Row r of page p (token slot r of the page) for this layer, K|V and head.
+    const int64_t plane = (layer * 2 + kv) * s.num_pages;
+    const int64_t block_base = seg * seg_units;
+    for (int i = threadIdx.x; i < seg_units; i += blockDim.x) {
+      const int t = i / units_per_row;
+      const int u = i - t * units_per_row;
+      const int64_t page = table[t >> page_shift];
+      const int64_t page_row = ((plane + page) * s.page_tokens + (t & page_mask)) * s.kv_heads + h;
+      const int64_t page_unit = page_row * units_per_row + u;
+      if constexpr (kPack) {
+        dst[block_base + i] = src[page_unit];
+      } else {
+        dst[page_unit] = src[block_base + i];
+      }
     }
   }
 }
@@ -48,9 +68,12 @@ Status Launch(const KvPageLayout& layout, const void* src, const int32_t* page_t
   };
   if (!aligned(2)) return Status::InvalidArgument("KV buffers must be 2-byte aligned");
   const int64_t unit = aligned(16) ? 16 : aligned(4) ? 4 : 2;
-  const int64_t total_units = s.Rows(num_blocks) * (s.row_bytes / unit);
+  const int64_t segments = num_blocks * s.layers * 2 * s.kv_heads;
+  if (s.row_bytes / unit * s.block_tokens > INT32_MAX) {
+    return Status::InvalidArgument("KV block segment too large for the pack kernel");
+  }
   constexpr int kThreads = 256;
-  const int64_t grid = std::min<int64_t>((total_units + kThreads - 1) / kThreads, 65535LL * 8);
+  const int64_t grid = std::min<int64_t>(segments, INT32_MAX);
   auto* st = static_cast<cudaStream_t>(stream);
   if (unit == 16) {
     KvPackKernel<uint4, kPack><<<grid, kThreads, 0, st>>>(

@@ -60,7 +60,7 @@ __global__ void RmsNormKernel(const float* x, const float* __restrict__ weight, 
 
 // Grid: a 1-D stride loop over the rows * width / 2 pairs, one pair per
 // thread, so consecutive threads touch consecutive pairs of a row. A row whose
-// position is outside [0, max_pos) is left as it is.
+// position is outside [0, max_pos) is left as it is (the CPU twin refuses it).
 //   x [rows][width]; positions [rows]; cos_table, sin_table [max_pos][head_dim / 2]
 __global__ void RopeKernel(float* x, int64_t rows, int width, int head_dim,
                            const int32_t* __restrict__ positions,
@@ -105,7 +105,8 @@ __global__ void AddKernel(float* y, const float* x, int64_t n) {
 }
 
 // Grid: a stride loop of blocks over output rows; threads over the row's
-// width. A row whose id is outside [0, table_rows) is skipped, left untouched.
+// width. A row whose id is outside [0, table_rows) is skipped and left
+// untouched, never clamped (the CPU twin refuses such ids with InvalidArgument).
 //   table [table_rows][width]; ids [rows]; out [rows][width]
 __global__ void GatherKernel(const float* __restrict__ table, int64_t table_rows,
                              const int32_t* __restrict__ ids, int64_t rows, int width,
