@@ -10,7 +10,8 @@
 //   pack_ratio           KV pack kernel (pages of 16 tokens to 64-token
 //                        blocks) over cudaMemcpyAsync D2D of the same bytes
 //   decode               tokens/s of the GPU forward pass at batch 1..256
-//                        (each sequence 512 tokens deep), ~1B-shape model
+//                        (each sequence 512 tokens deep, greedy: the argmax
+//                        on the device), ~1B-shape model
 //   prefill              MFU of a 2K- and a 16K-token prefill (GEMM FLOPs
 //                        2·N·tokens, attention FLOPs counted apart)
 //   ttft_16k             time to first token of a 16K-token prompt: cold,
@@ -122,17 +123,22 @@ nlohmann::json Transfers(bool quick) {
   Check(cudaHostAlloc(&host, bytes, 0), "cudaHostAlloc");
   Check(cudaMalloc(&dev, bytes), "cudaMalloc");
   std::memset(host, 0x5a, bytes);
-  const double h2d_peak = bytes / TimeStream(s, 5, [&] {
-    Check(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, s), "h2d");
-  });
-  const double d2h_peak = bytes / TimeStream(s, 5, [&] {
-    Check(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, s), "d2h");
-  });
-  const double d2d = 2.0 * bytes / TimeStream(s, 5, [&] {
-    Check(cudaMemcpyAsync(static_cast<char*>(dev) + bytes / 2, dev, bytes / 2,
-                          cudaMemcpyDeviceToDevice, s),
-          "d2d");
-  }) / 2.0;  // bytes read + written, per the half-size copy
+  const double h2d_peak =
+      bytes / TimeStream(s, 5, [&] {
+        Check(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, s), "h2d");
+      });
+  const double d2h_peak =
+      bytes / TimeStream(s, 5, [&] {
+        Check(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, s), "d2h");
+      });
+  const double d2d = 2.0 * bytes /
+                     TimeStream(s, 5,
+                                [&] {
+                                  Check(cudaMemcpyAsync(static_cast<char*>(dev) + bytes / 2, dev,
+                                                        bytes / 2, cudaMemcpyDeviceToDevice, s),
+                                        "d2d");
+                                }) /
+                     2.0;  // bytes read + written, per the half-size copy
 
   // Promotion through the HBM tier: one Write of the whole run from pinned
   // memory (a DRAM arena), then the run read back (an offload).
@@ -167,18 +173,21 @@ nlohmann::json Transfers(bool quick) {
     table[i] = static_cast<int32_t>((i * 7919) % table.size());  // scattered pages
   }
   int32_t* dtable = nullptr;
-  Check(cudaMalloc(reinterpret_cast<void**>(&dtable), table.size() * sizeof(int32_t)), "cudaMalloc");
+  Check(cudaMalloc(reinterpret_cast<void**>(&dtable), table.size() * sizeof(int32_t)),
+        "cudaMalloc");
   Check(cudaMemcpy(dtable, table.data(), table.size() * sizeof(int32_t), cudaMemcpyHostToDevice),
         "table");
   const size_t pack_bytes = pack_blocks * kv_block;
   const double pack = 2.0 * pack_bytes / TimeStream(s, 5, [&] {
-    Check(PackKvBlocks(layout, dev, dtable, pack_blocks, static_cast<char*>(dev) + bytes / 2, s),
-          "pack");
-  });
+                        Check(PackKvBlocks(layout, dev, dtable, pack_blocks,
+                                           static_cast<char*>(dev) + bytes / 2, s),
+                              "pack");
+                      });
   const double unpack = 2.0 * pack_bytes / TimeStream(s, 5, [&] {
-    Check(UnpackKvBlocks(layout, static_cast<char*>(dev) + bytes / 2, dtable, pack_blocks, dev, s),
-          "unpack");
-  });
+                          Check(UnpackKvBlocks(layout, static_cast<char*>(dev) + bytes / 2, dtable,
+                                               pack_blocks, dev, s),
+                                "unpack");
+                        });
   cudaFree(dtable);
   cudaFree(dev);
   cudaFreeHost(host);
@@ -193,11 +202,16 @@ nlohmann::json Transfers(bool quick) {
               d2h_peak / gb, offload / gb, offload / d2h_peak);
   std::printf("  pack: kernel %.0f GB/s, unpack %.0f GB/s, D2D copy %.0f GB/s  ratio %.2f\n",
               pack / gb, unpack / gb, d2d / gb, pack / d2d);
-  return {{"h2d_peak_gbps", h2d_peak / gb},     {"h2d_promotion_gbps", promo / gb},
-          {"h2d_promotion_ratio", promo / h2d_peak}, {"d2h_peak_gbps", d2h_peak / gb},
-          {"d2h_offload_gbps", offload / gb}, {"d2h_offload_ratio", offload / d2h_peak},
-          {"pack_gbps", pack / gb},           {"unpack_gbps", unpack / gb},
-          {"d2d_copy_gbps", d2d / gb},        {"pack_ratio", pack / d2d},
+  return {{"h2d_peak_gbps", h2d_peak / gb},
+          {"h2d_promotion_gbps", promo / gb},
+          {"h2d_promotion_ratio", promo / h2d_peak},
+          {"d2h_peak_gbps", d2h_peak / gb},
+          {"d2h_offload_gbps", offload / gb},
+          {"d2h_offload_ratio", offload / d2h_peak},
+          {"pack_gbps", pack / gb},
+          {"unpack_gbps", unpack / gb},
+          {"d2d_copy_gbps", d2d / gb},
+          {"pack_ratio", pack / d2d},
           {"unpack_ratio", unpack / d2d}};
 }
 
@@ -263,11 +277,16 @@ nlohmann::json Model(bool quick, const std::string& dir) {
     const double gemm = 2.0 * c.ActiveParams() * n;
     const double attn = 2.0 * c.n_layers * c.dim * static_cast<double>(n) * n;  // causal
     const double mfu = peak > 0 ? gemm / s / peak : 0;
-    std::printf("prefill %5d tokens: %.1f ms, %.0f tok/s, GEMM %.0f TFLOP/s (MFU %.3f), "
-                "attention %.1f TFLOP/s\n",
-                n, s * 1e3, n / s, gemm / s / 1e12, mfu, attn / s / 1e12);
-    pre.push_back({{"tokens", n}, {"seconds", s}, {"tokens_per_s", n / s}, {"mfu", mfu},
-                   {"gemm_tflops", gemm / s / 1e12}, {"attention_tflops", attn / s / 1e12}});
+    std::printf(
+        "prefill %5d tokens: %.1f ms, %.0f tok/s, GEMM %.0f TFLOP/s (MFU %.3f), "
+        "attention %.1f TFLOP/s\n",
+        n, s * 1e3, n / s, gemm / s / 1e12, mfu, attn / s / 1e12);
+    pre.push_back({{"tokens", n},
+                   {"seconds", s},
+                   {"tokens_per_s", n / s},
+                   {"mfu", mfu},
+                   {"gemm_tflops", gemm / s / 1e12},
+                   {"attention_tflops", attn / s / 1e12}});
   }
   out["prefill"] = pre;
   out["peak_bf16_flops"] = peak;
@@ -290,14 +309,15 @@ nlohmann::json Model(bool quick, const std::string& dir) {
   }
   nlohmann::json dec = nlohmann::json::array();
   std::printf("decode (context %d):", ctx);
+  std::vector<TokenId> next;
   auto decode_rate = [&](int b) {
     auto step = [&] {
       std::vector<SeqChunk> chunks;
       for (int j = 0; j < b; ++j) {
-        chunks.push_back({std::span<const TokenId>(prompts[j]).subspan(pos[j], 1), pos[j],
-                          tables[j], true});
+        chunks.push_back(
+            {std::span<const TokenId>(prompts[j]).subspan(pos[j], 1), pos[j], tables[j], true});
       }
-      Check(gpu.Run(chunks, &logits), "decode");
+      Check(gpu.RunArgmax(chunks, &next), "decode");  // greedy: ids come back, not logits
       for (int j = 0; j < b; ++j) ++pos[j];
     };
     step();  // warm-up
@@ -392,14 +412,19 @@ nlohmann::json Model(bool quick, const std::string& dir) {
   cudaFreeHost(staging);
   flash->reset();
   std::filesystem::remove(fopt.path);
-  std::printf("TTFT %d tokens: cold %.1f ms, HBM hit %.1f ms, DRAM hit %.1f ms, flash hit %.1f ms"
-              " (%d of %d blocks cached)\n",
-              long_prompt, cold * 1e3, hbm_hit * 1e3, dram_hit * 1e3, flash_hit * 1e3, cached,
-              long_prompt / bt);
-  out["ttft"] = {{"prompt_tokens", long_prompt},   {"cached_blocks", cached},
-                 {"cold_ms", cold * 1e3},          {"hbm_hit_ms", hbm_hit * 1e3},
-                 {"dram_hit_ms", dram_hit * 1e3},  {"flash_hit_ms", flash_hit * 1e3},
-                 {"speedup_hbm", cold / hbm_hit},  {"speedup_dram", cold / dram_hit},
+  std::printf(
+      "TTFT %d tokens: cold %.1f ms, HBM hit %.1f ms, DRAM hit %.1f ms, flash hit %.1f ms"
+      " (%d of %d blocks cached)\n",
+      long_prompt, cold * 1e3, hbm_hit * 1e3, dram_hit * 1e3, flash_hit * 1e3, cached,
+      long_prompt / bt);
+  out["ttft"] = {{"prompt_tokens", long_prompt},
+                 {"cached_blocks", cached},
+                 {"cold_ms", cold * 1e3},
+                 {"hbm_hit_ms", hbm_hit * 1e3},
+                 {"dram_hit_ms", dram_hit * 1e3},
+                 {"flash_hit_ms", flash_hit * 1e3},
+                 {"speedup_hbm", cold / hbm_hit},
+                 {"speedup_dram", cold / dram_hit},
                  {"speedup_flash", cold / flash_hit}};
   return out;
 }

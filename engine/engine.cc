@@ -553,7 +553,17 @@ StepStats Engine::Step() {
     return st;
   }
 
-  Status fs = forward_->Run(chunks, &logits_);
+  // When every sequence that samples this step is greedy and keeps no
+  // logits, only the argmax of each row is needed (computed where the
+  // logits are, on the GPU without moving them).
+  bool greedy = true;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (chunks[i].want_logits &&
+        (batch[i]->req.sampling.temperature != 0.0f || batch[i]->req.keep_logits)) {
+      greedy = false;
+    }
+  }
+  Status fs = greedy ? forward_->RunArgmax(chunks, &argmax_) : forward_->Run(chunks, &logits_);
   const int vocab = weights_->config.vocab_size;
   std::vector<Sequence*> finished;
   int row = 0;
@@ -570,10 +580,15 @@ StepStats Engine::Step() {
     Tenant& t = tenants_[s->req.tenant];
     t.service += n / t.weight;
     if (chunks[i].want_logits) {
-      std::span<const float> lg(&logits_[static_cast<size_t>(row) * vocab], vocab);
+      TokenId tok;
+      if (greedy) {
+        tok = argmax_[row];
+      } else {
+        std::span<const float> lg(&logits_[static_cast<size_t>(row) * vocab], vocab);
+        tok = s->sampler->Sample(lg);
+        if (s->req.keep_logits) s->result.logits.emplace_back(lg.begin(), lg.end());
+      }
       ++row;
-      const TokenId tok = s->sampler->Sample(lg);
-      if (s->req.keep_logits) s->result.logits.emplace_back(lg.begin(), lg.end());
       s->tokens.push_back(tok);
       s->result.tokens.push_back(tok);
       if (s->req.on_token) s->req.on_token(tok);

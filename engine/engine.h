@@ -231,6 +231,7 @@ class Engine {
   int64_t step_ = 0;
   EngineStats stats_;
   std::vector<float> logits_;
+  std::vector<TokenId> argmax_;  // a greedy step's tokens
 
   // Submissions cross threads through here.
   mutable std::mutex mu_;

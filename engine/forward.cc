@@ -196,4 +196,22 @@ Status CpuBackend::UnpackRows(PageId page, int rows, std::span<const std::byte> 
   return Status::Ok();
 }
 
+Status ForwardBackend::RunArgmax(std::span<const SeqChunk> chunks, std::vector<TokenId>* tokens) {
+  std::vector<float> logits;
+  KVTIER_RETURN_IF_ERROR(Run(chunks, &logits));
+  tokens->clear();
+  size_t vocab = 0;
+  for (const SeqChunk& ch : chunks) {
+    if (!ch.want_logits || ch.tokens.empty()) continue;
+    tokens->push_back(0);
+  }
+  if (tokens->empty()) return Status::Ok();
+  vocab = logits.size() / tokens->size();
+  for (size_t r = 0; r < tokens->size(); ++r) {
+    const float* row = logits.data() + r * vocab;
+    (*tokens)[r] = static_cast<TokenId>(std::max_element(row, row + vocab) - row);
+  }
+  return Status::Ok();
+}
+
 }  // namespace kvtier

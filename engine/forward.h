@@ -46,6 +46,11 @@ class ForwardBackend {
   virtual std::string_view device() const = 0;  // "cpu" or "cuda"
   // Runs the chunks (see CpuForward::Run).
   virtual Status Run(std::span<const SeqChunk> chunks, std::vector<float>* logits) = 0;
+  // Runs the chunks like Run but answers, for each chunk that wants logits,
+  // only the index of its largest logit (the first of equal maxima): all that
+  // greedy sampling needs, without moving a vocabulary of floats per row. The
+  // default runs Run and scans the rows.
+  virtual Status RunArgmax(std::span<const SeqChunk> chunks, std::vector<TokenId>* tokens);
   // A page's bytes in block layout when they are host memory the caller may
   // read and write in place; empty when they are not (use Read/WritePage).
   virtual std::span<std::byte> HostPage(PageId page) = 0;

@@ -14,6 +14,8 @@
 #include "kernels/convert.cuh"
 #include "kernels/device.h"
 #include "kernels/layer_ops.cuh"
+#include "kernels/sampling.cuh"
+#include "kernels/skinny_gemm.cuh"
 
 namespace kvtier {
 namespace {
@@ -77,8 +79,9 @@ struct GpuForward::Impl {
   float *x = nullptr, *xb = nullptr, *q = nullptr, *k = nullptr, *v = nullptr;
   float *att = nullptr, *h1 = nullptr, *h3 = nullptr, *out = nullptr;
   float *last = nullptr, *logits = nullptr;
-  uint16_t* act16 = nullptr;  // GEMM input in bf16 mode: [max rows][max(dim, hidden)]
-  void* pool = nullptr;       // pages [num_pages][block layout]
+  int32_t* argmax_ids = nullptr;  // [max_batch_chunks]
+  uint16_t* act16 = nullptr;      // GEMM input in bf16 mode: [max rows][max(dim, hidden)]
+  void* pool = nullptr;           // pages [num_pages][block layout]
   MetaLayout meta{};
   std::byte* meta_dev = nullptr;
   std::byte* meta_host = nullptr;  // pinned
@@ -86,7 +89,10 @@ struct GpuForward::Impl {
   std::byte* page_host = nullptr;  // pinned, one page
 
   Impl(const ModelWeights& weights, const GpuForwardOptions& options)
-      : w(weights), c(weights.config), o(options), geo(c.Kv(options.block_tokens, DType::kFloat32)) {}
+      : w(weights),
+        c(weights.config),
+        o(options),
+        geo(c.Kv(options.block_tokens, DType::kFloat32)) {}
 
   ~Impl() {
     if (stream != nullptr) cudaStreamSynchronize(stream);
@@ -125,12 +131,13 @@ struct GpuForward::Impl {
   }
 
   Status Init() {
-    KVTIER_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
-                                "cudaStreamCreate"));
+    KVTIER_RETURN_IF_ERROR(
+        Cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate"));
     KVTIER_RETURN_IF_ERROR(Cublas(cublasCreate(&blas), "cublasCreate"));
     KVTIER_RETURN_IF_ERROR(Cublas(cublasSetStream(blas, stream), "cublasSetStream"));
     // f32 GEMMs stay in f32 (no TF32): the precise mode.
-    KVTIER_RETURN_IF_ERROR(Cublas(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"));
+    KVTIER_RETURN_IF_ERROR(
+        Cublas(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"));
     // A workspace of our own, so that GEMMs captured into graphs allocate
     // nothing.
     void* workspace = nullptr;
@@ -176,10 +183,12 @@ struct GpuForward::Impl {
     }
     KVTIER_RETURN_IF_ERROR(Device(cs.size(), &rope_cos));
     KVTIER_RETURN_IF_ERROR(Device(sn.size(), &rope_sin));
-    KVTIER_RETURN_IF_ERROR(Cuda(
-        cudaMemcpy(rope_cos, cs.data(), cs.size() * sizeof(float), cudaMemcpyHostToDevice), "rope"));
-    KVTIER_RETURN_IF_ERROR(Cuda(
-        cudaMemcpy(rope_sin, sn.data(), sn.size() * sizeof(float), cudaMemcpyHostToDevice), "rope"));
+    KVTIER_RETURN_IF_ERROR(
+        Cuda(cudaMemcpy(rope_cos, cs.data(), cs.size() * sizeof(float), cudaMemcpyHostToDevice),
+             "rope"));
+    KVTIER_RETURN_IF_ERROR(
+        Cuda(cudaMemcpy(rope_sin, sn.data(), sn.size() * sizeof(float), cudaMemcpyHostToDevice),
+             "rope"));
 
     // Activations for the largest batch.
     const size_t rows = static_cast<size_t>(o.max_batch_tokens);
@@ -196,6 +205,7 @@ struct GpuForward::Impl {
     const size_t want = static_cast<size_t>(o.max_batch_chunks);
     KVTIER_RETURN_IF_ERROR(Device(want * c.dim, &last));
     KVTIER_RETURN_IF_ERROR(Device(want * c.vocab_size, &logits));
+    KVTIER_RETURN_IF_ERROR(Device(want, &argmax_ids));
     KVTIER_RETURN_IF_ERROR(Pinned(want * c.vocab_size, &logits_host));
     if (o.weights == GpuWeights::kBFloat16) {
       KVTIER_RETURN_IF_ERROR(Device(rows * std::max(c.dim, c.hidden_dim), &act16));
@@ -217,10 +227,16 @@ struct GpuForward::Impl {
   Status Gemm(const float* in, int64_t rows, const void* weight, int outs, int kdim, float* y) {
     const float alpha = 1.0f, beta = 0.0f;
     if (o.weights == GpuWeights::kFloat32) {
-      return Cublas(cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, outs, static_cast<int>(rows), kdim,
-                                &alpha, static_cast<const float*>(weight), kdim, in, kdim, &beta,
-                                y, outs),
-                    "cublasSgemm");
+      return Cublas(
+          cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, outs, static_cast<int>(rows), kdim, &alpha,
+                      static_cast<const float*>(weight), kdim, in, kdim, &beta, y, outs),
+          "cublasSgemm");
+    }
+    // A decode step's few rows: a weight-bandwidth-bound product our own
+    // kernel reads at full bandwidth (cuBLAS's tiles leave most SMs idle).
+    if (rows <= kSkinnyMaxRows && kdim % 8 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0) {
+      return SkinnyGemmBf16(in, static_cast<int>(rows), static_cast<const uint16_t*>(weight), outs,
+                            kdim, y, stream);
     }
     KVTIER_RETURN_IF_ERROR(ConvertF32ToBf16(in, rows * kdim, act16, stream));
     return Cublas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, outs, static_cast<int>(rows), kdim,
@@ -234,25 +250,30 @@ struct GpuForward::Impl {
   // One Run's launch parameters (device pointers into meta_dev).
   struct Launch {
     int64_t rows = 0, want = 0;
+    bool argmax = false;  // download each wanted row's argmax instead of its logits
     AttentionBatch all, shorts, longs;
     const int32_t *ids = nullptr, *positions = nullptr, *last_rows = nullptr;
   };
   // What a captured graph's launches depend on besides fixed buffers.
   struct GraphKey {
     int64_t rows, want;
+    bool argmax;
     int32_t chunks, longest, max_pages, tables;
     auto operator<=>(const GraphKey&) const = default;
   };
   static constexpr size_t kMaxGraphs = 64;
   std::map<GraphKey, cudaGraphExec_t> graphs;
 
-  Status Run(std::span<const SeqChunk> chunks, std::vector<float>* out_logits);
+  // Exactly one of out_logits and out_tokens is non-null.
+  Status Run(std::span<const SeqChunk> chunks, std::vector<float>* out_logits,
+             std::vector<TokenId>* out_tokens);
   Status Enqueue(const Launch& plan);
   Status Capture(const Launch& plan, cudaGraphExec_t* exec);
   void ClearGraphs();
 };
 
-Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float>* out_logits) {
+Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float>* out_logits,
+                             std::vector<TokenId>* out_tokens) {
   const int vocab = c.vocab_size;
   const int bt = o.block_tokens;
 
@@ -288,13 +309,13 @@ Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float
     longest = std::max(longest, static_cast<int>(ch.tokens.size()));
   }
   if (rows > o.max_batch_tokens || static_cast<int64_t>(chunks.size()) > o.max_batch_chunks) {
-    return Status::InvalidArgument("batch of " + std::to_string(rows) + " tokens in " +
-                                   std::to_string(chunks.size()) +
-                                   " chunks exceeds the GPU forward's limits (" +
-                                   std::to_string(o.max_batch_tokens) + " tokens, " +
-                                   std::to_string(o.max_batch_chunks) + " chunks)");
+    return Status::InvalidArgument(
+        "batch of " + std::to_string(rows) + " tokens in " + std::to_string(chunks.size()) +
+        " chunks exceeds the GPU forward's limits (" + std::to_string(o.max_batch_tokens) +
+        " tokens, " + std::to_string(o.max_batch_chunks) + " chunks)");
   }
-  out_logits->assign(static_cast<size_t>(want) * vocab, 0.0f);
+  if (out_logits != nullptr) out_logits->assign(static_cast<size_t>(want) * vocab, 0.0f);
+  if (out_tokens != nullptr) out_tokens->assign(static_cast<size_t>(want), 0);
   if (rows == 0) return Status::Ok();
 
   // Metadata: token ids and positions by row; chunks, short ones first, so
@@ -333,7 +354,8 @@ Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float
       }
       int32_t* table = tables + i * max_pages;
       const size_t have = std::min(ch.pages.size(), static_cast<size_t>(max_pages));
-      for (size_t p = 0; p < static_cast<size_t>(max_pages); ++p) table[p] = p < have ? ch.pages[p] : 0;
+      for (size_t p = 0; p < static_cast<size_t>(max_pages); ++p)
+        table[p] = p < have ? ch.pages[p] : 0;
       if (ch.want_logits && !ch.tokens.empty()) last_rows[n_last++] = row - 1;
     }
   }
@@ -358,7 +380,8 @@ Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float
   longs.num_chunks = num_chunks - num_short;
   longs.max_chunk_tokens = longest_long;
 
-  Launch plan{rows, want, all, shorts, longs, d_ids, d_positions, d_last};
+  const bool argmax = out_tokens != nullptr;
+  Launch plan{rows, want, argmax, all, shorts, longs, d_ids, d_positions, d_last};
   if (!o.cuda_graphs || longs.num_chunks > 0) {
     // Prefill shapes rarely repeat: launched one by one.
     KVTIER_RETURN_IF_ERROR(Enqueue(plan));
@@ -366,7 +389,12 @@ Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float
     // Decode steps repeat their shape: captured once per shape as a CUDA
     // graph (metadata upload, every kernel and GEMM, the logits download)
     // and replayed, which takes the launch overhead off each step.
-    const GraphKey key{rows, want, num_chunks, longest_short, max_pages,
+    const GraphKey key{rows,
+                       want,
+                       argmax,
+                       num_chunks,
+                       longest_short,
+                       max_pages,
                        static_cast<int32_t>(chunks.size())};
     auto it = graphs.find(key);
     if (it == graphs.end()) {
@@ -378,13 +406,18 @@ Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float
     KVTIER_RETURN_IF_ERROR(Cuda(cudaGraphLaunch(it->second, stream), "CUDA graph launch"));
   }
   KVTIER_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream), "GPU forward pass"));
-  std::copy_n(logits_host, want * vocab, out_logits->data());
+  if (argmax) {
+    const auto* ids = reinterpret_cast<const int32_t*>(logits_host);
+    std::copy_n(ids, want, out_tokens->data());
+  } else {
+    std::copy_n(logits_host, want * vocab, out_logits->data());
+  }
   return Status::Ok();
 }
 
 Status GpuForward::Impl::Capture(const Launch& plan, cudaGraphExec_t* exec) {
-  KVTIER_RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
-                              "CUDA graph capture"));
+  KVTIER_RETURN_IF_ERROR(
+      Cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "CUDA graph capture"));
   const Status enqueued = Enqueue(plan);
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
@@ -411,9 +444,9 @@ Status GpuForward::Impl::Enqueue(const Launch& plan) {
   const int64_t rows = plan.rows, want = plan.want;
   const AttentionBatch &all = plan.all, &shorts = plan.shorts, &longs = plan.longs;
   const int32_t *d_ids = plan.ids, *d_positions = plan.positions, *d_last = plan.last_rows;
-  KVTIER_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(meta_dev, meta_host, meta.bytes,
-                                              cudaMemcpyHostToDevice, stream),
-                              "batch metadata upload"));
+  KVTIER_RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(meta_dev, meta_host, meta.bytes, cudaMemcpyHostToDevice, stream),
+           "batch metadata upload"));
   const KvPagesView kv = View();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   KVTIER_RETURN_IF_ERROR(GatherRows(embedding, vocab, d_ids, rows, dim, x, stream));
@@ -448,9 +481,16 @@ Status GpuForward::Impl::Enqueue(const Launch& plan) {
     KVTIER_RETURN_IF_ERROR(GatherRows(x, rows, d_last, want, dim, last, stream));
     KVTIER_RETURN_IF_ERROR(RmsNormRows(last, rms_final, want, dim, c.norm_eps, last, stream));
     KVTIER_RETURN_IF_ERROR(Gemm(last, want, wcls, vocab, dim, logits));
-    KVTIER_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(logits_host, logits, want * vocab * sizeof(float),
-                                                cudaMemcpyDeviceToHost, stream),
-                                "logits download"));
+    if (plan.argmax) {
+      KVTIER_RETURN_IF_ERROR(ArgmaxRows(logits, want, vocab, argmax_ids, stream));
+      KVTIER_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(logits_host, argmax_ids, want * sizeof(int32_t),
+                                                  cudaMemcpyDeviceToHost, stream),
+                                  "argmax download"));
+    } else {
+      KVTIER_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(logits_host, logits, want * vocab * sizeof(float),
+                                                  cudaMemcpyDeviceToHost, stream),
+                                  "logits download"));
+    }
   }
   return Status::Ok();
 }
@@ -477,7 +517,11 @@ Result<std::unique_ptr<GpuForward>> GpuForward::Create(const ModelWeights& weigh
 }
 
 Status GpuForward::Run(std::span<const SeqChunk> chunks, std::vector<float>* logits) {
-  return impl_->Run(chunks, logits);
+  return impl_->Run(chunks, logits, nullptr);
+}
+
+Status GpuForward::RunArgmax(std::span<const SeqChunk> chunks, std::vector<TokenId>* tokens) {
+  return impl_->Run(chunks, nullptr, tokens);
 }
 
 void GpuForward::set_cuda_graphs(bool on) { impl_->o.cuda_graphs = on; }
@@ -501,9 +545,9 @@ Status GpuForward::ReadPage(PageId page, std::span<std::byte> out) {
   const size_t bytes = page_bytes();
   if (out.size() != bytes) return Status::InvalidArgument("page buffer of the wrong size");
   const auto* src = static_cast<const std::byte*>(impl_->pool) + static_cast<size_t>(page) * bytes;
-  KVTIER_RETURN_IF_ERROR(Cuda(
-      cudaMemcpyAsync(impl_->page_host, src, bytes, cudaMemcpyDeviceToHost, impl_->stream),
-      "page download"));
+  KVTIER_RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(impl_->page_host, src, bytes, cudaMemcpyDeviceToHost, impl_->stream),
+           "page download"));
   KVTIER_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(impl_->stream), "page download"));
   std::memcpy(out.data(), impl_->page_host, bytes);
   return Status::Ok();
@@ -515,9 +559,9 @@ Status GpuForward::WritePage(PageId page, std::span<const std::byte> in) {
   if (in.size() != bytes) return Status::InvalidArgument("page payload of the wrong size");
   std::memcpy(impl_->page_host, in.data(), bytes);
   auto* dst = static_cast<std::byte*>(impl_->pool) + static_cast<size_t>(page) * bytes;
-  KVTIER_RETURN_IF_ERROR(Cuda(
-      cudaMemcpyAsync(dst, impl_->page_host, bytes, cudaMemcpyHostToDevice, impl_->stream),
-      "page upload"));
+  KVTIER_RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(dst, impl_->page_host, bytes, cudaMemcpyHostToDevice, impl_->stream),
+           "page upload"));
   return Cuda(cudaStreamSynchronize(impl_->stream), "page upload");
 }
 
@@ -531,7 +575,8 @@ Result<std::vector<std::byte>> GpuForward::PackRows(PageId page, int rows) {
   const size_t width = static_cast<size_t>(rows) * g.head_dim * sizeof(float);
   const size_t pitch = static_cast<size_t>(g.block_tokens) * g.head_dim * sizeof(float);
   const size_t height = static_cast<size_t>(g.layers) * 2 * g.kv_heads;
-  const auto* src = static_cast<const std::byte*>(impl_->pool) + static_cast<size_t>(page) * page_bytes();
+  const auto* src =
+      static_cast<const std::byte*>(impl_->pool) + static_cast<size_t>(page) * page_bytes();
   KVTIER_RETURN_IF_ERROR(Cuda(cudaMemcpy2DAsync(impl_->page_host, width, src, pitch, width, height,
                                                 cudaMemcpyDeviceToHost, impl_->stream),
                               "partial page download"));

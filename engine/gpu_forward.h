@@ -38,12 +38,12 @@ enum class GpuWeights { kFloat32, kBFloat16 };
 
 struct GpuForwardOptions {
   GpuWeights weights = GpuWeights::kFloat32;
-  int32_t num_pages = 0;         // KV pages in device memory, each one block (f32)
-  int block_tokens = 64;         // tokens per page
-  int max_batch_tokens = 512;    // the most rows one Run may compute
-  int max_batch_chunks = 256;    // the most chunks one Run may carry
-  int decode_chunk_tokens = 4;   // longest chunk for the decode attention kernel
-  bool cuda_graphs = true;       // replay decode-only steps as captured CUDA graphs
+  int32_t num_pages = 0;        // KV pages in device memory, each one block (f32)
+  int block_tokens = 64;        // tokens per page
+  int max_batch_tokens = 512;   // the most rows one Run may compute
+  int max_batch_chunks = 256;   // the most chunks one Run may carry
+  int decode_chunk_tokens = 4;  // longest chunk for the decode attention kernel
+  bool cuda_graphs = true;      // replay decode-only steps as captured CUDA graphs
 };
 
 class GpuForward final : public ForwardBackend {
@@ -54,6 +54,8 @@ class GpuForward final : public ForwardBackend {
 
   std::string_view device() const override { return "cuda"; }
   Status Run(std::span<const SeqChunk> chunks, std::vector<float>* logits) override;
+  // The argmax on the device (kernels/sampling.cuh); only the ids come back.
+  Status RunArgmax(std::span<const SeqChunk> chunks, std::vector<TokenId>* tokens) override;
   std::span<std::byte> HostPage(PageId) override { return {}; }
   Status ReadPage(PageId page, std::span<std::byte> out) override;
   Status WritePage(PageId page, std::span<const std::byte> in) override;

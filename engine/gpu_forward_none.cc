@@ -16,6 +16,9 @@ Result<std::unique_ptr<GpuForward>> GpuForward::Create(const ModelWeights&,
 Status GpuForward::Run(std::span<const SeqChunk>, std::vector<float>*) {
   return Status::Unavailable("built without CUDA");
 }
+Status GpuForward::RunArgmax(std::span<const SeqChunk>, std::vector<TokenId>*) {
+  return Status::Unavailable("built without CUDA");
+}
 Status GpuForward::ReadPage(PageId, std::span<std::byte>) {
   return Status::Unavailable("built without CUDA");
 }

@@ -139,6 +139,29 @@ TEST(EngineTest, CudaEngineReproducesTheGoldenOutputAndHitsTheCache) {
   }
 }
 
+// Greedy steps without kept logits take the backend's argmax path
+// (RunArgmax); with kept logits the sampler reads them. Both give the same
+// tokens, on whichever device the engine runs.
+TEST(EngineTest, GreedyTokensAreTheSameWithAndWithoutKeptLogits) {
+  auto w = TinyRandomModel();
+  EngineOptions o;
+  o.device = "auto";
+  auto engine = OpenEngine(w.get(), nullptr, o);
+  const std::vector<TokenId> prompt = Prompt(40, 6, w->config.vocab_size);
+  GenerateRequest with = Request(prompt, 24);
+  GenerateRequest without = Request(prompt, 24);
+  without.keep_logits = false;
+  auto a = engine->Generate(with);
+  auto b = engine->Generate(without);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->tokens, b->tokens);
+  EXPECT_TRUE(b->logits.empty());
+  for (size_t i = 0; i < a->tokens.size(); ++i) {
+    const auto& row = a->logits[i];
+    EXPECT_EQ(a->tokens[i], std::max_element(row.begin(), row.end()) - row.begin()) << i;
+  }
+}
+
 TEST(EngineTest, ASequenceDoesNotDependOnItsBatch) {
   auto w = TinyRandomModel();
   const int vocab = w->config.vocab_size;

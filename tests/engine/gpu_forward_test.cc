@@ -276,6 +276,35 @@ TEST(GpuForwardTest, GraphReplayedDecodeEqualsEagerDecode) {
   }
 }
 
+// RunArgmax answers the index of each wanted row's largest logit, computed
+// on the device, as the CPU default does from Run's logits.
+TEST(GpuForwardTest, RunArgmaxIsTheArgmaxOfTheLogits) {
+  SKIP_WITHOUT_GPU();
+  ModelConfig c = ModelPreset("tiny").value();
+  c.max_seq_len = 128;
+  auto w = RandomModel(c, 8);
+  ASSERT_TRUE(w.ok());
+  auto f = GpuForward::Create(**w, Options(**w, 16, 16));
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  const std::vector<TokenId> p1 = Prompt(30, 1, c.vocab_size), p2 = Prompt(45, 2, c.vocab_size);
+  const std::vector<PageId> t1 = Pages(0, 8), t2 = Pages(8, 8);
+  // The same chunks twice (the pages are rewritten with the same KV).
+  SeqChunk chunks[3] = {{p1, 0, t1, true},
+                        {std::span<const TokenId>(p2).first(10), 0, t2, false},
+                        {std::span<const TokenId>(p2).first(10), 0, t2, true}};
+  std::vector<float> logits;
+  std::vector<TokenId> ids;
+  ASSERT_TRUE((*f)->Run({chunks, 1}, &logits).ok());
+  ASSERT_TRUE((*f)->RunArgmax({chunks, 1}, &ids).ok());
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(ids[0], std::max_element(logits.begin(), logits.end()) - logits.begin());
+  ASSERT_TRUE((*f)->Run({chunks + 1, 2}, &logits).ok());  // one chunk wants logits
+  ASSERT_TRUE((*f)->RunArgmax({chunks + 1, 2}, &ids).ok());
+  ASSERT_EQ(ids.size(), 1u);
+  ASSERT_EQ(logits.size(), static_cast<size_t>(c.vocab_size));
+  EXPECT_EQ(ids[0], std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
 TEST(GpuForwardTest, BadInputIsRefusedAndChangesNothing) {
   SKIP_WITHOUT_GPU();
   ModelConfig c = ModelPreset("tiny").value();
