@@ -408,24 +408,30 @@ nlohmann::json Model(bool quick, const std::string& dir) {
     finish();
   };
   const double dram_hit = TimeHost(2, [&] { from_host_tier(**dram); });
+  // The engine's own path: each block read from DRAM and staged by
+  // WritePage, the uploads running layer by layer beside the compute.
+  const double dram_engine_hit = TimeHost(2, [&] {
+    for (int i = 0; i < cached; ++i) {
+      Check(ReadOne(**dram, Key(i), page).status(), "dram read");
+      Check(gpu.WritePage(b[i], page), "stage page");
+    }
+    finish();
+  });
   const double flash_hit = TimeHost(2, [&] { from_host_tier(**flash); });
   cudaFreeHost(staging);
   flash->reset();
   std::filesystem::remove(fopt.path);
   std::printf(
-      "TTFT %d tokens: cold %.1f ms, HBM hit %.1f ms, DRAM hit %.1f ms, flash hit %.1f ms"
-      " (%d of %d blocks cached)\n",
-      long_prompt, cold * 1e3, hbm_hit * 1e3, dram_hit * 1e3, flash_hit * 1e3, cached,
-      long_prompt / bt);
-  out["ttft"] = {{"prompt_tokens", long_prompt},
-                 {"cached_blocks", cached},
-                 {"cold_ms", cold * 1e3},
-                 {"hbm_hit_ms", hbm_hit * 1e3},
-                 {"dram_hit_ms", dram_hit * 1e3},
-                 {"flash_hit_ms", flash_hit * 1e3},
-                 {"speedup_hbm", cold / hbm_hit},
-                 {"speedup_dram", cold / dram_hit},
-                 {"speedup_flash", cold / flash_hit}};
+      "TTFT %d tokens: cold %.1f ms, HBM hit %.1f ms, DRAM hit %.1f ms (through the engine's "
+      "WritePage %.1f ms), flash hit %.1f ms (%d of %d blocks cached)\n",
+      long_prompt, cold * 1e3, hbm_hit * 1e3, dram_hit * 1e3, dram_engine_hit * 1e3,
+      flash_hit * 1e3, cached, long_prompt / bt);
+  out["ttft"] = {
+      {"prompt_tokens", long_prompt},    {"cached_blocks", cached},
+      {"cold_ms", cold * 1e3},           {"hbm_hit_ms", hbm_hit * 1e3},
+      {"dram_hit_ms", dram_hit * 1e3},   {"dram_hit_engine_path_ms", dram_engine_hit * 1e3},
+      {"flash_hit_ms", flash_hit * 1e3}, {"speedup_hbm", cold / hbm_hit},
+      {"speedup_dram", cold / dram_hit}, {"speedup_flash", cold / flash_hit}};
   return out;
 }
 

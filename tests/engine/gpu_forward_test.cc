@@ -176,17 +176,18 @@ TEST(GpuForwardTest, LogitsAfterACacheHitEqualAFullRecompute) {
   SeqChunk whole{prompt, 0, a, true};
   ASSERT_TRUE((*f)->Run({&whole, 1}, &full).ok());
 
-  // The first blocks travel through host memory into pages b, as a cache
-  // hit's would; the partial block after them as a tail record (PackRows).
-  std::vector<std::byte> page((*f)->page_bytes());
-  for (int i = 0; i < cached_blocks; ++i) {
-    ASSERT_TRUE((*f)->ReadPage(a[i], page).ok());
-    ASSERT_TRUE((*f)->WritePage(b[i], page).ok());
-  }
+  // The partial block after the cached ones travels as a tail record
+  // (PackRows), the full blocks through host memory into pages b, as a cache
+  // hit's would: staged by WritePage and uploaded layer by layer on the copy
+  // stream while the next Run computes.
   const int tail = 5;
   auto rows = (*f)->PackRows(a[cached_blocks], tail);
   ASSERT_TRUE(rows.ok());
   ASSERT_TRUE((*f)->UnpackRows(b[cached_blocks], tail, *rows).ok());
+  std::vector<std::vector<std::byte>> pages(cached_blocks,
+                                            std::vector<std::byte>((*f)->page_bytes()));
+  for (int i = 0; i < cached_blocks; ++i) ASSERT_TRUE((*f)->ReadPage(a[i], pages[i]).ok());
+  for (int i = 0; i < cached_blocks; ++i) ASSERT_TRUE((*f)->WritePage(b[i], pages[i]).ok());
   const int start = cached_blocks * bt + tail;
   // The rest, in a batch beside an unrelated sequence (pages c).
   const std::vector<TokenId> unrelated = Prompt(40, 4, c.vocab_size);
