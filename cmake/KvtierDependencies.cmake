@@ -2,6 +2,14 @@
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
+# xxHash links statically where Debian ships the archive (position-independent
+# in libxxhash-dev), so the GPU test binaries carry no library of ours beyond
+# CUDA's (tools/gpu_bundle.sh).
+find_library(XXHASH_STATIC_LIBRARY NAMES libxxhash.a HINTS ${XXHASH_LIBRARY_DIRS})
+if(XXHASH_STATIC_LIBRARY)
+  set_target_properties(PkgConfig::XXHASH PROPERTIES INTERFACE_LINK_LIBRARIES
+                                                     "${XXHASH_STATIC_LIBRARY}")
+endif()
 pkg_check_modules(LIBURING REQUIRED IMPORTED_TARGET liburing)
 pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++)
 find_package(Protobuf REQUIRED)
