@@ -10,6 +10,35 @@
 
 namespace kvtier {
 
+Status ValidateChunks(const ModelConfig& c, int bt, int64_t num_pages,
+                      std::span<const SeqChunk> chunks) {
+  for (const SeqChunk& ch : chunks) {
+    const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+    if (ch.start_pos < 0 || end > c.max_seq_len) {
+      return Status::InvalidArgument("position " + std::to_string(end - 1) +
+                                     " is past the model's context of " +
+                                     std::to_string(c.max_seq_len));
+    }
+    if (static_cast<int64_t>(ch.pages.size()) * bt < end) {
+      return Status::InvalidArgument("block table too short for position " +
+                                     std::to_string(end - 1));
+    }
+    for (TokenId t : ch.tokens) {
+      if (t < 0 || t >= c.vocab_size) {
+        return Status::InvalidArgument("token id " + std::to_string(t) +
+                                       " is outside the vocabulary");
+      }
+    }
+    for (int64_t p = 0; p < (end + bt - 1) / bt; ++p) {
+      if (ch.pages[p] < 0 || ch.pages[p] >= num_pages) {
+        return Status::InvalidArgument("page " + std::to_string(ch.pages[p]) +
+                                       " is outside the pool of " + std::to_string(num_pages));
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 CpuForward::CpuForward(const ModelWeights& weights, ThreadPool* pool)
     : w_(weights), c_(weights.config), pool_(pool) {
   // RoPE angles as llama2.c's run.c computes them, once per position.
@@ -35,24 +64,9 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
   const int bt = kv.geometry().block_tokens;
 
   // Validate everything before touching any page.
+  KVTIER_RETURN_IF_ERROR(ValidateChunks(c_, bt, kv.num_pages(), chunks));
   int64_t rows = 0, want = 0;
   for (const SeqChunk& ch : chunks) {
-    const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
-    if (ch.start_pos < 0 || end > c_.max_seq_len) {
-      return Status::InvalidArgument("position " + std::to_string(end - 1) +
-                                     " is past the model's context of " +
-                                     std::to_string(c_.max_seq_len));
-    }
-    if (static_cast<int64_t>(ch.pages.size()) * bt < end) {
-      return Status::InvalidArgument("block table too short for position " +
-                                     std::to_string(end - 1));
-    }
-    for (TokenId t : ch.tokens) {
-      if (t < 0 || t >= vocab) {
-        return Status::InvalidArgument("token id " + std::to_string(t) +
-                                       " is outside the vocabulary");
-      }
-    }
     rows += static_cast<int64_t>(ch.tokens.size());
     if (ch.want_logits && !ch.tokens.empty()) ++want;
   }

@@ -36,6 +36,13 @@ struct SeqChunk {
   bool want_logits = false;       // the logits of the chunk's last token
 };
 
+// What every forward pass checks before touching a page: positions inside
+// the model's context, block tables covering every position with pages in
+// [0, num_pages), token ids inside the vocabulary. kInvalidArgument naming
+// the first problem.
+Status ValidateChunks(const ModelConfig& config, int block_tokens, int64_t num_pages,
+                      std::span<const SeqChunk> chunks);
+
 // Where the engine's KV pages live and its forward pass runs: the CPU
 // (CpuBackend below) or a CUDA device (GpuForward, gpu_forward.h). The engine
 // allocates pages itself (KvPages' free list) and moves page contents to and

@@ -341,32 +341,12 @@ Status GpuForward::Impl::Run(std::span<const SeqChunk> chunks, std::vector<float
   const int vocab = c.vocab_size;
   const int bt = o.block_tokens;
 
-  // Validate everything before touching any page (as CpuForward does).
+  // Validate everything before touching any page.
+  KVTIER_RETURN_IF_ERROR(ValidateChunks(c, bt, o.num_pages, chunks));
   int64_t rows = 0, want = 0;
   int max_pages = 1, longest = 0;
   for (const SeqChunk& ch : chunks) {
     const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
-    if (ch.start_pos < 0 || end > c.max_seq_len) {
-      return Status::InvalidArgument("position " + std::to_string(end - 1) +
-                                     " is past the model's context of " +
-                                     std::to_string(c.max_seq_len));
-    }
-    if (static_cast<int64_t>(ch.pages.size()) * bt < end) {
-      return Status::InvalidArgument("block table too short for position " +
-                                     std::to_string(end - 1));
-    }
-    for (TokenId t : ch.tokens) {
-      if (t < 0 || t >= vocab) {
-        return Status::InvalidArgument("token id " + std::to_string(t) +
-                                       " is outside the vocabulary");
-      }
-    }
-    for (size_t p = 0; p < static_cast<size_t>((end + bt - 1) / bt); ++p) {
-      if (ch.pages[p] < 0 || ch.pages[p] >= o.num_pages) {
-        return Status::InvalidArgument("page " + std::to_string(ch.pages[p]) +
-                                       " is outside the pool");
-      }
-    }
     rows += static_cast<int64_t>(ch.tokens.size());
     if (ch.want_logits && !ch.tokens.empty()) ++want;
     max_pages = std::max(max_pages, static_cast<int>((end + bt - 1) / bt));
@@ -636,39 +616,46 @@ Status GpuForward::WritePage(PageId page, std::span<const std::byte> in) {
 // A page's first `rows` slots of every (layer, K|V, head) segment: one 2-D
 // copy of layers·2·kv_heads rows, each rows·head_dim floats, at the page's
 // segment pitch.
-Result<std::vector<std::byte>> GpuForward::PackRows(PageId page, int rows) {
+struct GpuForward::RowsCopy {
+  std::byte* page = nullptr;  // device
+  size_t width = 0, pitch = 0, height = 0;
+  size_t bytes() const { return width * height; }
+};
+
+Result<GpuForward::RowsCopy> GpuForward::PrepareRowsCopy(PageId page, int rows) {
   KVTIER_RETURN_IF_ERROR(CheckPage(page, impl_->o.num_pages));
-  KVTIER_RETURN_IF_ERROR(impl_->FlushUploads());
   const KvGeometry& g = impl_->geo;
   if (rows <= 0 || rows > g.block_tokens) return Status::InvalidArgument("rows outside the page");
-  const size_t width = static_cast<size_t>(rows) * g.head_dim * sizeof(float);
-  const size_t pitch = static_cast<size_t>(g.block_tokens) * g.head_dim * sizeof(float);
-  const size_t height = static_cast<size_t>(g.layers) * 2 * g.kv_heads;
-  const auto* src =
-      static_cast<const std::byte*>(impl_->pool) + static_cast<size_t>(page) * page_bytes();
-  KVTIER_RETURN_IF_ERROR(Cuda(cudaMemcpy2DAsync(impl_->page_host, width, src, pitch, width, height,
-                                                cudaMemcpyDeviceToHost, impl_->stream),
-                              "partial page download"));
+  KVTIER_RETURN_IF_ERROR(impl_->FlushUploads());
+  RowsCopy r;
+  r.page = static_cast<std::byte*>(impl_->pool) + static_cast<size_t>(page) * page_bytes();
+  r.width = static_cast<size_t>(rows) * g.head_dim * sizeof(float);
+  r.pitch = static_cast<size_t>(g.block_tokens) * g.head_dim * sizeof(float);
+  r.height = static_cast<size_t>(g.layers) * 2 * g.kv_heads;
+  return r;
+}
+
+Result<std::vector<std::byte>> GpuForward::PackRows(PageId page, int rows) {
+  Result<RowsCopy> r = PrepareRowsCopy(page, rows);
+  if (!r.ok()) return r.status();
+  KVTIER_RETURN_IF_ERROR(
+      Cuda(cudaMemcpy2DAsync(impl_->page_host, r->width, r->page, r->pitch, r->width, r->height,
+                             cudaMemcpyDeviceToHost, impl_->stream),
+           "partial page download"));
   KVTIER_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(impl_->stream), "partial page download"));
-  return std::vector<std::byte>(impl_->page_host, impl_->page_host + width * height);
+  return std::vector<std::byte>(impl_->page_host, impl_->page_host + r->bytes());
 }
 
 Status GpuForward::UnpackRows(PageId page, int rows, std::span<const std::byte> payload) {
-  KVTIER_RETURN_IF_ERROR(CheckPage(page, impl_->o.num_pages));
-  KVTIER_RETURN_IF_ERROR(impl_->FlushUploads());
-  const KvGeometry& g = impl_->geo;
-  if (rows <= 0 || rows > g.block_tokens) return Status::InvalidArgument("rows outside the page");
-  const size_t width = static_cast<size_t>(rows) * g.head_dim * sizeof(float);
-  const size_t pitch = static_cast<size_t>(g.block_tokens) * g.head_dim * sizeof(float);
-  const size_t height = static_cast<size_t>(g.layers) * 2 * g.kv_heads;
-  if (payload.size() != width * height) {
+  Result<RowsCopy> r = PrepareRowsCopy(page, rows);
+  if (!r.ok()) return r.status();
+  if (payload.size() != r->bytes())
     return Status::InvalidArgument("partial block of the wrong size");
-  }
   std::memcpy(impl_->page_host, payload.data(), payload.size());
-  auto* dst = static_cast<std::byte*>(impl_->pool) + static_cast<size_t>(page) * page_bytes();
-  KVTIER_RETURN_IF_ERROR(Cuda(cudaMemcpy2DAsync(dst, pitch, impl_->page_host, width, width, height,
-                                                cudaMemcpyHostToDevice, impl_->stream),
-                              "partial page upload"));
+  KVTIER_RETURN_IF_ERROR(
+      Cuda(cudaMemcpy2DAsync(r->page, r->pitch, impl_->page_host, r->width, r->width, r->height,
+                             cudaMemcpyHostToDevice, impl_->stream),
+           "partial page upload"));
   return Cuda(cudaStreamSynchronize(impl_->stream), "partial page upload");
 }
 

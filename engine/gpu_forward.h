@@ -74,7 +74,9 @@ class GpuForward final : public ForwardBackend {
 
  private:
   struct Impl;
+  struct RowsCopy;
   explicit GpuForward(std::unique_ptr<Impl> impl);
+  Result<RowsCopy> PrepareRowsCopy(PageId page, int rows);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/thread_pool.h"
 #include "engine/tokenizer.h"
 #include "kernels/device.h"
 #include "tests/engine/engine_test_util.h"
@@ -160,6 +161,30 @@ TEST(EngineTest, GreedyTokensAreTheSameWithAndWithoutKeptLogits) {
     const auto& row = a->logits[i];
     EXPECT_EQ(a->tokens[i], std::max_element(row.begin(), row.end()) - row.begin()) << i;
   }
+}
+
+// The forward passes share one validation; a block table naming a page
+// outside the pool is refused before any page is touched.
+TEST(EngineTest, CpuForwardRefusesPagesOutsideThePool) {
+  auto w = TinyRandomModel();
+  ThreadPool pool(1);
+  KvPages kv(w->config.Kv(16, DType::kFloat32), 4);
+  CpuBackend cpu(*w, kv, &pool);
+  const std::vector<TokenId> p = Prompt(20, 1, w->config.vocab_size);
+  std::vector<float> before(kv.page_bytes() / sizeof(float));
+  std::memcpy(before.data(), kv.Bytes(0).data(), kv.page_bytes());
+  const std::vector<PageId> bad = {0, 4};
+  SeqChunk ch{p, 0, bad, true};
+  std::vector<float> logits;
+  EXPECT_EQ(cpu.Run({&ch, 1}, &logits).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::memcmp(before.data(), kv.Bytes(0).data(), kv.page_bytes()), 0);
+  const std::vector<PageId> good = {0, 3};
+  SeqChunk ok{p, 0, good, true};
+  EXPECT_TRUE(cpu.Run({&ok, 1}, &logits).ok());
+  std::vector<TokenId> ids;
+  ASSERT_TRUE(cpu.RunArgmax({&ok, 1}, &ids).ok());
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(ids[0], std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
 TEST(EngineTest, ASequenceDoesNotDependOnItsBatch) {

@@ -17,11 +17,10 @@
 #include "kernels/device.h"
 #include "tiers/calibration.h"
 #include "tiers/dram/slab_allocator.h"
+#include "tiers/striped_block_map.h"
 
 namespace kvtier {
 namespace {
-
-constexpr size_t kStripes = 64;
 
 struct Entry {
   uint64_t offset = 0;  // of the chunk in the arena
@@ -76,20 +75,12 @@ class DramTier final : public Tier {
   }
 
   Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
-    for (const BlockKey& key : keys) {
-      Stripe& stripe = StripeOf(key);
-      std::unique_lock lock(stripe.mu);
-      auto it = stripe.map.find(key);
-      if (it != stripe.map.end()) it->second.expiry_ms = expiry_ms;
-    }
+    blocks_map_.SetExpiry(keys, expiry_ms);
     return Status::Ok();
   }
 
   Status Recover(IndexSink& sink) override {
-    for (Stripe& stripe : stripes_) {
-      std::shared_lock lock(stripe.mu);
-      for (const auto& [key, e] : stripe.map) sink.Announce(key, e.bytes, e.expiry_ms);
-    }
+    blocks_map_.Announce(sink);
     return Status::Ok();
   }
 
@@ -106,14 +97,9 @@ class DramTier final : public Tier {
   }
 
  private:
-  struct Stripe {
-    mutable std::shared_mutex mu;
-    std::unordered_map<BlockKey, Entry, BlockKeyHash> map;  // guarded by mu
-  };
+  using Stripe = StripedBlockMap<Entry>::Stripe;
 
-  Stripe& StripeOf(const BlockKey& key) {
-    return stripes_[(BlockKeyHashValue(key) >> 58) % kStripes];
-  }
+  Stripe& StripeOf(const BlockKey& key) { return blocks_map_.Of(key); }
 
   IoResult WriteOneBlock(const WriteOp& op) {
     const uint64_t n = op.payload.size();
@@ -221,7 +207,7 @@ class DramTier final : public Tier {
   const bool pinned_;  // registered with CUDA (PinHostMemory)
   mutable std::mutex alloc_mu_;
   SlabAllocator slabs_;  // guarded by alloc_mu_
-  std::array<Stripe, kStripes> stripes_;
+  StripedBlockMap<Entry> blocks_map_;
   std::atomic<uint64_t> used_bytes_{0};
   std::atomic<uint64_t> blocks_{0};
   std::atomic<uint64_t> corruption_errors_{0};

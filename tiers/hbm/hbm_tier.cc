@@ -18,11 +18,11 @@
 #include "tiers/calibration.h"
 #include "tiers/hbm/extent_allocator.h"
 #include "tiers/hbm/hbm_backend.h"
+#include "tiers/striped_block_map.h"
 
 namespace kvtier {
 namespace {
 
-constexpr size_t kStripes = 64;
 constexpr uint64_t kMinStagingBufferBytes = 128 << 10;
 
 // An event handle from an EventPool (get() is the backend's handle); it goes
@@ -248,7 +248,7 @@ class HbmTierImpl final : public HbmTier {
     write_completions_.reset();
     read_completions_.reset();
     releases_.reset();
-    for (Stripe& stripe : stripes_) stripe.map.clear();
+    for (Stripe& stripe : blocks_map_.stripes()) stripe.map.clear();
     quarantine_.clear();
   }
 
@@ -301,20 +301,12 @@ class HbmTierImpl final : public HbmTier {
   }
 
   Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
-    for (const BlockKey& key : keys) {
-      Stripe& stripe = StripeOf(key);
-      std::unique_lock lock(stripe.mu);
-      auto it = stripe.map.find(key);
-      if (it != stripe.map.end()) it->second.expiry_ms = expiry_ms;
-    }
+    blocks_map_.SetExpiry(keys, expiry_ms);
     return Status::Ok();
   }
 
   Status Recover(IndexSink& sink) override {
-    for (Stripe& stripe : stripes_) {
-      std::shared_lock lock(stripe.mu);
-      for (const auto& [key, e] : stripe.map) sink.Announce(key, e.bytes, e.expiry_ms);
-    }
+    blocks_map_.Announce(sink);
     return Status::Ok();
   }
 
@@ -342,10 +334,7 @@ class HbmTierImpl final : public HbmTier {
   }
 
  private:
-  struct Stripe {
-    mutable std::shared_mutex mu;
-    std::unordered_map<BlockKey, Entry, BlockKeyHash> map;  // guarded by mu
-  };
+  using Stripe = StripedBlockMap<Entry>::Stripe;
 
   // A block found by a reader, with the references that keep it readable.
   struct Found {
@@ -354,9 +343,7 @@ class HbmTierImpl final : public HbmTier {
     uint64_t bytes = 0;
   };
 
-  Stripe& StripeOf(const BlockKey& key) {
-    return stripes_[(BlockKeyHashValue(key) >> 58) % kStripes];
-  }
+  Stripe& StripeOf(const BlockKey& key) { return blocks_map_.Of(key); }
 
   uint64_t MaxBlockBytes() const {
     return std::min(options_.max_block_bytes, allocator_.arena_bytes());
@@ -501,7 +488,7 @@ class HbmTierImpl final : public HbmTier {
   EventPool events_;
   mutable std::mutex alloc_mu_;
   ExtentAllocator allocator_;  // guarded by alloc_mu_
-  std::array<Stripe, kStripes> stripes_;
+  StripedBlockMap<Entry> blocks_map_;
   std::mutex quarantine_mu_;
   std::vector<ExtentRef> quarantine_;  // guarded by quarantine_mu_
   StagingPool to_hbm_staging_;
