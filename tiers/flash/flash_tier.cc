@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -414,7 +415,14 @@ Status FlashTier::OpenDevice() {
     device = device / region_bytes_ * region_bytes_;
     if (size != device) {
       if (options_.preallocate && size < device) {
-        const int err = ::posix_fallocate(fd_, 0, static_cast<off_t>(device));
+        // Refuse up front what cannot fit: posix_fallocate would fill the
+        // file system before failing, starving everything else on it.
+        struct statvfs vfs {};
+        const bool known = ::fstatvfs(fd_, &vfs) == 0;
+        const uint64_t free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+        const int err = known && free_bytes < device - size
+                            ? ENOSPC
+                            : ::posix_fallocate(fd_, 0, static_cast<off_t>(device));
         if (err == ENOSPC) {
           return Status::ResourceExhausted("not enough free disk for a flash log of " +
                                            std::to_string(device) + " bytes at " + options_.path);
