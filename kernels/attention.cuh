@@ -64,7 +64,7 @@ struct AttentionBatch {
   // (GpuForward gives the short chunks to one kernel and the long ones to the
   // other, both over the whole q and out).
   int32_t rows = 0;
-  int32_t max_chunk_tokens = 0;  // the longest chunk (sizes the launch grid)
+  int32_t max_chunk_tokens = 0;           // the longest chunk (sizes the launch grid)
   const int32_t* block_tables = nullptr;  // [num_tables][max_pages]
   int32_t num_tables = 0;
   int32_t max_pages = 0;
@@ -85,8 +85,7 @@ Status StoreKvCpu(const KvPagesView& kv, const AttentionBatch& batch, int layer,
                   const float* v, GpuStream stream);
 
 Status PagedAttentionDecode(const KvPagesView& kv, const AttentionBatch& batch,
-                            const AttentionParams& p, const float* q, float* out,
-                            GpuStream stream);
+                            const AttentionParams& p, const float* q, float* out, GpuStream stream);
 Status PagedAttentionDecodeCpu(const KvPagesView& kv, const AttentionBatch& batch,
                                const AttentionParams& p, const float* q, float* out,
                                GpuStream stream);

@@ -15,8 +15,8 @@ namespace kvtier {
 
 // out[r][i] = weight[i] * x[r][i] / sqrt(mean_i(x[r][i]^2) + eps)
 //   x, out [rows][n] (out may alias x); weight [n]
-Status RmsNormRows(const float* x, const float* weight, int64_t rows, int n, float eps,
-                   float* out, GpuStream stream);
+Status RmsNormRows(const float* x, const float* weight, int64_t rows, int n, float eps, float* out,
+                   GpuStream stream);
 Status RmsNormRowsCpu(const float* x, const float* weight, int64_t rows, int n, float eps,
                       float* out, GpuStream stream);
 
@@ -29,8 +29,7 @@ Status RmsNormRowsCpu(const float* x, const float* weight, int64_t rows, int n, 
 Status RopeRows(float* x, int64_t rows, int width, int head_dim, const int32_t* positions,
                 const float* cos_table, const float* sin_table, int max_pos, GpuStream stream);
 Status RopeRowsCpu(float* x, int64_t rows, int width, int head_dim, const int32_t* positions,
-                   const float* cos_table, const float* sin_table, int max_pos,
-                   GpuStream stream);
+                   const float* cos_table, const float* sin_table, int max_pos, GpuStream stream);
 
 // out[i] = gate[i] * sigmoid(gate[i]) * up[i]   (out may alias gate or up)
 Status SwiGlu(const float* gate, const float* up, int64_t n, float* out, GpuStream stream);

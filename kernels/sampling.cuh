@@ -21,8 +21,7 @@
 namespace kvtier {
 
 Status ArgmaxRows(const float* logits, int64_t rows, int vocab, int32_t* out, GpuStream stream);
-Status ArgmaxRowsCpu(const float* logits, int64_t rows, int vocab, int32_t* out,
-                     GpuStream stream);
+Status ArgmaxRowsCpu(const float* logits, int64_t rows, int vocab, int32_t* out, GpuStream stream);
 
 //   temperature, top_p, uniform [rows] f32 (top_p in (0, 1], temperature >= 0)
 Status SampleTopP(const float* logits, int64_t rows, int vocab, const float* temperature,

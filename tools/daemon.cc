@@ -357,7 +357,8 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   }
   if (flags.Has("gpu-weights")) {
     const std::string w = flags.Get("gpu-weights");
-    if (w != "f32" && w != "bf16") return Status::InvalidArgument("--gpu-weights must be f32 or bf16");
+    if (w != "f32" && w != "bf16")
+      return Status::InvalidArgument("--gpu-weights must be f32 or bf16");
     o.engine_gpu_bf16 = w == "bf16";
   }
   for (auto [flag, field, lo, hi] : {std::tuple{"max-batch", &o.engine_max_batch, 1, 4096},
@@ -373,8 +374,7 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   }
   for (auto [flag, field] :
        {std::pair{"hbm-policy", &o.hbm_policy}, std::pair{"dram-policy", &o.dram_policy},
-        std::pair{"flash-policy", &o.flash_policy},
-        std::pair{"rocks-policy", &o.rocks_policy}}) {
+        std::pair{"flash-policy", &o.flash_policy}, std::pair{"rocks-policy", &o.rocks_policy}}) {
     *field = flags.Get(flag, *field);
     if (NewEvictionPolicy(*field) == nullptr) {
       std::string names;

@@ -42,7 +42,7 @@ struct DaemonOptions {
   // HBM tier capacity, bytes, on top of DRAM: -1 = 1 GiB when a GPU answers,
   // else none; 0 = none.
   int64_t hbm_bytes = -1;
-  bool lock_memory = false;                // mlock the DRAM arena
+  bool lock_memory = false;  // mlock the DRAM arena
   // RocksDB cold tier capacity, bytes; 0 = the smaller of 64 GiB and half the
   // free space of the data directory's file system when kvtierd starts.
   uint64_t rocks_bytes = 0;
