@@ -13,8 +13,8 @@ packages=(
   libsentencepiece-dev  # tests only: the reference for our tokenizer.model reader
 )
 # --bench: also what the benchmarks compare against (fio, the flash peer;
-# OpenBLAS, the GEMM peer).
-if [ "${1:-}" = "--bench" ]; then packages+=(fio libopenblas-dev); fi
+# OpenBLAS, the GEMM peer; gnuplot, the trace plots).
+if [ "${1:-}" = "--bench" ]; then packages+=(fio libopenblas-dev gnuplot-nox); fi
 
 missing=()
 for p in "${packages[@]}"; do

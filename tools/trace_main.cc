@@ -1,7 +1,13 @@
 // kvtier-trace: replays a serving trace through the eviction policies at a
 // sweep of tier sizes, with prefix semantics and Belady's bound (DESIGN §5,
 // §11; cache/trace_replay.h says what is counted).
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -18,6 +24,7 @@ namespace {
 const char kUsage[] =
     R"(usage: kvtier-trace --trace FILE --format mooncake|azure|csv [--policies LIST|all]
                     [--sizes LIST] [--block-tokens N] [--azure-shared-prefix-tokens N] [--json]
+                    [--csv FILE] [--markdown FILE] [--plot DIR]
 
 Replays FILE through each policy at each size and prints the block and token
 (prefill saved) hit ratios, prefix semantics: a request hits only the leading
@@ -32,7 +39,79 @@ run of its blocks that are cached.
                     azure traces have no prefix hashes: give every request the same
                     first N tokens (a synthetic shared system prompt; default 0, none)
   --json            print one JSON object as the last line
+  --csv FILE        also write the results as CSV
+  --markdown FILE   also write a Markdown table: a row per policy, a column per size,
+                    block / token hit ratio, and the slowest replay's speed
+  --plot DIR        write DIR/miss_ratio_POLICY.dat and DIR/miss_ratio.gp and render
+                    DIR/miss_ratio.svg with gnuplot: miss ratio over tier size, one line
+                    per policy
 )";
+
+// A progress bar on stderr for sweeps that run longer than a second, when
+// stderr is a terminal.
+class Progress {
+ public:
+  explicit Progress(size_t total) : total_(total), tty_(isatty(2) != 0) {}
+  ~Progress() {
+    if (shown_) std::fprintf(stderr, "\n");
+  }
+  void Step() {
+    ++done_;
+    if (!tty_) return;
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    if (s < 1.0 && !shown_) return;
+    shown_ = true;
+    const int width = 30, filled = static_cast<int>(width * done_ / std::max<size_t>(total_, 1));
+    std::fprintf(stderr, "\r[%s%s] %zu/%zu replays, %.0f s", std::string(filled, '#').c_str(),
+                 std::string(width - filled, ' ').c_str(), done_, total_, s);
+    std::fflush(stderr);
+  }
+
+ private:
+  size_t total_, done_ = 0;
+  bool tty_, shown_ = false;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+// Miss-ratio curves: one data block per policy (size, miss ratio), a gnuplot
+// script, and the SVG it renders.
+Status Plot(const std::string& dir, const std::string& trace,
+            const std::vector<std::string>& policies, const nlohmann::json& results) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::IOError("cannot create " + dir + ": " + ec.message());
+  {
+    // One data file per policy (size, miss ratio), and the script.
+    std::ofstream gp(dir + "/miss_ratio.gp");
+    gp << "set terminal svg size 900,560 dynamic background rgb 'white'\n"
+       << "set output '" << dir << "/miss_ratio.svg'\n"
+       << "set title \"" << std::filesystem::path(trace).filename().string()
+       << ": block miss ratio by tier size (prefix semantics)\"\n"
+       << "set xlabel 'tier size, blocks'\nset ylabel 'miss ratio'\nset logscale x\n"
+       << "set key outside right\nset grid\nplot ";
+    for (size_t i = 0; i < policies.size(); ++i) {
+      const std::string file = dir + "/miss_ratio_" + policies[i] + ".dat";
+      std::ofstream dat(file);
+      for (const auto& r : results) {
+        if (r["policy"] != policies[i]) continue;
+        dat << r["size_blocks"] << " " << 1.0 - r["hit_ratio"].get<double>() << "\n";
+      }
+      if (!dat) return Status::IOError("cannot write " + file);
+      gp << (i ? ", " : "") << "'" << file << "' using 1:2 with linespoints title '" << policies[i]
+         << "'";
+    }
+    gp << "\n";
+    if (!gp) return Status::IOError("cannot write " + dir + "/miss_ratio.gp");
+  }
+  const std::string cmd = "gnuplot '" + dir + "/miss_ratio.gp' 2>&1";
+  if (std::system(cmd.c_str()) != 0) {
+    return Status::Unavailable(
+        "gnuplot failed or is not installed (tools/deps.sh --bench); the data and " + dir +
+        "/miss_ratio.gp are written");
+  }
+  return Status::Ok();
+}
 
 int Fail(const std::string& msg, int code) {
   std::cerr << "kvtier-trace: " << msg << "\n";
@@ -42,8 +121,8 @@ int Fail(const std::string& msg, int code) {
 
 int Main(int argc, char** argv) {
   FlagSet flags;
-  for (const char* f :
-       {"trace", "format", "policies", "sizes", "block-tokens", "azure-shared-prefix-tokens"}) {
+  for (const char* f : {"trace", "format", "policies", "sizes", "block-tokens",
+                        "azure-shared-prefix-tokens", "csv", "markdown", "plot"}) {
     flags.Value(f);
   }
   flags.Bool("json");
@@ -98,9 +177,11 @@ int Main(int argc, char** argv) {
   std::printf("%-10s %12s %10s %10s %12s\n", "policy", "size_blocks", "hit_ratio", "token_hit",
               "Mrefs/s");
   nlohmann::json results = nlohmann::json::array();
+  Progress progress(policies.size() * sizes->size());
   for (const std::string& p : policies) {
     for (uint64_t size : *sizes) {
       Result<ReplayResult> r = ReplayTrace(*trace, p, size);
+      progress.Step();
       if (!r.ok()) return Fail(r.status().message(), 2);
       const uint64_t shown = size == kInfiniteBlocks ? trace->distinct_blocks : size;
       const double rate = r->seconds > 0 ? r->block_refs / r->seconds : 0;
@@ -114,6 +195,48 @@ int Main(int argc, char** argv) {
                          {"token_hit_ratio", r->token_hit_ratio()},
                          {"block_hits", r->block_hits},
                          {"refs_per_s", rate}});
+    }
+  }
+  if (flags.Has("csv")) {
+    std::ofstream csv(flags.Get("csv"));
+    csv << "policy,size_blocks,infinite,hit_ratio,token_hit_ratio,block_hits,refs_per_s\n";
+    for (const auto& r : results) {
+      csv << r["policy"].get<std::string>() << "," << r["size_blocks"] << ","
+          << (r["infinite"].get<bool>() ? 1 : 0) << "," << r["hit_ratio"] << ","
+          << r["token_hit_ratio"] << "," << r["block_hits"] << "," << r["refs_per_s"] << "\n";
+    }
+    if (!csv) return Fail("cannot write " + flags.Get("csv"), 1);
+  }
+  if (flags.Has("markdown")) {
+    std::ofstream md(flags.Get("markdown"));
+    md << "| policy |";
+    for (uint64_t size : *sizes) {
+      md << " " << (size == kInfiniteBlocks ? std::string("inf") : std::to_string(size)) << " |";
+    }
+    md << " slowest replay |\n|---|";
+    for (size_t i = 0; i <= sizes->size(); ++i) md << "---|";
+    md << "\n";
+    for (const std::string& p : policies) {
+      md << "| " << p << " |";
+      double slowest = 0;
+      for (const auto& r : results) {
+        if (r["policy"] != p) continue;
+        char cell[64];
+        std::snprintf(cell, sizeof(cell), " %.4f / %.4f |", r["hit_ratio"].get<double>(),
+                      r["token_hit_ratio"].get<double>());
+        md << cell;
+        const double rate = r["refs_per_s"].get<double>();
+        slowest = slowest == 0 ? rate : std::min(slowest, rate);
+      }
+      char cell[64];
+      std::snprintf(cell, sizeof(cell), " %.1f M refs/s |\n", slowest / 1e6);
+      md << cell;
+    }
+    if (!md) return Fail("cannot write " + flags.Get("markdown"), 1);
+  }
+  if (flags.Has("plot")) {
+    if (Status s = Plot(flags.Get("plot"), flags.Get("trace"), policies, results); !s.ok()) {
+      return Fail(s.message(), 1);
     }
   }
   if (flags.Has("json")) {
