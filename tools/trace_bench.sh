@@ -36,6 +36,10 @@ refs=$(grep -o '"block_refs":[0-9]*' "$out/mooncake.json" | cut -d: -f2)
   echo "hit ratio (prefill tokens saved) with prefix semantics at a tier size in blocks"
   echo "(fractions of the footprint); \`belady\` is the offline bound (docs/traces.md)."
   echo "The last column is the slowest replay's speed on this machine (one core)."
+  echo "gdsf and ttl-cost coincide on every trace here: the traces carry no TTLs, so"
+  echo "ttl-cost ranks by GDSF's priority alone. Other rows that coincide (lfu and sieve on"
+  echo "Mooncake) do so on that trace only: they differ on a Zipf trace, and each policy's"
+  echo "decisions are pinned on hand traces in tests/cache/*_policy_test.cc."
   echo
   echo "### Mooncake FAST'25 conversation trace ($refs block references, infinite-cache hit ratio $inf)"
   echo
