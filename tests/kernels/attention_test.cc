@@ -521,7 +521,7 @@ TEST(AttentionPrefillScaleTest, GpuPrefillOf16KTokensSpotChecks) {
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   RecordProperty("prefill_16k_ms", std::to_string(ms));
-  std::printf("PagedAttentionPrefill, 16384 tokens, 32x64 heads, f16: %.2f ms\n", ms);
+  std::printf("PagedAttentionPrefill, %d tokens, 32 heads of 64, f16: %.2f ms\n", kTokens, ms);
   const auto got = Download(d.out, s.q.size());
   // Spot rows: the first, some inside, the last; the reference over the stored pool.
   Scenario one;
