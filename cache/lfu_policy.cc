@@ -9,10 +9,12 @@
 // bucket, back first, which breaks frequency ties by least recent use.
 // Buckets are dropped as soon as they empty, so each step is O(1).
 #include <cstdint>
+#include <iterator>
 #include <list>
-#include <unordered_map>
+#include <vector>
 
 #include "cache/eviction_policy.h"
+#include "cache/key_slots.h"
 
 namespace kvtier {
 namespace {
@@ -22,74 +24,101 @@ class LfuPolicy final : public EvictionPolicy {
   std::string_view Name() const override { return "lfu"; }
 
   void Insert(const BlockKey& key, const PolicyBlock&) override {
-    auto it = pos_.find(key);
-    if (it != pos_.end()) {
-      Bump(it->second);
+    int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone) {
+      Bump(s);
       return;
     }
-    if (buckets_.empty() || buckets_.front().freq != 1) buckets_.push_front(Bucket{1, {}});
-    auto bucket = buckets_.begin();
-    bucket->keys.push_front(key);
-    pos_.emplace(key, Pos{bucket, bucket->keys.begin()});
+    s = slots_.Add(key);
+    if (prev_.size() < slots_.slot_bound()) {
+      prev_.resize(slots_.slot_bound());
+      next_.resize(slots_.slot_bound());
+      bucket_.resize(slots_.slot_bound());
+    }
+    if (buckets_.empty() || buckets_.front().freq != 1) buckets_.push_front(Bucket{1});
+    PushFront(buckets_.begin(), s);
   }
 
   void Touch(const BlockKey& key) override {
-    auto it = pos_.find(key);
-    if (it != pos_.end()) Bump(it->second);
+    const int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone) Bump(s);
   }
 
   void Erase(const BlockKey& key) override {
-    auto it = pos_.find(key);
-    if (it == pos_.end()) return;
-    auto bucket = it->second.bucket;
-    bucket->keys.erase(it->second.item);
-    if (bucket->keys.empty()) buckets_.erase(bucket);
-    pos_.erase(it);
+    const int32_t s = slots_.Find(key);
+    if (s == KeySlots::kNone) return;
+    const BucketIt b = bucket_[s];
+    Unlink(s);
+    if (b->head == kNone) buckets_.erase(b);
+    slots_.Remove(s);
   }
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
     size_t taken = 0;
-    for (auto bucket = buckets_.begin(); taken < q.n && bucket != buckets_.end();) {
-      for (auto it = bucket->keys.end(); taken < q.n && it != bucket->keys.begin();) {
-        --it;
-        if (q.eligible && !q.eligible(*it)) continue;
-        out->push_back(*it);
-        pos_.erase(*it);
-        it = bucket->keys.erase(it);
-        ++taken;
+    for (auto b = buckets_.begin(); taken < q.n && b != buckets_.end();) {
+      for (int32_t s = b->tail; taken < q.n && s != kNone;) {
+        const int32_t newer = prev_[s];
+        if (!q.eligible || q.eligible(slots_.key(s))) {
+          out->push_back(slots_.key(s));
+          Unlink(s);
+          slots_.Remove(s);
+          ++taken;
+        }
+        s = newer;
       }
-      bucket = bucket->keys.empty() ? buckets_.erase(bucket) : std::next(bucket);
+      b = b->head == kNone ? buckets_.erase(b) : std::next(b);
     }
     return taken;
   }
 
-  size_t size() const override { return pos_.size(); }
+  size_t size() const override { return slots_.size(); }
 
  private:
+  static constexpr int32_t kNone = KeySlots::kNone;
   struct Bucket {
     uint64_t freq;
-    std::list<BlockKey> keys;  // front = most recently used
+    int32_t head = kNone;  // most recently used
+    int32_t tail = kNone;
   };
   using BucketIt = std::list<Bucket>::iterator;
-  struct Pos {
-    BucketIt bucket;
-    std::list<BlockKey>::iterator item;
-  };
 
+  void PushFront(BucketIt b, int32_t s) {
+    bucket_[s] = b;
+    prev_[s] = kNone;
+    next_[s] = b->head;
+    if (b->head != kNone) prev_[b->head] = s;
+    b->head = s;
+    if (b->tail == kNone) b->tail = s;
+  }
+  void Unlink(int32_t s) {
+    const BucketIt b = bucket_[s];
+    if (prev_[s] != kNone) {
+      next_[prev_[s]] = next_[s];
+    } else {
+      b->head = next_[s];
+    }
+    if (next_[s] != kNone) {
+      prev_[next_[s]] = prev_[s];
+    } else {
+      b->tail = prev_[s];
+    }
+  }
   // Moves a block to the bucket one frequency up, creating it if needed.
-  void Bump(Pos& pos) {
-    BucketIt from = pos.bucket;
+  void Bump(int32_t s) {
+    const BucketIt from = bucket_[s];
     BucketIt to = std::next(from);
     if (to == buckets_.end() || to->freq != from->freq + 1) {
-      to = buckets_.insert(to, Bucket{from->freq + 1, {}});
+      to = buckets_.insert(to, Bucket{from->freq + 1});
     }
-    to->keys.splice(to->keys.begin(), from->keys, pos.item);
-    pos.bucket = to;
-    if (from->keys.empty()) buckets_.erase(from);
+    Unlink(s);
+    PushFront(to, s);
+    if (from->head == kNone) buckets_.erase(from);
   }
 
-  std::list<Bucket> buckets_;  // rising frequency; none empty
-  std::unordered_map<BlockKey, Pos, BlockKeyHash> pos_;
+  KeySlots slots_;
+  std::list<Bucket> buckets_;         // rising frequency; none empty
+  std::vector<int32_t> prev_, next_;  // by slot, within its bucket (prev = more recent)
+  std::vector<BucketIt> bucket_;      // by slot
 };
 
 }  // namespace

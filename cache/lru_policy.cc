@@ -2,10 +2,8 @@
 // moves a block to the front on every use; FIFO never moves it (a hit
 // changes nothing, and inserting a present key only takes its attributes,
 // which FIFO ignores), so blocks leave in the order they entered.
-#include <list>
-#include <unordered_map>
-
 #include "cache/eviction_policy.h"
+#include "cache/key_slots.h"
 
 namespace kvtier {
 namespace {
@@ -17,47 +15,49 @@ class QueuePolicy final : public EvictionPolicy {
   std::string_view Name() const override { return recency_ ? "lru" : "fifo"; }
 
   void Insert(const BlockKey& key, const PolicyBlock&) override {
-    auto it = pos_.find(key);
-    if (it != pos_.end()) {
+    if (slots_.Find(key) != KeySlots::kNone) {
       Touch(key);
       return;
     }
-    order_.push_front(key);
-    pos_.emplace(key, order_.begin());
+    const int32_t s = slots_.Add(key);
+    order_.Reserve(slots_.slot_bound());
+    order_.PushFront(s);
   }
 
   void Touch(const BlockKey& key) override {
     if (!recency_) return;
-    auto it = pos_.find(key);
-    if (it != pos_.end()) order_.splice(order_.begin(), order_, it->second);
+    const int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone) order_.MoveToFront(s);
   }
 
   void Erase(const BlockKey& key) override {
-    auto it = pos_.find(key);
-    if (it == pos_.end()) return;
-    order_.erase(it->second);
-    pos_.erase(it);
+    const int32_t s = slots_.Find(key);
+    if (s == KeySlots::kNone) return;
+    order_.Unlink(s);
+    slots_.Remove(s);
   }
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
     size_t taken = 0;
-    for (auto it = order_.end(); taken < q.n && it != order_.begin();) {
-      --it;
-      if (q.eligible && !q.eligible(*it)) continue;
-      out->push_back(*it);
-      pos_.erase(*it);
-      it = order_.erase(it);
-      ++taken;
+    for (int32_t s = order_.tail(); taken < q.n && s != SlotList::kNone;) {
+      const int32_t before = order_.prev(s);
+      if (!q.eligible || q.eligible(slots_.key(s))) {
+        out->push_back(slots_.key(s));
+        order_.Unlink(s);
+        slots_.Remove(s);
+        ++taken;
+      }
+      s = before;
     }
     return taken;
   }
 
-  size_t size() const override { return pos_.size(); }
+  size_t size() const override { return slots_.size(); }
 
  private:
-  const bool recency_;         // LRU: a use moves the block to the front
-  std::list<BlockKey> order_;  // front = most recently used (LRU) or newest (FIFO)
-  std::unordered_map<BlockKey, std::list<BlockKey>::iterator, BlockKeyHash> pos_;
+  const bool recency_;  // LRU: a use moves the block to the front
+  KeySlots slots_;      // the blocks held, by slot
+  SlotList order_;      // head = most recently used (LRU) or newest (FIFO)
 };
 
 }  // namespace

@@ -16,64 +16,66 @@
 // where the last eviction left it: refused blocks change nothing, the hand's
 // place included. So each block is looked at no more than about twice per
 // victim, and a call never loops.
-#include <list>
-#include <unordered_map>
+#include <vector>
 
 #include "cache/eviction_policy.h"
+#include "cache/key_slots.h"
 
 namespace kvtier {
 namespace {
 
 class SievePolicy final : public EvictionPolicy {
  public:
-  SievePolicy() = default;
-  SievePolicy(const SievePolicy&) = delete;  // hand_ points into queue_
-  SievePolicy& operator=(const SievePolicy&) = delete;
-
   std::string_view Name() const override { return "sieve"; }
 
   void Insert(const BlockKey& key, const PolicyBlock&) override {
-    auto it = index_.find(key);
-    if (it != index_.end()) {
-      it->second->visited = true;
+    int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone) {
+      visited_[s] = 1;
       return;
     }
-    queue_.push_back(Entry{key, false});
-    index_.emplace(key, std::prev(queue_.end()));
+    s = slots_.Add(key);
+    queue_.Reserve(slots_.slot_bound());
+    if (visited_.size() < slots_.slot_bound()) visited_.resize(slots_.slot_bound());
+    visited_[s] = 0;
+    queue_.PushFront(s);
   }
 
   void Touch(const BlockKey& key) override {
-    auto it = index_.find(key);
-    if (it != index_.end()) it->second->visited = true;
+    const int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone) visited_[s] = 1;
   }
 
   void Erase(const BlockKey& key) override {
-    auto it = index_.find(key);
-    if (it == index_.end()) return;
-    if (hand_ == it->second) ++hand_;  // as after an eviction: the next key towards the head
-    queue_.erase(it->second);
-    index_.erase(it);
+    const int32_t s = slots_.Find(key);
+    if (s == KeySlots::kNone) return;
+    if (hand_ == s) hand_ = queue_.prev(s);  // as after an eviction: the next key towards the head
+    queue_.Unlink(s);
+    slots_.Remove(s);
   }
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
     size_t taken = 0;
-    auto at = hand_;
+    int32_t at = hand_;
     size_t steps = 0;  // since the last eviction
-    while (taken < q.n && !queue_.empty() && steps < 2 * queue_.size()) {
-      if (at == queue_.end()) at = queue_.begin();  // no position, or past the head: the tail
+    while (taken < q.n && slots_.size() > 0 && steps < 2 * slots_.size()) {
+      if (at == SlotList::kNone) at = queue_.tail();  // no position, or past the head: the tail
       ++steps;
-      if (q.eligible && !q.eligible(at->key)) {
-        ++at;
+      const BlockKey& key = slots_.key(at);
+      if (q.eligible && !q.eligible(key)) {
+        at = queue_.prev(at);
         continue;
       }
-      if (at->visited) {
-        at->visited = false;
-        ++at;
+      if (visited_[at]) {
+        visited_[at] = 0;
+        at = queue_.prev(at);
         continue;
       }
-      out->push_back(at->key);
-      index_.erase(at->key);
-      at = queue_.erase(at);
+      out->push_back(key);
+      const int32_t next = queue_.prev(at);
+      queue_.Unlink(at);
+      slots_.Remove(at);
+      at = next;
       hand_ = at;
       steps = 0;
       ++taken;
@@ -81,18 +83,15 @@ class SievePolicy final : public EvictionPolicy {
     return taken;
   }
 
-  size_t size() const override { return queue_.size(); }
+  size_t size() const override { return slots_.size(); }
 
  private:
-  struct Entry {
-    BlockKey key;
-    bool visited;
-  };
-
-  std::list<Entry> queue_;  // front = tail (oldest), back = head (newest)
-  // The next key to look at; end() = no position (start at the tail).
-  std::list<Entry>::iterator hand_ = queue_.end();
-  std::unordered_map<BlockKey, std::list<Entry>::iterator, BlockKeyHash> index_;
+  KeySlots slots_;
+  SlotList queue_;                // head = newest, tail = oldest
+  std::vector<uint8_t> visited_;  // by slot
+  // The next slot to look at, moving from the tail towards the head;
+  // kNone = no position (start at the tail).
+  int32_t hand_ = SlotList::kNone;
 };
 
 }  // namespace
