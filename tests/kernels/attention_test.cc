@@ -47,6 +47,103 @@ double DtypeTolerance(DType d) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------
+// The host f16/bf16 conversions the twins and these tests share
+// (kernels/dtype_convert.h), against fixed bit patterns and independent
+// rounding.
+
+TEST(DtypeConvertTest, KnownHalfAndBfloat16BitPatterns) {
+  const float tiny = std::ldexp(1.0f, -24);  // the smallest f16 subnormal
+  const std::pair<float, uint16_t> half[] = {
+      {1.0f, 0x3c00},
+      {-2.0f, 0xc000},
+      {0.0f, 0x0000},
+      {-0.0f, 0x8000},
+      {65504.0f, 0x7bff},  // the largest finite
+      {65519.0f, 0x7bff},  // below the tie: down
+      {65520.0f, 0x7c00},  // the tie rounds to even: infinity
+      {INFINITY, 0x7c00},
+      {std::ldexp(1.0f, -14), 0x0400},  // the smallest normal
+      {tiny, 0x0001},
+      {tiny / 2, 0x0000},                          // tie between 0 and 1 ulp: even
+      {tiny * 1.5f, 0x0002},                       // tie between 1 and 2 ulps: even
+      {1.0f + std::ldexp(1.0f, -11), 0x3c00},      // tie: stays on the even 1.0
+      {1.0f + 3 * std::ldexp(1.0f, -11), 0x3c02},  // tie: up to the even mantissa
+      {0.1f, 0x2e66},
+  };
+  for (auto [f, h] : half) {
+    EXPECT_EQ(FloatToHalfBits(f), h) << f;
+  }
+  EXPECT_EQ(HalfBitsToFloat(0x0001), tiny);
+  EXPECT_EQ(HalfBitsToFloat(0x7bff), 65504.0f);
+  EXPECT_EQ(HalfBitsToFloat(0x3555), 0.333251953125f);
+  EXPECT_TRUE(std::isnan(HalfBitsToFloat(FloatToHalfBits(NAN))));
+  const std::pair<float, uint16_t> bf16[] = {
+      {1.0f, 0x3f80},
+      {-1.0f, 0xbf80},
+      {1.0f + std::ldexp(1.0f, -8), 0x3f80},      // tie: even
+      {1.0f + 3 * std::ldexp(1.0f, -8), 0x3f82},  // tie: up to even
+      {3.4028235e38f, 0x7f80},                    // FLT_MAX rounds to infinity
+      {std::ldexp(1.0f, -133), 0x0001},           // the smallest bf16 subnormal
+  };
+  for (auto [f, b] : bf16) {
+    EXPECT_EQ(FloatToBf16Bits(f), b) << f;
+  }
+  EXPECT_EQ(Bf16BitsToFloat(0x3f80), 1.0f);
+  EXPECT_TRUE(std::isnan(Bf16BitsToFloat(FloatToBf16Bits(NAN))));
+}
+
+TEST(DtypeConvertTest, EveryHalfAndBfloat16ValueRoundTrips) {
+  for (uint32_t b = 0; b < 0x10000; ++b) {
+    const auto bits = static_cast<uint16_t>(b);
+    const float h = HalfBitsToFloat(bits);
+    if (!std::isnan(h)) {
+      ASSERT_EQ(FloatToHalfBits(h), bits) << std::hex << b;
+    }
+    const float bf = Bf16BitsToFloat(bits);
+    if (!std::isnan(bf)) {
+      ASSERT_EQ(FloatToBf16Bits(bf), bits) << std::hex << b;
+    }
+  }
+}
+
+// Round to nearest even by comparing distances in double to the two
+// neighbours of |f| that have 8 significant bits (bf16).
+uint16_t ReferenceBf16(float f) {
+  const uint32_t u = FloatBits(f);
+  const uint32_t sign = u & 0x80000000u;
+  const uint32_t lo = (u & 0x7fffffffu) & 0xffff0000u;  // truncated magnitude
+  const int exp = static_cast<int>(lo >> 23);
+  const double ulp = std::ldexp(1.0, (exp == 0 ? 1 : exp) - 127 - 7);
+  const double below = BitsFloat(lo);
+  const double x = std::fabs(static_cast<double>(f));
+  const double d_lo = x - below, d_hi = below + ulp - x;
+  const bool up = d_hi < d_lo || (d_hi == d_lo && ((lo >> 16) & 1u) != 0);
+  return static_cast<uint16_t>((sign >> 16) | ((lo >> 16) + (up ? 1u : 0u)));
+}
+
+TEST(DtypeConvertTest, RandomFloatsRoundToNearestEven) {
+  std::mt19937 rng(12);
+  for (int i = 0; i < 1000000; ++i) {
+    float f = BitsFloat(static_cast<uint32_t>(rng()));
+    if (std::isnan(f) || std::isinf(f)) continue;
+    ASSERT_EQ(FloatToBf16Bits(f), ReferenceBf16(f)) << f;
+#if defined(__FLT16_MAX__)
+    // The compiler's own IEEE binary16, where it has one.
+    const _Float16 h = static_cast<_Float16>(f);
+    uint16_t want;
+    std::memcpy(&want, &h, sizeof want);
+    ASSERT_EQ(FloatToHalfBits(f), want) << f;
+    // Half-range values too, where the rounding is not just overflow or zero.
+    f = std::ldexp(f, -std::ilogb(f) + static_cast<int>(rng() % 40) - 25);
+    if (f == 0 || !std::isfinite(f)) continue;
+    const _Float16 h2 = static_cast<_Float16>(f);
+    std::memcpy(&want, &h2, sizeof want);
+    ASSERT_EQ(FloatToHalfBits(f), want) << f;
+#endif
+  }
+}
+
 struct HeadShape {
   int kv_heads, n_heads, head_dim, block_tokens;
 };
