@@ -366,6 +366,28 @@ constexpr size_t PrefillSmemBytes() {
 // Dynamic shared memory (floats): Qt [kDimsPad][kRows + 4] (pre-scaled q,
 // transposed), Kt [kDimsPad][36], V [32][kDimsPad], P [kRows][33];
 // PrefillSmemBytes() in all.
+// Dims d .. d + 3 of key (or value) j of a sequence as f32, zero past the
+// sequence's n_keys and past head_dim. `base` points at the layer's K (or V)
+// rows of one KV head in page 0; `vec` says 16-byte loads are aligned.
+template <class Kv>
+__device__ __forceinline__ void LoadKeyDims4(const typename Kv::Raw* base, const int32_t* table,
+                                             const PagedKvIndex& ix, int j, int n_keys, int d,
+                                             bool vec, float (&out)[4]) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) out[e] = 0.0f;
+  const int hd = ix.head_dim;
+  if (j >= n_keys || d >= hd) return;
+  const typename Kv::Raw* row = base +
+                                static_cast<int64_t>(table[j >> ix.block_shift]) * ix.page_elems +
+                                static_cast<int64_t>(j & ((1 << ix.block_shift) - 1)) * hd + d;
+  if (vec) {
+    LoadRow<Kv, 4>(row, out);
+  } else {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) out[e] = d + e < hd ? Kv::Load(row[e]) : 0.0f;
+  }
+}
+
 template <class Kv, int kDimsPad, int kRows>
 __global__ void __launch_bounds__(kPrefillThreads) PagedPrefillKernel(PrefillArgs a) {
   using Raw = typename Kv::Raw;
@@ -394,7 +416,6 @@ __global__ void __launch_bounds__(kPrefillThreads) PagedPrefillKernel(PrefillArg
   const int kv_head = head / a.group;
   const PagedKvIndex ix = a.b.index;
   const int hd = ix.head_dim;
-  const int bt_mask = (1 << ix.block_shift) - 1;
   const int tid = threadIdx.x;
   const int tr = tid >> 3;
   const int tc = tid & 7;
@@ -429,17 +450,8 @@ __global__ void __launch_bounds__(kPrefillThreads) PagedPrefillKernel(PrefillArg
       const int key = i % kKeys;
       const int d = (i / kKeys) * 4;
       const int j = key0 + key;
-      float kk[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (j < n_keys && d < hd) {
-        const Raw* kr = k_base + static_cast<int64_t>(table[j >> ix.block_shift]) * ix.page_elems +
-                        static_cast<int64_t>(j & bt_mask) * hd + d;
-        if (a.vec) {
-          LoadRow<Kv, 4>(kr, kk);
-        } else {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) kk[e] = d + e < hd ? Kv::Load(kr[e]) : 0.0f;
-        }
-      }
+      float kk[4];
+      LoadKeyDims4<Kv>(k_base, table, ix, j, n_keys, d, a.vec, kk);
 #pragma unroll
       for (int e = 0; e < 4; ++e) kt[(d + e) * kKStride + key] = kk[e];
     }
@@ -448,17 +460,8 @@ __global__ void __launch_bounds__(kPrefillThreads) PagedPrefillKernel(PrefillArg
       const int key = i / (kDimsPad / 4);
       const int d = (i % (kDimsPad / 4)) * 4;
       const int j = key0 + key;
-      float vv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (j < n_keys && d < hd) {
-        const Raw* vr = v_base + static_cast<int64_t>(table[j >> ix.block_shift]) * ix.page_elems +
-                        static_cast<int64_t>(j & bt_mask) * hd + d;
-        if (a.vec) {
-          LoadRow<Kv, 4>(vr, vv);
-        } else {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) vv[e] = d + e < hd ? Kv::Load(vr[e]) : 0.0f;
-        }
-      }
+      float vv[4];
+      LoadKeyDims4<Kv>(v_base, table, ix, j, n_keys, d, a.vec, vv);
       *reinterpret_cast<float4*>(vs + key * kDimsPad + d) = make_float4(vv[0], vv[1], vv[2], vv[3]);
     }
     __syncthreads();
