@@ -51,11 +51,11 @@
 // does not apply, and the ghosts are bounded by the resident bytes:
 // |B1| + |B2| <= |T1| + |T2|, the LRU of B2 going first, then that of B1.
 #include <array>
-#include <list>
 #include <optional>
-#include <unordered_map>
+#include <vector>
 
 #include "cache/eviction_policy.h"
+#include "cache/key_slots.h"
 
 namespace kvtier {
 namespace {
@@ -130,39 +130,44 @@ class ArcPolicy final : public EvictionPolicy {
   std::string_view Name() const override { return "arc"; }
 
   void Insert(const BlockKey& key, const PolicyBlock& block) override {
-    auto it = index_.find(key);
-    if (it != index_.end() && IsResident(it->second.where)) {
-      Resize(it->second, block.bytes);
-      MoveToMru(it->second, kT2);  // case I
+    int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone && IsResident(where_[s])) {
+      Resize(s, block.bytes);
+      MoveToMru(s, kT2);  // case I
       adapted_for_.reset();
       return;
     }
-    if (it != index_.end()) {
+    if (s != KeySlots::kNone) {
       // Cases II and III: a ghost hit enters T2.
-      Slot& slot = it->second;
-      if (adapted_for_ != key) Adapt(slot.where, slot.it->bytes);
-      Resize(slot, block.bytes);
-      MoveToMru(slot, kT2);
+      if (adapted_for_ != key) Adapt(where_[s], bytes_[s]);
+      Resize(s, block.bytes);
+      MoveToMru(s, kT2);
     } else {
       // Case IV: a new key enters T1.
-      List& t1 = lists_[kT1];
-      t1.order.push_back(Entry{key, block.bytes});
-      t1.bytes += block.bytes;
-      index_.emplace(key, Slot{kT1, std::prev(t1.order.end())});
+      s = slots_.Add(key);
+      if (where_.size() < slots_.slot_bound()) {
+        where_.resize(slots_.slot_bound());
+        bytes_.resize(slots_.slot_bound());
+        lists_.Reserve(slots_.slot_bound());
+      }
+      where_[s] = kT1;
+      bytes_[s] = block.bytes;
+      bytes_in_[kT1] += block.bytes;
+      lists_.PushFront(kT1, s);
     }
     adapted_for_.reset();
     TrimGhosts();
   }
 
   void Touch(const BlockKey& key) override {
-    auto it = index_.find(key);
-    if (it != index_.end() && IsResident(it->second.where)) MoveToMru(it->second, kT2);
+    const int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone && IsResident(where_[s])) MoveToMru(s, kT2);
   }
 
   void Erase(const BlockKey& key) override {
-    auto it = index_.find(key);
-    if (it == index_.end() || !IsResident(it->second.where)) return;
-    Forget(it);
+    const int32_t s = slots_.Find(key);
+    if (s == KeySlots::kNone || !IsResident(where_[s])) return;
+    Forget(s);
     TrimGhosts();
   }
 
@@ -170,25 +175,25 @@ class ArcPolicy final : public EvictionPolicy {
     bool incoming_new = false;    // case IV
     bool incoming_in_b2 = false;  // case III
     if (q.incoming != nullptr) {
-      auto it = index_.find(*q.incoming);
-      if (it == index_.end()) {
+      const int32_t s = slots_.Find(*q.incoming);
+      if (s == KeySlots::kNone) {
         incoming_new = true;
-      } else if (!IsResident(it->second.where)) {
-        incoming_in_b2 = it->second.where == kB2;
+      } else if (!IsResident(where_[s])) {
+        incoming_in_b2 = where_[s] == kB2;
         if (adapted_for_ != *q.incoming) {
-          Adapt(it->second.where, it->second.it->bytes);
+          Adapt(where_[s], bytes_[s]);
           adapted_for_ = *q.incoming;
         }
       }
     }
-    // Where this call goes on scanning each resident list: blocks before the
-    // cursor were refused, and nothing enters T1 or T2 during the call.
-    std::array<std::list<Entry>::iterator, 2> cursor = {lists_[kT1].order.begin(),
-                                                        lists_[kT2].order.begin()};
+    // Where this call goes on scanning each resident list, from its LRU end:
+    // blocks behind the cursor were refused, and nothing enters T1 or T2
+    // during the call.
+    std::array<int32_t, 2> cursor = {lists_.tail(kT1), lists_.tail(kT2)};
     size_t taken = 0;
     while (taken < q.n) {
       std::optional<BlockKey> victim;
-      if (incoming_new && capacity_bytes_ > 0 && lists_[kT1].bytes >= capacity_bytes_) {
+      if (incoming_new && capacity_bytes_ > 0 && bytes_in_[kT1] >= capacity_bytes_) {
         // Case IV-A with |T1| = c: the LRU of T1 leaves without a ghost.
         victim = Take(kT1, cursor[kT1], q, /*to_ghost=*/false);
       }
@@ -200,36 +205,22 @@ class ArcPolicy final : public EvictionPolicy {
     return taken;
   }
 
-  size_t size() const override { return lists_[kT1].order.size() + lists_[kT2].order.size(); }
+  size_t size() const override { return lists_.size(kT1) + lists_.size(kT2); }
 
  private:
   enum Where : uint8_t { kT1 = 0, kT2 = 1, kB1 = 2, kB2 = 3 };
 
-  struct Entry {
-    BlockKey key;
-    uint64_t bytes;
-  };
-  struct List {
-    std::list<Entry> order;  // front = LRU, back = MRU
-    uint64_t bytes = 0;      // sum of the entries' bytes
-  };
-  struct Slot {
-    Where where;
-    std::list<Entry>::iterator it;
-  };
-  using Index = std::unordered_map<BlockKey, Slot, BlockKeyHash>;
-
   static bool IsResident(Where w) { return w == kT1 || w == kT2; }
 
-  uint64_t ResidentBytes() const { return lists_[kT1].bytes + lists_[kT2].bytes; }
+  uint64_t ResidentBytes() const { return bytes_in_[kT1] + bytes_in_[kT2]; }
   // c in the paper: the capacity, or the resident bytes when unbounded.
   uint64_t Capacity() const { return capacity_bytes_ > 0 ? capacity_bytes_ : ResidentBytes(); }
 
   // The adaptation of cases II (`ghost` == kB1) and III (kB2) for a ghost of
   // `bytes` bytes: d1 = max(1, |B2|/|B1|), d2 = max(1, |B1|/|B2|), times the bytes.
   void Adapt(Where ghost, uint64_t bytes) {
-    const uint64_t b1 = lists_[kB1].bytes;
-    const uint64_t b2 = lists_[kB2].bytes;
+    const uint64_t b1 = bytes_in_[kB1];
+    const uint64_t b2 = bytes_in_[kB2];
     if (ghost == kB1) {
       if (b1 >= b2) {
         p_.Raise(bytes, 1, 1, Capacity());
@@ -248,80 +239,80 @@ class ArcPolicy final : public EvictionPolicy {
   // REPLACE(x, p): the LRU of T1 goes to B1 if T1 is not empty and
   // (|T1| > p or (x in B2 and |T1| = p)); otherwise the LRU of T2 goes to B2.
   std::optional<BlockKey> Replace(bool incoming_in_b2, const VictimQuery& q,
-                                  std::array<std::list<Entry>::iterator, 2>& cursor) {
-    const int t1_vs_p = p_.Compare(lists_[kT1].bytes);
-    const bool from_t1 =
-        !lists_[kT1].order.empty() && (t1_vs_p > 0 || (incoming_in_b2 && t1_vs_p == 0));
+                                  std::array<int32_t, 2>& cursor) {
+    const int t1_vs_p = p_.Compare(bytes_in_[kT1]);
+    const bool from_t1 = lists_.size(kT1) > 0 && (t1_vs_p > 0 || (incoming_in_b2 && t1_vs_p == 0));
     const Where first = from_t1 ? kT1 : kT2;
     const Where second = from_t1 ? kT2 : kT1;
     if (auto v = Take(first, cursor[first], q, /*to_ghost=*/true)) return v;
     return Take(second, cursor[second], q, /*to_ghost=*/true);
   }
 
-  // Takes the first block `q` accepts from `cursor` on in resident list
-  // `from`, moving it to the MRU of its ghost list or forgetting it.
-  std::optional<BlockKey> Take(Where from, std::list<Entry>::iterator& cursor, const VictimQuery& q,
-                               bool to_ghost) {
-    std::list<Entry>& order = lists_[from].order;
-    while (cursor != order.end()) {
-      auto entry = cursor++;
-      if (q.eligible && !q.eligible(entry->key)) continue;
-      const BlockKey key = entry->key;
-      auto it = index_.find(key);
+  // Takes the first block `q` accepts from `cursor` on (towards the MRU end)
+  // in resident list `from`, moving it to the MRU of its ghost list or
+  // forgetting it.
+  std::optional<BlockKey> Take(Where from, int32_t& cursor, const VictimQuery& q, bool to_ghost) {
+    while (cursor != SlotLists::kNone) {
+      const int32_t s = cursor;
+      cursor = lists_.prev(s);
+      const BlockKey key = slots_.key(s);
+      if (q.eligible && !q.eligible(key)) continue;
       if (to_ghost) {
-        MoveToMru(it->second, from == kT1 ? kB1 : kB2);
+        MoveToMru(s, from == kT1 ? kB1 : kB2);
       } else {
-        Forget(it);
+        Forget(s);
       }
       return key;
     }
     return std::nullopt;
   }
 
-  void MoveToMru(Slot& slot, Where to) {
-    const uint64_t bytes = slot.it->bytes;
-    lists_[slot.where].bytes -= bytes;
-    lists_[to].bytes += bytes;
-    lists_[to].order.splice(lists_[to].order.end(), lists_[slot.where].order, slot.it);
-    slot.where = to;
+  void MoveToMru(int32_t s, Where to) {
+    bytes_in_[where_[s]] -= bytes_[s];
+    bytes_in_[to] += bytes_[s];
+    lists_.MoveToFront(where_[s], to, s);
+    where_[s] = to;
   }
 
-  void Resize(Slot& slot, uint64_t bytes) {
-    lists_[slot.where].bytes = lists_[slot.where].bytes - slot.it->bytes + bytes;
-    slot.it->bytes = bytes;
+  void Resize(int32_t s, uint64_t bytes) {
+    bytes_in_[where_[s]] = bytes_in_[where_[s]] - bytes_[s] + bytes;
+    bytes_[s] = bytes;
   }
 
-  void Forget(Index::iterator it) {
-    List& list = lists_[it->second.where];
-    list.bytes -= it->second.it->bytes;
-    list.order.erase(it->second.it);
-    index_.erase(it);
+  void Forget(int32_t s) {
+    bytes_in_[where_[s]] -= bytes_[s];
+    lists_.Unlink(where_[s], s);
+    slots_.Remove(s);
   }
 
-  void DropLru(Where ghost) { Forget(index_.find(lists_[ghost].order.front().key)); }
+  void DropLru(Where ghost) { Forget(lists_.tail(ghost)); }
 
   // Keeps the directory within the paper's bounds (see the file comment).
   void TrimGhosts() {
-    List& t1 = lists_[kT1];
-    List& b1 = lists_[kB1];
-    List& b2 = lists_[kB2];
+    const uint64_t& t1 = bytes_in_[kT1];
+    const uint64_t& b1 = bytes_in_[kB1];
+    const uint64_t& b2 = bytes_in_[kB2];
     if (capacity_bytes_ == 0) {
       const uint64_t resident = ResidentBytes();
-      while (b1.bytes + b2.bytes > resident && !b2.order.empty()) DropLru(kB2);
-      while (b1.bytes + b2.bytes > resident && !b1.order.empty()) DropLru(kB1);
+      while (b1 + b2 > resident && lists_.size(kB2) > 0) DropLru(kB2);
+      while (b1 + b2 > resident && lists_.size(kB1) > 0) DropLru(kB1);
       return;
     }
     const uint64_t c = capacity_bytes_;
-    while (t1.bytes + b1.bytes > c && !b1.order.empty()) DropLru(kB1);
-    auto directory = [&] { return ResidentBytes() + b1.bytes + b2.bytes; };
-    while (directory() > 2 * c && !b2.order.empty()) DropLru(kB2);
-    while (directory() > 2 * c && !b1.order.empty()) DropLru(kB1);
+    while (t1 + b1 > c && lists_.size(kB1) > 0) DropLru(kB1);
+    auto directory = [&] { return ResidentBytes() + b1 + b2; };
+    while (directory() > 2 * c && lists_.size(kB2) > 0) DropLru(kB2);
+    while (directory() > 2 * c && lists_.size(kB1) > 0) DropLru(kB1);
   }
 
   const uint64_t capacity_bytes_;  // c; 0 = unbounded
   Fraction p_;                     // target bytes of T1, in [0, c]
-  std::array<List, 4> lists_;      // indexed by Where
-  Index index_;                    // every key in T1, T2, B1 or B2
+  // Every key in T1, T2, B1 or B2 has a slot; by slot, its list and bytes.
+  KeySlots slots_;
+  std::vector<Where> where_;
+  std::vector<uint64_t> bytes_;
+  SlotLists lists_{4};                  // indexed by Where; head = MRU, tail = LRU
+  std::array<uint64_t, 4> bytes_in_{};  // sum of each list's bytes
   // The key whose ghost hit Victims has already adapted p for; the Insert
   // that follows must not adapt again.
   std::optional<BlockKey> adapted_for_;

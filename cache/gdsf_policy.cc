@@ -25,14 +25,16 @@
 // inflating by its H would age the live blocks for nothing.
 //
 // Insert, Touch and Erase are O(log n); Victims is O(log n) per block taken
-// or stepped over.
+// or stepped over. The orders are indexed heaps over slot arrays
+// (cache/key_slots.h), keyed (h, seq) and (expiry, seq): seq makes each key
+// unique, so the order is total and a replay deterministic.
 #include <algorithm>
 #include <cstdint>
-#include <set>
-#include <tuple>
-#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "cache/eviction_policy.h"
+#include "cache/key_slots.h"
 
 namespace kvtier {
 namespace {
@@ -45,84 +47,59 @@ class PriorityPolicy final : public EvictionPolicy {
   std::string_view Name() const override { return name_; }
 
   void Insert(const BlockKey& key, const PolicyBlock& block) override {
-    auto it = blocks_.find(key);
-    if (it == blocks_.end()) {
-      Entry e;
+    int32_t s = slots_.Find(key);
+    if (s == KeySlots::kNone) {
+      s = slots_.Add(key);
+      if (blocks_.size() < slots_.slot_bound()) blocks_.resize(slots_.slot_bound());
+      Entry& e = blocks_[s];
       e.seq = next_seq_++;
       e.freq = 1;
       SetAttributes(e, block);
-      e.h = Priority(e);
-      Link(key, e);
-      blocks_.emplace(key, e);
+      by_priority_.Push(s, {Priority(e), e.seq});
+      if (HasExpiry(e)) by_expiry_.Push(s, {e.expiry_ms, e.seq});
       return;
     }
-    Entry& e = it->second;
-    Unlink(key, e);
+    Entry& e = blocks_[s];
+    if (HasExpiry(e)) by_expiry_.Erase(s);
     SetAttributes(e, block);
+    if (HasExpiry(e)) by_expiry_.Push(s, {e.expiry_ms, e.seq});
     ++e.freq;
-    e.h = Priority(e);
-    Link(key, e);
+    by_priority_.Update(s, {Priority(e), e.seq});
   }
 
   void Touch(const BlockKey& key) override {
-    auto it = blocks_.find(key);
-    if (it == blocks_.end()) return;
-    Entry& e = it->second;
-    by_priority_.erase({e.h, e.seq, key});
+    const int32_t s = slots_.Find(key);
+    if (s == KeySlots::kNone) return;
+    Entry& e = blocks_[s];
     ++e.freq;
-    e.h = Priority(e);
-    by_priority_.emplace(e.h, e.seq, key);
+    by_priority_.Update(s, {Priority(e), e.seq});
   }
 
   void Erase(const BlockKey& key) override {
-    auto it = blocks_.find(key);
-    if (it == blocks_.end()) return;
-    Unlink(key, it->second);
-    blocks_.erase(it);
+    const int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone) Forget(s);
   }
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
     size_t taken = 0;
     if (expired_first_) {
-      for (auto it = by_expiry_.begin(); taken < q.n && it != by_expiry_.end();) {
-        const auto& [expiry, seq, key] = *it;
-        if (expiry > q.now_ms) break;
-        if (q.eligible && !q.eligible(key)) {
-          ++it;
-          continue;
-        }
-        out->push_back(key);
-        auto b = blocks_.find(key);
-        by_priority_.erase({b->second.h, seq, key});
-        blocks_.erase(b);
-        it = by_expiry_.erase(it);
-        ++taken;
-      }
+      // Taking an expired block does not move L: it left for being stale.
+      TakeInOrder(
+          by_expiry_, q, out, &taken, [&](int32_t s) { return blocks_[s].expiry_ms > q.now_ms; },
+          [](int32_t) {});
     }
     // Expired blocks still here were refused by `eligible`, so every block
     // taken below is unexpired.
-    for (auto it = by_priority_.begin(); taken < q.n && it != by_priority_.end();) {
-      const auto& [h, seq, key] = *it;
-      if (q.eligible && !q.eligible(key)) {
-        ++it;
-        continue;
-      }
-      out->push_back(key);
-      inflation_ = std::max(inflation_, h);
-      auto b = blocks_.find(key);
-      if (HasExpiry(b->second)) by_expiry_.erase({b->second.expiry_ms, seq, key});
-      blocks_.erase(b);
-      it = by_priority_.erase(it);
-      ++taken;
-    }
+    TakeInOrder(
+        by_priority_, q, out, &taken, [](int32_t) { return false; },
+        [&](int32_t s) { inflation_ = std::max(inflation_, by_priority_.priority(s).first); });
     return taken;
   }
 
-  size_t size() const override { return blocks_.size(); }
+  size_t size() const override { return slots_.size(); }
 
  private:
   struct Entry {
-    double h = 0;       // priority: L + freq * miss_cost / bytes
     uint64_t seq = 0;   // insertion order; breaks ties in h and expiry
     uint64_t freq = 0;  // uses since insertion, counting the insertion
     double miss_cost = 1;
@@ -136,30 +113,52 @@ class PriorityPolicy final : public EvictionPolicy {
     e.expiry_ms = block.expiry_ms;
   }
 
+  // h = L + freq * miss_cost / bytes.
   double Priority(const Entry& e) const {
     return inflation_ + static_cast<double>(e.freq) * e.miss_cost / static_cast<double>(e.bytes);
   }
 
   bool HasExpiry(const Entry& e) const { return expired_first_ && e.expiry_ms != kNoExpiry; }
 
-  void Link(const BlockKey& key, const Entry& e) {
-    by_priority_.emplace(e.h, e.seq, key);
-    if (HasExpiry(e)) by_expiry_.emplace(e.expiry_ms, e.seq, key);
+  void Forget(int32_t s) {
+    by_priority_.Erase(s);
+    if (by_expiry_.contains(s)) by_expiry_.Erase(s);
+    slots_.Remove(s);
   }
 
-  void Unlink(const BlockKey& key, const Entry& e) {
-    by_priority_.erase({e.h, e.seq, key});
-    if (HasExpiry(e)) by_expiry_.erase({e.expiry_ms, e.seq, key});
+  // Takes blocks from the front of `heap` until `stop(slot)`, calling
+  // `on_take(slot)` before each goes. Blocks `q.eligible` refuses are set
+  // aside and put back with their priorities, so they keep their place.
+  template <typename Heap, typename Stop, typename OnTake>
+  void TakeInOrder(Heap& heap, const VictimQuery& q, std::vector<BlockKey>* out, size_t* taken,
+                   Stop stop, OnTake on_take) {
+    std::vector<std::pair<int32_t, typename Heap::Priority>> refused;
+    while (*taken < q.n && !heap.empty()) {
+      const int32_t s = heap.top();
+      if (stop(s)) break;
+      if (q.eligible && !q.eligible(slots_.key(s))) {
+        refused.emplace_back(s, heap.top_priority());
+        heap.Pop();
+        continue;
+      }
+      on_take(s);
+      out->push_back(slots_.key(s));
+      Forget(s);
+      ++*taken;
+    }
+    for (const auto& [s, p] : refused) heap.Push(s, p);
   }
 
   const std::string_view name_;
   const bool expired_first_;  // ttl-cost: expired blocks go before the GDSF order
   double inflation_ = 0;      // L
   uint64_t next_seq_ = 0;
-  std::unordered_map<BlockKey, Entry, BlockKeyHash> blocks_;
-  std::set<std::tuple<double, uint64_t, BlockKey>> by_priority_;  // lowest h first
-  // ttl-cost only: blocks with an expiry, earliest first.
-  std::set<std::tuple<int64_t, uint64_t, BlockKey>> by_expiry_;
+  KeySlots slots_;
+  std::vector<Entry> blocks_;  // by slot
+  // Lowest (h, seq) first.
+  SlotHeap<std::pair<double, uint64_t>> by_priority_;
+  // ttl-cost only: the blocks with an expiry, earliest (expiry, seq) first.
+  SlotHeap<std::pair<int64_t, uint64_t>> by_expiry_;
 };
 
 }  // namespace

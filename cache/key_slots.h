@@ -3,10 +3,12 @@
 // cache line or two per operation instead of a node allocation and pointer
 // chase per map entry). Open addressing with linear probing and
 // backward-shift deletion (no tombstones); slots freed by Remove are reused.
-// SlotList: an intrusive doubly linked list over slot numbers.
+// SlotLists / SlotList: intrusive doubly linked lists over slot numbers.
+// SlotHeap: an indexed priority queue over slot numbers.
 // Not thread-safe (a policy is used under its owner's lock).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -54,9 +56,14 @@ class KeySlots {
   size_t size_ = 0;
 };
 
-class SlotList {
+// Several intrusive doubly linked lists over one set of slot links; a slot
+// is in at most one of them at a time (ARC's T1/T2/B1/B2, S3-FIFO's queues).
+// Each list keeps its length.
+class SlotLists {
  public:
   static constexpr int32_t kNone = KeySlots::kNone;
+
+  explicit SlotLists(size_t lists) : ends_(lists) {}
 
   // Makes room for slots below `bound`.
   void Reserve(size_t bound) {
@@ -65,37 +72,157 @@ class SlotList {
       next_.resize(bound, kNone);
     }
   }
-  void PushFront(int32_t s) {
+  void PushFront(size_t list, int32_t s) {
+    Ends& e = ends_[list];
     prev_[s] = kNone;
-    next_[s] = head_;
-    if (head_ != kNone) prev_[head_] = s;
-    head_ = s;
-    if (tail_ == kNone) tail_ = s;
+    next_[s] = e.head;
+    if (e.head != kNone) prev_[e.head] = s;
+    e.head = s;
+    if (e.tail == kNone) e.tail = s;
+    ++e.size;
   }
-  void Unlink(int32_t s) {
+  // `s` must be in `list`.
+  void Unlink(size_t list, int32_t s) {
+    Ends& e = ends_[list];
     if (prev_[s] != kNone)
       next_[prev_[s]] = next_[s];
     else
-      head_ = next_[s];
+      e.head = next_[s];
     if (next_[s] != kNone)
       prev_[next_[s]] = prev_[s];
     else
-      tail_ = prev_[s];
+      e.tail = prev_[s];
     prev_[s] = next_[s] = kNone;
+    --e.size;
   }
-  void MoveToFront(int32_t s) {
-    if (head_ == s) return;
-    Unlink(s);
-    PushFront(s);
+  // Moves `s` from list `from` to the front of list `to` (may be the same).
+  void MoveToFront(size_t from, size_t to, int32_t s) {
+    if (from == to && ends_[to].head == s) return;
+    Unlink(from, s);
+    PushFront(to, s);
   }
-  int32_t head() const { return head_; }
-  int32_t tail() const { return tail_; }
+  int32_t head(size_t list) const { return ends_[list].head; }
+  int32_t tail(size_t list) const { return ends_[list].tail; }
+  size_t size(size_t list) const { return ends_[list].size; }
+  // Neighbours within the slot's list: prev towards the head, next towards the tail.
   int32_t prev(int32_t s) const { return prev_[s]; }
   int32_t next(int32_t s) const { return next_[s]; }
 
  private:
+  struct Ends {
+    int32_t head = kNone, tail = kNone;
+    size_t size = 0;
+  };
   std::vector<int32_t> prev_, next_;
-  int32_t head_ = kNone, tail_ = kNone;
+  std::vector<Ends> ends_;
+};
+
+// One list over slots.
+class SlotList {
+ public:
+  static constexpr int32_t kNone = KeySlots::kNone;
+
+  void Reserve(size_t bound) { lists_.Reserve(bound); }
+  void PushFront(int32_t s) { lists_.PushFront(0, s); }
+  void Unlink(int32_t s) { lists_.Unlink(0, s); }
+  void MoveToFront(int32_t s) { lists_.MoveToFront(0, 0, s); }
+  int32_t head() const { return lists_.head(0); }
+  int32_t tail() const { return lists_.tail(0); }
+  int32_t prev(int32_t s) const { return lists_.prev(s); }
+  int32_t next(int32_t s) const { return lists_.next(s); }
+  size_t size() const { return lists_.size(0); }
+
+ private:
+  SlotLists lists_{1};
+};
+
+// An indexed min-heap of slots, each with an ordered priority `P` (smallest
+// first; give P a unique tie-break so that the order is total and replays
+// are deterministic). A slot's position is kept, so a slot's priority can be
+// changed or the slot removed in O(log n). Four children per node: shallower
+// than a binary heap, and a node's children share a cache line or two.
+template <typename P>
+class SlotHeap {
+ public:
+  static constexpr int32_t kNone = KeySlots::kNone;
+  using Priority = P;
+
+  bool empty() const { return heap_.empty(); }
+  size_t size() const { return heap_.size(); }
+  bool contains(int32_t s) const {
+    return static_cast<size_t>(s) < pos_.size() && pos_[s] != kNone;
+  }
+  // The slot of smallest priority, and that priority; the heap must not be empty.
+  int32_t top() const { return heap_[0].slot; }
+  const P& top_priority() const { return heap_[0].p; }
+  const P& priority(int32_t s) const { return heap_[pos_[s]].p; }
+
+  // Adds an absent slot.
+  void Push(int32_t s, const P& p) {
+    if (pos_.size() <= static_cast<size_t>(s)) pos_.resize(static_cast<size_t>(s) + 1, kNone);
+    heap_.push_back(Node{p, s});
+    Place(heap_.size() - 1);
+  }
+  // Gives a present slot a new priority.
+  void Update(int32_t s, const P& p) {
+    heap_[pos_[s]].p = p;
+    Place(pos_[s]);
+  }
+  // Removes a present slot.
+  void Erase(int32_t s) {
+    const size_t i = pos_[s];
+    pos_[s] = kNone;
+    const Node last = heap_.back();
+    heap_.pop_back();
+    if (i == heap_.size()) return;
+    heap_[i] = last;
+    pos_[last.slot] = static_cast<int32_t>(i);
+    Place(i);
+  }
+  int32_t Pop() {
+    const int32_t s = top();
+    Erase(s);
+    return s;
+  }
+
+ private:
+  static constexpr size_t kArity = 4;
+  struct Node {
+    P p;
+    int32_t slot;
+  };
+
+  // Restores the heap order around position i: up if it is now smaller than
+  // its parent, else down.
+  void Place(size_t i) {
+    const Node node = heap_[i];
+    while (i > 0) {
+      const size_t parent = (i - 1) / kArity;
+      if (!(node.p < heap_[parent].p)) break;
+      Set(i, heap_[parent]);
+      i = parent;
+    }
+    for (;;) {
+      const size_t first = i * kArity + 1;
+      if (first >= heap_.size()) break;
+      const size_t last = std::min(first + kArity, heap_.size());
+      size_t least = first;
+      for (size_t c = first + 1; c < last; ++c) {
+        if (heap_[c].p < heap_[least].p) least = c;
+      }
+      if (!(heap_[least].p < node.p)) break;
+      Set(i, heap_[least]);
+      i = least;
+    }
+    Set(i, node);
+  }
+  void Set(size_t i, const Node& n) {
+    heap_[i] = n;
+    pos_[n.slot] = static_cast<int32_t>(i);
+  }
+
+  std::vector<Node> heap_;
+  std::vector<int32_t> pos_;  // by slot: index in heap_, or kNone
 };
 
 }  // namespace kvtier

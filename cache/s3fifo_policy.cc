@@ -42,11 +42,11 @@
 // c, so G never holds more than 90% of the resident bytes.
 #include <algorithm>
 #include <array>
-#include <list>
 #include <optional>
-#include <unordered_map>
+#include <vector>
 
 #include "cache/eviction_policy.h"
+#include "cache/key_slots.h"
 
 namespace kvtier {
 namespace {
@@ -62,44 +62,50 @@ class S3FifoPolicy final : public EvictionPolicy {
   std::string_view Name() const override { return "s3fifo"; }
 
   void Insert(const BlockKey& key, const PolicyBlock& block) override {
-    auto it = index_.find(key);
-    if (it != index_.end() && it->second.where != kGhost) {
-      Queue& queue = queues_[it->second.where];
-      queue.bytes = queue.bytes - it->second.it->bytes + block.bytes;
-      it->second.it->bytes = block.bytes;
-      Hit(*it->second.it);
+    int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone && where_[s] != kGhost) {
+      bytes_in_[where_[s]] = bytes_in_[where_[s]] - bytes_[s] + block.bytes;
+      bytes_[s] = block.bytes;
+      Hit(s);
       return;
     }
     Where to = kSmall;
-    if (it != index_.end()) {
+    if (s != KeySlots::kNone) {
       to = kMain;  // a ghost hit
-      Forget(it);
+      Forget(s);
     }
-    Queue& queue = queues_[to];
-    queue.order.push_back(Entry{key, block.bytes, 0});
-    queue.bytes += block.bytes;
-    index_.emplace(key, Slot{to, std::prev(queue.order.end())});
+    s = slots_.Add(key);
+    if (where_.size() < slots_.slot_bound()) {
+      where_.resize(slots_.slot_bound());
+      bytes_.resize(slots_.slot_bound());
+      freq_.resize(slots_.slot_bound());
+      queues_.Reserve(slots_.slot_bound());
+    }
+    where_[s] = to;
+    bytes_[s] = block.bytes;
+    freq_[s] = 0;
+    bytes_in_[to] += block.bytes;
+    queues_.PushFront(to, s);
     TrimGhosts();
   }
 
   void Touch(const BlockKey& key) override {
-    auto it = index_.find(key);
-    if (it != index_.end() && it->second.where != kGhost) Hit(*it->second.it);
+    const int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone && where_[s] != kGhost) Hit(s);
   }
 
   void Erase(const BlockKey& key) override {
-    auto it = index_.find(key);
-    if (it == index_.end() || it->second.where == kGhost) return;
-    Forget(it);
+    const int32_t s = slots_.Find(key);
+    if (s == KeySlots::kNone || where_[s] == kGhost) return;
+    Forget(s);
     TrimGhosts();
   }
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
-    Scan scan{queues_[kSmall].order.begin(), std::nullopt};
+    Scan scan{queues_.tail(kSmall), SlotLists::kNone};
     size_t taken = 0;
     while (taken < q.n) {
-      const bool small_first =
-          10 * queues_[kSmall].bytes >= Capacity() && !queues_[kSmall].order.empty();
+      const bool small_first = 10 * bytes_in_[kSmall] >= Capacity() && queues_.size(kSmall) > 0;
       std::optional<BlockKey> victim = small_first ? EvictSmall(q, scan) : EvictMain(q, scan);
       if (!victim) victim = small_first ? EvictMain(q, scan) : EvictSmall(q, scan);
       if (!victim) break;
@@ -110,61 +116,43 @@ class S3FifoPolicy final : public EvictionPolicy {
     return taken;
   }
 
-  size_t size() const override {
-    return queues_[kSmall].order.size() + queues_[kMain].order.size();
-  }
+  size_t size() const override { return queues_.size(kSmall) + queues_.size(kMain); }
 
  private:
   enum Where : uint8_t { kSmall = 0, kMain = 1, kGhost = 2 };
 
-  struct Entry {
-    BlockKey key;
-    uint64_t bytes;
-    uint8_t freq;  // 0..kMaxFreq; unused in G
-  };
-  struct Queue {
-    std::list<Entry> order;  // front = tail (oldest), back = head (newest)
-    uint64_t bytes = 0;      // sum of the entries' bytes
-  };
-  struct Slot {
-    Where where;
-    std::list<Entry>::iterator it;
-  };
-  using Index = std::unordered_map<BlockKey, Slot, BlockKeyHash>;
-
   // Where one Victims call has got to. S only loses blocks during a call, so
-  // `small` is the next block of S to look at (refused ones lie before it).
-  // M gains blocks at its head, so for M the call remembers the last refused
-  // block stepped over (none: start at the tail).
+  // `small` is the next block of S to look at (refused ones lie behind it,
+  // towards the tail). M gains blocks at its head, so for M the call
+  // remembers the last refused block stepped over (none: start at the tail).
   struct Scan {
-    std::list<Entry>::iterator small;
-    std::optional<std::list<Entry>::iterator> main_refused;
+    int32_t small;
+    int32_t main_refused;
   };
 
-  static void Hit(Entry& e) { e.freq = std::min<uint8_t>(e.freq + 1, kMaxFreq); }
+  void Hit(int32_t s) { freq_[s] = std::min<uint8_t>(freq_[s] + 1, kMaxFreq); }
 
   // c: the capacity, or the resident bytes when unbounded.
   uint64_t Capacity() const {
-    return capacity_bytes_ > 0 ? capacity_bytes_ : queues_[kSmall].bytes + queues_[kMain].bytes;
+    return capacity_bytes_ > 0 ? capacity_bytes_ : bytes_in_[kSmall] + bytes_in_[kMain];
   }
 
   // EVICTS. Returns the block that left the cache, if one did.
   std::optional<BlockKey> EvictSmall(const VictimQuery& q, Scan& scan) {
-    std::list<Entry>& small = queues_[kSmall].order;
-    while (scan.small != small.end()) {
-      auto entry = scan.small++;
-      if (q.eligible && !q.eligible(entry->key)) continue;
-      Slot& slot = index_.find(entry->key)->second;
-      if (entry->freq > kMoveToMainAbove) {
-        entry->freq = 0;
-        MoveToHead(slot, kMain);
-        if (10 * queues_[kMain].bytes > 9 * Capacity()) {
+    while (scan.small != SlotLists::kNone) {
+      const int32_t s = scan.small;
+      scan.small = queues_.prev(s);
+      const BlockKey key = slots_.key(s);
+      if (q.eligible && !q.eligible(key)) continue;
+      if (freq_[s] > kMoveToMainAbove) {
+        freq_[s] = 0;
+        MoveToHead(s, kMain);
+        if (10 * bytes_in_[kMain] > 9 * Capacity()) {
           if (auto victim = EvictMain(q, scan)) return victim;
         }
         continue;
       }
-      const BlockKey key = entry->key;
-      MoveToHead(slot, kGhost);
+      MoveToHead(s, kGhost);
       return key;
     }
     return std::nullopt;
@@ -172,57 +160,60 @@ class S3FifoPolicy final : public EvictionPolicy {
 
   // EVICTM. Returns the block that left the cache, if one did.
   std::optional<BlockKey> EvictMain(const VictimQuery& q, Scan& scan) {
-    std::list<Entry>& main = queues_[kMain].order;
-    auto entry = scan.main_refused ? std::next(*scan.main_refused) : main.begin();
+    int32_t s = scan.main_refused != SlotLists::kNone ? queues_.prev(scan.main_refused)
+                                                      : queues_.tail(kMain);
     // Terminates: each reinsertion lowers a frequency, and refused blocks are
     // passed once (the cursor only moves towards the head).
-    while (entry != main.end()) {
-      if (q.eligible && !q.eligible(entry->key)) {
-        scan.main_refused = entry;
-        ++entry;
+    while (s != SlotLists::kNone) {
+      const BlockKey key = slots_.key(s);
+      if (q.eligible && !q.eligible(key)) {
+        scan.main_refused = s;
+        s = queues_.prev(s);
         continue;
       }
-      if (entry->freq > 0) {
-        --entry->freq;
-        auto next = std::next(entry);
-        main.splice(main.end(), main, entry);
-        if (next == main.end()) next = entry;  // it was the head: it is next again
-        entry = next;
+      if (freq_[s] > 0) {
+        --freq_[s];
+        int32_t next = queues_.prev(s);
+        queues_.MoveToFront(kMain, kMain, s);
+        if (next == SlotLists::kNone) next = s;  // it was the head: it is next again
+        s = next;
         continue;
       }
-      const BlockKey key = entry->key;
-      Forget(index_.find(key));
+      Forget(s);
       return key;
     }
     return std::nullopt;
   }
 
-  void MoveToHead(Slot& slot, Where to) {
-    const uint64_t bytes = slot.it->bytes;
-    queues_[slot.where].bytes -= bytes;
-    queues_[to].bytes += bytes;
-    queues_[to].order.splice(queues_[to].order.end(), queues_[slot.where].order, slot.it);
-    slot.where = to;
+  void MoveToHead(int32_t s, Where to) {
+    bytes_in_[where_[s]] -= bytes_[s];
+    bytes_in_[to] += bytes_[s];
+    queues_.MoveToFront(where_[s], to, s);
+    where_[s] = to;
   }
 
-  void Forget(Index::iterator it) {
-    Queue& queue = queues_[it->second.where];
-    queue.bytes -= it->second.it->bytes;
-    queue.order.erase(it->second.it);
-    index_.erase(it);
+  void Forget(int32_t s) {
+    bytes_in_[where_[s]] -= bytes_[s];
+    queues_.Unlink(where_[s], s);
+    slots_.Remove(s);
   }
 
   // G holds at most 90% of c (the size of M), oldest ghosts leaving first.
   void TrimGhosts() {
-    Queue& ghost = queues_[kGhost];
-    while (!ghost.order.empty() && 10 * ghost.bytes > 9 * Capacity()) {
-      Forget(index_.find(ghost.order.front().key));
+    while (queues_.size(kGhost) > 0 && 10 * bytes_in_[kGhost] > 9 * Capacity()) {
+      Forget(queues_.tail(kGhost));
     }
   }
 
   const uint64_t capacity_bytes_;  // c; 0 = unbounded
-  std::array<Queue, 3> queues_;    // indexed by Where
-  Index index_;                    // every key in S, M or G
+  // Every key in S, M or G has a slot; by slot, its queue, bytes and
+  // frequency (0..kMaxFreq; unused in G).
+  KeySlots slots_;
+  std::vector<Where> where_;
+  std::vector<uint64_t> bytes_;
+  std::vector<uint8_t> freq_;
+  SlotLists queues_{3};                 // indexed by Where; head = newest, tail = oldest
+  std::array<uint64_t, 3> bytes_in_{};  // sum of each queue's bytes
 };
 
 }  // namespace

@@ -1,11 +1,14 @@
-// KeySlots and SlotList against std::unordered_map / std::list over a long
-// random mix of operations (many collisions: a tiny table grows from 64).
+// KeySlots, SlotLists and SlotHeap against std::unordered_map, std::list and
+// std::set over long random mixes of operations (many collisions: a tiny
+// table grows from 64).
 #include "cache/key_slots.h"
 
 #include <gtest/gtest.h>
 
 #include <list>
 #include <random>
+#include <set>
+#include <utility>
 #include <unordered_map>
 
 namespace kvtier {
@@ -64,6 +67,87 @@ TEST(SlotListTest, KeepsOrderThroughPushMoveAndUnlink) {
     for (int32_t x = l.tail(); x != SlotList::kNone; x = l.prev(x)) back.insert(back.begin(), x);
     ASSERT_EQ(back, got);
   }
+}
+
+TEST(SlotListsTest, SlotsMoveBetweenListsAndEachListKeepsItsOrderAndLength) {
+  constexpr int kSlots = 12, kLists = 3;
+  SlotLists l(kLists);
+  l.Reserve(kSlots);
+  std::vector<std::list<int32_t>> want(kLists);
+  std::vector<int> in(kSlots, -1);  // the slot's list, or -1
+  std::mt19937 rng(5);
+  for (int step = 0; step < 20000; ++step) {
+    const int32_t s = static_cast<int32_t>(rng() % kSlots);
+    const int to = static_cast<int>(rng() % kLists);
+    if (in[s] < 0) {
+      l.PushFront(to, s);
+      want[to].push_front(s);
+      in[s] = to;
+    } else if (rng() % 3) {
+      l.MoveToFront(in[s], to, s);
+      want[in[s]].remove(s);
+      want[to].push_front(s);
+      in[s] = to;
+    } else {
+      l.Unlink(in[s], s);
+      want[in[s]].remove(s);
+      in[s] = -1;
+    }
+    for (int i = 0; i < kLists; ++i) {
+      std::vector<int32_t> got;
+      for (int32_t x = l.head(i); x != SlotLists::kNone; x = l.next(x)) got.push_back(x);
+      ASSERT_EQ(got, std::vector<int32_t>(want[i].begin(), want[i].end())) << step;
+      ASSERT_EQ(l.size(i), want[i].size());
+      ASSERT_EQ(l.tail(i), want[i].empty() ? SlotLists::kNone : want[i].back());
+    }
+  }
+}
+
+TEST(SlotHeapTest, AgreesWithAnOrderedSetThroughPushUpdateEraseAndPop) {
+  using P = std::pair<double, uint64_t>;
+  SlotHeap<P> heap;
+  std::set<std::pair<P, int32_t>> want;
+  std::vector<P> priority(300);
+  std::vector<bool> in(300, false);
+  std::mt19937_64 rng(17);
+  uint64_t seq = 0;
+  for (int step = 0; step < 100000; ++step) {
+    const int32_t s = static_cast<int32_t>(rng() % 300);
+    const P p{static_cast<double>(rng() % 50), seq++};  // many equal first halves
+    const int op = static_cast<int>(rng() % 4);
+    if (!in[s]) {
+      heap.Push(s, p);
+      want.emplace(p, s);
+      priority[s] = p;
+      in[s] = true;
+    } else if (op == 0) {
+      heap.Update(s, p);  // up or down
+      want.erase({priority[s], s});
+      want.emplace(p, s);
+      priority[s] = p;
+    } else if (op == 1) {
+      heap.Erase(s);
+      want.erase({priority[s], s});
+      in[s] = false;
+    } else if (op == 2 && !want.empty()) {
+      const int32_t top = heap.Pop();
+      ASSERT_EQ(top, want.begin()->second) << step;
+      want.erase(want.begin());
+      in[top] = false;
+    }
+    ASSERT_EQ(heap.size(), want.size());
+    if (!want.empty()) {
+      ASSERT_EQ(heap.top(), want.begin()->second) << step;
+      ASSERT_EQ(heap.top_priority(), want.begin()->first);
+    }
+    for (int32_t x = 0; x < 300; ++x) ASSERT_EQ(heap.contains(x), in[x]);
+  }
+  // Popping everything gives the set's order.
+  for (const auto& [p, s] : want) {
+    ASSERT_EQ(heap.priority(heap.top()), p);
+    ASSERT_EQ(heap.Pop(), s);
+  }
+  EXPECT_TRUE(heap.empty());
 }
 
 }  // namespace
