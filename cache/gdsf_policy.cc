@@ -27,7 +27,13 @@
 // Insert, Touch and Erase are O(log n); Victims is O(log n) per block taken
 // or stepped over. The orders are indexed heaps over slot arrays
 // (cache/key_slots.h), keyed (h, seq) and (expiry, seq): seq makes each key
-// unique, so the order is total and a replay deterministic.
+// unique, so the order is total and a replay deterministic. A hit only raises
+// a block's h, so Touch records the new h and leaves the heap entry where it
+// is, lagging below; Victims brings an entry up to date (and sinks it) when it
+// reaches the front. The block taken is still the one of lowest h: every
+// other entry's true key is at least its lagging one, which is at least the
+// front's. So a hit is O(1), and a block hit many times between evictions
+// sinks once.
 #include <algorithm>
 #include <cstdint>
 #include <utility>
@@ -55,16 +61,18 @@ class PriorityPolicy final : public EvictionPolicy {
       e.seq = next_seq_++;
       e.freq = 1;
       SetAttributes(e, block);
-      by_priority_.Push(s, {Priority(e), e.seq});
-      if (HasExpiry(e)) by_expiry_.Push(s, {e.expiry_ms, e.seq});
+      e.h = Priority(e);
+      by_priority_.Push(s, PriorityKey(e));
+      if (HasExpiry(e)) by_expiry_.Push(s, ExpiryKey(e));
       return;
     }
     Entry& e = blocks_[s];
     if (HasExpiry(e)) by_expiry_.Erase(s);
     SetAttributes(e, block);
-    if (HasExpiry(e)) by_expiry_.Push(s, {e.expiry_ms, e.seq});
+    if (HasExpiry(e)) by_expiry_.Push(s, ExpiryKey(e));
     ++e.freq;
-    by_priority_.Update(s, {Priority(e), e.seq});
+    e.h = Priority(e);  // may be lower (a new cost or size): placed now
+    by_priority_.Update(s, PriorityKey(e));
   }
 
   void Touch(const BlockKey& key) override {
@@ -72,7 +80,7 @@ class PriorityPolicy final : public EvictionPolicy {
     if (s == KeySlots::kNone) return;
     Entry& e = blocks_[s];
     ++e.freq;
-    by_priority_.Update(s, {Priority(e), e.seq});
+    e.h = Priority(e);  // only higher: by_priority_ learns it lazily
   }
 
   void Erase(const BlockKey& key) override {
@@ -85,14 +93,15 @@ class PriorityPolicy final : public EvictionPolicy {
     if (expired_first_) {
       // Taking an expired block does not move L: it left for being stale.
       TakeInOrder(
-          by_expiry_, q, out, &taken, [&](int32_t s) { return blocks_[s].expiry_ms > q.now_ms; },
-          [](int32_t) {});
+          by_expiry_, q, out, &taken, [&](int32_t s) { return ExpiryKey(blocks_[s]); },
+          [&](int32_t s) { return blocks_[s].expiry_ms > q.now_ms; }, [](int32_t) {});
     }
     // Expired blocks still here were refused by `eligible`, so every block
     // taken below is unexpired.
     TakeInOrder(
-        by_priority_, q, out, &taken, [](int32_t) { return false; },
-        [&](int32_t s) { inflation_ = std::max(inflation_, by_priority_.priority(s).first); });
+        by_priority_, q, out, &taken, [&](int32_t s) { return PriorityKey(blocks_[s]); },
+        [](int32_t) { return false; },
+        [&](int32_t s) { inflation_ = std::max(inflation_, blocks_[s].h); });
     return taken;
   }
 
@@ -100,6 +109,7 @@ class PriorityPolicy final : public EvictionPolicy {
 
  private:
   struct Entry {
+    double h = 0;       // priority: L + freq * miss_cost / bytes
     uint64_t seq = 0;   // insertion order; breaks ties in h and expiry
     uint64_t freq = 0;  // uses since insertion, counting the insertion
     double miss_cost = 1;
@@ -118,6 +128,9 @@ class PriorityPolicy final : public EvictionPolicy {
     return inflation_ + static_cast<double>(e.freq) * e.miss_cost / static_cast<double>(e.bytes);
   }
 
+  static HeapKey PriorityKey(const Entry& e) { return {OrderedBits(e.h), e.seq}; }
+  static HeapKey ExpiryKey(const Entry& e) { return {OrderedBits(e.expiry_ms), e.seq}; }
+
   bool HasExpiry(const Entry& e) const { return expired_first_ && e.expiry_ms != kNoExpiry; }
 
   void Forget(int32_t s) {
@@ -127,14 +140,20 @@ class PriorityPolicy final : public EvictionPolicy {
   }
 
   // Takes blocks from the front of `heap` until `stop(slot)`, calling
-  // `on_take(slot)` before each goes. Blocks `q.eligible` refuses are set
-  // aside and put back with their priorities, so they keep their place.
-  template <typename Heap, typename Stop, typename OnTake>
-  void TakeInOrder(Heap& heap, const VictimQuery& q, std::vector<BlockKey>* out, size_t* taken,
-                   Stop stop, OnTake on_take) {
-    std::vector<std::pair<int32_t, typename Heap::Priority>> refused;
+  // `on_take(slot)` before each goes. `current(slot)` is a block's priority
+  // now: a heap entry may lag behind it (below it, never above), and is
+  // brought up to date when it reaches the front. Blocks `q.eligible` refuses
+  // are set aside and put back with their priorities, so they keep their place.
+  template <typename Current, typename Stop, typename OnTake>
+  void TakeInOrder(SlotHeap& heap, const VictimQuery& q, std::vector<BlockKey>* out, size_t* taken,
+                   Current current, Stop stop, OnTake on_take) {
+    std::vector<std::pair<int32_t, HeapKey>> refused;
     while (*taken < q.n && !heap.empty()) {
       const int32_t s = heap.top();
+      if (const auto now = current(s); heap.top_priority() != now) {
+        heap.Update(s, now);
+        continue;
+      }
       if (stop(s)) break;
       if (q.eligible && !q.eligible(slots_.key(s))) {
         refused.emplace_back(s, heap.top_priority());
@@ -156,9 +175,9 @@ class PriorityPolicy final : public EvictionPolicy {
   KeySlots slots_;
   std::vector<Entry> blocks_;  // by slot
   // Lowest (h, seq) first.
-  SlotHeap<std::pair<double, uint64_t>> by_priority_;
+  SlotHeap by_priority_;
   // ttl-cost only: the blocks with an expiry, earliest (expiry, seq) first.
-  SlotHeap<std::pair<int64_t, uint64_t>> by_expiry_;
+  SlotHeap by_expiry_;
 };
 
 }  // namespace

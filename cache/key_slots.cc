@@ -13,44 +13,44 @@ int32_t KeySlots::Add(const BlockKey& key) {
     slot = static_cast<int32_t>(keys_.size());
     keys_.push_back(key);
   }
-  size_t i = Hash(key) & mask_;
-  while (table_[i] != kNone) i = (i + 1) & mask_;
-  table_[i] = slot;
+  const uint32_t h = Hash(key);
+  size_t i = h & mask_;
+  while (table_[i].slot != kNone) i = (i + 1) & mask_;
+  table_[i] = Cell{slot, h};
   ++size_;
   return slot;
 }
 
 void KeySlots::Remove(int32_t slot) {
   size_t i = Hash(keys_[slot]) & mask_;
-  while (table_[i] != slot) i = (i + 1) & mask_;
-  // Backward-shift deletion: pull later entries of the probe run into the
-  // hole when their home position is not between the hole and them.
+  while (table_[i].slot != slot) i = (i + 1) & mask_;
+  // Backward-shift deletion: pull later cells of the probe run into the
+  // hole when their home cell is not between the hole and them.
   for (size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
-    const int32_t s = table_[j];
-    if (s == kNone) break;
-    const size_t home = Hash(keys_[s]) & mask_;
+    const Cell c = table_[j];
+    if (c.slot == kNone) break;
+    const size_t home = c.hash & mask_;
     const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
     if (!stays) {
-      table_[i] = s;
+      table_[i] = c;
       i = j;
     }
   }
-  table_[i] = kNone;
+  table_[i] = Cell{};
   free_.push_back(slot);
   --size_;
 }
 
 void KeySlots::Grow() {
   const size_t cap = table_.empty() ? 64 : table_.size() * 2;
-  table_.assign(cap, kNone);
+  std::vector<Cell> old(cap);
+  old.swap(table_);
   mask_ = cap - 1;
-  std::vector<bool> live(keys_.size(), true);
-  for (int32_t s : free_) live[s] = false;
-  for (size_t s = 0; s < keys_.size(); ++s) {
-    if (!live[s]) continue;
-    size_t i = Hash(keys_[s]) & mask_;
-    while (table_[i] != kNone) i = (i + 1) & mask_;
-    table_[i] = static_cast<int32_t>(s);
+  for (const Cell& c : old) {
+    if (c.slot == kNone) continue;
+    size_t i = c.hash & mask_;
+    while (table_[i].slot != kNone) i = (i + 1) & mask_;
+    table_[i] = c;
   }
 }
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "common/block_key.h"
@@ -24,10 +25,11 @@ class KeySlots {
   // The slot of `key`, or kNone.
   int32_t Find(const BlockKey& key) const {
     if (size_ == 0) return kNone;
-    for (size_t i = Hash(key) & mask_;; i = (i + 1) & mask_) {
-      const int32_t s = table_[i];
-      if (s == kNone) return kNone;
-      if (keys_[s] == key) return s;
+    const uint32_t h = Hash(key);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      const Cell c = table_[i];
+      if (c.slot == kNone) return kNone;
+      if (c.hash == h && keys_[c.slot] == key) return c.slot;
     }
   }
   // Adds an absent key; returns its slot.
@@ -41,17 +43,26 @@ class KeySlots {
   size_t slot_bound() const { return keys_.size(); }
 
  private:
-  static uint64_t Hash(const BlockKey& k) {
+  // A table cell: a slot and its key's hash, so that probing and deletion
+  // compare and place keys without reading keys_ (a cache miss each).
+  struct Cell {
+    int32_t slot = kNone;
+    uint32_t hash = 0;
+  };
+
+  // 32 bits of a 64-bit mix: the home cell (tables stay below 2^32 cells)
+  // and the tag compared before the key.
+  static uint32_t Hash(const BlockKey& k) {
     uint64_t h = (k.lo ^ (k.hi * 0x9e3779b97f4a7c15ull)) * 0xbf58476d1ce4e5b9ull;
     h ^= h >> 31;
     h *= 0x94d049bb133111ebull;
-    return h ^ (h >> 29);
+    return static_cast<uint32_t>(h ^ (h >> 29));
   }
   void Grow();
 
   std::vector<BlockKey> keys_;  // by slot
   std::vector<int32_t> free_;   // slots to reuse
-  std::vector<int32_t> table_;  // open-addressing table of slots; kNone = empty
+  std::vector<Cell> table_;     // open addressing, linear probing; slot kNone = empty
   size_t mask_ = 0;
   size_t size_ = 0;
 };
@@ -136,16 +147,38 @@ class SlotList {
   SlotLists lists_{1};
 };
 
-// An indexed min-heap of slots, each with an ordered priority `P` (smallest
-// first; give P a unique tie-break so that the order is total and replays
-// are deterministic). A slot's position is kept, so a slot's priority can be
-// changed or the slot removed in O(log n). Four children per node: shallower
-// than a binary heap, and a node's children share a cache line or two.
-template <typename P>
+// A SlotHeap priority: `major` first, then `minor` (give it a unique
+// tie-break, such as an insertion number, so that the order is total and
+// replays are deterministic). Compared without branches: the heap compares
+// often and equal majors are common, so a data-dependent branch would be
+// mispredicted about half the time.
+struct HeapKey {
+  uint64_t major = 0;
+  uint64_t minor = 0;
+
+  friend bool operator<(const HeapKey& a, const HeapKey& b) {
+    return (a.major < b.major) | ((a.major == b.major) & (a.minor < b.minor));
+  }
+  friend bool operator==(const HeapKey& a, const HeapKey& b) = default;
+};
+
+// Order-preserving maps to unsigned: a < b exactly when Ordered(a) < Ordered(b)
+// (doubles other than NaN; -0 sorts just below +0).
+inline uint64_t OrderedBits(double d) {
+  uint64_t u;
+  std::memcpy(&u, &d, sizeof u);
+  return (u >> 63) != 0 ? ~u : u | (uint64_t{1} << 63);
+}
+inline uint64_t OrderedBits(int64_t v) { return static_cast<uint64_t>(v) ^ (uint64_t{1} << 63); }
+
+// An indexed min-heap of slots by HeapKey. A slot's position is kept, so a
+// slot's key can be changed or the slot removed in O(log n). Four children
+// per node: shallower than a binary heap, and a node's children share a
+// cache line or two, which are prefetched a level ahead.
 class SlotHeap {
  public:
   static constexpr int32_t kNone = KeySlots::kNone;
-  using Priority = P;
+  using Priority = HeapKey;
 
   bool empty() const { return heap_.empty(); }
   size_t size() const { return heap_.size(); }
@@ -154,17 +187,17 @@ class SlotHeap {
   }
   // The slot of smallest priority, and that priority; the heap must not be empty.
   int32_t top() const { return heap_[0].slot; }
-  const P& top_priority() const { return heap_[0].p; }
-  const P& priority(int32_t s) const { return heap_[pos_[s]].p; }
+  const HeapKey& top_priority() const { return heap_[0].p; }
+  const HeapKey& priority(int32_t s) const { return heap_[pos_[s]].p; }
 
   // Adds an absent slot.
-  void Push(int32_t s, const P& p) {
+  void Push(int32_t s, const HeapKey& p) {
     if (pos_.size() <= static_cast<size_t>(s)) pos_.resize(static_cast<size_t>(s) + 1, kNone);
     heap_.push_back(Node{p, s});
     Place(heap_.size() - 1);
   }
   // Gives a present slot a new priority.
-  void Update(int32_t s, const P& p) {
+  void Update(int32_t s, const HeapKey& p) {
     heap_[pos_[s]].p = p;
     Place(pos_[s]);
   }
@@ -188,7 +221,7 @@ class SlotHeap {
  private:
   static constexpr size_t kArity = 4;
   struct Node {
-    P p;
+    HeapKey p;
     int32_t slot;
   };
 
@@ -206,10 +239,13 @@ class SlotHeap {
       const size_t first = i * kArity + 1;
       if (first >= heap_.size()) break;
       const size_t last = std::min(first + kArity, heap_.size());
-      size_t least = first;
-      for (size_t c = first + 1; c < last; ++c) {
-        if (heap_[c].p < heap_[least].p) least = c;
+      // The next level is read next: ask for all four candidates' children
+      // at once, so that their cache misses overlap.
+      for (size_t c = first; c < last && c * kArity + 1 < heap_.size(); ++c) {
+        __builtin_prefetch(&heap_[c * kArity + 1]);
       }
+      size_t least = first;
+      for (size_t c = first + 1; c < last; ++c) least = heap_[c].p < heap_[least].p ? c : least;
       if (!(heap_[least].p < node.p)) break;
       Set(i, heap_[least]);
       i = least;

@@ -5,11 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <list>
 #include <random>
 #include <set>
-#include <utility>
 #include <unordered_map>
+#include <utility>
 
 namespace kvtier {
 namespace {
@@ -104,8 +105,8 @@ TEST(SlotListsTest, SlotsMoveBetweenListsAndEachListKeepsItsOrderAndLength) {
 }
 
 TEST(SlotHeapTest, AgreesWithAnOrderedSetThroughPushUpdateEraseAndPop) {
-  using P = std::pair<double, uint64_t>;
-  SlotHeap<P> heap;
+  using P = HeapKey;
+  SlotHeap heap;
   std::set<std::pair<P, int32_t>> want;
   std::vector<P> priority(300);
   std::vector<bool> in(300, false);
@@ -113,7 +114,7 @@ TEST(SlotHeapTest, AgreesWithAnOrderedSetThroughPushUpdateEraseAndPop) {
   uint64_t seq = 0;
   for (int step = 0; step < 100000; ++step) {
     const int32_t s = static_cast<int32_t>(rng() % 300);
-    const P p{static_cast<double>(rng() % 50), seq++};  // many equal first halves
+    const P p{rng() % 50, seq++};  // many equal first halves
     const int op = static_cast<int>(rng() % 4);
     if (!in[s]) {
       heap.Push(s, p);
@@ -148,6 +149,28 @@ TEST(SlotHeapTest, AgreesWithAnOrderedSetThroughPushUpdateEraseAndPop) {
     ASSERT_EQ(heap.Pop(), s);
   }
   EXPECT_TRUE(heap.empty());
+}
+
+TEST(SlotHeapTest, HeapKeysOrderLikeTheNumbersTheyMap) {
+  const std::vector<double> d = {-std::numeric_limits<double>::infinity(),
+                                 -1e300,
+                                 -2.5,
+                                 -1e-300,
+                                 -0.0,
+                                 0.0,
+                                 1e-300,
+                                 1.0,
+                                 1.5,
+                                 1e300,
+                                 std::numeric_limits<double>::infinity()};
+  for (size_t i = 0; i + 1 < d.size(); ++i) EXPECT_LT(OrderedBits(d[i]), OrderedBits(d[i + 1]));
+  const std::vector<int64_t> v = {std::numeric_limits<int64_t>::min(), -5, -1, 0, 1, 7,
+                                  std::numeric_limits<int64_t>::max()};
+  for (size_t i = 0; i + 1 < v.size(); ++i) EXPECT_LT(OrderedBits(v[i]), OrderedBits(v[i + 1]));
+  EXPECT_TRUE((HeapKey{1, 9}) < (HeapKey{2, 0}));
+  EXPECT_TRUE((HeapKey{2, 0}) < (HeapKey{2, 1}));
+  EXPECT_FALSE((HeapKey{2, 1}) < (HeapKey{2, 1}));
+  EXPECT_FALSE((HeapKey{3, 0}) < (HeapKey{2, 5}));
 }
 
 }  // namespace
