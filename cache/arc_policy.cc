@@ -190,14 +190,15 @@ class ArcPolicy final : public EvictionPolicy {
     // blocks behind the cursor were refused, and nothing enters T1 or T2
     // during the call.
     std::array<int32_t, 2> cursor = {lists_.tail(kT1), lists_.tail(kT2)};
+    EligibilityScan scan(q);
     size_t taken = 0;
     while (taken < q.n) {
       std::optional<BlockKey> victim;
       if (incoming_new && capacity_bytes_ > 0 && bytes_in_[kT1] >= capacity_bytes_) {
         // Case IV-A with |T1| = c: the LRU of T1 leaves without a ghost.
-        victim = Take(kT1, cursor[kT1], q, /*to_ghost=*/false);
+        victim = Take(kT1, cursor[kT1], scan, /*to_ghost=*/false);
       }
-      if (!victim) victim = Replace(incoming_in_b2, q, cursor);
+      if (!victim) victim = Replace(incoming_in_b2, scan, cursor);
       if (!victim) break;
       out->push_back(*victim);
       ++taken;
@@ -238,25 +239,25 @@ class ArcPolicy final : public EvictionPolicy {
 
   // REPLACE(x, p): the LRU of T1 goes to B1 if T1 is not empty and
   // (|T1| > p or (x in B2 and |T1| = p)); otherwise the LRU of T2 goes to B2.
-  std::optional<BlockKey> Replace(bool incoming_in_b2, const VictimQuery& q,
+  std::optional<BlockKey> Replace(bool incoming_in_b2, EligibilityScan& scan,
                                   std::array<int32_t, 2>& cursor) {
     const int t1_vs_p = p_.Compare(bytes_in_[kT1]);
     const bool from_t1 = lists_.size(kT1) > 0 && (t1_vs_p > 0 || (incoming_in_b2 && t1_vs_p == 0));
     const Where first = from_t1 ? kT1 : kT2;
     const Where second = from_t1 ? kT2 : kT1;
-    if (auto v = Take(first, cursor[first], q, /*to_ghost=*/true)) return v;
-    return Take(second, cursor[second], q, /*to_ghost=*/true);
+    if (auto v = Take(first, cursor[first], scan, /*to_ghost=*/true)) return v;
+    return Take(second, cursor[second], scan, /*to_ghost=*/true);
   }
 
   // Takes the first block `q` accepts from `cursor` on (towards the MRU end)
   // in resident list `from`, moving it to the MRU of its ghost list or
   // forgetting it.
-  std::optional<BlockKey> Take(Where from, int32_t& cursor, const VictimQuery& q, bool to_ghost) {
-    while (cursor != SlotLists::kNone) {
+  std::optional<BlockKey> Take(Where from, int32_t& cursor, EligibilityScan& scan, bool to_ghost) {
+    while (cursor != SlotLists::kNone && !scan.Exhausted()) {
       const int32_t s = cursor;
       cursor = lists_.prev(s);
       const BlockKey key = slots_.key(s);
-      if (q.eligible && !q.eligible(key)) continue;
+      if (!scan.Accepts(key)) continue;
       if (to_ghost) {
         MoveToMru(s, from == kT1 ? kB1 : kB2);
       } else {

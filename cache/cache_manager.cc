@@ -29,6 +29,10 @@ class RecoverySink final : public IndexSink {
 constexpr int64_t kRefreshGranularityMs = 1000;
 // A pinned block that has expired is looked at again this much later.
 constexpr int64_t kPinnedExpiryRetryMs = 1000;
+// Blocks a victim search steps over looking for a leaf of the size needed,
+// and then for any leaf, before it takes any unpinned block (MakeRoom).
+constexpr size_t kSameSizeScan = 64;
+constexpr size_t kLeafScan = 64;
 
 int64_t AddSaturating(int64_t a, int64_t b) { return a > kNoExpiry - b ? kNoExpiry : a + b; }
 
@@ -480,6 +484,12 @@ uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes, const BlockKey& incomi
     q.n = 1;
     q.now_ms = now;
     q.incoming = &incoming;
+    // The preferences bound their search: when the policy's next blocks are
+    // mostly not leaves of the size (prefix roots, partial last blocks), a
+    // pass gives up after stepping over that many and the next pass relaxes.
+    q.max_refused = pass == Pass::kSameSizeLeaves ? kSameSizeScan
+                    : pass == Pass::kLeaves       ? kLeafScan
+                                                  : SIZE_MAX;
     q.eligible = [&](const BlockKey& k) {
       if (busy.count(k) > 0) return false;
       if (!index_.Evictable(k, /*leaves_only=*/pass != Pass::kAny)) return false;

@@ -207,7 +207,8 @@ class CacheManager {
   // Frees expired blocks, then evicts victims of tier t until at least
   // `bytes` are freed or none is left; returns the bytes freed. Victims of the
   // same size go first (their space is reusable as it is, whatever the tier's
-  // allocator), then any leaf, then any unpinned block.
+  // allocator), then any leaf, then any unpinned block. The first two passes
+  // look only so far down the policy's order (a bounded search per victim).
   uint64_t MakeRoom(size_t t, uint64_t bytes, const BlockKey& incoming);
   // Re-places one victim of tier t (demote or drop). False if the block could
   // not be evicted (pinned, gone).

@@ -20,6 +20,7 @@
 // block was demoted, dropped, expired or deleted elsewhere) does not.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -47,6 +48,29 @@ struct VictimQuery {
   const BlockKey* incoming = nullptr;
   // Which blocks may be taken (unpinned, leaves ...); null takes any.
   std::function<bool(const BlockKey&)> eligible;
+  // Refused blocks one call may step over before it gives up and returns
+  // what it has. A caller with a preference that few blocks meet (leaves of
+  // one size) bounds its work with it, then asks again without it.
+  size_t max_refused = SIZE_MAX;
+};
+
+// One Victims call's use of `eligible`: asks it and counts the refusals
+// against max_refused.
+class EligibilityScan {
+ public:
+  explicit EligibilityScan(const VictimQuery& q) : q_(q) {}
+  // True to take `key`; false to step over it (a refusal).
+  bool Accepts(const BlockKey& key) {
+    if (!q_.eligible || q_.eligible(key)) return true;
+    ++refused_;
+    return false;
+  }
+  // The call has stepped over as many refused blocks as it may.
+  bool Exhausted() const { return refused_ >= q_.max_refused; }
+
+ private:
+  const VictimQuery& q_;
+  size_t refused_ = 0;
 };
 
 struct PolicyOptions {
@@ -68,7 +92,8 @@ class EvictionPolicy {
   // Chooses up to `query.n` victims among the blocks `query.eligible`
   // accepts, best victim first, appends them to `out` and forgets them
   // (remembering them as ghosts where the policy keeps ghosts). Returns how
-  // many it chose; fewer than asked only when no other block is eligible.
+  // many it chose; fewer than asked only when no other block is eligible or
+  // after stepping over `query.max_refused` refused blocks.
   virtual size_t Victims(const VictimQuery& query, std::vector<BlockKey>* out) = 0;
   // Blocks the policy holds (ghosts not counted).
   virtual size_t size() const = 0;

@@ -90,16 +90,17 @@ class PriorityPolicy final : public EvictionPolicy {
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
     size_t taken = 0;
+    EligibilityScan scan(q);
     if (expired_first_) {
       // Taking an expired block does not move L: it left for being stale.
       TakeInOrder(
-          by_expiry_, q, out, &taken, [&](int32_t s) { return ExpiryKey(blocks_[s]); },
+          by_expiry_, q.n, scan, out, &taken, [&](int32_t s) { return ExpiryKey(blocks_[s]); },
           [&](int32_t s) { return blocks_[s].expiry_ms > q.now_ms; }, [](int32_t) {});
     }
     // Expired blocks still here were refused by `eligible`, so every block
     // taken below is unexpired.
     TakeInOrder(
-        by_priority_, q, out, &taken, [&](int32_t s) { return PriorityKey(blocks_[s]); },
+        by_priority_, q.n, scan, out, &taken, [&](int32_t s) { return PriorityKey(blocks_[s]); },
         [](int32_t) { return false; },
         [&](int32_t s) { inflation_ = std::max(inflation_, blocks_[s].h); });
     return taken;
@@ -142,20 +143,20 @@ class PriorityPolicy final : public EvictionPolicy {
   // Takes blocks from the front of `heap` until `stop(slot)`, calling
   // `on_take(slot)` before each goes. `current(slot)` is a block's priority
   // now: a heap entry may lag behind it (below it, never above), and is
-  // brought up to date when it reaches the front. Blocks `q.eligible` refuses
-  // are set aside and put back with their priorities, so they keep their place.
+  // brought up to date when it reaches the front. Blocks `scan` refuses are
+  // set aside and put back with their priorities, so they keep their place.
   template <typename Current, typename Stop, typename OnTake>
-  void TakeInOrder(SlotHeap& heap, const VictimQuery& q, std::vector<BlockKey>* out, size_t* taken,
-                   Current current, Stop stop, OnTake on_take) {
+  void TakeInOrder(SlotHeap& heap, size_t n, EligibilityScan& scan, std::vector<BlockKey>* out,
+                   size_t* taken, Current current, Stop stop, OnTake on_take) {
     std::vector<std::pair<int32_t, HeapKey>> refused;
-    while (*taken < q.n && !heap.empty()) {
+    while (*taken < n && !heap.empty() && !scan.Exhausted()) {
       const int32_t s = heap.top();
       if (const auto now = current(s); heap.top_priority() != now) {
         heap.Update(s, now);
         continue;
       }
       if (stop(s)) break;
-      if (q.eligible && !q.eligible(slots_.key(s))) {
+      if (!scan.Accepts(slots_.key(s))) {
         refused.emplace_back(s, heap.top_priority());
         heap.Pop();
         continue;

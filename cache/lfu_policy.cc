@@ -55,10 +55,11 @@ class LfuPolicy final : public EvictionPolicy {
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
     size_t taken = 0;
-    for (auto b = buckets_.begin(); taken < q.n && b != buckets_.end();) {
-      for (int32_t s = b->tail; taken < q.n && s != kNone;) {
+    EligibilityScan scan(q);
+    for (auto b = buckets_.begin(); taken < q.n && b != buckets_.end() && !scan.Exhausted();) {
+      for (int32_t s = b->tail; taken < q.n && s != kNone && !scan.Exhausted();) {
         const int32_t newer = prev_[s];
-        if (!q.eligible || q.eligible(slots_.key(s))) {
+        if (scan.Accepts(slots_.key(s))) {
           out->push_back(slots_.key(s));
           Unlink(s);
           slots_.Remove(s);

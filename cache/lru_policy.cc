@@ -39,9 +39,10 @@ class QueuePolicy final : public EvictionPolicy {
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
     size_t taken = 0;
-    for (int32_t s = order_.tail(); taken < q.n && s != SlotList::kNone;) {
+    EligibilityScan scan(q);
+    for (int32_t s = order_.tail(); taken < q.n && s != SlotList::kNone && !scan.Exhausted();) {
       const int32_t before = order_.prev(s);
-      if (!q.eligible || q.eligible(slots_.key(s))) {
+      if (scan.Accepts(slots_.key(s))) {
         out->push_back(slots_.key(s));
         order_.Unlink(s);
         slots_.Remove(s);

@@ -102,12 +102,12 @@ class S3FifoPolicy final : public EvictionPolicy {
   }
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
-    Scan scan{queues_.tail(kSmall), SlotLists::kNone};
+    Scan scan{queues_.tail(kSmall), SlotLists::kNone, EligibilityScan(q)};
     size_t taken = 0;
     while (taken < q.n) {
       const bool small_first = 10 * bytes_in_[kSmall] >= Capacity() && queues_.size(kSmall) > 0;
-      std::optional<BlockKey> victim = small_first ? EvictSmall(q, scan) : EvictMain(q, scan);
-      if (!victim) victim = small_first ? EvictMain(q, scan) : EvictSmall(q, scan);
+      std::optional<BlockKey> victim = small_first ? EvictSmall(scan) : EvictMain(scan);
+      if (!victim) victim = small_first ? EvictMain(scan) : EvictSmall(scan);
       if (!victim) break;
       out->push_back(*victim);
       ++taken;
@@ -128,6 +128,7 @@ class S3FifoPolicy final : public EvictionPolicy {
   struct Scan {
     int32_t small;
     int32_t main_refused;
+    EligibilityScan eligibility;
   };
 
   void Hit(int32_t s) { freq_[s] = std::min<uint8_t>(freq_[s] + 1, kMaxFreq); }
@@ -138,17 +139,17 @@ class S3FifoPolicy final : public EvictionPolicy {
   }
 
   // EVICTS. Returns the block that left the cache, if one did.
-  std::optional<BlockKey> EvictSmall(const VictimQuery& q, Scan& scan) {
-    while (scan.small != SlotLists::kNone) {
+  std::optional<BlockKey> EvictSmall(Scan& scan) {
+    while (scan.small != SlotLists::kNone && !scan.eligibility.Exhausted()) {
       const int32_t s = scan.small;
       scan.small = queues_.prev(s);
       const BlockKey key = slots_.key(s);
-      if (q.eligible && !q.eligible(key)) continue;
+      if (!scan.eligibility.Accepts(key)) continue;
       if (freq_[s] > kMoveToMainAbove) {
         freq_[s] = 0;
         MoveToHead(s, kMain);
         if (10 * bytes_in_[kMain] > 9 * Capacity()) {
-          if (auto victim = EvictMain(q, scan)) return victim;
+          if (auto victim = EvictMain(scan)) return victim;
         }
         continue;
       }
@@ -159,14 +160,14 @@ class S3FifoPolicy final : public EvictionPolicy {
   }
 
   // EVICTM. Returns the block that left the cache, if one did.
-  std::optional<BlockKey> EvictMain(const VictimQuery& q, Scan& scan) {
+  std::optional<BlockKey> EvictMain(Scan& scan) {
     int32_t s = scan.main_refused != SlotLists::kNone ? queues_.prev(scan.main_refused)
                                                       : queues_.tail(kMain);
     // Terminates: each reinsertion lowers a frequency, and refused blocks are
     // passed once (the cursor only moves towards the head).
-    while (s != SlotLists::kNone) {
+    while (s != SlotLists::kNone && !scan.eligibility.Exhausted()) {
       const BlockKey key = slots_.key(s);
-      if (q.eligible && !q.eligible(key)) {
+      if (!scan.eligibility.Accepts(key)) {
         scan.main_refused = s;
         s = queues_.prev(s);
         continue;

@@ -58,11 +58,12 @@ class SievePolicy final : public EvictionPolicy {
     size_t taken = 0;
     int32_t at = hand_;
     size_t steps = 0;  // since the last eviction
-    while (taken < q.n && slots_.size() > 0 && steps < 2 * slots_.size()) {
+    EligibilityScan scan(q);
+    while (taken < q.n && slots_.size() > 0 && steps < 2 * slots_.size() && !scan.Exhausted()) {
       if (at == SlotList::kNone) at = queue_.tail();  // no position, or past the head: the tail
       ++steps;
       const BlockKey& key = slots_.key(at);
-      if (q.eligible && !q.eligible(key)) {
+      if (!scan.Accepts(key)) {
         at = queue_.prev(at);
         continue;
       }

@@ -10,10 +10,12 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "cache/eviction_policy.h"
+#include "cache/tier_replay.h"
 #include "cache/trace.h"
 #include "cache/trace_replay.h"
 #include "tools/flags.h"
@@ -23,8 +25,9 @@ namespace {
 
 const char kUsage[] =
     R"(usage: kvtier-trace --trace FILE --format mooncake|azure|csv [--policies LIST|all]
-                    [--sizes LIST] [--block-tokens N] [--azure-shared-prefix-tokens N] [--json]
-                    [--csv FILE] [--markdown FILE] [--plot DIR]
+                    [--sizes LIST] [--scenario FILE] [--block-tokens N]
+                    [--azure-shared-prefix-tokens N] [--json] [--csv FILE] [--markdown FILE]
+                    [--plot DIR]
 
 Replays FILE through each policy at each size and prints the block and token
 (prefill saved) hit ratios, prefix semantics: a request hits only the leading
@@ -34,17 +37,25 @@ run of its blocks that are cached.
                     (default all: every online policy and belady, the offline bound)
   --sizes LIST      tier sizes: blocks (4096), fractions of the footprint (0.1) or inf
                     (default 0.01,0.05,0.1,0.25,0.5,inf)
+  --scenario FILE   also replay FILE's tier stack (JSON: capacities, bandwidths, prices,
+                    model KV geometry; docs/traces.md) through the daemon's CacheManager
+                    and report per-tier hits, bytes moved, TTFT saved and $ per million
+                    tokens against no cache and everything in the top tier. With a
+                    scenario the single-tier sweep runs only if --policies or --sizes
+                    is given
   --block-tokens N  tokens per block for azure and csv traces (default 512)
   --azure-shared-prefix-tokens N
                     azure traces have no prefix hashes: give every request the same
                     first N tokens (a synthetic shared system prompt; default 0, none)
   --json            print one JSON object as the last line
   --csv FILE        also write the results as CSV
-  --markdown FILE   also write a Markdown table: a row per policy, a column per size,
-                    block / token hit ratio, and the slowest replay's speed
+  --markdown FILE   also write Markdown tables: a row per policy, a column per size,
+                    block / token hit ratio, and the slowest replay's speed; and the
+                    scenario's tiers and costs
   --plot DIR        write DIR/miss_ratio_POLICY.dat and DIR/miss_ratio.gp and render
                     DIR/miss_ratio.svg with gnuplot: miss ratio over tier size, one line
-                    per policy
+                    per policy; with a scenario also DIR/occupancy.svg: each tier's used
+                    fraction over the trace's time
 )";
 
 // A progress bar on stderr for sweeps that run longer than a second, when
@@ -74,6 +85,16 @@ class Progress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
+// Renders a gnuplot script (its data written beside it).
+Status RunGnuplot(const std::string& script) {
+  const std::string cmd = "gnuplot '" + script + "' 2>&1";
+  if (std::system(cmd.c_str()) != 0) {
+    return Status::Unavailable("gnuplot failed or is not installed (tools/deps.sh --bench); " +
+                               script + " and its data are written");
+  }
+  return Status::Ok();
+}
+
 // Miss-ratio curves: one data block per policy (size, miss ratio), a gnuplot
 // script, and the SVG it renders.
 Status Plot(const std::string& dir, const std::string& trace,
@@ -84,7 +105,7 @@ Status Plot(const std::string& dir, const std::string& trace,
   {
     // One data file per policy (size, miss ratio), and the script.
     std::ofstream gp(dir + "/miss_ratio.gp");
-    gp << "set terminal svg size 900,560 dynamic background rgb 'white'\n"
+    gp << "set terminal svg size 900,560 dynamic noenhanced background rgb 'white'\n"
        << "set output '" << dir << "/miss_ratio.svg'\n"
        << "set title \"" << std::filesystem::path(trace).filename().string()
        << ": block miss ratio by tier size (prefix semantics)\"\n"
@@ -104,13 +125,231 @@ Status Plot(const std::string& dir, const std::string& trace,
     gp << "\n";
     if (!gp) return Status::IOError("cannot write " + dir + "/miss_ratio.gp");
   }
-  const std::string cmd = "gnuplot '" + dir + "/miss_ratio.gp' 2>&1";
-  if (std::system(cmd.c_str()) != 0) {
-    return Status::Unavailable(
-        "gnuplot failed or is not installed (tools/deps.sh --bench); the data and " + dir +
-        "/miss_ratio.gp are written");
+  return RunGnuplot(dir + "/miss_ratio.gp");
+}
+
+// "12.3 GiB": binary units for capacities and bytes moved.
+std::string Bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (b >= 1024 && u < 6) {
+    b /= 1024;
+    ++u;
   }
-  return Status::Ok();
+  char out[32];
+  std::snprintf(out, sizeof(out), u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+  return out;
+}
+
+double Share(double part, double whole) { return whole > 0 ? part / whole : 0; }
+
+nlohmann::json CostJson(const CostSummary& c) {
+  return {{"tier_usd", c.tier_usd},
+          {"tier_usd_used", c.tier_usd_used},
+          {"gpu_s", c.gpu_s},
+          {"gpu_usd", c.gpu_usd},
+          {"total_usd", c.total_usd()},
+          {"usd_per_mtok", c.usd_per_mtok()},
+          {"usd_per_mtok_used", c.usd_per_mtok_used()},
+          {"hit_tokens", c.hit_tokens},
+          {"token_hit_ratio", Share(c.hit_tokens, c.input_tokens)},
+          {"mean_ttft_s", c.mean_ttft_s}};
+}
+
+nlohmann::json ScenarioJson(const TierScenario& sc, const TierReplayResult& r) {
+  nlohmann::json tiers = nlohmann::json::array();
+  for (const TierReplayTier& t : r.tiers) {
+    tiers.push_back({{"name", t.name},
+                     {"policy", t.policy},
+                     {"capacity_bytes", t.capacity_bytes},
+                     {"drain_time_s", t.drain_time_s},
+                     {"hit_blocks", t.hit_blocks},
+                     {"hit_share", Share(t.hit_blocks, r.block_hits)},
+                     {"hit_tokens", t.hit_tokens},
+                     {"hit_bytes", t.hit_bytes},
+                     {"placed_blocks", t.placed_blocks},
+                     {"placed_bytes", t.placed_bytes},
+                     {"peak_used_bytes", t.peak_used_bytes},
+                     {"mean_used_bytes", t.mean_used_bytes},
+                     {"usd", t.usd},
+                     {"usd_used", t.usd_used}});
+  }
+  nlohmann::json moved = nlohmann::json::array();
+  for (size_t i = 0; i < r.moved_bytes.size(); ++i) {
+    for (size_t j = 0; j < r.moved_bytes[i].size(); ++j) {
+      if (r.moved_bytes[i][j] > 0) {
+        moved.push_back(
+            {{"from", r.tiers[i].name}, {"to", r.tiers[j].name}, {"bytes", r.moved_bytes[i][j]}});
+      }
+    }
+  }
+  nlohmann::json occupancy = nlohmann::json::array();
+  for (const OccupancySample& o : r.occupancy) {
+    occupancy.push_back({{"time_s", o.time_s}, {"used_bytes", o.used_bytes}});
+  }
+  return {{"name", sc.name},
+          {"model", sc.model},
+          {"kv_bytes_per_token", sc.kv_bytes_per_token},
+          {"ttl_s", sc.ttl_ms / 1000.0},
+          {"duration_s", r.duration_s},
+          {"requests", r.requests},
+          {"block_refs", r.block_refs},
+          {"block_hits", r.block_hits},
+          {"hit_ratio", Share(r.block_hits, r.block_refs)},
+          {"token_hit_ratio", Share(r.hit_tokens, r.tokens)},
+          {"tiers", tiers},
+          {"moved", moved},
+          {"promotions", r.promotions},
+          {"demotions", r.demotions},
+          {"remat_drops", r.remat_drops},
+          {"drops", r.drops},
+          {"expired", r.expired},
+          {"insert_failures", r.insert_failures},
+          {"ttft_saved_s", r.ttft_saved_s},
+          {"ttft_saved_ratio", Share(r.ttft_saved_s, r.no_cache.mean_ttft_s * r.requests)},
+          {"costs",
+           {{"no_cache", CostJson(r.no_cache)},
+            {"tiered", CostJson(r.tiered)},
+            {"all_in_top_tier", CostJson(r.all_in_top)}}},
+          {"occupancy", occupancy},
+          {"replay_seconds", r.seconds}};
+}
+
+void PrintScenario(const TierScenario& sc, const TierReplayResult& r) {
+  std::printf(
+      "\nscenario %s: %s, %s of KV per token, %llu requests over %.1f min, replayed in "
+      "%.1f s\n",
+      sc.name.c_str(), sc.model.c_str(), Bytes(sc.kv_bytes_per_token).c_str(),
+      static_cast<unsigned long long>(r.requests), r.duration_s / 60, r.seconds);
+  std::printf("%-8s %-9s %10s %9s %10s %9s %10s %10s %10s %9s\n", "tier", "policy", "capacity",
+              "drain_s", "hit_blocks", "hit_share", "placed", "peak_used", "mean_used", "usd");
+  for (const TierReplayTier& t : r.tiers) {
+    std::printf("%-8s %-9s %10s %9.3g %10llu %9.3f %10llu %10s %10s %9.2f\n", t.name.c_str(),
+                t.policy.c_str(), Bytes(t.capacity_bytes).c_str(), t.drain_time_s,
+                static_cast<unsigned long long>(t.hit_blocks), Share(t.hit_blocks, r.block_hits),
+                static_cast<unsigned long long>(t.placed_blocks), Bytes(t.peak_used_bytes).c_str(),
+                Bytes(t.mean_used_bytes).c_str(), t.usd);
+  }
+  std::printf("moved:");
+  bool any = false;
+  for (size_t i = 0; i < r.moved_bytes.size(); ++i) {
+    for (size_t j = 0; j < r.moved_bytes[i].size(); ++j) {
+      if (r.moved_bytes[i][j] <= 0) continue;
+      std::printf(" %s->%s %s", r.tiers[i].name.c_str(), r.tiers[j].name.c_str(),
+                  Bytes(r.moved_bytes[i][j]).c_str());
+      any = true;
+    }
+  }
+  std::printf("%s\n", any ? "" : " nothing");
+  std::printf(
+      "promotions %llu, demotions %llu, dropped for recompute %llu, dropped with no "
+      "room below %llu, expired %llu\n",
+      static_cast<unsigned long long>(r.promotions), static_cast<unsigned long long>(r.demotions),
+      static_cast<unsigned long long>(r.remat_drops), static_cast<unsigned long long>(r.drops),
+      static_cast<unsigned long long>(r.expired));
+  std::printf("%-16s %9s %11s %8s %9s %9s %8s %9s %9s\n", "", "token_hit", "mean_ttft_s", "gpu_s",
+              "gpu_usd", "tier_usd", "usd/Mtok", "tier_used", "used/Mtok");
+  const std::pair<const char*, const CostSummary*> rows[] = {
+      {"no cache", &r.no_cache}, {"tiered", &r.tiered}, {"all in top tier", &r.all_in_top}};
+  for (const auto& [name, c] : rows) {
+    std::printf("%-16s %9.4f %11.3f %8.0f %9.2f %9.2f %8.4f %9.2f %9.4f\n", name,
+                Share(c->hit_tokens, c->input_tokens), c->mean_ttft_s, c->gpu_s, c->gpu_usd,
+                c->tier_usd, c->usd_per_mtok(), c->tier_usd_used, c->usd_per_mtok_used());
+  }
+  std::printf("TTFT saved against no cache: %.0f s over the trace (%.1f%%)\n", r.ttft_saved_s,
+              100 * Share(r.ttft_saved_s, r.no_cache.mean_ttft_s * r.requests));
+}
+
+void ScenarioMarkdown(std::ostream& md, const TierScenario& sc, const TierReplayResult& r) {
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "\nScenario `%s`: %s, %s of KV per token, TTL %s; %llu requests over %.1f min.\n\n",
+                sc.name.c_str(), sc.model.c_str(), Bytes(sc.kv_bytes_per_token).c_str(),
+                sc.ttl_ms > 0 ? (std::to_string(sc.ttl_ms / 1000) + " s").c_str() : "none",
+                static_cast<unsigned long long>(r.requests), r.duration_s / 60);
+  md << line;
+  md << "| tier | policy | capacity | drain time | hit share | placed | peak used | mean used | "
+        "$ over the trace |\n|---|---|---|---|---|---|---|---|---|\n";
+  for (const TierReplayTier& t : r.tiers) {
+    std::snprintf(line, sizeof(line), "| %s | %s | %s | %.3g s | %.3f | %llu | %s | %s | %.2f |\n",
+                  t.name.c_str(), t.policy.c_str(), Bytes(t.capacity_bytes).c_str(), t.drain_time_s,
+                  Share(t.hit_blocks, r.block_hits),
+                  static_cast<unsigned long long>(t.placed_blocks),
+                  Bytes(t.peak_used_bytes).c_str(), Bytes(t.mean_used_bytes).c_str(), t.usd);
+    md << line;
+  }
+  md << "\nMoved between tiers:";
+  bool any = false;
+  for (size_t i = 0; i < r.moved_bytes.size(); ++i) {
+    for (size_t j = 0; j < r.moved_bytes[i].size(); ++j) {
+      if (r.moved_bytes[i][j] <= 0) continue;
+      md << (any ? ", " : " ") << r.tiers[i].name << " → " << r.tiers[j].name << " "
+         << Bytes(r.moved_bytes[i][j]);
+      any = true;
+    }
+  }
+  std::snprintf(
+      line, sizeof(line),
+      "%s. Promotions %llu, demotions %llu, dropped for recompute %llu, dropped with "
+      "no room below %llu, expired %llu.\n\n",
+      any ? "" : " nothing", static_cast<unsigned long long>(r.promotions),
+      static_cast<unsigned long long>(r.demotions), static_cast<unsigned long long>(r.remat_drops),
+      static_cast<unsigned long long>(r.drops), static_cast<unsigned long long>(r.expired));
+  md << line;
+  md << "| | token hit ratio | mean TTFT | GPU time | GPU $ | tiers $, provisioned | $/M input "
+        "tokens | tiers $, used | $/M input tokens, used |\n"
+        "|---|---|---|---|---|---|---|---|---|\n";
+  const std::pair<const char*, const CostSummary*> rows[] = {
+      {"no cache", &r.no_cache}, {"tiered", &r.tiered}, {"all in the top tier", &r.all_in_top}};
+  for (const auto& [name, c] : rows) {
+    std::snprintf(line, sizeof(line),
+                  "| %s | %.4f | %.3f s | %.0f s | %.2f | %.2f | %.4f | %.2f | %.4f |\n", name,
+                  Share(c->hit_tokens, c->input_tokens), c->mean_ttft_s, c->gpu_s, c->gpu_usd,
+                  c->tier_usd, c->usd_per_mtok(), c->tier_usd_used, c->usd_per_mtok_used());
+    md << line;
+  }
+  std::snprintf(line, sizeof(line), "\nTTFT saved against no cache: %.1f%%.\n",
+                100 * Share(r.ttft_saved_s, r.no_cache.mean_ttft_s * r.requests));
+  md << line;
+}
+
+// Tier occupancy over time: each tier's used fraction of its capacity.
+Status PlotOccupancy(const std::string& dir, const std::string& trace, const TierScenario& sc,
+                     const TierReplayResult& r) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::IOError("cannot create " + dir + ": " + ec.message());
+  const std::string dat = dir + "/occupancy.dat", script = dir + "/occupancy.gp";
+  {
+    std::ofstream out(dat);
+    out << "# minutes";
+    for (const TierReplayTier& t : r.tiers) out << " " << t.name;
+    out << "\n";
+    for (const OccupancySample& o : r.occupancy) {
+      out << o.time_s / 60;
+      for (size_t i = 0; i < r.tiers.size(); ++i) {
+        out << " " << Share(o.used_bytes[i], r.tiers[i].capacity_bytes);
+      }
+      out << "\n";
+    }
+    if (!out) return Status::IOError("cannot write " + dat);
+  }
+  {
+    std::ofstream gp(script);
+    gp << "set terminal svg size 900,560 dynamic noenhanced background rgb 'white'\n"
+       << "set output '" << dir << "/occupancy.svg'\n"
+       << "set title \"" << std::filesystem::path(trace).filename().string() << ", scenario "
+       << sc.name << ": tier occupancy\"\n"
+       << "set xlabel 'trace time, minutes'\nset ylabel 'used fraction of capacity'\n"
+       << "set yrange [0:1.05]\nset key outside right\nset grid\nplot ";
+    for (size_t i = 0; i < r.tiers.size(); ++i) {
+      gp << (i ? ", " : "") << "'" << dat << "' using 1:" << i + 2 << " with lines lw 2 title '"
+         << r.tiers[i].name << " (" << Bytes(r.tiers[i].capacity_bytes) << ")'";
+    }
+    gp << "\n";
+    if (!gp) return Status::IOError("cannot write " + script);
+  }
+  return RunGnuplot(script);
 }
 
 int Fail(const std::string& msg, int code) {
@@ -122,7 +361,7 @@ int Fail(const std::string& msg, int code) {
 int Main(int argc, char** argv) {
   FlagSet flags;
   for (const char* f : {"trace", "format", "policies", "sizes", "block-tokens",
-                        "azure-shared-prefix-tokens", "csv", "markdown", "plot"}) {
+                        "azure-shared-prefix-tokens", "csv", "markdown", "plot", "scenario"}) {
     flags.Value(f);
   }
   flags.Bool("json");
@@ -166,6 +405,15 @@ int Main(int argc, char** argv) {
       ParseTraceSizes(flags.Get("sizes", "0.01,0.05,0.1,0.25,0.5,inf"), trace->distinct_blocks);
   if (!sizes.ok()) return Fail(sizes.status().message(), 2);
 
+  // With a scenario the sweep runs only when asked for.
+  const bool sweep = !flags.Has("scenario") || flags.Has("policies") || flags.Has("sizes");
+  std::optional<TierScenario> scenario;
+  if (flags.Has("scenario")) {
+    Result<TierScenario> sc = ReadTierScenario(flags.Get("scenario"));
+    if (!sc.ok()) return Fail(sc.status().message(), 2);
+    scenario = std::move(*sc);
+  }
+
   Result<ReplayResult> inf = ReplayTrace(*trace, "lru", kInfiniteBlocks);
   if (!inf.ok()) return Fail(inf.status().message(), 1);
   std::printf("%s: %zu requests, %llu block references, footprint %u blocks of %d tokens\n",
@@ -174,10 +422,14 @@ int Main(int argc, char** argv) {
               trace->block_tokens);
   std::printf("infinite cache: block hit ratio %.4f, token hit ratio %.4f\n\n", inf->hit_ratio(),
               inf->token_hit_ratio());
-  std::printf("%-10s %12s %10s %10s %12s\n", "policy", "size_blocks", "hit_ratio", "token_hit",
-              "Mrefs/s");
+  if (sweep) {
+    std::printf("%-10s %12s %10s %10s %12s\n", "policy", "size_blocks", "hit_ratio", "token_hit",
+                "Mrefs/s");
+  } else {
+    policies.clear();
+  }
   nlohmann::json results = nlohmann::json::array();
-  Progress progress(policies.size() * sizes->size());
+  Progress progress(policies.size() * sizes->size() + (scenario ? 1 : 0));
   for (const std::string& p : policies) {
     for (uint64_t size : *sizes) {
       Result<ReplayResult> r = ReplayTrace(*trace, p, size);
@@ -197,6 +449,14 @@ int Main(int argc, char** argv) {
                          {"refs_per_s", rate}});
     }
   }
+  std::optional<TierReplayResult> tiered;
+  if (scenario) {
+    Result<TierReplayResult> r = ReplayTiers(*trace, *scenario);
+    progress.Step();
+    if (!r.ok()) return Fail(r.status().message(), 1);
+    tiered = std::move(*r);
+    PrintScenario(*scenario, *tiered);
+  }
   if (flags.Has("csv")) {
     std::ofstream csv(flags.Get("csv"));
     csv << "policy,size_blocks,infinite,hit_ratio,token_hit_ratio,block_hits,refs_per_s\n";
@@ -209,34 +469,45 @@ int Main(int argc, char** argv) {
   }
   if (flags.Has("markdown")) {
     std::ofstream md(flags.Get("markdown"));
-    md << "| policy |";
-    for (uint64_t size : *sizes) {
-      md << " " << (size == kInfiniteBlocks ? std::string("inf") : std::to_string(size)) << " |";
-    }
-    md << " slowest replay |\n|---|";
-    for (size_t i = 0; i <= sizes->size(); ++i) md << "---|";
-    md << "\n";
-    for (const std::string& p : policies) {
-      md << "| " << p << " |";
-      double slowest = 0;
-      for (const auto& r : results) {
-        if (r["policy"] != p) continue;
-        char cell[64];
-        std::snprintf(cell, sizeof(cell), " %.4f / %.4f |", r["hit_ratio"].get<double>(),
-                      r["token_hit_ratio"].get<double>());
-        md << cell;
-        const double rate = r["refs_per_s"].get<double>();
-        slowest = slowest == 0 ? rate : std::min(slowest, rate);
+    if (sweep) {
+      md << "| policy |";
+      for (uint64_t size : *sizes) {
+        md << " " << (size == kInfiniteBlocks ? std::string("inf") : std::to_string(size)) << " |";
       }
-      char cell[64];
-      std::snprintf(cell, sizeof(cell), " %.1f M refs/s |\n", slowest / 1e6);
-      md << cell;
+      md << " slowest replay |\n|---|";
+      for (size_t i = 0; i <= sizes->size(); ++i) md << "---|";
+      md << "\n";
+      for (const std::string& p : policies) {
+        md << "| " << p << " |";
+        double slowest = 0;
+        for (const auto& r : results) {
+          if (r["policy"] != p) continue;
+          char cell[64];
+          std::snprintf(cell, sizeof(cell), " %.4f / %.4f |", r["hit_ratio"].get<double>(),
+                        r["token_hit_ratio"].get<double>());
+          md << cell;
+          const double rate = r["refs_per_s"].get<double>();
+          slowest = slowest == 0 ? rate : std::min(slowest, rate);
+        }
+        char cell[64];
+        std::snprintf(cell, sizeof(cell), " %.1f M refs/s |\n", slowest / 1e6);
+        md << cell;
+      }
     }
+    if (tiered) ScenarioMarkdown(md, *scenario, *tiered);
     if (!md) return Fail("cannot write " + flags.Get("markdown"), 1);
   }
   if (flags.Has("plot")) {
-    if (Status s = Plot(flags.Get("plot"), flags.Get("trace"), policies, results); !s.ok()) {
-      return Fail(s.message(), 1);
+    if (sweep) {
+      if (Status s = Plot(flags.Get("plot"), flags.Get("trace"), policies, results); !s.ok()) {
+        return Fail(s.message(), 1);
+      }
+    }
+    if (tiered) {
+      if (Status s = PlotOccupancy(flags.Get("plot"), flags.Get("trace"), *scenario, *tiered);
+          !s.ok()) {
+        return Fail(s.message(), 1);
+      }
     }
   }
   if (flags.Has("json")) {
@@ -249,6 +520,7 @@ int Main(int argc, char** argv) {
                           {"infinite_hit_ratio", inf->hit_ratio()},
                           {"infinite_token_hit_ratio", inf->token_hit_ratio()},
                           {"results", results}};
+    if (tiered) out["scenario"] = ScenarioJson(*scenario, *tiered);
     std::printf("%s\n", out.dump().c_str());
   }
   return 0;

@@ -89,5 +89,34 @@ TEST(EvictionPolicyTest, EveryPolicyKeepsTheContract) {
   }
 }
 
+// Every policy: a call that has stepped over max_refused refused blocks
+// gives up with what it has, asks `eligible` no more than that many times
+// for refusals, and keeps every block it did not take.
+TEST(EvictionPolicyTest, EveryPolicyStopsAfterMaxRefusedRefusals) {
+  for (const std::string& name : EvictionPolicyNames()) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<EvictionPolicy> p = NewEvictionPolicy(name, PolicyOptions{1000});
+    for (uint64_t i = 1; i <= 1000; ++i) p->Insert(K(i), PolicyBlock{});
+    size_t asked = 0;
+    VictimQuery q = Take(1, [&](const BlockKey& k) {
+      ++asked;
+      return k.lo == 1000;  // one eligible block, wherever the policy ranks it
+    });
+    q.max_refused = 10;
+    std::vector<BlockKey> v;
+    const size_t taken = p->Victims(q, &v);
+    EXPECT_LE(asked, 11u);  // at most 10 refusals (and the one it took, if it met it)
+    EXPECT_EQ(p->size(), 1000u - taken);
+    // Without the bound the eligible block is found.
+    q.max_refused = SIZE_MAX;
+    v.clear();
+    if (taken == 0) {
+      EXPECT_EQ(p->Victims(q, &v), 1u);
+      EXPECT_EQ(v, std::vector<BlockKey>{K(1000)});
+    }
+    EXPECT_EQ(p->size(), 999u);
+  }
+}
+
 }  // namespace
 }  // namespace kvtier
