@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include <filesystem>
 #include <fstream>
@@ -88,6 +89,98 @@ TEST(TraceCliTest, RefusesBadFlagsAndMalformedTraces) {
       RunTool("kvtier-trace", {"--trace", good, "--format", "csv", "--policies", "mru"}, &out), 2);
   EXPECT_NE(out.find("unknown eviction policy 'mru'"), std::string::npos) << out;
   std::filesystem::remove_all(dir);
+}
+
+const char kScenario[] = R"({"name": "two", "model": {"kv_bytes_per_token": 1048576,
+    "active_params": 1e9}, "tiers": [
+    {"name": "hbm", "capacity_gib": 0.05, "read_gb_per_s": 1000, "usd_per_gib_month": 20},
+    {"name": "dram", "capacity_gib": 1, "read_gb_per_s": 50, "usd_per_gib_month": 3}]})";
+
+TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
+  const std::string dir = TempDir("trace_cli_scenario");
+  const std::string trace =
+      WriteTrace(dir, "time_ms,tenant,keys\n0,a,x;y;z\n5,a,x;q;z\n6,b,x;y\n7,b,x;y;z;w\n");
+  std::ofstream(dir + "/s.json") << kScenario;
+  std::string out;
+  ASSERT_EQ(
+      RunTool("kvtier-trace",
+              {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
+               dir + "/s.json", "--json", "--markdown", dir + "/r.md", "--plot", dir + "/plots"},
+              &out),
+      // 1 only when gnuplot is missing, after everything else was written
+      std::system("command -v gnuplot >/dev/null 2>&1") == 0 ? 0 : 1)
+      << out;
+  const nlohmann::json j = nlohmann::json::parse(out.substr(out.rfind("\n{") + 1));
+  EXPECT_TRUE(j["results"].empty());  // a scenario alone skips the sweep
+  const nlohmann::json& s = j["scenario"];
+  EXPECT_EQ(s["name"], "two");
+  ASSERT_EQ(s["tiers"].size(), 2u);
+  EXPECT_EQ(s["tiers"][0]["name"], "hbm");
+  EXPECT_EQ(s["block_refs"], 12);
+  EXPECT_LE(s["token_hit_ratio"].get<double>(), j["infinite_token_hit_ratio"].get<double>());
+  for (const char* way : {"no_cache", "tiered", "all_in_top_tier"}) {
+    for (const char* k : {"usd_per_mtok", "usd_per_mtok_used", "mean_ttft_s", "gpu_s"}) {
+      EXPECT_TRUE(s["costs"][way].contains(k)) << way << " " << k;
+    }
+  }
+  EXPECT_FALSE(s["occupancy"].empty());
+  std::ifstream md(dir + "/r.md");
+  std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("Scenario `two`"), std::string::npos) << text;
+  EXPECT_NE(text.find("| hbm | ttl-cost |"), std::string::npos) << text;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/plots/occupancy.dat"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/plots/occupancy.gp"));
+  // With --policies the sweep runs too.
+  ASSERT_EQ(RunTool("kvtier-trace",
+                    {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
+                     dir + "/s.json", "--policies", "lru", "--sizes", "2", "--json"},
+                    &out),
+            0)
+      << out;
+  EXPECT_EQ(nlohmann::json::parse(out.substr(out.rfind("\n{") + 1))["results"].size(), 1u);
+  // A malformed scenario is refused before anything runs, naming the file.
+  std::ofstream(dir + "/bad.json") << R"({"model": {}})";
+  EXPECT_EQ(RunTool("kvtier-trace",
+                    {"--trace", trace, "--format", "csv", "--scenario", dir + "/bad.json"}, &out),
+            2);
+  EXPECT_NE(out.find("bad.json"), std::string::npos) << out;
+  EXPECT_EQ(out.find("scenario two"), std::string::npos) << out;
+  std::filesystem::remove_all(dir);
+}
+
+// The scenarios bench/RESULTS.md is made with run on the Mooncake trace:
+// hits stay within the infinite cache's, the per-tier shares add up, and
+// the cache saves TTFT.
+TEST(TraceCliTest, ShippedScenariosReplayTheMooncakeTrace) {
+  const char* env = std::getenv("KVTIER_SHARED_DATA");
+  const std::string trace = std::string(env != nullptr ? env : "../shared/data") +
+                            "/traces/mooncake_fast25/conversation_trace.jsonl";
+  int seen = 0;
+  for (const auto& f :
+       std::filesystem::directory_iterator(std::string(KVTIER_SOURCE_DIR) + "/bench/scenarios")) {
+    if (f.path().extension() != ".json") continue;
+    SCOPED_TRACE(f.path().string());
+    ++seen;
+    std::string out;
+    ASSERT_EQ(RunTool("kvtier-trace",
+                      {"--trace", trace, "--format", "mooncake", "--scenario", f.path().string(),
+                       "--json"},
+                      &out),
+              0)
+        << out;
+    const nlohmann::json j = nlohmann::json::parse(out.substr(out.rfind("\n{") + 1));
+    const nlohmann::json& s = j["scenario"];
+    EXPECT_GT(s["hit_ratio"].get<double>(), 0);
+    EXPECT_LE(s["hit_ratio"].get<double>(), j["infinite_hit_ratio"].get<double>());
+    double shares = 0;
+    for (const auto& t : s["tiers"]) shares += t["hit_share"].get<double>();
+    EXPECT_NEAR(shares, 1.0, 1e-9);
+    EXPECT_GT(s["ttft_saved_s"].get<double>(), 0);
+    EXPECT_EQ(s["insert_failures"], 0);
+    EXPECT_LT(s["costs"]["tiered"]["mean_ttft_s"].get<double>(),
+              s["costs"]["no_cache"]["mean_ttft_s"].get<double>());
+  }
+  EXPECT_GE(seen, 2);
 }
 
 }  // namespace
