@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Replays the shared serving traces through every eviction policy and Belady
-# (Release build of kvtier-trace), renders the miss-ratio plots into
-# bench/plots/ and rewrites the trace section of bench/RESULTS.md (between
-# its trace markers). One command regenerates it all.
+# (Release build of kvtier-trace), and the Mooncake trace through each tier
+# stack of bench/scenarios/*.json; renders the miss-ratio and occupancy plots
+# into bench/plots/ and rewrites the trace section of bench/RESULTS.md
+# (between its trace markers). One command regenerates it all.
 # Usage: tools/trace_bench.sh   (needs ../shared/data/traces; gnuplot from tools/deps.sh --bench)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +23,14 @@ for t in conv code; do
   "$bin" --trace "$traces/azure_llm_2023/AzureLLMInferenceTrace_$t.csv" --format azure \
     --azure-shared-prefix-tokens 1024 --sizes "$sizes" --markdown "$out/azure_$t.md" \
     --plot "$root/bench/plots/azure_$t" >/dev/null
+done
+scenarios=()
+for f in "$root"/bench/scenarios/*.json; do
+  name=$(basename "$f" .json)
+  scenarios+=("$name")
+  "$bin" --trace "$traces/mooncake_fast25/conversation_trace.jsonl" --format mooncake \
+    --scenario "$f" --tier-policies all --markdown "$out/scenario_$name.md" \
+    --plot "$root/bench/plots/mooncake_$name" >/dev/null
 done
 # Plots carry absolute paths of this machine in their scripts: keep the SVGs.
 find "$root/bench/plots" -name '*.dat' -delete -o -name '*.gp' -delete
@@ -46,6 +55,21 @@ refs=$(grep -o '"block_refs":[0-9]*' "$out/mooncake.json" | cut -d: -f2)
   cat "$out/mooncake.md"
   echo
   echo "![miss ratio](plots/mooncake/miss_ratio.svg)"
+  echo
+  echo "### Tiered: the Mooncake trace through the drain-time placement"
+  echo
+  echo "\\`kvtier-trace --scenario\\` replays the trace through the daemon's CacheManager over"
+  echo "a tier stack from bench/scenarios/ (sizes only: no bytes stored; docs/traces.md)."
+  echo "Hit share: of the block hits, the part each tier served. TTFT is prefill at the"
+  echo "scenario's FLOP/s plus hit fetches at the tier's bandwidth. Costs per million input"
+  echo "tokens: the tiers provisioned for the trace's hour, or only the bytes they held"
+  echo "(a shared service), plus the GPU's prefill and fetch time; against no cache and"
+  echo "against everything in HBM (sized to the whole footprint)."
+  for name in "${scenarios[@]}"; do
+    cat "$out/scenario_$name.md"
+    echo
+    echo "![occupancy](plots/mooncake_$name/occupancy.svg)"
+  done
   for t in conv code; do
     echo
     echo "### Azure LLM inference 2023, $t (synthetic: every request shares its first 1024 tokens)"

@@ -43,6 +43,9 @@ run of its blocks that are cached.
                     tokens against no cache and everything in the top tier. With a
                     scenario the single-tier sweep runs only if --policies or --sizes
                     is given
+  --tier-policies LIST|all
+                    with --scenario: replay the stack again once per policy, every
+                    tier running it, and compare hits, bytes moved, TTFT and cost
   --block-tokens N  tokens per block for azure and csv traces (default 512)
   --azure-shared-prefix-tokens N
                     azure traces have no prefix hashes: give every request the same
@@ -142,6 +145,25 @@ std::string Bytes(double b) {
 }
 
 double Share(double part, double whole) { return whole > 0 ? part / whole : 0; }
+
+double MovedTotal(const TierReplayResult& r) {
+  double total = 0;
+  for (const auto& row : r.moved_bytes) {
+    for (double b : row) total += b;
+  }
+  return total;
+}
+
+// "a,b,c" → {a, b, c}; "" → {}.
+std::vector<std::string> SplitList(const std::string& list) {
+  std::vector<std::string> out;
+  for (size_t start = 0; start < list.size();) {
+    const size_t end = std::min(list.find(',', start), list.size());
+    out.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
 
 nlohmann::json CostJson(const CostSummary& c) {
   return {{"tier_usd", c.tier_usd},
@@ -352,6 +374,49 @@ Status PlotOccupancy(const std::string& dir, const std::string& trace, const Tie
   return RunGnuplot(script);
 }
 
+// One row of the --tier-policies comparison.
+nlohmann::json TierPolicyRow(const TierReplayResult& r) {
+  nlohmann::json shares = nlohmann::json::object();
+  for (const TierReplayTier& t : r.tiers) shares[t.name] = Share(t.hit_blocks, r.block_hits);
+  return {{"hit_ratio", Share(r.block_hits, r.block_refs)},
+          {"token_hit_ratio", Share(r.hit_tokens, r.tokens)},
+          {"hit_shares", shares},
+          {"moved_bytes", MovedTotal(r)},
+          {"remat_drops", r.remat_drops},
+          {"mean_ttft_s", r.tiered.mean_ttft_s},
+          {"ttft_saved_ratio", Share(r.ttft_saved_s, r.no_cache.mean_ttft_s * r.requests)},
+          {"usd_per_mtok", r.tiered.usd_per_mtok()},
+          {"usd_per_mtok_used", r.tiered.usd_per_mtok_used()}};
+}
+
+void PrintTierPolicies(const std::vector<std::pair<std::string, TierReplayResult>>& rows) {
+  std::printf("\nthe same stack, every tier running one policy:\n");
+  std::printf("%-10s %9s %10s %11s %11s %9s %9s\n", "policy", "token_hit", "moved", "mean_ttft_s",
+              "ttft_saved", "usd/Mtok", "used/Mtok");
+  for (const auto& [p, r] : rows) {
+    std::printf("%-10s %9.4f %10s %11.3f %10.1f%% %9.4f %9.4f\n", p.c_str(),
+                Share(r.hit_tokens, r.tokens), Bytes(MovedTotal(r)).c_str(), r.tiered.mean_ttft_s,
+                100 * Share(r.ttft_saved_s, r.no_cache.mean_ttft_s * r.requests),
+                r.tiered.usd_per_mtok(), r.tiered.usd_per_mtok_used());
+  }
+}
+
+void TierPoliciesMarkdown(std::ostream& md,
+                          const std::vector<std::pair<std::string, TierReplayResult>>& rows) {
+  md << "\nThe same stack with every tier running one policy:\n\n"
+        "| policy | token hit ratio | bytes moved between tiers | mean TTFT | TTFT saved | "
+        "$/M input tokens | $/M, used |\n|---|---|---|---|---|---|---|\n";
+  for (const auto& [p, r] : rows) {
+    char line[256];
+    std::snprintf(line, sizeof(line), "| %s | %.4f | %s | %.3f s | %.1f%% | %.4f | %.4f |\n",
+                  p.c_str(), Share(r.hit_tokens, r.tokens), Bytes(MovedTotal(r)).c_str(),
+                  r.tiered.mean_ttft_s,
+                  100 * Share(r.ttft_saved_s, r.no_cache.mean_ttft_s * r.requests),
+                  r.tiered.usd_per_mtok(), r.tiered.usd_per_mtok_used());
+    md << line;
+  }
+}
+
 int Fail(const std::string& msg, int code) {
   std::cerr << "kvtier-trace: " << msg << "\n";
   if (code == 2) std::cerr << "run kvtier-trace --help for usage\n";
@@ -360,8 +425,9 @@ int Fail(const std::string& msg, int code) {
 
 int Main(int argc, char** argv) {
   FlagSet flags;
-  for (const char* f : {"trace", "format", "policies", "sizes", "block-tokens",
-                        "azure-shared-prefix-tokens", "csv", "markdown", "plot", "scenario"}) {
+  for (const char* f :
+       {"trace", "format", "policies", "sizes", "block-tokens", "azure-shared-prefix-tokens", "csv",
+        "markdown", "plot", "scenario", "tier-policies"}) {
     flags.Value(f);
   }
   flags.Bool("json");
@@ -388,18 +454,19 @@ int Main(int argc, char** argv) {
   Result<Trace> trace = ReadTrace(flags.Get("trace"), o);
   if (!trace.ok()) return Fail(trace.status().message(), 1);
 
-  std::vector<std::string> policies;
-  const std::string list = flags.Get("policies", "all");
-  if (list == "all") {
+  std::vector<std::string> policies = SplitList(flags.Get("policies", "all"));
+  if (policies == std::vector<std::string>{"all"}) {
     policies = EvictionPolicyNames();
     policies.push_back("belady");
-  } else {
-    size_t start = 0;
-    while (start <= list.size()) {
-      const size_t end = std::min(list.find(',', start), list.size());
-      policies.push_back(list.substr(start, end - start));
-      start = end + 1;
-    }
+  }
+  // The scenario's stack again with every tier running one policy.
+  std::vector<std::string> tier_policies = SplitList(flags.Get("tier-policies", ""));
+  if (tier_policies == std::vector<std::string>{"all"}) tier_policies = EvictionPolicyNames();
+  if (!tier_policies.empty() && !flags.Has("scenario")) {
+    return Fail("--tier-policies needs --scenario", 2);
+  }
+  for (const std::string& p : tier_policies) {
+    if (NewEvictionPolicy(p) == nullptr) return Fail("unknown eviction policy '" + p + "'", 2);
   }
   Result<std::vector<uint64_t>> sizes =
       ParseTraceSizes(flags.Get("sizes", "0.01,0.05,0.1,0.25,0.5,inf"), trace->distinct_blocks);
@@ -429,7 +496,7 @@ int Main(int argc, char** argv) {
     policies.clear();
   }
   nlohmann::json results = nlohmann::json::array();
-  Progress progress(policies.size() * sizes->size() + (scenario ? 1 : 0));
+  Progress progress(policies.size() * sizes->size() + (scenario ? 1 : 0) + tier_policies.size());
   for (const std::string& p : policies) {
     for (uint64_t size : *sizes) {
       Result<ReplayResult> r = ReplayTrace(*trace, p, size);
@@ -457,6 +524,16 @@ int Main(int argc, char** argv) {
     tiered = std::move(*r);
     PrintScenario(*scenario, *tiered);
   }
+  std::vector<std::pair<std::string, TierReplayResult>> by_policy;
+  for (const std::string& p : tier_policies) {
+    TierScenario sc = *scenario;
+    for (ScenarioTier& t : sc.tiers) t.policy = p;
+    Result<TierReplayResult> r = ReplayTiers(*trace, sc);
+    progress.Step();
+    if (!r.ok()) return Fail(r.status().message(), 1);
+    by_policy.emplace_back(p, std::move(*r));
+  }
+  if (!by_policy.empty()) PrintTierPolicies(by_policy);
   if (flags.Has("csv")) {
     std::ofstream csv(flags.Get("csv"));
     csv << "policy,size_blocks,infinite,hit_ratio,token_hit_ratio,block_hits,refs_per_s\n";
@@ -495,6 +572,7 @@ int Main(int argc, char** argv) {
       }
     }
     if (tiered) ScenarioMarkdown(md, *scenario, *tiered);
+    if (!by_policy.empty()) TierPoliciesMarkdown(md, by_policy);
     if (!md) return Fail("cannot write " + flags.Get("markdown"), 1);
   }
   if (flags.Has("plot")) {
@@ -521,6 +599,14 @@ int Main(int argc, char** argv) {
                           {"infinite_token_hit_ratio", inf->token_hit_ratio()},
                           {"results", results}};
     if (tiered) out["scenario"] = ScenarioJson(*scenario, *tiered);
+    if (!by_policy.empty()) {
+      out["tier_policies"] = nlohmann::json::array();
+      for (const auto& [p, r] : by_policy) {
+        nlohmann::json row = TierPolicyRow(r);
+        row["policy"] = p;
+        out["tier_policies"].push_back(row);
+      }
+    }
     std::printf("%s\n", out.dump().c_str());
   }
   return 0;

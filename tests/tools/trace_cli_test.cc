@@ -138,6 +138,27 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
             0)
       << out;
   EXPECT_EQ(nlohmann::json::parse(out.substr(out.rfind("\n{") + 1))["results"].size(), 1u);
+  // --tier-policies: the stack again per policy.
+  ASSERT_EQ(RunTool("kvtier-trace",
+                    {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
+                     dir + "/s.json", "--tier-policies", "lru,fifo", "--json"},
+                    &out),
+            0)
+      << out;
+  const nlohmann::json tp = nlohmann::json::parse(out.substr(out.rfind("\n{") + 1));
+  ASSERT_EQ(tp["tier_policies"].size(), 2u);
+  EXPECT_EQ(tp["tier_policies"][1]["policy"], "fifo");
+  EXPECT_TRUE(tp["tier_policies"][0]["hit_shares"].contains("dram"));
+  EXPECT_EQ(RunTool("kvtier-trace",
+                    {"--trace", trace, "--format", "csv", "--scenario", dir + "/s.json",
+                     "--tier-policies", "mru"},
+                    &out),
+            2);
+  EXPECT_NE(out.find("unknown eviction policy 'mru'"), std::string::npos) << out;
+  EXPECT_EQ(RunTool("kvtier-trace", {"--trace", trace, "--format", "csv", "--tier-policies", "lru"},
+                    &out),
+            2);
+  EXPECT_NE(out.find("--tier-policies needs --scenario"), std::string::npos) << out;
   // A malformed scenario is refused before anything runs, naming the file.
   std::ofstream(dir + "/bad.json") << R"({"model": {}})";
   EXPECT_EQ(RunTool("kvtier-trace",
