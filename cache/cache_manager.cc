@@ -36,6 +36,40 @@ constexpr size_t kLeafScan = 64;
 
 int64_t AddSaturating(int64_t a, int64_t b) { return a > kNoExpiry - b ? kNoExpiry : a + b; }
 
+// The key locks this thread holds, innermost last. An operation holding one
+// key's lock (an insert making room, a move) may have to free another key of
+// the same stripe: the thread owns that stripe already, so it goes ahead
+// instead of finding the key busy. (Before, such victims were skipped, which
+// also made eviction depend on the process's random hash seed, the thing that
+// decides which keys share a stripe, and replays differ run to run.)
+thread_local std::vector<std::pair<const std::mutex*, BlockKey>> t_held_key_locks;
+
+// Registers a key lock the caller has just taken (or owns through its stripe).
+class HeldKeyLock {
+ public:
+  HeldKeyLock(const std::mutex& stripe, const BlockKey& key) {
+    t_held_key_locks.emplace_back(&stripe, key);
+  }
+  ~HeldKeyLock() { t_held_key_locks.pop_back(); }
+  HeldKeyLock(const HeldKeyLock&) = delete;
+  HeldKeyLock& operator=(const HeldKeyLock&) = delete;
+};
+
+// Takes `key`'s lock without waiting. True when this thread may now work on
+// the key: it took the lock, or it holds the stripe already for another key.
+// False when the key is busy: another thread holds its stripe, or this
+// thread's outer operation is working on that very key.
+bool TryKeyLock(std::mutex& stripe, const BlockKey& key, std::unique_lock<std::mutex>* lock) {
+  bool owned = false;
+  for (const auto& [held, held_key] : t_held_key_locks) {
+    if (held_key == key) return false;
+    owned = owned || held == &stripe;
+  }
+  if (owned) return true;
+  *lock = std::unique_lock<std::mutex>(stripe, std::try_to_lock);
+  return lock->owns_lock();
+}
+
 }  // namespace
 
 CacheManager::CacheManager(std::vector<TierSlot> tiers, const CacheManagerOptions& options)
@@ -299,6 +333,7 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
     return Status::InvalidArgument("block " + key.ToHex() + " would already be expired");
   }
   std::lock_guard<std::mutex> key_lock(KeyLock(key));
+  const HeldKeyLock held(KeyLock(key), key);
   if (std::optional<IndexEntry> e = index_.Get(key)) {
     if (e->expiry_ms > now) {
       // A longer TTL class wins: a 5m block rewritten under a 1h breakpoint
@@ -520,15 +555,17 @@ bool CacheManager::Evict(size_t t, const BlockKey& key) {
   const int64_t now = options_.clock->NowMs();
   // The caller may hold another key's lock (an insert making room): never
   // wait for this one. A busy victim stays, and the next one is taken.
-  std::unique_lock<std::mutex> key_lock(KeyLock(key), std::try_to_lock);
+  std::unique_lock<std::mutex> key_lock;
+  const bool locked = TryKeyLock(KeyLock(key), key, &key_lock);
   const std::optional<IndexEntry> e = index_.Get(key);
   if (!e) return false;
-  if (!key_lock.owns_lock()) {
+  if (!locked) {
     const PolicyBlock pb = PolicyBlockFor(t, *e, now);
     std::lock_guard<std::mutex> lock(mu_);
     if (e->tier == t) tiers_[t].policy->Insert(key, pb);
     return false;
   }
+  const HeldKeyLock held(KeyLock(key), key);  // a demotion may make room below
   enum class Fate { kExpired, kRemat, kNoHome } fate = Fate::kNoHome;
   if (e->expiry_ms <= now) {
     fate = Fate::kExpired;
@@ -668,8 +705,8 @@ size_t CacheManager::SweepExpired(size_t limit) {
         QueueExpiry(item.key, next);
         continue;
       }
-      std::unique_lock<std::mutex> key_lock(KeyLock(item.key), std::try_to_lock);
-      if (!key_lock.owns_lock()) {  // busy (maybe our own caller's key): later
+      std::unique_lock<std::mutex> key_lock;
+      if (!TryKeyLock(KeyLock(item.key), item.key, &key_lock)) {  // busy: later
         const int64_t again = now + kPinnedExpiryRetryMs;
         index_.Modify(item.key, [&](IndexEntry& x) { x.queued_expiry_ms = again; });
         QueueExpiry(item.key, again);
@@ -726,6 +763,7 @@ size_t CacheManager::RunPromotions() {
       promoting_.erase(p.key);
     }
     std::lock_guard<std::mutex> key_lock(KeyLock(p.key));
+    const HeldKeyLock held(KeyLock(p.key), p.key);
     const int64_t now = options_.clock->NowMs();
     std::optional<IndexEntry> e = index_.Get(p.key);
     if (!e || e->tier <= p.to || e->expiry_ms <= now ||

@@ -177,6 +177,12 @@ class CacheManager {
   Result<BlockExplanation> Explain(const BlockKey& key) const;
 
   CacheStats Stats() const;
+
+  // Keys share their locks in stripes; a key's stripe (for tests).
+  static constexpr size_t kKeyLockStripes = 1024;
+  static size_t KeyLockStripe(const BlockKey& key) {
+    return BlockKeyHashValue(key) % kKeyLockStripes;
+  }
   size_t tier_count() const { return tiers_.size(); }
   const std::string& tier_name(size_t t) const { return tier_names_[t]; }
   const CostModel& cost_model() const { return model_; }
@@ -232,10 +238,8 @@ class CacheManager {
   // take none. A thread holding one key's lock only try-locks another (a
   // victim), so no two threads wait on each other. Lock order: key lock,
   // then mu_ or expiry_mu_, then the index's shard locks.
-  std::mutex& KeyLock(const BlockKey& key) {
-    return key_locks_[BlockKeyHashValue(key) % key_locks_.size()];
-  }
-  std::array<std::mutex, 1024> key_locks_;
+  std::mutex& KeyLock(const BlockKey& key) { return key_locks_[KeyLockStripe(key)]; }
+  std::array<std::mutex, kKeyLockStripes> key_locks_;
 
   const CacheManagerOptions options_;
   std::vector<TierSlot> tiers_;  // the policies are guarded by mu_

@@ -58,7 +58,7 @@ refs=$(grep -o '"block_refs":[0-9]*' "$out/mooncake.json" | cut -d: -f2)
   echo
   echo "### Tiered: the Mooncake trace through the drain-time placement"
   echo
-  echo "\\`kvtier-trace --scenario\\` replays the trace through the daemon's CacheManager over"
+  echo '`kvtier-trace --scenario` replays the trace through the daemon'"'"'s CacheManager over'
   echo "a tier stack from bench/scenarios/ (sizes only: no bytes stored; docs/traces.md)."
   echo "Hit share: of the block hits, the part each tier served. TTFT is prefill at the"
   echo "scenario's FLOP/s plus hit fetches at the tier's bandwidth. Costs per million input"

@@ -129,6 +129,26 @@ TEST_F(CacheManagerTest, FullTierEvictsLeastRecentlyUsedLeavesFirst) {
   EXPECT_EQ(cache_->Stats().drops, 1u);
 }
 
+// An insert holds its key's lock while it makes room. A victim whose key
+// shares that lock's stripe is this thread's to evict, not "busy": the LRU
+// block goes, whatever the process's hash seed put in which stripe.
+TEST_F(CacheManagerTest, AVictimSharingTheInsertsLockStripeIsStillTheVictim) {
+  Open({2});
+  const size_t bytes = 60 << 10;
+  auto x = Chain(1, 0), y = Chain(1, 1000);
+  ASSERT_TRUE(InsertChain(x, bytes).ok());
+  ASSERT_TRUE(InsertChain(y, bytes).ok());  // x is the least recently used
+  std::vector<BlockKey> z;
+  for (TokenId start = 2000; z.empty(); start += 16) {
+    auto k = Chain(1, start);
+    if (CacheManager::KeyLockStripe(k[0]) == CacheManager::KeyLockStripe(x[0])) z = k;
+  }
+  ASSERT_TRUE(InsertChain(z, bytes).ok());
+  EXPECT_EQ(cache_->Lookup(x).blocks, 0u);
+  EXPECT_EQ(cache_->Lookup(y).blocks, 1u);
+  EXPECT_EQ(cache_->Lookup(z).blocks, 1u);
+}
+
 TEST_F(CacheManagerTest, PinnedBlocksAreNeverEvicted) {
   Open({2});
   const size_t bytes = 60 << 10;
