@@ -208,9 +208,25 @@ class SlotHeap {
     const Node last = heap_.back();
     heap_.pop_back();
     if (i == heap_.size()) return;
-    heap_[i] = last;
-    pos_[last.slot] = static_cast<int32_t>(i);
-    Place(i);
+    // Bottom-up (Floyd): the hole sinks to a leaf along the smaller children,
+    // then the last node rises from there. The last node is usually among the
+    // largest, so it rises little, and the way down costs one comparison per
+    // child instead of one more per level against the node.
+    size_t hole = i;
+    for (;;) {
+      const size_t first = hole * kArity + 1;
+      if (first >= heap_.size()) break;
+      const size_t end = std::min(first + kArity, heap_.size());
+      for (size_t c = first; c < end && c * kArity + 1 < heap_.size(); ++c) {
+        __builtin_prefetch(&heap_[c * kArity + 1]);
+      }
+      size_t least = first;
+      for (size_t c = first + 1; c < end; ++c) least = heap_[c].p < heap_[least].p ? c : least;
+      Set(hole, heap_[least]);
+      hole = least;
+    }
+    Set(hole, last);
+    Place(hole);
   }
   int32_t Pop() {
     const int32_t s = top();
