@@ -43,6 +43,7 @@ run of its blocks that are cached.
                     tokens against no cache and everything in the top tier. With a
                     scenario the single-tier sweep runs only if --policies or --sizes
                     is given
+  --tier-csv FILE   with --scenario: the tiers and the three ways' costs as CSV
   --tier-policies LIST|all
                     with --scenario: replay the stack again once per policy, every
                     tier running it, and compare hits, bytes moved, TTFT and cost
@@ -374,6 +375,27 @@ Status PlotOccupancy(const std::string& dir, const std::string& trace, const Tie
   return RunGnuplot(script);
 }
 
+// --tier-csv: a row per tier, then a row per way of serving the trace.
+void WriteTierCsv(std::ostream& csv, const TierReplayResult& r) {
+  csv << "row,name,policy,capacity_bytes,drain_time_s,hit_blocks,hit_share,hit_bytes,"
+         "placed_blocks,peak_used_bytes,mean_used_bytes,usd,usd_used\n";
+  for (const TierReplayTier& t : r.tiers) {
+    csv << "tier," << t.name << "," << t.policy << "," << t.capacity_bytes << "," << t.drain_time_s
+        << "," << t.hit_blocks << "," << Share(t.hit_blocks, r.block_hits) << "," << t.hit_bytes
+        << "," << t.placed_blocks << "," << t.peak_used_bytes << "," << t.mean_used_bytes << ","
+        << t.usd << "," << t.usd_used << "\n";
+  }
+  csv << "row,name,token_hit_ratio,mean_ttft_s,gpu_s,gpu_usd,tier_usd,usd_per_mtok,"
+         "tier_usd_used,usd_per_mtok_used\n";
+  const std::pair<const char*, const CostSummary*> ways[] = {
+      {"no_cache", &r.no_cache}, {"tiered", &r.tiered}, {"all_in_top_tier", &r.all_in_top}};
+  for (const auto& [name, c] : ways) {
+    csv << "cost," << name << "," << Share(c->hit_tokens, c->input_tokens) << "," << c->mean_ttft_s
+        << "," << c->gpu_s << "," << c->gpu_usd << "," << c->tier_usd << "," << c->usd_per_mtok()
+        << "," << c->tier_usd_used << "," << c->usd_per_mtok_used() << "\n";
+  }
+}
+
 // One row of the --tier-policies comparison.
 nlohmann::json TierPolicyRow(const TierReplayResult& r) {
   nlohmann::json shares = nlohmann::json::object();
@@ -427,7 +449,7 @@ int Main(int argc, char** argv) {
   FlagSet flags;
   for (const char* f :
        {"trace", "format", "policies", "sizes", "block-tokens", "azure-shared-prefix-tokens", "csv",
-        "markdown", "plot", "scenario", "tier-policies"}) {
+        "markdown", "plot", "scenario", "tier-policies", "tier-csv"}) {
     flags.Value(f);
   }
   flags.Bool("json");
@@ -543,6 +565,12 @@ int Main(int argc, char** argv) {
           << r["token_hit_ratio"] << "," << r["block_hits"] << "," << r["refs_per_s"] << "\n";
     }
     if (!csv) return Fail("cannot write " + flags.Get("csv"), 1);
+  }
+  if (flags.Has("tier-csv")) {
+    if (!tiered) return Fail("--tier-csv needs --scenario", 2);
+    std::ofstream csv(flags.Get("tier-csv"));
+    WriteTierCsv(csv, *tiered);
+    if (!csv) return Fail("cannot write " + flags.Get("tier-csv"), 1);
   }
   if (flags.Has("markdown")) {
     std::ofstream md(flags.Get("markdown"));

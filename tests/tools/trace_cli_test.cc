@@ -102,13 +102,13 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
       WriteTrace(dir, "time_ms,tenant,keys\n0,a,x;y;z\n5,a,x;q;z\n6,b,x;y\n7,b,x;y;z;w\n");
   std::ofstream(dir + "/s.json") << kScenario;
   std::string out;
-  ASSERT_EQ(
-      RunTool("kvtier-trace",
-              {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
-               dir + "/s.json", "--json", "--markdown", dir + "/r.md", "--plot", dir + "/plots"},
-              &out),
-      // 1 only when gnuplot is missing, after everything else was written
-      std::system("command -v gnuplot >/dev/null 2>&1") == 0 ? 0 : 1)
+  ASSERT_EQ(RunTool("kvtier-trace",
+                    {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
+                     dir + "/s.json", "--json", "--markdown", dir + "/r.md", "--plot",
+                     dir + "/plots", "--tier-csv", dir + "/t.csv"},
+                    &out),
+            // 1 only when gnuplot is missing, after everything else was written
+            std::system("command -v gnuplot >/dev/null 2>&1") == 0 ? 0 : 1)
       << out;
   const nlohmann::json j = nlohmann::json::parse(out.substr(out.rfind("\n{") + 1));
   EXPECT_TRUE(j["results"].empty());  // a scenario alone skips the sweep
@@ -128,6 +128,12 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
   std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("Scenario `two`"), std::string::npos) << text;
   EXPECT_NE(text.find("| hbm | ttl-cost |"), std::string::npos) << text;
+  std::ifstream tcsv(dir + "/t.csv");
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(tcsv, l);) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 7u);  // header, 2 tiers, header, 3 ways
+  EXPECT_EQ(lines[1].rfind("tier,hbm,ttl-cost,", 0), 0u) << lines[1];
+  EXPECT_EQ(lines[5].rfind("cost,tiered,", 0), 0u) << lines[5];
   EXPECT_TRUE(std::filesystem::exists(dir + "/plots/occupancy.dat"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/plots/occupancy.gp"));
   // With --policies the sweep runs too.
