@@ -213,17 +213,8 @@ class SlotHeap {
     // largest, so it rises little, and the way down costs one comparison per
     // child instead of one more per level against the node.
     size_t hole = i;
-    for (;;) {
-      const size_t first = hole * kArity + 1;
-      if (first >= heap_.size()) break;
-      const size_t end = std::min(first + kArity, heap_.size());
-      for (size_t c = first; c < end && c * kArity + 1 < heap_.size(); ++c) {
-        __builtin_prefetch(&heap_[c * kArity + 1]);
-      }
-      size_t least = first;
-      for (size_t c = first + 1; c < end; ++c) least = heap_[c].p < heap_[least].p ? c : least;
+    for (size_t least; (least = LeastChild(hole)) != kNoChild; hole = least) {
       Set(hole, heap_[least]);
-      hole = least;
     }
     Set(hole, last);
     Place(hole);
@@ -251,22 +242,26 @@ class SlotHeap {
       Set(i, heap_[parent]);
       i = parent;
     }
-    for (;;) {
-      const size_t first = i * kArity + 1;
-      if (first >= heap_.size()) break;
-      const size_t last = std::min(first + kArity, heap_.size());
-      // The next level is read next: ask for all four candidates' children
-      // at once, so that their cache misses overlap.
-      for (size_t c = first; c < last && c * kArity + 1 < heap_.size(); ++c) {
-        __builtin_prefetch(&heap_[c * kArity + 1]);
-      }
-      size_t least = first;
-      for (size_t c = first + 1; c < last; ++c) least = heap_[c].p < heap_[least].p ? c : least;
-      if (!(heap_[least].p < node.p)) break;
+    for (size_t least; (least = LeastChild(i)) != kNoChild && heap_[least].p < node.p; i = least) {
       Set(i, heap_[least]);
-      i = least;
     }
     Set(i, node);
+  }
+
+  static constexpr size_t kNoChild = SIZE_MAX;
+  // The position of i's smallest child, or kNoChild for a leaf. The next
+  // level is read next: all four candidates' children are asked for at once,
+  // so that their cache misses overlap.
+  size_t LeastChild(size_t i) const {
+    const size_t first = i * kArity + 1;
+    if (first >= heap_.size()) return kNoChild;
+    const size_t end = std::min(first + kArity, heap_.size());
+    for (size_t c = first; c < end && c * kArity + 1 < heap_.size(); ++c) {
+      __builtin_prefetch(&heap_[c * kArity + 1]);
+    }
+    size_t least = first;
+    for (size_t c = first + 1; c < end; ++c) least = heap_[c].p < heap_[least].p ? c : least;
+    return least;
   }
   void Set(size_t i, const Node& n) {
     heap_[i] = n;
