@@ -537,8 +537,8 @@ Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc)
   double top_held = 0;
   for (const OccupancySample& o : r.occupancy) top_held += o.all_in_top_bytes;
   top_held /= static_cast<double>(r.occupancy.size());
-  summarize(r.all_in_top, top_usd, top_usd * top_held / footprint_bytes, top_hit_tokens,
-            fetch_top_s, ttft_top);
+  summarize(r.all_in_top, top_usd, footprint_bytes > 0 ? top_usd * top_held / footprint_bytes : 0,
+            top_hit_tokens, fetch_top_s, ttft_top);
   summarize(r.no_cache, 0, 0, 0, 0, ttft_cold);
   r.ttft_saved_s = ttft_cold - ttft_tiered;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();

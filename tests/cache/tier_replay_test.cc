@@ -282,6 +282,18 @@ TEST(TierReplayTest, ReplaysAreDeterministicAndSampleOccupancyOverTheTrace) {
   EXPECT_EQ(a->occupancy.back().all_in_top_bytes, trace.distinct_blocks * kGiB);
 }
 
+TEST(TierReplayTest, AnEmptyTraceCostsNothingAndHasNoNaN) {
+  Result<TierReplayResult> r = ReplayTiers(CsvTrace(""), Scenario({{"hbm", 4, 1000, 1}}));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->requests, 0u);
+  for (const CostSummary* c : {&r->no_cache, &r->tiered, &r->all_in_top}) {
+    EXPECT_EQ(c->gpu_s, 0);
+    EXPECT_EQ(c->usd_per_mtok(), 0);
+    EXPECT_EQ(c->tier_usd_used, 0);
+    EXPECT_EQ(c->mean_ttft_s, 0);
+  }
+}
+
 TEST(TierReplayTest, RefusesATierSmallerThanOneBlock) {
   Result<TierReplayResult> r =
       ReplayTiers(CsvTrace(kConversations), Scenario({{"hbm", 0.5, 1000, 1}}));
