@@ -65,6 +65,13 @@ refs=$(grep -o '"block_refs":[0-9]*' "$out/mooncake.json" | cut -d: -f2)
   echo "tokens: the tiers provisioned for the trace's hour, or only the bytes they held"
   echo "(a shared service), plus the GPU's prefill and fetch time; against no cache and"
   echo "against everything in HBM (sized to the whole footprint)."
+  echo
+  echo "Reading them: the cache cuts TTFT by the share of prefill it saves, but at these"
+  echo "prices the tiers' hardware (HBM and DRAM above all) can cost more than the GPU time"
+  echo "saved on one hour of this trace, most of whose blocks are never used again: compare"
+  echo "the tiered and no-cache rows. The cost model prices a block as if it will be reused"
+  echo "(DESIGN §4); it does not weigh the chance that it is not. Everything in HBM is the"
+  echo "upper bound on hits and costs one to two orders of magnitude more."
   for name in "${scenarios[@]}"; do
     cat "$out/scenario_$name.md"
     echo
