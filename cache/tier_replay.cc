@@ -345,7 +345,8 @@ Result<TierScenario> ReadTierScenario(const std::string& path) {
   return ParseTierScenario(text.str(), path);
 }
 
-Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc) {
+Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc,
+                                     const std::function<void(double)>& progress) {
   KVTIER_RETURN_IF_ERROR(ValidateScenario(sc));
   const auto wall0 = std::chrono::steady_clock::now();
   const size_t n = sc.tiers.size();
@@ -478,6 +479,9 @@ Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc)
     fetch_tiered_s += fetch_s;
     fetch_top_s += top_fetch;
     ++r.requests;
+    if (progress && r.requests % 1024 == 0) {
+      progress(static_cast<double>(r.requests) / static_cast<double>(trace.requests.size()));
+    }
     r.block_refs += req.num_blocks;
     r.block_hits += hit.blocks;
     r.tokens += req.input_tokens;

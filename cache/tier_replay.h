@@ -33,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -134,6 +135,9 @@ struct TierReplayResult {
   double seconds = 0;  // wall time of the replay
 };
 
-Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& scenario);
+// `progress`, when given, is called now and then with the fraction of the
+// trace's requests replayed so far.
+Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& scenario,
+                                     const std::function<void(double)>& progress = nullptr);
 
 }  // namespace kvtier

@@ -70,20 +70,28 @@ class Progress {
   ~Progress() {
     if (shown_) std::fprintf(stderr, "\n");
   }
+  // One replay finished.
   void Step() {
     ++done_;
+    Show(0);
+  }
+  // The running replay is `fraction` done (long replays report as they go).
+  void Within(double fraction) { Show(fraction); }
+
+ private:
+  void Show(double within) {
     if (!tty_) return;
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     if (s < 1.0 && !shown_) return;
     shown_ = true;
-    const int width = 30, filled = static_cast<int>(width * done_ / std::max<size_t>(total_, 1));
+    const double done = (static_cast<double>(done_) + within) / std::max<size_t>(total_, 1);
+    const int width = 30, filled = std::min(width, static_cast<int>(width * done));
     std::fprintf(stderr, "\r[%s%s] %zu/%zu replays, %.0f s", std::string(filled, '#').c_str(),
                  std::string(width - filled, ' ').c_str(), done_, total_, s);
     std::fflush(stderr);
   }
 
- private:
   size_t total_, done_ = 0;
   bool tty_, shown_ = false;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -540,7 +548,8 @@ int Main(int argc, char** argv) {
   }
   std::optional<TierReplayResult> tiered;
   if (scenario) {
-    Result<TierReplayResult> r = ReplayTiers(*trace, *scenario);
+    Result<TierReplayResult> r =
+        ReplayTiers(*trace, *scenario, [&](double f) { progress.Within(f); });
     progress.Step();
     if (!r.ok()) return Fail(r.status().message(), 1);
     tiered = std::move(*r);
@@ -550,7 +559,7 @@ int Main(int argc, char** argv) {
   for (const std::string& p : tier_policies) {
     TierScenario sc = *scenario;
     for (ScenarioTier& t : sc.tiers) t.policy = p;
-    Result<TierReplayResult> r = ReplayTiers(*trace, sc);
+    Result<TierReplayResult> r = ReplayTiers(*trace, sc, [&](double f) { progress.Within(f); });
     progress.Step();
     if (!r.ok()) return Fail(r.status().message(), 1);
     by_policy.emplace_back(p, std::move(*r));
