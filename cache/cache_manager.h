@@ -115,7 +115,8 @@ struct CacheStats {
   uint64_t promotion_skips = 0;    // promotions not done (gone, moved, no room, queue full)
   uint64_t demotions = 0;          // victims moved down
   uint64_t demotion_failures = 0;  // victims no tier below would take (dropped instead)
-  uint64_t drops = 0;              // victims dropped with no tier below to take them
+  uint64_t drops = 0;              // victims dropped with no tier below taking them (none, or
+                                   // its demotion failed: also in demotion_failures)
   uint64_t remat_drops = 0;        // victims dropped because recomputing is cheaper
   uint64_t expired = 0;            // blocks removed because their TTL passed
   uint64_t corruption_misses = 0;  // reads that failed a checksum

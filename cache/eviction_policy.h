@@ -6,9 +6,12 @@
 // objects. Not thread-safe: the owner serialises calls.
 //
 // Cost: Insert, Touch and Erase are O(1) amortised for every policy but the
-// two priority-ordered ones (gdsf, ttl-cost), which keep an ordered set and
-// pay O(log n). Victims is O(1) amortised per victim, plus the blocks
-// `eligible` refuses, which are stepped over and keep their place and state.
+// two priority-ordered ones (gdsf, ttl-cost), which keep indexed heaps and
+// pay O(log n) for Insert and Erase (a GDSF Touch is O(1)). Victims is O(1)
+// amortised per victim (O(log n) for the heaps), plus the blocks `eligible`
+// refuses, which are stepped over and keep their place and state, at most
+// VictimQuery::max_refused of them per call. Every policy keeps its state in
+// flat arrays indexed by slot (cache/key_slots.h).
 //
 // Sizes are in bytes. A policy that sizes queues (ARC's target, S3-FIFO's
 // small queue) measures them in bytes against PolicyOptions::capacity_bytes,
@@ -49,8 +52,9 @@ struct VictimQuery {
   // Which blocks may be taken (unpinned, leaves ...); null takes any.
   std::function<bool(const BlockKey&)> eligible;
   // Refused blocks one call may step over before it gives up and returns
-  // what it has. A caller with a preference that few blocks meet (leaves of
-  // one size) bounds its work with it, then asks again without it.
+  // what it has (0: only the policy's first choice, if it is eligible). A
+  // caller with a preference that few blocks meet (leaves of one size)
+  // bounds its work with it, then asks again without it.
   size_t max_refused = SIZE_MAX;
 };
 
@@ -66,7 +70,7 @@ class EligibilityScan {
     return false;
   }
   // The call has stepped over as many refused blocks as it may.
-  bool Exhausted() const { return refused_ >= q_.max_refused; }
+  bool Exhausted() const { return refused_ > 0 && refused_ >= q_.max_refused; }
 
  private:
   const VictimQuery& q_;

@@ -17,15 +17,15 @@
 // since the block taken always has the lowest H and no H is below L.
 //
 // ttl-cost: blocks whose expiry_ms <= now_ms are taken first, earliest expiry
-// first (equal expiry: inserted earlier first); a second ordered set keeps
-// blocks by expiry. kNoExpiry never counts as expired. Then the unexpired
+// first (equal expiry: inserted earlier first); a second heap keeps blocks by
+// expiry. kNoExpiry never counts as expired. Then the unexpired
 // ones in GDSF order, with the miss cost the cache computes from its drain-
 // time cost model (cache/placement.h). Taking an expired block does not move
 // L: it left for being stale, not for being the cheapest to lose, and
 // inflating by its H would age the live blocks for nothing.
 //
-// Insert, Touch and Erase are O(log n); Victims is O(log n) per block taken
-// or stepped over. The orders are indexed heaps over slot arrays
+// Insert and Erase are O(log n), Touch O(1); Victims is O(log n) per block
+// taken or stepped over. The orders are indexed heaps over slot arrays
 // (cache/key_slots.h), keyed (h, seq) and (expiry, seq): seq makes each key
 // unique, so the order is total and a replay deterministic. A hit only raises
 // a block's h, so Touch records the new h and leaves the heap entry where it

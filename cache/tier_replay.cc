@@ -300,10 +300,13 @@ Result<TierScenario> ParseTierScenario(const std::string& text, const std::strin
   }
   double ttl_s = 0;
   KVTIER_ASSIGN(ttl_s, top.Number("ttl_s", 0.0, 0, false));
-  s.ttl_ms = static_cast<int64_t>(std::llround(ttl_s * 1000));
+  if (ttl_s > 1e9) return top.Error("ttl_s", "must be at most 1e9 seconds");
+  s.ttl_ms = static_cast<int64_t>(std::ceil(ttl_s * 1000));  // a TTL, however short, is one
   double samples = 0;
   KVTIER_ASSIGN(samples, top.Number("occupancy_samples", 240, 1, false));
-  if (samples > 100000) return top.Error("occupancy_samples", "must be at most 100000");
+  if (samples > 100000 || samples != std::floor(samples)) {
+    return top.Error("occupancy_samples", "must be a whole number up to 100000");
+  }
   s.occupancy_samples = static_cast<int>(samples);
   if (!top.Has("tiers") || !top.at("tiers").is_array() || top.at("tiers").empty() ||
       top.at("tiers").size() > 8) {
@@ -318,6 +321,7 @@ Result<TierScenario> ParseTierScenario(const std::string& text, const std::strin
     double gib = 0, gbps = 0;
     KVTIER_ASSIGN(gib, t.Number("capacity_gib", std::nullopt, 0, true));
     KVTIER_ASSIGN(gbps, t.Number("read_gb_per_s", std::nullopt, 0, true));
+    if (gib > 1e9) return t.Error("capacity_gib", "must be at most 1e9 (an exbibyte)");
     tier.capacity_bytes = gib * kGiB;
     tier.read_bytes_per_s = gbps * 1e9;
     KVTIER_ASSIGN(tier.usd_per_gib_month, t.Number("usd_per_gib_month", std::nullopt, 0, false));
@@ -399,7 +403,7 @@ Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc,
   const double prefill_s_per_token = 2 * sc.active_params / sc.prefill_flops_per_s;
   const double gpu_usd_per_s = sc.gpu_usd_per_hour / 3600;
   const int64_t end_ms = trace.requests.empty() ? 0 : trace.requests.back().time_ms;
-  r.duration_s = std::max<double>(end_ms, 1) / 1000;
+  r.duration_s = static_cast<double>(end_ms) / 1000;
   const double sample_step_ms = std::max(1.0, static_cast<double>(end_ms) / sc.occupancy_samples);
   double next_sample_ms = 0;
   // The everything-in-the-top-tier reference: every block seen before is there.
@@ -411,6 +415,9 @@ Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc,
     const CacheStats stats = cache.Stats();
     for (size_t i = 0; i < n; ++i) o.used_bytes.push_back(stats.tiers[i].used_bytes * bpt);
     o.all_in_top_bytes = static_cast<double>(seen_blocks) * trace.block_tokens * bpt;
+    // The state after the last request replaces a sample taken at the
+    // same time before it, so no instant weighs twice.
+    if (!r.occupancy.empty() && r.occupancy.back().time_s == o.time_s) r.occupancy.pop_back();
     r.occupancy.push_back(std::move(o));
   };
 
@@ -456,6 +463,9 @@ Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc,
       meta.tokens = tokens;
       meta.stream = req.tenant;
       meta.remat_flops = 2 * sc.active_params * tokens;
+      // A request's own insert is a placement, even of a block that an
+      // earlier move of this request read and then failed to write.
+      ledger.read_from.erase(keys[i]);
       Status s = cache.Insert(keys[i], payload, meta);
       if (!s.ok() && !s.IsResourceExhausted()) return s;
     }
@@ -511,7 +521,7 @@ Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc,
   r.promotions = stats.promotions;
   r.demotions = stats.demotions;
   r.remat_drops = stats.remat_drops;
-  r.drops = stats.drops + stats.demotion_failures;
+  r.drops = stats.drops;
   r.expired = stats.expired;
   r.insert_failures = stats.insert_failures;
 

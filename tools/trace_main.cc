@@ -155,6 +155,12 @@ std::string Bytes(double b) {
 
 double Share(double part, double whole) { return whole > 0 ? part / whole : 0; }
 
+std::string FormatSeconds(double s) {
+  char out[32];
+  std::snprintf(out, sizeof(out), "%g s", s);
+  return out;
+}
+
 double MovedTotal(const TierReplayResult& r) {
   double total = 0;
   for (const auto& row : r.moved_bytes) {
@@ -296,7 +302,7 @@ void ScenarioMarkdown(std::ostream& md, const TierScenario& sc, const TierReplay
   std::snprintf(line, sizeof(line),
                 "\nScenario `%s`: %s, %s of KV per token, TTL %s; %llu requests over %.1f min.\n\n",
                 sc.name.c_str(), sc.model.c_str(), Bytes(sc.kv_bytes_per_token).c_str(),
-                sc.ttl_ms > 0 ? (std::to_string(sc.ttl_ms / 1000) + " s").c_str() : "none",
+                sc.ttl_ms > 0 ? (FormatSeconds(sc.ttl_ms / 1000.0)).c_str() : "none",
                 static_cast<unsigned long long>(r.requests), r.duration_s / 60);
   md << line;
   md << "| tier | policy | capacity | drain time | hit share | placed | peak used | mean used | "
@@ -495,6 +501,12 @@ int Main(int argc, char** argv) {
   if (!tier_policies.empty() && !flags.Has("scenario")) {
     return Fail("--tier-policies needs --scenario", 2);
   }
+  if (flags.Has("tier-csv") && !flags.Has("scenario")) {
+    return Fail("--tier-csv needs --scenario", 2);
+  }
+  if (policies.empty() || (flags.Has("tier-policies") && tier_policies.empty())) {
+    return Fail("--policies and --tier-policies need at least one policy", 2);
+  }
   for (const std::string& p : tier_policies) {
     if (NewEvictionPolicy(p) == nullptr) return Fail("unknown eviction policy '" + p + "'", 2);
   }
@@ -575,8 +587,7 @@ int Main(int argc, char** argv) {
     }
     if (!csv) return Fail("cannot write " + flags.Get("csv"), 1);
   }
-  if (flags.Has("tier-csv")) {
-    if (!tiered) return Fail("--tier-csv needs --scenario", 2);
+  if (tiered && flags.Has("tier-csv")) {
     std::ofstream csv(flags.Get("tier-csv"));
     WriteTierCsv(csv, *tiered);
     if (!csv) return Fail("cannot write " + flags.Get("tier-csv"), 1);
@@ -612,17 +623,12 @@ int Main(int argc, char** argv) {
     if (!by_policy.empty()) TierPoliciesMarkdown(md, by_policy);
     if (!md) return Fail("cannot write " + flags.Get("markdown"), 1);
   }
+  // A plot that fails (no gnuplot) fails the run, after the JSON is out.
+  Status plotted;
   if (flags.Has("plot")) {
-    if (sweep) {
-      if (Status s = Plot(flags.Get("plot"), flags.Get("trace"), policies, results); !s.ok()) {
-        return Fail(s.message(), 1);
-      }
-    }
-    if (tiered) {
-      if (Status s = PlotOccupancy(flags.Get("plot"), flags.Get("trace"), *scenario, *tiered);
-          !s.ok()) {
-        return Fail(s.message(), 1);
-      }
+    if (sweep) plotted = Plot(flags.Get("plot"), flags.Get("trace"), policies, results);
+    if (tiered && plotted.ok()) {
+      plotted = PlotOccupancy(flags.Get("plot"), flags.Get("trace"), *scenario, *tiered);
     }
   }
   if (flags.Has("json")) {
@@ -646,6 +652,7 @@ int Main(int argc, char** argv) {
     }
     std::printf("%s\n", out.dump().c_str());
   }
+  if (!plotted.ok()) return Fail(plotted.message(), 1);
   return 0;
 }
 

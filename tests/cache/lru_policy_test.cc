@@ -115,6 +115,14 @@ TEST(EvictionPolicyTest, EveryPolicyStopsAfterMaxRefusedRefusals) {
       EXPECT_EQ(v, std::vector<BlockKey>{K(1000)});
     }
     EXPECT_EQ(p->size(), 999u);
+    // 0: only the policy's first choice, taken when it is eligible.
+    q.eligible = nullptr;
+    q.max_refused = 0;
+    v.clear();
+    EXPECT_EQ(p->Victims(q, &v), 1u);
+    q.eligible = [](const BlockKey&) { return false; };
+    EXPECT_EQ(p->Victims(q, &v), 0u);
+    EXPECT_EQ(p->size(), 998u);
   }
 }
 

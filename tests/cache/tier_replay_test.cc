@@ -286,6 +286,8 @@ TEST(TierReplayTest, AnEmptyTraceCostsNothingAndHasNoNaN) {
   Result<TierReplayResult> r = ReplayTiers(CsvTrace(""), Scenario({{"hbm", 4, 1000, 1}}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->requests, 0u);
+  EXPECT_EQ(r->duration_s, 0);
+  EXPECT_EQ(r->tiered.tier_usd, 0);
   for (const CostSummary* c : {&r->no_cache, &r->tiered, &r->all_in_top}) {
     EXPECT_EQ(c->gpu_s, 0);
     EXPECT_EQ(c->usd_per_mtok(), 0);
