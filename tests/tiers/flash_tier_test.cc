@@ -72,6 +72,8 @@ class FlashTierTest : public ::testing::Test {
     o.clock = &clock_;
     return o;
   }
+  // Fatal on failure: call it as ASSERT_NO_FATAL_FAILURE(Open()), so a test
+  // stops there rather than using a null tier.
   void Open(const FlashTierOptions& o) {
     tier_.reset();
     auto t = OpenFlashTier(o);
@@ -106,21 +108,21 @@ class FlashTierTest : public ::testing::Test {
 TEST_F(FlashTierTest, AcknowledgedBlocksSurviveSigkill) {
   const int64_t last_ack = testing::RunCrashWriterAndKill("flash", dir_.string(), 300);
   ASSERT_GE(last_ack, 300) << "the writer stopped early";
-  Open(testing::CrashFlashOptions(dir_.string()));
+  ASSERT_NO_FATAL_FAILURE(Open(testing::CrashFlashOptions(dir_.string())));
   testing::ExpectAcknowledgedBlocks(*tier_, last_ack);
 }
 
 // A record whose header reached the disk and whose payload did not (a torn
 // write) is dropped at recovery; the chain continues past it.
 TEST_F(FlashTierTest, TornRecordIsDiscardedAtRecovery) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   for (uint64_t i = 0; i < 5; ++i) ASSERT_TRUE(Put(K(i), Payload(100'000, i)).ok());
   auto extent = FlashRecordExtentForTesting(*tier_, K(2));
   ASSERT_TRUE(extent.ok());
   tier_.reset();
   const auto [offset, bytes] = *extent;
   PatchFile(dir_ / "flash.log", offset + bytes / 2, std::vector<std::byte>(8192));
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   auto seen = Recovered();
   EXPECT_EQ(seen.size(), 4u);
   EXPECT_EQ(seen.count(K(2)), 0u);
@@ -133,14 +135,14 @@ TEST_F(FlashTierTest, TornRecordIsDiscardedAtRecovery) {
   }
   EXPECT_EQ(tier_->Info().corruption_errors, 0u);
   // Discarded for good: it does not come back on the next restart either.
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   EXPECT_EQ(Recovered().count(K(2)), 0u);
 }
 
 // Bytes flipped on the disk under a live tier: the read is a miss with the
 // corruption counted, never the wrong bytes, and the block stays gone.
 TEST_F(FlashTierTest, FlippedBytesOnDiskReadAsCorruption) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   ASSERT_TRUE(Put(K(1), Payload(50'000, 1)).ok());
   ASSERT_TRUE(Put(K(2), Payload(50'000, 2)).ok());
   auto extent = FlashRecordExtentForTesting(*tier_, K(1));
@@ -156,7 +158,7 @@ TEST_F(FlashTierTest, FlippedBytesOnDiskReadAsCorruption) {
   auto other = Get(K(2));
   ASSERT_TRUE(other.ok());
   EXPECT_EQ(*other, Payload(50'000, 2));
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   EXPECT_EQ(Recovered().count(K(1)), 0u);
 }
 
@@ -164,7 +166,7 @@ TEST_F(FlashTierTest, FlippedBytesOnDiskReadAsCorruption) {
 // for a failing device): the write fails with an I/O error and a counter,
 // nothing is indexed, and the tier keeps serving.
 TEST_F(FlashTierTest, WriteErrorIsAnIoErrorAndTheTierKeepsServing) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   ASSERT_TRUE(Put(K(1), Payload(100'000, 1)).ok());
   auto extent = FlashRecordExtentForTesting(*tier_, K(1));
   ASSERT_TRUE(extent.ok());
@@ -186,7 +188,7 @@ TEST_F(FlashTierTest, WriteErrorIsAnIoErrorAndTheTierKeepsServing) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, Payload(100'000, 1));
   ASSERT_TRUE(Put(K(3), Payload(100'000, 3)).ok());
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   auto seen = Recovered();
   EXPECT_EQ(seen.size(), 2u);
   EXPECT_EQ(seen.count(K(2)), 0u);
@@ -212,7 +214,7 @@ TEST_F(FlashTierTest, NoRoomOnDiskForTheLogIsAClearErrorAndLeavesNothing) {
 TEST_F(FlashTierTest, CompactionReclaimsAFragmentedLog) {
   FlashTierOptions o = Options();
   o.device_bytes = 5 << 20;
-  Open(o);
+  ASSERT_NO_FATAL_FAILURE(Open(o));
   const size_t bytes = (128 << 10) - 4096;  // 128 KiB records: 8 per region
   for (uint64_t i = 0; i < 32; ++i) ASSERT_TRUE(Put(K(i), Payload(bytes, i)).ok()) << i;
   EXPECT_EQ(Stats().free_regions, 1u);
@@ -240,7 +242,7 @@ TEST_F(FlashTierTest, CompactionReclaimsAFragmentedLog) {
     EXPECT_EQ(tier_->Info().corruption_errors, 0u);
   };
   check();
-  Open(o);
+  ASSERT_NO_FATAL_FAILURE(Open(o));
   EXPECT_EQ(Recovered().size(), 32u);
   check();
 }
@@ -256,7 +258,7 @@ TEST_F(FlashTierTest, BlocksLargerThanAReadSlotRoundTrip) {
   o.staging_bytes = 8 << 20;
   o.read_slot_bytes = 64 << 10;
   o.max_write_bytes = 256 << 10;
-  Open(o);
+  ASSERT_NO_FATAL_FAILURE(Open(o));
   std::vector<std::vector<std::byte>> payloads;
   std::vector<WriteOp> ops;
   for (uint64_t i = 0; i < 4; ++i) payloads.push_back(Payload((3 << 20) - 4096 * i - 7, i));
@@ -276,7 +278,7 @@ TEST_F(FlashTierTest, BlocksLargerThanAReadSlotRoundTrip) {
 TEST_F(FlashTierTest, WriteBudgetRefusesWritesPastIt) {
   FlashTierOptions o = Options();
   o.write_budget_bytes_per_s = 1 << 20;  // one second of it fits 10 records of 100 KiB
-  Open(o);
+  ASSERT_NO_FATAL_FAILURE(Open(o));
   const size_t bytes = (100 << 10) - 4096;
   for (uint64_t i = 0; i < 10; ++i) ASSERT_TRUE(Put(K(i), Payload(bytes, i)).ok()) << i;
   Status s = Put(K(10), Payload(bytes, 10));
@@ -288,7 +290,7 @@ TEST_F(FlashTierTest, WriteBudgetRefusesWritesPastIt) {
 }
 
 TEST_F(FlashTierTest, RestartKeepsTheNewestVersionAndHonoursErasesAndExpiry) {
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   const int64_t now = clock_.NowMs();
   ASSERT_TRUE(Put(K(1), Payload(1000, 1)).ok());
   ASSERT_TRUE(Put(K(1), Payload(2000, 2)).ok());  // replaces
@@ -301,7 +303,7 @@ TEST_F(FlashTierTest, RestartKeepsTheNewestVersionAndHonoursErasesAndExpiry) {
   std::vector<BlockKey> four = {K(4)};
   ASSERT_TRUE(tier_->SetExpiry(four, now + 60'000).ok());
   clock_.AdvanceMs(2000);
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   auto seen = Recovered();
   EXPECT_EQ(seen.size(), 2u);
   EXPECT_EQ(seen[K(1)], std::make_pair(uint64_t{2000}, kNoExpiry));
@@ -327,7 +329,7 @@ TEST_F(FlashTierTest, OptionsAreValidatedAndTheLogIsExclusive) {
   o = Options();
   o.path = dir_.string();  // a directory
   EXPECT_FALSE(OpenFlashTier(o).ok());
-  Open();
+  ASSERT_NO_FATAL_FAILURE(Open());
   auto second = OpenFlashTier(Options());
   EXPECT_EQ(second.status().code(), StatusCode::kUnavailable) << second.status();
   std::vector<std::byte> big((256 << 10) + 1);
