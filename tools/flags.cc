@@ -3,6 +3,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <iostream>
 #include <limits>
 
 namespace kvtier {
@@ -129,6 +130,12 @@ Result<std::vector<int32_t>> ParseTokenList(std::string_view text, size_t max_to
     start = comma + 1;
   }
   return out;
+}
+
+int ToolFail(std::string_view tool, const std::string& msg, int code) {
+  std::cerr << tool << ": " << msg << "\n";
+  if (code == 2) std::cerr << "run " << tool << " --help for usage\n";
+  return code;
 }
 
 }  // namespace kvtier

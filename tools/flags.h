@@ -36,6 +36,10 @@ class FlagSet {
   std::vector<std::string> positional_;
 };
 
+// A command-line tool's failure: prints "TOOL: msg" on stderr, and for a
+// usage error (code 2) how to get help; returns `code` for main to return.
+int ToolFail(std::string_view tool, const std::string& msg, int code);
+
 // "1048576", "64K", "512M", "2G", "1T" (binary multiples; "KiB" etc. accepted).
 Result<uint64_t> ParseBytes(std::string_view text);
 // A non-negative integer that fits in int64.

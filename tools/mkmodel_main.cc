@@ -37,11 +37,7 @@ Shape flags given with --preset override the preset's values.
   --name NAME       model name in config.json (default: the preset, else "custom")
 )";
 
-int Fail(const std::string& msg, int code) {
-  std::cerr << "kvtier-mkmodel: " << msg << "\n";
-  if (code == 2) std::cerr << "run kvtier-mkmodel --help for usage\n";
-  return code;
-}
+int Fail(const std::string& msg, int code) { return ToolFail("kvtier-mkmodel", msg, code); }
 
 int Main(int argc, char** argv) {
   FlagSet flags;

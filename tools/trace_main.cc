@@ -143,11 +143,7 @@ std::vector<std::string> SplitList(const std::string& list) {
   return out;
 }
 
-int Fail(const std::string& msg, int code) {
-  std::cerr << "kvtier-trace: " << msg << "\n";
-  if (code == 2) std::cerr << "run kvtier-trace --help for usage\n";
-  return code;
-}
+int Fail(const std::string& msg, int code) { return ToolFail("kvtier-trace", msg, code); }
 
 int Main(int argc, char** argv) {
   FlagSet flags;
