@@ -89,9 +89,12 @@ Result<v1::BillingReportResponse> Client::BillingReport(const v1::BillingReportR
   return resp;
 }
 
-Result<v1::ExplainResponse> Client::Explain(const BlockKey& key) {
+Result<v1::ExplainResponse> Client::Explain(const BlockKey& key, const v1::Namespace& ns,
+                                            const std::string& tenant) {
   v1::ExplainRequest req;
   req.set_key(key.ToByteString());
+  *req.mutable_namespace_() = ns;
+  req.set_tenant(tenant);
   v1::ExplainResponse resp;
   grpc::Status s = admin_->Explain(NewContext().get(), req, &resp);
   if (!s.ok()) return FromGrpcStatus(s);
@@ -125,9 +128,10 @@ Result<v1::PutResponse> Client::Put(v1::PutHeader header, std::span<const std::b
   return resp;
 }
 
-Result<FetchedBlock> Client::Get(const BlockKey& key) {
+Result<FetchedBlock> Client::Get(const BlockKey& key, const v1::Namespace& ns) {
   v1::GetRequest req;
   req.set_key(key.ToByteString());
+  *req.mutable_namespace_() = ns;
   req.set_chunk_bytes(options_.chunk_bytes);
   auto ctx = NewContext();
   std::unique_ptr<grpc::ClientReader<v1::GetResponse>> reader = block_store_->Get(ctx.get(), req);
@@ -157,9 +161,10 @@ Result<FetchedBlock> Client::Get(const BlockKey& key) {
   return block;
 }
 
-Status Client::Delete(const BlockKey& key) {
+Status Client::Delete(const BlockKey& key, const v1::Namespace& ns) {
   v1::DeleteRequest req;
   req.set_key(key.ToByteString());
+  *req.mutable_namespace_() = ns;
   v1::DeleteResponse resp;
   return FromGrpcStatus(block_store_->Delete(NewContext().get(), req, &resp));
 }

@@ -37,14 +37,19 @@ class Client {
 
   Result<v1::HealthResponse> Health();
   Result<v1::StatsResponse> Stats();
-  // Where a block is and why (kNotFound when it is not cached).
-  Result<v1::ExplainResponse> Explain(const BlockKey& key);
+  // Where a block is and why (kNotFound when it is not cached). Block keys
+  // are scoped to a tenant and a namespace (proto/kvtier.proto): `ns` and
+  // `tenant` ("" = the caller's) say whose key it is; fields left empty take
+  // the daemon's defaults.
+  Result<v1::ExplainResponse> Explain(const BlockKey& key, const v1::Namespace& ns = {},
+                                      const std::string& tenant = "");
   Result<v1::LookupResponse> Lookup(const v1::LookupRequest& request);
   // Sends header (size and XXH3-64 filled in here) and payload.
   Result<v1::PutResponse> Put(v1::PutHeader header, std::span<const std::byte> payload);
-  // Fetches a block and verifies its XXH3-64 against the header's.
-  Result<FetchedBlock> Get(const BlockKey& key);
-  Status Delete(const BlockKey& key);
+  // Fetches a block of namespace `ns` and verifies its XXH3-64 against the
+  // header's.
+  Result<FetchedBlock> Get(const BlockKey& key, const v1::Namespace& ns = {});
+  Status Delete(const BlockKey& key, const v1::Namespace& ns = {});
   Result<v1::BillingReportResponse> BillingReport(const v1::BillingReportRequest& request);
   // Runs a prompt through the daemon's engine; the streamed answer gathered
   // into one response (all tokens and text, then the final fields).

@@ -4,6 +4,9 @@
 
 #include <cmath>
 
+#include "proto/status_codes.h"
+#include "tools/block_scope.h"
+
 namespace kvtier {
 
 const char* KvtierVersion() { return "0.1.0"; }
@@ -127,19 +130,29 @@ grpc::Status AdminService::Explain(grpc::ServerContext* ctx, const v1::ExplainRe
                                    v1::ExplainResponse* resp) {
   auto pass = gate_.Enter();
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
-  if (auth_ != nullptr && auth_->enabled()) {
-    if (grpc::Status s = auth_->AuthenticateAdmin(ctx); !s.ok()) return s;
+  // The key is a tenant's (its block calls' view of it, DESIGN §2): the
+  // admin names the tenant ("" = its own) and the namespace.
+  if (auth_ == nullptr) return grpc::Status(grpc::StatusCode::INTERNAL, "no authenticator");
+  Principal admin;
+  if (grpc::Status s = auth_->Authenticate(ctx, "", &admin); !s.ok()) return s;
+  if (!admin.admin) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "this call needs an admin API key");
   }
-  std::optional<BlockKey> key = BlockKey::FromBytes(req->key());
-  if (!key) {
+  std::optional<BlockKey> visible = BlockKey::FromBytes(req->key());
+  if (!visible) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "key must be 16 bytes, not " + std::to_string(req->key().size()));
   }
-  Result<BlockExplanation> x = cache_.Explain(*key);
+  Result<BlockScope> scope = ResolveBlockScope(
+      default_namespace_, auth_->secret(),
+      auth_->PrincipalOf(req->tenant().empty() ? admin.tenant : req->tenant()),
+      req->has_namespace_(), req->namespace_());
+  if (!scope.ok()) return ToGrpcStatus(scope.status());
+  Result<BlockExplanation> x = cache_.Explain(scope->Stored(*visible));
   if (!x.ok()) return grpc::Status(grpc::StatusCode::NOT_FOUND, x.status().message());
   const IndexEntry& e = x->entry;
   v1::BlockInfo* b = resp->mutable_block();
-  b->set_key(key->ToByteString());
+  b->set_key(req->key());
   b->set_size_bytes(e.bytes);
   b->set_tier(x->tier_name);
   if (e.expiry_ms != kNoExpiry) b->set_expire_time_ms(e.expiry_ms);

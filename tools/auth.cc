@@ -29,18 +29,18 @@ std::string KeyOf(const grpc::ServerContext* ctx) {
 
 }  // namespace
 
-Result<Authenticator> Authenticator::FromFile(const std::string& path) {
+Result<Authenticator> Authenticator::FromFile(const std::string& path, const CacheSecret& secret) {
   std::ifstream in(path);
   if (!in) return Status::NotFound("cannot read the API key file " + path);
   std::stringstream text;
   text << in.rdbuf();
-  Result<Authenticator> a = FromText(text.str());
+  Result<Authenticator> a = FromText(text.str(), secret);
   if (!a.ok()) return Status(a.status().code(), path + ": " + a.status().message());
   return a;
 }
 
-Result<Authenticator> Authenticator::FromText(const std::string& text) {
-  Authenticator a;
+Result<Authenticator> Authenticator::FromText(const std::string& text, const CacheSecret& secret) {
+  Authenticator a(secret);
   std::istringstream lines(text);
   int n = 0;
   for (std::string line; std::getline(lines, line);) {
@@ -69,11 +69,17 @@ Result<Authenticator> Authenticator::FromText(const std::string& text) {
     if (tenant.size() > 256 || !Printable(tenant)) {
       return Status::InvalidArgument(where + "a tenant is printable, at most 256 bytes");
     }
-    const std::string salt = group.empty() ? tenant : "group:" + group;
-    if (salt.size() > 256 || !Printable(salt)) {
-      return Status::InvalidArgument(where + "a group name is printable, at most 250 bytes");
+    if (group.size() > 256 || !Printable(group)) {
+      return Status::InvalidArgument(where + "a group name is printable, at most 256 bytes");
     }
-    if (!a.keys_.emplace(key, Principal{tenant, admin, salt}).second) {
+    // A tenant's keys must agree on its share group: the group decides which
+    // blocks it sees, whichever key it calls with.
+    auto [g, inserted] = a.groups_.emplace(tenant, group);
+    if (!inserted && g->second != group) {
+      return Status::InvalidArgument(where + "tenant '" + tenant +
+                                     "' is given another share group than on an earlier line");
+    }
+    if (!a.keys_.emplace(key, KeyEntry{tenant, admin, group}).second) {
       return Status::InvalidArgument(where + "the same key appears twice");
     }
   }
@@ -84,8 +90,7 @@ Result<Authenticator> Authenticator::FromText(const std::string& text) {
 grpc::Status Authenticator::Authenticate(const grpc::ServerContext* ctx,
                                          const std::string& requested, Principal* out) const {
   if (!enabled()) {
-    const std::string tenant = requested.empty() ? "default" : requested;
-    *out = Principal{tenant, true, tenant};
+    *out = PrincipalFor(requested.empty() ? "default" : requested, true, "");
     return grpc::Status::OK;
   }
   const std::string key = KeyOf(ctx);
@@ -97,12 +102,25 @@ grpc::Status Authenticator::Authenticate(const grpc::ServerContext* ctx,
   if (it == keys_.end()) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "the API key is not valid");
   }
-  if (!requested.empty() && requested != it->second.tenant) {
+  const KeyEntry& k = it->second;
+  if (!requested.empty() && requested != k.tenant) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                         "this API key may not act for tenant '" + requested + "'");
   }
-  *out = it->second;
+  *out = PrincipalFor(k.tenant, k.admin, k.group);
   return grpc::Status::OK;
+}
+
+Principal Authenticator::PrincipalFor(const std::string& tenant, bool admin,
+                                      const std::string& group) const {
+  return Principal{tenant, admin,
+                   group.empty() ? secret_.TenantSalt(tenant) : secret_.GroupSalt(group)};
+}
+
+Principal Authenticator::PrincipalOf(const std::string& tenant) const {
+  const std::string t = tenant.empty() ? "default" : tenant;
+  auto g = groups_.find(t);
+  return PrincipalFor(t, false, g == groups_.end() ? "" : g->second);
 }
 
 grpc::Status Authenticator::AuthenticateAdmin(const grpc::ServerContext* ctx) const {

@@ -13,6 +13,10 @@
 // cached blocks (DESIGN §2: only an operator may allow that). Keys are at least 16 printable
 // characters without spaces; tenants printable, at most 256 bytes. Immutable after loading;
 // thread-safe.
+//
+// Cache salts are secret (tools/cache_secret.h): a tenant's is an HMAC of its
+// name, a share group's an HMAC of the group's name in another domain, both
+// under the daemon's secret, so no caller can compute another's.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -21,22 +25,24 @@
 #include <unordered_map>
 
 #include "common/status.h"
+#include "tools/cache_secret.h"
 
 namespace kvtier {
 
 struct Principal {
   std::string tenant;
   bool admin = false;
-  // The namespace salt of its blocks: the tenant itself, or "group:NAME" for
-  // tenants an operator put in one share group (they hit each other's cache).
+  // The namespace salt of its blocks: the secret salt of the tenant, or of
+  // the share group an operator put it in (its members hit each other's cache).
   std::string cache_salt;
 };
 
 class Authenticator {
  public:
-  Authenticator() = default;  // open: no keys
-  static Result<Authenticator> FromFile(const std::string& path);
-  static Result<Authenticator> FromText(const std::string& text);  // the file's contents
+  explicit Authenticator(const CacheSecret& secret) : secret_(secret) {}  // open: no keys
+  static Result<Authenticator> FromFile(const std::string& path, const CacheSecret& secret);
+  // The file's contents.
+  static Result<Authenticator> FromText(const std::string& text, const CacheSecret& secret);
 
   bool enabled() const { return !keys_.empty(); }
   size_t keys() const { return keys_.size(); }
@@ -49,9 +55,23 @@ class Authenticator {
                             Principal* out) const;
   // The same, and the caller must be an admin.
   grpc::Status AuthenticateAdmin(const grpc::ServerContext* ctx) const;
+  // What the daemon knows of `tenant` ("" = "default"): its salt (its share
+  // group's when it has a key in one). For an admin acting on a tenant's data.
+  Principal PrincipalOf(const std::string& tenant) const;
+
+  const CacheSecret& secret() const { return secret_; }
 
  private:
-  std::unordered_map<std::string, Principal> keys_;
+  struct KeyEntry {
+    std::string tenant;
+    bool admin = false;
+    std::string group;  // "" = none
+  };
+  Principal PrincipalFor(const std::string& tenant, bool admin, const std::string& group) const;
+
+  CacheSecret secret_;
+  std::unordered_map<std::string, KeyEntry> keys_;     // by API key
+  std::unordered_map<std::string, std::string> groups_;  // tenant -> its share group
 };
 
 }  // namespace kvtier

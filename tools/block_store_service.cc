@@ -14,6 +14,12 @@ namespace {
 
 constexpr uint32_t kDefaultChunkBytes = 1 << 20;
 constexpr uint32_t kMaxChunkBytes = 4 << 20;
+// Smaller chunks are raised to this: one message per few bytes would cost the
+// daemon a message's overhead per byte.
+constexpr uint32_t kMinChunkBytes = 64 << 10;
+// A Put's buffer grows by at least this much at a time (reserved from the
+// payload budget as the bytes arrive).
+constexpr uint64_t kPutGrowthBytes = 1 << 20;
 
 grpc::Status ShuttingDown() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
@@ -52,79 +58,27 @@ std::span<const TokenId> Span(const google::protobuf::RepeatedField<int32_t>& id
   return {ids.data(), static_cast<size_t>(ids.size())};
 }
 
-// Reserves payload bytes held by in-flight calls (Put and Get buffers) against
-// the daemon-wide budget; releases on scope exit.
-class PayloadReservation {
- public:
-  PayloadReservation(std::atomic<uint64_t>& counter, uint64_t bytes, uint64_t limit)
-      : counter_(counter), bytes_(bytes) {
-    uint64_t cur = counter_.load();
-    do {
-      if (cur + bytes > limit) return;
-    } while (!counter_.compare_exchange_weak(cur, cur + bytes));
-    held_ = true;
-  }
-  ~PayloadReservation() {
-    if (held_) counter_ -= bytes_;
-  }
-  bool held() const { return held_; }
-
- private:
-  std::atomic<uint64_t>& counter_;
-  uint64_t bytes_;
-  bool held_ = false;
-};
-
 }  // namespace
 
 BlockStoreService::BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
-                                     const BlockStoreLimits& limits, Clock* clock, CallGate& gate)
+                                     const BlockStoreLimits& limits, Clock* clock, CallGate& gate,
+                                     const Authenticator& auth)
     : cache_(cache),
       default_namespace_(default_namespace),
       limits_(limits),
       clock_(clock),
-      gate_(gate) {}
+      gate_(gate),
+      auth_(auth),
+      budget_(limits.max_inflight_payload_bytes, limits.max_tenant_payload_bytes) {}
 
-grpc::Status BlockStoreService::Authorize(const grpc::ServerContext* ctx, Namespace* ns) const {
-  if (auth_ == nullptr || !auth_->enabled()) return grpc::Status::OK;
-  Principal p;
-  grpc::Status s = auth_->Authenticate(ctx, "", &p);
-  if (s.ok() && ns != nullptr) ns->cache_salt = p.cache_salt;
-  return s;
+Result<BlockScope> BlockStoreService::ResolveScope(const Principal& caller, bool present,
+                                                   const v1::Namespace& m) const {
+  return ResolveBlockScope(default_namespace_, auth_.secret(), caller, present, m);
 }
 
-Result<Namespace> BlockStoreService::ResolveNamespace(bool present, const v1::Namespace& m) const {
-  Namespace ns = default_namespace_;
-  if (present) {
-    if (!m.model_id().empty()) ns.model_id = m.model_id();
-    if (!m.model_revision().empty()) ns.model_revision = m.model_revision();
-    if (!m.kv_dtype().empty()) {
-      std::optional<DType> d = ParseDType(m.kv_dtype());
-      if (!d) {
-        return Status::InvalidArgument("kv_dtype '" + m.kv_dtype() +
-                                       "' is not one of f32, f16, bf16");
-      }
-      ns.kv_dtype = *d;
-    }
-    if (m.block_tokens() != 0) {
-      if (!ValidBlockTokens(m.block_tokens())) {
-        return Status::InvalidArgument("block_tokens must be a power of two in [16, 1024], got " +
-                                       std::to_string(m.block_tokens()));
-      }
-      ns.block_tokens = static_cast<int>(m.block_tokens());
-    }
-    if (m.layout_version() != 0) ns.layout_version = m.layout_version();
-    if (m.tp_size() != 0) ns.tp_size = m.tp_size();
-    ns.tp_rank = m.tp_rank();
-    if (!m.cache_salt().empty()) ns.cache_salt = m.cache_salt();
-  }
-  KVTIER_RETURN_IF_ERROR(ns.Validate());
-  return ns;
-}
-
-void BlockStoreService::FillInfo(const BlockKey& key, const IndexEntry& e,
+void BlockStoreService::FillInfo(const BlockScope& scope, const BlockKey& key, const IndexEntry& e,
                                  v1::BlockInfo* info) const {
-  info->set_key(key.ToByteString());
+  info->set_key(scope.Visible(key).ToByteString());
   info->set_size_bytes(e.bytes);
   info->set_tier(cache_.tier_name(e.tier));
   info->set_expire_time_ms(e.expiry_ms == kNoExpiry ? 0 : e.expiry_ms);
@@ -134,21 +88,20 @@ grpc::Status BlockStoreService::Lookup(grpc::ServerContext* ctx, const v1::Looku
                                        v1::LookupResponse* resp) {
   auto pass = gate_.Enter();
   if (!pass) return ShuttingDown();
+  Principal caller;
+  if (grpc::Status a = auth_.Authenticate(ctx, "", &caller); !a.ok()) return a;
   const bool by_tokens = req->token_ids_size() > 0;
   if (by_tokens == (req->keys_size() > 0)) {
     return Invalid("a Lookup gives exactly one of token_ids and keys");
   }
-  Result<Namespace> ns = ResolveNamespace(req->has_namespace_(), req->namespace_());
-  if (ns.ok()) {
-    if (grpc::Status a = Authorize(ctx, &*ns); !a.ok()) return a;
-  }
-  if (!ns.ok()) return ToGrpcStatus(ns.status());
-  std::vector<BlockKey> keys;
+  Result<BlockScope> scope = ResolveScope(caller, req->has_namespace_(), req->namespace_());
+  if (!scope.ok()) return ToGrpcStatus(scope.status());
+  std::vector<BlockKey> keys;  // stored keys
   if (by_tokens) {
     if (Status s = CheckTokens(req->token_ids(), limits_.max_tokens); !s.ok()) {
       return ToGrpcStatus(s);
     }
-    keys = PrefixHasher(*ns).Keys(Span(req->token_ids()));
+    keys = PrefixHasher(scope->ns).Keys(Span(req->token_ids()));
   } else {
     if (static_cast<size_t>(req->keys_size()) > limits_.max_keys) {
       return Exhausted(std::to_string(req->keys_size()) + " keys exceed the limit of " +
@@ -157,17 +110,20 @@ grpc::Status BlockStoreService::Lookup(grpc::ServerContext* ctx, const v1::Looku
     for (int i = 0; i < req->keys_size(); ++i) {
       Result<BlockKey> k = ParseKey(req->keys(i), "keys[" + std::to_string(i) + "]");
       if (!k.ok()) return ToGrpcStatus(k.status());
-      keys.push_back(*k);
+      keys.push_back(scope->Stored(*k));
     }
   }
   PrefixHit hit = cache_.Lookup(keys);
+  const int block_tokens = scope->ns.block_tokens;
   resp->set_query_blocks(static_cast<uint32_t>(keys.size()));
   resp->set_hit_blocks(static_cast<uint32_t>(hit.blocks));
-  resp->set_block_tokens(static_cast<uint32_t>(ns->block_tokens));
-  resp->set_hit_tokens(by_tokens ? static_cast<uint32_t>(hit.blocks * ns->block_tokens) : 0);
-  for (size_t i = 0; i < hit.blocks; ++i) FillInfo(keys[i], hit.entries[i], resp->add_hits());
+  resp->set_block_tokens(static_cast<uint32_t>(block_tokens));
+  resp->set_hit_tokens(by_tokens ? static_cast<uint32_t>(hit.blocks * block_tokens) : 0);
+  for (size_t i = 0; i < hit.blocks; ++i) {
+    FillInfo(*scope, keys[i], hit.entries[i], resp->add_hits());
+  }
   if (by_tokens && req->return_keys()) {
-    for (const BlockKey& k : keys) resp->add_keys(k.ToByteString());
+    for (const BlockKey& k : keys) resp->add_keys(scope->Visible(k).ToByteString());
   }
   return grpc::Status::OK;
 }
@@ -177,44 +133,46 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
                                     v1::PutResponse* resp) {
   auto pass = gate_.Enter();
   if (!pass) return ShuttingDown();
+  // The caller is known before a byte of the stream is read: a caller
+  // without a valid key holds nothing.
+  Principal caller;
+  if (grpc::Status a = auth_.Authenticate(ctx, "", &caller); !a.ok()) return a;
   v1::PutRequest msg;
   if (!reader->Read(&msg) || !msg.has_header()) {
     return Invalid("a Put stream starts with a header message");
   }
   const v1::PutHeader header = msg.header();
-  Result<Namespace> ns = ResolveNamespace(header.has_namespace_(), header.namespace_());
-  if (ns.ok()) {
-    if (grpc::Status a = Authorize(ctx, &*ns); !a.ok()) return a;
-  }
-  if (!ns.ok()) return ToGrpcStatus(ns.status());
+  Result<BlockScope> scope = ResolveScope(caller, header.has_namespace_(), header.namespace_());
+  if (!scope.ok()) return ToGrpcStatus(scope.status());
+  const Namespace& ns = scope->ns;
 
   // Name the block: by key (with an optional parent) or by a prefix of tokens.
   const bool by_tokens = header.token_ids_size() > 0;
   if (by_tokens == !header.key().empty())
     return Invalid("a Put gives exactly one of key and token_ids");
-  BlockKey key;
+  BlockKey key;  // stored keys
   std::optional<BlockKey> parent;
   if (by_tokens) {
     if (!header.parent_key().empty()) return Invalid("parent_key goes with key, not token_ids");
     if (Status s = CheckTokens(header.token_ids(), limits_.max_tokens); !s.ok()) {
       return ToGrpcStatus(s);
     }
-    if (header.token_ids_size() % ns->block_tokens != 0) {
+    if (header.token_ids_size() % ns.block_tokens != 0) {
       return Invalid("token_ids holds " + std::to_string(header.token_ids_size()) +
-                     " tokens, not a whole number of " + std::to_string(ns->block_tokens) +
+                     " tokens, not a whole number of " + std::to_string(ns.block_tokens) +
                      "-token blocks");
     }
-    std::vector<BlockKey> keys = PrefixHasher(*ns).Keys(Span(header.token_ids()));
+    std::vector<BlockKey> keys = PrefixHasher(ns).Keys(Span(header.token_ids()));
     key = keys.back();
     if (keys.size() > 1) parent = keys[keys.size() - 2];
   } else {
     Result<BlockKey> k = ParseKey(header.key(), "key");
     if (!k.ok()) return ToGrpcStatus(k.status());
-    key = *k;
+    key = scope->Stored(*k);
     if (!header.parent_key().empty()) {
       Result<BlockKey> p = ParseKey(header.parent_key(), "parent_key");
       if (!p.ok()) return ToGrpcStatus(p.status());
-      parent = *p;
+      parent = scope->Stored(*p);
     }
   }
 
@@ -224,18 +182,30 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
     return Exhausted("a block of " + std::to_string(size) + " bytes exceeds the limit of " +
                      std::to_string(limits_.max_block_bytes));
   }
-  PayloadReservation reservation(inflight_payload_bytes_, size, limits_.max_inflight_payload_bytes);
-  if (!reservation.held()) {
-    return Exhausted("the daemon is buffering too many payloads; retry later");
+  if (size > budget_.tenant_bytes()) {
+    return Exhausted("a block of " + std::to_string(size) +
+                     " bytes exceeds a tenant's payload budget of " +
+                     std::to_string(budget_.tenant_bytes()));
   }
 
+  // The payload's bytes are reserved as they arrive: a stream that declares
+  // a large block and sends nothing holds nothing.
+  PayloadBudget::Hold hold = budget_.Open(caller.tenant);
   std::vector<std::byte> payload;
-  payload.reserve(size);
   while (reader->Read(&msg)) {
     if (!msg.has_data()) return Invalid("a Put stream has exactly one header, first");
     const std::string& d = msg.data();
     if (payload.size() + d.size() > size) {
       return Invalid("the payload is longer than the declared size_bytes " + std::to_string(size));
+    }
+    const uint64_t need = payload.size() + d.size();
+    if (need > hold.bytes()) {
+      const uint64_t grow = std::min<uint64_t>(
+          size, std::max<uint64_t>(need, std::max<uint64_t>(2 * hold.bytes(), kPutGrowthBytes)));
+      if (!hold.GrowTo(grow) && !hold.GrowTo(need)) {
+        return Exhausted("the daemon is buffering too many payloads for this tenant; retry later");
+      }
+      payload.reserve(hold.bytes());
     }
     const auto* p = reinterpret_cast<const std::byte*>(d.data());
     payload.insert(payload.end(), p, p + d.size());
@@ -253,8 +223,8 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
   BlockMeta meta;
   meta.parent = parent;
   meta.ttl_ms = ttl_s * 1000;  // a TTL runs from the last use: reads refresh it
-  meta.tokens = by_tokens ? static_cast<uint32_t>(ns->block_tokens) : 0;
-  meta.stream = StreamOf(ns->Seed());
+  meta.tokens = by_tokens ? static_cast<uint32_t>(ns.block_tokens) : 0;
+  meta.stream = StreamOf(ns.Seed());
   if (Status s = cache_.Insert(key, payload, meta); !s.ok()) return ToGrpcStatus(s);
   // Where the block is now; a racing call may already have moved or evicted
   // it, and then the answer says what this call stored.
@@ -262,7 +232,7 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
   IndexEntry stored;
   stored.bytes = size;
   stored.expiry_ms = expiry;
-  FillInfo(key, e.ok() ? *e : stored, resp->mutable_block());
+  FillInfo(*scope, key, e.ok() ? *e : stored, resp->mutable_block());
   return grpc::Status::OK;
 }
 
@@ -270,29 +240,34 @@ grpc::Status BlockStoreService::Get(grpc::ServerContext* ctx, const v1::GetReque
                                     grpc::ServerWriter<v1::GetResponse>* writer) {
   auto pass = gate_.Enter();
   if (!pass) return ShuttingDown();
-  if (grpc::Status a = Authorize(ctx, nullptr); !a.ok()) return a;
-  Result<BlockKey> key = ParseKey(req->key(), "key");
-  if (!key.ok()) return ToGrpcStatus(key.status());
+  Principal caller;
+  if (grpc::Status a = auth_.Authenticate(ctx, "", &caller); !a.ok()) return a;
+  Result<BlockKey> visible = ParseKey(req->key(), "key");
+  if (!visible.ok()) return ToGrpcStatus(visible.status());
   if (req->chunk_bytes() > kMaxChunkBytes) {
     return Invalid("chunk_bytes " + std::to_string(req->chunk_bytes()) + " exceeds " +
                    std::to_string(kMaxChunkBytes));
   }
-  const uint32_t chunk = req->chunk_bytes() == 0 ? kDefaultChunkBytes : req->chunk_bytes();
-  Result<IndexEntry> e = cache_.Find(*key);
+  Result<BlockScope> scope = ResolveScope(caller, req->has_namespace_(), req->namespace_());
+  if (!scope.ok()) return ToGrpcStatus(scope.status());
+  const BlockKey key = scope->Stored(*visible);
+  const uint32_t chunk = req->chunk_bytes() == 0
+                             ? kDefaultChunkBytes
+                             : std::max<uint32_t>(req->chunk_bytes(), kMinChunkBytes);
+  Result<IndexEntry> e = cache_.Find(key);
   if (!e.ok()) return ToGrpcStatus(e.status());
-  PayloadReservation reservation(inflight_payload_bytes_, e->bytes,
-                                 limits_.max_inflight_payload_bytes);
-  if (!reservation.held()) {
-    return Exhausted("the daemon is sending too many payloads; retry later");
+  PayloadBudget::Hold hold = budget_.Open(caller.tenant);
+  if (!hold.GrowTo(e->bytes)) {
+    return Exhausted("the daemon is sending too many payloads for this tenant; retry later");
   }
   std::vector<std::byte> payload(e->bytes);
-  Result<uint64_t> n = cache_.Read(*key, payload);
+  Result<uint64_t> n = cache_.Read(key, payload);
   if (!n.ok()) return ToGrpcStatus(n.status());
   payload.resize(*n);
 
   v1::GetResponse msg;
   v1::BlockInfo* info = msg.mutable_header();
-  FillInfo(*key, *e, info);
+  FillInfo(*scope, key, *e, info);
   info->set_size_bytes(payload.size());
   info->set_payload_xxh3(Checksum64(payload));
   if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
@@ -308,10 +283,13 @@ grpc::Status BlockStoreService::Delete(grpc::ServerContext* ctx, const v1::Delet
                                        v1::DeleteResponse*) {
   auto pass = gate_.Enter();
   if (!pass) return ShuttingDown();
-  if (grpc::Status a = Authorize(ctx, nullptr); !a.ok()) return a;
-  Result<BlockKey> key = ParseKey(req->key(), "key");
-  if (!key.ok()) return ToGrpcStatus(key.status());
-  return ToGrpcStatus(cache_.Erase(*key));
+  Principal caller;
+  if (grpc::Status a = auth_.Authenticate(ctx, "", &caller); !a.ok()) return a;
+  Result<BlockKey> visible = ParseKey(req->key(), "key");
+  if (!visible.ok()) return ToGrpcStatus(visible.status());
+  Result<BlockScope> scope = ResolveScope(caller, req->has_namespace_(), req->namespace_());
+  if (!scope.ok()) return ToGrpcStatus(scope.status());
+  return ToGrpcStatus(cache_.Erase(scope->Stored(*visible)));
 }
 
 }  // namespace kvtier

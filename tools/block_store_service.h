@@ -1,11 +1,17 @@
 // BlockStoreService: the BlockStore gRPC service over a CacheManager.
 //
-// Every request is checked before it changes anything; a refused request
-// leaves the cache as it was. Limits (sizes, counts, buffered bytes) bound the
-// daemon's memory whatever the clients send.
+// Every call is authenticated before anything of it is read or checked, then
+// checked before it changes anything; a refused request leaves the cache as it
+// was. Limits (sizes, counts, buffered bytes, per tenant and daemon-wide)
+// bound the daemon's memory whatever the clients send.
+//
+// Tenant scope (DESIGN §2): a call's namespace always carries the caller's
+// secret salt (a salt the request gives only refines it within the tenant),
+// and block keys cross the API masked by the namespace's key scope
+// (tools/cache_secret.h), so every call by key acts on the caller's own
+// blocks of that namespace and nobody else's.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 
 #include "cache/cache_manager.h"
@@ -13,7 +19,9 @@
 #include "common/clock.h"
 #include "proto/kvtier.grpc.pb.h"
 #include "tools/auth.h"
+#include "tools/block_scope.h"
 #include "tools/call_gate.h"
+#include "tools/payload_budget.h"
 
 namespace kvtier {
 
@@ -22,20 +30,17 @@ struct BlockStoreLimits {
   size_t max_tokens = 1 << 20;
   size_t max_keys = 1 << 16;
   uint64_t max_inflight_payload_bytes = 1ull << 30;  // held by all Put and Get calls
+  // Held by one tenant's Put and Get calls (at most the above).
+  uint64_t max_tenant_payload_bytes = 256ull << 20;
   int64_t default_ttl_s = 0;                         // 0 = no expiry
 };
 
 class BlockStoreService final : public v1::BlockStore::Service {
  public:
+  // `auth` (API keys, or open) must outlive the service.
   BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
-                    const BlockStoreLimits& limits, Clock* clock, CallGate& gate);
-
-  // API keys (set once, before serving; default: open). With keys, every
-  // call needs one, and a namespace's cache salt is always the caller's
-  // tenant: blocks named by tokens are the tenant's own. Calls that name
-  // blocks by key (Lookup by keys, Get, Delete) are authenticated but not
-  // scoped to a tenant: a key is unguessable, but one leaked is readable.
-  void set_authenticator(const Authenticator* auth) { auth_ = auth; }
+                    const BlockStoreLimits& limits, Clock* clock, CallGate& gate,
+                    const Authenticator& auth);
 
   grpc::Status Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
                       v1::LookupResponse* resp) override;
@@ -47,19 +52,19 @@ class BlockStoreService final : public v1::BlockStore::Service {
                       v1::DeleteResponse* resp) override;
 
  private:
-  // The request's namespace with the daemon's defaults filled in, validated.
-  Result<Namespace> ResolveNamespace(bool present, const v1::Namespace& ns) const;
-  void FillInfo(const BlockKey& key, const IndexEntry& e, v1::BlockInfo* info) const;
-  // Authenticates the caller; with keys, sets ns's salt (when given) to its tenant.
-  grpc::Status Authorize(const grpc::ServerContext* ctx, Namespace* ns) const;
+  Result<BlockScope> ResolveScope(const Principal& caller, bool present,
+                                  const v1::Namespace& ns) const;
+  // `key` is the stored key; the answer shows the caller's view of it.
+  void FillInfo(const BlockScope& scope, const BlockKey& key, const IndexEntry& e,
+                v1::BlockInfo* info) const;
 
   CacheManager& cache_;
   const Namespace default_namespace_;
   const BlockStoreLimits limits_;
   Clock* const clock_;
   CallGate& gate_;
-  std::atomic<uint64_t> inflight_payload_bytes_{0};
-  const Authenticator* auth_ = nullptr;
+  const Authenticator& auth_;
+  PayloadBudget budget_;
 };
 
 }  // namespace kvtier

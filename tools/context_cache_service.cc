@@ -372,10 +372,8 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
 
 grpc::Status ContextCacheService::Caller(const grpc::ServerContext* ctx,
                                          const std::string& requested, Principal* caller) const {
-  if (auth_ != nullptr) return auth_->Authenticate(ctx, requested, caller);
-  const std::string tenant = requested.empty() ? "default" : requested;
-  *caller = Principal{tenant, true, tenant};
-  return grpc::Status::OK;
+  if (auth_ == nullptr) return grpc::Status(grpc::StatusCode::INTERNAL, "no authenticator");
+  return auth_->Authenticate(ctx, requested, caller);
 }
 
 grpc::Status ContextCacheService::AdmitNamedCall(const grpc::ServerContext* ctx,

@@ -31,13 +31,22 @@
 
 namespace kvtier {
 
+BlockStoreLimits BlockStoreLimitsOf(const DaemonOptions& o) {
+  BlockStoreLimits l;
+  l.max_block_bytes = o.max_block_bytes;
+  l.max_tokens = o.max_lookup_tokens;
+  l.max_keys = o.max_lookup_keys;
+  l.max_inflight_payload_bytes = o.max_inflight_payload_bytes;
+  l.max_tenant_payload_bytes =
+      std::max(o.max_block_bytes, o.max_inflight_payload_bytes / 4);  // a quarter each
+  l.default_ttl_s = o.default_ttl_s;
+  return l;
+}
+
 struct Daemon::Services {
   Services(CacheManager& cache, Engine* engine, const Tokenizer* tokenizer, Ledger& ledger,
-           const PriceTable& prices, const DaemonOptions& o)
-      : block_store(cache, o.default_namespace,
-                    BlockStoreLimits{o.max_block_bytes, o.max_lookup_tokens, o.max_lookup_keys,
-                                     o.max_inflight_payload_bytes, o.default_ttl_s},
-                    SystemClock(), gate),
+           const PriceTable& prices, const DaemonOptions& o, const Authenticator& auth)
+      : block_store(cache, o.default_namespace, BlockStoreLimitsOf(o), SystemClock(), gate, auth),
         admin(cache, engine, o.default_namespace, SystemClock(), gate),
         billing(ledger, SystemClock(), gate) {
     if (engine != nullptr) {
@@ -607,19 +616,23 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
     const Namespace ns = d->engine_->CacheNamespace("");
     KVTIER_RETURN_IF_ERROR(d->prices_.Set(ns.model_id + "@" + ns.model_revision, options.price));
   }
+  // The secret behind every tenant's cache salt and key scope (DESIGN §2).
+  Result<CacheSecret> secret = CacheSecret::LoadOrCreate(options.data_dir);
+  if (!secret.ok()) return secret.status();
   if (!options.api_keys_file.empty()) {
-    Result<Authenticator> auth = Authenticator::FromFile(options.api_keys_file);
+    Result<Authenticator> auth = Authenticator::FromFile(options.api_keys_file, *secret);
     if (!auth.ok()) return auth.status();
-    d->auth_ = std::move(*auth);
-    LogInfo("kvtierd_api_keys", LogFields().Add("keys", d->auth_.keys()));
+    d->auth_ = std::make_unique<Authenticator>(std::move(*auth));
+    LogInfo("kvtierd_api_keys", LogFields().Add("keys", d->auth_->keys()));
+  } else {
+    d->auth_ = std::make_unique<Authenticator>(*secret);
   }
   d->services_ = std::make_unique<Services>(*d->cache_, d->engine_.get(), d->tokenizer_.get(),
-                                            *d->ledger_, d->prices_, options);
-  d->services_->block_store.set_authenticator(&d->auth_);
-  d->services_->admin.set_authenticator(&d->auth_);
-  d->services_->billing.set_authenticator(&d->auth_);
+                                            *d->ledger_, d->prices_, options, *d->auth_);
+  d->services_->admin.set_authenticator(d->auth_.get());
+  d->services_->billing.set_authenticator(d->auth_.get());
   if (d->services_->context_cache) {
-    d->services_->context_cache->set_authenticator(&d->auth_);
+    d->services_->context_cache->set_authenticator(d->auth_.get());
     // Named caches: durable (fsync'd) in their own RocksDB, so they survive
     // a crash of kvtierd; their KV is recomputed when it has been lost.
     NamedCacheOptions no;

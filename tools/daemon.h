@@ -131,7 +131,7 @@ class Daemon {
   std::unique_ptr<Ledger> ledger_;
   std::unique_ptr<NamedCacheRegistry> named_caches_;
   PriceTable prices_;
-  Authenticator auth_;
+  std::unique_ptr<Authenticator> auth_;  // open, or the API keys; set by Open
   std::unique_ptr<MetricsHttpServer> metrics_;
   // Renders the Prometheus text of the cache, the engine and the ledger.
   std::string RenderMetrics() const;

@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  librocksdb-dev liburing-dev libxxhash-dev nlohmann-json3-dev
+  librocksdb-dev liburing-dev libxxhash-dev nlohmann-json3-dev libssl-dev
   libcpp-httplib-dev  # the Prometheus /metrics endpoint
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev  # tests only: the reference for our tokenizer.model reader

@@ -51,8 +51,10 @@ commands:
                                and the usage (cache reads and writes); TTL is 5m or 1h
 
 token LIST: comma-separated ids and ranges, e.g. 1..64 or 5,9,100..163
-namespace flags (lookup, put, get --tokens): --model-id ID --kv-dtype f32|f16|bf16
-  --block-tokens N --salt S   (unset ones take the daemon's defaults)
+namespace flags (lookup, put, get, delete, explain): --model-id ID --kv-dtype f32|f16|bf16
+  --block-tokens N --salt S   (unset ones take the daemon's defaults). A block key is
+  the caller's own: it names a block only with the same tenant and namespace flags.
+  explain takes --tenant NAME for an admin explaining another tenant's key.
 put flags: --ttl SECONDS (default: the daemon's)
 --addr defaults to $KVTIER_ADDR, else 127.0.0.1:50051. --api-key (default $KVTIER_API_KEY)
 is sent with every call when kvtierd runs with --api-keys. --tls-ca FILE (default
@@ -496,7 +498,9 @@ class Cli {
       if (r->keys().empty()) return Fail("the token list holds no full block", 2);
       key = *BlockKey::FromBytes(r->keys(r->keys_size() - 1));
     }
-    Result<FetchedBlock> b = client_->Get(key);
+    Result<v1::Namespace> ns = NamespaceFlags();
+    if (!ns.ok()) return Fail(ns.status().message(), 2);
+    Result<FetchedBlock> b = client_->Get(key, *ns);
     if (!b.ok()) return Fail(b.status());
     json j = InfoJson(b->info);
     j["ok"] = true;
@@ -518,7 +522,9 @@ class Cli {
   int Delete() {
     Result<BlockKey> k = KeyFlag("key");
     if (!k.ok()) return Fail(k.status().message(), 2);
-    if (Status s = client_->Delete(*k); !s.ok()) return Fail(s);
+    Result<v1::Namespace> ns = NamespaceFlags();
+    if (!ns.ok()) return Fail(ns.status().message(), 2);
+    if (Status s = client_->Delete(*k, *ns); !s.ok()) return Fail(s);
     Print({{"ok", true}, {"key", k->ToHex()}}, "deleted " + k->ToHex() + "\n");
     return 0;
   }
@@ -717,7 +723,9 @@ class Cli {
   int Explain(const std::string& hex) {
     std::optional<BlockKey> k = BlockKey::FromHex(hex);
     if (!k) return Fail("explain needs a key of 32 hex digits", 2);
-    Result<v1::ExplainResponse> x = client_->Explain(*k);
+    Result<v1::Namespace> ns = NamespaceFlags();
+    if (!ns.ok()) return Fail(ns.status().message(), 2);
+    Result<v1::ExplainResponse> x = client_->Explain(*k, *ns, flags_->Get("tenant"));
     if (!x.ok()) return Fail(x.status());
     json j = {{"ok", true},
               {"block", InfoJson(x->block())},

@@ -532,25 +532,6 @@ TEST(KvtierdProcessTest, ExplainShowsWhereABlockIsAndWhy) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(AuthenticatorTest, KeyFilesAreCheckedLineByLine) {
-  auto a = Authenticator::FromText(
-      "# keys\n\nalice-key-0123456789 alice\nroot-key-0123456789abc ops admin\n");
-  ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_TRUE(a->enabled());
-  EXPECT_EQ(a->keys(), 2u);
-  EXPECT_TRUE(Authenticator::FromText("k-0123456789abcdef t admin group=g\n").ok());
-  EXPECT_FALSE(Authenticator::FromText("k-0123456789abcdef t group=\n").ok());
-  for (const char* bad :
-       {"short alice\n", "alice-key-0123456789\n", "alice-key-0123456789 alice root\n",
-        "alice-key-0123456789 alice\nalice-key-0123456789 bob\n", "# none\n"}) {
-    auto r = Authenticator::FromText(bad);
-    EXPECT_FALSE(r.ok()) << bad;
-    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-  }
-  EXPECT_NE(Authenticator::FromText("x alice\n").status().message().find("line 1"),
-            std::string::npos);
-}
-
 // kvtierd with API keys: every call needs a valid key, a key acts for its
 // tenant only (its cache salt and its bills), admin calls need an admin key.
 TEST(KvtierdProcessTest, ApiKeysAuthenticateAndScopeEveryCall) {
