@@ -232,5 +232,32 @@ TEST_F(TenantIsolationTest, KeysSurviveARestartAndNamedCachesSurviveANewSecret) 
   EXPECT_EQ(after->usage().cache_read_input_tokens(), 80u);
 }
 
+// A caller without a valid key learns nothing (it is refused before its
+// request is read or checked) and holds nothing: 80 Put streams opened with
+// no key and never written to leave the daemon's threads free for everyone
+// else (the sync server has 64).
+TEST_F(TenantIsolationTest, UnauthenticatedCallsLearnNothingAndHoldNothing) {
+  auto anon = As(""), alice = As("alice-key-0123456789");
+  v1::LookupRequest bad;  // both token_ids and keys: invalid, but first unauthenticated
+  bad.add_token_ids(1);
+  bad.add_keys("short");
+  v1::LookupResponse resp;
+  EXPECT_EQ(anon->block_store().Lookup(anon->NewContext().get(), bad, &resp).error_code(),
+            grpc::UNAUTHENTICATED);
+
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientWriter<v1::PutRequest>>> streams;
+  std::vector<v1::PutResponse> responses(80);
+  for (int i = 0; i < 80; ++i) {
+    contexts.push_back(anon->NewContext());
+    streams.push_back(anon->block_store().Put(contexts.back().get(), &responses[i]));
+  }
+  EXPECT_TRUE(anon->Health().ok());
+  v1::LookupRequest look;
+  look.add_token_ids(1);
+  EXPECT_TRUE(alice->Lookup(look).ok());
+  for (auto& s : streams) EXPECT_EQ(s->Finish().error_code(), grpc::UNAUTHENTICATED);
+}
+
 }  // namespace
 }  // namespace kvtier
