@@ -38,7 +38,9 @@ BlockStoreLimits BlockStoreLimitsOf(const DaemonOptions& o) {
   l.max_keys = o.max_lookup_keys;
   l.max_inflight_payload_bytes = o.max_inflight_payload_bytes;
   l.max_tenant_payload_bytes =
-      std::max(o.max_block_bytes, o.max_inflight_payload_bytes / 4);  // a quarter each
+      o.max_tenant_payload_bytes != 0
+          ? o.max_tenant_payload_bytes
+          : std::max(o.max_block_bytes, o.max_inflight_payload_bytes / 4);  // a quarter each
   l.default_ttl_s = o.default_ttl_s;
   return l;
 }
@@ -86,6 +88,9 @@ std::string DaemonUsage() {
   --kv-dtype f32|f16|bf16 KV dtype of the default namespace (default f32)
   --default-ttl SECONDS   TTL of a block put without one (default 0: no expiry)
   --max-block-bytes SIZE  largest block payload accepted (default 64M)
+  --max-payload-bytes SIZE  payload bytes all Put and Get calls may hold (default 1G)
+  --max-tenant-payload-bytes SIZE  payload bytes one tenant's calls may hold
+                          (default: a quarter of the above, at least --max-block-bytes)
   --model PATH            model to serve: a llama2.c checkpoint (.bin, its tokenizer
                           beside it) or a directory with config.json + *.safetensors
                           (default: a small random-weight model, created once under
@@ -211,6 +216,8 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
                         "kv-dtype",
                         "default-ttl",
                         "max-block-bytes",
+                        "max-payload-bytes",
+                        "max-tenant-payload-bytes",
                         "flash-path",
                         "flash-bytes",
                         "flash-region-bytes",
@@ -299,6 +306,18 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
     if (!v.ok() || *v == 0)
       return Status::InvalidArgument("--max-block-bytes needs a positive size");
     o.max_block_bytes = *v;
+  }
+  if (flags.Has("max-payload-bytes")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("max-payload-bytes"));
+    if (!v.ok() || *v == 0)
+      return Status::InvalidArgument("--max-payload-bytes needs a positive size");
+    o.max_inflight_payload_bytes = *v;
+  }
+  if (flags.Has("max-tenant-payload-bytes")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("max-tenant-payload-bytes"));
+    if (!v.ok() || *v == 0)
+      return Status::InvalidArgument("--max-tenant-payload-bytes needs a positive size");
+    o.max_tenant_payload_bytes = *v;
   }
   if (flags.Has("block-tokens")) {
     Result<int64_t> v = ParseInt(flags.Get("block-tokens"));

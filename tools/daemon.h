@@ -61,6 +61,9 @@ struct DaemonOptions {
   size_t max_lookup_tokens = 1 << 20;                // token ids per Lookup or Put
   size_t max_lookup_keys = 1 << 16;                  // keys per Lookup
   uint64_t max_inflight_payload_bytes = 1ull << 30;  // payload bytes held by all Puts and Gets
+  // Payload bytes one tenant's Puts and Gets may hold; 0 = a quarter of the
+  // above, at least max_block_bytes.
+  uint64_t max_tenant_payload_bytes = 0;
   int max_threads = 64;                              // gRPC server threads
   int64_t shutdown_grace_ms = 5000;                  // time given to in-flight calls
   // The engine. With no model path, a deterministic random-weight model of
