@@ -20,10 +20,14 @@ AdminService::AdminService(CacheManager& cache, const Engine* engine,
       started_ms_(clock->NowMs()),
       gate_(gate) {}
 
-grpc::Status AdminService::Health(grpc::ServerContext*, const v1::HealthRequest*,
-                                  v1::HealthResponse* resp) {
+grpc::ServerUnaryReactor* AdminService::Health(grpc::CallbackServerContext* ctx,
+                                               const v1::HealthRequest*, v1::HealthResponse* resp) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   auto pass = gate_.Enter();
-  if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
+  if (!pass) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down"));
+    return reactor;
+  }
   resp->set_status("SERVING");
   resp->set_version(KvtierVersion());
   resp->set_uptime_ms(clock_->NowMs() - started_ms_);
@@ -32,7 +36,8 @@ grpc::Status AdminService::Health(grpc::ServerContext*, const v1::HealthRequest*
     resp->set_listen(listen_);
     resp->set_metrics_listen(metrics_listen_);
   }
-  return grpc::Status::OK;
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 grpc::Status AdminService::Stats(grpc::ServerContext* ctx, const v1::StatsRequest*,

@@ -16,7 +16,9 @@
 
 namespace kvtier {
 
-class AdminService final : public v1::Admin::Service {
+// Health is served on gRPC's callback threads, not the synchronous server's
+// bounded pool: however many calls hold server threads, Health answers.
+class AdminService final : public v1::Admin::WithCallbackMethod_Health<v1::Admin::Service> {
  public:
   // `engine` may be null (kvtierd without a model).
   AdminService(CacheManager& cache, const Engine* engine, const Namespace& default_namespace,
@@ -28,8 +30,8 @@ class AdminService final : public v1::Admin::Service {
     metrics_listen_ = std::move(metrics_address);
   }
 
-  grpc::Status Health(grpc::ServerContext* ctx, const v1::HealthRequest* req,
-                      v1::HealthResponse* resp) override;
+  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,
+                                   v1::HealthResponse* resp) override;
   grpc::Status Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
                      v1::StatsResponse* resp) override;
   grpc::Status Explain(grpc::ServerContext* ctx, const v1::ExplainRequest* req,

@@ -8,6 +8,7 @@
 #include "cache/prefix_hasher.h"
 #include "common/checksum.h"
 #include "proto/status_codes.h"
+#include "tools/stream_calls.h"
 
 namespace kvtier {
 namespace {
@@ -137,8 +138,11 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
   // without a valid key holds nothing.
   Principal caller;
   if (grpc::Status a = auth_.Authenticate(ctx, "", &caller); !a.ok()) return a;
+  Result<StreamGuard::Slot> slot = AdmitStream(gate_, ctx, caller.tenant);
+  if (!slot.ok()) return ToGrpcStatus(slot.status());
   v1::PutRequest msg;
-  if (!reader->Read(&msg) || !msg.has_header()) {
+  if (!slot->OnClient([&] { return reader->Read(&msg); }) || !msg.has_header()) {
+    if (slot->idle_cancelled()) return IdleCancelled(gate_.streams());
     return Invalid("a Put stream starts with a header message");
   }
   const v1::PutHeader header = msg.header();
@@ -192,7 +196,7 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
   // a large block and sends nothing holds nothing.
   PayloadBudget::Hold hold = budget_.Open(caller.tenant);
   std::vector<std::byte> payload;
-  while (reader->Read(&msg)) {
+  while (slot->OnClient([&] { return reader->Read(&msg); })) {
     if (!msg.has_data()) return Invalid("a Put stream has exactly one header, first");
     const std::string& d = msg.data();
     if (payload.size() + d.size() > size) {
@@ -210,6 +214,7 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
     const auto* p = reinterpret_cast<const std::byte*>(d.data());
     payload.insert(payload.end(), p, p + d.size());
   }
+  if (slot->idle_cancelled()) return IdleCancelled(gate_.streams());
   if (payload.size() != size) {
     return Invalid("the payload has " + std::to_string(payload.size()) +
                    " bytes but size_bytes declared " + std::to_string(size));
@@ -256,6 +261,8 @@ grpc::Status BlockStoreService::Get(grpc::ServerContext* ctx, const v1::GetReque
                              : std::max<uint32_t>(req->chunk_bytes(), kMinChunkBytes);
   Result<IndexEntry> e = cache_.Find(key);
   if (!e.ok()) return ToGrpcStatus(e.status());
+  Result<StreamGuard::Slot> slot = AdmitStream(gate_, ctx, caller.tenant);
+  if (!slot.ok()) return ToGrpcStatus(slot.status());
   PayloadBudget::Hold hold = budget_.Open(caller.tenant);
   if (!hold.GrowTo(e->bytes)) {
     return Exhausted("the daemon is sending too many payloads for this tenant; retry later");
@@ -270,11 +277,12 @@ grpc::Status BlockStoreService::Get(grpc::ServerContext* ctx, const v1::GetReque
   FillInfo(*scope, key, *e, info);
   info->set_size_bytes(payload.size());
   info->set_payload_xxh3(Checksum64(payload));
-  if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+  auto send = [&] { return slot->OnClient([&] { return writer->Write(msg); }); };
+  if (!send()) return ClientGone(*slot, gate_.streams());
   for (size_t off = 0; off < payload.size(); off += chunk) {
     const size_t len = std::min<size_t>(chunk, payload.size() - off);
     msg.set_data(reinterpret_cast<const char*>(payload.data() + off), len);
-    if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    if (!send()) return ClientGone(*slot, gate_.streams());
   }
   return grpc::Status::OK;
 }

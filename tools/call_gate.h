@@ -5,13 +5,17 @@
 // calls only. gRPC's own Shutdown(deadline) also waits for idle client
 // channels to close, so a daemon whose serving engines keep channels open
 // would always sit out the whole grace period; with the gate, kvtierd drains
-// what is running and then shuts the server down at once. Thread-safe.
+// what is running and then shuts the server down at once. Streaming calls
+// also take a slot of the gate's StreamGuard (tools/stream_guard.h), which
+// bounds how many run and cancels those whose client stalls. Thread-safe.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+
+#include "tools/stream_guard.h"
 
 namespace kvtier {
 
@@ -38,6 +42,8 @@ class CallGate {
   // `grace` passes. Returns how many calls were still running at the end.
   int Drain(std::chrono::milliseconds grace);
   int running() const;
+  // Admission and the idle watchdog of streaming calls.
+  StreamGuard& streams() { return streams_; }
 
  private:
   void Leave();
@@ -46,6 +52,7 @@ class CallGate {
   std::condition_variable idle_;
   int running_ = 0;        // guarded by mu_
   bool draining_ = false;  // guarded by mu_
+  StreamGuard streams_;
 };
 
 }  // namespace kvtier

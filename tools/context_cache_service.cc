@@ -12,6 +12,7 @@
 
 #include "cache/context_usage.h"
 #include "proto/status_codes.h"
+#include "tools/stream_calls.h"
 
 namespace kvtier {
 namespace {
@@ -103,6 +104,10 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
   if (!pass) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
   Principal caller;
   if (grpc::Status s = Caller(ctx, req->tenant(), &caller); !s.ok()) return s;
+  // The stream holds a server thread until the last token: it takes a slot,
+  // and a client that stops taking tokens is cancelled by the watchdog.
+  Result<StreamGuard::Slot> slot = AdmitStream(gate_, ctx, caller.tenant);
+  if (!slot.ok()) return ToGrpcStatus(slot.status());
   const bool has_text = req->has_prompt(), has_ids = req->token_ids_size() > 0,
              has_segments = req->segments_size() > 0;
   if (int(has_text) + int(has_ids) + int(has_segments) != 1) {
@@ -309,7 +314,7 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
       part.set_text(ValidUtf8(TakeCompleteUtf8(&carry)));
     }
     prev = batch.back();
-    if (!ctx->IsCancelled()) (void)writer->Write(part);
+    if (!ctx->IsCancelled()) (void)slot->OnClient([&] { return writer->Write(part); });
   }
   GenerateResult r;
   {
@@ -366,7 +371,7 @@ grpc::Status ContextCacheService::Generate(grpc::ServerContext* ctx, const v1::G
   billed_.cost_nanousd += rec.cost.total();
   ttft_.Observe(r.ttft_ms / 1000.0);
   total_.Observe(r.total_ms / 1000.0);
-  writer->Write(final_message);
+  if (!ctx->IsCancelled()) (void)slot->OnClient([&] { return writer->Write(final_message); });
   return grpc::Status::OK;
 }
 

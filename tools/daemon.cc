@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
+#include <grpcpp/server_posix.h>
 #include <sys/file.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -134,6 +135,15 @@ std::string DaemonUsage() {
   --config FILE           settings from a JSON object of flag names to values, e.g.
                           {"dram-bytes": "4G", "api-keys": "/etc/kvtier/keys",
                           "no-flash": true}; flags given on the command line win
+  --max-threads N         gRPC server threads (default 256)
+  --max-streams N         Put/Get/Generate streams open at once (default 192; the other
+                          threads serve unary calls)
+  --max-tenant-streams N  streams one tenant may hold open (default 128)
+  --stream-idle-ms N      a stream waiting on its client longer is cancelled (default 30000)
+  --max-connections N     open client connections at most (default 4096; capped below
+                          the descriptor limit, which kvtierd raises to its hard limit)
+  --max-streams-per-connection N  concurrent calls on one connection (default 64)
+  --grpc-memory-bytes SIZE  memory gRPC may use for its buffers (default 512M)
   --tls-cert FILE         serve gRPC over TLS with this PEM certificate chain...
   --tls-key FILE          ...and its PEM private key
   --help                  this text
@@ -251,7 +261,14 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
                         "metrics-listen",
                         "api-keys",
                         "tls-cert",
-                        "tls-key"}) {
+                        "tls-key",
+                        "max-threads",
+                        "max-streams",
+                        "max-tenant-streams",
+                        "stream-idle-ms",
+                        "max-connections",
+                        "max-streams-per-connection",
+                        "grpc-memory-bytes"}) {
     flags.Value(f);
   }
   flags.Bool("lock-memory");
@@ -391,7 +408,15 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
   }
   for (auto [flag, field, lo, hi] : {std::tuple{"max-batch", &o.engine_max_batch, 1, 4096},
                                      std::tuple{"token-budget", &o.engine_token_budget, 1, 1 << 20},
-                                     std::tuple{"engine-threads", &o.engine_threads, 0, 1024}}) {
+                                     std::tuple{"engine-threads", &o.engine_threads, 0, 1024},
+                                     std::tuple{"max-threads", &o.max_threads, 4, 65536},
+                                     std::tuple{"max-streams", &o.max_streams, 1, 65536},
+                                     std::tuple{"max-tenant-streams", &o.max_tenant_streams, 1,
+                                                65536},
+                                     std::tuple{"max-connections", &o.max_connections, 1,
+                                                1 << 20},
+                                     std::tuple{"max-streams-per-connection",
+                                                &o.max_streams_per_connection, 1, 65536}}) {
     if (!flags.Has(flag)) continue;
     Result<int64_t> v = ParseInt(flags.Get(flag));
     if (!v.ok() || *v < lo || *v > hi) {
@@ -399,6 +424,34 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
                                      std::to_string(lo) + ", " + std::to_string(hi) + "]");
     }
     *field = static_cast<int>(*v);
+  }
+  if (!flags.Has("max-streams") && flags.Has("max-threads")) {
+    o.max_streams = std::max(1, o.max_threads * 3 / 4);
+  }
+  if (!flags.Has("max-tenant-streams")) {
+    o.max_tenant_streams = std::max(1, std::min(o.max_tenant_streams, o.max_streams * 2 / 3));
+  }
+  if (o.max_streams >= o.max_threads) {
+    return Status::InvalidArgument("--max-streams must be below --max-threads (" +
+                                   std::to_string(o.max_threads) +
+                                   "): unary calls and Health need threads too");
+  }
+  if (o.max_tenant_streams > o.max_streams) {
+    return Status::InvalidArgument("--max-tenant-streams must be at most --max-streams");
+  }
+  if (flags.Has("stream-idle-ms")) {
+    Result<int64_t> v = ParseInt(flags.Get("stream-idle-ms"));
+    if (!v.ok() || *v < 10 || *v > 24 * 3600 * 1000) {
+      return Status::InvalidArgument("--stream-idle-ms needs milliseconds in [10, 86400000]");
+    }
+    o.stream_idle_ms = *v;
+  }
+  if (flags.Has("grpc-memory-bytes")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("grpc-memory-bytes"));
+    if (!v.ok() || *v < (16u << 20)) {
+      return Status::InvalidArgument("--grpc-memory-bytes needs a size of at least 16M");
+    }
+    o.grpc_memory_bytes = *v;
   }
   for (auto [flag, field] :
        {std::pair{"hbm-policy", &o.hbm_policy}, std::pair{"dram-policy", &o.dram_policy},
@@ -666,10 +719,50 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
 }
 
 Status Daemon::Start() {
+  StreamLimits streams;
+  streams.max_streams = options_.max_streams;
+  streams.max_tenant_streams = options_.max_tenant_streams;
+  streams.idle_ms = options_.stream_idle_ms;
+  KVTIER_RETURN_IF_ERROR(services_->gate.streams().Configure(streams));
+
   grpc::ServerBuilder builder;
+  // Never share the port with another process (gRPC turns SO_REUSEPORT on
+  // by default): a second daemon on a taken port must fail, not split it.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options_.max_streams_per_connection);
+  // One streamed chunk (at most 4 MiB) plus its envelope.
+  builder.SetMaxReceiveMessageSize((4 << 20) + (64 << 10));
+  builder.SetMaxSendMessageSize((4 << 20) + (64 << 10));
+  grpc::ResourceQuota quota("kvtierd");
+  quota.SetMaxThreads(options_.max_threads);
+  quota.Resize(options_.grpc_memory_bytes);
+  builder.SetResourceQuota(quota);
+  builder.RegisterService(&services_->block_store);
+  builder.RegisterService(&services_->admin);
+  builder.RegisterService(&services_->billing);
+  if (services_->context_cache) builder.RegisterService(services_->context_cache.get());
+
+  // Descriptors: as many as the hard limit allows, and connections capped
+  // below them so files, databases and pipes always find one.
+  const uint64_t nofile = RaiseDescriptorLimit();
+  const size_t max_connections =
+      ConnectionListener::CapUnderLimit(static_cast<size_t>(options_.max_connections), nofile);
   int port = 0;
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-  if (!options_.tls_cert_file.empty()) {
+  if (options_.tls_cert_file.empty()) {
+    // Plaintext: kvtierd accepts connections itself (tools/connection_listener.h).
+    ListenerOptions lo;
+    lo.address = options_.listen;
+    lo.max_connections = max_connections;
+    Result<std::unique_ptr<ConnectionListener>> l = ConnectionListener::Bind(lo);
+    if (!l.ok()) return l.status();
+    listener_ = std::move(*l);
+    port = listener_->port();
+    server_ = builder.BuildAndStart();
+    if (!server_) return Status::Unavailable("cannot start the gRPC server");
+    grpc::Server* server = server_.get();
+    listener_->Start([server](int fd) { grpc::AddInsecureChannelFromFd(server, fd); });
+  } else {
     auto read = [](const std::string& path) -> Result<std::string> {
       std::ifstream in(path);
       if (!in) return Status::NotFound("cannot read " + path);
@@ -682,30 +775,24 @@ Status Daemon::Start() {
     if (!key.ok()) return key.status();
     grpc::SslServerCredentialsOptions tls;
     tls.pem_key_cert_pairs.push_back({*key, *cert});
-    credentials = grpc::SslServerCredentials(tls);
-  }
-  builder.AddListeningPort(options_.listen, credentials, &port);
-  // One streamed chunk (at most 4 MiB) plus its envelope.
-  builder.SetMaxReceiveMessageSize((4 << 20) + (64 << 10));
-  builder.SetMaxSendMessageSize((4 << 20) + (64 << 10));
-  grpc::ResourceQuota quota("kvtierd");
-  quota.SetMaxThreads(options_.max_threads);
-  builder.SetResourceQuota(quota);
-  builder.RegisterService(&services_->block_store);
-  builder.RegisterService(&services_->admin);
-  builder.RegisterService(&services_->billing);
-  if (services_->context_cache) builder.RegisterService(services_->context_cache.get());
-  server_ = builder.BuildAndStart();
-  if (!server_ || port == 0) {
-    server_.reset();
-    return Status::Unavailable("cannot listen on " + options_.listen +
-                               (options_.tls_cert_file.empty()
-                                    ? " (address in use or not valid)"
-                                    : " (address in use or not valid, or the TLS certificate "
-                                      "and key are not a valid PEM pair)"));
+    builder.AddListeningPort(options_.listen, grpc::SslServerCredentials(tls), &port);
+    server_ = builder.BuildAndStart();
+    if (!server_ || port == 0) {
+      server_.reset();
+      return Status::Unavailable("cannot listen on " + options_.listen +
+                                 " (address in use or not valid, or the TLS certificate "
+                                 "and key are not a valid PEM pair)");
+    }
   }
   bound_address_ =
       options_.listen.substr(0, options_.listen.rfind(':')) + ":" + std::to_string(port);
+  LogInfo("kvtierd_limits", LogFields()
+                                .Add("descriptors", nofile)
+                                .Add("max_connections", max_connections)
+                                .Add("max_threads", options_.max_threads)
+                                .Add("max_streams", options_.max_streams)
+                                .Add("max_tenant_streams", options_.max_tenant_streams)
+                                .Add("stream_idle_ms", options_.stream_idle_ms));
   if (!options_.metrics_listen.empty()) {
     MetricsHttpOptions mo;
     mo.listen = options_.metrics_listen;
@@ -748,6 +835,7 @@ void Daemon::Wait() {
 
 void Daemon::Shutdown() {
   if (!server_ || shut_down_.exchange(true)) return;
+  if (listener_) listener_->Stop();  // no new connections from here on
   // Refuse new calls, let the running ones finish (up to the grace), then
   // close every channel at once: idle client channels do not hold us up.
   const int still_running =
@@ -776,6 +864,22 @@ std::string Daemon::RenderMetrics() const {
               t.corruption_errors, tier);
     m.Counter("kvtier_tier_io_errors_total", "Device or file system errors.", t.io_errors, tier);
   }
+  if (listener_) {
+    const ListenerStats l = listener_->stats();
+    m.Gauge("kvtier_connections_open", "Client connections open.", l.open);
+    m.Counter("kvtier_connections_accepted_total", "Client connections accepted.", l.accepted);
+    m.Counter("kvtier_connections_refused_total",
+              "Connections closed at once: --max-connections were open.", l.refused_over_limit);
+    m.Counter("kvtier_accept_descriptor_exhausted_total",
+              "Accepts that failed for want of file descriptors.", l.descriptor_exhausted);
+  }
+  const StreamStats st = services_->gate.streams().stats();
+  m.Gauge("kvtier_streams_open", "Put, Get and Generate streams open.", st.open);
+  m.Counter("kvtier_streams_refused_total",
+            "Streams refused: --max-streams or --max-tenant-streams were open.", st.refused);
+  m.Counter("kvtier_streams_idle_cancelled_total",
+            "Streams cancelled after waiting on their client for --stream-idle-ms.",
+            st.idle_cancelled);
   m.Gauge("kvtier_cache_indexed_blocks", "Blocks in the cache index.", s.indexed_blocks);
   m.Counter("kvtier_cache_lookups_total", "Prefix lookups.", s.lookups);
   m.Counter("kvtier_cache_lookup_blocks_total", "Blocks asked about by lookups.", s.lookup_blocks);

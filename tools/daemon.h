@@ -20,6 +20,7 @@
 #include "engine/model_weights.h"
 #include "engine/tokenizer.h"
 #include "tools/auth.h"
+#include "tools/connection_listener.h"
 #include "tools/metrics_http.h"
 
 namespace grpc {
@@ -64,7 +65,21 @@ struct DaemonOptions {
   // Payload bytes one tenant's Puts and Gets may hold; 0 = a quarter of the
   // above, at least max_block_bytes.
   uint64_t max_tenant_payload_bytes = 0;
-  int max_threads = 64;                              // gRPC server threads
+  // Server threads, connections and streams (docs/operations.md). Streams
+  // (Put, Get, Generate) hold a thread each while open: at most max_streams
+  // of them, at most max_tenant_streams for one tenant; the rest of the
+  // threads serve unary calls. A stream waiting on its client longer than
+  // stream_idle_ms is cancelled.
+  int max_threads = 256;
+  int max_streams = 192;
+  int max_tenant_streams = 128;
+  int64_t stream_idle_ms = 30000;
+  int max_streams_per_connection = 64;  // HTTP/2 concurrent streams on one connection
+  // Open client connections at most, further capped below the descriptor
+  // limit (raised to its hard limit at start) with a reserve for files.
+  int max_connections = 4096;
+  // Memory gRPC may use for its own buffers (its resource quota).
+  uint64_t grpc_memory_bytes = 512ull << 20;
   int64_t shutdown_grace_ms = 5000;                  // time given to in-flight calls
   // The engine. With no model path, a deterministic random-weight model of
   // `default_model_preset` is created (once) under DATA_DIR/models.
@@ -136,6 +151,7 @@ class Daemon {
   PriceTable prices_;
   std::unique_ptr<Authenticator> auth_;  // open, or the API keys; set by Open
   std::unique_ptr<MetricsHttpServer> metrics_;
+  std::unique_ptr<ConnectionListener> listener_;  // null with TLS (gRPC listens)
   // Renders the Prometheus text of the cache, the engine and the ledger.
   std::string RenderMetrics() const;
   struct Services;
