@@ -28,6 +28,7 @@
 #include "tools/block_store_service.h"
 #include "tools/context_cache_service.h"
 #include "tools/flags.h"
+#include "tools/malformed_requests.h"
 #include "tools/metrics.h"
 
 namespace kvtier {
@@ -738,6 +739,7 @@ Status Daemon::Start() {
   quota.SetMaxThreads(options_.max_threads);
   quota.Resize(options_.grpc_memory_bytes);
   builder.SetResourceQuota(quota);
+  builder.experimental().SetInterceptorCreators(MalformedRequestInterceptors());
   builder.RegisterService(&services_->block_store);
   builder.RegisterService(&services_->admin);
   builder.RegisterService(&services_->billing);

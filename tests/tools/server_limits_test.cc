@@ -3,6 +3,8 @@
 // listener survives running out of file descriptors.
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/client_unary_call.h>
+#include <grpcpp/impl/rpc_method.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -322,6 +324,47 @@ TEST_F(ServerLimitsTest, TheListenerRecoversAfterDescriptorsRunOut) {
   auto got = c.Get(BlockKey{5, 0});
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->payload.size(), block.size());
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+}
+
+// Bytes that are not a protobuf message (a field that claims five bytes and
+// has two) get INVALID_ARGUMENT naming the method, before and without
+// authentication, instead of gRPC's INTERNAL with an empty message.
+TEST_F(ServerLimitsTest, AMalformedRequestIsAnInvalidArgument) {
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir_, {"--api-keys", dir_ + "/keys", "--no-engine", "--no-flash",
+                             "--dram-bytes", "16M", "--metrics-listen", ""}));
+  auto channel = grpc::CreateChannel(d.address(), grpc::InsecureChannelCredentials());
+  const std::string bad = "\x0a\x05ab";
+  for (const char* method : {"/kvtier.v1.BlockStore/Lookup", "/kvtier.v1.BlockStore/Get",
+                             "/kvtier.v1.Admin/Stats", "/kvtier.v1.Admin/Health"}) {
+    grpc::Slice slice(bad);
+    grpc::ByteBuffer request(&slice, 1), response;
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-api-key", "alice-key-0123456789");
+    const bool streaming = std::string(method).ends_with("/Get");
+    grpc::Status s;
+    if (streaming) {
+      grpc::internal::RpcMethod rpc(method, grpc::internal::RpcMethod::SERVER_STREAMING);
+      std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+          grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel.get(), rpc, &ctx,
+                                                                       request));
+      while (reader->Read(&response)) {
+      }
+      s = reader->Finish();
+    } else {
+      grpc::internal::RpcMethod rpc(method, grpc::internal::RpcMethod::NORMAL_RPC);
+      s = grpc::internal::BlockingUnaryCall(channel.get(), rpc, &ctx, request, &response);
+    }
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method << ": "
+                                                                  << s.error_message();
+    EXPECT_NE(s.error_message().find("malformed request"), std::string::npos) << method;
+    EXPECT_NE(s.error_message().find(method), std::string::npos) << s.error_message();
+  }
+  // The daemon is unharmed.
+  ClientOptions o;
+  o.address = d.address();
+  EXPECT_TRUE(Client(o).Health().ok());
   EXPECT_EQ(d.Stop(SIGTERM), 0);
 }
 
