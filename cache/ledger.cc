@@ -174,6 +174,7 @@ Status ValidateUsageRecord(const UsageRecord& r) {
 
 Result<std::unique_ptr<Ledger>> Ledger::Open(const LedgerOptions& options) {
   if (options.path.empty()) return Status::InvalidArgument("ledger path is empty");
+  if (options.clock == nullptr) return Status::InvalidArgument("ledger clock is null");
   std::unique_ptr<Ledger> ledger(new Ledger(options));
   KVTIER_RETURN_IF_ERROR(ledger->OpenDb());
   return ledger;
@@ -186,12 +187,28 @@ Status Ledger::OpenDb() {
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   ids.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  KVTIER_RETURN_IF_ERROR(OpenRocksDbWithFamilies(
+  guard_ = std::make_unique<RocksWriteGuard>(RocksWriteGuardOptions{
+      .store = "ledger", .path = options_.path, .min_free_bytes = options_.min_free_bytes,
+      .essential = true, .clock = options_.clock});
+  Status s = OpenGuardedRocksStore(
       options_.path, "ledger",
-      {{kRecordsFamily, rocksdb::ColumnFamilyOptions()}, {kIdsFamily, ids}}, &db_, &handles));
-  records_ = handles[0];
-  ids_ = handles[1];
-  return Status::Ok();
+      {{kRecordsFamily, rocksdb::ColumnFamilyOptions()}, {kIdsFamily, ids}}, *guard_, &db_,
+      &handles);
+  if (s.ok()) {
+    records_ = handles[0];
+    ids_ = handles[1];
+    // Every block once, so that damage is found now, not by a later append
+    // or billing report.
+    s = FromRocksStatus(db_->VerifyChecksum(), "verifying the ledger at " + options_.path);
+  }
+  if (s.IsCorruption()) {
+    return Status::Corruption(
+        s.message() +
+        ". The billing ledger is damaged and kvtierd will not start on it: restore the "
+        "directory " + options_.path + " from a backup, or move it aside to start a new, "
+        "empty ledger (the records in it are then not billed)");
+  }
+  return s;
 }
 
 Ledger::~Ledger() {
@@ -241,7 +258,9 @@ Status Ledger::AppendBatch(std::span<const UsageRecord> records, std::vector<boo
     if (batch.Count() > 0) {
       rocksdb::WriteOptions wo;
       wo.sync = options_.sync;
-      KVTIER_RETURN_IF_ERROR(FromRocksStatus(db_->Write(wo, &batch), "appending to the ledger"));
+      KVTIER_RETURN_IF_ERROR(guard_->BeforeWrite(batch.GetDataSize()));
+      KVTIER_RETURN_IF_ERROR(
+          guard_->AfterWrite(db_->Write(wo, &batch), "appending to the ledger"));
     }
   }
   if (duplicates != nullptr) *duplicates = std::move(dup);
@@ -277,7 +296,7 @@ Result<std::vector<UsageRecord>> Ledger::Scan(const std::string& tenant, int64_t
 }
 
 Status Ledger::Flush() {
-  return FromRocksStatus(db_->FlushWAL(/*sync=*/true), "syncing the ledger");
+  return guard_->AfterWrite(db_->FlushWAL(/*sync=*/true), "syncing the ledger");
 }
 
 }  // namespace kvtier

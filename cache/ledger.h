@@ -14,6 +14,19 @@
 // Thread-safe: appends are serialised by one mutex (the duplicate check and
 // the write happen under it); scans run concurrently with them and see each
 // append whole or not at all.
+//
+// A full disk (docs/operations.md, "Disk full and corruption"): an append is
+// refused with kUnavailable "device full: ..." (nothing recorded, it may
+// be retried) while free space is below options.min_free_bytes or RocksDB
+// reports ENOSPC; scans keep working; appends work again by themselves once
+// space is back. RocksDB's info log cannot abort the process.
+//
+// A damaged ledger is not repaired or dropped: Open verifies every block's
+// checksum and refuses a corrupt ledger with kCorruption naming the file and
+// what the operator can do. A billing ledger that silently lost records would
+// under-bill, and one that started empty would lose the history billing
+// reports read; only the operator can choose between restoring a backup and
+// starting a new ledger.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +38,9 @@
 
 #include "cache/context_usage.h"
 #include "cache/pricing.h"
+#include "common/clock.h"
 #include "common/status.h"
+#include "tiers/rocks/rocks_write_guard.h"
 
 namespace rocksdb {
 class DB;
@@ -78,10 +93,17 @@ struct LedgerOptions {
   // process (the WAL is written to the OS before Append returns) but not of
   // the machine until Flush() or the Ledger is destroyed.
   bool sync = true;
+  // Appends are refused below this many free bytes on the file system;
+  // kAutoMinFreeBytes: a quarter of the cold tier's automatic floor.
+  uint64_t min_free_bytes = kAutoMinFreeBytes;
+  Clock* clock = SystemClock();  // paces free-space readings; must outlive the ledger
 };
 
 class Ledger {
  public:
+  // kCorruption naming the damaged file and what to do when RocksDB finds a
+  // bad block (Open reads every block once to check); kIOError when the
+  // directory cannot be opened.
   static Result<std::unique_ptr<Ledger>> Open(const LedgerOptions& options);
 
   // Makes everything appended durable and closes the database.
@@ -93,8 +115,9 @@ class Ledger {
   // nothing is stored, the result is Ok and *duplicate (when given) is true.
   // The first record wins even if a retry carries different numbers: a
   // request is billed once, as it was first reported. kInvalidArgument (and
-  // nothing written) when ValidateUsageRecord refuses it; kIOError when the
-  // write fails (nothing recorded; the append may be retried).
+  // nothing written) when ValidateUsageRecord refuses it; kUnavailable
+  // "device full: ..." when the disk is full, kIOError when the write fails
+  // otherwise (nothing recorded either way; the append may be retried).
   Status Append(const UsageRecord& record, bool* duplicate = nullptr);
 
   // Appends several records with one write (one fsync): all of them, less
@@ -114,11 +137,15 @@ class Ledger {
   // options.sync is set.
   Status Flush();
 
+  // Device-full and write-error counters, for metrics.
+  RocksStoreStats Stats() const { return guard_->Stats(); }
+
  private:
   explicit Ledger(const LedgerOptions& options) : options_(options) {}
   Status OpenDb();
 
   const LedgerOptions options_;
+  std::unique_ptr<RocksWriteGuard> guard_;  // outlives db_ (closed in ~Ledger)
   rocksdb::DB* db_ = nullptr;
   rocksdb::ColumnFamilyHandle* records_ = nullptr;
   rocksdb::ColumnFamilyHandle* ids_ = nullptr;

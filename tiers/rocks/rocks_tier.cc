@@ -10,12 +10,15 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <ctime>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 
 #include "common/checksum.h"
 #include "common/log.h"
 #include "tiers/calibration.h"
+#include "tiers/rocks/rocks_write_guard.h"
 
 namespace kvtier {
 namespace {
@@ -69,9 +72,7 @@ Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return Status::Ok();
   if (s.IsNotFound()) return Status::NotFound(what + ": not found");
   if (s.IsCorruption()) return Status::Corruption(what + ": " + s.ToString());
-  // A full device is an I/O error, not a full tier: evicting blocks would not
-  // free disk space (RocksDB may refuse even the deletes).
-  if (s.IsNoSpace()) return Status::IOError(what + ": device full: " + s.ToString());
+  if (s.IsNoSpace()) return Status::Unavailable("device full: " + what + ": " + s.ToString());
   return Status::IOError(what + ": " + s.ToString());
 }
 
@@ -100,7 +101,14 @@ class DataExpiryFilter final : public rocksdb::CompactionFilter {
 
 class RocksTier final : public Tier {
  public:
-  explicit RocksTier(const RocksTierOptions& o) : options_(o), data_filter_(o.clock) {}
+  explicit RocksTier(const RocksTierOptions& o)
+      : options_(o),
+        data_filter_(o.clock),
+        guard_(RocksWriteGuardOptions{
+            .store = "rocks tier",
+            .path = o.path,
+            .min_free_bytes = o.min_free_bytes,
+            .clock = o.clock}) {}
 
   ~RocksTier() override {
     if (db_ == nullptr) return;
@@ -119,6 +127,7 @@ class RocksTier final : public Tier {
     // Flush the two families together: without the WAL, a crash must not
     // leave a payload without its record (or the reverse).
     db.atomic_flush = true;
+    guard_.Configure(&db);
     const auto compression = options_.compression == RocksCompression::kLz4
                                  ? rocksdb::kLZ4Compression
                                  : rocksdb::kNoCompression;
@@ -145,6 +154,7 @@ class RocksTier final : public Tier {
                                      "opening RocksDB tier at " + options_.path));
     data_ = handles[0];
     meta_ = handles[1];
+    guard_.Attach(db_);
     write_options_.disableWAL = !options_.use_wal;
     write_options_.sync = options_.use_wal && options_.sync_writes;
     // Account for what is stored. Blocks that expired while the tier was
@@ -167,8 +177,10 @@ class RocksTier final : public Tier {
     KVTIER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning the RocksDB tier"));
     it.reset();
     if (expired.Count() > 0) {
-      KVTIER_RETURN_IF_ERROR(
-          FromRocks(db_->Write(write_options_, &expired), "deleting expired blocks"));
+      // Not fatal (a full disk must not keep the tier from opening): expired
+      // blocks read as misses, and the next open tries again.
+      Status s = guard_.AfterWrite(db_->Write(write_options_, &expired), "deleting expired blocks");
+      if (!s.ok()) LogWarn("rocks_expired_delete_failed", LogFields().Add("why", s.message()));
     }
     return Status::Ok();
   }
@@ -176,8 +188,10 @@ class RocksTier final : public Tier {
   TierInfo Info() const override {
     TierInfo info;
     info.name = options_.name;
-    info.capacity_bytes = options_.capacity_bytes;
     info.used_bytes = used_bytes_.load();
+    // No more than the disk can still take above the free-space floor.
+    info.capacity_bytes =
+        std::min(options_.capacity_bytes, info.used_bytes + guard_.HeadroomBytes());
     info.allocated_bytes = info.used_bytes;
     info.blocks = blocks_.load();
     info.max_block_bytes = options_.max_block_bytes;
@@ -222,8 +236,9 @@ class RocksTier final : public Tier {
       batch.Delete(data_, DataKey(key, (*meta)->expiry_ms));
       batch.Put(data_, DataKey(key, expiry_ms), payload);
       batch.Put(meta_, MetaKey(key), updated.Encode());
-      KVTIER_RETURN_IF_ERROR(
-          Count(FromRocks(db_->Write(write_options_, &batch), "refreshing " + key.ToHex())));
+      KVTIER_RETURN_IF_ERROR(Count(guard_.BeforeWrite(payload.size())));
+      KVTIER_RETURN_IF_ERROR(Count(
+          guard_.AfterWrite(db_->Write(write_options_, &batch), "refreshing " + key.ToHex())));
     }
     return Status::Ok();
   }
@@ -245,6 +260,18 @@ class RocksTier final : public Tier {
 
   // Called once by the factory, before the tier is shared.
   void set_bandwidth(const Bandwidth& bw) { bandwidth_ = bw; }
+  void set_quarantine_path(const std::string& path) { quarantine_path_ = path; }
+
+  RocksTierStats Stats() {
+    const RocksStoreStats g = guard_.Stats();
+    RocksTierStats s;
+    s.no_space_errors = g.no_space_errors;
+    s.write_errors = g.write_errors;
+    s.recoveries = g.recoveries;
+    s.quarantined_stores = quarantine_path_.empty() ? 0 : 1;
+    s.quarantine_path = quarantine_path_;
+    return s;
+  }
 
   // Test hooks.
   Status Corrupt(const BlockKey& key) {
@@ -285,7 +312,10 @@ class RocksTier final : public Tier {
 
   // Counts I/O errors as they pass.
   Status Count(Status s) {
-    if (s.code() == StatusCode::kIOError || s.IsResourceExhausted()) ++io_errors_;
+    if (s.code() == StatusCode::kIOError || s.IsResourceExhausted() ||
+        s.code() == StatusCode::kUnavailable) {
+      ++io_errors_;
+    }
     if (s.IsCorruption()) ++corruption_errors_;
     return s;
   }
@@ -311,8 +341,9 @@ class RocksTier final : public Tier {
     rocksdb::WriteBatch batch;
     batch.Delete(meta_, MetaKey(key));
     if (meta.ok() && *meta) batch.Delete(data_, DataKey(key, (*meta)->expiry_ms));
+    KVTIER_RETURN_IF_ERROR(Count(guard_.BeforeWrite(0, RocksWriteKind::kShrinks)));
     KVTIER_RETURN_IF_ERROR(
-        Count(FromRocks(db_->Write(write_options_, &batch), "erasing " + key.ToHex())));
+        Count(guard_.AfterWrite(db_->Write(write_options_, &batch), "erasing " + key.ToHex())));
     if (meta.ok() && *meta) {
       used_bytes_ -= (*meta)->bytes;
       --blocks_;
@@ -329,6 +360,7 @@ class RocksTier final : public Tier {
                                         std::to_string(options_.max_block_bytes)),
               0};
     }
+    if (Status room = Count(guard_.BeforeWrite(n)); !room.ok()) return {room, 0};
     std::lock_guard<std::mutex> lock(StripeOf(op.key));
     Result<std::optional<Meta>> old = GetMeta(op.key);
     if (!old.ok() && !old.status().IsCorruption()) return {old.status(), 0};
@@ -350,7 +382,8 @@ class RocksTier final : public Tier {
     batch.Put(data_, DataKey(op.key, op.expiry_ms),
               rocksdb::Slice(reinterpret_cast<const char*>(op.payload.data()), n));
     batch.Put(meta_, MetaKey(op.key), meta.Encode());
-    Status s = Count(FromRocks(db_->Write(write_options_, &batch), "writing " + op.key.ToHex()));
+    Status s =
+        Count(guard_.AfterWrite(db_->Write(write_options_, &batch), "writing " + op.key.ToHex()));
     if (!s.ok()) {
       used_bytes_ -= n;
       return {s, 0};
@@ -416,7 +449,9 @@ class RocksTier final : public Tier {
 
   const RocksTierOptions options_;
   Bandwidth bandwidth_;           // set before the tier is shared
+  std::string quarantine_path_;   // set before the tier is shared
   DataExpiryFilter data_filter_;  // must outlive db_
+  mutable RocksWriteGuard guard_;  // must outlive db_; Info() reads free space
   rocksdb::DB* db_ = nullptr;
   rocksdb::ColumnFamilyHandle* data_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
@@ -431,6 +466,24 @@ class RocksTier final : public Tier {
 
 RocksTier* AsRocks(Tier& tier) { return dynamic_cast<RocksTier*>(&tier); }
 
+// Moves the damaged database at `path` aside to <path>.corrupt-<UTC time>
+// (-N appended if taken) and returns where it went.
+Result<std::string> Quarantine(const std::string& path, int64_t now_ms) {
+  const std::time_t t = static_cast<std::time_t>(now_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+  std::string to = path + ".corrupt-" + stamp;
+  std::error_code ec;
+  for (int n = 1; std::filesystem::exists(to, ec); ++n) {
+    to = path + ".corrupt-" + stamp + "-" + std::to_string(n);
+  }
+  std::filesystem::rename(path, to, ec);
+  if (ec) return Status::IOError("moving " + path + " aside to " + to + ": " + ec.message());
+  return to;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Tier>> OpenRocksTier(const RocksTierOptions& o) {
@@ -438,7 +491,24 @@ Result<std::unique_ptr<Tier>> OpenRocksTier(const RocksTierOptions& o) {
   if (o.clock == nullptr) return Status::InvalidArgument("the RocksDB tier needs a clock");
   if (o.capacity_bytes == 0) return Status::InvalidArgument("RocksDB tier capacity is zero");
   auto tier = std::make_unique<RocksTier>(o);
-  KVTIER_RETURN_IF_ERROR(tier->Open());
+  if (Status s = tier->Open(); !s.ok()) {
+    if (!s.IsCorruption()) return s;
+    // A cache may lose its contents, not its availability: keep the damaged
+    // store for the operator and start empty.
+    tier.reset();  // closes the database
+    Result<std::string> moved = Quarantine(o.path, o.clock->NowMs());
+    if (!moved.ok()) {
+      return Status::Corruption(s.message() + "; and it could not be moved aside: " +
+                                moved.status().message());
+    }
+    LogError("rocks_tier_quarantined", LogFields()
+                                           .Add("path", o.path)
+                                           .Add("moved_to", *moved)
+                                           .Add("why", s.message()));
+    tier = std::make_unique<RocksTier>(o);
+    tier->set_quarantine_path(*moved);
+    KVTIER_RETURN_IF_ERROR(tier->Open());
+  }
   tier->set_bandwidth(ConfiguredOrMeasured(*tier, o.read_bytes_per_s, o.write_bytes_per_s));
   return std::unique_ptr<Tier>(std::move(tier));
 }
@@ -451,6 +521,12 @@ Status CorruptRocksBlockForTesting(Tier& tier, const BlockKey& key) {
 Status CompactRocksTierForTesting(Tier& tier) {
   RocksTier* r = AsRocks(tier);
   return r ? r->Compact() : Status::InvalidArgument("not a RocksDB tier");
+}
+
+Result<RocksTierStats> RocksTierStatsOf(Tier& tier) {
+  RocksTier* r = AsRocks(tier);
+  if (!r) return Status::InvalidArgument("not a RocksDB tier");
+  return r->Stats();
 }
 
 Result<std::pair<uint64_t, uint64_t>> RocksRecordCountForTesting(Tier& tier) {

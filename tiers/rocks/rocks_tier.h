@@ -15,6 +15,19 @@
 // destination zeroed, the block dropped). With the WAL off a crash may lose
 // recent blocks (a miss), never corrupt one. Thread-safe; operations complete
 // on the calling thread.
+//
+// A full disk (docs/operations.md, "Disk full and corruption"):
+// writes are refused with kUnavailable "device full: ..." while the
+// file system's free space is below min_free_bytes or RocksDB reports ENOSPC;
+// reads keep working; writes resume by themselves once space is back (the
+// database is Resume()d, no reopen). The reported capacity is capped by the
+// free space above the floor. RocksDB's info log goes to kvtier's log, never
+// to a file (NewRocksInfoLog): it cannot abort the process.
+//
+// A corrupt database (RocksDB finds a bad block when opening or scanning the
+// records at open) is moved aside to <path>.corrupt-<UTC time> for the
+// operator, and the tier starts empty: it is a cache. RocksTierStatsOf says
+// so. A bad block found later, by a read, is a miss (kCorruption, counted).
 #pragma once
 
 #include <cstdint>
@@ -41,9 +54,24 @@ struct RocksTierOptions {
   double read_bytes_per_s = 0;   // bandwidth to report; 0 = measure it at open
   double write_bytes_per_s = 0;  // bandwidth to report; 0 = measure it at open
   Clock* clock = SystemClock();  // expiry is judged against it; not owned
+  // Writes that add data are refused below this many free bytes on the file
+  // system; UINT64_MAX (kAutoMinFreeBytes): 1/16 of it, at most 1 GiB.
+  uint64_t min_free_bytes = UINT64_MAX;
 };
 
 Result<std::unique_ptr<Tier>> OpenRocksTier(const RocksTierOptions& options);
+
+// What the tier's TierInfo does not say, for metrics. Counters are monotonic.
+struct RocksTierStats {
+  uint64_t no_space_errors = 0;     // writes refused or failed: device full
+  uint64_t write_errors = 0;        // writes failed for any other reason
+  uint64_t recoveries = 0;          // times writes resumed after a device-full stop
+  uint64_t quarantined_stores = 0;  // 1 when a corrupt database was moved aside at open
+  std::string quarantine_path;      // where it was moved; empty when none was
+};
+
+// The stats of a tier OpenRocksTier returned; InvalidArgument for another tier.
+Result<RocksTierStats> RocksTierStatsOf(Tier& tier);
 
 // Test hooks. CorruptRocksBlockForTesting rewrites the stored payload of `key`
 // with one byte flipped, keeping its recorded checksum, as silent media
