@@ -15,6 +15,7 @@ namespace kvtier {
 namespace {
 
 const char kCachesFamily[] = "caches";
+const char kIdsFamily[] = "ids";
 
 // Cache values, format version 1. Integers are fixed-width little-endian,
 // strings a u16 length then the bytes:
@@ -180,16 +181,37 @@ Result<std::unique_ptr<NamedCacheRegistry>> NamedCacheRegistry::Open(
   return registry;
 }
 
+// What Open answers for a registry RocksDB finds damaged (see the header).
+Status RefuseDamagedRegistry(const Status& s, const std::string& path) {
+  return Status::Corruption(
+      s.message() +
+      ". The named cache registry is damaged and kvtierd will not start on it: restore the "
+      "directory " + path + " from a backup, or move it aside to start with no named caches "
+      "(their clients then get NOT_FOUND)");
+}
+
 Status NamedCacheRegistry::OpenDb() {
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  KVTIER_RETURN_IF_ERROR(OpenRocksDbWithFamilies(options_.path, "named cache registry",
-                                                 {{kCachesFamily, rocksdb::ColumnFamilyOptions()}},
-                                                 &db_, &handles));
+  guard_ = std::make_unique<RocksWriteGuard>(RocksWriteGuardOptions{
+      .store = "named cache registry", .path = options_.path,
+      .min_free_bytes = options_.min_free_bytes, .essential = true, .clock = options_.clock});
+  Status s = OpenGuardedRocksStore(options_.path, "named cache registry",
+                                   {{kCachesFamily, rocksdb::ColumnFamilyOptions()},
+                                    {kIdsFamily, rocksdb::ColumnFamilyOptions()}},
+                                   *guard_, &db_, &handles);
+  if (s.IsCorruption()) return RefuseDamagedRegistry(s, options_.path);
+  KVTIER_RETURN_IF_ERROR(s);
   caches_ = handles[0];
+  ids_ = handles[1];
   return Status::Ok();
 }
 
 Status NamedCacheRegistry::LoadIndex() {
+  Status s = ReadIndex();
+  return s.IsCorruption() ? RefuseDamagedRegistry(s, options_.path) : s;
+}
+
+Status NamedCacheRegistry::ReadIndex() {
   std::lock_guard<std::mutex> lock(mu_);
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;  // read once; the index keeps what is needed
@@ -214,13 +236,30 @@ Status NamedCacheRegistry::LoadIndex() {
     }
     index_.emplace(key, std::move(entry));
   }
-  return FromRocksStatus(it->status(), "reading the named cache registry at " + options_.path);
+  KVTIER_RETURN_IF_ERROR(
+      FromRocksStatus(it->status(), "reading the named cache registry at " + options_.path));
+  // The request ids, each next to the cache it created.
+  std::unique_ptr<rocksdb::Iterator> ids(db_->NewIterator(ro, ids_));
+  for (ids->SeekToFirst(); ids->Valid(); ids->Next()) {
+    const std::string id_key = ids->key().ToString();
+    const std::string name = ids->value().ToString();
+    const size_t nul = id_key.find('\0');
+    if (nul == std::string::npos) continue;
+    auto entry = index_.find(CacheKey(std::string_view(id_key).substr(0, nul), name));
+    if (entry == index_.end()) continue;  // its cache is gone: the id is free again
+    entry->second.request_id = id_key.substr(nul + 1);
+    request_ids_[id_key] = name;
+  }
+  return FromRocksStatus(ids->status(),
+                         "reading the request ids of the named cache registry at " + options_.path);
 }
 
 NamedCacheRegistry::~NamedCacheRegistry() {
   if (db_ == nullptr) return;
   if (!options_.sync) (void)db_->FlushWAL(/*sync=*/true);
-  if (caches_ != nullptr) (void)db_->DestroyColumnFamilyHandle(caches_);
+  for (auto* h : {caches_, ids_}) {
+    if (h != nullptr) (void)db_->DestroyColumnFamilyHandle(h);
+  }
   (void)db_->Close();
   delete db_;
 }
@@ -254,10 +293,12 @@ std::string NamedCacheRegistry::NewNameLocked() {
 Result<NamedCache> NamedCacheRegistry::Create(const std::string& tenant, const std::string& model,
                                               std::span<const int32_t> tokens,
                                               const NamedCacheExpiry& expiry,
-                                              const std::string& display_name) {
+                                              const std::string& display_name,
+                                              const std::string& request_id) {
   KVTIER_RETURN_IF_ERROR(CheckNamedCacheField("tenant", tenant, true));
   KVTIER_RETURN_IF_ERROR(CheckNamedCacheField("model", model, true));
   KVTIER_RETURN_IF_ERROR(CheckNamedCacheField("display_name", display_name, false));
+  KVTIER_RETURN_IF_ERROR(CheckNamedCacheField("request_id", request_id, false));
   if (tokens.empty()) return Status::InvalidArgument("tokens is empty");
   if (tokens.size() > options_.max_tokens) {
     return Status::InvalidArgument(std::to_string(tokens.size()) + " tokens, more than the " +
@@ -274,6 +315,24 @@ Result<NamedCache> NamedCacheRegistry::Create(const std::string& tenant, const s
   const int64_t now = options_.clock->NowMs();
   Result<int64_t> expire = ExpiryTime(expiry, now);
   if (!expire.ok()) return expire.status();
+  // A retry of a Create that succeeded gets the cache it made.
+  const std::string id_key = request_id.empty() ? std::string() : CacheKey(tenant, request_id);
+  if (!id_key.empty()) {
+    if (auto id = request_ids_.find(id_key); id != request_ids_.end()) {
+      const std::string key = CacheKey(tenant, id->second);
+      auto entry = index_.find(key);
+      if (entry != index_.end()) {
+        if (!entry->second.corruption.empty()) {
+          return CorruptionStatus(key, entry->second.corruption);
+        }
+        if (!Expired(entry->second.meta, now)) {
+          Result<NamedCache> first = ReadCache(key);
+          if (!first.ok() && first.status().IsNotFound()) return NotFoundStatus(id->second);
+          return first;
+        }
+      }
+    }
+  }
   // Unexpired caches count against the limit, and corrupt ones (their expiry
   // is unknown); expired ones wait for Sweep but no longer count.
   const std::string prefix = CacheKey(tenant, "");
@@ -299,14 +358,33 @@ Result<NamedCache> NamedCacheRegistry::Create(const std::string& tenant, const s
   cache.display_name = display_name;
 
   const std::string key = CacheKey(tenant, cache.name);
+  rocksdb::WriteBatch batch;
+  KVTIER_RETURN_IF_ERROR(FromRocksStatus(batch.Put(caches_, key, EncodeCache(cache)),
+                                         "storing named cache " + cache.name));
+  if (!id_key.empty()) {
+    // Replaces a mapping to a cache that has expired or was deleted.
+    KVTIER_RETURN_IF_ERROR(FromRocksStatus(batch.Put(ids_, id_key, cache.name),
+                                           "storing named cache " + cache.name));
+  }
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
-  KVTIER_RETURN_IF_ERROR(FromRocksStatus(db_->Put(wo, caches_, key, EncodeCache(cache)),
-                                         "storing named cache " + cache.name));
+  KVTIER_RETURN_IF_ERROR(guard_->BeforeWrite(batch.GetDataSize()));
+  KVTIER_RETURN_IF_ERROR(
+      guard_->AfterWrite(db_->Write(wo, &batch), "storing named cache " + cache.name));
   IndexEntry entry;
   entry.meta = cache;
   entry.meta.tokens.clear();
   entry.meta.tokens.shrink_to_fit();
+  if (!id_key.empty()) {
+    // The expired cache the id named, if any, no longer owns it.
+    if (auto old = request_ids_.find(id_key); old != request_ids_.end()) {
+      if (auto e = index_.find(CacheKey(tenant, old->second)); e != index_.end()) {
+        e->second.request_id.clear();
+      }
+    }
+    entry.request_id = request_id;
+    request_ids_[id_key] = cache.name;
+  }
   index_.emplace(key, std::move(entry));
   names_.insert(cache.name);
   return cache;
@@ -376,8 +454,10 @@ Result<int64_t> NamedCacheRegistry::UpdateTtl(const std::string& tenant, const s
   c->ttl_ms = expiry.ttl_ms.value_or(0);
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
+  const std::string value = EncodeCache(*c);
+  KVTIER_RETURN_IF_ERROR(guard_->BeforeWrite(value.size()));
   KVTIER_RETURN_IF_ERROR(
-      FromRocksStatus(db_->Put(wo, caches_, key, EncodeCache(*c)), "updating named cache " + name));
+      guard_->AfterWrite(db_->Put(wo, caches_, key, value), "updating named cache " + name));
   it->second.meta.expire_time_ms = c->expire_time_ms;
   it->second.meta.ttl_ms = c->ttl_ms;
   return c->expire_time_ms;
@@ -392,13 +472,31 @@ Status NamedCacheRegistry::Delete(const std::string& tenant, const std::string& 
   if (it->second.corruption.empty() && Expired(it->second.meta, options_.clock->NowMs())) {
     return NotFoundStatus(name);
   }
+  rocksdb::WriteBatch batch;
+  KVTIER_RETURN_IF_ERROR(
+      FromRocksStatus(batch.Delete(caches_, key), "deleting named cache " + name));
+  std::vector<std::string> erased_ids;
+  DeleteRequestIdLocked(tenant, it->second, &batch, &erased_ids);
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
+  KVTIER_RETURN_IF_ERROR(guard_->BeforeWrite(0, RocksWriteKind::kShrinks));
   KVTIER_RETURN_IF_ERROR(
-      FromRocksStatus(db_->Delete(wo, caches_, key), "deleting named cache " + name));
+      guard_->AfterWrite(db_->Write(wo, &batch), "deleting named cache " + name));
+  for (const std::string& id : erased_ids) request_ids_.erase(id);
   index_.erase(it);
   names_.erase(name);
   return Status::Ok();
+}
+
+void NamedCacheRegistry::DeleteRequestIdLocked(const std::string& tenant, const IndexEntry& entry,
+                                               rocksdb::WriteBatch* batch,
+                                               std::vector<std::string>* erased_ids) {
+  if (entry.request_id.empty()) return;
+  const std::string id_key = CacheKey(tenant, entry.request_id);
+  auto id = request_ids_.find(id_key);
+  if (id == request_ids_.end() || id->second != entry.meta.name) return;
+  (void)batch->Delete(ids_, id_key);
+  erased_ids->push_back(id_key);
 }
 
 Result<size_t> NamedCacheRegistry::Sweep() {
@@ -406,17 +504,21 @@ Result<size_t> NamedCacheRegistry::Sweep() {
   const int64_t now = options_.clock->NowMs();
   rocksdb::WriteBatch batch;
   std::vector<std::map<std::string, IndexEntry>::iterator> expired;
+  std::vector<std::string> erased_ids;
   for (auto it = index_.begin(); it != index_.end(); ++it) {
     if (it->second.corruption.empty() && Expired(it->second.meta, now)) {
       KVTIER_RETURN_IF_ERROR(
           FromRocksStatus(batch.Delete(caches_, it->first), "sweeping named caches"));
+      DeleteRequestIdLocked(it->second.meta.tenant, it->second, &batch, &erased_ids);
       expired.push_back(it);
     }
   }
   if (expired.empty()) return size_t{0};
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
-  KVTIER_RETURN_IF_ERROR(FromRocksStatus(db_->Write(wo, &batch), "sweeping named caches"));
+  KVTIER_RETURN_IF_ERROR(guard_->BeforeWrite(0, RocksWriteKind::kShrinks));
+  KVTIER_RETURN_IF_ERROR(guard_->AfterWrite(db_->Write(wo, &batch), "sweeping named caches"));
+  for (const std::string& id : erased_ids) request_ids_.erase(id);
   for (auto it : expired) {
     names_.erase(it->second.meta.name);
     index_.erase(it);

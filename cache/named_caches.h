@@ -14,11 +14,27 @@
 // An expired cache is never returned, whether or not Sweep has removed it yet.
 //
 // A NamedCacheRegistry owns a RocksDB database of its own (a directory nobody
-// else opens) with one column family:
-//   "caches"  tenant '\0' name  ->  the encoded cache (versioned, checksummed)
-// and keeps in memory a small index of every cache (all but its tokens), read
-// once by Open, so that List without tokens, the per-tenant limit and Sweep
-// never read token arrays back from disk.
+// else opens) with two column families:
+//   "caches"  tenant '\0' name        ->  the encoded cache (versioned, checksummed)
+//   "ids"     tenant '\0' request_id  ->  the name of the cache that request created
+// (a cache and its request id are written, and deleted, in one WriteBatch)
+// and keeps in memory a small index of every cache (all but its tokens) and
+// of the request ids, read once by Open, so that List without tokens, the
+// per-tenant limit, a retried Create and Sweep never read token arrays back
+// from disk.
+//
+// A full disk (docs/operations.md, "Disk full and corruption"): Create,
+// UpdateTtl, Delete and Sweep fail with kUnavailable "device full: ..."
+// and change nothing while free space is below options.min_free_bytes or
+// RocksDB reports ENOSPC; Get and List keep working; changes work again by
+// themselves once space is back. RocksDB's info log cannot abort the process.
+//
+// A damaged database (a bad block, found by Open's scan of every value) is
+// refused: Open answers kCorruption naming the file and what the operator can
+// do. The registry holds promises (a created cache stays readable until it
+// expires); starting empty would break them silently, so only the operator
+// may choose to (a single value that fails to decode does not fail Open; it
+// is reported by whatever reads it, as before).
 //
 // Thread-safe: changes (Create, UpdateTtl, Delete, Sweep) are serialised by
 // one mutex, under which the database and the index change together; Get and
@@ -38,10 +54,12 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "tiers/rocks/rocks_write_guard.h"
 
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
+class WriteBatch;
 }  // namespace rocksdb
 
 namespace kvtier {
@@ -89,6 +107,9 @@ struct NamedCacheOptions {
   size_t max_caches_per_tenant = 1000;
   // The most tokens in one cache (4 bytes each on disk). In [1, 1 << 26].
   size_t max_tokens = size_t{1} << 20;
+  // Changes are refused below this many free bytes on the file system;
+  // kAutoMinFreeBytes: a quarter of the cold tier's automatic floor.
+  uint64_t min_free_bytes = kAutoMinFreeBytes;
 };
 
 class NamedCacheRegistry {
@@ -97,7 +118,8 @@ class NamedCacheRegistry {
   // scan of every stored cache, tokens included, so its cost grows with what
   // is stored. A value that fails to decode does not fail Open; it is
   // reported as kCorruption by whatever reads it. kInvalidArgument for bad
-  // options, kIOError when RocksDB cannot open the directory.
+  // options, kIOError when RocksDB cannot open the directory, kCorruption
+  // (naming the file and what to do) when RocksDB finds a damaged block.
   static Result<std::unique_ptr<NamedCacheRegistry>> Open(const NamedCacheOptions& options);
 
   // Closes the database; with options.sync false, makes every change durable
@@ -113,11 +135,19 @@ class NamedCacheRegistry {
   // empty, longer than options.max_tokens or holds a negative id; or when
   // `expiry` is not exactly one valid TTL or expiry time.
   // kResourceExhausted when the tenant already holds
-  // options.max_caches_per_tenant unexpired caches. Nothing is stored on
-  // error.
+  // options.max_caches_per_tenant unexpired caches; kUnavailable "device
+  // full: ..." when the disk is full. Nothing is stored on error.
+  //
+  // A non-empty `request_id` (printable ASCII, at most
+  // kMaxNamedCacheFieldBytes) makes Create idempotent: while the cache a
+  // call with the same (tenant, request_id) created exists and has not
+  // expired, a retry stores nothing and returns that cache (tokens included),
+  // whatever else it carries, as the first call created it. Once that cache
+  // is deleted or expires, the request id may create a new one.
   Result<NamedCache> Create(const std::string& tenant, const std::string& model,
                             std::span<const int32_t> tokens, const NamedCacheExpiry& expiry,
-                            const std::string& display_name = "");
+                            const std::string& display_name = "",
+                            const std::string& request_id = "");
 
   // The tenant's cache `name`, tokens included. kNotFound when there is no
   // such unexpired cache of this tenant; kInvalidArgument for a tenant Create
@@ -147,28 +177,41 @@ class NamedCacheRegistry {
   // expiry is unknown). Get and List ignore expired caches with or without it.
   Result<size_t> Sweep();
 
+  // Device-full and write-error counters, for metrics.
+  RocksStoreStats Stats() const { return guard_->Stats(); }
+
  private:
   // What the index knows of one stored cache: all of it but the tokens, or
   // why its value failed to decode.
   struct IndexEntry {
     NamedCache meta;         // tokens empty
     std::string corruption;  // non-empty: the value is unreadable and meta is unset
+    std::string request_id;  // the Create request that made it; may be empty
   };
 
   explicit NamedCacheRegistry(const NamedCacheOptions& options);
   Status OpenDb();
-  Status LoadIndex();
+  Status LoadIndex();  // refuses a damaged database (see the header)
+  Status ReadIndex();   // LoadIndex without the refusal message
   // Reads and decodes the value stored under `key`; kNotFound when absent.
   Result<NamedCache> ReadCache(const std::string& key) const;
   std::string NewNameLocked();
+  // Adds to `batch` the deletion of the request id that created the cache
+  // `entry` (of `tenant`), if it still points to that cache. Requires mu_.
+  void DeleteRequestIdLocked(const std::string& tenant, const IndexEntry& entry,
+                             rocksdb::WriteBatch* batch, std::vector<std::string>* erased_ids);
 
   const NamedCacheOptions options_;
+  std::unique_ptr<RocksWriteGuard> guard_;  // outlives db_ (closed in the destructor)
   rocksdb::DB* db_ = nullptr;
   rocksdb::ColumnFamilyHandle* caches_ = nullptr;
+  rocksdb::ColumnFamilyHandle* ids_ = nullptr;
 
   mutable std::mutex mu_;
   std::map<std::string, IndexEntry> index_;  // GUARDED_BY(mu_); by tenant '\0' name
   std::set<std::string> names_;              // GUARDED_BY(mu_); every stored name
+  // GUARDED_BY(mu_); tenant '\0' request_id -> cache name, as in "ids".
+  std::map<std::string, std::string> request_ids_;
   std::random_device random_;                // GUARDED_BY(mu_); draws names
 };
 
