@@ -10,6 +10,8 @@
 #include <functional>
 #include <limits>
 
+#include "tests/tiers/storage_faults.h"
+
 namespace kvtier {
 namespace {
 
@@ -336,6 +338,28 @@ TEST_F(LedgerTest, CorruptedRecordIsReportedNotSkipped) {
   RewriteRecord(dir_, 2, [&](std::string) { return first; });
   Open();
   EXPECT_TRUE(ledger_->Scan("acme", 0, 1000).status().IsCorruption());
+}
+
+// A damaged block in the ledger's database: Open refuses to start on it,
+// naming the damaged file and what the operator can do, and changes nothing.
+TEST_F(LedgerTest, ADamagedLedgerIsRefusedWithTheFileAndWhatToDo) {
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(ledger_->Append(Request("acme", "billing-req-" + std::to_string(i), 100 + i)).ok());
+  }
+  ledger_.reset();
+  Open();  // replays the WAL into an SST file
+  ledger_.reset();
+  ASSERT_GE(testing_faults::CorruptSstFilesAt(dir_, "billing-req-1"), 1);
+  LedgerOptions o;
+  o.path = dir_.string();
+  auto l = Ledger::Open(o);
+  ASSERT_FALSE(l.ok()) << "a damaged ledger must not open";
+  EXPECT_TRUE(l.status().IsCorruption()) << l.status();
+  EXPECT_NE(l.status().message().find(".sst"), std::string::npos) << l.status();
+  EXPECT_NE(l.status().message().find("restore"), std::string::npos) << l.status();
+  EXPECT_NE(l.status().message().find(dir_.string()), std::string::npos) << l.status();
+  // Refused again, and not repaired behind the operator's back.
+  EXPECT_TRUE(Ledger::Open(o).status().IsCorruption());
 }
 
 }  // namespace

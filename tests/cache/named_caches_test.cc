@@ -14,6 +14,8 @@
 #include <set>
 #include <thread>
 
+#include "tests/tiers/storage_faults.h"
+
 namespace kvtier {
 namespace {
 
@@ -47,12 +49,13 @@ void ExpectSameCache(const NamedCache& a, const NamedCache& b, bool tokens = tru
 // it and its "caches" family, and closes it.
 void WithRawDb(const fs::path& dir,
                const std::function<void(rocksdb::DB*, rocksdb::ColumnFamilyHandle*)>& f) {
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {{rocksdb::kDefaultColumnFamilyName, {}},
-                                                           {"caches", {}}};
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, {}}, {"caches", {}}, {"ids", {}}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
-  rocksdb::Status s =
-      rocksdb::DB::Open(rocksdb::DBOptions(), dir.string(), families, &handles, &db);
+  rocksdb::DBOptions options;
+  options.create_missing_column_families = true;
+  rocksdb::Status s = rocksdb::DB::Open(options, dir.string(), families, &handles, &db);
   ASSERT_TRUE(s.ok()) << s.ToString();
   f(db, handles[1]);
   for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
@@ -67,6 +70,27 @@ std::vector<std::string> RawKeys(const fs::path& dir) {
     for (it->SeekToFirst(); it->Valid(); it->Next()) keys.push_back(it->key().ToString());
   });
   return keys;
+}
+
+// The number of request ids stored (the registry closed).
+size_t RawIdCount(const fs::path& dir) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, {}}, {"caches", {}}, {"ids", {}}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s =
+      rocksdb::DB::Open(rocksdb::DBOptions(), dir.string(), families, &handles, &db);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  if (!s.ok()) return 0;
+  size_t n = 0;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[2]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+  }
+  for (auto* h : handles) (void)db->DestroyColumnFamilyHandle(h);
+  (void)db->Close();
+  delete db;
+  return n;
 }
 
 class NamedCacheRegistryTest : public ::testing::Test {
@@ -684,6 +708,98 @@ TEST_F(NamedCacheRegistryTest, CorruptedValueIsReportedNotSkipped) {
   EXPECT_TRUE(registry_->Get("acme", caches[1].name).status().IsNotFound());
   registry_.reset();
   EXPECT_TRUE(RawKeys(dir_).empty());
+}
+
+// A Create retried with the same request id gets the first cache back: no
+// second cache is stored (nor billed), also after a reopen.
+TEST_F(NamedCacheRegistryTest, CreateRetriedWithTheSameRequestIdReturnsTheFirstCache) {
+  const std::vector<int32_t> tokens = Tokens(64);
+  auto first = registry_->Create("acme", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour),
+                                 "doc", "req-1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  clock_.AdvanceMs(10);
+  // The retry may even carry other fields: the first call's cache wins.
+  auto retry = registry_->Create("acme", "llama-3-8b", Tokens(3, 9),
+                                 NamedCacheExpiry::Ttl(2 * kHour), "other", "req-1");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  ExpectSameCache(*retry, *first);
+  EXPECT_EQ(Names("acme"), std::vector<std::string>{first->name});
+
+  // Another tenant's identical request id is its own.
+  auto globex = registry_->Create("globex", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour),
+                                  "", "req-1");
+  ASSERT_TRUE(globex.ok()) << globex.status();
+  EXPECT_NE(globex->name, first->name);
+  // Another request id, or none, makes a new cache.
+  auto second = registry_->Create("acme", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour),
+                                  "", "req-2");
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE(second->name, first->name);
+  EXPECT_EQ(ListAll("acme").size(), 2u);
+
+  registry_.reset();
+  Open();
+  auto after_reopen = registry_->Create("acme", "llama-3-8b", tokens,
+                                        NamedCacheExpiry::Ttl(kHour), "doc", "req-1");
+  ASSERT_TRUE(after_reopen.ok()) << after_reopen.status();
+  ExpectSameCache(*after_reopen, *first);
+  EXPECT_EQ(ListAll("acme").size(), 2u);
+}
+
+TEST_F(NamedCacheRegistryTest, ARequestIdIsFreeAgainOnceItsCacheIsDeletedOrSwept) {
+  auto first =
+      registry_->Create("acme", "llama-3-8b", Tokens(8), NamedCacheExpiry::Ttl(kHour), "", "r");
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(registry_->Delete("acme", first->name).ok());
+  auto second =
+      registry_->Create("acme", "llama-3-8b", Tokens(8), NamedCacheExpiry::Ttl(kHour), "", "r");
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE(second->name, first->name);
+  EXPECT_TRUE(registry_->Get("acme", second->name).ok());
+
+  // Expired (not yet swept): a retry makes a new cache, which keeps the id
+  // after the old one is swept and across a reopen.
+  clock_.AdvanceMs(kHour + 1);
+  auto third =
+      registry_->Create("acme", "llama-3-8b", Tokens(8), NamedCacheExpiry::Ttl(kHour), "", "r");
+  ASSERT_TRUE(third.ok());
+  EXPECT_NE(third->name, second->name);
+  auto swept = registry_->Sweep();
+  ASSERT_TRUE(swept.ok());
+  EXPECT_EQ(*swept, 1u);
+  registry_.reset();
+  Open();
+  auto retry =
+      registry_->Create("acme", "llama-3-8b", Tokens(8), NamedCacheExpiry::Ttl(kHour), "", "r");
+  ASSERT_TRUE(retry.ok());
+  EXPECT_EQ(retry->name, third->name);
+  EXPECT_EQ(ListAll("acme").size(), 1u);
+
+  // Nothing is left in "ids" for the caches that are gone: only "r" -> third.
+  registry_.reset();
+  EXPECT_EQ(RawIdCount(dir_), 1u);
+  Open();
+  auto bad = registry_->Create("acme", "llama-3-8b", Tokens(8), NamedCacheExpiry::Ttl(kHour), "",
+                               std::string("a\0b", 3));
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument) << bad.status();
+}
+
+// A damaged block (not one bad value) in the registry's database: Open
+// refuses, naming the file and what to do; the registry never starts empty.
+TEST_F(NamedCacheRegistryTest, ADamagedDatabaseIsRefusedWithWhatToDo) {
+  auto c = registry_->Create("acme", "llama-3-8b", Tokens(4000), NamedCacheExpiry::Ttl(kHour),
+                             "precious-display-name");
+  ASSERT_TRUE(c.ok());
+  registry_.reset();
+  Open();  // replays the WAL into an SST file
+  registry_.reset();
+  ASSERT_GE(testing_faults::CorruptSstFilesAt(dir_, "precious-display-name"), 1);
+  auto r = NamedCacheRegistry::Open(Options());
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status();
+  EXPECT_NE(r.status().message().find(".sst"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("move it aside"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find(dir_.string()), std::string::npos) << r.status();
 }
 
 }  // namespace

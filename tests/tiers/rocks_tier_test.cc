@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
 #include "tests/tiers/crash_harness.h"
 #include "tests/tiers/crash_payload.h"
+#include "tests/tiers/storage_faults.h"
 
 namespace kvtier {
 namespace {
@@ -34,6 +36,16 @@ class RocksTierTest : public ::testing::Test {
   void TearDown() override {
     tier_.reset();
     fs::remove_all(dir_);
+    for (const fs::path& q : Quarantined()) fs::remove_all(q);
+  }
+  // The directories a corrupt store was moved to.
+  std::vector<fs::path> Quarantined() const {
+    std::vector<fs::path> out;
+    const std::string prefix = dir_.filename().string() + ".corrupt-";
+    for (auto& e : fs::directory_iterator(dir_.parent_path())) {
+      if (e.path().filename().string().starts_with(prefix)) out.push_back(e.path());
+    }
+    return out;
   }
   void Open() {
     tier_.reset();
@@ -148,6 +160,61 @@ TEST_F(RocksTierTest, FlippedBytesOnDiskAreAMissNeverBytes) {
   auto other = Get(BlockKey{3, 4});
   ASSERT_TRUE(other.ok()) << other.status();
   EXPECT_EQ(*other, Payload(100, 4));
+}
+
+// A damaged block of the block records (found by the scan at open) used to
+// keep the tier, and so the daemon, from starting. The damaged store is moved
+// aside for the operator and the tier starts empty, and says so.
+TEST_F(RocksTierTest, ACorruptStoreIsQuarantinedAndTheTierStartsEmpty) {
+  for (uint64_t i = 0; i < 20; ++i) {
+    ASSERT_TRUE(WriteOne(*tier_, BlockKey{i, i}, Payload(1000, static_cast<uint8_t>(i))).ok());
+  }
+  ASSERT_TRUE(CompactRocksTierForTesting(*tier_).ok());
+  tier_.reset();
+  // Every meta value starts with the magic "KVR1".
+  ASSERT_GE(testing_faults::CorruptSstFilesAt(dir_, "KVR1"), 1);
+
+  Open();
+  EXPECT_EQ(tier_->Info().blocks, 0u);
+  EXPECT_EQ(tier_->Info().used_bytes, 0u);
+  auto stats = RocksTierStatsOf(*tier_);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->quarantined_stores, 1u);
+  const std::vector<fs::path> moved = Quarantined();
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(stats->quarantine_path, moved[0].string());
+  EXPECT_TRUE(fs::exists(moved[0] / "CURRENT")) << "the damaged store is kept whole";
+  // A miss, never bytes; and the fresh tier works.
+  EXPECT_TRUE(Get(BlockKey{1, 1}).status().IsNotFound());
+  ASSERT_TRUE(WriteOne(*tier_, BlockKey{1, 1}, Payload(1000, 9)).ok());
+  EXPECT_EQ(*Get(BlockKey{1, 1}), Payload(1000, 9));
+  // A clean reopen quarantines nothing more.
+  Open();
+  EXPECT_EQ(RocksTierStatsOf(*tier_)->quarantined_stores, 0u);
+  EXPECT_EQ(Quarantined().size(), 1u);
+  EXPECT_EQ(*Get(BlockKey{1, 1}), Payload(1000, 9));
+}
+
+// A damaged SST block holding a payload (RocksDB's block checksum fails on
+// the read, not at open) is a miss: kCorruption, never the bytes.
+TEST_F(RocksTierTest, ADamagedPayloadBlockIsAMissNeverBytes) {
+  const auto payload = Payload(1000, 5);  // below min_blob_bytes: in the SST
+  ASSERT_TRUE(WriteOne(*tier_, BlockKey{5, 5}, payload).ok());
+  ASSERT_TRUE(CompactRocksTierForTesting(*tier_).ok());
+  tier_.reset();
+  const std::string pattern(reinterpret_cast<const char*>(payload.data()) + 200, 32);
+  ASSERT_GE(testing_faults::CorruptSstFilesAt(dir_, pattern), 1);
+  Open();
+  EXPECT_EQ(RocksTierStatsOf(*tier_)->quarantined_stores, 0u);
+  std::vector<std::byte> buf(4096, std::byte{0xee});
+  ReadOp op{BlockKey{5, 5}, buf};
+  auto r = ReadSync(*tier_, std::span(&op, 1));
+  EXPECT_TRUE(r[0].status.IsCorruption()) << r[0].status;
+  EXPECT_EQ(r[0].bytes, 0u);
+  EXPECT_TRUE(std::search(buf.begin(), buf.end(), payload.begin() + 200, payload.begin() + 232) ==
+              buf.end())
+      << "no byte of the damaged block reaches the reader";
+  EXPECT_GE(tier_->Info().corruption_errors, 1u);
 }
 
 TEST_F(RocksTierTest, OptionsAreValidated) {
