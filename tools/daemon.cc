@@ -143,7 +143,7 @@ std::string DaemonUsage() {
   --stream-idle-ms N      a stream waiting on its client longer is cancelled (default 30000)
   --max-connections N     open client connections at most (default 4096; capped below
                           the descriptor limit, which kvtierd raises to its hard limit)
-  --max-streams-per-connection N  concurrent calls on one connection (default 64)
+  --max-streams-per-connection N  concurrent calls on one connection (default 128)
   --grpc-memory-bytes SIZE  memory gRPC may use for its buffers (default 512M)
   --tls-cert FILE         serve gRPC over TLS with this PEM certificate chain...
   --tls-key FILE          ...and its PEM private key

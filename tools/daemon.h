@@ -74,7 +74,7 @@ struct DaemonOptions {
   int max_streams = 192;
   int max_tenant_streams = 128;
   int64_t stream_idle_ms = 30000;
-  int max_streams_per_connection = 64;  // HTTP/2 concurrent streams on one connection
+  int max_streams_per_connection = 128;  // HTTP/2 concurrent calls on one connection
   // Open client connections at most, further capped below the descriptor
   // limit (raised to its hard limit at start) with a reserve for files.
   int max_connections = 4096;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 namespace kvtier::testing {
@@ -43,7 +44,12 @@ int Spawn(const std::string& name, const std::vector<std::string>& args, int* re
 
 }  // namespace
 
-std::string BinDir() { return KVTIER_BIN_DIR; }
+// $KVTIER_TEST_BIN_DIR runs the tests against binaries elsewhere (e.g. a copy
+// taken while the build directory is being rebuilt).
+std::string BinDir() {
+  const char* dir = std::getenv("KVTIER_TEST_BIN_DIR");
+  return dir != nullptr && *dir != '\0' ? dir : KVTIER_BIN_DIR;
+}
 
 std::string TempDir(const std::string& tag) {
   auto dir =

@@ -164,6 +164,31 @@ TEST_F(GenerateDaemonTest, TheDefaultModelServesAndASharedPrefixIsReadFromTheCac
   EXPECT_EQ(stats->engine().running(), 0);
 }
 
+// 64 Generates at once (the engine's batch) are all served, and Health
+// answers while they run: a stream holds a server thread, and the default
+// limits leave threads for all of them and for unary calls.
+TEST_F(GenerateDaemonTest, SixtyFourConcurrentGeneratesAreAllServed) {
+  constexpr int kClients = 64;
+  std::vector<std::thread> threads;
+  std::vector<grpc::Status> results(kClients);
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      v1::GenerateRequest req;
+      for (int i = 1; i <= 8; ++i) req.add_token_ids((c * 8 + i) % 500 + 1);
+      req.set_max_tokens(24);
+      req.set_ignore_eos(true);
+      v1::GenerateResponse resp;
+      results[c] = client_->GenerateRaw(req, &resp);
+    });
+  }
+  auto health = client_->Health();
+  for (auto& t : threads) t.join();
+  EXPECT_TRUE(health.ok()) << health.status();
+  for (int c = 0; c < kClients; ++c) {
+    EXPECT_TRUE(results[c].ok()) << "client " << c << ": " << results[c].error_message();
+  }
+}
+
 TEST_F(GenerateDaemonTest, SeededSamplingIsReproducible) {
   v1::GenerateRequest req;
   req.add_token_ids(1);
