@@ -12,9 +12,10 @@
 //    counts it; every other write failure is counted as a write error;
 //  - once free space is back above the floor, calls DB::Resume() on the next
 //    write, so writes work again without a reopen. RocksDB's own automatic
-//    recovery (its SstFileManager polls every 5 s and, once it has tried and
-//    failed, leaves the database in "recovery in progress", where a manual
-//    Resume() answers Busy for good) is switched off by the guard's listener.
+//    recovery is switched off by the guard's listener: its SstFileManager
+//    polls only every 5 s, and while it owns the recovery a manual Resume()
+//    answers Busy (RocksDB 7.8 db/error_handler.cc; a try that fails with
+//    another error can leave it "in progress" for good).
 // Reads never pass through the guard: they keep working while writes fail.
 //
 // Device full is kUnavailable, not kResourceExhausted: it passes by itself
