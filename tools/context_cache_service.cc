@@ -508,7 +508,11 @@ grpc::Status ContextCacheService::CreateCache(grpc::ServerContext* ctx,
                             std::to_string(model.max_seq_len));
   }
   (void)named_->Sweep();  // expired caches do not count against the tenant's limit
-  Result<NamedCache> c = named_->Create(tenant, model_, tokens, *expiry, req->display_name());
+  // Idempotent on the request id: a retry returns the cache the first call
+  // made, and the records below (keyed by the request id and the cache's
+  // name) are billed once.
+  Result<NamedCache> c =
+      named_->Create(tenant, model_, tokens, *expiry, req->display_name(), req->request_id());
   if (!c.ok()) return ToGrpcStatus(c.status());
 
   // Its KV, computed once now (and again whenever it has been dropped),

@@ -516,6 +516,45 @@ TEST_F(ContextCachingApiTest, TheBillingReportEqualsTheUsageOfEveryRequest) {
             2);
 }
 
+// A CreateCache retried with its request_id (the answer was lost) returns
+// the cache the first call created: one cache, its storage billed once.
+TEST(NamedCacheApiTest, ACreateCacheRetriedWithItsRequestIdCreatesOneCache) {
+  const std::string dir = TempDir("named_retry");
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--model-preset", "tiny-8k", "--dram-bytes", "128M", "--kv-bytes",
+                            "32M", "--metrics-listen", ""}))
+      << d.exit_code();
+  auto c = ClientFor(d);
+  v1::CreateCacheRequest req;
+  req.set_tenant("acme");
+  for (int i = 0; i < 1200; ++i) req.add_token_ids(i % 500 + 1);
+  req.set_ttl_seconds(3600);
+  req.set_request_id("create-handbook-1");
+  v1::NamedCacheInfo first, retry, other;
+  ASSERT_TRUE(c->context_cache().CreateCache(c->NewContext().get(), req, &first).ok());
+  req.set_display_name("a retry may differ; the first call's cache is returned");
+  ASSERT_TRUE(c->context_cache().CreateCache(c->NewContext().get(), req, &retry).ok());
+  EXPECT_EQ(retry.name(), first.name());
+  EXPECT_EQ(retry.expire_time_ms(), first.expire_time_ms());
+  req.set_request_id("create-handbook-2");  // a new request is a new cache
+  ASSERT_TRUE(c->context_cache().CreateCache(c->NewContext().get(), req, &other).ok());
+  EXPECT_NE(other.name(), first.name());
+  v1::ListCachesRequest list;
+  list.set_tenant("acme");
+  v1::ListCachesResponse caches;
+  ASSERT_TRUE(c->context_cache().ListCaches(c->NewContext().get(), list, &caches).ok());
+  EXPECT_EQ(caches.caches_size(), 2);
+  v1::BillingReportRequest report;
+  report.set_tenant("acme");
+  auto billed = c->BillingReport(report);
+  ASSERT_TRUE(billed.ok()) << billed.status();
+  // Two caches of 1200 tokens for an hour at $1/MTok/h: $0.0012 each.
+  EXPECT_EQ(billed->total().storage_nanousd(), 2 * 1'200'000);
+  EXPECT_EQ(billed->total().input_tokens(), 2 * 1200u);
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
 // Named caches over a real socket: created, used (billed as reads), durable
 // across kill -9 and a restart, private to their tenant, gone after expiry.
 TEST(NamedCacheApiTest, ANamedCacheSurvivesKill9AndIsGoneAfterItsTtl) {
