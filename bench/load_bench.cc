@@ -328,7 +328,7 @@ struct RpcTally {
   std::vector<double> latency_s;
   uint64_t bytes = 0;  // payload bytes moved (Put, Get) or tokens generated (Generate)
   std::map<std::string, uint64_t> errors;  // status code name -> calls
-  std::map<std::string, uint64_t> tiers;   // Put: the tier that took each block
+  std::map<std::string, uint64_t> tiers;   // Put, Get: the tier that took or served each block
 
   void Merge(const RpcTally& o) {
     latency_s.insert(latency_s.end(), o.latency_s.begin(), o.latency_s.end());
@@ -444,6 +444,7 @@ int Main(int argc, char** argv) {
       if (!r.ok()) return Count(&t, r.status());
       t.latency_s.push_back(Seconds(t0, Clock::now()));
       t.bytes += r->payload.size();
+      ++t.tiers[r->info.tier()];
     });
   }
   // Generate: a 64-token prefix every request shares (cached after the
@@ -521,10 +522,12 @@ int Main(int argc, char** argv) {
     if (!t.tiers.empty()) j["tiers"] = t.tiers;
     out[tokens ? "generate" : (std::string(rpc) == "Put" ? "put" : "get")] = j;
   }
-  if (auto it = tallies.find("Put"); it != tallies.end() && !it->second.tiers.empty()) {
+  for (const char* rpc : {"Put", "Get"}) {
+    auto it = tallies.find(rpc);
+    if (it == tallies.end() || it->second.tiers.empty()) continue;
     std::string tiers;
     for (const auto& [tier, n] : it->second.tiers) tiers += " " + tier + "=" + std::to_string(n);
-    std::printf("Put blocks by tier:%s\n", tiers.c_str());
+    std::printf("%s blocks by tier:%s\n", rpc, tiers.c_str());
   }
   if (pid > 0) {
     std::printf("daemon RSS %.1f MiB, peak %.1f MiB (pid %d)\n",
