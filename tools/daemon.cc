@@ -635,7 +635,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   rocks.use_wal = options.rocks_wal;
   Result<std::unique_ptr<Tier>> rocks_tier = OpenRocksTier(rocks);
   if (!rocks_tier.ok()) return rocks_tier.status();
-
+  d->rocks_tier_ = rocks_tier->get();  // owned by the cache from here on
   add_tier(std::move(*rocks_tier), options.rocks_policy, options.rocks_usd_per_gib_month);
   CacheManagerOptions co;
   co.placement = options.placement;
@@ -874,6 +874,33 @@ std::string Daemon::RenderMetrics() const {
               "Connections closed at once: --max-connections were open.", l.refused_over_limit);
     m.Counter("kvtier_accept_descriptor_exhausted_total",
               "Accepts that failed for want of file descriptors.", l.descriptor_exhausted);
+  }
+  // The RocksDB stores: a full disk, other write failures, recoveries.
+  auto store = [&m](const std::string& name, uint64_t no_space, uint64_t write_errors,
+                    uint64_t recoveries) {
+    const MetricLabels l = {{"store", name}};
+    m.Counter("kvtier_store_no_space_errors_total",
+              "Writes refused or failed because the disk is full.", no_space, l);
+    m.Counter("kvtier_store_write_errors_total", "Writes failed for another reason.",
+              write_errors, l);
+    m.Counter("kvtier_store_recoveries_total", "Times writes resumed after the disk was full.",
+              recoveries, l);
+  };
+  if (rocks_tier_ != nullptr) {
+    if (Result<RocksTierStats> r = RocksTierStatsOf(*rocks_tier_); r.ok()) {
+      store("rocks", r->no_space_errors, r->write_errors, r->recoveries);
+      m.Gauge("kvtier_rocks_quarantined_stores",
+              "1 when a corrupt cold tier was moved aside at start (see the log).",
+              r->quarantined_stores);
+    }
+  }
+  if (ledger_) {
+    const RocksStoreStats l = ledger_->Stats();
+    store("ledger", l.no_space_errors, l.write_errors, l.recoveries);
+  }
+  if (named_caches_) {
+    const RocksStoreStats n = named_caches_->Stats();
+    store("named_caches", n.no_space_errors, n.write_errors, n.recoveries);
   }
   const StreamStats st = services_->gate.streams().stats();
   m.Gauge("kvtier_streams_open", "Put, Get and Generate streams open.", st.open);

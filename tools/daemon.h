@@ -143,6 +143,7 @@ class Daemon {
   DaemonOptions options_;
   int lock_fd_ = -1;
   std::unique_ptr<CacheManager> cache_;
+  Tier* rocks_tier_ = nullptr;  // the cold tier, owned by cache_ (for its stats)
   std::unique_ptr<ModelWeights> weights_;
   std::unique_ptr<Tokenizer> tokenizer_;  // null when the model has none
   std::unique_ptr<Engine> engine_;
