@@ -2,8 +2,9 @@
 // Delete) on an in-process kvtierd (tests/fuzz/rpc_fuzz.h). Input: a selector
 // byte (low 2 bits: the RPC; next 2: the caller), then length-prefixed
 // protobuf messages: one request, or for Put up to 8 stream messages.
-// Beyond rpc_fuzz.h's invariants: a Put that succeeds for a caller is read
-// back by Get as the same bytes.
+// Beyond rpc_fuzz.h's invariants: a Put of a new block by key that succeeds
+// is read back by its caller's Get as the same bytes (or is a miss, if
+// already evicted).
 #include "tests/fuzz/rpc_fuzz.h"
 
 namespace kvtier {
@@ -47,6 +48,19 @@ void Put(fuzz::RpcFuzzer& f, Caller who, fuzz::FuzzReader& in) {
     if (!fuzz::NextMessage(in, &m)) return;
     messages.push_back(std::move(m));
   }
+  // A cached block is immutable (its key names its content): a Put of a key
+  // already cached keeps the old bytes. Only a new block must read back.
+  bool fresh = false;
+  if (!messages.empty() && messages[0].has_header() && !messages[0].header().key().empty()) {
+    v1::LookupRequest lookup;
+    lookup.add_keys(messages[0].header().key());
+    if (messages[0].header().has_namespace_()) {
+      *lookup.mutable_namespace_() = messages[0].header().namespace_();
+    }
+    v1::LookupResponse found;
+    const grpc::Status ls = f.block_store().Lookup(f.Context(who).get(), lookup, &found);
+    fresh = ls.ok() && found.hit_blocks() == 0;
+  }
   auto ctx = f.Context(who);
   v1::PutResponse resp;
   auto writer = f.block_store().Put(ctx.get(), &resp);
@@ -61,7 +75,7 @@ void Put(fuzz::RpcFuzzer& f, Caller who, fuzz::FuzzReader& in) {
   if (!s.ok() || messages.empty() || !messages[0].has_header()) return;
   const v1::PutHeader& h = messages[0].header();
   FUZZ_CHECK(payload.size() == h.size_bytes());
-  if (h.key().empty()) return;  // named by tokens: its key is in resp
+  if (!fresh) return;
   v1::GetRequest get;
   get.set_key(h.key());
   if (h.has_namespace_()) *get.mutable_namespace_() = h.namespace_();

@@ -20,6 +20,7 @@
 #include "cache/record_codec.h"
 #include "common/clock.h"
 #include "tests/fuzz/fuzz_util.h"
+#include "tests/fuzz/no_fallocate.h"
 
 namespace kvtier {
 namespace {

@@ -20,6 +20,7 @@
 #include "common/checksum.h"
 #include "common/clock.h"
 #include "tests/fuzz/fuzz_util.h"
+#include "tests/fuzz/no_fallocate.h"
 #include "tiers/rocks/rocks_tier.h"
 
 namespace kvtier {
