@@ -17,7 +17,8 @@
 // The kill points are random (the seed is printed; set KVTIER_CRASH_SEED to
 // replay a run's requests and kill targets, KVTIER_CRASH_CYCLES for N): the
 // daemon is killed once the load has had a random number of acknowledgements,
-// with the other calls still in flight. Nothing here depends on speed.
+// with the other calls still in flight, and now and then once more as soon as
+// it serves again. Nothing here depends on speed.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -344,10 +345,20 @@ TEST(CrashLoopTest, EveryAcknowledgedBlockCacheAndLedgerRecordSurvivesSigkill) {
   const std::string dir = TempDir("crash_loop");
   Acks acks;
   std::map<std::string, Tally> tiers;
+  int early_kills = 0;
   for (int cycle = 0; cycle <= cycles; ++cycle) {
     DaemonProcess d;
     ASSERT_TRUE(d.Start(dir, DaemonArgs(cycle)))
         << "kvtierd did not restart after kill " << cycle << ": exit " << d.exit_code();
+    // Now and then a second kill as soon as it serves, before any request:
+    // whatever the restart began in the background is cut short.
+    if (cycle > 0 && rng() % 3 == 0) {
+      ++early_kills;
+      EXPECT_EQ(d.Stop(SIGKILL), 128 + SIGKILL);
+      ASSERT_TRUE(d.Start(dir, DaemonArgs(cycle)))
+          << "kvtierd did not restart after an early kill in cycle " << cycle << ": exit "
+          << d.exit_code();
+    }
     std::unique_ptr<Client> checker = ClientFor(d);
     CheckAcked(*checker, acks, cycle - 1, &tiers);
     if (::testing::Test::HasFailure()) {
@@ -391,8 +402,10 @@ TEST(CrashLoopTest, EveryAcknowledgedBlockCacheAndLedgerRecordSurvivesSigkill) {
     std::printf("crash loop: blocks put to %s: %d read back, %d missed, %d wrong\n", tier.c_str(),
                 t.hits, t.misses, t.wrong);
   }
-  std::printf("crash loop: %zu blocks, %zu named caches, %zu ledger records acked over %d kills\n",
-              acks.blocks().size(), acks.caches().size(), acks.records().size(), cycles);
+  std::printf(
+      "crash loop: %zu blocks, %zu named caches, %zu ledger records acked over %d kills under "
+      "load and %d right after a restart\n",
+      acks.blocks().size(), acks.caches().size(), acks.records().size(), cycles, early_kills);
   for (const auto& [what, n] : acks.errors()) {
     std::printf("crash loop: load error %s x%d\n", what.c_str(), n);
   }
