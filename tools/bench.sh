@@ -10,7 +10,7 @@ if [ "${1:-}" = "--json" ]; then json="--json"; shift; fi
 export KVTIER_BUILD_DIR="${KVTIER_BUILD_DIR:-$root/build-release}"
 "$root/tools/build.sh" Release -DKVTIER_BUILD_TESTS=OFF -DKVTIER_BUILD_BENCH=ON
 benches=("$@")
-[ ${#benches[@]} -eq 0 ] && benches=(key_hashing_bench tier_bench engine_bench policy_bench)
+[ ${#benches[@]} -eq 0 ] && benches=(key_hashing_bench tier_bench engine_bench policy_bench load_bench)
 results="$KVTIER_BUILD_DIR/bench-results.jsonl"
 : >"$results"
 for b in "${benches[@]}"; do
