@@ -39,9 +39,12 @@ class Builder {
       return Error(line, "timestamps must not decrease");
     }
     if (trace_.requests.empty()) first_time_ = time_ms;
-    last_time_ = time_ms;
     TraceRequest r;
-    r.time_ms = time_ms - first_time_;
+    // Times are kept from the first request's: they must fit an int64 then.
+    if (__builtin_sub_overflow(time_ms, first_time_, &r.time_ms)) {
+      return Error(line, "timestamps span more than 2^63 ms");
+    }
+    last_time_ = time_ms;
     r.input_tokens = static_cast<uint32_t>(input);
     r.output_tokens = static_cast<uint32_t>(output);
     r.tenant = tenant;

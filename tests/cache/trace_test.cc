@@ -200,6 +200,29 @@ TEST(TraceTest, MalformedTracesNameTheLine) {
   EXPECT_EQ(ReadTrace("/nonexistent/trace", TraceOptions{}).status().code(), StatusCode::kNotFound);
 }
 
+// Found by tests/fuzz/trace_fuzz (corpus/trace/regression-time-span): times
+// are kept from the first request's, and a span past int64 overflowed.
+TEST(TraceTest, TimesSpanningMoreThanInt64AreRefused) {
+  for (TraceFormat f : {TraceFormat::kMooncake, TraceFormat::kCsv}) {
+    const std::string text =
+        f == TraceFormat::kCsv
+            ? "-9000000000000000000,a,x\n9000000000000000000,a,y\n"
+            : R"({"timestamp": -9000000000000000000, "input_length": 1, "output_length": 1, )"
+              R"("hash_ids": [1]})"
+              "\n"
+              R"({"timestamp": 9000000000000000000, "input_length": 1, "output_length": 1, )"
+              R"("hash_ids": [2]})";
+    Result<Trace> t = Parse(text, f);
+    ASSERT_FALSE(t.ok());
+    EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(t.status().message().find("t:2: timestamps span"), std::string::npos) << t.status();
+  }
+  // The widest span that fits is fine.
+  Result<Trace> t = Parse("-4611686018427387904,a,x\n4611686018427387903,a,y\n", TraceFormat::kCsv);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->requests[1].time_ms, INT64_MAX);
+}
+
 TEST(TraceTest, SizesAreBlocksFractionsOrInf) {
   auto s = ParseTraceSizes("100,0.5,inf,1.0", 1000);
   ASSERT_TRUE(s.ok()) << s.status();
