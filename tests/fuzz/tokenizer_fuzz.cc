@@ -59,6 +59,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (t.ok()) FUZZ_CHECK(m.ok() && static_cast<int>(m->pieces.size()) == (*t)->vocab_size());
     if (!m.ok()) FUZZ_CHECK(m.status().code() == StatusCode::kCorruption);
   }
+  if (std::getenv("KVTIER_FUZZ_VERBOSE") != nullptr) {  // for checking seeds
+    std::fprintf(stderr, "load: %s\n", t.status().ToString().c_str());
+  }
   if (!t.ok()) {
     FUZZ_CHECK(t.status().code() != StatusCode::kNotFound);
     return 0;
