@@ -18,12 +18,9 @@
 namespace kvtier {
 namespace {
 
+using testing::AsBytes;
 using testing::DaemonProcess;
 using testing::TempDir;
-
-std::span<const std::byte> AsBytes(const std::string& s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
-}
 
 class BlockStoreLimitsTest : public ::testing::Test {
  protected:

@@ -43,6 +43,7 @@
 namespace kvtier {
 namespace {
 
+using testing::AsBytes;
 using testing::DaemonProcess;
 using testing::TempDir;
 
@@ -167,10 +168,6 @@ std::unique_ptr<Client> ClientFor(const DaemonProcess& d) {
   o.address = d.address();
   o.timeout_ms = 120'000;  // a hang guard only
   return std::make_unique<Client>(o);
-}
-
-std::span<const std::byte> AsBytes(const std::string& s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
 
 // One load thread: a stream of one kind of call until `stop`, its requests

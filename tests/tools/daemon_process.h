@@ -3,6 +3,9 @@
 // 127.0.0.1:0), and reads the bound address from its first stdout line.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,6 +37,22 @@ class DaemonProcess {
 int RunTool(const std::string& name, const std::vector<std::string>& args, std::string* out);
 
 std::string BinDir();
+
+// A string's bytes, as the client's Put takes them.
+inline std::span<const std::byte> AsBytes(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+// n deterministic pseudo-random bytes, different for each seed.
+inline std::string Bytes(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& c : s) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
 std::string TempDir(const std::string& tag);
 
 }  // namespace kvtier::testing

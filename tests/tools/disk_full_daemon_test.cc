@@ -15,23 +15,11 @@
 namespace kvtier {
 namespace {
 
+using testing::AsBytes;
+using testing::Bytes;
 using testing::DaemonProcess;
 using testing_faults::FillFromAnotherProcess;
 using testing_faults::TmpfsMount;
-
-std::string Bytes(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (auto& c : s) {
-    x = x * 1664525u + 1013904223u;
-    c = static_cast<char>(x >> 24);
-  }
-  return s;
-}
-
-std::span<const std::byte> AsBytes(const std::string& s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
-}
 
 Result<v1::PutResponse> PutBlock(Client& client, int32_t first_token, const std::string& data) {
   v1::PutHeader h;

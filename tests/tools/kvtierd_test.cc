@@ -20,6 +20,8 @@
 namespace kvtier {
 namespace {
 
+using testing::AsBytes;
+using testing::Bytes;
 using testing::DaemonProcess;
 using testing::RunTool;
 using testing::TempDir;
@@ -30,20 +32,6 @@ std::vector<int32_t> Tokens(int32_t first, int32_t last) {
   std::vector<int32_t> t;
   for (int32_t i = first; i <= last; ++i) t.push_back(i);
   return t;
-}
-
-std::string Bytes(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (auto& c : s) {
-    x = x * 1664525u + 1013904223u;
-    c = static_cast<char>(x >> 24);
-  }
-  return s;
-}
-
-std::span<const std::byte> AsBytes(const std::string& s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
 
 class KvtierdTest : public ::testing::Test {
