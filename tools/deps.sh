@@ -11,6 +11,7 @@ packages=(
   libcpp-httplib-dev  # the Prometheus /metrics endpoint
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev  # tests only: the reference for our tokenizer.model reader
+  clang-14 libclang-rt-14-dev  # tools/fuzz.sh: libFuzzer with ASan and UBSan
 )
 # --bench: also what the benchmarks compare against (fio, the flash peer;
 # OpenBLAS, the GEMM peer; gnuplot, the trace plots).
