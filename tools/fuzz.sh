@@ -47,13 +47,15 @@ fi
 echo "tools/fuzz.sh: built ${#targets[@]} targets in $((SECONDS - start)) s"
 
 # Runs write only under $scratch: corpus copies, artifacts, temporary files.
-# RocksDB stores go to tmpfs when there is one (fsync is free there); the
-# flash target needs O_DIRECT, so it stays on the build directory's disk.
+# RocksDB stores go to tmpfs when there is one with 1 GiB free (fsync is free
+# there; a container's 64 MiB /dev/shm is not enough); the flash target needs
+# O_DIRECT, so it stays on the build directory's disk.
 scratch="$build_dir/fuzz-run"
 rm -rf "$scratch"
 mkdir -p "$scratch"
 fast_tmp="$scratch"
-if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+shm_free_kib="$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }')"
+if [ -w /dev/shm ] && [ "${shm_free_kib:-0}" -ge 1048576 ]; then
   fast_tmp="$(mktemp -d /dev/shm/kvtier-fuzz.XXXXXX)"
   trap 'rm -rf "$fast_tmp"' EXIT
 fi
