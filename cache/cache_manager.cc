@@ -378,11 +378,13 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
   Status s;
   size_t chosen = order[0];
   for (size_t t : order) {
-    // A full tier (everything pinned) passes the block to the next cheapest;
-    // a failing one fails the insert, so its error reaches the caller.
+    // A full tier (everything pinned) or an unavailable one (its disk is
+    // full: it takes writes again by itself later) passes the block to the
+    // next cheapest; a failing one fails the insert, so its error reaches
+    // the caller.
     s = StoreInTier(t, key, payload, expiry);
     chosen = t;
-    if (!s.IsResourceExhausted()) break;
+    if (!s.IsResourceExhausted() && s.code() != StatusCode::kUnavailable) break;
   }
   if (!s.ok()) {
     ++counters_.insert_failures;

@@ -399,6 +399,26 @@ TEST_F(CacheManagerFaultTest, AWriteErrorOnTopFailsTheInsertAndIndexesNothing) {
   EXPECT_EQ(cache_->Lookup(keys).blocks, 2u);
 }
 
+// A tier whose disk is full answers kUnavailable ("device full", it takes
+// writes again by itself): the block goes to the next tier instead, while a
+// failing tier (kIOError) fails the insert.
+TEST_F(CacheManagerFaultTest, AnUnavailableTierPassesTheBlockToTheNext) {
+  OpenFaulty({4, 16}, 0);
+  auto keys = Chain(3);
+  faults_->FailWrites(Status::IOError("write error (injected)"), 1);
+  EXPECT_EQ(cache_->Insert(keys[0], std::nullopt, Payload(1000, 0)).code(), StatusCode::kIOError)
+      << "the first tier is the one tried first";
+  faults_->FailWrites(Status::Unavailable("device full (injected)"));
+  ASSERT_TRUE(cache_->Insert(keys[0], std::nullopt, Payload(1000, 0)).ok());
+  EXPECT_EQ(cache_->Find(keys[0])->tier, 1u);
+  std::vector<std::byte> buf(1000);
+  ASSERT_TRUE(cache_->Read(keys[0], buf).ok());
+  EXPECT_EQ(buf, Payload(1000, 0));
+  faults_->Clear();
+  ASSERT_TRUE(cache_->Insert(keys[1], keys[0], Payload(1000, 1)).ok());
+  EXPECT_EQ(cache_->Find(keys[1])->tier, 0u) << "the tier takes blocks again once it can";
+}
+
 TEST_F(CacheManagerTest, SmallBufferIsRefusedWithTheNeededSize) {
   Open({8});
   auto keys = Chain(1);
