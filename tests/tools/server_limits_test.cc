@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <filesystem>
@@ -30,6 +31,7 @@ namespace kvtier {
 namespace {
 
 using testing::AsBytes;
+using testing::Bytes;
 using testing::DaemonProcess;
 using testing::TempDir;
 
@@ -284,6 +286,69 @@ TEST_F(ServerLimitsTest, AGetTheClientNeverReadsIsCancelled) {
   }
   EXPECT_TRUE(served) << "the stalled Get was never cancelled";
   ctx->TryCancel();
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+}
+
+// The daemon's resident memory, from /proc.
+uint64_t RssBytes(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) << 10;
+  }
+  return 0;
+}
+
+// The slow-client attack of the hardening campaign: 16 Gets of a 64 MiB
+// block whose client never reads and 16 Puts that declare 64 MiB and send
+// nothing pushed kvtierd to 1.4-2.2 GB and locked every tenant out. Now the
+// payload bytes held are bounded by the tenant's share, gRPC's buffers by
+// its quota, and another tenant is served throughout.
+TEST_F(ServerLimitsTest, SlowClientsHoldBoundedMemoryAndLockNobodyElseOut) {
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir_, {"--api-keys", dir_ + "/keys", "--no-engine", "--no-flash",
+                             "--dram-bytes", "128M", "--max-block-bytes", "64M",
+                             "--metrics-listen", ""}));
+  auto alice = As(d, "alice-key-0123456789"), bob = As(d, "bob-key-0123456789ab");
+  const std::string block = Bytes(64 << 20, 3);
+  v1::PutHeader h;
+  h.set_key(BlockKey{6, 0}.ToByteString());
+  ASSERT_TRUE(alice->Put(h, AsBytes(block)).ok());
+  const uint64_t rss_before = RssBytes(d.pid());
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GetResponse>>> gets;
+  std::vector<std::unique_ptr<grpc::ClientWriter<v1::PutRequest>>> puts;
+  std::vector<v1::PutResponse> put_responses(16);
+  for (int i = 0; i < 16; ++i) {
+    contexts.push_back(alice->NewContext());
+    v1::GetRequest req;
+    req.set_key(BlockKey{6, 0}.ToByteString());
+    gets.push_back(alice->block_store().Get(contexts.back().get(), req));
+    contexts.push_back(alice->NewContext());
+    puts.push_back(alice->block_store().Put(contexts.back().get(), &put_responses[i]));
+    v1::PutRequest m;
+    m.mutable_header()->set_key(BlockKey{7, static_cast<uint64_t>(i)}.ToByteString());
+    m.mutable_header()->set_size_bytes(64 << 20);
+    (void)puts.back()->Write(m);
+  }
+  // Bob is served while Alice's streams hang.
+  v1::PutHeader bh;
+  bh.set_key(BlockKey{8, 0}.ToByteString());
+  const std::string small = Bytes(1 << 20, 8);
+  auto put = bob->Put(bh, AsBytes(small));
+  ASSERT_TRUE(put.ok()) << put.status();
+  auto got = bob->Get(BlockKey{8, 0});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(got->payload == small);
+  // What the hanging streams hold: at most Alice's payload share (a quarter
+  // of the 1 GiB budget) and gRPC's buffers, far below the 1.4 GB seen.
+  const uint64_t rss_during = RssBytes(d.pid());
+  std::printf("kvtierd RSS: %llu MiB before the slow clients, %llu MiB with them\n",
+              static_cast<unsigned long long>(rss_before >> 20),
+              static_cast<unsigned long long>(rss_during >> 20));
+  EXPECT_LT(rss_during, rss_before + (512ull << 20))
+      << "RSS grew from " << (rss_before >> 20) << " MiB to " << (rss_during >> 20) << " MiB";
+  for (auto& c : contexts) c->TryCancel();
   EXPECT_EQ(d.Stop(SIGTERM), 0);
 }
 
