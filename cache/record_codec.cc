@@ -1,7 +1,6 @@
 #include "cache/record_codec.h"
 
 #include <bit>
-#include <filesystem>
 #include <span>
 #include <system_error>
 
@@ -129,30 +128,6 @@ Status CheckPrintableField(const char* name, const std::string& value, size_t ma
                                      "' is not printable ASCII");
     }
   }
-  return Status::Ok();
-}
-
-Status OpenRocksDbWithFamilies(const std::string& path, const std::string& what,
-                               const std::vector<rocksdb::ColumnFamilyDescriptor>& families,
-                               rocksdb::DB** db,
-                               std::vector<rocksdb::ColumnFamilyHandle*>* handles) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) return Status::IOError("creating " + what + " directory " + path + ": " + ec.message());
-  rocksdb::DBOptions options;
-  options.create_if_missing = true;
-  options.create_missing_column_families = true;
-  options.max_background_jobs = 2;
-  std::vector<rocksdb::ColumnFamilyDescriptor> all_families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()}};
-  all_families.insert(all_families.end(), families.begin(), families.end());
-  std::vector<rocksdb::ColumnFamilyHandle*> all_handles;
-  KVTIER_RETURN_IF_ERROR(
-      FromRocksStatus(rocksdb::DB::Open(options, path, all_families, &all_handles, db),
-                      "opening the " + what + " at " + path));
-  // The default family is unused; RocksDB keeps its handle itself.
-  (void)(*db)->DestroyColumnFamilyHandle(all_handles[0]);
-  handles->assign(all_handles.begin() + 1, all_handles.end());
   return Status::Ok();
 }
 

@@ -95,16 +95,4 @@ Status FromRocksStatus(const rocksdb::Status& s, const std::string& what);
 Status CheckPrintableField(const char* name, const std::string& value, size_t max_bytes,
                            bool required);
 
-// Opens the RocksDB database at `path`, creating the directory, the database
-// and any missing column family, with the named `families` (the default one
-// is opened too, as RocksDB requires, and its handle released at once).
-// `what` names the store in messages ("ledger": "creating ledger directory
-// <path>", "opening the ledger at <path>"). On success *db is the caller's to
-// Close and delete, and (*handles)[i] is the handle of families[i], the
-// caller's to destroy before that.
-Status OpenRocksDbWithFamilies(const std::string& path, const std::string& what,
-                               const std::vector<rocksdb::ColumnFamilyDescriptor>& families,
-                               rocksdb::DB** db,
-                               std::vector<rocksdb::ColumnFamilyHandle*>* handles);
-
 }  // namespace kvtier
