@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdlib>
@@ -391,8 +392,15 @@ Status FlashTier::OpenDevice() {
     }
     return Status::IOError("cannot open flash log " + options_.path + ": " + ErrnoText(err));
   }
-  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-    return Status::Unavailable("flash log " + options_.path + " is in use by another process");
+  // A process killed with I/O in flight lets go of its io_uring, and with it
+  // of this file and its lock, a moment after it has died (the kernel tears
+  // the ring down asynchronously): a restart right after a crash waits that
+  // moment out (at most a second) before calling the log taken.
+  for (int attempt = 0; ::flock(fd_, LOCK_EX | LOCK_NB) != 0; ++attempt) {
+    if (errno != EWOULDBLOCK || attempt == 50) {
+      return Status::Unavailable("flash log " + options_.path + " is in use by another process");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   struct stat st {};
   if (::fstat(fd_, &st) != 0)
