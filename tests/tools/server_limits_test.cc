@@ -403,7 +403,7 @@ TEST_F(ServerLimitsTest, AMalformedRequestIsAnInvalidArgument) {
   ASSERT_TRUE(d.Start(dir_, {"--api-keys", dir_ + "/keys", "--no-engine", "--no-flash",
                              "--dram-bytes", "16M", "--metrics-listen", ""}));
   auto channel = grpc::CreateChannel(d.address(), grpc::InsecureChannelCredentials());
-  const std::string bad = "\x0a\x05ab";
+  const std::string bad = "\x0a\x05" "ab";  // field 1 claims five bytes and has two
   for (const char* method : {"/kvtier.v1.BlockStore/Lookup", "/kvtier.v1.BlockStore/Get",
                              "/kvtier.v1.Admin/Stats", "/kvtier.v1.Admin/Health"}) {
     grpc::Slice slice(bad);
