@@ -16,10 +16,9 @@
 
 #include "cache/namespace.h"
 #include "common/block_key.h"
+#include "common/token.h"
 
 namespace kvtier {
-
-using TokenId = int32_t;
 
 class PrefixHasher {
  public:

@@ -20,8 +20,8 @@
 #include <string_view>
 #include <vector>
 
-#include "cache/prefix_hasher.h"  // TokenId
 #include "common/status.h"
+#include "common/token.h"
 #include "engine/kv_pages.h"
 #include "engine/model_weights.h"
 

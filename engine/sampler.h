@@ -14,8 +14,8 @@
 #include <span>
 #include <vector>
 
-#include "cache/prefix_hasher.h"  // TokenId
 #include "common/status.h"
+#include "common/token.h"
 
 namespace kvtier {
 

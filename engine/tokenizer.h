@@ -16,8 +16,8 @@
 #include <string_view>
 #include <vector>
 
-#include "cache/prefix_hasher.h"  // TokenId
 #include "common/status.h"
+#include "common/token.h"
 
 namespace kvtier {
 
