@@ -133,33 +133,6 @@ TEST(PrefixHasherTest, AppendKeysContinuesAChain) {
   EXPECT_EQ(keys, all);
 }
 
-TEST(NamespaceTest, ValidateRejectsBadFields) {
-  Namespace ns = TestNamespace();
-  for (int bt : {0, 8, 48, 2048}) {
-    ns.block_tokens = bt;
-    EXPECT_FALSE(ns.Validate().ok()) << bt;
-  }
-  ns = TestNamespace();
-  ns.tp_size = 2;
-  ns.tp_rank = 2;
-  EXPECT_FALSE(ns.Validate().ok());
-  ns = TestNamespace();
-  ns.model_id = std::string(300, 'x');
-  EXPECT_FALSE(ns.Validate().ok());
-}
-
-TEST(NamespaceTest, ToStringDoesNotRevealTheSalt) {
-  Namespace ns = TestNamespace();
-  ns.cache_salt = "secret-salt";
-  EXPECT_EQ(ns.ToString().find("secret"), std::string::npos);
-}
-
-}  // namespace
-}  // namespace kvtier
-
-namespace kvtier {
-namespace {
-
 TEST(PrefixHasherTest, TailKeysNameExactlyTheirTokens) {
   Namespace ns;
   ns.block_tokens = 16;
