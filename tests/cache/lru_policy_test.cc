@@ -3,18 +3,13 @@
 #include <algorithm>
 
 #include "cache/eviction_policy.h"
+#include "tests/cache/policy_test_util.h"
 
 namespace kvtier {
 namespace {
 
-BlockKey K(uint64_t i) { return BlockKey{0, i}; }
-
-VictimQuery Take(size_t n, std::function<bool(const BlockKey&)> eligible = nullptr) {
-  VictimQuery q;
-  q.n = n;
-  q.eligible = std::move(eligible);
-  return q;
-}
+using policy_test::K;
+using policy_test::Take;
 
 TEST(LruPolicyTest, EvictsLeastRecentlyUsedFirst) {
   auto p = NewLruPolicy();
@@ -49,81 +44,6 @@ TEST(LruPolicyTest, EraseAndUnknownKeys) {
   EXPECT_EQ(p->Victims(Take(5), &v), 1u);
   EXPECT_EQ(v[0], K(2));
   EXPECT_EQ(p->Victims(Take(5), &v), 0u);
-}
-
-TEST(EvictionPolicyTest, FactoryKnowsEveryPolicyByItsName) {
-  for (const std::string& name : EvictionPolicyNames()) {
-    std::unique_ptr<EvictionPolicy> p = NewEvictionPolicy(name, PolicyOptions{100});
-    ASSERT_NE(p, nullptr) << name;
-    EXPECT_EQ(p->Name(), name);
-  }
-  EXPECT_EQ(EvictionPolicyNames().size(), 8u);
-  EXPECT_EQ(NewEvictionPolicy("nope"), nullptr);
-}
-
-// Every policy: holds what it is given, honours eligibility, forgets victims
-// and erased keys, and ends up empty.
-TEST(EvictionPolicyTest, EveryPolicyKeepsTheContract) {
-  for (const std::string& name : EvictionPolicyNames()) {
-    SCOPED_TRACE(name);
-    std::unique_ptr<EvictionPolicy> p = NewEvictionPolicy(name, PolicyOptions{8});
-    for (uint64_t i = 1; i <= 8; ++i) p->Insert(K(i), PolicyBlock{});
-    EXPECT_EQ(p->size(), 8u);
-    p->Touch(K(3));
-    p->Touch(K(99));  // absent: ignored
-    p->Erase(K(5));
-    p->Erase(K(99));
-    EXPECT_EQ(p->size(), 7u);
-    std::vector<BlockKey> v;
-    // Only odd keys are eligible: 1, 3, 7 (5 is gone).
-    EXPECT_EQ(p->Victims(Take(10, [](const BlockKey& k) { return k.lo % 2 == 1; }), &v), 3u);
-    std::sort(v.begin(), v.end());
-    EXPECT_EQ(v, (std::vector<BlockKey>{K(1), K(3), K(7)}));
-    EXPECT_EQ(p->size(), 4u);
-    v.clear();
-    EXPECT_EQ(p->Victims(Take(10), &v), 4u);
-    std::sort(v.begin(), v.end());
-    EXPECT_EQ(v, (std::vector<BlockKey>{K(2), K(4), K(6), K(8)}));
-    EXPECT_EQ(p->size(), 0u);
-    EXPECT_EQ(p->Victims(Take(1), &v), 0u);
-  }
-}
-
-// Every policy: a call that has stepped over max_refused refused blocks
-// gives up with what it has, asks `eligible` no more than that many times
-// for refusals, and keeps every block it did not take.
-TEST(EvictionPolicyTest, EveryPolicyStopsAfterMaxRefusedRefusals) {
-  for (const std::string& name : EvictionPolicyNames()) {
-    SCOPED_TRACE(name);
-    std::unique_ptr<EvictionPolicy> p = NewEvictionPolicy(name, PolicyOptions{1000});
-    for (uint64_t i = 1; i <= 1000; ++i) p->Insert(K(i), PolicyBlock{});
-    size_t asked = 0;
-    VictimQuery q = Take(1, [&](const BlockKey& k) {
-      ++asked;
-      return k.lo == 1000;  // one eligible block, wherever the policy ranks it
-    });
-    q.max_refused = 10;
-    std::vector<BlockKey> v;
-    const size_t taken = p->Victims(q, &v);
-    EXPECT_LE(asked, 11u);  // at most 10 refusals (and the one it took, if it met it)
-    EXPECT_EQ(p->size(), 1000u - taken);
-    // Without the bound the eligible block is found.
-    q.max_refused = SIZE_MAX;
-    v.clear();
-    if (taken == 0) {
-      EXPECT_EQ(p->Victims(q, &v), 1u);
-      EXPECT_EQ(v, std::vector<BlockKey>{K(1000)});
-    }
-    EXPECT_EQ(p->size(), 999u);
-    // 0: only the policy's first choice, taken when it is eligible.
-    q.eligible = nullptr;
-    q.max_refused = 0;
-    v.clear();
-    EXPECT_EQ(p->Victims(q, &v), 1u);
-    q.eligible = [](const BlockKey&) { return false; };
-    EXPECT_EQ(p->Victims(q, &v), 0u);
-    EXPECT_EQ(p->size(), 998u);
-  }
 }
 
 }  // namespace

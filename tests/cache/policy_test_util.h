@@ -15,6 +15,14 @@ namespace kvtier::policy_test {
 
 inline BlockKey K(uint64_t i) { return BlockKey{0, i}; }
 
+// A victim query for `n` blocks, of those `eligible` allows (all when null).
+inline VictimQuery Take(size_t n, std::function<bool(const BlockKey&)> eligible = nullptr) {
+  VictimQuery q;
+  q.n = n;
+  q.eligible = std::move(eligible);
+  return q;
+}
+
 // What one replay produced.
 struct Replay {
   std::vector<bool> hits;         // one per request
