@@ -6,29 +6,11 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "engine/engine_sequence.h"
 #include "engine/gpu_forward.h"
 #include "kernels/device.h"
 
 namespace kvtier {
-
-struct Engine::Sequence {
-  RequestId id = 0;
-  GenerateRequest req;
-  Callback done;
-  std::vector<TokenId> tokens;  // prompt, then generated
-  int computed = 0;             // leading tokens whose KV is in pages
-  std::vector<PageId> pages;    // block table
-  std::vector<BlockKey> keys;   // chained keys of the leading full blocks
-  int published = 0;            // leading blocks known to be in the cache
-  size_t tails_published = 0;   // breakpoints whose tail record is written (or needs none)
-  bool admitted_before = false;
-  std::optional<Sampler> sampler;
-  GenerateResult result;
-  std::chrono::steady_clock::time_point submitted;
-
-  int pending() const { return static_cast<int>(tokens.size()) - computed; }
-  int generated() const { return static_cast<int>(result.tokens.size()); }
-};
 
 struct Engine::Tenant {
   std::deque<std::unique_ptr<Sequence>> waiting;
@@ -107,24 +89,6 @@ Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOpt
 }
 
 Engine::~Engine() { Shutdown(); }
-
-Namespace Engine::CacheNamespace(const std::string& cache_salt) const {
-  Namespace ns;
-  ns.model_id = weights_->config.name.empty() ? "model" : weights_->config.name;
-  char rev[17];
-  std::snprintf(rev, sizeof(rev), "%016llx", static_cast<unsigned long long>(weights_->digest));
-  ns.model_revision = rev;
-  ns.kv_dtype = DType::kFloat32;
-  ns.block_tokens = options_.block_tokens;
-  ns.cache_salt = cache_salt;
-  return ns;
-}
-
-const PrefixHasher& Engine::HasherFor(const std::string& salt) {
-  auto& h = hashers_[salt];
-  if (!h) h = std::make_unique<PrefixHasher>(CacheNamespace(salt));
-  return *h;
-}
 
 Result<RequestId> Engine::Submit(GenerateRequest request, Callback done) {
   const ModelConfig& c = weights_->config;
@@ -253,89 +217,6 @@ bool Engine::EnsurePages(Sequence* seq, int tokens) {
   return true;
 }
 
-void Engine::EnsureKeys(Sequence* seq, int blocks) {
-  const int bt = options_.block_tokens;
-  const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
-  while (static_cast<int>(seq->keys.size()) < blocks) {
-    const size_t i = seq->keys.size();
-    const BlockKey& prev = i == 0 ? hasher.seed() : seq->keys.back();
-    seq->keys.push_back(hasher.Next(prev, std::span<const TokenId>(&seq->tokens[i * bt], bt)));
-  }
-}
-
-BlockKey Engine::TailKey(Sequence* seq, int end) {
-  const int bt = options_.block_tokens;
-  const int full = end / bt;
-  EnsureKeys(seq, full);
-  const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
-  const BlockKey& prev = full == 0 ? hasher.seed() : seq->keys[full - 1];
-  return hasher.TailKey(prev,
-                        std::span<const TokenId>(seq->tokens.data() + full * bt, end - full * bt));
-}
-
-void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
-  if (cache_ == nullptr) return;
-  const int bt = options_.block_tokens;
-  const int len = static_cast<int>(seq->tokens.size());
-  const int full = len / bt;
-  EnsureKeys(seq, full);
-  PrefixHit hit = cache_->Lookup(std::span<const BlockKey>(seq->keys.data(), full), true);
-  int hit_tokens = static_cast<int>(hit.blocks) * bt;
-  // A tail record at one of the request's breakpoints inside the next block.
-  int tail = 0;
-  BlockKey tail_key;
-  for (const CacheBreakpoint& b : seq->req.breakpoints) {
-    const int end = static_cast<int>(b.end);
-    if (end <= hit_tokens || end >= hit_tokens + bt || end > len) continue;
-    const BlockKey k = TailKey(seq, end);
-    if (cache_->Find(k).ok() && end - hit_tokens > tail) {
-      tail = end - hit_tokens;
-      tail_key = k;
-    }
-  }
-  if (!seq->admitted_before) {
-    seq->result.cache_hit_tokens = static_cast<uint32_t>(
-        std::min(hit_tokens + tail, static_cast<int>(seq->req.prompt.size())));
-  }
-  // At least one token is always computed: its logits are what we need.
-  const int loadable_blocks = std::min(static_cast<int>(hit.blocks), (len - 1) / bt);
-  int loaded = 0;
-  for (int i = 0; i < loadable_blocks; ++i) {
-    std::span<std::byte> page = forward_->HostPage(seq->pages[i]);
-    if (page.empty()) {
-      page_scratch_.resize(kv_.page_bytes());
-      page = page_scratch_;
-    }
-    Result<uint64_t> n = cache_->Read(seq->keys[i], page);
-    if (n.ok() && *n == page.size() && page.data() == page_scratch_.data()) {
-      Status w = forward_->WritePage(seq->pages[i], page);
-      if (!w.ok()) n = w;
-    }
-    if (!n.ok() || *n != page.size()) {
-      // Dropped, corrupt or of another shape: the rest is prefilled.
-      ++stats_.cache_read_failures;
-      break;
-    }
-    ++loaded;
-  }
-  int tokens = loaded * bt;
-  if (tail > 0 && loaded == static_cast<int>(hit.blocks) && tokens + tail <= len - 1) {
-    std::vector<std::byte> payload(kv_.RowsBytes(tail));
-    Result<uint64_t> n = cache_->Read(tail_key, payload);
-    if (n.ok() && *n == payload.size() &&
-        forward_->UnpackRows(seq->pages[loaded], tail, payload).ok()) {
-      tokens += tail;
-    } else {
-      ++stats_.cache_read_failures;
-    }
-  }
-  seq->computed = tokens;
-  seq->published = loaded;
-  stats_.cached_tokens += static_cast<uint64_t>(tokens);
-  stats->cached_tokens += tokens;
-  if (!seq->admitted_before) seq->result.cached_tokens = static_cast<uint32_t>(tokens);
-}
-
 void Engine::Admit(StepStats* stats) {
   for (;;) {
     Tenant* best = nullptr;
@@ -372,108 +253,6 @@ void Engine::Admit(StepStats* stats) {
     ++best->running;
     ++stats->admitted;
     running_.push_back(std::move(owned));
-  }
-}
-
-Result<std::span<const std::byte>> Engine::PageBytes(PageId page) {
-  std::span<std::byte> host = forward_->HostPage(page);
-  if (!host.empty()) return std::span<const std::byte>(host);
-  page_scratch_.resize(kv_.page_bytes());
-  KVTIER_RETURN_IF_ERROR(forward_->ReadPage(page, page_scratch_));
-  return std::span<const std::byte>(page_scratch_);
-}
-
-void Engine::Publish(Sequence* seq) {
-  if (cache_ == nullptr) return;
-  if (seq->req.breakpoints_only) {
-    PublishBreakpoints(seq);
-    return;
-  }
-  const int bt = options_.block_tokens;
-  const int full = seq->computed / bt;
-  if (seq->published >= full) return;
-  EnsureKeys(seq, full);
-  BlockMeta meta;
-  meta.ttl_ms = options_.cache_ttl_ms;
-  meta.tokens = static_cast<uint32_t>(bt);
-  meta.stream = StreamOf(HasherFor(seq->req.cache_salt).seed());
-  // Prefill of a block: two FLOPs per active parameter per token.
-  meta.remat_flops = 2.0 * static_cast<double>(weights_->config.ActiveParams()) * bt;
-  for (int i = seq->published; i < full; ++i) {
-    meta.parent = i > 0 ? std::optional<BlockKey>(seq->keys[i - 1]) : std::nullopt;
-    Result<std::span<const std::byte>> page = PageBytes(seq->pages[i]);
-    Status s = page.ok() ? cache_->Insert(seq->keys[i], *page, meta) : page.status();
-    if (s.ok()) {
-      ++seq->result.published_blocks;
-      ++stats_.published_blocks;
-    } else {
-      // A full cache is not an error for the request: the block is simply
-      // not cached, and a later request recomputes it.
-      ++stats_.publish_failures;
-    }
-  }
-  seq->published = full;
-}
-
-void Engine::PublishBreakpoints(Sequence* seq) {
-  const std::vector<CacheBreakpoint>& bps = seq->req.breakpoints;
-  if (bps.empty()) return;
-  const int bt = options_.block_tokens;
-  int last = 0, last_1h = 0;
-  for (const CacheBreakpoint& b : bps) {
-    last = std::max(last, static_cast<int>(b.end));
-    if (b.ttl == TtlClass::k1h) last_1h = std::max(last_1h, static_cast<int>(b.end));
-  }
-  const int64_t start = seq->req.start_ms;
-  BlockMeta meta;
-  meta.tokens = static_cast<uint32_t>(bt);
-  meta.stream = StreamOf(HasherFor(seq->req.cache_salt).seed());
-  meta.remat_flops = 2.0 * static_cast<double>(weights_->config.ActiveParams()) * bt;
-  auto store = [&](const BlockKey& key, std::span<const std::byte> payload, TtlClass ttl,
-                   uint32_t tokens) {
-    if (seq->req.fixed_expiry_ms > 0) {
-      meta.ttl_ms = 0;
-      meta.expiry_ms = seq->req.fixed_expiry_ms;
-    } else {
-      meta.ttl_ms = TtlMs(ttl);
-      meta.expiry_ms = start + meta.ttl_ms;  // lifetime from the start of the request
-    }
-    meta.tokens = tokens;
-    if (cache_->Insert(key, payload, meta).ok()) {
-      ++seq->result.published_blocks;
-      ++stats_.published_blocks;
-    } else {
-      ++stats_.publish_failures;
-    }
-  };
-  // Full blocks inside the last breakpoint.
-  const int full = std::min(seq->computed, last) / bt;
-  EnsureKeys(seq, full);
-  for (int i = seq->published; i < full; ++i) {
-    meta.parent = i > 0 ? std::optional<BlockKey>(seq->keys[i - 1]) : std::nullopt;
-    Result<std::span<const std::byte>> page = PageBytes(seq->pages[i]);
-    if (!page.ok()) {
-      ++stats_.publish_failures;
-      continue;
-    }
-    store(seq->keys[i], *page, (i + 1) * bt <= last_1h ? TtlClass::k1h : TtlClass::k5m,
-          static_cast<uint32_t>(bt));
-  }
-  seq->published = std::max(seq->published, full);
-  // Tails, once their prefix is computed.
-  while (seq->tails_published < bps.size() &&
-         static_cast<int>(bps[seq->tails_published].end) <= seq->computed) {
-    const CacheBreakpoint& b = bps[seq->tails_published++];
-    const int end = static_cast<int>(b.end);
-    const int rows = end % bt;
-    if (rows == 0) continue;  // ends on a block boundary: the block is the record
-    meta.parent = end / bt > 0 ? std::optional<BlockKey>(seq->keys[end / bt - 1]) : std::nullopt;
-    Result<std::vector<std::byte>> tail = forward_->PackRows(seq->pages[end / bt], rows);
-    if (!tail.ok()) {
-      ++stats_.publish_failures;
-      continue;
-    }
-    store(TailKey(seq, end), *tail, b.ttl, static_cast<uint32_t>(rows));
   }
 }
 
