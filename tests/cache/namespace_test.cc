@@ -4,15 +4,10 @@
 
 #include <string>
 
+#include "tests/cache/test_namespace.h"
+
 namespace kvtier {
 namespace {
-
-Namespace TestNamespace() {
-  Namespace ns;
-  ns.model_id = "stories260K";
-  ns.block_tokens = 16;
-  return ns;
-}
 
 TEST(NamespaceTest, ValidateRejectsBadFields) {
   Namespace ns = TestNamespace();

@@ -7,15 +7,10 @@
 #include <numeric>
 #include <set>
 
+#include "tests/cache/test_namespace.h"
+
 namespace kvtier {
 namespace {
-
-Namespace TestNamespace() {
-  Namespace ns;
-  ns.model_id = "stories260K";
-  ns.block_tokens = 16;
-  return ns;
-}
 
 std::vector<TokenId> Iota(size_t n, TokenId start = 1) {
   std::vector<TokenId> t(n);
