@@ -187,13 +187,16 @@ Status Ledger::OpenDb() {
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   ids.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  guard_ = std::make_unique<RocksWriteGuard>(RocksWriteGuardOptions{
-      .store = "ledger", .path = options_.path, .min_free_bytes = options_.min_free_bytes,
-      .essential = true, .clock = options_.clock});
-  Status s = OpenGuardedRocksStore(
-      options_.path, "ledger",
-      {{kRecordsFamily, rocksdb::ColumnFamilyOptions()}, {kIdsFamily, ids}}, *guard_, &db_,
-      &handles);
+  guard_ = std::make_unique<RocksWriteGuard>(
+      RocksWriteGuardOptions{.store = "ledger",
+                             .path = options_.path,
+                             .min_free_bytes = options_.min_free_bytes,
+                             .essential = true,
+                             .clock = options_.clock});
+  Status s =
+      OpenGuardedRocksStore(options_.path, "ledger",
+                            {{kRecordsFamily, rocksdb::ColumnFamilyOptions()}, {kIdsFamily, ids}},
+                            *guard_, &db_, &handles);
   if (s.ok()) {
     records_ = handles[0];
     ids_ = handles[1];
@@ -205,7 +208,9 @@ Status Ledger::OpenDb() {
     return Status::Corruption(
         s.message() +
         ". The billing ledger is damaged and kvtierd will not start on it: restore the "
-        "directory " + options_.path + " from a backup, or move it aside to start a new, "
+        "directory " +
+        options_.path +
+        " from a backup, or move it aside to start a new, "
         "empty ledger (the records in it are then not billed)");
   }
   return s;
@@ -259,8 +264,7 @@ Status Ledger::AppendBatch(std::span<const UsageRecord> records, std::vector<boo
       rocksdb::WriteOptions wo;
       wo.sync = options_.sync;
       KVTIER_RETURN_IF_ERROR(guard_->BeforeWrite(batch.GetDataSize()));
-      KVTIER_RETURN_IF_ERROR(
-          guard_->AfterWrite(db_->Write(wo, &batch), "appending to the ledger"));
+      KVTIER_RETURN_IF_ERROR(guard_->AfterWrite(db_->Write(wo, &batch), "appending to the ledger"));
     }
   }
   if (duplicates != nullptr) *duplicates = std::move(dup);

@@ -186,15 +186,20 @@ Status RefuseDamagedRegistry(const Status& s, const std::string& path) {
   return Status::Corruption(
       s.message() +
       ". The named cache registry is damaged and kvtierd will not start on it: restore the "
-      "directory " + path + " from a backup, or move it aside to start with no named caches "
+      "directory " +
+      path +
+      " from a backup, or move it aside to start with no named caches "
       "(their clients then get NOT_FOUND)");
 }
 
 Status NamedCacheRegistry::OpenDb() {
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  guard_ = std::make_unique<RocksWriteGuard>(RocksWriteGuardOptions{
-      .store = "named cache registry", .path = options_.path,
-      .min_free_bytes = options_.min_free_bytes, .essential = true, .clock = options_.clock});
+  guard_ = std::make_unique<RocksWriteGuard>(
+      RocksWriteGuardOptions{.store = "named cache registry",
+                             .path = options_.path,
+                             .min_free_bytes = options_.min_free_bytes,
+                             .essential = true,
+                             .clock = options_.clock});
   Status s = OpenGuardedRocksStore(options_.path, "named cache registry",
                                    {{kCachesFamily, rocksdb::ColumnFamilyOptions()},
                                     {kIdsFamily, rocksdb::ColumnFamilyOptions()}},
@@ -363,8 +368,8 @@ Result<NamedCache> NamedCacheRegistry::Create(const std::string& tenant, const s
                                          "storing named cache " + cache.name));
   if (!id_key.empty()) {
     // Replaces a mapping to a cache that has expired or was deleted.
-    KVTIER_RETURN_IF_ERROR(FromRocksStatus(batch.Put(ids_, id_key, cache.name),
-                                           "storing named cache " + cache.name));
+    KVTIER_RETURN_IF_ERROR(
+        FromRocksStatus(batch.Put(ids_, id_key, cache.name), "storing named cache " + cache.name));
   }
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;

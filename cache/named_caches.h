@@ -192,7 +192,7 @@ class NamedCacheRegistry {
   explicit NamedCacheRegistry(const NamedCacheOptions& options);
   Status OpenDb();
   Status LoadIndex();  // refuses a damaged database (see the header)
-  Status ReadIndex();   // LoadIndex without the refusal message
+  Status ReadIndex();  // LoadIndex without the refusal message
   // Reads and decodes the value stored under `key`; kNotFound when absent.
   Result<NamedCache> ReadCache(const std::string& key) const;
   std::string NewNameLocked();
@@ -212,7 +212,7 @@ class NamedCacheRegistry {
   std::set<std::string> names_;              // GUARDED_BY(mu_); every stored name
   // GUARDED_BY(mu_); tenant '\0' request_id -> cache name, as in "ids".
   std::map<std::string, std::string> request_ids_;
-  std::random_device random_;                // GUARDED_BY(mu_); draws names
+  std::random_device random_;  // GUARDED_BY(mu_); draws names
 };
 
 }  // namespace kvtier

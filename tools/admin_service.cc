@@ -148,10 +148,10 @@ grpc::Status AdminService::Explain(grpc::ServerContext* ctx, const v1::ExplainRe
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "key must be 16 bytes, not " + std::to_string(req->key().size()));
   }
-  Result<BlockScope> scope = ResolveBlockScope(
-      default_namespace_, auth_->secret(),
-      auth_->PrincipalOf(req->tenant().empty() ? admin.tenant : req->tenant()),
-      req->has_namespace_(), req->namespace_());
+  Result<BlockScope> scope =
+      ResolveBlockScope(default_namespace_, auth_->secret(),
+                        auth_->PrincipalOf(req->tenant().empty() ? admin.tenant : req->tenant()),
+                        req->has_namespace_(), req->namespace_());
   if (!scope.ok()) return ToGrpcStatus(scope.status());
   Result<BlockExplanation> x = cache_.Explain(scope->Stored(*visible));
   if (!x.ok()) return grpc::Status(grpc::StatusCode::NOT_FOUND, x.status().message());

@@ -70,7 +70,7 @@ class Authenticator {
   Principal PrincipalFor(const std::string& tenant, bool admin, const std::string& group) const;
 
   CacheSecret secret_;
-  std::unordered_map<std::string, KeyEntry> keys_;     // by API key
+  std::unordered_map<std::string, KeyEntry> keys_;       // by API key
   std::unordered_map<std::string, std::string> groups_;  // tenant -> its share group
 };
 

@@ -32,7 +32,7 @@ struct BlockStoreLimits {
   uint64_t max_inflight_payload_bytes = 1ull << 30;  // held by all Put and Get calls
   // Held by one tenant's Put and Get calls (at most the above).
   uint64_t max_tenant_payload_bytes = 256ull << 20;
-  int64_t default_ttl_s = 0;                         // 0 = no expiry
+  int64_t default_ttl_s = 0;  // 0 = no expiry
 };
 
 class BlockStoreService final : public v1::BlockStore::Service {

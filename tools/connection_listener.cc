@@ -60,8 +60,7 @@ Result<std::unique_ptr<ConnectionListener>> ConnectionListener::Bind(
     const ListenerOptions& options) {
   std::string host, port;
   if (!SplitHostPort(options.address, &host, &port)) {
-    return Status::InvalidArgument("listen address \"" + options.address +
-                                   "\" is not HOST:PORT");
+    return Status::InvalidArgument("listen address \"" + options.address + "\" is not HOST:PORT");
   }
   if (options.max_connections == 0) {
     return Status::InvalidArgument("max_connections must be at least 1");
@@ -78,8 +77,8 @@ Result<std::unique_ptr<ConnectionListener>> ConnectionListener::Bind(
   std::unique_ptr<ConnectionListener> l(new ConnectionListener(options));
   std::string why = "no address";
   for (addrinfo* a = found; a != nullptr && l->listen_fd_ < 0; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                            a->ai_protocol);
+    const int fd =
+        ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
     if (fd < 0) {
       why = ErrnoText(errno);
       continue;
@@ -102,9 +101,9 @@ Result<std::unique_ptr<ConnectionListener>> ConnectionListener::Bind(
   sockaddr_storage bound{};
   socklen_t len = sizeof(bound);
   if (::getsockname(l->listen_fd_, reinterpret_cast<sockaddr*>(&bound), &len) == 0) {
-    l->port_ = ntohs(bound.ss_family == AF_INET6
-                         ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                         : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    l->port_ =
+        ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   }
   l->wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   l->spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -200,8 +199,7 @@ void ConnectionListener::AcceptOne() {
   (void)::fstat(fd, &st);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (open_.size() >= options_.max_connections &&
-        CountOpenLocked() >= options_.max_connections) {
+    if (open_.size() >= options_.max_connections && CountOpenLocked() >= options_.max_connections) {
       ++stats_.refused_over_limit;
       ::close(fd);
       return;

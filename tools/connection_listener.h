@@ -40,7 +40,7 @@
 namespace kvtier {
 
 struct ListenerOptions {
-  std::string address;          // "host:port" or "[v6]:port"; port 0 picks a free one
+  std::string address;            // "host:port" or "[v6]:port"; port 0 picks a free one
   size_t max_connections = 1024;  // at least 1
   int backlog = 1024;
 };

@@ -407,17 +407,15 @@ Result<DaemonOptions> ParseDaemonFlags(int argc, char** argv, bool* help) {
       return Status::InvalidArgument("--gpu-weights must be f32 or bf16");
     o.engine_gpu_bf16 = w == "bf16";
   }
-  for (auto [flag, field, lo, hi] : {std::tuple{"max-batch", &o.engine_max_batch, 1, 4096},
-                                     std::tuple{"token-budget", &o.engine_token_budget, 1, 1 << 20},
-                                     std::tuple{"engine-threads", &o.engine_threads, 0, 1024},
-                                     std::tuple{"max-threads", &o.max_threads, 4, 65536},
-                                     std::tuple{"max-streams", &o.max_streams, 1, 65536},
-                                     std::tuple{"max-tenant-streams", &o.max_tenant_streams, 1,
-                                                65536},
-                                     std::tuple{"max-connections", &o.max_connections, 1,
-                                                1 << 20},
-                                     std::tuple{"max-streams-per-connection",
-                                                &o.max_streams_per_connection, 1, 65536}}) {
+  for (auto [flag, field, lo, hi] :
+       {std::tuple{"max-batch", &o.engine_max_batch, 1, 4096},
+        std::tuple{"token-budget", &o.engine_token_budget, 1, 1 << 20},
+        std::tuple{"engine-threads", &o.engine_threads, 0, 1024},
+        std::tuple{"max-threads", &o.max_threads, 4, 65536},
+        std::tuple{"max-streams", &o.max_streams, 1, 65536},
+        std::tuple{"max-tenant-streams", &o.max_tenant_streams, 1, 65536},
+        std::tuple{"max-connections", &o.max_connections, 1, 1 << 20},
+        std::tuple{"max-streams-per-connection", &o.max_streams_per_connection, 1, 65536}}) {
     if (!flags.Has(flag)) continue;
     Result<int64_t> v = ParseInt(flags.Get(flag));
     if (!v.ok() || *v < lo || *v > hi) {
@@ -730,8 +728,7 @@ Status Daemon::Start() {
   // Never share the port with another process (gRPC turns SO_REUSEPORT on
   // by default): a second daemon on a taken port must fail, not split it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
-                             options_.max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options_.max_streams_per_connection);
   // One streamed chunk (at most 4 MiB) plus its envelope.
   builder.SetMaxReceiveMessageSize((4 << 20) + (64 << 10));
   builder.SetMaxSendMessageSize((4 << 20) + (64 << 10));
@@ -881,8 +878,8 @@ std::string Daemon::RenderMetrics() const {
     const MetricLabels l = {{"store", name}};
     m.Counter("kvtier_store_no_space_errors_total",
               "Writes refused or failed because the disk is full.", no_space, l);
-    m.Counter("kvtier_store_write_errors_total", "Writes failed for another reason.",
-              write_errors, l);
+    m.Counter("kvtier_store_write_errors_total", "Writes failed for another reason.", write_errors,
+              l);
     m.Counter("kvtier_store_recoveries_total", "Times writes resumed after the disk was full.",
               recoveries, l);
   };

@@ -80,7 +80,7 @@ struct DaemonOptions {
   int max_connections = 4096;
   // Memory gRPC may use for its own buffers (its resource quota).
   uint64_t grpc_memory_bytes = 512ull << 20;
-  int64_t shutdown_grace_ms = 5000;                  // time given to in-flight calls
+  int64_t shutdown_grace_ms = 5000;  // time given to in-flight calls
   // The engine. With no model path, a deterministic random-weight model of
   // `default_model_preset` is created (once) under DATA_DIR/models.
   bool engine = true;                         // serve inference (ContextCache)

@@ -31,8 +31,7 @@ class MalformedRequestInterceptor final : public grpc::experimental::Interceptor
   bool malformed_ = false;
 };
 
-class MalformedRequestFactory final
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
+class MalformedRequestFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {

@@ -39,8 +39,7 @@ Result<StreamGuard::Slot> StreamGuard::Admit(const std::string& tenant,
   if (stats_.open >= limits_.max_streams) {
     ++stats_.refused;
     return Status::ResourceExhausted("kvtierd is serving its limit of " +
-                                     std::to_string(limits_.max_streams) +
-                                     " streams; retry later");
+                                     std::to_string(limits_.max_streams) + " streams; retry later");
   }
   int& mine = tenants_[tenant];
   if (mine >= limits_.max_tenant_streams) {

@@ -714,8 +714,8 @@ TEST_F(NamedCacheRegistryTest, CorruptedValueIsReportedNotSkipped) {
 // second cache is stored (nor billed), also after a reopen.
 TEST_F(NamedCacheRegistryTest, CreateRetriedWithTheSameRequestIdReturnsTheFirstCache) {
   const std::vector<int32_t> tokens = Tokens(64);
-  auto first = registry_->Create("acme", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour),
-                                 "doc", "req-1");
+  auto first =
+      registry_->Create("acme", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour), "doc", "req-1");
   ASSERT_TRUE(first.ok()) << first.status();
   clock_.AdvanceMs(10);
   // The retry may even carry other fields: the first call's cache wins.
@@ -726,21 +726,21 @@ TEST_F(NamedCacheRegistryTest, CreateRetriedWithTheSameRequestIdReturnsTheFirstC
   EXPECT_EQ(Names("acme"), std::vector<std::string>{first->name});
 
   // Another tenant's identical request id is its own.
-  auto globex = registry_->Create("globex", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour),
-                                  "", "req-1");
+  auto globex =
+      registry_->Create("globex", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour), "", "req-1");
   ASSERT_TRUE(globex.ok()) << globex.status();
   EXPECT_NE(globex->name, first->name);
   // Another request id, or none, makes a new cache.
-  auto second = registry_->Create("acme", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour),
-                                  "", "req-2");
+  auto second =
+      registry_->Create("acme", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour), "", "req-2");
   ASSERT_TRUE(second.ok());
   EXPECT_NE(second->name, first->name);
   EXPECT_EQ(ListAll("acme").size(), 2u);
 
   registry_.reset();
   Open();
-  auto after_reopen = registry_->Create("acme", "llama-3-8b", tokens,
-                                        NamedCacheExpiry::Ttl(kHour), "doc", "req-1");
+  auto after_reopen =
+      registry_->Create("acme", "llama-3-8b", tokens, NamedCacheExpiry::Ttl(kHour), "doc", "req-1");
   ASSERT_TRUE(after_reopen.ok()) << after_reopen.status();
   ExpectSameCache(*after_reopen, *first);
   EXPECT_EQ(ListAll("acme").size(), 2u);

@@ -85,7 +85,8 @@ TEST_P(StoreDiskFullTest, LedgerAppendsFailCleanlyAndResume) {
 
   Status s;
   int tries = 0;
-  for (; tries < 1000 && s.ok(); ++tries) s = ledger_->Append(Record("r" + std::to_string(tries), 200));
+  for (; tries < 1000 && s.ok(); ++tries)
+    s = ledger_->Append(Record("r" + std::to_string(tries), 200));
   ASSERT_FALSE(s.ok()) << "the full disk never refused an append";
   ExpectDeviceFull(s);
   ExpectDeviceFull(ledger_->Append(Record("still-full", 300)));

@@ -111,10 +111,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Caller who = static_cast<Caller>(selector / 4 % 3);
   fuzz::RpcFuzzer& f = fuzz::RpcFuzzer::Get();
   switch (selector % 4) {
-    case 0: Lookup(f, who, in); break;
-    case 1: Put(f, who, in); break;
-    case 2: Get(f, who, in); break;
-    default: Delete(f, who, in); break;
+    case 0:
+      Lookup(f, who, in);
+      break;
+    case 1:
+      Put(f, who, in);
+      break;
+    case 2:
+      Get(f, who, in);
+      break;
+    default:
+      Delete(f, who, in);
+      break;
   }
   return 0;
 }

@@ -60,9 +60,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::RpcFuzzer& f = fuzz::RpcFuzzer::Get();
   using Stub = v1::ContextCache::Stub;
   switch (selector % 6) {
-    case 0: Generate(f, who, in); break;
-    case 1: CreateCache(f, who, in); break;
-    case 2: Unary<v1::CacheRef, v1::NamedCacheInfo>(f, who, in, &Stub::GetCache); break;
+    case 0:
+      Generate(f, who, in);
+      break;
+    case 1:
+      CreateCache(f, who, in);
+      break;
+    case 2:
+      Unary<v1::CacheRef, v1::NamedCacheInfo>(f, who, in, &Stub::GetCache);
+      break;
     case 3:
       Unary<v1::ListCachesRequest, v1::ListCachesResponse>(f, who, in, &Stub::ListCaches);
       break;

@@ -19,12 +19,12 @@
 
 // Aborts with the failed condition when `cond` is false: an invariant of the
 // code under test does not hold for this input.
-#define FUZZ_CHECK(cond)                                                               \
-  do {                                                                                 \
-    if (!(cond)) {                                                                     \
+#define FUZZ_CHECK(cond)                                                                 \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
       std::fprintf(stderr, "%s:%d: FUZZ_CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                    \
-    }                                                                                  \
+      std::abort();                                                                      \
+    }                                                                                    \
   } while (0)
 
 namespace kvtier::fuzz {
@@ -60,8 +60,8 @@ class FuzzReader {
 inline const std::string& ScratchDir() {
   static const std::string dir = [] {
     const char* tmp = std::getenv("TMPDIR");
-    std::string d = std::string(tmp && *tmp ? tmp : "/tmp") + "/kvtier-fuzz-" +
-                    std::to_string(::getpid());
+    std::string d =
+        std::string(tmp && *tmp ? tmp : "/tmp") + "/kvtier-fuzz-" + std::to_string(::getpid());
     std::filesystem::remove_all(d);
     std::filesystem::create_directories(d);
     static const std::string copy = d;

@@ -65,10 +65,18 @@ std::string Seal(RecordWriter w, uint8_t spoil, fuzz::FuzzReader& in) {
   if (spoil < 4 * 32) return v;
   std::string body = v.substr(0, v.size() - 8);
   switch (spoil % 4) {
-    case 0: body.pop_back(); break;
-    case 1: body.push_back('\x01'); break;
-    case 2: body[0] = static_cast<char>(spoil); break;
-    default: body = in.Bytes(in.U8()); break;
+    case 0:
+      body.pop_back();
+      break;
+    case 1:
+      body.push_back('\x01');
+      break;
+    case 2:
+      body[0] = static_cast<char>(spoil);
+      break;
+    default:
+      body = in.Bytes(in.U8());
+      break;
   }
   RecordWriter again;
   for (char c : body) again.PutU8(static_cast<uint8_t>(c));

@@ -24,9 +24,15 @@ void RoundTrip(fuzz::FuzzReader in) {
   RecordWriter w;
   while (in.remaining() > 0 && fields.size() < 64) {
     switch (in.U8() % 5) {
-      case 0: fields.emplace_back(in.U8()); break;
-      case 1: fields.emplace_back(in.U32()); break;
-      case 2: fields.emplace_back(in.U64()); break;
+      case 0:
+        fields.emplace_back(in.U8());
+        break;
+      case 1:
+        fields.emplace_back(in.U32());
+        break;
+      case 2:
+        fields.emplace_back(in.U64());
+        break;
       case 3: {
         const uint64_t bits = in.U64();
         double d;
@@ -34,7 +40,9 @@ void RoundTrip(fuzz::FuzzReader in) {
         fields.emplace_back(d);
         break;
       }
-      default: fields.emplace_back(in.Bytes(in.U16() % 512)); break;
+      default:
+        fields.emplace_back(in.Bytes(in.U16() % 512));
+        break;
     }
     std::visit(
         [&w](const auto& v) {
@@ -93,11 +101,21 @@ void ReadJunk(std::string_view value) {
   while (r.ok() && i < value.size() + 2) {
     const size_t before = r.remaining_bytes();
     switch (static_cast<uint8_t>(value[i % value.size()]) % 5) {
-      case 0: r.ReadU8(); break;
-      case 1: r.ReadU32(); break;
-      case 2: r.ReadU64(); break;
-      case 3: r.ReadF64(); break;
-      default: r.ReadString(); break;
+      case 0:
+        r.ReadU8();
+        break;
+      case 1:
+        r.ReadU32();
+        break;
+      case 2:
+        r.ReadU64();
+        break;
+      case 3:
+        r.ReadF64();
+        break;
+      default:
+        r.ReadString();
+        break;
     }
     FUZZ_CHECK(r.remaining_bytes() <= before);
     ++i;

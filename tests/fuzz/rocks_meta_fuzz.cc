@@ -82,8 +82,9 @@ void Run(fuzz::FuzzReader in) {
       const BlockKey key = KeyOf(key_bits % kKeys);
       std::string meta_key = key.ToByteString();
       if (key_bits >= 240) meta_key.resize(key_bits % 20);  // a key of the wrong size
-      const int64_t expiry =
-          expiry_bits < 128 ? kNoExpiry : expiry_bits < 192 ? kNow - 1 : kNow + expiry_bits;
+      const int64_t expiry = expiry_bits < 128   ? kNoExpiry
+                             : expiry_bits < 192 ? kNow - 1
+                                                 : kNow + expiry_bits;
       std::string payload(length, '\0');
       for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(seed + i * 13);
       std::string meta;

@@ -60,8 +60,7 @@ class RpcFuzzer {
       case grpc::StatusCode::UNIMPLEMENTED:
       case grpc::StatusCode::DATA_LOSS:
       case grpc::StatusCode::DEADLINE_EXCEEDED:
-        std::fprintf(stderr, "call answered %d: %s\n", s.error_code(),
-                     s.error_message().c_str());
+        std::fprintf(stderr, "call answered %d: %s\n", s.error_code(), s.error_message().c_str());
         FUZZ_CHECK(false && "a bad request must get a clear, expected status");
         break;
       default:
@@ -81,8 +80,7 @@ class RpcFuzzer {
     google::protobuf::SetLogHandler(nullptr);
     const std::string dir = ScratchDir() + "/daemon";
     std::filesystem::create_directories(dir);
-    WriteFile(dir + "/keys",
-              "alice-key-0123456789 alice admin\nbob-key-0123456789ab bob\n");
+    WriteFile(dir + "/keys", "alice-key-0123456789 alice admin\nbob-key-0123456789ab bob\n");
     DaemonOptions o;
     o.listen = "127.0.0.1:0";
     o.data_dir = dir + "/data";

@@ -24,7 +24,8 @@ void CheckConsistent(const Trace& t) {
     FUZZ_CHECK(r.tenant < t.tenants.size());
     FUZZ_CHECK(r.time_ms >= last_time);
     last_time = r.time_ms;
-    for (uint32_t i = 0; i < r.num_blocks; ++i) FUZZ_CHECK(t.BlockTokens(r, i) <= static_cast<uint32_t>(t.block_tokens));
+    for (uint32_t i = 0; i < r.num_blocks; ++i)
+      FUZZ_CHECK(t.BlockTokens(r, i) <= static_cast<uint32_t>(t.block_tokens));
   }
   FUZZ_CHECK(next_block == t.blocks.size());
   if (!t.requests.empty()) FUZZ_CHECK(t.requests.front().time_ms == 0);

@@ -32,8 +32,8 @@ class TmpfsMount {
     std::filesystem::create_directories(dir_, ec);
     const std::string opts = "size=" + std::to_string(bytes);
     if (mount("tmpfs", dir_.c_str(), "tmpfs", 0, opts.c_str()) != 0) {
-      error_ = "mount -t tmpfs -o " + opts + " tmpfs " + dir_.string() + ": " +
-               std::strerror(errno);
+      error_ =
+          "mount -t tmpfs -o " + opts + " tmpfs " + dir_.string() + ": " + std::strerror(errno);
     } else {
       mounted_ = true;
     }
@@ -70,8 +70,7 @@ inline std::string TmpfsSkipReason() {
 // Writes `path` from a child process until the file system is full (or
 // `max_bytes` are written); returns the bytes written. The child is another
 // process, as an unrelated program filling the disk would be.
-inline uint64_t FillFromAnotherProcess(const std::string& path,
-                                       uint64_t max_bytes = UINT64_MAX) {
+inline uint64_t FillFromAnotherProcess(const std::string& path, uint64_t max_bytes = UINT64_MAX) {
   int pipefd[2];
   if (pipe(pipefd) != 0) return 0;
   const pid_t pid = fork();

@@ -28,10 +28,9 @@ class BlockStoreLimitsTest : public ::testing::Test {
     dir_ = TempDir("limits");
     std::filesystem::create_directories(dir_);
     std::ofstream(dir_ + "/keys") << "alice-key-0123456789 alice\nbob-key-0123456789ab bob\n";
-    ASSERT_TRUE(d_.Start(dir_, {"--api-keys", dir_ + "/keys", "--no-engine", "--dram-bytes",
-                                "128M", "--no-flash", "--max-block-bytes", "8M",
-                                "--max-payload-bytes", "64M", "--max-tenant-payload-bytes",
-                                "16M"}));
+    ASSERT_TRUE(d_.Start(dir_, {"--api-keys", dir_ + "/keys", "--no-engine", "--dram-bytes", "128M",
+                                "--no-flash", "--max-block-bytes", "8M", "--max-payload-bytes",
+                                "64M", "--max-tenant-payload-bytes", "16M"}));
   }
   void TearDown() override {
     EXPECT_EQ(d_.Stop(SIGTERM), 0);

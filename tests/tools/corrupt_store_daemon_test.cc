@@ -36,8 +36,8 @@ void Reopen(const std::string& dir, const std::vector<std::string>& args) {
 
 TEST(CorruptStoreDaemonTest, ACorruptColdTierIsQuarantinedAndTheDaemonStartsEmpty) {
   const std::string dir = TempDir("corrupt_rocks");
-  const std::vector<std::string> args = {"--no-engine", "--no-flash", "--dram-bytes", "1M",
-                                         "--metrics-listen", ""};
+  const std::vector<std::string> args = {"--no-engine", "--no-flash",       "--dram-bytes",
+                                         "1M",          "--metrics-listen", ""};
   // 64 KiB blocks in a 1 MiB DRAM tier: most of them go down to RocksDB.
   const std::string marker = "kvtier-payload-";
   std::string payload;
@@ -70,9 +70,9 @@ TEST(CorruptStoreDaemonTest, ACorruptColdTierIsQuarantinedAndTheDaemonStartsEmpt
   for (uint64_t i = 0; i < 64; ++i) {
     auto got = c->Get(BlockKey{77, i});
     if (got.ok()) {
-      EXPECT_EQ(std::string(reinterpret_cast<const char*>(got->payload.data()),
-                            got->payload.size()),
-                payload)
+      EXPECT_EQ(
+          std::string(reinterpret_cast<const char*>(got->payload.data()), got->payload.size()),
+          payload)
           << "block " << i << " came back with other bytes";
     } else {
       EXPECT_EQ(got.status().code(), StatusCode::kNotFound) << got.status();
@@ -88,8 +88,8 @@ TEST(CorruptStoreDaemonTest, ACorruptColdTierIsQuarantinedAndTheDaemonStartsEmpt
 
 TEST(CorruptStoreDaemonTest, ACorruptLedgerStopsTheDaemonAndIsLeftAsItWas) {
   const std::string dir = TempDir("corrupt_ledger");
-  const std::vector<std::string> args = {"--no-flash", "--dram-bytes", "64M", "--kv-bytes", "32M",
-                                         "--metrics-listen", ""};
+  const std::vector<std::string> args = {"--no-flash", "--dram-bytes",     "64M", "--kv-bytes",
+                                         "32M",        "--metrics-listen", ""};
   const std::string tenant = "tenant-with-a-long-recognisable-name";
   {
     DaemonProcess d;

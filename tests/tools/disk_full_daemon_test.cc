@@ -38,8 +38,8 @@ TEST(DiskFullDaemonTest, PutsFailCleanlyWhileTheDiskIsFullAndWorkAgainAfter) {
 
   DaemonProcess d;
   // No flash, and blocks larger than DRAM: every Put goes to RocksDB.
-  ASSERT_TRUE(d.Start(data_dir, {"--no-engine", "--no-flash", "--dram-bytes", "1M",
-                                 "--max-block-bytes", "4M"}))
+  ASSERT_TRUE(d.Start(
+      data_dir, {"--no-engine", "--no-flash", "--dram-bytes", "1M", "--max-block-bytes", "4M"}))
       << "kvtierd exited with " << d.exit_code();
   ClientOptions o;
   o.address = d.address();

@@ -681,14 +681,13 @@ TEST(KvtierdProcessTest, MetricsAreServedOverHttp) {
   EXPECT_NE(res->body.find("kvtier_tier_capacity_bytes{tier=\"dram\"}"), std::string::npos);
   EXPECT_NE(res->body.find("kvtier_engine_requests_total"), std::string::npos);
   // Limits and faults (docs/operations.md).
-  for (const char* family :
-       {"kvtier_connections_open", "kvtier_connections_refused_total",
-        "kvtier_accept_descriptor_exhausted_total", "kvtier_streams_open",
-        "kvtier_streams_refused_total", "kvtier_streams_idle_cancelled_total",
-        "kvtier_store_no_space_errors_total{store=\"rocks\"} 0",
-        "kvtier_store_no_space_errors_total{store=\"ledger\"} 0",
-        "kvtier_store_recoveries_total{store=\"named_caches\"} 0",
-        "kvtier_rocks_quarantined_stores 0"}) {
+  for (const char* family : {"kvtier_connections_open", "kvtier_connections_refused_total",
+                             "kvtier_accept_descriptor_exhausted_total", "kvtier_streams_open",
+                             "kvtier_streams_refused_total", "kvtier_streams_idle_cancelled_total",
+                             "kvtier_store_no_space_errors_total{store=\"rocks\"} 0",
+                             "kvtier_store_no_space_errors_total{store=\"ledger\"} 0",
+                             "kvtier_store_recoveries_total{store=\"named_caches\"} 0",
+                             "kvtier_rocks_quarantined_stores 0"}) {
     EXPECT_NE(res->body.find(family), std::string::npos) << family;
   }
   // A Generate shows in the billing counters and the latency histograms.

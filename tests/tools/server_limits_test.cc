@@ -14,9 +14,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -208,8 +208,8 @@ TEST_F(ServerLimitsTest, ASecondDaemonOnATakenPortFailsToStart) {
 TEST_F(ServerLimitsTest, StalledStreamsNeitherStarveTheServerNorHoldForever) {
   DaemonProcess d;
   ASSERT_TRUE(d.Start(dir_, {"--api-keys", dir_ + "/keys", "--no-engine", "--no-flash",
-                             "--dram-bytes", "64M", "--max-threads", "16", "--max-streams",
-                             "10", "--max-tenant-streams", "6", "--stream-idle-ms", "1500"}));
+                             "--dram-bytes", "64M", "--max-threads", "16", "--max-streams", "10",
+                             "--max-tenant-streams", "6", "--stream-idle-ms", "1500"}));
   auto alice = As(d, "alice-key-0123456789"), bob = As(d, "bob-key-0123456789ab");
   constexpr int kStreams = 24;  // more than --max-threads
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
@@ -306,9 +306,9 @@ uint64_t RssBytes(int pid) {
 // its quota, and another tenant is served throughout.
 TEST_F(ServerLimitsTest, SlowClientsHoldBoundedMemoryAndLockNobodyElseOut) {
   DaemonProcess d;
-  ASSERT_TRUE(d.Start(dir_, {"--api-keys", dir_ + "/keys", "--no-engine", "--no-flash",
-                             "--dram-bytes", "128M", "--max-block-bytes", "64M",
-                             "--metrics-listen", ""}));
+  ASSERT_TRUE(
+      d.Start(dir_, {"--api-keys", dir_ + "/keys", "--no-engine", "--no-flash", "--dram-bytes",
+                     "128M", "--max-block-bytes", "64M", "--metrics-listen", ""}));
   auto alice = As(d, "alice-key-0123456789"), bob = As(d, "bob-key-0123456789ab");
   const std::string block = Bytes(64 << 20, 3);
   v1::PutHeader h;
@@ -358,8 +358,8 @@ TEST_F(ServerLimitsTest, SlowClientsHoldBoundedMemoryAndLockNobodyElseOut) {
 // writes (gRPC's own listener never accepts again after EMFILE).
 TEST_F(ServerLimitsTest, TheListenerRecoversAfterDescriptorsRunOut) {
   DaemonProcess d;
-  ASSERT_TRUE(d.Start(dir_, {"--no-engine", "--no-flash", "--dram-bytes", "16M",
-                             "--metrics-listen", ""}));
+  ASSERT_TRUE(
+      d.Start(dir_, {"--no-engine", "--no-flash", "--dram-bytes", "16M", "--metrics-listen", ""}));
   const std::string prlimit = "prlimit --pid " + std::to_string(d.pid()) + " --nofile=160:160";
   ASSERT_EQ(std::system(prlimit.c_str()), 0);
   const int port = std::stoi(d.address().substr(d.address().rfind(':') + 1));
@@ -403,7 +403,9 @@ TEST_F(ServerLimitsTest, AMalformedRequestIsAnInvalidArgument) {
   ASSERT_TRUE(d.Start(dir_, {"--api-keys", dir_ + "/keys", "--no-engine", "--no-flash",
                              "--dram-bytes", "16M", "--metrics-listen", ""}));
   auto channel = grpc::CreateChannel(d.address(), grpc::InsecureChannelCredentials());
-  const std::string bad = "\x0a\x05" "ab";  // field 1 claims five bytes and has two
+  const std::string bad =
+      "\x0a\x05"
+      "ab";  // field 1 claims five bytes and has two
   for (const char* method : {"/kvtier.v1.BlockStore/Lookup", "/kvtier.v1.BlockStore/Get",
                              "/kvtier.v1.Admin/Stats", "/kvtier.v1.Admin/Health"}) {
     grpc::Slice slice(bad);
@@ -416,7 +418,7 @@ TEST_F(ServerLimitsTest, AMalformedRequestIsAnInvalidArgument) {
       grpc::internal::RpcMethod rpc(method, grpc::internal::RpcMethod::SERVER_STREAMING);
       std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
           grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel.get(), rpc, &ctx,
-                                                                       request));
+                                                                        request));
       while (reader->Read(&response)) {
       }
       s = reader->Finish();
@@ -424,8 +426,8 @@ TEST_F(ServerLimitsTest, AMalformedRequestIsAnInvalidArgument) {
       grpc::internal::RpcMethod rpc(method, grpc::internal::RpcMethod::NORMAL_RPC);
       s = grpc::internal::BlockingUnaryCall(channel.get(), rpc, &ctx, request, &response);
     }
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method << ": "
-                                                                  << s.error_message();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << method << ": " << s.error_message();
     EXPECT_NE(s.error_message().find("malformed request"), std::string::npos) << method;
     EXPECT_NE(s.error_message().find(method), std::string::npos) << s.error_message();
   }

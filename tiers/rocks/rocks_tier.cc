@@ -104,11 +104,10 @@ class RocksTier final : public Tier {
   explicit RocksTier(const RocksTierOptions& o)
       : options_(o),
         data_filter_(o.clock),
-        guard_(RocksWriteGuardOptions{
-            .store = "rocks tier",
-            .path = o.path,
-            .min_free_bytes = o.min_free_bytes,
-            .clock = o.clock}) {}
+        guard_(RocksWriteGuardOptions{.store = "rocks tier",
+                                      .path = o.path,
+                                      .min_free_bytes = o.min_free_bytes,
+                                      .clock = o.clock}) {}
 
   ~RocksTier() override {
     if (db_ == nullptr) return;
@@ -448,9 +447,9 @@ class RocksTier final : public Tier {
   }
 
   const RocksTierOptions options_;
-  Bandwidth bandwidth_;           // set before the tier is shared
-  std::string quarantine_path_;   // set before the tier is shared
-  DataExpiryFilter data_filter_;  // must outlive db_
+  Bandwidth bandwidth_;            // set before the tier is shared
+  std::string quarantine_path_;    // set before the tier is shared
+  DataExpiryFilter data_filter_;   // must outlive db_
   mutable RocksWriteGuard guard_;  // must outlive db_; Info() reads free space
   rocksdb::DB* db_ = nullptr;
   rocksdb::ColumnFamilyHandle* data_ = nullptr;
@@ -498,13 +497,11 @@ Result<std::unique_ptr<Tier>> OpenRocksTier(const RocksTierOptions& o) {
     tier.reset();  // closes the database
     Result<std::string> moved = Quarantine(o.path, o.clock->NowMs());
     if (!moved.ok()) {
-      return Status::Corruption(s.message() + "; and it could not be moved aside: " +
-                                moved.status().message());
+      return Status::Corruption(s.message() +
+                                "; and it could not be moved aside: " + moved.status().message());
     }
-    LogError("rocks_tier_quarantined", LogFields()
-                                           .Add("path", o.path)
-                                           .Add("moved_to", *moved)
-                                           .Add("why", s.message()));
+    LogError("rocks_tier_quarantined",
+             LogFields().Add("path", o.path).Add("moved_to", *moved).Add("why", s.message()));
     tier = std::make_unique<RocksTier>(o);
     tier->set_quarantine_path(*moved);
     KVTIER_RETURN_IF_ERROR(tier->Open());

@@ -77,10 +77,9 @@ uint64_t RocksWriteGuard::FreeBytes(uint64_t bytes, bool force) {
   // Requires mu_.
   const int64_t now = options_.clock->NowMs();
   written_since_reading_ += bytes;
-  const bool stale =
-      force || last_free_bytes_ == UINT64_MAX || last_free_bytes_ < floor_bytes_ ||
-      now - last_reading_ms_ >= kMaxReadingAgeMs ||
-      written_since_reading_ >= (last_free_bytes_ - floor_bytes_) / 4;
+  const bool stale = force || last_free_bytes_ == UINT64_MAX || last_free_bytes_ < floor_bytes_ ||
+                     now - last_reading_ms_ >= kMaxReadingAgeMs ||
+                     written_since_reading_ >= (last_free_bytes_ - floor_bytes_) / 4;
   if (stale) {
     Result<DiskSpace> space = QueryDiskSpace(options_.path);
     // A file system that cannot say is never refused on its account.
@@ -110,8 +109,8 @@ Status RocksWriteGuard::BeforeWrite(uint64_t bytes, RocksWriteKind kind) {
   if (!s.ok()) {
     if (s.IsNoSpace()) return DeviceFull("resuming writes: " + s.ToString());
     ++write_errors_;
-    return Status::IOError(options_.store + " at " + options_.path + ": resuming writes: " +
-                           s.ToString());
+    return Status::IOError(options_.store + " at " + options_.path +
+                           ": resuming writes: " + s.ToString());
   }
   needs_resume_ = false;
   ++recoveries_;

@@ -117,7 +117,7 @@ class RocksWriteGuard {
   std::shared_ptr<Listener> listener_;
   rocksdb::DB* db_ = nullptr;
 
-  std::mutex mu_;  // guards the reading below and serialises Resume()
+  std::mutex mu_;                          // guards the reading below and serialises Resume()
   uint64_t last_free_bytes_ = UINT64_MAX;  // GUARDED_BY(mu_); UINT64_MAX: unknown
   uint64_t written_since_reading_ = 0;     // GUARDED_BY(mu_); bytes
   int64_t last_reading_ms_ = 0;            // GUARDED_BY(mu_); by options.clock
