@@ -13,12 +13,14 @@
 
 #include "common/checksum.h"
 #include "proto/client.h"
+#include "tests/tools/daemon_client.h"
 #include "tests/tools/daemon_process.h"
 
 namespace kvtier {
 namespace {
 
 using testing::AsBytes;
+using testing::ClientFor;
 using testing::DaemonProcess;
 using testing::TempDir;
 
@@ -36,13 +38,7 @@ class BlockStoreLimitsTest : public ::testing::Test {
     EXPECT_EQ(d_.Stop(SIGTERM), 0);
     std::filesystem::remove_all(dir_);
   }
-  std::unique_ptr<Client> As(const std::string& key) {
-    ClientOptions o;
-    o.address = d_.address();
-    o.api_key = key;
-    o.timeout_ms = 60'000;
-    return std::make_unique<Client>(o);
-  }
+  std::unique_ptr<Client> As(const std::string& key) { return ClientFor(d_, key); }
   std::string dir_;
   DaemonProcess d_;
 };

@@ -11,20 +11,16 @@
 #include "common/block_key.h"
 #include "proto/client.h"
 #include "tests/tiers/storage_faults.h"
+#include "tests/tools/daemon_client.h"
 #include "tests/tools/daemon_process.h"
 
 namespace kvtier {
 namespace {
 
+using testing::ClientFor;
 using testing::DaemonProcess;
 using testing::TempDir;
 using testing_faults::CorruptSstFilesAt;
-
-std::unique_ptr<Client> ClientOf(const DaemonProcess& d) {
-  ClientOptions o;
-  o.address = d.address();
-  return std::make_unique<Client>(o);
-}
 
 // Starts and stops kvtierd once more, so that RocksDB's recovery writes what
 // the WAL held into SST files.
@@ -48,7 +44,7 @@ TEST(CorruptStoreDaemonTest, ACorruptColdTierIsQuarantinedAndTheDaemonStartsEmpt
   {
     DaemonProcess d;
     ASSERT_TRUE(d.Start(dir, args)) << d.exit_code();
-    auto c = ClientOf(d);
+    auto c = ClientFor(d);
     for (uint64_t i = 0; i < 64; ++i) {
       v1::PutHeader h;
       h.set_key(BlockKey{77, i}.ToByteString());
@@ -66,7 +62,7 @@ TEST(CorruptStoreDaemonTest, ACorruptColdTierIsQuarantinedAndTheDaemonStartsEmpt
     quarantined |= e.path().filename().string().rfind("rocks.corrupt-", 0) == 0;
   }
   EXPECT_TRUE(quarantined) << "the damaged store is kept aside for the operator";
-  auto c = ClientOf(d);
+  auto c = ClientFor(d);
   for (uint64_t i = 0; i < 64; ++i) {
     auto got = c->Get(BlockKey{77, i});
     if (got.ok()) {
@@ -94,7 +90,7 @@ TEST(CorruptStoreDaemonTest, ACorruptLedgerStopsTheDaemonAndIsLeftAsItWas) {
   {
     DaemonProcess d;
     ASSERT_TRUE(d.Start(dir, args)) << d.exit_code();
-    auto c = ClientOf(d);
+    auto c = ClientFor(d);
     for (int i = 0; i < 20; ++i) {
       v1::GenerateRequest g;
       g.set_tenant(tenant);

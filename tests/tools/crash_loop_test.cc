@@ -38,12 +38,14 @@
 
 #include "proto/client.h"
 #include "proto/status_codes.h"
+#include "tests/tools/daemon_client.h"
 #include "tests/tools/daemon_process.h"
 
 namespace kvtier {
 namespace {
 
 using testing::AsBytes;
+using testing::ClientFor;
 using testing::DaemonProcess;
 using testing::TempDir;
 
@@ -162,13 +164,6 @@ class Acks {
   std::vector<AckedRecord> records_;   // guarded by mu_
   std::map<std::string, int> errors_;  // "RPC CODE" -> count, guarded by mu_
 };
-
-std::unique_ptr<Client> ClientFor(const DaemonProcess& d) {
-  ClientOptions o;
-  o.address = d.address();
-  o.timeout_ms = 120'000;  // a hang guard only
-  return std::make_unique<Client>(o);
-}
 
 // One load thread: a stream of one kind of call until `stop`, its requests
 // drawn from `rng` (so a seed replays them).

@@ -13,11 +13,13 @@
 #include <thread>
 
 #include "proto/client.h"
+#include "tests/tools/daemon_client.h"
 #include "tests/tools/daemon_process.h"
 
 namespace kvtier {
 namespace {
 
+using testing::ClientFor;
 using testing::DaemonProcess;
 using testing::RunTool;
 using testing::TempDir;
@@ -25,13 +27,6 @@ using testing::TempDir;
 std::string Stories260KDir() {
   const char* env = std::getenv("KVTIER_SHARED_DATA");
   return std::string(env != nullptr ? env : "../shared/data") + "/models/stories260K";
-}
-
-std::unique_ptr<Client> ClientFor(const DaemonProcess& d) {
-  ClientOptions o;
-  o.address = d.address();
-  o.timeout_ms = 120'000;
-  return std::make_unique<Client>(o);
 }
 
 TEST(GenerateTest, Stories260KGreedyThroughTheCliMatchesTheGoldenOutput) {

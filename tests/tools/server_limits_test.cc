@@ -23,6 +23,7 @@
 
 #include "common/clock.h"
 #include "proto/client.h"
+#include "tests/tools/daemon_client.h"
 #include "tests/tools/daemon_process.h"
 #include "tools/connection_listener.h"
 #include "tools/stream_guard.h"
@@ -32,6 +33,7 @@ namespace {
 
 using testing::AsBytes;
 using testing::Bytes;
+using testing::ClientFor;
 using testing::DaemonProcess;
 using testing::TempDir;
 
@@ -180,11 +182,7 @@ class ServerLimitsTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
   std::unique_ptr<Client> As(const DaemonProcess& d, const std::string& key) {
-    ClientOptions o;
-    o.address = d.address();
-    o.api_key = key;
-    o.timeout_ms = 60'000;
-    return std::make_unique<Client>(o);
+    return ClientFor(d, key);
   }
   std::string dir_;
 };

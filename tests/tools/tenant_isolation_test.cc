@@ -12,12 +12,14 @@
 #include "cache/namespace.h"
 #include "cache/prefix_hasher.h"
 #include "proto/client.h"
+#include "tests/tools/daemon_client.h"
 #include "tests/tools/daemon_process.h"
 
 namespace kvtier {
 namespace {
 
 using testing::AsBytes;
+using testing::ClientFor;
 using testing::DaemonProcess;
 using testing::TempDir;
 
@@ -44,13 +46,7 @@ class TenantIsolationTest : public ::testing::Test {
     ASSERT_TRUE(daemon_->Start(dir_, {"--api-keys", dir_ + "/keys", "--dram-bytes", "64M",
                                       "--flash-bytes", "64M", "--block-tokens", "16"}));
   }
-  std::unique_ptr<Client> As(const std::string& key) {
-    ClientOptions o;
-    o.address = daemon_->address();
-    o.api_key = key;
-    o.timeout_ms = 120'000;
-    return std::make_unique<Client>(o);
-  }
+  std::unique_ptr<Client> As(const std::string& key) { return ClientFor(*daemon_, key); }
   static v1::GenerateRequest Prompt() {
     v1::GenerateRequest g;
     for (int i = 0; i < 100; ++i) g.add_token_ids(100 + (i * 37) % 400);
