@@ -25,10 +25,10 @@
 #include <thread>
 #include <vector>
 
-#include "engine/cpu_math.h"
+#include "model/cpu_math.h"
 #include "engine/engine.h"
-#include "engine/model_weights.h"
-#include "engine/thread_pool.h"
+#include "model/model_weights.h"
+#include "model/thread_pool.h"
 #include "tiers/dram/dram_tier.h"
 
 #ifdef KVTIER_HAVE_OPENBLAS

@@ -31,8 +31,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/gpu_forward.h"
-#include "engine/model_weights.h"
+#include "model/gpu_forward.h"
+#include "model/model_weights.h"
 #include "kernels/device.h"
 #include "kernels/kv_pack.cuh"
 #include "tiers/dram/dram_tier.h"

@@ -47,7 +47,7 @@
 
 #include "proto/client.h"
 #include "proto/status_codes.h"
-#include "tools/flags.h"
+#include "common/flags.h"
 
 namespace kvtier {
 namespace {

@@ -11,7 +11,7 @@
 // amortised per victim (O(log n) for the heaps), plus the blocks `eligible`
 // refuses, which are stepped over and keep their place and state, at most
 // VictimQuery::max_refused of them per call. Every policy keeps its state in
-// flat arrays indexed by slot (cache/key_slots.h).
+// flat arrays indexed by slot (cache/policies/key_slots.h).
 //
 // Sizes are in bytes. A policy that sizes queues (ARC's target, S3-FIFO's
 // small queue) measures them in bytes against PolicyOptions::capacity_bytes,

@@ -16,7 +16,7 @@ find_package(Protobuf REQUIRED)
 find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(RocksDB REQUIRED)
-# OpenSSL: HMAC-SHA256 for the secret cache salts (tools/cache_secret.h).
+# OpenSSL: HMAC-SHA256 for the secret cache salts (server/cache_secret.h).
 find_package(OpenSSL REQUIRED)
 # cpp-httplib serves the Prometheus /metrics endpoint. Debian ships it compiled
 # (libcpp-httplib.so, built with OpenSSL, zlib and brotli) with a pkg-config

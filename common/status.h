@@ -106,3 +106,16 @@ class [[nodiscard]] Result {
     ::kvtier::Status _kvtier_s = (expr);   \
     if (!_kvtier_s.ok()) return _kvtier_s; \
   } while (0)
+
+// `KVTIER_ASSIGN_OR_RETURN(lhs, expr)`: evaluates `expr` (a Result<T>); on an
+// error returns its Status from the enclosing function, else moves the value
+// into `lhs`, which may declare a variable:
+//   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> tier, OpenDramTier(options));
+#define KVTIER_ASSIGN_OR_RETURN(lhs, expr) \
+  KVTIER_ASSIGN_OR_RETURN_IMPL_(KVTIER_CONCAT_(_kvtier_result_, __LINE__), lhs, expr)
+#define KVTIER_ASSIGN_OR_RETURN_IMPL_(result, lhs, expr) \
+  auto result = (expr);                                  \
+  if (!result.ok()) return result.status();              \
+  lhs = std::move(result).value()
+#define KVTIER_CONCAT_(a, b) KVTIER_CONCAT_INNER_(a, b)
+#define KVTIER_CONCAT_INNER_(a, b) a##b

@@ -7,7 +7,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "engine/engine_sequence.h"
-#include "engine/gpu_forward.h"
+#include "model/gpu_forward.h"
 #include "kernels/device.h"
 
 namespace kvtier {

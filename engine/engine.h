@@ -44,15 +44,15 @@
 #include <vector>
 
 #include "cache/cache_manager.h"
-#include "cache/context_usage.h"
+#include "context/usage.h"
 #include "cache/namespace.h"
 #include "cache/prefix_hasher.h"
 #include "common/status.h"
-#include "engine/forward.h"
-#include "engine/kv_pages.h"
-#include "engine/model_weights.h"
-#include "engine/sampler.h"
-#include "engine/thread_pool.h"
+#include "model/forward.h"
+#include "model/kv_pages.h"
+#include "model/model_weights.h"
+#include "model/sampler.h"
+#include "model/thread_pool.h"
 
 namespace kvtier {
 

@@ -12,7 +12,7 @@
 #include "common/checksum.h"
 #include "proto/client.h"
 #include "proto/status_codes.h"
-#include "tools/flags.h"
+#include "common/flags.h"
 
 namespace kvtier {
 namespace {

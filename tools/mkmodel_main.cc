@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_weights.h"
-#include "engine/tokenizer.h"
-#include "tools/flags.h"
+#include "model/model_weights.h"
+#include "model/tokenizer.h"
+#include "common/flags.h"
 
 namespace kvtier {
 namespace {

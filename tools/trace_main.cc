@@ -1,7 +1,7 @@
 // kvtier-trace: replays a serving trace through the eviction policies at a
 // sweep of tier sizes, with prefix semantics and Belady's bound (DESIGN §5,
-// §11; cache/trace_replay.h says what is counted), and through a scenario's
-// whole tier stack (cache/tier_replay.h; its reports: tools/trace_report.h).
+// §11; replay/policy_replay.h says what is counted), and through a scenario's
+// whole tier stack (replay/tier_replay.h; its reports: replay/trace_report.h).
 #include <unistd.h>
 
 #include <chrono>
@@ -16,11 +16,11 @@
 #include <vector>
 
 #include "cache/eviction_policy.h"
-#include "cache/tier_replay.h"
-#include "cache/trace.h"
-#include "cache/trace_replay.h"
-#include "tools/flags.h"
-#include "tools/trace_report.h"
+#include "replay/tier_replay.h"
+#include "replay/trace.h"
+#include "replay/policy_replay.h"
+#include "common/flags.h"
+#include "replay/trace_report.h"
 
 namespace kvtier {
 namespace {

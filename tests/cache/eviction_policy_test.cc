@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/cache/policy_test_util.h"
+#include "tests/cache/policies/policy_test_util.h"
 
 namespace kvtier {
 namespace {

@@ -5,6 +5,9 @@
 #include "common/kv_geometry.h"
 #include "common/status.h"
 
+#include <memory>
+#include <string>
+
 namespace kvtier {
 namespace {
 
@@ -33,6 +36,34 @@ TEST(StatusTest, CodesAndMessages) {
   Result<int> v = 7;
   EXPECT_TRUE(v.ok());
   EXPECT_EQ(*v, 7);
+}
+
+// What KVTIER_ASSIGN_OR_RETURN hands back: the value moved out on success
+// (move-only types work), the error returned unchanged on failure, and nothing
+// after it run.
+Result<std::unique_ptr<std::string>> MakeText(bool fail) {
+  if (fail) return Status::NotFound("no text");
+  return std::make_unique<std::string>("text");
+}
+
+Result<size_t> TextLength(bool fail, int* reached) {
+  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<std::string> text, MakeText(fail));
+  ++*reached;
+  size_t twice = 0;
+  KVTIER_ASSIGN_OR_RETURN(twice, Result<size_t>(2 * text->size()));
+  return twice;
+}
+
+TEST(StatusTest, AssignOrReturnMovesTheValueOrReturnsTheError) {
+  int reached = 0;
+  Result<size_t> ok = TextLength(false, &reached);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, 8u);
+  EXPECT_EQ(reached, 1);
+  Result<size_t> failed = TextLength(true, &reached);
+  EXPECT_TRUE(failed.status().IsNotFound());
+  EXPECT_EQ(failed.status().message(), "no text");
+  EXPECT_EQ(reached, 1) << "nothing after a failed assignment runs";
 }
 
 TEST(ChecksumTest, CopyAndChecksumEqualsChecksumOfTheCopy) {

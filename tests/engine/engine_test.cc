@@ -1,6 +1,6 @@
 #include "engine/engine.h"
 
-#include "cache/context_usage.h"
+#include "context/usage.h"
 
 #include <gtest/gtest.h>
 
@@ -9,8 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/thread_pool.h"
-#include "engine/tokenizer.h"
+#include "model/thread_pool.h"
+#include "model/tokenizer.h"
 #include "kernels/device.h"
 #include "tests/engine/engine_test_util.h"
 

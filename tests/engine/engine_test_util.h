@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "cache/cache_manager.h"
-#include "engine/model_weights.h"
+#include "model/model_weights.h"
 #include "tiers/dram/dram_tier.h"
 
 namespace kvtier {

@@ -1,4 +1,4 @@
-// Fuzzes the API key file parser (tools/auth.h, Authenticator::FromText).
+// Fuzzes the API key file parser (server/auth.h, Authenticator::FromText).
 //
 // A file either is refused with kInvalidArgument or gives an authenticator
 // with at least one key and no more keys than lines, that refuses a call
@@ -9,7 +9,7 @@
 #include <algorithm>
 
 #include "tests/fuzz/fuzz_util.h"
-#include "tools/auth.h"
+#include "server/auth.h"
 
 namespace {
 

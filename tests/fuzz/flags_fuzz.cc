@@ -1,4 +1,4 @@
-// Fuzzes the command-line and config parsers (tools/flags.h and kvtierd's
+// Fuzzes the command-line and config parsers (common/flags.h and kvtierd's
 // ParseDaemonFlags with its JSON --config file), chosen by the first byte:
 //   0: FlagSet over NUL-separated arguments;
 //   1: ParseBytes / ParseInt / ParseNonNegative / ParseTokenList;
@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "tests/fuzz/fuzz_util.h"
-#include "tools/daemon.h"
-#include "tools/flags.h"
+#include "server/daemon.h"
+#include "common/flags.h"
 
 namespace kvtier {
 namespace {

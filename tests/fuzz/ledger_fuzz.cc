@@ -1,5 +1,5 @@
 // Fuzzes the record codecs of the ledger and the named-cache registry
-// (cache/ledger.h, cache/named_caches.h) through their public API: the input
+// (context/ledger.h, context/named_caches.h) through their public API: the input
 // describes stored values, written with RocksDB directly into the store's
 // column family, and the store then opens and reads them. The first byte
 // picks the store (even: ledger, odd: named caches).
@@ -15,9 +15,9 @@
 #include <filesystem>
 #include <map>
 
-#include "cache/ledger.h"
-#include "cache/named_caches.h"
-#include "cache/record_codec.h"
+#include "context/ledger.h"
+#include "context/named_caches.h"
+#include "context/record_codec.h"
 #include "common/clock.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/no_fallocate.h"

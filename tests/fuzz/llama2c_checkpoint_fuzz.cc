@@ -1,4 +1,4 @@
-// Fuzzes the llama2.c checkpoint loader (engine/model_weights.h,
+// Fuzzes the llama2.c checkpoint loader (model/model_weights.h,
 // LoadLlama2cCheckpoint): the input is the checkpoint file. A checkpoint that
 // loads is a valid model whose tensors lie in its storage, and survives a
 // round trip through safetensors bit for bit.

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "engine/model_weights.h"
+#include "model/model_weights.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace kvtier::fuzz {

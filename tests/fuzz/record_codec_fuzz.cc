@@ -1,4 +1,4 @@
-// Fuzzes the value codec of the RocksDB-backed stores (cache/record_codec.h),
+// Fuzzes the value codec of the RocksDB-backed stores (context/record_codec.h),
 // which the ledger and the named-cache registry build their records from.
 //
 // The input is a script of fields (a type byte, then the value): written with
@@ -11,7 +11,7 @@
 #include <variant>
 #include <vector>
 
-#include "cache/record_codec.h"
+#include "context/record_codec.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace kvtier {

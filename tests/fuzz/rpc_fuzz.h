@@ -1,5 +1,5 @@
 // What the RPC fuzz targets share: one kvtierd per fuzz process, run
-// in-process (tools/daemon.h) on a loopback port with API keys, a RocksDB
+// in-process (server/daemon.h) on a loopback port with API keys, a RocksDB
 // tier, no flash, and the engine on the tiny random-weight model; and typed
 // stubs to call it as one of three callers.
 //
@@ -20,7 +20,7 @@
 
 #include "proto/kvtier.grpc.pb.h"
 #include "tests/fuzz/fuzz_util.h"
-#include "tools/daemon.h"
+#include "server/daemon.h"
 
 namespace kvtier::fuzz {
 

@@ -1,4 +1,4 @@
-// Fuzzes the Hugging Face loader (engine/model_weights.h,
+// Fuzzes the Hugging Face loader (model/model_weights.h,
 // LoadSafetensorsModel). Input: a u16 length, that many bytes of config.json,
 // then model.safetensors. A model that loads is valid, its tensors lie in its
 // storage, and it survives a round trip through the writer bit for bit.

@@ -1,5 +1,5 @@
 // Fuzzes both tokenizer loaders and the tokenizers they give
-// (engine/tokenizer.h, engine/sentencepiece_model.h). Input: a selector
+// (model/tokenizer.h, model/sentencepiece_model.h). Input: a selector
 // byte, a u16 vocabulary size (llama2.c only: the file does not record it), a
 // u16 text length and the text, then the tokenizer file:
 //   even selector: a llama2.c tokenizer.bin;
@@ -9,8 +9,8 @@
 // id, in range or not, without failing.
 #include <algorithm>
 
-#include "engine/sentencepiece_model.h"
-#include "engine/tokenizer.h"
+#include "model/sentencepiece_model.h"
+#include "model/tokenizer.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace kvtier {

@@ -1,4 +1,4 @@
-// Fuzzes the serving-trace readers (cache/trace.h): mooncake JSON Lines, the
+// Fuzzes the serving-trace readers (replay/trace.h): mooncake JSON Lines, the
 // Azure CSV and kvtier's own CSV, chosen by the first input byte.
 //
 // A trace that parses must be self-consistent: each request's blocks follow
@@ -7,7 +7,7 @@
 // decrease. A csv trace written back as csv parses to the same trace.
 #include <sstream>
 
-#include "cache/trace.h"
+#include "replay/trace.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace kvtier {

@@ -11,7 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "tests/tools/daemon_process.h"
+#include "tests/server/daemon_process.h"
 
 namespace kvtier {
 namespace {

@@ -1,0 +1,231 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "model/cpu_math.h"
+#include "model/thread_pool.h"
+
+namespace kvtier {
+
+Status ValidateChunks(const ModelConfig& c, int bt, int64_t num_pages,
+                      std::span<const SeqChunk> chunks) {
+  for (const SeqChunk& ch : chunks) {
+    const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+    if (ch.start_pos < 0 || end > c.max_seq_len) {
+      return Status::InvalidArgument("position " + std::to_string(end - 1) +
+                                     " is past the model's context of " +
+                                     std::to_string(c.max_seq_len));
+    }
+    if (static_cast<int64_t>(ch.pages.size()) * bt < end) {
+      return Status::InvalidArgument("block table too short for position " +
+                                     std::to_string(end - 1));
+    }
+    for (TokenId t : ch.tokens) {
+      if (t < 0 || t >= c.vocab_size) {
+        return Status::InvalidArgument("token id " + std::to_string(t) +
+                                       " is outside the vocabulary");
+      }
+    }
+    for (int64_t p = 0; p < (end + bt - 1) / bt; ++p) {
+      if (ch.pages[p] < 0 || ch.pages[p] >= num_pages) {
+        return Status::InvalidArgument("page " + std::to_string(ch.pages[p]) +
+                                       " is outside the pool of " + std::to_string(num_pages));
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+CpuForward::CpuForward(const ModelWeights& weights, ThreadPool* pool)
+    : w_(weights), c_(weights.config), pool_(pool) {
+  // RoPE angles as llama2.c's run.c computes them, once per position.
+  const int hd = c_.head_dim();
+  const int half = hd / 2;
+  rope_cos_.resize(static_cast<size_t>(c_.max_seq_len) * half);
+  rope_sin_.resize(rope_cos_.size());
+  for (int pos = 0; pos < c_.max_seq_len; ++pos) {
+    for (int j = 0; j < half; ++j) {
+      const float freq = 1.0f / std::pow(c_.rope_theta, static_cast<float>(2 * j) / hd);
+      const float angle = static_cast<float>(pos) * freq;
+      rope_cos_[static_cast<size_t>(pos) * half + j] = std::cos(angle);
+      rope_sin_[static_cast<size_t>(pos) * half + j] = std::sin(angle);
+    }
+  }
+}
+
+Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vector<float>* logits) {
+  const int dim = c_.dim, hd = c_.head_dim(), half = hd / 2;
+  const int n_heads = c_.n_heads, n_kv = c_.n_kv_heads, kv_dim = n_kv * hd;
+  const int hidden = c_.hidden_dim, vocab = c_.vocab_size;
+  const int group = n_heads / n_kv;
+  const int bt = kv.geometry().block_tokens;
+
+  // Validate everything before touching any page.
+  KVTIER_RETURN_IF_ERROR(ValidateChunks(c_, bt, kv.num_pages(), chunks));
+  int64_t rows = 0, want = 0;
+  for (const SeqChunk& ch : chunks) {
+    rows += static_cast<int64_t>(ch.tokens.size());
+    if (ch.want_logits && !ch.tokens.empty()) ++want;
+  }
+  logits->assign(static_cast<size_t>(want) * vocab, 0.0f);
+  if (rows == 0) return Status::Ok();
+
+  // Row r of the activations belongs to chunk row_chunk[r] at position row_pos[r].
+  std::vector<int32_t> row_chunk(rows), row_pos(rows);
+  {
+    int64_t r = 0;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      for (size_t i = 0; i < chunks[c].tokens.size(); ++i, ++r) {
+        row_chunk[r] = static_cast<int32_t>(c);
+        row_pos[r] = chunks[c].start_pos + static_cast<int32_t>(i);
+      }
+    }
+  }
+  auto resize = [&](std::vector<float>& v, int64_t width) {
+    if (v.size() < static_cast<size_t>(rows * width)) v.resize(rows * width);
+  };
+  resize(x_, dim), resize(xb_, dim), resize(q_, dim), resize(k_, kv_dim), resize(v_, kv_dim);
+  resize(att_, dim), resize(h1_, hidden), resize(h3_, hidden), resize(out_, dim);
+
+  {
+    int64_t r = 0;
+    for (const SeqChunk& ch : chunks) {
+      for (TokenId t : ch.tokens) {
+        std::copy_n(w_.token_embedding + static_cast<int64_t>(t) * dim, dim, &x_[r * dim]);
+        ++r;
+      }
+    }
+  }
+
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  auto rope = [&](float* vec, int width, int pos) {
+    const float* cs = &rope_cos_[static_cast<size_t>(pos) * half];
+    const float* sn = &rope_sin_[static_cast<size_t>(pos) * half];
+    for (int i = 0; i < width; i += 2) {
+      const int j = (i % hd) / 2;
+      const float v0 = vec[i], v1 = vec[i + 1];
+      vec[i] = v0 * cs[j] - v1 * sn[j];
+      vec[i + 1] = v0 * sn[j] + v1 * cs[j];
+    }
+  };
+
+  for (int l = 0; l < c_.n_layers; ++l) {
+    const LayerWeights& lw = w_.layers[l];
+    for (int64_t r = 0; r < rows; ++r)
+      RmsNorm(&x_[r * dim], lw.rms_att, dim, c_.norm_eps, &xb_[r * dim]);
+    MatMulTransposed(xb_.data(), rows, lw.wq, dim, dim, q_.data(), pool_);
+    MatMulTransposed(xb_.data(), rows, lw.wk, kv_dim, dim, k_.data(), pool_);
+    MatMulTransposed(xb_.data(), rows, lw.wv, kv_dim, dim, v_.data(), pool_);
+    for (int64_t r = 0; r < rows; ++r) {
+      rope(&q_[r * dim], dim, row_pos[r]);
+      rope(&k_[r * kv_dim], kv_dim, row_pos[r]);
+      // This token's K and V go into its page before anyone attends.
+      const SeqChunk& ch = chunks[row_chunk[r]];
+      const PageId page = ch.pages[row_pos[r] / bt];
+      const int slot = row_pos[r] % bt;
+      for (int g = 0; g < n_kv; ++g) {
+        std::copy_n(&k_[r * kv_dim + g * hd], hd, kv.K(page, l, g) + slot * hd);
+        std::copy_n(&v_[r * kv_dim + g * hd], hd, kv.V(page, l, g) + slot * hd);
+      }
+    }
+    // Attention: one task per (token, query head), keys in position order.
+    pool_->ParallelFor(rows * n_heads, [&](int64_t task) {
+      thread_local std::vector<float> scores;
+      thread_local std::vector<const float*> k_pages, v_pages;
+      const int64_t r = task / n_heads;
+      const int h = static_cast<int>(task % n_heads), g = h / group;
+      const SeqChunk& ch = chunks[row_chunk[r]];
+      const int n = row_pos[r] + 1;
+      const int pages = (n + bt - 1) / bt;
+      if (scores.size() < static_cast<size_t>(n)) scores.resize(n);
+      k_pages.resize(pages);
+      v_pages.resize(pages);
+      for (int p = 0; p < pages; ++p) {
+        k_pages[p] = kv.K(ch.pages[p], l, g);
+        v_pages[p] = kv.V(ch.pages[p], l, g);
+      }
+      AttendOneQuery(&q_[r * dim + h * hd], k_pages.data(), v_pages.data(), n, bt, hd, scale,
+                     scores.data(), &att_[r * dim + h * hd]);
+    });
+    MatMulTransposed(att_.data(), rows, lw.wo, dim, dim, out_.data(), pool_);
+    for (int64_t i = 0; i < rows * dim; ++i) x_[i] += out_[i];
+
+    for (int64_t r = 0; r < rows; ++r)
+      RmsNorm(&x_[r * dim], lw.rms_ffn, dim, c_.norm_eps, &xb_[r * dim]);
+    MatMulTransposed(xb_.data(), rows, lw.w1, hidden, dim, h1_.data(), pool_);
+    MatMulTransposed(xb_.data(), rows, lw.w3, hidden, dim, h3_.data(), pool_);
+    for (int64_t i = 0; i < rows * hidden; ++i) {
+      const float a = h1_[i];
+      h1_[i] = a * (1.0f / (1.0f + std::exp(-a))) * h3_[i];
+    }
+    MatMulTransposed(h1_.data(), rows, lw.w2, dim, hidden, out_.data(), pool_);
+    for (int64_t i = 0; i < rows * dim; ++i) x_[i] += out_[i];
+  }
+
+  // Logits of the last token of each chunk that wants them.
+  std::vector<float> last(static_cast<size_t>(want) * dim);
+  {
+    int64_t r = 0, n = 0;
+    for (const SeqChunk& ch : chunks) {
+      r += static_cast<int64_t>(ch.tokens.size());
+      if (ch.want_logits && !ch.tokens.empty()) {
+        RmsNorm(&x_[(r - 1) * dim], w_.rms_final, dim, c_.norm_eps, &last[n * dim]);
+        ++n;
+      }
+    }
+  }
+  MatMulTransposed(last.data(), want, w_.wcls, vocab, dim, logits->data(), pool_);
+  return Status::Ok();
+}
+
+Status CpuBackend::ReadPage(PageId page, std::span<std::byte> out) {
+  std::span<std::byte> p = kv_.Bytes(page);
+  if (out.size() != p.size()) return Status::InvalidArgument("page buffer of the wrong size");
+  std::memcpy(out.data(), p.data(), p.size());
+  return Status::Ok();
+}
+
+Status CpuBackend::WritePage(PageId page, std::span<const std::byte> in) {
+  std::span<std::byte> p = kv_.Bytes(page);
+  if (in.size() != p.size()) return Status::InvalidArgument("page payload of the wrong size");
+  std::memcpy(p.data(), in.data(), p.size());
+  return Status::Ok();
+}
+
+Result<std::vector<std::byte>> CpuBackend::PackRows(PageId page, int rows) {
+  if (rows <= 0 || rows > kv_.geometry().block_tokens) {
+    return Status::InvalidArgument("rows outside the page");
+  }
+  return kv_.PackRows(page, rows);
+}
+
+Status CpuBackend::UnpackRows(PageId page, int rows, std::span<const std::byte> payload) {
+  if (rows <= 0 || rows > kv_.geometry().block_tokens || payload.size() != kv_.RowsBytes(rows)) {
+    return Status::InvalidArgument("partial block of the wrong size");
+  }
+  kv_.UnpackRows(page, rows, payload);
+  return Status::Ok();
+}
+
+Status ForwardBackend::RunArgmax(std::span<const SeqChunk> chunks, std::vector<TokenId>* tokens) {
+  std::vector<float> logits;
+  KVTIER_RETURN_IF_ERROR(Run(chunks, &logits));
+  tokens->clear();
+  size_t vocab = 0;
+  for (const SeqChunk& ch : chunks) {
+    if (!ch.want_logits || ch.tokens.empty()) continue;
+    tokens->push_back(0);
+  }
+  if (tokens->empty()) return Status::Ok();
+  vocab = logits.size() / tokens->size();
+  for (size_t r = 0; r < tokens->size(); ++r) {
+    const float* row = logits.data() + r * vocab;
+    (*tokens)[r] = static_cast<TokenId>(std::max_element(row, row + vocab) - row);
+  }
+  return Status::Ok();
+}
+
+}  // namespace kvtier

@@ -1,0 +1,167 @@
+#include "replay/policy_replay.h"
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <queue>
+#include <utility>
+
+#include "cache/eviction_policy.h"
+
+namespace kvtier {
+namespace {
+
+BlockKey KeyOf(uint32_t id) { return BlockKey{0, id}; }
+
+// The leading cached run of a request, and its tokens, counted into `r`.
+template <typename Cached>
+void CountPrefixHits(const Trace& t, const TraceRequest& req, const Cached& cached,
+                     ReplayResult* r) {
+  r->block_refs += req.num_blocks;
+  r->tokens += req.input_tokens;
+  for (uint32_t i = 0; i < req.num_blocks && cached(t.blocks[req.first_block + i]); ++i) {
+    ++r->block_hits;
+    r->hit_tokens += t.BlockTokens(req, i);
+  }
+}
+
+void ReplayOnline(const Trace& t, EvictionPolicy& policy, uint64_t size, ReplayResult* r) {
+  std::vector<uint8_t> cached(t.distinct_blocks, 0);
+  uint64_t used = 0;
+  std::vector<BlockKey> victims;
+  for (const TraceRequest& req : t.requests) {
+    CountPrefixHits(
+        t, req, [&](uint32_t id) { return cached[id] != 0; }, r);
+    for (uint32_t i = 0; i < req.num_blocks; ++i) {
+      const uint32_t id = t.blocks[req.first_block + i];
+      const BlockKey key = KeyOf(id);
+      if (cached[id]) {
+        policy.Touch(key);
+        continue;
+      }
+      while (used >= size) {
+        victims.clear();
+        VictimQuery q;
+        q.incoming = &key;
+        if (policy.Victims(q, &victims) == 0) break;
+        for (const BlockKey& v : victims) {
+          cached[v.lo] = 0;
+          --used;
+        }
+      }
+      policy.Insert(key, PolicyBlock{});
+      cached[id] = 1;
+      ++used;
+    }
+  }
+}
+
+void ReplayBelady(const Trace& t, uint64_t size, ReplayResult* r) {
+  // next[i]: the index of the next reference to the block of reference i.
+  constexpr uint64_t kNever = UINT64_MAX;
+  const size_t n = t.blocks.size();
+  std::vector<uint64_t> next(n, kNever), last(t.distinct_blocks, kNever);
+  for (size_t i = n; i-- > 0;) {
+    next[i] = last[t.blocks[i]];
+    last[t.blocks[i]] = i;
+  }
+  // Cached blocks by next use, farthest on top; entries go stale when a
+  // block is used again (its next use moves) or evicted, and are skipped.
+  std::vector<uint64_t> next_use(t.distinct_blocks, kNever);
+  std::vector<uint8_t> cached(t.distinct_blocks, 0);
+  std::priority_queue<std::pair<uint64_t, uint32_t>> heap;
+  uint64_t used = 0;
+  for (const TraceRequest& req : t.requests) {
+    CountPrefixHits(
+        t, req, [&](uint32_t id) { return cached[id] != 0; }, r);
+    for (uint32_t i = 0; i < req.num_blocks; ++i) {
+      const size_t ref = req.first_block + i;
+      const uint32_t id = t.blocks[ref];
+      if (cached[id]) {
+        next_use[id] = next[ref];
+        heap.emplace(next[ref], id);
+        continue;
+      }
+      if (used >= size) {
+        while (!heap.empty() &&
+               (!cached[heap.top().second] || next_use[heap.top().second] != heap.top().first)) {
+          heap.pop();
+        }
+        if (heap.empty() || heap.top().first <= next[ref]) continue;  // bypass: ours is farthest
+        cached[heap.top().second] = 0;
+        heap.pop();
+        --used;
+      }
+      cached[id] = 1;
+      next_use[id] = next[ref];
+      heap.emplace(next[ref], id);
+      ++used;
+      // Rebuild when stale entries dominate, so the heap stays O(size).
+      if (heap.size() > 4 * (used + 1024)) {
+        std::priority_queue<std::pair<uint64_t, uint32_t>> fresh;
+        for (uint32_t b = 0; b < t.distinct_blocks; ++b) {
+          if (cached[b]) fresh.emplace(next_use[b], b);
+        }
+        heap.swap(fresh);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Result<ReplayResult> ReplayTrace(const Trace& trace, const std::string& policy,
+                                 uint64_t size_blocks) {
+  if (size_blocks == 0) return Status::InvalidArgument("a tier of 0 blocks caches nothing");
+  ReplayResult r;
+  r.policy = policy;
+  r.size_blocks = size_blocks;
+  const uint64_t size = std::min<uint64_t>(size_blocks, trace.distinct_blocks + 1ull);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (policy == "belady") {
+    ReplayBelady(trace, size, &r);
+  } else {
+    PolicyOptions po;
+    po.capacity_bytes = size;
+    std::unique_ptr<EvictionPolicy> p = NewEvictionPolicy(policy, po);
+    if (p == nullptr) return Status::InvalidArgument("unknown eviction policy '" + policy + "'");
+    ReplayOnline(trace, *p, size, &r);
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+Result<std::vector<uint64_t>> ParseTraceSizes(const std::string& list, uint64_t footprint) {
+  std::vector<uint64_t> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    const std::string s = list.substr(start, end - start);
+    start = end + 1;
+    if (s == "inf") {
+      out.push_back(kInfiniteBlocks);
+      continue;
+    }
+    char* rest = nullptr;
+    if (s.find_first_of(".eE") != std::string::npos) {
+      const double f = std::strtod(s.c_str(), &rest);
+      if (s.empty() || *rest != '\0' || !(f > 0 && f <= 1)) {
+        return Status::InvalidArgument("size '" + s + "': a fraction must be in (0, 1]");
+      }
+      out.push_back(std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(f * footprint))));
+      continue;
+    }
+    const unsigned long long v = std::strtoull(s.c_str(), &rest, 10);
+    if (s.empty() || *rest != '\0' || s[0] == '-' || v == 0) {
+      return Status::InvalidArgument("size '" + s +
+                                     "': give blocks (a positive integer), a fraction or inf");
+    }
+    out.push_back(v);
+    if (end == list.size()) break;
+  }
+  if (out.empty()) return Status::InvalidArgument("no sizes given");
+  return out;
+}
+
+}  // namespace kvtier

@@ -1,0 +1,564 @@
+#include "replay/tier_replay.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <unordered_map>
+
+#include "cache/cache_manager.h"
+#include "cache/eviction_policy.h"
+#include "cache/placement.h"
+#include "common/clock.h"
+#include "common/kv_geometry.h"
+
+namespace kvtier {
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+constexpr int64_t kEpochMs = 1'700'000'000'000;  // the replay clock's time of the first request
+
+// --- The scenario file ---------------------------------------------------------
+
+// Typed access to one JSON object, naming the field in every error.
+class Fields {
+ public:
+  Fields(const nlohmann::json& j, std::string where) : j_(j), where_(std::move(where)) {}
+
+  Status CheckObject(const std::vector<std::string>& known) const {
+    if (!j_.is_object()) return Error("", "must be an object");
+    for (const auto& [k, v] : j_.items()) {
+      if (std::find(known.begin(), known.end(), k) == known.end()) {
+        return Error(k, "is not a field here (known: " + Join(known) + ")");
+      }
+    }
+    return Status::Ok();
+  }
+  bool Has(const std::string& k) const { return j_.contains(k); }
+  const nlohmann::json& at(const std::string& k) const { return j_.at(k); }
+
+  // A number in the allowed range; `fallback` when absent (nullopt: required).
+  Result<double> Number(const std::string& k, std::optional<double> fallback, double min,
+                        bool min_exclusive) const {
+    if (!j_.contains(k)) {
+      if (fallback) return *fallback;
+      return Error(k, "is required");
+    }
+    const nlohmann::json& v = j_.at(k);
+    if (!v.is_number()) return Error(k, "must be a number");
+    const double d = v.get<double>();
+    if (!std::isfinite(d) || d < min || (min_exclusive && d == min)) {
+      return Error(k, std::string("must be a finite number ") + (min_exclusive ? "> " : ">= ") +
+                          FormatNumber(min));
+    }
+    return d;
+  }
+  Result<std::string> String(const std::string& k, std::optional<std::string> fallback) const {
+    if (!j_.contains(k)) {
+      if (fallback) return *fallback;
+      return Error(k, "is required");
+    }
+    if (!j_.at(k).is_string() || j_.at(k).get<std::string>().empty()) {
+      return Error(k, "must be a non-empty string");
+    }
+    return j_.at(k).get<std::string>();
+  }
+  Status Error(const std::string& k, const std::string& what) const {
+    return Status::InvalidArgument(where_ + (k.empty() ? "" : "." + k) + " " + what);
+  }
+
+ private:
+  static std::string Join(const std::vector<std::string>& v) {
+    std::string s;
+    for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s;
+  }
+  static std::string FormatNumber(double d) {
+    std::ostringstream o;
+    o << d;
+    return o.str();
+  }
+  const nlohmann::json& j_;
+  std::string where_;
+};
+
+#define KVTIER_ASSIGN(lhs, expr)                  \
+  do {                                            \
+    auto kvtier_r = (expr);                       \
+    if (!kvtier_r.ok()) return kvtier_r.status(); \
+    lhs = *kvtier_r;                              \
+  } while (0)
+
+// KV bytes per token: given, or from the geometry.
+Result<double> KvBytesPerToken(const Fields& m) {
+  if (m.Has("kv_bytes_per_token")) {
+    for (const char* k : {"layers", "kv_heads", "head_dim", "dtype"}) {
+      if (m.Has(k)) return m.Error(k, "and kv_bytes_per_token exclude each other");
+    }
+    return m.Number("kv_bytes_per_token", std::nullopt, 0, true);
+  }
+  KvGeometry g;
+  double layers = 0, heads = 0, dim = 0;
+  KVTIER_ASSIGN(layers, m.Number("layers", std::nullopt, 1, false));
+  KVTIER_ASSIGN(heads, m.Number("kv_heads", std::nullopt, 1, false));
+  KVTIER_ASSIGN(dim, m.Number("head_dim", std::nullopt, 1, false));
+  std::string dtype;
+  KVTIER_ASSIGN(dtype, m.String("dtype", "bf16"));
+  const std::optional<DType> d = ParseDType(dtype);
+  if (!d) return m.Error("dtype", "must be f32, f16 or bf16");
+  for (double x : {layers, heads, dim}) {
+    if (x != std::floor(x) || x > 1e6) {
+      return m.Error("", "layers, kv_heads and head_dim must be whole numbers");
+    }
+  }
+  g.layers = static_cast<int>(layers);
+  g.kv_heads = static_cast<int>(heads);
+  g.head_dim = static_cast<int>(dim);
+  g.dtype = *d;
+  return static_cast<double>(g.BytesPerToken());
+}
+
+// --- The replay's tiers --------------------------------------------------------
+
+// What the replay tiers saw move: a block read from one tier and then written
+// to another (a CacheManager promotion or demotion: copy, then switch) is a
+// move; a write with no read before it is a placement.
+struct MoveLedger {
+  explicit MoveLedger(size_t tiers)
+      : moved(tiers, std::vector<double>(tiers, 0)),
+        placed_blocks(tiers, 0),
+        placed_units(tiers, 0) {}
+  std::unordered_map<BlockKey, size_t, BlockKeyHash> read_from;
+  std::vector<std::vector<double>> moved;  // units (tokens), [from][to]
+  std::vector<uint64_t> placed_blocks;
+  std::vector<double> placed_units;
+};
+
+// A tier that keeps each block's size and expiry, not its bytes (see the
+// header): reads fill the destination with zeros. Sizes are in tokens.
+class ReplayTier final : public Tier {
+ public:
+  ReplayTier(std::string name, uint64_t capacity, double read_per_s, size_t index,
+             MoveLedger* ledger, const Clock* clock)
+      : name_(std::move(name)),
+        capacity_(capacity),
+        read_per_s_(read_per_s),
+        index_(index),
+        ledger_(ledger),
+        clock_(clock) {}
+
+  TierInfo Info() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    TierInfo i;
+    i.name = name_;
+    i.capacity_bytes = capacity_;
+    i.used_bytes = i.allocated_bytes = used_;
+    i.blocks = blocks_.size();
+    i.max_block_bytes = capacity_;
+    i.read_bytes_per_s = i.write_bytes_per_s = read_per_s_;
+    return i;
+  }
+
+  void Write(std::span<const WriteOp> ops, IoCallback done) override {
+    CompleteInline(ops, done, [&](const WriteOp& op) -> IoResult {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = blocks_.find(op.key);
+      const uint64_t old = it == blocks_.end() ? 0 : it->second.bytes;
+      const uint64_t size = op.payload.size();
+      if (used_ - old + size > capacity_) {
+        return {Status::ResourceExhausted("replay tier '" + name_ + "' is full"), 0};
+      }
+      used_ = used_ - old + size;
+      blocks_[op.key] = Block{size, op.expiry_ms};
+      if (auto r = ledger_->read_from.find(op.key); r != ledger_->read_from.end()) {
+        ledger_->moved[r->second][index_] += static_cast<double>(size);
+        ledger_->read_from.erase(r);
+      } else {
+        ++ledger_->placed_blocks[index_];
+        ledger_->placed_units[index_] += static_cast<double>(size);
+      }
+      return {Status::Ok(), size};
+    });
+  }
+
+  void Read(std::span<const ReadOp> ops, IoCallback done) override {
+    CompleteInline(ops, done, [&](const ReadOp& op) -> IoResult {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = blocks_.find(op.key);
+      if (it == blocks_.end() || it->second.expiry_ms <= clock_->NowMs()) {
+        return {Status::NotFound("not in replay tier '" + name_ + "'"), 0};
+      }
+      if (op.dest.size() < it->second.bytes) {
+        return {Status::ResourceExhausted("destination too small"), it->second.bytes};
+      }
+      std::fill_n(op.dest.begin(), it->second.bytes, std::byte{0});
+      ledger_->read_from[op.key] = index_;
+      return {Status::Ok(), it->second.bytes};
+    });
+  }
+
+  Status Erase(std::span<const BlockKey> keys) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const BlockKey& k : keys) {
+      if (auto it = blocks_.find(k); it != blocks_.end()) {
+        used_ -= it->second.bytes;
+        blocks_.erase(it);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const BlockKey& k : keys) {
+      if (auto it = blocks_.find(k); it != blocks_.end()) it->second.expiry_ms = expiry_ms;
+    }
+    return Status::Ok();
+  }
+
+  Status Recover(IndexSink& sink) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [k, b] : blocks_) sink.Announce(k, b.bytes, b.expiry_ms);
+    return Status::Ok();
+  }
+
+ private:
+  struct Block {
+    uint64_t bytes;
+    int64_t expiry_ms;
+  };
+  const std::string name_;
+  const uint64_t capacity_;
+  const double read_per_s_;
+  const size_t index_;
+  MoveLedger* const ledger_;
+  const Clock* const clock_;
+  mutable std::mutex mu_;
+  std::unordered_map<BlockKey, Block, BlockKeyHash> blocks_;
+  uint64_t used_ = 0;
+};
+
+Status ValidateScenario(const TierScenario& s) {
+  if (s.tiers.empty() || s.tiers.size() > 8) {
+    return Status::InvalidArgument("a scenario needs 1 to 8 tiers");
+  }
+  if (!(s.kv_bytes_per_token > 0) || !(s.active_params > 0) || !(s.prefill_flops_per_s > 0) ||
+      !(s.gpu_usd_per_hour >= 0) || !(s.fetch_budget_s > 0) || !(s.default_idle_s > 0) ||
+      s.ttl_ms < 0 || s.occupancy_samples < 1) {
+    return Status::InvalidArgument(
+        "scenario figures: KV bytes per token, active parameters, FLOP/s, fetch budget and "
+        "default idle time must be > 0; GPU price and TTL >= 0");
+  }
+  for (const ScenarioTier& t : s.tiers) {
+    if (!(t.capacity_bytes > 0) || !(t.read_bytes_per_s > 0) || !(t.usd_per_gib_month >= 0)) {
+      return Status::InvalidArgument("tier '" + t.name +
+                                     "': capacity and bandwidth must be > 0, price >= 0");
+    }
+    if (NewEvictionPolicy(t.policy) == nullptr) {
+      return Status::InvalidArgument("tier '" + t.name + "': unknown eviction policy '" + t.policy +
+                                     "'");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<TierScenario> ParseTierScenario(const std::string& text, const std::string& name) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::InvalidArgument(name + ": not valid JSON");
+  const Fields top(j, name + ":");
+  KVTIER_RETURN_IF_ERROR(top.CheckObject(
+      {"name", "model", "gpu", "placement", "ttl_s", "tiers", "occupancy_samples"}));
+  TierScenario s;
+  KVTIER_ASSIGN(s.name, top.String("name", std::filesystem::path(name).stem().string()));
+  if (!top.Has("model")) return top.Error("model", "is required");
+  const Fields model(top.at("model"), name + ": model");
+  KVTIER_RETURN_IF_ERROR(model.CheckObject(
+      {"name", "kv_bytes_per_token", "layers", "kv_heads", "head_dim", "dtype", "active_params"}));
+  KVTIER_ASSIGN(s.model, model.String("name", "model"));
+  KVTIER_ASSIGN(s.kv_bytes_per_token, KvBytesPerToken(model));
+  KVTIER_ASSIGN(s.active_params, model.Number("active_params", std::nullopt, 0, true));
+  if (top.Has("gpu")) {
+    const Fields gpu(top.at("gpu"), name + ": gpu");
+    KVTIER_RETURN_IF_ERROR(gpu.CheckObject({"prefill_flops_per_s", "usd_per_hour"}));
+    KVTIER_ASSIGN(s.prefill_flops_per_s, gpu.Number("prefill_flops_per_s", 4e14, 0, true));
+    KVTIER_ASSIGN(s.gpu_usd_per_hour, gpu.Number("usd_per_hour", 2.5, 0, false));
+  }
+  if (top.Has("placement")) {
+    const Fields p(top.at("placement"), name + ": placement");
+    KVTIER_RETURN_IF_ERROR(p.CheckObject({"fetch_budget_ms", "default_idle_s"}));
+    double budget_ms = 0;
+    KVTIER_ASSIGN(budget_ms, p.Number("fetch_budget_ms", 1000, 0, true));
+    s.fetch_budget_s = budget_ms / 1000;
+    KVTIER_ASSIGN(s.default_idle_s, p.Number("default_idle_s", 600, 0, true));
+  }
+  double ttl_s = 0;
+  KVTIER_ASSIGN(ttl_s, top.Number("ttl_s", 0.0, 0, false));
+  if (ttl_s > 1e9) return top.Error("ttl_s", "must be at most 1e9 seconds");
+  s.ttl_ms = static_cast<int64_t>(std::ceil(ttl_s * 1000));  // a TTL, however short, is one
+  double samples = 0;
+  KVTIER_ASSIGN(samples, top.Number("occupancy_samples", 240, 1, false));
+  if (samples > 100000 || samples != std::floor(samples)) {
+    return top.Error("occupancy_samples", "must be a whole number up to 100000");
+  }
+  s.occupancy_samples = static_cast<int>(samples);
+  if (!top.Has("tiers") || !top.at("tiers").is_array() || top.at("tiers").empty() ||
+      top.at("tiers").size() > 8) {
+    return top.Error("tiers", "must be a list of 1 to 8 tiers, the top (fastest) first");
+  }
+  for (size_t i = 0; i < top.at("tiers").size(); ++i) {
+    const Fields t(top.at("tiers")[i], name + ": tiers[" + std::to_string(i) + "]");
+    KVTIER_RETURN_IF_ERROR(
+        t.CheckObject({"name", "capacity_gib", "read_gb_per_s", "usd_per_gib_month", "policy"}));
+    ScenarioTier tier;
+    KVTIER_ASSIGN(tier.name, t.String("name", std::nullopt));
+    double gib = 0, gbps = 0;
+    KVTIER_ASSIGN(gib, t.Number("capacity_gib", std::nullopt, 0, true));
+    KVTIER_ASSIGN(gbps, t.Number("read_gb_per_s", std::nullopt, 0, true));
+    if (gib > 1e9) return t.Error("capacity_gib", "must be at most 1e9 (an exbibyte)");
+    tier.capacity_bytes = gib * kGiB;
+    tier.read_bytes_per_s = gbps * 1e9;
+    KVTIER_ASSIGN(tier.usd_per_gib_month, t.Number("usd_per_gib_month", std::nullopt, 0, false));
+    KVTIER_ASSIGN(tier.policy, t.String("policy", "ttl-cost"));
+    if (NewEvictionPolicy(tier.policy) == nullptr) {
+      return t.Error("policy", "'" + tier.policy + "' is not an eviction policy");
+    }
+    for (const ScenarioTier& other : s.tiers) {
+      if (other.name == tier.name) return t.Error("name", "'" + tier.name + "' is used twice");
+    }
+    s.tiers.push_back(std::move(tier));
+  }
+  KVTIER_RETURN_IF_ERROR(ValidateScenario(s));
+  return s;
+}
+
+Result<TierScenario> ReadTierScenario(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("cannot open scenario " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (text.str().size() > (1u << 20)) {
+    return Status::InvalidArgument(path + ": a scenario is at most 1 MiB");
+  }
+  return ParseTierScenario(text.str(), path);
+}
+
+Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc,
+                                     const std::function<void(double)>& progress) {
+  KVTIER_RETURN_IF_ERROR(ValidateScenario(sc));
+  const auto wall0 = std::chrono::steady_clock::now();
+  const size_t n = sc.tiers.size();
+  const double bpt = sc.kv_bytes_per_token;
+
+  // The stack, in tokens (see the header).
+  ManualClock clock(kEpochMs);
+  MoveLedger ledger(n);
+  std::vector<TierSlot> slots;
+  std::vector<double> read_bytes_per_s;
+  TierReplayResult r;
+  r.scenario = sc.name;
+  for (size_t i = 0; i < n; ++i) {
+    const ScenarioTier& st = sc.tiers[i];
+    const double units = std::floor(st.capacity_bytes / bpt);
+    if (units < trace.block_tokens) {
+      return Status::InvalidArgument("tier '" + st.name + "' holds less than one block of " +
+                                     std::to_string(trace.block_tokens) + " tokens");
+    }
+    TierSlot slot;
+    slot.tier = std::make_unique<ReplayTier>(st.name, static_cast<uint64_t>(units),
+                                             st.read_bytes_per_s / bpt, i, &ledger, &clock);
+    PolicyOptions po;
+    po.capacity_bytes = static_cast<uint64_t>(units);
+    slot.policy = NewEvictionPolicy(st.policy, po);
+    slot.cost_per_s = CostPerSecond(st.capacity_bytes, st.usd_per_gib_month);
+    slots.push_back(std::move(slot));
+    read_bytes_per_s.push_back(st.read_bytes_per_s);
+    TierReplayTier t;
+    t.name = st.name;
+    t.policy = st.policy;
+    t.capacity_bytes = st.capacity_bytes;
+    t.drain_time_s = st.capacity_bytes / st.read_bytes_per_s;
+    r.tiers.push_back(t);
+  }
+  std::vector<double> cost_per_s;
+  for (const TierSlot& s : slots) cost_per_s.push_back(s.cost_per_s);
+  CacheManagerOptions options;
+  options.clock = &clock;
+  options.sweep_interval_ms = 0;  // the replay sweeps as its clock moves
+  options.background_promotion = false;
+  options.placement.remat.flops_per_s = sc.prefill_flops_per_s;
+  options.placement.remat.cost_per_s = sc.gpu_usd_per_hour / 3600;
+  options.placement.fetch_budget_s = sc.fetch_budget_s;
+  options.placement.default_idle_s = sc.default_idle_s;
+  Result<std::unique_ptr<CacheManager>> opened = CacheManager::Open(std::move(slots), options);
+  if (!opened.ok()) return opened.status();
+  CacheManager& cache = **opened;
+
+  const double prefill_s_per_token = 2 * sc.active_params / sc.prefill_flops_per_s;
+  const double gpu_usd_per_s = sc.gpu_usd_per_hour / 3600;
+  const int64_t end_ms = trace.requests.empty() ? 0 : trace.requests.back().time_ms;
+  r.duration_s = static_cast<double>(end_ms) / 1000;
+  const double sample_step_ms = std::max(1.0, static_cast<double>(end_ms) / sc.occupancy_samples);
+  double next_sample_ms = 0;
+  // The everything-in-the-top-tier reference: every block seen before is there.
+  std::vector<uint8_t> seen(trace.distinct_blocks, 0);
+  uint64_t seen_blocks = 0;
+  auto sample = [&](double time_ms) {
+    OccupancySample o;
+    o.time_s = time_ms / 1000;
+    const CacheStats stats = cache.Stats();
+    for (size_t i = 0; i < n; ++i) o.used_bytes.push_back(stats.tiers[i].used_bytes * bpt);
+    o.all_in_top_bytes = static_cast<double>(seen_blocks) * trace.block_tokens * bpt;
+    // The state after the last request replaces a sample taken at the
+    // same time before it, so no instant weighs twice.
+    if (!r.occupancy.empty() && r.occupancy.back().time_s == o.time_s) r.occupancy.pop_back();
+    r.occupancy.push_back(std::move(o));
+  };
+
+  const std::vector<std::byte> payload(static_cast<size_t>(trace.block_tokens));
+  std::vector<BlockKey> keys;
+  int64_t next_sweep_ms = 0;
+  double ttft_cold = 0, ttft_tiered = 0, ttft_top = 0, fetch_tiered_s = 0, fetch_top_s = 0;
+  uint64_t top_hit_tokens = 0;
+  for (const TraceRequest& req : trace.requests) {
+    clock.SetMs(kEpochMs + req.time_ms);
+    while (req.time_ms >= next_sample_ms) {
+      sample(next_sample_ms);
+      next_sample_ms += sample_step_ms;
+    }
+    if (sc.ttl_ms > 0 && req.time_ms >= next_sweep_ms) {
+      while (cache.SweepExpired(4096) == 4096) {
+      }
+      next_sweep_ms = req.time_ms + 1000;
+    }
+    keys.clear();
+    for (uint32_t i = 0; i < req.num_blocks; ++i) {
+      keys.push_back(BlockKey{0, trace.blocks[req.first_block + i]});
+    }
+    // The tiered stack.
+    const PrefixHit hit = cache.Lookup(keys);
+    uint64_t hit_tokens = 0;
+    double fetch_s = 0;
+    for (size_t i = 0; i < hit.blocks; ++i) {
+      const uint32_t tokens = trace.BlockTokens(req, static_cast<uint32_t>(i));
+      TierReplayTier& t = r.tiers[hit.entries[i].tier];
+      ++t.hit_blocks;
+      t.hit_tokens += tokens;
+      t.hit_bytes += tokens * bpt;
+      fetch_s += tokens * bpt / read_bytes_per_s[hit.entries[i].tier];
+      hit_tokens += tokens;
+    }
+    cache.RunPromotions();
+    for (size_t i = hit.blocks; i < keys.size(); ++i) {
+      const uint32_t tokens = trace.BlockTokens(req, static_cast<uint32_t>(i));
+      BlockMeta meta;
+      if (i > 0) meta.parent = keys[i - 1];
+      meta.ttl_ms = sc.ttl_ms;
+      meta.tokens = tokens;
+      meta.stream = req.tenant;
+      meta.remat_flops = 2 * sc.active_params * tokens;
+      // A request's own insert is a placement, even of a block that an
+      // earlier move of this request read and then failed to write.
+      ledger.read_from.erase(keys[i]);
+      Status s = cache.Insert(keys[i], payload, meta);
+      if (!s.ok() && !s.IsResourceExhausted()) return s;
+    }
+    ledger.read_from.clear();
+    // Everything in the top tier.
+    uint64_t top_tokens = 0;
+    bool run = true;
+    for (uint32_t i = 0; i < req.num_blocks; ++i) {
+      const uint32_t id = trace.blocks[req.first_block + i];
+      const uint32_t tokens = trace.BlockTokens(req, i);
+      run = run && seen[id];
+      if (run) top_tokens += tokens;
+      seen_blocks += seen[id] == 0;
+      seen[id] = 1;
+    }
+    const double cold = req.input_tokens * prefill_s_per_token;
+    ttft_cold += cold;
+    ttft_tiered += (req.input_tokens - hit_tokens) * prefill_s_per_token + fetch_s;
+    const double top_fetch = top_tokens * bpt / read_bytes_per_s[0];
+    ttft_top += (req.input_tokens - top_tokens) * prefill_s_per_token + top_fetch;
+    fetch_tiered_s += fetch_s;
+    fetch_top_s += top_fetch;
+    ++r.requests;
+    if (progress && r.requests % 1024 == 0) {
+      progress(static_cast<double>(r.requests) / static_cast<double>(trace.requests.size()));
+    }
+    r.block_refs += req.num_blocks;
+    r.block_hits += hit.blocks;
+    r.tokens += req.input_tokens;
+    r.hit_tokens += hit_tokens;
+    top_hit_tokens += top_tokens;
+  }
+  sample(static_cast<double>(end_ms));
+
+  for (size_t i = 0; i < n; ++i) {
+    TierReplayTier& t = r.tiers[i];
+    t.placed_blocks = ledger.placed_blocks[i];
+    t.placed_bytes = ledger.placed_units[i] * bpt;
+    double sum = 0;
+    for (const OccupancySample& o : r.occupancy) {
+      t.peak_used_bytes = std::max(t.peak_used_bytes, o.used_bytes[i]);
+      sum += o.used_bytes[i];
+    }
+    t.mean_used_bytes = sum / static_cast<double>(r.occupancy.size());
+    t.usd = cost_per_s[i] * r.duration_s;
+    t.usd_used = t.usd * t.mean_used_bytes / t.capacity_bytes;
+  }
+  r.moved_bytes = ledger.moved;
+  for (auto& row : r.moved_bytes) {
+    for (double& b : row) b *= bpt;
+  }
+  const CacheStats stats = cache.Stats();
+  r.promotions = stats.promotions;
+  r.demotions = stats.demotions;
+  r.remat_drops = stats.remat_drops;
+  r.drops = stats.drops;
+  r.expired = stats.expired;
+  r.insert_failures = stats.insert_failures;
+
+  const double requests = std::max<double>(1, r.requests);
+  auto summarize = [&](CostSummary& c, double tier_usd, double tier_usd_used, uint64_t hit,
+                       double fetch_s, double ttft_sum) {
+    c.tier_usd = tier_usd;
+    c.tier_usd_used = tier_usd_used;
+    c.input_tokens = static_cast<double>(r.tokens);
+    c.hit_tokens = hit;
+    c.gpu_s = static_cast<double>(r.tokens - hit) * prefill_s_per_token + fetch_s;
+    c.gpu_usd = c.gpu_s * gpu_usd_per_s;
+    c.mean_ttft_s = ttft_sum / requests;
+  };
+  double tier_usd = 0, tier_usd_used = 0;
+  for (const TierReplayTier& t : r.tiers) {
+    tier_usd += t.usd;
+    tier_usd_used += t.usd_used;
+  }
+  summarize(r.tiered, tier_usd, tier_usd_used, r.hit_tokens, fetch_tiered_s, ttft_tiered);
+  // Everything in the top tier: sized to the whole footprint; used, what
+  // has been seen so far.
+  const double footprint_bytes =
+      static_cast<double>(trace.distinct_blocks) * trace.block_tokens * bpt;
+  const double top_usd =
+      CostPerSecond(footprint_bytes, sc.tiers[0].usd_per_gib_month) * r.duration_s;
+  double top_held = 0;
+  for (const OccupancySample& o : r.occupancy) top_held += o.all_in_top_bytes;
+  top_held /= static_cast<double>(r.occupancy.size());
+  summarize(r.all_in_top, top_usd, footprint_bytes > 0 ? top_usd * top_held / footprint_bytes : 0,
+            top_hit_tokens, fetch_top_s, ttft_top);
+  summarize(r.no_cache, 0, 0, 0, 0, ttft_cold);
+  r.ttft_saved_s = ttft_cold - ttft_tiered;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  return r;
+}
+
+#undef KVTIER_ASSIGN
+
+}  // namespace kvtier

@@ -1,0 +1,143 @@
+// Multi-tier trace replay (DESIGN §4, §5, §11): a serving trace through the
+// daemon's own CacheManager over a stack of tiers described by a scenario
+// (capacities, bandwidths, prices, a model's KV geometry), to see where the
+// drain-time placement puts the blocks and what that saves.
+//
+// What runs is the real thing: CacheManager (index, placement, promotion,
+// demotion, drop-for-recompute, TTLs) with the scenario's eviction policy per
+// tier. What is simulated is the storage under it: a replay tier keeps each
+// block's size and expiry, not its bytes, and never touches a device, so a
+// trace of terabytes of KV replays in seconds. Sizes are scaled down by the
+// model's KV bytes per token (a block of n tokens is n bytes to the replay
+// tiers, and a tier's capacity and bandwidth are divided likewise): the
+// cost model's decisions depend only on ratios (s/B_t, C_t/B_t) and on the
+// $/s figures, which are not scaled, so they are the decisions of the
+// full-size system. Time is the trace's (a manual clock), so reuse
+// estimates, TTLs and the tier costs over the trace's duration are too.
+//
+// Per request: Lookup (its leading cached run is the hit, counted per tier);
+// queued promotions run; then every block after the run is inserted (a
+// cached one is refreshed, as a writer's insert would). The estimates:
+//  - prefill takes 2·active_params·tokens / prefill_flops_per_s (linear in
+//    tokens: attention's quadratic part is left out, so long prompts' savings
+//    are understated), and a hit block instead costs its bytes over its
+//    tier's read bandwidth (fetches one after another, not overlapped);
+//  - TTFT = that prefill + those fetches; TTFT saved = cold − cached;
+//  - cost = the tiers (provisioned or used, see CostSummary) + the GPU's
+//    time for prefill and fetches at P_gpu; per million input tokens.
+//  - every block occupies a whole block of KV in a tier (a page), a
+//    request's partial last block too; a fetch moves only its tokens' KV.
+// Against two references from the same trace: no cache (all prefill, no
+// tiers) and everything in HBM: the top tier's price and bandwidth with a
+// capacity of the trace's whole footprint, every prefix-reuse a hit.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "replay/trace.h"
+#include "common/status.h"
+
+namespace kvtier {
+
+struct ScenarioTier {
+  std::string name;
+  double capacity_bytes = 0;     // > 0
+  double read_bytes_per_s = 0;   // > 0: bringing a block back to the engine
+  double usd_per_gib_month = 0;  // >= 0
+  std::string policy = "ttl-cost";
+};
+
+struct TierScenario {
+  std::string name;
+  std::string model;              // a label
+  double kv_bytes_per_token = 0;  // > 0, all layers, K and V
+  double active_params = 0;       // > 0: prefill FLOPs = 2 · active_params · tokens
+  double prefill_flops_per_s = 4e14;
+  double gpu_usd_per_hour = 2.5;
+  double fetch_budget_s = 1.0;      // a tier must return one block within this
+  double default_idle_s = 600;      // T with no reuse estimate and no TTL
+  int64_t ttl_ms = 0;               // blocks' TTL, refreshed on use; 0 = none
+  std::vector<ScenarioTier> tiers;  // top (fastest) first, 1 to 8
+  int occupancy_samples = 240;      // points of the occupancy-over-time series
+};
+
+// A scenario as JSON (docs/traces.md gives the fields and their units).
+// kInvalidArgument naming the field for anything missing, mistyped or out of
+// range.
+Result<TierScenario> ParseTierScenario(const std::string& json, const std::string& name);
+Result<TierScenario> ReadTierScenario(const std::string& path);
+
+struct TierReplayTier {
+  std::string name;
+  std::string policy;
+  double capacity_bytes = 0;
+  double drain_time_s = 0;  // C/B
+  uint64_t hit_blocks = 0;  // lookup hits served from this tier
+  uint64_t hit_tokens = 0;
+  double hit_bytes = 0;        // fetched from it on hits
+  uint64_t placed_blocks = 0;  // inserts that landed here
+  double placed_bytes = 0;
+  double peak_used_bytes = 0;  // at the occupancy samples
+  double mean_used_bytes = 0;
+  double usd = 0;       // P_t · duration
+  double usd_used = 0;  // P_t · duration · mean used / capacity
+};
+
+// One way of serving the trace: what it costs and how long prompts wait.
+// Tiers are costed two ways: provisioned (the whole tier's hardware for the
+// trace's duration, used or not: one deployment serving only this trace)
+// and used (the bytes actually held, at the tier's price per byte: a shared
+// cache service whose capacity serves other traffic too, and the way the
+// cost model itself charges a block).
+struct CostSummary {
+  double tier_usd = 0;       // provisioned
+  double tier_usd_used = 0;  // held bytes × time × price
+  double gpu_s = 0;          // prefill and fetch seconds
+  double gpu_usd = 0;        // gpu_s at P_gpu
+  double input_tokens = 0;
+  uint64_t hit_tokens = 0;  // tokens not prefilled
+  double mean_ttft_s = 0;   // per request
+
+  double total_usd() const { return tier_usd + gpu_usd; }
+  double total_usd_used() const { return tier_usd_used + gpu_usd; }
+  // Per million input tokens.
+  double usd_per_mtok() const { return input_tokens > 0 ? total_usd() / input_tokens * 1e6 : 0; }
+  double usd_per_mtok_used() const {
+    return input_tokens > 0 ? total_usd_used() / input_tokens * 1e6 : 0;
+  }
+};
+
+struct OccupancySample {
+  double time_s = 0;
+  std::vector<double> used_bytes;  // per tier
+  double all_in_top_bytes = 0;     // the everything-in-the-top-tier reference
+};
+
+struct TierReplayResult {
+  std::string scenario;
+  double duration_s = 0;
+  uint64_t requests = 0;
+  uint64_t block_refs = 0;
+  uint64_t block_hits = 0;
+  uint64_t tokens = 0;
+  uint64_t hit_tokens = 0;
+  std::vector<TierReplayTier> tiers;
+  // Bytes moved from tier i to tier j (promotions up, demotions down).
+  std::vector<std::vector<double>> moved_bytes;
+  uint64_t promotions = 0, demotions = 0, remat_drops = 0, drops = 0, expired = 0;
+  uint64_t insert_failures = 0;
+  CostSummary tiered, all_in_top, no_cache;
+  double ttft_saved_s = 0;  // summed over requests, against no cache
+  std::vector<OccupancySample> occupancy;
+  double seconds = 0;  // wall time of the replay
+};
+
+// `progress`, when given, is called now and then with the fraction of the
+// trace's requests replayed so far.
+Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& scenario,
+                                     const std::function<void(double)>& progress = nullptr);
+
+}  // namespace kvtier

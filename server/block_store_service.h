@@ -1,0 +1,70 @@
+// BlockStoreService: the BlockStore gRPC service over a CacheManager.
+//
+// Every call is authenticated before anything of it is read or checked, then
+// checked before it changes anything; a refused request leaves the cache as it
+// was. Limits (sizes, counts, buffered bytes, per tenant and daemon-wide)
+// bound the daemon's memory whatever the clients send.
+//
+// Tenant scope (DESIGN §2): a call's namespace always carries the caller's
+// secret salt (a salt the request gives only refines it within the tenant),
+// and block keys cross the API masked by the namespace's key scope
+// (server/cache_secret.h), so every call by key acts on the caller's own
+// blocks of that namespace and nobody else's.
+#pragma once
+
+#include <cstdint>
+
+#include "cache/cache_manager.h"
+#include "cache/namespace.h"
+#include "common/clock.h"
+#include "proto/kvtier.grpc.pb.h"
+#include "server/auth.h"
+#include "server/block_scope.h"
+#include "server/call_gate.h"
+#include "server/payload_budget.h"
+
+namespace kvtier {
+
+struct BlockStoreLimits {
+  uint64_t max_block_bytes = 64ull << 20;
+  size_t max_tokens = 1 << 20;
+  size_t max_keys = 1 << 16;
+  uint64_t max_inflight_payload_bytes = 1ull << 30;  // held by all Put and Get calls
+  // Held by one tenant's Put and Get calls (at most the above).
+  uint64_t max_tenant_payload_bytes = 256ull << 20;
+  int64_t default_ttl_s = 0;  // 0 = no expiry
+};
+
+class BlockStoreService final : public v1::BlockStore::Service {
+ public:
+  // `auth` (API keys, or open) must outlive the service.
+  BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
+                    const BlockStoreLimits& limits, Clock* clock, CallGate& gate,
+                    const Authenticator& auth);
+
+  grpc::Status Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
+                      v1::LookupResponse* resp) override;
+  grpc::Status Put(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutRequest>* reader,
+                   v1::PutResponse* resp) override;
+  grpc::Status Get(grpc::ServerContext* ctx, const v1::GetRequest* req,
+                   grpc::ServerWriter<v1::GetResponse>* writer) override;
+  grpc::Status Delete(grpc::ServerContext* ctx, const v1::DeleteRequest* req,
+                      v1::DeleteResponse* resp) override;
+
+ private:
+  Result<BlockScope> ResolveScope(const Principal& caller, bool present,
+                                  const v1::Namespace& ns) const;
+  // `key` is the stored key; the answer shows the caller's view of it.
+  void FillInfo(const BlockScope& scope, const BlockKey& key, const IndexEntry& e,
+                v1::BlockInfo* info) const;
+
+  CacheManager& cache_;
+  const Namespace default_namespace_;
+  const BlockStoreLimits limits_;
+  Clock* const clock_;
+  CallGate& gate_;
+  const Authenticator& auth_;
+  PayloadBudget budget_;
+};
+
+}  // namespace kvtier

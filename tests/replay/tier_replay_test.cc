@@ -1,0 +1,308 @@
+// The multi-tier replay: scenario files (and their refusals), and replays on
+// small hand traces whose hits, moves, drops, expiries, TTFT and costs can be
+// worked out by hand.
+#include "replay/tier_replay.h"
+
+#include <gtest/gtest.h>
+
+#include <iomanip>
+#include <sstream>
+
+#include "cache/placement.h"
+
+namespace kvtier {
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+// With 16-token blocks and 64 MiB of KV per token, a block is exactly 1 GiB:
+// a tier of N GiB holds N blocks.
+constexpr int kBlockTokens = 16;
+constexpr double kBytesPerToken = 64.0 * 1024 * 1024;
+
+Trace CsvTrace(const std::string& csv) {
+  std::istringstream in(csv);
+  TraceOptions o;
+  o.format = TraceFormat::kCsv;
+  o.block_tokens = kBlockTokens;
+  return std::move(ParseTrace(in, "t", o).value());
+}
+
+// A scenario of tiers {name, GiB, GB/s, $/GiB-month}, the first on top.
+struct T {
+  std::string name;
+  double gib, gbps, price;
+};
+std::string ScenarioJson(const std::vector<T>& tiers, double active_params = 1e9,
+                         double ttl_s = 0) {
+  std::ostringstream j;
+  j << std::setprecision(17);
+  j << R"({"name": "s", "model": {"kv_bytes_per_token": )" << kBytesPerToken
+    << R"(, "active_params": )" << active_params
+    << R"(}, "gpu": {"prefill_flops_per_s": 1e12, "usd_per_hour": 3.6}, "ttl_s": )" << ttl_s
+    << R"(, "tiers": [)";
+  for (size_t i = 0; i < tiers.size(); ++i) {
+    j << (i ? "," : "") << R"({"name": ")" << tiers[i].name << R"(", "capacity_gib": )"
+      << tiers[i].gib << R"(, "read_gb_per_s": )" << tiers[i].gbps << R"(, "usd_per_gib_month": )"
+      << tiers[i].price << R"(, "policy": "lru"})";
+  }
+  j << "]}";
+  return j.str();
+}
+
+TierScenario Scenario(const std::vector<T>& tiers, double active_params = 1e9, double ttl_s = 0) {
+  Result<TierScenario> s = ParseTierScenario(ScenarioJson(tiers, active_params, ttl_s), "s.json");
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return std::move(s).value();
+}
+
+// Conversations of growing turns: a reuses x;y and grows, b shares x.
+const char kConversations[] =
+    "0,a,x;y\n"
+    "1000,b,x;p\n"
+    "2000,a,x;y;z\n"
+    "3000,c,q;r;s;t\n"
+    "4000,b,x;p;u\n"
+    "5000,a,x;y;z;w\n"
+    "6000,c,q;r;s;t;v\n"
+    "7000,a,x;y;z;w;k\n";
+
+uint64_t InfinitePrefixHits(const Trace& t) {
+  std::vector<bool> seen(t.distinct_blocks, false);
+  uint64_t hits = 0;
+  for (const TraceRequest& r : t.requests) {
+    bool run = true;
+    for (uint32_t i = 0; i < r.num_blocks; ++i) {
+      const uint32_t id = t.blocks[r.first_block + i];
+      run = run && seen[id];
+      hits += run;
+      seen[id] = true;
+    }
+  }
+  return hits;
+}
+
+TEST(TierScenarioTest, ParsesAScenarioWithAGeometryAndDefaults) {
+  Result<TierScenario> s = ParseTierScenario(R"({
+      "model": {"name": "llama", "layers": 32, "kv_heads": 8, "head_dim": 128, "dtype": "bf16",
+                "active_params": 8e9},
+      "tiers": [{"name": "hbm", "capacity_gib": 40, "read_gb_per_s": 2000, "usd_per_gib_month": 22.8},
+                {"name": "dram", "capacity_gib": 512, "read_gb_per_s": 50, "usd_per_gib_month": 3,
+                 "policy": "s3fifo"}]})",
+                                             "dir/my-scenario.json");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->name, "my-scenario");                         // the file's stem
+  EXPECT_EQ(s->kv_bytes_per_token, 32.0 * 8 * 128 * 2 * 2);  // K and V, 2 bytes each
+  EXPECT_EQ(s->active_params, 8e9);
+  EXPECT_EQ(s->prefill_flops_per_s, 4e14);  // defaults
+  EXPECT_EQ(s->gpu_usd_per_hour, 2.5);
+  EXPECT_EQ(s->fetch_budget_s, 1.0);
+  EXPECT_EQ(s->ttl_ms, 0);
+  ASSERT_EQ(s->tiers.size(), 2u);
+  EXPECT_EQ(s->tiers[0].capacity_bytes, 40 * kGiB);
+  EXPECT_EQ(s->tiers[0].read_bytes_per_s, 2000e9);
+  EXPECT_EQ(s->tiers[0].policy, "ttl-cost");
+  EXPECT_EQ(s->tiers[1].policy, "s3fifo");
+}
+
+TEST(TierScenarioTest, RefusesMalformedScenariosNamingTheField) {
+  const std::string model = R"("model": {"kv_bytes_per_token": 1024, "active_params": 1e9})";
+  const std::string tier =
+      R"({"name": "hbm", "capacity_gib": 1, "read_gb_per_s": 1, "usd_per_gib_month": 1})";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{not json", "not valid JSON"},
+      {"[]", "must be an object"},
+      {R"({"tiers": [)" + tier + "]}", "model is required"},
+      {"{" + model + R"(, "tiers": [)" + tier + R"(], "tier": 1})", "tier is not a field"},
+      {"{" + model + R"(, "tiers": []})", "tiers must be a list of 1 to 8"},
+      {"{" + model + "}", "tiers must be a list"},
+      {"{" + model + R"(, "tiers": [)" + tier + "," + tier + "]}", "'hbm' is used twice"},
+      {"{" + model +
+           R"(, "tiers": [{"name": "x", "capacity_gib": -1, "read_gb_per_s": 1, "usd_per_gib_month": 1}]})",
+       "tiers[0].capacity_gib must be a finite number > 0"},
+      {"{" + model +
+           R"(, "tiers": [{"name": "x", "capacity_gib": 1, "read_gb_per_s": "fast", "usd_per_gib_month": 1}]})",
+       "tiers[0].read_gb_per_s must be a number"},
+      {"{" + model +
+           R"(, "tiers": [{"name": "x", "capacity_gib": 1, "read_gb_per_s": 1, "usd_per_gib_month": 1, "policy": "mru"}]})",
+       "tiers[0].policy 'mru' is not an eviction policy"},
+      {"{" + model + R"(, "tiers": [{"name": "x", "capacity_gib": 1, "read_gb_per_s": 1}]})",
+       "tiers[0].usd_per_gib_month is required"},
+      {R"({"model": {"kv_bytes_per_token": 1024, "layers": 2, "active_params": 1}, "tiers": [)" +
+           tier + "]}",
+       "layers and kv_bytes_per_token exclude each other"},
+      {R"({"model": {"layers": 2, "kv_heads": 1, "head_dim": 8, "dtype": "f8", "active_params": 1}, "tiers": [)" +
+           tier + "]}",
+       "model.dtype must be f32, f16 or bf16"},
+      {R"({"model": {"layers": 2.5, "kv_heads": 1, "head_dim": 8, "active_params": 1}, "tiers": [)" +
+           tier + "]}",
+       "whole numbers"},
+      {R"({"model": {"kv_bytes_per_token": 1024}, "tiers": [)" + tier + "]}",
+       "model.active_params is required"},
+      {"{" + model + R"(, "ttl_s": -5, "tiers": [)" + tier + "]}",
+       "ttl_s must be a finite number >= 0"},
+      {"{" + model + R"(, "gpu": {"usd_per_hour": 1, "flops": 2}, "tiers": [)" + tier + "]}",
+       "gpu.flops is not a field"},
+      {"{" + model + R"(, "tiers": [)" + tier + "," + tier + "," + tier + "," + tier + "," + tier +
+           "," + tier + "," + tier + "," + tier + "," + tier + "]}",
+       "1 to 8"},
+  };
+  for (const auto& [json, want] : cases) {
+    Result<TierScenario> s = ParseTierScenario(json, "bad.json");
+    ASSERT_FALSE(s.ok()) << json;
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << json;
+    EXPECT_NE(s.status().message().find(want), std::string::npos)
+        << json << "\n  -> " << s.status().message();
+    EXPECT_NE(s.status().message().find("bad.json"), std::string::npos) << s.status().message();
+  }
+  EXPECT_TRUE(ReadTierScenario("/nonexistent/scenario.json").status().IsNotFound());
+}
+
+// One tier that holds everything: every prefix reuse is a hit from it, as in
+// the everything-in-the-top-tier reference, and nothing moves.
+TEST(TierReplayTest, ATierThatHoldsEverythingHitsEveryPrefixReuse) {
+  const Trace trace = CsvTrace(kConversations);
+  Result<TierReplayResult> r = ReplayTiers(trace, Scenario({{"hbm", 100, 1000, 10}}));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->block_hits, InfinitePrefixHits(trace));
+  EXPECT_EQ(r->block_hits, 16u);  // x; x y; x p; x y z; q r s t; x y z w
+  EXPECT_EQ(r->tiers[0].hit_blocks, r->block_hits);
+  EXPECT_EQ(r->tiered.hit_tokens, r->all_in_top.hit_tokens);
+  EXPECT_EQ(r->tiers[0].placed_blocks, trace.distinct_blocks);
+  EXPECT_EQ(r->demotions + r->promotions + r->remat_drops + r->drops, 0u);
+  EXPECT_EQ(r->moved_bytes[0][0], 0);
+  EXPECT_EQ(r->block_refs, trace.blocks.size());
+}
+
+// A small top tier over a large one, prices 0: the stack order decides, so
+// blocks enter the top and its victims are demoted, and hits come from both
+// (the second request finds x still in the top, where the first put it).
+TEST(TierReplayTest, VictimsOfASmallTopTierAreDemotedAndStillHit) {
+  const Trace trace = CsvTrace(kConversations);
+  Result<TierReplayResult> r =
+      ReplayTiers(trace, Scenario({{"hbm", 3, 1000, 0}, {"dram", 100, 100, 0}}));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->block_hits, InfinitePrefixHits(trace));  // the second tier keeps them all
+  EXPECT_GT(r->tiers[0].hit_blocks, 0u);
+  EXPECT_GT(r->tiers[1].hit_blocks, 0u);
+  EXPECT_EQ(r->tiers[0].hit_blocks + r->tiers[1].hit_blocks, r->block_hits);
+  EXPECT_GT(r->demotions, 0u);
+  // Every block is 1 GiB, and every demotion went from hbm to dram.
+  EXPECT_EQ(r->moved_bytes[0][1], static_cast<double>(r->demotions) * kGiB);
+  EXPECT_EQ(r->moved_bytes[1][0], static_cast<double>(r->promotions) * kGiB);
+  EXPECT_EQ(r->tiers[0].placed_blocks, trace.distinct_blocks);  // inserts go to the top
+  EXPECT_EQ(r->tiers[1].placed_blocks, 0u);
+  for (const OccupancySample& o : r->occupancy) {
+    EXPECT_LE(o.used_bytes[0], 3 * kGiB);
+    EXPECT_LE(o.used_bytes[1], 100 * kGiB);
+  }
+  EXPECT_EQ(r->occupancy.back().used_bytes[0] + r->occupancy.back().used_bytes[1],
+            trace.distinct_blocks * kGiB);
+}
+
+// Recomputing is nearly free (a tiny model) and the tier below is dear: the
+// top tier's victims are dropped for recompute, never demoted.
+TEST(TierReplayTest, VictimsCheaperToRecomputeAreDropped) {
+  const Trace trace = CsvTrace(kConversations);
+  Result<TierReplayResult> r = ReplayTiers(
+      trace, Scenario({{"hbm", 2, 1000, 0}, {"dram", 100, 100, 1e6}}, /*active_params=*/1));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(r->remat_drops, 0u);
+  EXPECT_EQ(r->demotions, 0u);
+  EXPECT_EQ(r->tiers[1].hit_blocks, 0u);
+  EXPECT_LT(r->block_hits, InfinitePrefixHits(trace));
+}
+
+// Two requests for the same two full blocks, a minute apart: the second
+// hits both. TTFT, GPU time and costs by hand.
+TEST(TierReplayTest, TtftAndCostsAddUpByHand) {
+  const Trace trace = CsvTrace("0,a,x;y\n60000,a,x;y\n");
+  const double gbps = 1000, price = 30;
+  Result<TierReplayResult> r = ReplayTiers(trace, Scenario({{"hbm", 4, gbps, price}}));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const double s_per_token = 2 * 1e9 / 1e12;  // 2 · active_params / FLOP/s
+  const double cold = 32 * s_per_token;
+  const double fetch = 2 * kGiB / (gbps * 1e9);
+  EXPECT_DOUBLE_EQ(r->duration_s, 60);
+  EXPECT_EQ(r->hit_tokens, 32u);
+  EXPECT_DOUBLE_EQ(r->no_cache.gpu_s, 2 * cold);
+  EXPECT_DOUBLE_EQ(r->no_cache.mean_ttft_s, cold);
+  EXPECT_DOUBLE_EQ(r->tiered.gpu_s, cold + fetch);
+  EXPECT_DOUBLE_EQ(r->tiered.mean_ttft_s, (cold + fetch) / 2);
+  EXPECT_DOUBLE_EQ(r->ttft_saved_s, cold - fetch);
+  EXPECT_DOUBLE_EQ(r->tiered.gpu_usd, (cold + fetch) * 3.6 / 3600);
+  EXPECT_DOUBLE_EQ(r->tiers[0].usd, CostPerSecond(4 * kGiB, price) * 60);
+  EXPECT_DOUBLE_EQ(r->tiered.tier_usd, r->tiers[0].usd);
+  EXPECT_GT(r->tiered.tier_usd_used, 0);
+  EXPECT_LT(r->tiered.tier_usd_used, r->tiered.tier_usd / 2 + 1e-12);  // at most 2 of 4 blocks
+  // Everything in the top tier: sized to the footprint (2 blocks).
+  EXPECT_DOUBLE_EQ(r->all_in_top.tier_usd, CostPerSecond(2 * kGiB, price) * 60);
+  EXPECT_EQ(r->all_in_top.hit_tokens, 32u);
+  EXPECT_DOUBLE_EQ(r->all_in_top.gpu_s, cold + fetch);
+  EXPECT_EQ(r->no_cache.tier_usd, 0);
+  EXPECT_DOUBLE_EQ(r->tiered.usd_per_mtok(), (r->tiered.tier_usd + r->tiered.gpu_usd) / 64 * 1e6);
+}
+
+// A 1-second TTL and requests 10 s apart: every block has expired when it is
+// asked for again.
+TEST(TierReplayTest, BlocksPastTheirTtlAreNotHit) {
+  const std::string csv = "0,a,x;y\n10000,a,x;y\n20000,a,x;y\n";
+  Result<TierReplayResult> with_ttl =
+      ReplayTiers(CsvTrace(csv), Scenario({{"hbm", 8, 1000, 1}}, 1e9, /*ttl_s=*/1));
+  ASSERT_TRUE(with_ttl.ok()) << with_ttl.status().ToString();
+  EXPECT_EQ(with_ttl->block_hits, 0u);
+  EXPECT_GT(with_ttl->expired, 0u);
+  Result<TierReplayResult> without =
+      ReplayTiers(CsvTrace(csv), Scenario({{"hbm", 8, 1000, 1}}, 1e9, /*ttl_s=*/0));
+  ASSERT_TRUE(without.ok());
+  EXPECT_EQ(without->block_hits, 4u);
+}
+
+TEST(TierReplayTest, ReplaysAreDeterministicAndSampleOccupancyOverTheTrace) {
+  const Trace trace = CsvTrace(kConversations);
+  const TierScenario sc =
+      Scenario({{"hbm", 2, 1000, 20}, {"dram", 3, 100, 3}, {"flash", 50, 10, 0.1}});
+  Result<TierReplayResult> a = ReplayTiers(trace, sc);
+  Result<TierReplayResult> b = ReplayTiers(trace, sc);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->block_hits, b->block_hits);
+  EXPECT_EQ(a->moved_bytes, b->moved_bytes);
+  for (size_t i = 0; i < sc.tiers.size(); ++i) {
+    EXPECT_EQ(a->tiers[i].hit_blocks, b->tiers[i].hit_blocks);
+    EXPECT_EQ(a->tiers[i].placed_blocks, b->tiers[i].placed_blocks);
+  }
+  ASSERT_GE(a->occupancy.size(), static_cast<size_t>(sc.occupancy_samples));
+  double last = -1;
+  for (const OccupancySample& o : a->occupancy) {
+    EXPECT_GE(o.time_s, last);
+    last = o.time_s;
+    ASSERT_EQ(o.used_bytes.size(), 3u);
+  }
+  EXPECT_DOUBLE_EQ(a->occupancy.back().time_s, 7.0);
+  EXPECT_EQ(a->occupancy.back().all_in_top_bytes, trace.distinct_blocks * kGiB);
+}
+
+TEST(TierReplayTest, AnEmptyTraceCostsNothingAndHasNoNaN) {
+  Result<TierReplayResult> r = ReplayTiers(CsvTrace(""), Scenario({{"hbm", 4, 1000, 1}}));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->requests, 0u);
+  EXPECT_EQ(r->duration_s, 0);
+  EXPECT_EQ(r->tiered.tier_usd, 0);
+  for (const CostSummary* c : {&r->no_cache, &r->tiered, &r->all_in_top}) {
+    EXPECT_EQ(c->gpu_s, 0);
+    EXPECT_EQ(c->usd_per_mtok(), 0);
+    EXPECT_EQ(c->tier_usd_used, 0);
+    EXPECT_EQ(c->mean_ttft_s, 0);
+  }
+}
+
+TEST(TierReplayTest, RefusesATierSmallerThanOneBlock) {
+  Result<TierReplayResult> r =
+      ReplayTiers(CsvTrace(kConversations), Scenario({{"hbm", 0.5, 1000, 1}}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("less than one block"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvtier

@@ -1,0 +1,22 @@
+// A client of the kvtierd a test started: its address, an API key (empty:
+// none, the daemon is open) and a deadline per call that only guards the
+// suite against a hung daemon.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "proto/client.h"
+#include "tests/server/daemon_process.h"
+
+namespace kvtier::testing {
+
+inline std::unique_ptr<Client> ClientFor(const DaemonProcess& d, const std::string& api_key = "") {
+  ClientOptions o;
+  o.address = d.address();
+  o.api_key = api_key;
+  o.timeout_ms = 120'000;
+  return std::make_unique<Client>(o);
+}
+
+}  // namespace kvtier::testing
