@@ -206,7 +206,7 @@ int Main(int argc, char** argv) {
   dram.read_bytes_per_s = 1e10;
   dram.write_bytes_per_s = 1e10;
   std::vector<TierSlot> slots;
-  slots.push_back({NewDramTier(dram).value(), NewLruPolicy()});
+  slots.push_back({OpenDramTier(dram).value(), NewLruPolicy()});
   auto cache = CacheManager::Open(std::move(slots), CacheManagerOptions{}).value();
   EngineOptions o;
   o.threads = args.threads;

@@ -364,8 +364,8 @@ nlohmann::json Model(bool quick, const std::string& dir) {
   dopt.capacity_bytes = static_cast<uint64_t>(cached + 8) * page_bytes;
   dopt.max_block_bytes = page_bytes;
   dopt.read_bytes_per_s = dopt.write_bytes_per_s = 1e10;
-  auto dram = NewDramTier(dopt);
-  Check(dram.status(), "NewDramTier");
+  auto dram = OpenDramTier(dopt);
+  Check(dram.status(), "OpenDramTier");
   FlashTierOptions fopt;
   fopt.path = dir + "/kvtier-gpu-bench.flash";
   std::filesystem::remove(fopt.path);

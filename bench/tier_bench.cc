@@ -93,7 +93,7 @@ nlohmann::json BenchDram() {
   constexpr size_t kBlock = 1 << 20, kBlocks = 256;  // 256 MiB working set
   DramTierOptions o;
   o.capacity_bytes = (kBlock + (64 << 10)) * kBlocks;
-  auto tier = NewDramTier(o);
+  auto tier = OpenDramTier(o);
   if (!tier.ok()) return {{"error", tier.status().ToString()}};
   const std::vector<std::byte> data = KvLikeBytes(kBlock * kBlocks, 1);
   PageBuffer src_buf(data.size()), dst_buf(data.size());

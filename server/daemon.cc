@@ -583,7 +583,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   dram.capacity_bytes = options.dram_bytes;
   dram.lock_memory = options.lock_memory;
   dram.max_block_bytes = options.max_block_bytes;
-  Result<std::unique_ptr<Tier>> dram_tier = NewDramTier(dram);
+  Result<std::unique_ptr<Tier>> dram_tier = OpenDramTier(dram);
   if (!dram_tier.ok()) return dram_tier.status();
 
   // Top to bottom; the cost model places each block (DESIGN §4).

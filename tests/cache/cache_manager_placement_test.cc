@@ -51,7 +51,7 @@ class CacheManagerPlacementTest : public ::testing::Test {
       o.clock = &clock_;
       o.read_bytes_per_s = static_cast<double>(o.capacity_bytes) / spec.drain_s;
       o.write_bytes_per_s = 1e9;
-      auto tier = NewDramTier(o);
+      auto tier = OpenDramTier(o);
       EXPECT_TRUE(tier.ok()) << tier.status();
       tiers_.push_back(tier->get());
       slots.push_back({std::move(*tier), NewEvictionPolicy(policy),
@@ -372,7 +372,7 @@ TEST_F(CacheManagerTtlTest, FiveMinuteBlocksLeaveEveryTierUnlessReadEveryMinute)
   r.read_bytes_per_s = r.write_bytes_per_s = 1e9;
   r.clock = &clock_;
   std::vector<Result<std::unique_ptr<Tier>>> opened;
-  opened.push_back(NewDramTier(d));
+  opened.push_back(OpenDramTier(d));
   opened.push_back(OpenFlashTier(f));
   opened.push_back(OpenRocksTier(r));
   for (Result<std::unique_ptr<Tier>>& t : opened) {

@@ -36,7 +36,7 @@ class CacheManagerTest : public ::testing::Test {
       o.read_bytes_per_s = o.write_bytes_per_s = 1e9;  // no calibration: placement is by position
       if (i < max_block_bytes.size() && max_block_bytes[i] > 0)
         o.max_block_bytes = max_block_bytes[i];
-      auto tier = NewDramTier(o);
+      auto tier = OpenDramTier(o);
       ASSERT_TRUE(tier.ok()) << tier.status();
       tiers_.push_back(tier->get());
       slots.push_back({std::move(*tier), NewLruPolicy()});
@@ -333,7 +333,7 @@ class CacheManagerFaultTest : public CacheManagerTest {
       o.page_bytes = kPage;
       o.clock = &clock_;
       o.read_bytes_per_s = o.write_bytes_per_s = 1e9;
-      auto tier = NewDramTier(o);
+      auto tier = OpenDramTier(o);
       ASSERT_TRUE(tier.ok());
       slots.push_back({std::move(*tier), NewLruPolicy()});
     }

@@ -37,7 +37,7 @@ inline std::unique_ptr<CacheManager> DramCache(uint64_t bytes = 64ull << 20,
   o.write_bytes_per_s = 1e9;
   o.clock = clock;
   std::vector<TierSlot> slots;
-  slots.push_back({std::move(NewDramTier(o).value()), NewLruPolicy()});
+  slots.push_back({std::move(OpenDramTier(o).value()), NewLruPolicy()});
   CacheManagerOptions co;
   co.clock = clock;
   co.sweep_interval_ms = 0;  // tests sweep when they move the clock

@@ -24,7 +24,7 @@ struct DramFactory {
     DramTierOptions o;
     o.capacity_bytes = capacity;
     o.clock = clock;
-    return NewDramTier(o);
+    return OpenDramTier(o);
   }
   static Status Corrupt(Tier& tier, const BlockKey& key) {
     return CorruptDramBlockForTesting(tier, key);
@@ -103,7 +103,7 @@ TEST(DramTierTest, ConfiguredBandwidthIsReportedAsGiven) {
   o.capacity_bytes = 1 << 20;
   o.read_bytes_per_s = 12e9;
   o.write_bytes_per_s = 7e9;
-  auto t = NewDramTier(o);
+  auto t = OpenDramTier(o);
   ASSERT_TRUE(t.ok());
   EXPECT_EQ((*t)->Info().read_bytes_per_s, 12e9);
   EXPECT_EQ((*t)->Info().write_bytes_per_s, 7e9);
@@ -112,19 +112,19 @@ TEST(DramTierTest, ConfiguredBandwidthIsReportedAsGiven) {
 TEST(DramTierTest, OptionsAreValidated) {
   DramTierOptions o;
   o.page_bytes = 1000;
-  EXPECT_EQ(NewDramTier(o).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenDramTier(o).status().code(), StatusCode::kInvalidArgument);
   o = DramTierOptions();
   o.capacity_bytes = 100;
-  EXPECT_EQ(NewDramTier(o).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenDramTier(o).status().code(), StatusCode::kInvalidArgument);
   o = DramTierOptions();
   o.capacity_bytes = 1ull << 50;  // a petabyte: more than any machine here
-  auto huge = NewDramTier(o);
+  auto huge = OpenDramTier(o);
   EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(huge.status().message().find("memory"), std::string::npos);
   o = DramTierOptions();
   o.capacity_bytes = 1 << 20;
   o.max_block_bytes = 1000;
-  auto t = NewDramTier(o);
+  auto t = OpenDramTier(o);
   ASSERT_TRUE(t.ok());
   std::vector<std::byte> big(1001);
   EXPECT_EQ(WriteOne(**t, K(1), big).code(), StatusCode::kResourceExhausted);

@@ -215,7 +215,7 @@ class DramTier final : public Tier {
 
 }  // namespace
 
-Result<std::unique_ptr<Tier>> NewDramTier(const DramTierOptions& o) {
+Result<std::unique_ptr<Tier>> OpenDramTier(const DramTierOptions& o) {
   if (o.page_bytes < 4096 || (o.page_bytes & (o.page_bytes - 1)) != 0) {
     return Status::InvalidArgument("DRAM tier page_bytes must be a power of two >= 4096, got " +
                                    std::to_string(o.page_bytes));

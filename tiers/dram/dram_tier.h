@@ -32,7 +32,7 @@ struct DramTierOptions {
   Clock* clock = SystemClock();             // expiry is judged against it; not owned
 };
 
-Result<std::unique_ptr<Tier>> NewDramTier(const DramTierOptions& options);
+Result<std::unique_ptr<Tier>> OpenDramTier(const DramTierOptions& options);
 
 // Test hook: flips one byte of the stored payload of `key` in place, so that
 // tests can check that a corrupt block reads as a miss. NotFound if absent;
