@@ -477,13 +477,12 @@ Status CacheManager::Drop(const BlockKey& key) {
 }
 
 Status CacheManager::DropLocked(const BlockKey& key) {
-  Result<IndexEntry> e = index_.Remove(key);
-  if (!e.ok()) return e.status();
+  KVTIER_ASSIGN_OR_RETURN(const IndexEntry e, index_.Remove(key));
   {
     std::lock_guard<std::mutex> lock(mu_);
-    tiers_[e->tier].policy->Erase(key);
+    tiers_[e.tier].policy->Erase(key);
   }
-  return tiers_[e->tier].tier->Erase(std::span(&key, 1));
+  return tiers_[e.tier].tier->Erase(std::span(&key, 1));
 }
 
 // --- Room, victims and moves ------------------------------------------------

@@ -318,8 +318,7 @@ Result<NamedCache> NamedCacheRegistry::Create(const std::string& tenant, const s
 
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = options_.clock->NowMs();
-  Result<int64_t> expire = ExpiryTime(expiry, now);
-  if (!expire.ok()) return expire.status();
+  KVTIER_ASSIGN_OR_RETURN(const int64_t expire, ExpiryTime(expiry, now));
   // A retry of a Create that succeeded gets the cache it made.
   const std::string id_key = request_id.empty() ? std::string() : CacheKey(tenant, request_id);
   if (!id_key.empty()) {
@@ -358,7 +357,7 @@ Result<NamedCache> NamedCacheRegistry::Create(const std::string& tenant, const s
   cache.tokens.assign(tokens.begin(), tokens.end());
   cache.token_count = tokens.size();
   cache.create_time_ms = now;
-  cache.expire_time_ms = *expire;
+  cache.expire_time_ms = expire;
   cache.ttl_ms = expiry.ttl_ms.value_or(0);
   cache.display_name = display_name;
 
@@ -445,8 +444,7 @@ Result<int64_t> NamedCacheRegistry::UpdateTtl(const std::string& tenant, const s
   KVTIER_RETURN_IF_ERROR(CheckTenantAndName(tenant, name));
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = options_.clock->NowMs();
-  Result<int64_t> expire = ExpiryTime(expiry, now);
-  if (!expire.ok()) return expire.status();
+  KVTIER_ASSIGN_OR_RETURN(const int64_t expire, ExpiryTime(expiry, now));
   const std::string key = CacheKey(tenant, name);
   auto it = index_.find(key);
   if (it == index_.end()) return NotFoundStatus(name);
@@ -455,7 +453,7 @@ Result<int64_t> NamedCacheRegistry::UpdateTtl(const std::string& tenant, const s
   // The value holds the tokens too, so it is rewritten whole.
   Result<NamedCache> c = ReadCache(key);
   if (!c.ok()) return c.status().IsNotFound() ? NotFoundStatus(name) : c.status();
-  c->expire_time_ms = *expire;
+  c->expire_time_ms = expire;
   c->ttl_ms = expiry.ttl_ms.value_or(0);
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;

@@ -156,9 +156,8 @@ Result<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::string& f
                               (file_bytes < expected ? " (truncated)" : " (trailing bytes)"));
   }
 
-  Result<std::unique_ptr<ModelWeights>> r = ModelWeights::Allocate(config, shared_classifier);
-  if (!r.ok()) return r.status();
-  ModelWeights& w = **r;
+  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, ModelWeights::Allocate(config, shared_classifier));
+  ModelWeights& w = *weights;
   if (std::fseek(f.get(), static_cast<long>(header_bytes), SEEK_SET) != 0) {
     return Status::IOError("seek failed in '" + file + "': " + std::strerror(errno));
   }
@@ -193,7 +192,7 @@ Result<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::string& f
   if (!shared_classifier) in.Read(w, w.wcls, embed);
   KVTIER_RETURN_IF_ERROR(in.status());
   w.ComputeDigest();
-  return r;
+  return weights;
 }
 
 }  // namespace kvtier

@@ -203,9 +203,8 @@ Result<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path) {
 
 Result<std::unique_ptr<ModelWeights>> RandomModel(const ModelConfig& config, uint64_t seed,
                                                   bool tied_embeddings) {
-  Result<std::unique_ptr<ModelWeights>> r = ModelWeights::Allocate(config, tied_embeddings);
-  if (!r.ok()) return r.status();
-  ModelWeights& w = **r;
+  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, ModelWeights::Allocate(config, tied_embeddings));
+  ModelWeights& w = *weights;
   const LayerSizes ls = SizesOf(config);
   const uint64_t embed = static_cast<uint64_t>(config.vocab_size) * config.dim;
   auto inv_sqrt = [](uint64_t in) { return 1.0f / std::sqrt(static_cast<float>(in)); };
@@ -234,7 +233,7 @@ Result<std::unique_ptr<ModelWeights>> RandomModel(const ModelConfig& config, uin
   ones(w.rms_final, config.dim);
   if (!tied_embeddings) FillUniform(Mutable(w, w.wcls), embed, seed, uint64_t{1} << 32, s_dim);
   w.ComputeDigest();
-  return r;
+  return weights;
 }
 
 Result<ModelConfig> ModelPreset(const std::string& name) {

@@ -290,16 +290,11 @@ Status ParseShard(const std::string& path, std::vector<Shard>& shards,
     e.shard = index;
     e.dtype = t["dtype"].get<std::string>();
     for (const json& dim : t["shape"]) {
-      Result<uint64_t> v = JsonU64(dim, what + " shape");
-      if (!v.ok()) return v.status();
-      e.shape.push_back(*v);
+      KVTIER_ASSIGN_OR_RETURN(const uint64_t v, JsonU64(dim, what + " shape"));
+      e.shape.push_back(v);
     }
-    Result<uint64_t> begin = JsonU64(t["data_offsets"][0], what + " data_offsets");
-    if (!begin.ok()) return begin.status();
-    Result<uint64_t> end = JsonU64(t["data_offsets"][1], what + " data_offsets");
-    if (!end.ok()) return end.status();
-    e.begin = *begin;
-    e.end = *end;
+    KVTIER_ASSIGN_OR_RETURN(e.begin, JsonU64(t["data_offsets"][0], what + " data_offsets"));
+    KVTIER_ASSIGN_OR_RETURN(e.end, JsonU64(t["data_offsets"][1], what + " data_offsets"));
     if (e.begin > e.end || e.end > data_bytes) {
       return Status::Corruption(what + " data_offsets [" + std::to_string(e.begin) + ", " +
                                 std::to_string(e.end) + "] fall outside the " +
@@ -411,12 +406,8 @@ Result<ModelConfig> ParseConfig(const json& j, const std::string& dir, bool* tie
   KVTIER_RETURN_IF_ERROR(get_int("num_key_value_heads", c.n_heads, &c.n_kv_heads));
   KVTIER_RETURN_IF_ERROR(get_int("vocab_size", std::nullopt, &c.vocab_size));
   KVTIER_RETURN_IF_ERROR(get_int("max_position_embeddings", std::nullopt, &c.max_seq_len));
-  Result<float> eps = ConfigFloat(j, "rms_norm_eps", 1e-6f);
-  if (!eps.ok()) return eps.status();
-  Result<float> theta = ConfigFloat(j, "rope_theta", 10000.0f);
-  if (!theta.ok()) return theta.status();
-  c.norm_eps = *eps;
-  c.rope_theta = *theta;
+  KVTIER_ASSIGN_OR_RETURN(c.norm_eps, ConfigFloat(j, "rms_norm_eps", 1e-6f));
+  KVTIER_ASSIGN_OR_RETURN(c.rope_theta, ConfigFloat(j, "rope_theta", 10000.0f));
   if (j.contains("head_dim") && !j["head_dim"].is_null() &&
       !(j["head_dim"].is_number_integer() && c.n_heads > 0 &&
         j["head_dim"].get<int64_t>() * c.n_heads == c.dim)) {
@@ -500,21 +491,20 @@ Result<std::unique_ptr<ModelWeights>> LoadSafetensorsModel(const std::string& di
   if (!fs::is_directory(dir, ec)) return Status::NotFound("no model directory '" + dir + "'");
   const fs::path config_path = fs::path(dir) / "config.json";
   if (!fs::exists(config_path, ec)) return Status::NotFound("no config.json in '" + dir + "'");
-  Result<std::string> text = ReadWholeFile(config_path.string());
-  if (!text.ok()) return text.status();
-  const json config_json = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  KVTIER_ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(config_path.string()));
+  const json config_json = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (config_json.is_discarded()) {
     return Status::Corruption("'" + config_path.string() + "' is not valid JSON");
   }
   bool tied = false;
-  Result<ModelConfig> config = [&]() -> Result<ModelConfig> {
+  auto parse_config = [&]() -> Result<ModelConfig> {
     try {
       return ParseConfig(config_json, dir, &tied);
     } catch (const json::exception& e) {
       return Status::Corruption("'" + config_path.string() + "': " + e.what());
     }
-  }();
-  if (!config.ok()) return config.status();
+  };
+  KVTIER_ASSIGN_OR_RETURN(const ModelConfig config, parse_config());
 
   std::vector<std::string> files;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
@@ -534,14 +524,12 @@ Result<std::unique_ptr<ModelWeights>> LoadSafetensorsModel(const std::string& di
     return Status::Corruption("safetensors header in '" + dir + "': " + e.what());
   }
 
-  Result<std::unique_ptr<ModelWeights>> r = ModelWeights::Allocate(*config, tied);
-  if (!r.ok()) return r.status();
-  ModelWeights& w = **r;
-  for (const TensorSpec& spec : Specs(w)) {
-    KVTIER_RETURN_IF_ERROR(ReadTensor(w, spec, shards, entries, dir));
+  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, ModelWeights::Allocate(config, tied));
+  for (const TensorSpec& spec : Specs(*w)) {
+    KVTIER_RETURN_IF_ERROR(ReadTensor(*w, spec, shards, entries, dir));
   }
-  w.ComputeDigest();
-  return r;
+  w->ComputeDigest();
+  return w;
 }
 
 Status WriteSafetensorsModel(const ModelWeights& weights, const std::string& dir,

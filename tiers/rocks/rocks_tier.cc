@@ -221,18 +221,17 @@ class RocksTier final : public Tier {
   Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
     for (const BlockKey& key : keys) {
       std::lock_guard<std::mutex> lock(StripeOf(key));
-      Result<std::optional<Meta>> meta = GetMeta(key);
-      if (!meta.ok()) return meta.status();
-      if (!*meta || (*meta)->expiry_ms == expiry_ms) continue;
+      KVTIER_ASSIGN_OR_RETURN(const std::optional<Meta> meta, GetMeta(key));
+      if (!meta || meta->expiry_ms == expiry_ms) continue;
       rocksdb::PinnableSlice payload;
       rocksdb::Status s =
-          db_->Get(rocksdb::ReadOptions(), data_, DataKey(key, (*meta)->expiry_ms), &payload);
+          db_->Get(rocksdb::ReadOptions(), data_, DataKey(key, meta->expiry_ms), &payload);
       if (s.IsNotFound()) continue;  // nothing to refresh
       KVTIER_RETURN_IF_ERROR(Count(FromRocks(s, "reading block " + key.ToHex())));
-      Meta updated = **meta;
+      Meta updated = *meta;
       updated.expiry_ms = expiry_ms;
       rocksdb::WriteBatch batch;
-      batch.Delete(data_, DataKey(key, (*meta)->expiry_ms));
+      batch.Delete(data_, DataKey(key, meta->expiry_ms));
       batch.Put(data_, DataKey(key, expiry_ms), payload);
       batch.Put(meta_, MetaKey(key), updated.Encode());
       KVTIER_RETURN_IF_ERROR(Count(guard_.BeforeWrite(payload.size())));
@@ -275,11 +274,10 @@ class RocksTier final : public Tier {
   // Test hooks.
   Status Corrupt(const BlockKey& key) {
     std::lock_guard<std::mutex> lock(StripeOf(key));
-    Result<std::optional<Meta>> meta = GetMeta(key);
-    if (!meta.ok()) return meta.status();
-    if (!*meta) return Status::NotFound("block " + key.ToHex() + " is not here");
+    KVTIER_ASSIGN_OR_RETURN(const std::optional<Meta> meta, GetMeta(key));
+    if (!meta) return Status::NotFound("block " + key.ToHex() + " is not here");
     std::string payload;
-    const std::string dk = DataKey(key, (*meta)->expiry_ms);
+    const std::string dk = DataKey(key, meta->expiry_ms);
     KVTIER_RETURN_IF_ERROR(FromRocks(db_->Get(rocksdb::ReadOptions(), data_, dk, &payload), "get"));
     payload[payload.size() / 2] ^= 0x5a;
     return FromRocks(db_->Put(write_options_, data_, dk, payload), "put");
