@@ -603,7 +603,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
     HbmTierOptions hbm;
     hbm.capacity_bytes = static_cast<uint64_t>(hbm_bytes);
     hbm.max_block_bytes = options.max_block_bytes;
-    Result<std::unique_ptr<Tier>> hbm_tier = NewHbmTier(hbm);
+    Result<std::unique_ptr<Tier>> hbm_tier = OpenHbmTier(hbm);
     if (!hbm_tier.ok()) return hbm_tier.status();
     add_tier(std::move(*hbm_tier), options.hbm_policy, options.hbm_usd_per_gib_month);
   }

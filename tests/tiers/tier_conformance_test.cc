@@ -84,7 +84,7 @@ struct HbmStandInFactory {
     o.staging_buffer_bytes = 128 << 10;
     o.staging_buffers = 2;
     o.clock = clock;
-    return NewHbmTier(o);
+    return OpenHbmTier(o);
   }
 };
 

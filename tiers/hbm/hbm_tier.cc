@@ -923,10 +923,9 @@ Result<std::unique_ptr<HbmTier>> HbmTier::Open(const HbmTierOptions& o) {
   return std::unique_ptr<HbmTier>(std::move(tier));
 }
 
-Result<std::unique_ptr<Tier>> NewHbmTier(const HbmTierOptions& options) {
-  Result<std::unique_ptr<HbmTier>> tier = HbmTier::Open(options);
-  if (!tier.ok()) return tier.status();
-  return std::unique_ptr<Tier>(std::move(*tier));
+Result<std::unique_ptr<Tier>> OpenHbmTier(const HbmTierOptions& options) {
+  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<HbmTier> tier, HbmTier::Open(options));
+  return std::unique_ptr<Tier>(std::move(tier));
 }
 
 }  // namespace kvtier

@@ -118,6 +118,6 @@ class HbmTier : public Tier {
 };
 
 // HbmTier::Open, as a plain Tier.
-Result<std::unique_ptr<Tier>> NewHbmTier(const HbmTierOptions& options);
+Result<std::unique_ptr<Tier>> OpenHbmTier(const HbmTierOptions& options);
 
 }  // namespace kvtier
