@@ -180,10 +180,9 @@ Result<std::unique_ptr<HbmBackend>> NewCudaHbmBackend(int device, uint64_t arena
   std::string name = "unknown";
   if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) name = prop.name;
   void* arena = nullptr;
-  Status s = FromCuda(cudaMalloc(&arena, arena_bytes), "cudaMalloc of the HBM arena");
-  if (!s.ok()) return s;
+  KVTIER_RETURN_IF_ERROR(FromCuda(cudaMalloc(&arena, arena_bytes), "cudaMalloc of the HBM arena"));
   cudaStream_t h2d = nullptr, d2h = nullptr;
-  s = FromCuda(cudaStreamCreateWithFlags(&h2d, cudaStreamNonBlocking), "cudaStreamCreate");
+  Status s = FromCuda(cudaStreamCreateWithFlags(&h2d, cudaStreamNonBlocking), "cudaStreamCreate");
   if (s.ok()) {
     s = FromCuda(cudaStreamCreateWithFlags(&d2h, cudaStreamNonBlocking), "cudaStreamCreate");
   }
