@@ -87,13 +87,6 @@ class Fields {
   std::string where_;
 };
 
-#define KVTIER_ASSIGN(lhs, expr)                  \
-  do {                                            \
-    auto kvtier_r = (expr);                       \
-    if (!kvtier_r.ok()) return kvtier_r.status(); \
-    lhs = *kvtier_r;                              \
-  } while (0)
-
 // KV bytes per token: given, or from the geometry.
 Result<double> KvBytesPerToken(const Fields& m) {
   if (m.Has("kv_bytes_per_token")) {
@@ -102,13 +95,10 @@ Result<double> KvBytesPerToken(const Fields& m) {
     }
     return m.Number("kv_bytes_per_token", std::nullopt, 0, true);
   }
-  KvGeometry g;
-  double layers = 0, heads = 0, dim = 0;
-  KVTIER_ASSIGN(layers, m.Number("layers", std::nullopt, 1, false));
-  KVTIER_ASSIGN(heads, m.Number("kv_heads", std::nullopt, 1, false));
-  KVTIER_ASSIGN(dim, m.Number("head_dim", std::nullopt, 1, false));
-  std::string dtype;
-  KVTIER_ASSIGN(dtype, m.String("dtype", "bf16"));
+  KVTIER_ASSIGN_OR_RETURN(const double layers, m.Number("layers", std::nullopt, 1, false));
+  KVTIER_ASSIGN_OR_RETURN(const double heads, m.Number("kv_heads", std::nullopt, 1, false));
+  KVTIER_ASSIGN_OR_RETURN(const double dim, m.Number("head_dim", std::nullopt, 1, false));
+  KVTIER_ASSIGN_OR_RETURN(const std::string dtype, m.String("dtype", "bf16"));
   const std::optional<DType> d = ParseDType(dtype);
   if (!d) return m.Error("dtype", "must be f32, f16 or bf16");
   for (double x : {layers, heads, dim}) {
@@ -116,6 +106,7 @@ Result<double> KvBytesPerToken(const Fields& m) {
       return m.Error("", "layers, kv_heads and head_dim must be whole numbers");
     }
   }
+  KvGeometry g;
   g.layers = static_cast<int>(layers);
   g.kv_heads = static_cast<int>(heads);
   g.head_dim = static_cast<int>(dim);
@@ -267,6 +258,64 @@ Status ValidateScenario(const TierScenario& s) {
   return Status::Ok();
 }
 
+// The scenario's sections, each into `s`; a section left out keeps the
+// defaults of TierScenario.
+Status ParseModel(const Fields& m, TierScenario* s) {
+  KVTIER_RETURN_IF_ERROR(m.CheckObject(
+      {"name", "kv_bytes_per_token", "layers", "kv_heads", "head_dim", "dtype", "active_params"}));
+  KVTIER_ASSIGN_OR_RETURN(s->model, m.String("name", "model"));
+  KVTIER_ASSIGN_OR_RETURN(s->kv_bytes_per_token, KvBytesPerToken(m));
+  KVTIER_ASSIGN_OR_RETURN(s->active_params, m.Number("active_params", std::nullopt, 0, true));
+  return Status::Ok();
+}
+
+Status ParseGpu(const Fields& gpu, TierScenario* s) {
+  KVTIER_RETURN_IF_ERROR(gpu.CheckObject({"prefill_flops_per_s", "usd_per_hour"}));
+  KVTIER_ASSIGN_OR_RETURN(s->prefill_flops_per_s, gpu.Number("prefill_flops_per_s", 4e14, 0, true));
+  KVTIER_ASSIGN_OR_RETURN(s->gpu_usd_per_hour, gpu.Number("usd_per_hour", 2.5, 0, false));
+  return Status::Ok();
+}
+
+Status ParsePlacement(const Fields& p, TierScenario* s) {
+  KVTIER_RETURN_IF_ERROR(p.CheckObject({"fetch_budget_ms", "default_idle_s"}));
+  KVTIER_ASSIGN_OR_RETURN(const double budget_ms, p.Number("fetch_budget_ms", 1000, 0, true));
+  s->fetch_budget_s = budget_ms / 1000;
+  KVTIER_ASSIGN_OR_RETURN(s->default_idle_s, p.Number("default_idle_s", 600, 0, true));
+  return Status::Ok();
+}
+
+// ttl_s and occupancy_samples.
+Status ParseReplayFigures(const Fields& top, TierScenario* s) {
+  KVTIER_ASSIGN_OR_RETURN(const double ttl_s, top.Number("ttl_s", 0.0, 0, false));
+  if (ttl_s > 1e9) return top.Error("ttl_s", "must be at most 1e9 seconds");
+  s->ttl_ms = static_cast<int64_t>(std::ceil(ttl_s * 1000));  // a TTL, however short, is one
+  KVTIER_ASSIGN_OR_RETURN(const double samples, top.Number("occupancy_samples", 240, 1, false));
+  if (samples > 100000 || samples != std::floor(samples)) {
+    return top.Error("occupancy_samples", "must be a whole number up to 100000");
+  }
+  s->occupancy_samples = static_cast<int>(samples);
+  return Status::Ok();
+}
+
+Result<ScenarioTier> ParseScenarioTier(const Fields& t) {
+  KVTIER_RETURN_IF_ERROR(
+      t.CheckObject({"name", "capacity_gib", "read_gb_per_s", "usd_per_gib_month", "policy"}));
+  ScenarioTier tier;
+  KVTIER_ASSIGN_OR_RETURN(tier.name, t.String("name", std::nullopt));
+  KVTIER_ASSIGN_OR_RETURN(const double gib, t.Number("capacity_gib", std::nullopt, 0, true));
+  KVTIER_ASSIGN_OR_RETURN(const double gbps, t.Number("read_gb_per_s", std::nullopt, 0, true));
+  if (gib > 1e9) return t.Error("capacity_gib", "must be at most 1e9 (an exbibyte)");
+  tier.capacity_bytes = gib * kGiB;
+  tier.read_bytes_per_s = gbps * 1e9;
+  KVTIER_ASSIGN_OR_RETURN(tier.usd_per_gib_month,
+                          t.Number("usd_per_gib_month", std::nullopt, 0, false));
+  KVTIER_ASSIGN_OR_RETURN(tier.policy, t.String("policy", "ttl-cost"));
+  if (NewEvictionPolicy(tier.policy) == nullptr) {
+    return t.Error("policy", "'" + tier.policy + "' is not an eviction policy");
+  }
+  return tier;
+}
+
 }  // namespace
 
 Result<TierScenario> ParseTierScenario(const std::string& text, const std::string& name) {
@@ -276,59 +325,23 @@ Result<TierScenario> ParseTierScenario(const std::string& text, const std::strin
   KVTIER_RETURN_IF_ERROR(top.CheckObject(
       {"name", "model", "gpu", "placement", "ttl_s", "tiers", "occupancy_samples"}));
   TierScenario s;
-  KVTIER_ASSIGN(s.name, top.String("name", std::filesystem::path(name).stem().string()));
+  KVTIER_ASSIGN_OR_RETURN(s.name, top.String("name", std::filesystem::path(name).stem().string()));
   if (!top.Has("model")) return top.Error("model", "is required");
-  const Fields model(top.at("model"), name + ": model");
-  KVTIER_RETURN_IF_ERROR(model.CheckObject(
-      {"name", "kv_bytes_per_token", "layers", "kv_heads", "head_dim", "dtype", "active_params"}));
-  KVTIER_ASSIGN(s.model, model.String("name", "model"));
-  KVTIER_ASSIGN(s.kv_bytes_per_token, KvBytesPerToken(model));
-  KVTIER_ASSIGN(s.active_params, model.Number("active_params", std::nullopt, 0, true));
+  KVTIER_RETURN_IF_ERROR(ParseModel(Fields(top.at("model"), name + ": model"), &s));
   if (top.Has("gpu")) {
-    const Fields gpu(top.at("gpu"), name + ": gpu");
-    KVTIER_RETURN_IF_ERROR(gpu.CheckObject({"prefill_flops_per_s", "usd_per_hour"}));
-    KVTIER_ASSIGN(s.prefill_flops_per_s, gpu.Number("prefill_flops_per_s", 4e14, 0, true));
-    KVTIER_ASSIGN(s.gpu_usd_per_hour, gpu.Number("usd_per_hour", 2.5, 0, false));
+    KVTIER_RETURN_IF_ERROR(ParseGpu(Fields(top.at("gpu"), name + ": gpu"), &s));
   }
   if (top.Has("placement")) {
-    const Fields p(top.at("placement"), name + ": placement");
-    KVTIER_RETURN_IF_ERROR(p.CheckObject({"fetch_budget_ms", "default_idle_s"}));
-    double budget_ms = 0;
-    KVTIER_ASSIGN(budget_ms, p.Number("fetch_budget_ms", 1000, 0, true));
-    s.fetch_budget_s = budget_ms / 1000;
-    KVTIER_ASSIGN(s.default_idle_s, p.Number("default_idle_s", 600, 0, true));
+    KVTIER_RETURN_IF_ERROR(ParsePlacement(Fields(top.at("placement"), name + ": placement"), &s));
   }
-  double ttl_s = 0;
-  KVTIER_ASSIGN(ttl_s, top.Number("ttl_s", 0.0, 0, false));
-  if (ttl_s > 1e9) return top.Error("ttl_s", "must be at most 1e9 seconds");
-  s.ttl_ms = static_cast<int64_t>(std::ceil(ttl_s * 1000));  // a TTL, however short, is one
-  double samples = 0;
-  KVTIER_ASSIGN(samples, top.Number("occupancy_samples", 240, 1, false));
-  if (samples > 100000 || samples != std::floor(samples)) {
-    return top.Error("occupancy_samples", "must be a whole number up to 100000");
-  }
-  s.occupancy_samples = static_cast<int>(samples);
+  KVTIER_RETURN_IF_ERROR(ParseReplayFigures(top, &s));
   if (!top.Has("tiers") || !top.at("tiers").is_array() || top.at("tiers").empty() ||
       top.at("tiers").size() > 8) {
     return top.Error("tiers", "must be a list of 1 to 8 tiers, the top (fastest) first");
   }
   for (size_t i = 0; i < top.at("tiers").size(); ++i) {
     const Fields t(top.at("tiers")[i], name + ": tiers[" + std::to_string(i) + "]");
-    KVTIER_RETURN_IF_ERROR(
-        t.CheckObject({"name", "capacity_gib", "read_gb_per_s", "usd_per_gib_month", "policy"}));
-    ScenarioTier tier;
-    KVTIER_ASSIGN(tier.name, t.String("name", std::nullopt));
-    double gib = 0, gbps = 0;
-    KVTIER_ASSIGN(gib, t.Number("capacity_gib", std::nullopt, 0, true));
-    KVTIER_ASSIGN(gbps, t.Number("read_gb_per_s", std::nullopt, 0, true));
-    if (gib > 1e9) return t.Error("capacity_gib", "must be at most 1e9 (an exbibyte)");
-    tier.capacity_bytes = gib * kGiB;
-    tier.read_bytes_per_s = gbps * 1e9;
-    KVTIER_ASSIGN(tier.usd_per_gib_month, t.Number("usd_per_gib_month", std::nullopt, 0, false));
-    KVTIER_ASSIGN(tier.policy, t.String("policy", "ttl-cost"));
-    if (NewEvictionPolicy(tier.policy) == nullptr) {
-      return t.Error("policy", "'" + tier.policy + "' is not an eviction policy");
-    }
+    KVTIER_ASSIGN_OR_RETURN(ScenarioTier tier, ParseScenarioTier(t));
     for (const ScenarioTier& other : s.tiers) {
       if (other.name == tier.name) return t.Error("name", "'" + tier.name + "' is used twice");
     }
@@ -349,21 +362,44 @@ Result<TierScenario> ReadTierScenario(const std::string& path) {
   return ParseTierScenario(text.str(), path);
 }
 
-Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc,
-                                     const std::function<void(double)>& progress) {
-  KVTIER_RETURN_IF_ERROR(ValidateScenario(sc));
-  const auto wall0 = std::chrono::steady_clock::now();
-  const size_t n = sc.tiers.size();
-  const double bpt = sc.kv_bytes_per_token;
+// --- The replay ----------------------------------------------------------------
 
-  // The stack, in tokens (see the header).
-  ManualClock clock(kEpochMs);
-  MoveLedger ledger(n);
+namespace {
+
+// The stack a scenario describes, in tokens (see the header): replay tiers
+// under the daemon's CacheManager, on the replay's clock. The tiers point at
+// the clock and the ledger, which the CacheManager (declared after them)
+// does not outlive.
+struct ReplayStack {
+  explicit ReplayStack(size_t tiers) : ledger(tiers) {}
+  ManualClock clock{kEpochMs};
+  MoveLedger ledger;
+  std::vector<double> read_bytes_per_s;  // per tier, at full size
+  std::vector<double> cost_per_s;        // per tier: P_t, the whole tier's $/s
+  std::unique_ptr<CacheManager> cache;
+};
+
+// The CacheManager as the replay drives it: on the replay's clock, with the
+// sweeps and promotions run by the replay loop, and the scenario's costs.
+CacheManagerOptions ReplayCacheOptions(const TierScenario& sc, Clock* clock) {
+  CacheManagerOptions options;
+  options.clock = clock;
+  options.sweep_interval_ms = 0;  // the replay sweeps as its clock moves
+  options.background_promotion = false;
+  options.placement.remat.flops_per_s = sc.prefill_flops_per_s;
+  options.placement.remat.cost_per_s = sc.gpu_usd_per_hour / 3600;
+  options.placement.fetch_budget_s = sc.fetch_budget_s;
+  options.placement.default_idle_s = sc.default_idle_s;
+  return options;
+}
+
+// Builds the scenario's stack. kInvalidArgument for a tier that holds less
+// than one of the trace's blocks.
+Result<std::unique_ptr<ReplayStack>> OpenReplayStack(const Trace& trace, const TierScenario& sc) {
+  const double bpt = sc.kv_bytes_per_token;
+  auto stack = std::make_unique<ReplayStack>(sc.tiers.size());
   std::vector<TierSlot> slots;
-  std::vector<double> read_bytes_per_s;
-  TierReplayResult r;
-  r.scenario = sc.name;
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < sc.tiers.size(); ++i) {
     const ScenarioTier& st = sc.tiers[i];
     const double units = std::floor(st.capacity_bytes / bpt);
     if (units < trace.block_tokens) {
@@ -371,194 +407,314 @@ Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc,
                                      std::to_string(trace.block_tokens) + " tokens");
     }
     TierSlot slot;
-    slot.tier = std::make_unique<ReplayTier>(st.name, static_cast<uint64_t>(units),
-                                             st.read_bytes_per_s / bpt, i, &ledger, &clock);
+    slot.tier =
+        std::make_unique<ReplayTier>(st.name, static_cast<uint64_t>(units),
+                                     st.read_bytes_per_s / bpt, i, &stack->ledger, &stack->clock);
     PolicyOptions po;
     po.capacity_bytes = static_cast<uint64_t>(units);
     slot.policy = NewEvictionPolicy(st.policy, po);
     slot.cost_per_s = CostPerSecond(st.capacity_bytes, st.usd_per_gib_month);
+    stack->read_bytes_per_s.push_back(st.read_bytes_per_s);
+    stack->cost_per_s.push_back(slot.cost_per_s);
     slots.push_back(std::move(slot));
-    read_bytes_per_s.push_back(st.read_bytes_per_s);
+  }
+  KVTIER_ASSIGN_OR_RETURN(
+      stack->cache, CacheManager::Open(std::move(slots), ReplayCacheOptions(sc, &stack->clock)));
+  return stack;
+}
+
+// The result's tiers as the scenario gives them, before any request.
+std::vector<TierReplayTier> DescribeTiers(const TierScenario& sc) {
+  std::vector<TierReplayTier> tiers;
+  for (const ScenarioTier& st : sc.tiers) {
     TierReplayTier t;
     t.name = st.name;
     t.policy = st.policy;
     t.capacity_bytes = st.capacity_bytes;
     t.drain_time_s = st.capacity_bytes / st.read_bytes_per_s;
-    r.tiers.push_back(t);
+    tiers.push_back(t);
   }
-  std::vector<double> cost_per_s;
-  for (const TierSlot& s : slots) cost_per_s.push_back(s.cost_per_s);
-  CacheManagerOptions options;
-  options.clock = &clock;
-  options.sweep_interval_ms = 0;  // the replay sweeps as its clock moves
-  options.background_promotion = false;
-  options.placement.remat.flops_per_s = sc.prefill_flops_per_s;
-  options.placement.remat.cost_per_s = sc.gpu_usd_per_hour / 3600;
-  options.placement.fetch_budget_s = sc.fetch_budget_s;
-  options.placement.default_idle_s = sc.default_idle_s;
-  Result<std::unique_ptr<CacheManager>> opened = CacheManager::Open(std::move(slots), options);
-  if (!opened.ok()) return opened.status();
-  CacheManager& cache = **opened;
+  return tiers;
+}
 
-  const double prefill_s_per_token = 2 * sc.active_params / sc.prefill_flops_per_s;
-  const double gpu_usd_per_s = sc.gpu_usd_per_hour / 3600;
-  const int64_t end_ms = trace.requests.empty() ? 0 : trace.requests.back().time_ms;
-  r.duration_s = static_cast<double>(end_ms) / 1000;
-  const double sample_step_ms = std::max(1.0, static_cast<double>(end_ms) / sc.occupancy_samples);
-  double next_sample_ms = 0;
-  // The everything-in-the-top-tier reference: every block seen before is there.
-  std::vector<uint8_t> seen(trace.distinct_blocks, 0);
-  uint64_t seen_blocks = 0;
-  auto sample = [&](double time_ms) {
-    OccupancySample o;
-    o.time_s = time_ms / 1000;
-    const CacheStats stats = cache.Stats();
-    for (size_t i = 0; i < n; ++i) o.used_bytes.push_back(stats.tiers[i].used_bytes * bpt);
-    o.all_in_top_bytes = static_cast<double>(seen_blocks) * trace.block_tokens * bpt;
-    // The state after the last request replaces a sample taken at the
-    // same time before it, so no instant weighs twice.
-    if (!r.occupancy.empty() && r.occupancy.back().time_s == o.time_s) r.occupancy.pop_back();
-    r.occupancy.push_back(std::move(o));
+// One replay of a trace through a stack (see the header for what is run and
+// what is estimated). Per request, Run moves the clock (sampling occupancy
+// and sweeping expired blocks on the way), serves the request from the
+// tiered stack, then from the everything-in-the-top-tier reference, and
+// tallies both against no cache; Finish turns the tallies into the result.
+class TierReplay {
+ public:
+  TierReplay(const Trace& trace, const TierScenario& sc, ReplayStack& stack);
+
+  Status Run(const std::function<void(double)>& progress);
+  TierReplayResult Finish();
+
+ private:
+  // What the tiered stack's leading cached run saved one request.
+  struct TieredHit {
+    size_t blocks = 0;
+    uint64_t tokens = 0;
+    double fetch_s = 0;  // its blocks brought back one after another
   };
 
-  const std::vector<std::byte> payload(static_cast<size_t>(trace.block_tokens));
-  std::vector<BlockKey> keys;
-  int64_t next_sweep_ms = 0;
-  double ttft_cold = 0, ttft_tiered = 0, ttft_top = 0, fetch_tiered_s = 0, fetch_top_s = 0;
-  uint64_t top_hit_tokens = 0;
-  for (const TraceRequest& req : trace.requests) {
-    clock.SetMs(kEpochMs + req.time_ms);
-    while (req.time_ms >= next_sample_ms) {
-      sample(next_sample_ms);
-      next_sample_ms += sample_step_ms;
-    }
-    if (sc.ttl_ms > 0 && req.time_ms >= next_sweep_ms) {
-      while (cache.SweepExpired(4096) == 4096) {
-      }
-      next_sweep_ms = req.time_ms + 1000;
-    }
-    keys.clear();
-    for (uint32_t i = 0; i < req.num_blocks; ++i) {
-      keys.push_back(BlockKey{0, trace.blocks[req.first_block + i]});
-    }
-    // The tiered stack.
-    const PrefixHit hit = cache.Lookup(keys);
-    uint64_t hit_tokens = 0;
-    double fetch_s = 0;
-    for (size_t i = 0; i < hit.blocks; ++i) {
-      const uint32_t tokens = trace.BlockTokens(req, static_cast<uint32_t>(i));
-      TierReplayTier& t = r.tiers[hit.entries[i].tier];
-      ++t.hit_blocks;
-      t.hit_tokens += tokens;
-      t.hit_bytes += tokens * bpt;
-      fetch_s += tokens * bpt / read_bytes_per_s[hit.entries[i].tier];
-      hit_tokens += tokens;
-    }
-    cache.RunPromotions();
-    for (size_t i = hit.blocks; i < keys.size(); ++i) {
-      const uint32_t tokens = trace.BlockTokens(req, static_cast<uint32_t>(i));
-      BlockMeta meta;
-      if (i > 0) meta.parent = keys[i - 1];
-      meta.ttl_ms = sc.ttl_ms;
-      meta.tokens = tokens;
-      meta.stream = req.tenant;
-      meta.remat_flops = 2 * sc.active_params * tokens;
-      // A request's own insert is a placement, even of a block that an
-      // earlier move of this request read and then failed to write.
-      ledger.read_from.erase(keys[i]);
-      Status s = cache.Insert(keys[i], payload, meta);
-      if (!s.ok() && !s.IsResourceExhausted()) return s;
-    }
-    ledger.read_from.clear();
-    // Everything in the top tier.
-    uint64_t top_tokens = 0;
-    bool run = true;
-    for (uint32_t i = 0; i < req.num_blocks; ++i) {
-      const uint32_t id = trace.blocks[req.first_block + i];
-      const uint32_t tokens = trace.BlockTokens(req, i);
-      run = run && seen[id];
-      if (run) top_tokens += tokens;
-      seen_blocks += seen[id] == 0;
-      seen[id] = 1;
-    }
-    const double cold = req.input_tokens * prefill_s_per_token;
-    ttft_cold += cold;
-    ttft_tiered += (req.input_tokens - hit_tokens) * prefill_s_per_token + fetch_s;
-    const double top_fetch = top_tokens * bpt / read_bytes_per_s[0];
-    ttft_top += (req.input_tokens - top_tokens) * prefill_s_per_token + top_fetch;
-    fetch_tiered_s += fetch_s;
-    fetch_top_s += top_fetch;
-    ++r.requests;
-    if (progress && r.requests % 1024 == 0) {
-      progress(static_cast<double>(r.requests) / static_cast<double>(trace.requests.size()));
-    }
-    r.block_refs += req.num_blocks;
-    r.block_hits += hit.blocks;
-    r.tokens += req.input_tokens;
-    r.hit_tokens += hit_tokens;
-    top_hit_tokens += top_tokens;
-  }
-  sample(static_cast<double>(end_ms));
+  void MoveClockTo(const TraceRequest& req);
+  void SampleOccupancy(double time_ms);
+  TieredHit ServeFromTiers(const TraceRequest& req);
+  Status InsertAfter(const TraceRequest& req, size_t hit_blocks);
+  uint64_t TopTierHitTokens(const TraceRequest& req);
+  void Tally(const TraceRequest& req, const TieredHit& hit, uint64_t top_tokens);
+  void CollectTiers();
+  void CollectCacheStats();
+  void CollectCosts();
+  CostSummary Summarize(double tier_usd, double tier_usd_used, uint64_t hit_tokens, double fetch_s,
+                        double ttft_sum) const;
 
-  for (size_t i = 0; i < n; ++i) {
-    TierReplayTier& t = r.tiers[i];
+  const Trace& trace_;
+  const TierScenario& sc_;
+  ReplayStack& stack_;
+  const double bpt_;                  // KV bytes per token
+  const double prefill_s_per_token_;  // 2 · active_params / FLOP/s
+  const int64_t end_ms_;              // the last request's time
+  const double sample_step_ms_;
+  const std::vector<std::byte> payload_;  // a block's worth of units (tokens)
+  TierReplayResult r_;
+
+  double next_sample_ms_ = 0;
+  int64_t next_sweep_ms_ = 0;
+  std::vector<BlockKey> keys_;  // the current request's
+  // The everything-in-the-top-tier reference: every block seen before is there.
+  std::vector<uint8_t> seen_;
+  uint64_t seen_blocks_ = 0;
+  uint64_t top_hit_tokens_ = 0;
+  // TTFTs summed over requests, and the fetches' share of them.
+  double ttft_cold_ = 0, ttft_tiered_ = 0, ttft_top_ = 0;
+  double fetch_tiered_s_ = 0, fetch_top_s_ = 0;
+};
+
+TierReplay::TierReplay(const Trace& trace, const TierScenario& sc, ReplayStack& stack)
+    : trace_(trace),
+      sc_(sc),
+      stack_(stack),
+      bpt_(sc.kv_bytes_per_token),
+      prefill_s_per_token_(2 * sc.active_params / sc.prefill_flops_per_s),
+      end_ms_(trace.requests.empty() ? 0 : trace.requests.back().time_ms),
+      sample_step_ms_(std::max(1.0, static_cast<double>(end_ms_) / sc.occupancy_samples)),
+      payload_(static_cast<size_t>(trace.block_tokens)),
+      seen_(trace.distinct_blocks, 0) {
+  r_.scenario = sc.name;
+  r_.tiers = DescribeTiers(sc);
+  r_.duration_s = static_cast<double>(end_ms_) / 1000;
+}
+
+Status TierReplay::Run(const std::function<void(double)>& progress) {
+  for (const TraceRequest& req : trace_.requests) {
+    MoveClockTo(req);
+    keys_.clear();
+    for (uint32_t i = 0; i < req.num_blocks; ++i) {
+      keys_.push_back(BlockKey{0, trace_.blocks[req.first_block + i]});
+    }
+    const TieredHit hit = ServeFromTiers(req);
+    KVTIER_RETURN_IF_ERROR(InsertAfter(req, hit.blocks));
+    Tally(req, hit, TopTierHitTokens(req));
+    if (progress && r_.requests % 1024 == 0) {
+      progress(static_cast<double>(r_.requests) / static_cast<double>(trace_.requests.size()));
+    }
+  }
+  SampleOccupancy(static_cast<double>(end_ms_));
+  return Status::Ok();
+}
+
+void TierReplay::MoveClockTo(const TraceRequest& req) {
+  stack_.clock.SetMs(kEpochMs + req.time_ms);
+  while (req.time_ms >= next_sample_ms_) {
+    SampleOccupancy(next_sample_ms_);
+    next_sample_ms_ += sample_step_ms_;
+  }
+  if (sc_.ttl_ms > 0 && req.time_ms >= next_sweep_ms_) {
+    while (stack_.cache->SweepExpired(4096) == 4096) {
+    }
+    next_sweep_ms_ = req.time_ms + 1000;
+  }
+}
+
+void TierReplay::SampleOccupancy(double time_ms) {
+  OccupancySample o;
+  o.time_s = time_ms / 1000;
+  const CacheStats stats = stack_.cache->Stats();
+  for (size_t i = 0; i < sc_.tiers.size(); ++i) {
+    o.used_bytes.push_back(stats.tiers[i].used_bytes * bpt_);
+  }
+  o.all_in_top_bytes = static_cast<double>(seen_blocks_) * trace_.block_tokens * bpt_;
+  // The state after the last request replaces a sample taken at the
+  // same time before it, so no instant weighs twice.
+  if (!r_.occupancy.empty() && r_.occupancy.back().time_s == o.time_s) r_.occupancy.pop_back();
+  r_.occupancy.push_back(std::move(o));
+}
+
+// Looks the request up, counts its hit per tier, then runs the promotions
+// the lookup queued.
+TierReplay::TieredHit TierReplay::ServeFromTiers(const TraceRequest& req) {
+  const PrefixHit prefix = stack_.cache->Lookup(keys_);
+  TieredHit hit;
+  hit.blocks = prefix.blocks;
+  for (size_t i = 0; i < prefix.blocks; ++i) {
+    const uint32_t tokens = trace_.BlockTokens(req, static_cast<uint32_t>(i));
+    TierReplayTier& t = r_.tiers[prefix.entries[i].tier];
+    ++t.hit_blocks;
+    t.hit_tokens += tokens;
+    t.hit_bytes += tokens * bpt_;
+    hit.fetch_s += tokens * bpt_ / stack_.read_bytes_per_s[prefix.entries[i].tier];
+    hit.tokens += tokens;
+  }
+  stack_.cache->RunPromotions();
+  return hit;
+}
+
+// Inserts every block after the leading cached run (a cached one is
+// refreshed, as a writer's insert would be). A full stack refusing a block
+// is part of the replay, not an error.
+Status TierReplay::InsertAfter(const TraceRequest& req, size_t hit_blocks) {
+  for (size_t i = hit_blocks; i < keys_.size(); ++i) {
+    const uint32_t tokens = trace_.BlockTokens(req, static_cast<uint32_t>(i));
+    BlockMeta meta;
+    if (i > 0) meta.parent = keys_[i - 1];
+    meta.ttl_ms = sc_.ttl_ms;
+    meta.tokens = tokens;
+    meta.stream = req.tenant;
+    meta.remat_flops = 2 * sc_.active_params * tokens;
+    // A request's own insert is a placement, even of a block that an
+    // earlier move of this request read and then failed to write.
+    stack_.ledger.read_from.erase(keys_[i]);
+    Status s = stack_.cache->Insert(keys_[i], payload_, meta);
+    if (!s.ok() && !s.IsResourceExhausted()) return s;
+  }
+  stack_.ledger.read_from.clear();
+  return Status::Ok();
+}
+
+// The tokens of the request's leading run of blocks seen before; marks its
+// blocks seen.
+uint64_t TierReplay::TopTierHitTokens(const TraceRequest& req) {
+  uint64_t top_tokens = 0;
+  bool run = true;
+  for (uint32_t i = 0; i < req.num_blocks; ++i) {
+    const uint32_t id = trace_.blocks[req.first_block + i];
+    const uint32_t tokens = trace_.BlockTokens(req, i);
+    run = run && seen_[id];
+    if (run) top_tokens += tokens;
+    seen_blocks_ += seen_[id] == 0;
+    seen_[id] = 1;
+  }
+  return top_tokens;
+}
+
+void TierReplay::Tally(const TraceRequest& req, const TieredHit& hit, uint64_t top_tokens) {
+  const double cold = req.input_tokens * prefill_s_per_token_;
+  ttft_cold_ += cold;
+  ttft_tiered_ += (req.input_tokens - hit.tokens) * prefill_s_per_token_ + hit.fetch_s;
+  const double top_fetch = top_tokens * bpt_ / stack_.read_bytes_per_s[0];
+  ttft_top_ += (req.input_tokens - top_tokens) * prefill_s_per_token_ + top_fetch;
+  fetch_tiered_s_ += hit.fetch_s;
+  fetch_top_s_ += top_fetch;
+  ++r_.requests;
+  r_.block_refs += req.num_blocks;
+  r_.block_hits += hit.blocks;
+  r_.tokens += req.input_tokens;
+  r_.hit_tokens += hit.tokens;
+  top_hit_tokens_ += top_tokens;
+}
+
+TierReplayResult TierReplay::Finish() {
+  CollectTiers();
+  CollectCacheStats();
+  CollectCosts();
+  return std::move(r_);
+}
+
+// Per tier: placements, occupancy and what it cost; and the bytes moved
+// between tiers.
+void TierReplay::CollectTiers() {
+  const MoveLedger& ledger = stack_.ledger;
+  for (size_t i = 0; i < r_.tiers.size(); ++i) {
+    TierReplayTier& t = r_.tiers[i];
     t.placed_blocks = ledger.placed_blocks[i];
-    t.placed_bytes = ledger.placed_units[i] * bpt;
+    t.placed_bytes = ledger.placed_units[i] * bpt_;
     double sum = 0;
-    for (const OccupancySample& o : r.occupancy) {
+    for (const OccupancySample& o : r_.occupancy) {
       t.peak_used_bytes = std::max(t.peak_used_bytes, o.used_bytes[i]);
       sum += o.used_bytes[i];
     }
-    t.mean_used_bytes = sum / static_cast<double>(r.occupancy.size());
-    t.usd = cost_per_s[i] * r.duration_s;
+    t.mean_used_bytes = sum / static_cast<double>(r_.occupancy.size());
+    t.usd = stack_.cost_per_s[i] * r_.duration_s;
     t.usd_used = t.usd * t.mean_used_bytes / t.capacity_bytes;
   }
-  r.moved_bytes = ledger.moved;
-  for (auto& row : r.moved_bytes) {
-    for (double& b : row) b *= bpt;
+  r_.moved_bytes = ledger.moved;
+  for (auto& row : r_.moved_bytes) {
+    for (double& b : row) b *= bpt_;
   }
-  const CacheStats stats = cache.Stats();
-  r.promotions = stats.promotions;
-  r.demotions = stats.demotions;
-  r.remat_drops = stats.remat_drops;
-  r.drops = stats.drops;
-  r.expired = stats.expired;
-  r.insert_failures = stats.insert_failures;
+}
 
-  const double requests = std::max<double>(1, r.requests);
-  auto summarize = [&](CostSummary& c, double tier_usd, double tier_usd_used, uint64_t hit,
-                       double fetch_s, double ttft_sum) {
-    c.tier_usd = tier_usd;
-    c.tier_usd_used = tier_usd_used;
-    c.input_tokens = static_cast<double>(r.tokens);
-    c.hit_tokens = hit;
-    c.gpu_s = static_cast<double>(r.tokens - hit) * prefill_s_per_token + fetch_s;
-    c.gpu_usd = c.gpu_s * gpu_usd_per_s;
-    c.mean_ttft_s = ttft_sum / requests;
-  };
+void TierReplay::CollectCacheStats() {
+  const CacheStats stats = stack_.cache->Stats();
+  r_.promotions = stats.promotions;
+  r_.demotions = stats.demotions;
+  r_.remat_drops = stats.remat_drops;
+  r_.drops = stats.drops;
+  r_.expired = stats.expired;
+  r_.insert_failures = stats.insert_failures;
+}
+
+// The three ways of serving the trace: tiered, everything in the top tier,
+// no cache.
+void TierReplay::CollectCosts() {
   double tier_usd = 0, tier_usd_used = 0;
-  for (const TierReplayTier& t : r.tiers) {
+  for (const TierReplayTier& t : r_.tiers) {
     tier_usd += t.usd;
     tier_usd_used += t.usd_used;
   }
-  summarize(r.tiered, tier_usd, tier_usd_used, r.hit_tokens, fetch_tiered_s, ttft_tiered);
+  r_.tiered = Summarize(tier_usd, tier_usd_used, r_.hit_tokens, fetch_tiered_s_, ttft_tiered_);
   // Everything in the top tier: sized to the whole footprint; used, what
   // has been seen so far.
   const double footprint_bytes =
-      static_cast<double>(trace.distinct_blocks) * trace.block_tokens * bpt;
+      static_cast<double>(trace_.distinct_blocks) * trace_.block_tokens * bpt_;
   const double top_usd =
-      CostPerSecond(footprint_bytes, sc.tiers[0].usd_per_gib_month) * r.duration_s;
+      CostPerSecond(footprint_bytes, sc_.tiers[0].usd_per_gib_month) * r_.duration_s;
   double top_held = 0;
-  for (const OccupancySample& o : r.occupancy) top_held += o.all_in_top_bytes;
-  top_held /= static_cast<double>(r.occupancy.size());
-  summarize(r.all_in_top, top_usd, footprint_bytes > 0 ? top_usd * top_held / footprint_bytes : 0,
-            top_hit_tokens, fetch_top_s, ttft_top);
-  summarize(r.no_cache, 0, 0, 0, 0, ttft_cold);
-  r.ttft_saved_s = ttft_cold - ttft_tiered;
+  for (const OccupancySample& o : r_.occupancy) top_held += o.all_in_top_bytes;
+  top_held /= static_cast<double>(r_.occupancy.size());
+  r_.all_in_top = Summarize(top_usd, footprint_bytes > 0 ? top_usd * top_held / footprint_bytes : 0,
+                            top_hit_tokens_, fetch_top_s_, ttft_top_);
+  r_.no_cache = Summarize(0, 0, 0, 0, ttft_cold_);
+  r_.ttft_saved_s = ttft_cold_ - ttft_tiered_;
+}
+
+CostSummary TierReplay::Summarize(double tier_usd, double tier_usd_used, uint64_t hit_tokens,
+                                  double fetch_s, double ttft_sum) const {
+  const double requests = std::max<double>(1, r_.requests);
+  const double gpu_usd_per_s = sc_.gpu_usd_per_hour / 3600;
+  CostSummary c;
+  c.tier_usd = tier_usd;
+  c.tier_usd_used = tier_usd_used;
+  c.input_tokens = static_cast<double>(r_.tokens);
+  c.hit_tokens = hit_tokens;
+  c.gpu_s = static_cast<double>(r_.tokens - hit_tokens) * prefill_s_per_token_ + fetch_s;
+  c.gpu_usd = c.gpu_s * gpu_usd_per_s;
+  c.mean_ttft_s = ttft_sum / requests;
+  return c;
+}
+
+}  // namespace
+
+Result<TierReplayResult> ReplayTiers(const Trace& trace, const TierScenario& sc,
+                                     const std::function<void(double)>& progress) {
+  KVTIER_RETURN_IF_ERROR(ValidateScenario(sc));
+  const auto wall0 = std::chrono::steady_clock::now();
+  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<ReplayStack> stack, OpenReplayStack(trace, sc));
+  TierReplay replay(trace, sc, *stack);
+  KVTIER_RETURN_IF_ERROR(replay.Run(progress));
+  TierReplayResult r = replay.Finish();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
   return r;
 }
-
-#undef KVTIER_ASSIGN
 
 }  // namespace kvtier
