@@ -5,7 +5,7 @@
 // sentencepiece_model.proto). Only the fields below are read; every other
 // field is skipped by its wire type. The parser checks the wire format and the
 // enum ranges, not whether the vocabulary makes sense (no pieces, no <unk>,
-// duplicates): that is the tokenizer's job (model/tokenizer.cc).
+// duplicates): that is the tokenizer's job (model/sentencepiece_tokenizer.cc).
 //
 // A plain value. Parsing never trusts a length or a count in the input: what
 // it allocates is linear in the input's size.

@@ -1,11 +1,11 @@
 // Tokenizer: text <-> token ids for a model (DESIGN §8).
 //
-// Two formats: llama2.c's tokenizer.bin (encode and decode exactly as run.c
-// does), and sentencepiece's tokenizer.model (BPE models, read by our own
-// wire-format reader, see sentencepiece_model.h; Debian's libsentencepiece
-// cannot share a process with libprotobuf). Token
-// ids are accepted directly everywhere, so a model without a tokenizer still
-// serves requests given as ids.
+// Two formats: llama2.c's tokenizer.bin, encoded and decoded exactly as run.c
+// does (llama2c_tokenizer.cc), and sentencepiece's tokenizer.model, BPE models
+// read by our own wire-format reader (sentencepiece_tokenizer.cc,
+// sentencepiece_model.h; Debian's libsentencepiece cannot share a process with
+// libprotobuf). Token ids are accepted directly everywhere, so a model without
+// a tokenizer still serves requests given as ids.
 //
 // Immutable after load; thread-safe.
 #pragma once
