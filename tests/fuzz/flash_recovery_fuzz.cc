@@ -33,7 +33,7 @@ constexpr uint32_t kErased = 1;
 constexpr int kKeys = 6;
 constexpr int64_t kNow = 1'700'000'000'000;
 
-// The tier's on-device header (tiers/flash/flash_tier.cc, RecordHeader).
+// The tier's on-device header (tiers/flash/record_format.h, RecordHeader).
 struct Header {
   uint64_t magic = kMagic;
   uint32_t version = 1;
