@@ -7,8 +7,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "engine/engine_sequence.h"
-#include "model/gpu_forward.h"
 #include "kernels/device.h"
+#include "model/gpu_forward.h"
 
 namespace kvtier {
 
@@ -17,6 +17,18 @@ struct Engine::Tenant {
   double service = 0;  // tokens computed, divided by the weight
   double weight = 1;
   int running = 0;
+};
+
+// One step's batch: the sequences that run and, in the same order, their
+// chunks (pointing into the sequences' tokens and block tables).
+struct Engine::Batch {
+  std::vector<Sequence*> seqs;
+  std::vector<SeqChunk> chunks;
+
+  // Whether every sequence that samples this step (its chunk reaches its
+  // end) is greedy and keeps no logits: then only the argmax of each row is
+  // needed, computed where the logits are (on the GPU without moving them).
+  bool NeedsOnlyArgmax() const;
 };
 
 namespace {
@@ -58,9 +70,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheM
     g.block_tokens = options.block_tokens;
     g.max_batch_tokens = options.token_budget;
     g.max_batch_chunks = options.max_batch_seqs;
-    Result<std::unique_ptr<GpuForward>> f = GpuForward::Create(*weights, g);
-    if (!f.ok()) return f.status();
-    gpu = std::move(*f);
+    KVTIER_ASSIGN_OR_RETURN(gpu, GpuForward::Create(*weights, g));
   } else if (options.device != "cpu" && options.device != "auto") {
     return Status::InvalidArgument("device must be cpu, cuda or auto, got \"" + options.device +
                                    "\"");
@@ -269,16 +279,7 @@ void Engine::Deliver(Sequence* seq) {
   pending_.fetch_sub(1);
 }
 
-StepStats Engine::Step() {
-  StepStats st;
-  st.step = step_;
-  TakeSubmissions();
-  Admit(&st);
-
-  // Every running sequence needs a page for each token it holds; a decode
-  // that crosses into a new page may have to preempt someone (the newest
-  // sequence of an over-served tenant, else the newest sequence of all,
-  // which may be itself).
+void Engine::EnsureRunningPages(StepStats* stats) {
   for (;;) {
     Sequence* lacking = nullptr;
     for (auto& r : running_) {
@@ -287,15 +288,15 @@ StepStats Engine::Step() {
         break;
       }
     }
-    if (lacking == nullptr) break;
+    if (lacking == nullptr) return;
     Sequence* victim = PickVictim(tenants_[lacking->req.tenant], lacking);
     if (victim == nullptr) victim = running_.back().get();
     Preempt(victim);
-    ++st.preempted;
+    ++stats->preempted;
   }
+}
 
-  // The batch: decodes first (one token each), then prefill chunks,
-  // least-served tenant first, up to the token budget.
+Engine::Batch Engine::FormBatch(StepStats* stats) {
   std::vector<Sequence*> order;
   for (auto& s : running_) order.push_back(s.get());
   std::stable_sort(order.begin(), order.end(), [&](Sequence* a, Sequence* b) {
@@ -305,8 +306,7 @@ StepStats Engine::Step() {
     return Share(tenants_[a->req.tenant]) < Share(tenants_[b->req.tenant]);
   });
   int budget = options_.token_budget;
-  std::vector<Sequence*> batch;
-  std::vector<SeqChunk> chunks;
+  Batch batch;
   for (Sequence* s : order) {
     if (budget == 0) break;
     const int n = std::min(s->pending(), budget);
@@ -317,80 +317,86 @@ StepStats Engine::Step() {
     ch.start_pos = s->computed;
     ch.pages = s->pages;
     ch.want_logits = s->computed + n == static_cast<int>(s->tokens.size());
-    chunks.push_back(ch);
-    batch.push_back(s);
+    batch.chunks.push_back(ch);
+    batch.seqs.push_back(s);
     if (s->pending() == 1) {
-      ++st.decode_tokens;
+      ++stats->decode_tokens;
     } else {
-      st.prefill_tokens += n;
+      stats->prefill_tokens += n;
     }
   }
-  st.sequences = static_cast<int>(batch.size());
-  if (batch.empty()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    published_stats_ = stats_;
-    return st;
-  }
+  stats->sequences = static_cast<int>(batch.seqs.size());
+  return batch;
+}
 
-  // When every sequence that samples this step is greedy and keeps no
-  // logits, only the argmax of each row is needed (computed where the
-  // logits are, on the GPU without moving them).
-  bool greedy = true;
-  for (size_t i = 0; i < batch.size(); ++i) {
+bool Engine::Batch::NeedsOnlyArgmax() const {
+  for (size_t i = 0; i < seqs.size(); ++i) {
     if (chunks[i].want_logits &&
-        (batch[i]->req.sampling.temperature != 0.0f || batch[i]->req.keep_logits)) {
-      greedy = false;
+        (seqs[i]->req.sampling.temperature != 0.0f || seqs[i]->req.keep_logits)) {
+      return false;
     }
   }
-  Status fs = greedy ? forward_->RunArgmax(chunks, &argmax_) : forward_->Run(chunks, &logits_);
-  const int vocab = weights_->config.vocab_size;
-  std::vector<Sequence*> finished;
-  int row = 0;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Sequence* s = batch[i];
-    const int n = static_cast<int>(chunks[i].tokens.size());
-    if (!fs.ok()) {
-      finished.push_back(s);
+  return true;
+}
+
+std::vector<Engine::Sequence*> Engine::RunBatch(const Batch& batch) {
+  const bool greedy = batch.NeedsOnlyArgmax();
+  const Status fs =
+      greedy ? forward_->RunArgmax(batch.chunks, &argmax_) : forward_->Run(batch.chunks, &logits_);
+  if (!fs.ok()) {
+    for (Sequence* s : batch.seqs) {
       s->result.status = fs;
       s->result.finish_reason = "error";
-      continue;
     }
+    return batch.seqs;
+  }
+  std::vector<Sequence*> finished;
+  int row = 0;  // the output row of the next chunk that wants logits
+  for (size_t i = 0; i < batch.seqs.size(); ++i) {
+    Sequence* s = batch.seqs[i];
+    const int n = static_cast<int>(batch.chunks[i].tokens.size());
     s->computed += n;
     Tenant& t = tenants_[s->req.tenant];
     t.service += n / t.weight;
-    if (chunks[i].want_logits) {
-      TokenId tok;
-      if (greedy) {
-        tok = argmax_[row];
-      } else {
-        std::span<const float> lg(&logits_[static_cast<size_t>(row) * vocab], vocab);
-        tok = s->sampler->Sample(lg);
-        if (s->req.keep_logits) s->result.logits.emplace_back(lg.begin(), lg.end());
-      }
-      ++row;
-      s->tokens.push_back(tok);
-      s->result.tokens.push_back(tok);
-      if (s->req.on_token) s->req.on_token(tok);
-      if (s->result.first_token_step < 0) {
-        s->result.first_token_step = step_;
-        s->result.ttft_ms = MsSince(s->submitted);
-      }
-      const bool stop = std::find(s->req.stop_tokens.begin(), s->req.stop_tokens.end(), tok) !=
-                        s->req.stop_tokens.end();
-      if (stop) {
-        s->result.finish_reason = "stop";
-      } else if (s->generated() >= s->req.max_tokens) {
-        s->result.finish_reason = "length";
-      } else if (static_cast<int>(s->tokens.size()) >= weights_->config.max_seq_len) {
-        s->result.finish_reason = "context";
-      }
+    if (batch.chunks[i].want_logits) {
+      AppendToken(s, SampleRow(s, greedy, row++));
       if (!s->result.finish_reason.empty()) finished.push_back(s);
     }
     Publish(s);
   }
-  stats_.prefill_tokens += st.prefill_tokens;
-  stats_.decode_tokens += st.decode_tokens;
+  return finished;
+}
 
+TokenId Engine::SampleRow(Sequence* seq, bool greedy, int row) {
+  if (greedy) return argmax_[row];
+  const int vocab = weights_->config.vocab_size;
+  std::span<const float> lg(&logits_[static_cast<size_t>(row) * vocab], vocab);
+  const TokenId tok = seq->sampler->Sample(lg);
+  if (seq->req.keep_logits) seq->result.logits.emplace_back(lg.begin(), lg.end());
+  return tok;
+}
+
+void Engine::AppendToken(Sequence* seq, TokenId tok) {
+  seq->tokens.push_back(tok);
+  seq->result.tokens.push_back(tok);
+  if (seq->req.on_token) seq->req.on_token(tok);
+  if (seq->result.first_token_step < 0) {
+    seq->result.first_token_step = step_;
+    seq->result.ttft_ms = MsSince(seq->submitted);
+  }
+  const bool stop = std::find(seq->req.stop_tokens.begin(), seq->req.stop_tokens.end(), tok) !=
+                    seq->req.stop_tokens.end();
+  if (stop) {
+    seq->result.finish_reason = "stop";
+  } else if (seq->generated() >= seq->req.max_tokens) {
+    seq->result.finish_reason = "length";
+  } else if (static_cast<int>(seq->tokens.size()) >= weights_->config.max_seq_len) {
+    seq->result.finish_reason = "context";
+  }
+}
+
+std::vector<std::unique_ptr<Engine::Sequence>> Engine::RetireFinished(
+    const std::vector<Sequence*>& finished, StepStats* stats) {
   std::vector<std::unique_ptr<Sequence>> done;
   for (Sequence* s : finished) {
     auto it =
@@ -400,8 +406,14 @@ StepStats Engine::Step() {
     ReleasePages(s);
     --tenants_[s->req.tenant].running;
     Retire(s, s->result.status, s->result.finish_reason);
-    ++st.finished;
+    ++stats->finished;
   }
+  return done;
+}
+
+void Engine::EndStep(const StepStats& stats) {
+  stats_.prefill_tokens += stats.prefill_tokens;
+  stats_.decode_tokens += stats.decode_tokens;
   ++step_;
   stats_.steps = step_;
   stats_.running = static_cast<int>(running_.size());
@@ -409,10 +421,28 @@ StepStats Engine::Step() {
   for (const auto& [name, t] : tenants_) waiting += static_cast<int>(t.waiting.size());
   stats_.waiting = waiting;
   stats_.free_pages = kv_.free_pages();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    published_stats_ = stats_;
+  PublishStats();
+}
+
+void Engine::PublishStats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  published_stats_ = stats_;
+}
+
+StepStats Engine::Step() {
+  StepStats st;
+  st.step = step_;
+  TakeSubmissions();
+  Admit(&st);
+  EnsureRunningPages(&st);
+  const Batch batch = FormBatch(&st);
+  if (batch.seqs.empty()) {
+    PublishStats();
+    return st;
   }
+  const std::vector<Sequence*> finished = RunBatch(batch);
+  std::vector<std::unique_ptr<Sequence>> done = RetireFinished(finished, &st);
+  EndStep(st);
   // Callbacks last, so whoever they wake sees this step in Stats().
   for (auto& s : done) Deliver(s.get());
   return st;
@@ -420,8 +450,8 @@ StepStats Engine::Step() {
 
 Result<GenerateResult> Engine::Generate(GenerateRequest request) {
   std::optional<GenerateResult> out;
-  Result<RequestId> id = Submit(std::move(request), [&](GenerateResult r) { out = std::move(r); });
-  if (!id.ok()) return id.status();
+  KVTIER_RETURN_IF_ERROR(
+      Submit(std::move(request), [&](GenerateResult r) { out = std::move(r); }).status());
   while (!out) Step();
   if (!out->status.ok()) return out->status;
   return std::move(*out);

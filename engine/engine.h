@@ -44,10 +44,10 @@
 #include <vector>
 
 #include "cache/cache_manager.h"
-#include "context/usage.h"
 #include "cache/namespace.h"
 #include "cache/prefix_hasher.h"
 #include "common/status.h"
+#include "context/usage.h"
 #include "model/forward.h"
 #include "model/kv_pages.h"
 #include "model/model_weights.h"
@@ -186,12 +186,47 @@ class Engine {
  private:
   struct Sequence;
   struct Tenant;
+  struct Batch;
 
   Engine(const ModelWeights* weights, CacheManager* cache, const EngineOptions& options,
          std::unique_ptr<ForwardBackend> gpu);
 
+  // The steps of Step(), in order (the class comment tells why).
+  // Moves new submissions to their tenants' queues.
   void TakeSubmissions();
+  // Admits waiting sequences, least-served tenant first, while there are
+  // batch slots and free pages (preempting for fair share), and loads each
+  // one's cached prefix.
   void Admit(StepStats* stats);
+  // Gives every running sequence a page for each token it holds. A decode
+  // that crosses into a new page may have to preempt someone: the newest
+  // sequence of an over-served tenant, else the newest sequence of all,
+  // which may be itself.
+  void EnsureRunningPages(StepStats* stats);
+  // The batch: decodes first (one token each), then prefill chunks,
+  // least-served tenant first, up to the token budget.
+  Batch FormBatch(StepStats* stats);
+  // Runs the forward pass over `batch`, then for each of its sequences in
+  // order: counts the computed tokens (and the tenant's service), samples
+  // where the chunk reached the sequence's end, and publishes the blocks
+  // that became full. Returns the sequences that finished: those that sampled
+  // their last token, or the whole batch, failed, when the pass failed.
+  std::vector<Sequence*> RunBatch(const Batch& batch);
+  // `seq`'s next token from row `row` of this step's output (the argmax on
+  // a greedy step, else its sampler over the logits, kept with keep_logits).
+  TokenId SampleRow(Sequence* seq, bool greedy, int row);
+  // Adds a sampled token to `seq` and streams it; sets the finish reason on
+  // a stop token, at max_tokens or when the model's context is full.
+  void AppendToken(Sequence* seq, TokenId tok);
+  // Takes the finished sequences out of the running set, frees their pages
+  // and retires them; returns them for Deliver.
+  std::vector<std::unique_ptr<Sequence>> RetireFinished(const std::vector<Sequence*>& finished,
+                                                        StepStats* stats);
+  // Counts the step in stats_ and publishes them.
+  void EndStep(const StepStats& stats);
+  // Makes stats_ what Stats() returns.
+  void PublishStats();
+
   // Brings the longest cached prefix of `seq` into its pages.
   void LoadCachedPrefix(Sequence* seq, StepStats* stats);
   bool EnsurePages(Sequence* seq, int tokens);
