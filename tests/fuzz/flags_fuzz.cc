@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "tests/fuzz/fuzz_util.h"
-#include "server/daemon.h"
+#include "server/daemon_flags.h"
 #include "common/flags.h"
 
 namespace kvtier {
