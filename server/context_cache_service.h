@@ -9,7 +9,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "context/ledger.h"
 #include "context/named_caches.h"
@@ -77,6 +79,24 @@ class ContextCacheService final : public v1::ContextCache::Service {
   Billed billed_;
   LatencyHistogram ttft_, total_;  // seconds, per finished Generate
 
+  // Generate's steps: check the request, plan the engine request (prompt,
+  // cache breakpoints, a named cache put first), set its sampling, and once
+  // it has run, answer with its result and bill it.
+  struct GeneratePlan;
+  grpc::Status CheckGenerate(const v1::GenerateRequest& req, const std::string& tenant) const;
+  grpc::Status PlanPrompt(const v1::GenerateRequest& req, const Principal& caller,
+                          GeneratePlan* plan) const;
+  grpc::Status PromptFromSegments(const v1::GenerateRequest& req, GeneratePlan* plan) const;
+  grpc::Status SpliceNamedCache(const v1::GenerateRequest& req, const std::string& tenant,
+                                GeneratePlan* plan) const;
+  void SetSampling(const v1::GenerateRequest& req, GenerateRequest* g) const;
+  void FillResult(const GenerateResult& r, v1::GenerateResponse* out) const;
+  // Puts the usage and cost in `out` after recording them in the ledger.
+  grpc::Status Bill(const v1::GenerateRequest& req, const std::string& tenant,
+                    const GeneratePlan& plan, const GenerateResult& r, v1::GenerateResponse* out);
+  // `text` as token ids (BOS first when `bos`); FAILED_PRECONDITION when the
+  // model has no tokenizer.
+  grpc::Status Tokenize(const std::string& text, bool bos, std::vector<TokenId>* ids) const;
   // The tenant a call acts for (auth, or the request's, or "default").
   grpc::Status Caller(const grpc::ServerContext* ctx, const std::string& requested,
                       Principal* caller) const;
