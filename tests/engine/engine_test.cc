@@ -6,13 +6,12 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
+#include "kernels/device.h"
 #include "model/thread_pool.h"
 #include "model/tokenizer.h"
-#include "kernels/device.h"
 #include "tests/engine/engine_test_util.h"
+#include "tests/shared_data.h"
 
 namespace kvtier {
 namespace {
@@ -58,24 +57,19 @@ std::unique_ptr<Engine> OpenEngine(const ModelWeights* w, CacheManager* cache,
 }
 
 TEST(EngineTest, Stories260KGreedyReproducesTheGoldenOutput) {
-  const std::string dir = Stories260KDir();
-  std::ifstream in(dir + "/greedy_t0_expected.json");
-  if (!in) GTEST_SKIP() << "no " << dir << "/greedy_t0_expected.json";
-  nlohmann::json golden = nlohmann::json::parse(in);
-  auto w = LoadModel(dir + "/stories260K.bin");
-  ASSERT_TRUE(w.ok()) << w.status().ToString();
-  auto tok = LoadTokenizerFor(dir + "/stories260K.bin", (*w)->config.vocab_size);
-  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  SKIP_WITHOUT_STORIES260K();
+  auto model = LoadStories260K();
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const GreedyGolden& golden = model->golden;
 
-  auto engine = OpenEngine(w->get(), nullptr);
-  GenerateRequest r = Request({golden["bos"].get<TokenId>()}, golden["steps"].get<int>());
-  r.stop_tokens = {(*tok)->bos_id()};
+  auto engine = OpenEngine(model->weights.get(), nullptr);
+  GenerateRequest r = Request({golden.bos}, golden.steps);
+  r.stop_tokens = {model->tokenizer->bos_id()};
   auto out = engine->Generate(r);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
-  const std::vector<TokenId> want = golden["generated_token_ids"].get<std::vector<TokenId>>();
-  EXPECT_EQ(out->tokens, want);
+  EXPECT_EQ(out->tokens, golden.token_ids);
   EXPECT_EQ(out->finish_reason, "length");
-  EXPECT_EQ((*tok)->Decode(1, out->tokens), golden["text"].get<std::string>());
+  EXPECT_EQ(model->tokenizer->Decode(1, out->tokens), golden.text);
 }
 
 TEST(EngineTest, TheDeviceIsChosenByName) {
@@ -103,25 +97,23 @@ TEST(EngineTest, TheDeviceIsChosenByName) {
 // out of device pages and back) giving the same tokens as the first.
 TEST(EngineTest, CudaEngineReproducesTheGoldenOutputAndHitsTheCache) {
   if (!DeviceAvailable()) GTEST_SKIP() << "no GPU: " << DeviceDescription();
-  const std::string dir = Stories260KDir();
-  std::ifstream in(dir + "/greedy_t0_expected.json");
-  if (!in) GTEST_SKIP() << "no " << dir << "/greedy_t0_expected.json";
-  nlohmann::json golden = nlohmann::json::parse(in);
-  auto w = LoadModel(dir + "/stories260K.bin");
-  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  SKIP_WITHOUT_STORIES260K();
+  auto model = LoadStories260K();
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const GreedyGolden& golden = model->golden;
   auto cache = DramCache();
   EngineOptions o;
   o.device = "cuda";
   o.block_tokens = 16;
-  auto engine = OpenEngine(w->get(), cache.get(), o);
+  auto engine = OpenEngine(model->weights.get(), cache.get(), o);
   ASSERT_EQ(engine->device(), "cuda");
-  GenerateRequest r = Request({golden["bos"].get<TokenId>()}, golden["steps"].get<int>());
-  r.stop_tokens = {golden["bos"].get<TokenId>()};
+  GenerateRequest r = Request({golden.bos}, golden.steps);
+  r.stop_tokens = {golden.bos};
   auto out = engine->Generate(r);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
-  EXPECT_EQ(out->tokens, golden["generated_token_ids"].get<std::vector<TokenId>>());
+  EXPECT_EQ(out->tokens, golden.token_ids);
 
-  const std::vector<TokenId> prompt = Prompt(150, 3, (*w)->config.vocab_size);
+  const std::vector<TokenId> prompt = Prompt(150, 3, model->weights->config.vocab_size);
   auto first = engine->Generate(Request(prompt, 8));
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(first->cache_hit_tokens, 0u);

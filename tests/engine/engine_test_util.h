@@ -1,10 +1,8 @@
-// Shared set-up of the engine tests: models, a DRAM-tier cache, the shared
-// data directory.
+// Shared set-up of the engine tests: models and a DRAM-tier cache (the
+// shared data directory and stories260K are in tests/shared_data.h).
 #pragma once
 
-#include <cstdlib>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "cache/cache_manager.h"
@@ -12,14 +10,6 @@
 #include "tiers/dram/dram_tier.h"
 
 namespace kvtier {
-
-// ../shared/data (CTest passes KVTIER_SHARED_DATA).
-inline std::string SharedDataDir() {
-  const char* env = std::getenv("KVTIER_SHARED_DATA");
-  return env != nullptr ? env : "../shared/data";
-}
-
-inline std::string Stories260KDir() { return SharedDataDir() + "/models/stories260K"; }
 
 // A random model of the "tiny" preset's shape with a shorter context.
 inline std::unique_ptr<ModelWeights> TinyRandomModel(uint64_t seed = 7) {

@@ -12,22 +12,15 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
+#include "kernels/device.h"
 #include "model/forward.h"
 #include "model/kv_pages.h"
 #include "model/thread_pool.h"
-#include "kernels/device.h"
+#include "tests/shared_data.h"
 
 namespace kvtier {
 namespace {
-
-std::string Stories260KDir() {
-  const char* env = std::getenv("KVTIER_SHARED_DATA");
-  return std::string(env != nullptr ? env : "../shared/data") + "/models/stories260K";
-}
 
 #define SKIP_WITHOUT_GPU() \
   if (!DeviceAvailable()) GTEST_SKIP() << "no GPU: " << DeviceDescription()
@@ -70,18 +63,16 @@ std::vector<PageId> Pages(int first, int n) {
 
 TEST(GpuForwardTest, Stories260KGreedyReproducesTheGoldenOutput) {
   SKIP_WITHOUT_GPU();
-  const std::string dir = Stories260KDir();
-  std::ifstream in(dir + "/greedy_t0_expected.json");
-  if (!in) GTEST_SKIP() << "no " << dir << "/greedy_t0_expected.json";
-  const nlohmann::json golden = nlohmann::json::parse(in);
-  auto w = LoadModel(dir + "/stories260K.bin");
-  ASSERT_TRUE(w.ok()) << w.status().ToString();
-  const ModelConfig& c = (*w)->config;
-  auto f = GpuForward::Create(**w, Options(**w, c.max_seq_len / 16 + 1));
+  SKIP_WITHOUT_STORIES260K();
+  auto model = LoadStories260K();
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const ModelWeights& w = *model->weights;
+  const ModelConfig& c = w.config;
+  auto f = GpuForward::Create(w, Options(w, c.max_seq_len / 16 + 1));
   ASSERT_TRUE(f.ok()) << f.status().ToString();
 
-  const int steps = golden["steps"].get<int>();
-  const TokenId bos = golden["bos"].get<TokenId>();
+  const int steps = model->golden.steps;
+  const TokenId bos = model->golden.bos;
   const std::vector<PageId> pages = Pages(0, c.max_seq_len / 16 + 1);
   std::vector<TokenId> out;
   TokenId token = bos;
@@ -93,7 +84,7 @@ TEST(GpuForwardTest, Stories260KGreedyReproducesTheGoldenOutput) {
     if (token == bos) break;
     out.push_back(token);
   }
-  EXPECT_EQ(out, golden["generated_token_ids"].get<std::vector<TokenId>>());
+  EXPECT_EQ(out, model->golden.token_ids);
 }
 
 // The same prompt, prefilled in chunks and then decoded, on the CPU and the

@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "tests/shared_data.h"
+
 namespace kvtier {
 namespace {
 
@@ -231,13 +233,6 @@ class ModelWeightsTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  static fs::path Stories260K() {
-    const char* root = std::getenv("KVTIER_SHARED_DATA");
-    if (root == nullptr) return {};
-    const fs::path p = fs::path(root) / "models" / "stories260K" / "stories260K.bin";
-    return fs::exists(p) ? p : fs::path();
-  }
-
   // Writes `w` as safetensors into a fresh subdirectory and returns it.
   fs::path WriteModel(const ModelWeights& w, WeightDType dtype, const std::string& sub = "st") {
     const fs::path d = dir_ / sub;
@@ -252,8 +247,8 @@ class ModelWeightsTest : public ::testing::Test {
 // ---- llama2.c ------------------------------------------------------------------
 
 TEST_F(ModelWeightsTest, LoadsStories260K) {
-  const fs::path file = Stories260K();
-  if (file.empty()) GTEST_SKIP() << "KVTIER_SHARED_DATA/models/stories260K not available";
+  SKIP_WITHOUT_STORIES260K();
+  const fs::path file = Stories260KCheckpoint();
   Result<std::unique_ptr<ModelWeights>> r = LoadLlama2cCheckpoint(file.string());
   ASSERT_TRUE(r.ok()) << r.status();
   const ModelWeights& w = **r;
@@ -303,8 +298,8 @@ TEST_F(ModelWeightsTest, LoadsStories260K) {
 }
 
 TEST_F(ModelWeightsTest, Stories260KTruncatedOrExtendedIsCorruption) {
-  const fs::path file = Stories260K();
-  if (file.empty()) GTEST_SKIP() << "KVTIER_SHARED_DATA/models/stories260K not available";
+  SKIP_WITHOUT_STORIES260K();
+  const fs::path file = Stories260KCheckpoint();
   const std::string bytes = ReadBytes(file);
   WriteBytes(dir_ / "short.bin", bytes.substr(0, bytes.size() - 4));
   WriteBytes(dir_ / "long.bin", bytes + "x");

@@ -4,7 +4,6 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 #include <stdlib.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -24,22 +23,12 @@
 #include <vector>
 
 #include "model/sentencepiece_model.h"
+#include "tests/shared_data.h"
 
 namespace kvtier {
 namespace {
 
 namespace fs = std::filesystem;
-
-// ../shared/data, from the environment (CTest sets it) or beside the checkout.
-fs::path SharedData() {
-  if (const char* env = std::getenv("KVTIER_SHARED_DATA"); env != nullptr && *env != '\0') {
-    return env;
-  }
-  // This file is <repo>/tests/engine/tokenizer_test.cc.
-  return fs::path(__FILE__).parent_path().parent_path().parent_path() / ".." / "shared" / "data";
-}
-
-fs::path Stories260K() { return SharedData() / "models" / "stories260K"; }
 
 std::string ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -261,8 +250,8 @@ std::vector<TokenId> Tail(const std::vector<TokenId>& ids) {
 class TokenizerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    tok_path_ = Stories260K() / "tok512.bin";
-    if (!fs::exists(tok_path_)) GTEST_SKIP() << "no " << tok_path_ << " (set KVTIER_SHARED_DATA)";
+    SKIP_WITHOUT_STORIES260K();
+    tok_path_ = Stories260KTokenizerFile();
     auto loaded = LoadLlama2cTokenizer(tok_path_.string(), 512);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     tok_ = std::move(loaded).value();
@@ -287,13 +276,12 @@ TEST_F(TokenizerTest, ReportsLlama2cLayout) {
 }
 
 TEST_F(TokenizerTest, DecodesGoldenIdsToGoldenText) {
-  const fs::path golden_path = Stories260K() / "greedy_t0_expected.json";
-  if (!fs::exists(golden_path)) GTEST_SKIP() << "no " << golden_path;
-  const nlohmann::json golden = nlohmann::json::parse(ReadFile(golden_path));
-  const auto ids = golden.at("generated_token_ids").get<std::vector<TokenId>>();
-  const auto text = golden.at("text").get<std::string>();
+  const Result<GreedyGolden> golden = LoadStories260KGolden();
+  ASSERT_TRUE(golden.ok()) << golden.status();
+  const std::vector<TokenId>& ids = golden->token_ids;
+  const std::string& text = golden->text;
   ASSERT_EQ(ids.size(), 256u);
-  ASSERT_EQ(golden.at("bos").get<int>(), 1);
+  ASSERT_EQ(golden->bos, 1);
   EXPECT_EQ(tok_->Decode(1, ids), text);
   // Piece by piece gives the same text.
   std::string pieces;
@@ -398,7 +386,7 @@ TEST_F(TokenizerTest, LongPromptRoundTrips) {
 }
 
 TEST_F(TokenizerTest, LoadTokenizerForFindsTok512BesideTheCheckpoint) {
-  for (const fs::path& model : {Stories260K() / "stories260K.bin", Stories260K()}) {
+  for (const fs::path& model : {fs::path(Stories260KCheckpoint()), fs::path(Stories260KDir())}) {
     auto tok = LoadTokenizerFor(model.string(), 512);
     ASSERT_TRUE(tok.ok()) << model << ": " << tok.status();
     EXPECT_EQ((*tok)->vocab_size(), 512);

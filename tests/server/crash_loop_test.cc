@@ -40,6 +40,7 @@
 #include "proto/status_codes.h"
 #include "tests/server/daemon_client.h"
 #include "tests/server/daemon_process.h"
+#include "tests/shared_data.h"
 
 namespace kvtier {
 namespace {
@@ -54,11 +55,9 @@ constexpr int kPutWorkers = 2;
 constexpr int kGenerateWorkers = 2;
 constexpr int32_t kVocab = 512;  // stories260K, and the default "tiny" model
 
+// stories260K's checkpoint, or "" without it: the daemon's own random model.
 std::string ModelPath() {
-  const char* env = std::getenv("KVTIER_SHARED_DATA");
-  const std::string path =
-      std::string(env != nullptr ? env : "../shared/data") + "/models/stories260K/stories260K.bin";
-  return std::filesystem::exists(path) ? path : "";  // "": the daemon's own random model
+  return std::filesystem::exists(Stories260KCheckpoint()) ? Stories260KCheckpoint() : "";
 }
 
 uint64_t EnvOr(const char* name, uint64_t fallback) {

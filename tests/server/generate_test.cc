@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -15,6 +14,7 @@
 #include "proto/client.h"
 #include "tests/server/daemon_client.h"
 #include "tests/server/daemon_process.h"
+#include "tests/shared_data.h"
 
 namespace kvtier {
 namespace {
@@ -24,19 +24,13 @@ using testing::DaemonProcess;
 using testing::RunTool;
 using testing::TempDir;
 
-std::string Stories260KDir() {
-  const char* env = std::getenv("KVTIER_SHARED_DATA");
-  return std::string(env != nullptr ? env : "../shared/data") + "/models/stories260K";
-}
-
 TEST(GenerateTest, Stories260KGreedyThroughTheCliMatchesTheGoldenOutput) {
-  std::ifstream in(Stories260KDir() + "/greedy_t0_expected.json");
-  if (!in) GTEST_SKIP() << "no stories260K under " << Stories260KDir();
-  const nlohmann::json golden = nlohmann::json::parse(in);
+  SKIP_WITHOUT_STORIES260K();
+  const Result<GreedyGolden> golden = LoadStories260KGolden();
+  ASSERT_TRUE(golden.ok()) << golden.status();
   const std::string dir = TempDir("generate_golden");
   DaemonProcess d;
-  ASSERT_TRUE(d.Start(dir, {"--model", Stories260KDir() + "/stories260K.bin", "--no-flash"}))
-      << d.exit_code();
+  ASSERT_TRUE(d.Start(dir, {"--model", Stories260KCheckpoint(), "--no-flash"})) << d.exit_code();
   std::string out;
   ASSERT_EQ(RunTool("kvtier",
                     {"--addr", d.address(), "generate", "--prompt", "", "--max-tokens", "256",
@@ -44,14 +38,14 @@ TEST(GenerateTest, Stories260KGreedyThroughTheCliMatchesTheGoldenOutput) {
                     &out),
             0)
       << out;
-  EXPECT_EQ(out, golden["text"].get<std::string>() + "\n");
+  EXPECT_EQ(out, golden->text + "\n");
   ASSERT_EQ(RunTool("kvtier",
                     {"--addr", d.address(), "--json", "generate", "--prompt", "", "--max-tokens",
                      "256", "--temperature", "0"},
                     &out),
             0);
   const nlohmann::json j = nlohmann::json::parse(out);
-  EXPECT_EQ(j["token_ids"], golden["generated_token_ids"]);
+  EXPECT_EQ(j["token_ids"], nlohmann::json(golden->token_ids));
   EXPECT_EQ(j["finish_reason"], "length");
   EXPECT_EQ(j["prompt_tokens"], 1);
   EXPECT_EQ(d.Stop(SIGTERM), 0);
