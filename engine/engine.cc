@@ -151,6 +151,53 @@ Result<RequestId> Engine::Submit(GenerateRequest request, Callback done) {
 
 bool Engine::HasWork() const { return pending_.load() > 0; }
 
+void Engine::Cancel(RequestId id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutdown_ || id <= 0 || id >= next_id_) return;
+    cancelled_.push_back(id);
+  }
+  cv_.notify_all();
+}
+
+std::vector<std::unique_ptr<Engine::Sequence>> Engine::RetireCancelled(StepStats* stats) {
+  std::vector<RequestId> ids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ids.swap(cancelled_);
+  }
+  std::vector<std::unique_ptr<Sequence>> done;
+  auto retire = [&](std::unique_ptr<Sequence> s) {
+    Retire(s.get(), Status::Ok(), "cancelled");
+    ++stats_.cancelled;
+    ++stats->finished;
+    done.push_back(std::move(s));
+  };
+  for (RequestId id : ids) {
+    auto run =
+        std::find_if(running_.begin(), running_.end(), [&](const auto& s) { return s->id == id; });
+    if (run != running_.end()) {
+      std::unique_ptr<Sequence> s = std::move(*run);
+      running_.erase(run);
+      ReleasePages(s.get());
+      --tenants_[s->req.tenant].running;
+      retire(std::move(s));
+      continue;
+    }
+    for (auto& [name, t] : tenants_) {
+      auto wait = std::find_if(t.waiting.begin(), t.waiting.end(),
+                               [&](const auto& s) { return s->id == id; });
+      if (wait == t.waiting.end()) continue;
+      std::unique_ptr<Sequence> s = std::move(*wait);
+      t.waiting.erase(wait);
+      ReleasePages(s.get());  // a preempted sequence may hold none; harmless
+      retire(std::move(s));
+      break;
+    }
+  }
+  return done;
+}
+
 void Engine::TakeSubmissions() {
   std::deque<std::unique_ptr<Sequence>> in;
   {
@@ -416,15 +463,15 @@ void Engine::EndStep(const StepStats& stats) {
   stats_.decode_tokens += stats.decode_tokens;
   ++step_;
   stats_.steps = step_;
+  PublishStats();
+}
+
+void Engine::PublishStats() {
   stats_.running = static_cast<int>(running_.size());
   int waiting = 0;
   for (const auto& [name, t] : tenants_) waiting += static_cast<int>(t.waiting.size());
   stats_.waiting = waiting;
   stats_.free_pages = kv_.free_pages();
-  PublishStats();
-}
-
-void Engine::PublishStats() {
   std::lock_guard<std::mutex> lock(mu_);
   published_stats_ = stats_;
 }
@@ -433,15 +480,17 @@ StepStats Engine::Step() {
   StepStats st;
   st.step = step_;
   TakeSubmissions();
+  std::vector<std::unique_ptr<Sequence>> done = RetireCancelled(&st);
   Admit(&st);
   EnsureRunningPages(&st);
   const Batch batch = FormBatch(&st);
   if (batch.seqs.empty()) {
     PublishStats();
+    for (auto& s : done) Deliver(s.get());
     return st;
   }
   const std::vector<Sequence*> finished = RunBatch(batch);
-  std::vector<std::unique_ptr<Sequence>> done = RetireFinished(finished, &st);
+  for (auto& s : RetireFinished(finished, &st)) done.push_back(std::move(s));
   EndStep(st);
   // Callbacks last, so whoever they wake sees this step in Stats().
   for (auto& s : done) Deliver(s.get());

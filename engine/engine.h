@@ -136,7 +136,7 @@ struct StepStats {
 
 struct EngineStats {
   int64_t steps = 0;
-  uint64_t requests = 0, finished = 0, preemptions = 0;
+  uint64_t requests = 0, finished = 0, preemptions = 0, cancelled = 0;
   uint64_t prefill_tokens = 0, decode_tokens = 0, cached_tokens = 0;
   uint64_t published_blocks = 0, publish_failures = 0, cache_read_failures = 0;
   int running = 0, waiting = 0;
@@ -162,6 +162,13 @@ class Engine {
   // does not fit the model's context or the KV pages; kUnavailable after
   // Shutdown.
   Result<RequestId> Submit(GenerateRequest request, Callback done);
+
+  // Ends request `id` at the next step (a client that went away): it is
+  // delivered with finish_reason "cancelled", an OK status and the tokens
+  // generated so far; its pages are freed, and the blocks it has already
+  // published stay cached. Thread-safe; an id that has finished, or that was
+  // never given, is ignored.
+  void Cancel(RequestId id);
 
   // Runs one step; does nothing (and returns step stats with no sequences)
   // when there is no work.
@@ -220,11 +227,14 @@ class Engine {
   void AppendToken(Sequence* seq, TokenId tok);
   // Takes the finished sequences out of the running set, frees their pages
   // and retires them; returns them for Deliver.
+  // Retires the sequences Cancel asked for, waiting or running.
+  std::vector<std::unique_ptr<Sequence>> RetireCancelled(StepStats* stats);
   std::vector<std::unique_ptr<Sequence>> RetireFinished(const std::vector<Sequence*>& finished,
                                                         StepStats* stats);
   // Counts the step in stats_ and publishes them.
   void EndStep(const StepStats& stats);
-  // Makes stats_ what Stats() returns.
+  // Counts the queues and free pages into stats_ and makes them what Stats()
+  // returns.
   void PublishStats();
 
   // Brings the longest cached prefix of `seq` into its pages.
@@ -273,6 +283,7 @@ class Engine {
   std::condition_variable cv_;
   std::deque<std::unique_ptr<Sequence>> incoming_;  // guarded by mu_
   RequestId next_id_ = 1;                           // guarded by mu_
+  std::vector<RequestId> cancelled_;                // guarded by mu_: asked, not yet retired
   bool shutdown_ = false;                           // guarded by mu_
   std::atomic<int64_t> pending_{0};                 // requests not yet finished
   EngineStats published_stats_;                     // guarded by mu_: a copy for Stats()

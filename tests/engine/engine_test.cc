@@ -513,6 +513,49 @@ TEST(EngineTest, ShutdownFailsQueuedRequestsAndRefusesNewOnes) {
   EXPECT_EQ(engine->Submit(Request({1}, 1), nullptr).status().code(), StatusCode::kUnavailable);
 }
 
+// A client that goes away cancels its request: a running one ends at the
+// next step with the tokens it has, a waiting one without any, both with an
+// OK status and "cancelled", and every page comes back. Cancelling a finished
+// or unknown id changes nothing.
+TEST(EngineTest, CancelEndsRunningAndWaitingRequestsAndFreesTheirPages) {
+  auto w = TinyRandomModel();
+  EngineOptions o;
+  o.max_batch_seqs = 1;  // the second request waits behind the first
+  auto engine = OpenEngine(w.get(), nullptr, o);
+  const int vocab = w->config.vocab_size;
+  std::optional<GenerateResult> running, waiting;
+  Result<RequestId> a = engine->Submit(Request(Prompt(30, 1, vocab), 100),
+                                       [&](GenerateResult r) { running = std::move(r); });
+  Result<RequestId> b = engine->Submit(Request(Prompt(30, 2, vocab), 100),
+                                       [&](GenerateResult r) { waiting = std::move(r); });
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int i = 0; i < 4; ++i) engine->Step();
+  ASSERT_FALSE(running.has_value());
+  engine->Cancel(*b);
+  engine->Cancel(*a);
+  engine->Cancel(*b + 100);  // never given: ignored
+  engine->Step();
+  ASSERT_TRUE(running.has_value());
+  ASSERT_TRUE(waiting.has_value());
+  EXPECT_TRUE(running->status.ok());
+  EXPECT_EQ(running->finish_reason, "cancelled");
+  EXPECT_GE(running->tokens.size(), 1u);
+  EXPECT_LT(running->tokens.size(), 100u);
+  EXPECT_TRUE(waiting->status.ok());
+  EXPECT_EQ(waiting->finish_reason, "cancelled");
+  EXPECT_TRUE(waiting->tokens.empty());
+  EXPECT_FALSE(engine->HasWork());
+  const EngineStats st = engine->Stats();
+  EXPECT_EQ(st.cancelled, 2u);
+  EXPECT_EQ(st.free_pages, st.total_pages);
+  // A finished request's id: nothing happens, and the engine still serves.
+  engine->Cancel(*a);
+  auto after = engine->Generate(Request(Prompt(10, 3, vocab), 4));
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->tokens.size(), 4u);
+  EXPECT_EQ(after->finish_reason, "length");
+}
+
 TEST(EngineTest, TheBackgroundLoopServesConcurrentSubmitters) {
   auto w = TinyRandomModel();
   auto engine = OpenEngine(w.get(), nullptr);
