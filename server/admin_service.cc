@@ -102,6 +102,7 @@ grpc::Status AdminService::Stats(grpc::ServerContext* ctx, const v1::StatsReques
     out->set_requests(e.requests);
     out->set_finished(e.finished);
     out->set_preemptions(e.preemptions);
+    out->set_cancelled(e.cancelled);
     out->set_prefill_tokens(e.prefill_tokens);
     out->set_decode_tokens(e.decode_tokens);
     out->set_cached_tokens(e.cached_tokens);

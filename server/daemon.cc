@@ -58,15 +58,18 @@ struct Daemon::Services {
     if (engine != nullptr) {
       GenerateLimits limits;
       limits.min_cacheable_tokens = static_cast<size_t>(o.min_cacheable_tokens);
-      context_cache = std::make_unique<ContextCacheService>(*engine, tokenizer, &ledger, &prices,
-                                                            SystemClock(), limits, gate);
+      context_api =
+          std::make_unique<ContextApi>(*engine, tokenizer, &ledger, &prices, SystemClock(), limits);
+      context_cache = std::make_unique<ContextCacheService>(*context_api, gate);
     }
   }
   CallGate gate;  // declared first: the services hold it
   BlockStoreService block_store;
   AdminService admin;
   BillingService billing;
-  std::unique_ptr<ContextCacheService> context_cache;  // null without an engine
+  // Null without an engine; every dialect serves the same ContextApi.
+  std::unique_ptr<ContextApi> context_api;
+  std::unique_ptr<ContextCacheService> context_cache;
 };
 
 namespace {
@@ -354,7 +357,7 @@ Status Daemon::OpenServices(std::vector<std::string> tier_policies) {
   if (services_->context_cache) {
     services_->context_cache->set_authenticator(auth_.get());
     KVTIER_ASSIGN_OR_RETURN(named_caches_, OpenNamedCaches(options_));
-    services_->context_cache->set_named_caches(named_caches_.get());
+    services_->context_api->set_named_caches(named_caches_.get());
   }
   services_->admin.set_tier_policies(std::move(tier_policies));
   return Status::Ok();
@@ -579,10 +582,13 @@ std::string Daemon::RenderMetrics() const {
     m.Counter("kvtier_engine_cached_tokens_total", "Prompt tokens loaded from the cache.",
               e.cached_tokens);
     m.Counter("kvtier_engine_preemptions_total", "Sequences preempted.", e.preemptions);
+    m.Counter("kvtier_engine_cancelled_total",
+              "Requests cancelled: their client went away or a stop string ended them.",
+              e.cancelled);
     m.Gauge("kvtier_engine_running", "Sequences running.", e.running);
     m.Gauge("kvtier_engine_waiting", "Sequences waiting.", e.waiting);
   }
-  if (services_ && services_->context_cache) services_->context_cache->AppendMetrics(&m);
+  if (services_ && services_->context_api) services_->context_api->AppendMetrics(&m);
   return m.Text();
 }
 

@@ -61,9 +61,50 @@ std::string TakeCompleteUtf8(std::string* carry) {
 
 }  // namespace
 
+std::string StopStrings::Feed(const std::string& text) {
+  if (matched_ != nullptr) return "";
+  held_ += text;
+  // The earliest stop string wins; what comes before it is shown.
+  size_t cut = std::string::npos;
+  for (const std::string& stop : stops_) {
+    const size_t at = held_.find(stop);
+    if (at != std::string::npos && (cut == std::string::npos || at < cut)) {
+      cut = at;
+      matched_ = &stop;
+    }
+  }
+  if (matched_ != nullptr) {
+    std::string shown = held_.substr(0, cut);
+    held_.clear();
+    return shown;
+  }
+  // Hold back the longest end of the text that starts some stop string.
+  size_t keep = 0;
+  for (const std::string& stop : stops_) {
+    for (size_t n = std::min(stop.size() - 1, held_.size()); n > keep; --n) {
+      if (held_.compare(held_.size() - n, n, stop, 0, n) == 0) {
+        keep = n;
+        break;
+      }
+    }
+  }
+  std::string shown = held_.substr(0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return shown;
+}
+
+std::string StopStrings::Flush() {
+  std::string rest;
+  rest.swap(held_);
+  return rest;
+}
+
 GenerateMessages::GenerateMessages(const Tokenizer* tokenizer, std::vector<TokenId> stop_tokens,
-                                   TokenId prev)
-    : tokenizer_(tokenizer), stop_tokens_(std::move(stop_tokens)), prev_(prev) {}
+                                   TokenId prev, std::vector<std::string> stop_strings)
+    : tokenizer_(tokenizer),
+      stop_tokens_(std::move(stop_tokens)),
+      prev_(prev),
+      stops_(std::move(stop_strings)) {}
 
 v1::GenerateResponse GenerateMessages::Next(const std::vector<TokenId>& batch) {
   v1::GenerateResponse part;
@@ -76,14 +117,25 @@ v1::GenerateResponse GenerateMessages::Next(const std::vector<TokenId>& batch) {
   }
   if (tokenizer_ != nullptr) {
     carry_ += tokenizer_->Decode(prev_, shown);
-    part.set_text(ValidUtf8(TakeCompleteUtf8(&carry_)));
+    part.set_text(stops_.Feed(ValidUtf8(TakeCompleteUtf8(&carry_))));
   }
   prev_ = batch.back();
   return part;
 }
 
-void GenerateMessages::Finish(v1::GenerateResponse* final_message) const {
-  if (!carry_.empty()) final_message->set_text(ValidUtf8(carry_));
+void GenerateMessages::Finish(v1::GenerateResponse* final_message) {
+  if (stops_.matched()) {
+    final_message->set_finish_reason("stop_sequence");
+    final_message->set_stop_sequence(stops_.match());
+    return;
+  }
+  std::string rest = stops_.Feed(carry_.empty() ? std::string() : ValidUtf8(carry_));
+  rest += stops_.Flush();
+  if (stops_.matched()) {
+    final_message->set_finish_reason("stop_sequence");
+    final_message->set_stop_sequence(stops_.match());
+  }
+  if (!rest.empty()) final_message->set_text(rest);
 }
 
 std::shared_ptr<GenerateStream> GenerateStream::Attach(GenerateRequest* request) {
@@ -109,22 +161,36 @@ Engine::Callback GenerateStream::OnDone() {
   };
 }
 
-bool GenerateStream::Next(std::vector<TokenId>* batch) {
+bool GenerateStream::Next(std::chrono::milliseconds wait, std::vector<TokenId>* batch) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return !pending_.empty() || done_; });
+  auto ready = [this] { return !pending_.empty() || done_; };
+  if (wait.count() > 0) {
+    cv_.wait_for(lock, wait, ready);
+  } else {
+    cv_.wait(lock, ready);
+  }
   batch->swap(pending_);
   return done_;
 }
 
-GenerateResult GenerateStream::Relay(grpc::ServerContext* ctx,
-                                     grpc::ServerWriter<v1::GenerateResponse>* writer,
-                                     StreamGuard::Slot* slot, GenerateMessages* messages) {
+GenerateResult GenerateStream::Relay(Engine& engine, RequestId id, GenerateSink* sink,
+                                     GenerateMessages* messages) {
+  bool sending = true;
   for (bool finished = false; !finished;) {
     std::vector<TokenId> batch;
-    finished = Next(&batch);
-    if (batch.empty()) continue;
-    const v1::GenerateResponse part = messages->Next(batch);
-    if (!ctx->IsCancelled()) (void)slot->OnClient([&] { return writer->Write(part); });
+    finished = Next(sending ? sink->keepalive_interval() : std::chrono::milliseconds(0), &batch);
+    if (!sending) continue;
+    bool client_here = true;
+    if (batch.empty()) {
+      if (!finished) client_here = sink->KeepAlive();
+    } else {
+      const v1::GenerateResponse part = messages->Next(batch);
+      if (!part.text().empty() || part.token_ids_size() > 0) client_here = sink->Send(part);
+    }
+    if (!client_here || messages->stopped()) {
+      sending = false;
+      if (!finished) engine.Cancel(id);
+    }
   }
   std::lock_guard<std::mutex> lock(mu_);
   return std::move(result_);

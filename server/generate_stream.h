@@ -1,14 +1,15 @@
-// The streaming half of ContextCache.Generate (server/context_cache_service.h).
+// The streaming half of Generate (server/context_api.h), for every wire
+// protocol.
 //
 // The engine samples tokens on its stepping thread and must not wait on a
 // client; the handler's thread writes to the client and may. A
 // GenerateStream carries the tokens across: the engine's callbacks only
 // queue them, and the handler relays each batch, as soon as it is there, as
-// one GenerateResponse that GenerateMessages builds.
+// one GenerateResponse that GenerateMessages builds, to a GenerateSink that
+// writes it in the caller's protocol.
 #pragma once
 
-#include <grpcpp/grpcpp.h>
-
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -17,10 +18,44 @@
 
 #include "engine/engine.h"
 #include "model/tokenizer.h"
-#include "proto/kvtier.grpc.pb.h"
-#include "server/stream_guard.h"
+#include "proto/kvtier.pb.h"
 
 namespace kvtier {
+
+// Where a Generate's messages go: a gRPC stream, an HTTP response (SSE or a
+// whole body). Called on the handler's thread only.
+class GenerateSink {
+ public:
+  virtual ~GenerateSink() = default;
+  // Sends one batch of generated tokens (ids and text). False when the
+  // client is gone: the request is cancelled and nothing more is sent.
+  virtual bool Send(const v1::GenerateResponse& part) = 0;
+  // While no token comes, KeepAlive runs every keepalive_interval() (never
+  // when zero): a chance to send a heartbeat and to notice a client that
+  // went away (false: gone, as for Send).
+  virtual std::chrono::milliseconds keepalive_interval() const { return {}; }
+  virtual bool KeepAlive() { return true; }
+};
+
+// The stop strings of a request over the text as it is generated: text that
+// may be the start of a stop string is held back until it is known not to
+// be, and text from a stop string on is never shown. Not thread-safe.
+class StopStrings {
+ public:
+  explicit StopStrings(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+  // Takes the next generated text and returns what may be shown now. Once a
+  // stop string has matched, returns "" for good.
+  std::string Feed(const std::string& text);
+  // What is still held back (at the end: none of it was a stop string).
+  std::string Flush();
+  bool matched() const { return matched_ != nullptr; }
+  const std::string& match() const { return *matched_; }
+
+ private:
+  const std::vector<std::string> stops_;
+  std::string held_;
+  const std::string* matched_ = nullptr;
+};
 
 // The messages of one Generate's tokens: each batch's token ids, and the
 // text of those that are not stop tokens (as run.c shows it). A UTF-8
@@ -30,19 +65,26 @@ class GenerateMessages {
  public:
   // `tokenizer` may be null (token ids only); `prev` is the token before
   // the first generated one (the prompt's last), which decoding looks at.
-  GenerateMessages(const Tokenizer* tokenizer, std::vector<TokenId> stop_tokens, TokenId prev);
+  // Text is cut at the first of `stop_strings` (which needs a tokenizer).
+  GenerateMessages(const Tokenizer* tokenizer, std::vector<TokenId> stop_tokens, TokenId prev,
+                   std::vector<std::string> stop_strings = {});
 
   // The message of `batch` (not empty).
   v1::GenerateResponse Next(const std::vector<TokenId>& batch);
-  // Puts in the final message the text still held back: an unfinished
-  // sequence, its bytes replaced by U+FFFD.
-  void Finish(v1::GenerateResponse* final_message) const;
+  // True once a stop string has matched: the request should end.
+  bool stopped() const { return stops_.matched(); }
+  // Puts in the final message the text still held back (an unfinished UTF-8
+  // sequence, its bytes replaced by U+FFFD, or the start of a stop string
+  // that never came) and, after a stop string, the finish reason
+  // "stop_sequence" and the string.
+  void Finish(v1::GenerateResponse* final_message);
 
  private:
   const Tokenizer* tokenizer_;
   const std::vector<TokenId> stop_tokens_;
   TokenId prev_;
   std::string carry_;  // the start of a UTF-8 sequence split across messages
+  StopStrings stops_;
 };
 
 // One Generate's tokens on their way from the engine to the client.
@@ -55,19 +97,20 @@ class GenerateStream : public std::enable_shared_from_this<GenerateStream> {
   static std::shared_ptr<GenerateStream> Attach(GenerateRequest* request);
   Engine::Callback OnDone();
 
-  // Writes the tokens to the client, through `slot` (the watchdog cancels a
-  // client that stops reading), until the request has finished, and returns
-  // its result. Once the client has gone it writes nothing more, but still
-  // waits for the end: the request finishes and is billed.
-  GenerateResult Relay(grpc::ServerContext* ctx, grpc::ServerWriter<v1::GenerateResponse>* writer,
-                       StreamGuard::Slot* slot, GenerateMessages* messages);
+  // Sends the tokens of request `id` to `sink` until the request has
+  // finished, and returns its result. When the client has gone, or a stop
+  // string matched, it cancels the request in `engine` and sends nothing
+  // more, but still waits for the end: the request finishes and is billed
+  // for what was computed.
+  GenerateResult Relay(Engine& engine, RequestId id, GenerateSink* sink,
+                       GenerateMessages* messages);
 
  private:
   GenerateStream() = default;
-  // Waits for tokens or the end, and moves the tokens that came since the
-  // last call into *batch. True once the request has finished (*batch then
-  // holds the last of them).
-  bool Next(std::vector<TokenId>* batch);
+  // Waits for tokens or the end (at most `wait`, when not zero), and moves
+  // the tokens that came since the last call into *batch. True once the
+  // request has finished (*batch then holds the last of them).
+  bool Next(std::chrono::milliseconds wait, std::vector<TokenId>* batch);
 
   std::mutex mu_;
   std::condition_variable cv_;

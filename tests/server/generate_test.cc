@@ -114,6 +114,74 @@ TEST_F(GenerateDaemonTest, TokensStreamAndTheLastMessageCarriesTheUsage) {
   EXPECT_NE(s.error_message().find("unknown model 'llama-70b'"), std::string::npos);
 }
 
+// A stop string ends generation before it: the text stops where the string
+// would start, the string is named, and the request is not run to max_tokens.
+TEST_F(GenerateDaemonTest, AStopSequenceEndsTheTextBeforeIt) {
+  v1::GenerateRequest req;
+  req.set_prompt("Once upon a time");
+  req.set_max_tokens(48);
+  req.set_ignore_eos(true);
+  auto free_run = client_->Generate(req);
+  ASSERT_TRUE(free_run.ok()) << free_run.status();
+  const std::string text = free_run->text();
+  ASSERT_GE(text.size(), 8u) << text;
+  const std::string stop = text.substr(text.size() / 2, 2);
+  const std::string expected = text.substr(0, text.find(stop));
+  req.add_stop_sequences(stop);
+  req.add_stop_sequences("\x01never appears");
+  auto stopped = client_->Generate(req);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(stopped->text(), expected);
+  EXPECT_EQ(stopped->finish_reason(), "stop_sequence");
+  EXPECT_EQ(stopped->stop_sequence(), stop);
+  EXPECT_LT(stopped->usage().output_tokens(), 48u);
+  // Bad stop strings are refused by name.
+  v1::GenerateRequest bad = req;
+  bad.add_stop_sequences("");
+  v1::GenerateResponse resp;
+  grpc::Status s = client_->GenerateRaw(bad, &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("stop sequence"), std::string::npos) << s.error_message();
+}
+
+// A client that goes away mid-stream cancels its request: the engine stops
+// generating for it long before max_tokens (8,000 tokens take seconds; the
+// daemon notices the cancellation at its next message).
+TEST(GenerateCancelTest, AClientThatGoesAwayCancelsItsRequest) {
+  const std::string dir = TempDir("generate_cancel");
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--model-preset", "tiny-8k", "--no-flash"})) << d.exit_code();
+  std::unique_ptr<Client> client = ClientFor(d);
+  auto before = client->Stats();
+  ASSERT_TRUE(before.ok()) << before.status();
+  v1::GenerateRequest req;
+  for (int i = 1; i <= 10; ++i) req.add_token_ids(i);
+  req.set_max_tokens(8000);
+  req.set_ignore_eos(true);
+  auto ctx = client->NewContext();
+  auto reader = client->context_cache().Generate(ctx.get(), req);
+  v1::GenerateResponse first;
+  ASSERT_TRUE(reader->Read(&first));
+  ctx->TryCancel();
+  (void)reader->Finish();
+  // The daemon notices and the engine retires the request.
+  Result<v1::StatsResponse> after = before;
+  for (int i = 0; i < 600; ++i) {
+    after = client->Stats();
+    ASSERT_TRUE(after.ok()) << after.status();
+    if (after->engine().cancelled() > before->engine().cancelled() &&
+        after->engine().running() == 0) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(after->engine().cancelled(), before->engine().cancelled() + 1);
+  EXPECT_EQ(after->engine().running(), 0);
+  EXPECT_LT(after->engine().decode_tokens() - before->engine().decode_tokens(), 8000u);
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(GenerateDaemonTest, TheDefaultModelServesAndASharedPrefixIsReadFromTheCache) {
   EXPECT_TRUE(std::filesystem::exists(*dir_ + "/models/tiny/config.json"));
   EXPECT_TRUE(std::filesystem::exists(*dir_ + "/models/tiny/tokenizer.bin"));
