@@ -86,6 +86,10 @@ struct GenerateRequest {
   // Called on the stepping thread with each token as it is sampled (for
   // streaming); must be quick and must not call into the engine.
   std::function<void(TokenId)> on_token;
+  // Called on the stepping thread when the request is first admitted, with
+  // its cache hit (GenerateResult::cache_hit_tokens): what a client's usage
+  // needs before the first token. The same rules as on_token.
+  std::function<void(uint32_t cache_hit_tokens)> on_admit;
   // Context caching (DESIGN §6). By default every full block the request
   // computes is published with the engine's TTL (the engine's own prefix
   // cache). With `breakpoints_only`, only the prefixes `breakpoints` mark are

@@ -35,6 +35,7 @@ grpc::ServerUnaryReactor* AdminService::Health(grpc::CallbackServerContext* ctx,
     std::lock_guard<std::mutex> lock(mu_);
     resp->set_listen(listen_);
     resp->set_metrics_listen(metrics_listen_);
+    resp->set_http_listen(http_listen_);
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -24,10 +24,12 @@ class AdminService final : public v1::Admin::WithCallbackMethod_Health<v1::Admin
   AdminService(CacheManager& cache, const Engine* engine, const Namespace& default_namespace,
                Clock* clock, CallGate& gate);
   // May be called while the service is serving (the port is known only then).
-  void set_listen_address(std::string address, std::string metrics_address = "") {
+  void set_listen_address(std::string address, std::string metrics_address = "",
+                          std::string http_address = "") {
     std::lock_guard<std::mutex> lock(mu_);
     listen_ = std::move(address);
     metrics_listen_ = std::move(metrics_address);
+    http_listen_ = std::move(http_address);
   }
 
   grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,
@@ -53,6 +55,7 @@ class AdminService final : public v1::Admin::WithCallbackMethod_Health<v1::Admin
   std::mutex mu_;
   std::string listen_;          // guarded by mu_
   std::string metrics_listen_;  // guarded by mu_
+  std::string http_listen_;     // guarded by mu_
 };
 
 // The version string kvtierd reports.

@@ -89,14 +89,19 @@ Result<Authenticator> Authenticator::FromText(const std::string& text, const Cac
 
 grpc::Status Authenticator::Authenticate(const grpc::ServerContext* ctx,
                                          const std::string& requested, Principal* out) const {
+  return AuthenticateKey(enabled() ? KeyOf(ctx) : std::string(), requested,
+                         "metadata x-api-key or authorization: Bearer", out);
+}
+
+grpc::Status Authenticator::AuthenticateKey(const std::string& key, const std::string& requested,
+                                            std::string_view how, Principal* out) const {
   if (!enabled()) {
     *out = PrincipalFor(requested.empty() ? "default" : requested, true, "");
     return grpc::Status::OK;
   }
-  const std::string key = KeyOf(ctx);
   if (key.empty()) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "an API key is required (metadata x-api-key or authorization: Bearer)");
+                        "an API key is required (" + std::string(how) + ")");
   }
   auto it = keys_.find(key);
   if (it == keys_.end()) {

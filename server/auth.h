@@ -22,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "common/status.h"
@@ -53,6 +54,10 @@ class Authenticator {
   // `requested`.
   grpc::Status Authenticate(const grpc::ServerContext* ctx, const std::string& requested,
                             Principal* out) const;
+  // The same for a key that came another way (an HTTP header; "" = none).
+  // `how` names where a key is expected, for the error message.
+  grpc::Status AuthenticateKey(const std::string& key, const std::string& requested,
+                               std::string_view how, Principal* out) const;
   // The same, and the caller must be an admin.
   grpc::Status AuthenticateAdmin(const grpc::ServerContext* ctx) const;
   // What the daemon knows of `tenant` ("" = "default"): its salt (its share

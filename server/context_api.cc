@@ -72,11 +72,20 @@ grpc::Status ContextApi::Generate(const Principal& caller, const v1::GenerateReq
   GenerateMessages messages(tokenizer_, plan.request.stop_tokens, plan.request.prompt.back(),
                             {req.stop_sequences().begin(), req.stop_sequences().end()});
   std::shared_ptr<GenerateStream> stream = GenerateStream::Attach(&plan.request);
+  const uint64_t prompt_tokens = plan.request.prompt.size();
   Result<RequestId> id = engine_.Submit(std::move(plan.request), stream->OnDone());
   if (!id.ok()) return ToGrpcStatus(id.status());
+  // What the prompt reads and writes is known once the engine admits it.
+  auto prompt_usage = [&](uint32_t hit) {
+    v1::Usage u;
+    FillUsage(ComputeUsage(prompt_tokens, std::max<uint64_t>(hit, plan.named_tokens),
+                           plan.billed_breakpoints, 0),
+              &u);
+    return u;
+  };
   // The engine finishes every request it accepted (at the latest when it
   // shuts down), so this returns.
-  const GenerateResult r = stream->Relay(engine_, *id, sink, &messages);
+  const GenerateResult r = stream->Relay(engine_, *id, sink, &messages, prompt_usage);
   if (!r.status.ok()) return ToGrpcStatus(r.status);
   final->Clear();
   FillResult(r, final);

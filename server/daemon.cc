@@ -332,7 +332,8 @@ Status Daemon::LockDataDir() {
 }
 
 Status Daemon::OpenEngine() {
-  KVTIER_ASSIGN_OR_RETURN(const std::string model_path, ModelPathFor(options_));
+  KVTIER_ASSIGN_OR_RETURN(model_path_, ModelPathFor(options_));
+  const std::string& model_path = model_path_;
   Result<std::unique_ptr<ModelWeights>> weights = LoadModel(model_path);
   if (!weights.ok()) {
     return Status(weights.status().code(),
@@ -384,9 +385,11 @@ Status Daemon::Start() {
                                 .Add("max_tenant_streams", options_.max_tenant_streams)
                                 .Add("stream_idle_ms", options_.stream_idle_ms));
   KVTIER_RETURN_IF_ERROR(StartMetrics());
+  KVTIER_RETURN_IF_ERROR(StartHttp());
   services_->admin.set_listen_address(
       bound_address_,
-      metrics_ ? WithPort(options_.metrics_listen, metrics_->bound_port()) : std::string());
+      metrics_ ? WithPort(options_.metrics_listen, metrics_->bound_port()) : std::string(),
+      http_ ? WithPort(options_.http_listen, http_->bound_port()) : std::string());
   LogServing();
   return Status::Ok();
 }
@@ -466,6 +469,31 @@ Status Daemon::StartMetrics() {
   return Status::Ok();
 }
 
+// The HTTP API, over the same ContextApi, gate and keys as gRPC; like the
+// metrics endpoint, best effort at its default address.
+Status Daemon::StartHttp() {
+  if (options_.http_listen.empty() || !services_->context_api) return Status::Ok();
+  HttpApiOptions ho;
+  ho.listen = options_.http_listen;
+  ho.threads = options_.http_threads;
+  ho.max_body_bytes = options_.http_max_body_bytes;
+  ho.served_model_name = options_.served_model_name;
+  ho.model_dir = model_path_;
+  Result<std::unique_ptr<HttpApi>> h =
+      HttpApi::Start(ho, *services_->context_api, *auth_, services_->gate, SystemClock());
+  if (h.ok()) {
+    http_ = std::move(*h);
+  } else if (options_.http_listen_required) {
+    server_->Shutdown();
+    server_.reset();
+    if (metrics_) metrics_->Stop();
+    return h.status();
+  } else {
+    LogWarn("kvtierd_http_skipped", LogFields().Add("reason", h.status().message()));
+  }
+  return Status::Ok();
+}
+
 void Daemon::LogServing() const {
   std::string tier_names;
   for (const TierInfo& t : cache_->Stats().tiers) {
@@ -499,6 +527,7 @@ void Daemon::Shutdown() {
   // server's handlers all return.
   if (engine_) engine_->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now());
+  if (http_) http_->Stop();
   if (metrics_) metrics_->Stop();
   // Every answered request's usage is already durable; this makes the rest so.
   if (ledger_) (void)ledger_->Flush();
@@ -589,6 +618,7 @@ std::string Daemon::RenderMetrics() const {
     m.Gauge("kvtier_engine_waiting", "Sequences waiting.", e.waiting);
   }
   if (services_ && services_->context_api) services_->context_api->AppendMetrics(&m);
+  if (http_) http_->AppendMetrics(&m);
   return m.Text();
 }
 

@@ -22,6 +22,7 @@
 #include "server/auth.h"
 #include "server/connection_listener.h"
 #include "server/daemon_flags.h"
+#include "server/http/http_api.h"
 #include "server/metrics_http.h"
 
 namespace grpc {
@@ -56,6 +57,7 @@ class Daemon {
   Result<int> ServePlaintext(grpc::ServerBuilder* builder, size_t max_connections);
   Result<int> ServeTls(grpc::ServerBuilder* builder);
   Status StartMetrics();
+  Status StartHttp();
   void LogServing() const;
 
   DaemonOptions options_;
@@ -70,6 +72,8 @@ class Daemon {
   PriceTable prices_;
   std::unique_ptr<Authenticator> auth_;  // open, or the API keys; set by Open
   std::unique_ptr<MetricsHttpServer> metrics_;
+  std::unique_ptr<HttpApi> http_;                 // null: off, busy or no engine
+  std::string model_path_;                        // the served model's checkpoint or directory
   std::unique_ptr<ConnectionListener> listener_;  // null with TLS (gRPC listens)
   // Renders the Prometheus text of the cache, the engine and the ledger.
   std::string RenderMetrics() const;

@@ -81,6 +81,12 @@ std::string DaemonUsage() {
                             2x (1h) the input price, reads 0.1x.
   --metrics-listen HOST:PORT  Prometheus metrics over HTTP (default 127.0.0.1:9464,
                           skipped with a warning when busy; "" = none)
+  --http-listen HOST:PORT  the HTTP API: Anthropic, OpenAI and Gemini dialects
+                          (docs/http-api.md; default 127.0.0.1:8000, skipped with a
+                          warning when busy; "" = none)
+  --http-threads N        HTTP connections served at once (default 64)
+  --http-max-body-bytes N  largest HTTP request body (default 4M; larger: 413)
+  --served-model-name ID  the model id HTTP clients send (default: the model's id)
   --api-keys FILE         per-tenant API keys, one "KEY TENANT [admin] [group=NAME]" per
                           line (tenants of one group share cached blocks); every call then
                           needs one (metadata x-api-key); default: open
@@ -315,6 +321,19 @@ Status ParseListenFlags(const FlagSet& flags, DaemonOptions* o) {
     o->metrics_listen = flags.Get("metrics-listen");
     o->metrics_listen_required = !o->metrics_listen.empty();
   }
+  if (flags.Has("http-listen")) {
+    o->http_listen = flags.Get("http-listen");
+    o->http_listen_required = !o->http_listen.empty();
+  }
+  KVTIER_RETURN_IF_ERROR(ParseIntFlag(flags, "http-threads", 1, 1024, &o->http_threads));
+  if (flags.Has("http-max-body-bytes")) {
+    Result<uint64_t> v = ParseBytes(flags.Get("http-max-body-bytes"));
+    if (!v.ok() || *v < 1024 || *v > (uint64_t{1} << 30)) {
+      return Status::InvalidArgument("--http-max-body-bytes needs a size from 1K to 1G");
+    }
+    o->http_max_body_bytes = *v;
+  }
+  o->served_model_name = flags.Get("served-model-name", o->served_model_name);
   return Status::Ok();
 }
 
@@ -415,7 +434,8 @@ const std::vector<FlagGroup>& FlagGroups() {
        {"no-engine"},
        ParseEngineFlags},
       {{"price-input", "price-output", "price-storage"}, {}, ParseModelPriceFlags},
-      {{"listen", "data-dir", "api-keys", "tls-cert", "tls-key", "metrics-listen"},
+      {{"listen", "data-dir", "api-keys", "tls-cert", "tls-key", "metrics-listen", "http-listen",
+        "http-threads", "http-max-body-bytes", "served-model-name"},
        {},
        ParseListenFlags},
       {{"max-threads", "max-streams", "max-tenant-streams", "max-connections",

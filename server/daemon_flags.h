@@ -100,6 +100,13 @@ struct DaemonOptions {
   // explicitly must bind.
   std::string metrics_listen = "127.0.0.1:9464";
   bool metrics_listen_required = false;
+  // The HTTP API (server/http/http_api.h), "host:port"; "" = none. Like the
+  // metrics endpoint: best effort by default, required when given.
+  std::string http_listen = "127.0.0.1:8000";
+  bool http_listen_required = false;
+  int http_threads = 64;
+  uint64_t http_max_body_bytes = 4u << 20;
+  std::string served_model_name;  // "" = the model's id
   // Per-tenant API keys ("KEY TENANT [admin]" per line, server/auth.h);
   // "" = open: the tenant is what a request says.
   std::string api_keys_file;

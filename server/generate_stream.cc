@@ -147,6 +147,13 @@ std::shared_ptr<GenerateStream> GenerateStream::Attach(GenerateRequest* request)
     }
     stream->cv_.notify_one();
   };
+  request->on_admit = [stream](uint32_t hit) {
+    {
+      std::lock_guard<std::mutex> lock(stream->mu_);
+      stream->hit_ = hit;
+    }
+    stream->cv_.notify_one();
+  };
   return stream;
 }
 
@@ -163,29 +170,41 @@ Engine::Callback GenerateStream::OnDone() {
 
 bool GenerateStream::Next(std::chrono::milliseconds wait, std::vector<TokenId>* batch) {
   std::unique_lock<std::mutex> lock(mu_);
-  auto ready = [this] { return !pending_.empty() || done_; };
+  auto ready = [this] { return !pending_.empty() || done_ || (hit_ && !hit_seen_); };
   if (wait.count() > 0) {
     cv_.wait_for(lock, wait, ready);
   } else {
     cv_.wait(lock, ready);
   }
   batch->swap(pending_);
+  if (hit_) hit_seen_ = true;
   return done_;
 }
 
-GenerateResult GenerateStream::Relay(Engine& engine, RequestId id, GenerateSink* sink,
-                                     GenerateMessages* messages) {
-  bool sending = true;
+std::optional<uint32_t> GenerateStream::Admitted() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return hit_;
+}
+
+GenerateResult GenerateStream::Relay(
+    Engine& engine, RequestId id, GenerateSink* sink, GenerateMessages* messages,
+    const std::function<v1::Usage(uint32_t cache_hit_tokens)>& prompt_usage) {
+  bool sending = true, begun = false;
   for (bool finished = false; !finished;) {
     std::vector<TokenId> batch;
     finished = Next(sending ? sink->keepalive_interval() : std::chrono::milliseconds(0), &batch);
     if (!sending) continue;
-    bool client_here = true;
-    if (batch.empty()) {
-      if (!finished) client_here = sink->KeepAlive();
-    } else {
-      const v1::GenerateResponse part = messages->Next(batch);
-      if (!part.text().empty() || part.token_ids_size() > 0) client_here = sink->Send(part);
+    bool client_here = true, began_now = false;
+    if (!begun) {
+      if (std::optional<uint32_t> hit = Admitted()) {
+        begun = began_now = true;
+        client_here = sink->Begin(prompt_usage(*hit));
+      }
+    }
+    if (client_here && !batch.empty()) {
+      client_here = sink->Send(messages->Next(batch));
+    } else if (client_here && !finished && !began_now) {
+      client_here = sink->KeepAlive();  // woken by the interval: no token came
     }
     if (!client_here || messages->stopped()) {
       sending = false;

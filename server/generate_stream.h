@@ -11,8 +11,10 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,13 @@ namespace kvtier {
 class GenerateSink {
  public:
   virtual ~GenerateSink() = default;
+  // Once, when the engine has admitted the request and before its first
+  // tokens: the prompt's usage (input, cache reads and writes; no output
+  // yet), which some dialects send first. False: the client is gone.
+  virtual bool Begin(const v1::Usage& prompt_usage) {
+    (void)prompt_usage;
+    return true;
+  }
   // Sends one batch of generated tokens (ids and text). False when the
   // client is gone: the request is cancelled and nothing more is sent.
   virtual bool Send(const v1::GenerateResponse& part) = 0;
@@ -102,8 +111,9 @@ class GenerateStream : public std::enable_shared_from_this<GenerateStream> {
   // string matched, it cancels the request in `engine` and sends nothing
   // more, but still waits for the end: the request finishes and is billed
   // for what was computed.
-  GenerateResult Relay(Engine& engine, RequestId id, GenerateSink* sink,
-                       GenerateMessages* messages);
+  // `prompt_usage` turns the request's cache hit into the usage Begin gets.
+  GenerateResult Relay(Engine& engine, RequestId id, GenerateSink* sink, GenerateMessages* messages,
+                       const std::function<v1::Usage(uint32_t cache_hit_tokens)>& prompt_usage);
 
  private:
   GenerateStream() = default;
@@ -111,11 +121,15 @@ class GenerateStream : public std::enable_shared_from_this<GenerateStream> {
   // the tokens that came since the last call into *batch. True once the
   // request has finished (*batch then holds the last of them).
   bool Next(std::chrono::milliseconds wait, std::vector<TokenId>* batch);
+  // The cache hit once the engine has admitted the request.
+  std::optional<uint32_t> Admitted();
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<TokenId> pending_;  // guarded by mu_
   bool done_ = false;             // guarded by mu_
+  std::optional<uint32_t> hit_;   // guarded by mu_; set at admission
+  bool hit_seen_ = false;         // guarded by mu_: Next has woken for it
   GenerateResult result_;         // guarded by mu_; set when done_
 };
 

@@ -1,0 +1,11 @@
+// Placeholder: the Gemini dialect's routes (docs/http-api.md). Being written.
+#include "server/http/http_dialect.h"
+
+namespace kvtier::http {
+
+void AddGeminiRoutes(httplib::Server& server, Services& s) {
+  (void)server;
+  (void)s;
+}
+
+}  // namespace kvtier::http
