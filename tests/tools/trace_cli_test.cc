@@ -2,38 +2,20 @@
 // small trace, and its refusals (bad flags exit 2, a malformed trace exits 1
 // naming the line).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <cstdlib>
-
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "tests/server/daemon_process.h"
+#include "tests/tools/run_cli.h"
 
 namespace kvtier {
 namespace {
 
-using testing::BinDir;
+using testing::RunCli;
 using testing::TempDir;
-
-// Runs kvtier-trace with args (no shell metacharacters in them); returns its
-// exit status, with stdout and stderr in *out.
-int RunTool(const std::string&, const std::vector<std::string>& args, std::string* out) {
-  std::string cmd = BinDir() + "/kvtier-trace";
-  for (const std::string& a : args) cmd += " '" + a + "'";
-  cmd += " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  out->clear();
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
-  const int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 // The JSON object kvtier-trace prints as its last line of stdout (an error
 // on stderr may follow it).
@@ -53,11 +35,11 @@ TEST(TraceCliTest, ReplaysAndWritesEveryOutput) {
   const std::string trace =
       WriteTrace(dir, "time_ms,tenant,keys\n0,a,x;y;z\n5,a,x;q;z\n6,b,x;y\n7,b,x;y;z;w\n");
   std::string out;
-  ASSERT_EQ(RunTool("kvtier-trace",
-                    {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--policies",
-                     "lru,fifo,belady", "--sizes", "2,0.5,inf", "--json", "--csv", dir + "/r.csv",
-                     "--markdown", dir + "/r.md"},
-                    &out),
+  ASSERT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--policies",
+                    "lru,fifo,belady", "--sizes", "2,0.5,inf", "--json", "--csv", dir + "/r.csv",
+                    "--markdown", dir + "/r.md"},
+                   &out),
             0)
       << out;
   const nlohmann::json j = LastJson(out);
@@ -84,16 +66,15 @@ TEST(TraceCliTest, RefusesBadFlagsAndMalformedTraces) {
   const std::string dir = TempDir("trace_cli_bad");
   const std::string trace = WriteTrace(dir, "0,a,x\nnot-a-time,a,y\n");
   std::string out;
-  EXPECT_EQ(RunTool("kvtier-trace", {"--trace", trace}, &out), 2);  // no --format
-  EXPECT_EQ(RunTool("kvtier-trace", {"--trace", trace, "--format", "parquet"}, &out), 2);
-  EXPECT_EQ(RunTool("kvtier-trace", {"--trace", trace, "--format", "csv", "--sizes", "0"}, &out),
+  EXPECT_EQ(RunCli("kvtier-trace", {"--trace", trace}, &out), 2);  // no --format
+  EXPECT_EQ(RunCli("kvtier-trace", {"--trace", trace, "--format", "parquet"}, &out), 2);
+  EXPECT_EQ(RunCli("kvtier-trace", {"--trace", trace, "--format", "csv", "--sizes", "0"}, &out),
             1);  // the trace is read first: its error wins
   EXPECT_NE(out.find(":2: time_ms"), std::string::npos) << out;
   const std::string good = WriteTrace(dir, "0,a,x\n1,a,x\n");
-  EXPECT_EQ(RunTool("kvtier-trace", {"--trace", good, "--format", "csv", "--sizes", "-1"}, &out),
+  EXPECT_EQ(RunCli("kvtier-trace", {"--trace", good, "--format", "csv", "--sizes", "-1"}, &out), 2);
+  EXPECT_EQ(RunCli("kvtier-trace", {"--trace", good, "--format", "csv", "--policies", "mru"}, &out),
             2);
-  EXPECT_EQ(
-      RunTool("kvtier-trace", {"--trace", good, "--format", "csv", "--policies", "mru"}, &out), 2);
   EXPECT_NE(out.find("unknown eviction policy 'mru'"), std::string::npos) << out;
   std::filesystem::remove_all(dir);
 }
@@ -109,11 +90,11 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
       WriteTrace(dir, "time_ms,tenant,keys\n0,a,x;y;z\n5,a,x;q;z\n6,b,x;y\n7,b,x;y;z;w\n");
   std::ofstream(dir + "/s.json") << kScenario;
   std::string out;
-  ASSERT_EQ(RunTool("kvtier-trace",
-                    {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
-                     dir + "/s.json", "--json", "--markdown", dir + "/r.md", "--plot",
-                     dir + "/plots", "--tier-csv", dir + "/t.csv"},
-                    &out),
+  ASSERT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
+                    dir + "/s.json", "--json", "--markdown", dir + "/r.md", "--plot",
+                    dir + "/plots", "--tier-csv", dir + "/t.csv"},
+                   &out),
             // 1 only when gnuplot is missing, after everything else was written
             std::system("command -v gnuplot >/dev/null 2>&1") == 0 ? 0 : 1)
       << out;
@@ -144,38 +125,38 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
   EXPECT_TRUE(std::filesystem::exists(dir + "/plots/occupancy.dat"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/plots/occupancy.gp"));
   // With --policies the sweep runs too.
-  ASSERT_EQ(RunTool("kvtier-trace",
-                    {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
-                     dir + "/s.json", "--policies", "lru", "--sizes", "2", "--json"},
-                    &out),
+  ASSERT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
+                    dir + "/s.json", "--policies", "lru", "--sizes", "2", "--json"},
+                   &out),
             0)
       << out;
   EXPECT_EQ(LastJson(out)["results"].size(), 1u);
   // --tier-policies: the stack again per policy.
-  ASSERT_EQ(RunTool("kvtier-trace",
-                    {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
-                     dir + "/s.json", "--tier-policies", "lru,fifo", "--json"},
-                    &out),
+  ASSERT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
+                    dir + "/s.json", "--tier-policies", "lru,fifo", "--json"},
+                   &out),
             0)
       << out;
   const nlohmann::json tp = LastJson(out);
   ASSERT_EQ(tp["tier_policies"].size(), 2u);
   EXPECT_EQ(tp["tier_policies"][1]["policy"], "fifo");
   EXPECT_TRUE(tp["tier_policies"][0]["hit_shares"].contains("dram"));
-  EXPECT_EQ(RunTool("kvtier-trace",
-                    {"--trace", trace, "--format", "csv", "--scenario", dir + "/s.json",
-                     "--tier-policies", "mru"},
-                    &out),
+  EXPECT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--scenario", dir + "/s.json",
+                    "--tier-policies", "mru"},
+                   &out),
             2);
   EXPECT_NE(out.find("unknown eviction policy 'mru'"), std::string::npos) << out;
-  EXPECT_EQ(RunTool("kvtier-trace", {"--trace", trace, "--format", "csv", "--tier-policies", "lru"},
-                    &out),
-            2);
+  EXPECT_EQ(
+      RunCli("kvtier-trace", {"--trace", trace, "--format", "csv", "--tier-policies", "lru"}, &out),
+      2);
   EXPECT_NE(out.find("--tier-policies needs --scenario"), std::string::npos) << out;
   // A malformed scenario is refused before anything runs, naming the file.
   std::ofstream(dir + "/bad.json") << R"({"model": {}})";
-  EXPECT_EQ(RunTool("kvtier-trace",
-                    {"--trace", trace, "--format", "csv", "--scenario", dir + "/bad.json"}, &out),
+  EXPECT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--scenario", dir + "/bad.json"}, &out),
             2);
   EXPECT_NE(out.find("bad.json"), std::string::npos) << out;
   EXPECT_EQ(out.find("scenario two"), std::string::npos) << out;
@@ -197,10 +178,10 @@ TEST(TraceCliTest, ShippedScenariosReplayTheMooncakeTrace) {
     SCOPED_TRACE(f.path().string());
     ++seen;
     std::string out;
-    ASSERT_EQ(RunTool("kvtier-trace",
-                      {"--trace", trace, "--format", "mooncake", "--scenario", f.path().string(),
-                       "--json"},
-                      &out),
+    ASSERT_EQ(RunCli("kvtier-trace",
+                     {"--trace", trace, "--format", "mooncake", "--scenario", f.path().string(),
+                      "--json"},
+                     &out),
               0)
         << out;
     const nlohmann::json j = LastJson(out);
