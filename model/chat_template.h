@@ -3,14 +3,26 @@
 //
 // The same chat always renders to the same pieces, and each piece is
 // tokenized on its own, so a repeated system prompt or conversation history
-// gives the same tokens and hits the cache. A piece ends at every place a
-// client may put cache_control (the end of each content block), so a marked
-// prefix is exactly the pieces up to that block.
+// gives the same tokens and hits the cache. Pieces end after each content
+// block that carries cache_control and nowhere else but the prompt's end, so
+// a marked prefix is exactly the pieces up to that block.
 //
 // The template is the model's own where it has one (Hugging Face
 // tokenizer_config.json `chat_template`, recognised by family: Llama 3,
 // Llama 2 / Mistral [INST], ChatML); a model without one uses the Llama 2
-// layout (docs/http-api.md).
+// layout (docs/http-api.md, "Chat templates").
+//
+// The text is the Hugging Face template's, byte for byte, except:
+//  - the leading BOS (<s>, <|begin_of_text|>) is not text: the caller's
+//    tokenizer adds BOS to the first piece (later <s> of Llama 2 are text);
+//  - a message's blocks are joined with nothing between them;
+//  - a last assistant message is a prefill: left open for the model to
+//    continue, with no end marker and no new assistant turn;
+//  - the Jinja template itself is not run: only its family is recognised
+//    (no default system prompt such as Qwen's, no Llama 3.1 date header);
+//  - strip()/trim removes ASCII whitespace only.
+//
+// Immutable; thread-safe.
 #pragma once
 
 #include <string>
@@ -46,14 +58,22 @@ class ChatTemplate {
   // The template of the model in `model_dir` (a Hugging Face directory with
   // tokenizer_config.json), or Llama 2's when it has none (llama2.c
   // checkpoints, random models). InvalidArgument when the config has a
-  // chat_template of a family we do not render, naming it.
+  // chat_template of a family we do not render, naming it; Corruption when
+  // the config is not JSON or its chat_template is of the wrong type.
   static Result<ChatTemplate> ForModel(const std::string& model_dir);
   static ChatTemplate Of(Family family) { return ChatTemplate(family); }
 
   // `messages` rendered, with the assistant's turn opened at the end (the
-  // generation prompt); system messages may only come first.
-  // InvalidArgument for an unknown role, an empty message or a system
-  // message after the first turn.
+  // generation prompt) unless the last message is the assistant's (a
+  // prefill); system messages may only come first, and consecutive messages
+  // of one role are rendered as they are. A piece ends after each block with
+  // a cache_ttl, carrying it; blocks between breakpoints share a piece, and
+  // the last piece (which may have no ttl) holds the rest. The pieces through
+  // a block depend only on the messages up to it, so a longer conversation
+  // renders the same pieces up to each breakpoint of its history.
+  // InvalidArgument, naming the field ("messages[2].role: ..." with indexes
+  // into `messages`), for no messages, an unknown role, a message without
+  // text or a system message after a user or assistant one.
   Result<std::vector<ChatPiece>> Render(const std::vector<ChatMessage>& messages) const;
 
   Family family() const { return family_; }
