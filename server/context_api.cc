@@ -40,13 +40,15 @@ void FillUsage(const Usage& u, v1::Usage* out) {
 }  // namespace
 
 ContextApi::ContextApi(Engine& engine, const Tokenizer* tokenizer, Ledger* ledger,
-                       const PriceTable* prices, Clock* clock, const GenerateLimits& limits)
+                       const PriceTable* prices, Clock* clock, const GenerateLimits& limits,
+                       const CacheSecret& secret)
     : engine_(engine),
       tokenizer_(tokenizer),
       ledger_(ledger),
       prices_(prices),
       clock_(clock),
-      limits_(limits) {
+      limits_(limits),
+      secret_(secret) {
   const Namespace ns = engine.CacheNamespace("");
   model_ = ns.model_id + "@" + ns.model_revision;
 }
@@ -159,7 +161,9 @@ grpc::Status ContextApi::PlanPrompt(const v1::GenerateRequest& req, const Princi
                                     GeneratePlan* plan) const {
   GenerateRequest& g = plan->request;
   g.tenant = caller.tenant;
-  g.cache_salt = caller.cache_salt;
+  // A client's cache key partitions its tenant's cache; it never reaches
+  // another tenant's, whose salt is another scope.
+  g.cache_salt = secret_.ScopedSalt(caller.cache_salt, req.cache_key());
   if (req.segments_size() > 0) {
     if (grpc::Status s = PromptFromSegments(req, plan); !s.ok()) return s;
   } else if (req.has_prompt()) {

@@ -26,6 +26,7 @@
 #include "model/tokenizer.h"
 #include "proto/kvtier.pb.h"
 #include "server/auth.h"
+#include "server/cache_secret.h"
 #include "server/generate_stream.h"
 #include "server/metrics.h"
 
@@ -44,8 +45,9 @@ class ContextApi {
  public:
   // `engine`, `ledger` and `prices` must outlive the API; `tokenizer` may be
   // null (ids only), `ledger` too (nothing recorded: tests of the engine).
+  // `secret` scopes a request's cache_key within its caller's cache salt.
   ContextApi(Engine& engine, const Tokenizer* tokenizer, Ledger* ledger, const PriceTable* prices,
-             Clock* clock, const GenerateLimits& limits);
+             Clock* clock, const GenerateLimits& limits, const CacheSecret& secret);
 
   // Named caches (null: the named-cache calls answer FAILED_PRECONDITION).
   void set_named_caches(NamedCacheRegistry* registry) { named_ = registry; }
@@ -118,6 +120,7 @@ class ContextApi {
   Clock* clock_;
   NamedCacheRegistry* named_ = nullptr;
   const GenerateLimits limits_;
+  const CacheSecret secret_;
   std::string model_;  // "id@revision"
 
   // What was billed, for /metrics.

@@ -58,8 +58,8 @@ struct Daemon::Services {
     if (engine != nullptr) {
       GenerateLimits limits;
       limits.min_cacheable_tokens = static_cast<size_t>(o.min_cacheable_tokens);
-      context_api =
-          std::make_unique<ContextApi>(*engine, tokenizer, &ledger, &prices, SystemClock(), limits);
+      context_api = std::make_unique<ContextApi>(*engine, tokenizer, &ledger, &prices,
+                                                 SystemClock(), limits, auth.secret());
       context_cache = std::make_unique<ContextCacheService>(*context_api, gate);
     }
   }
