@@ -49,7 +49,7 @@ std::string DaemonUsage() {
                           (default: a small random-weight model, created once under
                           DIR/models/PRESET)
   --model-preset NAME     shape of that created model: tiny, tiny-8k, small, bench50m, base, 1b
-                          (default tiny)
+                          (default tiny-8k)
   --kv-bytes SIZE         engine KV page memory (default 256M)
   --max-batch N           sequences the engine runs at once (default 64)
   --token-budget N        tokens the engine computes per step (default 512)

@@ -69,15 +69,17 @@ struct DaemonOptions {
   int64_t shutdown_grace_ms = 5000;  // time given to in-flight calls
   // The engine. With no model path, a deterministic random-weight model of
   // `default_model_preset` is created (once) under DATA_DIR/models.
-  bool engine = true;                         // serve inference (ContextCache)
-  std::string model_path;                     // llama2.c .bin or safetensors dir
-  std::string default_model_preset = "tiny";  // shape of the created model
-  int64_t engine_kv_bytes = 256ll << 20;      // KV page memory, bytes
-  int engine_max_batch = 64;                  // sequences running at once
-  int engine_token_budget = 512;              // tokens computed per step
-  int engine_threads = 0;                     // forward-pass threads; 0 = all cores
-  std::string engine_device = "auto";         // cpu, cuda, or auto (cuda when a GPU answers)
-  bool engine_gpu_bf16 = false;               // cuda: bf16 weights and GEMMs
+  bool engine = true;      // serve inference (ContextCache)
+  std::string model_path;  // llama2.c .bin or safetensors dir
+  // Shape of the created model: tiny-8k, an 8K context, so every README
+  // example (a 3,000-token cached prompt) runs on the embedded defaults.
+  std::string default_model_preset = "tiny-8k";
+  int64_t engine_kv_bytes = 256ll << 20;  // KV page memory, bytes
+  int engine_max_batch = 64;              // sequences running at once
+  int engine_token_budget = 512;          // tokens computed per step
+  int engine_threads = 0;                 // forward-pass threads; 0 = all cores
+  std::string engine_device = "auto";     // cpu, cuda, or auto (cuda when a GPU answers)
+  bool engine_gpu_bf16 = false;           // cuda: bf16 weights and GEMMs
   // Placement (DESIGN §4, docs/placement.md). Eviction policy per tier (see
   // cache/eviction_policy.h for the names) and each tier's price, which with
   // its capacity gives the cost rate P_t.

@@ -37,7 +37,6 @@ struct HttpApiOptions {
   int threads = 64;                  // connections served at once, 1..1024
   size_t max_body_bytes = 4u << 20;  // a larger request body is refused with 413
   int client_timeout_s = 30;         // each read and write of a connection, 1..600
-  int max_output_tokens = 0;         // 0 = the model's context
   std::string served_model_name;     // the id clients send; "" = the model's id
   // The model's directory or checkpoint: its chat template (model/chat_template.h).
   std::string model_dir;

@@ -53,7 +53,7 @@ using testing::TempDir;
 constexpr int kDefaultCycles = 10;
 constexpr int kPutWorkers = 2;
 constexpr int kGenerateWorkers = 2;
-constexpr int32_t kVocab = 512;  // stories260K, and the default "tiny" model
+constexpr int32_t kVocab = 512;  // stories260K, and the default "tiny-8k" model
 
 // stories260K's checkpoint, or "" without it: the daemon's own random model.
 std::string ModelPath() {

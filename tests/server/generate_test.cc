@@ -184,8 +184,8 @@ TEST(GenerateCancelTest, AClientThatGoesAwayCancelsItsRequest) {
 }
 
 TEST_F(GenerateDaemonTest, TheDefaultModelServesAndASharedPrefixIsReadFromTheCache) {
-  EXPECT_TRUE(std::filesystem::exists(*dir_ + "/models/tiny/config.json"));
-  EXPECT_TRUE(std::filesystem::exists(*dir_ + "/models/tiny/tokenizer.bin"));
+  EXPECT_TRUE(std::filesystem::exists(*dir_ + "/models/tiny-8k/config.json"));
+  EXPECT_TRUE(std::filesystem::exists(*dir_ + "/models/tiny-8k/tokenizer.bin"));
   std::string text;
   for (int i = 0; i < 14; ++i) text += "the quick brown fox " + std::to_string(i) + " jumps; ";
   v1::GenerateRequest req;
@@ -199,7 +199,7 @@ TEST_F(GenerateDaemonTest, TheDefaultModelServesAndASharedPrefixIsReadFromTheCac
   EXPECT_GE(first->cache_write_blocks(), first->prompt_tokens() / 64);
   EXPECT_EQ(first->token_ids_size(), 8);
   EXPECT_EQ(first->finish_reason(), "length");
-  EXPECT_EQ(first->model().rfind("tiny@", 0), 0u) << first->model();
+  EXPECT_EQ(first->model().rfind("tiny-8k@", 0), 0u) << first->model();
 
   auto second = client_->Generate(req);
   ASSERT_TRUE(second.ok()) << second.status();
@@ -290,8 +290,8 @@ TEST_F(GenerateDaemonTest, BadRequestsAreRefusedAndChangeNothing) {
   v1::GenerateRequest huge;
   huge.set_prompt(std::string((1 << 20) + 1, 'a'));
   EXPECT_EQ(Code(huge), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  v1::GenerateRequest past_context;  // the tiny model's context is 512 tokens
-  for (int i = 0; i < 600; ++i) past_context.add_token_ids(5);
+  v1::GenerateRequest past_context;  // the default model's context is 8,192 tokens
+  for (int i = 0; i < 9000; ++i) past_context.add_token_ids(5);
   EXPECT_EQ(Code(past_context), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(client_->Stats()->engine().requests(), before);
 }
