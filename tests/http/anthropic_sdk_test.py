@@ -4,11 +4,13 @@ A 3,000-token system prompt marked for the 1h cache is written on the first
 call and read on the second, unary and streamed; usage parts add up; bad input
 gets Anthropic's error types; one tenant never reads another's cache.
 """
+import json
 import unittest
+from decimal import Decimal
 
 import anthropic
 
-from kvtierd_fixture import ALICE_KEY, BOB_KEY, Kvtierd
+from kvtierd_fixture import ALICE_KEY, BOB_KEY, CAROL_KEY, Kvtierd
 
 MODEL = "tiny-8k"
 
@@ -111,6 +113,32 @@ class AnthropicSdkTest(unittest.TestCase):
         self.assertEqual(theirs.usage.cache_read_input_tokens, 0)
         self.assertEqual(theirs.usage.cache_creation_input_tokens,
                          alice.usage.cache_creation_input_tokens)
+
+    def test_the_billing_report_shows_the_requests_to_the_cent(self):
+        carol = anthropic.Anthropic(api_key=CAROL_KEY, base_url=self.daemon.base_url,
+                                    max_retries=0)
+        system = long_system("billing")
+        calls = [self.create(system, client=carol), self.create(system, client=carol)]
+        report = json.loads(self.daemon.kvtier("--json", "billing", "report", "--tenant", "carol",
+                                               key=CAROL_KEY))
+        total = report["total"]
+        self.assertEqual(total["requests"], 2)
+        self.assertEqual(total["input_tokens"], sum(c.usage.input_tokens for c in calls))
+        self.assertEqual(total["cache_creation_1h"],
+                         sum(c.usage.cache_creation.ephemeral_1h_input_tokens for c in calls))
+        self.assertEqual(total["cache_read_input_tokens"],
+                         sum(c.usage.cache_read_input_tokens for c in calls))
+        self.assertEqual(total["output_tokens"], sum(c.usage.output_tokens for c in calls))
+        # kvtierd's default prices (DESIGN 6): $3 per million input tokens, a
+        # 1h write 2x that, a read 0.1x, $15 per million output tokens.
+        per_token = Decimal(3) / 10**6
+        expected = sum(
+            c.usage.input_tokens * per_token +
+            c.usage.cache_creation.ephemeral_1h_input_tokens * 2 * per_token +
+            c.usage.cache_read_input_tokens * per_token / 10 +
+            c.usage.output_tokens * Decimal(15) / 10**6 for c in calls)
+        self.assertEqual(round(Decimal(total["cost"]), 2), round(expected, 2))
+        self.assertLess(abs(Decimal(total["cost"]) - expected), Decimal("0.000002"))
 
     def test_errors_have_anthropic_types_and_statuses(self):
         bad_key = anthropic.Anthropic(api_key="wrong-key-0123456789", base_url=self.daemon.base_url,

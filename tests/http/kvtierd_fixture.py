@@ -16,6 +16,7 @@ import urllib.request
 
 ALICE_KEY = "alice-key-0123456789abcdef"
 BOB_KEY = "bob-key-0123456789abcdef00"
+CAROL_KEY = "carol-key-0123456789abcdef"
 
 
 def _free_port():
@@ -32,7 +33,7 @@ class Kvtierd:
         self.dir = tempfile.mkdtemp(prefix="kvtier_http_")
         keys = os.path.join(self.dir, "keys")
         with open(keys, "w") as f:
-            f.write(f"{ALICE_KEY} alice\n{BOB_KEY} bob\n")
+            f.write(f"{ALICE_KEY} alice\n{BOB_KEY} bob\n{CAROL_KEY} carol\n")
         self.http_port = _free_port()
         args = [
             os.path.join(self.bin_dir, "kvtierd"),
