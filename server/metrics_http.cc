@@ -6,40 +6,18 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <exception>
 #include <utility>
 
 #include "common/log.h"
+#include "server/listen_address.h"
 
 namespace kvtier {
 namespace {
 
 constexpr char kMetricsContentType[] = "text/plain; version=0.0.4";
 constexpr char kPlainText[] = "text/plain";
-
-// Splits "host:port" or "[v6host]:port".
-Status ParseListenAddress(const std::string& listen, std::string* host, int* port) {
-  const auto bad = [&](const char* why) {
-    return Status::InvalidArgument("metrics listen address \"" + listen + "\" " + why +
-                                   " (want host:port, e.g. 127.0.0.1:9464)");
-  };
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) return bad("has no port");
-  std::string h = listen.substr(0, colon);
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  if (h.empty()) return bad("has no host");
-  const std::string p = listen.substr(colon + 1);
-  int value = -1;
-  const auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), value);
-  if (p.empty() || ec != std::errc() || end != p.data() + p.size() || value < 0 || value > 65535) {
-    return bad("has no valid port");
-  }
-  *host = std::move(h);
-  *port = value;
-  return Status::Ok();
-}
 
 // Answers what /metrics and /healthz do not: 404 for other paths, 405 for
 // methods other than GET and HEAD.
@@ -73,7 +51,8 @@ Result<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   }
   std::string host;
   int port = 0;
-  KVTIER_RETURN_IF_ERROR(ParseListenAddress(options.listen, &host, &port));
+  KVTIER_RETURN_IF_ERROR(
+      ParseListenAddress(options.listen, "metrics listen address", "127.0.0.1:9464", &host, &port));
 
   // httplib may throw (std::regex, std::thread); nothing of it leaves here.
   try {

@@ -6,13 +6,13 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <random>
 #include <utility>
 
 #include "common/log.h"
 #include "server/http/http_dialect.h"
+#include "server/listen_address.h"
 
 namespace kvtier {
 namespace http {
@@ -235,28 +235,6 @@ void AddServerRoutes(httplib::Server& server, Services& s) {
   });
 }
 
-// Splits "host:port" or "[v6host]:port".
-Status ParseListen(const std::string& listen, std::string* host, int* port) {
-  const auto bad = [&](const char* why) {
-    return Status::InvalidArgument("--http-listen \"" + listen + "\" " + why +
-                                   " (want host:port, e.g. 127.0.0.1:8000)");
-  };
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) return bad("has no port");
-  std::string h = listen.substr(0, colon);
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  if (h.empty()) return bad("has no host");
-  const std::string p = listen.substr(colon + 1);
-  int value = -1;
-  const auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), value);
-  if (p.empty() || ec != std::errc() || end != p.data() + p.size() || value < 0 || value > 65535) {
-    return bad("has no valid port");
-  }
-  *host = std::move(h);
-  *port = value;
-  return Status::Ok();
-}
-
 // The route a request matched, for metrics (paths with ids collapse).
 std::string EndpointOf(const httplib::Request& req) {
   const std::string& p = req.path;
@@ -295,7 +273,8 @@ Result<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& options, C
   }
   std::string host;
   int port = 0;
-  KVTIER_RETURN_IF_ERROR(http::ParseListen(options.listen, &host, &port));
+  KVTIER_RETURN_IF_ERROR(
+      ParseListenAddress(options.listen, "--http-listen", "127.0.0.1:8000", &host, &port));
 
   KVTIER_ASSIGN_OR_RETURN(ChatTemplate chat, ChatTemplate::ForModel(options.model_dir));
   std::unique_ptr<HttpApi> self(new HttpApi());
