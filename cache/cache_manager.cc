@@ -76,7 +76,8 @@ CacheManager::CacheManager(std::vector<TierSlot> tiers, const CacheManagerOption
     : options_(options),
       tiers_(std::move(tiers)),
       reuse_(options.placement.reuse_smoothing, options.placement.max_streams),
-      index_(options.clock) {
+      index_(options.clock),
+      tier_counters_(tiers_.size()) {
   std::vector<TierEconomics> economics;
   for (const TierSlot& slot : tiers_) {
     const TierInfo info = slot.tier->Info();
@@ -265,12 +266,16 @@ PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
         tiers_[gone->tier].policy->Erase(keys[hit.blocks]);
       }
       (void)tiers_[gone->tier].tier->Erase(std::span(&keys[hit.blocks], 1));
-      ++counters_.expired;
+      CountExpired(*gone);
     }
   }
   ++counters_.lookups;
   counters_.lookup_blocks += keys.size();
   counters_.lookup_hit_blocks += hit.blocks;
+  for (const IndexEntry& e : hit.entries) {
+    ++tier_counters_[e.tier].hit_blocks;
+    tier_counters_[e.tier].hit_tokens += e.tokens;
+  }
   return hit;
 }
 
@@ -449,6 +454,10 @@ Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> de
       // A read is data movement, not a new use: a lookup observed the reuse.
       OnUse(key, *e, now, /*observe=*/false);
       ++counters_.read_hits;
+      TierCounters& tc = tier_counters_[e->tier];
+      ++tc.read_blocks;
+      tc.read_bytes += *n;
+      tc.read_tokens += e->tokens;
       return n;
     }
     if (n.status().IsCorruption()) {
@@ -583,6 +592,7 @@ bool CacheManager::Evict(size_t t, const BlockKey& key) {
       for (size_t d : order) {
         if (Move(key, *e, d, DecisionKind::kDemoted, idle_s)) {
           ++counters_.demotions;
+          ++tier_counters_[t].demoted;
           return true;
         }
       }
@@ -605,13 +615,15 @@ bool CacheManager::Evict(size_t t, const BlockKey& key) {
   (void)tiers_[removed->tier].tier->Erase(std::span(&key, 1));
   switch (fate) {
     case Fate::kExpired:
-      ++counters_.expired;
+      CountExpired(*removed);
       break;
     case Fate::kRemat:
       ++counters_.remat_drops;
+      ++tier_counters_[removed->tier].dropped_for_remat;
       break;
     case Fate::kNoHome:
       ++counters_.drops;
+      ++tier_counters_[removed->tier].dropped;
       break;
   }
   return true;
@@ -729,7 +741,7 @@ size_t CacheManager::SweepExpired(size_t limit) {
         tiers_[removed->tier].policy->Erase(item.key);
       }
       (void)tiers_[removed->tier].tier->Erase(std::span(&item.key, 1));
-      ++counters_.expired;
+      CountExpired(*removed);
       if (++freed == limit) break;
     }
   }
@@ -796,9 +808,42 @@ Result<BlockExplanation> CacheManager::Explain(const BlockKey& key) const {
   return x;
 }
 
+ExpiryClass ExpiryClassOf(int64_t ttl_ms) {
+  if (ttl_ms <= 0) return ExpiryClass::kFixed;
+  if (ttl_ms == 5 * 60 * 1000) return ExpiryClass::k5m;
+  if (ttl_ms == 60 * 60 * 1000) return ExpiryClass::k1h;
+  return ExpiryClass::kOther;
+}
+
+std::string_view ExpiryClassName(ExpiryClass c) {
+  switch (c) {
+    case ExpiryClass::k5m:
+      return "5m";
+    case ExpiryClass::k1h:
+      return "1h";
+    case ExpiryClass::kOther:
+      return "other";
+    case ExpiryClass::kFixed:
+      return "fixed";
+  }
+  return "other";
+}
+
+void CacheManager::CountExpired(const IndexEntry& e) {
+  ++counters_.expired;
+  ++tier_counters_[e.tier].expired;
+  ++expired_by_ttl_[static_cast<size_t>(ExpiryClassOf(e.ttl_ms))];
+}
+
 CacheStats CacheManager::Stats() const {
   CacheStats s;
   for (const TierSlot& slot : tiers_) s.tiers.push_back(slot.tier->Info());
+  for (const TierCounters& t : tier_counters_) {
+    s.traffic.push_back(TierTraffic{t.hit_blocks, t.hit_tokens, t.read_blocks, t.read_bytes,
+                                    t.read_tokens, t.demoted, t.dropped_for_remat, t.dropped,
+                                    t.expired});
+  }
+  for (size_t i = 0; i < kNumExpiryClasses; ++i) s.expired_by_ttl[i] = expired_by_ttl_[i];
   s.indexed_blocks = index_.size();
   const Counters& c = counters_;
   s.lookups = c.lookups;

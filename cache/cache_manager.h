@@ -49,6 +49,7 @@
 #include <queue>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_set>
 #include <vector>
@@ -96,8 +97,32 @@ struct PrefixHit {
   std::vector<PinHandle> pins;      // one per hit block, when Lookup pinned them
 };
 
+// What one tier served and lost, for the per-tier metrics. Tokens count
+// only blocks written with their token count (IndexEntry::tokens).
+struct TierTraffic {
+  uint64_t hit_blocks = 0;  // blocks of lookups' leading runs found in this tier
+  uint64_t hit_tokens = 0;
+  uint64_t read_blocks = 0;  // blocks read from this tier
+  uint64_t read_bytes = 0;
+  uint64_t read_tokens = 0;
+  // Blocks that left this tier, by why (CacheStats's totals of the same).
+  uint64_t demoted = 0;
+  uint64_t dropped_for_remat = 0;
+  uint64_t dropped = 0;
+  uint64_t expired = 0;
+};
+
+// The TTL a block was written with, as the expiry metrics group them: the
+// two cache_control durations, any other sliding TTL, and a fixed expiry.
+enum class ExpiryClass { k5m, k1h, kOther, kFixed };
+inline constexpr size_t kNumExpiryClasses = 4;
+ExpiryClass ExpiryClassOf(int64_t ttl_ms);
+std::string_view ExpiryClassName(ExpiryClass c);  // "5m", "1h", "other", "fixed"
+
 struct CacheStats {
   std::vector<TierInfo> tiers;
+  std::vector<TierTraffic> traffic;                          // per tier, in the order of `tiers`
+  std::array<uint64_t, kNumExpiryClasses> expired_by_ttl{};  // indexed by ExpiryClass
   uint64_t indexed_blocks = 0;
   uint64_t lookups = 0;
   uint64_t lookup_blocks = 0;      // keys asked about
@@ -284,6 +309,14 @@ class CacheManager {
         demotion_failures{0}, drops{0}, remat_drops{0}, expired{0}, corruption_misses{0};
   };
   Counters counters_;
+  struct TierCounters {
+    std::atomic<uint64_t> hit_blocks{0}, hit_tokens{0}, read_blocks{0}, read_bytes{0},
+        read_tokens{0}, demoted{0}, dropped_for_remat{0}, dropped{0}, expired{0};
+  };
+  std::vector<TierCounters> tier_counters_;  // one per tier, sized once
+  std::array<std::atomic<uint64_t>, kNumExpiryClasses> expired_by_ttl_{};
+  // Counts a block removed because its TTL passed.
+  void CountExpired(const IndexEntry& e);
 };
 
 }  // namespace kvtier

@@ -12,6 +12,13 @@ if(XXHASH_STATIC_LIBRARY)
 endif()
 pkg_check_modules(LIBURING REQUIRED IMPORTED_TARGET liburing)
 pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++)
+# Server reflection (kvtierd answers grpcurl and other generic clients):
+# libgrpc++-dev ships the library without a pkg-config file. The target takes
+# upstream gRPC's CMake name.
+find_library(GRPCPP_REFLECTION_LIBRARY grpc++_reflection REQUIRED HINTS ${GRPCPP_LIBRARY_DIRS})
+add_library(gRPC::grpc++_reflection UNKNOWN IMPORTED)
+set_target_properties(gRPC::grpc++_reflection PROPERTIES IMPORTED_LOCATION "${GRPCPP_REFLECTION_LIBRARY}"
+                                                         INTERFACE_LINK_LIBRARIES PkgConfig::GRPCPP)
 find_package(Protobuf REQUIRED)
 find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)

@@ -10,7 +10,7 @@
 # third-party ones named in KVTIER_LAYOUT_THIRD_PARTY that a target may not
 # reach unless listed.
 set(KVTIER_LAYOUT_THIRD_PARTY RocksDB::rocksdb nlohmann_json::nlohmann_json PkgConfig::LIBURING
-    PkgConfig::GRPCPP PkgConfig::CPP_HTTPLIB)
+    PkgConfig::GRPCPP gRPC::grpc++_reflection PkgConfig::CPP_HTTPLIB)
 set(kvtier_layout_kvtier_common "")
 set(kvtier_layout_kvtier_kernels kvtier_common)
 set(kvtier_layout_kvtier_tier_api kvtier_common)
@@ -26,7 +26,7 @@ set(kvtier_layout_kvtier_engine kvtier_model kvtier_cache kvtier_context ${kvtie
     ${kvtier_layout_kvtier_cache} ${kvtier_layout_kvtier_context})
 set(kvtier_layout_kvtier_proto kvtier_proto_gen kvtier_common PkgConfig::GRPCPP)
 set(kvtier_layout_kvtier_server kvtier_engine kvtier_tiers kvtier_proto ${kvtier_layout_kvtier_engine}
-    ${kvtier_layout_kvtier_tiers} ${kvtier_layout_kvtier_proto} PkgConfig::CPP_HTTPLIB)
+    ${kvtier_layout_kvtier_tiers} ${kvtier_layout_kvtier_proto} PkgConfig::CPP_HTTPLIB gRPC::grpc++_reflection)
 # The CLIs: none links the server, the engine or the tiers it does not need.
 set(kvtier_layout_kvtier kvtier_proto ${kvtier_layout_kvtier_proto} nlohmann_json::nlohmann_json)
 set(kvtier_layout_kvtier-trace kvtier_replay ${kvtier_layout_kvtier_replay})

@@ -306,7 +306,10 @@ void Engine::Admit(StepStats* stats) {
     best->waiting.pop_front();
     (void)EnsurePages(seq, static_cast<int>(seq->tokens.size()));
     LoadCachedPrefix(seq, stats);
-    if (!seq->admitted_before && seq->req.on_admit) seq->req.on_admit(seq->result.cache_hit_tokens);
+    if (!seq->admitted_before) {
+      seq->result.queue_ms = MsSince(seq->submitted);
+      if (seq->req.on_admit) seq->req.on_admit(seq->result.cache_hit_tokens);
+    }
     seq->admitted_before = true;
     ++best->running;
     ++stats->admitted;

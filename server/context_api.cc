@@ -326,6 +326,7 @@ grpc::Status ContextApi::Bill(const v1::GenerateRequest& req, const std::string&
   billed_.cost_nanousd += rec.cost.total();
   ttft_.Observe(r.ttft_ms / 1000.0);
   total_.Observe(r.total_ms / 1000.0);
+  queue_.Observe(r.queue_ms / 1000.0);
   return grpc::Status::OK;
 }
 
@@ -393,6 +394,9 @@ void ContextApi::AppendMetrics(MetricsText* m) const {
                ttft_.Snapshot());
   m->Histogram("kvtier_generate_seconds", "Time from submission to the end of a Generate.",
                total_.Snapshot());
+  m->Histogram("kvtier_generate_queue_seconds",
+               "Time a Generate waited for the engine to admit it (a batch slot and KV pages).",
+               queue_.Snapshot());
 }
 
 void ContextApi::FillCacheInfo(const NamedCache& c, v1::NamedCacheInfo* out) const {

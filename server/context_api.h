@@ -129,7 +129,7 @@ class ContextApi {
     std::atomic<int64_t> cost_nanousd{0}, storage_nanousd{0};
   };
   Billed billed_;
-  LatencyHistogram ttft_, total_;  // seconds, per finished Generate
+  LatencyHistogram ttft_, total_, queue_;  // seconds, per finished Generate
 };
 
 }  // namespace kvtier

@@ -1,7 +1,9 @@
 #include "server/daemon.h"
 
 #include <fcntl.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/server_posix.h>
 #include <sys/file.h>
@@ -25,6 +27,7 @@
 #include "server/billing_service.h"
 #include "server/block_store_service.h"
 #include "server/context_cache_service.h"
+#include "server/grpc_request_metrics.h"
 #include "server/malformed_requests.h"
 #include "server/metrics.h"
 #include "server/stream_guard.h"
@@ -70,6 +73,7 @@ struct Daemon::Services {
   // Null without an engine; every dialect serves the same ContextApi.
   std::unique_ptr<ContextApi> context_api;
   std::unique_ptr<ContextCacheService> context_cache;
+  GrpcRequestMetrics grpc_requests;
 };
 
 namespace {
@@ -366,6 +370,11 @@ Status Daemon::OpenServices(std::vector<std::string> tier_policies) {
 
 Status Daemon::Start() {
   KVTIER_RETURN_IF_ERROR(services_->gate.streams().Configure(StreamLimitsOf(options_)));
+  // The standard health service (grpc.health.v1.Health) and server reflection,
+  // for probes and generic clients that do not have our proto. Both are
+  // process-wide switches a builder reads when it is made and started.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   ConfigureServer(&builder);
   // Descriptors: as many as the hard limit allows, and connections capped
@@ -377,6 +386,7 @@ Status Daemon::Start() {
                                               ? ServePlaintext(&builder, max_connections)
                                               : ServeTls(&builder));
   bound_address_ = WithPort(options_.listen, port);
+  MarkServing();
   LogInfo("kvtierd_limits", LogFields()
                                 .Add("descriptors", nofile)
                                 .Add("max_connections", max_connections)
@@ -408,11 +418,30 @@ void Daemon::ConfigureServer(grpc::ServerBuilder* builder) {
   quota.SetMaxThreads(options_.max_threads);
   quota.Resize(options_.grpc_memory_bytes);
   builder->SetResourceQuota(quota);
-  builder->experimental().SetInterceptorCreators(MalformedRequestInterceptors());
+  // Counting last, so it sees the status the others may have replaced.
+  auto interceptors = MalformedRequestInterceptors();
+  interceptors.push_back(services_->grpc_requests.InterceptorFactory());
+  builder->experimental().SetInterceptorCreators(std::move(interceptors));
   builder->RegisterService(&services_->block_store);
   builder->RegisterService(&services_->admin);
   builder->RegisterService(&services_->billing);
   if (services_->context_cache) builder->RegisterService(services_->context_cache.get());
+}
+
+// The health service answers SERVING for "" (the server) by default; each of
+// our services is named too, so a probe may ask for the one it uses. Like
+// Admin.Health, the standard services need no API key: they are not ours, so
+// no call of theirs passes through the authenticator or the call gate.
+void Daemon::MarkServing() {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  for (const char* service : {v1::BlockStore::service_full_name(), v1::Admin::service_full_name(),
+                              v1::Billing::service_full_name()}) {
+    health->SetServingStatus(service, true);
+  }
+  if (services_->context_cache) {
+    health->SetServingStatus(v1::ContextCache::service_full_name(), true);
+  }
 }
 
 // Plaintext: kvtierd accepts connections itself (server/connection_listener.h)
@@ -516,6 +545,10 @@ void Daemon::Wait() {
 void Daemon::Shutdown() {
   if (!server_ || shut_down_.exchange(true)) return;
   if (listener_) listener_->Stop();  // no new connections from here on
+  // Probes see NOT_SERVING (every service) from the start of the drain.
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+    health->Shutdown();
+  }
   // Refuse new calls, let the running ones finish (up to the grace), then
   // close every channel at once: idle client channels do not hold us up.
   const int still_running =
@@ -617,9 +650,64 @@ std::string Daemon::RenderMetrics() const {
     m.Gauge("kvtier_engine_running", "Sequences running.", e.running);
     m.Gauge("kvtier_engine_waiting", "Sequences waiting.", e.waiting);
   }
+  AppendTokenMetrics(s, &m);
   if (services_ && services_->context_api) services_->context_api->AppendMetrics(&m);
   if (http_) http_->AppendMetrics(&m);
+  if (services_) services_->grpc_requests.AppendMetrics(&m);
   return m.Text();
+}
+
+// The cache and the engine counted in tokens as well as blocks, labelled by
+// tier and model in the style of vLLM's and SGLang's metrics, so their
+// dashboards' queries carry over. model_name is the model kvtierd serves;
+// blocks that clients of the block API store for other models count under it
+// too.
+void Daemon::AppendTokenMetrics(const CacheStats& s, MetricsText* m) const {
+  const std::string model = ServedModelName();
+  for (size_t i = 0; i < s.tiers.size() && i < s.traffic.size(); ++i) {
+    const TierTraffic& t = s.traffic[i];
+    const MetricLabels tier = {{"tier", s.tiers[i].name}, {"model_name", model}};
+    m->Counter("kvtier_cache_hit_blocks_by_tier_total",
+               "Blocks of lookups' leading runs, by the tier that held them.", t.hit_blocks, tier);
+    m->Counter("kvtier_cache_hit_tokens_total",
+               "Tokens of lookups' leading runs, by the tier that held them.", t.hit_tokens, tier);
+    m->Counter("kvtier_cache_read_blocks_by_tier_total", "Blocks read, by tier.", t.read_blocks,
+               tier);
+    m->Counter("kvtier_cache_read_bytes_total", "Payload bytes read, by tier.", t.read_bytes, tier);
+    m->Counter("kvtier_cache_read_tokens_total", "Tokens of the blocks read, by tier.",
+               t.read_tokens, tier);
+    for (auto [reason, value] :
+         {std::pair{"demoted", t.demoted}, std::pair{"dropped_for_remat", t.dropped_for_remat},
+          std::pair{"dropped", t.dropped}, std::pair{"expired", t.expired}}) {
+      MetricLabels labels = tier;
+      labels.emplace_back("reason", reason);
+      m->Counter("kvtier_cache_evictions_total",
+                 "Blocks that left a tier, by tier and reason (demoted: moved to a tier below).",
+                 value, labels);
+    }
+  }
+  for (size_t c = 0; c < kNumExpiryClasses; ++c) {
+    m->Counter("kvtier_cache_expirations_total",
+               "Blocks removed because their TTL passed, by the TTL they were written with "
+               "(5m, 1h, other, fixed: an absolute expiry).",
+               s.expired_by_ttl[c],
+               {{"ttl", std::string(ExpiryClassName(static_cast<ExpiryClass>(c)))},
+                {"model_name", model}});
+  }
+  if (!engine_) return;
+  const EngineStats e = engine_->Stats();
+  m->Counter("kvtier_prompt_tokens_total", "Prompt tokens, by where their KV came from.",
+             e.cached_tokens, {{"model_name", model}, {"source", "cache"}});
+  m->Counter("kvtier_prompt_tokens_total", "Prompt tokens, by where their KV came from.",
+             e.prefill_tokens, {{"model_name", model}, {"source", "computed"}});
+  m->Counter("kvtier_generation_tokens_total", "Tokens generated.", e.decode_tokens,
+             {{"model_name", model}});
+}
+
+// The model name clients use: --served-model-name, else the model's id.
+std::string Daemon::ServedModelName() const {
+  if (!options_.served_model_name.empty()) return options_.served_model_name;
+  return engine_ ? engine_->CacheNamespace("").model_id : std::string();
 }
 
 }  // namespace kvtier

@@ -23,6 +23,7 @@
 #include "server/connection_listener.h"
 #include "server/daemon_flags.h"
 #include "server/http/http_api.h"
+#include "server/metrics.h"
 #include "server/metrics_http.h"
 
 namespace grpc {
@@ -53,6 +54,8 @@ class Daemon {
 
   // Start's steps.
   void ConfigureServer(grpc::ServerBuilder* builder);
+  // Tells the standard health service that each of our services is serving.
+  void MarkServing();
   // Build and start server_ listening on options_.listen; return the bound port.
   Result<int> ServePlaintext(grpc::ServerBuilder* builder, size_t max_connections);
   Result<int> ServeTls(grpc::ServerBuilder* builder);
@@ -77,6 +80,8 @@ class Daemon {
   std::unique_ptr<ConnectionListener> listener_;  // null with TLS (gRPC listens)
   // Renders the Prometheus text of the cache, the engine and the ledger.
   std::string RenderMetrics() const;
+  void AppendTokenMetrics(const CacheStats& s, MetricsText* m) const;
+  std::string ServedModelName() const;
   struct Services;
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;
