@@ -74,10 +74,13 @@ BlockKey PrefixHasher::TailKey(const BlockKey& prev, std::span<const TokenId> ta
 
 void PrefixHasher::AppendKeys(const BlockKey& prev, std::span<const TokenId> tokens,
                               std::vector<BlockKey>* out) const {
+  // `prev` may be an element of *out (a chain continued from its last key),
+  // which the resize may free: the chain starts from a copy.
+  const BlockKey start = prev;
   const size_t blocks = tokens.size() / static_cast<size_t>(block_tokens_);
   const size_t first = out->size();
   out->resize(first + blocks);
-  ChainKeys(block_tokens_, prev, tokens.data(), blocks, out->data() + first);
+  ChainKeys(block_tokens_, start, tokens.data(), blocks, out->data() + first);
 }
 
 std::vector<BlockKey> PrefixHasher::Keys(std::span<const TokenId> tokens) const {

@@ -24,7 +24,9 @@ uint64_t Checksum64(std::span<const std::byte> data) {
 
 uint64_t CopyAndChecksum64(std::span<const std::byte> src, std::span<std::byte> dst) {
   if (src.size() <= kChunkBytes) {
-    std::memcpy(dst.data(), src.data(), src.size());
+    // An empty span's data() may be null, and memcpy's pointers must never
+    // be, even for no bytes.
+    if (!src.empty()) std::memcpy(dst.data(), src.data(), src.size());
     return XXH3_64bits(dst.data(), dst.size());
   }
   thread_local std::unique_ptr<XXH3_state_t, StateDeleter> state(XXH3_createState());
