@@ -308,7 +308,7 @@ nlohmann::json BenchFlash(const std::filesystem::path& dir) {
   std::filesystem::remove(fio_file);
   auto quantile = [](std::vector<double> v, double q) {
     std::sort(v.begin(), v.end());
-    return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
+    return v[static_cast<size_t>(std::llround(q * static_cast<double>(v.size() - 1)))];
   };
   auto median = [&](const std::vector<double>& v) { return quantile(v, 0.5); };
   const double ow = median(ours_w), orr = median(ours_r), fw = median(fio_w), fr = median(fio_r);

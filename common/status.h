@@ -111,11 +111,14 @@ class [[nodiscard]] Result {
 // error returns its Status from the enclosing function, else moves the value
 // into `lhs`, which may declare a variable:
 //   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> tier, OpenDramTier(options));
+// NOLINTBEGIN(bugprone-macro-parentheses): `lhs` may be a declaration and
+// `result` is a name, so neither can be parenthesized.
 #define KVTIER_ASSIGN_OR_RETURN(lhs, expr) \
   KVTIER_ASSIGN_OR_RETURN_IMPL_(KVTIER_CONCAT_(_kvtier_result_, __LINE__), lhs, expr)
 #define KVTIER_ASSIGN_OR_RETURN_IMPL_(result, lhs, expr) \
   auto result = (expr);                                  \
   if (!result.ok()) return result.status();              \
   lhs = std::move(result).value()
+// NOLINTEND(bugprone-macro-parentheses)
 #define KVTIER_CONCAT_(a, b) KVTIER_CONCAT_INNER_(a, b)
 #define KVTIER_CONCAT_INNER_(a, b) a##b

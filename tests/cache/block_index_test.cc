@@ -57,7 +57,7 @@ TEST_F(BlockIndexTest, PinnedBlocksCannotBeRemovedUntilTheHandleGoes) {
     EXPECT_EQ(index_.Remove(K(1)).status().code(), StatusCode::kRetry);
     EXPECT_FALSE(index_.Evictable(K(1), false));
     PinHandle moved = std::move(a);
-    EXPECT_FALSE(a.valid());
+    EXPECT_FALSE(a.valid());  // NOLINT(bugprone-use-after-move): the moved-from state is tested
     EXPECT_EQ(index_.Get(K(1))->pins, 2u);
     b.Reset();
     EXPECT_EQ(index_.Get(K(1))->pins, 1u);

@@ -244,7 +244,8 @@ Scenario MakeScenario(const HeadShape& h, DType dtype, const std::vector<SeqSpec
   // Originals for every position; the batch's K/V are the chunk positions' rows.
   const size_t rf = s.RowFloats();
   for (const SeqSpec& q : seqs) {
-    std::vector<float> k(static_cast<size_t>(q.start + q.tokens) * rf), v(k.size());
+    std::vector<float> k(static_cast<size_t>(q.start + q.tokens) * rf);
+    std::vector<float> v(k.size());
     for (auto& x : k) x = unit(rng);
     for (auto& x : v) x = unit(rng);
     s.all_k.push_back(std::move(k));

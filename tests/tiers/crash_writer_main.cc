@@ -3,6 +3,7 @@
 // mid-stream and check every acknowledged block after reopening.
 //   crash_writer rocks DIR   one block per write
 //   crash_writer flash DIR   batches of 16, so a kill lands with many in flight
+#include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -36,7 +37,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s\n", results[i].status.ToString().c_str());
         return 1;
       }
-      std::printf("ack %llu\n", static_cast<unsigned long long>(first + i));
+      std::printf("ack %" PRIu64 "\n", first + i);
     }
     std::fflush(stdout);
   }

@@ -25,7 +25,7 @@ nlohmann::json LastJson(const std::string& out) {
 }
 
 std::string WriteTrace(const std::string& dir, const std::string& text) {
-  const std::string path = dir + "/trace.csv";
+  std::string path = dir + "/trace.csv";
   std::ofstream(path) << text;
   return path;
 }
