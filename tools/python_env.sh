@@ -2,11 +2,16 @@
 # Creates (or reuses) the virtualenv the SDK tests run in: var/venv with the
 # pinned client SDKs of tests/http/requirements.txt from PyPI. Idempotent: a
 # venv made from the same requirements is kept. Prints the venv's python.
+# Safe to run concurrently (CTest starts both SDK tests at once): the first
+# caller builds the venv under a lock while the others wait for it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${KVTIER_VENV:-$root/var/venv}"
 req="$root/tests/http/requirements.txt"
 stamp="$venv/.kvtier-requirements"
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
 if [[ -x $venv/bin/python ]] && [[ -f $stamp ]] && cmp -s "$req" "$stamp"; then
   echo "$venv/bin/python"
   exit 0
