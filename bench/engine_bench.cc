@@ -25,8 +25,8 @@
 #include <thread>
 #include <vector>
 
-#include "model/cpu_math.h"
 #include "engine/engine.h"
+#include "model/cpu_math.h"
 #include "model/model_weights.h"
 #include "model/thread_pool.h"
 #include "tiers/dram/dram_tier.h"

@@ -31,10 +31,10 @@
 #include <string>
 #include <vector>
 
-#include "model/gpu_forward.h"
-#include "model/model_weights.h"
 #include "kernels/device.h"
 #include "kernels/kv_pack.cuh"
+#include "model/gpu_forward.h"
+#include "model/model_weights.h"
 #include "tiers/dram/dram_tier.h"
 #include "tiers/flash/flash_tier.h"
 #include "tiers/hbm/hbm_tier.h"

@@ -45,9 +45,9 @@
 #include <thread>
 #include <vector>
 
+#include "common/flags.h"
 #include "proto/client.h"
 #include "proto/status_codes.h"
-#include "common/flags.h"
 
 namespace kvtier {
 namespace {

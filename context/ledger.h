@@ -36,10 +36,10 @@
 #include <string>
 #include <vector>
 
-#include "context/usage.h"
-#include "context/pricing.h"
 #include "common/clock.h"
 #include "common/status.h"
+#include "context/pricing.h"
+#include "context/usage.h"
 #include "tiers/rocks/rocks_write_guard.h"
 
 namespace rocksdb {

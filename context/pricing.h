@@ -11,8 +11,8 @@
 #include <map>
 #include <string>
 
-#include "context/usage.h"
 #include "common/status.h"
+#include "context/usage.h"
 
 namespace kvtier {
 

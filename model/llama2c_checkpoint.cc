@@ -156,7 +156,8 @@ Result<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::string& f
                               (file_bytes < expected ? " (truncated)" : " (trailing bytes)"));
   }
 
-  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, ModelWeights::Allocate(config, shared_classifier));
+  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights,
+                          ModelWeights::Allocate(config, shared_classifier));
   ModelWeights& w = *weights;
   if (std::fseek(f.get(), static_cast<long>(header_bytes), SEEK_SET) != 0) {
     return Status::IOError("seek failed in '" + file + "': " + std::strerror(errno));

@@ -203,7 +203,8 @@ Result<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path) {
 
 Result<std::unique_ptr<ModelWeights>> RandomModel(const ModelConfig& config, uint64_t seed,
                                                   bool tied_embeddings) {
-  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights, ModelWeights::Allocate(config, tied_embeddings));
+  KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> weights,
+                          ModelWeights::Allocate(config, tied_embeddings));
   ModelWeights& w = *weights;
   const LayerSizes ls = SizesOf(config);
   const uint64_t embed = static_cast<uint64_t>(config.vocab_size) * config.dim;

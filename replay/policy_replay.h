@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "replay/trace.h"
 #include "common/status.h"
+#include "replay/trace.h"
 
 namespace kvtier {
 

@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "replay/tier_replay.h"
 #include "common/status.h"
+#include "replay/tier_replay.h"
 
 namespace kvtier {
 

@@ -4,8 +4,8 @@
 // on request, rendered as a table, CSV or JSON.
 #pragma once
 
-#include "context/ledger.h"
 #include "common/clock.h"
+#include "context/ledger.h"
 #include "proto/kvtier.grpc.pb.h"
 #include "server/auth.h"
 #include "server/call_gate.h"

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "common/flags.h"
 #include "model/model_weights.h"
 #include "model/tokenizer.h"
-#include "common/flags.h"
 
 namespace kvtier {
 namespace {

@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "cache/eviction_policy.h"
+#include "common/flags.h"
+#include "replay/policy_replay.h"
 #include "replay/tier_replay.h"
 #include "replay/trace.h"
-#include "replay/policy_replay.h"
-#include "common/flags.h"
 #include "replay/trace_report.h"
 
 namespace kvtier {

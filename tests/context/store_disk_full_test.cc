@@ -6,9 +6,9 @@
 
 #include <filesystem>
 
+#include "common/clock.h"
 #include "context/ledger.h"
 #include "context/named_caches.h"
-#include "common/clock.h"
 #include "tests/tiers/storage_faults.h"
 
 namespace kvtier {

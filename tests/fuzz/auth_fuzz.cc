@@ -8,8 +8,8 @@
 
 #include <algorithm>
 
-#include "tests/fuzz/fuzz_util.h"
 #include "server/auth.h"
+#include "tests/fuzz/fuzz_util.h"
 
 namespace {
 

@@ -10,9 +10,9 @@
 #include <cmath>
 #include <vector>
 
-#include "tests/fuzz/fuzz_util.h"
-#include "server/daemon_flags.h"
 #include "common/flags.h"
+#include "server/daemon_flags.h"
+#include "tests/fuzz/fuzz_util.h"
 
 namespace kvtier {
 namespace {

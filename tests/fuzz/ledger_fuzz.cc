@@ -15,10 +15,10 @@
 #include <filesystem>
 #include <map>
 
+#include "common/clock.h"
 #include "context/ledger.h"
 #include "context/named_caches.h"
 #include "context/record_codec.h"
-#include "common/clock.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/no_fallocate.h"
 

@@ -19,8 +19,8 @@
 #include <memory>
 
 #include "proto/kvtier.grpc.pb.h"
-#include "tests/fuzz/fuzz_util.h"
 #include "server/daemon.h"
+#include "tests/fuzz/fuzz_util.h"
 
 namespace kvtier::fuzz {
 

@@ -7,11 +7,11 @@
 #include <fstream>
 #include <set>
 
-#include "tests/server/daemon_process.h"
 #include "server/auth.h"
 #include "server/block_scope.h"
 #include "server/cache_secret.h"
 #include "server/payload_budget.h"
+#include "tests/server/daemon_process.h"
 
 namespace kvtier {
 namespace {

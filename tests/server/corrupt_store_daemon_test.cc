@@ -10,9 +10,9 @@
 
 #include "common/block_key.h"
 #include "proto/client.h"
-#include "tests/tiers/storage_faults.h"
 #include "tests/server/daemon_client.h"
 #include "tests/server/daemon_process.h"
+#include "tests/tiers/storage_faults.h"
 
 namespace kvtier {
 namespace {

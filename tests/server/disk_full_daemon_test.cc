@@ -9,8 +9,8 @@
 
 #include "common/block_key.h"
 #include "proto/client.h"
-#include "tests/tiers/storage_faults.h"
 #include "tests/server/daemon_process.h"
+#include "tests/tiers/storage_faults.h"
 
 namespace kvtier {
 namespace {

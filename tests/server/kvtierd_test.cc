@@ -14,8 +14,8 @@
 #include "common/checksum.h"
 
 #include "proto/client.h"
-#include "tests/server/daemon_process.h"
 #include "server/auth.h"
+#include "tests/server/daemon_process.h"
 
 namespace kvtier {
 namespace {

@@ -23,10 +23,10 @@
 
 #include "common/clock.h"
 #include "proto/client.h"
-#include "tests/server/daemon_client.h"
-#include "tests/server/daemon_process.h"
 #include "server/connection_listener.h"
 #include "server/stream_guard.h"
+#include "tests/server/daemon_client.h"
+#include "tests/server/daemon_process.h"
 
 namespace kvtier {
 namespace {
