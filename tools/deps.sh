@@ -11,7 +11,8 @@ packages=(
   libcpp-httplib-dev  # the Prometheus /metrics endpoint
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev  # tests only: the reference for our tokenizer.model reader
-  clang-14 libclang-rt-14-dev  # tools/fuzz.sh: libFuzzer with ASan and UBSan
+  clang-14 libclang-rt-14-dev  # the sanitizer build and the fuzz targets (ASan, UBSan, libFuzzer)
+  clang-format-14 clang-tidy-14  # tools/lint.sh
 )
 # --bench: also what the benchmarks compare against (fio, the flash peer;
 # OpenBLAS, the GEMM peer; gnuplot, the trace plots).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of tests/fuzz (clang-14, ASan + UBSan, see
-# docs/fuzzing.md) into build-fuzz/ (or $KVTIER_FUZZ_BUILD_DIR) and runs each
+# docs/fuzzing.md) in the sanitizer build, build-asan/ (or
+# $KVTIER_SANITIZE_BUILD_DIR; tools/build.sh --sanitize), and runs each
 # for $KVTIER_FUZZ_SECONDS (default 20) seconds from a scratch copy of its seed
 # corpus, $KVTIER_JOBS (default 2) at a time. Exits 1 if any target crashes,
 # leaks, times out or runs out of memory, naming the input that did it.
@@ -8,14 +9,9 @@
 # Needs clang-14 and libclang-rt-14-dev (Debian 12).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build_dir="${KVTIER_FUZZ_BUILD_DIR:-$root/build-fuzz}"
+build_dir="${KVTIER_SANITIZE_BUILD_DIR:-$root/build-asan}"
 seconds="${KVTIER_FUZZ_SECONDS:-20}"
 jobs="${KVTIER_JOBS:-2}"
-
-for tool in clang-14 clang++-14; do
-  command -v "$tool" >/dev/null ||
-    { echo "tools/fuzz.sh: $tool not found (apt-get install clang-14 libclang-rt-14-dev)" >&2; exit 2; }
-done
 
 targets=()
 if [ $# -gt 0 ]; then
@@ -27,18 +23,11 @@ else
   done
 fi
 
-# -O1 without NDEBUG: asserts stay on; line tables for readable reports.
 start=$SECONDS
-CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build_dir" -G Ninja \
-  -DKVTIER_FUZZ=ON -DKVTIER_CUDA=OFF -DKVTIER_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only" \
-  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only" >/dev/null
 build_targets=()
 for t in "${targets[@]}"; do build_targets+=("${t}_fuzz"); done
-# $KVTIER_BUILD_LOCK: a lock file the build step holds (machines shared by builds).
-lock=()
-[ -n "${KVTIER_BUILD_LOCK:-}" ] && lock=(flock "$KVTIER_BUILD_LOCK")
-if ! "${lock[@]}" cmake --build "$build_dir" -j "$jobs" --target "${build_targets[@]}" \
+mkdir -p "$build_dir"
+if ! KVTIER_SANITIZE_BUILD_DIR="$build_dir" "$root/tools/build.sh" --sanitize "${build_targets[@]}" \
   >"$build_dir/fuzz-build.log" 2>&1; then
   tail -40 "$build_dir/fuzz-build.log" >&2
   echo "tools/fuzz.sh: build failed; log $build_dir/fuzz-build.log" >&2

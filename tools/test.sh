@@ -1,12 +1,67 @@
 #!/usr/bin/env bash
-# One command: install what is missing, build, run every test, then the fuzz
-# targets under ASan and UBSan (tools/fuzz.sh).
+# What CI runs (.ci/run); one command, each step timed:
+#   deps        install what is missing (tools/deps.sh)
+#   layout      the #include dependency rule (tools/check_layout.sh)
+#   format      clang-format (tools/lint.sh format)
+#   build       build/ (or $KVTIER_BUILD_DIR), RelWithDebInfo, warnings are errors
+#   ctest       every test
+#   asan build  the ASan + UBSan build, build-asan/ (tools/build.sh --sanitize)
+#   tidy        clang-tidy over both builds' sources (tools/lint.sh tidy)
+#   asan ctest  every test again, under the sanitizers
+#   fuzz        each fuzz target for $KVTIER_FUZZ_SECONDS (10) s (tools/fuzz.sh)
+# Usage: tools/test.sh [--sanitize]
+#   --sanitize: deps, then only the sanitizer steps (asan build, asan ctest, fuzz).
+# docs/ci.md says what each step checks and how long it takes.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$root/tools/deps.sh"
-"$root/tools/build.sh" RelWithDebInfo
-(cd "${KVTIER_BUILD_DIR:-$root/build}" &&
-  ctest --output-on-failure -j "${KVTIER_JOBS:-2}" --timeout 600)
-# The sanitizer pass: every fuzz target, built with ASan and UBSan, runs for a
-# bounded time from its committed seed corpus (docs/fuzzing.md).
-KVTIER_FUZZ_SECONDS="${KVTIER_FUZZ_SECONDS:-10}" "$root/tools/fuzz.sh"
+build_dir="${KVTIER_BUILD_DIR:-$root/build}"
+asan_dir="${KVTIER_SANITIZE_BUILD_DIR:-$root/build-asan}"
+jobs="${KVTIER_JOBS:-2}"
+sanitize_only=""
+case "${1:-}" in
+  "") ;;
+  --sanitize) sanitize_only=1 ;;
+  *) echo "usage: tools/test.sh [--sanitize]" >&2; exit 2 ;;
+esac
+
+timings=()
+report() {
+  [ ${#timings[@]} -eq 0 ] || printf 'tools/test.sh: %s\n' "${timings[@]}"
+}
+trap report EXIT
+# step NAME COMMAND...: runs COMMAND, then notes how long it took.
+step() {
+  local name="$1" start=$SECONDS
+  shift
+  echo "tools/test.sh: == $name"
+  if ! "$@"; then
+    timings+=("$(printf '%-11s FAILED after %4d s' "$name" $((SECONDS - start)))")
+    exit 1
+  fi
+  timings+=("$(printf '%-11s %4d s' "$name" $((SECONDS - start)))")
+}
+
+run_ctest() {
+  (cd "$1" && ctest --output-on-failure -j "$jobs" --timeout 600)
+}
+
+run_asan_ctest() {
+  # A UBSan report carries its stack (ASan's always do). Leaks fail a test too:
+  # LeakSanitizer is on with ASan.
+  UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" run_ctest "$asan_dir"
+}
+
+step deps "$root/tools/deps.sh"
+if [ -z "$sanitize_only" ]; then
+  step layout "$root/tools/check_layout.sh"
+  step format "$root/tools/lint.sh" format
+  step build "$root/tools/build.sh" RelWithDebInfo -DKVTIER_WERROR=ON
+  step ctest run_ctest "$build_dir"
+fi
+step "asan build" "$root/tools/build.sh" --sanitize
+if [ -z "$sanitize_only" ]; then
+  step tidy "$root/tools/lint.sh" tidy "$asan_dir" "$build_dir"
+fi
+step "asan ctest" run_asan_ctest
+step fuzz env KVTIER_FUZZ_SECONDS="${KVTIER_FUZZ_SECONDS:-10}" \
+  KVTIER_SANITIZE_BUILD_DIR="$asan_dir" "$root/tools/fuzz.sh"
