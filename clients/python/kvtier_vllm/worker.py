@@ -1,0 +1,250 @@
+"""The worker side of the connector, without vLLM: copies kvtier blocks into
+one TP rank's paged KV and publishes its full blocks, through a same-host
+shared-memory region when kvtierd offers one and gRPC messages otherwise.
+
+One KvtierWorker per TP rank, called from that rank's model-runner thread
+only (not thread-safe). Per step vLLM calls load() before the forward,
+save_layer() as each layer's attention finishes, and finish_saves() after
+the forward; the region is used by one of them at a time.
+"""
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Set
+
+import numpy as np
+
+from kvtier import Namespace, PutBlock, errors
+
+from .block_layout import BlockMapping, CpuPagedKv
+from .scheduler import BlockLoad, BlockSave
+
+log = logging.getLogger("kvtier_vllm")
+
+
+@dataclass
+class WorkerStats:
+    loaded_blocks: int = 0
+    loaded_bytes: int = 0
+    failed_blocks: int = 0     # blocks that could not be loaded (vLLM recomputes them)
+    saved_blocks: int = 0
+    saved_bytes: int = 0
+    failed_saves: int = 0
+    load_s: float = 0.0        # wall time in load()
+    save_s: float = 0.0        # wall time packing and publishing
+
+
+class KvtierWorker:
+    def __init__(self, client, kv: CpuPagedKv, mapping: BlockMapping,
+                 namespace_for: Callable[[int, Optional[str]], Namespace], tp_rank: int,
+                 shm_bytes: int = 0):
+        """`namespace_for(tp_rank, request_salt)` as for KvtierScheduler.
+        With shm_bytes > 0 a region of that size is mapped from kvtierd; if
+        the daemon refuses it (another host, --shm-socket off), gRPC is used."""
+        if kv.vllm_block_tokens != mapping.vllm_block_tokens:
+            raise ValueError(f"the paged KV has {kv.vllm_block_tokens}-token blocks, the mapping "
+                             f"{mapping.vllm_block_tokens}")
+        self._client = client
+        self._kv = kv
+        self._mapping = mapping
+        self._namespace_for = namespace_for
+        self._rank = tp_rank
+        self.block_bytes = kv.block_bytes(mapping.kvtier_block_tokens)
+        self.stats = WorkerStats()
+        self._region = None
+        self._region_array = None  # a uint8 view of the region; dropped before it closes
+        if shm_bytes > 0:
+            try:
+                self._region = client.open_shm(shm_bytes)
+                self._region_array = np.frombuffer(self._region.buf, dtype=np.uint8)
+            except errors.KvtierError as e:
+                log.warning("kvtier: no shared memory from kvtierd (%s); blocks go over gRPC", e)
+        self._staging = None        # this step's save payloads: [blocks, block_bytes]
+        self._staging_in_region = False
+        self._packed_layers: Set[int] = set()
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        return self._region is not None
+
+    # ---- loading -------------------------------------------------------
+
+    def load(self, loads: Sequence[BlockLoad]) -> Set[int]:
+        """Copies every BlockLoad into the paged KV, then releases its lease.
+        Returns the vLLM block ids that could not be loaded: from a request's
+        first missing or corrupt block on, all of them (vLLM recomputes)."""
+        failed: Set[int] = set()
+        start = time.monotonic()
+        for load in loads:
+            try:
+                failed |= self._load_one(load)
+            finally:
+                self._release(load.lease_ids[self._rank] if load.lease_ids else None)
+        self.stats.load_s += time.monotonic() - start
+        return failed
+
+    def _load_one(self, load: BlockLoad) -> Set[int]:
+        keys = load.keys[self._rank]
+        ns = self._namespace_for(self._rank, load.cache_salt)
+        done = 0
+        try:
+            for batch_start, batch in self._batches(len(keys)):
+                results = self._get(keys[batch_start:batch_start + batch], ns)
+                for i, (result, payload) in enumerate(results):
+                    if not result.ok:
+                        log.warning("kvtier: request %s: block %d of %d not loaded: %s",
+                                    load.request_id, batch_start + i, len(keys), result.error)
+                        return self._failed_from(load, done)
+                    self._kv.unpack_block(load.vllm_block_ids[batch_start + i], payload)
+                    done += 1
+                    self.stats.loaded_blocks += 1
+                    self.stats.loaded_bytes += self.block_bytes
+        except errors.KvtierError as e:
+            log.warning("kvtier: request %s: loading failed after %d of %d blocks: %s",
+                        load.request_id, done, len(keys), e)
+            return self._failed_from(load, done)
+        return set()
+
+    def _failed_from(self, load: BlockLoad, first: int) -> Set[int]:
+        self.stats.failed_blocks += len(load.vllm_block_ids) - first
+        return {b for ids in load.vllm_block_ids[first:] for b in ids if b is not None}
+
+    def _region_blocks(self) -> int:
+        """Blocks the region holds at once; 0 without a usable region."""
+        return 0 if self._region is None else self._region.size // self.block_bytes
+
+    def _batches(self, n):
+        """(start, count) runs of blocks to read with one get()."""
+        per = self._region_blocks() or max(n, 1)
+        for start in range(0, n, per):
+            yield start, min(per, n - start)
+
+    def _get(self, keys, ns):
+        """[(GetResult, payload uint8 array or None)] for keys."""
+        size = self.block_bytes
+        if self._region_blocks():
+            offsets = [i * size for i in range(len(keys))]
+            results = self._client.get(keys, region=self._region, offsets=offsets, namespace=ns)
+            return [(r, self._checked(r, self._region_array[o:o + size]))
+                    for r, o in zip(results, offsets)]
+        results = self._client.get(keys, namespace=ns)
+        return [(r, self._checked(r, np.frombuffer(r.payload, dtype=np.uint8) if r.ok else None))
+                for r in results]
+
+    def _checked(self, result, payload):
+        """The payload, or None with result.error set when its size is wrong:
+        a block of another geometry under our namespace is never unpacked."""
+        if not result.ok:
+            return None
+        if result.info is not None and result.info.size_bytes != self.block_bytes:
+            result.error = errors.DataLoss(
+                f"block is {result.info.size_bytes} bytes; this engine's blocks are "
+                f"{self.block_bytes}")
+            return None
+        return payload
+
+    # ---- saving --------------------------------------------------------
+
+    def save_layer(self, layer: int, saves: Sequence[BlockSave]):
+        """Packs layer `layer` of this step's saves (its attention is done)."""
+        if not saves or layer in self._packed_layers:
+            return
+        start = time.monotonic()
+        staging = self._staging_for(saves)
+        t = self._mapping.kvtier_block_tokens
+        row = 0
+        for save in saves:
+            for ids in save.vllm_block_ids:
+                self._kv.pack_layer(layer, ids, self._kv.layer_segment(staging[row], layer, t))
+                row += 1
+        self._packed_layers.add(layer)
+        self.stats.save_s += time.monotonic() - start
+
+    def finish_saves(self, saves: Sequence[BlockSave]) -> int:
+        """Packs what save_layer() did not, publishes every block; returns how
+        many kvtierd stored. A block that fails is logged and left out: a
+        missing block is a future miss, never wrong data."""
+        if not saves:
+            self._reset_step()
+            return 0
+        for layer in range(self._kv.num_layers):
+            self.save_layer(layer, saves)
+        start = time.monotonic()
+        stored, row = 0, 0
+        try:
+            for save in saves:
+                stored += self._put(save, row)
+                row += len(save.vllm_block_ids)
+        finally:
+            self._reset_step()
+            self.stats.save_s += time.monotonic() - start
+        return stored
+
+    def _put(self, save: BlockSave, first_row: int) -> int:
+        size, t = self.block_bytes, self._mapping.kvtier_block_tokens
+        blocks = []
+        for i, (key, parent) in enumerate(zip(save.keys[self._rank],
+                                              save.parent_keys[self._rank])):
+            row = first_row + i
+            if self._staging_in_region:
+                blocks.append(PutBlock(key=key, parent_key=parent, tokens=t,
+                                       shm_offset=row * size, size=size))
+            else:
+                blocks.append(PutBlock(key=key, payload=self._staging[row], parent_key=parent,
+                                       tokens=t))
+        ns = self._namespace_for(self._rank, save.cache_salt)
+        region = self._region if self._staging_in_region else None
+        try:
+            results = self._client.put(blocks, ttl_seconds=save.ttl_seconds, region=region,
+                                       namespace=ns)
+        except errors.KvtierError as e:
+            log.warning("kvtier: request %s: publishing %d blocks failed: %s",
+                        save.request_id, len(blocks), e)
+            self.stats.failed_saves += len(blocks)
+            return 0
+        stored = sum(1 for r in results if r.ok)
+        for r in results:
+            if not r.ok:
+                log.warning("kvtier: request %s: block %d not published: %s",
+                            save.request_id, r.index, r.error)
+        self.stats.saved_blocks += stored
+        self.stats.saved_bytes += stored * size
+        self.stats.failed_saves += len(blocks) - stored
+        return stored
+
+    def _staging_for(self, saves):
+        if self._staging is None:
+            rows = sum(len(s.vllm_block_ids) for s in saves)
+            size = self.block_bytes
+            if rows <= self._region_blocks():
+                self._staging = self._region_array[:rows * size].reshape(rows, size)
+                self._staging_in_region = True
+            else:
+                self._staging = np.empty((rows, size), dtype=np.uint8)
+                self._staging_in_region = False
+        return self._staging
+
+    def _reset_step(self):
+        self._staging = None
+        self._staging_in_region = False
+        self._packed_layers.clear()
+
+    # ---- the rest ------------------------------------------------------
+
+    def _release(self, lease_id):
+        if lease_id is None:
+            return
+        try:
+            self._client.release(lease_id)
+        except errors.NotFound:
+            pass  # expired, or released already
+        except errors.KvtierError as e:
+            log.warning("kvtier: releasing lease %s failed (it expires by itself): %s",
+                        lease_id, e)
+
+    def close(self):
+        self._reset_step()
+        self._region_array = None
+        if self._region is not None:
+            self._region.close()
+            self._region = None
