@@ -15,8 +15,8 @@
 namespace kvtier {
 namespace {
 
-grpc::Status Invalid(std::string msg) {
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(msg));
+grpc::Status Invalid(const std::string& msg) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
 }
 
 // "req_" and 24 random hex digits: the id of a request that brought none.

@@ -449,7 +449,7 @@ TEST(EngineTest, BadBreakpointsAreRefused) {
   GenerateRequest r;
   r.prompt = {1, 2, 3, 4};
   r.breakpoints_only = true;
-  for (std::vector<CacheBreakpoint> bad :
+  for (const std::vector<CacheBreakpoint>& bad :
        {std::vector<CacheBreakpoint>{{3, TtlClass::k5m}, {4, TtlClass::k1h}},  // 5m before 1h
         {{5, TtlClass::k5m}},                                                  // past the end
         {{2, TtlClass::k1h}, {2, TtlClass::k1h}},                              // not increasing

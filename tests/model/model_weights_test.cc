@@ -235,7 +235,7 @@ class ModelWeightsTest : public ::testing::Test {
 
   // Writes `w` as safetensors into a fresh subdirectory and returns it.
   fs::path WriteModel(const ModelWeights& w, WeightDType dtype, const std::string& sub = "st") {
-    const fs::path d = dir_ / sub;
+    fs::path d = dir_ / sub;
     Status s = WriteSafetensorsModel(w, d.string(), dtype);
     EXPECT_TRUE(s.ok()) << s;
     return d;

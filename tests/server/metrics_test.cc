@@ -258,7 +258,7 @@ TEST(MetricsHttpServerTest, ServesMetricsHealthzAndRefusesTheRest) {
   MetricsText m;
   m.Counter("kvtier_requests_total", "Requests served.", 3, {{"rpc", "Get"}});
   const std::string text = m.Text();
-  auto server = MetricsHttpServer::Start(LoopbackOptions([&] { return text; }));
+  auto server = MetricsHttpServer::Start(LoopbackOptions([&] { return std::string(text); }));
   ASSERT_TRUE(server.ok()) << server.status();
   const int port = (*server)->bound_port();
   ASSERT_GT(port, 0);

@@ -113,7 +113,7 @@ std::vector<Status> BlockCopier::CopyHost(CopyDirection direction,
 Status BlockCopier::CopyDevice(CopyDirection direction, std::span<const BlockCopy> blocks,
                                GpuStream stream) {
   for (std::span<const BlockCopy> run : SplitIntoRuns(blocks)) {
-    const Status s = CopyDirect(direction, run, stream);
+    Status s = CopyDirect(direction, run, stream);
     if (!s.ok()) {
       LogCopyFailed(s);
       return s;

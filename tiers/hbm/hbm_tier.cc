@@ -448,7 +448,7 @@ Status HbmTierImpl::ReadToDevice(std::span<const DeviceReadOp> ops, GpuStream st
     extents.push_back(std::move(found->extent));
   }
   KVTIER_RETURN_IF_ERROR(events_.OrderAfter(stream, readies));
-  const Status status = copier_.CopyDevice(CopyDirection::kFromHbm, copies, stream);
+  Status status = copier_.CopyDevice(CopyDirection::kFromHbm, copies, stream);
   if (!status.ok()) ++io_errors_;
   // The blocks stay allocated until `stream` has passed the copies.
   DeferFree(stream, std::move(extents));
@@ -471,7 +471,7 @@ Status HbmTierImpl::WriteFromDevice(std::span<const DeviceWriteOp> ops, GpuStrea
     auto* src = const_cast<std::byte*>(static_cast<const std::byte*>(ops[i].src));
     copies.push_back({src, extents[i]->offset, ops[i].bytes, MemoryKind::kDevice});
   }
-  const Status status = copier_.CopyDevice(CopyDirection::kToHbm, copies, stream);
+  Status status = copier_.CopyDevice(CopyDirection::kToHbm, copies, stream);
   if (!status.ok()) {
     ++io_errors_;
     // Copies already enqueued still write into the extents: free them after.
