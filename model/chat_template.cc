@@ -220,14 +220,15 @@ Result<ChatTemplate> ChatTemplate::ForModel(const std::string& model_dir) {
   return Of(*family);
 }
 
-Result<std::vector<ChatPiece>> ChatTemplate::Render(
-    const std::vector<ChatMessage>& messages) const {
-  KVTIER_RETURN_IF_ERROR(ValidateMessages(messages));
+std::vector<ChatPiece> ChatTemplate::RenderBetween(const ChatMessage* prev,
+                                                   const std::vector<ChatMessage>& messages,
+                                                   const ChatMessage* next) const {
   std::vector<ChatPiece> pieces;
   std::string text;  // of the piece being built
-  const ChatMessage* prev = nullptr;
+  // A continuation's first message was opened by its prefix.
+  const bool opened = prev != nullptr;
   for (const ChatMessage& m : messages) {
-    text += Between(family_, prev, &m);
+    if (!(opened && &m == &messages.front())) text += Between(family_, prev, &m);
     for (ChatBlock& block : Stripped(m.content, StripOf(family_, prev, m))) {
       text += block.text;
       if (!block.cache_ttl.empty()) {
@@ -237,9 +238,42 @@ Result<std::vector<ChatPiece>> ChatTemplate::Render(
     }
     prev = &m;
   }
-  text += Between(family_, prev, nullptr);
+  text += Between(family_, prev, next);
   if (!text.empty()) pieces.push_back({std::move(text), ""});
   return pieces;
+}
+
+Result<std::vector<ChatPiece>> ChatTemplate::Render(
+    const std::vector<ChatMessage>& messages) const {
+  KVTIER_RETURN_IF_ERROR(ValidateMessages(messages));
+  return RenderBetween(nullptr, messages, nullptr);
+}
+
+Result<std::vector<ChatPiece>> ChatTemplate::RenderPrefix(
+    const std::vector<ChatMessage>& messages) const {
+  KVTIER_RETURN_IF_ERROR(ValidateMessages(messages));
+  // Only the role of what follows shapes the text between.
+  const ChatMessage next_user{"user", {}};
+  return RenderBetween(nullptr, messages, &next_user);
+}
+
+Result<std::vector<ChatPiece>> ChatTemplate::RenderContinuation(
+    const std::vector<ChatMessage>& messages) const {
+  KVTIER_RETURN_IF_ERROR(ValidateMessages(messages));
+  if (messages.front().role != "user") {
+    return Status::InvalidArgument("messages[0].role: a continuation starts with a user " +
+                                   std::string("message, not ") + messages.front().role);
+  }
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role == "system") {
+      return Status::InvalidArgument("messages[" + std::to_string(i) +
+                                     "].role: a continuation has no system message");
+    }
+  }
+  // The user turn the prefix opened, as a user message before it: the
+  // opening is not rendered again, and the text is stripped as after a user.
+  const ChatMessage before{"user", {}};
+  return RenderBetween(&before, messages, nullptr);
 }
 
 std::string ChatTemplate::name() const {

@@ -76,12 +76,32 @@ class ChatTemplate {
   // text or a system message after a user or assistant one.
   Result<std::vector<ChatPiece>> Render(const std::vector<ChatMessage>& messages) const;
 
+  // A conversation split in two at a user turn, for a stored prefix (a
+  // Gemini cachedContent) that later requests continue:
+  //   RenderPrefix(A) + RenderContinuation(B) renders as Render(A + B)
+  // when B starts with a user message. RenderPrefix ends with the next user
+  // turn opened (the text before its content); RenderContinuation starts with
+  // that user's content, without the system-first checks (A had its system
+  // messages) and with no leading BOS. The one difference from Render(A + B):
+  // Llama 2 keeps a user's leading whitespace right after a system prompt,
+  // which a continuation cannot see, so it strips it always. Same errors as
+  // Render; RenderContinuation also refuses a B that starts otherwise or has
+  // a system message ("messages[0].role: ...").
+  Result<std::vector<ChatPiece>> RenderPrefix(const std::vector<ChatMessage>& messages) const;
+  Result<std::vector<ChatPiece>> RenderContinuation(const std::vector<ChatMessage>& messages) const;
+
   Family family() const { return family_; }
   // "llama2", "llama3" or "chatml".
   std::string name() const;
 
  private:
   explicit ChatTemplate(Family family) : family_(family) {}
+  // Render's loop: `prev` is the message before the first (null at the start
+  // of a chat; a user message for a continuation, whose opening is already
+  // rendered), `next` what follows the last (null: the generation prompt).
+  std::vector<ChatPiece> RenderBetween(const ChatMessage* prev,
+                                       const std::vector<ChatMessage>& messages,
+                                       const ChatMessage* next) const;
   Family family_;
 };
 

@@ -34,16 +34,18 @@ Status StreamGuard::Configure(const StreamLimits& limits) {
 }
 
 Result<StreamGuard::Slot> StreamGuard::Admit(const std::string& tenant,
-                                             std::function<void()> cancel) {
+                                             std::function<void()> cancel, Limit* refused_by) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stats_.open >= limits_.max_streams) {
     ++stats_.refused;
+    if (refused_by) *refused_by = Limit::kDaemon;
     return Status::ResourceExhausted("kvtierd is serving its limit of " +
                                      std::to_string(limits_.max_streams) + " streams; retry later");
   }
   int& mine = tenants_[tenant];
   if (mine >= limits_.max_tenant_streams) {
     ++stats_.refused;
+    if (refused_by) *refused_by = Limit::kTenant;
     return Status::ResourceExhausted("tenant " + tenant + " has its limit of " +
                                      std::to_string(limits_.max_tenant_streams) +
                                      " streams open; retry later");

@@ -95,10 +95,16 @@ class StreamGuard {
   Status Configure(const StreamLimits& limits);
   const StreamLimits& limits() const { return limits_; }
 
-  // A slot for a stream of `tenant`, or kResourceExhausted naming the limit.
+  // Which limit refused a stream.
+  enum class Limit { kDaemon, kTenant };
+
+  // A slot for a stream of `tenant`, or kResourceExhausted naming the limit
+  // (and setting *refused_by when given: the HTTP dialects answer a full
+  // daemon as overloaded and a tenant at its limit as rate limited).
   // `cancel` ends the stream (ServerContext::TryCancel); the watchdog calls
   // it, at most once, while the slot is held.
-  Result<Slot> Admit(const std::string& tenant, std::function<void()> cancel);
+  Result<Slot> Admit(const std::string& tenant, std::function<void()> cancel,
+                     Limit* refused_by = nullptr);
 
   StreamStats stats() const;
   // Runs one watchdog pass now (tests with a ManualClock).

@@ -13,6 +13,8 @@ packages=(
   libsentencepiece-dev  # tests only: the reference for our tokenizer.model reader
   clang-14 libclang-rt-14-dev  # the sanitizer build and the fuzz targets (ASan, UBSan, libFuzzer)
   clang-format-14 clang-tidy-14  # tools/lint.sh
+  jq prometheus  # promtool and jq: tools/monitoring/check.sh (the package also installs a
+                 # Prometheus server service, which systemd starts where it runs)
 )
 # --bench: also what the benchmarks compare against (fio, the flash peer;
 # OpenBLAS, the GEMM peer; gnuplot, the trace plots).

@@ -312,7 +312,8 @@ void StreamMessage(Services& s, const Principal& caller, std::shared_ptr<Admissi
 
 void HandleMessages(Services& s, const httplib::Request& http, httplib::Response& res) {
   Principal caller;
-  if (auto e = Authenticate(s, KeyOf(http), "header x-api-key", &caller)) return Reply(res, *e);
+  if (auto e = Authenticate(s, http, KeyOf(http), "header x-api-key", &caller))
+    return Reply(res, *e);
   Result<json> body = ParseBody(http);
   if (!body.ok()) return Reply(res, Invalid(body.status()));
   v1::GenerateRequest req;
@@ -340,7 +341,8 @@ void HandleMessages(Services& s, const httplib::Request& http, httplib::Response
 
 void HandleCountTokens(Services& s, const httplib::Request& http, httplib::Response& res) {
   Principal caller;
-  if (auto e = Authenticate(s, KeyOf(http), "header x-api-key", &caller)) return Reply(res, *e);
+  if (auto e = Authenticate(s, http, KeyOf(http), "header x-api-key", &caller))
+    return Reply(res, *e);
   Result<json> body = ParseBody(http);
   if (!body.ok()) return Reply(res, Invalid(body.status()));
   v1::GenerateRequest req;

@@ -73,7 +73,7 @@ std::optional<ApiError> AuthenticateCaller(const Services& s, const httplib::Req
                                            Principal* caller) {
   const std::string key = req.has_header("x-goog-api-key") ? req.get_header_value("x-goog-api-key")
                                                            : req.get_param_value("key");
-  return Authenticate(s, key, "header x-goog-api-key or query parameter key", caller);
+  return Authenticate(s, req, key, "header x-goog-api-key or query parameter key", caller);
 }
 
 // "models/tiny" or "tiny", which must be the served model.
@@ -264,7 +264,10 @@ Status ParseCreateCache(const Services& s, const json& body, v1::CreateCacheRequ
   std::vector<ChatMessage> chat;
   KVTIER_RETURN_IF_ERROR(ReadSystemInstruction(body, &chat));
   KVTIER_RETURN_IF_ERROR(ReadContents(body, chat.empty(), &chat));
-  KVTIER_ASSIGN_OR_RETURN(std::vector<ChatPiece> pieces, RenderChat(s, chat));
+  // Rendered as the start of a conversation that a request's contents go on
+  // with (the next user turn opened), so the cache and the request's contents
+  // together are the chat template's text of the whole conversation.
+  KVTIER_ASSIGN_OR_RETURN(std::vector<ChatPiece> pieces, s.chat.RenderPrefix(chat));
   std::string text;
   for (const ChatPiece& p : pieces) text += p.text;
   req->set_text(text);
@@ -437,8 +440,9 @@ Status ParseGenerationConfig(const Services& s, const json& body, v1::GenerateRe
 }
 
 // A generateContent body (the model from the path) as a GenerateRequest.
-// With cachedContent the cache comes first and the contents follow it,
-// rendered without a system part (the cache holds that).
+// With cachedContent the cache comes first and the contents continue the
+// conversation it began: they start with a user turn and carry no system
+// part (the cache holds that).
 Status ParseGenerate(const Services& s, const std::string& model, const json& body,
                      v1::GenerateRequest* req) {
   KVTIER_RETURN_IF_ERROR(CheckModel(s, "model", model));
@@ -455,7 +459,16 @@ Status ParseGenerate(const Services& s, const std::string& model, const json& bo
   }
   req->set_cached_content(cached_content);
   KVTIER_RETURN_IF_ERROR(ReadContents(body, true, &chat));
-  KVTIER_ASSIGN_OR_RETURN(std::vector<ChatPiece> pieces, RenderChat(s, chat));
+  std::vector<ChatPiece> pieces;
+  if (cached_content.empty()) {
+    KVTIER_ASSIGN_OR_RETURN(pieces, RenderChat(s, chat));
+  } else {
+    if (chat.front().role != "user") {
+      return Status::InvalidArgument(
+          "contents[0].role: after a cachedContent the contents start with a user turn");
+    }
+    KVTIER_ASSIGN_OR_RETURN(pieces, s.chat.RenderContinuation(chat));
+  }
   SetSegments(pieces, req);
   return Status::Ok();
 }

@@ -138,20 +138,23 @@ std::optional<ApiError> Admit(Services& s, const std::string& tenant, Admission*
   if (auto e = Enter(s, &out->pass)) return e;
   // The watchdog ends a stream whose client stopped reading: the next write
   // or heartbeat sees the flag and gives up.
-  Result<StreamGuard::Slot> slot =
-      s.gate.streams().Admit(tenant, [flag = out->cancelled] { flag->store(true); });
+  // A tenant at its own limit is rate limited (429); a daemon serving its
+  // limit of streams is overloaded (529 in Anthropic's dialect, 503 elsewhere).
+  StreamGuard::Limit refused_by = StreamGuard::Limit::kTenant;
+  Result<StreamGuard::Slot> slot = s.gate.streams().Admit(
+      tenant, [flag = out->cancelled] { flag->store(true); }, &refused_by);
   if (!slot.ok()) {
-    return ApiError{slot.status().code() == StatusCode::kUnavailable ? ErrorKind::kOverloaded
-                                                                     : ErrorKind::kRateLimit,
-                    slot.status().message()};
+    return ApiError{
+        refused_by == StreamGuard::Limit::kDaemon ? ErrorKind::kOverloaded : ErrorKind::kRateLimit,
+        slot.status().message()};
   }
   out->slot.emplace(std::move(*slot));
   return std::nullopt;
 }
 
-std::optional<ApiError> Authenticate(const Services& s, const std::string& key,
-                                     std::string_view how, Principal* out) {
-  grpc::Status st = s.auth.AuthenticateKey(key, "", how, out);
+std::optional<ApiError> Authenticate(const Services& s, const httplib::Request& req,
+                                     const std::string& key, std::string_view how, Principal* out) {
+  grpc::Status st = s.auth.AuthenticateKey(key, req.get_header_value(kTenantHeader), how, out);
   if (!st.ok()) return ErrorOf(st);
   return std::nullopt;
 }

@@ -90,9 +90,15 @@ std::optional<ApiError> Admit(Services& s, const std::string& tenant, Admission*
 // A pass through the gate only (calls that do not generate).
 std::optional<ApiError> Enter(Services& s, std::optional<CallGate::Pass>* pass);
 
-// Authenticates the key (the dialect found it in its header; "" = none).
-std::optional<ApiError> Authenticate(const Services& s, const std::string& key,
-                                     std::string_view how, Principal* out);
+// The header naming the tenant a request acts for, as a gRPC request's
+// tenant field does: optional; with API keys it must be the key's own
+// tenant (else 403 permission_error); without keys it picks the tenant.
+inline constexpr char kTenantHeader[] = "x-kvtier-tenant";
+
+// Authenticates the key (the dialect found it in its header; "" = none),
+// acting for the tenant of header x-kvtier-tenant when there is one.
+std::optional<ApiError> Authenticate(const Services& s, const httplib::Request& req,
+                                     const std::string& key, std::string_view how, Principal* out);
 
 // A GenerateSink over an httplib chunked response: `encode` turns each part
 // into the bytes of the dialect's stream (SSE events); `heartbeat` (may be

@@ -461,7 +461,7 @@ Status FitMaxTokens(const Services& s, Endpoint endpoint, uint64_t prompt_tokens
 void HandleGenerate(Services& s, Endpoint endpoint, const httplib::Request& http,
                     httplib::Response& res) {
   Principal caller;
-  if (auto e = Authenticate(s, KeyOf(http), "header Authorization: Bearer", &caller)) {
+  if (auto e = Authenticate(s, http, KeyOf(http), "header Authorization: Bearer", &caller)) {
     return Reply(res, *e);
   }
   Result<json> body = ParseBody(http);

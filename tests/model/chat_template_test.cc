@@ -214,6 +214,51 @@ void ExpectInvalid(const std::vector<ChatMessage>& chat, const std::string& mess
   }
 }
 
+// A stored prefix (a Gemini cachedContent) and the request that continues
+// it render, together, the whole conversation's text: the prefix may end in a
+// system, user or assistant message, and the continuation may run on.
+TEST(ChatTemplateTest, APrefixAndItsContinuationRenderTheWholeConversation) {
+  const std::vector<ChatMessage> chat = {
+      Message("system", "You are terse."), Message("user", "Read this document."),
+      Message("assistant", "Read."),       Message("user", "What is 2+2?"),
+      Message("assistant", "4."),          Message("user", "And 3+3?")};
+  for (Family family : kFamilies) {
+    const ChatTemplate t = ChatTemplate::Of(family);
+    // Split before every user message.
+    for (size_t split : {1u, 2u, 3u, 5u}) {
+      const std::vector<ChatMessage> prefix(chat.begin(), chat.begin() + split);
+      const std::vector<ChatMessage> rest(chat.begin() + split, chat.end());
+      if (rest.front().role != "user") continue;
+      Result<std::vector<ChatPiece>> a = t.RenderPrefix(prefix);
+      Result<std::vector<ChatPiece>> b = t.RenderContinuation(rest);
+      ASSERT_TRUE(a.ok()) << a.status();
+      ASSERT_TRUE(b.ok()) << b.status();
+      EXPECT_EQ(Joined(*a) + Joined(*b), RenderText(family, chat))
+          << t.name() << ", split before message " << split;
+    }
+  }
+  // Llama 3's prefix ends with the next user turn opened, not the assistant's.
+  EXPECT_EQ(Joined(*ChatTemplate::Of(Family::kLlama3).RenderPrefix({Message("system", "S")})),
+            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\n");
+}
+
+TEST(ChatTemplateTest, AContinuationStartsWithAUserMessageAndHasNoSystem) {
+  for (Family family : kFamilies) {
+    const ChatTemplate t = ChatTemplate::Of(family);
+    Result<std::vector<ChatPiece>> model_first =
+        t.RenderContinuation({Message("assistant", "Hm."), Message("user", "Q")});
+    ASSERT_FALSE(model_first.ok());
+    EXPECT_NE(model_first.status().message().find("messages[0].role"), std::string::npos);
+    Result<std::vector<ChatPiece>> system =
+        t.RenderContinuation({Message("user", "Q"), Message("system", "S")});
+    ASSERT_FALSE(system.ok());
+    EXPECT_NE(system.status().message().find("messages[1].role"), std::string::npos);
+    EXPECT_FALSE(t.RenderContinuation({}).ok());
+    EXPECT_FALSE(t.RenderPrefix({}).ok());
+  }
+}
+
 TEST(ChatTemplateTest, BadMessagesAreRefusedNamingTheField) {
   ExpectInvalid({}, "messages: no messages");
   ExpectInvalid({Message("user", "a"), Message("assistant", "b"), Message("tool", "c")},

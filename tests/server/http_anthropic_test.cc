@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -38,9 +39,12 @@ int FreePort() {
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
   socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    close(fd);
+    return 0;  // no port: the daemon refuses to start and the test says so
+  }
   const int port = ntohs(a.sin_port);
   close(fd);
   return port;
@@ -222,6 +226,22 @@ TEST_F(HttpAnthropicTest, BadInputGetsItsTypeAndStatusAndRecordsNothing) {
     EXPECT_EQ(r->status, 401);
     EXPECT_EQ(json::parse(r->body)["error"]["type"], "authentication_error");
   }
+  // A key acting for another tenant (header x-kvtier-tenant): permission_error 403.
+  {
+    httplib::Headers h = Key();
+    h.emplace("x-kvtier-tenant", "ops");
+    auto r = c.Post("/v1/messages", h, Body(false).dump(), "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 403) << r->body;
+    EXPECT_EQ(json::parse(r->body)["error"]["type"], "permission_error");
+    EXPECT_NE(r->body.find("ops"), std::string::npos) << r->body;
+    h.find("x-kvtier-tenant")->second = "alice";  // its own tenant: allowed
+    auto own = c.Post("/v1/messages/count_tokens", h,
+                      R"({"model":"tiny-8k","messages":[{"role":"user","content":"hi"}]})",
+                      "application/json");
+    ASSERT_TRUE(own);
+    EXPECT_EQ(own->status, 200) << own->body;
+  }
   // A body over --http-max-body-bytes: 413.
   json big = Body(false);
   big["messages"][0]["content"] = std::string(100 * 1024, 'a');
@@ -291,6 +311,99 @@ TEST_F(HttpAnthropicTest, CountTokensModelsAndHealth) {
   auto health = c.Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+}
+
+// A streaming request that holds its stream slot until release() (the client
+// stops reading, then hangs up).
+class HeldStream {
+ public:
+  HeldStream(int port, const std::string& key) {
+    thread_ = std::thread([this, port, key] {
+      httplib::Client c("127.0.0.1", port);
+      c.set_read_timeout(120, 0);
+      json body = Body(true);
+      body["max_tokens"] = 8000;
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/messages";
+      req.headers = {{"x-api-key", key}, {"Content-Type", "application/json"}};
+      req.body = body.dump();
+      req.content_receiver = [this](const char*, size_t, uint64_t, uint64_t) {
+        started_ = true;
+        while (!release_) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        return false;
+      };
+      httplib::Response res;
+      httplib::Error error = httplib::Error::Success;
+      c.send(req, res, error);
+      if (!started_) status_ = res.status;
+      started_ = true;
+    });
+    while (!started_) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ~HeldStream() { release(); }
+  void release() {
+    release_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  // The status when the request was refused instead of streaming (0: it streams).
+  int refused_status() const { return status_; }
+
+ private:
+  std::atomic<bool> started_{false};
+  std::atomic<bool> release_{false};
+  std::atomic<int> status_{0};
+  std::thread thread_;
+};
+
+// With every stream slot of a tenant taken, its next request is
+// rate_limit_error 429; with every slot of the daemon taken, anyone's is
+// overloaded_error 529. Neither is recorded; both pass once slots free up.
+TEST(HttpAnthropicLimitsTest, ATenantAtItsLimitIs429AndAFullDaemonIs529) {
+  const std::string dir = TempDir("http_anthropic_limits");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/keys") << kAliceKey << " alice\n"
+                               << kAdminKey << " ops admin\n"
+                               << "carol-key-0123456789abcdef carol\n";
+  const int port = FreePort();
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start(
+      dir + "/data", {"--model-preset", "tiny-8k", "--api-keys", dir + "/keys", "--http-listen",
+                      "127.0.0.1:" + std::to_string(port), "--max-streams", "2",
+                      "--max-tenant-streams", "1", "--metrics-listen", ""}))
+      << daemon.exit_code();
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(120, 0);
+  auto post = [&](const char* key) {
+    return c.Post("/v1/messages", {{"x-api-key", key}}, Body(false).dump(), "application/json");
+  };
+  {
+    HeldStream alice(port, kAliceKey);
+    ASSERT_EQ(alice.refused_status(), 0);
+    auto r = post(kAliceKey);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 429) << r->body;
+    EXPECT_EQ(json::parse(r->body)["error"]["type"], "rate_limit_error");
+    EXPECT_NE(r->body.find("tenant alice"), std::string::npos) << r->body;
+
+    HeldStream ops(port, kAdminKey);
+    ASSERT_EQ(ops.refused_status(), 0);
+    r = post("carol-key-0123456789abcdef");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 529) << r->body;
+    EXPECT_EQ(json::parse(r->body)["error"]["type"], "overloaded_error");
+  }
+  // The held streams hung up: their slots free up once the daemon notices.
+  int status = 0;
+  for (int i = 0; i < 200 && status != 200; ++i) {
+    auto r = post("carol-key-0123456789abcdef");
+    ASSERT_TRUE(r);
+    status = r->status;
+    if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(status, 200);
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -367,6 +367,10 @@ TEST_F(GeminiApiTest, BadInputChangesNothing) {
   expect_invalid(Call("POST", "/v1beta/models/tiny-8k:generateContent",
                       {{"contents", json::array()}, {"cachedContent", name}}),
                  "contents");
+  json model_first = GenerateBody(name);
+  model_first["contents"][0]["role"] = "model";
+  expect_invalid(Call("POST", "/v1beta/models/tiny-8k:generateContent", model_first),
+                 "contents[0].role");
   json config = GenerateBody(name);
   config["generationConfig"]["maxOutputTokens"] = "many";
   expect_invalid(Call("POST", "/v1beta/models/tiny-8k:generateContent", config),

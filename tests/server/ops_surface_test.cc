@@ -14,7 +14,10 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -138,9 +141,9 @@ class OpsSurfaceTest : public ::testing::Test {
     dir_ = TempDir("ops_surface");
     std::filesystem::create_directories(dir_);
     std::ofstream(dir_ + "/keys") << kAliceKey << " alice admin\n";
-    ASSERT_TRUE(
-        daemon_.Start(dir_ + "/data", {"--api-keys", dir_ + "/keys", "--dram-bytes", "64M",
-                                       "--flash-bytes", "64M", "--metrics-listen", "127.0.0.1:0"}));
+    ASSERT_TRUE(daemon_.Start(dir_ + "/data", {"--api-keys", dir_ + "/keys", "--dram-bytes", "64M",
+                                               "--flash-bytes", "64M", "--metrics-listen",
+                                               "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}));
   }
   void TearDown() override {
     daemon_.Stop(SIGTERM);
@@ -274,6 +277,111 @@ TEST_F(OpsSurfaceTest, MetricsCountTokensPerTierAndCallsPerMethod) {
                     "method=\"Get\",code=\"OK\"} 1\n")}) {
     EXPECT_NE(m.find(series), std::string::npos) << series << "\n" << m;
   }
+}
+
+std::string ReadSource(const std::string& path) {
+  std::ifstream in(std::string(KVTIER_SOURCE_DIR) + "/" + path);
+  EXPECT_TRUE(in) << "cannot read " << path;
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The metric families a Prometheus text exposition declares (# TYPE lines).
+std::set<std::string> FamiliesOf(const std::string& exposition) {
+  std::set<std::string> out;
+  std::istringstream lines(exposition);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("# TYPE ", 0) != 0) continue;
+    out.insert(line.substr(7, line.find(' ', 7) - 7));
+  }
+  return out;
+}
+
+// What a PromQL expression reads: each kvtier_* name (a family, or a
+// histogram's _bucket/_sum/_count series) and each recorded name (level:metric:ops).
+void NamesIn(const std::string& expr, std::set<std::string>* metrics,
+             std::set<std::string>* recorded) {
+  static const std::regex name(R"([A-Za-z_:][A-Za-z0-9_:]*)");
+  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), name); it != std::sregex_iterator();
+       ++it) {
+    std::string n = it->str();
+    if (n.find(':') != std::string::npos) {
+      if (n.find("kvtier") != std::string::npos) recorded->insert(n);
+    } else if (n.rfind("kvtier_", 0) == 0) {
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+        const std::string s(suffix);
+        if (n.size() > s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0) {
+          n.resize(n.size() - s.size());
+          break;
+        }
+      }
+      metrics->insert(n);
+    }
+  }
+}
+
+// Every string under the key "expr" anywhere in a Grafana dashboard.
+void DashboardExprs(const nlohmann::json& j, std::vector<std::string>* out) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (it.key() == "expr" && it->is_string()) out->push_back(it->get<std::string>());
+      DashboardExprs(*it, out);
+    }
+  } else if (j.is_array()) {
+    for (const auto& e : j) DashboardExprs(e, out);
+  }
+}
+
+// tools/monitoring's recording rules and Grafana dashboard read only series a
+// real kvtierd exports (after one request through each API) and names the
+// rules record, so renaming a metric without them fails here. promtool
+// checks the rules' syntax and meaning (tools/monitoring/check.sh).
+TEST_F(OpsSurfaceTest, MonitoringRulesAndDashboardReadOnlySeriesKvtierdExports) {
+  auto client = ClientFor(daemon_, kAliceKey);
+  v1::GenerateRequest g;
+  for (int i = 1; i <= 100; ++i) g.add_token_ids(i);
+  g.set_max_tokens(2);
+  ASSERT_TRUE(client->Generate(g).ok());
+  auto health = client->Health();
+  ASSERT_TRUE(health.ok());
+  const std::string h = health->http_listen();
+  ASSERT_FALSE(h.empty());
+  httplib::Client http(h.substr(0, h.rfind(':')), std::stoi(h.substr(h.rfind(':') + 1)));
+  ASSERT_TRUE(http.Get("/health"));
+  const std::set<std::string> exported = FamiliesOf(Scrape());
+
+  const std::string rules = ReadSource("tools/monitoring/kvtier.rules.yml");
+  std::set<std::string> recorded;  // the rules' record: names
+  std::set<std::string> read_by_rules, recorded_read_by_rules;
+  std::istringstream lines(rules);
+  for (std::string line; std::getline(lines, line);) {
+    static const std::regex record(R"(^\s*- record:\s*(\S+)\s*$)");
+    std::smatch m;
+    if (std::regex_match(line, m, record)) {
+      recorded.insert(m[1]);
+    } else if (line.find("summary:") == std::string::npos) {
+      NamesIn(line, &read_by_rules, &recorded_read_by_rules);
+    }
+  }
+  EXPECT_GE(recorded.size(), 10u);
+  EXPECT_FALSE(read_by_rules.empty());
+  for (const std::string& n : read_by_rules)
+    EXPECT_TRUE(exported.count(n)) << "the rules read " << n << ", which kvtierd does not export";
+  for (const std::string& n : recorded_read_by_rules)
+    EXPECT_TRUE(recorded.count(n)) << "the rules read " << n << ", which no rule records";
+
+  const nlohmann::json dashboard =
+      nlohmann::json::parse(ReadSource("tools/monitoring/grafana-dashboard.json"), nullptr, false);
+  ASSERT_FALSE(dashboard.is_discarded()) << "grafana-dashboard.json is not JSON";
+  std::vector<std::string> exprs;
+  DashboardExprs(dashboard, &exprs);
+  EXPECT_GE(exprs.size(), 10u);
+  std::set<std::string> read, recorded_read;
+  for (const std::string& e : exprs) NamesIn(e, &read, &recorded_read);
+  for (const std::string& n : read)
+    EXPECT_TRUE(exported.count(n))
+        << "the dashboard reads " << n << ", which kvtierd does not export";
+  for (const std::string& n : recorded_read)
+    EXPECT_TRUE(recorded.count(n)) << "the dashboard reads " << n << ", which no rule records";
 }
 
 }  // namespace

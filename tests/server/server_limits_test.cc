@@ -48,14 +48,18 @@ TEST(StreamGuardTest, CapsStreamsDaemonWideAndPerTenant) {
     ASSERT_TRUE(s.ok());
     held.push_back(std::move(*s));
   }
-  auto third = g.Admit("alice", {});
+  StreamGuard::Limit refused_by = StreamGuard::Limit::kDaemon;
+  auto third = g.Admit("alice", {}, &refused_by);
   ASSERT_FALSE(third.ok());
   EXPECT_TRUE(third.status().IsResourceExhausted());
   EXPECT_NE(third.status().message().find("tenant alice"), std::string::npos);
+  EXPECT_EQ(refused_by, StreamGuard::Limit::kTenant);
   auto bob = g.Admit("bob", {});
   ASSERT_TRUE(bob.ok());
-  auto carol = g.Admit("carol", {});
+  auto carol = g.Admit("carol", {}, &refused_by);
   ASSERT_FALSE(carol.ok()) << "the daemon-wide cap of 3 is reached";
+  EXPECT_TRUE(carol.status().IsResourceExhausted());
+  EXPECT_EQ(refused_by, StreamGuard::Limit::kDaemon);
   held.pop_back();  // a slot released is a slot free
   EXPECT_TRUE(g.Admit("carol", {}).ok());
   EXPECT_EQ(g.stats().refused, 2u);
