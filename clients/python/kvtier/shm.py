@@ -111,11 +111,11 @@ class ShmRegion:
         (calls already using it finish first). Idempotent."""
         if self._sock is None:
             return
-        self.buf.release()
         try:
+            self.buf.release()
             self._mmap.close()
         except BufferError:
-            pass  # caller's views still point into it; unmapped when they go
+            pass  # views the caller holds (numpy arrays, ...): unmapped when they go
         self._sock.close()
         self._sock = None
 
