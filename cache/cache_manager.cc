@@ -279,6 +279,24 @@ PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
   return hit;
 }
 
+PrefixHit CacheManager::Probe(std::span<const BlockKey> keys, bool pin) {
+  PrefixHit hit;
+  for (const BlockKey& key : keys) {
+    // Pinned first, then read: a block pinned cannot be evicted between the two.
+    PinHandle h;
+    if (pin) {
+      h = index_.Pin(key);
+      if (!h.valid()) break;
+    }
+    Result<IndexEntry> e = Find(key);
+    if (!e.ok()) break;
+    hit.entries.push_back(*e);
+    if (pin) hit.pins.push_back(std::move(h));
+    ++hit.blocks;
+  }
+  return hit;
+}
+
 void CacheManager::OnUse(const BlockKey& key, const IndexEntry& before, int64_t now_ms,
                          bool observe) {
   if (observe && before.last_access_ms > 0 && now_ms >= before.last_access_ms) {

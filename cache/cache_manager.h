@@ -173,6 +173,10 @@ class CacheManager {
   // A hit is a use (see above). With `pin`, every hit block is pinned until
   // the returned handles go.
   PrefixHit Lookup(std::span<const BlockKey> keys, bool pin = false);
+  // The same run, without using it: no recency, no TTL refresh, no policy or
+  // statistics update (an engine's connector asking what is there). With
+  // `pin`, as Lookup.
+  PrefixHit Probe(std::span<const BlockKey> keys, bool pin = false);
 
   // Stores a block. A cached block is immutable: inserting a key that is
   // cached and unexpired keeps its bytes (the key names the content) and only

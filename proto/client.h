@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -31,6 +32,46 @@ struct FetchedBlock {
   std::string payload;
 };
 
+// One block of a BatchGet: its status, and with it OK its info and payload
+// (empty when it went to shared memory), checksum verified.
+struct BatchFetched {
+  Status status;
+  v1::BlockInfo info;
+  std::string payload;
+};
+
+// One block of a BatchPut: key, parent, payload (size and XXH3-64 are filled
+// in by BatchPut), tokens; with a region, the payload's offset in it instead.
+struct BatchPutItem {
+  BlockKey key;
+  std::optional<BlockKey> parent;
+  std::span<const std::byte> payload;  // its bytes (or, with a region, what they are)
+  uint64_t shm_offset = 0;
+  uint32_t tokens = 0;
+};
+
+// A same-host shared-memory region of kvtierd (server/shm_regions.h),
+// mapped here; unmapped, and released by the daemon, when destroyed.
+class ShmMapping {
+ public:
+  // The handshake on the daemon's Unix socket (Health's shm_socket).
+  static Result<std::unique_ptr<ShmMapping>> Open(const std::string& socket_path, uint64_t bytes,
+                                                  const std::string& api_key);
+  ~ShmMapping();
+  ShmMapping(const ShmMapping&) = delete;
+  ShmMapping& operator=(const ShmMapping&) = delete;
+  const std::string& id() const { return id_; }
+  std::span<std::byte> bytes() const { return {base_, size_}; }
+
+ private:
+  ShmMapping(int sock, std::string id, std::byte* base, size_t size)
+      : sock_(sock), id_(std::move(id)), base_(base), size_(size) {}
+  int sock_;
+  std::string id_;
+  std::byte* base_;
+  size_t size_;
+};
+
 class Client {
  public:
   explicit Client(const ClientOptions& options);
@@ -50,6 +91,19 @@ class Client {
   // header's.
   Result<FetchedBlock> Get(const BlockKey& key, const v1::Namespace& ns = {});
   Status Delete(const BlockKey& key, const v1::Namespace& ns = {});
+  // The batched calls for engines (docs/block-api.md).
+  Result<v1::BatchLookupResponse> BatchLookup(const v1::BatchLookupRequest& request);
+  Result<v1::ExistsResponse> Exists(const v1::ExistsRequest& request);
+  Status Release(const std::string& lease_id);
+  // One entry per key, in order. With `region`, `request.shm_offsets` say
+  // where each payload lands in it and no payload comes back here.
+  Result<std::vector<BatchFetched>> BatchGet(v1::BatchGetRequest request,
+                                             const ShmMapping* region = nullptr);
+  // One result per item, in order. With `region`, each payload must already
+  // be at its shm_offset in it (its bytes are still given, for the checksum).
+  Result<v1::BatchPutResponse> BatchPut(v1::BatchPutHeader header,
+                                        std::span<const BatchPutItem> items,
+                                        const ShmMapping* region = nullptr);
   Result<v1::BillingReportResponse> BillingReport(const v1::BillingReportRequest& request);
   // Runs a prompt through the daemon's engine; the streamed answer gathered
   // into one response (all tokens and text, then the final fields).

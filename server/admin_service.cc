@@ -36,6 +36,7 @@ grpc::ServerUnaryReactor* AdminService::Health(grpc::CallbackServerContext* ctx,
     resp->set_listen(listen_);
     resp->set_metrics_listen(metrics_listen_);
     resp->set_http_listen(http_listen_);
+    resp->set_shm_socket(shm_socket_);
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -31,6 +31,10 @@ class AdminService final : public v1::Admin::WithCallbackMethod_Health<v1::Admin
     metrics_listen_ = std::move(metrics_address);
     http_listen_ = std::move(http_address);
   }
+  void set_shm_socket(std::string path) {
+    std::lock_guard<std::mutex> lock(mu_);
+    shm_socket_ = std::move(path);
+  }
 
   grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* ctx, const v1::HealthRequest* req,
                                    v1::HealthResponse* resp) override;
@@ -56,6 +60,7 @@ class AdminService final : public v1::Admin::WithCallbackMethod_Health<v1::Admin
   std::string listen_;          // guarded by mu_
   std::string metrics_listen_;  // guarded by mu_
   std::string http_listen_;     // guarded by mu_
+  std::string shm_socket_;      // guarded by mu_
 };
 
 // The version string kvtierd reports.

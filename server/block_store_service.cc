@@ -8,73 +8,65 @@
 #include "cache/prefix_hasher.h"
 #include "common/checksum.h"
 #include "proto/status_codes.h"
+#include "server/block_store_internal.h"
 #include "server/stream_calls.h"
 
 namespace kvtier {
-namespace {
 
-constexpr uint32_t kDefaultChunkBytes = 1 << 20;
-constexpr uint32_t kMaxChunkBytes = 4 << 20;
-// Smaller chunks are raised to this: one message per few bytes would cost the
-// daemon a message's overhead per byte.
-constexpr uint32_t kMinChunkBytes = 64 << 10;
-// A Put's buffer grows by at least this much at a time (reserved from the
-// payload budget as the bytes arrive).
-constexpr uint64_t kPutGrowthBytes = 1 << 20;
-
-grpc::Status ShuttingDown() {
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kvtierd is shutting down");
-}
-grpc::Status Invalid(std::string msg) {
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(msg));
-}
-grpc::Status Exhausted(std::string msg) {
-  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, std::move(msg));
-}
-
-Result<BlockKey> ParseKey(const std::string& bytes, const std::string& what) {
-  std::optional<BlockKey> k = BlockKey::FromBytes(bytes);
-  if (!k) {
-    return Status::InvalidArgument(what + " must be 16 bytes, got " + std::to_string(bytes.size()));
-  }
-  return *k;
-}
-
-Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& ids, size_t max_tokens) {
-  if (static_cast<size_t>(ids.size()) > max_tokens) {
-    return Status::ResourceExhausted(std::to_string(ids.size()) +
-                                     " token ids exceed the limit of " +
-                                     std::to_string(max_tokens));
-  }
-  for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0) {
-      return Status::InvalidArgument("token_ids[" + std::to_string(i) +
-                                     "] = " + std::to_string(ids[i]) + " is negative");
-    }
-  }
-  return Status::Ok();
-}
-
-std::span<const TokenId> Span(const google::protobuf::RepeatedField<int32_t>& ids) {
-  return {ids.data(), static_cast<size_t>(ids.size())};
-}
-
-}  // namespace
+using block_store::CheckTokens;
+using block_store::Exhausted;
+using block_store::Invalid;
+using block_store::kDefaultChunkBytes;
+using block_store::kMaxChunkBytes;
+using block_store::kMinChunkBytes;
+using block_store::kPutGrowthBytes;
+using block_store::ParseKey;
+using block_store::ShuttingDown;
+using block_store::Span;
 
 BlockStoreService::BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
                                      const BlockStoreLimits& limits, Clock* clock, CallGate& gate,
-                                     const Authenticator& auth)
+                                     const Authenticator& auth, LeaseTable& leases,
+                                     const ShmRegistry* shm)
     : cache_(cache),
       default_namespace_(default_namespace),
       limits_(limits),
       clock_(clock),
       gate_(gate),
       auth_(auth),
+      leases_(leases),
+      shm_(shm),
       budget_(limits.max_inflight_payload_bytes, limits.max_tenant_payload_bytes) {}
 
 Result<BlockScope> BlockStoreService::ResolveScope(const Principal& caller, bool present,
                                                    const v1::Namespace& m) const {
   return ResolveBlockScope(default_namespace_, auth_.secret(), caller, present, m);
+}
+
+Result<std::vector<BlockKey>> BlockStoreService::StoredKeys(
+    const BlockScope& scope, const google::protobuf::RepeatedField<int32_t>& token_ids,
+    const google::protobuf::RepeatedPtrField<std::string>& visible_keys) const {
+  std::vector<BlockKey> keys;
+  if (!token_ids.empty()) {
+    KVTIER_RETURN_IF_ERROR(CheckTokens(token_ids, limits_.max_tokens));
+    return PrefixHasher(scope.ns).Keys(Span(token_ids));
+  }
+  KVTIER_RETURN_IF_ERROR(CheckKeyCount(visible_keys.size()));
+  keys.reserve(visible_keys.size());
+  for (int i = 0; i < visible_keys.size(); ++i) {
+    KVTIER_ASSIGN_OR_RETURN(BlockKey k,
+                            ParseKey(visible_keys[i], "keys[" + std::to_string(i) + "]"));
+    keys.push_back(scope.Stored(k));
+  }
+  return keys;
+}
+
+Status BlockStoreService::CheckKeyCount(int n) const {
+  if (static_cast<size_t>(n) > limits_.max_keys) {
+    return Status::ResourceExhausted(std::to_string(n) + " keys exceed the limit of " +
+                                     std::to_string(limits_.max_keys));
+  }
+  return Status::Ok();
 }
 
 void BlockStoreService::FillInfo(const BlockScope& scope, const BlockKey& key, const IndexEntry& e,
@@ -97,23 +89,9 @@ grpc::Status BlockStoreService::Lookup(grpc::ServerContext* ctx, const v1::Looku
   }
   Result<BlockScope> scope = ResolveScope(caller, req->has_namespace_(), req->namespace_());
   if (!scope.ok()) return ToGrpcStatus(scope.status());
-  std::vector<BlockKey> keys;  // stored keys
-  if (by_tokens) {
-    if (Status s = CheckTokens(req->token_ids(), limits_.max_tokens); !s.ok()) {
-      return ToGrpcStatus(s);
-    }
-    keys = PrefixHasher(scope->ns).Keys(Span(req->token_ids()));
-  } else {
-    if (static_cast<size_t>(req->keys_size()) > limits_.max_keys) {
-      return Exhausted(std::to_string(req->keys_size()) + " keys exceed the limit of " +
-                       std::to_string(limits_.max_keys));
-    }
-    for (int i = 0; i < req->keys_size(); ++i) {
-      Result<BlockKey> k = ParseKey(req->keys(i), "keys[" + std::to_string(i) + "]");
-      if (!k.ok()) return ToGrpcStatus(k.status());
-      keys.push_back(scope->Stored(*k));
-    }
-  }
+  Result<std::vector<BlockKey>> stored = StoredKeys(*scope, req->token_ids(), req->keys());
+  if (!stored.ok()) return ToGrpcStatus(stored.status());
+  const std::vector<BlockKey>& keys = *stored;
   PrefixHit hit = cache_.Lookup(keys);
   const int block_tokens = scope->ns.block_tokens;
   resp->set_query_blocks(static_cast<uint32_t>(keys.size()));

@@ -1,4 +1,7 @@
-// BlockStoreService: the BlockStore gRPC service over a CacheManager.
+// BlockStoreService: the BlockStore gRPC service over a CacheManager: the
+// one-block calls (block_store_service.cc) and the batched ones engines'
+// connectors use, with leases and shared memory (block_batch.cc;
+// docs/block-api.md).
 //
 // Every call is authenticated before anything of it is read or checked, then
 // checked before it changes anything; a refused request leaves the cache as it
@@ -21,7 +24,9 @@
 #include "server/auth.h"
 #include "server/block_scope.h"
 #include "server/call_gate.h"
+#include "server/leases.h"
 #include "server/payload_budget.h"
+#include "server/shm_regions.h"
 
 namespace kvtier {
 
@@ -37,10 +42,11 @@ struct BlockStoreLimits {
 
 class BlockStoreService final : public v1::BlockStore::Service {
  public:
-  // `auth` (API keys, or open) must outlive the service.
+  // `auth` (API keys, or open), `leases` and `shm` (null: no shared memory)
+  // must outlive the service.
   BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
                     const BlockStoreLimits& limits, Clock* clock, CallGate& gate,
-                    const Authenticator& auth);
+                    const Authenticator& auth, LeaseTable& leases, const ShmRegistry* shm);
 
   grpc::Status Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
                       v1::LookupResponse* resp) override;
@@ -51,7 +57,32 @@ class BlockStoreService final : public v1::BlockStore::Service {
   grpc::Status Delete(grpc::ServerContext* ctx, const v1::DeleteRequest* req,
                       v1::DeleteResponse* resp) override;
 
+  grpc::Status BatchLookup(grpc::ServerContext* ctx, const v1::BatchLookupRequest* req,
+                           v1::BatchLookupResponse* resp) override;
+  grpc::Status Exists(grpc::ServerContext* ctx, const v1::ExistsRequest* req,
+                      v1::ExistsResponse* resp) override;
+  grpc::Status BatchGet(grpc::ServerContext* ctx, const v1::BatchGetRequest* req,
+                        grpc::ServerWriter<v1::BatchGetResponse>* writer) override;
+  grpc::Status BatchPut(grpc::ServerContext* ctx, grpc::ServerReader<v1::BatchPutRequest>* reader,
+                        v1::BatchPutResponse* resp) override;
+  grpc::Status Release(grpc::ServerContext* ctx, const v1::ReleaseRequest* req,
+                       v1::ReleaseResponse* resp) override;
+
  private:
+  // The stored keys a request names: every full block of `token_ids`, else
+  // `visible_keys` (as the caller sees them). Errors name the field.
+  Result<std::vector<BlockKey>> StoredKeys(
+      const BlockScope& scope, const google::protobuf::RepeatedField<int32_t>& token_ids,
+      const google::protobuf::RepeatedPtrField<std::string>& visible_keys) const;
+  Status CheckKeyCount(int n) const;
+  // The caller's region `id` ("" = none: null).
+  Result<std::shared_ptr<ShmRegion>> RegionOf(const Principal& caller, const std::string& id) const;
+  // One block of a BatchPut, read and checked: its payload from the stream
+  // or the region. A bad block fails alone (*result); false when the stream
+  // itself is broken (*fatal says why).
+  struct PutStream;
+  bool ReadBatchBlock(PutStream& put, const v1::BatchPutBlock& block, v1::BatchPutResult* result,
+                      grpc::Status* fatal);
   Result<BlockScope> ResolveScope(const Principal& caller, bool present,
                                   const v1::Namespace& ns) const;
   // `key` is the stored key; the answer shows the caller's view of it.
@@ -64,6 +95,8 @@ class BlockStoreService final : public v1::BlockStore::Service {
   Clock* const clock_;
   CallGate& gate_;
   const Authenticator& auth_;
+  LeaseTable& leases_;
+  const ShmRegistry* const shm_;
   PayloadBudget budget_;
 };
 

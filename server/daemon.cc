@@ -52,10 +52,21 @@ BlockStoreLimits BlockStoreLimitsOf(const DaemonOptions& o) {
   return l;
 }
 
+LeaseLimits LeaseLimitsOf(const DaemonOptions& o) {
+  LeaseLimits l;
+  l.max_lease_ms = o.max_lease_ms;
+  l.max_leases_per_tenant = static_cast<size_t>(o.max_tenant_leases);
+  l.max_blocks_per_tenant = static_cast<size_t>(o.max_tenant_leased_blocks);
+  return l;
+}
+
 struct Daemon::Services {
   Services(CacheManager& cache, Engine* engine, const Tokenizer* tokenizer, Ledger& ledger,
-           const PriceTable& prices, const DaemonOptions& o, const Authenticator& auth)
-      : block_store(cache, o.default_namespace, BlockStoreLimitsOf(o), SystemClock(), gate, auth),
+           const PriceTable& prices, const DaemonOptions& o, const Authenticator& auth,
+           const ShmRegistry* shm)
+      : leases(LeaseLimitsOf(o), SystemClock()),
+        block_store(cache, o.default_namespace, BlockStoreLimitsOf(o), SystemClock(), gate, auth,
+                    leases, shm),
         admin(cache, engine, o.default_namespace, SystemClock(), gate),
         billing(ledger, SystemClock(), gate) {
     if (engine != nullptr) {
@@ -67,6 +78,7 @@ struct Daemon::Services {
     }
   }
   CallGate gate;  // declared first: the services hold it
+  LeaseTable leases;
   BlockStoreService block_store;
   AdminService admin;
   BillingService billing;
@@ -355,8 +367,9 @@ Status Daemon::OpenEngine() {
 }
 
 Status Daemon::OpenServices(std::vector<std::string> tier_policies) {
+  KVTIER_RETURN_IF_ERROR(OpenShm());
   services_ = std::make_unique<Services>(*cache_, engine_.get(), tokenizer_.get(), *ledger_,
-                                         prices_, options_, *auth_);
+                                         prices_, options_, *auth_, shm_.get());
   services_->admin.set_authenticator(auth_.get());
   services_->billing.set_authenticator(auth_.get());
   if (services_->context_cache) {
@@ -365,6 +378,30 @@ Status Daemon::OpenServices(std::vector<std::string> tier_policies) {
     services_->context_api->set_named_caches(named_caches_.get());
   }
   services_->admin.set_tier_policies(std::move(tier_policies));
+  if (shm_) services_->admin.set_shm_socket(shm_->socket_path());
+  return Status::Ok();
+}
+
+// Same-host shared memory for the block API. The default socket (in the
+// data directory) is best effort: a path too long for a Unix socket is
+// logged and skipped; a path given with --shm-socket must work.
+Status Daemon::OpenShm() {
+  if (options_.shm_socket == "off") return Status::Ok();
+  const bool required = !options_.shm_socket.empty();
+  const std::string path =
+      required ? options_.shm_socket
+               : (std::filesystem::path(options_.data_dir) / "kvtierd.sock").string();
+  ShmLimits limits;
+  limits.max_region_bytes = options_.shm_max_region_bytes;
+  limits.max_total_bytes = options_.shm_max_total_bytes;
+  Result<std::unique_ptr<ShmRegistry>> shm = ShmRegistry::Open(path, limits, *auth_);
+  if (shm.ok()) {
+    shm_ = std::move(*shm);
+    return Status::Ok();
+  }
+  if (required) return Status::InvalidArgument("--shm-socket: " + shm.status().message());
+  LogWarn("kvtierd_shm_skipped",
+          LogFields().Add("path", path).Add("error", shm.status().message()));
   return Status::Ok();
 }
 
@@ -650,6 +687,7 @@ std::string Daemon::RenderMetrics() const {
     m.Gauge("kvtier_engine_running", "Sequences running.", e.running);
     m.Gauge("kvtier_engine_waiting", "Sequences waiting.", e.waiting);
   }
+  AppendBlockApiMetrics(&m);
   AppendTokenMetrics(s, &m);
   if (services_ && services_->context_api) services_->context_api->AppendMetrics(&m);
   if (http_) http_->AppendMetrics(&m);
@@ -702,6 +740,29 @@ void Daemon::AppendTokenMetrics(const CacheStats& s, MetricsText* m) const {
              e.prefill_tokens, {{"model_name", model}, {"source", "computed"}});
   m->Counter("kvtier_generation_tokens_total", "Tokens generated.", e.decode_tokens,
              {{"model_name", model}});
+}
+
+// The block API's leases and shared-memory regions.
+void Daemon::AppendBlockApiMetrics(MetricsText* m) const {
+  if (services_) {
+    const LeaseStats l = services_->leases.stats();
+    m->Gauge("kvtier_leases_open", "BatchLookup leases open.", l.open);
+    m->Gauge("kvtier_leased_blocks", "Blocks the open leases keep from eviction.", l.leased_blocks);
+    for (auto [outcome, value] :
+         {std::pair{"granted", l.granted}, std::pair{"released", l.released},
+          std::pair{"expired", l.expired}, std::pair{"refused", l.refused}}) {
+      m->Counter("kvtier_leases_total", "Leases, by what happened to them.", value,
+                 {{"outcome", outcome}});
+    }
+  }
+  if (shm_) {
+    const ShmStats s = shm_->stats();
+    m->Gauge("kvtier_shm_regions_open", "Shared-memory regions mapped by same-host clients.",
+             s.open_regions);
+    m->Gauge("kvtier_shm_bytes_open", "Bytes of those regions.", s.open_bytes);
+    m->Counter("kvtier_shm_regions_refused_total",
+               "Shared-memory handshakes refused (bad key, bad request, limits).", s.refused);
+  }
 }
 
 // The model name clients use: --served-model-name, else the model's id.

@@ -25,6 +25,7 @@
 #include "server/http/http_api.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
+#include "server/shm_regions.h"
 
 namespace grpc {
 class Server;
@@ -61,6 +62,7 @@ class Daemon {
   Result<int> ServeTls(grpc::ServerBuilder* builder);
   Status StartMetrics();
   Status StartHttp();
+  Status OpenShm();  // shm_
   void LogServing() const;
 
   DaemonOptions options_;
@@ -78,9 +80,11 @@ class Daemon {
   std::unique_ptr<HttpApi> http_;                 // null: off, busy or no engine
   std::string model_path_;                        // the served model's checkpoint or directory
   std::unique_ptr<ConnectionListener> listener_;  // null with TLS (gRPC listens)
+  std::unique_ptr<ShmRegistry> shm_;              // null: off (or the default path unusable)
   // Renders the Prometheus text of the cache, the engine and the ledger.
   std::string RenderMetrics() const;
   void AppendTokenMetrics(const CacheStats& s, MetricsText* m) const;
+  void AppendBlockApiMetrics(MetricsText* m) const;
   std::string ServedModelName() const;
   struct Services;
   std::unique_ptr<Services> services_;

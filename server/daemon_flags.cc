@@ -44,6 +44,13 @@ std::string DaemonUsage() {
   --max-payload-bytes SIZE  payload bytes all Put and Get calls may hold (default 1G)
   --max-tenant-payload-bytes SIZE  payload bytes one tenant's calls may hold
                           (default: a quarter of the above, at least --max-block-bytes)
+  --max-lease-ms N        the longest lease BatchLookup grants (default 60000)
+  --max-tenant-leases N   leases one tenant may hold open (default 1024)
+  --max-tenant-leased-blocks N  blocks one tenant's leases may pin (default 65536)
+  --shm-socket PATH       Unix socket where same-host clients map shared memory for
+                          BatchGet/BatchPut (default DIR/kvtierd.sock; "off" = none)
+  --shm-max-region-bytes SIZE  one client's region at most (default 1G)
+  --shm-max-bytes SIZE    all regions together at most (default 8G)
   --model PATH            model to serve: a llama2.c checkpoint (.bin, its tokenizer
                           beside it) or a directory with config.json + *.safetensors
                           (default: a small random-weight model, created once under
@@ -245,6 +252,20 @@ Status ParseBlockApiFlags(const FlagSet& flags, DaemonOptions* o) {
     }
     o->default_namespace.block_tokens = static_cast<int>(*v);
   }
+  KVTIER_RETURN_IF_ERROR(
+      ParseIntFlag(flags, "max-lease-ms", 1, 3'600'000, &o->max_lease_ms, "milliseconds"));
+  KVTIER_RETURN_IF_ERROR(
+      ParseIntFlag(flags, "max-tenant-leases", 1, 1 << 20, &o->max_tenant_leases));
+  KVTIER_RETURN_IF_ERROR(ParseSizeFlag(flags, "max-tenant-leased-blocks", kPositiveSize,
+                                       &o->max_tenant_leased_blocks));
+  o->shm_socket = flags.Get("shm-socket", o->shm_socket);
+  KVTIER_RETURN_IF_ERROR(
+      ParseSizeFlag(flags, "shm-max-region-bytes", kPositiveSize, &o->shm_max_region_bytes));
+  KVTIER_RETURN_IF_ERROR(
+      ParseSizeFlag(flags, "shm-max-bytes", kPositiveSize, &o->shm_max_total_bytes));
+  if (o->shm_max_total_bytes < o->shm_max_region_bytes) {
+    return Status::InvalidArgument("--shm-max-bytes must be at least --shm-max-region-bytes");
+  }
   if (flags.Has("default-ttl")) {
     Result<int64_t> v = ParseInt(flags.Get("default-ttl"));
     if (!v.ok() || *v > UINT32_MAX) {
@@ -426,7 +447,8 @@ const std::vector<FlagGroup>& FlagGroups() {
        {"lock-memory", "no-rocks-wal", "no-flash"},
        ParseTierFlags},
       {{"max-block-bytes", "max-payload-bytes", "max-tenant-payload-bytes", "block-tokens",
-        "default-ttl", "model-id", "kv-dtype"},
+        "default-ttl", "model-id", "kv-dtype", "max-lease-ms", "max-tenant-leases",
+        "max-tenant-leased-blocks", "shm-socket", "shm-max-region-bytes", "shm-max-bytes"},
        {},
        ParseBlockApiFlags},
       {{"model", "model-preset", "kv-bytes", "min-cacheable-tokens", "device", "gpu-weights",

@@ -51,6 +51,16 @@ struct DaemonOptions {
   // Payload bytes one tenant's Puts and Gets may hold; 0 = a quarter of the
   // above, at least max_block_bytes.
   uint64_t max_tenant_payload_bytes = 0;
+  // Leases of BatchLookup (server/leases.h): the longest, and what one tenant
+  // may hold open.
+  int64_t max_lease_ms = 60'000;
+  int max_tenant_leases = 1024;
+  uint64_t max_tenant_leased_blocks = 1 << 16;
+  // Same-host shared memory for the block API (server/shm_regions.h): its
+  // Unix socket ("" = DATA_DIR/kvtierd.sock; "off" = none) and limits.
+  std::string shm_socket;
+  uint64_t shm_max_region_bytes = uint64_t{1} << 30;
+  uint64_t shm_max_total_bytes = uint64_t{8} << 30;
   // Server threads, connections and streams (docs/operations.md). Streams
   // (Put, Get, Generate) hold a thread each while open: at most max_streams
   // of them, at most max_tenant_streams for one tenant; the rest of the

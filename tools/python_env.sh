@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Creates (or reuses) the virtualenv the SDK tests run in: var/venv with the
-# pinned client SDKs of tests/http/requirements.txt from PyPI. Idempotent: a
-# venv made from the same requirements is kept. Prints the venv's python.
-# Safe to run concurrently (CTest starts both SDK tests at once): the first
-# caller builds the venv under a lock while the others wait for it.
+# Creates (or reuses) a virtualenv for the Python tests from pinned PyPI
+# requirements, and prints its python.
+#   tools/python_env.sh            tests/http/requirements.txt in var/venv
+#                                  (the anthropic and openai SDKs)
+#   tools/python_env.sh REQ VENV   REQ (a requirements file, relative to the
+#                                  repo) in VENV (relative to the repo)
+# Idempotent: a venv made from the same requirements is kept. Safe to run
+# concurrently (CTest starts several Python tests at once): the first caller
+# builds the venv under a lock while the others wait for it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${KVTIER_VENV:-$root/var/venv}"
-req="$root/tests/http/requirements.txt"
+req="$root/${1:-tests/http/requirements.txt}"
+venv="${KVTIER_VENV:-$root/${2:-var/venv}}"
+[[ -f $req ]] || { echo "python_env.sh: no requirements file $req" >&2; exit 1; }
 stamp="$venv/.kvtier-requirements"
 mkdir -p "$(dirname "$venv")"
 exec 9>"$venv.lock"

@@ -99,6 +99,42 @@ TEST_F(CacheManagerTest, InsertedBlocksReadBackAndHitAsAPrefix) {
   EXPECT_EQ(s.lookup_hit_blocks, 3u);
 }
 
+// Probe finds the run as Lookup does, but is not a use: the LRU order, the
+// statistics and the expiry stay as they were. Its pins keep blocks from
+// eviction as Lookup's do.
+TEST_F(CacheManagerTest, ProbeIsNotAUseAndItsPinsHoldBlocks) {
+  Open({4});
+  const size_t bytes = 60 << 10;
+  auto a = Chain(2, 0), b = Chain(2, 1000);
+  ASSERT_TRUE(InsertChain(a, bytes).ok());
+  ASSERT_TRUE(InsertChain(b, bytes).ok());
+  const CacheStats before = cache_->Stats();
+  PrefixHit probe = cache_->Probe(a);  // a stays the least recently used
+  EXPECT_EQ(probe.blocks, 2u);
+  EXPECT_TRUE(probe.pins.empty());
+  EXPECT_EQ(cache_->Stats().lookups, before.lookups);
+  EXPECT_EQ(cache_->Stats().lookup_hit_blocks, before.lookup_hit_blocks);
+  ASSERT_TRUE(InsertChain(Chain(1, 5000), bytes).ok());  // c
+  EXPECT_EQ(cache_->Probe(a).blocks, 1u) << "a's leaf was the LRU victim: the probe was no use";
+  EXPECT_EQ(cache_->Probe(b).blocks, 2u);
+
+  // Pinned by a probe, b survives two more inserts: the first takes a's root,
+  // the second would take b's leaf (the least recent leaf) but takes c.
+  PrefixHit pinned = cache_->Probe(b, /*pin=*/true);
+  ASSERT_EQ(pinned.pins.size(), 2u);
+  ASSERT_TRUE(InsertChain(Chain(1, 6000), bytes).ok());
+  ASSERT_TRUE(InsertChain(Chain(1, 7000), bytes).ok());
+  EXPECT_EQ(cache_->Probe(b).blocks, 2u);
+  EXPECT_EQ(cache_->Probe(Chain(1, 5000)).blocks, 0u);
+  EXPECT_EQ(cache_->Erase(b[1]).code(), StatusCode::kRetry) << "a pinned block stays";
+  pinned.pins.clear();
+  EXPECT_TRUE(cache_->Erase(b[1]).ok());
+  // A run stops at the first absent key; nothing is pinned past it.
+  PrefixHit partial = cache_->Probe(b, /*pin=*/true);
+  EXPECT_EQ(partial.blocks, 1u);
+  EXPECT_EQ(partial.pins.size(), 1u);
+}
+
 TEST_F(CacheManagerTest, RefusedInsertsChangeNothing) {
   Open({4});
   auto keys = Chain(2);

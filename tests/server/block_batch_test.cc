@@ -1,0 +1,474 @@
+// The block API for engines' connectors against a real kvtierd (issue 19,
+// docs/block-api.md): BatchLookup without side effects and with leases,
+// Exists, BatchGet and BatchPut with a status per block, Release, the
+// same-host shared-memory path, namespace checks, and each call's bad input.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cache/namespace.h"
+#include "common/checksum.h"
+#include "proto/client.h"
+#include "tests/server/daemon_client.h"
+#include "tests/server/daemon_process.h"
+
+namespace kvtier {
+namespace {
+
+using testing::AsBytes;
+using testing::Bytes;
+using testing::ClientFor;
+using testing::DaemonProcess;
+using testing::TempDir;
+
+constexpr char kAlice[] = "alice-key-0123456789";
+constexpr char kBob[] = "bob-key-0123456789ab";
+constexpr char kAdmin[] = "admin-key-0123456789";
+constexpr int kBlockTokens = 16;
+constexpr size_t kBlockBytes = 4096;
+
+class BlockBatchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = TempDir("block_batch");
+    std::filesystem::create_directories(dir_);
+    std::ofstream(dir_ + "/keys") << kAlice << " alice\n"
+                                  << kBob << " bob\n"
+                                  << kAdmin << " ops admin\n";
+    ASSERT_TRUE(daemon_.Start(
+        dir_ + "/data", {"--api-keys", dir_ + "/keys", "--dram-bytes", "64M", "--no-engine",
+                         "--block-tokens", std::to_string(kBlockTokens), "--max-lease-ms", "10000",
+                         "--max-tenant-leases", "2", "--metrics-listen", "", "--http-listen", "",
+                         "--shm-socket", dir_ + "/kvtierd.sock", "--shm-max-region-bytes", "1M"}))
+        << daemon_.exit_code();
+    alice_ = ClientFor(daemon_, kAlice);
+    bob_ = ClientFor(daemon_, kBob);
+  }
+  void TearDown() override {
+    daemon_.Stop(SIGTERM);
+    std::filesystem::remove_all(dir_);
+  }
+
+  static std::vector<int32_t> Tokens(int blocks, int32_t start = 1) {
+    std::vector<int32_t> t(static_cast<size_t>(blocks * kBlockTokens));
+    for (size_t i = 0; i < t.size(); ++i) t[i] = start + static_cast<int32_t>(i);
+    return t;
+  }
+
+  // The visible keys of every full block of `tokens`, from the daemon.
+  std::vector<BlockKey> KeysOf(Client& c, const std::vector<int32_t>& tokens,
+                               const v1::Namespace& ns = {}) {
+    v1::BatchLookupRequest req;
+    *req.mutable_namespace_() = ns;
+    req.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+    req.set_return_keys(true);
+    Result<v1::BatchLookupResponse> r = c.BatchLookup(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::vector<BlockKey> keys;
+    if (r.ok()) {
+      for (const std::string& k : r->keys()) keys.push_back(*BlockKey::FromBytes(k));
+    }
+    return keys;
+  }
+
+  // Puts a chain of blocks (payload i: Bytes(kBlockBytes, seed + i)).
+  void PutChain(Client& c, const std::vector<BlockKey>& keys, uint32_t seed,
+                const v1::Namespace& ns = {}) {
+    std::vector<std::string> payloads;
+    for (size_t i = 0; i < keys.size(); ++i) payloads.push_back(Bytes(kBlockBytes, seed + i));
+    std::vector<BatchPutItem> items;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      BatchPutItem item{keys[i], std::nullopt, AsBytes(payloads[i])};
+      if (i > 0) item.parent = keys[i - 1];
+      item.tokens = kBlockTokens;
+      items.push_back(item);
+    }
+    v1::BatchPutHeader h;
+    *h.mutable_namespace_() = ns;
+    Result<v1::BatchPutResponse> r = c.BatchPut(h, items);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->results_size(), static_cast<int>(keys.size()));
+    for (const auto& res : r->results()) ASSERT_EQ(res.code(), 0) << res.message();
+  }
+
+  v1::BatchGetRequest GetOf(const std::vector<BlockKey>& keys) {
+    v1::BatchGetRequest req;
+    for (const BlockKey& k : keys) req.add_keys(k.ToByteString());
+    return req;
+  }
+
+  std::string dir_;
+  DaemonProcess daemon_;
+  std::unique_ptr<Client> alice_, bob_;
+};
+
+TEST_F(BlockBatchTest, BatchPutThenBatchLookupAndBatchGetRoundTrip) {
+  const std::vector<int32_t> tokens = Tokens(4);
+  const std::vector<BlockKey> keys = KeysOf(*alice_, tokens);
+  ASSERT_EQ(keys.size(), 4u);
+  PutChain(*alice_, {keys.begin(), keys.begin() + 3}, 100);
+
+  v1::BatchLookupRequest look;
+  look.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  Result<v1::BatchLookupResponse> hit = alice_->BatchLookup(look);
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  EXPECT_EQ(hit->query_blocks(), 4u);
+  EXPECT_EQ(hit->hit_blocks(), 3u);
+  EXPECT_EQ(hit->hit_tokens(), 3u * kBlockTokens);
+  ASSERT_EQ(hit->hits_size(), 3);
+  EXPECT_EQ(hit->hits(0).key(), keys[0].ToByteString());
+  EXPECT_EQ(hit->hits(2).size_bytes(), kBlockBytes);
+  EXPECT_FALSE(hit->hits(0).tier().empty());
+  EXPECT_TRUE(hit->lease_id().empty());
+
+  // The missing block fails alone; the others come back whole.
+  Result<std::vector<BatchFetched>> got = alice_->BatchGet(GetOf({keys[0], keys[3], keys[2]}));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 3u);
+  ASSERT_TRUE((*got)[0].status.ok()) << (*got)[0].status;
+  EXPECT_EQ((*got)[0].payload, Bytes(kBlockBytes, 100));
+  EXPECT_TRUE((*got)[1].status.IsNotFound()) << (*got)[1].status;
+  ASSERT_TRUE((*got)[2].status.ok());
+  EXPECT_EQ((*got)[2].payload, Bytes(kBlockBytes, 102));
+  EXPECT_EQ((*got)[2].info.payload_xxh3(), Checksum64(AsBytes((*got)[2].payload)));
+
+  v1::ExistsRequest ex;
+  for (const BlockKey& k : keys) ex.add_keys(k.ToByteString());
+  Result<v1::ExistsResponse> exists = alice_->Exists(ex);
+  ASSERT_TRUE(exists.ok()) << exists.status();
+  EXPECT_EQ(std::vector<bool>(exists->exists().begin(), exists->exists().end()),
+            (std::vector<bool>{true, true, true, false}));
+
+  // Another tenant sees none of it, by tokens or by alice's keys.
+  Result<v1::BatchLookupResponse> other = bob_->BatchLookup(look);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->hit_blocks(), 0u);
+  Result<std::vector<BatchFetched>> stolen = bob_->BatchGet(GetOf({keys[0]}));
+  ASSERT_TRUE(stolen.ok());
+  EXPECT_TRUE((*stolen)[0].status.IsNotFound());
+}
+
+// BatchLookup is not a use: it counts no lookup and refreshes nothing.
+TEST_F(BlockBatchTest, BatchLookupHasNoSideEffects) {
+  const std::vector<int32_t> tokens = Tokens(2);
+  const std::vector<BlockKey> keys = KeysOf(*alice_, tokens);
+  PutChain(*alice_, keys, 7);
+  auto admin = ClientFor(daemon_, kAdmin);
+  Result<v1::StatsResponse> before = admin->Stats();
+  ASSERT_TRUE(before.ok());
+  v1::BatchLookupRequest look;
+  look.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(alice_->BatchLookup(look)->hit_blocks(), 2u);
+  Result<v1::StatsResponse> after = admin->Stats();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->lookups(), before->lookups());
+  EXPECT_EQ(after->lookup_hit_blocks(), before->lookup_hit_blocks());
+  EXPECT_EQ(after->reads(), before->reads());
+}
+
+TEST_F(BlockBatchTest, ALeaseKeepsItsBlocksUntilReleased) {
+  const std::vector<int32_t> tokens = Tokens(3);
+  const std::vector<BlockKey> keys = KeysOf(*alice_, tokens);
+  PutChain(*alice_, keys, 1);
+  v1::BatchLookupRequest look;
+  look.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  look.set_lease_ms(10000);
+  Result<v1::BatchLookupResponse> leased = alice_->BatchLookup(look);
+  ASSERT_TRUE(leased.ok()) << leased.status();
+  ASSERT_EQ(leased->hit_blocks(), 3u);
+  ASSERT_EQ(leased->lease_id().size(), 32u);
+  EXPECT_GT(leased->lease_expire_time_ms(), 0);
+  // Leased blocks cannot be deleted (nor evicted) under the engine.
+  EXPECT_EQ(alice_->Delete(keys[1]).code(), StatusCode::kRetry);
+  // Only its tenant can release it.
+  EXPECT_TRUE(bob_->Release(leased->lease_id()).IsNotFound());
+  EXPECT_TRUE(alice_->Release(leased->lease_id()).ok());
+  EXPECT_TRUE(alice_->Release(leased->lease_id()).IsNotFound()) << "released once";
+  EXPECT_TRUE(alice_->Delete(keys[1]).ok());
+  // A lookup that hits nothing takes no lease.
+  Result<v1::BatchLookupResponse> none = bob_->BatchLookup(look);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->lease_id().empty());
+}
+
+TEST_F(BlockBatchTest, ALeasePastItsTimeIsReleasedByTheDaemon) {
+  const std::vector<int32_t> tokens = Tokens(1);
+  const std::vector<BlockKey> keys = KeysOf(*alice_, tokens);
+  PutChain(*alice_, keys, 1);
+  v1::BatchLookupRequest look;
+  look.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  look.set_lease_ms(300);
+  Result<v1::BatchLookupResponse> leased = alice_->BatchLookup(look);
+  ASSERT_TRUE(leased.ok()) << leased.status();
+  ASSERT_FALSE(leased->lease_id().empty());
+  EXPECT_EQ(alice_->Delete(keys[0]).code(), StatusCode::kRetry);
+  Status deleted = Status::Retry("not yet");
+  for (int i = 0; i < 200 && !deleted.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    deleted = alice_->Delete(keys[0]);
+  }
+  EXPECT_TRUE(deleted.ok()) << deleted;
+  EXPECT_TRUE(alice_->Release(leased->lease_id()).IsNotFound());
+}
+
+TEST_F(BlockBatchTest, LeasesAreBoundedPerTenant) {
+  const std::vector<int32_t> tokens = Tokens(1);
+  PutChain(*alice_, KeysOf(*alice_, tokens), 1);
+  v1::BatchLookupRequest look;
+  look.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  look.set_lease_ms(10000);
+  std::vector<std::string> held;
+  for (int i = 0; i < 2; ++i) {
+    Result<v1::BatchLookupResponse> r = alice_->BatchLookup(look);
+    ASSERT_TRUE(r.ok()) << r.status();
+    held.push_back(r->lease_id());
+  }
+  Result<v1::BatchLookupResponse> third = alice_->BatchLookup(look);
+  EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted) << third.status();
+  EXPECT_TRUE(alice_->Release(held[0]).ok());
+  EXPECT_TRUE(alice_->BatchLookup(look).ok());
+}
+
+// A block whose payload does not match its checksum, whose key is malformed
+// or whose size is zero fails alone; the rest of the batch is stored.
+TEST_F(BlockBatchTest, BatchPutRefusesBadBlocksOneByOne) {
+  const std::vector<BlockKey> keys = KeysOf(*alice_, Tokens(3));
+  const std::string good = Bytes(kBlockBytes, 1), bad = Bytes(kBlockBytes, 2);
+  auto ctx = alice_->NewContext();
+  v1::BatchPutResponse resp;
+  auto writer = alice_->block_store().BatchPut(ctx.get(), &resp);
+  v1::BatchPutRequest msg;
+  msg.mutable_header();
+  ASSERT_TRUE(writer->Write(msg));
+  auto block = [&](const std::string& key, const std::string& payload, uint64_t xxh3) {
+    v1::BatchPutBlock* b = msg.mutable_block();
+    b->Clear();
+    b->set_key(key);
+    b->set_size_bytes(payload.size());
+    b->set_payload_xxh3(xxh3);
+    ASSERT_TRUE(writer->Write(msg));
+    if (payload.empty()) return;
+    msg.set_data(payload);
+    ASSERT_TRUE(writer->Write(msg));
+  };
+  block(keys[0].ToByteString(), good, Checksum64(AsBytes(good)));
+  block(keys[1].ToByteString(), bad, Checksum64(AsBytes(good)));  // altered in flight
+  block("short", good, Checksum64(AsBytes(good)));
+  block(keys[2].ToByteString(), "", 0);
+  writer->WritesDone();
+  ASSERT_TRUE(writer->Finish().ok());
+  ASSERT_EQ(resp.results_size(), 4);
+  EXPECT_EQ(resp.results(0).code(), 0) << resp.results(0).message();
+  EXPECT_EQ(resp.results(1).code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(resp.results(1).message().find("payload_xxh3"), std::string::npos);
+  EXPECT_EQ(resp.results(2).code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(resp.results(2).message().find("key"), std::string::npos);
+  EXPECT_EQ(resp.results(3).code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(resp.results(3).message().find("size_bytes"), std::string::npos);
+  v1::ExistsRequest ex;
+  for (const BlockKey& k : keys) ex.add_keys(k.ToByteString());
+  Result<v1::ExistsResponse> exists = alice_->Exists(ex);
+  ASSERT_TRUE(exists.ok());
+  EXPECT_EQ(std::vector<bool>(exists->exists().begin(), exists->exists().end()),
+            (std::vector<bool>{true, false, false}));
+}
+
+// Blocks are found only in the namespace (model, revision, dtype, block
+// size, layout, TP rank and size, salt) they were written in.
+TEST_F(BlockBatchTest, AnotherLayoutNeverSeesTheBlocks) {
+  v1::Namespace rank0;
+  rank0.set_model_id("llama");
+  rank0.set_kv_dtype("bf16");
+  rank0.set_tp_size(2);
+  rank0.set_tp_rank(0);
+  const std::vector<int32_t> tokens = Tokens(2);
+  const std::vector<BlockKey> keys = KeysOf(*alice_, tokens, rank0);
+  PutChain(*alice_, keys, 5, rank0);
+  for (auto change : std::vector<void (*)(v1::Namespace*)>{
+           [](v1::Namespace* n) { n->set_tp_rank(1); },
+           [](v1::Namespace* n) { n->set_kv_dtype("f16"); },
+           [](v1::Namespace* n) { n->set_model_revision("r2"); },
+           [](v1::Namespace* n) { n->set_layout_version(2); },
+           [](v1::Namespace* n) { n->set_block_tokens(32); },
+           [](v1::Namespace* n) { n->set_cache_salt("other"); }}) {
+    v1::Namespace other = rank0;
+    change(&other);
+    v1::BatchLookupRequest look;
+    *look.mutable_namespace_() = other;
+    look.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+    Result<v1::BatchLookupResponse> r = alice_->BatchLookup(look);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->hit_blocks(), 0u) << other.ShortDebugString();
+    v1::BatchGetRequest get = GetOf(keys);
+    *get.mutable_namespace_() = other;
+    Result<std::vector<BatchFetched>> got = alice_->BatchGet(get);
+    ASSERT_TRUE(got.ok());
+    for (const BatchFetched& b : *got)
+      EXPECT_TRUE(b.status.IsNotFound()) << other.ShortDebugString();
+  }
+  v1::BatchLookupRequest same;
+  *same.mutable_namespace_() = rank0;
+  same.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  EXPECT_EQ(alice_->BatchLookup(same)->hit_blocks(), 2u);
+}
+
+TEST_F(BlockBatchTest, SharedMemoryCarriesPayloadsBothWays) {
+  Result<v1::HealthResponse> health = alice_->Health();
+  ASSERT_TRUE(health.ok());
+  ASSERT_EQ(health->shm_socket(), dir_ + "/kvtierd.sock");
+  Result<std::unique_ptr<ShmMapping>> region =
+      ShmMapping::Open(health->shm_socket(), 1 << 20, kAlice);
+  ASSERT_TRUE(region.ok()) << region.status();
+  std::span<std::byte> shm = (*region)->bytes();
+  ASSERT_EQ(shm.size(), 1u << 20);
+
+  const std::vector<BlockKey> keys = KeysOf(*alice_, Tokens(3));
+  std::vector<std::string> payloads;
+  std::vector<BatchPutItem> items;
+  for (size_t i = 0; i < keys.size(); ++i) payloads.push_back(Bytes(kBlockBytes, 40 + i));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::memcpy(shm.data() + i * kBlockBytes, payloads[i].data(), kBlockBytes);
+    BatchPutItem item{keys[i], i > 0 ? std::optional(keys[i - 1]) : std::nullopt,
+                      AsBytes(payloads[i])};
+    item.shm_offset = i * kBlockBytes;
+    items.push_back(item);
+  }
+  Result<v1::BatchPutResponse> put = alice_->BatchPut({}, items, region->get());
+  ASSERT_TRUE(put.ok()) << put.status();
+  for (const auto& r : put->results()) ASSERT_EQ(r.code(), 0) << r.message();
+
+  // Back into another part of the region, in reverse order; the last block's
+  // offset leaves no room for it and it fails alone.
+  std::memset(shm.data(), 0, shm.size());
+  v1::BatchGetRequest get = GetOf(keys);
+  const uint64_t base = 512 << 10;
+  get.add_shm_offsets(base + 2 * kBlockBytes);
+  get.add_shm_offsets(base + kBlockBytes);
+  get.add_shm_offsets(shm.size() - kBlockBytes / 2);
+  Result<std::vector<BatchFetched>> got = alice_->BatchGet(get, region->get());
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE((*got)[0].status.ok()) << (*got)[0].status;
+  ASSERT_TRUE((*got)[1].status.ok()) << (*got)[1].status;
+  EXPECT_TRUE((*got)[0].payload.empty()) << "the payload went through shared memory";
+  EXPECT_EQ(std::memcmp(shm.data() + base + 2 * kBlockBytes, payloads[0].data(), kBlockBytes), 0);
+  EXPECT_EQ(std::memcmp(shm.data() + base + kBlockBytes, payloads[1].data(), kBlockBytes), 0);
+  EXPECT_EQ((*got)[2].status.code(), StatusCode::kInvalidArgument) << (*got)[2].status;
+
+  // Another tenant cannot use alice's region, even knowing its id.
+  v1::BatchGetRequest steal = GetOf({keys[0]});
+  steal.set_shm_region((*region)->id());
+  steal.add_shm_offsets(0);
+  EXPECT_TRUE(bob_->BatchGet(steal).status().IsNotFound());
+
+  // Closing the mapping gives the region back: its id no longer works.
+  const std::string id = (*region)->id();
+  region->reset();
+  Status gone = Status::Ok();
+  for (int i = 0; i < 200 && gone.ok(); ++i) {
+    v1::BatchGetRequest again = GetOf({keys[0]});
+    again.set_shm_region(id);
+    again.add_shm_offsets(0);
+    gone = alice_->BatchGet(again).status();
+    if (gone.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(gone.IsNotFound()) << gone;
+}
+
+TEST_F(BlockBatchTest, BadHandshakesGetNoRegion) {
+  const std::string sock = dir_ + "/kvtierd.sock";
+  EXPECT_EQ(ShmMapping::Open(sock, 4096, "not-a-key-0123456789").status().code(),
+            StatusCode::kUnavailable);
+  EXPECT_EQ(ShmMapping::Open(sock, 4096, "").status().code(), StatusCode::kUnavailable)
+      << "this daemon has API keys";
+  Result<std::unique_ptr<ShmMapping>> big = ShmMapping::Open(sock, 2 << 20, kAlice);
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.status().message().find("outside"), std::string::npos) << big.status();
+  EXPECT_FALSE(ShmMapping::Open(sock, 0, kAlice).ok());
+  EXPECT_TRUE(ShmMapping::Open(sock, 4096, kAlice).ok()) << "and a good one still works";
+}
+
+TEST_F(BlockBatchTest, BadInputIsRefusedAndChangesNothing) {
+  const std::vector<int32_t> tokens = Tokens(1);
+  const std::vector<BlockKey> keys = KeysOf(*alice_, tokens);
+  auto code = [](const Status& s) { return s.code(); };
+  v1::BatchLookupRequest neither;
+  EXPECT_EQ(code(alice_->BatchLookup(neither).status()), StatusCode::kInvalidArgument);
+  v1::BatchLookupRequest both;
+  both.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  both.add_keys(keys[0].ToByteString());
+  EXPECT_EQ(code(alice_->BatchLookup(both).status()), StatusCode::kInvalidArgument);
+  v1::BatchLookupRequest long_lease;
+  long_lease.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  long_lease.set_lease_ms(10001);
+  Result<v1::BatchLookupResponse> r = alice_->BatchLookup(long_lease);
+  EXPECT_EQ(code(r.status()), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("lease_ms"), std::string::npos);
+  v1::BatchLookupRequest bad_key;
+  bad_key.add_keys("0123");
+  EXPECT_EQ(code(alice_->BatchLookup(bad_key).status()), StatusCode::kInvalidArgument);
+  v1::BatchLookupRequest bad_ns;
+  bad_ns.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  bad_ns.mutable_namespace_()->set_block_tokens(17);
+  EXPECT_EQ(code(alice_->BatchLookup(bad_ns).status()), StatusCode::kInvalidArgument);
+  v1::ExistsRequest ex;
+  ex.add_keys("x");
+  EXPECT_EQ(code(alice_->Exists(ex).status()), StatusCode::kInvalidArgument);
+
+  v1::BatchGetRequest get = GetOf(keys);
+  get.set_chunk_bytes(8 << 20);
+  EXPECT_EQ(code(alice_->BatchGet(get).status()), StatusCode::kInvalidArgument);
+  get = GetOf(keys);
+  get.add_shm_offsets(0);
+  EXPECT_EQ(code(alice_->BatchGet(get).status()), StatusCode::kInvalidArgument)
+      << "offsets without a region";
+  get = GetOf(keys);
+  get.set_shm_region("0123456789abcdef0123456789abcdef");
+  get.add_shm_offsets(0);
+  EXPECT_TRUE(alice_->BatchGet(get).status().IsNotFound()) << "an unknown region";
+  Result<std::unique_ptr<ShmMapping>> region =
+      ShmMapping::Open(dir_ + "/kvtierd.sock", 4096, kAlice);
+  ASSERT_TRUE(region.ok());
+  get = GetOf(keys);
+  EXPECT_EQ(code(alice_->BatchGet(get, region->get()).status()), StatusCode::kInvalidArgument)
+      << "a region without offsets";
+  EXPECT_TRUE(alice_->Release("").IsNotFound());
+  EXPECT_TRUE(alice_->Release("no-such-lease").IsNotFound());
+
+  // A stream that does not start with a header, or sends data with no block.
+  for (int variant = 0; variant < 2; ++variant) {
+    auto ctx = alice_->NewContext();
+    v1::BatchPutResponse resp;
+    auto writer = alice_->block_store().BatchPut(ctx.get(), &resp);
+    v1::BatchPutRequest msg;
+    if (variant == 1) {
+      msg.mutable_header();
+      writer->Write(msg);
+    }
+    msg.set_data("stray bytes");
+    writer->Write(msg);
+    writer->WritesDone();
+    EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT) << variant;
+  }
+  // No key at all.
+  v1::BatchLookupRequest look;
+  look.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  ClientOptions o;
+  o.address = daemon_.address();
+  Result<v1::BatchLookupResponse> keyless = Client(o).BatchLookup(look);
+  EXPECT_EQ(keyless.status().code(), StatusCode::kPermissionDenied) << keyless.status();
+  EXPECT_NE(keyless.status().message().find("UNAUTHENTICATED"), std::string::npos);
+  // Nothing above stored anything.
+  v1::ExistsRequest all;
+  all.add_keys(keys[0].ToByteString());
+  EXPECT_FALSE(alice_->Exists(all)->exists(0));
+}
+
+}  // namespace
+}  // namespace kvtier
