@@ -120,6 +120,7 @@ class KvtierClient:
     def exists(self, keys, namespace=None):
         """For each key on its own, whether it is cached (no side effects).
         Raises InvalidArgument for a key that is not 16 bytes."""
+        keys = list(keys)
         request = self._message(pb2.ExistsRequest, namespace=self._ns(namespace), keys=keys)
         r = self._call(self.block_store.Exists, request)
         if len(r.exists) != len(keys):
@@ -149,6 +150,7 @@ class KvtierClient:
                 raise errors.InvalidArgument(f"{region!r} is closed")
             if offsets is None or len(offsets) != len(keys):
                 raise errors.InvalidArgument("a get into a region needs one offset per key")
+            offsets = [int(o) for o in offsets]  # numpy integers too
         elif offsets is not None:
             raise errors.InvalidArgument("offsets go with a region")
         request = self._message(
