@@ -23,8 +23,9 @@ from .scheduler import KvtierScheduler, RequestInfo, ScheduledRequest
 from .ttl import TtlClasses, UnknownTtlClass
 from .worker import KvtierWorker
 
+# KvtierConnector is left out: a star import must not import vLLM.
 __all__ = [
-    "KvtierConnector", "LAYOUT_VERSION", "BlockMapping", "BlockSizeMismatch", "CpuPagedKv",
+    "LAYOUT_VERSION", "BlockMapping", "BlockSizeMismatch", "CpuPagedKv",
     "ConfigError", "ConnectorConfig", "EngineNamespace", "KvtierScheduler", "RequestInfo",
     "ScheduledRequest", "TtlClasses", "UnknownTtlClass", "KvtierWorker",
 ]

@@ -40,9 +40,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kvtier_vllm")
 
-# kvtierd's tier names -> vLLM's cache-hit sources (its external hit metrics).
+
+def _log_through_vllm():
+    """vLLM configures only its own "vllm" logger; without its handlers the
+    "kvtier_vllm" logger's INFO lines would be dropped."""
+    theirs = logging.getLogger("vllm")
+    if not log.handlers and theirs.handlers:
+        for handler in theirs.handlers:
+            log.addHandler(handler)
+        log.setLevel(theirs.level)
+        log.propagate = False
+
+
+_log_through_vllm()
+
+# kvtierd's tier names -> vLLM's cache-hit sources (its metric
+# vllm:prompt_tokens_cached_by_source). Others (kvtierd's own "hbm") count as
+# external_unspecified.
 _TIER_SOURCES = {"dram": CacheHitSource.HOST, "flash": CacheHitSource.DISK,
-                 "cold": CacheHitSource.DISK}
+                 "rocks": CacheHitSource.DISK}
 
 
 @dataclass
@@ -203,8 +219,10 @@ class KvtierConnector(KVConnectorBase_V1):
                        and request.lora_request is None))
         tokens = self._scheduler.match(info, num_computed_tokens)
         if tokens:
-            log.info("kvtier: request %s: %d tokens from kvtierd beyond vLLM's %d",
-                     request.request_id, tokens, num_computed_tokens)
+            log.info("kvtier: request %s: %d tokens from kvtierd beyond vLLM's %d (%s)",
+                     request.request_id, tokens, num_computed_tokens,
+                     ", ".join(f"{n} in {tier or '?'}" for tier, n in
+                               sorted(self._scheduler.load_tiers(request.request_id).items())))
         return tokens, False
 
     def get_external_cache_hit_sources(self, request: "Request",

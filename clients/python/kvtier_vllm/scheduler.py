@@ -22,6 +22,7 @@ A request's life:
   4. finished(): any lease not yet handed over is released.
 """
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -89,6 +90,7 @@ class ScheduledRequest:
 class SchedulerStats:
     lookups: int = 0
     lookup_errors: int = 0
+    lookup_s: float = 0.0       # wall time in lookups
     matched_tokens: int = 0     # tokens beyond vLLM's own hit that kvtierd offered
     loaded_tokens: int = 0      # of those, tokens handed to the workers to load
     saved_blocks: int = 0       # blocks handed to the workers to publish
@@ -158,6 +160,7 @@ class KvtierScheduler:
     def _lookup(self, req: RequestInfo) -> Optional[_RequestState]:
         keys, hits, leases, tiers = [], [], [], []
         tokens = list(req.prompt_token_ids)
+        start = time.monotonic()
         try:
             for rank in range(self._tp_size):
                 self.stats.lookups += 1
@@ -176,6 +179,8 @@ class KvtierScheduler:
             for lease_id in leases:
                 self._release_lease(lease_id)
             return None
+        finally:
+            self.stats.lookup_s += time.monotonic() - start
         ttl_seconds = None
         if self._save:
             try:

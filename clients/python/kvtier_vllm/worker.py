@@ -31,6 +31,8 @@ class WorkerStats:
     saved_bytes: int = 0
     failed_saves: int = 0
     load_s: float = 0.0        # wall time in load()
+    load_get_s: float = 0.0    # of which waiting for kvtierd's get (and checksums)
+    load_copy_s: float = 0.0   # of which copying blocks into the paged KV
     save_s: float = 0.0        # wall time packing and publishing
 
 
@@ -75,12 +77,20 @@ class KvtierWorker:
         first missing or corrupt block on, all of them (vLLM recomputes)."""
         failed: Set[int] = set()
         start = time.monotonic()
+        blocks_before = self.stats.loaded_blocks
         for load in loads:
             try:
                 failed |= self._load_one(load)
             finally:
                 self._release(load.lease_ids[self._rank] if load.lease_ids else None)
-        self.stats.load_s += time.monotonic() - start
+        elapsed = time.monotonic() - start
+        self.stats.load_s += elapsed
+        loaded = self.stats.loaded_blocks - blocks_before
+        if loaded:
+            log.info("kvtier: loaded %d blocks (%.1f MiB) for %d requests in %.1f ms "
+                     "(get %.1f ms, copy %.1f ms so far in all)", loaded,
+                     loaded * self.block_bytes / (1 << 20), len(loads), elapsed * 1e3,
+                     self.stats.load_get_s * 1e3, self.stats.load_copy_s * 1e3)
         return failed
 
     def _load_one(self, load: BlockLoad) -> Set[int]:
@@ -89,7 +99,10 @@ class KvtierWorker:
         done = 0
         try:
             for batch_start, batch in self._batches(len(keys)):
+                t0 = time.monotonic()
                 results = self._get(keys[batch_start:batch_start + batch], ns)
+                t1 = time.monotonic()
+                self.stats.load_get_s += t1 - t0
                 for i, (result, payload) in enumerate(results):
                     if not result.ok:
                         log.warning("kvtier: request %s: block %d of %d not loaded: %s",
@@ -99,6 +112,7 @@ class KvtierWorker:
                     done += 1
                     self.stats.loaded_blocks += 1
                     self.stats.loaded_bytes += self.block_bytes
+                self.stats.load_copy_s += time.monotonic() - t1
         except errors.KvtierError as e:
             log.warning("kvtier: request %s: loading failed after %d of %d blocks: %s",
                         load.request_id, done, len(keys), e)
