@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "common/checksum.h"
 #include "common/log.h"
 
 namespace kvtier {
@@ -453,7 +454,8 @@ Result<IndexEntry> CacheManager::Find(const BlockKey& key) const {
   return *e;
 }
 
-Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> dest) {
+Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> dest, bool is_use,
+                                    uint64_t* payload_xxh3) {
   ++counters_.reads;
   // Two attempts: a block moved between the index look-up and the read is
   // found in its new tier on the second.
@@ -465,12 +467,16 @@ Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> de
                                        " bytes but block " + key.ToHex() + " has " +
                                        std::to_string(e->bytes));
     }
-    Result<uint64_t> n = ReadOne(*tiers_[e->tier].tier, key, dest);
+    std::optional<uint64_t> verified;
+    Result<uint64_t> n = ReadOne(*tiers_[e->tier].tier, key, dest, &verified);
     if (n.ok()) {
+      if (payload_xxh3 != nullptr)
+        *payload_xxh3 = verified ? *verified : Checksum64(dest.first(*n));
       const int64_t now = options_.clock->NowMs();
       index_.Touch(key);
-      // A read is data movement, not a new use: a lookup observed the reuse.
-      OnUse(key, *e, now, /*observe=*/false);
+      // A read is data movement, not a new use, unless the caller says so: a
+      // lookup observed the reuse.
+      OnUse(key, *e, now, /*observe=*/is_use);
       ++counters_.read_hits;
       TierCounters& tc = tier_counters_[e->tier];
       ++tc.read_blocks;

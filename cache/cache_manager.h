@@ -193,7 +193,14 @@ class CacheManager {
   // Copies a block into dest and returns its size; refreshes its TTL.
   // kNotFound on a miss (including a checksum failure, which also drops the
   // block); kResourceExhausted when dest is smaller than the block.
-  Result<uint64_t> Read(const BlockKey& key, std::span<std::byte> dest);
+  // `is_use`: this read is the block's use (an engine's load after a Probe,
+  // which is not one), so the time since its last use feeds the reuse
+  // estimate, as a Lookup's hit does; otherwise a read is only data movement
+  // after a Lookup that already counted.
+  // With `payload_xxh3`, also the payload's XXH3-64 (the one its tier checked
+  // it against where the tier gives it, else hashed here).
+  Result<uint64_t> Read(const BlockKey& key, std::span<std::byte> dest, bool is_use = false,
+                        uint64_t* payload_xxh3 = nullptr);
   // Removes a block from the cache. kNotFound if absent, kRetry if pinned.
   Status Erase(const BlockKey& key);
 

@@ -180,7 +180,11 @@ grpc::Status BlockStoreService::BatchGet(grpc::ServerContext* ctx, const v1::Bat
       buffer.resize(e->bytes);
       dest = buffer;
     }
-    Result<uint64_t> n = cache_.Read(key, dest);
+    // The engine's load is the block's use: BatchLookup was not one. The
+    // checksum is the one the tier verified the bytes against as it copied
+    // them (no second pass over the payload) where the tier gives it.
+    uint64_t xxh3 = 0;
+    Result<uint64_t> n = cache_.Read(key, dest, /*is_use=*/true, &xxh3);
     if (!n.ok()) {
       if (!fail(n.status())) return ClientGone(*slot, gate_.streams());
       continue;
@@ -188,7 +192,7 @@ grpc::Status BlockStoreService::BatchGet(grpc::ServerContext* ctx, const v1::Bat
     const std::span<const std::byte> payload = dest.first(*n);
     FillInfo(*scope, key, *e, block->mutable_info());
     block->mutable_info()->set_size_bytes(*n);
-    block->mutable_info()->set_payload_xxh3(Checksum64(payload));
+    block->mutable_info()->set_payload_xxh3(xxh3);
     if (!send()) return ClientGone(*slot, gate_.streams());
     if (*region != nullptr) continue;
     for (size_t off = 0; off < payload.size(); off += chunk) {

@@ -29,10 +29,12 @@ Status WriteOne(Tier& tier, const BlockKey& key, std::span<const std::byte> payl
   return WriteSync(tier, std::span(&op, 1))[0].status;
 }
 
-Result<uint64_t> ReadOne(Tier& tier, const BlockKey& key, std::span<std::byte> dest) {
+Result<uint64_t> ReadOne(Tier& tier, const BlockKey& key, std::span<std::byte> dest,
+                         std::optional<uint64_t>* payload_xxh3) {
   ReadOp op{key, dest};
   IoResult r = ReadSync(tier, std::span(&op, 1))[0];
   if (!r.status.ok()) return r.status;
+  if (payload_xxh3 != nullptr) *payload_xxh3 = r.payload_xxh3;
   return r.bytes;
 }
 

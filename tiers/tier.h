@@ -21,8 +21,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/block_key.h"
@@ -57,11 +59,19 @@ struct ReadOp {
 };
 
 struct IoResult {
+  // Built as {status}, {status, bytes} or {status, bytes, payload_xxh3}.
+  IoResult(Status s = Status::Ok(), uint64_t n = 0, std::optional<uint64_t> xxh3 = std::nullopt)
+      : status(std::move(s)), bytes(n), payload_xxh3(xxh3) {}
+
   Status status;
   // Write: bytes stored. Read: the payload size; when dest was too small the
   // status is kResourceExhausted, nothing is copied, and bytes says how many
   // are needed.
   uint64_t bytes = 0;
+  // Read: the XXH3-64 the tier checked the payload against as it copied it,
+  // when it checks that way (the DRAM tier does), so a caller that must send
+  // the payload's checksum need not hash it again.
+  std::optional<uint64_t> payload_xxh3;
 };
 
 using IoCallback = std::function<void(std::vector<IoResult>)>;
@@ -106,6 +116,7 @@ std::vector<IoResult> ReadSync(Tier& tier, std::span<const ReadOp> ops);
 Status WriteOne(Tier& tier, const BlockKey& key, std::span<const std::byte> payload,
                 int64_t expiry_ms = kNoExpiry);
 // Reads one block into dest; returns the payload size.
-Result<uint64_t> ReadOne(Tier& tier, const BlockKey& key, std::span<std::byte> dest);
+Result<uint64_t> ReadOne(Tier& tier, const BlockKey& key, std::span<std::byte> dest,
+                         std::optional<uint64_t>* payload_xxh3 = nullptr);
 
 }  // namespace kvtier

@@ -141,6 +141,32 @@ TEST_F(CacheManagerPlacementTest, ReuseHistoryShortensTheExpectedIdleTime) {
   EXPECT_NEAR(*x->reuse_estimate_s, 2.0, 1e-6);
 }
 
+// An engine that probes (no use) and then reads says the read is the use:
+// its reuse feeds the estimate as a Lookup's hit does. A plain read does not.
+TEST_F(CacheManagerPlacementTest, AReadThatIsTheUseFeedsTheReuseEstimate) {
+  Open(kFourTiers);
+  BlockMeta meta;
+  meta.ttl_ms = 3'600'000;
+  meta.stream = 11;
+  ASSERT_TRUE(cache_->Insert(K(1), Payload(kBlock, 1), meta).ok());
+  std::vector<std::byte> dest(kBlock);
+  for (int i = 0; i < 5; ++i) {
+    clock_.AdvanceMs(3000);
+    ASSERT_EQ(cache_->Probe(std::vector<BlockKey>{K(1)}).blocks, 1u);
+    ASSERT_TRUE(cache_->Read(K(1), dest).ok());
+  }
+  Result<BlockExplanation> x = cache_->Explain(K(1));
+  ASSERT_TRUE(x.ok());
+  EXPECT_FALSE(x->reuse_estimate_s) << "probes and plain reads observed nothing";
+  for (int i = 0; i < 5; ++i) {
+    clock_.AdvanceMs(3000);
+    ASSERT_TRUE(cache_->Read(K(1), dest, /*is_use=*/true).ok());
+  }
+  x = cache_->Explain(K(1));
+  ASSERT_TRUE(x.ok() && x->reuse_estimate_s);
+  EXPECT_NEAR(*x->reuse_estimate_s, 3.0, 1e-6);
+}
+
 TEST_F(CacheManagerPlacementTest, AHitPromotesWhenAHigherTierBecomesCheaper) {
   Open(kFourTiers);
   BlockMeta meta;

@@ -146,6 +146,7 @@ class DramTier final : public Tier {
     bool corrupt = false;
     uint64_t bytes = 0;
     uint64_t offset = 0;
+    uint64_t checksum = 0;
     {
       Stripe& stripe = StripeOf(op.key);
       std::shared_lock lock(stripe.mu);
@@ -164,6 +165,7 @@ class DramTier final : public Tier {
       }
       // The copy runs under the shared lock: an eraser waits for it to finish
       // before the chunk can be freed and reused.
+      checksum = e.checksum;
       corrupt =
           CopyAndChecksum64({arena_ + e.offset, e.bytes}, op.dest.first(e.bytes)) != e.checksum;
     }
@@ -174,7 +176,7 @@ class DramTier final : public Tier {
       Remove(op.key, offset);
       return {Status::Corruption("block " + op.key.ToHex() + " failed its checksum"), 0};
     }
-    return {Status::Ok(), bytes};
+    return {Status::Ok(), bytes, checksum};
   }
 
   // Removes `key`; with `only_offset`, only if it is still that chunk (a block
