@@ -31,7 +31,7 @@ Status Client::Release(const std::string& lease_id) {
 }
 
 Result<std::vector<BatchFetched>> Client::BatchGet(v1::BatchGetRequest request,
-                                                   const ShmMapping* region) {
+                                                   const ShmMapping* region, bool verify) {
   if (request.chunk_bytes() == 0) request.set_chunk_bytes(options_.chunk_bytes);
   if (region != nullptr) request.set_shm_region(region->id());
   auto ctx = NewContext();
@@ -77,6 +77,7 @@ Result<std::vector<BatchFetched>> Client::BatchGet(v1::BatchGetRequest request,
                                       " outside the region");
         continue;
       }
+      if (!verify) continue;
       bytes = region->bytes().subspan(off, b.info.size_bytes());
     } else {
       if (b.payload.size() != b.info.size_bytes()) {

@@ -96,9 +96,12 @@ class Client {
   Result<v1::ExistsResponse> Exists(const v1::ExistsRequest& request);
   Status Release(const std::string& lease_id);
   // One entry per key, in order. With `region`, `request.shm_offsets` say
-  // where each payload lands in it and no payload comes back here.
+  // where each payload lands in it and no payload comes back here; the daemon
+  // verified each block as it copied it there, and `verify` checks it again
+  // here (a pass over the bytes: off for a load that trusts its own host).
   Result<std::vector<BatchFetched>> BatchGet(v1::BatchGetRequest request,
-                                             const ShmMapping* region = nullptr);
+                                             const ShmMapping* region = nullptr,
+                                             bool verify = true);
   // One result per item, in order. With `region`, each payload must already
   // be at its shm_offset in it (its bytes are still given, for the checksum).
   Result<v1::BatchPutResponse> BatchPut(v1::BatchPutHeader header,

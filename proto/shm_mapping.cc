@@ -1,5 +1,6 @@
 // ShmMapping: the client's side of kvtierd's shared-memory handshake
 // (server/shm_regions.h).
+#include <grpcpp/grpcpp.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "proto/client.h"
+#include "proto/status_codes.h"
 
 namespace kvtier {
 
@@ -63,9 +65,21 @@ Result<std::unique_ptr<ShmMapping>> ShmMapping::Open(const std::string& socket_p
   uint64_t size = 0;
   if (!(in >> word) || word != "OK" || !(in >> id >> size) || fd < 0 || size != bytes) {
     if (fd >= 0) ::close(fd);
-    const std::string why =
-        line.rfind("ERR ", 0) == 0 ? line.substr(4, line.find('\n') - 4) : "a malformed answer";
-    return fail(Status::Unavailable("kvtierd refused the shared-memory region: " + why));
+    // "ERR <code> <why>": the code as a gRPC status, so it maps as a call's would.
+    std::istringstream err(line.substr(0, line.find('\n')));
+    std::string tag, code;
+    if (err >> tag >> code && tag == "ERR") {
+      std::string why;
+      std::getline(err >> std::ws, why);
+      for (int c = 0; c <= grpc::StatusCode::UNAUTHENTICATED; ++c) {
+        const auto status = static_cast<grpc::StatusCode>(c);
+        if (code == GrpcCodeName(status)) {
+          return fail(FromGrpcStatus(grpc::Status(status, "shared-memory region refused: " + why)));
+        }
+      }
+    }
+    return fail(Status::Unavailable("kvtierd answered the shared-memory handshake with '" +
+                                    line.substr(0, line.find('\n')) + "'"));
   }
   void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);

@@ -168,38 +168,39 @@ void ShmRegistry::CloseConn(int fd) {
 }
 
 bool ShmRegistry::Handshake(Conn& conn, const std::string& line) {
-  auto refuse = [&](const std::string& why) {
+  // "ERR <gRPC code name> <why>": clients map the code to their error types.
+  auto refuse = [&](const char* code, const std::string& why) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.refused;
     }
-    (void)SendLine(conn.fd, "ERR " + why + "\n", -1);
+    (void)SendLine(conn.fd, std::string("ERR ") + code + " " + why + "\n", -1);
     return false;
   };
   std::istringstream in(line);
   std::string magic, key, extra;
   uint64_t bytes = 0;
   if (!(in >> magic >> bytes >> key) || (in >> extra) || magic != "KVTIER-SHM/1") {
-    return refuse("expected \"KVTIER-SHM/1 <bytes> <api-key or ->\"");
+    return refuse("INVALID_ARGUMENT", "expected \"KVTIER-SHM/1 <bytes> <api-key or ->\"");
   }
   Principal caller;
   grpc::Status auth = auth_.AuthenticateKey(key == "-" ? "" : key, "", "the handshake", &caller);
-  if (!auth.ok()) return refuse(auth.error_message());
+  if (!auth.ok()) return refuse("UNAUTHENTICATED", auth.error_message());
   if (bytes == 0 || bytes > limits_.max_region_bytes) {
-    return refuse("a region of " + std::to_string(bytes) + " bytes is outside 1.." +
-                  std::to_string(limits_.max_region_bytes));
+    return refuse("INVALID_ARGUMENT", "a region of " + std::to_string(bytes) +
+                                          " bytes is outside 1.." +
+                                          std::to_string(limits_.max_region_bytes));
   }
+  bool full = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (regions_.size() >= limits_.max_regions ||
-        stats_.open_bytes + bytes > limits_.max_total_bytes) {
-      ++stats_.refused;
-      (void)SendLine(conn.fd, "ERR kvtierd holds its limit of shared memory; retry later\n", -1);
-      return false;
-    }
+    full = regions_.size() >= limits_.max_regions ||
+           stats_.open_bytes + bytes > limits_.max_total_bytes;
   }
+  if (full)
+    return refuse("RESOURCE_EXHAUSTED", "kvtierd holds its limit of shared memory; retry later");
   const int mfd = ::memfd_create("kvtier-block-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (mfd < 0) return refuse(std::string("memfd_create: ") + std::strerror(errno));
+  if (mfd < 0) return refuse("INTERNAL", std::string("memfd_create: ") + std::strerror(errno));
   void* base = MAP_FAILED;
   if (::ftruncate(mfd, static_cast<off_t>(bytes)) == 0 &&
       ::fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0) {
@@ -208,7 +209,7 @@ bool ShmRegistry::Handshake(Conn& conn, const std::string& line) {
   if (base == MAP_FAILED) {
     const std::string why = std::strerror(errno);
     ::close(mfd);
-    return refuse("cannot make the region: " + why);
+    return refuse("INTERNAL", "cannot make the region: " + why);
   }
   auto region = std::make_shared<ShmRegion>(NewRandomId(), caller.tenant,
                                             static_cast<std::byte*>(base), bytes);
@@ -269,7 +270,7 @@ void ShmRegistry::Serve() {
         size_t pending = 0;
         for (auto& [fd, conn] : conns_) pending += conn->region_id.empty() ? 1 : 0;
         if (pending >= kMaxPending || conns_.size() >= limits_.max_regions + kMaxPending) {
-          (void)SendLine(c, "ERR too many connections\n", -1);
+          (void)SendLine(c, "ERR RESOURCE_EXHAUSTED too many connections\n", -1);
           ::close(c);
           continue;
         }

@@ -11,7 +11,8 @@
 //
 // The handshake, one line each way:
 //   client: "KVTIER-SHM/1 <bytes> <api-key or ->\n"
-//   daemon: "OK <region-id> <bytes>\n" with the memfd, or "ERR <why>\n" and close.
+//   daemon: "OK <region-id> <bytes>\n" with the memfd, or
+//           "ERR <code> <why>\n" (a gRPC status code name) and close.
 // Region ids are 128 random bits in hex, usable only by their tenant.
 // Thread-safe.
 #pragma once

@@ -381,16 +381,20 @@ TEST_F(BlockBatchTest, SharedMemoryCarriesPayloadsBothWays) {
   EXPECT_TRUE(gone.IsNotFound()) << gone;
 }
 
+// Each refusal carries its status code ("ERR <code> <why>"), mapped as a
+// call's would be; a malformed line gets one too.
 TEST_F(BlockBatchTest, BadHandshakesGetNoRegion) {
   const std::string sock = dir_ + "/kvtierd.sock";
-  EXPECT_EQ(ShmMapping::Open(sock, 4096, "not-a-key-0123456789").status().code(),
-            StatusCode::kUnavailable);
-  EXPECT_EQ(ShmMapping::Open(sock, 4096, "").status().code(), StatusCode::kUnavailable)
+  Result<std::unique_ptr<ShmMapping>> bad_key =
+      ShmMapping::Open(sock, 4096, "not-a-key-0123456789");
+  EXPECT_EQ(bad_key.status().code(), StatusCode::kPermissionDenied) << bad_key.status();
+  EXPECT_NE(bad_key.status().message().find("UNAUTHENTICATED"), std::string::npos);
+  EXPECT_EQ(ShmMapping::Open(sock, 4096, "").status().code(), StatusCode::kPermissionDenied)
       << "this daemon has API keys";
   Result<std::unique_ptr<ShmMapping>> big = ShmMapping::Open(sock, 2 << 20, kAlice);
-  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.status().code(), StatusCode::kInvalidArgument) << big.status();
   EXPECT_NE(big.status().message().find("outside"), std::string::npos) << big.status();
-  EXPECT_FALSE(ShmMapping::Open(sock, 0, kAlice).ok());
+  EXPECT_EQ(ShmMapping::Open(sock, 0, kAlice).status().code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(ShmMapping::Open(sock, 4096, kAlice).ok()) << "and a good one still works";
 }
 

@@ -3,8 +3,9 @@
 The handshake (docs/block-api.md): connect to the daemon's Unix socket
 (Health's shm_socket), send `KVTIER-SHM/1 <bytes> <api-key or ->\\n`; the
 daemon answers `OK <region-id> <bytes>\\n` with a memfd attached
-(SCM_RIGHTS), or `ERR <why>\\n`. The region lives while the socket is open,
-so the region object keeps it open until close().
+(SCM_RIGHTS), or `ERR <code> <why>\\n` (a gRPC status code name). The
+region lives while the socket is open, so the region object keeps it open
+until close().
 
 Not thread-safe to close while another thread uses .buf; the bytes
 themselves may be read and written from any thread.
@@ -13,22 +14,23 @@ import mmap
 import os
 import socket
 
+import grpc
+
 from . import errors
 
 _MAX_ANSWER_BYTES = 1024
 
 
-def _refusal(why):
-    """The error for an `ERR <why>` answer. The line carries no code, so the
-    reasons kvtierd gives (server/shm_regions.cc) are told apart by text."""
+def _refusal(answer):
+    """The error for an `ERR <code> <why>` answer: <code> is a gRPC status
+    code name (UNAUTHENTICATED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...),
+    mapped as a call's status would be."""
+    code_name, _, why = answer.partition(" ")
+    code = getattr(grpc.StatusCode, code_name, None)
     message = f"kvtierd refused the shared-memory region: {why}"
-    if "API key" in why:
-        return errors.Unauthenticated(message)
-    if "limit of shared memory" in why or "too many connections" in why:
-        return errors.ResourceExhausted(message)
-    if "is outside 1.." in why:
-        return errors.InvalidArgument(message)
-    return errors.Unavailable(message)
+    if not isinstance(code, grpc.StatusCode):
+        return errors.Unavailable(f"kvtierd refused the shared-memory region: {answer}")
+    return errors.from_code(code, message)
 
 
 class ShmRegion:
