@@ -45,6 +45,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/own_daemon.h"
 #include "common/flags.h"
 #include "proto/client.h"
 #include "proto/status_codes.h"
@@ -146,98 +147,6 @@ Args ParseArgs(int argc, char** argv) {
   }
   return a;
 }
-
-// A kvtierd this bench started: on a loopback port it picks, a temporary data
-// directory, stopped with SIGTERM and removed at the end.
-class OwnDaemon {
- public:
-  ~OwnDaemon() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-    }
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
-
-  bool Start(const Args& args) {
-    std::string bin = args.kvtierd;
-    if (bin.empty()) {
-      bin = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "kvtierd").string();
-    }
-    char tmpl[] = "/tmp/kvtier_load_bench_XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return false;
-    dir_ = tmpl;
-    std::string model = args.model;
-    if (model.empty()) {
-      const char* env = std::getenv("KVTIER_SHARED_DATA");
-      const std::string p = std::string(env != nullptr ? env : "../shared/data") +
-                            "/models/stories260K/stories260K.bin";
-      if (std::filesystem::exists(p)) model = p;
-    }
-    model_ = model.empty() ? "(the daemon's default)" : model;
-    std::vector<std::string> argv_s = {bin,
-                                       "--listen",
-                                       "127.0.0.1:0",
-                                       "--data-dir",
-                                       dir_ + "/data",
-                                       "--metrics-listen",
-                                       "",
-                                       "--flash-bytes",
-                                       "256M",
-                                       "--flash-region-bytes",
-                                       "16M",
-                                       "--rocks-bytes",
-                                       "2G"};
-    if (!model.empty()) argv_s.insert(argv_s.end(), {"--model", model});
-    std::istringstream extra(args.daemon_args);
-    for (std::string w; extra >> w;) argv_s.push_back(w);
-    std::vector<char*> argv;
-    for (auto& s : argv_s) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    int out[2];
-    if (pipe(out) != 0) return false;
-    const std::string log = dir_ + "/kvtierd.log";
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      FILE* err = std::fopen(log.c_str(), "w");
-      if (err != nullptr) dup2(fileno(err), STDERR_FILENO);
-      close(out[0]);
-      close(out[1]);
-      execv(argv_s[0].c_str(), argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    // The first line names the bound address; 60 s only keeps a broken
-    // daemon from hanging the bench.
-    std::string line;
-    char c;
-    pollfd p{out[0], POLLIN, 0};
-    while (poll(&p, 1, 60'000) > 0 && read(out[0], &c, 1) == 1 && c != '\n') line += c;
-    close(out[0]);
-    const std::string prefix = "kvtierd serving on ";
-    if (line.rfind(prefix, 0) != 0) {
-      std::fprintf(stderr, "load_bench: %s did not start (its log: %s)\n", bin.c_str(),
-                   log.c_str());
-      std::ifstream in(log);
-      std::fprintf(stderr, "%s", std::string(std::istreambuf_iterator<char>(in), {}).c_str());
-      return false;
-    }
-    address_ = line.substr(prefix.size());
-    return true;
-  }
-
-  const std::string& address() const { return address_; }
-  const std::string& model() const { return model_; }
-  int pid() const { return pid_; }
-
- private:
-  int pid_ = -1;
-  std::string dir_;
-  std::string address_;
-  std::string model_;
-};
 
 // VmRSS and VmHWM of a process, bytes (0 when unreadable).
 std::pair<uint64_t, uint64_t> Rss(int pid) {
@@ -364,11 +273,23 @@ void Count(RpcTally* t, const Status& s) {
 
 int Main(int argc, char** argv) {
   const Args args = ParseArgs(argc, argv);
-  OwnDaemon own;
+  bench::OwnDaemon own;
   std::string addr = args.addr;
   int pid = args.daemon_pid;
+  std::string model = args.model;
   if (addr.empty()) {
-    if (!own.Start(args)) return 1;
+    if (model.empty()) {
+      const char* env = std::getenv("KVTIER_SHARED_DATA");
+      const std::string p = std::string(env != nullptr ? env : "../shared/data") +
+                            "/models/stories260K/stories260K.bin";
+      if (std::filesystem::exists(p)) model = p;
+    }
+    std::vector<std::string> flags = {"--metrics-listen",     "",    "--flash-bytes", "256M",
+                                      "--flash-region-bytes", "16M", "--rocks-bytes", "2G"};
+    if (!model.empty()) flags.insert(flags.end(), {"--model", model});
+    std::istringstream extra(args.daemon_args);
+    for (std::string w; extra >> w;) flags.push_back(w);
+    if (!own.Start(args.kvtierd, flags, "load_bench")) return 1;
     addr = own.address();
     pid = own.pid();
   }
@@ -385,7 +306,8 @@ int Main(int argc, char** argv) {
   }
   std::printf("kvtierd at %s%s, model %s\n", addr.c_str(),
               args.addr.empty() ? " (started by load_bench)" : "",
-              args.addr.empty() ? own.model().c_str() : "(the daemon's)");
+              args.addr.empty() ? (model.empty() ? "(the daemon's default)" : model.c_str())
+                                : "(the daemon's)");
 
   // The references, before the load.
   const size_t block = args.block_bytes;
