@@ -115,9 +115,9 @@ int Main(int argc, char** argv) {
   if (!daemon.Start(
           args.kvtierd,
           {"--no-engine", "--metrics-listen", "", "--http-listen", "", "--dram-bytes", dram,
-           "--no-flash", "--dram-price", "0", "--block-tokens", std::to_string(args.block_tokens), "--max-block-bytes",
-           std::to_string(block_bytes), "--max-payload-bytes", std::to_string(2 * total),
-           "--max-tenant-payload-bytes", std::to_string(2 * total)},
+           "--no-flash", "--dram-price", "0", "--block-tokens", std::to_string(args.block_tokens),
+           "--max-block-bytes", std::to_string(block_bytes), "--max-payload-bytes",
+           std::to_string(2 * total), "--max-tenant-payload-bytes", std::to_string(2 * total)},
           "block_api_bench")) {
     return 1;
   }

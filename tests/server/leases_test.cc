@@ -81,7 +81,8 @@ TEST_F(LeaseTableTest, EachTenantsLeasesAreBounded) {
   LeaseTable leases({.max_lease_ms = 1000, .max_leases_per_tenant = 2, .max_blocks_per_tenant = 4},
                     &clock_, 0);
   EXPECT_TRUE(leases.Grant("alice", Pins(0, 1), 0).status().code() == StatusCode::kInvalidArgument);
-  EXPECT_TRUE(leases.Grant("alice", Pins(0, 1), 1001).status().code() == StatusCode::kInvalidArgument);
+  EXPECT_TRUE(leases.Grant("alice", Pins(0, 1), 1001).status().code() ==
+              StatusCode::kInvalidArgument);
   ASSERT_TRUE(leases.Grant("alice", Pins(0, 3), 1000).ok());
   Result<Lease> over_blocks = leases.Grant("alice", Pins(3, 2), 1000);
   EXPECT_TRUE(over_blocks.status().IsResourceExhausted()) << over_blocks.status();
