@@ -20,6 +20,9 @@
 #
 # Needs build/bin/kvtierd and build/bin/kvtier-mkmodel ($KVTIER_BIN_DIR).
 # KVTIER_VLLM_DTYPE=bfloat16 runs the model and its KV in bf16 (default float32).
+# KVTIER_DAEMON_ARGS adds kvtierd flags, e.g. "--dram-price 0 --flash-price 0
+#   --rocks-price 0" to keep every block in DRAM (docs/placement.md).
+# KVTIER_BLOCK_TOKENS=256 makes kvtier's blocks 256 tokens (2 of vLLM's 128).
 # KVTIER_KEEP=1 keeps the work directory (logs, model) for a look.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -54,9 +57,10 @@ echo "vllm.sh: model" >&2
 "$bin_dir/kvtier-mkmodel" --preset bench50m --dtype "$model_dtype" --out "$work/model" >&2
 
 echo "vllm.sh: kvtierd" >&2
+read -r -a daemon_args <<<"${KVTIER_DAEMON_ARGS:-}"
 "$bin_dir/kvtierd" --listen 127.0.0.1:0 --data-dir "$work/data" --no-engine \
   --metrics-listen "" --http-listen "" --dram-bytes 1G --flash-bytes 256M \
-  --flash-region-bytes 16M --shm-socket "$work/kvtierd.sock" \
+  --flash-region-bytes 16M --shm-socket "$work/kvtierd.sock" "${daemon_args[@]}" \
   >"$work/kvtierd.out" 2>"$work/kvtierd.log" &
 daemon_pid=$!
 line=""
@@ -84,9 +88,10 @@ run_engine() {
   fi
   grep "kvtier:" "$work/$role.log" | sed "s/^/vllm.sh: $role: /" >&2 || true
 }
-run_engine producer --addr "$addr"
-run_engine consumer --addr "$addr"
-run_engine consumer2 --addr "$addr"
+kvtier_args=(--addr "$addr" --block-tokens "${KVTIER_BLOCK_TOKENS:-0}")
+run_engine producer "${kvtier_args[@]}"
+run_engine consumer "${kvtier_args[@]}"
+run_engine consumer2 "${kvtier_args[@]}"
 run_engine baseline
 
 "$python" "$root/tools/integration/vllm_driver.py" compare \

@@ -29,11 +29,13 @@ VOCAB = 32000                 # bench50m's
 BLOCK_TOKENS = 128            # vLLM's block size and kvtier's, here
 # The tokens alone prove little: bench50m's random weights make the greedy
 # output follow the last prompt token, whatever the prefix. The runner-up
-# logprobs do move with the prefix (by about 1 for another prefix), so they
-# are compared too, within a tolerance per dtype (bf16 logits carry a
-# rounding noise of about 1 at these magnitudes; f32 is the default).
+# logprobs do move with the prefix (by about 1 for another prefix), so in f32
+# (the default) they are compared too. In bf16 they are not: the logits'
+# rounding (about 1 at these magnitudes) reorders the runner-ups between two
+# runs of the same engine, so only the tokens are compared.
 TOP_LOGPROBS = 8
-LOGPROB_TOLERANCE = {"float32": 0.01, "bfloat16": 2.0}
+DTYPES = ("float32", "bfloat16")
+LOGPROB_TOLERANCE = {"float32": 0.01}
 
 
 def token_ids(seed, n):
@@ -49,15 +51,19 @@ PROMPT = token_ids(1, SHARED_PREFIX_TOKENS + SUFFIX_TOKENS)
 WARMUP = token_ids(2, 300)
 
 
-def make_engine(model, addr, dtype):
+def make_engine(model, addr, dtype, block_tokens):
     from vllm import LLM
 
     kwargs = {}
     if addr:
         from vllm.config import KVTransferConfig
+        extra = {"addr": addr}
+        if block_tokens:
+            extra["block_tokens"] = block_tokens
         kwargs["kv_transfer_config"] = KVTransferConfig(
             kv_connector="KvtierConnector", kv_connector_module_path="kvtier_vllm",
-            kv_role="kv_both", kv_connector_extra_config={"addr": addr})
+            kv_role="kv_both", kv_connector_extra_config=extra,
+            kv_load_failure_policy="recompute")
     return LLM(model=model, skip_tokenizer_init=True, enforce_eager=True, dtype=dtype,
                block_size=BLOCK_TOKENS, max_model_len=4096, max_num_batched_tokens=4096,
                enable_prefix_caching=True, disable_log_stats=False, seed=0, **kwargs)
@@ -98,7 +104,7 @@ def hits_by_source(llm):
 
 
 def run(args):
-    llm = make_engine(args.model, args.addr, args.dtype)
+    llm = make_engine(args.model, args.addr, args.dtype, args.block_tokens)
     generate(llm, WARMUP, 2)
     hits_before = counter(llm, "vllm:external_prefix_cache_hits")
     sources_before = hits_by_source(llm)
@@ -121,12 +127,12 @@ def run(args):
 
 
 def logprob_gap(a, b):
-    """The largest |logprob difference| of two runs' top logprobs; inf when
+    """The largest |logprob difference| of two runs' top logprobs; None when
     a step's top tokens differ."""
     gap = 0.0
     for step_a, step_b in zip(a, b, strict=True):
         if [t for t, _ in step_a] != [t for t, _ in step_b]:
-            return float("inf")
+            return None
         gap = max(gap, max(abs(x - y) for (_, x), (_, y) in zip(step_a, step_b)))
     return gap
 
@@ -137,7 +143,7 @@ def compare(args):
         with open(getattr(args, role)) as f:
             runs[role] = json.load(f)
     producer, baseline = runs["producer"], runs["baseline"]
-    tolerance = LOGPROB_TOLERANCE[baseline["dtype"]]
+    tolerance = LOGPROB_TOLERANCE.get(baseline["dtype"])
     checks = {
         "producer_had_no_hit": producer["external_hit_tokens"] == 0,
         "producer_tokens_equal_baseline": producer["tokens"] == baseline["tokens"],
@@ -161,7 +167,8 @@ def compare(args):
         checks[f"{role}_loaded_shared_prefix"] = \
             run["external_hit_tokens"] >= SHARED_PREFIX_TOKENS
         checks[f"{role}_tokens_equal_baseline"] = run["tokens"] == baseline["tokens"]
-        checks[f"{role}_logprobs_match_local_hit"] = gap <= tolerance
+        if tolerance is not None:
+            checks[f"{role}_logprobs_match_local_hit"] = gap is not None and gap <= tolerance
         checks[f"{role}_ttft_below_cold"] = run["ttft_s"] < baseline["ttft_s"]
         summary.update({
             f"{role}_external_hit_tokens": run["external_hit_tokens"],
@@ -185,7 +192,9 @@ def main():
     r.add_argument("--model", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--addr", default="")
-    r.add_argument("--dtype", choices=sorted(LOGPROB_TOLERANCE), default="float32")
+    r.add_argument("--dtype", choices=DTYPES, default="float32")
+    r.add_argument("--block-tokens", type=int, default=0,
+                   help="kvtier's block size (default: vLLM's, %d)" % BLOCK_TOKENS)
     c = sub.add_parser("compare")
     c.add_argument("producer")
     c.add_argument("consumer")

@@ -130,6 +130,11 @@ class KvtierConnector(KVConnectorBase_V1):
         self._layer_index: Dict[str, int] = {}
         self._load_errors: set = set()
         if role == KVConnectorRole.SCHEDULER:
+            if getattr(tc, "kv_load_failure_policy", "recompute") != "recompute":
+                log.warning("kvtier: kv_load_failure_policy is %r: a block kvtierd lost (or "
+                            "that failed its checksum) fails its request; set it to "
+                            "\"recompute\" to compute such blocks instead",
+                            tc.kv_load_failure_policy)
             self._scheduler = KvtierScheduler(
                 self._client, self._mapping, self._namespace.for_rank,
                 tp_size=parallel.tensor_parallel_size, ttl=self._config.ttl,

@@ -59,6 +59,10 @@ class KvtierWorker:
             try:
                 self._region = client.open_shm(shm_bytes)
                 self._region_array = np.frombuffer(self._region.buf, dtype=np.uint8)
+                # Fault the region's pages in now, at engine start: the first
+                # load into fresh pages would otherwise pay for them (a 40 MiB
+                # load took 74 ms instead of 15).
+                self._region_array.fill(0)
             except errors.KvtierError as e:
                 log.warning("kvtier: no shared memory from kvtierd (%s); blocks go over gRPC", e)
         self._staging = None        # this step's save payloads: [blocks, block_bytes]
