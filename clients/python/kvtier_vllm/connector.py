@@ -221,7 +221,8 @@ class KvtierConnector(KVConnectorBase_V1):
             cache_salt=request.cache_salt,
             # Token ids alone do not name the KV of images, adapters or embeddings.
             cacheable=(request.prompt_token_ids is not None and not request.mm_features
-                       and request.lora_request is None))
+                       and request.lora_request is None
+                       and getattr(request, "prompt_embeds", None) is None))
         tokens = self._scheduler.match(info, num_computed_tokens)
         if tokens:
             log.info("kvtier: request %s: %d tokens from kvtierd beyond vLLM's %d (%s)",

@@ -10,7 +10,7 @@ the forward; the region is used by one of them at a time.
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Set
+from typing import Callable, Optional, Sequence, Set
 
 import numpy as np
 
