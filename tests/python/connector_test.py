@@ -411,6 +411,31 @@ class ConnectorDaemonTest(unittest.TestCase):
         self.assertEqual(saved, [[[0]], [[1], [2]], [[3]]])
         self.assertEqual(a.scheduler.match(request("b", tokens), 0), 4 * 64)
 
+    def test_one_step_loads_and_saves_several_requests(self):
+        shared, fresh = prompt(26, 2 * 64 + 5), prompt(27, 3 * 64 + 5)
+        a = self.engine(vllm_block=32, kvtier_block=64, seed=18)
+        a_ids = list(range(5))
+        a.run_prefill(request("a", shared), a_ids)
+        b = self.engine(vllm_block=32, kvtier_block=64, seed=19)
+        self.assertEqual(b.scheduler.match(request("hit", shared), 0), 128)
+        self.assertEqual(b.scheduler.match(request("miss", fresh), 0), 0)
+        b.scheduler.allocated("hit", 128)
+        b.scheduler.allocated("miss", 0)
+        hit_ids, miss_ids = [10, 11, 12, 13, 14], [20, 21, 22, 23, 24, 25, 26]
+        plan = b.scheduler.build(
+            [ScheduledRequest("hit", 128, hit_ids, True),
+             ScheduledRequest("miss", 0, miss_ids, True)], {"hit": 5, "miss": len(fresh)})
+        self.assertEqual([x.request_id for x in plan.loads], ["hit"])
+        self.assertEqual([(x.request_id, len(x.keys[0])) for x in plan.saves], [("miss", 3)])
+        self.assertEqual(b.worker.load(plan.loads), set())
+        for layer in range(LAYERS):
+            b.worker.save_layer(layer, plan.saves)
+        self.assertEqual(b.worker.finish_saves(plan.saves), 3)
+        self.assert_same_kv(a, a_ids, b, hit_ids, 128)
+        c = self.engine(vllm_block=32, kvtier_block=64, seed=20)
+        self.assertEqual(c.run_prefill(request("c", fresh), list(range(30, 37)))[0], 192)
+        self.assert_same_kv(b, miss_ids, c, list(range(30, 37)), 192)
+
     def test_daemon_down_serves_without_it(self):
         gone = KvtierClient("127.0.0.1:1", timeout=2)
         self.addCleanup(gone.close)
