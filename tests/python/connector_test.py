@@ -74,7 +74,8 @@ class FakeEngine:
         failed = self.worker.load(plan.loads)
         for layer in range(LAYERS):
             self.worker.save_layer(layer, plan.saves)
-        stored = self.worker.finish_saves(plan.saves)
+        self.worker.finish_saves(plan.saves)
+        stored = self.worker.flush()
         self.scheduler.finished(request.request_id)
         return matched, plan, failed, stored
 
@@ -382,6 +383,7 @@ class ConnectorDaemonTest(unittest.TestCase):
         self.assertNotEqual(plan.saves[0].keys[0], plan.saves[0].keys[1])
         self.assertEqual(r0.scheduler.match(request("b", tokens), 0), 0)
         r1.worker.finish_saves(plan.saves)
+        self.assertEqual(r1.worker.flush(), 2)
         self.assertEqual(r0.scheduler.match(request("c", tokens), 0), 128)
 
     def test_namespaces_keep_engines_apart(self):
@@ -408,6 +410,7 @@ class ConnectorDaemonTest(unittest.TestCase):
                 [ScheduledRequest("a", computed, new_ids, computed == 0)], {"a": scheduled})
             saved.append([ids for s in plan.saves for ids in s.vllm_block_ids])
             a.worker.finish_saves(plan.saves)
+        a.worker.flush()
         self.assertEqual(saved, [[[0]], [[1], [2]], [[3]]])
         self.assertEqual(a.scheduler.match(request("b", tokens), 0), 4 * 64)
 
@@ -430,7 +433,17 @@ class ConnectorDaemonTest(unittest.TestCase):
         self.assertEqual(b.worker.load(plan.loads), set())
         for layer in range(LAYERS):
             b.worker.save_layer(layer, plan.saves)
-        self.assertEqual(b.worker.finish_saves(plan.saves), 3)
+        b.worker.finish_saves(plan.saves)
+        # The next step loads into the region while the blocks may still be
+        # published from it: the load waits for them.
+        load = b.scheduler.match(request("again", shared), 0)
+        b.scheduler.allocated("again", load)
+        again = b.scheduler.build([ScheduledRequest("again", load, [40, 41, 42, 43, 44], True)],
+                                  {"again": 5})
+        self.assertEqual(b.worker.load(again.loads), set())
+        self.assertEqual(b.worker.flush(), 0)  # the load flushed it already
+        self.assertEqual(b.worker.stats.saved_blocks, 3)
+        self.assert_same_kv(a, a_ids, b, [40, 41, 42, 43, 44], 128)
         self.assert_same_kv(a, a_ids, b, hit_ids, 128)
         c = self.engine(vllm_block=32, kvtier_block=64, seed=20)
         self.assertEqual(c.run_prefill(request("c", fresh), list(range(30, 37)))[0], 192)

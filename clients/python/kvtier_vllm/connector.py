@@ -6,8 +6,10 @@ the work. docs/vllm.md says how to run it and what it supports.
 
 Loads are synchronous: start_load_kv() copies every leased block into the
 paged KV before the forward starts, so wait_for_layer_load() has nothing to
-wait for. Saves are packed layer by layer in save_kv_layer() and published
-in wait_for_save(), before vLLM may free or reuse the blocks.
+wait for. Saves are packed layer by layer in save_kv_layer() (and in
+wait_for_save() for layers vLLM did not report) into the worker's own
+staging copy, which a background thread publishes: vLLM may free or reuse
+its blocks as soon as the step ends.
 """
 import logging
 from dataclasses import dataclass

@@ -5,10 +5,15 @@ shared-memory region when kvtierd offers one and gRPC messages otherwise.
 One KvtierWorker per TP rank, called from that rank's model-runner thread
 only (not thread-safe). Per step vLLM calls load() before the forward,
 save_layer() as each layer's attention finishes, and finish_saves() after
-the forward; the region is used by one of them at a time.
+the forward. finish_saves() hands the packed blocks to a background thread
+that publishes them while vLLM goes on: the packed copy is the worker's, so
+vLLM may reuse its blocks at once. At most one step is being published; the
+next step's packing, or a load that needs the region it is published from,
+waits for it first.
 """
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Set
 
@@ -27,13 +32,14 @@ class WorkerStats:
     loaded_blocks: int = 0
     loaded_bytes: int = 0
     failed_blocks: int = 0     # blocks that could not be loaded (vLLM recomputes them)
-    saved_blocks: int = 0
+    saved_blocks: int = 0      # (these three and publish_s: the publishing thread's)
     saved_bytes: int = 0
     failed_saves: int = 0
+    publish_s: float = 0.0     # wall time publishing, in the background
     load_s: float = 0.0        # wall time in load()
     load_get_s: float = 0.0    # of which waiting for kvtierd's get (and checksums)
     load_copy_s: float = 0.0   # of which copying blocks into the paged KV
-    save_s: float = 0.0        # wall time packing and publishing
+    save_s: float = 0.0        # wall time packing (vLLM waits for it)
 
 
 class KvtierWorker:
@@ -68,6 +74,9 @@ class KvtierWorker:
         self._staging = None        # this step's save payloads: [blocks, block_bytes]
         self._staging_in_region = False
         self._packed_layers: Set[int] = set()
+        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvtier-publish")
+        self._publishing = None     # the Future of the step being published
+        self._publishing_in_region = False
 
     @property
     def uses_shared_memory(self) -> bool:
@@ -81,6 +90,8 @@ class KvtierWorker:
         first missing or corrupt block on, all of them (vLLM recomputes)."""
         failed: Set[int] = set()
         start = time.monotonic()
+        if loads and self._publishing_in_region and self._region_blocks():
+            self.flush()  # its blocks are still being read from the region
         blocks_before = self.stats.loaded_blocks
         for load in loads:
             try:
@@ -178,40 +189,55 @@ class KvtierWorker:
         self._packed_layers.add(layer)
         self.stats.save_s += time.monotonic() - start
 
-    def finish_saves(self, saves: Sequence[BlockSave]) -> int:
-        """Packs what save_layer() did not, publishes every block; returns how
-        many kvtierd stored. A block that fails is logged and left out: a
-        missing block is a future miss, never wrong data."""
+    def finish_saves(self, saves: Sequence[BlockSave]):
+        """Packs what save_layer() did not, then publishes the step's blocks
+        in the background (flush() waits for them). A block that fails is
+        logged and left out: a missing block is a future miss, never wrong
+        data."""
         if not saves:
             self._reset_step()
-            return 0
+            return
         for layer in range(self._kv.num_layers):
             self.save_layer(layer, saves)
+        staging, in_region = self._staging, self._staging_in_region
+        self._reset_step()
+        self._publishing = self._publisher.submit(self._publish, list(saves), staging, in_region)
+        self._publishing_in_region = in_region
+
+    def flush(self) -> int:
+        """Waits for the step being published; returns how many of its blocks
+        kvtierd stored (0 when none was)."""
+        pending, self._publishing = self._publishing, None
+        self._publishing_in_region = False
+        return 0 if pending is None else pending.result()
+
+    def _publish(self, saves, staging, in_region) -> int:
+        """The publishing thread: one BatchPut per request."""
         start = time.monotonic()
         stored, row = 0, 0
         try:
             for save in saves:
-                stored += self._put(save, row)
+                stored += self._put(save, staging, in_region, row)
                 row += len(save.vllm_block_ids)
-        finally:
-            self._reset_step()
-            self.stats.save_s += time.monotonic() - start
+        except Exception:  # a bug here must not kill the engine: log, lose the blocks
+            log.exception("kvtier: publishing failed")
+        self.stats.publish_s += time.monotonic() - start
         return stored
 
-    def _put(self, save: BlockSave, first_row: int) -> int:
+    def _put(self, save: BlockSave, staging, in_region, first_row: int) -> int:
         size, t = self.block_bytes, self._mapping.kvtier_block_tokens
         blocks = []
         for i, (key, parent) in enumerate(zip(save.keys[self._rank],
                                               save.parent_keys[self._rank])):
             row = first_row + i
-            if self._staging_in_region:
+            if in_region:
                 blocks.append(PutBlock(key=key, parent_key=parent, tokens=t,
                                        shm_offset=row * size, size=size))
             else:
-                blocks.append(PutBlock(key=key, payload=self._staging[row], parent_key=parent,
+                blocks.append(PutBlock(key=key, payload=staging[row], parent_key=parent,
                                        tokens=t))
         ns = self._namespace_for(self._rank, save.cache_salt)
-        region = self._region if self._staging_in_region else None
+        region = self._region if in_region else None
         try:
             results = self._client.put(blocks, ttl_seconds=save.ttl_seconds, region=region,
                                        namespace=ns)
@@ -232,6 +258,7 @@ class KvtierWorker:
 
     def _staging_for(self, saves):
         if self._staging is None:
+            self.flush()  # one step in flight: the region (or memory) is free again
             rows = sum(len(s.vllm_block_ids) for s in saves)
             size = self.block_bytes
             if rows <= self._region_blocks():
@@ -261,6 +288,11 @@ class KvtierWorker:
                         lease_id, e)
 
     def close(self):
+        """Publishes what is pending, then releases the region."""
+        try:
+            self.flush()
+        finally:
+            self._publisher.shutdown(wait=True)
         self._reset_step()
         self._region_array = None
         if self._region is not None:
