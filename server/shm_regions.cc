@@ -213,16 +213,22 @@ bool ShmRegistry::Handshake(Conn& conn, const std::string& line) {
   }
   auto region = std::make_shared<ShmRegion>(NewRandomId(), caller.tenant,
                                             static_cast<std::byte*>(base), bytes);
-  const bool sent =
-      SendLine(conn.fd, "OK " + region->id() + " " + std::to_string(bytes) + "\n", mfd);
+  const std::string answer = "OK " + region->id() + " " + std::to_string(bytes) + "\n";
+  // Registered before the client hears of it: a client may call BatchGet
+  // the moment it reads its answer. A failed send closes the connection,
+  // and CloseConn takes the region back out.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    conn.region_id = region->id();
+    ++stats_.open_regions;
+    stats_.open_bytes += bytes;
+    regions_.emplace(region->id(), std::move(region));
+  }
+  const bool sent = SendLine(conn.fd, answer, mfd);
   ::close(mfd);  // the mapping and the client's copy keep the memory
   if (!sent) return false;
   std::lock_guard<std::mutex> lock(mu_);
-  conn.region_id = region->id();
   ++stats_.opened;
-  ++stats_.open_regions;
-  stats_.open_bytes += bytes;
-  regions_.emplace(region->id(), std::move(region));
   return true;
 }
 

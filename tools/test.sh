@@ -9,8 +9,11 @@
 #   tidy        clang-tidy over both builds' sources (tools/lint.sh tidy)
 #   asan ctest  every test again, under the sanitizers
 #   fuzz        each fuzz target for $KVTIER_FUZZ_SECONDS (10) s (tools/fuzz.sh)
-# Usage: tools/test.sh [--sanitize]
+# Usage: tools/test.sh [--sanitize | --integration]
 #   --sanitize: deps, then only the sanitizer steps (asan build, asan ctest, fuzz).
+#   --integration: deps, the build, then the integrations too large for CI:
+#     vLLM's CPU engine with kvtier's connector (tools/integration/vllm.sh,
+#     a 6 GB virtualenv outside the repo; docs/vllm.md).
 # With KVTIER_CI=1 (.ci/run sets it: a fresh clone, 2 cores, a time budget)
 # the build has no debug info (-O2, a third faster to compile) and clang-tidy
 # skips tests/ (tools/lint.sh tidy checks them; CI's budget does not).
@@ -21,10 +24,12 @@ build_dir="${KVTIER_BUILD_DIR:-$root/build}"
 asan_dir="${KVTIER_SANITIZE_BUILD_DIR:-$root/build-asan}"
 jobs="${KVTIER_JOBS:-2}"
 sanitize_only=""
+integration=""
 case "${1:-}" in
   "") ;;
   --sanitize) sanitize_only=1 ;;
-  *) echo "usage: tools/test.sh [--sanitize]" >&2; exit 2 ;;
+  --integration) integration=1 ;;
+  *) echo "usage: tools/test.sh [--sanitize | --integration]" >&2; exit 2 ;;
 esac
 
 timings=()
@@ -62,6 +67,11 @@ if [ "${KVTIER_CI:-}" = 1 ]; then
 fi
 
 step deps "$root/tools/deps.sh"
+if [ -n "$integration" ]; then
+  step build "$root/tools/build.sh" "${build_args[@]}"
+  step vllm "$root/tools/integration/vllm.sh"
+  exit 0
+fi
 if [ -z "$sanitize_only" ]; then
   step layout "$root/tools/check_layout.sh"
   step format "$root/tools/lint.sh" format
