@@ -93,17 +93,7 @@ grpc::Status BlockStoreService::Lookup(grpc::ServerContext* ctx, const v1::Looku
   if (!stored.ok()) return ToGrpcStatus(stored.status());
   const std::vector<BlockKey>& keys = *stored;
   PrefixHit hit = cache_.Lookup(keys);
-  const int block_tokens = scope->ns.block_tokens;
-  resp->set_query_blocks(static_cast<uint32_t>(keys.size()));
-  resp->set_hit_blocks(static_cast<uint32_t>(hit.blocks));
-  resp->set_block_tokens(static_cast<uint32_t>(block_tokens));
-  resp->set_hit_tokens(by_tokens ? static_cast<uint32_t>(hit.blocks * block_tokens) : 0);
-  for (size_t i = 0; i < hit.blocks; ++i) {
-    FillInfo(*scope, keys[i], hit.entries[i], resp->add_hits());
-  }
-  if (by_tokens && req->return_keys()) {
-    for (const BlockKey& k : keys) resp->add_keys(scope->Visible(k).ToByteString());
-  }
+  FillRun(*scope, keys, hit, by_tokens && req->return_keys(), by_tokens, resp);
   return grpc::Status::OK;
 }
 

@@ -88,6 +88,24 @@ class BlockStoreService final : public v1::BlockStore::Service {
   // `key` is the stored key; the answer shows the caller's view of it.
   void FillInfo(const BlockScope& scope, const BlockKey& key, const IndexEntry& e,
                 v1::BlockInfo* info) const;
+  // A Lookup's or BatchLookup's answer: the run found for `keys` (stored
+  // keys), each hit's info, and with `return_keys` every key as the caller
+  // sees it; hit_tokens only for a query by tokens.
+  template <typename LookupAnswer>
+  void FillRun(const BlockScope& scope, const std::vector<BlockKey>& keys, const PrefixHit& hit,
+               bool return_keys, bool by_tokens, LookupAnswer* resp) const {
+    const int block_tokens = scope.ns.block_tokens;
+    resp->set_query_blocks(static_cast<uint32_t>(keys.size()));
+    resp->set_hit_blocks(static_cast<uint32_t>(hit.blocks));
+    resp->set_block_tokens(static_cast<uint32_t>(block_tokens));
+    resp->set_hit_tokens(by_tokens ? static_cast<uint32_t>(hit.blocks * block_tokens) : 0);
+    for (size_t i = 0; i < hit.blocks; ++i) {
+      FillInfo(scope, keys[i], hit.entries[i], resp->add_hits());
+    }
+    if (return_keys) {
+      for (const BlockKey& k : keys) resp->add_keys(scope.Visible(k).ToByteString());
+    }
+  }
 
   CacheManager& cache_;
   const Namespace default_namespace_;
