@@ -18,12 +18,11 @@
 
 namespace kvtier {
 
+using block_store::AppendWithinBudget;
+using block_store::BufferFull;
+using block_store::ChunkBytes;
 using block_store::Exhausted;
 using block_store::Invalid;
-using block_store::kDefaultChunkBytes;
-using block_store::kMaxChunkBytes;
-using block_store::kMinChunkBytes;
-using block_store::kPutGrowthBytes;
 using block_store::ParseKey;
 using block_store::ShuttingDown;
 
@@ -109,10 +108,8 @@ grpc::Status BlockStoreService::BatchGet(grpc::ServerContext* ctx, const v1::Bat
   if (!pass) return ShuttingDown();
   Principal caller;
   if (grpc::Status a = auth_.Authenticate(ctx, "", &caller); !a.ok()) return a;
-  if (req->chunk_bytes() > kMaxChunkBytes) {
-    return Invalid("chunk_bytes " + std::to_string(req->chunk_bytes()) + " exceeds " +
-                   std::to_string(kMaxChunkBytes));
-  }
+  Result<uint32_t> chunk = ChunkBytes(req->chunk_bytes());
+  if (!chunk.ok()) return ToGrpcStatus(chunk.status());
   Result<BlockScope> scope = ResolveScope(caller, req->has_namespace_(), req->namespace_());
   if (!scope.ok()) return ToGrpcStatus(scope.status());
   Result<std::vector<BlockKey>> stored = StoredKeys(*scope, {}, req->keys());
@@ -126,9 +123,6 @@ grpc::Status BlockStoreService::BatchGet(grpc::ServerContext* ctx, const v1::Bat
   if (*region == nullptr && req->shm_offsets_size() > 0) {
     return Invalid("shm_offsets go with shm_region");
   }
-  const uint32_t chunk = req->chunk_bytes() == 0
-                             ? kDefaultChunkBytes
-                             : std::max<uint32_t>(req->chunk_bytes(), kMinChunkBytes);
   Result<StreamGuard::Slot> slot = AdmitStream(gate_, ctx, caller.tenant);
   if (!slot.ok()) return ToGrpcStatus(slot.status());
 
@@ -185,8 +179,8 @@ grpc::Status BlockStoreService::BatchGet(grpc::ServerContext* ctx, const v1::Bat
     block->mutable_info()->set_payload_xxh3(xxh3);
     if (!send()) return ClientGone(*slot, gate_.streams());
     if (*region != nullptr) continue;
-    for (size_t off = 0; off < payload.size(); off += chunk) {
-      const size_t len = std::min<size_t>(chunk, payload.size() - off);
+    for (size_t off = 0; off < payload.size(); off += *chunk) {
+      const size_t len = std::min<size_t>(*chunk, payload.size() - off);
       msg.set_data(reinterpret_cast<const char*>(payload.data() + off), len);
       if (!send()) return ClientGone(*slot, gate_.streams());
     }
@@ -248,19 +242,10 @@ bool BlockStoreService::ReadBatchBlock(PutStream& put, const v1::BatchPutBlock& 
         return false;
       }
       if (!refused.ok()) continue;  // skipped, not buffered
-      const uint64_t need = payload.size() + d.size();
-      if (need > hold.bytes()) {
-        const uint64_t grow = std::min<uint64_t>(
-            size, std::max<uint64_t>(need, std::max<uint64_t>(2 * hold.bytes(), kPutGrowthBytes)));
-        if (!hold.GrowTo(grow) && !hold.GrowTo(need)) {
-          *fatal =
-              Exhausted("the daemon is buffering too many payloads for this tenant; retry later");
-          return false;
-        }
-        payload.reserve(hold.bytes());
+      if (!AppendWithinBudget(hold, size, d, &payload)) {
+        *fatal = BufferFull();
+        return false;
       }
-      const auto* p = reinterpret_cast<const std::byte*>(d.data());
-      payload.insert(payload.end(), p, p + d.size());
     }
     if (put.slot->idle_cancelled()) {
       *fatal = IdleCancelled(gate_.streams());
@@ -291,10 +276,8 @@ bool BlockStoreService::ReadBatchBlock(PutStream& put, const v1::BatchPutBlock& 
   meta.tokens = block.tokens();
   meta.stream = StreamOf(put.scope->ns.Seed());
   if (Status s = cache_.Insert(stored, payload, meta); !s.ok()) return fail(s);
-  Result<IndexEntry> e = cache_.Find(stored);
-  IndexEntry entry;
-  entry.bytes = size;
-  FillInfo(*put.scope, stored, e.ok() ? *e : entry, result->mutable_block());
+  const int64_t expiry = put.ttl_ms > 0 ? clock_->NowMs() + put.ttl_ms : kNoExpiry;
+  FillStoredInfo(*put.scope, stored, size, expiry, result->mutable_block());
   return true;
 }
 

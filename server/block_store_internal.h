@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/block_key.h"
 #include "common/status.h"
 #include "common/token.h"
+#include "server/payload_budget.h"
 
 namespace kvtier {
 namespace block_store {
@@ -57,6 +59,39 @@ inline Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& ids, s
     }
   }
   return Status::Ok();
+}
+
+// The payload bytes per data message a Get or BatchGet asked for:
+// kInvalidArgument over kMaxChunkBytes; 0 is kDefaultChunkBytes, less than
+// kMinChunkBytes is raised to it.
+inline Result<uint32_t> ChunkBytes(uint32_t requested) {
+  if (requested > kMaxChunkBytes) {
+    return Status::InvalidArgument("chunk_bytes " + std::to_string(requested) + " exceeds " +
+                                   std::to_string(kMaxChunkBytes));
+  }
+  return requested == 0 ? kDefaultChunkBytes : std::max(requested, kMinChunkBytes);
+}
+
+// Appends a data message to a payload of `size` declared bytes, reserving
+// the bytes from `hold` as they arrive (growing it geometrically, so a
+// stream that declares a large block and sends nothing holds nothing).
+// False when the tenant's budget is spent.
+inline bool AppendWithinBudget(PayloadBudget::Hold& hold, uint64_t size, const std::string& data,
+                               std::vector<std::byte>* payload) {
+  const uint64_t need = payload->size() + data.size();
+  if (need > hold.bytes()) {
+    const uint64_t grow = std::min<uint64_t>(
+        size, std::max<uint64_t>(need, std::max<uint64_t>(2 * hold.bytes(), kPutGrowthBytes)));
+    if (!hold.GrowTo(grow) && !hold.GrowTo(need)) return false;
+    payload->reserve(hold.bytes());
+  }
+  const auto* p = reinterpret_cast<const std::byte*>(data.data());
+  payload->insert(payload->end(), p, p + data.size());
+  return true;
+}
+
+inline grpc::Status BufferFull() {
+  return Exhausted("the daemon is buffering too many payloads for this tenant; retry later");
 }
 
 inline std::span<const TokenId> Span(const google::protobuf::RepeatedField<int32_t>& ids) {

@@ -13,13 +13,12 @@
 
 namespace kvtier {
 
+using block_store::AppendWithinBudget;
+using block_store::BufferFull;
 using block_store::CheckTokens;
+using block_store::ChunkBytes;
 using block_store::Exhausted;
 using block_store::Invalid;
-using block_store::kDefaultChunkBytes;
-using block_store::kMaxChunkBytes;
-using block_store::kMinChunkBytes;
-using block_store::kPutGrowthBytes;
 using block_store::ParseKey;
 using block_store::ShuttingDown;
 using block_store::Span;
@@ -67,6 +66,17 @@ Status BlockStoreService::CheckKeyCount(int n) const {
                                      std::to_string(limits_.max_keys));
   }
   return Status::Ok();
+}
+
+// Where a block just stored is now; a racing call may already have moved or
+// evicted it, and then the answer says what this call stored.
+void BlockStoreService::FillStoredInfo(const BlockScope& scope, const BlockKey& key, uint64_t size,
+                                       int64_t expiry_ms, v1::BlockInfo* info) const {
+  Result<IndexEntry> e = cache_.Find(key);
+  IndexEntry stored;
+  stored.bytes = size;
+  stored.expiry_ms = expiry_ms;
+  FillInfo(scope, key, e.ok() ? *e : stored, info);
 }
 
 void BlockStoreService::FillInfo(const BlockScope& scope, const BlockKey& key, const IndexEntry& e,
@@ -170,17 +180,7 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
     if (payload.size() + d.size() > size) {
       return Invalid("the payload is longer than the declared size_bytes " + std::to_string(size));
     }
-    const uint64_t need = payload.size() + d.size();
-    if (need > hold.bytes()) {
-      const uint64_t grow = std::min<uint64_t>(
-          size, std::max<uint64_t>(need, std::max<uint64_t>(2 * hold.bytes(), kPutGrowthBytes)));
-      if (!hold.GrowTo(grow) && !hold.GrowTo(need)) {
-        return Exhausted("the daemon is buffering too many payloads for this tenant; retry later");
-      }
-      payload.reserve(hold.bytes());
-    }
-    const auto* p = reinterpret_cast<const std::byte*>(d.data());
-    payload.insert(payload.end(), p, p + d.size());
+    if (!AppendWithinBudget(hold, size, d, &payload)) return BufferFull();
   }
   if (slot->idle_cancelled()) return IdleCancelled(gate_.streams());
   if (payload.size() != size) {
@@ -199,13 +199,7 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
   meta.tokens = by_tokens ? static_cast<uint32_t>(ns.block_tokens) : 0;
   meta.stream = StreamOf(ns.Seed());
   if (Status s = cache_.Insert(key, payload, meta); !s.ok()) return ToGrpcStatus(s);
-  // Where the block is now; a racing call may already have moved or evicted
-  // it, and then the answer says what this call stored.
-  Result<IndexEntry> e = cache_.Find(key);
-  IndexEntry stored;
-  stored.bytes = size;
-  stored.expiry_ms = expiry;
-  FillInfo(*scope, key, e.ok() ? *e : stored, resp->mutable_block());
+  FillStoredInfo(*scope, key, size, expiry, resp->mutable_block());
   return grpc::Status::OK;
 }
 
@@ -217,16 +211,11 @@ grpc::Status BlockStoreService::Get(grpc::ServerContext* ctx, const v1::GetReque
   if (grpc::Status a = auth_.Authenticate(ctx, "", &caller); !a.ok()) return a;
   Result<BlockKey> visible = ParseKey(req->key(), "key");
   if (!visible.ok()) return ToGrpcStatus(visible.status());
-  if (req->chunk_bytes() > kMaxChunkBytes) {
-    return Invalid("chunk_bytes " + std::to_string(req->chunk_bytes()) + " exceeds " +
-                   std::to_string(kMaxChunkBytes));
-  }
+  Result<uint32_t> chunk = ChunkBytes(req->chunk_bytes());
+  if (!chunk.ok()) return ToGrpcStatus(chunk.status());
   Result<BlockScope> scope = ResolveScope(caller, req->has_namespace_(), req->namespace_());
   if (!scope.ok()) return ToGrpcStatus(scope.status());
   const BlockKey key = scope->Stored(*visible);
-  const uint32_t chunk = req->chunk_bytes() == 0
-                             ? kDefaultChunkBytes
-                             : std::max<uint32_t>(req->chunk_bytes(), kMinChunkBytes);
   Result<IndexEntry> e = cache_.Find(key);
   if (!e.ok()) return ToGrpcStatus(e.status());
   Result<StreamGuard::Slot> slot = AdmitStream(gate_, ctx, caller.tenant);
@@ -247,8 +236,8 @@ grpc::Status BlockStoreService::Get(grpc::ServerContext* ctx, const v1::GetReque
   info->set_payload_xxh3(Checksum64(payload));
   auto send = [&] { return slot->OnClient([&] { return writer->Write(msg); }); };
   if (!send()) return ClientGone(*slot, gate_.streams());
-  for (size_t off = 0; off < payload.size(); off += chunk) {
-    const size_t len = std::min<size_t>(chunk, payload.size() - off);
+  for (size_t off = 0; off < payload.size(); off += *chunk) {
+    const size_t len = std::min<size_t>(*chunk, payload.size() - off);
     msg.set_data(reinterpret_cast<const char*>(payload.data() + off), len);
     if (!send()) return ClientGone(*slot, gate_.streams());
   }

@@ -88,6 +88,9 @@ class BlockStoreService final : public v1::BlockStore::Service {
   // `key` is the stored key; the answer shows the caller's view of it.
   void FillInfo(const BlockScope& scope, const BlockKey& key, const IndexEntry& e,
                 v1::BlockInfo* info) const;
+  // The info of a block this call just stored (`size` bytes, `expiry_ms`).
+  void FillStoredInfo(const BlockScope& scope, const BlockKey& key, uint64_t size,
+                      int64_t expiry_ms, v1::BlockInfo* info) const;
   // A Lookup's or BatchLookup's answer: the run found for `keys` (stored
   // keys), each hit's info, and with `return_keys` every key as the caller
   // sees it; hit_tokens only for a query by tokens.
