@@ -1,42 +1,89 @@
 #include "common/checksum.h"
 
-#include <xxhash.h>
+#include <cassert>
 
-#include <algorithm>
-#include <cstring>
-#include <memory>
+#include "common/checksum_kernels.h"
 
 namespace kvtier {
 namespace {
 
-// Large enough to amortise the streaming state, small enough to stay in L2.
-constexpr size_t kChunkBytes = 64 * 1024;
+using checksum_internal::Xxh3Kernels;
 
-struct StateDeleter {
-  void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
-};
+const Xxh3Kernels& KernelsFor(ChecksumIsa isa) {
+  switch (isa) {
+    case ChecksumIsa::kAvx512:
+      return checksum_internal::kAvx512Kernels;
+    case ChecksumIsa::kAvx2:
+      return checksum_internal::kAvx2Kernels;
+    case ChecksumIsa::kSse2:
+      break;
+  }
+  return checksum_internal::kSse2Kernels;
+}
+
+// __builtin_cpu_supports also checks that the OS saves the wider registers.
+bool Supported(ChecksumIsa isa) {
+  switch (isa) {
+    case ChecksumIsa::kAvx512:
+      return __builtin_cpu_supports("avx512f");
+    case ChecksumIsa::kAvx2:
+      return __builtin_cpu_supports("avx2");
+    case ChecksumIsa::kSse2:
+      break;
+  }
+  return true;  // x86-64's baseline
+}
+
+const Xxh3Kernels& Active() {
+  static const Xxh3Kernels& kernels = KernelsFor(ActiveChecksumIsa());
+  return kernels;
+}
 
 }  // namespace
 
+std::string_view ToString(ChecksumIsa isa) {
+  switch (isa) {
+    case ChecksumIsa::kAvx512:
+      return "avx512";
+    case ChecksumIsa::kAvx2:
+      return "avx2";
+    case ChecksumIsa::kSse2:
+      break;
+  }
+  return "sse2";
+}
+
+std::vector<ChecksumIsa> SupportedChecksumIsas() {
+  std::vector<ChecksumIsa> out;
+  for (ChecksumIsa isa : {ChecksumIsa::kSse2, ChecksumIsa::kAvx2, ChecksumIsa::kAvx512}) {
+    if (Supported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+ChecksumIsa ActiveChecksumIsa() {
+  static const ChecksumIsa isa = SupportedChecksumIsas().back();
+  return isa;
+}
+
 uint64_t Checksum64(std::span<const std::byte> data) {
-  return XXH3_64bits(data.data(), data.size());
+  return Active().hash(data.data(), data.size());
 }
 
 uint64_t CopyAndChecksum64(std::span<const std::byte> src, std::span<std::byte> dst) {
-  if (src.size() <= kChunkBytes) {
-    // An empty span's data() may be null, and memcpy's pointers must never
-    // be, even for no bytes.
-    if (!src.empty()) std::memcpy(dst.data(), src.data(), src.size());
-    return XXH3_64bits(dst.data(), dst.size());
-  }
-  thread_local std::unique_ptr<XXH3_state_t, StateDeleter> state(XXH3_createState());
-  XXH3_64bits_reset(state.get());
-  for (size_t off = 0; off < src.size(); off += kChunkBytes) {
-    size_t n = std::min(kChunkBytes, src.size() - off);
-    std::memcpy(dst.data() + off, src.data() + off, n);
-    XXH3_64bits_update(state.get(), dst.data() + off, n);
-  }
-  return XXH3_64bits_digest(state.get());
+  assert(src.size() == dst.size());
+  return Active().copy_and_hash(src.data(), dst.data(), src.size());
+}
+
+uint64_t Checksum64(std::span<const std::byte> data, ChecksumIsa isa) {
+  assert(Supported(isa));
+  return KernelsFor(isa).hash(data.data(), data.size());
+}
+
+uint64_t CopyAndChecksum64(std::span<const std::byte> src, std::span<std::byte> dst,
+                           ChecksumIsa isa) {
+  assert(src.size() == dst.size() && Supported(isa));
+  return KernelsFor(isa).copy_and_hash(src.data(), dst.data(), src.size());
 }
 
 }  // namespace kvtier

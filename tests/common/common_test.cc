@@ -5,8 +5,14 @@
 #include "common/kv_geometry.h"
 #include "common/status.h"
 
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace kvtier {
 namespace {
@@ -73,6 +79,42 @@ TEST(ChecksumTest, CopyAndChecksumEqualsChecksumOfTheCopy) {
     for (size_t i = 0; i < n; ++i) src[i] = static_cast<std::byte>(i * 7 + 3);
     EXPECT_EQ(CopyAndChecksum64(src, dst), Checksum64(src)) << n;
     EXPECT_EQ(dst, src);
+  }
+}
+
+// Every instruction set this CPU runs gives the reference XXH3-64 (Debian's
+// libxxhash, built apart from our kernels) on random sizes, around the
+// algorithm's size classes and the copy's 16 KiB pieces, at every alignment
+// of source and destination within a cache line.
+TEST(ChecksumTest, EveryInstructionSetGivesTheReferenceXxh3OnRandomSizesAndAlignments) {
+  std::vector<ChecksumIsa> isas = SupportedChecksumIsas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), ChecksumIsa::kSse2) << "x86-64's baseline";
+  EXPECT_EQ(ActiveChecksumIsa(), isas.back()) << "the widest one is used";
+  std::printf("checksum paths tested on this CPU:");
+  for (ChecksumIsa isa : isas) std::printf(" %s", std::string(ToString(isa)).c_str());
+  std::printf(" (active: %s)\n", std::string(ToString(ActiveChecksumIsa())).c_str());
+
+  std::mt19937_64 rng(20261205);
+  std::vector<size_t> sizes = {0,    1,    3,    16,    17,    128,   129,       240,
+                               241,  1024, 1025, 16383, 16384, 16385, 3 * 16384 + 7};
+  for (int i = 0; i < 40; ++i) sizes.push_back(rng() % (300 * 1024));
+  std::vector<std::byte> src(300 * 1024 + 64), dst(src.size());
+  for (auto& b : src) b = static_cast<std::byte>(rng());
+  for (size_t n : sizes) {
+    const size_t src_off = rng() % 64, dst_off = rng() % 64;
+    std::span<const std::byte> in(src.data() + src_off, n);
+    const uint64_t want = XXH3_64bits(in.data(), n);
+    for (ChecksumIsa isa : isas) {
+      SCOPED_TRACE(testing::Message() << ToString(isa) << " n=" << n << " src+" << src_off
+                                      << " dst+" << dst_off);
+      EXPECT_EQ(Checksum64(in, isa), want);
+      std::fill(dst.begin(), dst.end(), std::byte{0xee});
+      std::span<std::byte> out(dst.data() + dst_off, n);
+      EXPECT_EQ(CopyAndChecksum64(in, out, isa), want);
+      EXPECT_TRUE(std::equal(in.begin(), in.end(), out.begin()));
+      EXPECT_EQ(dst[dst_off + n], std::byte{0xee}) << "wrote past the end";
+    }
   }
 }
 
