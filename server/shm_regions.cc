@@ -201,10 +201,22 @@ bool ShmRegistry::Handshake(Conn& conn, const std::string& line) {
     return refuse("RESOURCE_EXHAUSTED", "kvtierd holds its limit of shared memory; retry later");
   const int mfd = ::memfd_create("kvtier-block-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (mfd < 0) return refuse("INTERNAL", std::string("memfd_create: ") + std::strerror(errno));
+  // The region's memory is allocated now, all of it: a memfd page first
+  // touched by a write is allocated then, and one the system cannot give
+  // would kill the daemon with SIGBUS in the middle of a BatchGet. Here it is
+  // a clear refusal instead. MAP_POPULATE maps every page up front too, so
+  // the first load through the region pays no page faults (they cost more
+  // than the copy: measured 40 MiB in ~30 ms on first touch, ~6 ms after).
   void* base = MAP_FAILED;
-  if (::ftruncate(mfd, static_cast<off_t>(bytes)) == 0 &&
-      ::fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0) {
-    base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+  if (::ftruncate(mfd, static_cast<off_t>(bytes)) != 0 ||
+      ::fallocate(mfd, 0, 0, static_cast<off_t>(bytes)) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(mfd);
+    return refuse("RESOURCE_EXHAUSTED",
+                  "cannot allocate a region of " + std::to_string(bytes) + " bytes: " + why);
+  }
+  if (::fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0) {
+    base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, mfd, 0);
   }
   if (base == MAP_FAILED) {
     const std::string why = std::strerror(errno);

@@ -78,7 +78,10 @@ class ShmRegion:
                 if len(words) != 3 or words[0] != "OK" or fd is None or words[2] != str(nbytes):
                     raise errors.Unavailable(
                         f"kvtierd answered the shared-memory handshake with {line!r}")
-                mapping = mmap.mmap(fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                # kvtierd allocated the memory; MAP_POPULATE (Linux, Python
+                # 3.10+) maps every page now, off the first load's path.
+                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+                mapping = mmap.mmap(fd, nbytes, flags, mmap.PROT_READ | mmap.PROT_WRITE)
             finally:
                 if fd is not None:
                     os.close(fd)  # the mapping keeps the memory
