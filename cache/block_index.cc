@@ -61,13 +61,22 @@ std::optional<uint32_t> BlockIndex::Upsert(const BlockKey& key, const IndexEntry
     if (!is_new) previous_tier = e.tier;
     const uint32_t pins = e.pins, children = e.cached_children;
     const std::optional<BlockKey> parent = is_new ? fields.parent : e.parent;
+    const uint32_t depth = is_new ? (fields.parent ? 1 : 0) : e.depth;
     e = fields;
     e.pins = pins;
     e.cached_children = children;
     e.parent = parent;
+    e.depth = depth;
     e.last_access_ms = now;
   }
-  if (inserted && fields.parent) AdjustChildren(*fields.parent, +1);
+  if (inserted && fields.parent) {
+    const std::optional<uint32_t> parent_depth = AdjustChildren(*fields.parent, +1);
+    if (parent_depth && *parent_depth > 0) {
+      WithEntry(key, [&](IndexEntry* e) {
+        if (e != nullptr) e->depth = *parent_depth + 1;
+      });
+    }
+  }
   return previous_tier;
 }
 
@@ -188,15 +197,18 @@ size_t BlockIndex::size() const {
   return n;
 }
 
-void BlockIndex::AdjustChildren(const BlockKey& parent, int delta) {
+std::optional<uint32_t> BlockIndex::AdjustChildren(const BlockKey& parent, int delta) {
+  std::optional<uint32_t> depth;
   WithEntry(parent, [&](IndexEntry* e) {
     if (e == nullptr) return;
+    depth = e->depth;
     if (delta > 0) {
       ++e->cached_children;
     } else if (e->cached_children > 0) {
       --e->cached_children;
     }
   });
+  return depth;
 }
 
 }  // namespace kvtier

@@ -61,6 +61,10 @@ struct IndexEntry {
   int64_t queued_expiry_ms = kNoExpiry;  // the expiry the sweep queue holds for it
   Decision decision;                     // the last placement decision
   std::optional<BlockKey> parent;
+  // The block's place in its prefix chain as the index saw it: 0 without a
+  // parent, the parent's depth + 1 when the parent was present at insert,
+  // 1 when it was not (a hint for prefix-aware policies, not an invariant).
+  uint32_t depth = 0;
 };
 
 class BlockIndex;
@@ -146,7 +150,8 @@ class BlockIndex {
     return shards_[(BlockKeyHashValue(k) >> 58) % kShards];
   }
   void Unpin(const BlockKey& key);
-  void AdjustChildren(const BlockKey& parent, int delta);
+  // Returns the parent's depth, nullopt when it is absent.
+  std::optional<uint32_t> AdjustChildren(const BlockKey& parent, int delta);
   // Runs fn(entry) under the key's shard lock, entry being null when the key
   // is absent, and returns what fn returns.
   template <typename Fn>

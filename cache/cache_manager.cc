@@ -222,6 +222,8 @@ PolicyBlock CacheManager::PolicyBlockFor(size_t t, const IndexEntry& e, int64_t 
   PolicyBlock b;
   b.bytes = std::max<uint64_t>(1, e.bytes);
   b.expiry_ms = e.expiry_ms;
+  b.parent = e.parent;
+  b.depth = e.depth;
   const double idle_s = IdleFor(e, now_ms);
   const PlacementCosts below = CostsFor(e, idle_s, t + 1, tiers_.size());
   double miss = below.remat_cost;

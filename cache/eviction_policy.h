@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +42,11 @@ struct PolicyBlock {
   uint64_t bytes = 1;             // payload size, > 0
   double miss_cost = 1.0;         // cost of losing the block from this tier (gdsf, ttl-cost), > 0
   int64_t expiry_ms = kNoExpiry;  // after this the block is worth nothing (ttl-cost)
+  // Where the block sits in its prefix chain, for prefix-aware policies and
+  // admission: its parent's key (none for a chain's first block) and its
+  // depth (0 = first block). Hints: a policy must stay correct without them.
+  std::optional<BlockKey> parent = std::nullopt;
+  uint32_t depth = 0;
 };
 
 struct VictimQuery {

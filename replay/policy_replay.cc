@@ -49,7 +49,10 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, uint64_t size, ReplayR
           --used;
         }
       }
-      policy.Insert(key, PolicyBlock{});
+      PolicyBlock block;
+      if (i > 0) block.parent = KeyOf(t.blocks[req.first_block + i - 1]);
+      block.depth = i;
+      policy.Insert(key, block);
       cached[id] = 1;
       ++used;
     }

@@ -85,6 +85,21 @@ TEST_F(BlockIndexTest, ParentsCountCachedChildren) {
   EXPECT_TRUE(index_.Evictable(K(1), true));
 }
 
+// Depth: 0 for a chain's first block, the parent's + 1 below it, 1 under a
+// parent the index does not hold; an update keeps it.
+TEST_F(BlockIndexTest, DepthFollowsTheChain) {
+  index_.Upsert(K(1), std::nullopt, 0, 10, kNoExpiry);
+  index_.Upsert(K(2), K(1), 0, 10, kNoExpiry);
+  index_.Upsert(K(3), K(2), 0, 10, kNoExpiry);
+  index_.Upsert(K(5), K(4), 0, 10, kNoExpiry);  // K(4) is missing
+  EXPECT_EQ(index_.Get(K(1))->depth, 0u);
+  EXPECT_EQ(index_.Get(K(2))->depth, 1u);
+  EXPECT_EQ(index_.Get(K(3))->depth, 2u);
+  EXPECT_EQ(index_.Get(K(5))->depth, 1u);
+  index_.Upsert(K(3), std::nullopt, 1, 10, kNoExpiry);
+  EXPECT_EQ(index_.Get(K(3))->depth, 2u) << "an update keeps it";
+}
+
 TEST_F(BlockIndexTest, UpdateKeepsPinsAndMovesTier) {
   index_.Upsert(K(1), std::nullopt, 0, 10, kNoExpiry);
   PinHandle p = index_.Pin(K(1));
