@@ -78,6 +78,7 @@ CacheManager::CacheManager(std::vector<TierSlot> tiers, const CacheManagerOption
       tiers_(std::move(tiers)),
       reuse_(options.placement.reuse_smoothing, options.placement.max_streams),
       index_(options.clock),
+      mrc_(options.mrc),
       tier_counters_(tiers_.size()) {
   std::vector<TierEconomics> economics;
   for (const TierSlot& slot : tiers_) {
@@ -257,6 +258,7 @@ PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
   const int64_t now = options_.clock->NowMs();
   // Deepest first: the root of the prefix ends up the most recently used.
   for (size_t i = hit.blocks; i-- > 0;) OnUse(keys[i], hit.entries[i], now, /*observe=*/true);
+  for (size_t i = hit.blocks; i-- > 0;) mrc_.Use(BlockKeyHashValue(keys[i]), hit.entries[i].bytes);
   // The run may have stopped at an expired block: free it now rather than
   // waiting for the sweep to reach it.
   if (hit.blocks < keys.size()) {
@@ -375,6 +377,7 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
         tiers_[e->tier].policy->Touch(key);
       }
       ++counters_.refreshes;
+      mrc_.Use(BlockKeyHashValue(key), e->bytes);
       return Status::Ok();
     }
     if (Status s = DropLocked(key); !s.ok() && !s.IsNotFound()) return s;  // expired but pinned
@@ -428,6 +431,7 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
   QueueExpiry(key, expiry);
   ++counters_.inserts;
   ++counters_.placed;
+  mrc_.Use(BlockKeyHashValue(key), payload.size());
   counters_.insert_bytes += payload.size();
   return Status::Ok();
 }
@@ -479,6 +483,7 @@ Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> de
       // A read is data movement, not a new use, unless the caller says so: a
       // lookup observed the reuse.
       OnUse(key, *e, now, /*observe=*/is_use);
+      if (is_use) mrc_.Use(BlockKeyHashValue(key), e->bytes);
       ++counters_.read_hits;
       TierCounters& tc = tier_counters_[e->tier];
       ++tc.read_blocks;

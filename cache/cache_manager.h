@@ -56,6 +56,7 @@
 
 #include "cache/block_index.h"
 #include "cache/eviction_policy.h"
+#include "cache/mrc.h"
 #include "cache/placement.h"
 #include "common/clock.h"
 #include "tiers/tier.h"
@@ -77,6 +78,7 @@ struct CacheManagerOptions {
   int64_t sweep_interval_ms = 1000;     // period of the expiry sweep
   bool background_promotion = true;     // promote hits on a worker thread
   size_t max_queued_promotions = 4096;  // more are not promoted (counted as skipped)
+  MrcOptions mrc;                       // the miss-ratio curve's sample (MissRatioCurve)
 };
 
 // What a writer knows of a block besides its bytes.
@@ -214,6 +216,12 @@ class CacheManager {
   Result<BlockExplanation> Explain(const BlockKey& key) const;
 
   CacheStats Stats() const;
+  // The LRU miss-ratio curve of the block uses so far (cache/mrc.h): a
+  // lookup's hit, a read that is a use, and an insert (a lookup's miss is
+  // counted when its block is stored, so the two count once). Sizes are
+  // bytes of the whole stack: the hit ratio at the capacity of tiers 0..t
+  // together is what an LRU cache of that size would give.
+  MrcSnapshot MissRatioCurve() const { return mrc_.Snapshot(); }
 
   // Keys share their locks in stripes; a key's stripe (for tests).
   static constexpr size_t kKeyLockStripes = 1024;
@@ -286,6 +294,7 @@ class CacheManager {
   CostModel model_;
   ReuseEstimator reuse_;
   BlockIndex index_;
+  MrcEstimator mrc_;  // thread-safe on its own
   mutable std::mutex mu_;
 
   // Sweep queue: the earliest expiry first. A block has one live entry (the

@@ -7,6 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include "cache/cache_manager.h"
+#include "cache/prefix_hasher.h"
+#include "tiers/dram/dram_tier.h"
+
 #include <cmath>
 #include <list>
 #include <random>
@@ -218,6 +222,59 @@ TEST(MrcEstimatorTest, ConcurrentUsesAreAllCounted) {
   // fit (a 256-key sample sizes the stream to within about 1/sqrt(256)).
   EXPECT_NEAR(s.MaxHitRatio(), 1.0 - 3000.0 / 200000, 0.01);
   EXPECT_NEAR(s.HitRatioAt(3000 * 64 * 3 / 2), s.MaxHitRatio(), 1e-9);
+}
+
+// The CacheManager's uses: a lookup's hits (deepest first, as the policies
+// are touched), a read that is a use, and every insert; a probe and a plain
+// read are not uses, and a lookup's miss counts once, when it is stored.
+TEST(CacheManagerMrcTest, LookupHitsUseReadsAndInsertsAreTheUses) {
+  ManualClock clock;
+  DramTierOptions o;
+  o.capacity_bytes = 64 << 16;
+  o.page_bytes = 64 << 10;
+  o.clock = &clock;
+  o.read_bytes_per_s = o.write_bytes_per_s = 1e9;
+  auto tier = OpenDramTier(o);
+  ASSERT_TRUE(tier.ok()) << tier.status();
+  std::vector<TierSlot> slots;
+  slots.push_back({std::move(*tier), NewLruPolicy()});
+  CacheManagerOptions options;
+  options.clock = &clock;
+  options.sweep_interval_ms = 0;
+  options.background_promotion = false;
+  auto cache = CacheManager::Open(std::move(slots), options);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  CacheManager& c = **cache;
+
+  std::vector<TokenId> tokens(5 * 16);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<TokenId>(i);
+  Namespace ns;
+  ns.block_tokens = 16;
+  const std::vector<BlockKey> keys = PrefixHasher(ns).Keys(tokens);
+  const std::vector<std::byte> block(10, std::byte{7});  // 10 bytes: exact distances
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_TRUE(c.Insert(keys[i], i ? std::optional(keys[i - 1]) : std::nullopt, block).ok());
+  }
+  EXPECT_EQ(c.MissRatioCurve().uses, 4u);
+  // Four hits, the deepest first: 10, 20, 30 and 40 bytes away. The fifth
+  // key misses and is no use until it is stored.
+  EXPECT_EQ(c.Lookup(keys).blocks, 4u);
+  EXPECT_EQ(c.MissRatioCurve().uses, 8u);
+  EXPECT_EQ(c.Probe(keys).blocks, 4u);
+  std::vector<std::byte> buf(10);
+  ASSERT_TRUE(c.Read(keys[1], buf).ok());
+  EXPECT_EQ(c.MissRatioCurve().uses, 8u);
+  ASSERT_TRUE(c.Read(keys[1], buf, /*is_use=*/true).ok());   // 20 bytes away (keys[0], itself)
+  ASSERT_TRUE(c.Insert(keys[4], keys[3], block).ok());       // the lookup's miss
+  ASSERT_TRUE(c.Insert(keys[0], std::nullopt, block).ok());  // a refresh: 30 bytes away
+  const MrcSnapshot s = c.MissRatioCurve();
+  EXPECT_EQ(s.uses, 11u);
+  EXPECT_EQ(s.sampling_rate, 1.0);
+  EXPECT_DOUBLE_EQ(s.HitRatioAt(9), 0);
+  EXPECT_DOUBLE_EQ(s.HitRatioAt(10), 1.0 / 11);
+  EXPECT_DOUBLE_EQ(s.HitRatioAt(20), 3.0 / 11);
+  EXPECT_DOUBLE_EQ(s.HitRatioAt(30), 5.0 / 11);
+  EXPECT_DOUBLE_EQ(s.HitRatioAt(1 << 20), 6.0 / 11);
 }
 
 }  // namespace
