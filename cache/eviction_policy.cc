@@ -3,8 +3,8 @@
 namespace kvtier {
 
 const std::vector<std::string>& EvictionPolicyNames() {
-  static const std::vector<std::string> kNames = {"lru",    "fifo",  "lfu",  "arc",
-                                                  "s3fifo", "sieve", "gdsf", "ttl-cost"};
+  static const std::vector<std::string> kNames = {
+      "lru", "fifo", "lfu", "arc", "s3fifo", "sieve", "gdsf", "ttl-cost", "lirs", "prefix-lru"};
   return kNames;
 }
 
@@ -18,6 +18,8 @@ std::unique_ptr<EvictionPolicy> NewEvictionPolicy(std::string_view name,
   if (name == "sieve") return NewSievePolicy();
   if (name == "gdsf") return NewGdsfPolicy();
   if (name == "ttl-cost") return NewTtlCostPolicy();
+  if (name == "lirs") return NewLirsPolicy(options);
+  if (name == "prefix-lru") return NewPrefixLruPolicy();
   return nullptr;
 }
 

@@ -119,6 +119,10 @@ class EvictionPolicy {
 //  gdsf      Cherkasova '98: priority L + frequency * cost / size, L inflating.
 //  ttl-cost  expired blocks first (earliest expiry first), then gdsf order by
 //            the placement cost model's miss cost (cache/placement.h).
+//  lirs      Jiang & Zhang, SIGMETRICS'02: LIR/HIR sets (HIR 1%), stack S with
+//            pruning and ghosts (S bounded to 2x capacity), queue Q of resident HIR.
+//  prefix-lru  SGLang (Zheng et al., NeurIPS'24) radix-tree eviction: leaves
+//            only (no cached child), least recently used first.
 std::unique_ptr<EvictionPolicy> NewLruPolicy();
 std::unique_ptr<EvictionPolicy> NewFifoPolicy();
 std::unique_ptr<EvictionPolicy> NewLfuPolicy();
@@ -127,6 +131,8 @@ std::unique_ptr<EvictionPolicy> NewS3FifoPolicy(const PolicyOptions& options);
 std::unique_ptr<EvictionPolicy> NewSievePolicy();
 std::unique_ptr<EvictionPolicy> NewGdsfPolicy();
 std::unique_ptr<EvictionPolicy> NewTtlCostPolicy();
+std::unique_ptr<EvictionPolicy> NewLirsPolicy(const PolicyOptions& options);
+std::unique_ptr<EvictionPolicy> NewPrefixLruPolicy();
 
 // A policy by name (the names above); nullptr for an unknown name.
 std::unique_ptr<EvictionPolicy> NewEvictionPolicy(std::string_view name,

@@ -17,6 +17,7 @@
 
 #include "cache/eviction_policy.h"
 #include "common/flags.h"
+#include "replay/independent_replay.h"
 #include "replay/policy_replay.h"
 #include "replay/tier_replay.h"
 #include "replay/trace.h"
@@ -29,7 +30,7 @@ const char kUsage[] =
     R"(usage: kvtier-trace --trace FILE --format mooncake|azure|csv [--policies LIST|all]
                     [--sizes LIST] [--scenario FILE] [--block-tokens N]
                     [--azure-shared-prefix-tokens N] [--json] [--csv FILE] [--markdown FILE]
-                    [--plot DIR]
+                    [--plot DIR] [--semantics prefix|independent]
 
 Replays FILE through each policy at each size and prints the block and token
 (prefill saved) hit ratios, prefix semantics: a request hits only the leading
@@ -49,6 +50,13 @@ run of its blocks that are cached.
   --tier-policies LIST|all
                     with --scenario: replay the stack again once per policy, every
                     tier running it, and compare hits, bytes moved, TTFT and cost
+  --semantics S     how the sweep counts hits: prefix (default: a request hits only
+                    the leading run of its cached blocks) or independent (every
+                    cached block reference is a hit, as block caches and libCacheSim
+                    count; replay/independent_replay.h)
+  --write-refs FILE also write the block references in replay order, one per line:
+                    the block's dense id + 1 (a plain-text trace for other
+                    simulators, as bench/peer/libcachesim_check.py feeds libCacheSim)
   --block-tokens N  tokens per block for azure and csv traces (default 512)
   --azure-shared-prefix-tokens N
                     azure traces have no prefix hashes: give every request the same
@@ -149,7 +157,7 @@ int Main(int argc, char** argv) {
   FlagSet flags;
   for (const char* f :
        {"trace", "format", "policies", "sizes", "block-tokens", "azure-shared-prefix-tokens", "csv",
-        "markdown", "plot", "scenario", "tier-policies", "tier-csv"}) {
+        "markdown", "plot", "scenario", "tier-policies", "tier-csv", "semantics", "write-refs"}) {
     flags.Value(f);
   }
   flags.Bool("json");
@@ -175,6 +183,15 @@ int Main(int argc, char** argv) {
   }
   Result<Trace> trace = ReadTrace(flags.Get("trace"), o);
   if (!trace.ok()) return Fail(trace.status().message(), 1);
+  if (flags.Has("write-refs")) {
+    // Ids from 1: some simulators treat object id 0 as "none".
+    std::ofstream refs(flags.Get("write-refs"));
+    for (const TraceRequest& req : trace->requests) {
+      for (uint32_t i = 0; i < req.num_blocks; ++i)
+        refs << trace->blocks[req.first_block + i] + 1 << '\n';
+    }
+    if (!refs) return Fail("cannot write " + flags.Get("write-refs"), 1);
+  }
 
   std::vector<std::string> policies = SplitList(flags.Get("policies", "all"));
   if (policies == std::vector<std::string>{"all"}) {
@@ -202,6 +219,14 @@ int Main(int argc, char** argv) {
 
   // With a scenario the sweep runs only when asked for.
   const bool sweep = !flags.Has("scenario") || flags.Has("policies") || flags.Has("sizes");
+  const std::string semantics = flags.Get("semantics", "prefix");
+  if (semantics != "prefix" && semantics != "independent") {
+    return Fail("--semantics: '" + semantics + "' is neither prefix nor independent", 2);
+  }
+  auto replay = [&](const Trace& t, const std::string& policy, uint64_t size) {
+    return semantics == "prefix" ? ReplayTrace(t, policy, size)
+                                 : ReplayTraceIndependent(t, policy, size);
+  };
   std::optional<TierScenario> scenario;
   if (flags.Has("scenario")) {
     Result<TierScenario> sc = ReadTierScenario(flags.Get("scenario"));
@@ -227,7 +252,7 @@ int Main(int argc, char** argv) {
   Progress progress(policies.size() * sizes->size() + (scenario ? 1 : 0) + tier_policies.size());
   for (const std::string& p : policies) {
     for (uint64_t size : *sizes) {
-      Result<ReplayResult> r = ReplayTrace(*trace, p, size);
+      Result<ReplayResult> r = replay(*trace, p, size);
       progress.Step();
       if (!r.ok()) return Fail(r.status().message(), 2);
       const uint64_t shown = size == kInfiniteBlocks ? trace->distinct_blocks : size;
@@ -320,6 +345,7 @@ int Main(int argc, char** argv) {
   if (flags.Has("json")) {
     nlohmann::json out = {{"trace", flags.Get("trace")},
                           {"format", flags.Get("format")},
+                          {"semantics", semantics},
                           {"requests", trace->requests.size()},
                           {"block_tokens", trace->block_tokens},
                           {"footprint_blocks", trace->distinct_blocks},
