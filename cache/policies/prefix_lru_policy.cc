@@ -60,7 +60,11 @@ class PrefixLruPolicy final : public EvictionPolicy {
     last_use_[s] = ++clock_;
     parent_[s] = KeySlots::kNone;
     if (block.parent) {
-      const int32_t p = slots_.Find(*block.parent);
+      // Engines insert a chain in order: the parent is usually the block
+      // used just before, and a hash probe is saved.
+      const int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
+                            ? last_used_
+                            : slots_.Find(*block.parent);
       if (p != KeySlots::kNone) {
         parent_[s] = p;
         parent_generation_[s] = generation_[p];
@@ -68,6 +72,7 @@ class PrefixLruPolicy final : public EvictionPolicy {
       }
     }
     leaves_.PushFront(s);
+    last_used_ = s;
   }
 
   void Touch(const BlockKey& key) override {
@@ -75,6 +80,7 @@ class PrefixLruPolicy final : public EvictionPolicy {
     if (s == KeySlots::kNone) return;
     last_use_[s] = ++clock_;
     if (children_[s] == 0) leaves_.MoveToFront(s);
+    last_used_ = s;
   }
 
   void Erase(const BlockKey& key) override {
@@ -126,6 +132,7 @@ class PrefixLruPolicy final : public EvictionPolicy {
   int32_t Detach(int32_t s) {
     const int32_t p = parent_[s];
     ++generation_[s];  // links to this slot are stale from now on
+    if (last_used_ == s) last_used_ = KeySlots::kNone;
     slots_.Remove(s);
     if (p == KeySlots::kNone || generation_[p] != parent_generation_[s]) return KeySlots::kNone;
     return --children_[p] == 0 ? p : KeySlots::kNone;
@@ -195,7 +202,8 @@ class PrefixLruPolicy final : public EvictionPolicy {
   std::vector<uint32_t> parent_generation_;
   std::vector<uint32_t> generation_;
   LeafList leaves_;
-  uint64_t clock_ = 0;  // counts uses
+  uint64_t clock_ = 0;                   // counts uses
+  int32_t last_used_ = KeySlots::kNone;  // the slot last inserted or touched
 };
 
 }  // namespace
