@@ -8,6 +8,22 @@
 #include "server/block_scope.h"
 
 namespace kvtier {
+namespace {
+
+void FillMrc(const MrcSnapshot& s, v1::MrcStats* out) {
+  out->set_uses(s.uses);
+  out->set_sampled_uses(s.sampled_uses);
+  out->set_sampling_rate(s.sampling_rate);
+  out->set_sampled_blocks(s.sampled_keys);
+  out->set_max_sampled_blocks(s.max_sampled_keys);
+  for (const MrcPoint& p : s.curve) {
+    v1::MrcPoint* point = out->add_curve();
+    point->set_size_bytes(p.size_bytes);
+    point->set_hit_ratio(p.hit_ratio);
+  }
+}
+
+}  // namespace
 
 const char* KvtierVersion() { return "0.1.0"; }
 
@@ -92,6 +108,7 @@ grpc::Status AdminService::Stats(grpc::ServerContext* ctx, const v1::StatsReques
   resp->set_promotions(s.promotions);
   resp->set_promotion_skips(s.promotion_skips);
   resp->set_remat_drops(s.remat_drops);
+  FillMrc(cache_.MissRatioCurve(), resp->mutable_mrc());
   resp->set_default_block_tokens(static_cast<uint32_t>(default_namespace_.block_tokens));
   resp->set_default_namespace(default_namespace_.ToString());
   if (engine_ != nullptr) {

@@ -30,6 +30,7 @@
 #include "server/grpc_request_metrics.h"
 #include "server/malformed_requests.h"
 #include "server/metrics.h"
+#include "server/mrc_metrics.h"
 #include "server/stream_guard.h"
 #include "tiers/dram/dram_tier.h"
 #include "tiers/flash/flash_tier.h"
@@ -689,6 +690,7 @@ std::string Daemon::RenderMetrics() const {
   }
   AppendBlockApiMetrics(&m);
   AppendTokenMetrics(s, &m);
+  AppendMrcMetrics(cache_->MissRatioCurve(), s.tiers, &m);
   if (services_ && services_->context_api) services_->context_api->AppendMetrics(&m);
   if (http_) http_->AppendMetrics(&m);
   if (services_) services_->grpc_requests.AppendMetrics(&m);

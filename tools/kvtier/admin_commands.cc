@@ -126,6 +126,8 @@ std::string StatsText(const v1::StatsResponse& s) {
 }  // namespace
 
 Exit Stats(const Command& c) {
+  if (c.flags.Has("mrc")) return StatsMrc(c);
+  if (c.flags.Has("mrc-add")) return UsageError("--mrc-add needs --mrc");
   KVTIER_ASSIGN_OR_RETURN(const v1::StatsResponse s, c.client.Stats());
   c.out.Print(StatsJson(s), StatsText(s));
   return {};

@@ -25,10 +25,10 @@ FlagSet CliFlags() {
         "salt",     "prompt",     "max-tokens",    "temperature",    "top-p",       "top-k",
         "seed",     "tenant",     "cache-control", "request-id",     "from",        "to",
         "group-by", "format",     "api-key",       "cached-content", "expire-time", "display-name",
-        "tls-ca"}) {
+        "tls-ca",   "mrc-add"}) {
     flags.Value(f);
   }
-  for (const char* f : {"json", "help", "no-bos", "ignore-eos"}) flags.Bool(f);
+  for (const char* f : {"json", "help", "no-bos", "ignore-eos", "mrc"}) flags.Bool(f);
   return flags;
 }
 

@@ -25,6 +25,9 @@ struct Command {
 // The daemon itself (admin_commands.cc): health, stats, billing report.
 Exit Health(const Command& c);
 Exit Stats(const Command& c);
+// stats --mrc (mrc_report.cc): the estimated miss-ratio curve and each
+// tier's what-if.
+Exit StatsMrc(const Command& c);
 Exit BillingReport(const Command& c);
 
 // The block API (block_commands.cc): lookup, put, get, delete, explain.

@@ -11,6 +11,10 @@ const char kUsage[] =
 commands:
   health                       exit 0 when a daemon answers
   stats                        tiers, blocks and counters
+  stats --mrc [--mrc-add SIZE,...]
+                               the estimated LRU miss-ratio curve of the block uses, and
+                               each tier's hit ratio (with the tiers above it) as it is,
+                               with SIZE more (default 1G; K, M, G, T) and doubled
   lookup --tokens LIST         longest cached prefix of a prompt (or --keys HEX,HEX...)
   put    --tokens LIST --file F   store F as the last full block of the token prefix
   put    --key HEX [--parent HEX] --file F   store F under an explicit key
