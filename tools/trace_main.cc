@@ -22,6 +22,7 @@
 #include "replay/tier_replay.h"
 #include "replay/trace.h"
 #include "replay/trace_report.h"
+#include "tools/trace_mrc.h"
 
 namespace kvtier {
 namespace {
@@ -57,6 +58,10 @@ run of its blocks that are cached.
   --write-refs FILE also write the block references in replay order, one per line:
                     the block's dense id + 1 (a plain-text trace for other
                     simulators, as bench/peer/libcachesim_check.py feeds libCacheSim)
+  --mrc             also feed every block reference to kvtierd's miss-ratio curve
+                    estimator (SHARDS, cache/mrc.h) and print its hit ratio at each
+                    size against exact LRU counting each reference on its own; with
+                    --mrc the policy sweep runs only if --policies is given
   --block-tokens N  tokens per block for azure and csv traces (default 512)
   --azure-shared-prefix-tokens N
                     azure traces have no prefix hashes: give every request the same
@@ -161,6 +166,7 @@ int Main(int argc, char** argv) {
     flags.Value(f);
   }
   flags.Bool("json");
+  flags.Bool("mrc");
   flags.Bool("help");
   if (Status s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {
     return Fail(s.message(), 2);
@@ -218,7 +224,9 @@ int Main(int argc, char** argv) {
   if (!sizes.ok()) return Fail(sizes.status().message(), 2);
 
   // With a scenario the sweep runs only when asked for.
-  const bool sweep = !flags.Has("scenario") || flags.Has("policies") || flags.Has("sizes");
+  // So with --mrc, which takes --sizes for itself.
+  const bool sweep = flags.Has("policies") ||
+                     (!flags.Has("mrc") && (!flags.Has("scenario") || flags.Has("sizes")));
   const std::string semantics = flags.Get("semantics", "prefix");
   if (semantics != "prefix" && semantics != "independent") {
     return Fail("--semantics: '" + semantics + "' is neither prefix nor independent", 2);
@@ -342,6 +350,13 @@ int Main(int argc, char** argv) {
       plotted = PlotOccupancy(flags.Get("plot"), flags.Get("trace"), *scenario, *tiered);
     }
   }
+  std::optional<MrcCheck> mrc;
+  if (flags.Has("mrc")) {
+    Result<MrcCheck> m = CheckMrc(*trace, *sizes);
+    if (!m.ok()) return Fail(m.status().message(), 2);
+    mrc = std::move(*m);
+    PrintMrcCheck(*mrc);
+  }
   if (flags.Has("json")) {
     nlohmann::json out = {{"trace", flags.Get("trace")},
                           {"format", flags.Get("format")},
@@ -354,6 +369,7 @@ int Main(int argc, char** argv) {
                           {"infinite_token_hit_ratio", inf->token_hit_ratio()},
                           {"results", results}};
     if (tiered) out["scenario"] = ScenarioJson(*scenario, *tiered);
+    if (mrc) out["mrc"] = MrcCheckJson(*mrc);
     if (!by_policy.empty()) out["tier_policies"] = TierPoliciesJson(by_policy);
     std::printf("%s\n", out.dump().c_str());
   }
