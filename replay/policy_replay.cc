@@ -3,9 +3,11 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <utility>
 
+#include "cache/admission.h"
 #include "cache/eviction_policy.h"
 
 namespace kvtier {
@@ -25,7 +27,28 @@ void CountPrefixHits(const Trace& t, const TraceRequest& req, const Cached& cach
   }
 }
 
-void ReplayOnline(const Trace& t, EvictionPolicy& policy, uint64_t size, ReplayResult* r) {
+// The block `policy` would evict for `incoming`, left in place: the query's
+// `eligible` notes the policy's first choice and refuses it, and a refused
+// block keeps its place and state (EvictionPolicy::Victims). What the policy
+// did on its way there (S3-FIFO's promotions, SIEVE's hand) it would have
+// done for the eviction too.
+std::optional<BlockKey> PeekVictim(EvictionPolicy& policy, const BlockKey& incoming) {
+  std::optional<BlockKey> first;
+  VictimQuery q;
+  q.incoming = &incoming;
+  q.max_refused = 1;
+  q.eligible = [&](const BlockKey& k) {
+    if (!first) first = k;
+    return false;
+  };
+  std::vector<BlockKey> none;
+  policy.Victims(q, &none);
+  return first;
+}
+
+// `admission` null: every miss is stored (no filter, and no victim peeking).
+void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admission, uint64_t size,
+                  ReplayResult* r) {
   std::vector<uint8_t> cached(t.distinct_blocks, 0);
   uint64_t used = 0;
   std::vector<BlockKey> victims;
@@ -35,9 +58,18 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, uint64_t size, ReplayR
     for (uint32_t i = 0; i < req.num_blocks; ++i) {
       const uint32_t id = t.blocks[req.first_block + i];
       const BlockKey key = KeyOf(id);
+      PolicyBlock block;
+      if (i > 0) block.parent = KeyOf(t.blocks[req.first_block + i - 1]);
+      block.depth = i;
+      const BlockRef ref{key, block, i + 1 == req.num_blocks};
+      if (admission != nullptr) admission->Record(ref, cached[id] != 0);
       if (cached[id]) {
         policy.Touch(key);
         continue;
+      }
+      if (admission != nullptr && used >= size) {
+        const std::optional<BlockKey> victim = PeekVictim(policy, key);
+        if (!admission->Admit(ref, victim ? &*victim : nullptr)) continue;
       }
       while (used >= size) {
         victims.clear();
@@ -47,14 +79,13 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, uint64_t size, ReplayR
         for (const BlockKey& v : victims) {
           cached[v.lo] = 0;
           --used;
+          if (admission != nullptr) admission->Evicted(v);
         }
       }
-      PolicyBlock block;
-      if (i > 0) block.parent = KeyOf(t.blocks[req.first_block + i - 1]);
-      block.depth = i;
       policy.Insert(key, block);
       cached[id] = 1;
       ++used;
+      if (admission != nullptr) admission->Inserted(ref);
     }
   }
 }
@@ -114,21 +145,34 @@ void ReplayBelady(const Trace& t, uint64_t size, ReplayResult* r) {
 }  // namespace
 
 Result<ReplayResult> ReplayTrace(const Trace& trace, const std::string& policy,
-                                 uint64_t size_blocks) {
+                                 uint64_t size_blocks, const std::string& admission) {
   if (size_blocks == 0) return Status::InvalidArgument("a tier of 0 blocks caches nothing");
   ReplayResult r;
   r.policy = policy;
+  r.admission = admission;
   r.size_blocks = size_blocks;
   const uint64_t size = std::min<uint64_t>(size_blocks, trace.distinct_blocks + 1ull);
   const auto t0 = std::chrono::steady_clock::now();
   if (policy == "belady") {
+    if (admission != "none") {
+      return Status::InvalidArgument(
+          "belady is the offline bound and decides admission itself; "
+          "it takes no admission filter ('" +
+          admission + "')");
+    }
     ReplayBelady(trace, size, &r);
   } else {
     PolicyOptions po;
     po.capacity_bytes = size;
     std::unique_ptr<EvictionPolicy> p = NewEvictionPolicy(policy, po);
     if (p == nullptr) return Status::InvalidArgument("unknown eviction policy '" + policy + "'");
-    ReplayOnline(trace, *p, size, &r);
+    AdmissionOptions ao;
+    ao.capacity_blocks = size;
+    std::unique_ptr<AdmissionFilter> filter = NewAdmissionFilter(admission, ao);
+    if (filter == nullptr) {
+      return Status::InvalidArgument("unknown admission filter '" + admission + "'");
+    }
+    ReplayOnline(trace, *p, admission == "none" ? nullptr : filter.get(), size, &r);
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;

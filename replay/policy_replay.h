@@ -12,7 +12,14 @@
 // chained prefix keys a block's next use is never before its parent's, so
 // what it keeps is prefix-closed and its block hits are prefix hits.
 //
-// Deterministic: the same trace, policy and size give the same counts.
+// Admission (cache/admission.h): on a miss that needs room, the filter is
+// shown the victim the policy would take (asked for with an `eligible` that
+// refuses it, so it stays in place) and decides whether the block is stored;
+// a block kept out is not inserted, and the victim stays. The filter sees
+// every reference, hit or miss, and every insertion and eviction.
+//
+// Deterministic: the same trace, policy, admission and size give the same
+// counts.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +36,8 @@ inline constexpr uint64_t kInfiniteBlocks = std::numeric_limits<uint64_t>::max()
 
 struct ReplayResult {
   std::string policy;
-  uint64_t size_blocks = 0;  // kInfiniteBlocks for an unbounded tier
+  std::string admission = "none";  // the admission filter's name
+  uint64_t size_blocks = 0;        // kInfiniteBlocks for an unbounded tier
   uint64_t block_refs = 0;
   uint64_t block_hits = 0;  // blocks inside each request's leading cached run
   uint64_t tokens = 0;      // input tokens
@@ -38,12 +46,16 @@ struct ReplayResult {
 
   double hit_ratio() const { return block_refs ? double(block_hits) / double(block_refs) : 0; }
   double token_hit_ratio() const { return tokens ? double(hit_tokens) / double(tokens) : 0; }
+  // "lru", or "lru+tinylfu" with a filter.
+  std::string name() const { return admission == "none" ? policy : policy + "+" + admission; }
 };
 
-// `policy`: a name of EvictionPolicyNames() or "belady". kInvalidArgument for
-// an unknown policy or a size of 0.
+// `policy`: a name of EvictionPolicyNames() or "belady"; `admission`: a name
+// of AdmissionFilterNames() ("none" for belady, which decides admission
+// itself). kInvalidArgument for an unknown policy or filter, a filter with
+// belady, or a size of 0.
 Result<ReplayResult> ReplayTrace(const Trace& trace, const std::string& policy,
-                                 uint64_t size_blocks);
+                                 uint64_t size_blocks, const std::string& admission = "none");
 
 // Sizes as a user writes them: a block count ("4096"), a fraction of the
 // footprint ("0.25", in (0, 1]) or "inf"; comma-separated.

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cache/admission.h"
 #include "cache/eviction_policy.h"
 #include "common/flags.h"
 #include "replay/independent_replay.h"
@@ -31,7 +32,7 @@ const char kUsage[] =
     R"(usage: kvtier-trace --trace FILE --format mooncake|azure|csv [--policies LIST|all]
                     [--sizes LIST] [--scenario FILE] [--block-tokens N]
                     [--azure-shared-prefix-tokens N] [--json] [--csv FILE] [--markdown FILE]
-                    [--plot DIR] [--semantics prefix|independent]
+                    [--plot DIR] [--semantics prefix|independent] [--admission LIST|all]
 
 Replays FILE through each policy at each size and prints the block and token
 (prefill saved) hit ratios, prefix semantics: a request hits only the leading
@@ -58,6 +59,10 @@ run of its blocks that are cached.
   --write-refs FILE also write the block references in replay order, one per line:
                     the block's dense id + 1 (a plain-text trace for other
                     simulators, as bench/peer/libcachesim_check.py feeds libCacheSim)
+  --admission LIST  admission filters each policy runs with, comma-separated: none
+                    tinylfu ghost prefix, or all (default none). Each policy is
+                    replayed with each filter, named policy+filter (lru+tinylfu);
+                    belady, the bound, once (it decides admission itself)
   --mrc             also feed every block reference to kvtierd's miss-ratio curve
                     estimator (SHARDS, cache/mrc.h) and print its hit ratio at each
                     size against exact LRU counting each reference on its own; with
@@ -160,9 +165,9 @@ int Fail(const std::string& msg, int code) { return ToolFail("kvtier-trace", msg
 
 int Main(int argc, char** argv) {
   FlagSet flags;
-  for (const char* f :
-       {"trace", "format", "policies", "sizes", "block-tokens", "azure-shared-prefix-tokens", "csv",
-        "markdown", "plot", "scenario", "tier-policies", "tier-csv", "semantics", "write-refs"}) {
+  for (const char* f : {"trace", "format", "policies", "sizes", "block-tokens",
+                        "azure-shared-prefix-tokens", "csv", "markdown", "plot", "scenario",
+                        "tier-policies", "tier-csv", "semantics", "write-refs", "admission"}) {
     flags.Value(f);
   }
   flags.Bool("json");
@@ -186,6 +191,16 @@ int Main(int argc, char** argv) {
     o.azure_shared_prefix_tokens = std::stoll(flags.Get("azure-shared-prefix-tokens", "0"));
   } catch (const std::exception&) {
     return Fail("--block-tokens and --azure-shared-prefix-tokens take integers", 2);
+  }
+  std::vector<std::string> admissions = SplitList(flags.Get("admission", "none"));
+  if (admissions == std::vector<std::string>{"all"}) admissions = AdmissionFilterNames();
+  if (admissions.empty()) return Fail("--admission needs at least one filter", 2);
+  for (const std::string& a : admissions) {
+    if (NewAdmissionFilter(a, AdmissionOptions{.capacity_blocks = 1}) == nullptr) {
+      std::string known;
+      for (const std::string& n : AdmissionFilterNames()) known += (known.empty() ? "" : ", ") + n;
+      return Fail("unknown admission filter '" + a + "' (known: " + known + ")", 2);
+    }
   }
   Result<Trace> trace = ReadTrace(flags.Get("trace"), o);
   if (!trace.ok()) return Fail(trace.status().message(), 1);
@@ -231,8 +246,12 @@ int Main(int argc, char** argv) {
   if (semantics != "prefix" && semantics != "independent") {
     return Fail("--semantics: '" + semantics + "' is neither prefix nor independent", 2);
   }
-  auto replay = [&](const Trace& t, const std::string& policy, uint64_t size) {
-    return semantics == "prefix" ? ReplayTrace(t, policy, size)
+  if (semantics != "prefix" && admissions != std::vector<std::string>{"none"}) {
+    return Fail("--admission runs with --semantics prefix only", 2);
+  }
+  auto replay = [&](const Trace& t, const std::string& policy, uint64_t size,
+                    const std::string& admission) {
+    return semantics == "prefix" ? ReplayTrace(t, policy, size, admission)
                                  : ReplayTraceIndependent(t, policy, size);
   };
   std::optional<TierScenario> scenario;
@@ -256,11 +275,26 @@ int Main(int argc, char** argv) {
   } else {
     policies.clear();
   }
-  nlohmann::json results = nlohmann::json::array();
-  Progress progress(policies.size() * sizes->size() + (scenario ? 1 : 0) + tier_policies.size());
+  // Each policy with each admission filter; belady, the bound, once.
+  struct Run {
+    std::string policy, admission, name;
+  };
+  std::vector<Run> runs;
+  std::vector<std::string> names;  // the table's rows: policy or policy+filter
   for (const std::string& p : policies) {
+    for (const std::string& a : admissions) {
+      if (p == "belady" && a != admissions.front()) continue;
+      const std::string filter = p == "belady" ? "none" : a;
+      runs.push_back({p, filter, filter == "none" ? p : p + "+" + filter});
+      names.push_back(runs.back().name);
+    }
+  }
+  nlohmann::json results = nlohmann::json::array();
+  Progress progress(runs.size() * sizes->size() + (scenario ? 1 : 0) + tier_policies.size());
+  for (const Run& run : runs) {
+    const std::string& p = run.name;
     for (uint64_t size : *sizes) {
-      Result<ReplayResult> r = replay(*trace, p, size);
+      Result<ReplayResult> r = replay(*trace, run.policy, size, run.admission);
       progress.Step();
       if (!r.ok()) return Fail(r.status().message(), 2);
       const uint64_t shown = size == kInfiniteBlocks ? trace->distinct_blocks : size;
@@ -269,6 +303,8 @@ int Main(int argc, char** argv) {
                   static_cast<unsigned long long>(shown), r->hit_ratio(), r->token_hit_ratio(),
                   rate / 1e6);
       results.push_back({{"policy", p},
+                         {"eviction", run.policy},
+                         {"admission", run.admission},
                          {"size_blocks", shown},
                          {"infinite", size == kInfiniteBlocks},
                          {"hit_ratio", r->hit_ratio()},
@@ -321,7 +357,7 @@ int Main(int argc, char** argv) {
       md << " slowest replay |\n|---|";
       for (size_t i = 0; i <= sizes->size(); ++i) md << "---|";
       md << "\n";
-      for (const std::string& p : policies) {
+      for (const std::string& p : names) {
         md << "| " << p << " |";
         double slowest = 0;
         for (const auto& r : results) {
@@ -345,7 +381,7 @@ int Main(int argc, char** argv) {
   // A plot that fails (no gnuplot) fails the run, after the JSON is out.
   Status plotted;
   if (flags.Has("plot")) {
-    if (sweep) plotted = Plot(flags.Get("plot"), flags.Get("trace"), policies, results);
+    if (sweep) plotted = Plot(flags.Get("plot"), flags.Get("trace"), names, results);
     if (tiered && plotted.ok()) {
       plotted = PlotOccupancy(flags.Get("plot"), flags.Get("trace"), *scenario, *tiered);
     }
