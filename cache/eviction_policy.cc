@@ -3,9 +3,9 @@
 namespace kvtier {
 
 const std::vector<std::string>& EvictionPolicyNames() {
-  static const std::vector<std::string> kNames = {"lru",    "fifo",       "lfu",     "arc",
-                                                  "s3fifo", "sieve",      "gdsf",    "ttl-cost",
-                                                  "lirs",   "prefix-lru", "wtinylfu"};
+  static const std::vector<std::string> kNames = {
+      "lru",  "fifo",     "lfu",  "arc",        "s3fifo",       "sieve",
+      "gdsf", "ttl-cost", "lirs", "prefix-lru", "prefix-reuse", "wtinylfu"};
   return kNames;
 }
 
@@ -21,6 +21,7 @@ std::unique_ptr<EvictionPolicy> NewEvictionPolicy(std::string_view name,
   if (name == "ttl-cost") return NewTtlCostPolicy();
   if (name == "lirs") return NewLirsPolicy(options);
   if (name == "prefix-lru") return NewPrefixLruPolicy();
+  if (name == "prefix-reuse") return NewPrefixReusePolicy(options);
   if (name == "wtinylfu") return NewWTinyLfuPolicy(options);
   return nullptr;
 }

@@ -123,6 +123,9 @@ class EvictionPolicy {
 //            pruning and ghosts (S bounded to 2x capacity), queue Q of resident HIR.
 //  prefix-lru  SGLang (Zheng et al., NeurIPS'24) radix-tree eviction: leaves
 //            only (no cached child), least recently used first.
+//  prefix-reuse  leaf-first; reused chains (hit, back from a ghost, or continuing a
+//            reused chain) outlive new ones by a credit learned from ghosts (after
+//            Marconi, MLSys'25, with ARC's adaptation).
 //  wtinylfu  Einziger et al., Middleware'18 (Caffeine): 1% window LRU, TinyLFU sketch
 //            duel into an SLRU main (20% probation, 80% protected), hill-climbed window.
 std::unique_ptr<EvictionPolicy> NewLruPolicy();
@@ -135,6 +138,7 @@ std::unique_ptr<EvictionPolicy> NewGdsfPolicy();
 std::unique_ptr<EvictionPolicy> NewTtlCostPolicy();
 std::unique_ptr<EvictionPolicy> NewLirsPolicy(const PolicyOptions& options);
 std::unique_ptr<EvictionPolicy> NewPrefixLruPolicy();
+std::unique_ptr<EvictionPolicy> NewPrefixReusePolicy(const PolicyOptions& options);
 std::unique_ptr<EvictionPolicy> NewWTinyLfuPolicy(const PolicyOptions& options);
 
 // A policy by name (the names above); nullptr for an unknown name.

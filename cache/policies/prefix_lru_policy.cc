@@ -36,6 +36,7 @@
 
 #include "cache/eviction_policy.h"
 #include "cache/policies/key_slots.h"
+#include "cache/policies/leaf_list.h"
 
 namespace kvtier {
 namespace {
@@ -154,44 +155,6 @@ class PrefixLruPolicy final : public EvictionPolicy {
     return steps == 0;
   }
 
-  // The leaves, newest at the head. SlotList cannot insert in the middle,
-  // which Place needs, hence this one.
-  class LeafList {
-   public:
-    void Reserve(size_t n) {
-      if (prev_.size() < n) {
-        prev_.resize(n, KeySlots::kNone);
-        next_.resize(n, KeySlots::kNone);
-      }
-    }
-    void PushFront(int32_t s) { InsertBefore(head_, s); }
-    // Inserts s on the newer side of `at`; at == kNone: at the oldest end.
-    void InsertBefore(int32_t at, int32_t s) {
-      const int32_t before = at == KeySlots::kNone ? tail_ : prev_[at];
-      prev_[s] = before;
-      next_[s] = at;
-      (before == KeySlots::kNone ? head_ : next_[before]) = s;
-      (at == KeySlots::kNone ? tail_ : prev_[at]) = s;
-    }
-    void Unlink(int32_t s) {
-      (prev_[s] == KeySlots::kNone ? head_ : next_[prev_[s]]) = next_[s];
-      (next_[s] == KeySlots::kNone ? tail_ : prev_[next_[s]]) = prev_[s];
-      prev_[s] = next_[s] = KeySlots::kNone;
-    }
-    void MoveToFront(int32_t s) {
-      if (head_ == s) return;
-      Unlink(s);
-      PushFront(s);
-    }
-    int32_t tail() const { return tail_; }
-    int32_t prev(int32_t s) const { return prev_[s]; }  // towards the newest
-    int32_t next(int32_t s) const { return next_[s]; }  // towards the oldest
-
-   private:
-    std::vector<int32_t> prev_, next_;
-    int32_t head_ = KeySlots::kNone, tail_ = KeySlots::kNone;
-  };
-
   KeySlots slots_;
   // By slot: cached children linked to it, last use (clock_ value), parent
   // slot (kNone for a root) with the generation it had when linked, and the
@@ -201,7 +164,7 @@ class PrefixLruPolicy final : public EvictionPolicy {
   std::vector<int32_t> parent_;
   std::vector<uint32_t> parent_generation_;
   std::vector<uint32_t> generation_;
-  LeafList leaves_;
+  LeafList leaves_;                      // newest at the head
   uint64_t clock_ = 0;                   // counts uses
   int32_t last_used_ = KeySlots::kNone;  // the slot last inserted or touched
 };

@@ -1,0 +1,295 @@
+// prefix-reuse: leaf-first eviction (as prefix-lru) that gives chains with
+// evidence of reuse more time than new ones, by an amount learned online.
+// In the spirit of Marconi (Pan et al., "Marconi: Prefix Caching for the Era
+// of Hybrid LLMs", MLSys'25), whose eviction utility adds to recency a
+// weighted term for what an entry is worth and tunes the weight online; here
+// the term is the evidence of reuse and the weight is adapted as ARC adapts
+// its target (Megiddo & Modha, FAST'03), from ghosts of evicted blocks.
+//
+// In a prefix cache most chains are used once (a one-turn conversation, a
+// one-shot prompt), while a chain that has been reused (a conversation's
+// next turn) is more likely to be reused again, whole. A block is "new"
+// until it is used again (a hit), then "reused"; it is reused from the start
+// when
+//  - its key is a ghost (it was evicted lately and has come back: its chain
+//    returned), or
+//  - it continues a reused chain: its parent is reused and has no other
+//    cached child (a conversation's next turn appends to the chain it hit).
+//    A parent with other children is a fan-out point (a system prompt that
+//    every request shares) and passes nothing on: a new prompt under it is
+//    new.
+//
+// Victims are leaves only (no cached child; prefix_lru_policy.cc). New and
+// reused leaves are kept in two lists by last use; the victim is the older
+// of the two oldest, a reused leaf counting `credit` uses younger than its
+// last use. credit starts at 0 (prefix-lru's order exactly) and moves when
+// an evicted block's ghost is inserted again: a new block's ghost says new
+// blocks went too soon (credit falls), a reused block's ghost says reused
+// blocks did (credit rises). Each step is one block's share of the time the
+// oldest leaf has been held (its bytes over the resident bytes), scaled by
+// the ratio of the two ghost populations when the other class's is larger,
+// as ARC scales its steps; credit stays within [0, clock].
+//
+// Ghosts: every victim's key is remembered, oldest forgotten first, while
+// the ghosts' bytes exceed the capacity (ARC's directory of 2c: c resident,
+// c ghosts). Erase leaves no ghost. The capacity is
+// PolicyOptions::capacity_bytes, or the resident bytes when it is 0.
+//
+// Refused blocks (query.eligible) keep their place; each victim's walk
+// starts at the oldest end of its list and steps over the blocks this call
+// has already refused without asking again (they sit at the oldest ends), so
+// a call costs O(victims x refused) at worst.
+//
+// O(1) per operation otherwise, as prefix-lru: a block that becomes a leaf
+// is placed in its class's list by its last use, walking at most
+// kMaxPlaceSteps from the oldest end.
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "cache/eviction_policy.h"
+#include "cache/policies/key_slots.h"
+#include "cache/policies/leaf_list.h"
+
+namespace kvtier {
+namespace {
+
+constexpr int kMaxPlaceSteps = 32;  // as prefix-lru
+
+class PrefixReusePolicy final : public EvictionPolicy {
+ public:
+  explicit PrefixReusePolicy(const PolicyOptions& options)
+      : capacity_bytes_(options.capacity_bytes) {}
+
+  std::string_view Name() const override { return "prefix-reuse"; }
+
+  void Insert(const BlockKey& key, const PolicyBlock& block) override {
+    int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone && !ghost_[s]) {
+      class_bytes_[class_[s]] += block.bytes - bytes_[s];
+      bytes_[s] = block.bytes;
+      Use(s);
+      return;
+    }
+    Class cls = kNew;
+    if (s != KeySlots::kNone) {
+      Adapt(class_[s], block.bytes);
+      ForgetGhost(s, /*free_slot=*/false);
+      cls = kReused;  // its chain came back
+    } else {
+      s = slots_.Add(key);
+      Grow();
+    }
+    children_[s] = 0;
+    last_use_[s] = ++clock_;
+    bytes_[s] = block.bytes;
+    parent_[s] = KeySlots::kNone;
+    if (block.parent) {
+      // Chains are inserted in order: the parent is usually the block used
+      // just before, and a hash probe is saved.
+      int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
+                      ? last_used_
+                      : slots_.Find(*block.parent);
+      if (p != KeySlots::kNone && !ghost_[p]) {
+        if (class_[p] == kReused && children_[p] == 0) cls = kReused;  // continues the chain
+        parent_[s] = p;
+        parent_generation_[s] = generation_[p];
+        if (children_[p]++ == 0) leaves_[class_[p]].Unlink(p);
+      }
+    }
+    class_[s] = cls;
+    class_bytes_[cls] += block.bytes;
+    leaves_[cls].PushFront(s);
+    last_used_ = s;
+    TrimGhosts();
+  }
+
+  void Touch(const BlockKey& key) override {
+    const int32_t s = slots_.Find(key);
+    if (s != KeySlots::kNone && !ghost_[s]) Use(s);
+  }
+
+  void Erase(const BlockKey& key) override {
+    const int32_t s = slots_.Find(key);
+    if (s == KeySlots::kNone || ghost_[s]) return;
+    if (children_[s] == 0) leaves_[class_[s]].Unlink(s);
+    const int32_t p = Detach(s, /*to_ghost=*/false);
+    if (p != KeySlots::kNone) Place(p);
+    TrimGhosts();
+  }
+
+  size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
+    EligibilityScan scan(q);
+    ++call_;
+    size_t taken = 0;
+    while (taken < q.n && !scan.Exhausted()) {
+      const Class first = FirstClass();
+      int32_t s = Pick(first, scan);
+      if (s == KeySlots::kNone) s = Pick(first == kNew ? kReused : kNew, scan);
+      if (s == KeySlots::kNone) break;
+      out->push_back(slots_.key(s));
+      leaves_[class_[s]].Unlink(s);
+      const int32_t p = Detach(s, /*to_ghost=*/true);
+      if (p != KeySlots::kNone) Place(p);
+      ++taken;
+    }
+    TrimGhosts();
+    return taken;
+  }
+
+  size_t size() const override { return slots_.size() - ghost_order_.size(); }
+
+ private:
+  enum Class : uint8_t { kNew = 0, kReused = 1 };
+
+  uint64_t Capacity() const {
+    return capacity_bytes_ > 0 ? capacity_bytes_ : class_bytes_[kNew] + class_bytes_[kReused];
+  }
+
+  void Grow() {
+    if (children_.size() >= slots_.slot_bound()) return;
+    const size_t n = slots_.slot_bound();
+    children_.resize(n);
+    last_use_.resize(n);
+    bytes_.resize(n);
+    class_.resize(n);
+    ghost_.resize(n, 0);
+    parent_.resize(n);
+    parent_generation_.resize(n);
+    generation_.resize(n, 0);
+    refused_in_call_.resize(n, 0);
+    for (LeafList& l : leaves_) l.Reserve(n);
+    ghost_order_.Reserve(n);
+  }
+
+  // A hit: the block is reused now; a leaf moves to its list's newest end.
+  void Use(int32_t s) {
+    last_use_[s] = ++clock_;
+    last_used_ = s;
+    if (class_[s] == kReused) {
+      if (children_[s] == 0) leaves_[kReused].MoveToFront(s);
+      return;
+    }
+    if (children_[s] == 0) leaves_[kNew].Unlink(s);
+    class_bytes_[kNew] -= bytes_[s];
+    class_bytes_[kReused] += bytes_[s];
+    class_[s] = kReused;
+    if (children_[s] == 0) leaves_[kReused].PushFront(s);
+  }
+
+  // The class whose oldest leaf goes first: the older of the two oldest, a
+  // reused leaf counting credit_ uses younger than it is.
+  Class FirstClass() const {
+    const int32_t n = leaves_[kNew].tail(), r = leaves_[kReused].tail();
+    if (n == KeySlots::kNone) return kReused;
+    if (r == KeySlots::kNone) return kNew;
+    return last_use_[n] <= last_use_[r] + credit_ ? kNew : kReused;
+  }
+
+  // The oldest leaf of `cls` that the query accepts, stepping over those
+  // refused earlier in this call.
+  int32_t Pick(Class cls, EligibilityScan& scan) {
+    for (int32_t s = leaves_[cls].tail(); s != KeySlots::kNone && !scan.Exhausted();
+         s = leaves_[cls].prev(s)) {
+      if (refused_in_call_[s] == call_) continue;
+      if (scan.Accepts(slots_.key(s))) return s;
+      refused_in_call_[s] = call_;
+    }
+    return KeySlots::kNone;
+  }
+
+  // A resident block (in no leaf list) leaves: it becomes a ghost or its
+  // slot is freed. Returns its parent if the parent has just lost its last
+  // cached child.
+  int32_t Detach(int32_t s, bool to_ghost) {
+    const int32_t p = parent_[s];
+    ++generation_[s];  // links to this slot are stale from now on
+    refused_in_call_[s] = 0;
+    if (last_used_ == s) last_used_ = KeySlots::kNone;
+    class_bytes_[class_[s]] -= bytes_[s];
+    if (to_ghost) {
+      ghost_[s] = 1;
+      ghost_bytes_[class_[s]] += bytes_[s];
+      ghost_order_.PushFront(s);
+    } else {
+      slots_.Remove(s);
+    }
+    if (p == KeySlots::kNone || generation_[p] != parent_generation_[s]) return KeySlots::kNone;
+    return --children_[p] == 0 ? p : KeySlots::kNone;
+  }
+
+  void ForgetGhost(int32_t g, bool free_slot) {
+    ghost_bytes_[class_[g]] -= bytes_[g];
+    ghost_order_.Unlink(g);
+    ghost_[g] = 0;
+    if (free_slot) slots_.Remove(g);
+  }
+
+  // The ghosts' bytes stay within the capacity, the oldest leaving first.
+  void TrimGhosts() {
+    while (ghost_order_.size() > 0 && ghost_bytes_[kNew] + ghost_bytes_[kReused] > Capacity()) {
+      ForgetGhost(ghost_order_.tail(), /*free_slot=*/true);
+    }
+  }
+
+  // A new leaf goes into its class's list by its last use, walking from the
+  // oldest end at most kMaxPlaceSteps.
+  void Place(int32_t p) {
+    LeafList& l = leaves_[class_[p]];
+    int32_t older = KeySlots::kNone, newer = l.tail();
+    for (int steps = 0;
+         newer != KeySlots::kNone && last_use_[newer] < last_use_[p] && steps < kMaxPlaceSteps;
+         ++steps) {
+      older = newer;
+      newer = l.prev(newer);
+    }
+    l.InsertBefore(older, p);
+  }
+
+  // A ghost of class `ghost` and `bytes` came back: see the file comment.
+  void Adapt(Class ghost, uint64_t bytes) {
+    const uint64_t mine = std::max<uint64_t>(1, ghost_bytes_[ghost]);
+    const uint64_t other = ghost_bytes_[ghost == kNew ? kReused : kNew];
+    const uint64_t resident = std::max<uint64_t>(1, class_bytes_[kNew] + class_bytes_[kReused]);
+    uint64_t oldest = clock_;
+    for (const LeafList& l : leaves_) {
+      if (l.tail() != KeySlots::kNone) oldest = std::min(oldest, last_use_[l.tail()]);
+    }
+    const uint64_t step = std::max<uint64_t>(1, (clock_ - oldest) * bytes / resident) *
+                          std::max<uint64_t>(1, other / mine);
+    credit_ = ghost == kNew ? credit_ - std::min(credit_, step) : std::min(clock_, credit_ + step);
+  }
+
+  const uint64_t capacity_bytes_;  // 0 = unbounded
+  // Resident blocks and ghosts. By slot: cached children linked to it, last
+  // use, bytes, class (a ghost's: when it was evicted), whether it is a
+  // ghost, parent slot (kNone for a root) with the generation it had when
+  // linked, the slot's own generation (bumped when it stops being resident),
+  // and the Victims call that last refused it.
+  KeySlots slots_;
+  std::vector<uint32_t> children_;
+  std::vector<uint64_t> last_use_;
+  std::vector<uint64_t> bytes_;
+  std::vector<Class> class_;
+  std::vector<uint8_t> ghost_;
+  std::vector<int32_t> parent_;
+  std::vector<uint32_t> parent_generation_;
+  std::vector<uint32_t> generation_;
+  std::vector<uint64_t> refused_in_call_;
+  std::array<LeafList, 2> leaves_;         // by class; newest at the head
+  std::array<uint64_t, 2> class_bytes_{};  // resident bytes by class
+  SlotList ghost_order_;                   // newest at the head
+  std::array<uint64_t, 2> ghost_bytes_{};  // by the class they had
+  uint64_t credit_ = 0;                    // uses a reused leaf counts younger
+  uint64_t clock_ = 0;                     // counts uses
+  uint64_t call_ = 0;                      // counts Victims calls
+  int32_t last_used_ = KeySlots::kNone;    // the slot last inserted or touched
+};
+
+}  // namespace
+
+std::unique_ptr<EvictionPolicy> NewPrefixReusePolicy(const PolicyOptions& options) {
+  return std::make_unique<PrefixReusePolicy>(options);
+}
+
+}  // namespace kvtier
