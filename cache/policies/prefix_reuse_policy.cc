@@ -65,54 +65,56 @@ class PrefixReusePolicy final : public EvictionPolicy {
 
   void Insert(const BlockKey& key, const PolicyBlock& block) override {
     int32_t s = slots_.Find(key);
-    if (s != KeySlots::kNone && !ghost_[s]) {
-      class_bytes_[class_[s]] += block.bytes - bytes_[s];
-      bytes_[s] = block.bytes;
+    if (s != KeySlots::kNone && !nodes_[s].ghost) {
+      class_bytes_[nodes_[s].cls] += block.bytes - nodes_[s].bytes;
+      nodes_[s].bytes = block.bytes;
       Use(s);
       return;
     }
     Class cls = kNew;
     if (s != KeySlots::kNone) {
-      Adapt(class_[s], block.bytes);
+      Adapt(nodes_[s].cls, block.bytes);
       ForgetGhost(s, /*free_slot=*/false);
       cls = kReused;  // its chain came back
     } else {
       s = slots_.Add(key);
       Grow();
     }
-    children_[s] = 0;
-    last_use_[s] = ++clock_;
-    bytes_[s] = block.bytes;
-    parent_[s] = KeySlots::kNone;
+    Node& n = nodes_[s];
+    n.children = 0;
+    n.last_use = ++clock_;
+    n.bytes = block.bytes;
+    n.parent = KeySlots::kNone;
     if (block.parent) {
       // Chains are inserted in order: the parent is usually the block used
       // just before, and a hash probe is saved.
-      int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
-                      ? last_used_
-                      : slots_.Find(*block.parent);
-      if (p != KeySlots::kNone && !ghost_[p]) {
-        if (class_[p] == kReused && children_[p] == 0) cls = kReused;  // continues the chain
-        parent_[s] = p;
-        parent_generation_[s] = generation_[p];
-        if (children_[p]++ == 0) leaves_[class_[p]].Unlink(p);
+      const int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
+                            ? last_used_
+                            : slots_.Find(*block.parent);
+      if (p != KeySlots::kNone && !nodes_[p].ghost) {
+        Node& parent = nodes_[p];
+        if (parent.cls == kReused && parent.children == 0) cls = kReused;  // continues the chain
+        n.parent = p;
+        n.parent_generation = parent.generation;
+        if (parent.children++ == 0) lists_.Unlink(parent.cls, p);
       }
     }
-    class_[s] = cls;
+    n.cls = cls;
     class_bytes_[cls] += block.bytes;
-    leaves_[cls].PushFront(s);
+    lists_.PushFront(cls, s);
     last_used_ = s;
     TrimGhosts();
   }
 
   void Touch(const BlockKey& key) override {
     const int32_t s = slots_.Find(key);
-    if (s != KeySlots::kNone && !ghost_[s]) Use(s);
+    if (s != KeySlots::kNone && !nodes_[s].ghost) Use(s);
   }
 
   void Erase(const BlockKey& key) override {
     const int32_t s = slots_.Find(key);
-    if (s == KeySlots::kNone || ghost_[s]) return;
-    if (children_[s] == 0) leaves_[class_[s]].Unlink(s);
+    if (s == KeySlots::kNone || nodes_[s].ghost) return;
+    if (nodes_[s].children == 0) lists_.Unlink(nodes_[s].cls, s);
     const int32_t p = Detach(s, /*to_ghost=*/false);
     if (p != KeySlots::kNone) Place(p);
     TrimGhosts();
@@ -128,7 +130,7 @@ class PrefixReusePolicy final : public EvictionPolicy {
       if (s == KeySlots::kNone) s = Pick(first == kNew ? kReused : kNew, scan);
       if (s == KeySlots::kNone) break;
       out->push_back(slots_.key(s));
-      leaves_[class_[s]].Unlink(s);
+      lists_.Unlink(nodes_[s].cls, s);
       const int32_t p = Detach(s, /*to_ghost=*/true);
       if (p != KeySlots::kNone) Place(p);
       ++taken;
@@ -137,63 +139,71 @@ class PrefixReusePolicy final : public EvictionPolicy {
     return taken;
   }
 
-  size_t size() const override { return slots_.size() - ghost_order_.size(); }
+  size_t size() const override { return slots_.size() - lists_.size(kGhosts); }
 
  private:
+  // The classes double as the indices of their leaf lists in lists_.
   enum Class : uint8_t { kNew = 0, kReused = 1 };
+  static constexpr size_t kGhosts = 2;  // the ghosts' list in lists_
+
+  // A resident block or a ghost, all its state in one place.
+  struct Node {
+    uint64_t last_use = 0;      // clock_ at its last use
+    uint64_t bytes = 0;         //
+    uint64_t refused_call = 0;  // the Victims call that last refused it
+    int32_t parent = KeySlots::kNone;
+    uint32_t parent_generation = 0;  // the parent slot's generation when linked
+    uint32_t generation = 0;         // bumped when the block stops being resident
+    uint32_t children = 0;           // cached children linked to it
+    Class cls = kNew;                // a ghost's: when it was evicted
+    bool ghost = false;
+  };
 
   uint64_t Capacity() const {
     return capacity_bytes_ > 0 ? capacity_bytes_ : class_bytes_[kNew] + class_bytes_[kReused];
   }
 
   void Grow() {
-    if (children_.size() >= slots_.slot_bound()) return;
-    const size_t n = slots_.slot_bound();
-    children_.resize(n);
-    last_use_.resize(n);
-    bytes_.resize(n);
-    class_.resize(n);
-    ghost_.resize(n, 0);
-    parent_.resize(n);
-    parent_generation_.resize(n);
-    generation_.resize(n, 0);
-    refused_in_call_.resize(n, 0);
-    for (LeafList& l : leaves_) l.Reserve(n);
-    ghost_order_.Reserve(n);
+    if (nodes_.size() >= slots_.slot_bound()) return;
+    // Doubling: one resize now and then, not one per new slot.
+    const size_t n = std::max<size_t>(slots_.slot_bound(), 2 * nodes_.size());
+    nodes_.resize(n);
+    lists_.Reserve(n);
   }
 
   // A hit: the block is reused now; a leaf moves to its list's newest end.
   void Use(int32_t s) {
-    last_use_[s] = ++clock_;
+    Node& n = nodes_[s];
+    n.last_use = ++clock_;
     last_used_ = s;
-    if (class_[s] == kReused) {
-      if (children_[s] == 0) leaves_[kReused].MoveToFront(s);
+    if (n.cls == kReused) {
+      if (n.children == 0) lists_.MoveToFront(kReused, s);
       return;
     }
-    if (children_[s] == 0) leaves_[kNew].Unlink(s);
-    class_bytes_[kNew] -= bytes_[s];
-    class_bytes_[kReused] += bytes_[s];
-    class_[s] = kReused;
-    if (children_[s] == 0) leaves_[kReused].PushFront(s);
+    if (n.children == 0) lists_.Unlink(kNew, s);
+    class_bytes_[kNew] -= n.bytes;
+    class_bytes_[kReused] += n.bytes;
+    n.cls = kReused;
+    if (n.children == 0) lists_.PushFront(kReused, s);
   }
 
   // The class whose oldest leaf goes first: the older of the two oldest, a
   // reused leaf counting credit_ uses younger than it is.
   Class FirstClass() const {
-    const int32_t n = leaves_[kNew].tail(), r = leaves_[kReused].tail();
+    const int32_t n = lists_.tail(kNew), r = lists_.tail(kReused);
     if (n == KeySlots::kNone) return kReused;
     if (r == KeySlots::kNone) return kNew;
-    return last_use_[n] <= last_use_[r] + credit_ ? kNew : kReused;
+    return nodes_[n].last_use <= nodes_[r].last_use + credit_ ? kNew : kReused;
   }
 
   // The oldest leaf of `cls` that the query accepts, stepping over those
   // refused earlier in this call.
   int32_t Pick(Class cls, EligibilityScan& scan) {
-    for (int32_t s = leaves_[cls].tail(); s != KeySlots::kNone && !scan.Exhausted();
-         s = leaves_[cls].prev(s)) {
-      if (refused_in_call_[s] == call_) continue;
+    for (int32_t s = lists_.tail(cls); s != KeySlots::kNone && !scan.Exhausted();
+         s = lists_.prev(s)) {
+      if (nodes_[s].refused_call == call_) continue;
       if (scan.Accepts(slots_.key(s))) return s;
-      refused_in_call_[s] = call_;
+      nodes_[s].refused_call = call_;
     }
     return KeySlots::kNone;
   }
@@ -202,48 +212,51 @@ class PrefixReusePolicy final : public EvictionPolicy {
   // slot is freed. Returns its parent if the parent has just lost its last
   // cached child.
   int32_t Detach(int32_t s, bool to_ghost) {
-    const int32_t p = parent_[s];
-    ++generation_[s];  // links to this slot are stale from now on
-    refused_in_call_[s] = 0;
+    Node& n = nodes_[s];
+    const int32_t p = n.parent;
+    const uint32_t parent_generation = n.parent_generation;
+    ++n.generation;  // links to this slot are stale from now on
+    n.refused_call = 0;
     if (last_used_ == s) last_used_ = KeySlots::kNone;
-    class_bytes_[class_[s]] -= bytes_[s];
+    class_bytes_[n.cls] -= n.bytes;
     if (to_ghost) {
-      ghost_[s] = 1;
-      ghost_bytes_[class_[s]] += bytes_[s];
-      ghost_order_.PushFront(s);
+      n.ghost = true;
+      ghost_bytes_[n.cls] += n.bytes;
+      lists_.PushFront(kGhosts, s);
     } else {
       slots_.Remove(s);
     }
-    if (p == KeySlots::kNone || generation_[p] != parent_generation_[s]) return KeySlots::kNone;
-    return --children_[p] == 0 ? p : KeySlots::kNone;
+    if (p == KeySlots::kNone || nodes_[p].generation != parent_generation) return KeySlots::kNone;
+    return --nodes_[p].children == 0 ? p : KeySlots::kNone;
   }
 
   void ForgetGhost(int32_t g, bool free_slot) {
-    ghost_bytes_[class_[g]] -= bytes_[g];
-    ghost_order_.Unlink(g);
-    ghost_[g] = 0;
+    ghost_bytes_[nodes_[g].cls] -= nodes_[g].bytes;
+    lists_.Unlink(kGhosts, g);
+    nodes_[g].ghost = false;
     if (free_slot) slots_.Remove(g);
   }
 
   // The ghosts' bytes stay within the capacity, the oldest leaving first.
   void TrimGhosts() {
-    while (ghost_order_.size() > 0 && ghost_bytes_[kNew] + ghost_bytes_[kReused] > Capacity()) {
-      ForgetGhost(ghost_order_.tail(), /*free_slot=*/true);
+    while (lists_.size(kGhosts) > 0 && ghost_bytes_[kNew] + ghost_bytes_[kReused] > Capacity()) {
+      ForgetGhost(lists_.tail(kGhosts), /*free_slot=*/true);
     }
   }
 
   // A new leaf goes into its class's list by its last use, walking from the
   // oldest end at most kMaxPlaceSteps.
   void Place(int32_t p) {
-    LeafList& l = leaves_[class_[p]];
-    int32_t older = KeySlots::kNone, newer = l.tail();
+    const Class cls = nodes_[p].cls;
+    const uint64_t last_use = nodes_[p].last_use;
+    int32_t older = KeySlots::kNone, newer = lists_.tail(cls);
     for (int steps = 0;
-         newer != KeySlots::kNone && last_use_[newer] < last_use_[p] && steps < kMaxPlaceSteps;
+         newer != KeySlots::kNone && nodes_[newer].last_use < last_use && steps < kMaxPlaceSteps;
          ++steps) {
       older = newer;
-      newer = l.prev(newer);
+      newer = lists_.prev(newer);
     }
-    l.InsertBefore(older, p);
+    lists_.InsertBefore(cls, older, p);
   }
 
   // A ghost of class `ghost` and `bytes` came back: see the file comment.
@@ -252,8 +265,9 @@ class PrefixReusePolicy final : public EvictionPolicy {
     const uint64_t other = ghost_bytes_[ghost == kNew ? kReused : kNew];
     const uint64_t resident = std::max<uint64_t>(1, class_bytes_[kNew] + class_bytes_[kReused]);
     uint64_t oldest = clock_;
-    for (const LeafList& l : leaves_) {
-      if (l.tail() != KeySlots::kNone) oldest = std::min(oldest, last_use_[l.tail()]);
+    for (const Class c : {kNew, kReused}) {
+      if (lists_.tail(c) != KeySlots::kNone)
+        oldest = std::min(oldest, nodes_[lists_.tail(c)].last_use);
     }
     const uint64_t step = std::max<uint64_t>(1, (clock_ - oldest) * bytes / resident) *
                           std::max<uint64_t>(1, other / mine);
@@ -261,25 +275,13 @@ class PrefixReusePolicy final : public EvictionPolicy {
   }
 
   const uint64_t capacity_bytes_;  // 0 = unbounded
-  // Resident blocks and ghosts. By slot: cached children linked to it, last
-  // use, bytes, class (a ghost's: when it was evicted), whether it is a
-  // ghost, parent slot (kNone for a root) with the generation it had when
-  // linked, the slot's own generation (bumped when it stops being resident),
-  // and the Victims call that last refused it.
-  KeySlots slots_;
-  std::vector<uint32_t> children_;
-  std::vector<uint64_t> last_use_;
-  std::vector<uint64_t> bytes_;
-  std::vector<Class> class_;
-  std::vector<uint8_t> ghost_;
-  std::vector<int32_t> parent_;
-  std::vector<uint32_t> parent_generation_;
-  std::vector<uint32_t> generation_;
-  std::vector<uint64_t> refused_in_call_;
-  std::array<LeafList, 2> leaves_;         // by class; newest at the head
+  KeySlots slots_;                 // resident blocks and ghosts
+  std::vector<Node> nodes_;        // by slot
+  // The new leaves, the reused leaves (by Class; newest at the head) and
+  // the ghosts (newest at the head).
+  LeafLists lists_{3};
   std::array<uint64_t, 2> class_bytes_{};  // resident bytes by class
-  SlotList ghost_order_;                   // newest at the head
-  std::array<uint64_t, 2> ghost_bytes_{};  // by the class they had
+  std::array<uint64_t, 2> ghost_bytes_{};  // ghosts' bytes by the class they had
   uint64_t credit_ = 0;                    // uses a reused leaf counts younger
   uint64_t clock_ = 0;                     // counts uses
   uint64_t call_ = 0;                      // counts Victims calls
