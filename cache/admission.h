@@ -61,6 +61,9 @@ class AdmissionFilter {
   // that needs one then admits). True: evict the victim and store `ref`;
   // false: keep `ref` out.
   virtual bool Admit(const BlockRef& ref, const BlockKey* victim) = 0;
+  // False when Admit ignores `victim`: the owner may then pass null and save
+  // finding it.
+  virtual bool ComparesVictim() const { return true; }
   // `ref` entered the tier (admitted, or there was room).
   virtual void Inserted(const BlockRef& ref) { (void)ref; }
   // `key` left the tier (evicted or removed).
@@ -73,13 +76,15 @@ class AdmissionFilter {
 //           4-bit counters with a doorkeeper Bloom filter, halved every
 //           W = 10 x capacity references; admits when the incoming block's
 //           estimated frequency is above the victim's.
-//  ghost    admits a block only if it was referenced within the last
-//           2 x capacity distinct block references (seen before).
+//  ghost    admits a block only if it was seen before: within the last
+//           5..10 x capacity distinct keys referenced (the same horizon as
+//           TinyLFU's sample).
 //  prefix   a prefix-aware reuse predictor (cache/admission/prefix_filter.cc):
-//           learns online, per class of block (how often it was seen, chain
-//           tip or not, depth), the chance an admitted block is hit before it
-//           leaves, and admits when the incoming block's class beats the
-//           victim's; never admits a block whose parent it just kept out.
+//           admits blocks seen before; a new block only if the chance that
+//           a block of its class (depth bucket, continuing a reused chain or
+//           not, chain tip or not) is seen again, learned online, reaches a
+//           bar that its own regrets move (ARC-style ghosts of refused and of
+//           displaced blocks); never a block whose parent it just kept out.
 std::unique_ptr<AdmissionFilter> NewNoAdmission();
 std::unique_ptr<AdmissionFilter> NewTinyLfuAdmission(const AdmissionOptions& options);
 std::unique_ptr<AdmissionFilter> NewGhostAdmission(const AdmissionOptions& options);

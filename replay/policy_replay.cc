@@ -68,7 +68,8 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admis
         continue;
       }
       if (admission != nullptr && used >= size) {
-        const std::optional<BlockKey> victim = PeekVictim(policy, key);
+        const std::optional<BlockKey> victim =
+            admission->ComparesVictim() ? PeekVictim(policy, key) : std::nullopt;
         if (!admission->Admit(ref, victim ? &*victim : nullptr)) continue;
       }
       while (used >= size) {

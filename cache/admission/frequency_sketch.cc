@@ -30,6 +30,18 @@ bool BloomBits::Contains(uint64_t hash) const {
   return true;
 }
 
+bool BloomBits::TestAndAdd(uint64_t hash) {
+  const uint64_t h1 = hash, h2 = (hash >> 32) | 1;
+  bool present = true;
+  for (uint64_t i = 0; i < 3; ++i) {
+    const uint64_t bit = (h1 + i * h2) & mask_;
+    const uint64_t m = uint64_t{1} << (bit & 63);
+    present &= (words_[bit >> 6] & m) != 0;
+    words_[bit >> 6] |= m;
+  }
+  return present;
+}
+
 void BloomBits::Clear() { std::fill(words_.begin(), words_.end(), 0); }
 
 FrequencySketch::FrequencySketch(uint64_t capacity_blocks, bool doorkeeper)
@@ -53,16 +65,20 @@ FrequencySketch::Counter FrequencySketch::At(uint64_t hash, int row) const {
                  static_cast<uint32_t>(((bits >> 1) & 15) * 4)};
 }
 
-void FrequencySketch::Increment(uint64_t hash) {
-  if (++samples_ >= sample_size_) Reset();
-  if (has_doorkeeper_ && !doorkeeper_.Contains(hash)) {
-    doorkeeper_.Add(hash);
-    return;
-  }
+uint32_t FrequencySketch::Add(uint64_t hash) {
+  // The doorkeeper takes a key's first reference in the sample; later ones
+  // reach the counters.
+  const bool counted = !has_doorkeeper_ || doorkeeper_.TestAndAdd(hash);
+  uint32_t least = kMaxCount;
   for (int row = 0; row < 4; ++row) {
     const Counter c = At(hash, row);
-    if (((table_[c.word] >> c.shift) & 15) < kMaxCount) table_[c.word] += uint64_t{1} << c.shift;
+    const uint32_t v = (table_[c.word] >> c.shift) & 15;
+    least = std::min(least, v);
+    if (counted && v < kMaxCount) table_[c.word] += uint64_t{1} << c.shift;
   }
+  // The sample ends with this reference (Caffeine resets after counting).
+  if (++samples_ >= sample_size_) Reset();
+  return has_doorkeeper_ && counted ? least + 1 : least;
 }
 
 uint32_t FrequencySketch::Frequency(uint64_t hash) const {

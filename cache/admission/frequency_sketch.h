@@ -11,10 +11,12 @@
 // one if the doorkeeper holds it.
 //
 // Aging: after W = 10 x capacity references (the sample), every counter is
-// halved and the doorkeeper emptied, so a key's count decays by half per
-// sample and the sketch reflects roughly the last W references. 10 x is the
-// paper's and Caffeine's choice: counters saturate at 15, and a key needs
-// about as many references per sample as fit in the cache to look frequent.
+// halved and the doorkeeper emptied; the sample count is halved too, so the
+// next reset comes when the sketch again holds W references' worth (about
+// W/2 later). A key's count decays by half per sample and the sketch
+// reflects roughly the last W references. 10 x is the paper's and
+// Caffeine's choice: counters saturate at 15, and a key needs about as many
+// references per sample as fit in the cache to look frequent.
 //
 // Not thread-safe.
 #pragma once
@@ -44,6 +46,8 @@ class BloomBits {
   explicit BloomBits(uint64_t keys);
   void Add(uint64_t hash);
   bool Contains(uint64_t hash) const;
+  // Adds; returns whether it was (seemingly) there before.
+  bool TestAndAdd(uint64_t hash);
   void Clear();
 
  private:
@@ -61,8 +65,10 @@ class FrequencySketch {
   // counting. `doorkeeper`: put the Bloom filter in front.
   FrequencySketch(uint64_t capacity_blocks, bool doorkeeper);
 
-  // One reference of the key hashed to `hash`.
-  void Increment(uint64_t hash);
+  // One reference of the key hashed to `hash`; returns the estimate
+  // Frequency gave just before it (one pass over the counters).
+  uint32_t Add(uint64_t hash);
+  void Increment(uint64_t hash) { Add(hash); }
   // Its estimated references within the recent sample: 0 .. kMaxCount (+1
   // with the doorkeeper).
   uint32_t Frequency(uint64_t hash) const;

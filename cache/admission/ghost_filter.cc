@@ -3,7 +3,7 @@
 // 2Q's A1out and S3-FIFO's ghost queue decide which keys deserve the main
 // queue, here before the block is stored at all).
 //
-// The window: the last H distinct block references, H = kHistoryPerBlock x
+// The window: the last H distinct keys referenced, H = kHistoryPerBlock x
 // capacity. Keys live in two generations of Bloom filters; the current one
 // takes each newly seen key, and after H/2 keys it becomes the previous one
 // and an empty one takes over, so a key is remembered for between H/2 and H
@@ -34,6 +34,7 @@ class GhostAdmission final : public AdmissionFilter {
         previous_(generation_keys_) {}
 
   std::string_view Name() const override { return "ghost"; }
+  bool ComparesVictim() const override { return false; }
 
   void Record(const BlockRef& ref, bool) override {
     const uint64_t h = AdmissionHash(ref.key, seed_);

@@ -4,27 +4,35 @@
 //  - A block is only ever hit through its prefix: one whose parent this
 //    filter just kept out cannot be hit before the parent is stored again,
 //    so it is kept out too (the rest of that request's chain follows it out).
-//  - Reuse is uneven across a chain and across blocks' histories: a block
-//    already seen is far likelier to be seen again than a new one (a shared
-//    document, a conversation's earlier turns), and the tip of a request's
-//    chain is often a partial block that no later request repeats, while
-//    blocks deep in a long one-shot prompt are rarely asked for again.
+//  - A block seen before (within the sketch's recent sample) is far likelier
+//    to be seen again than a new one: a shared document, a conversation's
+//    earlier turns. Such blocks are admitted.
+//  - A new block's chance of reuse depends on where it sits in its chain,
+//    and the filter learns it per class rather than assuming it:
+//     * depth (log2 buckets): a chain's early blocks are shared by more
+//       requests (a system prompt, a document several questions ask about)
+//       than its deep ones (one prompt's own text);
+//     * whether the request's new blocks continue a reused chain (they begin
+//       below a seen block deeper than the first two), as a conversation's
+//       next turn does, or start a fresh one;
+//     * whether it is its request's chain tip (often a partial block that no
+//       later request repeats).
+//    Per class, how often a block first seen in it is seen again:
+//    again[c] / first[c], counted from every reference through a TinyLFU
+//    sketch (cache/admission/frequency_sketch.h) and halved with it, so the
+//    estimate follows the workload. A small table remembers the class each
+//    recently first-seen block had, for its second sighting.
 //
-// So every block falls in a class: how often it was seen before (0, 1, 2 or
-// more, from a TinyLFU sketch, so "before" means within the sketch's recent
-// sample), whether it was its request's chain tip, and its depth (log2
-// buckets). For each class the filter counts the blocks stored in it and the
-// hits they got while stored: the chance that a stored block of the class
-// is hit before it leaves. A hit moves the block to the class one "seen"
-// higher, so each count answers "will a block like this be hit (again)".
-// Counts are halved every sketch sample, like the sketch, so the estimate
-// follows the workload. A class starts at 1 hit in 2 (Laplace), so unseen
-// classes are tried before they are judged.
-//
-// Admit compares the incoming block's class with the victim's current class
-// (its class when stored, moved up by the hits it got since) and admits
-// when the incoming one's chance is at least the victim's: with no evidence
-// it admits, as a cache without a filter does.
+// A new block is admitted when its class's estimate is at least a bar, and
+// the bar adapts to what the filter's own choices cost, as ARC adapts its
+// target with ghost hits: a block kept out that is asked for again while it
+// would still have been held (it is in the ghost of the last `capacity`
+// keys refused) lowers the bar; a block evicted to make room for a new one
+// that is asked for again while it would still have been held (the ghost of
+// the last `capacity` such victims) raises it. The bar starts at 0: with no
+// evidence every block is admitted, as without a filter, so a cache large
+// enough to hold reuse keeps doing so, and a small one learns to keep new
+// blocks out.
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -33,109 +41,161 @@
 
 #include "cache/admission.h"
 #include "cache/admission/frequency_sketch.h"
-#include "cache/policies/key_slots.h"
 
 namespace kvtier {
 namespace {
 
-constexpr uint32_t kSeenBuckets = 3;   // seen before 0, 1, 2+ times
-constexpr uint32_t kDepthBuckets = 8;  // depth 0, 1, 2-3, 4-7, ..., 64+
-constexpr uint32_t kClasses = kSeenBuckets * 2 * kDepthBuckets;
+constexpr uint32_t kDepthBuckets = 8;             // depth 0, 1, 2-3, 4-7, ..., 64+
+constexpr uint32_t kClasses = kDepthBuckets * 4;  // x continues a reused chain x chain tip
+// The bar moves by this much per regretted choice. A probability step of
+// 1/64: a few tens of regrets move it across the range of reuse estimates.
+constexpr double kBarStep = 1.0 / 64;
 
-struct BlockClass {
-  uint32_t seen = 0;  // 0 .. kSeenBuckets - 1
-  bool tip = false;
-  uint32_t depth = 0;  // bucket
-  uint32_t index() const { return (seen * 2 + (tip ? 1 : 0)) * kDepthBuckets + depth; }
-  BlockClass SeenOnceMore() const {
-    BlockClass c = *this;
-    c.seen = std::min(seen + 1, kSeenBuckets - 1);
-    return c;
+// A bounded "recently added" set: two generations of Bloom filters of
+// `keys / 2` keys each; a key is remembered for between keys/2 and keys
+// additions.
+class RecentKeys {
+ public:
+  explicit RecentKeys(uint64_t keys)
+      : generation_(std::max<uint64_t>(1, keys / 2)),
+        current_(generation_),
+        previous_(generation_) {}
+  void Add(uint64_t h) {
+    if (++in_current_ > generation_) {
+      std::swap(current_, previous_);
+      current_.Clear();
+      in_current_ = 1;
+    }
+    current_.Add(h);
   }
+  bool Contains(uint64_t h) const { return current_.Contains(h) || previous_.Contains(h); }
+
+ private:
+  uint64_t generation_;
+  BloomBits current_, previous_;
+  uint64_t in_current_ = 0;
+};
+
+// The class each recently first-seen block had then, so that its second
+// sighting counts for that class: one byte per entry, direct-mapped by hash
+// (6 bits of tag, 2 of the class's continues/tip bits; the depth is the
+// block's own). A collision overwrites; a miss reads as "neither", which
+// only blurs the estimates a little.
+class ClassTable {
+ public:
+  explicit ClassTable(uint64_t keys)
+      : cells_(std::bit_ceil(std::max<uint64_t>(keys, 64)), 0), mask_(cells_.size() - 1) {}
+  void Put(uint64_t h, uint32_t c) { cells_[Index(h)] = static_cast<uint8_t>(Tag(h) | (c & 3)); }
+  // The class of depth bucket `c`'s block: `c` with the stored bits.
+  uint32_t Get(uint64_t h, uint32_t depth_class) const {
+    const uint8_t cell = cells_[Index(h)];
+    return (cell & 0xfc) == Tag(h) ? (depth_class & ~3u) | (cell & 3) : depth_class & ~3u;
+  }
+
+ private:
+  size_t Index(uint64_t h) const { return (h >> 24) & mask_; }
+  static uint8_t Tag(uint64_t h) { return static_cast<uint8_t>(h >> 56) | 4; }  // never 0
+  std::vector<uint8_t> cells_;
+  uint64_t mask_;
 };
 
 class PrefixAdmission final : public AdmissionFilter {
  public:
   explicit PrefixAdmission(const AdmissionOptions& o)
-      : seed_(o.seed), sketch_(o.capacity_blocks, /*doorkeeper=*/true) {}
+      : seed_(o.seed),
+        sketch_(o.capacity_blocks, /*doorkeeper=*/true),
+        first_class_(10 * o.capacity_blocks),
+        refused_keys_(o.capacity_blocks),
+        displaced_keys_(o.capacity_blocks) {}
 
   std::string_view Name() const override { return "prefix"; }
 
   void Record(const BlockRef& ref, bool hit) override {
     const uint64_t h = AdmissionHash(ref.key, seed_);
-    last_ = ref.key;
-    last_class_ = ClassOf(ref, sketch_.Frequency(h));
     const uint64_t resets = sketch_.resets();
-    sketch_.Increment(h);
-    if (sketch_.resets() != resets) Age();
-    if (!hit) return;
-    const int32_t s = resident_.Find(ref.key);
-    if (s == KeySlots::kNone) return;
-    // A hit is an outcome of the block's class; from now on it is a block
-    // seen once more.
-    BlockClass& c = class_[s];
-    hits_[c.index()] += 1;
-    c = c.SeenOnceMore();
-    stored_[c.index()] += 1;
+    const uint32_t seen = sketch_.Add(h);
+    if (sketch_.resets() != resets) {
+      for (double& x : first_) x /= 2;
+      for (double& x : again_) x /= 2;
+    }
+    // Where this request's new part of the chain began: a new block under a
+    // seen parent starts it here; under a new parent it continues it.
+    const bool follows_last = ref.block.parent && *ref.block.parent == last_;
+    if (!follows_last) {
+      branch_depth_ = 0;
+    } else if (last_seen_) {
+      branch_depth_ = ref.block.depth;
+    }
+    const bool continues = branch_depth_ >= 2;
+    last_ = ref.key;
+    last_seen_ = seen > 0;
+    if (seen == 0) {
+      last_class_ = Class(ref.block.depth, continues, ref.chain_tip);
+      first_[last_class_] += 1;
+      first_class_.Put(h, last_class_);
+    } else if (seen == 1) {
+      // An outcome of its class as first seen.
+      again_[first_class_.Get(h, Class(ref.block.depth, false, false))] += 1;
+    }
+    if (hit) return;
+    // Regrets: this miss would have been a hit had the filter chosen
+    // otherwise.
+    if (refused_keys_.Contains(h)) bar_ = std::max(0.0, bar_ - kBarStep);
+    if (displaced_keys_.Contains(h)) bar_ = std::min(1.0, bar_ + kBarStep);
   }
 
-  bool Admit(const BlockRef& ref, const BlockKey* victim) override {
-    const BlockClass mine = ref.key == last_ ? last_class_ : ClassOf(ref, 0);
-    bool admit = true;
+  bool ComparesVictim() const override { return false; }
+
+  bool Admit(const BlockRef& ref, const BlockKey*) override {
+    const bool seen = ref.key == last_ ? last_seen_ : false;
+    bool admit;
     if (ref.block.parent && refused_ && *ref.block.parent == *refused_) {
       admit = false;  // its prefix was kept out: it cannot be hit
-    } else if (victim != nullptr) {
-      const int32_t v = resident_.Find(*victim);
-      if (v != KeySlots::kNone) admit = Chance(mine) >= Chance(class_[v]);
+    } else if (seen) {
+      return true;
+    } else {
+      admit = Chance(ref.key == last_ ? last_class_ : Class(ref.block.depth, false, false)) >= bar_;
     }
-    if (!admit) refused_ = ref.key;
+    if (admit) {
+      displacing_ = true;
+    } else {
+      refused_ = ref.key;
+      refused_keys_.Add(AdmissionHash(ref.key, seed_));
+    }
     return admit;
   }
 
-  void Inserted(const BlockRef& ref) override {
-    if (resident_.Find(ref.key) != KeySlots::kNone) return;
-    const BlockClass c = ref.key == last_ ? last_class_ : ClassOf(ref, 0);
-    const int32_t s = resident_.Add(ref.key);
-    if (class_.size() < resident_.slot_bound()) class_.resize(resident_.slot_bound());
-    class_[s] = c;
-    stored_[c.index()] += 1;
-  }
-
+  // The victims evicted for a new block the filter admitted.
   void Evicted(const BlockKey& key) override {
-    const int32_t s = resident_.Find(key);
-    if (s != KeySlots::kNone) resident_.Remove(s);
+    if (displacing_) displaced_keys_.Add(AdmissionHash(key, seed_));
   }
+  void Inserted(const BlockRef&) override { displacing_ = false; }
 
  private:
-  static BlockClass ClassOf(const BlockRef& ref, uint32_t seen_before) {
-    BlockClass c;
-    c.seen = std::min(seen_before, kSeenBuckets - 1);
-    c.tip = ref.chain_tip;
-    c.depth = std::min<uint32_t>(std::bit_width(ref.block.depth), kDepthBuckets - 1);
-    return c;
+  static uint32_t Class(uint32_t depth, bool continues, bool tip) {
+    const uint32_t bucket = std::min<uint32_t>(std::bit_width(depth), kDepthBuckets - 1);
+    return bucket * 4 + (continues ? 2 : 0) + (tip ? 1 : 0);
   }
-
-  // Estimated chance that a stored block of class c is hit before it
-  // leaves: (hits + 1) / (stored + 2).
-  double Chance(const BlockClass& c) const {
-    return (hits_[c.index()] + 1.0) / (stored_[c.index()] + 2.0);
-  }
-
-  void Age() {
-    for (double& x : hits_) x /= 2;
-    for (double& x : stored_) x /= 2;
-  }
+  // How often a block first seen in bucket b was seen again: (again + 1) /
+  // (first + 2), so an unobserved bucket starts at 1/2.
+  double Chance(uint32_t c) const { return (again_[c] + 1.0) / (first_[c] + 2.0); }
 
   const uint64_t seed_;
-  FrequencySketch sketch_;                 // "seen before", over the recent sample
-  std::array<double, kClasses> stored_{};  // blocks that entered each class while stored
-  std::array<double, kClasses> hits_{};    // of them, hit while stored
-  KeySlots resident_;                      // the stored blocks; by slot, their class
-  std::vector<BlockClass> class_;
-  // The last recorded key and its class (Admit and Inserted follow Record).
+  FrequencySketch sketch_;                // "seen before", over the recent sample
+  std::array<double, kClasses> first_{};  // first sightings per class
+  std::array<double, kClasses> again_{};  // second sightings per class
+  double bar_ = 0;                        // a new block needs Chance >= bar_
+  ClassTable first_class_;     // blocks' classes at first sight, over the sketch's sample
+  RecentKeys refused_keys_;    // new blocks kept out
+  RecentKeys displaced_keys_;  // victims evicted for new blocks
+  // The last recorded key, and whether it had been seen before (Admit
+  // follows Record for the same reference).
   BlockKey last_;
-  BlockClass last_class_;
+  bool last_seen_ = false;
+  uint32_t last_class_ = 0;
+  uint32_t branch_depth_ = 0;        // where the current request's new blocks began
   std::optional<BlockKey> refused_;  // the last block kept out
+  bool displacing_ = false;          // between admitting a new block and its insertion
 };
 
 }  // namespace

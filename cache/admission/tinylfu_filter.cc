@@ -21,9 +21,7 @@ class TinyLfuAdmission final : public AdmissionFilter {
 
   std::string_view Name() const override { return "tinylfu"; }
 
-  void Record(const BlockRef& ref, bool) override {
-    sketch_.Increment(AdmissionHash(ref.key, seed_));
-  }
+  void Record(const BlockRef& ref, bool) override { sketch_.Add(AdmissionHash(ref.key, seed_)); }
 
   bool Admit(const BlockRef& ref, const BlockKey* victim) override {
     if (victim == nullptr) return true;

@@ -66,7 +66,7 @@ class WTinyLfuPolicy final : public EvictionPolicy {
   explicit WTinyLfuPolicy(const PolicyOptions& options)
       : capacity_bytes_(options.capacity_bytes),
         sketch_(std::make_unique<FrequencySketch>(64, true)) {
-    window_max_ = kWindowShare * static_cast<double>(capacity_bytes_);
+    window_max_ = WindowOf(capacity_bytes_);
     step_ = -kStepShare * static_cast<double>(capacity_bytes_);
   }
 
@@ -161,11 +161,16 @@ class WTinyLfuPolicy final : public EvictionPolicy {
     return capacity_bytes_ > 0 ? capacity_bytes_
                                : bytes_in_[kWindow] + bytes_in_[kProbation] + bytes_in_[kProtected];
   }
-  double WindowMax() const {
-    return capacity_bytes_ > 0 ? window_max_ : kWindowShare * static_cast<double>(Capacity());
+  // Caffeine's rounding: the main space is the 99% rounded down, so a cache
+  // of at least one block has a window of at least one; protected is 80% of
+  // the main space, rounded down.
+  static double WindowOf(uint64_t capacity) {
+    return static_cast<double>(capacity) -
+           std::floor((1 - kWindowShare) * static_cast<double>(capacity));
   }
+  double WindowMax() const { return capacity_bytes_ > 0 ? window_max_ : WindowOf(Capacity()); }
   double ProtectedMax() const {
-    return kProtectedShare * (static_cast<double>(Capacity()) - WindowMax());
+    return std::floor(kProtectedShare * (static_cast<double>(Capacity()) - WindowMax()));
   }
 
   // The pending candidates duel probation's LRU blocks, oldest candidate
