@@ -19,7 +19,7 @@ using testing::TempDir;
 
 // x y z | x q z | x y | x y z w: ids by first appearance x=0 y=1 z=2 q=3 w=4.
 std::string WriteTrace(const std::string& dir) {
-  const std::string path = dir + "/trace.csv";
+  std::string path = dir + "/trace.csv";
   std::ofstream(path) << "time_ms,tenant,keys\n0,a,x;y;z\n5,a,x;q;z\n6,b,x;y\n7,b,x;y;z;w\n";
   return path;
 }
