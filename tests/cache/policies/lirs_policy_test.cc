@@ -51,6 +51,37 @@ TEST(LirsPolicyTest, HandWorkedSequence) {
   EXPECT_EQ(Take(*p, 3), (std::vector<uint64_t>{1, 5, 3}));
 }
 
+// The paper's example (its Table 1 and the figure after it), A..E = 1..5,
+// three blocks (L_lirs 2, L_hirs 1). At time 10: LIR = {A, B}, E the only
+// resident HIR block, D a non-resident HIR block still in S, recency order
+// E A D B. It is reached here by B A D A E:
+//  B A     LIR.                         S A B (top first)
+//  D       HIR, Q D.                    S D A B
+//  A hit   LIR, to the top.             S A D B
+//  E       evict D (a ghost in S); E HIR.  S E A Dg B, Q E        D
+// Then the paper's two cases:
+//  D       evict E (a ghost); D was in S: LIR; the bottom LIR block B
+//          becomes HIR and goes to Q.   S D Eg A, Q B             E
+//  C       evict E; C was not in S: resident HIR, at the top of S and
+//          the end of Q; LIR stays {A, B}.  S C Eg A Dg B, Q C    E
+TEST(LirsPolicyTest, PapersExampleAtTimeTen) {
+  {
+    auto p = Lirs(3);
+    auto r = ReplayBlocks(*p, 3, {2, 1, 4, 1, 5, 4});
+    EXPECT_EQ(r.victims, (std::vector<uint64_t>{4, 5}));
+    EXPECT_EQ(r.hits, HitsAt(6, {3}));
+    EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{2}));     // B, now Q's front
+    EXPECT_EQ(Take(*p, 2), (std::vector<uint64_t>{1, 4}));  // LIR: A at S's bottom, then D
+  }
+  {
+    auto p = Lirs(3);
+    auto r = ReplayBlocks(*p, 3, {2, 1, 4, 1, 5, 3});
+    EXPECT_EQ(r.victims, (std::vector<uint64_t>{4, 5}));
+    EXPECT_EQ(Take(*p, 1), (std::vector<uint64_t>{3}));     // C, the only resident HIR block
+    EXPECT_EQ(Take(*p, 2), (std::vector<uint64_t>{2, 1}));  // LIR: B at S's bottom, then A
+  }
+}
+
 // LIRS's point: blocks reused at short distances hold their LIR status
 // through a scan of blocks used once, which only cycles through Q. LRU
 // would lose every one of them.
