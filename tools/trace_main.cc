@@ -269,9 +269,17 @@ int Main(int argc, char** argv) {
               trace->block_tokens);
   std::printf("infinite cache: block hit ratio %.4f, token hit ratio %.4f\n\n", inf->hit_ratio(),
               inf->token_hit_ratio());
+  // The name column fits the longest policy+filter name.
+  int name_width = 10;
+  for (const std::string& p : policies) {
+    for (const std::string& a : admissions) {
+      const size_t len = p.size() + (a == "none" || p == "belady" ? 0 : a.size() + 1);
+      name_width = std::max(name_width, static_cast<int>(len));
+    }
+  }
   if (sweep) {
-    std::printf("%-10s %12s %10s %10s %12s\n", "policy", "size_blocks", "hit_ratio", "token_hit",
-                "Mrefs/s");
+    std::printf("%-*s %12s %10s %10s %12s\n", name_width, "policy", "size_blocks", "hit_ratio",
+                "token_hit", "Mrefs/s");
   } else {
     policies.clear();
   }
@@ -299,7 +307,7 @@ int Main(int argc, char** argv) {
       if (!r.ok()) return Fail(r.status().message(), 2);
       const uint64_t shown = size == kInfiniteBlocks ? trace->distinct_blocks : size;
       const double rate = r->seconds > 0 ? r->block_refs / r->seconds : 0;
-      std::printf("%-10s %12llu %10.4f %10.4f %12.2f\n", p.c_str(),
+      std::printf("%-*s %12llu %10.4f %10.4f %12.2f\n", name_width, p.c_str(),
                   static_cast<unsigned long long>(shown), r->hit_ratio(), r->token_hit_ratio(),
                   rate / 1e6);
       results.push_back({{"policy", p},
