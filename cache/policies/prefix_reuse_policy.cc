@@ -13,11 +13,13 @@
 // when
 //  - its key is a ghost (it was evicted lately and has come back: its chain
 //    returned), or
-//  - it continues a reused chain: its parent is reused and has no other
-//    cached child (a conversation's next turn appends to the chain it hit).
-//    A parent with other children is a fan-out point (a system prompt that
-//    every request shares) and passes nothing on: a new prompt under it is
-//    new.
+//  - it continues a reused chain: its parent is reused and no other cached
+//    child of the parent is (a conversation's next turn appends to the
+//    chain it hit; the parent's other child, if any, is the last turn's
+//    partial last block, which is never reused). A parent with a reused
+//    child is a fan-out point (a system prompt that every request shares,
+//    a prefix two conversations share) and passes nothing on: a new prompt
+//    under it is new.
 //
 // Victims are leaves only (no cached child; prefix_lru_policy.cc). New and
 // reused leaves are kept in two lists by last use; the victim is the older
@@ -82,6 +84,7 @@ class PrefixReusePolicy final : public EvictionPolicy {
     }
     Node& n = nodes_[s];
     n.children = 0;
+    n.reused_children = 0;
     n.last_use = ++clock_;
     n.bytes = block.bytes;
     n.parent = KeySlots::kNone;
@@ -93,7 +96,9 @@ class PrefixReusePolicy final : public EvictionPolicy {
                             : slots_.Find(*block.parent);
       if (p != KeySlots::kNone && !nodes_[p].ghost) {
         Node& parent = nodes_[p];
-        if (parent.cls == kReused && parent.children == 0) cls = kReused;  // continues the chain
+        // Continues a reused chain: no other child of the parent was reused.
+        if (parent.cls == kReused && parent.reused_children == 0) cls = kReused;
+        if (cls == kReused) ++parent.reused_children;
         n.parent = p;
         n.parent_generation = parent.generation;
         if (parent.children++ == 0) lists_.Unlink(parent.cls, p);
@@ -155,6 +160,7 @@ class PrefixReusePolicy final : public EvictionPolicy {
     uint32_t parent_generation = 0;  // the parent slot's generation when linked
     uint32_t generation = 0;         // bumped when the block stops being resident
     uint32_t children = 0;           // cached children linked to it
+    uint32_t reused_children = 0;    // of them, reused ones
     Class cls = kNew;                // a ghost's: when it was evicted
     bool ghost = false;
   };
@@ -184,6 +190,9 @@ class PrefixReusePolicy final : public EvictionPolicy {
     class_bytes_[kNew] -= n.bytes;
     class_bytes_[kReused] += n.bytes;
     n.cls = kReused;
+    if (n.parent != KeySlots::kNone && nodes_[n.parent].generation == n.parent_generation) {
+      ++nodes_[n.parent].reused_children;  // a live link: the parent was not erased
+    }
     if (n.children == 0) lists_.PushFront(kReused, s);
   }
 
@@ -227,6 +236,7 @@ class PrefixReusePolicy final : public EvictionPolicy {
       slots_.Remove(s);
     }
     if (p == KeySlots::kNone || nodes_[p].generation != parent_generation) return KeySlots::kNone;
+    if (n.cls == kReused) --nodes_[p].reused_children;
     return --nodes_[p].children == 0 ? p : KeySlots::kNone;
   }
 

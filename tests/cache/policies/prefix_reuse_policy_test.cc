@@ -61,6 +61,8 @@ class ChainCache {
     return hits;
   }
 
+  bool Has(uint64_t k) const { return present_.count(k) > 0; }
+
  private:
   EvictionPolicy& p_;
   const uint64_t capacity_;
@@ -155,6 +157,41 @@ TEST(PrefixReusePolicyTest, LearnsToKeepAReusedChainThroughOneShotPrompts) {
   const double with_reuse = run(*reuse), leaf_lru = run(*lru);
   EXPECT_GE(with_reuse, 0.95);
   EXPECT_LE(leaf_lru, 0.6);
+}
+
+// After the conversation above has taught the policy to keep reused
+// chains, two blocks arrive: Y continues the conversation (its parent, the
+// last block, has no reused child: Y is reused from the start), X branches
+// off the middle (its parent already has a reused child, the rest of the
+// conversation: a fan-out point, so X is new). One-shot prompts then push
+// blocks out: X goes while Y, used before X, stays.
+TEST(PrefixReusePolicyTest, ABranchBesideAReusedChildStartsNew) {
+  auto p = Reuse(100);
+  ChainCache cache(*p, 100);
+  std::vector<uint64_t> conversation;
+  uint64_t next = 1000;
+  for (uint64_t i = 0; i < 10; ++i) conversation.push_back(i);
+  auto one_shot = [&] {
+    std::vector<uint64_t> prompt;
+    for (int b = 0; b < 8; ++b) prompt.push_back(next++);
+    cache.Request(prompt);
+  };
+  for (int round = 0; round < 20; ++round) {
+    cache.Request(conversation);
+    for (int j = 0; j < 10; ++j) one_shot();
+    conversation.push_back(100 + 2 * round);
+    conversation.push_back(101 + 2 * round);
+  }
+  std::vector<uint64_t> y = conversation;
+  y.push_back(6000);
+  cache.Request(y);
+  std::vector<uint64_t> x(conversation.begin(), conversation.begin() + 6);
+  x.push_back(5000);
+  cache.Request(x);
+  ASSERT_TRUE(cache.Has(5000) && cache.Has(6000));
+  for (int i = 0; i < 40 && cache.Has(5000); ++i) one_shot();
+  EXPECT_FALSE(cache.Has(5000));
+  EXPECT_TRUE(cache.Has(6000));
 }
 
 // Leaves only, as prefix-lru: a parent never goes before its cached child.
