@@ -47,9 +47,6 @@ namespace {
 
 constexpr uint32_t kDepthBuckets = 8;             // depth 0, 1, 2-3, 4-7, ..., 64+
 constexpr uint32_t kClasses = kDepthBuckets * 4;  // x continues a reused chain x chain tip
-// The bar moves by this much per regretted choice. A probability step of
-// 1/64: a few tens of regrets move it across the range of reuse estimates.
-constexpr double kBarStep = 1.0 / 64;
 
 // A bounded "recently added" set: two generations of Bloom filters of
 // `keys / 2` keys each; a key is remembered for between keys/2 and keys
@@ -103,6 +100,7 @@ class PrefixAdmission final : public AdmissionFilter {
  public:
   explicit PrefixAdmission(const AdmissionOptions& o)
       : seed_(o.seed),
+        bar_step_(1.0 / static_cast<double>(std::max<uint64_t>(o.capacity_blocks, 1))),
         sketch_(o.capacity_blocks, /*doorkeeper=*/true),
         first_class_(10 * o.capacity_blocks),
         refused_keys_(o.capacity_blocks),
@@ -140,8 +138,8 @@ class PrefixAdmission final : public AdmissionFilter {
     if (hit) return;
     // Regrets: this miss would have been a hit had the filter chosen
     // otherwise.
-    if (refused_keys_.Contains(h)) bar_ = std::max(0.0, bar_ - kBarStep);
-    if (displaced_keys_.Contains(h)) bar_ = std::min(1.0, bar_ + kBarStep);
+    if (refused_keys_.Contains(h)) bar_ = std::max(0.0, bar_ - bar_step_);
+    if (displaced_keys_.Contains(h)) bar_ = std::min(1.0, bar_ + bar_step_);
   }
 
   bool ComparesVictim() const override { return false; }
@@ -181,6 +179,9 @@ class PrefixAdmission final : public AdmissionFilter {
   double Chance(uint32_t c) const { return (again_[c] + 1.0) / (first_[c] + 2.0); }
 
   const uint64_t seed_;
+  // The bar moves by 1 / capacity per regret: as ARC moves its target by one
+  // block of c per ghost hit, one regret moves the bar by one part in c.
+  const double bar_step_;
   FrequencySketch sketch_;                // "seen before", over the recent sample
   std::array<double, kClasses> first_{};  // first sightings per class
   std::array<double, kClasses> again_{};  // second sightings per class
