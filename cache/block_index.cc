@@ -62,11 +62,13 @@ std::optional<uint32_t> BlockIndex::Upsert(const BlockKey& key, const IndexEntry
     const uint32_t pins = e.pins, children = e.cached_children;
     const std::optional<BlockKey> parent = is_new ? fields.parent : e.parent;
     const uint32_t depth = is_new ? (fields.parent ? 1 : 0) : e.depth;
+    const uint32_t uses = is_new ? 0 : e.uses;
     e = fields;
     e.pins = pins;
     e.cached_children = children;
     e.parent = parent;
     e.depth = depth;
+    e.uses = uses;
     e.last_access_ms = now;
   }
   if (inserted && fields.parent) {

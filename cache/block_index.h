@@ -65,6 +65,7 @@ struct IndexEntry {
   // parent, the parent's depth + 1 when the parent was present at insert,
   // 1 when it was not (a hint for prefix-aware policies, not an invariant).
   uint32_t depth = 0;
+  uint32_t uses = 0;  // lookup hits since it was inserted (saturating)
 };
 
 class BlockIndex;

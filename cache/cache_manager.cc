@@ -108,7 +108,8 @@ Result<std::unique_ptr<CacheManager>> CacheManager::Open(std::vector<TierSlot> t
   if (options.clock == nullptr) return Status::InvalidArgument("the cache needs a clock");
   const PlacementOptions& p = options.placement;
   if (!(p.fetch_budget_s > 0) || !(p.default_idle_s > 0) || !(p.reuse_smoothing > 0) ||
-      p.reuse_smoothing > 1 || !(p.remat.flops_per_s > 0) || !(p.remat.cost_per_s >= 0)) {
+      p.reuse_smoothing > 1 || !(p.remat.flops_per_s > 0) || !(p.remat.cost_per_s >= 0) ||
+      !(p.remat.wait_cost_per_s >= 0)) {
     return Status::InvalidArgument(
         "placement options: fetch budget, default idle time, FLOP/s must be > 0, smoothing in "
         "(0, 1], GPU cost >= 0");
@@ -189,8 +190,8 @@ bool CacheManager::TierTakes(size_t t, uint64_t bytes) const {
 }
 
 double CacheManager::IdleFor(const IndexEntry& e, int64_t now_ms) const {
-  double idle_s =
-      ExpectedIdleS(e.ttl_ms, reuse_.EstimateS(e.stream), options_.placement.default_idle_s);
+  double idle_s = ExpectedIdleS(e.ttl_ms, reuse_.EstimateS(ReuseClassOf(e.stream, e.depth)),
+                                options_.placement.default_idle_s);
   if (e.expiry_ms != kNoExpiry) {
     // Nothing is held past its expiry.
     idle_s = std::min(idle_s, std::max(0.0, static_cast<double>(e.expiry_ms - now_ms) / 1000.0));
@@ -200,8 +201,14 @@ double CacheManager::IdleFor(const IndexEntry& e, int64_t now_ms) const {
 
 PlacementCosts CacheManager::CostsFor(const IndexEntry& e, double idle_s, size_t first,
                                       size_t last) const {
-  return model_.Costs(static_cast<double>(e.bytes), idle_s, e.remat_flops,
-                      [&](size_t t) { return t >= first && t < last && TierTakes(t, e.bytes); });
+  return model_.Costs(
+      static_cast<double>(e.bytes), idle_s, e.remat_flops,
+      [&](size_t t) { return t >= first && t < last && TierTakes(t, e.bytes); },
+      ReuseProbabilityOf(e));
+}
+
+double CacheManager::ReuseProbabilityOf(const IndexEntry& e) const {
+  return reuse_.ReuseProbability(ReuseClassOf(e.stream, e.depth), e.uses > 0);
 }
 
 std::vector<size_t> CacheManager::Candidates(const PlacementCosts& costs, uint64_t bytes,
@@ -232,7 +239,8 @@ PolicyBlock CacheManager::PolicyBlockFor(size_t t, const IndexEntry& e, int64_t 
   if (!std::isfinite(miss) || miss <= 0) {
     // Nothing cheaper to fall back on is known: losing it costs what
     // keeping it here does (or one unit where that is unknown too).
-    const double here = model_.HoldCost(t, static_cast<double>(e.bytes), idle_s);
+    const double here =
+        model_.HoldCost(t, static_cast<double>(e.bytes), idle_s, ReuseProbabilityOf(e));
     miss = std::isfinite(here) && here > 0 ? here : 1.0;
   }
   b.miss_cost = miss;
@@ -304,11 +312,16 @@ PrefixHit CacheManager::Probe(std::span<const BlockKey> keys, bool pin) {
 
 void CacheManager::OnUse(const BlockKey& key, const IndexEntry& before, int64_t now_ms,
                          bool observe) {
-  if (observe && before.last_access_ms > 0 && now_ms >= before.last_access_ms) {
-    reuse_.Observe(before.stream, static_cast<double>(now_ms - before.last_access_ms) / 1000.0,
-                   now_ms);
-  }
   IndexEntry e = before;
+  if (observe) {
+    if (before.last_access_ms > 0 && now_ms >= before.last_access_ms) {
+      reuse_.Observe(ReuseClassOf(before.stream, before.depth),
+                     static_cast<double>(now_ms - before.last_access_ms) / 1000.0, now_ms,
+                     /*first=*/before.uses == 0);
+    }
+    index_.Modify(key, [](IndexEntry& x) { x.uses += x.uses < UINT32_MAX; });
+    e.uses += e.uses < UINT32_MAX;
+  }
   const int64_t refreshed = before.ttl_ms > 0 ? AddSaturating(now_ms, before.ttl_ms) : 0;
   bool touched = false;
   if (before.ttl_ms > 0 && refreshed >= AddSaturating(before.expiry_ms, kRefreshGranularityMs)) {
@@ -331,7 +344,8 @@ void CacheManager::OnUse(const BlockKey& key, const IndexEntry& before, int64_t 
   // Like every decision, only on known costs.
   const double idle_s = IdleFor(e, now_ms);
   const PlacementCosts above = CostsFor(e, idle_s, 0, e.tier);
-  const double here = model_.HoldCost(e.tier, static_cast<double>(e.bytes), idle_s);
+  const double here =
+      model_.HoldCost(e.tier, static_cast<double>(e.bytes), idle_s, ReuseProbabilityOf(e));
   const std::vector<size_t> order = Candidates(above, e.bytes, 0, e.tier);
   if (!order.empty() && std::isfinite(here) && std::isfinite(above.tier_costs[order[0]]) &&
       TiersByCost(above).size() == order.size() && above.tier_costs[order[0]] < here) {
@@ -391,6 +405,13 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
   f.stream = meta.stream;
   f.remat_flops = meta.remat_flops;
   f.queued_expiry_ms = expiry;
+  // Its depth as the index will record it: the parent's + 1 (1 when the
+  // parent is not cached), for its reuse class.
+  if (meta.parent) {
+    const std::optional<IndexEntry> parent = index_.Get(*meta.parent);
+    f.depth = parent ? parent->depth + 1 : 1;
+  }
+  reuse_.ObserveInsert(ReuseClassOf(f.stream, f.depth), now);
   const double idle_s = IdleFor(f, now);
   const PlacementCosts costs = CostsFor(f, idle_s, 0, tiers_.size());
   const std::vector<size_t> order = Candidates(costs, f.bytes, 0, tiers_.size());
@@ -832,7 +853,8 @@ Result<BlockExplanation> CacheManager::Explain(const BlockKey& key) const {
   x.tier_name = tier_names_[e->tier];
   x.tier_names = tier_names_;
   x.decision_costs = CostsFor(*e, e->decision.idle_s, 0, tiers_.size());
-  x.reuse_estimate_s = reuse_.EstimateS(e->stream);
+  x.reuse_estimate_s = reuse_.EstimateS(ReuseClassOf(e->stream, e->depth));
+  x.reuse_probability = ReuseProbabilityOf(*e);
   x.expected_idle_s = IdleFor(*e, now);
   x.costs_now = CostsFor(*e, x.expected_idle_s, 0, tiers_.size());
   for (size_t t = 0; t < tiers_.size(); ++t) x.drain_time_s.push_back(model_.DrainTimeS(t));

@@ -154,7 +154,8 @@ struct BlockExplanation {
   IndexEntry entry;
   std::string tier_name;
   PlacementCosts decision_costs;           // the costs its last decision compared (at its T)
-  std::optional<double> reuse_estimate_s;  // of its namespace, now
+  std::optional<double> reuse_estimate_s;  // of its namespace and depth, now
+  double reuse_probability = 1;            // that it is used again, now
   double expected_idle_s = 0;              // T if it were decided now
   PlacementCosts costs_now;                // the costs at that T
   std::vector<std::string> tier_names;
@@ -244,6 +245,8 @@ class CacheManager {
   double IdleFor(const IndexEntry& e, int64_t now_ms) const;
   // The costs of the tiers in [first, last) that take a block of e's size.
   PlacementCosts CostsFor(const IndexEntry& e, double idle_s, size_t first, size_t last) const;
+  // The probability that the block is used again (its reuse class's, now).
+  double ReuseProbabilityOf(const IndexEntry& e) const;
   // The tiers in [first, last) that take a block of `bytes`, cheapest first;
   // in stack order when any of them has no known cost.
   std::vector<size_t> Candidates(const PlacementCosts& costs, uint64_t bytes, size_t first,

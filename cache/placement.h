@@ -13,9 +13,20 @@
 //
 //     remat = flops/FLOPS · P_gpu,   flops = 2·N_active_params·tokens,
 //
-// and nothing while it waits. The cheapest home is the tier (or the drop)
-// that minimises the expected cost, among the tiers that can take the block
-// and can return it within the fetch budget.
+// and nothing while it waits.
+//
+// Two refinements make that an expected cost (issue 20). The engine waits
+// for a fetch: reading s bytes back also costs s/B_t of the accelerator's
+// time at P_gpu. And a block is not always used again: with probability p
+// (learned per namespace and chain depth, ReuseEstimator) it is, so
+//
+//     E[cost_t] = s·P_t/C_t·T + p·s·(P_t + P_gpu)/B_t,   E[remat] = p·remat.
+//
+// Holding is paid whether or not the block comes back; the fetch and the
+// prefill only when it does. With p = 1 (no history yet) the tiers compare
+// as before plus the engine's wait. The cheapest home is the tier (or the
+// drop) that minimises the expected cost, among the tiers that can take the
+// block and can return it within the fetch budget.
 //
 // The cost model is immutable once built and safe to share. The reuse
 // estimator is thread-safe.
@@ -50,6 +61,10 @@ double CostPerSecond(double capacity_bytes, double usd_per_gib_month);
 struct RematEconomics {
   double flops_per_s = 4e14;       // prefill FLOP/s of the engine (H100 bf16 at ~40% MFU)
   double cost_per_s = 2.5 / 3600;  // P_gpu: $/s of the accelerator doing prefill ($2.50/h)
+  // $/s of the engine's time spent waiting for a fetch: the same accelerator
+  // (kvtierd and the replay set it to P_gpu). 0 leaves the engine's wait out
+  // and compares the tiers by the drain-time formula alone.
+  double wait_cost_per_s = 2.5 / 3600;
 };
 
 struct PlacementOptions {
@@ -65,6 +80,7 @@ struct PlacementCosts {
   std::vector<double> tier_costs;     // cost_t(T) per tier, $; kInfiniteCost where not allowed
   double remat_cost = kInfiniteCost;  // $; infinite when the block's flops are unknown
   double idle_s = 0;                  // the T used
+  double reuse_probability = 1;       // the p used
 };
 
 class CostModel {
@@ -80,14 +96,17 @@ class CostModel {
   double DrainTimeS(size_t t) const;
   // s/B_t: seconds to bring one block of `bytes` back from tier t.
   double FetchTimeS(size_t t, double bytes) const;
-  // cost_t(T) for a block of `bytes` idle for `idle_s`; infinite when B_t is unknown.
-  double HoldCost(size_t t, double bytes, double idle_s) const;
+  // E[cost_t(T)] for a block of `bytes` idle for `idle_s` and used again with
+  // probability `reuse_probability`; infinite when B_t is unknown.
+  double HoldCost(size_t t, double bytes, double idle_s, double reuse_probability = 1) const;
   // The cost of recomputing `flops` of prefill; infinite when flops is 0 (unknown).
   double RematCost(double flops) const;
 
-  // The costs of every tier for one block (allowed(t) false → infinite).
+  // The expected costs of every tier for one block (allowed(t) false →
+  // infinite), and of dropping it (p·remat).
   PlacementCosts Costs(double bytes, double idle_s, double remat_flops,
-                       const std::function<bool(size_t)>& allowed) const;
+                       const std::function<bool(size_t)>& allowed,
+                       double reuse_probability = 1) const;
 
  private:
   std::vector<TierEconomics> tiers_;
@@ -105,17 +124,44 @@ bool DropIsCheapest(const PlacementCosts& costs);
 // `default_idle_s` with neither.
 double ExpectedIdleS(int64_t ttl_ms, std::optional<double> reuse_estimate_s, double default_idle_s);
 
-// An online estimate, per namespace (a "stream"), of the time between uses
-// of a block: an exponentially weighted mean of log intervals (reuse times
-// are heavy-tailed; the geometric mean is the robust centre). Only reuses are
-// observed: a block never used again contributes nothing, so the estimate is
-// the idle time of blocks that do come back, which is what placement needs.
+// The class whose reuse a block shares: its namespace (`stream`) and its
+// depth in the prefix chain, in log2 buckets (0, 1, 2-3, 4-7, ... 64+). A
+// chain's first blocks (a shared system prompt) come back within seconds and
+// almost always; a deep block of a conversation comes back at the next turn,
+// minutes later, about a third of the time; a one-shot prompt's leaf never.
+uint64_t ReuseClassOf(uint64_t stream, uint32_t depth);
+
+// An online estimate, per reuse class (ReuseClassOf; at most `max_streams`
+// classes, the least recently updated forgotten), of
+//  - the time between uses of a block: an exponentially weighted mean of log
+//    intervals (reuse times are heavy-tailed; the geometric mean is the
+//    robust centre). Only reuses are observed, so it is the idle time of
+//    blocks that do come back;
+//  - the probability that a block is used again at all, apart for a block
+//    never used since its insert ("fresh") and one used at least once
+//    ("reused": a conversation's blocks come back turn after turn): the
+//    waiting periods that ended in a use over the periods begun (an insert
+//    begins one, a use ends one and begins the next). Counts halve each
+//    time a class has begun kReuseWindow periods, so the estimate follows
+//    the recent traffic. A period still running counts as not reused yet,
+//    which errs low by the share of blocks inserted within one reuse
+//    interval. With fewer than kReuseMinPeriods periods the probability is
+//    1: a block is assumed to come back until the class shows otherwise.
 class ReuseEstimator {
  public:
+  static constexpr double kReuseWindow = 4096;
+  static constexpr double kReuseMinPeriods = 32;
+
   explicit ReuseEstimator(double smoothing = 0.05, size_t max_streams = 4096);
-  // A block of `stream` was used `interval_s` after its previous use.
-  void Observe(uint64_t stream, double interval_s, int64_t now_ms);
-  std::optional<double> EstimateS(uint64_t stream) const;
+  // A block of `cls` was used `interval_s` after its previous use; `first`:
+  // its first use since its insert.
+  void Observe(uint64_t cls, double interval_s, int64_t now_ms, bool first = false);
+  // A new block of `cls` was inserted.
+  void ObserveInsert(uint64_t cls, int64_t now_ms);
+  std::optional<double> EstimateS(uint64_t cls) const;
+  // The probability that a block of `cls` is used again, `reused`: used since
+  // its insert.
+  double ReuseProbability(uint64_t cls, bool reused) const;
   size_t streams() const;
 
  private:
@@ -123,7 +169,12 @@ class ReuseEstimator {
     double mean_log_s = 0;  // EWMA of ln(interval)
     uint64_t samples = 0;
     int64_t updated_ms = 0;
+    // Waiting periods begun and ended by a use: [0] fresh, [1] reused.
+    double periods[2] = {0, 0};
+    double ended_in_use[2] = {0, 0};
   };
+  Stream& StreamLocked(uint64_t cls, int64_t now_ms);  // creates it; mu_ held
+  static void BeginPeriod(Stream& s, int kind);
   const double smoothing_;
   const size_t max_streams_;
   mutable std::mutex mu_;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 
 #include "cache/cache_manager.h"
 #include "cache/eviction_policy.h"
@@ -160,6 +161,7 @@ CacheManagerOptions ReplayCacheOptions(const TierScenario& sc, Clock* clock) {
   options.background_promotion = false;
   options.placement.remat.flops_per_s = sc.prefill_flops_per_s;
   options.placement.remat.cost_per_s = sc.gpu_usd_per_hour / 3600;
+  options.placement.remat.wait_cost_per_s = options.placement.remat.cost_per_s;
   options.placement.fetch_budget_s = sc.fetch_budget_s;
   options.placement.default_idle_s = sc.default_idle_s;
   return options;
@@ -238,6 +240,7 @@ class TierReplay {
   void CollectTiers();
   void CollectCacheStats();
   void CollectCosts();
+  CostSummary OracleCosts() const;
   CostSummary Summarize(double tier_usd, double tier_usd_used, uint64_t hit_tokens, double fetch_s,
                         double ttft_sum) const;
 
@@ -458,6 +461,57 @@ void TierReplay::CollectCosts() {
                             top_hit_tokens_, fetch_top_s_, ttft_top_);
   r_.no_cache = Summarize(0, 0, 0, 0, ttft_cold_);
   r_.ttft_saved_s = ttft_cold_ - ttft_tiered_;
+  r_.oracle = OracleCosts();
+}
+
+// The offline bound of the header: per interval between two uses of a
+// block, the cheapest of holding it in one tier or recomputing it.
+CostSummary TierReplay::OracleCosts() const {
+  const double gpu_usd_per_s = sc_.gpu_usd_per_hour / 3600;
+  const double page_bytes = trace_.block_tokens * bpt_;
+  struct Hold {
+    double usd_per_s;  // the page held in the tier
+    double fetch_s_per_token;
+  };
+  std::vector<Hold> holds;
+  for (const ScenarioTier& t : sc_.tiers) {
+    if (page_bytes / t.read_bytes_per_s > sc_.fetch_budget_s) continue;
+    holds.push_back({page_bytes * CostPerSecond(t.capacity_bytes, t.usd_per_gib_month) /
+                         t.capacity_bytes,
+                     bpt_ / t.read_bytes_per_s});
+  }
+  constexpr int64_t kNeverMs = -1;
+  std::vector<int64_t> last_use_ms(trace_.distinct_blocks, kNeverMs);
+  double hold_usd = 0, fetch_s = 0, ttft_sum = 0;
+  uint64_t hit_tokens = 0;
+  for (const TraceRequest& req : trace_.requests) {
+    uint64_t request_hit_tokens = 0;
+    double request_fetch_s = 0;
+    for (uint32_t i = 0; i < req.num_blocks; ++i) {
+      const uint32_t id = trace_.blocks[req.first_block + i];
+      const int64_t last = std::exchange(last_use_ms[id], req.time_ms);
+      if (last == kNeverMs) continue;  // a first use is prefilled
+      const double interval_s = static_cast<double>(req.time_ms - last) / 1000;
+      if (sc_.ttl_ms > 0 && req.time_ms - last > sc_.ttl_ms) continue;
+      const uint32_t tokens = trace_.BlockTokens(req, i);
+      double best = tokens * prefill_s_per_token_ * gpu_usd_per_s;  // drop and recompute
+      const Hold* chosen = nullptr;
+      for (const Hold& h : holds) {
+        const double cost =
+            h.usd_per_s * interval_s + tokens * h.fetch_s_per_token * gpu_usd_per_s;
+        if (cost < best) best = cost, chosen = &h;
+      }
+      if (chosen == nullptr) continue;
+      hold_usd += chosen->usd_per_s * interval_s;
+      request_fetch_s += tokens * chosen->fetch_s_per_token;
+      request_hit_tokens += tokens;
+    }
+    request_hit_tokens = std::min<uint64_t>(request_hit_tokens, req.input_tokens);
+    hit_tokens += request_hit_tokens;
+    fetch_s += request_fetch_s;
+    ttft_sum += (req.input_tokens - request_hit_tokens) * prefill_s_per_token_ + request_fetch_s;
+  }
+  return Summarize(hold_usd, hold_usd, hit_tokens, fetch_s, ttft_sum);
 }
 
 CostSummary TierReplay::Summarize(double tier_usd, double tier_usd_used, uint64_t hit_tokens,

@@ -27,9 +27,27 @@
 //    time for prefill and fetches at P_gpu; per million input tokens.
 //  - every block occupies a whole block of KV in a tier (a page), a
 //    request's partial last block too; a fetch moves only its tokens' KV.
-// Against two references from the same trace: no cache (all prefill, no
-// tiers) and everything in HBM: the top tier's price and bandwidth with a
-// capacity of the trace's whole footprint, every prefix-reuse a hit.
+// Against three references from the same trace: no cache (all prefill, no
+// tiers); everything in HBM: the top tier's price and bandwidth with a
+// capacity of the trace's whole footprint, every prefix-reuse a hit; and the
+// oracle, a lower bound on what any placement of this stack can cost:
+//  - it knows every block's next use. Between two uses of a block it pays
+//    the cheapest of holding it in one tier until then (the page's bytes ×
+//    the tier's price per byte-second × the interval, plus fetching its
+//    tokens at the tier's bandwidth at P_gpu) or dropping it and prefilling
+//    it again; a first use is always prefilled, and nothing is held after a
+//    last use. Tiers that cannot return a page within the fetch budget, and
+//    holds longer than the TTL, are not allowed (the tiered stack has
+//    neither);
+//  - it relaxes capacity (every tier holds whatever it chooses), the prefix
+//    rule (a block counts as a hit even when an earlier block of the request
+//    missed), and the moves between tiers (free, as they are in these
+//    costs). Within an interval a real placement only moves a block down
+//    the stack (promotions happen at hits), to cheaper holding and a slower
+//    fetch, so each interval costs it at least the oracle's choice; a block
+//    lost before its reuse costs at least the prefill. Hence a true bound
+//    on the costs "as used" (the oracle's provisioned tiers are its used
+//    ones: it sizes nothing).
 #pragma once
 
 #include <cstdint>
@@ -102,7 +120,7 @@ struct TierReplayResult {
   std::vector<std::vector<double>> moved_bytes;
   uint64_t promotions = 0, demotions = 0, remat_drops = 0, drops = 0, expired = 0;
   uint64_t insert_failures = 0;
-  CostSummary tiered, all_in_top, no_cache;
+  CostSummary tiered, all_in_top, no_cache, oracle;
   double ttft_saved_s = 0;  // summed over requests, against no cache
   std::vector<OccupancySample> occupancy;
   double seconds = 0;  // wall time of the replay

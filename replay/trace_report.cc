@@ -35,6 +35,20 @@ nlohmann::json CostJson(const CostSummary& c) {
           {"mean_ttft_s", c.mean_ttft_s}};
 }
 
+// The ways of serving the trace a scenario's report compares, in order: an
+// id (JSON, CSV) and a label (text, markdown).
+struct CostRow {
+  const char* id;
+  const char* label;
+  const CostSummary* costs;
+};
+std::vector<CostRow> CostRows(const TierReplayResult& r) {
+  return {{"no_cache", "no cache", &r.no_cache},
+          {"tiered", "tiered", &r.tiered},
+          {"all_in_top_tier", "all in the top tier", &r.all_in_top},
+          {"oracle", "oracle (lower bound)", &r.oracle}};
+}
+
 }  // namespace
 
 // Renders a gnuplot script (its data written beside it).
@@ -63,6 +77,8 @@ std::string Bytes(double b) {
 }
 
 nlohmann::json ScenarioJson(const TierScenario& sc, const TierReplayResult& r) {
+  nlohmann::json costs = nlohmann::json::object();
+  for (const CostRow& row : CostRows(r)) costs[row.id] = CostJson(*row.costs);
   nlohmann::json tiers = nlohmann::json::array();
   for (const TierReplayTier& t : r.tiers) {
     tiers.push_back({{"name", t.name},
@@ -113,10 +129,7 @@ nlohmann::json ScenarioJson(const TierScenario& sc, const TierReplayResult& r) {
           {"insert_failures", r.insert_failures},
           {"ttft_saved_s", r.ttft_saved_s},
           {"ttft_saved_ratio", Share(r.ttft_saved_s, r.no_cache.mean_ttft_s * r.requests)},
-          {"costs",
-           {{"no_cache", CostJson(r.no_cache)},
-            {"tiered", CostJson(r.tiered)},
-            {"all_in_top_tier", CostJson(r.all_in_top)}}},
+          {"costs", costs},
           {"occupancy", occupancy},
           {"replay_seconds", r.seconds}};
 }
@@ -153,12 +166,12 @@ void PrintScenario(const TierScenario& sc, const TierReplayResult& r) {
       static_cast<unsigned long long>(r.promotions), static_cast<unsigned long long>(r.demotions),
       static_cast<unsigned long long>(r.remat_drops), static_cast<unsigned long long>(r.drops),
       static_cast<unsigned long long>(r.expired));
-  std::printf("%-16s %9s %11s %8s %9s %9s %8s %9s %9s\n", "", "token_hit", "mean_ttft_s", "gpu_s",
+  std::printf("%-20s %9s %11s %8s %9s %9s %8s %9s %9s\n", "", "token_hit", "mean_ttft_s", "gpu_s",
               "gpu_usd", "tier_usd", "usd/Mtok", "tier_used", "used/Mtok");
-  const std::pair<const char*, const CostSummary*> rows[] = {
-      {"no cache", &r.no_cache}, {"tiered", &r.tiered}, {"all in top tier", &r.all_in_top}};
-  for (const auto& [name, c] : rows) {
-    std::printf("%-16s %9.4f %11.3f %8.0f %9.2f %9.2f %8.4f %9.2f %9.4f\n", name,
+  for (const CostRow& row : CostRows(r)) {
+    const char* name = row.label;
+    const CostSummary* c = row.costs;
+    std::printf("%-20s %9.4f %11.3f %8.0f %9.2f %9.2f %8.4f %9.2f %9.4f\n", name,
                 Share(c->hit_tokens, c->input_tokens), c->mean_ttft_s, c->gpu_s, c->gpu_usd,
                 c->tier_usd, c->usd_per_mtok(), c->tier_usd_used, c->usd_per_mtok_used());
   }
@@ -205,9 +218,9 @@ void ScenarioMarkdown(std::ostream& md, const TierScenario& sc, const TierReplay
   md << "| | token hit ratio | mean TTFT | GPU time | GPU $ | tiers $, provisioned | $/M input "
         "tokens | tiers $, used | $/M input tokens, used |\n"
         "|---|---|---|---|---|---|---|---|---|\n";
-  const std::pair<const char*, const CostSummary*> rows[] = {
-      {"no cache", &r.no_cache}, {"tiered", &r.tiered}, {"all in the top tier", &r.all_in_top}};
-  for (const auto& [name, c] : rows) {
+  for (const CostRow& row : CostRows(r)) {
+    const char* name = row.label;
+    const CostSummary* c = row.costs;
     std::snprintf(line, sizeof(line),
                   "| %s | %.4f | %.3f s | %.0f s | %.2f | %.2f | %.4f | %.2f | %.4f |\n", name,
                   Share(c->hit_tokens, c->input_tokens), c->mean_ttft_s, c->gpu_s, c->gpu_usd,
@@ -270,9 +283,9 @@ void WriteTierCsv(std::ostream& csv, const TierReplayResult& r) {
   }
   csv << "row,name,token_hit_ratio,mean_ttft_s,gpu_s,gpu_usd,tier_usd,usd_per_mtok,"
          "tier_usd_used,usd_per_mtok_used\n";
-  const std::pair<const char*, const CostSummary*> ways[] = {
-      {"no_cache", &r.no_cache}, {"tiered", &r.tiered}, {"all_in_top_tier", &r.all_in_top}};
-  for (const auto& [name, c] : ways) {
+  for (const CostRow& row : CostRows(r)) {
+    const char* name = row.id;
+    const CostSummary* c = row.costs;
     csv << "cost," << name << "," << Share(c->hit_tokens, c->input_tokens) << "," << c->mean_ttft_s
         << "," << c->gpu_s << "," << c->gpu_usd << "," << c->tier_usd << "," << c->usd_per_mtok()
         << "," << c->tier_usd_used << "," << c->usd_per_mtok_used() << "\n";

@@ -193,6 +193,9 @@ grpc::Status AdminService::Explain(grpc::ServerContext* ctx, const v1::ExplainRe
   resp->set_ttl_ms(e.ttl_ms);
   if (x->reuse_estimate_s) resp->set_reuse_estimate_s(*x->reuse_estimate_s);
   resp->set_expected_idle_s(x->expected_idle_s);
+  resp->set_reuse_probability(x->reuse_probability);
+  resp->set_depth(e.depth);
+  resp->set_uses(e.uses);
   FillCosts(cache_, x->costs_now, resp->mutable_costs_now());
   resp->set_pins(e.pins);
   resp->set_cached_children(e.cached_children);

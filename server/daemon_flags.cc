@@ -427,6 +427,7 @@ Status ParsePlacementFlags(const FlagSet& flags, DaemonOptions* o) {
     *field = *v;
   }
   o->placement.remat.cost_per_s = gpu_usd_per_hour / 3600;
+  o->placement.remat.wait_cost_per_s = o->placement.remat.cost_per_s;
   o->placement.fetch_budget_s = fetch_budget_ms / 1000;
   return ParseIntFlag(flags, "sweep-interval-ms", 1, 3'600'000, &o->sweep_interval_ms);
 }

@@ -60,7 +60,10 @@ class CacheManagerPlacementTest : public ::testing::Test {
     return slots;
   }
 
-  void Open(const std::vector<TierSpec>& specs, PlacementOptions placement = {}) {
+  // The engine's wait for a fetch is priced at 0 unless a test prices it:
+  // these tiers are tiny and slow, and their crossovers are the drain-time
+  // formula's (placement_test.cc prices the wait).
+  void Open(const std::vector<TierSpec>& specs, PlacementOptions placement = NoWait()) {
     std::vector<TierSlot> slots = Slots(specs, "lru");
     CacheManagerOptions opts;
     opts.clock = &clock_;
@@ -71,6 +74,12 @@ class CacheManagerPlacementTest : public ::testing::Test {
     auto m = CacheManager::Open(std::move(slots), opts);
     ASSERT_TRUE(m.ok()) << m.status();
     cache_ = std::move(*m);
+  }
+
+  static PlacementOptions NoWait() {
+    PlacementOptions p;
+    p.remat.wait_cost_per_s = 0;
+    return p;
   }
 
   uint32_t TierOf(const BlockKey& k) {
@@ -119,6 +128,34 @@ TEST_F(CacheManagerPlacementTest, InsertsLandWhereTheCostModelSays) {
     ++i;
   }
   EXPECT_EQ(cache_->Stats().placed, 5u);
+}
+
+// A class of blocks that never come back is held where holding is cheapest:
+// with p = 0 only the rent counts. Blocks deeper in the same namespace are
+// another class and keep p = 1.
+TEST_F(CacheManagerPlacementTest, ARarelyReusedClassIsHeldWhereHoldingIsCheapest) {
+  Open(kFourTiers);
+  BlockMeta meta;
+  meta.ttl_ms = 1'000;  // 1 s: dram while blocks are assumed to come back
+  meta.stream = 5;
+  ASSERT_TRUE(cache_->Insert(K(0), Payload(kBlock, 1), meta).ok());
+  EXPECT_EQ(TierOf(K(0)), 1u);
+  for (uint64_t i = 1; i <= 40; ++i) {
+    ASSERT_TRUE(cache_->Insert(K(i), Payload(kBlock, 1), meta).ok());
+    ASSERT_TRUE(cache_->Erase(K(i)).ok());  // room for the next; never used
+  }
+  ASSERT_TRUE(cache_->Insert(K(100), Payload(kBlock, 1), meta).ok());
+  EXPECT_EQ(TierOf(K(100)), 3u) << "the cheapest rent";
+  Result<BlockExplanation> x = cache_->Explain(K(100));
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(x->reuse_probability, 0.0);
+  EXPECT_EQ(x->decision_costs.reuse_probability, 0.0);
+  // The child of K(0) is at depth 1: a class with no history.
+  BlockMeta child = meta;
+  child.parent = K(0);
+  ASSERT_TRUE(cache_->Insert(K(200), Payload(kBlock, 1), child).ok());
+  EXPECT_EQ(TierOf(K(200)), 1u);
+  EXPECT_EQ(cache_->Find(K(200))->depth, 1u);
 }
 
 TEST_F(CacheManagerPlacementTest, ReuseHistoryShortensTheExpectedIdleTime) {
@@ -198,7 +235,7 @@ TEST_F(CacheManagerPlacementTest, AHitPromotesWhenAHigherTierBecomesCheaper) {
 // re-placed: a tiny model's block costs less to recompute than to keep in
 // flash for its expected 2 min, so it is dropped; a large model's is demoted.
 TEST_F(CacheManagerPlacementTest, ATinyModelsVictimIsDroppedRatherThanDemoted) {
-  PlacementOptions p;
+  PlacementOptions p = NoWait();
   p.default_idle_s = 1;  // new blocks without history: dram
   Open({{"dram", 10, 32, 2}, {"flash", 300, 3.75}}, p);
   // Per block (61440 bytes) at T = 120 s, flash costs 61440 * 3.75e-15 * 420

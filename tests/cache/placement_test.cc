@@ -46,7 +46,7 @@ TEST(CostModelTest, DrainTimesAreCapacityOverBandwidth) {
 }
 
 TEST(CostModelTest, HoldCostIsTheDesignFormula) {
-  const CostModel m = FourTiers();
+  const CostModel m = FourTiers(RematEconomics{4e14, 2.5 / 3600, /*wait_cost_per_s=*/0});
   const double s = 1 << 20;
   // dram at T = 2 min: (s P/B)(T/D + 1) with P = 32e-15 * 1e12 = 0.032 $/s.
   const double p = 32 * kUnit * 1e12;
@@ -56,9 +56,87 @@ TEST(CostModelTest, HoldCostIsTheDesignFormula) {
   // A tier with no measured bandwidth is never a home.
   CostModel unknown({TierEconomics{"x", 1e9, 0, 1}}, {});
   EXPECT_TRUE(std::isinf(unknown.HoldCost(0, s, 1)));
-  // A free tier costs nothing (not 0 * inf).
+  // A free tier costs nothing to hold in (not 0 * inf): only the engine's
+  // wait for its fetch, s/B at P_wait.
   CostModel free_tier({TierEconomics{"x", 1e9, 1e9, 0}}, {});
-  EXPECT_EQ(free_tier.HoldCost(0, s, 1e6), 0.0);
+  EXPECT_DOUBLE_EQ(free_tier.HoldCost(0, s, 1e6), s / 1e9 * RematEconomics{}.wait_cost_per_s);
+  CostModel free_wait({TierEconomics{"x", 1e9, 1e9, 0}}, RematEconomics{4e14, 1, 0});
+  EXPECT_EQ(free_wait.HoldCost(0, s, 1e6), 0.0);
+}
+
+// The expected cost: holding is paid either way, the fetch (the tier's
+// bandwidth share and the engine's wait at P_wait) only when the block comes
+// back, with probability p; so is the recompute of a dropped block.
+TEST(CostModelTest, TheFetchAndTheRecomputeArePaidOnlyWhenTheBlockComesBack) {
+  const double wait = 2.5 / 3600;
+  const CostModel m = FourTiers(RematEconomics{4e14, 2.5 / 3600, wait});
+  const double s = 1 << 20, pi = 32 * kUnit, big = 1e11;
+  for (double p : {1.0, 0.5, 0.0}) {
+    EXPECT_NEAR(m.HoldCost(1, s, 120, p), s * pi * 120 + p * s * (pi * 1e12 + wait) / big, 1e-15)
+        << p;
+  }
+  const double flops = 2 * 7e10 * 64;
+  EXPECT_NEAR(m.Costs(s, 120, flops, nullptr, 0.25).remat_cost, 0.25 * m.RematCost(flops), 1e-15);
+  EXPECT_EQ(m.Costs(s, 120, flops, nullptr, 0.25).reuse_probability, 0.25);
+}
+
+// kvtierd's defaults (DRAM $3/GiB-month, 16 GiB at 7 GB/s; RocksDB
+// $0.03/GiB-month, 100 GiB at 0.8 GB/s; a $2.50/h engine) for a vLLM block
+// of 2.5 MiB with a 5-minute TTL and no history: holding it in DRAM costs
+// 2.44e-3 GiB * 1.157e-6 $/GiB/s * 300 s = 8.5e-7 $ and its fetch 0.37 ms of
+// the engine (2.6e-7 $); RocksDB holds it for 8.5e-9 $ but its 3.3 ms fetch
+// costs the engine 2.3e-6 $. Without the engine's wait, RocksDB would win.
+TEST(CostModelTest, TheEnginesWaitKeepsAHotBlockInDramRatherThanRocksDb) {
+  constexpr double kGiB = 1024.0 * 1024 * 1024;
+  auto stack = [&](double wait) {
+    return CostModel({TierEconomics{"dram", 16 * kGiB, 7e9, CostPerSecond(16 * kGiB, 3.0)},
+                      TierEconomics{"rocks", 100 * kGiB, 8e8, CostPerSecond(100 * kGiB, 0.03)}},
+                     RematEconomics{4e14, 2.5 / 3600, wait});
+  };
+  const double s = 2.5 * 1024 * 1024;
+  EXPECT_EQ(TiersByCost(stack(2.5 / 3600).Costs(s, 300, 0, nullptr)),
+            (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(TiersByCost(stack(0).Costs(s, 300, 0, nullptr)), (std::vector<size_t>{1, 0}));
+  // A block that is rarely used again is not worth DRAM's rent: at p = 0.1
+  // the expected fetch from RocksDB is 2.3e-7 $, less than DRAM's 8.5e-7 $.
+  EXPECT_EQ(TiersByCost(stack(2.5 / 3600).Costs(s, 300, 0, nullptr, 0.1)),
+            (std::vector<size_t>{1, 0}));
+}
+
+TEST(ReuseEstimatorTest, ReuseProbabilityIsUsesOverWaitingPeriods) {
+  ReuseEstimator r;
+  const uint64_t cls = ReuseClassOf(42, 3);
+  EXPECT_EQ(r.ReuseProbability(cls, false), 1.0) << "no history: assumed to come back";
+  // 100 blocks inserted; 30 used again; 15 of those a second time.
+  for (int i = 0; i < 100; ++i) r.ObserveInsert(cls, 0);
+  for (int i = 0; i < 30; ++i) r.Observe(cls, 60, 0, /*first=*/true);
+  EXPECT_EQ(r.ReuseProbability(cls, true), 1.0) << "30 reused periods: fewer than the minimum";
+  for (int i = 0; i < 15; ++i) r.Observe(cls, 60, 0, /*first=*/false);
+  EXPECT_DOUBLE_EQ(r.ReuseProbability(cls, false), 0.3);
+  EXPECT_DOUBLE_EQ(r.ReuseProbability(cls, true), 15.0 / 45.0);
+  // Past the window, counts halve: the ratio stays, recent traffic weighs more.
+  for (int i = 0; i < 8000; ++i) r.ObserveInsert(cls, 0);
+  EXPECT_LT(r.ReuseProbability(cls, false), 0.01);
+  for (int i = 0; i < 8000; ++i) {
+    r.ObserveInsert(cls, 0);
+    r.Observe(cls, 60, 0, /*first=*/true);
+  }
+  EXPECT_GT(r.ReuseProbability(cls, false), 0.9) << "it follows the recent traffic";
+}
+
+TEST(ReuseEstimatorTest, ClassesSplitNamespacesAndChainDepthsInLogBuckets) {
+  EXPECT_NE(ReuseClassOf(1, 0), ReuseClassOf(2, 0));
+  EXPECT_NE(ReuseClassOf(1, 0), ReuseClassOf(1, 1));
+  EXPECT_NE(ReuseClassOf(1, 1), ReuseClassOf(1, 2));
+  EXPECT_EQ(ReuseClassOf(1, 2), ReuseClassOf(1, 3));
+  EXPECT_EQ(ReuseClassOf(1, 4), ReuseClassOf(1, 7));
+  EXPECT_NE(ReuseClassOf(1, 7), ReuseClassOf(1, 8));
+  EXPECT_EQ(ReuseClassOf(1, 64), ReuseClassOf(1, 100000));
+  ReuseEstimator r;
+  r.Observe(ReuseClassOf(1, 0), 1, 0);
+  r.Observe(ReuseClassOf(1, 9), 100, 0);
+  EXPECT_NEAR(*r.EstimateS(ReuseClassOf(1, 0)), 1, 1e-9);
+  EXPECT_NEAR(*r.EstimateS(ReuseClassOf(1, 9)), 100, 1e-9);
 }
 
 TEST(CostModelTest, EachIdleTimeLandsWhereTheFormulaSays) {

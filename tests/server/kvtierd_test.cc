@@ -477,6 +477,8 @@ TEST(KvtierdProcessTest, ExplainShowsWhereABlockIsAndWhy) {
   EXPECT_EQ(x["block"]["size_bytes"], 100'000);
   EXPECT_NEAR(x["decision_idle_s"].get<double>(), 3600, 1) << "no history: T is the TTL";
   EXPECT_FALSE(x.contains("reuse_estimate_s"));
+  EXPECT_EQ(x["reuse_probability"], 1.0) << "no history: assumed to come back";
+  EXPECT_EQ(x["uses"], 0);
   ASSERT_EQ(x["decision_costs"].size(), 3u);
   EXPECT_EQ(x["block"]["tier"], cheapest(x["decision_costs"])) << x.dump();
   // Used again at once: its namespace now has a short reuse estimate, and
@@ -488,6 +490,9 @@ TEST(KvtierdProcessTest, ExplainShowsWhereABlockIsAndWhy) {
   x = nlohmann::json::parse(text);
   ASSERT_TRUE(x.contains("reuse_estimate_s")) << x.dump();
   EXPECT_LT(x["reuse_estimate_s"].get<double>(), 600);
+  EXPECT_EQ(x["uses"], 3) << x.dump();
+  ASSERT_EQ(RunTool("kvtier", {addr, "explain", key}, &text), 0) << text;
+  EXPECT_NE(text.find("with probability 1"), std::string::npos) << text;
   if (x["decision"] == "promoted") {
     // Promotion compares the tiers above with staying; it moved up to the
     // cheapest of those at the T it used.

@@ -106,11 +106,14 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
   EXPECT_EQ(s["tiers"][0]["name"], "hbm");
   EXPECT_EQ(s["block_refs"], 12);
   EXPECT_LE(s["token_hit_ratio"].get<double>(), j["infinite_token_hit_ratio"].get<double>());
-  for (const char* way : {"no_cache", "tiered", "all_in_top_tier"}) {
+  for (const char* way : {"no_cache", "tiered", "all_in_top_tier", "oracle"}) {
     for (const char* k : {"usd_per_mtok", "usd_per_mtok_used", "mean_ttft_s", "gpu_s"}) {
       EXPECT_TRUE(s["costs"][way].contains(k)) << way << " " << k;
     }
   }
+  EXPECT_LE(s["costs"]["oracle"]["usd_per_mtok_used"].get<double>(),
+            s["costs"]["tiered"]["usd_per_mtok_used"].get<double>())
+      << "the oracle is a lower bound";
   EXPECT_FALSE(s["occupancy"].empty());
   std::ifstream md(dir + "/r.md");
   std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
@@ -119,7 +122,8 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
   std::ifstream tcsv(dir + "/t.csv");
   std::vector<std::string> lines;
   for (std::string l; std::getline(tcsv, l);) lines.push_back(l);
-  ASSERT_EQ(lines.size(), 7u);  // header, 2 tiers, header, 3 ways
+  ASSERT_EQ(lines.size(), 8u);  // header, 2 tiers, header, 4 ways
+  EXPECT_EQ(lines[7].rfind("cost,oracle,", 0), 0u) << lines[7];
   EXPECT_EQ(lines[1].rfind("tier,hbm,ttl-cost,", 0), 0u) << lines[1];
   EXPECT_EQ(lines[5].rfind("cost,tiered,", 0), 0u) << lines[5];
   EXPECT_TRUE(std::filesystem::exists(dir + "/plots/occupancy.dat"));

@@ -261,7 +261,10 @@ json ExplainJson(const v1::ExplainResponse& x) {
             {"pins", x.pins()},
             {"cached_children", x.cached_children()},
             {"tokens", x.tokens()},
-            {"last_access_ms", x.last_access_ms()}};
+            {"last_access_ms", x.last_access_ms()},
+            {"reuse_probability", x.reuse_probability()},
+            {"depth", x.depth()},
+            {"uses", x.uses()}};
   if (!x.from_tier().empty()) j["from_tier"] = x.from_tier();
   if (x.remat_known()) j["remat_cost_usd"] = x.remat_cost_usd();
   if (x.has_reuse_estimate_s()) j["reuse_estimate_s"] = x.reuse_estimate_s();
@@ -283,10 +286,12 @@ std::string ExplainText(const BlockKey& key, const v1::ExplainResponse& x) {
   if (x.block().expire_time_ms() != 0) {
     text << "; expires at " << x.block().expire_time_ms() << " ms";
   }
-  text << "\n  reuse estimate of its namespace: "
+  text << "\n  depth " << x.depth() << " in its chain, used " << x.uses()
+       << " times since inserted; its class (namespace, depth) comes back after "
        << (x.has_reuse_estimate_s() ? std::to_string(x.reuse_estimate_s()) + " s"
-                                    : std::string("none yet"))
-       << "; expected idle now " << x.expected_idle_s() << " s; costs now:\n";
+                                    : std::string("? s (no reuse seen yet)"))
+       << " with probability " << x.reuse_probability() << "\n  expected idle now "
+       << x.expected_idle_s() << " s; expected costs now:\n";
   CostsText(x.costs_now(), x.remat_cost_usd(), x.remat_known(), text);
   text << "  pins " << x.pins() << ", cached children " << x.cached_children() << "\n";
   return text.str();
