@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
-#include <queue>
 #include <utility>
 #include <vector>
 
 #include "cache/eviction_policy.h"
+#include "replay/belady.h"
 
 namespace kvtier {
 namespace {
@@ -58,51 +58,11 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, uint64_t size, ReplayR
 }
 
 void ReplayBelady(const Trace& t, uint64_t size, ReplayResult* r) {
-  constexpr uint64_t kNever = UINT64_MAX;
-  const size_t n = t.blocks.size();
-  // next[i]: the reference number of the next use of reference i's block.
-  std::vector<uint64_t> next(n, kNever), last(t.distinct_blocks, kNever);
-  for (size_t i = n; i-- > 0;) {
-    next[i] = last[t.blocks[i]];
-    last[t.blocks[i]] = i;
-  }
-  // Cached blocks by next use, farthest on top; an entry is stale once its
-  // block is used again (its next use moved) or evicted, and is skipped.
-  std::vector<uint64_t> next_use(t.distinct_blocks, kNever);
-  std::vector<uint8_t> cached(t.distinct_blocks, 0);
-  std::priority_queue<std::pair<uint64_t, uint32_t>> heap;
-  uint64_t used = 0;
+  BeladyCache belady(t, size);
   ForEachReference(t, r, [&](const TraceRequest& req, uint32_t i, size_t ref) {
-    const uint32_t id = t.blocks[ref];
-    if (cached[id]) {
-      ++r->block_hits;
-      r->hit_tokens += t.BlockTokens(req, i);
-      next_use[id] = next[ref];
-      heap.emplace(next[ref], id);
-      return;
-    }
-    if (used >= size) {
-      while (!heap.empty() &&
-             (!cached[heap.top().second] || next_use[heap.top().second] != heap.top().first)) {
-        heap.pop();
-      }
-      if (heap.empty() || heap.top().first <= next[ref]) return;  // bypass: ours is farthest
-      cached[heap.top().second] = 0;
-      heap.pop();
-      --used;
-    }
-    cached[id] = 1;
-    next_use[id] = next[ref];
-    heap.emplace(next[ref], id);
-    ++used;
-    // Rebuilt when stale entries dominate, so the heap stays O(size).
-    if (heap.size() > 4 * (used + 1024)) {
-      std::priority_queue<std::pair<uint64_t, uint32_t>> fresh;
-      for (uint32_t b = 0; b < t.distinct_blocks; ++b) {
-        if (cached[b]) fresh.emplace(next_use[b], b);
-      }
-      heap.swap(fresh);
-    }
+    if (!belady.Use(ref)) return;
+    ++r->block_hits;
+    r->hit_tokens += t.BlockTokens(req, i);
   });
 }
 

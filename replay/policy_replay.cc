@@ -4,11 +4,11 @@
 #include <cmath>
 #include <memory>
 #include <optional>
-#include <queue>
 #include <utility>
 
 #include "cache/admission.h"
 #include "cache/eviction_policy.h"
+#include "replay/belady.h"
 
 namespace kvtier {
 namespace {
@@ -92,54 +92,11 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admis
 }
 
 void ReplayBelady(const Trace& t, uint64_t size, ReplayResult* r) {
-  // next[i]: the index of the next reference to the block of reference i.
-  constexpr uint64_t kNever = UINT64_MAX;
-  const size_t n = t.blocks.size();
-  std::vector<uint64_t> next(n, kNever), last(t.distinct_blocks, kNever);
-  for (size_t i = n; i-- > 0;) {
-    next[i] = last[t.blocks[i]];
-    last[t.blocks[i]] = i;
-  }
-  // Cached blocks by next use, farthest on top; entries go stale when a
-  // block is used again (its next use moves) or evicted, and are skipped.
-  std::vector<uint64_t> next_use(t.distinct_blocks, kNever);
-  std::vector<uint8_t> cached(t.distinct_blocks, 0);
-  std::priority_queue<std::pair<uint64_t, uint32_t>> heap;
-  uint64_t used = 0;
+  BeladyCache belady(t, size);
   for (const TraceRequest& req : t.requests) {
     CountPrefixHits(
-        t, req, [&](uint32_t id) { return cached[id] != 0; }, r);
-    for (uint32_t i = 0; i < req.num_blocks; ++i) {
-      const size_t ref = req.first_block + i;
-      const uint32_t id = t.blocks[ref];
-      if (cached[id]) {
-        next_use[id] = next[ref];
-        heap.emplace(next[ref], id);
-        continue;
-      }
-      if (used >= size) {
-        while (!heap.empty() &&
-               (!cached[heap.top().second] || next_use[heap.top().second] != heap.top().first)) {
-          heap.pop();
-        }
-        if (heap.empty() || heap.top().first <= next[ref]) continue;  // bypass: ours is farthest
-        cached[heap.top().second] = 0;
-        heap.pop();
-        --used;
-      }
-      cached[id] = 1;
-      next_use[id] = next[ref];
-      heap.emplace(next[ref], id);
-      ++used;
-      // Rebuild when stale entries dominate, so the heap stays O(size).
-      if (heap.size() > 4 * (used + 1024)) {
-        std::priority_queue<std::pair<uint64_t, uint32_t>> fresh;
-        for (uint32_t b = 0; b < t.distinct_blocks; ++b) {
-          if (cached[b]) fresh.emplace(next_use[b], b);
-        }
-        heap.swap(fresh);
-      }
-    }
+        t, req, [&](uint32_t id) { return belady.Cached(id); }, r);
+    for (uint32_t i = 0; i < req.num_blocks; ++i) belady.Use(req.first_block + i);
   }
 }
 
