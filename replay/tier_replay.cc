@@ -476,9 +476,9 @@ CostSummary TierReplay::OracleCosts() const {
   std::vector<Hold> holds;
   for (const ScenarioTier& t : sc_.tiers) {
     if (page_bytes / t.read_bytes_per_s > sc_.fetch_budget_s) continue;
-    holds.push_back({page_bytes * CostPerSecond(t.capacity_bytes, t.usd_per_gib_month) /
-                         t.capacity_bytes,
-                     bpt_ / t.read_bytes_per_s});
+    holds.push_back(
+        {page_bytes * CostPerSecond(t.capacity_bytes, t.usd_per_gib_month) / t.capacity_bytes,
+         bpt_ / t.read_bytes_per_s});
   }
   constexpr int64_t kNeverMs = -1;
   std::vector<int64_t> last_use_ms(trace_.distinct_blocks, kNeverMs);
@@ -497,8 +497,7 @@ CostSummary TierReplay::OracleCosts() const {
       double best = tokens * prefill_s_per_token_ * gpu_usd_per_s;  // drop and recompute
       const Hold* chosen = nullptr;
       for (const Hold& h : holds) {
-        const double cost =
-            h.usd_per_s * interval_s + tokens * h.fetch_s_per_token * gpu_usd_per_s;
+        const double cost = h.usd_per_s * interval_s + tokens * h.fetch_s_per_token * gpu_usd_per_s;
         if (cost < best) best = cost, chosen = &h;
       }
       if (chosen == nullptr) continue;

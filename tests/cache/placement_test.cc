@@ -94,8 +94,7 @@ TEST(CostModelTest, TheEnginesWaitKeepsAHotBlockInDramRatherThanRocksDb) {
                      RematEconomics{4e14, 2.5 / 3600, wait});
   };
   const double s = 2.5 * 1024 * 1024;
-  EXPECT_EQ(TiersByCost(stack(2.5 / 3600).Costs(s, 300, 0, nullptr)),
-            (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(TiersByCost(stack(2.5 / 3600).Costs(s, 300, 0, nullptr)), (std::vector<size_t>{0, 1}));
   EXPECT_EQ(TiersByCost(stack(0).Costs(s, 300, 0, nullptr)), (std::vector<size_t>{1, 0}));
   // A block that is rarely used again is not worth DRAM's rent: at p = 0.1
   // the expected fetch from RocksDB is 2.3e-7 $, less than DRAM's 8.5e-7 $.

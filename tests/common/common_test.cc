@@ -96,8 +96,8 @@ TEST(ChecksumTest, EveryInstructionSetGivesTheReferenceXxh3OnRandomSizesAndAlign
   std::printf(" (active: %s)\n", std::string(ToString(ActiveChecksumIsa())).c_str());
 
   std::mt19937_64 rng(20261205);
-  std::vector<size_t> sizes = {0,    1,    3,    16,    17,    128,   129,       240,
-                               241,  1024, 1025, 16383, 16384, 16385, 3 * 16384 + 7};
+  std::vector<size_t> sizes = {0,   1,    3,    16,    17,    128,   129,          240,
+                               241, 1024, 1025, 16383, 16384, 16385, 3 * 16384 + 7};
   for (int i = 0; i < 40; ++i) sizes.push_back(rng() % (300 * 1024));
   std::vector<std::byte> src(300 * 1024 + 64), dst(src.size());
   for (auto& b : src) b = static_cast<std::byte>(rng());
@@ -106,8 +106,8 @@ TEST(ChecksumTest, EveryInstructionSetGivesTheReferenceXxh3OnRandomSizesAndAlign
     std::span<const std::byte> in(src.data() + src_off, n);
     const uint64_t want = XXH3_64bits(in.data(), n);
     for (ChecksumIsa isa : isas) {
-      SCOPED_TRACE(testing::Message() << ToString(isa) << " n=" << n << " src+" << src_off
-                                      << " dst+" << dst_off);
+      SCOPED_TRACE(testing::Message()
+                   << ToString(isa) << " n=" << n << " src+" << src_off << " dst+" << dst_off);
       EXPECT_EQ(Checksum64(in, isa), want);
       std::fill(dst.begin(), dst.end(), std::byte{0xee});
       std::span<std::byte> out(dst.data() + dst_off, n);
