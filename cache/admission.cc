@@ -1,5 +1,7 @@
 #include "cache/admission.h"
 
+#include <string>
+
 namespace kvtier {
 namespace {
 
@@ -17,6 +19,13 @@ std::unique_ptr<AdmissionFilter> NewNoAdmission() { return std::make_unique<NoAd
 const std::vector<std::string>& AdmissionFilterNames() {
   static const std::vector<std::string> kNames = {"none", "tinylfu", "ghost", "prefix"};
   return kNames;
+}
+
+bool IsAdmissionFilterName(std::string_view name) {
+  for (const std::string& n : AdmissionFilterNames()) {
+    if (n == name) return true;
+  }
+  return false;
 }
 
 std::unique_ptr<AdmissionFilter> NewAdmissionFilter(std::string_view name,

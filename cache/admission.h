@@ -96,5 +96,6 @@ std::unique_ptr<AdmissionFilter> NewAdmissionFilter(std::string_view name,
                                                     const AdmissionOptions& options);
 // Every name NewAdmissionFilter knows, in the order above.
 const std::vector<std::string>& AdmissionFilterNames();
+bool IsAdmissionFilterName(std::string_view name);
 
 }  // namespace kvtier

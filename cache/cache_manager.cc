@@ -30,6 +30,12 @@ class RecoverySink final : public IndexSink {
 constexpr int64_t kRefreshGranularityMs = 1000;
 // A pinned block that has expired is looked at again this much later.
 constexpr int64_t kPinnedExpiryRetryMs = 1000;
+// ReviewIdle's first look at a block: a second after its last use (younger
+// blocks are the engine's working set, placed for their expected wait).
+constexpr int64_t kFirstReviewAgeMs = 1000;
+// A block the review left where it was without its crossing having moved
+// (pinned, busy, a parent) is looked at again this much later.
+constexpr int64_t kReviewRetryMs = 1000;
 // Blocks a victim search steps over looking for a leaf of the size needed,
 // and then for any leaf, before it takes any unpinned block (MakeRoom).
 constexpr size_t kSameSizeScan = 64;
@@ -129,6 +135,8 @@ Result<std::unique_ptr<CacheManager>> CacheManager::Open(std::vector<TierSlot> t
       m->index_.Upsert(b.key, f);
       m->tiers_[t].policy->Insert(b.key, m->PolicyBlockFor(t, f, now));
       m->QueueExpiry(b.key, b.expiry_ms);
+      f.last_access_ms = now;
+      m->QueueReview(b.key, f, now);
     }
     if (!sink.blocks.empty()) {
       LogInfo("tier_recovered",
@@ -150,6 +158,7 @@ void CacheManager::StartBackground() {
         constexpr size_t kBatch = 1024;
         while (!stop_ && SweepExpired(kBatch) == kBatch) {
         }
+        for (size_t looked = kBatch; !stop_ && looked == kBatch;) ReviewIdle(kBatch, &looked);
         lock.lock();
       }
     });
@@ -276,7 +285,7 @@ PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
     if (gone.ok()) {
       {
         std::lock_guard<std::mutex> lock(mu_);
-        tiers_[gone->tier].policy->Erase(keys[hit.blocks]);
+        ForgetLocked(gone->tier, keys[hit.blocks]);
       }
       (void)tiers_[gone->tier].tier->Erase(std::span(&keys[hit.blocks], 1));
       CountExpired(*gone);
@@ -335,9 +344,16 @@ void CacheManager::OnUse(const BlockKey& key, const IndexEntry& before, int64_t 
       touched = true;
     }
   }
-  if (!touched) {
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    tiers_[e.tier].policy->Touch(key);
+    if (!touched) tiers_[e.tier].policy->Touch(key);
+    if (observe) {
+      PolicyBlock pb;
+      pb.bytes = std::max<uint64_t>(1, e.bytes);
+      pb.parent = e.parent;
+      pb.depth = e.depth;
+      RecordReferenceLocked(BlockRef{key, pb}, e.tier);
+    }
   }
   if (e.tier == 0) return;
   // Promote when a higher tier is now the cheaper home for its next wait.
@@ -425,16 +441,32 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
                                      " bytes is larger than any tier accepts (at most " +
                                      std::to_string(largest) + ")");
   }
+  PolicyBlock ref_block;
+  ref_block.bytes = f.bytes;
+  ref_block.parent = f.parent;
+  ref_block.depth = f.depth;
+  const BlockRef ref{key, ref_block};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RecordReferenceLocked(ref, SIZE_MAX);  // a new block: its writer missed it
+  }
   Status s;
   size_t chosen = order[0];
+  size_t refusals = 0;
   for (size_t t : order) {
-    // A full tier (everything pinned) or an unavailable one (its disk is
-    // full: it takes writes again by itself later) passes the block to the
-    // next cheapest; a failing one fails the insert, so its error reaches
-    // the caller.
-    s = StoreInTier(t, key, payload, expiry);
+    // A full tier (everything pinned), an unavailable one (its disk is
+    // full: it takes writes again by itself later) or one whose admission
+    // filter refuses the block passes it to the next cheapest; a failing
+    // one fails the insert, so its error reaches the caller.
+    bool refused = false;
+    s = StoreInTier(t, key, payload, expiry, &ref, &refused);
     chosen = t;
-    if (!s.IsResourceExhausted() && s.code() != StatusCode::kUnavailable) break;
+    refusals += refused;
+    if (!refused && !s.IsResourceExhausted() && s.code() != StatusCode::kUnavailable) break;
+  }
+  if (refusals == order.size()) {
+    ++counters_.admission_refusals;  // a cache may decline a block: not an error
+    return Status::Ok();
   }
   if (!s.ok()) {
     ++counters_.insert_failures;
@@ -448,8 +480,11 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
   {
     std::lock_guard<std::mutex> lock(mu_);
     tiers_[chosen].policy->Insert(key, pb);
+    if (tiers_[chosen].admission) tiers_[chosen].admission->Inserted(ref);
   }
   QueueExpiry(key, expiry);
+  f.last_access_ms = now;  // as the index recorded it
+  QueueReview(key, f, now);
   ++counters_.inserts;
   ++counters_.placed;
   mrc_.Use(BlockKeyHashValue(key), payload.size());
@@ -541,15 +576,26 @@ Status CacheManager::DropLocked(const BlockKey& key) {
   KVTIER_ASSIGN_OR_RETURN(const IndexEntry e, index_.Remove(key));
   {
     std::lock_guard<std::mutex> lock(mu_);
-    tiers_[e.tier].policy->Erase(key);
+    ForgetLocked(e.tier, key);
   }
   return tiers_[e.tier].tier->Erase(std::span(&key, 1));
 }
 
 // --- Room, victims and moves ------------------------------------------------
 
+void CacheManager::RecordReferenceLocked(const BlockRef& ref, size_t in_tier) {
+  for (size_t t = 0; t < tiers_.size(); ++t) {
+    if (tiers_[t].admission) tiers_[t].admission->Record(ref, t == in_tier);
+  }
+}
+
+void CacheManager::ForgetLocked(size_t t, const BlockKey& key) {
+  tiers_[t].policy->Erase(key);
+  if (tiers_[t].admission) tiers_[t].admission->Evicted(key);
+}
+
 Status CacheManager::StoreInTier(size_t t, const BlockKey& key, std::span<const std::byte> payload,
-                                 int64_t expiry_ms) {
+                                 int64_t expiry_ms, const BlockRef* admit, bool* refused) {
   Tier& tier = *tiers_[t].tier;
   if (payload.size() > max_block_bytes_[t] || payload.size() > capacity_bytes_[t]) {
     return Status::ResourceExhausted("a block of " + std::to_string(payload.size()) +
@@ -559,6 +605,18 @@ Status CacheManager::StoreInTier(size_t t, const BlockKey& key, std::span<const 
   for (int round = 0;; ++round) {
     Status s = WriteOne(tier, key, payload, expiry_ms);
     if (s.ok() || !s.IsResourceExhausted()) return s;
+    if (round == 0 && admit != nullptr && tiers_[t].admission) {
+      // Full: the block would take the place of the policy's next victim.
+      std::lock_guard<std::mutex> lock(mu_);
+      AdmissionFilter& filter = *tiers_[t].admission;
+      const std::optional<BlockKey> victim =
+          filter.ComparesVictim() ? PeekVictim(*tiers_[t].policy, key) : std::nullopt;
+      if (!filter.Admit(*admit, victim ? &*victim : nullptr)) {
+        if (refused != nullptr) *refused = true;
+        return Status::ResourceExhausted("tier '" + tier_names_[t] +
+                                         "' is full and its admission filter refused the block");
+      }
+    }
     if (round == options_.max_eviction_rounds || MakeRoom(t, payload.size(), key) == 0) {
       return Status::ResourceExhausted("tier '" + tier_names_[t] + "' is full and no block in " +
                                        "it can be evicted (all pinned or in use)");
@@ -662,7 +720,7 @@ bool CacheManager::Evict(size_t t, const BlockKey& key) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    tiers_[removed->tier].policy->Erase(key);
+    ForgetLocked(removed->tier, key);
   }
   (void)tiers_[removed->tier].tier->Erase(std::span(&key, 1));
   switch (fate) {
@@ -718,8 +776,9 @@ bool CacheManager::Move(const BlockKey& key, const IndexEntry& e, size_t to, Dec
   const PolicyBlock pb = PolicyBlockFor(to, moved, now);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    tiers_[from].policy->Erase(key);
+    ForgetLocked(from, key);
     tiers_[to].policy->Insert(key, pb);
+    if (tiers_[to].admission) tiers_[to].admission->Inserted(BlockRef{key, pb});
   }
   (void)tiers_[from].tier->Erase(std::span(&key, 1));
   return true;
@@ -790,7 +849,7 @@ size_t CacheManager::SweepExpired(size_t limit) {
       }
       {
         std::lock_guard<std::mutex> lock(mu_);
-        tiers_[removed->tier].policy->Erase(item.key);
+        ForgetLocked(removed->tier, item.key);
       }
       (void)tiers_[removed->tier].tier->Erase(std::span(&item.key, 1));
       CountExpired(*removed);
@@ -798,6 +857,134 @@ size_t CacheManager::SweepExpired(size_t limit) {
     }
   }
   return freed;
+}
+
+// --- Age --------------------------------------------------------------------
+
+// A block written with a TTL or an expiry (the context-caching API's 5m and
+// 1h classes, named caches, a Put's ttl_seconds) carries its writer's word
+// on how long it is worth keeping, which a user has paid a cache write for:
+// age moves it down but never drops it; its expiry ends it.
+bool CacheManager::AgingMayDrop(const IndexEntry& e) { return e.expiry_ms == kNoExpiry; }
+
+double CacheManager::NextReviewAgeS(const IndexEntry& e, double from_s) const {
+  // Every option's cost is a line in the wait T (p = 1): rent x T + fetch.
+  const auto line = [&](size_t d) {
+    const double fetch = model_.HoldCost(d, static_cast<double>(e.bytes), 0);
+    return std::pair{model_.HoldCost(d, static_cast<double>(e.bytes), 1) - fetch, fetch};
+  };
+  const auto [rent, fetch] = line(e.tier);
+  if (!std::isfinite(rent) || !std::isfinite(fetch)) return kInfiniteCost;
+  double next = kInfiniteCost;
+  const auto consider = [&](double r, double f) {
+    if (!std::isfinite(r) || !std::isfinite(f) || !(r < rent)) return;  // never cheaper to wait in
+    next = std::min(next, std::max(from_s, (f - fetch) / (rent - r)));
+  };
+  for (size_t d = e.tier + 1; d < tiers_.size(); ++d) {
+    if (!TierTakes(d, e.bytes)) continue;
+    const auto [r, f] = line(d);
+    consider(r, f);
+  }
+  if (AgingMayDrop(e)) consider(0, model_.RematCost(e.remat_flops));
+  return next;
+}
+
+void CacheManager::QueueReview(const BlockKey& key, const IndexEntry& e, int64_t not_before_ms) {
+  const double from_s =
+      static_cast<double>(std::max(not_before_ms - e.last_access_ms, kFirstReviewAgeMs)) / 1000.0;
+  const double age_s = NextReviewAgeS(e, from_s);
+  if (!std::isfinite(age_s) || age_s > 1e12) return;  // nothing below is ever cheaper
+  // Just past the crossing: at it, staying and moving cost the same.
+  const int64_t due =
+      AddSaturating(e.last_access_ms, static_cast<int64_t>(std::ceil(age_s * 1000.0)) + 1);
+  std::lock_guard<std::mutex> lock(review_mu_);
+  review_queue_.push(ReviewItem{due, key});
+  // Items of blocks gone since pile up: when they outnumber the blocks,
+  // keep one per block still indexed.
+  if (review_queue_.size() > 4096 && review_queue_.size() > 2 * index_.size()) {
+    std::vector<ReviewItem> live;
+    std::unordered_set<BlockKey, BlockKeyHash> seen;
+    while (!review_queue_.empty()) {
+      const ReviewItem item = review_queue_.top();
+      review_queue_.pop();
+      if (index_.Get(item.key) && seen.insert(item.key).second) live.push_back(item);
+    }
+    review_queue_ = decltype(review_queue_)(std::greater<>(), std::move(live));
+  }
+}
+
+size_t CacheManager::ReviewIdle(size_t limit, size_t* looked_at) {
+  const int64_t now = options_.clock->NowMs();
+  size_t looked = 0, moved = 0;
+  while (looked < limit) {
+    std::vector<BlockKey> due;
+    {
+      std::lock_guard<std::mutex> lock(review_mu_);
+      while (!review_queue_.empty() && review_queue_.top().due_ms <= now &&
+             looked + due.size() < limit) {
+        due.push_back(review_queue_.top().key);
+        review_queue_.pop();
+      }
+    }
+    if (due.empty()) break;
+    looked += due.size();
+    for (const BlockKey& key : due) {
+      const bool went = ReviewOne(key, now);
+      moved += went;
+      // Still cached: look again at its next crossing, counted from its last
+      // use (which a use since has moved); one that stayed (used since,
+      // pinned, busy, a parent) not before a second from now.
+      if (const std::optional<IndexEntry> e = index_.Get(key)) {
+        QueueReview(key, *e, went ? now : now + kReviewRetryMs);
+      }
+    }
+  }
+  if (looked_at != nullptr) *looked_at = looked;
+  return moved;
+}
+
+bool CacheManager::ReviewOne(const BlockKey& key, int64_t now) {
+  std::unique_lock<std::mutex> key_lock;
+  if (!TryKeyLock(KeyLock(key), key, &key_lock)) return false;
+  const HeldKeyLock held(KeyLock(key), key);  // a demotion may make room below
+  const std::optional<IndexEntry> e = index_.Get(key);
+  if (!e || e->pins > 0 || e->expiry_ms <= now) return false;  // the expiry sweep's
+  // Rent or buy (the ski-rental rule): a block that has waited `age` since
+  // its last use is priced as if it will wait as long again (at least its
+  // class's expected idle time), and as if it will come back (p = 1). The
+  // review does not lean on the learned p: a block it drops can no longer
+  // show that it would have come back, so a p learned while it drops could
+  // only fall. Each move happens once waiting longer in the current tier
+  // has cost as much as the move saves: at most twice the cost of knowing
+  // the next use in advance, for each of the block's moves.
+  const double age_s = static_cast<double>(now - e->last_access_ms) / 1000.0;
+  const double idle_s = std::max(IdleFor(*e, now), age_s);
+  const size_t t = e->tier;
+  const PlacementCosts costs = model_.Costs(
+      static_cast<double>(e->bytes), idle_s, e->remat_flops,
+      [&](size_t d) { return d >= t && TierTakes(d, e->bytes); }, /*reuse_probability=*/1);
+  const std::vector<size_t> order = Candidates(costs, e->bytes, t, tiers_.size());
+  // Like every decision, on known costs only.
+  if (order.empty() || TiersByCost(costs).size() != order.size()) return false;
+  // Dropped only as a leaf (a block with cached children keeps its chain
+  // reachable; it may still move down) and only without an expiry.
+  if (DropIsCheapest(costs) && e->cached_children == 0 && AgingMayDrop(*e)) {
+    if (!DropLocked(key).ok()) return false;  // pinned since
+    ++counters_.remat_drops;
+    ++counters_.aged_out;
+    ++tier_counters_[t].dropped_for_remat;
+    return true;
+  }
+  for (size_t d : order) {
+    if (d == t) return false;  // where it is is still the cheapest it can have
+    if (Move(key, *e, d, DecisionKind::kDemoted, idle_s)) {
+      ++counters_.demotions;
+      ++counters_.aged_out;
+      ++tier_counters_[t].demoted;
+      return true;
+    }
+  }
+  return false;
 }
 
 // --- Promotion ----------------------------------------------------------------
@@ -909,6 +1096,7 @@ CacheStats CacheManager::Stats() const {
   s.refreshes = c.refreshes;
   s.insert_bytes = c.insert_bytes;
   s.insert_failures = c.insert_failures;
+  s.admission_refusals = c.admission_refusals;
   s.placed = c.placed;
   s.promotions = c.promotions;
   s.promotion_skips = c.promotion_skips;
@@ -916,6 +1104,7 @@ CacheStats CacheManager::Stats() const {
   s.demotion_failures = c.demotion_failures;
   s.drops = c.drops;
   s.remat_drops = c.remat_drops;
+  s.aged_out = c.aged_out;
   s.expired = c.expired;
   s.corruption_misses = c.corruption_misses;
   return s;

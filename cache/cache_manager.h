@@ -21,6 +21,11 @@
 //    (copy, switch the index, free the old copy).
 //  - expiry: a background sweep frees expired blocks in every tier, a few at
 //    a time, without holding any lock across tier I/O.
+//  - age: the same sweep moves a block down, or drops it for recompute, once
+//    it has waited long enough since its last use that waiting there costs
+//    more than the move would save (ReviewIdle, the ski-rental rule; "aged
+//    out"). Holding a block that is not read again stops costing, without a
+//    TTL and without a full tier to push it out.
 // Every block remembers its last decision; Explain recomputes the costs that
 // decision compared.
 //
@@ -54,6 +59,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cache/admission.h"
 #include "cache/block_index.h"
 #include "cache/eviction_policy.h"
 #include "cache/mrc.h"
@@ -67,6 +73,11 @@ struct TierSlot {
   std::unique_ptr<Tier> tier;
   std::unique_ptr<EvictionPolicy> policy;
   double cost_per_s = 0;  // P_t: $/s for the whole tier (0 = free: placement by position)
+  // Whether a new block may take a resident block's place in this tier when
+  // it is full (cache/admission.h); null admits every block. A block a tier
+  // refuses goes to the next cheapest tier; one every tier refuses is not
+  // stored (CacheStats::admission_refusals), which is not an error.
+  std::unique_ptr<AdmissionFilter> admission = nullptr;
 };
 
 struct CacheManagerOptions {
@@ -136,6 +147,8 @@ struct CacheStats {
   uint64_t refreshes = 0;  // inserts of a cached key: bytes kept, expiry extended
   uint64_t insert_bytes = 0;
   uint64_t insert_failures = 0;
+  // Inserts no tier's admission filter took (not stored; not failures).
+  uint64_t admission_refusals = 0;
   // Placement decisions by kind.
   uint64_t placed = 0;             // inserts, each to its cheapest tier with room
   uint64_t promotions = 0;         // blocks moved up after a hit
@@ -145,6 +158,9 @@ struct CacheStats {
   uint64_t drops = 0;              // victims dropped with no tier below taking them (none, or
                                    // its demotion failed: also in demotion_failures)
   uint64_t remat_drops = 0;        // victims dropped because recomputing is cheaper
+  // Of demotions and remat_drops: blocks moved down or dropped by the idle
+  // review, their wait having made a lower tier or recompute the cheaper home.
+  uint64_t aged_out = 0;
   uint64_t expired = 0;            // blocks removed because their TTL passed
   uint64_t corruption_misses = 0;  // reads that failed a checksum
 };
@@ -210,6 +226,17 @@ class CacheManager {
   // Frees up to `limit` expired, unpinned blocks in every tier; returns how
   // many. The background sweep calls it; so does a full tier.
   size_t SweepExpired(size_t limit = 1024);
+  // Looks again at up to `limit` blocks whose wait since their last use has
+  // reached the point where a tier below, or dropping them for recompute,
+  // would be cheaper than where they are (rent or buy: a block that has
+  // waited T is priced as if it waits T more and comes back; the crossings
+  // of those cost lines are computed when a block is placed or looked at,
+  // so a block is looked at about once per move). Each such block is
+  // demoted, or dropped if it is a leaf without an expiry (a TTL is its
+  // writer's promise; the expiry sweep ends it). Pinned or busy blocks are looked at
+  // again later. Returns how many blocks it moved or dropped; `looked_at`,
+  // how many it looked at. The background sweep calls it.
+  size_t ReviewIdle(size_t limit = 1024, size_t* looked_at = nullptr);
   // Runs the queued promotions on the calling thread; returns how many moved.
   size_t RunPromotions();
 
@@ -255,9 +282,17 @@ class CacheManager {
   // home below t (or its recompute) would cost.
   PolicyBlock PolicyBlockFor(size_t t, const IndexEntry& e, int64_t now_ms) const;
 
-  // Writes into tier t, making room by eviction as needed.
+  // Writes into tier t, making room by eviction as needed. With `admit` (a
+  // new block's reference), a full tier's admission filter decides first
+  // whether the block may take a victim's place; `refused` tells when it
+  // may not (and nothing was written).
   Status StoreInTier(size_t t, const BlockKey& key, std::span<const std::byte> payload,
-                     int64_t expiry_ms);
+                     int64_t expiry_ms, const BlockRef* admit = nullptr, bool* refused = nullptr);
+  // Tells every tier's admission filter of a reference to a block (mu_ held);
+  // `in_tier`: the tier holding it (a hit there), or SIZE_MAX for a miss.
+  void RecordReferenceLocked(const BlockRef& ref, size_t in_tier);
+  // A block left tier t: its policy and admission filter forget it (mu_ held).
+  void ForgetLocked(size_t t, const BlockKey& key);
   // Frees expired blocks, then evicts victims of tier t until at least
   // `bytes` are freed or none is left; returns the bytes freed. Victims of the
   // same size go first (their space is reusable as it is, whatever the tier's
@@ -279,6 +314,17 @@ class CacheManager {
   Status DropLocked(const BlockKey& key);  // the same, the key's lock held
   // Schedules the sweep to look at a block when it would expire.
   void QueueExpiry(const BlockKey& key, int64_t expiry_ms);
+  // The wait since its last use, at least `from_s`, at which a block would
+  // be cheaper in a tier below its own or dropped than where it is (the
+  // first crossing of the cost lines ReviewOne compares); infinite if never.
+  double NextReviewAgeS(const IndexEntry& e, double from_s) const;
+  // Whether the age review may drop a block (not only move it down).
+  static bool AgingMayDrop(const IndexEntry& e);
+  // Schedules ReviewIdle to look at a block at its next crossing, not before
+  // `not_before_ms` (nor before kFirstReviewAgeMs after its last use).
+  void QueueReview(const BlockKey& key, const IndexEntry& e, int64_t not_before_ms);
+  // ReviewIdle's decision for one block: true when it moved or dropped it.
+  bool ReviewOne(const BlockKey& key, int64_t now_ms);
   void QueuePromotion(const BlockKey& key, size_t to);
 
   // Every change to a key's index entry or its stored copies (insert, move,
@@ -309,6 +355,16 @@ class CacheManager {
   };
   std::mutex expiry_mu_;
   std::priority_queue<ExpiryItem, std::vector<ExpiryItem>, std::greater<>> expiry_queue_;
+  // Review queue (ReviewIdle): the earliest due first, under review_mu_. An
+  // item for a block that has gone since is skipped; a block re-inserted may
+  // have two, which only costs a second look.
+  struct ReviewItem {
+    int64_t due_ms;
+    BlockKey key;
+    bool operator>(const ReviewItem& o) const { return due_ms > o.due_ms; }
+  };
+  std::mutex review_mu_;
+  std::priority_queue<ReviewItem, std::vector<ReviewItem>, std::greater<>> review_queue_;
 
   struct Promotion {
     BlockKey key;
@@ -327,9 +383,11 @@ class CacheManager {
   struct Counters {
     std::atomic<uint64_t> lookups{0}, lookup_blocks{0}, lookup_hit_blocks{0};
     std::atomic<uint64_t> reads{0}, read_hits{0}, read_misses{0};
-    std::atomic<uint64_t> inserts{0}, refreshes{0}, insert_bytes{0}, insert_failures{0};
+    std::atomic<uint64_t> inserts{0}, refreshes{0}, insert_bytes{0}, insert_failures{0},
+        admission_refusals{0};
     std::atomic<uint64_t> placed{0}, promotions{0}, promotion_skips{0}, demotions{0},
-        demotion_failures{0}, drops{0}, remat_drops{0}, expired{0}, corruption_misses{0};
+        demotion_failures{0}, drops{0}, remat_drops{0}, aged_out{0}, expired{0},
+        corruption_misses{0};
   };
   Counters counters_;
   struct TierCounters {

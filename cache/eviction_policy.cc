@@ -26,4 +26,20 @@ std::unique_ptr<EvictionPolicy> NewEvictionPolicy(std::string_view name,
   return nullptr;
 }
 
+// The query's `eligible` notes the policy's first choice and refuses it, and
+// a refused block keeps its place and state (EvictionPolicy::Victims).
+std::optional<BlockKey> PeekVictim(EvictionPolicy& policy, const BlockKey& incoming) {
+  std::optional<BlockKey> first;
+  VictimQuery q;
+  q.incoming = &incoming;
+  q.max_refused = 1;
+  q.eligible = [&](const BlockKey& k) {
+    if (!first) first = k;
+    return false;
+  };
+  std::vector<BlockKey> none;
+  policy.Victims(q, &none);
+  return first;
+}
+
 }  // namespace kvtier

@@ -141,6 +141,12 @@ std::unique_ptr<EvictionPolicy> NewPrefixLruPolicy();
 std::unique_ptr<EvictionPolicy> NewPrefixReusePolicy(const PolicyOptions& options);
 std::unique_ptr<EvictionPolicy> NewWTinyLfuPolicy(const PolicyOptions& options);
 
+// The block `policy` would evict first for `incoming`, left in place (for an
+// admission filter to weigh against `incoming`); nullopt when it holds none.
+// What the policy did on its way there (S3-FIFO's promotions, SIEVE's hand)
+// it would have done for the eviction too.
+std::optional<BlockKey> PeekVictim(EvictionPolicy& policy, const BlockKey& incoming);
+
 // A policy by name (the names above); nullptr for an unknown name.
 std::unique_ptr<EvictionPolicy> NewEvictionPolicy(std::string_view name,
                                                   const PolicyOptions& options = {});

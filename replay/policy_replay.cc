@@ -27,25 +27,6 @@ void CountPrefixHits(const Trace& t, const TraceRequest& req, const Cached& cach
   }
 }
 
-// The block `policy` would evict for `incoming`, left in place: the query's
-// `eligible` notes the policy's first choice and refuses it, and a refused
-// block keeps its place and state (EvictionPolicy::Victims). What the policy
-// did on its way there (S3-FIFO's promotions, SIEVE's hand) it would have
-// done for the eviction too.
-std::optional<BlockKey> PeekVictim(EvictionPolicy& policy, const BlockKey& incoming) {
-  std::optional<BlockKey> first;
-  VictimQuery q;
-  q.incoming = &incoming;
-  q.max_refused = 1;
-  q.eligible = [&](const BlockKey& k) {
-    if (!first) first = k;
-    return false;
-  };
-  std::vector<BlockKey> none;
-  policy.Victims(q, &none);
-  return first;
-}
-
 // `admission` null: every miss is stored (no filter, and no victim peeking).
 void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admission, uint64_t size,
                   ReplayResult* r) {

@@ -187,6 +187,11 @@ Result<std::unique_ptr<ReplayStack>> OpenReplayStack(const Trace& trace, const T
     PolicyOptions po;
     po.capacity_bytes = static_cast<uint64_t>(units);
     slot.policy = NewEvictionPolicy(st.policy, po);
+    if (st.admission != "none") {
+      AdmissionOptions ao;
+      ao.capacity_blocks = std::max<uint64_t>(1, po.capacity_bytes / trace.block_tokens);
+      slot.admission = NewAdmissionFilter(st.admission, ao);
+    }
     slot.cost_per_s = CostPerSecond(st.capacity_bytes, st.usd_per_gib_month);
     stack->read_bytes_per_s.push_back(st.read_bytes_per_s);
     stack->cost_per_s.push_back(slot.cost_per_s);
@@ -203,7 +208,7 @@ std::vector<TierReplayTier> DescribeTiers(const TierScenario& sc) {
   for (const ScenarioTier& st : sc.tiers) {
     TierReplayTier t;
     t.name = st.name;
-    t.policy = st.policy;
+    t.policy = st.admission == "none" ? st.policy : st.policy + "+" + st.admission;
     t.capacity_bytes = st.capacity_bytes;
     t.drain_time_s = st.capacity_bytes / st.read_bytes_per_s;
     tiers.push_back(t);
@@ -305,9 +310,13 @@ void TierReplay::MoveClockTo(const TraceRequest& req) {
     SampleOccupancy(next_sample_ms_);
     next_sample_ms_ += sample_step_ms_;
   }
-  if (sc_.ttl_ms > 0 && req.time_ms >= next_sweep_ms_) {
-    while (stack_.cache->SweepExpired(4096) == 4096) {
+  if (req.time_ms >= next_sweep_ms_) {
+    // As kvtierd's sweeper does, every second: expiry, then aged blocks.
+    if (sc_.ttl_ms > 0) {
+      while (stack_.cache->SweepExpired(4096) == 4096) {
+      }
     }
+    stack_.cache->ReviewIdle(SIZE_MAX);
     next_sweep_ms_ = req.time_ms + 1000;
   }
 }
@@ -434,6 +443,7 @@ void TierReplay::CollectCacheStats() {
   r_.promotions = stats.promotions;
   r_.demotions = stats.demotions;
   r_.remat_drops = stats.remat_drops;
+  r_.aged_out = stats.aged_out;
   r_.drops = stats.drops;
   r_.expired = stats.expired;
   r_.insert_failures = stats.insert_failures;

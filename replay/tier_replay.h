@@ -119,6 +119,7 @@ struct TierReplayResult {
   // Bytes moved from tier i to tier j (promotions up, demotions down).
   std::vector<std::vector<double>> moved_bytes;
   uint64_t promotions = 0, demotions = 0, remat_drops = 0, drops = 0, expired = 0;
+  uint64_t aged_out = 0;  // of demotions and remat_drops: by the idle review
   uint64_t insert_failures = 0;
   CostSummary tiered, all_in_top, no_cache, oracle;
   double ttft_saved_s = 0;  // summed over requests, against no cache

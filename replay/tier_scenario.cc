@@ -8,6 +8,7 @@
 #include <optional>
 #include <sstream>
 
+#include "cache/admission.h"
 #include "cache/eviction_policy.h"
 #include "common/kv_geometry.h"
 
@@ -145,8 +146,8 @@ Status ParseReplayFigures(const Fields& top, TierScenario* s) {
 }
 
 Result<ScenarioTier> ParseScenarioTier(const Fields& t) {
-  KVTIER_RETURN_IF_ERROR(
-      t.CheckObject({"name", "capacity_gib", "read_gb_per_s", "usd_per_gib_month", "policy"}));
+  KVTIER_RETURN_IF_ERROR(t.CheckObject(
+      {"name", "capacity_gib", "read_gb_per_s", "usd_per_gib_month", "policy", "admission"}));
   ScenarioTier tier;
   KVTIER_ASSIGN_OR_RETURN(tier.name, t.String("name", std::nullopt));
   KVTIER_ASSIGN_OR_RETURN(const double gib, t.Number("capacity_gib", std::nullopt, 0, true));
@@ -156,9 +157,13 @@ Result<ScenarioTier> ParseScenarioTier(const Fields& t) {
   tier.read_bytes_per_s = gbps * 1e9;
   KVTIER_ASSIGN_OR_RETURN(tier.usd_per_gib_month,
                           t.Number("usd_per_gib_month", std::nullopt, 0, false));
-  KVTIER_ASSIGN_OR_RETURN(tier.policy, t.String("policy", "ttl-cost"));
+  KVTIER_ASSIGN_OR_RETURN(tier.policy, t.String("policy", "lru"));
   if (NewEvictionPolicy(tier.policy) == nullptr) {
     return t.Error("policy", "'" + tier.policy + "' is not an eviction policy");
+  }
+  KVTIER_ASSIGN_OR_RETURN(tier.admission, t.String("admission", "none"));
+  if (!IsAdmissionFilterName(tier.admission)) {
+    return t.Error("admission", "'" + tier.admission + "' is not an admission filter");
   }
   return tier;
 }
@@ -184,6 +189,10 @@ Status ValidateTierScenario(const TierScenario& s) {
     if (NewEvictionPolicy(t.policy) == nullptr) {
       return Status::InvalidArgument("tier '" + t.name + "': unknown eviction policy '" + t.policy +
                                      "'");
+    }
+    if (!IsAdmissionFilterName(t.admission)) {
+      return Status::InvalidArgument("tier '" + t.name + "': unknown admission filter '" +
+                                     t.admission + "'");
     }
   }
   return Status::Ok();

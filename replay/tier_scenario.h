@@ -14,10 +14,11 @@ namespace kvtier {
 
 struct ScenarioTier {
   std::string name;
-  double capacity_bytes = 0;     // > 0
-  double read_bytes_per_s = 0;   // > 0: bringing a block back to the engine
-  double usd_per_gib_month = 0;  // >= 0
-  std::string policy = "ttl-cost";
+  double capacity_bytes = 0;       // > 0
+  double read_bytes_per_s = 0;     // > 0: bringing a block back to the engine
+  double usd_per_gib_month = 0;    // >= 0
+  std::string policy = "lru";      // kvtierd's default (docs/placement.md)
+  std::string admission = "none";  // the tier's admission filter (cache/admission.h)
 };
 
 struct TierScenario {

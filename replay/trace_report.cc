@@ -124,6 +124,7 @@ nlohmann::json ScenarioJson(const TierScenario& sc, const TierReplayResult& r) {
           {"promotions", r.promotions},
           {"demotions", r.demotions},
           {"remat_drops", r.remat_drops},
+          {"aged_out", r.aged_out},
           {"drops", r.drops},
           {"expired", r.expired},
           {"insert_failures", r.insert_failures},
@@ -161,11 +162,11 @@ void PrintScenario(const TierScenario& sc, const TierReplayResult& r) {
   }
   std::printf("%s\n", any ? "" : " nothing");
   std::printf(
-      "promotions %llu, demotions %llu, dropped for recompute %llu, dropped with no "
-      "room below %llu, expired %llu\n",
+      "promotions %llu, demotions %llu, dropped for recompute %llu (aged out of these two %llu), "
+      "dropped with no room below %llu, expired %llu\n",
       static_cast<unsigned long long>(r.promotions), static_cast<unsigned long long>(r.demotions),
-      static_cast<unsigned long long>(r.remat_drops), static_cast<unsigned long long>(r.drops),
-      static_cast<unsigned long long>(r.expired));
+      static_cast<unsigned long long>(r.remat_drops), static_cast<unsigned long long>(r.aged_out),
+      static_cast<unsigned long long>(r.drops), static_cast<unsigned long long>(r.expired));
   std::printf("%-20s %9s %11s %8s %9s %9s %8s %9s %9s\n", "", "token_hit", "mean_ttft_s", "gpu_s",
               "gpu_usd", "tier_usd", "usd/Mtok", "tier_used", "used/Mtok");
   for (const CostRow& row : CostRows(r)) {
@@ -209,11 +210,12 @@ void ScenarioMarkdown(std::ostream& md, const TierScenario& sc, const TierReplay
   }
   std::snprintf(
       line, sizeof(line),
-      "%s. Promotions %llu, demotions %llu, dropped for recompute %llu, dropped with "
-      "no room below %llu, expired %llu.\n\n",
+      "%s. Promotions %llu, demotions %llu, dropped for recompute %llu (of these two, aged "
+      "out %llu), dropped with no room below %llu, expired %llu.\n\n",
       any ? "" : " nothing", static_cast<unsigned long long>(r.promotions),
       static_cast<unsigned long long>(r.demotions), static_cast<unsigned long long>(r.remat_drops),
-      static_cast<unsigned long long>(r.drops), static_cast<unsigned long long>(r.expired));
+      static_cast<unsigned long long>(r.aged_out), static_cast<unsigned long long>(r.drops),
+      static_cast<unsigned long long>(r.expired));
   md << line;
   md << "| | token hit ratio | mean TTFT | GPU time | GPU $ | tiers $, provisioned | $/M input "
         "tokens | tiers $, used | $/M input tokens, used |\n"

@@ -108,6 +108,7 @@ grpc::Status AdminService::Stats(grpc::ServerContext* ctx, const v1::StatsReques
   resp->set_promotions(s.promotions);
   resp->set_promotion_skips(s.promotion_skips);
   resp->set_remat_drops(s.remat_drops);
+  resp->set_aged_out(s.aged_out);
   FillMrc(cache_.MissRatioCurve(), resp->mutable_mrc());
   resp->set_default_block_tokens(static_cast<uint32_t>(default_namespace_.block_tokens));
   resp->set_default_namespace(default_namespace_.ToString());

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -103,13 +104,28 @@ struct TierStack {
   std::vector<std::string> policies;  // each tier's policy name, for Admin
   Tier* rocks = nullptr;              // the cold tier, owned by slots
 
-  void Add(std::unique_ptr<Tier> tier, const std::string& policy, double usd_per_gib_month) {
+  // An admission filter's history is sized in blocks; blocks differ in size
+  // by namespace, so a tier counts as holding blocks of this size (a
+  // 16-token block of an 8B model in bf16 is 2 MiB, of the tiny models far
+  // less: a larger history than needed only costs its memory, 4 bits a
+  // counter).
+  static constexpr uint64_t kAdmissionBlockBytes = 1 << 20;
+
+  void Add(std::unique_ptr<Tier> tier, const std::string& policy, const std::string& admission,
+           double usd_per_gib_month) {
     const TierInfo info = tier->Info();
     PolicyOptions po;
     po.capacity_bytes = info.capacity_bytes;
+    AdmissionOptions ao;
+    ao.capacity_blocks =
+        std::clamp<uint64_t>(info.capacity_bytes / kAdmissionBlockBytes, 1024, uint64_t{1} << 24);
+    // Clients choose their keys: a random seed keeps them from aiming many
+    // keys at one counter.
+    ao.seed = std::random_device{}() | (uint64_t{std::random_device{}()} << 32);
     const double cost = CostPerSecond(static_cast<double>(info.capacity_bytes), usd_per_gib_month);
-    slots.push_back(TierSlot{std::move(tier), NewEvictionPolicy(policy, po), cost});
-    policies.push_back(policy);
+    slots.push_back(TierSlot{std::move(tier), NewEvictionPolicy(policy, po), cost,
+                             admission == "none" ? nullptr : NewAdmissionFilter(admission, ao)});
+    policies.push_back(admission == "none" ? policy : policy + "+" + admission);
   }
 };
 
@@ -191,15 +207,20 @@ Result<TierStack> OpenTierStack(const DaemonOptions& options) {
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> dram, OpenDefaultDramTier(options));
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> hbm, OpenDefaultHbmTier(options));
   TierStack stack;
-  if (hbm) stack.Add(std::move(hbm), options.hbm_policy, options.hbm_usd_per_gib_month);
-  stack.Add(std::move(dram), options.dram_policy, options.dram_usd_per_gib_month);
+  if (hbm)
+    stack.Add(std::move(hbm), options.hbm_policy, options.hbm_admission,
+              options.hbm_usd_per_gib_month);
+  stack.Add(std::move(dram), options.dram_policy, options.dram_admission,
+            options.dram_usd_per_gib_month);
   if (options.flash) {
     KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> flash, OpenDefaultFlashTier(options));
-    stack.Add(std::move(flash), options.flash_policy, options.flash_usd_per_gib_month);
+    stack.Add(std::move(flash), options.flash_policy, options.flash_admission,
+              options.flash_usd_per_gib_month);
   }
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> rocks, OpenDefaultRocksTier(options));
   stack.rocks = rocks.get();
-  stack.Add(std::move(rocks), options.rocks_policy, options.rocks_usd_per_gib_month);
+  stack.Add(std::move(rocks), options.rocks_policy, options.rocks_admission,
+            options.rocks_usd_per_gib_month);
   return stack;
 }
 
@@ -674,6 +695,8 @@ std::string Daemon::RenderMetrics() const {
     m.Counter("kvtier_cache_decisions_total", "Placement decisions by kind (DESIGN 4).", value,
               {{"kind", kind}});
   }
+  m.Counter("kvtier_cache_aged_out_total",
+            "Blocks demoted or dropped by the idle review (also in the decisions).", s.aged_out);
   if (engine_) {
     const EngineStats e = engine_->Stats();
     m.Counter("kvtier_engine_requests_total", "Requests submitted to the engine.", e.requests);

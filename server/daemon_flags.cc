@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/admission.h"
 #include "cache/eviction_policy.h"
 #include "common/flags.h"
 #include "common/kv_geometry.h"
@@ -67,8 +68,13 @@ std::string DaemonUsage() {
   --no-engine             serve the cache only, no model
   --hbm-policy NAME
   --dram-policy NAME      eviction policy of a tier: lru, fifo, lfu, arc, s3fifo, sieve,
-  --flash-policy NAME       gdsf or ttl-cost (default ttl-cost for every tier)
+  --flash-policy NAME       gdsf, ttl-cost, lirs, prefix-lru, prefix-reuse or wtinylfu
+                            (default lru for every tier: docs/placement.md says why)
   --rocks-policy NAME
+  --hbm-admission NAME
+  --dram-admission NAME   admission filter of a tier, which decides whether a new block
+  --flash-admission NAME    may displace a resident one when the tier is full: none,
+  --rocks-admission NAME    tinylfu, ghost or prefix (default none for every tier)
   --hbm-price USD
   --dram-price USD        price of a tier, $ per GiB-month (defaults 22.8, 3.0, 0.10, 0.03):
   --flash-price USD         with its capacity, the tier's cost rate in the drain-time
@@ -406,6 +412,18 @@ Status ParsePlacementFlags(const FlagSet& flags, DaemonOptions* o) {
                                      "' (policies:" + names + ")");
     }
   }
+  for (auto [flag, field] : {std::pair{"hbm-admission", &o->hbm_admission},
+                             std::pair{"dram-admission", &o->dram_admission},
+                             std::pair{"flash-admission", &o->flash_admission},
+                             std::pair{"rocks-admission", &o->rocks_admission}}) {
+    *field = flags.Get(flag, *field);
+    if (!IsAdmissionFilterName(*field)) {
+      std::string names;
+      for (const std::string& n : AdmissionFilterNames()) names += " " + n;
+      return Status::InvalidArgument(std::string("--") + flag + ": unknown admission filter '" +
+                                     *field + "' (filters:" + names + ")");
+    }
+  }
   // Given in the units operators think in; kept in the cost model's.
   double gpu_usd_per_hour = o->placement.remat.cost_per_s * 3600;
   double fetch_budget_ms = o->placement.fetch_budget_s * 1000;
@@ -465,7 +483,8 @@ const std::vector<FlagGroup>& FlagGroups() {
         "max-streams-per-connection", "stream-idle-ms", "grpc-memory-bytes"},
        {},
        ParseServerLimitFlags},
-      {{"hbm-policy", "dram-policy", "flash-policy", "rocks-policy", "hbm-price", "dram-price",
+      {{"hbm-policy", "dram-policy", "flash-policy", "rocks-policy", "hbm-admission",
+        "dram-admission", "flash-admission", "rocks-admission", "hbm-price", "dram-price",
         "flash-price", "rocks-price", "remat-flops", "gpu-price", "fetch-budget-ms", "default-idle",
         "sweep-interval-ms"},
        {},

@@ -93,10 +93,16 @@ struct DaemonOptions {
   // Placement (DESIGN §4, docs/placement.md). Eviction policy per tier (see
   // cache/eviction_policy.h for the names) and each tier's price, which with
   // its capacity gives the cost rate P_t.
-  std::string hbm_policy = "ttl-cost";
-  std::string dram_policy = "ttl-cost";
-  std::string flash_policy = "ttl-cost";
-  std::string rocks_policy = "ttl-cost";
+  std::string hbm_policy = "lru";
+  std::string dram_policy = "lru";
+  std::string flash_policy = "lru";
+  std::string rocks_policy = "lru";
+  // Admission filter per tier (cache/admission.h: none, tinylfu, ghost,
+  // prefix): whether a new block may displace a resident one of a full tier.
+  std::string hbm_admission = "none";
+  std::string dram_admission = "none";
+  std::string flash_admission = "none";
+  std::string rocks_admission = "none";
   // GPU memory: an H100's $2.50/h over its 80 GiB, per month (730 h).
   double hbm_usd_per_gib_month = 22.8;
   double dram_usd_per_gib_month = 3.0;    // host memory

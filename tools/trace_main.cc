@@ -62,7 +62,9 @@ run of its blocks that are cached.
   --admission LIST  admission filters each policy runs with, comma-separated: none
                     tinylfu ghost prefix, or all (default none). Each policy is
                     replayed with each filter, named policy+filter (lru+tinylfu);
-                    belady, the bound, once (it decides admission itself)
+                    belady, the bound, once (it decides admission itself). With
+                    --tier-policies, each tier of the scenario runs the policy with
+                    each filter too
   --mrc             also feed every block reference to kvtierd's miss-ratio curve
                     estimator (SHARDS, cache/mrc.h) and print its hit ratio at each
                     size against exact LRU counting each reference on its own; with
@@ -298,7 +300,8 @@ int Main(int argc, char** argv) {
     }
   }
   nlohmann::json results = nlohmann::json::array();
-  Progress progress(runs.size() * sizes->size() + (scenario ? 1 : 0) + tier_policies.size());
+  Progress progress(runs.size() * sizes->size() + (scenario ? 1 : 0) +
+                    tier_policies.size() * admissions.size());
   for (const Run& run : runs) {
     const std::string& p = run.name;
     for (uint64_t size : *sizes) {
@@ -332,12 +335,17 @@ int Main(int argc, char** argv) {
   }
   TierPolicyRuns by_policy;
   for (const std::string& p : tier_policies) {
-    TierScenario sc = *scenario;
-    for (ScenarioTier& t : sc.tiers) t.policy = p;
-    Result<TierReplayResult> r = ReplayTiers(*trace, sc, [&](double f) { progress.Within(f); });
-    progress.Step();
-    if (!r.ok()) return Fail(r.status().message(), 1);
-    by_policy.emplace_back(p, std::move(*r));
+    for (const std::string& a : admissions) {
+      TierScenario sc = *scenario;
+      for (ScenarioTier& t : sc.tiers) {
+        t.policy = p;
+        t.admission = a;
+      }
+      Result<TierReplayResult> r = ReplayTiers(*trace, sc, [&](double f) { progress.Within(f); });
+      progress.Step();
+      if (!r.ok()) return Fail(r.status().message(), 1);
+      by_policy.emplace_back(a == "none" ? p : p + "+" + a, std::move(*r));
+    }
   }
   if (!by_policy.empty()) PrintTierPolicies(by_policy);
   if (flags.Has("csv")) {

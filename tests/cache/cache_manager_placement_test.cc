@@ -274,6 +274,99 @@ TEST_F(CacheManagerPlacementTest, ATinyModelsVictimIsDroppedRatherThanDemoted) {
   EXPECT_EQ(cache_->Stats().remat_drops, 1u);
 }
 
+// Rent or buy: a block moves down once it has waited as long as the move
+// saves (its cost lines cross), and is dropped once recomputing it is the
+// cheapest. Per byte in kUnit $, at a wait of T s: dram 32 (T + 10), flash
+// 3.75 (T + 300), cold T + 3600; recomputing a 7B model's 64 tokens costs
+// 1.5556e-6 $ = 25319 x 61440 x kUnit. So dram until 28.5 s, flash until
+// 900 s, cold until 21719 s, then the drop.
+TEST_F(CacheManagerPlacementTest, ABlockThatWaitsMovesDownThenIsDropped) {
+  PlacementOptions p = NoWait();
+  p.default_idle_s = 1;  // placed for a wait of a second: dram
+  Open(kFourTiers, p);
+  BlockMeta meta;
+  meta.remat_flops = 2 * 7e9 * 64;
+  ASSERT_TRUE(cache_->Insert(K(1), Payload(kBlock, 1), meta).ok());
+  ASSERT_EQ(TierOf(K(1)), 1u);
+  clock_.AdvanceMs(28'000);
+  EXPECT_EQ(cache_->ReviewIdle(), 0u) << "not yet";
+  EXPECT_EQ(TierOf(K(1)), 1u);
+  clock_.AdvanceMs(1'000);
+  EXPECT_EQ(cache_->ReviewIdle(), 1u);
+  EXPECT_EQ(TierOf(K(1)), 2u);
+  Result<BlockExplanation> x = cache_->Explain(K(1));
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(x->entry.decision.kind, DecisionKind::kDemoted);
+  EXPECT_EQ(x->entry.decision.from_tier, 1u);
+  clock_.AdvanceMs(871'000);  // 900 s
+  EXPECT_EQ(cache_->ReviewIdle(), 0u);
+  clock_.AdvanceMs(1'000);
+  EXPECT_EQ(cache_->ReviewIdle(), 1u);
+  EXPECT_EQ(TierOf(K(1)), 3u);
+  clock_.AdvanceMs(20'817'000);  // 21718 s
+  EXPECT_EQ(cache_->ReviewIdle(), 0u);
+  clock_.AdvanceMs(2'000);
+  size_t looked = 0;
+  EXPECT_EQ(cache_->ReviewIdle(SIZE_MAX, &looked), 1u);
+  EXPECT_EQ(looked, 1u) << "one look per move";
+  EXPECT_FALSE(cache_->Find(K(1)).ok());
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.aged_out, 3u);
+  EXPECT_EQ(s.demotions, 2u);
+  EXPECT_EQ(s.remat_drops, 1u);
+  EXPECT_EQ(s.traffic[1].demoted, 1u);
+  EXPECT_EQ(s.traffic[2].demoted, 1u);
+  EXPECT_EQ(s.traffic[3].dropped_for_remat, 1u);
+}
+
+// A use restarts the wait; a pinned block, a parent, a block whose
+// recompute cost is unknown and one with a TTL are never dropped by age.
+TEST_F(CacheManagerPlacementTest, TheWaitCountsFromTheLastUseAndSparesWhatIsInUse) {
+  PlacementOptions p = NoWait();
+  p.default_idle_s = 1;
+  Open(kFourTiers, p);
+  BlockMeta meta;
+  meta.remat_flops = 2 * 7e9 * 64;
+  ASSERT_TRUE(cache_->Insert(K(1), Payload(kBlock, 1), meta).ok());  // used at 20 s
+  ASSERT_TRUE(cache_->Insert(K(2), Payload(kBlock, 2), meta).ok());  // pinned
+  BlockMeta child;  // its recompute cost unknown: it stays, and so does its parent
+  child.parent = K(3);
+  ASSERT_TRUE(cache_->Insert(K(3), Payload(kBlock, 3), meta).ok());  // a parent
+  ASSERT_TRUE(cache_->Insert(K(4), Payload(kBlock, 4), child).ok());
+  BlockMeta unknown;  // recompute cost unknown
+  ASSERT_TRUE(cache_->Insert(K(5), Payload(kBlock, 5), unknown).ok());
+  BlockMeta ttl = meta;  // a context-caching write: kept for its TTL
+  ttl.ttl_ms = 100'000'000;
+  ASSERT_TRUE(cache_->Insert(K(6), Payload(kBlock, 6), ttl).ok());
+  clock_.AdvanceMs(20'000);
+  ASSERT_EQ(cache_->Lookup(std::vector<BlockKey>{K(1)}).blocks, 1u);
+  PrefixHit pinned = cache_->Lookup(std::vector<BlockKey>{K(2)}, /*pin=*/true);
+  ASSERT_EQ(pinned.blocks, 1u);
+  clock_.AdvanceMs(10'000);  // 30 s
+  cache_->ReviewIdle();
+  EXPECT_EQ(TierOf(K(1)), 1u) << "used 10 s ago";
+  EXPECT_EQ(TierOf(K(2)), 1u) << "pinned";
+  EXPECT_EQ(TierOf(K(3)), 2u);
+  EXPECT_EQ(TierOf(K(4)), 2u);
+  EXPECT_EQ(TierOf(K(5)), 2u);
+  clock_.AdvanceMs(20'000);  // 50 s: K(1) has waited 30 s
+  cache_->ReviewIdle();
+  EXPECT_EQ(TierOf(K(1)), 2u);
+  EXPECT_EQ(TierOf(K(2)), 1u) << "still pinned";
+  pinned = PrefixHit{};
+  clock_.AdvanceMs(40'000'000);  // far past every crossing
+  for (int i = 0; i < 8; ++i) cache_->ReviewIdle();
+  EXPECT_FALSE(cache_->Find(K(1)).ok());
+  EXPECT_FALSE(cache_->Find(K(2)).ok()) << "unpinned, it ages like the rest";
+  EXPECT_EQ(TierOf(K(3)), 3u) << "a parent keeps its chain: moved down, never dropped";
+  std::vector<std::byte> out(kBlock);
+  ASSERT_TRUE(cache_->Read(K(3), out).ok());
+  EXPECT_EQ(out, Payload(kBlock, 3)) << "moved, not changed";
+  EXPECT_EQ(TierOf(K(4)), 3u);
+  EXPECT_EQ(TierOf(K(5)), 3u) << "never dropped for a recompute of unknown cost";
+  EXPECT_EQ(TierOf(K(6)), 3u) << "moved down, kept until its TTL ends";
+}
+
 TEST_F(CacheManagerPlacementTest, ExpiredBlocksAreTheFirstVictims) {
   Open({{"dram", 10, 0, 3}, {"flash", 300, 0}});
   BlockMeta short_ttl, long_ttl;

@@ -24,8 +24,10 @@ std::vector<std::byte> Payload(size_t n, uint8_t seed) {
 class CacheManagerTest : public ::testing::Test {
  protected:
   // A stack of DRAM tiers, each `pages` slab pages large, each taking blocks
-  // up to max_block_bytes[i] (0 or absent: the default).
-  void Open(std::vector<uint64_t> pages_per_tier, std::vector<uint64_t> max_block_bytes = {}) {
+  // up to max_block_bytes[i] (0 or absent: the default), each with the
+  // admission filter admission[i] (empty or absent: none).
+  void Open(std::vector<uint64_t> pages_per_tier, std::vector<uint64_t> max_block_bytes = {},
+            std::vector<std::string> admission = {}) {
     std::vector<TierSlot> slots;
     for (size_t i = 0; i < pages_per_tier.size(); ++i) {
       DramTierOptions o;
@@ -40,6 +42,10 @@ class CacheManagerTest : public ::testing::Test {
       ASSERT_TRUE(tier.ok()) << tier.status();
       tiers_.push_back(tier->get());
       slots.push_back({std::move(*tier), NewLruPolicy()});
+      if (i < admission.size() && !admission[i].empty()) {
+        slots.back().admission = NewAdmissionFilter(admission[i], {.capacity_blocks = 2});
+        ASSERT_NE(slots.back().admission, nullptr);
+      }
     }
     auto m = CacheManager::Open(std::move(slots), Options());
     ASSERT_TRUE(m.ok()) << m.status();
@@ -217,6 +223,53 @@ TEST_F(CacheManagerTest, VictimsOfAFullTierAreDemotedToTheNext) {
     ASSERT_TRUE(cache_->Read(a[i], buf).ok()) << i;
     EXPECT_EQ(buf, Payload(bytes, uint8_t(i))) << i;
   }
+}
+
+// A full tier's admission filter keeps a new block out of it ("ghost": not
+// before its second sight); the block goes to the next tier, and displaces a
+// victim of the full one only once it has been seen before.
+TEST_F(CacheManagerTest, AFullTiersAdmissionFilterSendsANewBlockToTheNextTier) {
+  Open({2, 8}, {}, {"ghost", ""});
+  const size_t bytes = 60 << 10;
+  const BlockKey k1{1, 1}, k2{1, 2}, k3{1, 3};
+  ASSERT_TRUE(cache_->Insert(k1, std::nullopt, Payload(bytes, 1)).ok());
+  ASSERT_TRUE(cache_->Insert(k2, std::nullopt, Payload(bytes, 2)).ok());
+  ASSERT_TRUE(cache_->Insert(k3, std::nullopt, Payload(bytes, 3)).ok());
+  EXPECT_EQ(cache_->Find(k1)->tier, 0u) << "room: no question asked";
+  EXPECT_EQ(cache_->Find(k2)->tier, 0u);
+  EXPECT_EQ(cache_->Find(k3)->tier, 1u) << "refused by the full top tier";
+  EXPECT_EQ(cache_->Stats().demotions, 0u);
+  // Seen again, k3 is welcome at the top: the LRU victim k1 goes down.
+  ASSERT_EQ(cache_->Lookup(std::vector<BlockKey>{k3}).blocks, 1u);
+  ASSERT_TRUE(cache_->Erase(k3).ok());
+  ASSERT_TRUE(cache_->Insert(k3, std::nullopt, Payload(bytes, 3)).ok());
+  EXPECT_EQ(cache_->Find(k3)->tier, 0u);
+  EXPECT_EQ(cache_->Find(k1)->tier, 1u);
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.demotions, 1u);
+  EXPECT_EQ(s.admission_refusals, 0u);
+  for (const auto& [k, seed] : {std::pair{k1, 1}, std::pair{k2, 2}, std::pair{k3, 3}}) {
+    std::vector<std::byte> buf(bytes);
+    ASSERT_TRUE(cache_->Read(k, buf).ok());
+    EXPECT_EQ(buf, Payload(bytes, uint8_t(seed)));
+  }
+}
+
+// A block every tier refuses is not stored: the insert succeeds (a cache may
+// decline a block) and it is counted.
+TEST_F(CacheManagerTest, ABlockEveryTierRefusesIsNotStored) {
+  Open({2}, {}, {"ghost"});
+  const size_t bytes = 60 << 10;
+  ASSERT_TRUE(cache_->Insert(BlockKey{1, 1}, std::nullopt, Payload(bytes, 1)).ok());
+  ASSERT_TRUE(cache_->Insert(BlockKey{1, 2}, std::nullopt, Payload(bytes, 2)).ok());
+  ASSERT_TRUE(cache_->Insert(BlockKey{1, 3}, std::nullopt, Payload(bytes, 3)).ok());
+  EXPECT_FALSE(cache_->Find(BlockKey{1, 3}).ok());
+  EXPECT_TRUE(cache_->Find(BlockKey{1, 1}).ok()) << "nothing displaced";
+  EXPECT_TRUE(cache_->Find(BlockKey{1, 2}).ok());
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.admission_refusals, 1u);
+  EXPECT_EQ(s.inserts, 2u);
+  EXPECT_EQ(s.insert_failures, 0u);
 }
 
 // A tier that takes no block that large is skipped: the victims go on down

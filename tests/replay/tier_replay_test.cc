@@ -137,11 +137,31 @@ TEST(TierReplayTest, VictimsCheaperToRecomputeAreDropped) {
   EXPECT_LT(r->block_hits, InfinitePrefixHits(trace));
 }
 
+// A block whose rent passes its prefill's cost while it waits is dropped by
+// the age review (rent or buy), as the oracle recomputes it: a 1 GiB block
+// at $30/GiB-month rents for 1.16e-5 $/s; the prefill of its 16 tokens of a
+// 1e9-parameter model at 1e12 FLOP/s and $3.60/h costs 3.2e-5 $. So after
+// about 2.7 s of waiting it is dropped (a parent once its child is).
+TEST(TierReplayTest, ABlockWaitingLongerThanItsPrefillIsWorthIsDropped) {
+  const Trace trace = CsvTrace("0,a,x;y\n1000,b,z\n3000,c,w\n60000,a,x;y\n");
+  Result<TierReplayResult> r = ReplayTiers(trace, Scenario({{"hbm", 8, 1000, 30}}));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GE(r->aged_out, 2u);
+  EXPECT_EQ(r->aged_out, r->remat_drops);
+  EXPECT_EQ(r->hit_tokens, 0u) << "the minute-later request recomputes";
+  EXPECT_EQ(r->oracle.hit_tokens, 0u) << "so does the oracle";
+  const Result<TierReplayResult> cheap = ReplayTiers(trace, Scenario({{"hbm", 8, 1000, 0.3}}));
+  ASSERT_TRUE(cheap.ok());
+  EXPECT_EQ(cheap->aged_out, 0u);
+  EXPECT_EQ(cheap->hit_tokens, 32u);
+}
+
 // Two requests for the same two full blocks, a minute apart: the second
 // hits both. TTFT, GPU time and costs by hand.
 TEST(TierReplayTest, TtftAndCostsAddUpByHand) {
   const Trace trace = CsvTrace("0,a,x;y\n60000,a,x;y\n");
-  const double gbps = 1000, price = 30;
+  // Holding a block a minute costs less than its prefill: it waits.
+  const double gbps = 1000, price = 0.3;
   Result<TierReplayResult> r = ReplayTiers(trace, Scenario({{"hbm", 4, gbps, price}}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const double s_per_token = 2 * 1e9 / 1e12;  // 2 · active_params / FLOP/s

@@ -32,7 +32,7 @@ TEST(TierScenarioTest, ParsesAScenarioWithAGeometryAndDefaults) {
   ASSERT_EQ(s->tiers.size(), 2u);
   EXPECT_EQ(s->tiers[0].capacity_bytes, 40 * kGiB);
   EXPECT_EQ(s->tiers[0].read_bytes_per_s, 2000e9);
-  EXPECT_EQ(s->tiers[0].policy, "ttl-cost");
+  EXPECT_EQ(s->tiers[0].policy, "lru") << "kvtierd's default";
   EXPECT_EQ(s->tiers[1].policy, "s3fifo");
 }
 
@@ -57,6 +57,12 @@ TEST(TierScenarioTest, RefusesMalformedScenariosNamingTheField) {
       {"{" + model +
            R"(, "tiers": [{"name": "x", "capacity_gib": 1, "read_gb_per_s": 1, "usd_per_gib_month": 1, "policy": "mru"}]})",
        "tiers[0].policy 'mru' is not an eviction policy"},
+      {"{" + model +
+           R"(, "tiers": [{"name": "x", "capacity_gib": 1, "read_gb_per_s": 1, "usd_per_gib_month": 1, "admission": "bloom"}]})",
+       "tiers[0].admission 'bloom' is not an admission filter"},
+      {"{" + model +
+           R"(, "tiers": [{"name": "x", "capacity_gib": 1, "read_gb_per_s": 1, "usd_per_gib_month": 1, "admission": 3}]})",
+       "tiers[0].admission must be a non-empty string"},
       {"{" + model + R"(, "tiers": [{"name": "x", "capacity_gib": 1, "read_gb_per_s": 1}]})",
        "tiers[0].usd_per_gib_month is required"},
       {R"({"model": {"kv_bytes_per_token": 1024, "layers": 2, "active_params": 1}, "tiers": [)" +

@@ -115,7 +115,7 @@ TEST(DaemonFlagsTest, PlacementFlags) {
                                    "1e15", "--fetch-budget-ms", "250", "--default-idle", "30"});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->dram_policy, "s3fifo");
-  EXPECT_EQ(o->flash_policy, "ttl-cost");
+  EXPECT_EQ(o->flash_policy, "lru");
   EXPECT_EQ(o->rocks_policy, "arc");
   EXPECT_DOUBLE_EQ(o->flash_usd_per_gib_month, 0.2);
   EXPECT_DOUBLE_EQ(o->dram_usd_per_gib_month, 3.0);
@@ -128,6 +128,20 @@ TEST(DaemonFlagsTest, PlacementFlags) {
   EXPECT_NE(bad.status().message().find("--flash-policy: unknown policy 'mru'"), std::string::npos)
       << bad.status();
   EXPECT_NE(bad.status().message().find("s3fifo"), std::string::npos) << "names the choices";
+  EXPECT_EQ(o->dram_admission, "none") << "no filter unless asked";
+  Result<DaemonOptions> filtered =
+      Parse({"--dram-admission", "tinylfu", "--hbm-admission", "prefix"});
+  ASSERT_TRUE(filtered.ok()) << filtered.status();
+  EXPECT_EQ(filtered->dram_admission, "tinylfu");
+  EXPECT_EQ(filtered->hbm_admission, "prefix");
+  EXPECT_EQ(filtered->flash_admission, "none");
+  Result<DaemonOptions> unknown_filter = Parse({"--flash-admission", "bloom"});
+  ASSERT_FALSE(unknown_filter.ok());
+  EXPECT_NE(
+      unknown_filter.status().message().find("--flash-admission: unknown admission filter 'bloom'"),
+      std::string::npos)
+      << unknown_filter.status();
+  EXPECT_NE(unknown_filter.status().message().find("tinylfu"), std::string::npos);
   for (std::vector<std::string> args : {std::vector<std::string>{"--dram-price", "-1"},
                                         {"--remat-flops", "0"},
                                         {"--fetch-budget-ms", "abc"},

@@ -516,7 +516,7 @@ TEST(KvtierdProcessTest, ExplainShowsWhereABlockIsAndWhy) {
   ASSERT_EQ(RunTool("kvtier", {addr, "--json", "stats"}, &text), 0);
   auto stats = nlohmann::json::parse(text);
   EXPECT_EQ(stats["placed"], 1);
-  EXPECT_EQ(stats["tiers"][0]["policy"], "ttl-cost");
+  EXPECT_EQ(stats["tiers"][0]["policy"], "lru");
   // Bad input: a key that is not cached, and one that is not a key.
   EXPECT_EQ(RunTool("kvtier", {addr, "--json", "explain", std::string(32, '0')}, &text), 1);
   EXPECT_NE(text.find("not cached"), std::string::npos) << text;

@@ -118,13 +118,13 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
   std::ifstream md(dir + "/r.md");
   std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("Scenario `two`"), std::string::npos) << text;
-  EXPECT_NE(text.find("| hbm | ttl-cost |"), std::string::npos) << text;
+  EXPECT_NE(text.find("| hbm | lru |"), std::string::npos) << text;
   std::ifstream tcsv(dir + "/t.csv");
   std::vector<std::string> lines;
   for (std::string l; std::getline(tcsv, l);) lines.push_back(l);
   ASSERT_EQ(lines.size(), 8u);  // header, 2 tiers, header, 4 ways
   EXPECT_EQ(lines[7].rfind("cost,oracle,", 0), 0u) << lines[7];
-  EXPECT_EQ(lines[1].rfind("tier,hbm,ttl-cost,", 0), 0u) << lines[1];
+  EXPECT_EQ(lines[1].rfind("tier,hbm,lru,", 0), 0u) << lines[1];
   EXPECT_EQ(lines[5].rfind("cost,tiered,", 0), 0u) << lines[5];
   EXPECT_TRUE(std::filesystem::exists(dir + "/plots/occupancy.dat"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/plots/occupancy.gp"));

@@ -68,6 +68,7 @@ json StatsJson(const v1::StatsResponse& s) {
             {"promotions", s.promotions()},
             {"promotion_skips", s.promotion_skips()},
             {"remat_drops", s.remat_drops()},
+            {"aged_out", s.aged_out()},
             {"corruption_misses", s.corruption_misses()},
             {"default_block_tokens", s.default_block_tokens()},
             {"default_namespace", s.default_namespace()}};
@@ -108,9 +109,9 @@ std::string StatsText(const v1::StatsResponse& s) {
        << s.read_misses() << " misses)\ninserts: " << s.inserts() << " (+" << s.refreshes()
        << " refreshes, " << s.insert_bytes() << " bytes, " << s.insert_failures()
        << " refused)\nplacement: " << s.placed() << " placed, " << s.promotions() << " promoted, "
-       << s.demotions() << " demoted, " << s.remat_drops() << " dropped for recompute, "
-       << s.drops() << " dropped with no tier below, " << s.expired()
-       << " expired\ndefault namespace: " << s.default_namespace() << "\n";
+       << s.demotions() << " demoted, " << s.remat_drops() << " dropped for recompute ("
+       << s.aged_out() << " of these aged out), " << s.drops() << " dropped with no tier below, "
+       << s.expired() << " expired\ndefault namespace: " << s.default_namespace() << "\n";
   if (s.has_engine()) {
     const v1::EngineStats& e = s.engine();
     text << "engine: " << e.model() << ", " << e.params() << " params, " << e.requests()
