@@ -626,6 +626,38 @@ TEST(KvtierdProcessTest, AConfigFileSetsFlagsAndTheCommandLineWins) {
   std::filesystem::remove_all(dir);
 }
 
+// Admission filters and policies from the config file run in the daemon:
+// the stats name them, blocks still go in and come back; an unknown filter
+// stops kvtierd from starting.
+TEST(KvtierdProcessTest, AdmissionFiltersRunInTheDaemon) {
+  const std::string dir = TempDir("admission");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/kvtierd.json")
+      << R"({"dram-bytes": "64M", "flash-bytes": "64M", "no-engine": true,
+             "dram-admission": "ghost", "flash-admission": "tinylfu", "rocks-policy": "s3fifo"})";
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--config", dir + "/kvtierd.json"}));
+  const std::string addr = "--addr=" + d.address();
+  std::string text;
+  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "stats"}, &text), 0) << text;
+  const auto stats = nlohmann::json::parse(text);
+  std::vector<std::string> policies;
+  for (const auto& t : stats["tiers"]) policies.push_back(t["policy"]);
+  EXPECT_EQ(policies, (std::vector<std::string>{"lru+ghost", "lru+tinylfu", "s3fifo"}));
+  EXPECT_EQ(stats["aged_out"], 0);
+  const std::string in = dir + "/block.bin", back = dir + "/back.bin";
+  std::ofstream(in, std::ios::binary) << Bytes(100'000, 5);
+  ASSERT_EQ(RunTool("kvtier", {addr, "put", "--tokens", "1..64", "--file", in}, &text), 0) << text;
+  ASSERT_EQ(RunTool("kvtier", {addr, "get", "--tokens", "1..64", "--out", back}, &text), 0) << text;
+  std::ifstream a(in, std::ios::binary), b(back, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(a), {}),
+            std::string(std::istreambuf_iterator<char>(b), {}));
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  DaemonProcess bad;
+  EXPECT_FALSE(bad.Start(dir + "/bad", {"--no-engine", "--dram-admission", "bloom"}));
+  std::filesystem::remove_all(dir);
+}
+
 // With a certificate kvtierd serves over TLS: a client that trusts it gets
 // answers, a plaintext client does not.
 TEST(KvtierdProcessTest, TlsWhenACertificateIsConfigured) {
@@ -681,6 +713,7 @@ TEST(KvtierdProcessTest, MetricsAreServedOverHttp) {
   ASSERT_TRUE(res) << "no answer from " << m;
   EXPECT_EQ(res->status, 200);
   EXPECT_NE(res->body.find("# TYPE kvtier_cache_decisions_total counter"), std::string::npos);
+  EXPECT_NE(res->body.find("# TYPE kvtier_cache_aged_out_total counter"), std::string::npos);
   EXPECT_NE(res->body.find("kvtier_cache_decisions_total{kind=\"placed\"} 1"), std::string::npos)
       << res->body;
   EXPECT_NE(res->body.find("kvtier_tier_capacity_bytes{tier=\"dram\"}"), std::string::npos);
