@@ -157,6 +157,35 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
       RunCli("kvtier-trace", {"--trace", trace, "--format", "csv", "--tier-policies", "lru"}, &out),
       2);
   EXPECT_NE(out.find("--tier-policies needs --scenario"), std::string::npos) << out;
+  // Each tier policy with each admission filter; an unknown filter refused.
+  ASSERT_EQ(
+      RunCli("kvtier-trace",
+             {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--scenario",
+              dir + "/s.json", "--tier-policies", "lru", "--admission", "ghost,none", "--json"},
+             &out),
+      0)
+      << out;
+  const nlohmann::json filtered = LastJson(out);
+  ASSERT_EQ(filtered["tier_policies"].size(), 2u);
+  EXPECT_EQ(filtered["tier_policies"][0]["policy"], "lru+ghost");
+  EXPECT_EQ(filtered["tier_policies"][1]["policy"], "lru");
+  EXPECT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--scenario", dir + "/s.json",
+                    "--tier-policies", "lru", "--admission", "bloom"},
+                   &out),
+            2);
+  EXPECT_NE(out.find("unknown admission filter 'bloom'"), std::string::npos) << out;
+  // A tier's admission filter in the scenario file is checked like its policy.
+  std::string with_filter = kScenario;
+  with_filter.replace(with_filter.find(R"("usd_per_gib_month": 20})"), 24,
+                      R"("usd_per_gib_month": 20, "admission": "bloom"})");
+  std::ofstream(dir + "/filter.json") << with_filter;
+  EXPECT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--scenario", dir + "/filter.json"}, &out),
+            2);
+  EXPECT_NE(out.find("tiers[0].admission 'bloom' is not an admission filter"), std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("scenario two"), std::string::npos) << "nothing replayed: " << out;
   // A malformed scenario is refused before anything runs, naming the file.
   std::ofstream(dir + "/bad.json") << R"({"model": {}})";
   EXPECT_EQ(RunCli("kvtier-trace",
