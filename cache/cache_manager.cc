@@ -789,38 +789,41 @@ bool CacheManager::Move(const BlockKey& key, const IndexEntry& e, size_t to, Dec
 void CacheManager::QueueExpiry(const BlockKey& key, int64_t expiry_ms) {
   if (expiry_ms == kNoExpiry) return;
   std::lock_guard<std::mutex> lock(expiry_mu_);
-  expiry_queue_.push(ExpiryItem{expiry_ms, key});
-  // Blocks that left before their expiry leave stale items behind: when
-  // they outnumber the live ones, rebuild the queue from the live ones.
-  if (expiry_queue_.size() > 4096 && expiry_queue_.size() > 2 * index_.size()) {
-    std::vector<ExpiryItem> live;
-    while (!expiry_queue_.empty()) {
-      const ExpiryItem item = expiry_queue_.top();
-      expiry_queue_.pop();
-      std::optional<IndexEntry> e = index_.Get(item.key);
-      if (e && e->queued_expiry_ms == item.expiry_ms) live.push_back(item);
-    }
-    expiry_queue_ = decltype(expiry_queue_)(std::greater<>(), std::move(live));
+  expiry_queue_.push(TimedKey{expiry_ms, key});
+  KeepLiveItems(expiry_queue_, [&](const TimedKey& item) {
+    std::optional<IndexEntry> e = index_.Get(item.key);
+    return e && e->queued_expiry_ms == item.at_ms;
+  });
+}
+
+void CacheManager::KeepLiveItems(TimedKeyQueue& queue,
+                                 const std::function<bool(const TimedKey&)>& live) const {
+  if (queue.size() <= 4096 || queue.size() <= 2 * index_.size()) return;
+  std::vector<TimedKey> kept;
+  while (!queue.empty()) {
+    if (live(queue.top())) kept.push_back(queue.top());
+    queue.pop();
   }
+  queue = TimedKeyQueue(std::greater<>(), std::move(kept));
 }
 
 size_t CacheManager::SweepExpired(size_t limit) {
   const int64_t now = options_.clock->NowMs();
   size_t freed = 0;
   while (freed < limit) {
-    std::vector<ExpiryItem> due;
+    std::vector<TimedKey> due;
     {
       std::lock_guard<std::mutex> lock(expiry_mu_);
-      while (!expiry_queue_.empty() && expiry_queue_.top().expiry_ms <= now && due.size() < 256) {
+      while (!expiry_queue_.empty() && expiry_queue_.top().at_ms <= now && due.size() < 256) {
         due.push_back(expiry_queue_.top());
         expiry_queue_.pop();
       }
     }
     if (due.empty()) break;
-    for (const ExpiryItem& item : due) {
+    for (const TimedKey& item : due) {
       std::optional<IndexEntry> e = index_.Get(item.key);
-      if (!e || e->queued_expiry_ms != item.expiry_ms) continue;  // stale
-      if (e->expiry_ms > now) {  // refreshed since: look again then
+      if (!e || e->queued_expiry_ms != item.at_ms) continue;  // stale
+      if (e->expiry_ms > now) {                               // refreshed since: look again then
         int64_t next = e->expiry_ms;
         index_.Modify(item.key, [&](IndexEntry& x) {
           next = x.expiry_ms;
@@ -898,19 +901,11 @@ void CacheManager::QueueReview(const BlockKey& key, const IndexEntry& e, int64_t
   const int64_t due =
       AddSaturating(e.last_access_ms, static_cast<int64_t>(std::ceil(age_s * 1000.0)) + 1);
   std::lock_guard<std::mutex> lock(review_mu_);
-  review_queue_.push(ReviewItem{due, key});
-  // Items of blocks gone since pile up: when they outnumber the blocks,
-  // keep one per block still indexed.
-  if (review_queue_.size() > 4096 && review_queue_.size() > 2 * index_.size()) {
-    std::vector<ReviewItem> live;
-    std::unordered_set<BlockKey, BlockKeyHash> seen;
-    while (!review_queue_.empty()) {
-      const ReviewItem item = review_queue_.top();
-      review_queue_.pop();
-      if (index_.Get(item.key) && seen.insert(item.key).second) live.push_back(item);
-    }
-    review_queue_ = decltype(review_queue_)(std::greater<>(), std::move(live));
-  }
+  review_queue_.push(TimedKey{due, key});
+  std::unordered_set<BlockKey, BlockKeyHash> seen;  // one item per block still indexed
+  KeepLiveItems(review_queue_, [&](const TimedKey& item) {
+    return index_.Get(item.key) && seen.insert(item.key).second;
+  });
 }
 
 size_t CacheManager::ReviewIdle(size_t limit, size_t* looked_at) {
@@ -920,7 +915,7 @@ size_t CacheManager::ReviewIdle(size_t limit, size_t* looked_at) {
     std::vector<BlockKey> due;
     {
       std::lock_guard<std::mutex> lock(review_mu_);
-      while (!review_queue_.empty() && review_queue_.top().due_ms <= now &&
+      while (!review_queue_.empty() && review_queue_.top().at_ms <= now &&
              looked + due.size() < limit) {
         due.push_back(review_queue_.top().key);
         review_queue_.pop();

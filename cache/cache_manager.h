@@ -48,6 +48,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -346,25 +347,25 @@ class CacheManager {
   MrcEstimator mrc_;  // thread-safe on its own
   mutable std::mutex mu_;
 
+  // A block due at a time: the sweep's queues are min-heaps of these.
+  struct TimedKey {
+    int64_t at_ms;
+    BlockKey key;
+    bool operator>(const TimedKey& o) const { return at_ms > o.at_ms; }
+  };
+  using TimedKeyQueue = std::priority_queue<TimedKey, std::vector<TimedKey>, std::greater<>>;
+  // Items of blocks that left early pile up in a queue: when they outnumber
+  // the blocks, keeps only the items `live` accepts (the queue's lock held).
+  void KeepLiveItems(TimedKeyQueue& queue, const std::function<bool(const TimedKey&)>& live) const;
   // Sweep queue: the earliest expiry first. A block has one live entry (the
   // one matching its queued_expiry_ms); others are stale and skipped.
-  struct ExpiryItem {
-    int64_t expiry_ms;
-    BlockKey key;
-    bool operator>(const ExpiryItem& o) const { return expiry_ms > o.expiry_ms; }
-  };
   std::mutex expiry_mu_;
-  std::priority_queue<ExpiryItem, std::vector<ExpiryItem>, std::greater<>> expiry_queue_;
+  TimedKeyQueue expiry_queue_;
   // Review queue (ReviewIdle): the earliest due first, under review_mu_. An
   // item for a block that has gone since is skipped; a block re-inserted may
   // have two, which only costs a second look.
-  struct ReviewItem {
-    int64_t due_ms;
-    BlockKey key;
-    bool operator>(const ReviewItem& o) const { return due_ms > o.due_ms; }
-  };
   std::mutex review_mu_;
-  std::priority_queue<ReviewItem, std::vector<ReviewItem>, std::greater<>> review_queue_;
+  TimedKeyQueue review_queue_;
 
   struct Promotion {
     BlockKey key;
