@@ -427,7 +427,17 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
     const std::optional<IndexEntry> parent = index_.Get(*meta.parent);
     f.depth = parent ? parent->depth + 1 : 1;
   }
-  reuse_.ObserveInsert(ReuseClassOf(f.stream, f.depth), now);
+  // A block the age review dropped, written again: the use it would have
+  // had ends its waiting period, and it comes back as a reused block.
+  const std::optional<AgedGhost> ghost = TakeAgedGhost(key);
+  if (ghost) {
+    reuse_.Observe(ghost->reuse_class,
+                   static_cast<double>(std::max<int64_t>(0, now - ghost->last_access_ms)) / 1000.0,
+                   now, /*first=*/!ghost->reused);
+    f.uses = 1;
+  } else {
+    reuse_.ObserveInsert(ReuseClassOf(f.stream, f.depth), now);
+  }
   const double idle_s = IdleFor(f, now);
   const PlacementCosts costs = CostsFor(f, idle_s, 0, tiers_.size());
   const std::vector<size_t> order = Candidates(costs, f.bytes, 0, tiers_.size());
@@ -477,6 +487,7 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
                         static_cast<float>(idle_s), now};
   const PolicyBlock pb = PolicyBlockFor(chosen, f, now);
   index_.Upsert(key, f);
+  if (f.uses > 0) index_.Modify(key, [&](IndexEntry& x) { x.uses = f.uses; });  // a ghost's return
   {
     std::lock_guard<std::mutex> lock(mu_);
     tiers_[chosen].policy->Insert(key, pb);
@@ -870,25 +881,63 @@ size_t CacheManager::SweepExpired(size_t limit) {
 // age moves it down but never drops it; its expiry ends it.
 bool CacheManager::AgingMayDrop(const IndexEntry& e) { return e.expiry_ms == kNoExpiry; }
 
+double CacheManager::DropFloorS(const IndexEntry& e) const {
+  return std::max(IdleFor(e, e.last_access_ms), options_.placement.default_idle_s);
+}
+
+double CacheManager::ReviewProbability(const IndexEntry& e) const {
+  return reuse_.SettledReuseProbability(ReuseClassOf(e.stream, e.depth), e.uses > 0).value_or(1);
+}
+
+void CacheManager::RememberAgedOut(const BlockKey& key, const IndexEntry& e) {
+  std::lock_guard<std::mutex> lock(ghost_mu_);
+  if (!aged_ghosts_
+           .insert_or_assign(
+               key, AgedGhost{e.last_access_ms, ReuseClassOf(e.stream, e.depth), e.uses > 0})
+           .second) {
+    return;  // already remembered: its place in the order stands
+  }
+  aged_ghost_order_.push_back(key);
+  while (aged_ghost_order_.size() > kMaxAgedGhosts) {
+    aged_ghosts_.erase(aged_ghost_order_.front());
+    aged_ghost_order_.pop_front();
+  }
+}
+
+std::optional<CacheManager::AgedGhost> CacheManager::TakeAgedGhost(const BlockKey& key) {
+  std::lock_guard<std::mutex> lock(ghost_mu_);
+  auto it = aged_ghosts_.find(key);
+  if (it == aged_ghosts_.end()) return std::nullopt;
+  const AgedGhost g = it->second;
+  aged_ghosts_.erase(it);  // its key stays in the order until it ages out
+  return g;
+}
+
 double CacheManager::NextReviewAgeS(const IndexEntry& e, double from_s) const {
-  // Every option's cost is a line in the wait T (p = 1): rent x T + fetch.
+  // Every option's cost is a line in the wait T: rent x T + p x fetch.
+  const double p = ReviewProbability(e);
   const auto line = [&](size_t d) {
-    const double fetch = model_.HoldCost(d, static_cast<double>(e.bytes), 0);
-    return std::pair{model_.HoldCost(d, static_cast<double>(e.bytes), 1) - fetch, fetch};
+    const double fetch = model_.HoldCost(d, static_cast<double>(e.bytes), 0, p);
+    return std::pair{model_.HoldCost(d, static_cast<double>(e.bytes), 1, p) - fetch, fetch};
   };
   const auto [rent, fetch] = line(e.tier);
   if (!std::isfinite(rent) || !std::isfinite(fetch)) return kInfiniteCost;
-  double next = kInfiniteCost;
-  const auto consider = [&](double r, double f) {
-    if (!std::isfinite(r) || !std::isfinite(f) || !(r < rent)) return;  // never cheaper to wait in
-    next = std::min(next, std::max(from_s, (f - fetch) / (rent - r)));
+  // The wait past which an option of rent r and fetch f is the cheaper.
+  const auto crossing = [&](double r, double f) {
+    if (!std::isfinite(r) || !std::isfinite(f) || !(r < rent)) return kInfiniteCost;
+    return std::max(from_s, (f - fetch) / (rent - r));
   };
+  double next = kInfiniteCost;
   for (size_t d = e.tier + 1; d < tiers_.size(); ++d) {
     if (!TierTakes(d, e.bytes)) continue;
     const auto [r, f] = line(d);
-    consider(r, f);
+    next = std::min(next, crossing(r, f));
   }
-  if (AgingMayDrop(e)) consider(0, model_.RematCost(e.remat_flops));
+  if (AgingMayDrop(e)) {
+    // Not before its expected idle time either (ReviewOne).
+    const double drop = crossing(0, p * model_.RematCost(e.remat_flops));
+    next = std::min(next, std::max(drop, DropFloorS(e)));
+  }
   return next;
 }
 
@@ -946,25 +995,30 @@ bool CacheManager::ReviewOne(const BlockKey& key, int64_t now) {
   if (!e || e->pins > 0 || e->expiry_ms <= now) return false;  // the expiry sweep's
   // Rent or buy (the ski-rental rule): a block that has waited `age` since
   // its last use is priced as if it will wait as long again (at least its
-  // class's expected idle time), and as if it will come back (p = 1). The
-  // review does not lean on the learned p: a block it drops can no longer
-  // show that it would have come back, so a p learned while it drops could
-  // only fall. Each move happens once waiting longer in the current tier
-  // has cost as much as the move saves: at most twice the cost of knowing
-  // the next use in advance, for each of the block's moves.
+  // class's expected idle time) and then come back with its class's
+  // probability p (1 until the class has seen enough reuses; blocks the
+  // review drops and that are written again count as reused, so the review
+  // cannot talk p down). Each move happens once waiting longer in the
+  // current tier has cost as much as the move saves in expectation.
   const double age_s = static_cast<double>(now - e->last_access_ms) / 1000.0;
   const double idle_s = std::max(IdleFor(*e, now), age_s);
   const size_t t = e->tier;
   const PlacementCosts costs = model_.Costs(
       static_cast<double>(e->bytes), idle_s, e->remat_flops,
-      [&](size_t d) { return d >= t && TierTakes(d, e->bytes); }, /*reuse_probability=*/1);
+      [&](size_t d) { return d >= t && TierTakes(d, e->bytes); }, ReviewProbability(*e));
   const std::vector<size_t> order = Candidates(costs, e->bytes, t, tiers_.size());
   // Like every decision, on known costs only.
   if (order.empty() || TiersByCost(costs).size() != order.size()) return false;
   // Dropped only as a leaf (a block with cached children keeps its chain
   // reachable; it may still move down) and only without an expiry.
-  if (DropIsCheapest(costs) && e->cached_children == 0 && AgingMayDrop(*e)) {
+  // A block is not given up before it has waited as long as the blocks of
+  // its class that do come back usually wait (its expected idle time: the
+  // default idle time without history): young blocks are the working set
+  // however cheap they are to recompute.
+  if (DropIsCheapest(costs) && e->cached_children == 0 && AgingMayDrop(*e) &&
+      age_s >= DropFloorS(*e)) {
     if (!DropLocked(key).ok()) return false;  // pinned since
+    RememberAgedOut(key, *e);
     ++counters_.remat_drops;
     ++counters_.aged_out;
     ++tier_counters_[t].dropped_for_remat;

@@ -57,6 +57,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -321,6 +322,23 @@ class CacheManager {
   double NextReviewAgeS(const IndexEntry& e, double from_s) const;
   // Whether the age review may drop a block (not only move it down).
   static bool AgingMayDrop(const IndexEntry& e);
+  // The age below which the review never drops a block (it may move it):
+  // its expected idle time, and at least the default idle time.
+  double DropFloorS(const IndexEntry& e) const;
+  // The reuse probability the age review prices a block with: its class's,
+  // once settled (ReuseEstimator::SettledReuseProbability), else 1.
+  double ReviewProbability(const IndexEntry& e) const;
+  // A block the review dropped is remembered (a bounded FIFO of keys): if
+  // it is written again, that was the use it would have had, and its class
+  // observes it, so dropping blocks cannot teach the estimate that blocks
+  // are not reused. Returns the ghost of `key`, forgetting it.
+  struct AgedGhost {
+    int64_t last_access_ms;
+    uint64_t reuse_class;
+    bool reused;
+  };
+  void RememberAgedOut(const BlockKey& key, const IndexEntry& e);
+  std::optional<AgedGhost> TakeAgedGhost(const BlockKey& key);
   // Schedules ReviewIdle to look at a block at its next crossing, not before
   // `not_before_ms` (nor before kFirstReviewAgeMs after its last use).
   void QueueReview(const BlockKey& key, const IndexEntry& e, int64_t not_before_ms);
@@ -366,6 +384,10 @@ class CacheManager {
   // have two, which only costs a second look.
   std::mutex review_mu_;
   TimedKeyQueue review_queue_;
+  static constexpr size_t kMaxAgedGhosts = 1 << 16;
+  std::mutex ghost_mu_;
+  std::unordered_map<BlockKey, AgedGhost, BlockKeyHash> aged_ghosts_;  // guarded by ghost_mu_
+  std::deque<BlockKey> aged_ghost_order_;  // oldest first, guarded by ghost_mu_
 
   struct Promotion {
     BlockKey key;

@@ -144,6 +144,16 @@ double ReuseEstimator::ReuseProbability(uint64_t cls, bool reused) const {
   return std::clamp(s.ended_in_use[kind] / s.periods[kind], 0.0, 1.0);
 }
 
+std::optional<double> ReuseEstimator::SettledReuseProbability(uint64_t cls, bool reused) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = streams_.find(cls);
+  if (it == streams_.end()) return std::nullopt;
+  const int kind = reused ? 1 : 0;
+  const Stream& s = it->second;
+  if (s.ended_in_use[kind] < kReuseMinPeriods) return std::nullopt;
+  return std::clamp(s.ended_in_use[kind] / s.periods[kind], 0.0, 1.0);
+}
+
 std::optional<double> ReuseEstimator::EstimateS(uint64_t stream) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = streams_.find(stream);

@@ -162,6 +162,10 @@ class ReuseEstimator {
   // The probability that a block of `cls` is used again, `reused`: used since
   // its insert.
   double ReuseProbability(uint64_t cls, bool reused) const;
+  // The same once the class has seen at least kReuseMinPeriods periods end
+  // in a use, else nullopt. Early on every period is still running and the
+  // plain estimate reads 0; a decision that removes blocks waits for this.
+  std::optional<double> SettledReuseProbability(uint64_t cls, bool reused) const;
   size_t streams() const;
 
  private:

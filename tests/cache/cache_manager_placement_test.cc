@@ -319,6 +319,55 @@ TEST_F(CacheManagerPlacementTest, ABlockThatWaitsMovesDownThenIsDropped) {
   EXPECT_EQ(s.traffic[3].dropped_for_remat, 1u);
 }
 
+// With a settled reuse probability p the crossings come p times sooner: a
+// class whose new blocks come back one time in ten moves them down and
+// drops them ten times sooner than one with no history (p = 1). A dropped
+// block written again counts as the use it would have had.
+TEST_F(CacheManagerPlacementTest, ARarelyReusedClassAgesOutSoonerAndItsReturnsStillCount) {
+  PlacementOptions p = NoWait();
+  p.default_idle_s = 1;
+  Open(kFourTiers, p);
+  BlockMeta rare;
+  rare.stream = 9;
+  rare.remat_flops = 2 * 7e9 * 64;
+  // 40 blocks of stream 9 came back after 2 s, 360 never: p = 40/400.
+  for (uint64_t i = 0; i < 40; ++i)
+    ASSERT_TRUE(cache_->Insert(K(1000 + i), Payload(kBlock, 1), rare).ok());
+  clock_.AdvanceMs(2'000);
+  for (uint64_t i = 0; i < 40; ++i) {
+    ASSERT_EQ(cache_->Lookup(std::vector<BlockKey>{K(1000 + i)}).blocks, 1u);
+    ASSERT_TRUE(cache_->Erase(K(1000 + i)).ok());
+  }
+  for (uint64_t i = 0; i < 360; ++i) {
+    ASSERT_TRUE(cache_->Insert(K(2000 + i), Payload(kBlock, 1), rare).ok());
+    ASSERT_TRUE(cache_->Erase(K(2000 + i)).ok());
+  }
+  BlockMeta unknown = rare;  // no history: p = 1
+  unknown.stream = 10;
+  ASSERT_TRUE(cache_->Insert(K(1), Payload(kBlock, 1), rare).ok());
+  ASSERT_TRUE(cache_->Insert(K(2), Payload(kBlock, 2), unknown).ok());
+  ASSERT_EQ(TierOf(K(1)), 1u);
+  ASSERT_EQ(TierOf(K(2)), 1u);
+  // dram -> flash at 28.5 p s: 2.8 s for K(1), 28.5 s for K(2).
+  clock_.AdvanceMs(20'000);
+  cache_->ReviewIdle();
+  EXPECT_EQ(TierOf(K(1)), 2u);
+  EXPECT_EQ(TierOf(K(2)), 1u);
+  // Dropped from cold at 21719 p s: 2166 s for K(1); K(2) is in cold by then.
+  clock_.AdvanceMs(2'200'000);
+  for (int i = 0; i < 4; ++i) cache_->ReviewIdle();
+  EXPECT_FALSE(cache_->Find(K(1)).ok());
+  EXPECT_EQ(TierOf(K(2)), 3u);
+  EXPECT_EQ(cache_->Stats().remat_drops, 1u);
+  // K(1) written again: a use of its class after 2222 s, and a reused block.
+  ASSERT_TRUE(cache_->Insert(K(3), Payload(kBlock, 3), rare).ok());
+  const double before = cache_->Explain(K(3))->reuse_probability;
+  ASSERT_TRUE(cache_->Insert(K(1), Payload(kBlock, 1), rare).ok());
+  EXPECT_EQ(cache_->Find(K(1))->uses, 1u);
+  EXPECT_GT(cache_->Explain(K(3))->reuse_probability, before)
+      << "the drop did not hide the return from the estimate";
+}
+
 // A use restarts the wait; a pinned block, a parent, a block whose
 // recompute cost is unknown and one with a TTL are never dropped by age.
 TEST_F(CacheManagerPlacementTest, TheWaitCountsFromTheLastUseAndSparesWhatIsInUse) {

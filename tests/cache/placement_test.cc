@@ -123,6 +123,20 @@ TEST(ReuseEstimatorTest, ReuseProbabilityIsUsesOverWaitingPeriods) {
   EXPECT_GT(r.ReuseProbability(cls, false), 0.9) << "it follows the recent traffic";
 }
 
+TEST(ReuseEstimatorTest, TheSettledProbabilityWaitsForEnoughReuses) {
+  ReuseEstimator r;
+  const uint64_t cls = ReuseClassOf(3, 0);
+  for (int i = 0; i < 100; ++i) r.ObserveInsert(cls, 0);
+  EXPECT_EQ(r.ReuseProbability(cls, false), 0.0) << "every period still running";
+  EXPECT_FALSE(r.SettledReuseProbability(cls, false)) << "no reuse seen yet: not settled";
+  for (int i = 0; i < 31; ++i) r.Observe(cls, 60, 0, /*first=*/true);
+  EXPECT_FALSE(r.SettledReuseProbability(cls, false));
+  r.Observe(cls, 60, 0, /*first=*/true);
+  ASSERT_TRUE(r.SettledReuseProbability(cls, false));
+  EXPECT_DOUBLE_EQ(*r.SettledReuseProbability(cls, false), 0.32);
+  EXPECT_FALSE(r.SettledReuseProbability(ReuseClassOf(4, 0), false)) << "an unknown class";
+}
+
 TEST(ReuseEstimatorTest, ClassesSplitNamespacesAndChainDepthsInLogBuckets) {
   EXPECT_NE(ReuseClassOf(1, 0), ReuseClassOf(2, 0));
   EXPECT_NE(ReuseClassOf(1, 0), ReuseClassOf(1, 1));

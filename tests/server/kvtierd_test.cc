@@ -39,11 +39,14 @@ class KvtierdTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string(TempDir("kvtierd_suite"));
     daemon_ = new DaemonProcess();
-    // Free tiers: placement falls back to stack order (top first, victims one
-    // tier down), the chain these tests check. tests/cache covers the costs.
-    ASSERT_TRUE(
-        daemon_->Start(*dir_, {"--dram-bytes", "256M", "--max-block-bytes", "16M", "--dram-price",
-                               "0", "--flash-price", "0", "--rocks-price", "0"}))
+    // Free tiers and a free engine: every cost is 0 (with a priced engine the
+    // wait for a fetch would order the tiers by their measured bandwidth,
+    // which a loaded machine can invert), so placement falls back to stack
+    // order (top first, victims one tier down), the chain these tests check.
+    // tests/cache covers the costs.
+    ASSERT_TRUE(daemon_->Start(
+        *dir_, {"--dram-bytes", "256M", "--max-block-bytes", "16M", "--dram-price", "0",
+                "--flash-price", "0", "--rocks-price", "0", "--gpu-price", "0"}))
         << "kvtierd exited with " << daemon_->exit_code();
   }
   static void TearDownTestSuite() {
