@@ -235,12 +235,17 @@ std::vector<size_t> CacheManager::Candidates(const PlacementCosts& costs, uint64
   return all_costed ? TiersByCost(costs) : allowed;
 }
 
-PolicyBlock CacheManager::PolicyBlockFor(size_t t, const IndexEntry& e, int64_t now_ms) const {
+PolicyBlock CacheManager::ChainBlockOf(const IndexEntry& e) {
   PolicyBlock b;
   b.bytes = std::max<uint64_t>(1, e.bytes);
-  b.expiry_ms = e.expiry_ms;
   b.parent = e.parent;
   b.depth = e.depth;
+  return b;
+}
+
+PolicyBlock CacheManager::PolicyBlockFor(size_t t, const IndexEntry& e, int64_t now_ms) const {
+  PolicyBlock b = ChainBlockOf(e);
+  b.expiry_ms = e.expiry_ms;
   const double idle_s = IdleFor(e, now_ms);
   const PlacementCosts below = CostsFor(e, idle_s, t + 1, tiers_.size());
   double miss = below.remat_cost;
@@ -347,13 +352,7 @@ void CacheManager::OnUse(const BlockKey& key, const IndexEntry& before, int64_t 
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!touched) tiers_[e.tier].policy->Touch(key);
-    if (observe) {
-      PolicyBlock pb;
-      pb.bytes = std::max<uint64_t>(1, e.bytes);
-      pb.parent = e.parent;
-      pb.depth = e.depth;
-      RecordReferenceLocked(BlockRef{key, pb}, e.tier);
-    }
+    if (observe) RecordReferenceLocked(BlockRef{key, ChainBlockOf(e)}, e.tier);
   }
   if (e.tier == 0) return;
   // Promote when a higher tier is now the cheaper home for its next wait.
@@ -451,10 +450,7 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
                                      " bytes is larger than any tier accepts (at most " +
                                      std::to_string(largest) + ")");
   }
-  PolicyBlock ref_block;
-  ref_block.bytes = f.bytes;
-  ref_block.parent = f.parent;
-  ref_block.depth = f.depth;
+  const PolicyBlock ref_block = ChainBlockOf(f);
   const BlockRef ref{key, ref_block};
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -283,6 +283,8 @@ class CacheManager {
   // The policy's view of a block in tier t: its miss cost is what its best
   // home below t (or its recompute) would cost.
   PolicyBlock PolicyBlockFor(size_t t, const IndexEntry& e, int64_t now_ms) const;
+  // What an admission filter is told of a block: its size and place in its chain.
+  static PolicyBlock ChainBlockOf(const IndexEntry& e);
 
   // Writes into tier t, making room by eviction as needed. With `admit` (a
   // new block's reference), a full tier's admission filter decides first
