@@ -916,7 +916,9 @@ double CacheManager::NextReviewAgeS(const IndexEntry& e, double from_s) const {
     const double fetch = model_.HoldCost(d, static_cast<double>(e.bytes), 0, p);
     return std::pair{model_.HoldCost(d, static_cast<double>(e.bytes), 1, p) - fetch, fetch};
   };
-  const auto [rent, fetch] = line(e.tier);
+  // Plain copies: clang 14 cannot capture structured bindings in a lambda.
+  const std::pair<double, double> own = line(e.tier);
+  const double rent = own.first, fetch = own.second;
   if (!std::isfinite(rent) || !std::isfinite(fetch)) return kInfiniteCost;
   // The wait past which an option of rent r and fetch f is the cheaper.
   const auto crossing = [&](double r, double f) {
