@@ -3,7 +3,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
 
 #include "model/thread_pool.h"
 
@@ -126,6 +131,96 @@ __attribute__((target("avx2,fma"))) void MatMulBlockAvx2(const float* x, int64_t
   }
 }
 
+// ---- AVX-512: the AVX2 kernel's arithmetic, two rows per register. ----
+//
+// A zmm register holds the 8 AVX2 lanes of row t in its low half and those of
+// row t + 1 in its high half, so each half performs exactly the AVX2 kernel's
+// operations and the result is the same bits, at twice the work per
+// instruction. x is packed once per product into row pairs: pair p, block i
+// (k = 8i .. 8i + 7) is 16 floats, row 2p's 8 then row 2p + 1's 8 (zeros past
+// the last row).
+void PackRowPairs(const float* x, int64_t rows, int64_t k, float* xp) {
+  const int64_t k8 = k & ~int64_t{7};
+  for (int64_t p = 0; p < (rows + 1) / 2; ++p) {
+    for (int64_t i = 0; i < k8; i += 8) {
+      float* dst = xp + (p * k8 + i) * 2;
+      for (int h = 0; h < 2; ++h) {
+        const int64_t t = 2 * p + h;
+        for (int l = 0; l < 8; ++l) dst[8 * h + l] = t < rows ? x[t * k + i + l] : 0.0f;
+      }
+    }
+  }
+}
+
+#pragma GCC diagnostic push
+// GCC 12's AVX-512 headers self-initialise their "undefined" operands.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// TP row pairs x OO outputs: 24 accumulators, OO weight vectors, one x pair.
+template <int TP, int OO>
+__attribute__((target("avx512f,fma"))) inline void TileAvx512(const float* xp, const float* x,
+                                                              int64_t rows_left, const float* w,
+                                                              int64_t k, int64_t outs, float* y) {
+  const int64_t k8 = k & ~int64_t{7};
+  __m512 acc[TP][OO];
+  for (int p = 0; p < TP; ++p) {
+    for (int o = 0; o < OO; ++o) acc[p][o] = _mm512_setzero_ps();
+  }
+  for (int64_t kk = 0; kk < k8; kk += 8) {
+    __m512 wv[OO];
+    for (int o = 0; o < OO; ++o) {
+      wv[o] = _mm512_castpd_ps(
+          _mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(w + o * k + kk))));
+    }
+    for (int p = 0; p < TP; ++p) {
+      const __m512 xv = _mm512_loadu_ps(xp + (p * k8 + kk) * 2);
+      for (int o = 0; o < OO; ++o) acc[p][o] = _mm512_fmadd_ps(xv, wv[o], acc[p][o]);
+    }
+  }
+  for (int p = 0; p < TP; ++p) {
+    for (int h = 0; h < 2 && 2 * p + h < rows_left; ++h) {
+      const int64_t t = 2 * p + h;
+      for (int o = 0; o < OO; ++o) {
+        const __m256 half =
+            h == 0 ? _mm512_castps512_ps256(acc[p][o])
+                   : _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p][o]), 1));
+        y[t * outs + o] = TailAvx2(SumLanesAvx2(half), x + t * k, w + o * k, k8, k);
+      }
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
+template <int OO>
+__attribute__((target("avx512f,fma"))) inline void PanelAvx512(const float* xp, const float* x,
+                                                               int64_t rows, const float* w,
+                                                               int64_t k, int64_t outs, float* y) {
+  const int64_t k8 = k & ~int64_t{7};
+  int64_t t = 0;
+  for (; t + 8 <= rows; t += 8)
+    TileAvx512<4, OO>(xp + t * k8, x + t * k, rows - t, w, k, outs, y + t * outs);
+  for (; t < rows; t += 2)
+    TileAvx512<1, OO>(xp + t * k8, x + t * k, rows - t, w, k, outs, y + t * outs);
+}
+
+__attribute__((target("avx512f,fma"))) void MatMulBlockAvx512(const float* xp, const float* x,
+                                                              int64_t rows, const float* w,
+                                                              int64_t o_begin, int64_t o_end,
+                                                              int64_t k, int64_t outs, float* y) {
+  const int64_t k8 = k & ~int64_t{7};
+  for (int64_t p = 0; p < rows; p += kRowPanel) {
+    const int64_t p_end = std::min(rows, p + kRowPanel);
+    int64_t o = o_begin;
+    for (; o + 6 <= o_end; o += 6)
+      PanelAvx512<6>(xp + p * k8, x + p * k, p_end - p, w + o * k, k, outs, y + p * outs + o);
+    for (; o < o_end; ++o)
+      PanelAvx512<1>(xp + p * k8, x + p * k, p_end - p, w + o * k, k, outs, y + p * outs + o);
+  }
+}
+
 __attribute__((target("avx2,fma"))) void AxpyAvx2(float alpha, const float* x, float* y,
                                                   int64_t n) {
   const __m256 a = _mm256_set1_ps(alpha);
@@ -140,97 +235,59 @@ void AxpyPortable(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = std::fma(alpha, x[i], y[i]);
 }
 
-// run.c's softmax in place: max, then exp and the sum in order, then the
-// normalised weights.
-void SoftmaxInPlace(float* scores, int64_t n) {
-  float max = scores[0];
-  for (int64_t t = 1; t < n; ++t) max = std::max(max, scores[t]);
-  float sum = 0.0f;
-  for (int64_t t = 0; t < n; ++t) {
-    scores[t] = std::exp(scores[t] - max);
-    sum += scores[t];
-  }
-  for (int64_t t = 0; t < n; ++t) scores[t] = scores[t] / sum;
-}
-
-inline const float* Row(const float* const* pages, int64_t t, int page_tokens, int head_dim) {
-  return pages[t / page_tokens] + (t % page_tokens) * head_dim;
-}
-
-// Attention with a given dot product and axpy: scores, softmax, weighted sum.
-void AttendWith(float (*dot)(const float*, const float*, int64_t),
-                void (*axpy)(float, const float*, float*, int64_t), const float* q,
-                const float* const* k_pages, const float* const* v_pages, int64_t n,
-                int page_tokens, int head_dim, float scale, float* scores, float* out) {
-  for (int64_t t = 0; t < n; ++t) {
-    scores[t] = dot(q, Row(k_pages, t, page_tokens, head_dim), head_dim) * scale;
-  }
-  SoftmaxInPlace(scores, n);
-  std::fill_n(out, head_dim, 0.0f);
-  for (int64_t t = 0; t < n; ++t)
-    axpy(scores[t], Row(v_pages, t, page_tokens, head_dim), out, head_dim);
-}
-
-__attribute__((target("avx2,fma"))) void AttendAvx2(const float* q, const float* const* k_pages,
-                                                    const float* const* v_pages, int64_t n,
-                                                    int page_tokens, int head_dim, float scale,
-                                                    float* scores, float* out) {
-  if (head_dim % 8 != 0 || head_dim > 128) {
-    AttendWith(DotAvx2, AxpyAvx2, q, k_pages, v_pages, n, page_tokens, head_dim, scale, scores,
-               out);
-    return;
-  }
-  // The same operations as DotAvx2 and AxpyAvx2, inlined, with the query and
-  // the output held in registers across all keys.
-  const int vecs = head_dim / 8;
-  __m256 qv[16], acc[16];
-  for (int j = 0; j < vecs; ++j) {
-    qv[j] = _mm256_loadu_ps(q + 8 * j);
-    acc[j] = _mm256_setzero_ps();
-  }
-  for (int64_t t = 0; t < n; ++t) {
-    const float* k = Row(k_pages, t, page_tokens, head_dim);
-    __m256 s = _mm256_setzero_ps();
-    for (int j = 0; j < vecs; ++j) s = _mm256_fmadd_ps(qv[j], _mm256_loadu_ps(k + 8 * j), s);
-    scores[t] = SumLanesAvx2(s) * scale;
-  }
-  SoftmaxInPlace(scores, n);
-  for (int64_t t = 0; t < n; ++t) {
-    const float* v = Row(v_pages, t, page_tokens, head_dim);
-    const __m256 p = _mm256_set1_ps(scores[t]);
-    for (int j = 0; j < vecs; ++j) acc[j] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * j), acc[j]);
-  }
-  for (int j = 0; j < vecs; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
-}
-
-bool DetectAvx2() {
+CpuIsa DetectIsa() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return CpuIsa::kPortable;
+  if (!__builtin_cpu_supports("avx512f")) return CpuIsa::kAvx2;
+  return CpuIsa::kAvx512;
 }
 
-const bool kAvx2 = DetectAvx2();
+const CpuIsa kBestIsa = DetectIsa();
+
+CpuIsa IsaFromEnvironment() {
+  const char* want = std::getenv("KVTIER_CPU_ISA");
+  if (want == nullptr || *want == '\0') return kBestIsa;
+  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (std::strcmp(want, CpuIsaName(isa)) != 0) continue;
+    if (isa <= kBestIsa) return isa;
+    std::fprintf(stderr, "KVTIER_CPU_ISA=%s: this CPU lacks it; using %s\n", want,
+                 CpuIsaName(kBestIsa));
+    return kBestIsa;
+  }
+  std::fprintf(stderr, "KVTIER_CPU_ISA=%s: not one of portable, avx2, avx512; using %s\n", want,
+               CpuIsaName(kBestIsa));
+  return kBestIsa;
+}
+
+std::atomic<CpuIsa> g_isa{IsaFromEnvironment()};
+
+bool UseAvx2() { return g_isa.load(std::memory_order_relaxed) != CpuIsa::kPortable; }
 
 }  // namespace
 
-bool CpuMathUsesAvx2() { return kAvx2; }
-
-void AttendOneQuery(const float* q, const float* const* k_pages, const float* const* v_pages,
-                    int64_t n, int page_tokens, int head_dim, float scale, float* scores,
-                    float* out) {
-  if (kAvx2) {
-    AttendAvx2(q, k_pages, v_pages, n, page_tokens, head_dim, scale, scores, out);
-  } else {
-    AttendWith(DotPortable, AxpyPortable, q, k_pages, v_pages, n, page_tokens, head_dim, scale,
-               scores, out);
+const char* CpuIsaName(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      return "avx512";
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kPortable:
+      break;
   }
+  return "portable";
 }
 
+CpuIsa CpuMathIsa() { return g_isa.load(std::memory_order_relaxed); }
+CpuIsa CpuMathBestIsa() { return kBestIsa; }
+CpuIsa SetCpuMathIsa(CpuIsa isa) { return g_isa.exchange(std::min(isa, kBestIsa)); }
+bool CpuMathUsesAvx2() { return UseAvx2(); }
+
 float Dot(const float* a, const float* b, int64_t n) {
-  return kAvx2 ? DotAvx2(a, b, n) : DotPortable(a, b, n);
+  return UseAvx2() ? DotAvx2(a, b, n) : DotPortable(a, b, n);
 }
 
 void Axpy(float alpha, const float* x, float* y, int64_t n) {
-  if (kAvx2) {
+  if (UseAvx2()) {
     AxpyAvx2(alpha, x, y, n);
   } else {
     AxpyPortable(alpha, x, y, n);
@@ -247,8 +304,21 @@ void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* o
 void MatMulTransposed(const float* x, int64_t rows, const float* w, int64_t outs, int64_t k,
                       float* y, ThreadPool* pool) {
   if (rows <= 0 || outs <= 0) return;
+  // AVX-512 pairs rows, so it serves products of two rows or more.
+  const bool avx512 = rows >= 2 && CpuMathIsa() == CpuIsa::kAvx512;
+  // The caller's buffer; the workers see it through xp (thread_local names
+  // their own).
+  thread_local std::vector<float> packed;
+  const float* xp = nullptr;
+  if (avx512) {
+    packed.resize(static_cast<size_t>((rows + 1) / 2 * 2 * (k & ~int64_t{7})));
+    PackRowPairs(x, rows, k, packed.data());
+    xp = packed.data();
+  }
   auto block = [&](int64_t o_begin, int64_t o_end) {
-    if (kAvx2) {
+    if (avx512) {
+      MatMulBlockAvx512(xp, x, rows, w, o_begin, o_end, k, outs, y);
+    } else if (UseAvx2()) {
       MatMulBlockAvx2(x, rows, w, o_begin, o_end, k, outs, y);
     } else {
       MatMulBlockPortable(x, rows, w, o_begin, o_end, k, outs, y);

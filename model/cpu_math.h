@@ -40,7 +40,20 @@ void AttendOneQuery(const float* q, const float* const* k_pages, const float* co
                     int64_t n, int page_tokens, int head_dim, float scale, float* scores,
                     float* out);
 
-// True when the AVX2+FMA kernels are in use.
+// The instruction sets the kernels are written for. The best one the CPU
+// has is chosen at start-up; KVTIER_CPU_ISA=portable|avx2|avx512 caps it (a
+// name the CPU lacks, or an unknown one, is refused at start-up on stderr and
+// the best set is kept).
+enum class CpuIsa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+const char* CpuIsaName(CpuIsa isa);
+// The set in use, and the best this CPU has.
+CpuIsa CpuMathIsa();
+CpuIsa CpuMathBestIsa();
+// For tests and benchmarks: use `isa` (capped at the best this CPU has) from
+// now on; returns the set used so far. Not while a forward pass runs.
+CpuIsa SetCpuMathIsa(CpuIsa isa);
+
+// True when the AVX2+FMA (or wider) kernels are in use.
 bool CpuMathUsesAvx2();
 
 }  // namespace kvtier

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "model/cpu_attention.h"
 #include "model/cpu_math.h"
 #include "model/thread_pool.h"
 
@@ -100,6 +101,29 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
     }
   }
 
+  // Attention tasks: runs of at most kAttnTokens tokens of one chunk, the
+  // latest positions (the most keys) first so the long ones start early.
+  struct AttnTask {
+    int32_t chunk, first_token, tokens;
+    int64_t first_row, last_pos;
+  };
+  std::vector<AttnTask> attn_tasks;
+  {
+    constexpr int32_t kAttnTokens = 16;
+    int64_t r = 0;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const auto n = static_cast<int32_t>(chunks[c].tokens.size());
+      for (int32_t t = 0; t < n; t += kAttnTokens) {
+        const int32_t len = std::min(kAttnTokens, n - t);
+        attn_tasks.push_back(
+            {static_cast<int32_t>(c), t, len, r + t, chunks[c].start_pos + t + len - 1});
+      }
+      r += n;
+    }
+    std::stable_sort(attn_tasks.begin(), attn_tasks.end(),
+                     [](const AttnTask& a, const AttnTask& b) { return a.last_pos > b.last_pos; });
+  }
+
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   auto rope = [&](float* vec, int width, int pos) {
     const float* cs = &rope_cos_[static_cast<size_t>(pos) * half];
@@ -131,24 +155,36 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
         std::copy_n(&v_[r * kv_dim + g * hd], hd, kv.V(page, l, g) + slot * hd);
       }
     }
-    // Attention: one task per (token, query head), keys in position order.
-    pool_->ParallelFor(rows * n_heads, [&](int64_t task) {
-      thread_local std::vector<float> scores;
+    // Attention: one task per (chunk, KV head, run of kAttnTokens tokens),
+    // the run's queries of the KV head's group sharing each tile of keys.
+    pool_->ParallelFor(static_cast<int64_t>(attn_tasks.size()) * n_kv, [&](int64_t task) {
       thread_local std::vector<const float*> k_pages, v_pages;
-      const int64_t r = task / n_heads;
-      const int h = static_cast<int>(task % n_heads), g = h / group;
-      const SeqChunk& ch = chunks[row_chunk[r]];
-      const int n = row_pos[r] + 1;
-      const int pages = (n + bt - 1) / bt;
-      if (scores.size() < static_cast<size_t>(n)) scores.resize(n);
+      const AttnTask& at = attn_tasks[task / n_kv];
+      const int g = static_cast<int>(task % n_kv);
+      const SeqChunk& ch = chunks[at.chunk];
+      const int64_t first_pos = ch.start_pos + at.first_token;
+      const int pages = static_cast<int>((first_pos + at.tokens + bt - 1) / bt);
       k_pages.resize(pages);
       v_pages.resize(pages);
       for (int p = 0; p < pages; ++p) {
         k_pages[p] = kv.K(ch.pages[p], l, g);
         v_pages[p] = kv.V(ch.pages[p], l, g);
       }
-      AttendOneQuery(&q_[r * dim + h * hd], k_pages.data(), v_pages.data(), n, bt, hd, scale,
-                     scores.data(), &att_[r * dim + h * hd]);
+      const int64_t r0 = at.first_row;
+      CausalAttention a;
+      a.q = &q_[r0 * dim + static_cast<int64_t>(g) * group * hd];
+      a.q_stride = dim;
+      a.out = &att_[r0 * dim + static_cast<int64_t>(g) * group * hd];
+      a.out_stride = dim;
+      a.tokens = at.tokens;
+      a.heads = group;
+      a.first_pos = first_pos;
+      a.k_pages = k_pages.data();
+      a.v_pages = v_pages.data();
+      a.page_tokens = bt;
+      a.head_dim = hd;
+      a.scale = scale;
+      AttendCausal(a);
     });
     MatMulTransposed(att_.data(), rows, lw.wo, dim, dim, out_.data(), pool_);
     for (int64_t i = 0; i < rows * dim; ++i) x_[i] += out_[i];

@@ -1,0 +1,297 @@
+// Blocked causal attention on the CPU (flash-attention style): a task's
+// queries share each tile of keys, staged once, with an online softmax. The
+// kernel (cpu_attention_kernel.inc) is compiled three times, for AVX-512,
+// AVX2 and portable C++, over a 16-lane vector type; every step is lane-wise
+// so the three give the same bits, and the one chosen at start-up is only a
+// matter of speed.
+//
+// What a query's result depends on: its own q, the keys and values at
+// positions 0..pos, and the fixed tiling of those positions (tiles of
+// kTileKeys from position 0). Not on the other queries of the task, on how
+// the prompt was chunked, or on the CPU. So a token's attention output is the
+// same in a prefill chunk, in a decode step and after a cache hit.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "model/cpu_attention.h"
+
+namespace kvtier {
+namespace {
+
+constexpr int kTileKeys = 32;  // keys per staged tile
+constexpr int kTileVecs = kTileKeys / 16;
+constexpr int kScoreRows = 4;  // queries scored together against a tile
+
+// exp's constants (Cephes' expf). kExpMin keeps 2^n normal; below it the
+// weight is under 2^-125 of the largest and is not worth a subnormal.
+constexpr float kExpMin = -87.0f;
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kExpC[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+// The scalar exp of the running max's rescale, in VExp's operations.
+float ExpScalar(float x) {
+  x = std::fmax(x, kExpMin);
+  const float n = (x * kLog2e + kRoundMagic) - kRoundMagic;
+  float r = std::fma(n, -kLn2Hi, x);
+  r = std::fma(n, -kLn2Lo, r);
+  float p = kExpC[0];
+  for (int i = 1; i < 6; ++i) p = std::fma(p, r, kExpC[i]);
+  p = p * (r * r) + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// The running sum's 16 lanes, added in one fixed tree.
+float SumSixteen(const float* v) {
+  float h[8], q[4];
+  for (int i = 0; i < 8; ++i) h[i] = v[i] + v[i + 8];
+  for (int i = 0; i < 4; ++i) q[i] = h[i] + h[i + 4];
+  return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
+struct QueryState {
+  float max = -INFINITY;
+  float* sum = nullptr;  // 16 lanes of the running softmax denominator
+  float* acc = nullptr;  // dims16 floats of the running output
+};
+
+// A thread's working memory: the staged tile (keys
+// transposed, values padded to whole vectors), the scores of kScoreRows
+// queries and every query's running state.
+struct Scratch {
+  float* kt = nullptr;      // [head_dim][kTileKeys]
+  float* v = nullptr;       // [kTileKeys][dims16]
+  float* scores = nullptr;  // [kScoreRows][kTileKeys]
+  std::vector<QueryState> state;
+  std::vector<float> mem;
+
+  void Reserve(int queries, int head_dim, int dims16) {
+    const size_t per_query = 16 + static_cast<size_t>(dims16);
+    const size_t kt_size = static_cast<size_t>(head_dim) * kTileKeys;
+    const size_t v_size = static_cast<size_t>(kTileKeys) * dims16;
+    const size_t fixed = (kt_size + 15) / 16 * 16 + v_size + kScoreRows * kTileKeys;
+    const size_t need = fixed + per_query * static_cast<size_t>(queries);
+    if (mem.size() < need) mem.resize(need);
+    kt = mem.data();
+    v = kt + (kt_size + 15) / 16 * 16;
+    scores = v + v_size;
+    state.resize(static_cast<size_t>(queries));
+    float* p = scores + kScoreRows * kTileKeys;
+    for (QueryState& st : state) {
+      st.sum = p;
+      st.acc = p + 16;
+      p += per_query;
+    }
+  }
+};
+
+// Copies keys k0 .. k0 + keys - 1 into the scratch: K transposed so that one
+// vector load gives 16 keys' element d, V row by row with the padding zeroed.
+// Key lanes past `keys` are zero (their scores are masked off anyway).
+void StageTile(const CausalAttention& a, int64_t k0, int keys, int dims16, Scratch& sc) {
+  const int hd = a.head_dim;
+  if (keys < kTileKeys) {
+    std::fill_n(sc.kt, static_cast<size_t>(hd) * kTileKeys, 0.0f);
+  }
+  for (int j = 0; j < keys; ++j) {
+    const int64_t t = k0 + j;
+    const int64_t page = t / a.page_tokens, slot = t % a.page_tokens;
+    const float* k = a.k_pages[page] + slot * hd;
+    const float* v = a.v_pages[page] + slot * hd;
+    for (int d = 0; d < hd; ++d) sc.kt[d * kTileKeys + j] = k[d];
+    float* vs = sc.v + static_cast<size_t>(j) * dims16;
+    std::memcpy(vs, v, sizeof(float) * static_cast<size_t>(hd));
+    std::fill(vs + hd, vs + dims16, 0.0f);
+  }
+}
+
+// ---- Portable C++: 16 lanes in an array. ----
+namespace portable {
+
+struct Vec {
+  float v[16];
+};
+#define KVT_TARGET
+#define KVT_LANEWISE(expr)                    \
+  Vec r;                                      \
+  for (int i = 0; i < 16; ++i) r.v[i] = expr; \
+  return r
+
+inline Vec VZero() { KVT_LANEWISE(0.0f); }
+inline Vec VSet1(float x) { KVT_LANEWISE(x); }
+inline Vec VLoad(const float* p) { KVT_LANEWISE(p[i]); }
+inline void VStore(float* p, Vec a) { std::memcpy(p, a.v, sizeof(a.v)); }
+inline Vec VAdd(Vec a, Vec b) { KVT_LANEWISE(a.v[i] + b.v[i]); }
+inline Vec VSub(Vec a, Vec b) { KVT_LANEWISE(a.v[i] - b.v[i]); }
+inline Vec VMul(Vec a, Vec b) { KVT_LANEWISE(a.v[i] * b.v[i]); }
+inline Vec VDiv(Vec a, Vec b) { KVT_LANEWISE(a.v[i] / b.v[i]); }
+inline Vec VFma(Vec a, Vec b, Vec c) { KVT_LANEWISE(std::fma(a.v[i], b.v[i], c.v[i])); }
+// max(a, b) as maxps computes it: b unless a > b.
+inline Vec VMax(Vec a, Vec b) { KVT_LANEWISE(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
+inline Vec VFirst(int count, Vec a, Vec fill) { KVT_LANEWISE(i < count ? a.v[i] : fill.v[i]); }
+inline Vec VPow2i(Vec n) {
+  Vec r;
+  for (int i = 0; i < 16; ++i) {
+    const int32_t bits = (static_cast<int32_t>(n.v[i]) + 127) << 23;
+    std::memcpy(&r.v[i], &bits, sizeof(float));
+  }
+  return r;
+}
+inline float VHMax(Vec a) {
+  float m = a.v[0];
+  for (int i = 1; i < 16; ++i) m = std::fmax(m, a.v[i]);
+  return m;
+}
+#undef KVT_LANEWISE
+
+#include "model/cpu_attention_kernel.inc"
+#undef KVT_TARGET
+
+}  // namespace portable
+
+// ---- AVX2 + FMA: two ymm registers. ----
+namespace avx2 {
+
+struct Vec {
+  __m256 lo, hi;
+};
+#define KVT_TARGET __attribute__((target("avx2,fma")))
+#define KVT_BOTH(op) \
+  return Vec { op(a.lo, b.lo), op(a.hi, b.hi) }
+
+KVT_TARGET inline Vec VZero() { return Vec{_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+KVT_TARGET inline Vec VSet1(float x) { return Vec{_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+KVT_TARGET inline Vec VLoad(const float* p) {
+  return Vec{_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
+}
+KVT_TARGET inline void VStore(float* p, Vec a) {
+  _mm256_storeu_ps(p, a.lo);
+  _mm256_storeu_ps(p + 8, a.hi);
+}
+KVT_TARGET inline Vec VAdd(Vec a, Vec b) { KVT_BOTH(_mm256_add_ps); }
+KVT_TARGET inline Vec VSub(Vec a, Vec b) { KVT_BOTH(_mm256_sub_ps); }
+KVT_TARGET inline Vec VMul(Vec a, Vec b) { KVT_BOTH(_mm256_mul_ps); }
+KVT_TARGET inline Vec VDiv(Vec a, Vec b) { KVT_BOTH(_mm256_div_ps); }
+KVT_TARGET inline Vec VMax(Vec a, Vec b) { KVT_BOTH(_mm256_max_ps); }
+KVT_TARGET inline Vec VFma(Vec a, Vec b, Vec c) {
+  return Vec{_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
+KVT_TARGET inline Vec VFirst(int count, Vec a, Vec fill) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes);
+  const __m256i hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8), lanes);
+  return Vec{_mm256_blendv_ps(fill.lo, a.lo, _mm256_castsi256_ps(lo)),
+             _mm256_blendv_ps(fill.hi, a.hi, _mm256_castsi256_ps(hi))};
+}
+KVT_TARGET inline __m256 Pow2i(__m256 n) {
+  const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+}
+KVT_TARGET inline Vec VPow2i(Vec n) { return Vec{Pow2i(n.lo), Pow2i(n.hi)}; }
+KVT_TARGET inline float VHMax(Vec a) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_max_ps(a.lo, a.hi));
+  float m = lanes[0];
+  for (int i = 1; i < 8; ++i) m = std::fmax(m, lanes[i]);
+  return m;
+}
+#undef KVT_BOTH
+
+#include "model/cpu_attention_kernel.inc"
+#undef KVT_TARGET
+
+}  // namespace avx2
+
+// ---- AVX-512: one zmm register. ----
+// GCC 12's AVX-512 headers self-initialise their "undefined" operands, which
+// its own -Wuninitialized then flags wherever they are inlined.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+namespace avx512 {
+
+using Vec = __m512;
+#define KVT_TARGET __attribute__((target("avx512f,fma")))
+
+KVT_TARGET inline Vec VZero() { return _mm512_setzero_ps(); }
+KVT_TARGET inline Vec VSet1(float x) { return _mm512_set1_ps(x); }
+KVT_TARGET inline Vec VLoad(const float* p) { return _mm512_loadu_ps(p); }
+KVT_TARGET inline void VStore(float* p, Vec a) { _mm512_storeu_ps(p, a); }
+KVT_TARGET inline Vec VAdd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+KVT_TARGET inline Vec VSub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+KVT_TARGET inline Vec VMul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+KVT_TARGET inline Vec VDiv(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+KVT_TARGET inline Vec VMax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+KVT_TARGET inline Vec VFma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+KVT_TARGET inline Vec VFirst(int count, Vec a, Vec fill) {
+  const int c = std::clamp(count, 0, 16);
+  const __mmask16 m = static_cast<__mmask16>((uint32_t{1} << c) - 1);
+  return _mm512_mask_blend_ps(m, fill, a);
+}
+KVT_TARGET inline Vec VPow2i(Vec n) {
+  const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+}
+KVT_TARGET inline float VHMax(Vec a) { return _mm512_reduce_max_ps(a); }
+
+#include "model/cpu_attention_kernel.inc"
+#undef KVT_TARGET
+
+}  // namespace avx512
+#pragma GCC diagnostic pop
+
+}  // namespace
+
+const float* CausalAttention::Query(int i) const {
+  return q + (i / heads) * q_stride + static_cast<int64_t>(i % heads) * head_dim;
+}
+
+float* CausalAttention::Out(int i) const {
+  return out + (i / heads) * out_stride + static_cast<int64_t>(i % heads) * head_dim;
+}
+
+void AttendCausal(const CausalAttention& a) {
+  if (a.tokens <= 0 || a.heads <= 0) return;
+  thread_local Scratch scratch;
+  switch (CpuMathIsa()) {
+    case CpuIsa::kAvx512:
+      avx512::AttendCausalImpl(a, scratch);
+      break;
+    case CpuIsa::kAvx2:
+      avx2::AttendCausalImpl(a, scratch);
+      break;
+    case CpuIsa::kPortable:
+      portable::AttendCausalImpl(a, scratch);
+      break;
+  }
+}
+
+void CpuAttentionExpForTesting(CpuIsa isa, const float* x, float* out) {
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      avx512::ExpLanes(x, out);
+      break;
+    case CpuIsa::kAvx2:
+      avx2::ExpLanes(x, out);
+      break;
+    case CpuIsa::kPortable:
+      portable::ExpLanes(x, out);
+      break;
+  }
+}
+
+float CpuAttentionScalarExpForTesting(float x) { return ExpScalar(x); }
+
+}  // namespace kvtier

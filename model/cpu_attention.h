@@ -1,0 +1,55 @@
+// Causal attention of a run of queries over paged keys on the CPU: the
+// prefill chunk's and the decode step's one kernel (DESIGN §8), blocked
+// flash-attention style (tiles of keys shared by the run's queries, online
+// softmax), vectorised for AVX-512 or AVX2 chosen at run time (CpuMathIsa),
+// with the same bits on every instruction set.
+//
+// The numbers: a score is scale * (q . k) summed over head_dim in order with
+// fused multiply-adds; keys are taken in tiles of 32 positions from 0; per tile
+// the running max, the rescale exp(old - new max), weights exp(s - max) (a
+// Cephes-style polynomial, within 2 ulp of expf), a 16-lane running sum and
+// the output accumulated key by key with fused multiply-adds; at the end the
+// sum's lanes are added in a fixed tree and the output divided by it. A
+// query's result depends on nothing but its q and keys 0..pos.
+#pragma once
+
+#include <cstdint>
+
+#include "model/cpu_math.h"
+
+namespace kvtier {
+
+struct CausalAttention {
+  // `tokens` consecutive positions first_pos.. of one sequence, `heads` query
+  // heads each, all reading one KV head: query (t, h) is
+  // q + t * q_stride + h * head_dim, its output out + t * out_stride + h * head_dim.
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  float* out = nullptr;
+  int64_t out_stride = 0;
+  int tokens = 0;
+  int heads = 0;
+  int64_t first_pos = 0;
+  // Keys (values) of position t: k_pages[t / page_tokens] + (t % page_tokens) * head_dim,
+  // for every t up to first_pos + tokens - 1.
+  const float* const* k_pages = nullptr;
+  const float* const* v_pages = nullptr;
+  int page_tokens = 0;
+  int head_dim = 0;
+  float scale = 0.0f;
+
+  // Query i = t * heads + h and its output.
+  const float* Query(int i) const;
+  float* Out(int i) const;
+};
+
+// out(t, h) = sum_{j <= first_pos + t} softmax_j(scale * q(t, h) . k_j) v_j.
+// Thread-safe (per-thread scratch); runs on the calling thread.
+void AttendCausal(const CausalAttention& a);
+
+// For tests: the kernel's exp of 16 inputs on one instruction set (the
+// machine must have it), and the scalar exp of the rescale.
+void CpuAttentionExpForTesting(CpuIsa isa, const float* x, float* out);
+float CpuAttentionScalarExpForTesting(float x);
+
+}  // namespace kvtier
