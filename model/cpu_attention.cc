@@ -10,14 +10,13 @@
 // kTileKeys from position 0). Not on the other queries of the task, on how
 // the prompt was chunked, or on the CPU. So a token's attention output is the
 // same in a prefill chunk, in a decode step and after a cache hit.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "model/cpu_attention.h"
+#include "model/cpu_vec.h"
 
 namespace kvtier {
 namespace {
@@ -115,142 +114,28 @@ void StageTile(const CausalAttention& a, int64_t k0, int keys, int dims16, Scrat
   }
 }
 
-// ---- Portable C++: 16 lanes in an array. ----
 namespace portable {
-
-struct Vec {
-  float v[16];
-};
+using namespace cpu_vec::portable;
 #define KVT_TARGET
-#define KVT_LANEWISE(expr)                    \
-  Vec r;                                      \
-  for (int i = 0; i < 16; ++i) r.v[i] = expr; \
-  return r
-
-inline Vec VZero() { KVT_LANEWISE(0.0f); }
-inline Vec VSet1(float x) { KVT_LANEWISE(x); }
-inline Vec VLoad(const float* p) { KVT_LANEWISE(p[i]); }
-inline void VStore(float* p, Vec a) { std::memcpy(p, a.v, sizeof(a.v)); }
-inline Vec VAdd(Vec a, Vec b) { KVT_LANEWISE(a.v[i] + b.v[i]); }
-inline Vec VSub(Vec a, Vec b) { KVT_LANEWISE(a.v[i] - b.v[i]); }
-inline Vec VMul(Vec a, Vec b) { KVT_LANEWISE(a.v[i] * b.v[i]); }
-inline Vec VDiv(Vec a, Vec b) { KVT_LANEWISE(a.v[i] / b.v[i]); }
-inline Vec VFma(Vec a, Vec b, Vec c) { KVT_LANEWISE(std::fma(a.v[i], b.v[i], c.v[i])); }
-// max(a, b) as maxps computes it: b unless a > b.
-inline Vec VMax(Vec a, Vec b) { KVT_LANEWISE(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
-inline Vec VFirst(int count, Vec a, Vec fill) { KVT_LANEWISE(i < count ? a.v[i] : fill.v[i]); }
-inline Vec VPow2i(Vec n) {
-  Vec r;
-  for (int i = 0; i < 16; ++i) {
-    const int32_t bits = (static_cast<int32_t>(n.v[i]) + 127) << 23;
-    std::memcpy(&r.v[i], &bits, sizeof(float));
-  }
-  return r;
-}
-inline float VHMax(Vec a) {
-  float m = a.v[0];
-  for (int i = 1; i < 16; ++i) m = std::fmax(m, a.v[i]);
-  return m;
-}
-#undef KVT_LANEWISE
-
 #include "model/cpu_attention_kernel.inc"
 #undef KVT_TARGET
-
 }  // namespace portable
 
-// ---- AVX2 + FMA: two ymm registers. ----
 namespace avx2 {
-
-struct Vec {
-  __m256 lo, hi;
-};
-#define KVT_TARGET __attribute__((target("avx2,fma")))
-#define KVT_BOTH(op) \
-  return Vec { op(a.lo, b.lo), op(a.hi, b.hi) }
-
-KVT_TARGET inline Vec VZero() { return Vec{_mm256_setzero_ps(), _mm256_setzero_ps()}; }
-KVT_TARGET inline Vec VSet1(float x) { return Vec{_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
-KVT_TARGET inline Vec VLoad(const float* p) {
-  return Vec{_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
-}
-KVT_TARGET inline void VStore(float* p, Vec a) {
-  _mm256_storeu_ps(p, a.lo);
-  _mm256_storeu_ps(p + 8, a.hi);
-}
-KVT_TARGET inline Vec VAdd(Vec a, Vec b) { KVT_BOTH(_mm256_add_ps); }
-KVT_TARGET inline Vec VSub(Vec a, Vec b) { KVT_BOTH(_mm256_sub_ps); }
-KVT_TARGET inline Vec VMul(Vec a, Vec b) { KVT_BOTH(_mm256_mul_ps); }
-KVT_TARGET inline Vec VDiv(Vec a, Vec b) { KVT_BOTH(_mm256_div_ps); }
-KVT_TARGET inline Vec VMax(Vec a, Vec b) { KVT_BOTH(_mm256_max_ps); }
-KVT_TARGET inline Vec VFma(Vec a, Vec b, Vec c) {
-  return Vec{_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
-}
-KVT_TARGET inline Vec VFirst(int count, Vec a, Vec fill) {
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes);
-  const __m256i hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8), lanes);
-  return Vec{_mm256_blendv_ps(fill.lo, a.lo, _mm256_castsi256_ps(lo)),
-             _mm256_blendv_ps(fill.hi, a.hi, _mm256_castsi256_ps(hi))};
-}
-KVT_TARGET inline __m256 Pow2i(__m256 n) {
-  const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
-}
-KVT_TARGET inline Vec VPow2i(Vec n) { return Vec{Pow2i(n.lo), Pow2i(n.hi)}; }
-KVT_TARGET inline float VHMax(Vec a) {
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_max_ps(a.lo, a.hi));
-  float m = lanes[0];
-  for (int i = 1; i < 8; ++i) m = std::fmax(m, lanes[i]);
-  return m;
-}
-#undef KVT_BOTH
-
+using namespace cpu_vec::avx2;
+#define KVT_TARGET KVT_TARGET_AVX2
 #include "model/cpu_attention_kernel.inc"
 #undef KVT_TARGET
-
 }  // namespace avx2
 
-// ---- AVX-512: one zmm register. ----
-// GCC 12's AVX-512 headers self-initialise their "undefined" operands, which
-// its own -Wuninitialized then flags wherever they are inlined.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#ifndef __clang__
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+KVT_AVX512_BEGIN
 namespace avx512 {
-
-using Vec = __m512;
-#define KVT_TARGET __attribute__((target("avx512f,fma")))
-
-KVT_TARGET inline Vec VZero() { return _mm512_setzero_ps(); }
-KVT_TARGET inline Vec VSet1(float x) { return _mm512_set1_ps(x); }
-KVT_TARGET inline Vec VLoad(const float* p) { return _mm512_loadu_ps(p); }
-KVT_TARGET inline void VStore(float* p, Vec a) { _mm512_storeu_ps(p, a); }
-KVT_TARGET inline Vec VAdd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
-KVT_TARGET inline Vec VSub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
-KVT_TARGET inline Vec VMul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
-KVT_TARGET inline Vec VDiv(Vec a, Vec b) { return _mm512_div_ps(a, b); }
-KVT_TARGET inline Vec VMax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
-KVT_TARGET inline Vec VFma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-KVT_TARGET inline Vec VFirst(int count, Vec a, Vec fill) {
-  const int c = std::clamp(count, 0, 16);
-  const __mmask16 m = static_cast<__mmask16>((uint32_t{1} << c) - 1);
-  return _mm512_mask_blend_ps(m, fill, a);
-}
-KVT_TARGET inline Vec VPow2i(Vec n) {
-  const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
-}
-KVT_TARGET inline float VHMax(Vec a) { return _mm512_reduce_max_ps(a); }
-
+using namespace cpu_vec::avx512;
+#define KVT_TARGET KVT_TARGET_AVX512
 #include "model/cpu_attention_kernel.inc"
 #undef KVT_TARGET
-
 }  // namespace avx512
-#pragma GCC diagnostic pop
+KVT_AVX512_END
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "model/cpu_attention.h"
 #include "model/cpu_math.h"
@@ -40,8 +41,30 @@ Status ValidateChunks(const ModelConfig& c, int bt, int64_t num_pages,
   return Status::Ok();
 }
 
+namespace {
+
+// Weight matrices stacked along their outputs (each [outs][k], the same k)
+// and packed as one.
+PackedMatrix PackStacked(std::initializer_list<std::pair<const float*, int64_t>> parts, int64_t k) {
+  std::vector<float> stacked;
+  for (const auto& [w, outs] : parts) stacked.insert(stacked.end(), w, w + outs * k);
+  return PackedMatrix(stacked.data(), static_cast<int64_t>(stacked.size()) / k, k);
+}
+
+}  // namespace
+
 CpuForward::CpuForward(const ModelWeights& weights, ThreadPool* pool)
     : w_(weights), c_(weights.config), pool_(pool) {
+  const int64_t dim = c_.dim, kv_dim = int64_t{c_.n_kv_heads} * c_.head_dim(),
+                hidden = c_.hidden_dim;
+  for (const LayerWeights& lw : w_.layers) {
+    PackedLayer& p = layers_.emplace_back();
+    p.qkv = PackStacked({{lw.wq, dim}, {lw.wk, kv_dim}, {lw.wv, kv_dim}}, dim);
+    p.wo = PackedMatrix(lw.wo, dim, dim);
+    p.w13 = PackStacked({{lw.w1, hidden}, {lw.w3, hidden}}, dim);
+    p.w2 = PackedMatrix(lw.w2, dim, hidden);
+  }
+  wcls_ = PackedMatrix(w_.wcls, c_.vocab_size, dim);
   // RoPE angles as llama2.c's run.c computes them, once per position.
   const int hd = c_.head_dim();
   const int half = hd / 2;
@@ -88,8 +111,9 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
   auto resize = [&](std::vector<float>& v, int64_t width) {
     if (v.size() < static_cast<size_t>(rows * width)) v.resize(rows * width);
   };
-  resize(x_, dim), resize(xb_, dim), resize(q_, dim), resize(k_, kv_dim), resize(v_, kv_dim);
-  resize(att_, dim), resize(h1_, hidden), resize(h3_, hidden), resize(out_, dim);
+  const int qkv_w = dim + 2 * kv_dim;
+  resize(x_, dim), resize(xb_, dim), resize(qkv_, qkv_w), resize(att_, dim);
+  resize(h13_, 2 * hidden), resize(h_, hidden), resize(out_, dim);
 
   {
     int64_t r = 0;
@@ -137,22 +161,24 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
   };
 
   for (int l = 0; l < c_.n_layers; ++l) {
+    const PackedLayer& pl = layers_[l];
     const LayerWeights& lw = w_.layers[l];
     for (int64_t r = 0; r < rows; ++r)
       RmsNorm(&x_[r * dim], lw.rms_att, dim, c_.norm_eps, &xb_[r * dim]);
-    MatMulTransposed(xb_.data(), rows, lw.wq, dim, dim, q_.data(), pool_);
-    MatMulTransposed(xb_.data(), rows, lw.wk, kv_dim, dim, k_.data(), pool_);
-    MatMulTransposed(xb_.data(), rows, lw.wv, kv_dim, dim, v_.data(), pool_);
+    MatMul(xb_.data(), rows, pl.qkv, qkv_.data(), pool_);
     for (int64_t r = 0; r < rows; ++r) {
-      rope(&q_[r * dim], dim, row_pos[r]);
-      rope(&k_[r * kv_dim], kv_dim, row_pos[r]);
+      float* q = &qkv_[r * qkv_w];
+      const float* k = q + dim;
+      const float* v = k + kv_dim;
+      rope(q, dim, row_pos[r]);
+      rope(q + dim, kv_dim, row_pos[r]);
       // This token's K and V go into its page before anyone attends.
       const SeqChunk& ch = chunks[row_chunk[r]];
       const PageId page = ch.pages[row_pos[r] / bt];
       const int slot = row_pos[r] % bt;
       for (int g = 0; g < n_kv; ++g) {
-        std::copy_n(&k_[r * kv_dim + g * hd], hd, kv.K(page, l, g) + slot * hd);
-        std::copy_n(&v_[r * kv_dim + g * hd], hd, kv.V(page, l, g) + slot * hd);
+        std::copy_n(k + g * hd, hd, kv.K(page, l, g) + slot * hd);
+        std::copy_n(v + g * hd, hd, kv.V(page, l, g) + slot * hd);
       }
     }
     // Attention: one task per (chunk, KV head, run of kAttnTokens tokens),
@@ -172,8 +198,8 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       }
       const int64_t r0 = at.first_row;
       CausalAttention a;
-      a.q = &q_[r0 * dim + static_cast<int64_t>(g) * group * hd];
-      a.q_stride = dim;
+      a.q = &qkv_[r0 * qkv_w + static_cast<int64_t>(g) * group * hd];
+      a.q_stride = qkv_w;
       a.out = &att_[r0 * dim + static_cast<int64_t>(g) * group * hd];
       a.out_stride = dim;
       a.tokens = at.tokens;
@@ -186,18 +212,19 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       a.scale = scale;
       AttendCausal(a);
     });
-    MatMulTransposed(att_.data(), rows, lw.wo, dim, dim, out_.data(), pool_);
+    MatMul(att_.data(), rows, pl.wo, out_.data(), pool_);
     for (int64_t i = 0; i < rows * dim; ++i) x_[i] += out_[i];
 
     for (int64_t r = 0; r < rows; ++r)
       RmsNorm(&x_[r * dim], lw.rms_ffn, dim, c_.norm_eps, &xb_[r * dim]);
-    MatMulTransposed(xb_.data(), rows, lw.w1, hidden, dim, h1_.data(), pool_);
-    MatMulTransposed(xb_.data(), rows, lw.w3, hidden, dim, h3_.data(), pool_);
-    for (int64_t i = 0; i < rows * hidden; ++i) {
-      const float a = h1_[i];
-      h1_[i] = a * (1.0f / (1.0f + std::exp(-a))) * h3_[i];
+    MatMul(xb_.data(), rows, pl.w13, h13_.data(), pool_);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* h1 = &h13_[r * 2 * hidden];
+      const float* h3 = h1 + hidden;
+      float* h = &h_[r * hidden];
+      for (int i = 0; i < hidden; ++i) h[i] = h1[i] * (1.0f / (1.0f + std::exp(-h1[i]))) * h3[i];
     }
-    MatMulTransposed(h1_.data(), rows, lw.w2, dim, hidden, out_.data(), pool_);
+    MatMul(h_.data(), rows, pl.w2, out_.data(), pool_);
     for (int64_t i = 0; i < rows * dim; ++i) x_[i] += out_[i];
   }
 
@@ -213,7 +240,7 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       }
     }
   }
-  MatMulTransposed(last.data(), want, w_.wcls, vocab, dim, logits->data(), pool_);
+  MatMul(last.data(), want, wcls_, logits->data(), pool_);
   return Status::Ok();
 }
 

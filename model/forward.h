@@ -22,6 +22,7 @@
 
 #include "common/status.h"
 #include "common/token.h"
+#include "model/cpu_math.h"
 #include "model/kv_pages.h"
 #include "model/model_weights.h"
 
@@ -82,12 +83,22 @@ class CpuForward {
   Status Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vector<float>* logits);
 
  private:
+  // A layer's weights packed for the product (cpu_math.h), with the
+  // products that read the same input fused: q, k and v in one, w1 and w3 in
+  // another.
+  struct PackedLayer {
+    PackedMatrix qkv, wo, w13, w2;
+  };
+
   const ModelWeights& w_;
   const ModelConfig& c_;
   ThreadPool* pool_;
   std::vector<float> rope_cos_, rope_sin_;  // [max_seq_len][head_dim / 2]
-  // Activations, [tokens][width], reused between calls.
-  std::vector<float> x_, xb_, q_, k_, v_, att_, h1_, h3_, out_;
+  std::vector<PackedLayer> layers_;
+  PackedMatrix wcls_;
+  // Activations, [tokens][width], reused between calls: qkv_ is q | k | v
+  // and h13_ is w1 | w3 per token.
+  std::vector<float> x_, xb_, qkv_, att_, h13_, h_, out_;
 };
 
 // The CPU backend: CpuForward over host pages.
