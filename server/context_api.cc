@@ -67,6 +67,20 @@ struct ContextApi::GeneratePlan {
 grpc::Status ContextApi::Generate(const Principal& caller, const v1::GenerateRequest& req,
                                   GenerateSink* sink, v1::GenerateResponse* final) {
   if (grpc::Status s = CheckGenerate(req, caller.tenant); !s.ok()) return s;
+  // Backpressure: a bounded number of requests generate at once; the next
+  // one is told so at once rather than queued without bound.
+  struct Slot {
+    std::atomic<int>& n;
+    ~Slot() { n.fetch_sub(1); }
+  } slot{generating_};
+  if (generating_.fetch_add(1) >= limits_.max_concurrent_requests) {
+    ++refused_busy_;
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "kvtierd is serving its limit of " +
+                            std::to_string(limits_.max_concurrent_requests) +
+                            " generation requests (--max-concurrent-requests); retry later",
+                        kBusyDetail);
+  }
   GeneratePlan plan;
   if (grpc::Status s = PlanPrompt(req, caller, &plan); !s.ok()) return s;
   SetSampling(req, &plan.request);
@@ -390,6 +404,10 @@ void ContextApi::AppendMetrics(MetricsText* m) const {
              static_cast<double>(billed_.cost_nanousd.load()) / kNanoUsdPerUsd);
   m->Counter("kvtier_billed_storage_usd_total", "Dollars billed for named-cache storage.",
              static_cast<double>(billed_.storage_nanousd.load()) / kNanoUsdPerUsd);
+  m->Gauge("kvtier_generate_in_flight", "Generation requests being served now.",
+           generating_.load());
+  m->Counter("kvtier_generate_refused_busy_total",
+             "Generation requests refused at --max-concurrent-requests.", refused_busy_.load());
   m->Histogram("kvtier_generate_ttft_seconds", "Time to the first token of a Generate.",
                ttft_.Snapshot());
   m->Histogram("kvtier_generate_seconds", "Time from submission to the end of a Generate.",

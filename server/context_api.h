@@ -32,6 +32,11 @@
 
 namespace kvtier {
 
+// The error_details of a RESOURCE_EXHAUSTED that means "busy, retry later"
+// (max_concurrent_requests) rather than "this request is too big": the HTTP
+// dialects answer it with 429.
+inline constexpr const char* kBusyDetail = "kvtier:busy";
+
 struct GenerateLimits {
   size_t max_prompt_bytes = 1 << 20;   // prompt text, bytes (all segments together)
   size_t max_prompt_tokens = 1 << 20;  // token ids given directly
@@ -39,6 +44,9 @@ struct GenerateLimits {
   size_t min_cacheable_tokens = 1024;  // shorter marked prefixes are not cached
   size_t max_stop_sequences = 16;      // stop strings per request
   size_t max_stop_bytes = 256;         // bytes per stop string
+  // Requests generating at once (from Submit to the last token); beyond it
+  // Generate answers RESOURCE_EXHAUSTED at once and queues nothing.
+  int max_concurrent_requests = 256;
 };
 
 class ContextApi {
@@ -130,6 +138,10 @@ class ContextApi {
   };
   Billed billed_;
   LatencyHistogram ttft_, total_, queue_;  // seconds, per finished Generate
+  // Generate calls past their checks and not yet answered, and those refused
+  // for max_concurrent_requests.
+  std::atomic<int> generating_{0};
+  std::atomic<uint64_t> refused_busy_{0};
 };
 
 }  // namespace kvtier

@@ -74,6 +74,7 @@ struct Daemon::Services {
     if (engine != nullptr) {
       GenerateLimits limits;
       limits.min_cacheable_tokens = static_cast<size_t>(o.min_cacheable_tokens);
+      limits.max_concurrent_requests = o.max_concurrent_requests;
       context_api = std::make_unique<ContextApi>(*engine, tokenizer, &ledger, &prices,
                                                  SystemClock(), limits, auth.secret());
       context_cache = std::make_unique<ContextCacheService>(*context_api, gate);

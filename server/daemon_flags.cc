@@ -106,10 +106,12 @@ std::string DaemonUsage() {
   --config FILE           settings from a JSON object of flag names to values, e.g.
                           {"dram-bytes": "4G", "api-keys": "/etc/kvtier/keys",
                           "no-flash": true}; flags given on the command line win
-  --max-threads N         gRPC server threads (default 256)
-  --max-streams N         Put/Get/Generate streams open at once (default 192; the other
+  --max-threads N         gRPC server threads (default 1024; made as needed)
+  --max-streams N         Put/Get/Generate streams open at once (default 768; the other
                           threads serve unary calls)
-  --max-tenant-streams N  streams one tenant may hold open (default 128)
+  --max-tenant-streams N  streams one tenant may hold open (default 512)
+  --max-concurrent-requests N  generation requests (gRPC and HTTP) in the engine at once
+                          (default 256); more are refused: RESOURCE_EXHAUSTED / HTTP 429
   --stream-idle-ms N      a stream waiting on its client longer is cancelled (default 30000)
   --max-connections N     open client connections at most (default 4096; capped below
                           the descriptor limit, which kvtierd raises to its hard limit)
@@ -372,7 +374,8 @@ Status ParseServerLimitFlags(const FlagSet& flags, DaemonOptions* o) {
         std::tuple{"max-streams", &o->max_streams, 1, 65536},
         std::tuple{"max-tenant-streams", &o->max_tenant_streams, 1, 65536},
         std::tuple{"max-connections", &o->max_connections, 1, 1 << 20},
-        std::tuple{"max-streams-per-connection", &o->max_streams_per_connection, 1, 65536}}) {
+        std::tuple{"max-streams-per-connection", &o->max_streams_per_connection, 1, 65536},
+        std::tuple{"max-concurrent-requests", &o->max_concurrent_requests, 1, 65536}}) {
     KVTIER_RETURN_IF_ERROR(ParseIntFlag(flags, flag, lo, hi, field));
   }
   // Stream limits not given follow the others: streams leave a quarter of
@@ -480,7 +483,8 @@ const std::vector<FlagGroup>& FlagGroups() {
        {},
        ParseListenFlags},
       {{"max-threads", "max-streams", "max-tenant-streams", "max-connections",
-        "max-streams-per-connection", "stream-idle-ms", "grpc-memory-bytes"},
+        "max-streams-per-connection", "stream-idle-ms", "grpc-memory-bytes",
+        "max-concurrent-requests"},
        {},
        ParseServerLimitFlags},
       {{"hbm-policy", "dram-policy", "flash-policy", "rocks-policy", "hbm-admission",

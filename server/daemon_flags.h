@@ -66,9 +66,12 @@ struct DaemonOptions {
   // of them, at most max_tenant_streams for one tenant; the rest of the
   // threads serve unary calls. A stream waiting on its client longer than
   // stream_idle_ms is cancelled.
-  int max_threads = 256;
-  int max_streams = 192;
-  int max_tenant_streams = 128;
+  int max_threads = 1024;
+  int max_streams = 768;
+  int max_tenant_streams = 512;
+  // Generation requests (gRPC Generate and the HTTP dialects) in the engine
+  // at once; beyond it a request is refused with RESOURCE_EXHAUSTED (429).
+  int max_concurrent_requests = 256;
   int64_t stream_idle_ms = 30000;
   int max_streams_per_connection = 128;  // HTTP/2 concurrent calls on one connection
   // Open client connections at most, further capped below the descriptor

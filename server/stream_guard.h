@@ -38,8 +38,8 @@
 namespace kvtier {
 
 struct StreamLimits {
-  int max_streams = 192;         // daemon-wide; at least 1
-  int max_tenant_streams = 128;  // one tenant's; in [1, max_streams]
+  int max_streams = 768;         // daemon-wide; at least 1
+  int max_tenant_streams = 512;  // one tenant's; in [1, max_streams]
   int64_t idle_ms = 30000;       // a stream waiting on its client longer is cancelled
 };
 

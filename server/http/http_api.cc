@@ -18,6 +18,9 @@ namespace kvtier {
 namespace http {
 
 ApiError ErrorOf(const grpc::Status& s) {
+  if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && s.error_details() == kBusyDetail) {
+    return {ErrorKind::kRateLimit, s.error_message()};  // busy: retry later
+  }
   switch (s.error_code()) {
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::FAILED_PRECONDITION:

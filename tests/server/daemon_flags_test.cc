@@ -32,8 +32,10 @@ TEST(DaemonFlagsTest, NoFlagsGiveTheDefaults) {
   EXPECT_EQ(o->hbm_bytes, -1);
   EXPECT_TRUE(o->flash);
   EXPECT_TRUE(o->engine);
-  EXPECT_EQ(o->max_streams, 192);
-  EXPECT_EQ(o->max_tenant_streams, 128);
+  EXPECT_EQ(o->max_threads, 1024);
+  EXPECT_EQ(o->max_streams, 768);
+  EXPECT_EQ(o->max_tenant_streams, 512);
+  EXPECT_EQ(o->max_concurrent_requests, 256);
   EXPECT_EQ(o->metrics_listen, defaults.metrics_listen);
   EXPECT_FALSE(o->metrics_listen_required);
   EXPECT_DOUBLE_EQ(o->placement.remat.cost_per_s, defaults.placement.remat.cost_per_s);

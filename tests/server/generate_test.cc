@@ -225,15 +225,17 @@ TEST_F(GenerateDaemonTest, TheDefaultModelServesAndASharedPrefixIsReadFromTheCac
 // 64 Generates at once (the engine's batch) are all served, and Health
 // answers while they run: a stream holds a server thread, and the default
 // limits leave threads for all of them and for unary calls.
-TEST_F(GenerateDaemonTest, SixtyFourConcurrentGeneratesAreAllServed) {
-  constexpr int kClients = 64;
+// --max-concurrent-requests (256 by default) concurrent streams are all
+// served: none holds up another for a server thread.
+TEST_F(GenerateDaemonTest, TwoHundredFiftySixConcurrentGeneratesAreAllServed) {
+  constexpr int kClients = 256;
   std::vector<std::thread> threads;
   std::vector<grpc::Status> results(kClients);
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
       v1::GenerateRequest req;
       for (int i = 1; i <= 8; ++i) req.add_token_ids((c * 8 + i) % 500 + 1);
-      req.set_max_tokens(24);
+      req.set_max_tokens(8);
       req.set_ignore_eos(true);
       v1::GenerateResponse resp;
       results[c] = client_->GenerateRaw(req, &resp);
@@ -245,6 +247,48 @@ TEST_F(GenerateDaemonTest, SixtyFourConcurrentGeneratesAreAllServed) {
   for (int c = 0; c < kClients; ++c) {
     EXPECT_TRUE(results[c].ok()) << "client " << c << ": " << results[c].error_message();
   }
+}
+
+// Past --max-concurrent-requests a Generate is refused at once with a clear
+// RESOURCE_EXHAUSTED (nothing queued); once one ends, the next is served.
+TEST(GenerateLimitTest, RequestsPastTheLimitAreRefusedAtOnce) {
+  const std::string dir = TempDir("generate_limit");
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--model-preset", "tiny-8k", "--no-flash", "--dram-bytes", "64M",
+                            "--max-concurrent-requests", "2"}))
+      << d.exit_code();
+  std::unique_ptr<Client> client = ClientFor(d);
+  v1::GenerateRequest long_req;
+  for (int i = 1; i <= 10; ++i) long_req.add_token_ids(i);
+  long_req.set_max_tokens(8000);
+  long_req.set_ignore_eos(true);
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> running;
+  for (int i = 0; i < 2; ++i) {
+    contexts.push_back(client->NewContext());
+    running.push_back(client->context_cache().Generate(contexts.back().get(), long_req));
+    v1::GenerateResponse first;
+    ASSERT_TRUE(running.back()->Read(&first));  // generating now
+  }
+  v1::GenerateRequest short_req;
+  for (int i = 1; i <= 4; ++i) short_req.add_token_ids(i);
+  short_req.set_max_tokens(2);
+  v1::GenerateResponse resp;
+  const grpc::Status refused = client->GenerateRaw(short_req, &resp);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(refused.error_message().find("limit of 2 generation requests"), std::string::npos)
+      << refused.error_message();
+  for (auto& c : contexts) c->TryCancel();
+  for (auto& r : running) (void)r->Finish();
+  // The cancelled requests leave the engine, and their slots free up.
+  grpc::Status served = client->GenerateRaw(short_req, &resp);
+  for (int i = 0; i < 200 && !served.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    served = client->GenerateRaw(short_req, &resp);
+  }
+  EXPECT_TRUE(served.ok()) << served.error_message();
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(GenerateDaemonTest, SeededSamplingIsReproducible) {

@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "proto/client.h"
+#include "server/context_api.h"
+#include "server/http/http_dialect.h"
 #include "tests/server/daemon_client.h"
 #include "tests/server/daemon_process.h"
 
@@ -404,6 +406,16 @@ TEST(HttpAnthropicLimitsTest, ATenantAtItsLimitIs429AndAFullDaemonIs529) {
   EXPECT_EQ(status, 200);
   EXPECT_EQ(daemon.Stop(SIGTERM), 0);
   std::filesystem::remove_all(dir);
+}
+
+// A request refused because the daemon is at --max-concurrent-requests is a
+// 429 (retry later); one refused for its size stays a 400.
+TEST(HttpErrorsTest, BusyIsA429AndTooBigIsA400) {
+  const grpc::Status busy(grpc::StatusCode::RESOURCE_EXHAUSTED, "at the limit", kBusyDetail);
+  const grpc::Status too_big(grpc::StatusCode::RESOURCE_EXHAUSTED, "prompt too long");
+  EXPECT_EQ(http::HttpStatusOf(http::ErrorOf(busy).kind), 429);
+  EXPECT_EQ(http::ErrorOf(busy).message, "at the limit");
+  EXPECT_EQ(http::HttpStatusOf(http::ErrorOf(too_big).kind), 400);
 }
 
 }  // namespace
