@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Builds the benchmarks (Release) and runs them; with --json each bench's JSON
 # object is collected, one per line, into build-release/bench-results.jsonl.
-# Usage: tools/bench.sh [--json] [bench-name ...]   (default: every bench)
+# With --peer, the engine is also measured against vLLM's CPU engine
+# (bench/peer/vllm_cpu.sh: a 6 GB virtualenv, minutes; not in CI), whose
+# ratios kvtier / vLLM are the last JSON object.
+# Usage: tools/bench.sh [--json] [--peer] [bench-name ...]   (default: every bench)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 json=""
-if [ "${1:-}" = "--json" ]; then json="--json"; shift; fi
+peer=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --json) json="--json"; shift ;;
+    --peer) peer=1; shift ;;
+    *) break ;;
+  esac
+done
 "$root/tools/deps.sh" --bench
 export KVTIER_BUILD_DIR="${KVTIER_BUILD_DIR:-$root/build-release}"
 "$root/tools/build.sh" Release -DKVTIER_BUILD_TESTS=OFF -DKVTIER_BUILD_BENCH=ON
@@ -21,5 +31,10 @@ for b in "${benches[@]}"; do
     "$KVTIER_BUILD_DIR/bin/$b"
   fi
 done
+if [ -n "$peer" ]; then
+  echo "== vllm_cpu (peer)" >&2
+  KVTIER_BIN_DIR="$KVTIER_BUILD_DIR/bin" "$root/bench/peer/vllm_cpu.sh" | tee /dev/stderr |
+    tail -n 1 >>"$results"
+fi
 [ -n "$json" ] && echo "results: $results" >&2
 exit 0

