@@ -208,6 +208,8 @@ int Main(int argc, char** argv) {
                         std::pair{2 * c.hidden_dim, c.dim}, std::pair{c.dim, c.hidden_dim}}) {
       const double f = 2.0 * 512 * n * k;
       const GemmPair g = GemmFlops(gemm_pool, 512, n, k);
+      std::printf("  shape 512x%dx%d: OpenBLAS %.1f ours %.1f\n", n, k, g.openblas / 1e9,
+                  g.ours / 1e9);
       blas_s += f / g.openblas;
       ours_s += f / g.ours;
       flops += f;
