@@ -14,7 +14,7 @@
 // parameters, 200 MB of fp32 weights, far beyond L2 and L3).
 //
 // Usage: engine_bench [--json] [--preset NAME] [--threads N]
-//                     [--prompt-tokens N] [--decode-steps N]
+//                     [--prompt-tokens N] [--decode-steps N] [--cpu-weights f32|bf16]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -66,6 +66,7 @@ struct Args {
   int threads = 0;
   int prompt_tokens = 2048;
   int decode_steps = 8;
+  bool bf16 = false;  // --cpu-weights bf16
 };
 
 // FLOP/s of an m x n x k single-precision product y = x w^T, OpenBLAS's
@@ -114,6 +115,7 @@ GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k) {
 double DecodeTokensPerSecond(const ModelWeights& w, int batch, const Args& args) {
   EngineOptions o;
   o.threads = args.threads;
+  o.cpu_bf16_weights = args.bf16;
   o.max_batch_seqs = batch;
   o.token_budget = std::max(batch * 64, 64);
   o.kv_bytes = static_cast<int64_t>(batch) * 4 * w.config.Kv(64, DType::kFloat32).BlockBytes();
@@ -157,6 +159,13 @@ int Main(int argc, char** argv) {
       args.json = true;
     } else if (a == "--preset") {
       args.preset = next();
+    } else if (a == "--cpu-weights") {
+      const std::string v = next();
+      if (v != "f32" && v != "bf16") {
+        std::fprintf(stderr, "engine_bench: --cpu-weights is f32 or bf16\n");
+        return 2;
+      }
+      args.bf16 = v == "bf16";
     } else if (a == "--threads") {
       args.threads = std::atoi(next().c_str());
     } else if (a == "--prompt-tokens") {
@@ -166,7 +175,7 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: engine_bench [--json] [--preset NAME] [--threads N] "
-                   "[--prompt-tokens N] [--decode-steps N]\n");
+                   "[--prompt-tokens N] [--decode-steps N] [--cpu-weights f32|bf16]\n");
       return 2;
     }
   }
@@ -191,6 +200,7 @@ int Main(int argc, char** argv) {
   // 1. The machine's GEMM peak, and ours on the model's own shapes: a
   //    512-token prefill chunk through q|k|v, wo, w1|w3 and w2.
   out["kernels"] = CpuIsaName(CpuMathIsa());
+  out["cpu_weights"] = args.bf16 ? "bf16" : "f32";
   ThreadPool gemm_pool(threads);
   const GemmPair square = GemmFlops(gemm_pool, 512, 2048, 2048);
   const double peak = square.openblas, ours_gemm = square.ours;
@@ -242,6 +252,7 @@ int Main(int argc, char** argv) {
   auto cache = CacheManager::Open(std::move(slots), CacheManagerOptions{}).value();
   EngineOptions o;
   o.threads = args.threads;
+  o.cpu_bf16_weights = args.bf16;
   o.token_budget = 512;
   o.kv_bytes = 2ll * (args.prompt_tokens / 64 + 2) *
                static_cast<int64_t>(c.Kv(64, DType::kFloat32).BlockBytes());

@@ -91,7 +91,10 @@ Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOpt
                   weights->config.Kv(options.block_tokens, DType::kFloat32).BlockBytes())),
           /*host_storage=*/gpu == nullptr),
       forward_(std::move(gpu)) {
-  if (forward_ == nullptr) forward_ = std::make_unique<CpuBackend>(*weights, kv_, &pool_);
+  if (forward_ == nullptr) {
+    forward_ = std::make_unique<CpuBackend>(
+        *weights, kv_, &pool_, options.cpu_bf16_weights ? WeightType::kBf16 : WeightType::kF32);
+  }
   for (const auto& [name, w] : options_.tenant_weights) tenants_[name].weight = w > 0 ? w : 1;
   stats_.total_pages = kv_.num_pages();
   stats_.free_pages = kv_.free_pages();

@@ -69,6 +69,9 @@ struct EngineOptions {
   // when a device answers, else cpu).
   std::string device = "cpu";
   bool gpu_bf16_weights = false;  // cuda: bf16 GEMMs on the tensor cores
+  // cpu: bf16 weights and products (AVX-512 BF16 where the CPU has it),
+  // f32 accumulation; attention, norms and KV stay f32 (docs/engine.md).
+  bool cpu_bf16_weights = false;
   // Weight of each tenant in the fair share; tenants not listed weigh 1.
   std::map<std::string, double> tenant_weights;
   Clock* clock = SystemClock();  // request start times (cache lifetimes); not owned

@@ -6,8 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/dtype_convert.h"
 #include "model/cpu_vec.h"
 #include "model/thread_pool.h"
 
@@ -43,13 +45,25 @@ constexpr int64_t kTilePanels = 2;
 #include "model/cpu_matmul_kernel.inc"
 #undef KVT_TARGET
 }  // namespace avx512
+
+// avx512's kernels with BF16 dot products in hardware.
+namespace avx512bf16 {
+using namespace cpu_vec::avx512;
+using cpu_vec::avx512bf16::VDotBf16;
+constexpr int kTileRows = 12;
+constexpr int64_t kTilePanels = 2;
+#define KVT_TARGET KVT_TARGET_AVX512BF16
+#include "model/cpu_matmul_kernel.inc"
+#undef KVT_TARGET
+}  // namespace avx512bf16
 KVT_AVX512_END
 
 CpuIsa DetectIsa() {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return CpuIsa::kPortable;
   if (!__builtin_cpu_supports("avx512f")) return CpuIsa::kAvx2;
-  return CpuIsa::kAvx512;
+  if (!__builtin_cpu_supports("avx512bf16")) return CpuIsa::kAvx512;
+  return CpuIsa::kAvx512Bf16;
 }
 
 const CpuIsa kBestIsa = DetectIsa();
@@ -57,14 +71,15 @@ const CpuIsa kBestIsa = DetectIsa();
 CpuIsa IsaFromEnvironment() {
   const char* want = std::getenv("KVTIER_CPU_ISA");
   if (want == nullptr || *want == '\0') return kBestIsa;
-  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
     if (std::strcmp(want, CpuIsaName(isa)) != 0) continue;
     if (isa <= kBestIsa) return isa;
     std::fprintf(stderr, "KVTIER_CPU_ISA=%s: this CPU lacks it; using %s\n", want,
                  CpuIsaName(kBestIsa));
     return kBestIsa;
   }
-  std::fprintf(stderr, "KVTIER_CPU_ISA=%s: not one of portable, avx2, avx512; using %s\n", want,
+  std::fprintf(stderr,
+               "KVTIER_CPU_ISA=%s: not one of portable, avx2, avx512, avx512bf16; using %s\n", want,
                CpuIsaName(kBestIsa));
   return kBestIsa;
 }
@@ -75,6 +90,8 @@ std::atomic<CpuIsa> g_isa{IsaFromEnvironment()};
 
 const char* CpuIsaName(CpuIsa isa) {
   switch (isa) {
+    case CpuIsa::kAvx512Bf16:
+      return "avx512bf16";
     case CpuIsa::kAvx512:
       return "avx512";
     case CpuIsa::kAvx2:
@@ -89,11 +106,26 @@ CpuIsa CpuMathIsa() { return g_isa.load(std::memory_order_relaxed); }
 CpuIsa CpuMathBestIsa() { return kBestIsa; }
 CpuIsa SetCpuMathIsa(CpuIsa isa) { return g_isa.exchange(std::min(isa, kBestIsa)); }
 
-PackedMatrix::PackedMatrix(const float* w, int64_t outs, int64_t k)
-    : outs_(outs), k_(k), data_(static_cast<size_t>((outs + 15) / 16 * 16 * k), 0.0f) {
+PackedMatrix::PackedMatrix(const float* w, int64_t outs, int64_t k, WeightType type)
+    : outs_(outs), k_(k), type_(type) {
+  const int64_t panels = (outs + 15) / 16;
+  if (type == WeightType::kF32) {
+    f32_.assign(static_cast<size_t>(panels * 16 * k), 0.0f);
+    for (int64_t o = 0; o < outs; ++o) {
+      float* panel = f32_.data() + (o / 16) * k * 16 + o % 16;
+      for (int64_t kk = 0; kk < k; ++kk) panel[kk * 16] = w[o * k + kk];
+    }
+    return;
+  }
+  const int64_t pairs = (k + 1) / 2;
+  bf16_.assign(static_cast<size_t>(panels * 16 * pairs), 0u);
   for (int64_t o = 0; o < outs; ++o) {
-    float* panel = data_.data() + (o / 16) * k * 16 + o % 16;
-    for (int64_t kk = 0; kk < k; ++kk) panel[kk * 16] = w[o * k + kk];
+    uint32_t* panel = bf16_.data() + (o / 16) * pairs * 16 + o % 16;
+    for (int64_t j = 0; j < pairs; ++j) {
+      const uint32_t lo = FloatToBf16Bits(w[o * k + 2 * j]);
+      const uint32_t hi = 2 * j + 1 < k ? FloatToBf16Bits(w[o * k + 2 * j + 1]) : 0u;
+      panel[j * 16] = lo | (hi << 16);
+    }
   }
 }
 
@@ -110,36 +142,49 @@ void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* o
   for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (scale * x[i]);
 }
 
-void MatMul(const float* x, int64_t rows, const PackedMatrix& w, float* y, ThreadPool* pool) {
-  const int64_t panels = w.panels(), k = w.k(), outs = w.outs();
-  if (rows <= 0 || panels == 0) return;
-  const CpuIsa isa = CpuMathIsa();
+namespace {
+
+// The product on one instruction set, f32 or bf16 by the packed weights.
+template <class Elem>
+void MatMulOn(CpuIsa isa, const float* x, int64_t rows, const Elem* w, int64_t steps, int64_t k,
+              int64_t outs, int64_t panels, float* y, ThreadPool* pool) {
   // x packed once by the caller; the workers see it through xp (a
   // thread_local named in the lambda would be each worker's own).
-  thread_local std::vector<float> packed;
-  packed.resize(static_cast<size_t>(rows * k));
-  const float* xp = packed.data();
+  thread_local std::vector<Elem> packed;
+  packed.resize(static_cast<size_t>(rows * steps));
+  Elem* xp = packed.data();
   switch (isa) {
+    case CpuIsa::kAvx512Bf16:
     case CpuIsa::kAvx512:
-      avx512::PackRows(x, rows, k, packed.data());
+      avx512::PackRows(x, rows, k, xp);
       break;
     case CpuIsa::kAvx2:
-      avx2::PackRows(x, rows, k, packed.data());
+      avx2::PackRows(x, rows, k, xp);
       break;
     case CpuIsa::kPortable:
-      portable::PackRows(x, rows, k, packed.data());
+      portable::PackRows(x, rows, k, xp);
       break;
   }
   auto block = [&](int64_t p_begin, int64_t p_end) {
+    auto run = [&](auto f32, auto bf16) {
+      if constexpr (std::is_same_v<Elem, float>) {
+        f32(xp, rows, w, steps, outs, p_begin, p_end, y);
+      } else {
+        bf16(xp, rows, w, steps, outs, p_begin, p_end, y);
+      }
+    };
     switch (isa) {
+      case CpuIsa::kAvx512Bf16:
+        run(avx512bf16::MatMulF32, avx512bf16::MatMulBf16);
+        break;
       case CpuIsa::kAvx512:
-        avx512::MatMulPanels(xp, rows, w.data(), k, outs, p_begin, p_end, y);
+        run(avx512::MatMulF32, avx512::MatMulBf16);
         break;
       case CpuIsa::kAvx2:
-        avx2::MatMulPanels(xp, rows, w.data(), k, outs, p_begin, p_end, y);
+        run(avx2::MatMulF32, avx2::MatMulBf16);
         break;
       case CpuIsa::kPortable:
-        portable::MatMulPanels(xp, rows, w.data(), k, outs, p_begin, p_end, y);
+        run(portable::MatMulF32, portable::MatMulBf16);
         break;
     }
   };
@@ -155,6 +200,18 @@ void MatMul(const float* x, int64_t rows, const PackedMatrix& w, float* y, Threa
   const int64_t tasks = (panels + per_task - 1) / per_task;
   pool->ParallelFor(tasks,
                     [&](int64_t i) { block(i * per_task, std::min(panels, (i + 1) * per_task)); });
+}
+
+}  // namespace
+
+void MatMul(const float* x, int64_t rows, const PackedMatrix& w, float* y, ThreadPool* pool) {
+  if (rows <= 0 || w.panels() == 0) return;
+  if (w.type() == WeightType::kF32) {
+    MatMulOn(CpuMathIsa(), x, rows, w.f32(), w.k(), w.k(), w.outs(), w.panels(), y, pool);
+  } else {
+    MatMulOn(CpuMathIsa(), x, rows, w.bf16(), (w.k() + 1) / 2, w.k(), w.outs(), w.panels(), y,
+             pool);
+  }
 }
 
 void MatMulTransposed(const float* x, int64_t rows, const float* w, int64_t outs, int64_t k,

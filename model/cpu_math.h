@@ -17,27 +17,40 @@ namespace kvtier {
 
 class ThreadPool;
 
+// How a packed weight matrix holds its elements: f32, or bf16 (rounded to
+// nearest even when packed; exact for a bf16 checkpoint), whose product
+// rounds the activations to bf16 too and accumulates in f32.
+enum class WeightType { kF32, kBf16 };
+
 // A weight matrix w [outs][k] (row-major) repacked for the product: panels
-// of 16 outputs, each [k][16], outputs past the last zero. Packed once when
-// a model is loaded; the product streams it in order.
+// of 16 outputs, each [k][16] (f32) or [k / 2][16] pairs of bf16 (k = 2j in
+// a pair's low half), outputs past the last zero. Packed once when a model
+// is loaded; the product streams it in order.
 class PackedMatrix {
  public:
   PackedMatrix() = default;
-  PackedMatrix(const float* w, int64_t outs, int64_t k);
+  PackedMatrix(const float* w, int64_t outs, int64_t k, WeightType type = WeightType::kF32);
 
   int64_t outs() const { return outs_; }
   int64_t k() const { return k_; }
   int64_t panels() const { return (outs_ + 15) / 16; }
-  const float* data() const { return data_.data(); }
+  WeightType type() const { return type_; }
+  const float* f32() const { return f32_.data(); }
+  const uint32_t* bf16() const { return bf16_.data(); }
 
  private:
   int64_t outs_ = 0, k_ = 0;
-  std::vector<float> data_;
+  WeightType type_ = WeightType::kF32;
+  std::vector<float> f32_;
+  std::vector<uint32_t> bf16_;
 };
 
 // y[t][o] = sum_k x[t][k] * w[o][k]  for t < rows, o < w.outs().
 // x: [rows][k], y: [rows][outs], row-major and dense. Parallel over blocks
-// of outputs when a pool is given.
+// of outputs when a pool is given. With bf16 weights each pair of k is one
+// step, y = fma(x[2j+1], w[2j+1], y) then fma(x[2j], w[2j], y), x rounded
+// to bf16: AVX-512 BF16's vdpbf16ps, which the other sets compute the same
+// way (the same bits, subnormals aside: vdpbf16ps flushes them to zero).
 void MatMul(const float* x, int64_t rows, const PackedMatrix& w, float* y, ThreadPool* pool);
 // The same with w [outs][k] as it is (packs it first: for tests and one-offs).
 void MatMulTransposed(const float* x, int64_t rows, const float* w, int64_t outs, int64_t k,
@@ -49,10 +62,10 @@ float Dot(const float* a, const float* b, int64_t n);
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out);
 
 // The instruction sets the kernels are written for. The best one the CPU
-// has is chosen at start-up; KVTIER_CPU_ISA=portable|avx2|avx512 caps it (a
+// has is chosen at start-up; KVTIER_CPU_ISA=portable|avx2|avx512|avx512bf16 caps it (a
 // name the CPU lacks, or an unknown one, is refused at start-up on stderr and
 // the best set is kept).
-enum class CpuIsa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+enum class CpuIsa { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 const char* CpuIsaName(CpuIsa isa);
 // The set in use, and the best this CPU has.
 CpuIsa CpuMathIsa();

@@ -12,7 +12,12 @@
 //   VZero, VSet1, VLoad, VStore (unaligned), VAdd, VSub, VMul, VDiv,
 //   VFma(a, b, c) = a * b + c rounded once, VMax (maxps: b unless a > b),
 //   VFirst(count, a, fill): a in lanes < count, fill in the others,
-//   VPow2i(n): 2^n for integral n in [-126, 127], VHMax: the largest lane.
+//   VPow2i(n): 2^n for integral n in [-126, 127], VHMax: the largest lane,
+//   VDotBf16(acc, x, w): per lane i, with w 16 pairs of bf16 (w[i] holds
+//     k = 2j in its low half, 2j + 1 in its high half) and x one such pair:
+//     acc = fma(x.hi, w.hi, acc), then acc = fma(x.lo, w.lo, acc) (a product
+//     of two bf16 is exact in f32, so this is AVX-512 BF16's vdpbf16ps,
+//     which the avx512bf16 set runs natively).
 #pragma once
 
 #include <immintrin.h>
@@ -77,6 +82,22 @@ inline float VHMax(Vec a) {
   for (int i = 1; i < 16; ++i) m = std::fmax(m, a.v[i]);
   return m;
 }
+inline float Bf16Lo(uint32_t pair) {
+  const uint32_t bits = pair << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline float Bf16Hi(uint32_t pair) {
+  const uint32_t bits = pair & 0xffff0000u;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline Vec VDotBf16(Vec acc, uint32_t x, const uint32_t* w) {
+  const float xh = Bf16Hi(x), xl = Bf16Lo(x);
+  KVT_LANEWISE(std::fma(xl, Bf16Lo(w[i]), std::fma(xh, Bf16Hi(w[i]), acc.v[i])));
+}
 #undef KVT_LANEWISE
 
 }  // namespace portable
@@ -129,6 +150,19 @@ KVT_TARGET_AVX2 inline float VHMax(Vec a) {
 }
 #undef KVT_BOTH
 
+KVT_TARGET_AVX2 inline Vec VDotBf16(Vec acc, uint32_t x, const uint32_t* w) {
+  const __m256i hi_mask = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  const __m256 xh = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(x & 0xffff0000u)));
+  const __m256 xl = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(x << 16)));
+  const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8));
+  auto step = [&](__m256i wv, __m256 a) KVT_TARGET_AVX2 {
+    a = _mm256_fmadd_ps(xh, _mm256_castsi256_ps(_mm256_and_si256(wv, hi_mask)), a);
+    return _mm256_fmadd_ps(xl, _mm256_castsi256_ps(_mm256_slli_epi32(wv, 16)), a);
+  };
+  return Vec{step(w0, acc.lo), step(w1, acc.hi)};
+}
+
 }  // namespace avx2
 
 // ---- AVX-512: one zmm register. ----
@@ -158,7 +192,29 @@ KVT_TARGET_AVX512 inline Vec VPow2i(Vec n) {
 }
 KVT_TARGET_AVX512 inline float VHMax(Vec a) { return _mm512_reduce_max_ps(a); }
 
+KVT_TARGET_AVX512 inline Vec VDotBf16(Vec acc, uint32_t x, const uint32_t* w) {
+  const __m512i wv = _mm512_loadu_si512(w);
+  const __m512 xh = _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(x & 0xffff0000u)));
+  const __m512 xl = _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(x << 16)));
+  const __m512 wh =
+      _mm512_castsi512_ps(_mm512_and_si512(wv, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  const __m512 wl = _mm512_castsi512_ps(_mm512_slli_epi32(wv, 16));
+  return _mm512_fmadd_ps(xl, wl, _mm512_fmadd_ps(xh, wh, acc));
+}
+
 }  // namespace avx512
+
+// ---- AVX-512 with BF16 dot products: avx512's Vec, VDotBf16 in hardware. ----
+// A kernel namespace for it takes avx512's operations and this VDotBf16 by a
+// using-declaration, which hides avx512's emulated one.
+namespace avx512bf16 {
+using Vec = avx512::Vec;
+#define KVT_TARGET_AVX512BF16 __attribute__((target("avx512f,avx512bf16,fma")))
+KVT_TARGET_AVX512BF16 inline Vec VDotBf16(Vec acc, uint32_t x, const uint32_t* w) {
+  return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_set1_epi32(static_cast<int>(x)),
+                          (__m512bh)_mm512_loadu_si512(w));
+}
+}  // namespace avx512bf16
 KVT_AVX512_END
 
 }  // namespace

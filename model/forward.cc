@@ -45,26 +45,28 @@ namespace {
 
 // Weight matrices stacked along their outputs (each [outs][k], the same k)
 // and packed as one.
-PackedMatrix PackStacked(std::initializer_list<std::pair<const float*, int64_t>> parts, int64_t k) {
+PackedMatrix PackStacked(std::initializer_list<std::pair<const float*, int64_t>> parts, int64_t k,
+                         WeightType type) {
   std::vector<float> stacked;
   for (const auto& [w, outs] : parts) stacked.insert(stacked.end(), w, w + outs * k);
-  return PackedMatrix(stacked.data(), static_cast<int64_t>(stacked.size()) / k, k);
+  return PackedMatrix(stacked.data(), static_cast<int64_t>(stacked.size()) / k, k, type);
 }
 
 }  // namespace
 
-CpuForward::CpuForward(const ModelWeights& weights, ThreadPool* pool)
+CpuForward::CpuForward(const ModelWeights& weights, ThreadPool* pool, WeightType weight_type)
     : w_(weights), c_(weights.config), pool_(pool) {
+  const WeightType t = weight_type;
   const int64_t dim = c_.dim, kv_dim = int64_t{c_.n_kv_heads} * c_.head_dim(),
                 hidden = c_.hidden_dim;
   for (const LayerWeights& lw : w_.layers) {
     PackedLayer& p = layers_.emplace_back();
-    p.qkv = PackStacked({{lw.wq, dim}, {lw.wk, kv_dim}, {lw.wv, kv_dim}}, dim);
-    p.wo = PackedMatrix(lw.wo, dim, dim);
-    p.w13 = PackStacked({{lw.w1, hidden}, {lw.w3, hidden}}, dim);
-    p.w2 = PackedMatrix(lw.w2, dim, hidden);
+    p.qkv = PackStacked({{lw.wq, dim}, {lw.wk, kv_dim}, {lw.wv, kv_dim}}, dim, t);
+    p.wo = PackedMatrix(lw.wo, dim, dim, t);
+    p.w13 = PackStacked({{lw.w1, hidden}, {lw.w3, hidden}}, dim, t);
+    p.w2 = PackedMatrix(lw.w2, dim, hidden, t);
   }
-  wcls_ = PackedMatrix(w_.wcls, c_.vocab_size, dim);
+  wcls_ = PackedMatrix(w_.wcls, c_.vocab_size, dim, t);
   // RoPE angles as llama2.c's run.c computes them, once per position.
   const int hd = c_.head_dim();
   const int half = hd / 2;

@@ -73,8 +73,10 @@ class ForwardBackend {
 
 class CpuForward {
  public:
-  // `weights` and `pool` must outlive this object.
-  CpuForward(const ModelWeights& weights, ThreadPool* pool);
+  // `weights` and `pool` must outlive this object. The products run on
+  // weights packed as `weight_type` (bf16: rounded once, here).
+  CpuForward(const ModelWeights& weights, ThreadPool* pool,
+             WeightType weight_type = WeightType::kF32);
 
   // Runs the chunks. `logits` receives one row of vocab_size floats per chunk
   // that wants logits, in chunk order. kInvalidArgument (and nothing written)
@@ -105,8 +107,9 @@ class CpuForward {
 class CpuBackend final : public ForwardBackend {
  public:
   // `weights`, `kv` and `pool` must outlive this object.
-  CpuBackend(const ModelWeights& weights, KvPages& kv, ThreadPool* pool)
-      : forward_(weights, pool), kv_(kv) {}
+  CpuBackend(const ModelWeights& weights, KvPages& kv, ThreadPool* pool,
+             WeightType weight_type = WeightType::kF32)
+      : forward_(weights, pool, weight_type), kv_(kv) {}
   std::string_view device() const override { return "cpu"; }
   Status Run(std::span<const SeqChunk> chunks, std::vector<float>* logits) override {
     return forward_.Run(chunks, kv_, logits);

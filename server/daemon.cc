@@ -271,6 +271,7 @@ EngineOptions EngineOptionsOf(const DaemonOptions& options) {
   eo.threads = options.engine_threads;
   eo.device = options.engine_device;
   eo.gpu_bf16_weights = options.engine_gpu_bf16;
+  eo.cpu_bf16_weights = options.engine_cpu_bf16;
   return eo;
 }
 

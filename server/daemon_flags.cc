@@ -65,6 +65,8 @@ std::string DaemonUsage() {
   --device NAME           where the engine runs: cpu, cuda or auto (default auto: cuda
                           when a GPU is present, else cpu)
   --gpu-weights DTYPE     engine weights on the GPU: f32 (default, precise) or bf16
+  --cpu-weights DTYPE     engine weights on the CPU: f32 (default, precise) or bf16
+                          (AVX-512 BF16 dot products where the CPU has them)
   --no-engine             serve the cache only, no model
   --hbm-policy NAME
   --dram-policy NAME      eviction policy of a tier: lru, fifo, lfu, arc, s3fifo, sieve,
@@ -308,12 +310,14 @@ Status ParseEngineFlags(const FlagSet& flags, DaemonOptions* o) {
   if (o->engine_device != "cpu" && o->engine_device != "cuda" && o->engine_device != "auto") {
     return Status::InvalidArgument("--device must be cpu, cuda or auto");
   }
-  if (flags.Has("gpu-weights")) {
-    const std::string w = flags.Get("gpu-weights");
+  for (auto [flag, field] : {std::pair{"gpu-weights", &o->engine_gpu_bf16},
+                             std::pair{"cpu-weights", &o->engine_cpu_bf16}}) {
+    if (!flags.Has(flag)) continue;
+    const std::string w = flags.Get(flag);
     if (w != "f32" && w != "bf16") {
-      return Status::InvalidArgument("--gpu-weights must be f32 or bf16");
+      return Status::InvalidArgument(std::string("--") + flag + " must be f32 or bf16");
     }
-    o->engine_gpu_bf16 = w == "bf16";
+    *field = w == "bf16";
   }
   KVTIER_RETURN_IF_ERROR(ParseIntFlag(flags, "max-batch", 1, 4096, &o->engine_max_batch));
   KVTIER_RETURN_IF_ERROR(ParseIntFlag(flags, "token-budget", 1, 1 << 20, &o->engine_token_budget));
@@ -474,7 +478,7 @@ const std::vector<FlagGroup>& FlagGroups() {
        {},
        ParseBlockApiFlags},
       {{"model", "model-preset", "kv-bytes", "min-cacheable-tokens", "device", "gpu-weights",
-        "max-batch", "token-budget", "engine-threads"},
+        "cpu-weights", "max-batch", "token-budget", "engine-threads"},
        {"no-engine"},
        ParseEngineFlags},
       {{"price-input", "price-output", "price-storage"}, {}, ParseModelPriceFlags},

@@ -3,7 +3,9 @@
 # virtualenv: tools/integration/vllm_env.sh says how it is installed), on the
 # same bench50m weights (kvtier-mkmodel, f32 and bf16 files of the same
 # model), the same machine and threads, token ids in, rounds interleaved:
-# ours (engine_bench), vLLM f32, vLLM bf16, then again. Not in CI (a 6 GB
+# ours (engine_bench, f32 then bf16 weights), vLLM f32, vLLM bf16, then
+# again. Each dtype is compared with the same dtype (ours f32 with vLLM's
+# f32, ours bf16 with vLLM's bf16), and our f32 with vLLM's bf16 too. Not in CI (a 6 GB
 # virtualenv, minutes per round). Also run by `tools/bench.sh --peer`.
 #
 #   bench/peer/vllm_cpu.sh [--rounds N]        (default 2)
@@ -39,8 +41,11 @@ trap 'rm -rf "$work"' EXIT
 "$bin_dir/kvtier-mkmodel" --preset bench50m --dtype bf16 --out "$work/bf16" >&2
 
 for ((r = 1; r <= rounds; r++)); do
-  echo "== round $r: kvtier" >&2
-  "$bin_dir/engine_bench" --json | tee /dev/stderr | tail -n 1 >"$work/ours.$r.json"
+  for w in f32 bf16; do
+    echo "== round $r: kvtier, $w weights" >&2
+    "$bin_dir/engine_bench" --json --cpu-weights "$w" | tee /dev/stderr | tail -n 1 \
+      >"$work/ours.$w.$r.json"
+  done
   for dtype in float32 bfloat16; do
     model="$work/f32"
     [[ $dtype == bfloat16 ]] && model="$work/bf16"

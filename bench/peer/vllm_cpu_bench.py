@@ -39,26 +39,30 @@ MEASURES = {"ttft_cold": ("ttft_cold_ms", True), "ttft_hit": ("ttft_hit_ms", Tru
 
 
 def compare(work, rounds):
-    """Per round, kvtier / vLLM for each measure and dtype; prints the medians
-    as one JSON object."""
+    """Per round, kvtier / vLLM for each measure, dtype against dtype; prints
+    the medians as one JSON object."""
     def load(name):
         with open(f"{work}/{name}") as f:
             return json.loads(f.read().strip().splitlines()[-1])
 
-    ratios = {d: {m: [] for m in MEASURES} for d in ("float32", "bfloat16")}
-    raw = {"kvtier": [], "float32": [], "bfloat16": []}
+    pairs = {"fp32": ("f32", "float32"), "bf16": ("bf16", "bfloat16"),
+             "f32_weights_vs_bf16": ("f32", "bfloat16")}
+    ratios = {tag: {m: [] for m in MEASURES} for tag in pairs}
+    raw = {name: [] for name in ("kvtier_f32", "kvtier_bf16", "vllm_float32", "vllm_bfloat16")}
     for r in range(1, rounds + 1):
-        ours = load(f"ours.{r}.json")
-        raw["kvtier"].append({k: ours[k] for k, _ in MEASURES.values()})
-        for dtype in ratios:
-            peer = load(f"vllm.{dtype}.{r}.json")
-            raw[dtype].append({k: peer[k] for k, _ in MEASURES.values()})
+        ours = {w: load(f"ours.{w}.{r}.json") for w in ("f32", "bf16")}
+        peer = {d: load(f"vllm.{d}.{r}.json") for d in ("float32", "bfloat16")}
+        for w, o in ours.items():
+            raw[f"kvtier_{w}"].append({k: o[k] for k, _ in MEASURES.values()})
+        for d, p in peer.items():
+            raw[f"vllm_{d}"].append({k: p[k] for k, _ in MEASURES.values()})
+        for tag, (w, d) in pairs.items():
             for m, (key, _) in MEASURES.items():
-                ratios[dtype][m].append(ours[key] / peer[key])
-    out = {"bench": "vllm_cpu_peer", "rounds": rounds, "kvtier_kernels": ours.get("kernels"),
-           "threads": ours.get("threads"), "raw": raw}
-    for dtype, by in ratios.items():
-        tag = "fp32" if dtype == "float32" else "bf16"
+                ratios[tag][m].append(ours[w][key] / peer[d][key])
+    out = {"bench": "vllm_cpu_peer", "rounds": rounds,
+           "kvtier_kernels": ours["f32"].get("kernels"), "threads": ours["f32"].get("threads"),
+           "raw": raw}
+    for tag, by in ratios.items():
         med = {m: statistics.median(v) for m, v in by.items()}
         out[f"vs_vllm_{tag}"] = med
         out[f"even_or_better_vs_vllm_{tag}"] = all(

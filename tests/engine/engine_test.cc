@@ -234,6 +234,48 @@ TEST(EngineTest, LogitsAfterACacheHitEqualAFullRecompute) {
   EXPECT_TRUE(SameBits(second->logits, recompute->logits));
 }
 
+// bf16 weights on the CPU keep DESIGN §8's invariant (a sequence's logits do
+// not depend on its batch, its chunking or a cache hit: the same bits) and
+// stay close to the f32 engine's.
+TEST(EngineTest, Bf16WeightsKeepTheInvariantAndStayCloseToF32) {
+  auto w = TinyRandomModel();
+  const int vocab = w->config.vocab_size;
+  std::vector<TokenId> shared = Prompt(3 * 64 + 10, 5, vocab);
+  std::vector<TokenId> p1 = shared, p2 = shared;
+  for (TokenId t : Prompt(30, 6, vocab)) p1.push_back(t);
+  for (TokenId t : Prompt(41, 7, vocab)) p2.push_back(t);
+  EngineOptions bf16;
+  bf16.cpu_bf16_weights = true;
+
+  auto cache = DramCache();
+  auto cached = OpenEngine(w.get(), cache.get(), bf16);
+  ASSERT_TRUE(cached->Generate(Request(p1, 8)).ok());
+  auto hit = cached->Generate(Request(p2, 8));
+  ASSERT_TRUE(hit.ok());
+  EXPECT_EQ(hit->cached_tokens, 3u * 64);
+
+  EngineOptions chunked = bf16;
+  chunked.token_budget = 37;  // prefilled in chunks that straddle pages
+  auto plain = OpenEngine(w.get(), nullptr, chunked);
+  auto recompute = plain->Generate(Request(p2, 8));
+  ASSERT_TRUE(recompute.ok());
+  EXPECT_EQ(hit->tokens, recompute->tokens);
+  EXPECT_TRUE(SameBits(hit->logits, recompute->logits));
+
+  auto f32 = OpenEngine(w.get(), nullptr)->Generate(Request(p2, 8));
+  ASSERT_TRUE(f32.ok());
+  ASSERT_EQ(f32->logits.size(), recompute->logits.size());
+  // The first step's logits only: later ones follow tokens that may differ.
+  // bf16's 8 bits of mantissa: within a few percent of the largest logit.
+  float max_logit = 0.0f, diff = 0.0f;
+  for (size_t j = 0; j < f32->logits[0].size(); ++j) {
+    max_logit = std::max(max_logit, std::fabs(f32->logits[0][j]));
+    diff = std::max(diff, std::fabs(f32->logits[0][j] - recompute->logits[0][j]));
+  }
+  EXPECT_LT(diff, 5e-2f * max_logit) << "max |logit| " << max_logit;
+  EXPECT_GT(diff, 0.0f) << "bf16 weights were not used";
+}
+
 TEST(EngineTest, AMissingOrCorruptBlockIsRematerialized) {
   auto w = TinyRandomModel();
   const int vocab = w->config.vocab_size;

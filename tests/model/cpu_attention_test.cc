@@ -16,7 +16,7 @@ namespace {
 // Every instruction set this CPU can run, portable first.
 std::vector<CpuIsa> IsasHere() {
   std::vector<CpuIsa> isas;
-  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
     if (isa <= CpuMathBestIsa()) isas.push_back(isa);
   }
   return isas;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/dtype_convert.h"
 #include "model/thread_pool.h"
 #include "tests/model/random_floats.h"
 
@@ -48,7 +49,7 @@ TEST_P(MatMulTest, EveryInstructionSetGivesTheSameBits) {
   std::vector<float> want(static_cast<size_t>(rows) * outs);
   const CpuIsa saved = SetCpuMathIsa(CpuIsa::kPortable);
   MatMulTransposed(x.data(), rows, w.data(), outs, k, want.data(), &pool);
-  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
     if (isa > CpuMathBestIsa()) {
       std::printf("this CPU has no %s: that path is not tested here\n", CpuIsaName(isa));
       continue;
@@ -57,6 +58,53 @@ TEST_P(MatMulTest, EveryInstructionSetGivesTheSameBits) {
     std::vector<float> y(want.size());
     MatMulTransposed(x.data(), rows, w.data(), outs, k, y.data(), &pool);
     EXPECT_EQ(std::memcmp(y.data(), want.data(), y.size() * sizeof(float)), 0) << CpuIsaName(isa);
+  }
+  SetCpuMathIsa(saved);
+}
+
+// bf16 weights: every set, the hardware's vdpbf16ps included, gives the
+// bits of the scalar definition (per pair of k, fma with the odd element,
+// then with the even one, x and w rounded to bf16), in any batch, and that is
+// close to the double-precision product of the rounded operands.
+TEST_P(MatMulTest, Bf16WeightsFollowTheirDefinitionOnEverySet) {
+  const auto [rows, outs, k] = GetParam();
+  const std::vector<float> x = RandomFloats(static_cast<size_t>(rows) * k, 6);
+  const std::vector<float> w = RandomFloats(static_cast<size_t>(outs) * k, 7);
+  auto bf = [](float f) { return Bf16BitsToFloat(FloatToBf16Bits(f)); };
+  std::vector<float> want(static_cast<size_t>(rows) * outs);
+  for (int t = 0; t < rows; ++t) {
+    for (int o = 0; o < outs; ++o) {
+      float acc = 0.0f;
+      double ref = 0.0;
+      for (int j = 0; 2 * j < k; ++j) {
+        const size_t e = 2 * size_t(j), xi = size_t(t) * k + e, wi = size_t(o) * k + e;
+        if (e + 1 < size_t(k)) acc = std::fma(bf(x[xi + 1]), bf(w[wi + 1]), acc);
+        acc = std::fma(bf(x[xi]), bf(w[wi]), acc);
+      }
+      for (int j = 0; j < k; ++j)
+        ref += double(bf(x[size_t(t) * k + j])) * bf(w[size_t(o) * k + j]);
+      want[size_t(t) * outs + o] = acc;
+      ASSERT_NEAR(acc, ref, 1e-4 * std::sqrt(double(k)));
+    }
+  }
+  const PackedMatrix packed(w.data(), outs, k, WeightType::kBf16);
+  ThreadPool pool(2);
+  const CpuIsa saved = CpuMathIsa();
+  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
+    if (isa > CpuMathBestIsa()) {
+      std::printf("this CPU has no %s: that path is not tested here\n", CpuIsaName(isa));
+      continue;
+    }
+    SetCpuMathIsa(isa);
+    std::vector<float> y(want.size());
+    MatMul(x.data(), rows, packed, y.data(), &pool);
+    EXPECT_EQ(std::memcmp(y.data(), want.data(), y.size() * sizeof(float)), 0) << CpuIsaName(isa);
+    std::vector<float> one(static_cast<size_t>(outs));
+    MatMul(&x[static_cast<size_t>(rows - 1) * k], 1, packed, one.data(), nullptr);
+    EXPECT_EQ(std::memcmp(one.data(), &want[static_cast<size_t>(rows - 1) * outs],
+                          one.size() * sizeof(float)),
+              0)
+        << CpuIsaName(isa) << ": the last row alone";
   }
   SetCpuMathIsa(saved);
 }

@@ -92,6 +92,7 @@ TEST(DaemonFlagsTest, BadValuesAreRefusedNamingTheFlag) {
             "--min-cacheable-tokens needs an integer in [1, 1048576]"},
            {{"--device", "tpu"}, "--device must be cpu, cuda or auto"},
            {{"--gpu-weights", "f16"}, "--gpu-weights must be f32 or bf16"},
+           {{"--cpu-weights", "int8"}, "--cpu-weights must be f32 or bf16"},
            {{"--max-batch", "4097"}, "--max-batch needs an integer in [1, 4096]"},
            {{"--price-storage", "-2"}, "--price-storage needs a price >= 0"},
            {{"--tls-cert", "/c"}, "--tls-cert and --tls-key go together"},
