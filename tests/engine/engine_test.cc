@@ -209,13 +209,20 @@ TEST(EngineTest, ASequenceDoesNotDependOnItsBatch) {
   EXPECT_TRUE(SameBits(results[2].logits, solo->logits));
 }
 
-TEST(EngineTest, LogitsAfterACacheHitEqualAFullRecompute) {
-  auto w = TinyRandomModel();
-  const int vocab = w->config.vocab_size;
-  std::vector<TokenId> shared = Prompt(3 * 64 + 10, 5, vocab);
+// Two prompts sharing their first 3 blocks (of 64 tokens) and a few tokens
+// more, then going apart.
+std::pair<std::vector<TokenId>, std::vector<TokenId>> TwoPromptsSharingThreeBlocks(int vocab) {
+  const std::vector<TokenId> shared = Prompt(3 * 64 + 10, 5, vocab);
   std::vector<TokenId> p1 = shared, p2 = shared;
   for (TokenId t : Prompt(30, 6, vocab)) p1.push_back(t);
   for (TokenId t : Prompt(41, 7, vocab)) p2.push_back(t);
+  return {p1, p2};
+}
+
+TEST(EngineTest, LogitsAfterACacheHitEqualAFullRecompute) {
+  auto w = TinyRandomModel();
+  const int vocab = w->config.vocab_size;
+  const auto [p1, p2] = TwoPromptsSharingThreeBlocks(vocab);
 
   auto cache = DramCache();
   auto cached = OpenEngine(w.get(), cache.get());
@@ -240,10 +247,7 @@ TEST(EngineTest, LogitsAfterACacheHitEqualAFullRecompute) {
 TEST(EngineTest, Bf16WeightsKeepTheInvariantAndStayCloseToF32) {
   auto w = TinyRandomModel();
   const int vocab = w->config.vocab_size;
-  std::vector<TokenId> shared = Prompt(3 * 64 + 10, 5, vocab);
-  std::vector<TokenId> p1 = shared, p2 = shared;
-  for (TokenId t : Prompt(30, 6, vocab)) p1.push_back(t);
-  for (TokenId t : Prompt(41, 7, vocab)) p2.push_back(t);
+  const auto [p1, p2] = TwoPromptsSharingThreeBlocks(vocab);
   EngineOptions bf16;
   bf16.cpu_bf16_weights = true;
 
