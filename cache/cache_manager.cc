@@ -531,45 +531,101 @@ Result<uint64_t> CacheManager::Read(const BlockKey& key, std::span<std::byte> de
   for (int attempt = 0; attempt < 2; ++attempt) {
     Result<IndexEntry> e = Find(key);
     if (!e.ok()) break;
-    if (dest.size() < e->bytes) {
-      return Status::ResourceExhausted("the buffer holds " + std::to_string(dest.size()) +
-                                       " bytes but block " + key.ToHex() + " has " +
-                                       std::to_string(e->bytes));
-    }
+    if (Status s = FitsIn(key, *e, dest); !s.ok()) return s;
     std::optional<uint64_t> verified;
     Result<uint64_t> n = ReadOne(*tiers_[e->tier].tier, key, dest, &verified);
-    if (n.ok()) {
-      if (payload_xxh3 != nullptr)
-        *payload_xxh3 = verified ? *verified : Checksum64(dest.first(*n));
-      const int64_t now = options_.clock->NowMs();
-      index_.Touch(key);
-      // A read is data movement, not a new use, unless the caller says so: a
-      // lookup observed the reuse.
-      OnUse(key, *e, now, /*observe=*/is_use);
-      if (is_use) mrc_.Use(BlockKeyHashValue(key), e->bytes);
-      ++counters_.read_hits;
-      TierCounters& tc = tier_counters_[e->tier];
-      ++tc.read_blocks;
-      tc.read_bytes += *n;
-      tc.read_tokens += e->tokens;
-      return n;
-    }
-    if (n.status().IsCorruption()) {
-      ++counters_.corruption_misses;
-      (void)Drop(key);
-      ++counters_.read_misses;
-      return Status::NotFound("block " + key.ToHex() +
-                              " failed its checksum and was dropped (a miss)");
-    }
-    std::optional<IndexEntry> now = index_.Get(key);
-    if (!n.status().IsNotFound() || !now || now->tier == e->tier) {
-      if (n.status().IsNotFound()) (void)Drop(key);  // the index was stale
-      ++counters_.read_misses;
-      return n.status();
+    if (std::optional<Result<uint64_t>> done = FinishRead(key, *e, n, is_use)) {
+      if (done->ok() && payload_xxh3 != nullptr)
+        *payload_xxh3 = verified ? *verified : Checksum64(dest.first(**done));
+      return *done;
     }
   }
   ++counters_.read_misses;
   return Status::NotFound("block " + key.ToHex() + " is not cached");
+}
+
+Status CacheManager::FitsIn(const BlockKey& key, const IndexEntry& e,
+                            std::span<const std::byte> dest) {
+  if (dest.size() >= e.bytes) return Status::Ok();
+  return Status::ResourceExhausted("the buffer holds " + std::to_string(dest.size()) +
+                                   " bytes but block " + key.ToHex() + " has " +
+                                   std::to_string(e.bytes));
+}
+
+std::optional<Result<uint64_t>> CacheManager::FinishRead(const BlockKey& key, const IndexEntry& e,
+                                                         const Result<uint64_t>& n, bool is_use) {
+  if (n.ok()) {
+    const int64_t now = options_.clock->NowMs();
+    index_.Touch(key);
+    // A read is data movement, not a new use, unless the caller says so: a
+    // lookup observed the reuse.
+    OnUse(key, e, now, /*observe=*/is_use);
+    if (is_use) mrc_.Use(BlockKeyHashValue(key), e.bytes);
+    ++counters_.read_hits;
+    TierCounters& tc = tier_counters_[e.tier];
+    ++tc.read_blocks;
+    tc.read_bytes += *n;
+    tc.read_tokens += e.tokens;
+    return n;
+  }
+  if (n.status().IsCorruption()) {
+    ++counters_.corruption_misses;
+    (void)Drop(key);
+    ++counters_.read_misses;
+    return Status::NotFound("block " + key.ToHex() +
+                            " failed its checksum and was dropped (a miss)");
+  }
+  std::optional<IndexEntry> now = index_.Get(key);
+  if (!n.status().IsNotFound() || !now || now->tier == e.tier) {
+    if (n.status().IsNotFound()) (void)Drop(key);  // the index was stale
+    ++counters_.read_misses;
+    return n.status();
+  }
+  return std::nullopt;  // moved to another tier since the look-up: try there
+}
+
+std::vector<Result<uint64_t>> CacheManager::ReadBatch(std::span<const BlockKey> keys,
+                                                      std::span<const std::span<std::byte>> dests,
+                                                      bool is_use) {
+  std::vector<Result<uint64_t>> out(keys.size(), Status::InvalidArgument("no buffer"));
+  const size_t n = std::min(keys.size(), dests.size());
+  // Each tier's blocks, and where each came from.
+  std::vector<std::vector<ReadOp>> ops(tiers_.size());
+  std::vector<std::vector<std::pair<size_t, IndexEntry>>> from(tiers_.size());
+  for (size_t i = 0; i < n; ++i) {
+    Result<IndexEntry> e = Find(keys[i]);
+    if (!e.ok()) {
+      ++counters_.reads;
+      ++counters_.read_misses;
+      out[i] = Status::NotFound("block " + keys[i].ToHex() + " is not cached");
+      continue;
+    }
+    if (Status s = FitsIn(keys[i], *e, dests[i]); !s.ok()) {
+      ++counters_.reads;
+      out[i] = s;
+      continue;
+    }
+    ops[e->tier].push_back({keys[i], dests[i]});
+    from[e->tier].emplace_back(i, *e);
+  }
+  for (size_t t = 0; t < tiers_.size(); ++t) {
+    if (ops[t].empty()) continue;
+    const std::vector<IoResult> results = ReadSync(*tiers_[t].tier, ops[t]);
+    for (size_t j = 0; j < results.size(); ++j) {
+      const auto& [i, e] = from[t][j];
+      ++counters_.reads;
+      const Result<uint64_t> r = results[j].status.ok() ? Result<uint64_t>(results[j].bytes)
+                                                        : Result<uint64_t>(results[j].status);
+      std::optional<Result<uint64_t>> done = FinishRead(keys[i], e, r, is_use);
+      if (done) {
+        out[i] = *done;
+      } else {
+        --counters_.reads;  // Read counts it again
+        out[i] = Read(keys[i], dests[i], is_use);
+      }
+    }
+  }
+  return out;
 }
 
 Status CacheManager::Erase(const BlockKey& key) { return Drop(key); }

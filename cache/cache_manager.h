@@ -222,6 +222,13 @@ class CacheManager {
   // it against where the tier gives it, else hashed here).
   Result<uint64_t> Read(const BlockKey& key, std::span<std::byte> dest, bool is_use = false,
                         uint64_t* payload_xxh3 = nullptr);
+  // Read of many blocks at once: each tier gets its blocks in one batched
+  // Read, so a flash tier has them all in flight together instead of one
+  // after another. Result i is what Read(keys[i], dests[i], is_use) would
+  // answer (a block found moved is read again where it went).
+  std::vector<Result<uint64_t>> ReadBatch(std::span<const BlockKey> keys,
+                                          std::span<const std::span<std::byte>> dests,
+                                          bool is_use = false);
   // Removes a block from the cache. kNotFound if absent, kRetry if pinned.
   Status Erase(const BlockKey& key);
 
@@ -316,6 +323,13 @@ class CacheManager {
   // Removes a block from the index, its tier and its policy; kRetry if pinned.
   Status Drop(const BlockKey& key);
   Status DropLocked(const BlockKey& key);  // the same, the key's lock held
+  // Read's steps around the tier's read: whether dest holds block `e`, and
+  // the bookkeeping of the tier's answer `n` (a hit touches the block and
+  // counts; a checksum failure drops it; a stale index entry is dropped);
+  // nullopt when the block has moved to another tier since the look-up.
+  static Status FitsIn(const BlockKey& key, const IndexEntry& e, std::span<const std::byte> dest);
+  std::optional<Result<uint64_t>> FinishRead(const BlockKey& key, const IndexEntry& e,
+                                             const Result<uint64_t>& n, bool is_use);
   // Schedules the sweep to look at a block when it would expire.
   void QueueExpiry(const BlockKey& key, int64_t expiry_ms);
   // The wait since its last use, at least `from_s`, at which a block would

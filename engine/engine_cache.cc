@@ -74,19 +74,26 @@ void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
   }
   // At least one token is always computed: its logits are what we need.
   const int loadable_blocks = std::min(static_cast<int>(hit.blocks), (len - 1) / bt);
+  // The hit's blocks are read in one batch (each tier's in flight together),
+  // straight into host pages, or through host memory for a device's pages.
+  const size_t page_bytes = kv_.page_bytes();
+  const bool device_pages = loadable_blocks > 0 && forward_->HostPage(seq->pages[0]).empty();
+  if (device_pages) page_scratch_.resize(page_bytes * static_cast<size_t>(loadable_blocks));
+  std::vector<std::span<std::byte>> dests;
+  for (int i = 0; i < loadable_blocks; ++i) {
+    dests.push_back(device_pages ? std::span(page_scratch_).subspan(page_bytes * i, page_bytes)
+                                 : forward_->HostPage(seq->pages[i]));
+  }
+  std::vector<Result<uint64_t>> reads =
+      cache_->ReadBatch(std::span<const BlockKey>(seq->keys.data(), dests.size()), dests);
   int loaded = 0;
   for (int i = 0; i < loadable_blocks; ++i) {
-    std::span<std::byte> page = forward_->HostPage(seq->pages[i]);
-    if (page.empty()) {
-      page_scratch_.resize(kv_.page_bytes());
-      page = page_scratch_;
-    }
-    Result<uint64_t> n = cache_->Read(seq->keys[i], page);
-    if (n.ok() && *n == page.size() && page.data() == page_scratch_.data()) {
-      Status w = forward_->WritePage(seq->pages[i], page);
+    Result<uint64_t>& n = reads[i];
+    if (n.ok() && *n == page_bytes && device_pages) {
+      Status w = forward_->WritePage(seq->pages[i], dests[i]);
       if (!w.ok()) n = w;
     }
-    if (!n.ok() || *n != page.size()) {
+    if (!n.ok() || *n != page_bytes) {
       // Dropped, corrupt or of another shape: the rest is prefilled.
       ++stats_.cache_read_failures;
       break;

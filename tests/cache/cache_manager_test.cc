@@ -307,6 +307,47 @@ TEST_F(CacheManagerTest, CorruptBlockReadsAsAMissAndIsDropped) {
   EXPECT_EQ(cache_->Lookup(keys).blocks, 0u);
 }
 
+// ReadBatch reads every tier's blocks in one batch and answers each block as
+// Read would: bytes for a hit in either tier, a miss for an absent or a
+// corrupt block (dropped), ResourceExhausted for a buffer too small.
+TEST_F(CacheManagerTest, ReadBatchAnswersEachBlockAsReadWould) {
+  Open({64, 64}, {2000, 0});  // blocks of up to 2000 bytes in t0, larger ones in t1
+  auto keys = Chain(5);
+  ASSERT_TRUE(cache_->Insert(keys[0], std::nullopt, Payload(1000, 0)).ok());
+  ASSERT_TRUE(cache_->Insert(keys[1], keys[0], Payload(5000, 1)).ok());
+  ASSERT_TRUE(cache_->Insert(keys[2], keys[1], Payload(1500, 2)).ok());
+  ASSERT_TRUE(cache_->Insert(keys[3], keys[2], Payload(1200, 3)).ok());
+  ASSERT_EQ(cache_->Find(keys[0])->tier, 0u);
+  ASSERT_EQ(cache_->Find(keys[1])->tier, 1u);
+  ASSERT_TRUE(CorruptDramBlockForTesting(*tiers_[0], keys[2]).ok());
+  const BlockKey absent = Chain(1, 999)[0];
+  std::vector<std::vector<std::byte>> bufs = {std::vector<std::byte>(1000),
+                                              std::vector<std::byte>(6000),
+                                              std::vector<std::byte>(1500),
+                                              std::vector<std::byte>(100),
+                                              std::vector<std::byte>(100)};
+  std::vector<std::span<std::byte>> dests(bufs.begin(), bufs.end());
+  const std::vector<BlockKey> batch = {keys[0], keys[1], keys[2], keys[3], absent};
+  std::vector<Result<uint64_t>> r = cache_->ReadBatch(batch, dests);
+  ASSERT_EQ(r.size(), 5u);
+  ASSERT_TRUE(r[0].ok()) << r[0].status();
+  EXPECT_EQ(*r[0], 1000u);
+  EXPECT_EQ(bufs[0], Payload(1000, 0));
+  ASSERT_TRUE(r[1].ok()) << r[1].status();
+  EXPECT_EQ(*r[1], 5000u);
+  EXPECT_EQ(std::vector<std::byte>(bufs[1].begin(), bufs[1].begin() + 5000), Payload(5000, 1));
+  EXPECT_TRUE(r[2].status().IsNotFound()) << r[2].status();
+  EXPECT_TRUE(r[3].status().IsResourceExhausted()) << r[3].status();
+  EXPECT_TRUE(r[4].status().IsNotFound()) << r[4].status();
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.reads, 5u);
+  EXPECT_EQ(s.read_hits, 2u);
+  EXPECT_EQ(s.read_misses, 2u);
+  EXPECT_EQ(s.corruption_misses, 1u);
+  EXPECT_FALSE(cache_->Find(keys[2]).ok()) << "the corrupt block is dropped";
+  EXPECT_TRUE(cache_->Find(keys[3]).ok()) << "a buffer too small changes nothing";
+}
+
 TEST_F(CacheManagerTest, ExpiredBlocksMissAndAreFreed) {
   Open({8});
   auto keys = Chain(2);
