@@ -15,6 +15,9 @@
 //
 // Usage: engine_bench [--json] [--preset NAME] [--threads N]
 //                     [--prompt-tokens N] [--decode-steps N] [--cpu-weights f32|bf16]
+//                     [--seq-len N]
+// The weights are RandomModel(preset, seed 1): `kvtier-mkmodel --preset P
+// --seed 1` writes the same model for a peer engine.
 #include <stdlib.h>  // mkdtemp
 
 #include <chrono>
@@ -71,6 +74,7 @@ struct Args {
   int prompt_tokens = 2048;
   int decode_steps = 8;
   bool bf16 = false;  // --cpu-weights bf16
+  int seq_len = 0;    // the model's context; 0: the preset's
 };
 
 // FLOP/s of an m x n x k single-precision product y = x w^T, OpenBLAS's
@@ -197,6 +201,8 @@ int Main(int argc, char** argv) {
       args.json = true;
     } else if (a == "--preset") {
       args.preset = next();
+    } else if (a == "--seq-len") {
+      args.seq_len = std::atoi(next().c_str());
     } else if (a == "--cpu-weights") {
       const std::string v = next();
       if (v != "f32" && v != "bf16") {
@@ -213,13 +219,20 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: engine_bench [--json] [--preset NAME] [--threads N] "
-                   "[--prompt-tokens N] [--decode-steps N] [--cpu-weights f32|bf16]\n");
+                   "[--prompt-tokens N] [--decode-steps N] [--cpu-weights f32|bf16] "
+                   "[--seq-len N]\n");
       return 2;
     }
   }
   Result<ModelConfig> config = ModelPreset(args.preset);
   if (!config.ok()) {
     std::fprintf(stderr, "engine_bench: %s\n", config.status().ToString().c_str());
+    return 2;
+  }
+  if (args.seq_len > 0) config->max_seq_len = args.seq_len;
+  if (args.prompt_tokens + 2 > config->max_seq_len) {
+    std::fprintf(stderr, "engine_bench: a %d-token prompt needs --seq-len above %d\n",
+                 args.prompt_tokens, config->max_seq_len);
     return 2;
   }
   const int threads =

@@ -8,7 +8,10 @@
 # f32, ours bf16 with vLLM's bf16), and our f32 with vLLM's bf16 too. Not in CI (a 6 GB
 # virtualenv, minutes per round). Also run by `tools/bench.sh --peer`.
 #
-#   bench/peer/vllm_cpu.sh [--rounds N]        (default 2)
+#   bench/peer/vllm_cpu.sh [--rounds N] [--prompt-tokens N]   (defaults 2, 2048)
+#
+# With --prompt-tokens above 4000 both sides get a model with a longer
+# context (--seq-len; the weights do not depend on it).
 #
 # Prints each side's figures, then one JSON object (the last line) with the
 # ratio kvtier / vLLM of each measure, the median over rounds:
@@ -23,12 +26,16 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 rounds=2
+prompt=2048
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
-    *) echo "usage: bench/peer/vllm_cpu.sh [--rounds N]" >&2; exit 2 ;;
+    --prompt-tokens) prompt=$2; shift 2 ;;
+    *) echo "usage: bench/peer/vllm_cpu.sh [--rounds N] [--prompt-tokens N]" >&2; exit 2 ;;
   esac
 done
+seq_len=4096
+((prompt + 64 > seq_len)) && seq_len=$(((prompt + 64 + 1023) / 1024 * 1024))
 bin_dir="${KVTIER_BIN_DIR:-$root/build-release/bin}"
 [[ -x $bin_dir/engine_bench ]] || bin_dir="$root/build/bin"
 for b in engine_bench kvtier-mkmodel; do
@@ -37,13 +44,17 @@ done
 python=$("$root/tools/integration/vllm_env.sh")
 work=$(mktemp -d "${TMPDIR:-/tmp}/kvtier-peer.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-"$bin_dir/kvtier-mkmodel" --preset bench50m --dtype f32 --out "$work/f32" >&2
-"$bin_dir/kvtier-mkmodel" --preset bench50m --dtype bf16 --out "$work/bf16" >&2
+# Seed 1: engine_bench's own RandomModel, so both engines run the same weights.
+for d in f32 bf16; do
+  "$bin_dir/kvtier-mkmodel" --preset bench50m --seed 1 --seq-len "$seq_len" --dtype "$d" \
+    --out "$work/$d" >&2
+done
 
 for ((r = 1; r <= rounds; r++)); do
   for w in f32 bf16; do
     echo "== round $r: kvtier, $w weights" >&2
-    "$bin_dir/engine_bench" --json --cpu-weights "$w" | tee /dev/stderr | tail -n 1 \
+    "$bin_dir/engine_bench" --json --cpu-weights "$w" --prompt-tokens "$prompt" \
+      --seq-len "$seq_len" | tee /dev/stderr | tail -n 1 \
       >"$work/ours.$w.$r.json"
   done
   for dtype in float32 bfloat16; do
@@ -51,6 +62,7 @@ for ((r = 1; r <= rounds; r++)); do
     [[ $dtype == bfloat16 ]] && model="$work/bf16"
     echo "== round $r: vLLM $dtype" >&2
     "$python" "$root/bench/peer/vllm_cpu_bench.py" --model "$model" --dtype "$dtype" \
+      --prompt-tokens "$prompt" --seq-len "$seq_len" \
       >"$work/vllm.$dtype.$r.out" 2>"$work/vllm.$dtype.$r.log" || {
       tail -n 40 "$work/vllm.$dtype.$r.log" >&2
       echo "vllm_cpu.sh: vLLM $dtype failed" >&2

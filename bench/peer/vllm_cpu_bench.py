@@ -77,6 +77,7 @@ def main():
     p.add_argument("--model")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--prompt-tokens", type=int, default=2048)
+    p.add_argument("--seq-len", type=int, default=4096, help="the model's context (max_model_len)")
     args = p.parse_args()
     if args.compare:
         compare(args.compare, args.rounds)
@@ -87,7 +88,7 @@ def main():
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=args.model, skip_tokenizer_init=True, enforce_eager=True, dtype=args.dtype,
-              block_size=128, max_model_len=4096, max_num_batched_tokens=4096,
+              block_size=128, max_model_len=args.seq_len, max_num_batched_tokens=4096,
               max_num_seqs=64, enable_prefix_caching=True, seed=0)
 
     def run(prompts, max_tokens):
