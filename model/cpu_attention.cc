@@ -94,24 +94,38 @@ struct Scratch {
   }
 };
 
-// Copies keys k0 .. k0 + keys - 1 into the scratch: K transposed so that one
+// Copies keys k0 .. k0 + keys - 1 to kt and v: K transposed so that one
 // vector load gives 16 keys' element d, V row by row with the padding zeroed.
 // Key lanes past `keys` are zero (their scores are masked off anyway).
-void StageTile(const CausalAttention& a, int64_t k0, int keys, int dims16, Scratch& sc) {
+void StageKeys(const CausalAttention& a, int64_t k0, int keys, int dims16, float* kt, float* v) {
   const int hd = a.head_dim;
-  if (keys < kTileKeys) {
-    std::fill_n(sc.kt, static_cast<size_t>(hd) * kTileKeys, 0.0f);
-  }
+  if (keys < kTileKeys) std::fill_n(kt, static_cast<size_t>(hd) * kTileKeys, 0.0f);
   for (int j = 0; j < keys; ++j) {
     const int64_t t = k0 + j;
     const int64_t page = t / a.page_tokens, slot = t % a.page_tokens;
-    const float* k = a.k_pages[page] + slot * hd;
-    const float* v = a.v_pages[page] + slot * hd;
-    for (int d = 0; d < hd; ++d) sc.kt[d * kTileKeys + j] = k[d];
-    float* vs = sc.v + static_cast<size_t>(j) * dims16;
-    std::memcpy(vs, v, sizeof(float) * static_cast<size_t>(hd));
+    const float* kr = a.k_pages[page] + slot * hd;
+    const float* vr = a.v_pages[page] + slot * hd;
+    for (int d = 0; d < hd; ++d) kt[d * kTileKeys + j] = kr[d];
+    float* vs = v + static_cast<size_t>(j) * dims16;
+    std::memcpy(vs, vr, sizeof(float) * static_cast<size_t>(hd));
     std::fill(vs + hd, vs + dims16, 0.0f);
   }
+}
+
+int Dims16(int head_dim) { return (head_dim + 15) / 16 * 16; }
+
+// The tile starting at key k0 (keys of it up to the run's last position):
+// pre-staged in a.staged, else staged into the scratch.
+void TileOf(const CausalAttention& a, int64_t k0, int keys, int dims16, Scratch& sc,
+            const float** kt, const float** v) {
+  if (a.staged != nullptr) {
+    *kt = a.staged + (k0 / kTileKeys) * StagedTileFloats(a.head_dim);
+    *v = *kt + static_cast<size_t>(a.head_dim) * kTileKeys;
+    return;
+  }
+  StageKeys(a, k0, keys, dims16, sc.kt, sc.v);
+  *kt = sc.kt;
+  *v = sc.v;
 }
 
 namespace portable {
@@ -138,6 +152,18 @@ using namespace cpu_vec::avx512;
 KVT_AVX512_END
 
 }  // namespace
+
+int64_t StagedTileFloats(int head_dim) {
+  return static_cast<int64_t>(kTileKeys) * (head_dim + Dims16(head_dim));
+}
+
+int64_t StagedTiles(int64_t keys) { return (keys + kTileKeys - 1) / kTileKeys; }
+
+void StageTile(const CausalAttention& a, int64_t keys, int64_t tile, float* out) {
+  const int64_t k0 = tile * kTileKeys;
+  const int n = static_cast<int>(std::min<int64_t>(kTileKeys, keys - k0));
+  StageKeys(a, k0, n, Dims16(a.head_dim), out, out + static_cast<size_t>(a.head_dim) * kTileKeys);
+}
 
 const float* CausalAttention::Query(int i) const {
   return q + (i / heads) * q_stride + static_cast<int64_t>(i % heads) * head_dim;

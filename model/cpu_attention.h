@@ -37,6 +37,10 @@ struct CausalAttention {
   int page_tokens = 0;
   int head_dim = 0;
   float scale = 0.0f;
+  // Optional: the keys' tiles staged beforehand by StageTile (tile t at
+  // staged + t * StagedTileFloats(head_dim)), shared by every run of queries
+  // of a chunk instead of each run staging them again. Null: staged here.
+  const float* staged = nullptr;
 
   // Query i = t * heads + h and its output.
   const float* Query(int i) const;
@@ -46,6 +50,13 @@ struct CausalAttention {
 // out(t, h) = sum_{j <= first_pos + t} softmax_j(scale * q(t, h) . k_j) v_j.
 // Thread-safe (per-thread scratch); runs on the calling thread.
 void AttendCausal(const CausalAttention& a);
+
+// Staging tiles ahead (CausalAttention::staged): floats per tile, tiles for
+// `keys` positions, and tile `tile` of the keys 0..keys-1 that `a`'s pages
+// hold, written to `out` (the same bytes the kernel stages itself).
+int64_t StagedTileFloats(int head_dim);
+int64_t StagedTiles(int64_t keys);
+void StageTile(const CausalAttention& a, int64_t keys, int64_t tile, float* out);
 
 // For tests: the kernel's exp of 16 inputs on one instruction set (the
 // machine must have it), and the scalar exp of the rescale.

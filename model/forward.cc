@@ -43,6 +43,9 @@ Status ValidateChunks(const ModelConfig& c, int bt, int64_t num_pages,
 
 namespace {
 
+// Tokens of one chunk whose queries share an attention task.
+constexpr int32_t kAttnTokens = 16;
+
 // Weight matrices stacked along their outputs (each [outs][k], the same k)
 // and packed as one.
 PackedMatrix PackStacked(std::initializer_list<std::pair<const float*, int64_t>> parts, int64_t k,
@@ -135,7 +138,6 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
   };
   std::vector<AttnTask> attn_tasks;
   {
-    constexpr int32_t kAttnTokens = 16;
     int64_t r = 0;
     for (size_t c = 0; c < chunks.size(); ++c) {
       const auto n = static_cast<int32_t>(chunks[c].tokens.size());
@@ -148,6 +150,32 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
     }
     std::stable_sort(attn_tasks.begin(), attn_tasks.end(),
                      [](const AttnTask& a, const AttnTask& b) { return a.last_pos > b.last_pos; });
+  }
+  // Chunks of more than one run get their tiles staged once per layer and KV
+  // head: staged_at[c] is where chunk c's are in staged_ (-1: none), g's
+  // tiles after g - 1's.
+  struct StageTask {
+    int32_t chunk, g;
+    int64_t tile, offset;
+  };
+  std::vector<StageTask> stage_tasks;
+  std::vector<int64_t> staged_at(chunks.size(), -1);
+  {
+    const int64_t tile_floats = StagedTileFloats(hd);
+    int64_t total = 0;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      if (chunks[c].tokens.size() <= static_cast<size_t>(kAttnTokens)) continue;
+      const int64_t tiles =
+          StagedTiles(chunks[c].start_pos + static_cast<int64_t>(chunks[c].tokens.size()));
+      staged_at[c] = total;
+      for (int g = 0; g < n_kv; ++g) {
+        for (int64_t t = 0; t < tiles; ++t) {
+          stage_tasks.push_back({static_cast<int32_t>(c), g, t, total});
+          total += tile_floats;
+        }
+      }
+    }
+    if (staged_.size() < static_cast<size_t>(total)) staged_.resize(static_cast<size_t>(total));
   }
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -183,6 +211,38 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
         std::copy_n(v + g * hd, hd, kv.V(page, l, g) + slot * hd);
       }
     }
+    // Attention over the pages of chunk c's KV head g: the pages holding its
+    // keys up to position `keys` - 1.
+    auto attention_of = [&](const SeqChunk& ch, int g, int64_t keys,
+                            std::vector<const float*>& k_pages,
+                            std::vector<const float*>& v_pages) {
+      const int pages = static_cast<int>((keys + bt - 1) / bt);
+      k_pages.resize(pages);
+      v_pages.resize(pages);
+      for (int p = 0; p < pages; ++p) {
+        k_pages[p] = kv.K(ch.pages[p], l, g);
+        v_pages[p] = kv.V(ch.pages[p], l, g);
+      }
+      CausalAttention a;
+      a.k_pages = k_pages.data();
+      a.v_pages = v_pages.data();
+      a.page_tokens = bt;
+      a.head_dim = hd;
+      a.scale = scale;
+      return a;
+    };
+    // A chunk of several runs stages its keys' tiles once per KV head, which
+    // every run then shares (each would otherwise stage them again).
+    if (!stage_tasks.empty()) {
+      pool_->ParallelFor(static_cast<int64_t>(stage_tasks.size()), [&](int64_t i) {
+        thread_local std::vector<const float*> k_pages, v_pages;
+        const StageTask& st = stage_tasks[i];
+        const SeqChunk& ch = chunks[st.chunk];
+        const int64_t keys = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+        const CausalAttention a = attention_of(ch, st.g, keys, k_pages, v_pages);
+        StageTile(a, keys, st.tile, &staged_[st.offset]);
+      });
+    }
     // Attention: one task per (chunk, KV head, run of kAttnTokens tokens),
     // the run's queries of the KV head's group sharing each tile of keys.
     pool_->ParallelFor(static_cast<int64_t>(attn_tasks.size()) * n_kv, [&](int64_t task) {
@@ -191,15 +251,8 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       const int g = static_cast<int>(task % n_kv);
       const SeqChunk& ch = chunks[at.chunk];
       const int64_t first_pos = ch.start_pos + at.first_token;
-      const int pages = static_cast<int>((first_pos + at.tokens + bt - 1) / bt);
-      k_pages.resize(pages);
-      v_pages.resize(pages);
-      for (int p = 0; p < pages; ++p) {
-        k_pages[p] = kv.K(ch.pages[p], l, g);
-        v_pages[p] = kv.V(ch.pages[p], l, g);
-      }
+      CausalAttention a = attention_of(ch, g, first_pos + at.tokens, k_pages, v_pages);
       const int64_t r0 = at.first_row;
-      CausalAttention a;
       a.q = &qkv_[r0 * qkv_w + static_cast<int64_t>(g) * group * hd];
       a.q_stride = qkv_w;
       a.out = &att_[r0 * dim + static_cast<int64_t>(g) * group * hd];
@@ -207,11 +260,10 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       a.tokens = at.tokens;
       a.heads = group;
       a.first_pos = first_pos;
-      a.k_pages = k_pages.data();
-      a.v_pages = v_pages.data();
-      a.page_tokens = bt;
-      a.head_dim = hd;
-      a.scale = scale;
+      if (staged_at[at.chunk] >= 0) {
+        const int64_t tiles = StagedTiles(ch.start_pos + static_cast<int64_t>(ch.tokens.size()));
+        a.staged = &staged_[staged_at[at.chunk] + g * tiles * StagedTileFloats(hd)];
+      }
       AttendCausal(a);
     });
     MatMul(att_.data(), rows, pl.wo, out_.data(), pool_);

@@ -101,6 +101,7 @@ class CpuForward {
   // Activations, [tokens][width], reused between calls: qkv_ is q | k | v
   // and h13_ is w1 | w3 per token.
   std::vector<float> x_, xb_, qkv_, att_, h13_, h_, out_;
+  std::vector<float> staged_;  // attention's key tiles, staged once per layer
 };
 
 // The CPU backend: CpuForward over host pages.

@@ -95,9 +95,10 @@ struct Pages {
   const float* V(int64_t t) const { return vp[t / page_tokens] + (t % page_tokens) * head_dim; }
 };
 
-// Attends tokens [from, from + tokens) of a run laid out as [token][heads][hd].
+// Attends tokens [from, from + tokens) of a run laid out as [token][heads][hd],
+// with the keys' tiles staged beforehand when `staged` is given.
 void Attend(const Pages& pg, const std::vector<float>& q, int heads, int64_t first_pos, int from,
-            int tokens, float scale, std::vector<float>& out) {
+            int tokens, float scale, std::vector<float>& out, const float* staged = nullptr) {
   const int64_t stride = int64_t{heads} * pg.head_dim;
   CausalAttention a;
   a.q = q.data() + from * stride;
@@ -112,7 +113,21 @@ void Attend(const Pages& pg, const std::vector<float>& q, int heads, int64_t fir
   a.page_tokens = pg.page_tokens;
   a.head_dim = pg.head_dim;
   a.scale = scale;
+  a.staged = staged;
   AttendCausal(a);
+}
+
+// Every tile of keys 0..n-1, staged as the forward pass stages a chunk's.
+std::vector<float> StageAll(const Pages& pg, int64_t n) {
+  CausalAttention a;
+  a.k_pages = pg.kp.data();
+  a.v_pages = pg.vp.data();
+  a.page_tokens = pg.page_tokens;
+  a.head_dim = pg.head_dim;
+  const int64_t tf = StagedTileFloats(pg.head_dim);
+  std::vector<float> staged(static_cast<size_t>(StagedTiles(n) * tf));
+  for (int64_t t = 0; t < StagedTiles(n); ++t) StageTile(a, n, t, staged.data() + t * tf);
+  return staged;
 }
 
 struct Shape {
@@ -175,6 +190,16 @@ TEST_P(CausalAttentionTest, MatchesDoubleAndIsTheSameChunkedOnEverySet) {
         << CpuIsaName(isa_here);
     ASSERT_EQ(std::memcmp(chunked.data(), whole.data(), size * sizeof(float)), 0)
         << CpuIsaName(isa_here);
+    // With the tiles staged once for the whole run, as the forward pass
+    // does for a chunk of several runs: the same bits, in any chunking.
+    const std::vector<float> staged = StageAll(pg, n);
+    std::vector<float> shared(size);
+    for (int t = 0, len = 3; t < s.tokens; t += len, len = len * 2 + 1) {
+      Attend(pg, q, s.heads, s.first_pos, t, std::min(len, s.tokens - t), scale, shared,
+             staged.data());
+    }
+    ASSERT_EQ(std::memcmp(shared.data(), whole.data(), size * sizeof(float)), 0)
+        << CpuIsaName(isa_here) << " with staged tiles";
   }
 }
 
