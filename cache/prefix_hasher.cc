@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cache/chained_hash.h"
+
 namespace kvtier {
 
 static_assert(std::endian::native == std::endian::little,
@@ -13,19 +15,25 @@ static_assert(std::endian::native == std::endian::little,
 
 namespace {
 
-// Hashes `blocks` blocks of kTokens tokens, chaining from `key`. The block
-// size is a compile-time constant so that the copy of each block's tokens is
-// a fixed run of vector moves rather than a memcpy call.
+// Hashes `blocks` blocks of kTokens tokens, chaining from `key`. Blocks of
+// more than XXH3's short sizes hash prev || tokens where the tokens lie
+// (chained_hash.h); shorter ones copy them behind prev into one buffer (a
+// fixed run of vector moves: the block size is a compile-time constant) and
+// take libxxhash's short path, which reads its input whole.
 template <size_t kTokens>
 void ChainKeys(BlockKey key, const TokenId* tokens, size_t blocks, BlockKey* out) {
-  // One contiguous buffer, prev || tokens, hashed in a single call: cheaper
-  // than XXH3's streaming state for inputs of a few hundred bytes.
-  alignas(64) std::byte buf[16 + kTokens * sizeof(TokenId)];
+  constexpr size_t kBytes = 16 + kTokens * sizeof(TokenId);
+  alignas(64) std::byte buf[kBytes];
   for (size_t i = 0; i < blocks; ++i) {
     key.ToBytes(std::span<std::byte, 16>(buf, 16));
-    std::memcpy(buf + 16, tokens + i * kTokens, kTokens * sizeof(TokenId));
-    const XXH128_hash_t h = XXH3_128bits(buf, sizeof buf);
-    out[i] = key = BlockKey{h.high64, h.low64};
+    if constexpr (kBytes <= 240) {
+      std::memcpy(buf + 16, tokens + i * kTokens, kTokens * sizeof(TokenId));
+      const XXH128_hash_t h = XXH3_128bits(buf, kBytes);
+      out[i] = key = BlockKey{h.high64, h.low64};
+    } else {
+      const Hash128 h = HashKeyAndTokens(buf, tokens + i * kTokens, kTokens);
+      out[i] = key = BlockKey{h.high64, h.low64};
+    }
   }
 }
 

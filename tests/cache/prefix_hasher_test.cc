@@ -5,8 +5,11 @@
 
 #include <cstring>
 #include <numeric>
+#include <random>
 #include <set>
+#include <span>
 
+#include "cache/chained_hash.h"
 #include "tests/cache/test_namespace.h"
 
 namespace kvtier {
@@ -51,6 +54,41 @@ TEST(PrefixHasherTest, KeysFollowTheDocumentedChain) {
     BlockKey expect{h.high64, h.low64};
     EXPECT_EQ(keys[i], expect) << "block " << i;
     prev = expect;
+  }
+}
+
+// The key hashes prev || tokens where the tokens lie (no copy past XXH3's
+// short sizes): XXH3_128bits of the concatenation for every length, and the
+// documented chain for every block size.
+TEST(PrefixHasherTest, KeysAreXxh3OfTheConcatenationAtEveryLength) {
+  std::mt19937 rng(7);
+  std::vector<TokenId> tokens(1100);
+  for (TokenId& t : tokens) t = static_cast<TokenId>(rng());
+  std::byte key[16];
+  for (std::byte& b : key) b = static_cast<std::byte>(rng());
+  for (size_t n = 0; n <= tokens.size(); n += (n < 80 ? 1 : 37)) {
+    std::vector<unsigned char> buf(16 + n * sizeof(TokenId));
+    std::memcpy(buf.data(), key, 16);
+    std::memcpy(buf.data() + 16, tokens.data(), n * sizeof(TokenId));
+    const XXH128_hash_t want = XXH3_128bits(buf.data(), buf.size());
+    const Hash128 got = HashKeyAndTokens(key, tokens.data(), n);
+    ASSERT_EQ(got.low64, want.low64) << n << " tokens";
+    ASSERT_EQ(got.high64, want.high64) << n << " tokens";
+  }
+  for (int bt : {16, 32, 64, 128, 256, 512, 1024}) {
+    Namespace ns = TestNamespace();
+    ns.block_tokens = bt;
+    const auto keys = PrefixHasher(ns).Keys(std::span<const TokenId>(tokens.data(), 1024));
+    BlockKey prev = ns.Seed();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      std::vector<unsigned char> buf(16 + size_t(bt) * sizeof(TokenId));
+      const std::string p = prev.ToByteString();
+      std::memcpy(buf.data(), p.data(), 16);
+      std::memcpy(buf.data() + 16, tokens.data() + i * bt, size_t(bt) * sizeof(TokenId));
+      const XXH128_hash_t h = XXH3_128bits(buf.data(), buf.size());
+      ASSERT_EQ(keys[i], (BlockKey{h.high64, h.low64})) << bt << "-token block " << i;
+      prev = keys[i];
+    }
   }
 }
 
