@@ -321,11 +321,9 @@ TEST_F(CacheManagerTest, ReadBatchAnswersEachBlockAsReadWould) {
   ASSERT_EQ(cache_->Find(keys[1])->tier, 1u);
   ASSERT_TRUE(CorruptDramBlockForTesting(*tiers_[0], keys[2]).ok());
   const BlockKey absent = Chain(1, 999)[0];
-  std::vector<std::vector<std::byte>> bufs = {std::vector<std::byte>(1000),
-                                              std::vector<std::byte>(6000),
-                                              std::vector<std::byte>(1500),
-                                              std::vector<std::byte>(100),
-                                              std::vector<std::byte>(100)};
+  std::vector<std::vector<std::byte>> bufs = {
+      std::vector<std::byte>(1000), std::vector<std::byte>(6000), std::vector<std::byte>(1500),
+      std::vector<std::byte>(100), std::vector<std::byte>(100)};
   std::vector<std::span<std::byte>> dests(bufs.begin(), bufs.end());
   const std::vector<BlockKey> batch = {keys[0], keys[1], keys[2], keys[3], absent};
   std::vector<Result<uint64_t>> r = cache_->ReadBatch(batch, dests);
