@@ -128,8 +128,12 @@ void TileOf(const CausalAttention& a, int64_t k0, int keys, int dims16, Scratch&
   *v = sc.v;
 }
 
+// kShareValues: the tile's value vectors are loaded once for kScoreRows
+// queries (AVX-512's 32 registers hold their 16 accumulators; AVX2's 16 would
+// spill). The same operations either way.
 namespace portable {
 using namespace cpu_vec::portable;
+constexpr bool kShareValues = false;
 #define KVT_TARGET
 #include "model/cpu_attention_kernel.inc"
 #undef KVT_TARGET
@@ -137,6 +141,7 @@ using namespace cpu_vec::portable;
 
 namespace avx2 {
 using namespace cpu_vec::avx2;
+constexpr bool kShareValues = false;
 #define KVT_TARGET KVT_TARGET_AVX2
 #include "model/cpu_attention_kernel.inc"
 #undef KVT_TARGET
@@ -145,6 +150,7 @@ using namespace cpu_vec::avx2;
 KVT_AVX512_BEGIN
 namespace avx512 {
 using namespace cpu_vec::avx512;
+constexpr bool kShareValues = true;
 #define KVT_TARGET KVT_TARGET_AVX512
 #include "model/cpu_attention_kernel.inc"
 #undef KVT_TARGET
