@@ -99,6 +99,7 @@ Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOpt
   stats_.total_pages = kv_.num_pages();
   stats_.free_pages = kv_.free_pages();
   published_stats_ = stats_;
+  if (cache_ != nullptr) loader_ = std::thread([this] { LoaderMain(); });
 }
 
 Engine::~Engine() { Shutdown(); }
@@ -180,6 +181,7 @@ std::vector<std::unique_ptr<Engine::Sequence>> Engine::RetireCancelled(StepStats
     auto run =
         std::find_if(running_.begin(), running_.end(), [&](const auto& s) { return s->id == id; });
     if (run != running_.end()) {
+      SettleLoad(run->get(), stats);  // its pages are still being written
       std::unique_ptr<Sequence> s = std::move(*run);
       running_.erase(run);
       ReleasePages(s.get());
@@ -255,6 +257,7 @@ void Engine::ReleasePages(Sequence* seq) {
 void Engine::Preempt(Sequence* seq) {
   // Its full blocks are in the cache already (published as they filled); the
   // pages go back to the pool and it waits at the head of its tenant's queue.
+  SettleLoad(seq, nullptr);
   ReleasePages(seq);
   seq->computed = 0;
   seq->published = 0;
@@ -308,7 +311,7 @@ void Engine::Admit(StepStats* stats) {
     std::unique_ptr<Sequence> owned = std::move(best->waiting.front());
     best->waiting.pop_front();
     (void)EnsurePages(seq, static_cast<int>(seq->tokens.size()));
-    LoadCachedPrefix(seq, stats);
+    StartPrefixLoad(seq);
     if (!seq->admitted_before) {
       seq->result.queue_ms = MsSince(seq->submitted);
       if (seq->req.on_admit) seq->req.on_admit(seq->result.cache_hit_tokens);
@@ -363,6 +366,7 @@ Engine::Batch Engine::FormBatch(StepStats* stats) {
   Batch batch;
   for (Sequence* s : order) {
     if (budget == 0) break;
+    if (s->load) continue;  // its prefix is still being read
     const int n = std::min(s->pending(), budget);
     if (n <= 0) continue;
     budget -= n;
@@ -488,9 +492,16 @@ StepStats Engine::Step() {
   st.step = step_;
   TakeSubmissions();
   std::vector<std::unique_ptr<Sequence>> done = RetireCancelled(&st);
+  LandLoads(&st, /*wait=*/false);
   Admit(&st);
   EnsureRunningPages(&st);
-  const Batch batch = FormBatch(&st);
+  Batch batch = FormBatch(&st);
+  if (batch.seqs.empty() && std::any_of(running_.begin(), running_.end(),
+                                        [](const auto& s) { return s->load != nullptr; })) {
+    // Nothing else to run: the step is the first load to land.
+    LandLoads(&st, /*wait=*/true);
+    batch = FormBatch(&st);
+  }
   if (batch.seqs.empty()) {
     PublishStats();
     for (auto& s : done) Deliver(s.get());
@@ -537,6 +548,8 @@ void Engine::Shutdown() {
   // No thread steps any more: fail what is left.
   TakeSubmissions();
   const Status gone = Status::Unavailable("the engine shut down");
+  for (auto& s : running_) SettleLoad(s.get(), nullptr);
+  StopLoader();
   for (auto& s : running_) {
     ReleasePages(s.get());
     Retire(s.get(), gone, "shutdown");

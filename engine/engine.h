@@ -10,11 +10,15 @@
 //      had more service and holds more sequences (fair share), and a
 //      sequence that cannot get pages may preempt the same way;
 //   2. on admission looks up the longest cached prefix of the sequence's
-//      tokens and copies those blocks into its pages (their KV is not
-//      recomputed); a block that fails to read ends the hit there, and the
-//      rest is prefilled (rematerialization);
+//      tokens and hands the read of those blocks into its pages to the
+//      loader thread (their KV is not recomputed); a block that fails to
+//      read ends the hit there, and the rest is prefilled
+//      (rematerialization);
 //   3. forms one batch: one token for every decoding sequence, then prefill
-//      chunks, least-served tenant first, up to the token budget;
+//      chunks, least-served tenant first, up to the token budget. A sequence
+//      whose prefix is still being read sits the step out, so a slow read
+//      (flash, a cold tier) overlaps the others' compute; a step that would
+//      have nothing else to run waits for the first load to land instead;
 //   4. runs the forward pass, samples the next token of each sequence whose
 //      chunk reached its end, and publishes every block that became full to
 //      the cache (the page is the block payload);
@@ -139,7 +143,7 @@ struct StepStats {
   int admitted = 0;
   int preempted = 0;
   int finished = 0;
-  int cached_tokens = 0;  // loaded from the cache at admission this step
+  int cached_tokens = 0;  // loaded from the cache: loads that landed this step
 };
 
 struct EngineStats {
@@ -200,6 +204,7 @@ class Engine {
 
  private:
   struct Sequence;
+  struct PrefixLoad;
   struct Tenant;
   struct Batch;
 
@@ -245,8 +250,19 @@ class Engine {
   // returns.
   void PublishStats();
 
-  // Brings the longest cached prefix of `seq` into its pages.
-  void LoadCachedPrefix(Sequence* seq, StepStats* stats);
+  // Looks up the longest cached prefix of `seq` (its usage's cache read)
+  // and starts reading it into its pages on the loader thread.
+  void StartPrefixLoad(Sequence* seq);
+  // Lands the loads that are done; with `wait`, first waits until one is.
+  void LandLoads(StepStats* stats, bool wait);
+  // Waits for `seq`'s load, if it has one, and lands it (before its pages
+  // are taken away: preemption, cancellation, shutdown).
+  void SettleLoad(Sequence* seq, StepStats* stats);
+  // The loaded blocks (and tail) become `seq`'s computed prefix.
+  void FinishLoad(Sequence* seq, StepStats* stats);
+  // The loader thread: runs each queued load's batched reads.
+  void LoaderMain();
+  void StopLoader();
   bool EnsurePages(Sequence* seq, int tokens);
   // A running sequence to preempt in favour of `for_tenant`, or null.
   Sequence* PickVictim(const Tenant& for_tenant, const Sequence* except);
@@ -296,6 +312,13 @@ class Engine {
   std::atomic<int64_t> pending_{0};                 // requests not yet finished
   EngineStats published_stats_;                     // guarded by mu_: a copy for Stats()
   std::thread loop_;
+
+  // Cache loads cross to the loader thread through here.
+  std::mutex load_mu_;
+  std::condition_variable load_cv_;
+  std::deque<PrefixLoad*> load_queue_;  // guarded by load_mu_
+  bool load_stop_ = false;              // guarded by load_mu_
+  std::thread loader_;                  // runs while there is a cache
 };
 
 }  // namespace kvtier

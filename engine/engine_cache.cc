@@ -1,6 +1,7 @@
 // The engine's cache glue (DESIGN §8): the namespace and keys of a
-// sequence's blocks, loading a cached prefix into its pages at admission,
-// and publishing the blocks it computes (and its breakpoints' tails).
+// sequence's blocks, loading a cached prefix into its pages (issued at
+// admission, read on the loader thread, landed between steps), and
+// publishing the blocks it computes (and its breakpoints' tails).
 #include <algorithm>
 #include <chrono>
 
@@ -48,14 +49,16 @@ BlockKey Engine::TailKey(Sequence* seq, int end) {
                         std::span<const TokenId>(seq->tokens.data() + full * bt, end - full * bt));
 }
 
-void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
+void Engine::StartPrefixLoad(Sequence* seq) {
+  seq->computed = 0;
+  seq->published = 0;
   if (cache_ == nullptr) return;
   const int bt = options_.block_tokens;
   const int len = static_cast<int>(seq->tokens.size());
   const int full = len / bt;
   EnsureKeys(seq, full);
   PrefixHit hit = cache_->Lookup(std::span<const BlockKey>(seq->keys.data(), full), true);
-  int hit_tokens = static_cast<int>(hit.blocks) * bt;
+  const int hit_tokens = static_cast<int>(hit.blocks) * bt;
   // A tail record at one of the request's breakpoints inside the next block.
   int tail = 0;
   BlockKey tail_key;
@@ -74,23 +77,102 @@ void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
   }
   // At least one token is always computed: its logits are what we need.
   const int loadable_blocks = std::min(static_cast<int>(hit.blocks), (len - 1) / bt);
+  const bool load_tail =
+      tail > 0 && loadable_blocks == static_cast<int>(hit.blocks) && hit_tokens + tail <= len - 1;
+  if (loadable_blocks == 0 && !load_tail) {
+    if (!seq->admitted_before) seq->result.cached_tokens = 0;
+    return;
+  }
   // The hit's blocks are read in one batch (each tier's in flight together),
   // straight into host pages, or through host memory for a device's pages.
+  auto load = std::make_unique<PrefixLoad>();
+  load->first_admission = !seq->admitted_before;
   const size_t page_bytes = kv_.page_bytes();
   const bool device_pages = loadable_blocks > 0 && forward_->HostPage(seq->pages[0]).empty();
-  if (device_pages) page_scratch_.resize(page_bytes * static_cast<size_t>(loadable_blocks));
-  std::vector<std::span<std::byte>> dests;
+  if (device_pages) load->staging.resize(page_bytes * static_cast<size_t>(loadable_blocks));
+  load->keys.assign(seq->keys.begin(), seq->keys.begin() + loadable_blocks);
   for (int i = 0; i < loadable_blocks; ++i) {
-    dests.push_back(device_pages ? std::span(page_scratch_).subspan(page_bytes * i, page_bytes)
-                                 : forward_->HostPage(seq->pages[i]));
+    load->dests.push_back(device_pages
+                              ? std::span(load->staging).subspan(page_bytes * i, page_bytes)
+                              : forward_->HostPage(seq->pages[i]));
   }
-  std::vector<Result<uint64_t>> reads =
-      cache_->ReadBatch(std::span<const BlockKey>(seq->keys.data(), dests.size()), dests);
+  if (load_tail) {
+    load->tail_key = tail_key;
+    load->tail_rows = tail;
+    load->tail.resize(kv_.RowsBytes(tail));
+  }
+  seq->load = std::move(load);
+  {
+    std::lock_guard<std::mutex> lock(load_mu_);
+    load_queue_.push_back(seq->load.get());
+  }
+  load_cv_.notify_all();
+}
+
+void Engine::LoaderMain() {
+  for (;;) {
+    PrefixLoad* load = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(load_mu_);
+      load_cv_.wait(lock, [&] { return load_stop_ || !load_queue_.empty(); });
+      if (load_queue_.empty()) return;  // stopping, and nothing is owed
+      load = load_queue_.front();
+      load_queue_.pop_front();
+    }
+    load->reads = cache_->ReadBatch(load->keys, load->dests);
+    const bool whole = std::all_of(
+        load->reads.begin(), load->reads.end(),
+        [&](const Result<uint64_t>& n) { return n.ok() && *n == load->dests.front().size(); });
+    if (load->tail_key && whole) load->tail_read = cache_->Read(*load->tail_key, load->tail);
+    {
+      std::lock_guard<std::mutex> lock(load_mu_);
+      load->done = true;
+    }
+    load_cv_.notify_all();
+  }
+}
+
+void Engine::StopLoader() {
+  {
+    std::lock_guard<std::mutex> lock(load_mu_);
+    load_stop_ = true;
+  }
+  load_cv_.notify_all();
+  if (loader_.joinable()) loader_.join();
+}
+
+void Engine::LandLoads(StepStats* stats, bool wait) {
+  std::vector<Sequence*> landed;
+  {
+    std::unique_lock<std::mutex> lock(load_mu_);
+    auto collect = [&] {
+      for (auto& s : running_) {
+        if (s->load && s->load->done) landed.push_back(s.get());
+      }
+      return !landed.empty();
+    };
+    if (!collect() && wait) load_cv_.wait(lock, collect);
+  }
+  for (Sequence* s : landed) FinishLoad(s, stats);
+}
+
+void Engine::SettleLoad(Sequence* seq, StepStats* stats) {
+  if (!seq->load) return;
+  {
+    std::unique_lock<std::mutex> lock(load_mu_);
+    load_cv_.wait(lock, [&] { return seq->load->done; });
+  }
+  FinishLoad(seq, stats);
+}
+
+void Engine::FinishLoad(Sequence* seq, StepStats* stats) {
+  const std::unique_ptr<PrefixLoad> load = std::move(seq->load);
+  const size_t page_bytes = kv_.page_bytes();
   int loaded = 0;
-  for (int i = 0; i < loadable_blocks; ++i) {
-    Result<uint64_t>& n = reads[i];
-    if (n.ok() && *n == page_bytes && device_pages) {
-      Status w = forward_->WritePage(seq->pages[i], dests[i]);
+  for (size_t i = 0; i < load->keys.size(); ++i) {
+    Result<uint64_t> n = load->reads[i];
+    if (n.ok() && *n == page_bytes && !load->staging.empty()) {
+      Status w = forward_->WritePage(seq->pages[i], load->dests[i]);
       if (!w.ok()) n = w;
     }
     if (!n.ok() || *n != page_bytes) {
@@ -100,13 +182,12 @@ void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
     }
     ++loaded;
   }
-  int tokens = loaded * bt;
-  if (tail > 0 && loaded == static_cast<int>(hit.blocks) && tokens + tail <= len - 1) {
-    std::vector<std::byte> payload(kv_.RowsBytes(tail));
-    Result<uint64_t> n = cache_->Read(tail_key, payload);
-    if (n.ok() && *n == payload.size() &&
-        forward_->UnpackRows(seq->pages[loaded], tail, payload).ok()) {
-      tokens += tail;
+  int tokens = loaded * options_.block_tokens;
+  if (load->tail_key && loaded == static_cast<int>(load->keys.size())) {
+    const Result<uint64_t>& n = load->tail_read;
+    if (n.ok() && *n == load->tail.size() &&
+        forward_->UnpackRows(seq->pages[loaded], load->tail_rows, load->tail).ok()) {
+      tokens += load->tail_rows;
     } else {
       ++stats_.cache_read_failures;
     }
@@ -114,8 +195,8 @@ void Engine::LoadCachedPrefix(Sequence* seq, StepStats* stats) {
   seq->computed = tokens;
   seq->published = loaded;
   stats_.cached_tokens += static_cast<uint64_t>(tokens);
-  stats->cached_tokens += tokens;
-  if (!seq->admitted_before) seq->result.cached_tokens = static_cast<uint32_t>(tokens);
+  if (stats != nullptr) stats->cached_tokens += tokens;
+  if (load->first_admission) seq->result.cached_tokens = static_cast<uint32_t>(tokens);
 }
 
 Result<std::span<const std::byte>> Engine::PageBytes(PageId page) {

@@ -4,12 +4,31 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "engine/engine.h"
 
 namespace kvtier {
+
+// A cached prefix on its way into a sequence's pages (DESIGN §8): issued at
+// admission, read by the loader thread while the engine steps the others, and
+// landed (checked, written to device pages, counted) on the stepping thread.
+struct Engine::PrefixLoad {
+  // Set at admission; the loader only reads these.
+  std::vector<BlockKey> keys;               // the hit's blocks that are loaded, in order
+  std::vector<std::span<std::byte>> dests;  // where each lands: its page, or `staging`
+  std::vector<std::byte> staging;           // device pages: host memory the blocks pass through
+  std::optional<BlockKey> tail_key;         // a breakpoint's tail record after the blocks...
+  std::vector<std::byte> tail;              // ...and its bytes
+  int tail_rows = 0;
+  bool first_admission = false;
+  // Written by the loader before it marks the load done (Engine::load_mu_).
+  std::vector<Result<uint64_t>> reads;
+  Result<uint64_t> tail_read = Status::NotFound("the tail was not read");
+  bool done = false;  // guarded by Engine::load_mu_
+};
 
 struct Engine::Sequence {
   RequestId id = 0;
@@ -22,6 +41,9 @@ struct Engine::Sequence {
   int published = 0;            // leading blocks known to be in the cache
   size_t tails_published = 0;   // breakpoints whose tail record is written (or needs none)
   bool admitted_before = false;
+  // Its cached prefix while it is being read: the sequence holds its pages
+  // but is not batched, preempted or freed until the load lands.
+  std::unique_ptr<PrefixLoad> load;
   std::optional<Sampler> sampler;
   GenerateResult result;
   std::chrono::steady_clock::time_point submitted;

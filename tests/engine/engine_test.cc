@@ -4,8 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "kernels/device.h"
 #include "model/thread_pool.h"
@@ -301,6 +306,131 @@ TEST(EngineTest, AMissingOrCorruptBlockIsRematerialized) {
   EXPECT_TRUE(SameBits(second->logits, first->logits));
   // It put the recomputed block back.
   EXPECT_TRUE(cache->Find(keys[2]).ok());
+}
+
+// A tier whose reads wait at a gate the test opens and closes: a slow
+// device under the test's control. Everything else goes straight through.
+class GatedTier final : public Tier {
+ public:
+  explicit GatedTier(std::unique_ptr<Tier> base) : base_(std::move(base)) {}
+  void SetOpen(bool open) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      open_ = open;
+    }
+    cv_.notify_all();
+  }
+  // Waits until a read is held at the (closed) gate.
+  void AwaitHeldRead() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return held_ > 0; });
+  }
+  TierInfo Info() const override { return base_->Info(); }
+  void Write(std::span<const WriteOp> ops, IoCallback done) override {
+    base_->Write(ops, std::move(done));
+  }
+  void Read(std::span<const ReadOp> ops, IoCallback done) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      ++held_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return open_; });
+      --held_;
+    }
+    base_->Read(ops, std::move(done));
+  }
+  Status Erase(std::span<const BlockKey> keys) override { return base_->Erase(keys); }
+  Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
+    return base_->SetExpiry(keys, expiry_ms);
+  }
+  Status Recover(IndexSink& sink) override { return base_->Recover(sink); }
+
+ private:
+  std::unique_ptr<Tier> base_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+  int held_ = 0;
+};
+
+// DESIGN §8: a hit's blocks are read while the engine keeps stepping the
+// other sequences; the loading one joins the batch when its read lands, with
+// the same result as if it had been read at once. A request cancelled while
+// its read is in flight gives its pages back once the read lands.
+TEST(EngineTest, ACacheLoadOverlapsOtherSequencesSteps) {
+  auto w = TinyRandomModel();
+  const int vocab = w->config.vocab_size;
+  DramTierOptions d;
+  d.capacity_bytes = 64ull << 20;
+  auto gated_owned = std::make_unique<GatedTier>(OpenDramTier(d).value());
+  GatedTier* gate = gated_owned.get();
+  std::vector<TierSlot> slots;
+  slots.push_back({std::move(gated_owned), NewLruPolicy()});
+  CacheManagerOptions co;
+  co.sweep_interval_ms = 0;
+  co.background_promotion = false;
+  auto cache = CacheManager::Open(std::move(slots), co).value();
+  auto engine = OpenEngine(w.get(), cache.get());
+
+  const std::vector<TokenId> shared = Prompt(3 * 64 + 9, 21, vocab);
+  auto first = engine->Generate(Request(shared, 6));
+  ASSERT_TRUE(first.ok());
+  ASSERT_GE(first->published_blocks, 3u);
+
+  // A long decode runs; then the hit arrives with the tier's reads held.
+  std::optional<GenerateResult> other, hit;
+  ASSERT_TRUE(engine
+                  ->Submit(Request(Prompt(40, 22, vocab), 40, "other"),
+                           [&](GenerateResult r) { other = std::move(r); })
+                  .ok());
+  engine->Step();  // its prefill
+  gate->SetOpen(false);
+  ASSERT_TRUE(
+      engine->Submit(Request(shared, 6), [&](GenerateResult r) { hit = std::move(r); }).ok());
+  const StepStats admitted = engine->Step();
+  EXPECT_EQ(admitted.admitted, 1);
+  gate->AwaitHeldRead();
+  for (int i = 0; i < 5; ++i) {
+    const StepStats st = engine->Step();
+    EXPECT_EQ(st.sequences, 1) << "only the other sequence runs while the read is held";
+    EXPECT_EQ(st.decode_tokens, 1);
+    EXPECT_EQ(st.cached_tokens, 0);
+  }
+  EXPECT_FALSE(hit.has_value());
+  EXPECT_FALSE(other.has_value());
+
+  gate->SetOpen(true);
+  int cached = 0;
+  while (!hit) cached += engine->Step().cached_tokens;
+  EXPECT_EQ(cached, 3 * 64);
+  ASSERT_TRUE(hit->status.ok()) << hit->status.ToString();
+  EXPECT_EQ(hit->cached_tokens, 3u * 64);
+  EXPECT_EQ(hit->cache_hit_tokens, 3u * 64);
+  EXPECT_EQ(hit->tokens, first->tokens);
+  EXPECT_TRUE(SameBits(hit->logits, first->logits));
+
+  // Cancelled with its read held: nothing is freed under the reader's feet.
+  std::optional<GenerateResult> gone;
+  gate->SetOpen(false);
+  Result<RequestId> id =
+      engine->Submit(Request(shared, 6), [&](GenerateResult r) { gone = std::move(r); });
+  ASSERT_TRUE(id.ok());
+  engine->Step();
+  gate->AwaitHeldRead();
+  engine->Cancel(*id);
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    gate->SetOpen(true);
+  });
+  engine->Step();  // retires it once its read lands
+  opener.join();
+  ASSERT_TRUE(gone.has_value());
+  EXPECT_EQ(gone->finish_reason, "cancelled");
+  while (engine->HasWork()) engine->Step();
+  ASSERT_TRUE(other.has_value());
+  EXPECT_TRUE(other->status.ok());
+  EXPECT_EQ(engine->Stats().free_pages, engine->Stats().total_pages);
+  EXPECT_EQ(engine->Stats().cache_read_failures, 0u);
 }
 
 TEST(EngineTest, CacheSaltsSeparateTenants) {
