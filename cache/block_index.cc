@@ -33,6 +33,8 @@ const char* DecisionKindName(DecisionKind kind) {
       return "demoted";
     case DecisionKind::kRecovered:
       return "recovered";
+    case DecisionKind::kShared:
+      return "shared";
   }
   return "unknown";
 }

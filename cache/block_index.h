@@ -37,6 +37,7 @@ enum class DecisionKind : uint8_t {
   kPromoted,   // moved up after a hit, its next use expected sooner
   kDemoted,    // moved down as a victim of a full tier
   kRecovered,  // found in a persistent tier after a restart
+  kShared,     // found in a shared tier (another node wrote it) after an index miss
 };
 const char* DecisionKindName(DecisionKind kind);
 

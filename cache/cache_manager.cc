@@ -92,6 +92,7 @@ CacheManager::CacheManager(std::vector<TierSlot> tiers, const CacheManagerOption
     tier_names_.push_back(info.name);
     max_block_bytes_.push_back(info.max_block_bytes);
     capacity_bytes_.push_back(info.capacity_bytes);
+    if (info.shared) shared_tiers_.push_back(tier_names_.size() - 1);
     economics.push_back(TierEconomics{info.name, static_cast<double>(info.capacity_bytes),
                                       info.read_bytes_per_s, slot.cost_per_s});
   }
@@ -126,17 +127,7 @@ Result<std::unique_ptr<CacheManager>> CacheManager::Open(std::vector<TierSlot> t
     RecoverySink sink;
     KVTIER_RETURN_IF_ERROR(m->tiers_[t].tier->Recover(sink));
     for (const RecoverySink::Block& b : sink.blocks) {
-      IndexEntry f;
-      f.tier = static_cast<uint32_t>(t);
-      f.bytes = b.bytes;
-      f.expiry_ms = b.expiry_ms;
-      f.queued_expiry_ms = b.expiry_ms;
-      f.decision = Decision{DecisionKind::kRecovered, static_cast<uint8_t>(t), 0, now};
-      m->index_.Upsert(b.key, f);
-      m->tiers_[t].policy->Insert(b.key, m->PolicyBlockFor(t, f, now));
-      m->QueueExpiry(b.key, b.expiry_ms);
-      f.last_access_ms = now;
-      m->QueueReview(b.key, f, now);
+      m->Adopt(t, b.key, b.bytes, b.expiry_ms, DecisionKind::kRecovered, now);
     }
     if (!sink.blocks.empty()) {
       LogInfo("tier_recovered",
@@ -163,6 +154,18 @@ void CacheManager::StartBackground() {
       }
     });
   }
+  if (options_.background_shared_writes && !shared_tiers_.empty()) {
+    sharer_ = std::thread([this] {
+      for (;;) {
+        {
+          std::unique_lock<std::mutex> lock(share_mu_);
+          share_cv_.wait(lock, [this] { return stop_ || !shared_writes_.empty(); });
+          if (stop_) return;
+        }
+        RunSharedWrites();
+      }
+    });
+  }
   if (options_.background_promotion) {
     promoter_ = std::thread([this] {
       for (;;) {
@@ -185,8 +188,59 @@ void CacheManager::StopBackground() {
   bg_cv_.notify_all();
   { std::lock_guard<std::mutex> lock(promote_mu_); }
   promote_cv_.notify_all();
+  { std::lock_guard<std::mutex> lock(share_mu_); }
+  share_cv_.notify_all();
   if (sweeper_.joinable()) sweeper_.join();
   if (promoter_.joinable()) promoter_.join();
+  if (sharer_.joinable()) sharer_.join();
+}
+
+// --- Shared copies ----------------------------------------------------------------
+
+void CacheManager::QueueSharedWrite(const BlockKey& key, std::span<const std::byte> payload,
+                                    int64_t expiry_ms) {
+  const int64_t now = options_.clock->NowMs();
+  if (options_.shared_max_ttl_ms > 0) {
+    expiry_ms = std::min(expiry_ms, AddSaturating(now, options_.shared_max_ttl_ms));
+  }
+  {
+    std::lock_guard<std::mutex> lock(share_mu_);
+    if (shared_writes_.size() >= options_.max_queued_shared_writes) {
+      ++counters_.shared_write_skips;
+      return;
+    }
+    shared_writes_.push_back(
+        SharedWrite{key, std::vector<std::byte>(payload.begin(), payload.end()), expiry_ms});
+  }
+  share_cv_.notify_one();
+}
+
+size_t CacheManager::RunSharedWrites() {
+  size_t stored = 0;
+  for (;;) {
+    std::vector<SharedWrite> batch;
+    {
+      std::lock_guard<std::mutex> lock(share_mu_);
+      // A batch per round trip: up to 64 blocks.
+      while (!shared_writes_.empty() && batch.size() < 64) {
+        batch.push_back(std::move(shared_writes_.front()));
+        shared_writes_.pop_front();
+      }
+    }
+    if (batch.empty()) return stored;
+    std::vector<WriteOp> ops;
+    for (const SharedWrite& w : batch) ops.push_back({w.key, w.payload, w.expiry_ms});
+    for (size_t t : shared_tiers_) {
+      for (const IoResult& r : WriteSync(*tiers_[t].tier, ops)) {
+        if (r.status.ok()) {
+          ++counters_.shared_writes;
+          ++stored;
+        } else {
+          ++counters_.shared_write_failures;
+        }
+      }
+    }
+  }
 }
 
 // --- Placement -------------------------------------------------------------
@@ -263,9 +317,53 @@ PolicyBlock CacheManager::PolicyBlockFor(size_t t, const IndexEntry& e, int64_t 
 
 // --- Lookup, insert, read --------------------------------------------------
 
+void CacheManager::Adopt(size_t t, const BlockKey& key, uint64_t bytes, int64_t expiry_ms,
+                         DecisionKind kind, int64_t now) {
+  IndexEntry f;
+  f.tier = static_cast<uint32_t>(t);
+  f.bytes = bytes;
+  f.expiry_ms = expiry_ms;
+  f.queued_expiry_ms = expiry_ms;
+  f.decision = Decision{kind, static_cast<uint8_t>(t), 0, now};
+  index_.Upsert(key, f);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tiers_[t].policy->Insert(key, PolicyBlockFor(t, f, now));
+  }
+  QueueExpiry(key, expiry_ms);
+  f.last_access_ms = now;
+  QueueReview(key, f, now);
+}
+
+size_t CacheManager::AdoptShared(std::span<const BlockKey> keys) {
+  if (shared_tiers_.empty() || keys.empty()) return 0;
+  keys = keys.first(std::min(keys.size(), kMaxSharedStat));
+  const int64_t now = options_.clock->NowMs();
+  size_t adopted = 0;
+  for (size_t t : shared_tiers_) {
+    const std::vector<std::optional<BlockStat>> found = tiers_[t].tier->Stat(keys);
+    ++counters_.shared_stats;
+    for (size_t i = 0; i < keys.size() && i < found.size() && found[i]; ++i) {
+      std::lock_guard<std::mutex> key_lock(KeyLock(keys[i]));
+      if (index_.Get(keys[i])) continue;  // known already (written here since)
+      Adopt(t, keys[i], found[i]->bytes, found[i]->expiry_ms, DecisionKind::kShared, now);
+      ++adopted;
+    }
+  }
+  counters_.shared_adopted += adopted;
+  return adopted;
+}
+
 PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
   PrefixHit hit;
   hit.blocks = index_.LongestPrefix(keys, &hit.entries);
+  // Past what this node knows, a shared tier may hold the rest of the
+  // prefix (another node wrote it): those blocks join the index, and the
+  // prefix is looked up again.
+  if (hit.blocks < keys.size() && AdoptShared(keys.subspan(hit.blocks)) > 0) {
+    hit.entries.clear();
+    hit.blocks = index_.LongestPrefix(keys, &hit.entries);
+  }
   if (pin) {
     for (size_t i = 0; i < hit.blocks; ++i) {
       PinHandle h = index_.Pin(keys[i]);
@@ -494,6 +592,10 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
   QueueReview(key, f, now);
   ++counters_.inserts;
   ++counters_.placed;
+  if (!shared_tiers_.empty() &&
+      std::find(shared_tiers_.begin(), shared_tiers_.end(), chosen) == shared_tiers_.end()) {
+    QueueSharedWrite(key, payload, expiry);
+  }
   mrc_.Use(BlockKeyHashValue(key), payload.size());
   counters_.insert_bytes += payload.size();
   return Status::Ok();
@@ -1210,6 +1312,11 @@ CacheStats CacheManager::Stats() const {
   s.aged_out = c.aged_out;
   s.expired = c.expired;
   s.corruption_misses = c.corruption_misses;
+  s.shared_stats = c.shared_stats;
+  s.shared_adopted = c.shared_adopted;
+  s.shared_writes = c.shared_writes;
+  s.shared_write_failures = c.shared_write_failures;
+  s.shared_write_skips = c.shared_write_skips;
   return s;
 }
 

@@ -91,7 +91,16 @@ struct CacheManagerOptions {
   int64_t sweep_interval_ms = 1000;     // period of the expiry sweep
   bool background_promotion = true;     // promote hits on a worker thread
   size_t max_queued_promotions = 4096;  // more are not promoted (counted as skipped)
-  MrcOptions mrc;                       // the miss-ratio curve's sample (MissRatioCurve)
+  // A shared tier (DESIGN §10) gets a copy of every block inserted into a
+  // local tier, so other nodes find it: on a worker thread, or with false,
+  // only when RunSharedWrites is called (tests).
+  bool background_shared_writes = true;
+  size_t max_queued_shared_writes = 1024;  // more are not shared (counted as skipped)
+  // The longest a shared copy lives (its expiry is the block's, capped at
+  // this from the write): a block without an expiry must not stay forever
+  // in a store no one node manages. 0: no cap.
+  int64_t shared_max_ttl_ms = 3'600'000;
+  MrcOptions mrc;  // the miss-ratio curve's sample (MissRatioCurve)
 };
 
 // What a writer knows of a block besides its bytes.
@@ -165,6 +174,13 @@ struct CacheStats {
   uint64_t aged_out = 0;
   uint64_t expired = 0;            // blocks removed because their TTL passed
   uint64_t corruption_misses = 0;  // reads that failed a checksum
+  // Shared tiers (DESIGN §10): look-ups that asked them past the index, and
+  // blocks found there that another node wrote (joined the index).
+  uint64_t shared_stats = 0;
+  uint64_t shared_adopted = 0;
+  uint64_t shared_writes = 0;          // copies written to a shared tier
+  uint64_t shared_write_failures = 0;  // copies a shared tier refused or failed
+  uint64_t shared_write_skips = 0;     // copies not made: the queue was full
 };
 
 // Where a block is and why (kvtier explain).
@@ -248,6 +264,9 @@ class CacheManager {
   size_t ReviewIdle(size_t limit = 1024, size_t* looked_at = nullptr);
   // Runs the queued promotions on the calling thread; returns how many moved.
   size_t RunPromotions();
+  // Writes the queued shared copies on the calling thread; returns how many
+  // were stored.
+  size_t RunSharedWrites();
 
   // Where a cached block is, and the costs behind it. kNotFound if absent.
   Result<BlockExplanation> Explain(const BlockKey& key) const;
@@ -361,6 +380,15 @@ class CacheManager {
   // ReviewIdle's decision for one block: true when it moved or dropped it.
   bool ReviewOne(const BlockKey& key, int64_t now_ms);
   void QueuePromotion(const BlockKey& key, size_t to);
+  // Enters a block found in tier `t` (not written through this manager)
+  // into the index and the tier's policy.
+  void Adopt(size_t t, const BlockKey& key, uint64_t bytes, int64_t expiry_ms, DecisionKind kind,
+             int64_t now);
+  // Asks the shared tiers about `keys` (at most kMaxSharedStat of them) and
+  // adopts the leading run each holds; returns how many joined the index.
+  size_t AdoptShared(std::span<const BlockKey> keys);
+  static constexpr size_t kMaxSharedStat = 1024;
+  std::vector<size_t> shared_tiers_;  // tiers whose TierInfo says shared, top first
 
   // Every change to a key's index entry or its stored copies (insert, move,
   // refresh, drop, expiry) holds that key's lock, from a striped set; reads
@@ -414,6 +442,17 @@ class CacheManager {
   std::deque<Promotion> promotions_;                      // guarded by promote_mu_
   std::unordered_set<BlockKey, BlockKeyHash> promoting_;  // queued keys, guarded by promote_mu_
 
+  struct SharedWrite {
+    BlockKey key;
+    std::vector<std::byte> payload;
+    int64_t expiry_ms;
+  };
+  void QueueSharedWrite(const BlockKey& key, std::span<const std::byte> payload, int64_t expiry_ms);
+  std::mutex share_mu_;
+  std::condition_variable share_cv_;
+  std::deque<SharedWrite> shared_writes_;  // guarded by share_mu_
+  std::thread sharer_;
+
   std::mutex bg_mu_;  // with bg_cv_, wakes the sweeper to stop
   std::condition_variable bg_cv_;
   std::atomic<bool> stop_{false};
@@ -426,7 +465,8 @@ class CacheManager {
         admission_refusals{0};
     std::atomic<uint64_t> placed{0}, promotions{0}, promotion_skips{0}, demotions{0},
         demotion_failures{0}, drops{0}, remat_drops{0}, aged_out{0}, expired{0},
-        corruption_misses{0};
+        corruption_misses{0}, shared_stats{0}, shared_adopted{0}, shared_writes{0},
+        shared_write_failures{0}, shared_write_skips{0};
   };
   Counters counters_;
   struct TierCounters {

@@ -11,6 +11,7 @@ if(XXHASH_STATIC_LIBRARY)
                                                      "${XXHASH_STATIC_LIBRARY}")
 endif()
 pkg_check_modules(LIBURING REQUIRED IMPORTED_TARGET liburing)
+pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)  # the cluster tier
 pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++)
 # Server reflection (kvtierd answers grpcurl and other generic clients):
 # libgrpc++-dev ships the library without a pkg-config file. The target takes

@@ -45,6 +45,15 @@ struct TierInfo {
   bool persistent = false;         // survives a process restart
   uint64_t corruption_errors = 0;  // reads that failed their checksum
   uint64_t io_errors = 0;          // device/file system errors
+  // Other nodes write this tier too (the cluster tier, DESIGN §10): it may
+  // hold blocks this node's index has never seen, which Stat finds.
+  bool shared = false;
+};
+
+// What a tier holds of one block (Stat).
+struct BlockStat {
+  uint64_t bytes = 0;
+  int64_t expiry_ms = kNoExpiry;
 };
 
 struct WriteOp {
@@ -98,6 +107,12 @@ class Tier {
   // Announces every live block the tier holds (after a restart, for a
   // persistent tier). Non-persistent tiers announce what they hold now.
   virtual Status Recover(IndexSink& sink) = 0;
+  // Which of `keys` the tier holds now (result i for keys[i]; nullopt when
+  // absent, expired or unreadable). Only shared tiers answer: a local tier
+  // holds nothing its own index does not know, and the default says so.
+  virtual std::vector<std::optional<BlockStat>> Stat(std::span<const BlockKey> keys) {
+    return std::vector<std::optional<BlockStat>>(keys.size());
+  }
 };
 
 // For tiers whose operations complete on the calling thread: runs `one` on

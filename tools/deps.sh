@@ -9,6 +9,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev liburing-dev libxxhash-dev nlohmann-json3-dev libssl-dev
   libcpp-httplib-dev  # the Prometheus /metrics endpoint
+  libhiredis-dev redis-server  # the cluster tier, and the Redis Cluster its tests and tools start
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev  # tests only: the reference for our tokenizer.model reader
   clang-14 libclang-rt-14-dev  # the sanitizer build and the fuzz targets (ASan, UBSan, libFuzzer)

@@ -1,0 +1,325 @@
+// The cluster tier on a real Redis Cluster (redis-server 7 in cluster mode,
+// started by LocalRedisCluster on loopback): slot routing against Redis's own
+// answer, the tier conformance suite, bad data, a dead master and its
+// failover, and two caches (two nodes) sharing blocks through it.
+#include "tiers/cluster/redis_tier.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include "cache/cache_manager.h"
+#include "cache/prefix_hasher.h"
+#include "tests/tiers/local_redis_cluster.h"
+#include "tests/tiers/tier_conformance.h"
+#include "tiers/cluster/redis_cluster.h"
+#include "tiers/dram/dram_tier.h"
+
+namespace kvtier {
+namespace {
+
+using testing::LocalRedisCluster;
+using testing::LocalRedisClusterOptions;
+
+// One three-master cluster per test process, started on first use.
+LocalRedisCluster& SharedCluster() {
+  static std::unique_ptr<LocalRedisCluster> cluster = [] {
+    auto c = LocalRedisCluster::Start(LocalRedisClusterOptions{});
+    if (!c.ok()) {
+      ADD_FAILURE() << c.status();
+      return std::unique_ptr<LocalRedisCluster>();
+    }
+    return std::move(*c);
+  }();
+  if (!cluster) std::abort();
+  return *cluster;
+}
+
+RedisTierOptions TierOptions(const std::vector<std::string>& seeds, const std::string& prefix) {
+  RedisTierOptions o;
+  o.seeds = seeds;
+  o.key_prefix = prefix;
+  o.read_bytes_per_s = 1e9;  // calibration is tested by the conformance suite
+  o.write_bytes_per_s = 1e9;
+  return o;
+}
+
+std::string UniquePrefix() {
+  std::random_device rd;
+  return "kvt-test-" + std::to_string(rd()) + std::to_string(rd());
+}
+
+std::vector<std::byte> Bytes(size_t n, uint64_t seed) { return conformance::Payload(n, seed); }
+
+TEST(RedisKeySlotTest, MatchesRedisItself) {
+  // Redis Cluster specification's examples.
+  EXPECT_EQ(RedisKeySlot("123456789"), 0x31C3 % 16384);
+  EXPECT_EQ(RedisKeySlot("foo"), 12182);
+  EXPECT_EQ(RedisKeySlot("{user1000}.following"), RedisKeySlot("{user1000}.followers"));
+  EXPECT_EQ(RedisKeySlot("foo{}{bar}"), RedisKeySlot(std::string("foo{}{bar}")));
+  EXPECT_EQ(RedisKeySlot("foo{{bar}}zap"), RedisKeySlot("{bar"));
+  EXPECT_EQ(RedisKeySlot("foo{bar}{zap}"), RedisKeySlot("bar"));
+  // And the server's own CLUSTER KEYSLOT, for keys of our shape and others.
+  LocalRedisCluster& c = SharedCluster();
+  std::mt19937 rng(5);
+  for (int i = 0; i < 20; ++i) {
+    std::string key = i % 2 ? "kvt:{" + BlockKey{rng(), rng()}.ToHex() + "}:" + std::to_string(i)
+                            : "plain-" + std::to_string(rng());
+    const std::string out = c.Cli(c.nodes()[0], {"CLUSTER", "KEYSLOT", key});
+    EXPECT_EQ(std::to_string(RedisKeySlot(key)) + "\n", out) << key;
+  }
+}
+
+TEST(RedisKeySlotTest, HostPortIsParsedOrRefused) {
+  std::string host;
+  int port = 0;
+  ASSERT_TRUE(ParseHostPort("127.0.0.1:7000", &host, &port, "x").ok());
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 7000);
+  for (const char* bad : {"", "7000", ":7000", "host:", "host:0", "host:70000", "host:7x"}) {
+    const Status s = ParseHostPort(bad, &host, &port, "seed");
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("seed"), std::string::npos) << s;
+  }
+}
+
+TEST(RedisTierTest, BadOptionsAreRefused) {
+  const std::vector<std::string> seeds = SharedCluster().nodes();
+  RedisTierOptions o = TierOptions({}, "kvt");
+  EXPECT_EQ(OpenRedisTier(o).status().code(), StatusCode::kInvalidArgument);
+  o = TierOptions(seeds, "a{b");
+  EXPECT_EQ(OpenRedisTier(o).status().code(), StatusCode::kInvalidArgument);
+  o = TierOptions(seeds, "kvt");
+  o.value_bytes = 100;
+  EXPECT_EQ(OpenRedisTier(o).status().code(), StatusCode::kInvalidArgument);
+  o = TierOptions({"not-a-seed"}, "kvt");
+  EXPECT_EQ(OpenRedisTier(o).status().code(), StatusCode::kInvalidArgument);
+  // Nobody listening: unavailable, after the connect timeout.
+  o = TierOptions({"127.0.0.1:1"}, "kvt");
+  EXPECT_EQ(OpenRedisTier(o).status().code(), StatusCode::kUnavailable);
+}
+
+// A truncated or altered value under one of our keys is a miss, counted as
+// corruption, and the damaged block is removed from the store.
+TEST(RedisTierTest, BadDataIsAMissAndACorruptionCount) {
+  const std::vector<std::string> seeds = SharedCluster().nodes();
+  RedisTierOptions o = TierOptions(seeds, UniquePrefix());
+  o.value_bytes = 4096;  // 10,000 bytes: three values
+  auto tier = OpenRedisTier(o).value();
+  auto raw = RedisCluster::Connect(RedisClusterOptions{seeds}).value();
+  const auto payload = Bytes(10000, 1);
+  const BlockKey a{1, 1}, b{2, 2}, c{3, 3};
+  for (const BlockKey& k : {a, b, c}) ASSERT_TRUE(WriteOne(*tier, k, payload, kNoExpiry).ok());
+
+  auto set = [&](const std::string& key, std::string_view value) {
+    const RedisCommand cmd{{"SET", key, value}, key};
+    ASSERT_TRUE(raw->Run(std::span(&cmd, 1))[0].ok());
+  };
+  auto get = [&](const std::string& key) {
+    const RedisCommand cmd{{"GET", key}, key};
+    return std::string(raw->Run(std::span(&cmd, 1))[0]->str());
+  };
+  // a: its meta value cut short; b: one byte of its last value altered;
+  // c: its middle value truncated.
+  const std::vector<std::string> ka = RedisTierKeysForTesting(*tier, a, payload.size());
+  const std::vector<std::string> kb = RedisTierKeysForTesting(*tier, b, payload.size());
+  const std::vector<std::string> kc = RedisTierKeysForTesting(*tier, c, payload.size());
+  ASSERT_EQ(kb.size(), 3u);
+  set(ka[0], get(ka[0]).substr(0, 30));
+  std::string last = get(kb[2]);
+  last[7] ^= 1;
+  set(kb[2], last);
+  set(kc[1], get(kc[1]).substr(0, 100));
+
+  for (const BlockKey& k : {a, b, c}) {
+    std::vector<std::byte> buf(payload.size(), std::byte{0xee});
+    const Result<uint64_t> n = ReadOne(*tier, k, buf);
+    EXPECT_TRUE(n.status().IsCorruption()) << n.status();
+    for (std::byte x : buf) {
+      ASSERT_TRUE(x == std::byte{0} || x == std::byte{0xee}) << "a payload byte reached the reader";
+    }
+  }
+  EXPECT_EQ(tier->Info().corruption_errors, 3u);
+  // Removed: the next read is a plain miss.
+  std::vector<std::byte> buf(payload.size());
+  EXPECT_TRUE(ReadOne(*tier, b, buf).status().IsNotFound());
+  EXPECT_EQ(get(kb[0]), "");
+  // A value that is not ours at all under our key: a miss too.
+  const BlockKey d{4, 4};
+  set(RedisTierKeysForTesting(*tier, d, 1)[0], "hello");
+  EXPECT_FALSE(ReadOne(*tier, d, buf).ok());
+}
+
+// Two caches, each its own node (a DRAM tier over its own connection to the
+// cluster): what one inserts, the other finds through the shared tier, the
+// bytes identical; another namespace (tenant salt) finds nothing.
+TEST(RedisTierTest, ABlockWrittenOnOneNodeIsAHitOnAnother) {
+  const std::vector<std::string> seeds = SharedCluster().nodes();
+  const std::string prefix = UniquePrefix();
+  auto open = [&] {
+    std::vector<TierSlot> slots;
+    DramTierOptions d;
+    d.capacity_bytes = 8 << 20;
+    d.read_bytes_per_s = d.write_bytes_per_s = 1e10;
+    slots.push_back({OpenDramTier(d).value(), NewLruPolicy()});
+    slots.push_back({OpenRedisTier(TierOptions(seeds, prefix)).value(), NewLruPolicy()});
+    CacheManagerOptions co;
+    co.sweep_interval_ms = 0;
+    co.background_promotion = false;
+    co.background_shared_writes = false;
+    return CacheManager::Open(std::move(slots), co).value();
+  };
+  auto node_a = open();
+  auto node_b = open();
+  Namespace ns;
+  ns.model_id = "m";
+  ns.model_revision = "r";
+  ns.block_tokens = 16;
+  ns.cache_salt = "tenant-a";
+  PrefixHasher hasher(ns);
+  std::vector<TokenId> tokens(16 * 6);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<TokenId>(i * 7 + 3);
+  const std::vector<BlockKey> keys = hasher.Keys(tokens);
+  std::vector<std::vector<std::byte>> payloads;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    payloads.push_back(Bytes(20000 + i, i));
+    ASSERT_TRUE(
+        node_a
+            ->Insert(keys[i], i ? std::optional(keys[i - 1]) : std::nullopt, payloads[i], kNoExpiry)
+            .ok());
+  }
+  EXPECT_EQ(node_b->Lookup(keys).blocks, 0u) << "nothing is shared before the copies are written";
+  EXPECT_EQ(node_a->RunSharedWrites(), keys.size());
+  const PrefixHit hit = node_b->Lookup(keys);
+  EXPECT_EQ(hit.blocks, keys.size());
+  std::vector<std::vector<std::byte>> got(keys.size(), std::vector<std::byte>(30000));
+  std::vector<std::span<std::byte>> dests(got.begin(), got.end());
+  const std::vector<Result<uint64_t>> reads = node_b->ReadBatch(keys, dests);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE(reads[i].ok()) << reads[i].status();
+    got[i].resize(*reads[i]);
+    EXPECT_EQ(got[i], payloads[i]) << i;
+  }
+  const CacheStats sb = node_b->Stats();
+  EXPECT_EQ(sb.shared_adopted, keys.size());
+  EXPECT_EQ(node_a->Stats().shared_writes, keys.size());
+  // Another tenant's salt: other keys, nothing found.
+  ns.cache_salt = "tenant-b";
+  EXPECT_EQ(node_b->Lookup(PrefixHasher(ns).Keys(tokens)).blocks, 0u);
+  // B dropping its view does not delete A's blocks from the store.
+  ASSERT_TRUE(node_b->Erase(keys[0]).ok());
+  auto node_c = open();
+  EXPECT_EQ(node_c->Lookup(keys).blocks, keys.size());
+}
+
+// A dead master: reads of its slots are misses (kUnavailable, counted), never
+// wrong bytes and never a hang; once a replica takes over, they hit again.
+TEST(RedisTierTest, AMasterFailingOverIsMissesThenHitsAgain) {
+  LocalRedisClusterOptions co;
+  co.replicas = 1;
+  co.node_timeout_ms = 1000;
+  auto cluster = LocalRedisCluster::Start(co);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  RedisTierOptions o = TierOptions((*cluster)->nodes(), "kvt");
+  o.command_timeout_ms = 500;
+  auto tier = OpenRedisTier(o).value();
+  auto raw = RedisCluster::Connect(RedisClusterOptions{(*cluster)->nodes()}).value();
+  constexpr int kBlocks = 48;
+  std::vector<std::vector<std::byte>> payloads;
+  for (int i = 0; i < kBlocks; ++i) {
+    payloads.push_back(Bytes(5000 + i, i));
+    ASSERT_TRUE(
+        WriteOne(*tier, BlockKey{static_cast<uint64_t>(i), 9}, payloads[i], kNoExpiry).ok());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // replication is asynchronous
+  const std::string victim = raw->MasterOf(RedisTierKeysForTesting(*tier, BlockKey{0, 9}, 1)[0]);
+  ASSERT_FALSE(victim.empty());
+  (*cluster)->Kill(victim);
+
+  auto read_all = [&](int* hits, int* misses) {
+    *hits = *misses = 0;
+    for (int i = 0; i < kBlocks; ++i) {
+      std::vector<std::byte> buf(6000);
+      const Result<uint64_t> n = ReadOne(*tier, BlockKey{static_cast<uint64_t>(i), 9}, buf);
+      if (n.ok()) {
+        buf.resize(*n);
+        ASSERT_EQ(buf, payloads[i]) << "wrong bytes for block " << i;
+        ++*hits;
+      } else {
+        ASSERT_TRUE(n.status().code() == StatusCode::kUnavailable || n.status().IsNotFound())
+            << n.status();
+        ++*misses;
+      }
+    }
+  };
+  int hits = 0, misses = 0;
+  read_all(&hits, &misses);
+  EXPECT_GT(misses, 0) << "the dead master's blocks cannot be read";
+  EXPECT_GT(hits, 0) << "the other masters keep serving";
+  EXPECT_GT(tier->Info().io_errors, 0u);
+  ASSERT_TRUE((*cluster)->WaitHealthy(30000)) << "no replica took over";
+  for (int round = 0; round < 100; ++round) {
+    read_all(&hits, &misses);
+    if (misses == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(hits, kBlocks) << "after the failover every block reads again";
+  EXPECT_GT(RedisTierStatsOf(*tier)->cluster.refreshes, 1u);
+}
+
+// Every node gone: each call fails within its timeout.
+TEST(RedisTierTest, ADeadClusterIsAMissNotAHang) {
+  auto cluster = LocalRedisCluster::Start(LocalRedisClusterOptions{});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  RedisTierOptions o = TierOptions((*cluster)->nodes(), "kvt");
+  o.command_timeout_ms = 300;
+  auto tier = OpenRedisTier(o).value();
+  const auto payload = Bytes(1000, 1);
+  ASSERT_TRUE(WriteOne(*tier, BlockKey{1, 1}, payload, kNoExpiry).ok());
+  for (const std::string& n : std::vector<std::string>((*cluster)->nodes())) (*cluster)->Kill(n);
+  std::vector<std::byte> buf(1000);
+  EXPECT_EQ(ReadOne(*tier, BlockKey{1, 1}, buf).status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(WriteOne(*tier, BlockKey{2, 2}, payload, kNoExpiry).code(), StatusCode::kUnavailable);
+  const BlockKey k{1, 1};
+  EXPECT_FALSE(tier->Stat(std::span(&k, 1))[0].has_value());
+  EXPECT_GT(tier->Info().io_errors, 0u);
+}
+
+struct RedisFactory {
+  static constexpr const char* kName = "RedisCluster";
+  static constexpr bool kPersistent = true;
+  static Result<std::unique_ptr<Tier>> Open(const std::string& dir, uint64_t capacity,
+                                            Clock* clock) {
+    RedisTierOptions o;
+    o.seeds = SharedCluster().nodes();
+    o.key_prefix = "kvt-" + std::to_string(std::hash<std::string>()(dir));
+    o.capacity_bytes = capacity;
+    o.clock = clock;
+    return OpenRedisTier(o);
+  }
+  static Status Corrupt(Tier& tier, const BlockKey& key) {
+    KVTIER_ASSIGN_OR_RETURN(auto raw,
+                            RedisCluster::Connect(RedisClusterOptions{SharedCluster().nodes()}));
+    const std::string meta = RedisTierKeysForTesting(tier, key, 1)[0];
+    const RedisCommand get{{"GET", meta}, meta};
+    const std::vector<Result<RedisReply>> got = raw->Run(std::span(&get, 1));
+    if (!got[0].ok()) return got[0].status();
+    std::string v(got[0]->str());
+    if (v.size() < 60) return Status::NotFound("no such block");
+    v[v.size() - 1] ^= 0x40;
+    const RedisCommand set{{"SET", meta, v}, meta};
+    return raw->Run(std::span(&set, 1))[0].status();
+  }
+};
+
+}  // namespace
+
+namespace conformance {
+using RedisTiers = ::testing::Types<RedisFactory>;
+INSTANTIATE_TYPED_TEST_SUITE_P(Tiers, TierConformanceTest, RedisTiers, FactoryNames);
+}  // namespace conformance
+
+}  // namespace kvtier
