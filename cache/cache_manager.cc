@@ -404,9 +404,22 @@ PrefixHit CacheManager::Lookup(std::span<const BlockKey> keys, bool pin) {
   return hit;
 }
 
+Result<IndexEntry> CacheManager::FindAnywhere(const BlockKey& key) {
+  Result<IndexEntry> e = Find(key);
+  if (e.ok() || shared_tiers_.empty() || AdoptShared(std::span(&key, 1)) == 0) return e;
+  return Find(key);
+}
+
 PrefixHit CacheManager::Probe(std::span<const BlockKey> keys, bool pin) {
   PrefixHit hit;
-  for (const BlockKey& key : keys) {
+  bool asked_shared = false;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const BlockKey& key = keys[i];
+    // Past what this node knows, once: the shared tiers' run.
+    if (!asked_shared && !shared_tiers_.empty() && !Find(key).ok()) {
+      asked_shared = true;
+      AdoptShared(keys.subspan(i));
+    }
     // Pinned first, then read: a block pinned cannot be evicted between the two.
     PinHandle h;
     if (pin) {

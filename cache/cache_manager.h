@@ -227,6 +227,10 @@ class CacheManager {
 
   // The entry of a cached, unexpired block; kNotFound otherwise.
   Result<IndexEntry> Find(const BlockKey& key) const;
+  // Find, and when the index misses, the shared tiers too (DESIGN §10): a
+  // block another node wrote there joins the index. The block API's reads
+  // and existence checks use it; Lookup and Probe do the same for a run.
+  Result<IndexEntry> FindAnywhere(const BlockKey& key);
   // Copies a block into dest and returns its size; refreshes its TTL.
   // kNotFound on a miss (including a checksum failure, which also drops the
   // block); kResourceExhausted when dest is smaller than the block.

@@ -86,7 +86,7 @@ grpc::Status BlockStoreService::Exists(grpc::ServerContext* ctx, const v1::Exist
   if (!scope.ok()) return ToGrpcStatus(scope.status());
   Result<std::vector<BlockKey>> keys = StoredKeys(*scope, {}, req->keys());
   if (!keys.ok()) return ToGrpcStatus(keys.status());
-  for (const BlockKey& k : *keys) resp->add_exists(cache_.Find(k).ok());
+  for (const BlockKey& k : *keys) resp->add_exists(cache_.FindAnywhere(k).ok());
   return grpc::Status::OK;
 }
 
@@ -140,7 +140,7 @@ grpc::Status BlockStoreService::BatchGet(grpc::ServerContext* ctx, const v1::Bat
       SetCode(s, block);
       return send();
     };
-    Result<IndexEntry> e = cache_.Find(key);
+    Result<IndexEntry> e = cache_.FindAnywhere(key);
     if (!e.ok()) {
       if (!fail(e.status())) return ClientGone(*slot, gate_.streams());
       continue;

@@ -216,7 +216,7 @@ grpc::Status BlockStoreService::Get(grpc::ServerContext* ctx, const v1::GetReque
   Result<BlockScope> scope = ResolveScope(caller, req->has_namespace_(), req->namespace_());
   if (!scope.ok()) return ToGrpcStatus(scope.status());
   const BlockKey key = scope->Stored(*visible);
-  Result<IndexEntry> e = cache_.Find(key);
+  Result<IndexEntry> e = cache_.FindAnywhere(key);
   if (!e.ok()) return ToGrpcStatus(e.status());
   Result<StreamGuard::Slot> slot = AdmitStream(gate_, ctx, caller.tenant);
   if (!slot.ok()) return ToGrpcStatus(slot.status());

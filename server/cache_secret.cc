@@ -73,6 +73,15 @@ CacheSecret CacheSecret::FromBytes(const std::array<uint8_t, kBytes>& bytes) {
   return CacheSecret(bytes);
 }
 
+Result<CacheSecret> CacheSecret::Load(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return Status::NotFound("no cache secret at " + path);
+    return Errno("cannot open", path);
+  }
+  return Read(path, fd);
+}
+
 Result<CacheSecret> CacheSecret::LoadOrCreate(const std::string& data_dir) {
   const std::string path = data_dir + "/" + kFileName;
   if (int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) return Read(path, fd);

@@ -37,6 +37,9 @@ class CacheSecret {
   // absent. kCorruption when the file exists with another size; kIOError when
   // it cannot be read or written.
   static Result<CacheSecret> LoadOrCreate(const std::string& data_dir);
+  // Reads the secret from `path` (a cluster's shared secret: --cache-secret);
+  // kNotFound when absent, kCorruption when it has another size.
+  static Result<CacheSecret> Load(const std::string& path);
   // A fixed secret (tests, fuzzing).
   static CacheSecret FromBytes(const std::array<uint8_t, kBytes>& bytes);
 

@@ -33,6 +33,7 @@
 #include "server/metrics.h"
 #include "server/mrc_metrics.h"
 #include "server/stream_guard.h"
+#include "tiers/cluster/redis_tier.h"
 #include "tiers/dram/dram_tier.h"
 #include "tiers/flash/flash_tier.h"
 #include "tiers/hbm/hbm_tier.h"
@@ -104,6 +105,7 @@ struct TierStack {
   std::vector<TierSlot> slots;
   std::vector<std::string> policies;  // each tier's policy name, for Admin
   Tier* rocks = nullptr;              // the cold tier, owned by slots
+  Tier* cluster = nullptr;            // the shared cluster tier, owned by slots; may be null
 
   // An admission filter's history is sized in blocks; blocks differ in size
   // by namespace, so a tier counts as holding blocks of this size (a
@@ -203,7 +205,8 @@ Result<std::unique_ptr<Tier>> OpenDefaultRocksTier(const DaemonOptions& options)
   return OpenRocksTier(rocks);
 }
 
-// HBM (when there is one), DRAM, flash (unless --no-flash) and RocksDB.
+// HBM (when there is one), DRAM, flash (unless --no-flash), RocksDB and the
+// shared cluster tier (with --cluster-redis).
 Result<TierStack> OpenTierStack(const DaemonOptions& options) {
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> dram, OpenDefaultDramTier(options));
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> hbm, OpenDefaultHbmTier(options));
@@ -222,6 +225,19 @@ Result<TierStack> OpenTierStack(const DaemonOptions& options) {
   stack.rocks = rocks.get();
   stack.Add(std::move(rocks), options.rocks_policy, options.rocks_admission,
             options.rocks_usd_per_gib_month);
+  if (!options.cluster_redis.empty()) {
+    RedisTierOptions c;
+    c.seeds = options.cluster_redis;
+    c.key_prefix = options.cluster_prefix;
+    c.capacity_bytes = options.cluster_bytes;
+    c.max_block_bytes = options.max_block_bytes;
+    c.value_bytes = options.cluster_value_bytes;
+    c.command_timeout_ms = options.cluster_timeout_ms;
+    KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> cluster, OpenRedisTier(c));
+    stack.cluster = cluster.get();
+    stack.Add(std::move(cluster), options.cluster_policy, options.cluster_admission,
+              options.cluster_usd_per_gib_month);
+  }
   return stack;
 }
 
@@ -295,7 +311,10 @@ Result<std::unique_ptr<NamedCacheRegistry>> OpenNamedCaches(const DaemonOptions&
 // anyone. Either way tenants' cache salts and key scopes derive from the
 // daemon's secret (DESIGN §2).
 Result<std::unique_ptr<Authenticator>> OpenAuthenticator(const DaemonOptions& options) {
-  KVTIER_ASSIGN_OR_RETURN(const CacheSecret secret, CacheSecret::LoadOrCreate(options.data_dir));
+  KVTIER_ASSIGN_OR_RETURN(const CacheSecret secret,
+                          options.cache_secret_file.empty()
+                              ? CacheSecret::LoadOrCreate(options.data_dir)
+                              : CacheSecret::Load(options.cache_secret_file));
   if (options.api_keys_file.empty()) return std::make_unique<Authenticator>(secret);
   KVTIER_ASSIGN_OR_RETURN(Authenticator keys,
                           Authenticator::FromFile(options.api_keys_file, secret));
@@ -340,6 +359,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   KVTIER_RETURN_IF_ERROR(d->LockDataDir());
   KVTIER_ASSIGN_OR_RETURN(TierStack tiers, OpenTierStack(options));
   d->rocks_tier_ = tiers.rocks;  // owned by the cache from here on
+  d->cluster_tier_ = tiers.cluster;
   KVTIER_ASSIGN_OR_RETURN(d->cache_, OpenCache(options, std::move(tiers.slots)));
   if (options.engine) KVTIER_RETURN_IF_ERROR(d->OpenEngine());
   KVTIER_ASSIGN_OR_RETURN(d->ledger_, OpenLedger(options));
@@ -667,6 +687,38 @@ std::string Daemon::RenderMetrics() const {
               r->quarantined_stores);
     }
   }
+  if (cluster_tier_ != nullptr) {
+    if (Result<RedisTierStats> r = RedisTierStatsOf(*cluster_tier_); r.ok()) {
+      m.Counter("kvtier_cluster_read_blocks_total", "Blocks read from the cluster tier.",
+                r->read_blocks);
+      m.Counter("kvtier_cluster_read_bytes_total", "Bytes read from the cluster tier.",
+                r->read_bytes);
+      m.Counter("kvtier_cluster_read_misses_total",
+                "Cluster tier reads that found no good block (absent, expired, damaged, or a "
+                "node down).",
+                r->read_misses);
+      m.Counter("kvtier_cluster_write_blocks_total", "Blocks written to the cluster tier.",
+                r->write_blocks);
+      m.Counter("kvtier_cluster_write_bytes_total", "Bytes written to the cluster tier.",
+                r->write_bytes);
+      m.Counter("kvtier_cluster_read_seconds_total", "Time spent in cluster tier reads.",
+                r->read_seconds);
+      m.Counter("kvtier_cluster_write_seconds_total", "Time spent in cluster tier writes.",
+                r->write_seconds);
+      m.Counter("kvtier_cluster_lookups_total",
+                "Look-ups that asked the cluster tier past this node's index.", r->stat_calls);
+      m.Counter("kvtier_cluster_lookup_found_blocks_total",
+                "Blocks those look-ups found (written by any node).", r->stat_found);
+      m.Counter("kvtier_cluster_commands_total", "Redis commands sent.", r->cluster.commands);
+      m.Counter("kvtier_cluster_errors_total",
+                "Redis commands that failed: a node down, a timeout, an error reply.",
+                r->cluster.errors);
+      m.Counter("kvtier_cluster_redirects_total", "MOVED and ASK redirections followed.",
+                r->cluster.redirects);
+      m.Counter("kvtier_cluster_slot_refreshes_total", "Times the slot map was reloaded.",
+                r->cluster.refreshes);
+    }
+  }
   if (ledger_) {
     const RocksStoreStats l = ledger_->Stats();
     store("ledger", l.no_space_errors, l.write_errors, l.recoveries);
@@ -688,6 +740,14 @@ std::string Daemon::RenderMetrics() const {
   m.Counter("kvtier_cache_lookup_hit_blocks_total", "Blocks found in a leading run.",
             s.lookup_hit_blocks);
   m.Counter("kvtier_cache_reads_total", "Block reads.", s.reads);
+  m.Counter("kvtier_cache_shared_adopted_total",
+            "Blocks another node wrote, found in the shared cluster tier after an index miss.",
+            s.shared_adopted);
+  m.Counter("kvtier_cache_shared_writes_total",
+            "Copies of inserted blocks written to the shared cluster tier.", s.shared_writes);
+  m.Counter("kvtier_cache_shared_write_failures_total",
+            "Copies the shared cluster tier refused or failed (full share, node down).",
+            s.shared_write_failures);
   m.Counter("kvtier_cache_read_misses_total", "Block reads that missed.", s.read_misses);
   m.Counter("kvtier_cache_insert_bytes_total", "Bytes inserted.", s.insert_bytes);
   for (auto [kind, value] :

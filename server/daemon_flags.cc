@@ -121,6 +121,19 @@ std::string DaemonUsage() {
   --grpc-memory-bytes SIZE  memory gRPC may use for its buffers (default 512M)
   --tls-cert FILE         serve gRPC over TLS with this PEM certificate chain...
   --tls-key FILE          ...and its PEM private key
+  --cluster-redis HOST:PORT[,HOST:PORT...]  a shared cluster tier on this Redis Cluster,
+                          below the local tiers (docs/scale-out.md; default: none)
+  --cluster-bytes SIZE    this node's share of the cluster tier (default 16G)
+  --cluster-prefix NAME   the cluster tier's key prefix (default kvt)
+  --cluster-value-bytes SIZE  blocks are split into Redis values of at most this
+                          (default 1M)
+  --cluster-timeout-ms N  the cluster tier's per-call timeout (default 1000)
+  --cluster-policy NAME   its eviction policy and admission filter (defaults lru, none)
+  --cluster-admission NAME
+  --cluster-price USD     its price, $ per GiB-month (default 3.0)
+  --cache-secret FILE     the 32-byte cache secret (tenant salts, key scopes) from FILE
+                          instead of DIR/cache_secret; nodes sharing a cluster tier
+                          must share it
   --help                  this text
 )";
 }
@@ -457,6 +470,53 @@ Status ParsePlacementFlags(const FlagSet& flags, DaemonOptions* o) {
   return ParseIntFlag(flags, "sweep-interval-ms", 1, 3'600'000, &o->sweep_interval_ms);
 }
 
+// Scale-out: the cluster tier and the shared secret.
+Status ParseClusterFlags(const FlagSet& flags, DaemonOptions* o) {
+  if (flags.Has("cluster-redis")) {
+    o->cluster_redis.clear();
+    const std::string list = flags.Get("cluster-redis");
+    for (size_t pos = 0; pos <= list.size();) {
+      const size_t comma = std::min(list.find(',', pos), list.size());
+      const std::string seed = list.substr(pos, comma - pos);
+      const size_t colon = seed.rfind(':');
+      Result<int64_t> port = colon == std::string::npos ? Status::InvalidArgument("")
+                                                        : ParseInt(seed.substr(colon + 1));
+      if (colon == std::string::npos || colon == 0 || !port.ok() || *port <= 0 || *port > 65535) {
+        return Status::InvalidArgument("--cluster-redis needs HOST:PORT[,HOST:PORT...], got \"" +
+                                       seed + "\"");
+      }
+      o->cluster_redis.push_back(seed);
+      pos = comma + 1;
+    }
+  }
+  KVTIER_RETURN_IF_ERROR(ParseSizeFlag(flags, "cluster-bytes", kPositiveSize, &o->cluster_bytes));
+  KVTIER_RETURN_IF_ERROR(ParseSizeFlag(flags, "cluster-value-bytes",
+                                       {4096, 512ull << 20, "a size in [4K, 512M]"},
+                                       &o->cluster_value_bytes));
+  KVTIER_RETURN_IF_ERROR(
+      ParseIntFlag(flags, "cluster-timeout-ms", 1, 60'000, &o->cluster_timeout_ms));
+  o->cluster_prefix = flags.Get("cluster-prefix", o->cluster_prefix);
+  if (o->cluster_prefix.empty() || o->cluster_prefix.find_first_of("{} ") != std::string::npos) {
+    return Status::InvalidArgument("--cluster-prefix needs a name without {, } or spaces");
+  }
+  o->cluster_policy = flags.Get("cluster-policy", o->cluster_policy);
+  if (NewEvictionPolicy(o->cluster_policy) == nullptr) {
+    return Status::InvalidArgument("--cluster-policy: unknown policy '" + o->cluster_policy + "'");
+  }
+  o->cluster_admission = flags.Get("cluster-admission", o->cluster_admission);
+  if (!IsAdmissionFilterName(o->cluster_admission)) {
+    return Status::InvalidArgument("--cluster-admission: unknown admission filter '" +
+                                   o->cluster_admission + "'");
+  }
+  if (flags.Has("cluster-price")) {
+    Result<double> v = ParseNonNegative(flags.Get("cluster-price"));
+    if (!v.ok()) return Status::InvalidArgument("--cluster-price needs a non-negative number");
+    o->cluster_usd_per_gib_month = *v;
+  }
+  o->cache_secret_file = flags.Get("cache-secret", o->cache_secret_file);
+  return Status::Ok();
+}
+
 // kvtierd's flags by group: what each group declares and the function that
 // reads it into DaemonOptions. Groups are read in this order, so of several
 // bad flags the first group's is reported.
@@ -497,6 +557,11 @@ const std::vector<FlagGroup>& FlagGroups() {
         "sweep-interval-ms"},
        {},
        ParsePlacementFlags},
+      {{"cluster-redis", "cluster-bytes", "cluster-prefix", "cluster-value-bytes",
+        "cluster-timeout-ms", "cluster-policy", "cluster-admission", "cluster-price",
+        "cache-secret"},
+       {},
+       ParseClusterFlags},
   };
   return groups;
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cache/namespace.h"
 #include "cache/placement.h"
@@ -135,6 +136,20 @@ struct DaemonOptions {
   // TLS: a PEM certificate chain and its private key; both empty = plaintext.
   std::string tls_cert_file;
   std::string tls_key_file;
+  // Scale-out (DESIGN §10, docs/scale-out.md). A shared cluster tier on
+  // Redis Cluster below the local tiers: its seed nodes ("" = none), this
+  // node's share of it, its key prefix, value size, timeout, policy and price.
+  std::vector<std::string> cluster_redis;
+  uint64_t cluster_bytes = 16ull << 30;
+  std::string cluster_prefix = "kvt";
+  uint64_t cluster_value_bytes = 1ull << 20;
+  int cluster_timeout_ms = 1000;
+  std::string cluster_policy = "lru";
+  std::string cluster_admission = "none";
+  double cluster_usd_per_gib_month = 3.0;  // memory of the Redis nodes
+  // The cache secret (DESIGN §2) from this file instead of DATA_DIR/cache_secret:
+  // nodes that share blocks must share it, or a tenant's keys differ by node.
+  std::string cache_secret_file;
 };
 
 // Parses kvtierd's command line (argv[0] is the program) into options. The
