@@ -89,10 +89,17 @@ TEST(CacheSecretTest, IsCreatedOnceKeptPrivateAndReadBack) {
   const std::string dir2 = testing::TempDir("secret2");
   std::filesystem::create_directories(dir2);
   EXPECT_NE(CacheSecret::LoadOrCreate(dir2)->TenantSalt("t"), a->TenantSalt("t"));
+  // A cluster's shared secret (--cache-secret) is read, never created: a
+  // node with another secret would silently share nothing.
+  Result<CacheSecret> shared = CacheSecret::Load(dir + "/cache_secret");
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_EQ(shared->TenantSalt("t"), a->TenantSalt("t"));
+  EXPECT_EQ(CacheSecret::Load(dir + "/absent").status().code(), StatusCode::kNotFound);
   // A damaged secret stops the daemon rather than silently re-keying it.
   std::ofstream(dir + "/cache_secret", std::ios::trunc) << "short";
   Result<CacheSecret> bad = CacheSecret::LoadOrCreate(dir);
   EXPECT_EQ(bad.status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(CacheSecret::Load(dir + "/cache_secret").status().code(), StatusCode::kCorruption);
   std::filesystem::remove_all(dir);
   std::filesystem::remove_all(dir2);
 }

@@ -103,6 +103,17 @@ TEST(DaemonFlagsTest, BadValuesAreRefusedNamingTheFlag) {
             "--sweep-interval-ms needs an integer in [1, 3600000]"},
            {{"--model-id", std::string(300, 'a')},
             "namespace model_id is 300 bytes; the limit is 256"},
+           {{"--cluster-redis", "127.0.0.1:7000,nohost"},
+            "--cluster-redis needs HOST:PORT[,HOST:PORT...], got \"nohost\""},
+           {{"--cluster-redis", "h:70000"},
+            "--cluster-redis needs HOST:PORT[,HOST:PORT...], got \"h:70000\""},
+           {{"--cluster-value-bytes", "1K"}, "--cluster-value-bytes needs a size in [4K, 512M]"},
+           {{"--cluster-timeout-ms", "0"}, "--cluster-timeout-ms needs an integer in [1, 60000]"},
+           {{"--cluster-prefix", "a{b"}, "--cluster-prefix needs a name without {, } or spaces"},
+           {{"--cluster-policy", "nope"}, "--cluster-policy: unknown policy 'nope'"},
+           {{"--cluster-admission", "nope"},
+            "--cluster-admission: unknown admission filter 'nope'"},
+           {{"--cluster-price", "-1"}, "--cluster-price needs a non-negative number"},
            {{"extra"}, "unexpected argument 'extra'"},
        }) {
     Result<DaemonOptions> o = Parse(args);
@@ -110,6 +121,18 @@ TEST(DaemonFlagsTest, BadValuesAreRefusedNamingTheFlag) {
     EXPECT_EQ(o.status().code(), StatusCode::kInvalidArgument) << args[0];
     EXPECT_EQ(o.status().message(), message);
   }
+}
+
+TEST(DaemonFlagsTest, ClusterFlags) {
+  Result<DaemonOptions> o =
+      Parse({"--cluster-redis", "10.0.0.1:7000,10.0.0.2:7001", "--cluster-bytes", "2G",
+             "--cluster-prefix", "prod", "--cache-secret", "/etc/kvtier/secret"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->cluster_redis, (std::vector<std::string>{"10.0.0.1:7000", "10.0.0.2:7001"}));
+  EXPECT_EQ(o->cluster_bytes, 2ull << 30);
+  EXPECT_EQ(o->cluster_prefix, "prod");
+  EXPECT_EQ(o->cache_secret_file, "/etc/kvtier/secret");
+  EXPECT_TRUE(Parse({}).value().cluster_redis.empty()) << "no cluster tier by default";
 }
 
 TEST(DaemonFlagsTest, PlacementFlags) {
