@@ -93,6 +93,7 @@ CacheManager::CacheManager(std::vector<TierSlot> tiers, const CacheManagerOption
     max_block_bytes_.push_back(info.max_block_bytes);
     capacity_bytes_.push_back(info.capacity_bytes);
     if (info.shared) shared_tiers_.push_back(tier_names_.size() - 1);
+    accepts_placements_.push_back(info.accepts_placements);
     economics.push_back(TierEconomics{info.name, static_cast<double>(info.capacity_bytes),
                                       info.read_bytes_per_s, slot.cost_per_s});
   }
@@ -246,6 +247,7 @@ size_t CacheManager::RunSharedWrites() {
 // --- Placement -------------------------------------------------------------
 
 bool CacheManager::TierTakes(size_t t, uint64_t bytes) const {
+  if (!accepts_placements_[t]) return false;
   if (bytes > max_block_bytes_[t] || bytes > capacity_bytes_[t]) return false;
   // A tier whose bandwidth is unknown is not held to the budget.
   const double fetch_s = model_.FetchTimeS(t, static_cast<double>(bytes));
@@ -339,16 +341,24 @@ size_t CacheManager::AdoptShared(std::span<const BlockKey> keys) {
   if (shared_tiers_.empty() || keys.empty()) return 0;
   keys = keys.first(std::min(keys.size(), kMaxSharedStat));
   const int64_t now = options_.clock->NowMs();
-  size_t adopted = 0;
+  size_t adopted = 0, start = 0;
+  // Each shared tier is asked for what the ones before it did not have.
   for (size_t t : shared_tiers_) {
-    const std::vector<std::optional<BlockStat>> found = tiers_[t].tier->Stat(keys);
+    if (start == keys.size()) break;
+    const std::span<const BlockKey> rest = keys.subspan(start);
+    const std::vector<std::optional<BlockStat>> found = tiers_[t].tier->Stat(rest);
     ++counters_.shared_stats;
-    for (size_t i = 0; i < keys.size() && i < found.size() && found[i]; ++i) {
-      std::lock_guard<std::mutex> key_lock(KeyLock(keys[i]));
-      if (index_.Get(keys[i])) continue;  // known already (written here since)
-      Adopt(t, keys[i], found[i]->bytes, found[i]->expiry_ms, DecisionKind::kShared, now);
+    // The run goes on through blocks this node holds itself (a shared tier
+    // need not report those: the peer tier does not ask about its own keys).
+    size_t i = 0;
+    for (; i < rest.size() && i < found.size(); ++i) {
+      std::lock_guard<std::mutex> key_lock(KeyLock(rest[i]));
+      if (index_.Get(rest[i])) continue;  // known already (held here, or written since)
+      if (!found[i]) break;
+      Adopt(t, rest[i], found[i]->bytes, found[i]->expiry_ms, DecisionKind::kShared, now);
       ++adopted;
     }
+    start += i;
   }
   counters_.shared_adopted += adopted;
   return adopted;

@@ -392,7 +392,8 @@ class CacheManager {
   // adopts the leading run each holds; returns how many joined the index.
   size_t AdoptShared(std::span<const BlockKey> keys);
   static constexpr size_t kMaxSharedStat = 1024;
-  std::vector<size_t> shared_tiers_;  // tiers whose TierInfo says shared, top first
+  std::vector<size_t> shared_tiers_;      // tiers whose TierInfo says shared, top first
+  std::vector<bool> accepts_placements_;  // per tier, from its TierInfo
 
   // Every change to a key's index entry or its stored copies (insert, move,
   // refresh, drop, expiry) holds that key's lock, from a striped set; reads

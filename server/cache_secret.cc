@@ -132,6 +132,11 @@ std::string CacheSecret::TenantSalt(std::string_view tenant) const {
   return Hex(mac.data(), mac.size());
 }
 
+std::string CacheSecret::PeerToken() const {
+  const auto mac = Mac("kvtier-peer-token-v1", "");
+  return Hex(mac.data(), mac.size());
+}
+
 std::string CacheSecret::GroupSalt(std::string_view group) const {
   const auto mac = Mac("kvtier-group-salt-v1", group);
   return Hex(mac.data(), mac.size());

@@ -46,6 +46,9 @@ class CacheSecret {
   // The cache salt of a tenant, or of a share group: 64 hex digits.
   std::string TenantSalt(std::string_view tenant) const;
   std::string GroupSalt(std::string_view group) const;
+  // What kvtierd nodes that share this secret present to each other on the
+  // Peer service (DESIGN §10): 64 hex digits no client can derive.
+  std::string PeerToken() const;
   // A salt a client chose, within the scope of `scope_salt` (a TenantSalt or
   // GroupSalt): another scope's client salt of the same text gives another
   // salt. Empty `client_salt` returns `scope_salt` itself.

@@ -32,6 +32,8 @@
 #include "server/malformed_requests.h"
 #include "server/metrics.h"
 #include "server/mrc_metrics.h"
+#include "server/peer_service.h"
+#include "server/peer_tier.h"
 #include "server/stream_guard.h"
 #include "tiers/cluster/redis_tier.h"
 #include "tiers/dram/dram_tier.h"
@@ -89,6 +91,7 @@ struct Daemon::Services {
   // Null without an engine; every dialect serves the same ContextApi.
   std::unique_ptr<ContextApi> context_api;
   std::unique_ptr<ContextCacheService> context_cache;
+  std::unique_ptr<PeerService> peer;  // with --peers
   GrpcRequestMetrics grpc_requests;
 };
 
@@ -106,6 +109,8 @@ struct TierStack {
   std::vector<std::string> policies;  // each tier's policy name, for Admin
   Tier* rocks = nullptr;              // the cold tier, owned by slots
   Tier* cluster = nullptr;            // the shared cluster tier, owned by slots; may be null
+  Tier* peers = nullptr;              // the peer tier, owned by slots; may be null
+  size_t peers_index = SIZE_MAX;
 
   // An admission filter's history is sized in blocks; blocks differ in size
   // by namespace, so a tier counts as holding blocks of this size (a
@@ -205,9 +210,10 @@ Result<std::unique_ptr<Tier>> OpenDefaultRocksTier(const DaemonOptions& options)
   return OpenRocksTier(rocks);
 }
 
-// HBM (when there is one), DRAM, flash (unless --no-flash), RocksDB and the
-// shared cluster tier (with --cluster-redis).
-Result<TierStack> OpenTierStack(const DaemonOptions& options) {
+// HBM (when there is one), DRAM, flash (unless --no-flash), RocksDB, the
+// other nodes (with --peers) and the shared cluster tier (with
+// --cluster-redis).
+Result<TierStack> OpenTierStack(const DaemonOptions& options, const CacheSecret& secret) {
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> dram, OpenDefaultDramTier(options));
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> hbm, OpenDefaultHbmTier(options));
   TierStack stack;
@@ -225,6 +231,21 @@ Result<TierStack> OpenTierStack(const DaemonOptions& options) {
   stack.rocks = rocks.get();
   stack.Add(std::move(rocks), options.rocks_policy, options.rocks_admission,
             options.rocks_usd_per_gib_month);
+  if (!options.peers.empty()) {
+    PeerTierOptions p;
+    p.self = options.advertise.empty() ? options.listen : options.advertise;
+    p.peers = options.peers;
+    p.token = secret.PeerToken();
+    p.timeout_ms = options.peer_timeout_ms;
+    p.max_block_bytes = options.max_block_bytes;
+    KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Tier> peers, OpenPeerTier(p));
+    stack.peers = peers.get();
+    stack.peers_index = stack.slots.size();
+    // Never placed into (accepts_placements is false): its policy only
+    // orders this node's view of blocks other nodes hold, priced as the
+    // memory they hold them in, so a block reused here is promoted.
+    stack.Add(std::move(peers), "lru", "none", options.dram_usd_per_gib_month);
+  }
   if (!options.cluster_redis.empty()) {
     RedisTierOptions c;
     c.seeds = options.cluster_redis;
@@ -357,9 +378,13 @@ Daemon::~Daemon() {
 Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
   std::unique_ptr<Daemon> d(new Daemon(options));
   KVTIER_RETURN_IF_ERROR(d->LockDataDir());
-  KVTIER_ASSIGN_OR_RETURN(TierStack tiers, OpenTierStack(options));
+  // First: the secret it reads scopes the tiers' keys and the peers' token.
+  KVTIER_ASSIGN_OR_RETURN(d->auth_, OpenAuthenticator(options));
+  KVTIER_ASSIGN_OR_RETURN(TierStack tiers, OpenTierStack(options, d->auth_->secret()));
   d->rocks_tier_ = tiers.rocks;  // owned by the cache from here on
   d->cluster_tier_ = tiers.cluster;
+  d->peer_tier_ = tiers.peers;
+  d->peer_tier_index_ = tiers.peers_index;
   KVTIER_ASSIGN_OR_RETURN(d->cache_, OpenCache(options, std::move(tiers.slots)));
   if (options.engine) KVTIER_RETURN_IF_ERROR(d->OpenEngine());
   KVTIER_ASSIGN_OR_RETURN(d->ledger_, OpenLedger(options));
@@ -367,7 +392,6 @@ Result<std::unique_ptr<Daemon>> Daemon::Open(const DaemonOptions& options) {
     const Namespace ns = d->engine_->CacheNamespace("");
     KVTIER_RETURN_IF_ERROR(d->prices_.Set(ns.model_id + "@" + ns.model_revision, options.price));
   }
-  KVTIER_ASSIGN_OR_RETURN(d->auth_, OpenAuthenticator(options));
   KVTIER_RETURN_IF_ERROR(d->OpenServices(std::move(tiers.policies)));
   return d;
 }
@@ -422,6 +446,10 @@ Status Daemon::OpenServices(std::vector<std::string> tier_policies) {
     services_->context_api->set_named_caches(named_caches_.get());
   }
   services_->admin.set_tier_policies(std::move(tier_policies));
+  if (peer_tier_ != nullptr) {
+    services_->peer =
+        std::make_unique<PeerService>(*cache_, auth_->secret().PeerToken(), peer_tier_index_);
+  }
   if (shm_) services_->admin.set_shm_socket(shm_->socket_path());
   return Status::Ok();
 }
@@ -507,6 +535,7 @@ void Daemon::ConfigureServer(grpc::ServerBuilder* builder) {
   builder->RegisterService(&services_->admin);
   builder->RegisterService(&services_->billing);
   if (services_->context_cache) builder->RegisterService(services_->context_cache.get());
+  if (services_->peer) builder->RegisterService(services_->peer.get());
 }
 
 // The health service answers SERVING for "" (the server) by default; each of
@@ -718,6 +747,28 @@ std::string Daemon::RenderMetrics() const {
       m.Counter("kvtier_cluster_slot_refreshes_total", "Times the slot map was reloaded.",
                 r->cluster.refreshes);
     }
+  }
+  if (peer_tier_ != nullptr) {
+    if (Result<std::vector<PeerStats>> peers = PeerTierStatsOf(*peer_tier_); peers.ok()) {
+      for (const PeerStats& p : *peers) {
+        const MetricLabels l = {{"peer", p.peer}};
+        m.Counter("kvtier_peer_calls_total", "Calls to a peer node.", p.calls, l);
+        m.Counter("kvtier_peer_errors_total", "Calls to a peer that failed or timed out.", p.errors,
+                  l);
+        m.Counter("kvtier_peer_found_blocks_total", "Blocks a peer said it holds.", p.found_blocks,
+                  l);
+        m.Counter("kvtier_peer_read_blocks_total", "Blocks read from a peer.", p.read_blocks, l);
+        m.Counter("kvtier_peer_read_bytes_total", "Bytes read from a peer.", p.read_bytes, l);
+        m.Counter("kvtier_peer_written_blocks_total", "Blocks sent to their owner.",
+                  p.written_blocks, l);
+        m.Counter("kvtier_peer_seconds_total", "Time spent in calls to a peer.", p.seconds, l);
+        m.Gauge("kvtier_peer_down", "1 while a peer that failed is being skipped.", p.down ? 1 : 0,
+                l);
+      }
+    }
+    m.Counter("kvtier_peer_refused_calls_total",
+              "Peer calls refused for a missing or wrong peer token.",
+              services_->peer ? services_->peer->refused() : 0);
   }
   if (ledger_) {
     const RocksStoreStats l = ledger_->Stats();

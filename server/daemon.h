@@ -68,8 +68,10 @@ class Daemon {
   DaemonOptions options_;
   int lock_fd_ = -1;
   std::unique_ptr<CacheManager> cache_;
-  Tier* rocks_tier_ = nullptr;    // the cold tier, owned by cache_ (for its stats)
-  Tier* cluster_tier_ = nullptr;  // the shared cluster tier, owned by cache_; may be null
+  Tier* rocks_tier_ = nullptr;         // the cold tier, owned by cache_ (for its stats)
+  Tier* cluster_tier_ = nullptr;       // the shared cluster tier, owned by cache_; may be null
+  Tier* peer_tier_ = nullptr;          // the other nodes (--peers), owned by cache_; may be null
+  size_t peer_tier_index_ = SIZE_MAX;  // its place in the stack
   std::unique_ptr<ModelWeights> weights_;
   std::unique_ptr<Tokenizer> tokenizer_;  // null when the model has none
   std::unique_ptr<Engine> engine_;

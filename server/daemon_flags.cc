@@ -131,6 +131,12 @@ std::string DaemonUsage() {
   --cluster-policy NAME   its eviction policy and admission filter (defaults lru, none)
   --cluster-admission NAME
   --cluster-price USD     its price, $ per GiB-month (default 3.0)
+  --peers HOST:PORT[,HOST:PORT...]  the other kvtierd nodes: a block key's owner among
+                          them all (rendezvous hashing) is asked before a miss is
+                          recomputed, and gets a copy of each block computed here
+  --advertise HOST:PORT   this node's address as its peers list it (default --listen)
+  --peer-timeout-ms N     a peer call's timeout; a peer that fails is skipped for a
+                          second (default 500)
   --cache-secret FILE     the 32-byte cache secret (tenant salts, key scopes) from FILE
                           instead of DIR/cache_secret; nodes sharing a cluster tier
                           must share it
@@ -470,24 +476,43 @@ Status ParsePlacementFlags(const FlagSet& flags, DaemonOptions* o) {
   return ParseIntFlag(flags, "sweep-interval-ms", 1, 3'600'000, &o->sweep_interval_ms);
 }
 
-// Scale-out: the cluster tier and the shared secret.
-Status ParseClusterFlags(const FlagSet& flags, DaemonOptions* o) {
-  if (flags.Has("cluster-redis")) {
-    o->cluster_redis.clear();
-    const std::string list = flags.Get("cluster-redis");
-    for (size_t pos = 0; pos <= list.size();) {
-      const size_t comma = std::min(list.find(',', pos), list.size());
-      const std::string seed = list.substr(pos, comma - pos);
-      const size_t colon = seed.rfind(':');
-      Result<int64_t> port = colon == std::string::npos ? Status::InvalidArgument("")
-                                                        : ParseInt(seed.substr(colon + 1));
-      if (colon == std::string::npos || colon == 0 || !port.ok() || *port <= 0 || *port > 65535) {
-        return Status::InvalidArgument("--cluster-redis needs HOST:PORT[,HOST:PORT...], got \"" +
-                                       seed + "\"");
-      }
-      o->cluster_redis.push_back(seed);
-      pos = comma + 1;
+// A comma-separated list of HOST:PORT in flag `name`, when given.
+Status ParseAddressList(const FlagSet& flags, const std::string& name,
+                        std::vector<std::string>* out) {
+  if (!flags.Has(name)) return Status::Ok();
+  out->clear();
+  const std::string list = flags.Get(name);
+  for (size_t pos = 0; pos <= list.size();) {
+    const size_t comma = std::min(list.find(',', pos), list.size());
+    const std::string one = list.substr(pos, comma - pos);
+    const size_t colon = one.rfind(':');
+    Result<int64_t> port =
+        colon == std::string::npos ? Status::InvalidArgument("") : ParseInt(one.substr(colon + 1));
+    if (colon == std::string::npos || colon == 0 || !port.ok() || *port <= 0 || *port > 65535) {
+      return Status::InvalidArgument("--" + name + " needs HOST:PORT[,HOST:PORT...], got \"" + one +
+                                     "\"");
     }
+    out->push_back(one);
+    pos = comma + 1;
+  }
+  return Status::Ok();
+}
+
+// Scale-out: the cluster tier, peers and the shared secret.
+Status ParseClusterFlags(const FlagSet& flags, DaemonOptions* o) {
+  KVTIER_RETURN_IF_ERROR(ParseAddressList(flags, "cluster-redis", &o->cluster_redis));
+  KVTIER_RETURN_IF_ERROR(ParseAddressList(flags, "peers", &o->peers));
+  if (flags.Has("advertise")) {
+    std::vector<std::string> one;
+    KVTIER_RETURN_IF_ERROR(ParseAddressList(flags, "advertise", &one));
+    if (one.size() != 1) return Status::InvalidArgument("--advertise needs one HOST:PORT");
+    o->advertise = one[0];
+  }
+  KVTIER_RETURN_IF_ERROR(ParseIntFlag(flags, "peer-timeout-ms", 1, 60'000, &o->peer_timeout_ms));
+  if (!o->peers.empty() && o->advertise.empty() &&
+      o->listen.substr(o->listen.rfind(':') + 1) == "0") {
+    return Status::InvalidArgument(
+        "--peers needs this node's address: a --listen port other than 0, or --advertise");
   }
   KVTIER_RETURN_IF_ERROR(ParseSizeFlag(flags, "cluster-bytes", kPositiveSize, &o->cluster_bytes));
   KVTIER_RETURN_IF_ERROR(ParseSizeFlag(flags, "cluster-value-bytes",
@@ -559,7 +584,7 @@ const std::vector<FlagGroup>& FlagGroups() {
        ParsePlacementFlags},
       {{"cluster-redis", "cluster-bytes", "cluster-prefix", "cluster-value-bytes",
         "cluster-timeout-ms", "cluster-policy", "cluster-admission", "cluster-price",
-        "cache-secret"},
+        "cache-secret", "peers", "advertise", "peer-timeout-ms"},
        {},
        ParseClusterFlags},
   };

@@ -150,6 +150,12 @@ struct DaemonOptions {
   // The cache secret (DESIGN §2) from this file instead of DATA_DIR/cache_secret:
   // nodes that share blocks must share it, or a tenant's keys differ by node.
   std::string cache_secret_file;
+  // Peer lookup: the other kvtierd nodes' gRPC addresses, this node's name
+  // as they know it ("" = --listen, whose port must then be fixed), and the
+  // per-call timeout after which a peer's keys are misses.
+  std::vector<std::string> peers;
+  std::string advertise;
+  int peer_timeout_ms = 500;
 };
 
 // Parses kvtierd's command line (argv[0] is the program) into options. The

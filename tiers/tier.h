@@ -48,6 +48,10 @@ struct TierInfo {
   // Other nodes write this tier too (the cluster tier, DESIGN §10): it may
   // hold blocks this node's index has never seen, which Stat finds.
   bool shared = false;
+  // False for a view of other nodes' caches (the peer tier): the cache
+  // manager never places or demotes a block there; it only finds blocks
+  // there (Stat), reads them, and sends it copies of what it computes.
+  bool accepts_placements = true;
 };
 
 // What a tier holds of one block (Stat).

@@ -3,8 +3,13 @@
 // prefix computed on one node is a hit on another, through the cluster tier;
 // a block put on one node reads back, bytes identical, on another; tenants
 // stay apart across nodes; a killed node leaves the others serving.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -12,6 +17,7 @@
 #include <thread>
 
 #include <httplib.h>
+#include "proto/kvtier.grpc.pb.h"
 #include "tests/server/daemon_client.h"
 #include "tests/tiers/local_redis_cluster.h"
 
@@ -130,6 +136,123 @@ TEST_F(ClusterDaemonTest, ABlockPutOnOneNodeReadsBackOnAnotherAndOnlyForItsTenan
   auto again = ClientFor(*nodes_[1], kAlice)->Get(BlockKey{77, 78});
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->payload, payload);
+}
+
+// A free loopback port (bound once to find it; the daemon binds it next).
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Peer lookup without any shared store: three nodes told of each other.
+class PeerDaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = TempDir("peer_daemon");
+    std::filesystem::create_directories(dir_);
+    std::ofstream(dir_ + "/keys") << kAlice << " alice\n" << kBob << " bob\n";
+    std::ofstream(dir_ + "/secret", std::ios::binary) << std::string(32, 's');
+    for (int i = 0; i < 3; ++i) addrs_.push_back("127.0.0.1:" + std::to_string(FreePort()));
+    for (int i = 0; i < 3; ++i) {
+      std::string peers;
+      for (int j = 0; j < 3; ++j) {
+        if (j != i) peers += (peers.empty() ? "" : ",") + addrs_[j];
+      }
+      nodes_.push_back(std::make_unique<DaemonProcess>());
+      ASSERT_TRUE(nodes_.back()->Start(
+          dir_ + "/node" + std::to_string(i),
+          {"--listen", addrs_[i], "--peers", peers, "--api-keys", dir_ + "/keys", "--cache-secret",
+           dir_ + "/secret", "--dram-bytes", "64M", "--no-flash", "--rocks-bytes", "64M",
+           "--metrics-listen", "127.0.0.1:0", "--http-listen", ""}));
+    }
+  }
+  void TearDown() override {
+    for (auto& n : nodes_) {
+      if (n->pid() > 0) n->Stop(SIGTERM);
+    }
+    std::filesystem::remove_all(dir_);
+  }
+  double Metric(int i, const std::string& family) {
+    auto health = ClientFor(*nodes_[i], kAlice)->Health();
+    if (!health.ok()) return -1;
+    const std::string m = health->metrics_listen();
+    httplib::Client http(m.substr(0, m.rfind(':')), std::stoi(m.substr(m.rfind(':') + 1)));
+    auto res = http.Get("/metrics");
+    if (!res) return -1;
+    double sum = 0;
+    bool any = false;
+    for (size_t at = 0; (at = res->body.find("\n" + family, at)) != std::string::npos; ++at) {
+      const size_t sp = res->body.find(' ', at + 1);
+      const char next = res->body[at + 1 + family.size()];
+      if (next != ' ' && next != '{') continue;
+      sum += std::stod(res->body.substr(sp + 1));
+      any = true;
+    }
+    return any ? sum : -1;
+  }
+
+  std::string dir_;
+  std::vector<std::string> addrs_;
+  std::vector<std::unique_ptr<DaemonProcess>> nodes_;
+};
+
+TEST_F(PeerDaemonTest, AMissAsksTheOwnerAndADeadPeerIsAMissNotAHang) {
+  v1::GenerateRequest g;
+  for (int i = 1; i <= 20 * 64 + 5; ++i) g.add_token_ids((i * 7) % 500 + 3);
+  g.set_max_tokens(3);
+  auto on_a = ClientFor(*nodes_[0], kAlice)->Generate(g);
+  ASSERT_TRUE(on_a.ok()) << on_a.status();
+  // A's copies reach each block's owner (its own blocks stay where they are).
+  bool shared = false;
+  for (int i = 0; i < 600 && !shared; ++i) {
+    shared = Metric(0, "kvtier_cache_shared_writes_total") >= 20;
+    if (!shared) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(shared);
+  EXPECT_GT(Metric(0, "kvtier_peer_written_blocks_total"), 0);
+
+  auto on_b = ClientFor(*nodes_[1], kAlice)->Generate(g);
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  EXPECT_EQ(on_b->usage().cache_read_input_tokens(), 20u * 64) << "every full block, from peers";
+  ASSERT_EQ(on_b->token_ids_size(), on_a->token_ids_size());
+  for (int i = 0; i < on_a->token_ids_size(); ++i)
+    EXPECT_EQ(on_b->token_ids(i), on_a->token_ids(i));
+  EXPECT_GT(Metric(1, "kvtier_peer_read_blocks_total"), 0);
+
+  // Bob, same prompt: his keys are other keys; nothing of Alice's reaches him.
+  auto bobs = ClientFor(*nodes_[1], kBob)->Generate(g);
+  ASSERT_TRUE(bobs.ok()) << bobs.status();
+  EXPECT_EQ(bobs->usage().cache_read_input_tokens(), 0u);
+
+  // The Peer service is for nodes: a client's API key is not enough.
+  {
+    auto stub =
+        v1::Peer::NewStub(grpc::CreateChannel(addrs_[0], grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-api-key", kAlice);
+    ctx.AddMetadata("x-kvtier-peer", std::string(64, '0'));
+    v1::PeerStatRequest req;
+    req.add_keys(std::string(16, '\0'));
+    v1::PeerStatResponse resp;
+    EXPECT_EQ(stub->Stat(&ctx, req, &resp).error_code(), grpc::UNAUTHENTICATED);
+  }
+
+  // Node A dies: on C the blocks A owned are misses; the request still
+  // succeeds, with the same tokens, and the dead peer is counted.
+  nodes_[0]->Stop(SIGKILL);
+  g.set_max_tokens(2);
+  auto on_c = ClientFor(*nodes_[2], kAlice)->Generate(g);
+  ASSERT_TRUE(on_c.ok()) << on_c.status();
+  EXPECT_LT(on_c->usage().cache_read_input_tokens(), 20u * 64);
+  EXPECT_EQ(on_c->token_ids(0), on_a->token_ids(0));
+  EXPECT_GT(Metric(2, "kvtier_peer_errors_total"), 0);
 }
 
 }  // namespace
