@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# tools/cluster.sh end to end: a 3-master Redis Cluster (a replica each) and
+# two kvtierd nodes; a prompt run on one node is a cache hit on the other;
+# stop leaves nothing running. Needs KVTIER_BUILD_DIR (ctest sets it).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+dir="$(mktemp -d /tmp/kvtier_cluster_sh.XXXXXX)"
+base=$((20000 + RANDOM % 9000))
+cleanup() { "$root/tools/cluster.sh" stop --dir "$dir" > /dev/null 2>&1 || true; rm -rf "$dir"; }
+trap cleanup EXIT
+"$root/tools/cluster.sh" start --dir "$dir" --base-port "$base" --nodes 2 > "$dir/start.out"
+kvtier="$KVTIER_BUILD_DIR/bin/kvtier"
+tokens="$(seq -s, 1 300)"
+first="$("$kvtier" --addr "127.0.0.1:$((base + 100))" --json generate --tokens "$tokens" --max-tokens 4)"
+[ "$(jq '.usage.cache_read_input_tokens' <<< "$first")" = 0 ]
+# Wait for node 0's copies (to the cluster tier and to each block's owner):
+# its metrics count them. Then one run on node 1, which has computed nothing.
+metric() {
+  exec 3<> "/dev/tcp/127.0.0.1/$1"
+  printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  awk -v f="$2" '$1 == f {print $2}' <&3
+  exec 3<&-
+}
+for _ in $(seq 1 200); do
+  n="$(metric $((base + 300)) kvtier_cache_shared_writes_total)"
+  [ "${n%.*}" -ge 8 ] 2> /dev/null && break
+  sleep 0.1
+done
+second="$("$kvtier" --addr "127.0.0.1:$((base + 101))" --json generate --tokens "$tokens" --max-tokens 4)"
+[ "$(jq '.usage.cache_read_input_tokens' <<< "$second")" -ge 256 ] || {
+  echo "node 1 did not read node 0's prefix: $second" >&2; exit 1; }
+[ "$(jq -c '.token_ids' <<< "$first")" = "$(jq -c '.token_ids' <<< "$second")" ]
+pids="$(awk '{print $1}' "$dir/pids")"
+"$root/tools/cluster.sh" stop --dir "$dir" > /dev/null
+for p in $pids; do
+  if kill -0 "$p" 2> /dev/null; then echo "pid $p still running after stop" >&2; exit 1; fi
+done
+echo "tools/cluster.sh: ok"
