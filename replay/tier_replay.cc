@@ -3,139 +3,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <mutex>
-#include <unordered_map>
 #include <utility>
 
 #include "cache/cache_manager.h"
-#include "cache/eviction_policy.h"
 #include "cache/placement.h"
 #include "common/clock.h"
+#include "replay/replay_tier.h"
 
 namespace kvtier {
 namespace {
 
 constexpr int64_t kEpochMs = 1'700'000'000'000;  // the replay clock's time of the first request
-
-// --- The replay's tiers --------------------------------------------------------
-
-// What the replay tiers saw move: a block read from one tier and then written
-// to another (a CacheManager promotion or demotion: copy, then switch) is a
-// move; a write with no read before it is a placement.
-struct MoveLedger {
-  explicit MoveLedger(size_t tiers)
-      : moved(tiers, std::vector<double>(tiers, 0)),
-        placed_blocks(tiers, 0),
-        placed_units(tiers, 0) {}
-  std::unordered_map<BlockKey, size_t, BlockKeyHash> read_from;
-  std::vector<std::vector<double>> moved;  // units (tokens), [from][to]
-  std::vector<uint64_t> placed_blocks;
-  std::vector<double> placed_units;
-};
-
-// A tier that keeps each block's size and expiry, not its bytes (see the
-// header): reads fill the destination with zeros. Sizes are in tokens.
-class ReplayTier final : public Tier {
- public:
-  ReplayTier(std::string name, uint64_t capacity, double read_per_s, size_t index,
-             MoveLedger* ledger, const Clock* clock)
-      : name_(std::move(name)),
-        capacity_(capacity),
-        read_per_s_(read_per_s),
-        index_(index),
-        ledger_(ledger),
-        clock_(clock) {}
-
-  TierInfo Info() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    TierInfo i;
-    i.name = name_;
-    i.capacity_bytes = capacity_;
-    i.used_bytes = i.allocated_bytes = used_;
-    i.blocks = blocks_.size();
-    i.max_block_bytes = capacity_;
-    i.read_bytes_per_s = i.write_bytes_per_s = read_per_s_;
-    return i;
-  }
-
-  void Write(std::span<const WriteOp> ops, IoCallback done) override {
-    CompleteInline(ops, done, [&](const WriteOp& op) -> IoResult {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = blocks_.find(op.key);
-      const uint64_t old = it == blocks_.end() ? 0 : it->second.bytes;
-      const uint64_t size = op.payload.size();
-      if (used_ - old + size > capacity_) {
-        return {Status::ResourceExhausted("replay tier '" + name_ + "' is full"), 0};
-      }
-      used_ = used_ - old + size;
-      blocks_[op.key] = Block{size, op.expiry_ms};
-      if (auto r = ledger_->read_from.find(op.key); r != ledger_->read_from.end()) {
-        ledger_->moved[r->second][index_] += static_cast<double>(size);
-        ledger_->read_from.erase(r);
-      } else {
-        ++ledger_->placed_blocks[index_];
-        ledger_->placed_units[index_] += static_cast<double>(size);
-      }
-      return {Status::Ok(), size};
-    });
-  }
-
-  void Read(std::span<const ReadOp> ops, IoCallback done) override {
-    CompleteInline(ops, done, [&](const ReadOp& op) -> IoResult {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = blocks_.find(op.key);
-      if (it == blocks_.end() || it->second.expiry_ms <= clock_->NowMs()) {
-        return {Status::NotFound("not in replay tier '" + name_ + "'"), 0};
-      }
-      if (op.dest.size() < it->second.bytes) {
-        return {Status::ResourceExhausted("destination too small"), it->second.bytes};
-      }
-      std::fill_n(op.dest.begin(), it->second.bytes, std::byte{0});
-      ledger_->read_from[op.key] = index_;
-      return {Status::Ok(), it->second.bytes};
-    });
-  }
-
-  Status Erase(std::span<const BlockKey> keys) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const BlockKey& k : keys) {
-      if (auto it = blocks_.find(k); it != blocks_.end()) {
-        used_ -= it->second.bytes;
-        blocks_.erase(it);
-      }
-    }
-    return Status::Ok();
-  }
-
-  Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const BlockKey& k : keys) {
-      if (auto it = blocks_.find(k); it != blocks_.end()) it->second.expiry_ms = expiry_ms;
-    }
-    return Status::Ok();
-  }
-
-  Status Recover(IndexSink& sink) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [k, b] : blocks_) sink.Announce(k, b.bytes, b.expiry_ms);
-    return Status::Ok();
-  }
-
- private:
-  struct Block {
-    uint64_t bytes;
-    int64_t expiry_ms;
-  };
-  const std::string name_;
-  const uint64_t capacity_;
-  const double read_per_s_;
-  const size_t index_;
-  MoveLedger* const ledger_;
-  const Clock* const clock_;
-  mutable std::mutex mu_;
-  std::unordered_map<BlockKey, Block, BlockKeyHash> blocks_;
-  uint64_t used_ = 0;
-};
 
 // --- The replay ----------------------------------------------------------------
 
@@ -152,50 +30,15 @@ struct ReplayStack {
   std::unique_ptr<CacheManager> cache;
 };
 
-// The CacheManager as the replay drives it: on the replay's clock, with the
-// sweeps and promotions run by the replay loop, and the scenario's costs.
-CacheManagerOptions ReplayCacheOptions(const TierScenario& sc, Clock* clock) {
-  CacheManagerOptions options;
-  options.clock = clock;
-  options.sweep_interval_ms = 0;  // the replay sweeps as its clock moves
-  options.background_promotion = false;
-  options.placement.remat.flops_per_s = sc.prefill_flops_per_s;
-  options.placement.remat.cost_per_s = sc.gpu_usd_per_hour / 3600;
-  options.placement.remat.wait_cost_per_s = options.placement.remat.cost_per_s;
-  options.placement.fetch_budget_s = sc.fetch_budget_s;
-  options.placement.default_idle_s = sc.default_idle_s;
-  return options;
-}
-
 // Builds the scenario's stack. kInvalidArgument for a tier that holds less
 // than one of the trace's blocks.
 Result<std::unique_ptr<ReplayStack>> OpenReplayStack(const Trace& trace, const TierScenario& sc) {
-  const double bpt = sc.kv_bytes_per_token;
   auto stack = std::make_unique<ReplayStack>(sc.tiers.size());
-  std::vector<TierSlot> slots;
+  KVTIER_ASSIGN_OR_RETURN(std::vector<TierSlot> slots,
+                          ReplayTierSlots(trace, sc, &stack->ledger, &stack->clock));
   for (size_t i = 0; i < sc.tiers.size(); ++i) {
-    const ScenarioTier& st = sc.tiers[i];
-    const double units = std::floor(st.capacity_bytes / bpt);
-    if (units < trace.block_tokens) {
-      return Status::InvalidArgument("tier '" + st.name + "' holds less than one block of " +
-                                     std::to_string(trace.block_tokens) + " tokens");
-    }
-    TierSlot slot;
-    slot.tier =
-        std::make_unique<ReplayTier>(st.name, static_cast<uint64_t>(units),
-                                     st.read_bytes_per_s / bpt, i, &stack->ledger, &stack->clock);
-    PolicyOptions po;
-    po.capacity_bytes = static_cast<uint64_t>(units);
-    slot.policy = NewEvictionPolicy(st.policy, po);
-    if (st.admission != "none") {
-      AdmissionOptions ao;
-      ao.capacity_blocks = std::max<uint64_t>(1, po.capacity_bytes / trace.block_tokens);
-      slot.admission = NewAdmissionFilter(st.admission, ao);
-    }
-    slot.cost_per_s = CostPerSecond(st.capacity_bytes, st.usd_per_gib_month);
-    stack->read_bytes_per_s.push_back(st.read_bytes_per_s);
-    stack->cost_per_s.push_back(slot.cost_per_s);
-    slots.push_back(std::move(slot));
+    stack->read_bytes_per_s.push_back(sc.tiers[i].read_bytes_per_s);
+    stack->cost_per_s.push_back(slots[i].cost_per_s);
   }
   KVTIER_ASSIGN_OR_RETURN(
       stack->cache, CacheManager::Open(std::move(slots), ReplayCacheOptions(sc, &stack->clock)));

@@ -168,6 +168,45 @@ Result<ScenarioTier> ParseScenarioTier(const Fields& t) {
   return tier;
 }
 
+// "cluster": {"shared_tier": {...}}: the cluster replay's shared tier.
+Status ParseCluster(const Fields& c, const std::string& where, TierScenario* s) {
+  KVTIER_RETURN_IF_ERROR(c.CheckObject({"shared_tier"}));
+  if (!c.Has("shared_tier")) return Status::Ok();
+  const Fields t(c.at("shared_tier"), where + ".shared_tier");
+  KVTIER_RETURN_IF_ERROR(t.CheckObject({"name", "capacity_gib", "read_gb_per_s", "latency_ms",
+                                        "usd_per_gib_month", "policy", "admission", "max_ttl_s"}));
+  ScenarioSharedTier shared;
+  KVTIER_ASSIGN_OR_RETURN(shared.name, t.String("name", "cluster"));
+  for (const ScenarioTier& local : s->tiers) {
+    if (local.name == shared.name) {
+      return t.Error("name", "'" + shared.name + "' is the name of a local tier");
+    }
+  }
+  KVTIER_ASSIGN_OR_RETURN(const double gib, t.Number("capacity_gib", std::nullopt, 0, true));
+  if (gib > 1e9) return t.Error("capacity_gib", "must be at most 1e9 (an exbibyte)");
+  shared.capacity_bytes = gib * kGiB;
+  KVTIER_ASSIGN_OR_RETURN(const double gbps, t.Number("read_gb_per_s", std::nullopt, 0, true));
+  shared.read_bytes_per_s = gbps * 1e9;
+  KVTIER_ASSIGN_OR_RETURN(const double latency_ms, t.Number("latency_ms", 0.0, 0, false));
+  if (latency_ms > 60000) return t.Error("latency_ms", "must be at most 60000 (a minute)");
+  shared.latency_s = latency_ms / 1000;
+  KVTIER_ASSIGN_OR_RETURN(shared.usd_per_gib_month,
+                          t.Number("usd_per_gib_month", std::nullopt, 0, false));
+  KVTIER_ASSIGN_OR_RETURN(shared.policy, t.String("policy", "lru"));
+  if (NewEvictionPolicy(shared.policy) == nullptr) {
+    return t.Error("policy", "'" + shared.policy + "' is not an eviction policy");
+  }
+  KVTIER_ASSIGN_OR_RETURN(shared.admission, t.String("admission", "none"));
+  if (!IsAdmissionFilterName(shared.admission)) {
+    return t.Error("admission", "'" + shared.admission + "' is not an admission filter");
+  }
+  KVTIER_ASSIGN_OR_RETURN(const double max_ttl_s, t.Number("max_ttl_s", 3600.0, 0, false));
+  if (max_ttl_s > 1e9) return t.Error("max_ttl_s", "must be at most 1e9 seconds");
+  shared.max_ttl_ms = static_cast<int64_t>(std::ceil(max_ttl_s * 1000));
+  s->shared_tier = std::move(shared);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status ValidateTierScenario(const TierScenario& s) {
@@ -195,6 +234,28 @@ Status ValidateTierScenario(const TierScenario& s) {
                                      t.admission + "'");
     }
   }
+  if (const std::optional<ScenarioSharedTier>& t = s.shared_tier) {
+    if (!(t->capacity_bytes > 0) || !(t->read_bytes_per_s > 0) || !(t->latency_s >= 0) ||
+        !(t->usd_per_gib_month >= 0) || t->max_ttl_ms < 0) {
+      return Status::InvalidArgument("shared tier '" + t->name +
+                                     "': capacity and bandwidth must be > 0, latency, price "
+                                     "and maximum TTL >= 0");
+    }
+    for (const ScenarioTier& local : s.tiers) {
+      if (local.name == t->name) {
+        return Status::InvalidArgument("shared tier '" + t->name +
+                                       "' has the name of a local tier");
+      }
+    }
+    if (NewEvictionPolicy(t->policy) == nullptr) {
+      return Status::InvalidArgument("shared tier '" + t->name + "': unknown eviction policy '" +
+                                     t->policy + "'");
+    }
+    if (!IsAdmissionFilterName(t->admission)) {
+      return Status::InvalidArgument("shared tier '" + t->name + "': unknown admission filter '" +
+                                     t->admission + "'");
+    }
+  }
   return Status::Ok();
 }
 
@@ -203,7 +264,7 @@ Result<TierScenario> ParseTierScenario(const std::string& text, const std::strin
   if (j.is_discarded()) return Status::InvalidArgument(name + ": not valid JSON");
   const Fields top(j, name + ":");
   KVTIER_RETURN_IF_ERROR(top.CheckObject(
-      {"name", "model", "gpu", "placement", "ttl_s", "tiers", "occupancy_samples"}));
+      {"name", "model", "gpu", "placement", "ttl_s", "tiers", "occupancy_samples", "cluster"}));
   TierScenario s;
   KVTIER_ASSIGN_OR_RETURN(s.name, top.String("name", std::filesystem::path(name).stem().string()));
   if (!top.Has("model")) return top.Error("model", "is required");
@@ -226,6 +287,10 @@ Result<TierScenario> ParseTierScenario(const std::string& text, const std::strin
       if (other.name == tier.name) return t.Error("name", "'" + tier.name + "' is used twice");
     }
     s.tiers.push_back(std::move(tier));
+  }
+  if (top.Has("cluster")) {  // after the tiers: its name may not repeat theirs
+    KVTIER_RETURN_IF_ERROR(
+        ParseCluster(Fields(top.at("cluster"), name + ": cluster"), name + ": cluster", &s));
   }
   KVTIER_RETURN_IF_ERROR(ValidateTierScenario(s));
   return s;

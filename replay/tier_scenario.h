@@ -1,10 +1,13 @@
 // A multi-tier replay's scenario (replay/tier_replay.h): the stack of tiers
 // (capacities, bandwidths, prices, eviction policies), the model's KV
-// geometry and the GPU that would otherwise prefill, as plain structs, and
-// their parser from the JSON files of bench/scenarios/ (docs/traces.md).
+// geometry and the GPU that would otherwise prefill, and for the cluster
+// replay (replay/cluster_replay.h) the shared cluster tier below every
+// node's stack, as plain structs, and their parser from the JSON files of
+// bench/scenarios/ (docs/traces.md).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,23 @@ struct ScenarioTier {
   std::string admission = "none";  // the tier's admission filter (cache/admission.h)
 };
 
+// The shared cluster tier of the cluster replay (DESIGN §10): one store
+// every node writes through to and adopts blocks from, as kvtierd's Redis
+// Cluster tier (tiers/cluster/redis_tier.h). Each of N nodes gets 1/N of
+// the capacity as its share of writes.
+struct ScenarioSharedTier {
+  std::string name = "cluster";
+  double capacity_bytes = 0;       // > 0: the whole store, all nodes together
+  double read_bytes_per_s = 0;     // > 0: one node's bandwidth from the store
+  double latency_s = 0;            // >= 0: one round trip, paid per block fetched
+  double usd_per_gib_month = 0;    // >= 0
+  std::string policy = "lru";      // each node's eviction policy for its share
+  std::string admission = "none";  // and its admission filter (cache/admission.h)
+  // The longest a write-through copy lives (CacheManagerOptions::
+  // shared_max_ttl_ms, kvtierd's default); 0: no cap.
+  int64_t max_ttl_ms = 3'600'000;
+};
+
 struct TierScenario {
   std::string name;
   std::string model;              // a label
@@ -33,6 +53,9 @@ struct TierScenario {
   int64_t ttl_ms = 0;               // blocks' TTL, refreshed on use; 0 = none
   std::vector<ScenarioTier> tiers;  // top (fastest) first, 1 to 8
   int occupancy_samples = 240;      // points of the occupancy-over-time series
+  // The cluster replay's shared tier ("cluster": {"shared_tier": ...});
+  // none: the nodes share nothing. The single-node replay ignores it.
+  std::optional<ScenarioSharedTier> shared_tier;
 };
 
 // A scenario as JSON (docs/traces.md gives the fields and their units).
@@ -45,7 +68,8 @@ Result<TierScenario> ParseTierScenario(const std::string& json, const std::strin
 Result<TierScenario> ReadTierScenario(const std::string& path);
 
 // Checks the figures of a scenario built in code as the parser checks a
-// file's: 1 to 8 tiers, every figure in range, every policy known.
+// file's: 1 to 8 tiers, every figure in range, every policy known, the
+// shared tier's too.
 // kInvalidArgument saying which is not.
 Status ValidateTierScenario(const TierScenario& scenario);
 

@@ -1,0 +1,167 @@
+#include "replay/replay_tier.h"
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <utility>
+
+#include "cache/admission.h"
+#include "cache/eviction_policy.h"
+#include "cache/placement.h"
+
+namespace kvtier {
+namespace {
+
+class ReplayTier final : public Tier {
+ public:
+  ReplayTier(std::string name, uint64_t capacity, double read_per_s, size_t index,
+             MoveLedger* ledger, const Clock* clock)
+      : name_(std::move(name)),
+        capacity_(capacity),
+        read_per_s_(read_per_s),
+        index_(index),
+        ledger_(ledger),
+        clock_(clock) {}
+
+  TierInfo Info() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    TierInfo i;
+    i.name = name_;
+    i.capacity_bytes = capacity_;
+    i.used_bytes = i.allocated_bytes = used_;
+    i.blocks = blocks_.size();
+    i.max_block_bytes = capacity_;
+    i.read_bytes_per_s = i.write_bytes_per_s = read_per_s_;
+    return i;
+  }
+
+  void Write(std::span<const WriteOp> ops, IoCallback done) override {
+    CompleteInline(ops, done, [&](const WriteOp& op) -> IoResult {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = blocks_.find(op.key);
+      const uint64_t old = it == blocks_.end() ? 0 : it->second.bytes;
+      const uint64_t size = op.payload.size();
+      if (used_ - old + size > capacity_) {
+        return {Status::ResourceExhausted("replay tier '" + name_ + "' is full"), 0};
+      }
+      used_ = used_ - old + size;
+      blocks_[op.key] = Block{size, op.expiry_ms};
+      if (auto r = ledger_->read_from.find(op.key); r != ledger_->read_from.end()) {
+        ledger_->moved[r->second][index_] += static_cast<double>(size);
+        ledger_->read_from.erase(r);
+      } else {
+        ++ledger_->placed_blocks[index_];
+        ledger_->placed_units[index_] += static_cast<double>(size);
+      }
+      return {Status::Ok(), size};
+    });
+  }
+
+  void Read(std::span<const ReadOp> ops, IoCallback done) override {
+    CompleteInline(ops, done, [&](const ReadOp& op) -> IoResult {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = blocks_.find(op.key);
+      if (it == blocks_.end() || it->second.expiry_ms <= clock_->NowMs()) {
+        return {Status::NotFound("not in replay tier '" + name_ + "'"), 0};
+      }
+      if (op.dest.size() < it->second.bytes) {
+        return {Status::ResourceExhausted("destination too small"), it->second.bytes};
+      }
+      std::fill_n(op.dest.begin(), it->second.bytes, std::byte{0});
+      ledger_->read_from[op.key] = index_;
+      return {Status::Ok(), it->second.bytes};
+    });
+  }
+
+  Status Erase(std::span<const BlockKey> keys) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const BlockKey& k : keys) {
+      if (auto it = blocks_.find(k); it != blocks_.end()) {
+        used_ -= it->second.bytes;
+        blocks_.erase(it);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const BlockKey& k : keys) {
+      if (auto it = blocks_.find(k); it != blocks_.end()) it->second.expiry_ms = expiry_ms;
+    }
+    return Status::Ok();
+  }
+
+  Status Recover(IndexSink& sink) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [k, b] : blocks_) sink.Announce(k, b.bytes, b.expiry_ms);
+    return Status::Ok();
+  }
+
+ private:
+  struct Block {
+    uint64_t bytes;
+    int64_t expiry_ms;
+  };
+  const std::string name_;
+  const uint64_t capacity_;
+  const double read_per_s_;
+  const size_t index_;
+  MoveLedger* const ledger_;
+  const Clock* const clock_;
+  mutable std::mutex mu_;
+  std::unordered_map<BlockKey, Block, BlockKeyHash> blocks_;  // guarded by mu_
+  uint64_t used_ = 0;                                         // guarded by mu_
+};
+
+}  // namespace
+
+std::unique_ptr<Tier> NewReplayTier(std::string name, uint64_t capacity_units,
+                                    double read_units_per_s, size_t index, MoveLedger* ledger,
+                                    const Clock* clock) {
+  return std::make_unique<ReplayTier>(std::move(name), capacity_units, read_units_per_s, index,
+                                      ledger, clock);
+}
+
+CacheManagerOptions ReplayCacheOptions(const TierScenario& sc, Clock* clock) {
+  CacheManagerOptions options;
+  options.clock = clock;
+  options.sweep_interval_ms = 0;  // the replay sweeps as its clock moves
+  options.background_promotion = false;
+  options.placement.remat.flops_per_s = sc.prefill_flops_per_s;
+  options.placement.remat.cost_per_s = sc.gpu_usd_per_hour / 3600;
+  options.placement.remat.wait_cost_per_s = options.placement.remat.cost_per_s;
+  options.placement.fetch_budget_s = sc.fetch_budget_s;
+  options.placement.default_idle_s = sc.default_idle_s;
+  return options;
+}
+
+Result<std::vector<TierSlot>> ReplayTierSlots(const Trace& trace, const TierScenario& sc,
+                                              MoveLedger* ledger, const Clock* clock) {
+  const double bpt = sc.kv_bytes_per_token;
+  std::vector<TierSlot> slots;
+  for (size_t i = 0; i < sc.tiers.size(); ++i) {
+    const ScenarioTier& st = sc.tiers[i];
+    const double units = std::floor(st.capacity_bytes / bpt);
+    if (units < trace.block_tokens) {
+      return Status::InvalidArgument("tier '" + st.name + "' holds less than one block of " +
+                                     std::to_string(trace.block_tokens) + " tokens");
+    }
+    TierSlot slot;
+    slot.tier = NewReplayTier(st.name, static_cast<uint64_t>(units), st.read_bytes_per_s / bpt, i,
+                              ledger, clock);
+    PolicyOptions po;
+    po.capacity_bytes = static_cast<uint64_t>(units);
+    slot.policy = NewEvictionPolicy(st.policy, po);
+    if (st.admission != "none") {
+      AdmissionOptions ao;
+      ao.capacity_blocks = std::max<uint64_t>(1, po.capacity_bytes / trace.block_tokens);
+      slot.admission = NewAdmissionFilter(st.admission, ao);
+    }
+    slot.cost_per_s = CostPerSecond(st.capacity_bytes, st.usd_per_gib_month);
+    slots.push_back(std::move(slot));
+  }
+  return slots;
+}
+
+}  // namespace kvtier
