@@ -6,6 +6,8 @@
 
 #include "proto/status_codes.h"
 #include "server/block_scope.h"
+#include "server/peer_tier.h"
+#include "tiers/cluster/redis_tier.h"
 
 namespace kvtier {
 namespace {
@@ -109,6 +111,41 @@ grpc::Status AdminService::Stats(grpc::ServerContext* ctx, const v1::StatsReques
   resp->set_promotion_skips(s.promotion_skips);
   resp->set_remat_drops(s.remat_drops);
   resp->set_aged_out(s.aged_out);
+  resp->set_shared_adopted(s.shared_adopted);
+  resp->set_shared_writes(s.shared_writes);
+  resp->set_shared_write_failures(s.shared_write_failures);
+  if (peer_tier_ != nullptr) {
+    if (Result<std::vector<PeerStats>> peers = PeerTierStatsOf(*peer_tier_); peers.ok()) {
+      for (const PeerStats& p : *peers) {
+        v1::PeerNodeStats* out = resp->add_peers();
+        out->set_peer(p.peer);
+        out->set_calls(p.calls);
+        out->set_errors(p.errors);
+        out->set_found_blocks(p.found_blocks);
+        out->set_read_blocks(p.read_blocks);
+        out->set_read_bytes(p.read_bytes);
+        out->set_written_blocks(p.written_blocks);
+        out->set_seconds(p.seconds);
+        out->set_down(p.down);
+      }
+    }
+  }
+  if (cluster_tier_ != nullptr) {
+    if (Result<RedisTierStats> c = RedisTierStatsOf(*cluster_tier_); c.ok()) {
+      v1::ClusterTierStats* out = resp->mutable_cluster();
+      out->set_read_blocks(c->read_blocks);
+      out->set_read_bytes(c->read_bytes);
+      out->set_read_misses(c->read_misses);
+      out->set_write_blocks(c->write_blocks);
+      out->set_write_bytes(c->write_bytes);
+      out->set_read_seconds(c->read_seconds);
+      out->set_write_seconds(c->write_seconds);
+      out->set_commands(c->cluster.commands);
+      out->set_errors(c->cluster.errors);
+      out->set_redirects(c->cluster.redirects);
+      out->set_slot_refreshes(c->cluster.refreshes);
+    }
+  }
   FillMrc(cache_.MissRatioCurve(), resp->mutable_mrc());
   resp->set_default_block_tokens(static_cast<uint32_t>(default_namespace_.block_tokens));
   resp->set_default_namespace(default_namespace_.ToString());

@@ -46,6 +46,12 @@ class AdminService final : public v1::Admin::WithCallbackMethod_Health<v1::Admin
   void set_authenticator(const Authenticator* auth) { auth_ = auth; }
   // The eviction policy of each tier, for Stats (set once, before serving).
   void set_tier_policies(std::vector<std::string> names) { policies_ = std::move(names); }
+  // The peer and cluster tiers (owned by the cache; null when not
+  // configured), for Stats (set once, before serving).
+  void set_scale_out(Tier* peers, Tier* cluster) {
+    peer_tier_ = peers;
+    cluster_tier_ = cluster;
+  }
 
  private:
   CacheManager& cache_;
@@ -56,6 +62,8 @@ class AdminService final : public v1::Admin::WithCallbackMethod_Health<v1::Admin
   CallGate& gate_;
   std::vector<std::string> policies_;
   const Authenticator* auth_ = nullptr;
+  Tier* peer_tier_ = nullptr;
+  Tier* cluster_tier_ = nullptr;
   std::mutex mu_;
   std::string listen_;          // guarded by mu_
   std::string metrics_listen_;  // guarded by mu_

@@ -446,6 +446,7 @@ Status Daemon::OpenServices(std::vector<std::string> tier_policies) {
     services_->context_api->set_named_caches(named_caches_.get());
   }
   services_->admin.set_tier_policies(std::move(tier_policies));
+  services_->admin.set_scale_out(peer_tier_, cluster_tier_);
   if (peer_tier_ != nullptr) {
     services_->peer =
         std::make_unique<PeerService>(*cache_, auth_->secret().PeerToken(), peer_tier_index_);

@@ -14,9 +14,11 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include <httplib.h>
+#include "proto/cluster_client.h"
 #include "proto/kvtier.grpc.pb.h"
 #include "tests/server/daemon_client.h"
 #include "tests/tiers/local_redis_cluster.h"
@@ -43,7 +45,7 @@ class ClusterDaemonTest : public ::testing::Test {
     redis_ = std::move(*c);
     dir_ = TempDir("cluster_daemon");
     std::filesystem::create_directories(dir_);
-    std::ofstream(dir_ + "/keys") << kAlice << " alice\n" << kBob << " bob\n";
+    std::ofstream(dir_ + "/keys") << kAlice << " alice admin\n" << kBob << " bob\n";
     // One secret for every node: tenants' salts and keys agree across them.
     std::ofstream(dir_ + "/secret", std::ios::binary) << std::string(32, 'k');
     std::string seeds;
@@ -109,6 +111,11 @@ TEST_F(ClusterDaemonTest, APrefixComputedOnOneNodeIsAHitOnAnother) {
     EXPECT_EQ(on_b->token_ids(i), on_a->token_ids(i)) << i;
   }
   EXPECT_GE(Metric(1, "kvtier_cache_shared_adopted_total"), 4);
+  auto stats = ClientFor(*nodes_[1], kAlice)->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_TRUE(stats->has_cluster());
+  EXPECT_GT(stats->cluster().read_blocks(), 0u);
+  EXPECT_GT(stats->cluster().commands(), 0u);
   EXPECT_GT(Metric(1, "kvtier_cluster_read_blocks_total"), 0);
 
   // Bob, on the third node: another tenant, another salt, nothing to read.
@@ -157,7 +164,7 @@ class PeerDaemonTest : public ::testing::Test {
   void SetUp() override {
     dir_ = TempDir("peer_daemon");
     std::filesystem::create_directories(dir_);
-    std::ofstream(dir_ + "/keys") << kAlice << " alice\n" << kBob << " bob\n";
+    std::ofstream(dir_ + "/keys") << kAlice << " alice admin\n" << kBob << " bob\n";
     std::ofstream(dir_ + "/secret", std::ios::binary) << std::string(32, 's');
     for (int i = 0; i < 3; ++i) addrs_.push_back("127.0.0.1:" + std::to_string(FreePort()));
     for (int i = 0; i < 3; ++i) {
@@ -225,6 +232,17 @@ TEST_F(PeerDaemonTest, AMissAsksTheOwnerAndADeadPeerIsAMissNotAHang) {
   for (int i = 0; i < on_a->token_ids_size(); ++i)
     EXPECT_EQ(on_b->token_ids(i), on_a->token_ids(i));
   EXPECT_GT(Metric(1, "kvtier_peer_read_blocks_total"), 0);
+  // kvtier stats: per peer.
+  auto stats = ClientFor(*nodes_[1], kAlice)->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_EQ(stats->peers_size(), 2);
+  uint64_t read = 0;
+  for (const v1::PeerNodeStats& p : stats->peers()) {
+    EXPECT_NE(p.peer(), addrs_[1]);
+    read += p.read_blocks();
+  }
+  EXPECT_GT(read, 0u);
+  EXPECT_GT(stats->shared_adopted(), 0u);
 
   // Bob, same prompt: his keys are other keys; nothing of Alice's reaches him.
   auto bobs = ClientFor(*nodes_[1], kBob)->Generate(g);
@@ -253,6 +271,43 @@ TEST_F(PeerDaemonTest, AMissAsksTheOwnerAndADeadPeerIsAMissNotAHang) {
   EXPECT_LT(on_c->usage().cache_read_input_tokens(), 20u * 64);
   EXPECT_EQ(on_c->token_ids(0), on_a->token_ids(0));
   EXPECT_GT(Metric(2, "kvtier_peer_errors_total"), 0);
+}
+
+// The C++ client's routing: blocks go to their owners and come back from
+// them; any other node finds them too, through its peers.
+TEST_F(PeerDaemonTest, TheClusterClientRoutesKeysToTheirOwners) {
+  ClientOptions o;
+  o.api_key = kAlice;
+  o.timeout_ms = 60'000;
+  ClusterClient cluster(addrs_, o);
+  std::set<std::string> owners;
+  std::vector<std::string> payloads;
+  for (uint64_t i = 0; i < 12; ++i) {
+    payloads.push_back(testing::Bytes(20'000 + i, static_cast<uint32_t>(i)));
+    const BlockKey key{i + 1, 99};
+    owners.insert(cluster.OwnerOf(key));
+    ASSERT_TRUE(cluster.Put(key, v1::PutHeader(), testing::AsBytes(payloads[i])).ok());
+  }
+  EXPECT_GT(owners.size(), 1u) << "twelve keys all owned by one of three nodes";
+  for (uint64_t i = 0; i < 12; ++i) {
+    auto got = cluster.Get(BlockKey{i + 1, 99});
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->payload, payloads[i]);
+  }
+  // A node that is not the key's owner answers too, through its peers, once
+  // the owner's copy has been sent on (in the background).
+  for (uint64_t i = 0; i < 12; ++i) {
+    const BlockKey key{i + 1, 99};
+    int other = 0;
+    while (addrs_[other] == cluster.OwnerOf(key)) ++other;
+    Result<FetchedBlock> got = Status::NotFound("");
+    for (int tries = 0; tries < 100 && !got.ok(); ++tries) {
+      got = ClientFor(*nodes_[other], kAlice)->Get(key);
+      if (!got.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->payload, payloads[i]);
+  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -183,6 +184,25 @@ void LocalRedisCluster::Kill(const std::string& node) {
       alive_[i] = false;
     }
   }
+}
+
+bool LocalRedisCluster::WaitReplicated(const std::string& node, int timeout_ms) const {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    // "master_repl_offset:N" against each "slaveK:ip=...,offset=M,...".
+    const std::string info = Cli(node, {"INFO", "replication"});
+    const size_t at = info.find("master_repl_offset:");
+    if (at != std::string::npos) {
+      const long long master = std::atoll(info.c_str() + at + 19);
+      bool all = info.find("connected_slaves:0") == std::string::npos;
+      for (size_t pos = 0; (pos = info.find(",offset=", pos)) != std::string::npos; ++pos) {
+        all = all && std::atoll(info.c_str() + pos + 8) >= master;
+      }
+      if (all) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
 }
 
 bool LocalRedisCluster::WaitHealthy(int timeout_ms) const {

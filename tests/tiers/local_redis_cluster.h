@@ -29,6 +29,10 @@ class LocalRedisCluster {
 
   // "127.0.0.1:port" of every node started (masters first, as created).
   const std::vector<std::string>& nodes() const { return nodes_; }
+  // Waits until every replica of master `node` has acknowledged all of its
+  // writes (replication is asynchronous: a failover loses what a replica has
+  // not received); false after `timeout_ms`.
+  bool WaitReplicated(const std::string& node, int timeout_ms) const;
   // Kills a node (SIGKILL: no goodbye to its peers).
   void Kill(const std::string& node);
   // Waits until every live node says cluster_state:ok and sees the slot map

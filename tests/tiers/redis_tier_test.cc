@@ -234,11 +234,14 @@ TEST(RedisTierTest, AMasterFailingOverIsMissesThenHitsAgain) {
     ASSERT_TRUE(
         WriteOne(*tier, BlockKey{static_cast<uint64_t>(i), 9}, payloads[i], kNoExpiry).ok());
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // replication is asynchronous
   const std::string victim = raw->MasterOf(RedisTierKeysForTesting(*tier, BlockKey{0, 9}, 1)[0]);
   ASSERT_FALSE(victim.empty());
+  // Replication is asynchronous: what the replica has not received, a
+  // failover loses (a miss, as a cache may). The test wants it all there.
+  ASSERT_TRUE((*cluster)->WaitReplicated(victim, 30000));
   (*cluster)->Kill(victim);
 
+  std::string last_miss;
   auto read_all = [&](int* hits, int* misses) {
     *hits = *misses = 0;
     for (int i = 0; i < kBlocks; ++i) {
@@ -251,6 +254,7 @@ TEST(RedisTierTest, AMasterFailingOverIsMissesThenHitsAgain) {
       } else {
         ASSERT_TRUE(n.status().code() == StatusCode::kUnavailable || n.status().IsNotFound())
             << n.status();
+        last_miss = n.status().ToString();
         ++*misses;
       }
     }
@@ -266,7 +270,8 @@ TEST(RedisTierTest, AMasterFailingOverIsMissesThenHitsAgain) {
     if (misses == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  EXPECT_EQ(hits, kBlocks) << "after the failover every block reads again";
+  EXPECT_EQ(hits, kBlocks) << "after the failover every block reads again; last miss: "
+                           << last_miss;
   EXPECT_GT(RedisTierStatsOf(*tier)->cluster.refreshes, 1u);
 }
 

@@ -5,9 +5,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dir="$(mktemp -d /tmp/kvtier_cluster_sh.XXXXXX)"
-base=$((20000 + RANDOM % 9000))
+# Ports apart from the tests' own Redis nodes (20000-39999 with their buses).
+base=$((40000 + RANDOM % 4000))
 cleanup() { "$root/tools/cluster.sh" stop --dir "$dir" > /dev/null 2>&1 || true; rm -rf "$dir"; }
 trap cleanup EXIT
+trap 'echo "failed at line $LINENO; logs:" >&2; tail -n 5 "$dir"/*.log "$dir"/*.out >&2 2>/dev/null' ERR
 "$root/tools/cluster.sh" start --dir "$dir" --base-port "$base" --nodes 2 > "$dir/start.out"
 kvtier="$KVTIER_BUILD_DIR/bin/kvtier"
 tokens="$(seq -s, 1 300)"

@@ -72,6 +72,38 @@ json StatsJson(const v1::StatsResponse& s) {
             {"corruption_misses", s.corruption_misses()},
             {"default_block_tokens", s.default_block_tokens()},
             {"default_namespace", s.default_namespace()}};
+  j["shared_adopted"] = s.shared_adopted();
+  j["shared_writes"] = s.shared_writes();
+  j["shared_write_failures"] = s.shared_write_failures();
+  if (s.peers_size() > 0) {
+    json peers = json::array();
+    for (const v1::PeerNodeStats& p : s.peers()) {
+      peers.push_back({{"peer", p.peer()},
+                       {"calls", p.calls()},
+                       {"errors", p.errors()},
+                       {"found_blocks", p.found_blocks()},
+                       {"read_blocks", p.read_blocks()},
+                       {"read_bytes", p.read_bytes()},
+                       {"written_blocks", p.written_blocks()},
+                       {"seconds", p.seconds()},
+                       {"down", p.down()}});
+    }
+    j["peers"] = peers;
+  }
+  if (s.has_cluster()) {
+    const v1::ClusterTierStats& c = s.cluster();
+    j["cluster"] = {{"read_blocks", c.read_blocks()},
+                    {"read_bytes", c.read_bytes()},
+                    {"read_misses", c.read_misses()},
+                    {"write_blocks", c.write_blocks()},
+                    {"write_bytes", c.write_bytes()},
+                    {"read_seconds", c.read_seconds()},
+                    {"write_seconds", c.write_seconds()},
+                    {"commands", c.commands()},
+                    {"errors", c.errors()},
+                    {"redirects", c.redirects()},
+                    {"slot_refreshes", c.slot_refreshes()}};
+  }
   if (s.has_engine()) {
     const v1::EngineStats& e = s.engine();
     j["engine"] = {{"model", e.model()},
@@ -112,6 +144,24 @@ std::string StatsText(const v1::StatsResponse& s) {
        << s.demotions() << " demoted, " << s.remat_drops() << " dropped for recompute ("
        << s.aged_out() << " of these aged out), " << s.drops() << " dropped with no tier below, "
        << s.expired() << " expired\ndefault namespace: " << s.default_namespace() << "\n";
+  if (s.shared_adopted() + s.shared_writes() + s.shared_write_failures() > 0 ||
+      s.peers_size() > 0 || s.has_cluster()) {
+    text << "shared: " << s.shared_adopted() << " blocks found that other nodes wrote, "
+         << s.shared_writes() << " copies sent, " << s.shared_write_failures() << " refused\n";
+  }
+  for (const v1::PeerNodeStats& p : s.peers()) {
+    text << "peer " << p.peer() << (p.down() ? " (DOWN)" : "") << ": " << p.calls() << " calls ("
+         << p.errors() << " failed, " << (p.calls() > 0 ? p.seconds() / p.calls() * 1e3 : 0)
+         << " ms each), " << p.found_blocks() << " blocks found, " << p.read_blocks() << " read ("
+         << p.read_bytes() << " bytes), " << p.written_blocks() << " sent\n";
+  }
+  if (s.has_cluster()) {
+    const v1::ClusterTierStats& c = s.cluster();
+    text << "cluster tier: " << c.read_blocks() << " blocks read (" << c.read_bytes() << " bytes, "
+         << c.read_misses() << " misses), " << c.write_blocks() << " written (" << c.write_bytes()
+         << " bytes), " << c.commands() << " Redis commands, " << c.errors() << " errors, "
+         << c.redirects() << " redirections, " << c.slot_refreshes() << " slot-map reloads\n";
+  }
   if (s.has_engine()) {
     const v1::EngineStats& e = s.engine();
     text << "engine: " << e.model() << ", " << e.params() << " params, " << e.requests()
