@@ -4,10 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <queue>
-#include <unordered_map>
 #include <utility>
 
 #include "cache/admission.h"
@@ -23,231 +20,6 @@ namespace kvtier {
 namespace {
 
 constexpr int64_t kEpochMs = 1'700'000'000'000;  // the replay clock's time of the first request
-
-// --- The shared tier -------------------------------------------------------------
-
-// The shared tier's store: every node's blocks, by key, with their sizes
-// (tokens) and expiries, as the Redis Cluster holds them. Expired blocks
-// read as absent, and DropExpired frees them as Redis's active expiry does.
-class SharedStore {
- public:
-  explicit SharedStore(const Clock* clock) : clock_(clock) {}
-
-  std::optional<BlockStat> Find(const BlockKey& key) const {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = blocks_.find(key);
-    if (it == blocks_.end() || it->second.expiry_ms <= clock_->NowMs()) return std::nullopt;
-    return it->second;
-  }
-
-  // A write of an existing key replaces it (two writers write the same bytes).
-  void Put(const BlockKey& key, uint64_t units, int64_t expiry_ms) {
-    std::lock_guard<std::mutex> lock(mu_);
-    BlockStat& b = blocks_[key];
-    used_ = used_ - b.bytes + units;
-    b = BlockStat{units, expiry_ms};
-    if (expiry_ms != kNoExpiry) expiries_.push({expiry_ms, key});
-  }
-
-  void Remove(const BlockKey& key) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto it = blocks_.find(key); it != blocks_.end()) {
-      used_ -= it->second.bytes;
-      blocks_.erase(it);
-    }
-  }
-
-  void SetExpiry(const BlockKey& key, int64_t expiry_ms) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = blocks_.find(key);
-    if (it == blocks_.end()) return;
-    it->second.expiry_ms = expiry_ms;
-    if (expiry_ms != kNoExpiry) expiries_.push({expiry_ms, key});
-  }
-
-  // Frees the blocks whose expiry has passed.
-  void DropExpired() {
-    std::lock_guard<std::mutex> lock(mu_);
-    const int64_t now = clock_->NowMs();
-    while (!expiries_.empty() && expiries_.top().at_ms <= now) {
-      const BlockKey key = expiries_.top().key;
-      expiries_.pop();
-      // An item of a block refreshed or rewritten since is stale.
-      if (auto it = blocks_.find(key); it != blocks_.end() && it->second.expiry_ms <= now) {
-        used_ -= it->second.bytes;
-        blocks_.erase(it);
-      }
-    }
-  }
-
-  uint64_t used_units() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return used_;
-  }
-
- private:
-  struct Due {
-    int64_t at_ms;
-    BlockKey key;
-    bool operator>(const Due& o) const { return at_ms > o.at_ms; }
-  };
-  const Clock* const clock_;
-  mutable std::mutex mu_;
-  std::unordered_map<BlockKey, BlockStat, BlockKeyHash> blocks_;         // guarded by mu_
-  uint64_t used_ = 0;                                                    // guarded by mu_
-  std::priority_queue<Due, std::vector<Due>, std::greater<>> expiries_;  // guarded by mu_
-};
-
-// What one node's view of the shared tier carried over the network, in
-// units (tokens). The replay sets `writing_through` around the manager's
-// RunSharedWrites, so the view tells the copies from placements and moves.
-struct SharedTraffic {
-  bool writing_through = false;
-  double read_units = 0;   // the manager's reads (moves out of the shared tier)
-  double write_units = 0;  // every write
-  double write_through_units = 0;
-};
-
-// One node's view of the shared store, as kvtierd's Redis tier behaves
-// (tiers/cluster/redis_tier.h): it reads and finds (Stat) any node's
-// blocks; its capacity is this node's share, counted over the blocks this
-// node wrote, and a write past it is refused (after forgetting the node's
-// expired writes); it erases only blocks this node wrote (another node's
-// are only forgotten by this node's manager); an expiry refresh reaches any
-// block. It is tier `index` of its node's stack, for the node's ledger.
-class SharedTierView final : public Tier {
- public:
-  SharedTierView(std::string name, SharedStore* store, uint64_t share_units,
-                 double read_units_per_s, size_t index, MoveLedger* ledger, SharedTraffic* traffic,
-                 const Clock* clock)
-      : name_(std::move(name)),
-        store_(store),
-        share_(share_units),
-        read_per_s_(read_units_per_s),
-        index_(index),
-        ledger_(ledger),
-        traffic_(traffic),
-        clock_(clock) {}
-
-  TierInfo Info() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    TierInfo i;
-    i.name = name_;
-    i.capacity_bytes = share_;
-    i.used_bytes = i.allocated_bytes = used_;
-    i.blocks = owned_.size();
-    i.max_block_bytes = share_;
-    i.read_bytes_per_s = i.write_bytes_per_s = read_per_s_;
-    i.shared = true;
-    return i;
-  }
-
-  void Write(std::span<const WriteOp> ops, IoCallback done) override {
-    CompleteInline(ops, done, [&](const WriteOp& op) -> IoResult {
-      std::lock_guard<std::mutex> lock(mu_);
-      const uint64_t size = op.payload.size();
-      const int64_t now = clock_->NowMs();
-      if (op.expiry_ms <= now) return {Status::Ok(), size};  // expired already: nothing kept
-      auto had = [&] {
-        auto it = owned_.find(op.key);
-        return it == owned_.end() ? uint64_t{0} : it->second.bytes;
-      };
-      if (used_ - had() + size > share_) ForgetExpiredLocked(now);
-      if (used_ - had() + size > share_) {
-        return {Status::ResourceExhausted("shared tier '" + name_ + "': this node's share is used"),
-                0};
-      }
-      used_ = used_ - had() + size;
-      owned_[op.key] = BlockStat{size, op.expiry_ms};
-      store_->Put(op.key, size, op.expiry_ms);
-      traffic_->write_units += static_cast<double>(size);
-      if (traffic_->writing_through) {
-        traffic_->write_through_units += static_cast<double>(size);
-      } else if (auto r = ledger_->read_from.find(op.key); r != ledger_->read_from.end()) {
-        ledger_->moved[r->second][index_] += static_cast<double>(size);
-        ledger_->read_from.erase(r);
-      } else {
-        ++ledger_->placed_blocks[index_];
-        ledger_->placed_units[index_] += static_cast<double>(size);
-      }
-      return {Status::Ok(), size};
-    });
-  }
-
-  void Read(std::span<const ReadOp> ops, IoCallback done) override {
-    CompleteInline(ops, done, [&](const ReadOp& op) -> IoResult {
-      const std::optional<BlockStat> b = store_->Find(op.key);
-      if (!b) return {Status::NotFound("not in shared tier '" + name_ + "'"), 0};
-      if (op.dest.size() < b->bytes) {
-        return {Status::ResourceExhausted("destination too small"), b->bytes};
-      }
-      std::fill_n(op.dest.begin(), b->bytes, std::byte{0});
-      std::lock_guard<std::mutex> lock(mu_);
-      ledger_->read_from[op.key] = index_;
-      traffic_->read_units += static_cast<double>(b->bytes);
-      return {Status::Ok(), b->bytes};
-    });
-  }
-
-  Status Erase(std::span<const BlockKey> keys) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const BlockKey& k : keys) {
-      auto it = owned_.find(k);
-      if (it == owned_.end()) continue;  // another node's: its writer manages it
-      used_ -= it->second.bytes;
-      owned_.erase(it);
-      store_->Remove(k);
-    }
-    return Status::Ok();
-  }
-
-  Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const BlockKey& k : keys) {
-      store_->SetExpiry(k, expiry_ms);
-      if (auto it = owned_.find(k); it != owned_.end()) it->second.expiry_ms = expiry_ms;
-    }
-    return Status::Ok();
-  }
-
-  // A replay's store starts empty: nothing to announce but this node's own.
-  Status Recover(IndexSink& sink) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [k, b] : owned_) sink.Announce(k, b.bytes, b.expiry_ms);
-    return Status::Ok();
-  }
-
-  std::vector<std::optional<BlockStat>> Stat(std::span<const BlockKey> keys) override {
-    std::vector<std::optional<BlockStat>> out;
-    out.reserve(keys.size());
-    for (const BlockKey& k : keys) out.push_back(store_->Find(k));
-    return out;
-  }
-
- private:
-  void ForgetExpiredLocked(int64_t now) {
-    for (auto it = owned_.begin(); it != owned_.end();) {
-      if (it->second.expiry_ms <= now) {
-        used_ -= it->second.bytes;
-        it = owned_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-
-  const std::string name_;
-  SharedStore* const store_;
-  const uint64_t share_;
-  const double read_per_s_;
-  const size_t index_;
-  MoveLedger* const ledger_;
-  SharedTraffic* const traffic_;
-  const Clock* const clock_;
-  mutable std::mutex mu_;
-  std::unordered_map<BlockKey, BlockStat, BlockKeyHash> owned_;  // guarded by mu_
-  uint64_t used_ = 0;                                            // guarded by mu_
-};
 
 // --- The nodes -------------------------------------------------------------------
 
@@ -268,13 +40,14 @@ struct Cluster {
   explicit Cluster(const ClusterReplayOptions& o) : options(o) {}
   ClusterReplayOptions options;
   ManualClock clock{kEpochMs};
-  std::unique_ptr<SharedStore> store;  // null without a shared tier
-  size_t local_tiers = 0;              // a node's stack: these, then the shared view
-  uint64_t store_units = 0;            // the whole store's capacity, tokens
+  std::unique_ptr<SharedReplayStore> store;  // null without a shared tier
+  size_t local_tiers = 0;                    // a node's stack: these, then the shared view
+  uint64_t store_units = 0;                  // the whole store's capacity, tokens
   std::vector<std::unique_ptr<Node>> nodes;
 };
 
-// Node `n`'s stack: the scenario's local tiers, then its view of the store.
+// Opens one more node: the scenario's local tiers, then its view of the
+// shared store.
 Status OpenNode(const Trace& trace, const TierScenario& sc, Cluster& cluster) {
   const size_t stack = sc.tiers.size() + (sc.shared_tier ? 1 : 0);
   auto node = std::make_unique<Node>(stack);
@@ -282,18 +55,12 @@ Status OpenNode(const Trace& trace, const TierScenario& sc, Cluster& cluster) {
                           ReplayTierSlots(trace, sc, &node->ledger, &cluster.clock));
   CacheManagerOptions options = ReplayCacheOptions(sc, &cluster.clock);
   if (const std::optional<ScenarioSharedTier>& st = sc.shared_tier) {
+    // CheckClusterReplay made sure it holds a block.
     const uint64_t share = cluster.store_units / static_cast<uint64_t>(cluster.options.nodes);
-    if (share < static_cast<uint64_t>(trace.block_tokens)) {
-      return Status::InvalidArgument("shared tier '" + st->name + "': a node's share (1/" +
-                                     std::to_string(cluster.options.nodes) +
-                                     ") holds less than one block of " +
-                                     std::to_string(trace.block_tokens) + " tokens");
-    }
     const double bpt = sc.kv_bytes_per_token;
     TierSlot slot;
-    slot.tier = std::make_unique<SharedTierView>(st->name, cluster.store.get(), share,
-                                                 st->read_bytes_per_s / bpt, sc.tiers.size(),
-                                                 &node->ledger, &node->traffic, &cluster.clock);
+    slot.tier = NewSharedTierView(st->name, cluster.store.get(), share, st->read_bytes_per_s / bpt,
+                                  sc.tiers.size(), &node->ledger, &node->traffic, &cluster.clock);
     PolicyOptions po;
     po.capacity_bytes = share;
     slot.policy = NewEvictionPolicy(st->policy, po);
@@ -319,7 +86,7 @@ Result<std::unique_ptr<Cluster>> OpenCluster(const Trace& trace, const TierScena
   auto cluster = std::make_unique<Cluster>(options);
   cluster->local_tiers = sc.tiers.size();
   if (sc.shared_tier) {
-    cluster->store = std::make_unique<SharedStore>(&cluster->clock);
+    cluster->store = std::make_unique<SharedReplayStore>(&cluster->clock);
     cluster->store_units =
         static_cast<uint64_t>(std::floor(sc.shared_tier->capacity_bytes / sc.kv_bytes_per_token));
   }
@@ -660,9 +427,8 @@ std::string ClusterRoutingName(const ClusterReplayOptions& options) {
   return options.prefix_blocks == 1 ? "prefix" : "prefix:" + std::to_string(options.prefix_blocks);
 }
 
-Result<ClusterReplayResult> ReplayCluster(const Trace& trace, const TierScenario& sc,
-                                          const ClusterReplayOptions& options,
-                                          const std::function<void(double)>& progress) {
+Status CheckClusterReplay(const Trace& trace, const TierScenario& sc,
+                          const ClusterReplayOptions& options) {
   KVTIER_RETURN_IF_ERROR(ValidateTierScenario(sc));
   if (options.nodes < 1 || options.nodes > kMaxClusterNodes) {
     return Status::InvalidArgument("a cluster has 1 to " + std::to_string(kMaxClusterNodes) +
@@ -671,6 +437,28 @@ Result<ClusterReplayResult> ReplayCluster(const Trace& trace, const TierScenario
   if (options.prefix_blocks < 1) {
     return Status::InvalidArgument("prefix routing needs at least one block");
   }
+  for (const ScenarioTier& t : sc.tiers) {
+    if (std::floor(t.capacity_bytes / sc.kv_bytes_per_token) < trace.block_tokens) {
+      return Status::InvalidArgument("tier '" + t.name + "' holds less than one block of " +
+                                     std::to_string(trace.block_tokens) + " tokens");
+    }
+  }
+  if (const std::optional<ScenarioSharedTier>& st = sc.shared_tier) {
+    const auto units =
+        static_cast<uint64_t>(std::floor(st->capacity_bytes / sc.kv_bytes_per_token));
+    if (units / static_cast<uint64_t>(options.nodes) < static_cast<uint64_t>(trace.block_tokens)) {
+      return Status::InvalidArgument(
+          "shared tier '" + st->name + "': a node's share (1/" + std::to_string(options.nodes) +
+          ") holds less than one block of " + std::to_string(trace.block_tokens) + " tokens");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<ClusterReplayResult> ReplayCluster(const Trace& trace, const TierScenario& sc,
+                                          const ClusterReplayOptions& options,
+                                          const std::function<void(double)>& progress) {
+  KVTIER_RETURN_IF_ERROR(CheckClusterReplay(trace, sc, options));
   const auto wall0 = std::chrono::steady_clock::now();
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<Cluster> cluster, OpenCluster(trace, sc, options));
   ClusterReplay replay(trace, sc, *cluster);

@@ -133,11 +133,15 @@ struct ClusterReplayResult {
   double mean_ttft_saved_s() const { return requests > 0 ? ttft_saved_s / requests : 0; }
 };
 
+// Whether ReplayCluster would take these: kInvalidArgument for a bad
+// scenario or options, or a tier (a node's share of the shared tier
+// included) that holds less than one of the trace's blocks.
+Status CheckClusterReplay(const Trace& trace, const TierScenario& scenario,
+                          const ClusterReplayOptions& options);
+
 // Replays `trace` through `options.nodes` copies of the scenario's stack and
-// its shared tier, if any. kInvalidArgument for a bad scenario or options,
-// or a tier (a node's share of the shared tier included) that holds less
-// than one block. `progress`, when given, is called now and then with the
-// fraction of the requests replayed.
+// its shared tier, if any. Errors: CheckClusterReplay's. `progress`, when given, is called now and
+// then with the fraction of the requests replayed.
 Result<ClusterReplayResult> ReplayCluster(const Trace& trace, const TierScenario& scenario,
                                           const ClusterReplayOptions& options,
                                           const std::function<void(double)>& progress = nullptr);

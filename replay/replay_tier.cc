@@ -116,11 +116,209 @@ class ReplayTier final : public Tier {
 
 }  // namespace
 
+// --- The shared tier -------------------------------------------------------------
+
+std::optional<BlockStat> SharedReplayStore::Find(const BlockKey& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = blocks_.find(key);
+  if (it == blocks_.end() || it->second.expiry_ms <= clock_->NowMs()) return std::nullopt;
+  return it->second;
+}
+
+void SharedReplayStore::Put(const BlockKey& key, uint64_t units, int64_t expiry_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  BlockStat& b = blocks_[key];
+  used_ = used_ - b.bytes + units;
+  b = BlockStat{units, expiry_ms};
+  if (expiry_ms != kNoExpiry) expiries_.push({expiry_ms, key});
+}
+
+void SharedReplayStore::Remove(const BlockKey& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = blocks_.find(key); it != blocks_.end()) {
+    used_ -= it->second.bytes;
+    blocks_.erase(it);
+  }
+}
+
+void SharedReplayStore::SetExpiry(const BlockKey& key, int64_t expiry_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = blocks_.find(key);
+  if (it == blocks_.end()) return;
+  it->second.expiry_ms = expiry_ms;
+  if (expiry_ms != kNoExpiry) expiries_.push({expiry_ms, key});
+}
+
+void SharedReplayStore::DropExpired() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = clock_->NowMs();
+  while (!expiries_.empty() && expiries_.top().at_ms <= now) {
+    const BlockKey key = expiries_.top().key;
+    expiries_.pop();
+    if (auto it = blocks_.find(key); it != blocks_.end() && it->second.expiry_ms <= now) {
+      used_ -= it->second.bytes;
+      blocks_.erase(it);
+    }
+  }
+}
+
+uint64_t SharedReplayStore::used_units() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return used_;
+}
+
+namespace {
+
+// The view NewSharedTierView returns (see the header).
+class SharedTierView final : public Tier {
+ public:
+  SharedTierView(std::string name, SharedReplayStore* store, uint64_t share_units,
+                 double read_units_per_s, size_t index, MoveLedger* ledger, SharedTraffic* traffic,
+                 const Clock* clock)
+      : name_(std::move(name)),
+        store_(store),
+        share_(share_units),
+        read_per_s_(read_units_per_s),
+        index_(index),
+        ledger_(ledger),
+        traffic_(traffic),
+        clock_(clock) {}
+
+  TierInfo Info() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    TierInfo i;
+    i.name = name_;
+    i.capacity_bytes = share_;
+    i.used_bytes = i.allocated_bytes = used_;
+    i.blocks = owned_.size();
+    i.max_block_bytes = share_;
+    i.read_bytes_per_s = i.write_bytes_per_s = read_per_s_;
+    i.shared = true;
+    return i;
+  }
+
+  void Write(std::span<const WriteOp> ops, IoCallback done) override {
+    CompleteInline(ops, done, [&](const WriteOp& op) -> IoResult {
+      std::lock_guard<std::mutex> lock(mu_);
+      const uint64_t size = op.payload.size();
+      const int64_t now = clock_->NowMs();
+      if (op.expiry_ms <= now) return {Status::Ok(), size};  // expired already: nothing kept
+      auto had = [&] {
+        auto it = owned_.find(op.key);
+        return it == owned_.end() ? uint64_t{0} : it->second.bytes;
+      };
+      if (used_ - had() + size > share_) ForgetExpiredLocked(now);
+      if (used_ - had() + size > share_) {
+        return {Status::ResourceExhausted("shared tier '" + name_ + "': this node's share is used"),
+                0};
+      }
+      used_ = used_ - had() + size;
+      owned_[op.key] = BlockStat{size, op.expiry_ms};
+      store_->Put(op.key, size, op.expiry_ms);
+      traffic_->write_units += static_cast<double>(size);
+      if (traffic_->writing_through) {
+        traffic_->write_through_units += static_cast<double>(size);
+      } else if (auto r = ledger_->read_from.find(op.key); r != ledger_->read_from.end()) {
+        ledger_->moved[r->second][index_] += static_cast<double>(size);
+        ledger_->read_from.erase(r);
+      } else {
+        ++ledger_->placed_blocks[index_];
+        ledger_->placed_units[index_] += static_cast<double>(size);
+      }
+      return {Status::Ok(), size};
+    });
+  }
+
+  void Read(std::span<const ReadOp> ops, IoCallback done) override {
+    CompleteInline(ops, done, [&](const ReadOp& op) -> IoResult {
+      const std::optional<BlockStat> b = store_->Find(op.key);
+      if (!b) return {Status::NotFound("not in shared tier '" + name_ + "'"), 0};
+      if (op.dest.size() < b->bytes) {
+        return {Status::ResourceExhausted("destination too small"), b->bytes};
+      }
+      std::fill_n(op.dest.begin(), b->bytes, std::byte{0});
+      std::lock_guard<std::mutex> lock(mu_);
+      ledger_->read_from[op.key] = index_;
+      traffic_->read_units += static_cast<double>(b->bytes);
+      return {Status::Ok(), b->bytes};
+    });
+  }
+
+  Status Erase(std::span<const BlockKey> keys) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const BlockKey& k : keys) {
+      auto it = owned_.find(k);
+      if (it == owned_.end()) continue;  // another node's: its writer manages it
+      used_ -= it->second.bytes;
+      owned_.erase(it);
+      store_->Remove(k);
+    }
+    return Status::Ok();
+  }
+
+  Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const BlockKey& k : keys) {
+      store_->SetExpiry(k, expiry_ms);
+      if (auto it = owned_.find(k); it != owned_.end()) it->second.expiry_ms = expiry_ms;
+    }
+    return Status::Ok();
+  }
+
+  // A replay's store starts empty: nothing to announce but this node's own.
+  Status Recover(IndexSink& sink) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [k, b] : owned_) sink.Announce(k, b.bytes, b.expiry_ms);
+    return Status::Ok();
+  }
+
+  std::vector<std::optional<BlockStat>> Stat(std::span<const BlockKey> keys) override {
+    std::vector<std::optional<BlockStat>> out;
+    out.reserve(keys.size());
+    for (const BlockKey& k : keys) out.push_back(store_->Find(k));
+    return out;
+  }
+
+ private:
+  void ForgetExpiredLocked(int64_t now) {
+    for (auto it = owned_.begin(); it != owned_.end();) {
+      if (it->second.expiry_ms <= now) {
+        used_ -= it->second.bytes;
+        it = owned_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  const std::string name_;
+  SharedReplayStore* const store_;
+  const uint64_t share_;
+  const double read_per_s_;
+  const size_t index_;
+  MoveLedger* const ledger_;
+  SharedTraffic* const traffic_;
+  const Clock* const clock_;
+  mutable std::mutex mu_;
+  std::unordered_map<BlockKey, BlockStat, BlockKeyHash> owned_;  // guarded by mu_
+  uint64_t used_ = 0;                                            // guarded by mu_
+};
+
+}  // namespace
+
 std::unique_ptr<Tier> NewReplayTier(std::string name, uint64_t capacity_units,
                                     double read_units_per_s, size_t index, MoveLedger* ledger,
                                     const Clock* clock) {
   return std::make_unique<ReplayTier>(std::move(name), capacity_units, read_units_per_s, index,
                                       ledger, clock);
+}
+
+std::unique_ptr<Tier> NewSharedTierView(std::string name, SharedReplayStore* store,
+                                        uint64_t share_units, double read_units_per_s, size_t index,
+                                        MoveLedger* ledger, SharedTraffic* traffic,
+                                        const Clock* clock) {
+  return std::make_unique<SharedTierView>(std::move(name), store, share_units, read_units_per_s,
+                                          index, ledger, traffic, clock);
 }
 
 CacheManagerOptions ReplayCacheOptions(const TierScenario& sc, Clock* clock) {

@@ -350,4 +350,124 @@ void TierPoliciesMarkdown(std::ostream& md, const TierPolicyRuns& rows) {
   }
 }
 
+// --- Cluster mode ------------------------------------------------------------------
+
+namespace {
+
+double TtftSavedRatio(const ClusterReplayResult& r) {
+  return Share(r.ttft_saved_s, r.no_cache.mean_ttft_s * r.requests);
+}
+
+// "redis: 16.0 TiB, 10 GB/s, 0.2 ms a fetch, $3/GiB-month" or "no shared tier".
+std::string SharedTierLine(const TierScenario& sc) {
+  if (!sc.shared_tier) return "no shared tier";
+  const ScenarioSharedTier& t = *sc.shared_tier;
+  const std::string policy = t.admission == "none" ? t.policy : t.policy + "+" + t.admission;
+  const std::string kept =
+      t.max_ttl_ms > 0 ? "at most " + FormatSeconds(t.max_ttl_ms / 1000.0) : "without a cap";
+  char line[256];
+  std::snprintf(line, sizeof(line),
+                "shared tier '%s': %s, %g GB/s, %g ms a fetch, $%g/GiB-month, %s, copies kept %s",
+                t.name.c_str(), Bytes(t.capacity_bytes).c_str(), t.read_bytes_per_s / 1e9,
+                t.latency_s * 1000, t.usd_per_gib_month, policy.c_str(), kept.c_str());
+  return line;
+}
+
+}  // namespace
+
+nlohmann::json ClusterJson(const ClusterRuns& runs) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const ClusterReplayResult& r : runs) {
+    nlohmann::json tier_hits = nlohmann::json::object();
+    for (size_t i = 0; i < r.tier_names.size(); ++i)
+      tier_hits[r.tier_names[i]] = r.tier_hit_blocks[i];
+    out.push_back({{"nodes", r.nodes},
+                   {"routing", r.routing},
+                   {"shared_tier", r.shared_tier},
+                   {"requests", r.requests},
+                   {"block_refs", r.block_refs},
+                   {"block_hits", r.block_hits},
+                   {"hit_ratio", r.hit_ratio()},
+                   {"tokens", r.tokens},
+                   {"hit_tokens", r.hit_tokens},
+                   {"token_hit_ratio", r.token_hit_ratio()},
+                   {"tier_hit_blocks", tier_hits},
+                   {"shared_hit_blocks", r.shared_hit_blocks},
+                   {"shared_hit_tokens", r.shared_hit_tokens},
+                   {"shared_adopted", r.shared_adopted},
+                   {"shared_writes", r.shared_writes},
+                   {"shared_write_failures", r.shared_write_failures},
+                   {"shared_write_skips", r.shared_write_skips},
+                   {"network_bytes", r.network_bytes()},
+                   {"network_read_bytes", r.network_read_bytes()},
+                   {"network_write_bytes", r.network_write_bytes},
+                   {"network_fetch_bytes", r.network_fetch_bytes},
+                   {"network_copy_bytes", r.network_copy_bytes},
+                   {"shared_write_through_bytes", r.shared_write_through_bytes},
+                   {"shared_peak_used_bytes", r.shared_peak_used_bytes},
+                   {"shared_mean_used_bytes", r.shared_mean_used_bytes},
+                   {"node_requests", r.node_requests},
+                   {"node_tokens", r.node_tokens},
+                   {"busiest_node_token_share", r.busiest_node_token_share},
+                   {"promotions", r.promotions},
+                   {"demotions", r.demotions},
+                   {"remat_drops", r.remat_drops},
+                   {"drops", r.drops},
+                   {"expired", r.expired},
+                   {"local_tier_usd", r.local_tier_usd},
+                   {"local_tier_usd_used", r.local_tier_usd_used},
+                   {"shared_tier_usd", r.shared_tier_usd},
+                   {"shared_tier_usd_used", r.shared_tier_usd_used},
+                   {"usd_per_mtok", r.tiered.usd_per_mtok()},
+                   {"usd_per_mtok_used", r.tiered.usd_per_mtok_used()},
+                   {"costs", {{"tiered", CostJson(r.tiered)}, {"no_cache", CostJson(r.no_cache)}}},
+                   {"ttft_saved_s", r.ttft_saved_s},
+                   {"mean_ttft_saved_s", r.mean_ttft_saved_s()},
+                   {"ttft_saved_ratio", TtftSavedRatio(r)},
+                   {"replay_seconds", r.seconds}});
+  }
+  return out;
+}
+
+void PrintCluster(const TierScenario& sc, const ClusterRuns& runs) {
+  std::printf("\ncluster: scenario %s on every node, %s\n", sc.name.c_str(),
+              SharedTierLine(sc).c_str());
+  std::printf("%5s %-9s %9s %9s %11s %10s %10s %8s %9s %9s %13s %7s\n", "nodes", "routing",
+              "block_hit", "token_hit", "shared_hits", "net_read", "net_write", "busiest",
+              "usd/Mtok", "used/Mtok", "ttft_saved_ms", "replay");
+  for (const ClusterReplayResult& r : runs) {
+    std::printf("%5d %-9s %9.4f %9.4f %11.3f %10s %10s %8.3f %9.4f %9.4f %7.1f %4.1f%% %6.1fs\n",
+                r.nodes, r.routing.c_str(), r.hit_ratio(), r.token_hit_ratio(),
+                Share(r.shared_hit_blocks, r.block_hits), Bytes(r.network_read_bytes()).c_str(),
+                Bytes(r.network_write_bytes).c_str(), r.busiest_node_token_share,
+                r.tiered.usd_per_mtok(), r.tiered.usd_per_mtok_used(), r.mean_ttft_saved_s() * 1000,
+                100 * TtftSavedRatio(r), r.seconds);
+  }
+  if (!runs.empty()) {
+    std::printf(
+        "no cache: %.4f $/M input tokens; busiest: the busiest node's share of the input "
+        "tokens\n",
+        runs.front().no_cache.usd_per_mtok());
+  }
+}
+
+void ClusterMarkdown(std::ostream& md, const TierScenario& sc, const ClusterRuns& runs) {
+  md << "\nScenario `" << sc.name << "` on every node, " << SharedTierLine(sc) << ".\n\n"
+     << "| nodes | routing | block hit ratio | token hit ratio | hits from the shared tier | "
+        "network read | network written | busiest node | $/M input tokens | $/M, used | "
+        "mean TTFT saved |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const ClusterReplayResult& r : runs) {
+    char line[512];
+    std::snprintf(line, sizeof(line),
+                  "| %d | %s | %.4f | %.4f | %.3f | %s | %s | %.3f | %.4f | %.4f | %.1f ms "
+                  "(%.1f%%) |\n",
+                  r.nodes, r.routing.c_str(), r.hit_ratio(), r.token_hit_ratio(),
+                  Share(r.shared_hit_blocks, r.block_hits), Bytes(r.network_read_bytes()).c_str(),
+                  Bytes(r.network_write_bytes).c_str(), r.busiest_node_token_share,
+                  r.tiered.usd_per_mtok(), r.tiered.usd_per_mtok_used(),
+                  r.mean_ttft_saved_s() * 1000, 100 * TtftSavedRatio(r));
+    md << line;
+  }
+}
+
 }  // namespace kvtier

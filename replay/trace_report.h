@@ -1,6 +1,7 @@
 // The reports of kvtier-trace's multi-tier replay (replay/tier_replay.h): its
 // terminal tables, JSON, Markdown, CSV and tier-occupancy plot, and the
-// gnuplot runner both of the tool's plots use.
+// gnuplot runner both of the tool's plots use; and of its cluster mode
+// (replay/cluster_replay.h).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "replay/cluster_replay.h"
 #include "replay/tier_replay.h"
 
 namespace kvtier {
@@ -40,5 +42,13 @@ using TierPolicyRuns = std::vector<std::pair<std::string, TierReplayResult>>;
 nlohmann::json TierPoliciesJson(const TierPolicyRuns& runs);
 void PrintTierPolicies(const TierPolicyRuns& runs);
 void TierPoliciesMarkdown(std::ostream& md, const TierPolicyRuns& runs);
+
+// --cluster-nodes: the scenario replayed by N nodes, one run per N. JSON
+// (kvtier-trace --json's "cluster": an object per run), the terminal table
+// and Markdown.
+using ClusterRuns = std::vector<ClusterReplayResult>;
+nlohmann::json ClusterJson(const ClusterRuns& runs);
+void PrintCluster(const TierScenario& sc, const ClusterRuns& runs);
+void ClusterMarkdown(std::ostream& md, const TierScenario& sc, const ClusterRuns& runs);
 
 }  // namespace kvtier

@@ -88,7 +88,7 @@ fi
 [ -f "$dir/pids" ] && stop_all
 mkdir -p "$dir"
 : > "$dir/pids"
-trap 'echo "tools/cluster.sh: start failed; stopping what started (logs in $dir)" >&2; stop_all' ERR
+trap 'echo "tools/cluster.sh: start failed at line $LINENO ($BASH_COMMAND); stopping what started (logs in $dir)" >&2; stop_all' ERR
 
 # Redis Cluster.
 seeds=()
@@ -108,6 +108,11 @@ for s in "${seeds[@]}"; do
     redis-cli -p "${s##*:}" PING 2>/dev/null | grep -q PONG && break
     sleep 0.05
   done
+  if ! redis-cli -p "${s##*:}" PING 2>/dev/null | grep -q PONG; then
+    echo "tools/cluster.sh: redis-server on $s did not start (a port in use?):" >&2
+    tail -n 3 "$dir/redis-${s##*:}/log" >&2
+    false
+  fi
 done
 redis-cli --cluster create "${seeds[@]}" --cluster-replicas "$replicas" --cluster-yes \
   > "$dir/cluster-create.log" 2>&1

@@ -1,7 +1,8 @@
 // kvtier-trace: replays a serving trace through the eviction policies at a
 // sweep of tier sizes, with prefix semantics and Belady's bound (DESIGN §5,
 // §11; replay/policy_replay.h says what is counted), and through a scenario's
-// whole tier stack (replay/tier_replay.h; its reports: replay/trace_report.h).
+// whole tier stack (replay/tier_replay.h; its reports: replay/trace_report.h),
+// on one node or on N with a shared tier (replay/cluster_replay.h).
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +19,7 @@
 #include "cache/admission.h"
 #include "cache/eviction_policy.h"
 #include "common/flags.h"
+#include "replay/cluster_replay.h"
 #include "replay/independent_replay.h"
 #include "replay/policy_replay.h"
 #include "replay/tier_replay.h"
@@ -33,6 +35,7 @@ const char kUsage[] =
                     [--sizes LIST] [--scenario FILE] [--block-tokens N]
                     [--azure-shared-prefix-tokens N] [--json] [--csv FILE] [--markdown FILE]
                     [--plot DIR] [--semantics prefix|independent] [--admission LIST|all]
+                    [--cluster-nodes LIST [--cluster-routing prefix|prefix:K|random]]
 
 Replays FILE through each policy at each size and prints the block and token
 (prefill saved) hit ratios, prefix semantics: a request hits only the leading
@@ -49,6 +52,17 @@ run of its blocks that are cached.
                     scenario the single-tier sweep runs only if --policies or --sizes
                     is given
   --tier-csv FILE   with --scenario: the tiers and the three ways' costs as CSV
+  --cluster-nodes LIST
+                    with --scenario: also replay N nodes for each N of LIST (e.g.
+                    1,2,4,8,16), each node with its own copy of the scenario's stack and
+                    CacheManager, over the scenario's shared tier if it has one
+                    ("cluster": {"shared_tier": ...}); print per N the block and token
+                    hit ratios, the bytes read from and written to the shared tier, the
+                    busiest node's share of the load, $ per million input tokens and
+                    the mean TTFT saved (replay/cluster_replay.h)
+  --cluster-routing R
+                    with --cluster-nodes: prefix (default: rendezvous hashing of the
+                    first block's key), prefix:K (of the first K blocks' key) or random
   --tier-policies LIST|all
                     with --scenario: replay the stack again once per policy, every
                     tier running it, and compare hits, bytes moved, TTFT and cost
@@ -165,11 +179,37 @@ std::vector<std::string> SplitList(const std::string& list) {
 
 int Fail(const std::string& msg, int code) { return ToolFail("kvtier-trace", msg, code); }
 
+// --cluster-nodes and --cluster-routing: the node counts to replay and how
+// requests are routed. kInvalidArgument naming the flag.
+Status ParseClusterFlags(const FlagSet& flags, std::vector<int>* nodes,
+                         ClusterReplayOptions* options) {
+  if (flags.Has("cluster-routing") && !flags.Has("cluster-nodes")) {
+    return Status::InvalidArgument("--cluster-routing needs --cluster-nodes");
+  }
+  if (!flags.Has("cluster-nodes")) return Status::Ok();
+  if (!flags.Has("scenario")) return Status::InvalidArgument("--cluster-nodes needs --scenario");
+  for (const std::string& item : SplitList(flags.Get("cluster-nodes"))) {
+    Result<int64_t> n = ParseInt(item);
+    if (!n.ok() || *n < 1 || *n > kMaxClusterNodes) {
+      return Status::InvalidArgument("--cluster-nodes: '" + item +
+                                     "' is not a node count from 1 to " +
+                                     std::to_string(kMaxClusterNodes));
+    }
+    nodes->push_back(static_cast<int>(*n));
+  }
+  if (nodes->empty()) return Status::InvalidArgument("--cluster-nodes needs at least one count");
+  if (Status s = ParseClusterRouting(flags.Get("cluster-routing", "prefix"), options); !s.ok()) {
+    return Status::InvalidArgument("--cluster-routing: " + s.message());
+  }
+  return Status::Ok();
+}
+
 int Main(int argc, char** argv) {
   FlagSet flags;
-  for (const char* f : {"trace", "format", "policies", "sizes", "block-tokens",
-                        "azure-shared-prefix-tokens", "csv", "markdown", "plot", "scenario",
-                        "tier-policies", "tier-csv", "semantics", "write-refs", "admission"}) {
+  for (const char* f :
+       {"trace", "format", "policies", "sizes", "block-tokens", "azure-shared-prefix-tokens", "csv",
+        "markdown", "plot", "scenario", "tier-policies", "tier-csv", "semantics", "write-refs",
+        "admission", "cluster-nodes", "cluster-routing"}) {
     flags.Value(f);
   }
   flags.Bool("json");
@@ -203,6 +243,11 @@ int Main(int argc, char** argv) {
       for (const std::string& n : AdmissionFilterNames()) known += (known.empty() ? "" : ", ") + n;
       return Fail("unknown admission filter '" + a + "' (known: " + known + ")", 2);
     }
+  }
+  std::vector<int> cluster_nodes;
+  ClusterReplayOptions cluster_options;
+  if (Status s = ParseClusterFlags(flags, &cluster_nodes, &cluster_options); !s.ok()) {
+    return Fail(s.message(), 2);
   }
   Result<Trace> trace = ReadTrace(flags.Get("trace"), o);
   if (!trace.ok()) return Fail(trace.status().message(), 1);
@@ -262,6 +307,15 @@ int Main(int argc, char** argv) {
     if (!sc.ok()) return Fail(sc.status().message(), 2);
     scenario = std::move(*sc);
   }
+  // Every cluster size is checked against the scenario and the trace before
+  // anything is replayed (a shared tier's share per node must hold a block).
+  for (int n : cluster_nodes) {
+    ClusterReplayOptions c = cluster_options;
+    c.nodes = n;
+    if (Status s = CheckClusterReplay(*trace, *scenario, c); !s.ok()) {
+      return Fail("--cluster-nodes " + std::to_string(n) + ": " + s.message(), 2);
+    }
+  }
 
   Result<ReplayResult> inf = ReplayTrace(*trace, "lru", kInfiniteBlocks);
   if (!inf.ok()) return Fail(inf.status().message(), 1);
@@ -301,7 +355,7 @@ int Main(int argc, char** argv) {
   }
   nlohmann::json results = nlohmann::json::array();
   Progress progress(runs.size() * sizes->size() + (scenario ? 1 : 0) +
-                    tier_policies.size() * admissions.size());
+                    tier_policies.size() * admissions.size() + cluster_nodes.size());
   for (const Run& run : runs) {
     const std::string& p = run.name;
     for (uint64_t size : *sizes) {
@@ -348,6 +402,17 @@ int Main(int argc, char** argv) {
     }
   }
   if (!by_policy.empty()) PrintTierPolicies(by_policy);
+  ClusterRuns cluster_runs;
+  for (int n : cluster_nodes) {
+    ClusterReplayOptions c = cluster_options;
+    c.nodes = n;
+    Result<ClusterReplayResult> r =
+        ReplayCluster(*trace, *scenario, c, [&](double f) { progress.Within(f); });
+    progress.Step();
+    if (!r.ok()) return Fail(r.status().message(), 1);
+    cluster_runs.push_back(std::move(*r));
+  }
+  if (!cluster_runs.empty()) PrintCluster(*scenario, cluster_runs);
   if (flags.Has("csv")) {
     std::ofstream csv(flags.Get("csv"));
     csv << "policy,size_blocks,infinite,hit_ratio,token_hit_ratio,block_hits,refs_per_s\n";
@@ -392,6 +457,7 @@ int Main(int argc, char** argv) {
     }
     if (tiered) ScenarioMarkdown(md, *scenario, *tiered);
     if (!by_policy.empty()) TierPoliciesMarkdown(md, by_policy);
+    if (!cluster_runs.empty()) ClusterMarkdown(md, *scenario, cluster_runs);
     if (!md) return Fail("cannot write " + flags.Get("markdown"), 1);
   }
   // A plot that fails (no gnuplot) fails the run, after the JSON is out.
@@ -423,6 +489,7 @@ int Main(int argc, char** argv) {
     if (tiered) out["scenario"] = ScenarioJson(*scenario, *tiered);
     if (mrc) out["mrc"] = MrcCheckJson(*mrc);
     if (!by_policy.empty()) out["tier_policies"] = TierPoliciesJson(by_policy);
+    if (!cluster_runs.empty()) out["cluster"] = ClusterJson(cluster_runs);
     std::printf("%s\n", out.dump().c_str());
   }
   if (!plotted.ok()) return Fail(plotted.message(), 1);

@@ -5,12 +5,23 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dir="$(mktemp -d /tmp/kvtier_cluster_sh.XXXXXX)"
-# Ports apart from the tests' own Redis nodes (20000-39999 with their buses).
-base=$((40000 + RANDOM % 4000))
+# Ports apart from the tests' own Redis nodes (20000-39999 with their
+# buses); one taken by another process's connection meanwhile is possible,
+# so a start that fails is tried again on other ports.
+base=0
 cleanup() { "$root/tools/cluster.sh" stop --dir "$dir" > /dev/null 2>&1 || true; rm -rf "$dir"; }
 trap cleanup EXIT
-trap 'echo "failed at line $LINENO; logs:" >&2; tail -n 5 "$dir"/*.log "$dir"/*.out >&2 2>/dev/null' ERR
-"$root/tools/cluster.sh" start --dir "$dir" --base-port "$base" --nodes 2 > "$dir/start.out"
+trap 'echo "failed at line $LINENO; logs:" >&2; tail -n 5 "$dir"/*.log "$dir"/*/log >&2 2>/dev/null' ERR
+started=0
+for attempt in 1 2 3; do
+  base=$((40000 + RANDOM % 4000))
+  if "$root/tools/cluster.sh" start --dir "$dir" --base-port "$base" --nodes 2; then
+    started=1
+    break
+  fi
+  echo "start on base port $base failed; trying other ports" >&2
+done
+[ "$started" = 1 ]
 kvtier="$KVTIER_BUILD_DIR/bin/kvtier"
 tokens="$(seq -s, 1 300)"
 first="$("$kvtier" --addr "127.0.0.1:$((base + 100))" --json generate --tokens "$tokens" --max-tokens 4)"
