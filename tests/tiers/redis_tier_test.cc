@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <random>
@@ -239,6 +240,25 @@ TEST(RedisTierTest, AMasterFailingOverIsMissesThenHitsAgain) {
   // Replication is asynchronous: what the replica has not received, a
   // failover loses (a miss, as a cache may). The test wants it all there.
   ASSERT_TRUE((*cluster)->WaitReplicated(victim, 30000));
+  // Traffic all along: a reader that checks every byte it gets, from before
+  // the kill until after the failover.
+  std::atomic<bool> stop{false}, wrong{false};
+  std::atomic<int> traffic_hits{0}, traffic_misses{0};
+  std::thread traffic([&] {
+    for (uint64_t n = 0; !stop.load(); ++n) {
+      const int i = static_cast<int>(n % kBlocks);
+      std::vector<std::byte> buf(6000);
+      const Result<uint64_t> r = ReadOne(*tier, BlockKey{static_cast<uint64_t>(i), 9}, buf);
+      if (r.ok()) {
+        buf.resize(*r);
+        if (buf != payloads[i]) wrong = true;
+        ++traffic_hits;
+      } else {
+        ++traffic_misses;
+      }
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   (*cluster)->Kill(victim);
 
   std::string last_miss;
@@ -272,6 +292,11 @@ TEST(RedisTierTest, AMasterFailingOverIsMissesThenHitsAgain) {
   }
   EXPECT_EQ(hits, kBlocks) << "after the failover every block reads again; last miss: "
                            << last_miss;
+  stop = true;
+  traffic.join();
+  EXPECT_FALSE(wrong.load()) << "a read returned bytes other than the block's";
+  EXPECT_GT(traffic_hits.load(), 0);
+  EXPECT_GT(traffic_misses.load(), 0) << "the reader never saw the failover";
   EXPECT_GT(RedisTierStatsOf(*tier)->cluster.refreshes, 1u);
 }
 
