@@ -231,6 +231,9 @@ class CacheManager {
   // block another node wrote there joins the index. The block API's reads
   // and existence checks use it; Lookup and Probe do the same for a run.
   Result<IndexEntry> FindAnywhere(const BlockKey& key);
+  // True when a tier is shared (DESIGN §10): a look-up may then ask other
+  // nodes (network I/O) past this node's index.
+  bool has_shared_tiers() const { return !shared_tiers_.empty(); }
   // Copies a block into dest and returns its size; refreshes its TTL.
   // kNotFound on a miss (including a checksum failure, which also drops the
   // block); kResourceExhausted when dest is smaller than the block.

@@ -311,11 +311,8 @@ void Engine::Admit(StepStats* stats) {
     std::unique_ptr<Sequence> owned = std::move(best->waiting.front());
     best->waiting.pop_front();
     (void)EnsurePages(seq, static_cast<int>(seq->tokens.size()));
+    if (!seq->admitted_before) seq->result.queue_ms = MsSince(seq->submitted);
     StartPrefixLoad(seq);
-    if (!seq->admitted_before) {
-      seq->result.queue_ms = MsSince(seq->submitted);
-      if (seq->req.on_admit) seq->req.on_admit(seq->result.cache_hit_tokens);
-    }
     seq->admitted_before = true;
     ++best->running;
     ++stats->admitted;

@@ -251,8 +251,14 @@ class Engine {
   void PublishStats();
 
   // Looks up the longest cached prefix of `seq` (its usage's cache read)
-  // and starts reading it into its pages on the loader thread.
+  // and starts reading it into its pages on the loader thread; with shared
+  // tiers the look-up runs there too (it may ask other nodes).
   void StartPrefixLoad(Sequence* seq);
+  // Given the look-up's hit, what to read: the blocks (all but the last
+  // token's) and a breakpoint's tail record. Thread-safe (the loader's).
+  void PlanPrefixLoad(PrefixLoad* load) const;
+  // The first admission's cache read: the result's, and on_admit's.
+  void ReportHit(Sequence* seq, uint32_t cache_hit_tokens);
   // Lands the loads that are done; with `wait`, first waits until one is.
   void LandLoads(StepStats* stats, bool wait);
   // Waits for `seq`'s load, if it has one, and lands it (before its pages

@@ -49,57 +49,47 @@ BlockKey Engine::TailKey(Sequence* seq, int end) {
                         std::span<const TokenId>(seq->tokens.data() + full * bt, end - full * bt));
 }
 
+void Engine::ReportHit(Sequence* seq, uint32_t cache_hit_tokens) {
+  seq->result.cache_hit_tokens = cache_hit_tokens;
+  if (seq->req.on_admit) seq->req.on_admit(cache_hit_tokens);
+}
+
 void Engine::StartPrefixLoad(Sequence* seq) {
   seq->computed = 0;
   seq->published = 0;
-  if (cache_ == nullptr) return;
+  const bool first = !seq->admitted_before;
+  if (cache_ == nullptr) {
+    if (first) ReportHit(seq, 0);
+    return;
+  }
   const int bt = options_.block_tokens;
   const int len = static_cast<int>(seq->tokens.size());
   const int full = len / bt;
   EnsureKeys(seq, full);
-  PrefixHit hit = cache_->Lookup(std::span<const BlockKey>(seq->keys.data(), full), true);
-  const int hit_tokens = static_cast<int>(hit.blocks) * bt;
-  // A tail record at one of the request's breakpoints inside the next block.
-  int tail = 0;
-  BlockKey tail_key;
+  auto load = std::make_unique<PrefixLoad>();
+  load->prompt_keys.assign(seq->keys.begin(), seq->keys.begin() + full);
   for (const CacheBreakpoint& b : seq->req.breakpoints) {
     const int end = static_cast<int>(b.end);
-    if (end <= hit_tokens || end >= hit_tokens + bt || end > len) continue;
-    const BlockKey k = TailKey(seq, end);
-    if (cache_->Find(k).ok() && end - hit_tokens > tail) {
-      tail = end - hit_tokens;
-      tail_key = k;
-    }
+    if (end % bt != 0 && end <= len) load->tails.emplace_back(end, TailKey(seq, end));
   }
-  if (!seq->admitted_before) {
-    seq->result.cache_hit_tokens = static_cast<uint32_t>(
-        std::min(hit_tokens + tail, static_cast<int>(seq->req.prompt.size())));
-  }
+  load->tokens = len;
+  load->prompt_tokens = static_cast<int>(seq->req.prompt.size());
+  load->first_admission = first;
   // At least one token is always computed: its logits are what we need.
-  const int loadable_blocks = std::min(static_cast<int>(hit.blocks), (len - 1) / bt);
-  const bool load_tail =
-      tail > 0 && loadable_blocks == static_cast<int>(hit.blocks) && hit_tokens + tail <= len - 1;
-  if (loadable_blocks == 0 && !load_tail) {
-    if (!seq->admitted_before) seq->result.cached_tokens = 0;
-    return;
+  const int most = (len - 1) / bt;
+  if (most > 0 && !forward_->HostPage(seq->pages[0]).empty()) {
+    for (int i = 0; i < most; ++i) load->pages.push_back(forward_->HostPage(seq->pages[i]));
   }
-  // The hit's blocks are read in one batch (each tier's in flight together),
-  // straight into host pages, or through host memory for a device's pages.
-  auto load = std::make_unique<PrefixLoad>();
-  load->first_admission = !seq->admitted_before;
-  const size_t page_bytes = kv_.page_bytes();
-  const bool device_pages = loadable_blocks > 0 && forward_->HostPage(seq->pages[0]).empty();
-  if (device_pages) load->staging.resize(page_bytes * static_cast<size_t>(loadable_blocks));
-  load->keys.assign(seq->keys.begin(), seq->keys.begin() + loadable_blocks);
-  for (int i = 0; i < loadable_blocks; ++i) {
-    load->dests.push_back(device_pages
-                              ? std::span(load->staging).subspan(page_bytes * i, page_bytes)
-                              : forward_->HostPage(seq->pages[i]));
-  }
-  if (load_tail) {
-    load->tail_key = tail_key;
-    load->tail_rows = tail;
-    load->tail.resize(kv_.RowsBytes(tail));
+  load->lookup_in_loader = cache_->has_shared_tiers();
+  if (!load->lookup_in_loader) {
+    // This node's index only: no I/O, so the look-up is made now.
+    load->hit = cache_->Lookup(load->prompt_keys, /*pin=*/true);
+    PlanPrefixLoad(load.get());
+    if (first) ReportHit(seq, load->cache_hit_tokens);
+    if (load->keys.empty() && !load->tail_key) {
+      if (first) seq->result.cached_tokens = 0;
+      return;  // nothing to read
+    }
   }
   seq->load = std::move(load);
   {
@@ -107,6 +97,41 @@ void Engine::StartPrefixLoad(Sequence* seq) {
     load_queue_.push_back(seq->load.get());
   }
   load_cv_.notify_all();
+}
+
+void Engine::PlanPrefixLoad(PrefixLoad* load) const {
+  const int bt = options_.block_tokens;
+  const int len = load->tokens;
+  const int hit_tokens = static_cast<int>(load->hit.blocks) * bt;
+  // A tail record at one of the request's breakpoints inside the next block.
+  int tail = 0;
+  BlockKey tail_key;
+  for (const auto& [end, key] : load->tails) {
+    if (end <= hit_tokens || end >= hit_tokens + bt) continue;
+    if (end - hit_tokens > tail && cache_->Find(key).ok()) {
+      tail = end - hit_tokens;
+      tail_key = key;
+    }
+  }
+  load->cache_hit_tokens = static_cast<uint32_t>(std::min(hit_tokens + tail, load->prompt_tokens));
+  const int loadable = std::min(static_cast<int>(load->hit.blocks), (len - 1) / bt);
+  // The hit's blocks are read in one batch (each tier's in flight together),
+  // straight into host pages, or through host memory for a device's pages.
+  const size_t page_bytes = kv_.page_bytes();
+  load->keys.assign(load->prompt_keys.begin(), load->prompt_keys.begin() + loadable);
+  if (load->pages.empty() && loadable > 0) {
+    load->staging.resize(page_bytes * static_cast<size_t>(loadable));
+  }
+  for (int i = 0; i < loadable; ++i) {
+    load->dests.push_back(load->pages.empty()
+                              ? std::span(load->staging).subspan(page_bytes * i, page_bytes)
+                              : load->pages[i]);
+  }
+  if (tail > 0 && loadable == static_cast<int>(load->hit.blocks) && hit_tokens + tail <= len - 1) {
+    load->tail_key = tail_key;
+    load->tail_rows = tail;
+    load->tail.resize(kv_.RowsBytes(tail));
+  }
 }
 
 void Engine::LoaderMain() {
@@ -119,7 +144,11 @@ void Engine::LoaderMain() {
       load = load_queue_.front();
       load_queue_.pop_front();
     }
-    load->reads = cache_->ReadBatch(load->keys, load->dests);
+    if (load->lookup_in_loader) {
+      load->hit = cache_->Lookup(load->prompt_keys, /*pin=*/true);
+      PlanPrefixLoad(load);
+    }
+    if (!load->keys.empty()) load->reads = cache_->ReadBatch(load->keys, load->dests);
     const bool whole = std::all_of(
         load->reads.begin(), load->reads.end(),
         [&](const Result<uint64_t>& n) { return n.ok() && *n == load->dests.front().size(); });
@@ -167,6 +196,7 @@ void Engine::SettleLoad(Sequence* seq, StepStats* stats) {
 
 void Engine::FinishLoad(Sequence* seq, StepStats* stats) {
   const std::unique_ptr<PrefixLoad> load = std::move(seq->load);
+  if (load->lookup_in_loader && load->first_admission) ReportHit(seq, load->cache_hit_tokens);
   const size_t page_bytes = kv_.page_bytes();
   int loaded = 0;
   for (size_t i = 0; i < load->keys.size(); ++i) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "engine/engine.h"
@@ -17,13 +18,25 @@ namespace kvtier {
 // landed (checked, written to device pages, counted) on the stepping thread.
 struct Engine::PrefixLoad {
   // Set at admission; the loader only reads these.
+  std::vector<BlockKey> prompt_keys;  // the keys of the sequence's full blocks
+  // Each breakpoint that ends inside a block: its end and its tail record's key.
+  std::vector<std::pair<int, BlockKey>> tails;
+  std::vector<std::span<std::byte>> pages;  // host pages of the blocks (empty: device pages)
+  int tokens = 0;                           // the sequence's length
+  int prompt_tokens = 0;
+  bool first_admission = false;
+  // With shared tiers (other nodes' blocks: I/O), the look-up itself runs on
+  // the loader; else at admission, and the loader only reads.
+  bool lookup_in_loader = false;
+  // The plan (PlanPrefixLoad): what the look-up found and what is read.
+  PrefixHit hit;  // its pins hold the blocks until the load lands
+  uint32_t cache_hit_tokens = 0;
   std::vector<BlockKey> keys;               // the hit's blocks that are loaded, in order
   std::vector<std::span<std::byte>> dests;  // where each lands: its page, or `staging`
   std::vector<std::byte> staging;           // device pages: host memory the blocks pass through
   std::optional<BlockKey> tail_key;         // a breakpoint's tail record after the blocks...
   std::vector<std::byte> tail;              // ...and its bytes
   int tail_rows = 0;
-  bool first_admission = false;
   // Written by the loader before it marks the load done (Engine::load_mu_).
   std::vector<Result<uint64_t>> reads;
   Result<uint64_t> tail_read = Status::NotFound("the tail was not read");

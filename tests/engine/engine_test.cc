@@ -312,7 +312,10 @@ TEST(EngineTest, AMissingOrCorruptBlockIsRematerialized) {
 // device under the test's control. Everything else goes straight through.
 class GatedTier final : public Tier {
  public:
-  explicit GatedTier(std::unique_ptr<Tier> base) : base_(std::move(base)) {}
+  // `shared`: it says it is a shared tier (another node's blocks, DESIGN
+  // §10), and its Stat waits at the gate too.
+  explicit GatedTier(std::unique_ptr<Tier> base, bool shared = false)
+      : base_(std::move(base)), shared_(shared) {}
   void SetOpen(bool open) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -325,18 +328,20 @@ class GatedTier final : public Tier {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return held_ > 0; });
   }
-  TierInfo Info() const override { return base_->Info(); }
+  TierInfo Info() const override {
+    TierInfo i = base_->Info();
+    i.shared = shared_;
+    return i;
+  }
+  std::vector<std::optional<BlockStat>> Stat(std::span<const BlockKey> keys) override {
+    Hold();
+    return base_->Stat(keys);
+  }
   void Write(std::span<const WriteOp> ops, IoCallback done) override {
     base_->Write(ops, std::move(done));
   }
   void Read(std::span<const ReadOp> ops, IoCallback done) override {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      ++held_;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return open_; });
-      --held_;
-    }
+    Hold();
     base_->Read(ops, std::move(done));
   }
   Status Erase(std::span<const BlockKey> keys) override { return base_->Erase(keys); }
@@ -346,7 +351,16 @@ class GatedTier final : public Tier {
   Status Recover(IndexSink& sink) override { return base_->Recover(sink); }
 
  private:
+  void Hold() {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++held_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_; });
+    --held_;
+  }
+
   std::unique_ptr<Tier> base_;
+  const bool shared_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool open_ = true;
@@ -431,6 +445,54 @@ TEST(EngineTest, ACacheLoadOverlapsOtherSequencesSteps) {
   EXPECT_TRUE(other->status.ok());
   EXPECT_EQ(engine->Stats().free_pages, engine->Stats().total_pages);
   EXPECT_EQ(engine->Stats().cache_read_failures, 0u);
+}
+
+// With a shared tier, a look-up may ask other nodes (network I/O): it runs on
+// the loader thread, so a slow answer holds up only its own request.
+TEST(EngineTest, ASharedTiersLookupDoesNotHoldUpTheOthers) {
+  auto w = TinyRandomModel();
+  const int vocab = w->config.vocab_size;
+  DramTierOptions d;
+  d.capacity_bytes = 64ull << 20;
+  d.read_bytes_per_s = d.write_bytes_per_s = 1e9;
+  auto gated_owned = std::make_unique<GatedTier>(OpenDramTier(d).value(), /*shared=*/true);
+  GatedTier* gate = gated_owned.get();
+  std::vector<TierSlot> slots;
+  slots.push_back({OpenDramTier(d).value(), NewLruPolicy()});
+  slots.push_back({std::move(gated_owned), NewLruPolicy()});
+  CacheManagerOptions co;
+  co.sweep_interval_ms = 0;
+  co.background_promotion = false;
+  co.background_shared_writes = false;
+  auto cache = CacheManager::Open(std::move(slots), co).value();
+  auto engine = OpenEngine(w.get(), cache.get());
+
+  std::optional<GenerateResult> other, slow;
+  std::optional<uint32_t> admitted_hit;
+  ASSERT_TRUE(engine
+                  ->Submit(Request(Prompt(40, 31, vocab), 30, "other"),
+                           [&](GenerateResult r) { other = std::move(r); })
+                  .ok());
+  engine->Step();  // its look-up (a miss; the shared tier asked) lands, and it prefills
+  GenerateRequest r = Request(Prompt(3 * 64 + 5, 32, vocab), 4);
+  r.on_admit = [&](uint32_t hit) { admitted_hit = hit; };
+  gate->SetOpen(false);
+  ASSERT_TRUE(engine->Submit(r, [&](GenerateResult res) { slow = std::move(res); }).ok());
+  engine->Step();
+  gate->AwaitHeldRead();  // its look-up asks the shared tier, on the loader
+  for (int i = 0; i < 4; ++i) {
+    const StepStats st = engine->Step();
+    EXPECT_EQ(st.sequences, 1) << "the other sequence decodes meanwhile";
+  }
+  EXPECT_FALSE(admitted_hit.has_value()) << "its cache read is reported when the look-up lands";
+  gate->SetOpen(true);
+  while (engine->HasWork()) engine->Step();
+  ASSERT_TRUE(slow.has_value());
+  EXPECT_TRUE(slow->status.ok()) << slow->status.ToString();
+  EXPECT_EQ(slow->tokens.size(), 4u);
+  ASSERT_TRUE(admitted_hit.has_value());
+  EXPECT_EQ(*admitted_hit, 0u);
+  EXPECT_TRUE(other.has_value() && other->status.ok());
 }
 
 TEST(EngineTest, CacheSaltsSeparateTenants) {
