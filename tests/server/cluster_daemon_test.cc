@@ -35,7 +35,51 @@ using testing::TempDir;
 constexpr char kAlice[] = "alice-key-0123456789";
 constexpr char kBob[] = "bob-key-0123456789ab";
 
-class ClusterDaemonTest : public ::testing::Test {
+// Several kvtierd processes and what the tests ask of them.
+class NodesTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    for (auto& n : nodes_) {
+      if (n->pid() > 0) n->Stop(SIGTERM);
+    }
+    nodes_.clear();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // The sum of a counter family's series (any labels) in node i's metrics;
+  // -1 when it exports none.
+  double Metric(int i, const std::string& family) {
+    auto health = ClientFor(*nodes_[i], kAlice)->Health();
+    if (!health.ok()) return -1;
+    const std::string m = health->metrics_listen();
+    httplib::Client http(m.substr(0, m.rfind(':')), std::stoi(m.substr(m.rfind(':') + 1)));
+    auto res = http.Get("/metrics");
+    if (!res) return -1;
+    double sum = 0;
+    bool any = false;
+    for (size_t at = 0; (at = res->body.find("\n" + family, at)) != std::string::npos; ++at) {
+      const size_t sp = res->body.find(' ', at + 1);
+      const char next = res->body[at + 1 + family.size()];
+      if (next != ' ' && next != '{') continue;
+      sum += std::stod(res->body.substr(sp + 1));
+      any = true;
+    }
+    return any ? sum : -1;
+  }
+  // Waits until node i has sent at least `n` copies to the shared tiers.
+  bool AwaitSharedWrites(int i, double n) {
+    for (int tries = 0; tries < 600; ++tries) {
+      if (Metric(i, "kvtier_cache_shared_writes_total") >= n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  std::string dir_;
+  std::vector<std::unique_ptr<DaemonProcess>> nodes_;
+};
+
+class ClusterDaemonTest : public NodesTest {
  protected:
   void SetUp() override {
     LocalRedisClusterOptions o;
@@ -60,38 +104,11 @@ class ClusterDaemonTest : public ::testing::Test {
     }
   }
   void TearDown() override {
-    for (auto& n : nodes_) {
-      if (n->pid() > 0) n->Stop(SIGTERM);
-    }
-    nodes_.clear();
+    NodesTest::TearDown();
     redis_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-
-  // The value of a counter family (no labels) in node i's metrics.
-  double Metric(int i, const std::string& family) {
-    auto health = ClientFor(*nodes_[i], kAlice)->Health();
-    if (!health.ok()) return -1;
-    const std::string m = health->metrics_listen();
-    httplib::Client http(m.substr(0, m.rfind(':')), std::stoi(m.substr(m.rfind(':') + 1)));
-    auto res = http.Get("/metrics");
-    if (!res) return -1;
-    const size_t at = res->body.find("\n" + family + " ");
-    if (at == std::string::npos) return -1;
-    return std::stod(res->body.substr(at + family.size() + 2));
-  }
-  // Waits until node i has written at least `n` blocks to the cluster tier.
-  bool AwaitSharedWrites(int i, double n) {
-    for (int tries = 0; tries < 600; ++tries) {
-      if (Metric(i, "kvtier_cache_shared_writes_total") >= n) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
   }
 
   std::unique_ptr<LocalRedisCluster> redis_;
-  std::string dir_;
-  std::vector<std::unique_ptr<DaemonProcess>> nodes_;
 };
 
 TEST_F(ClusterDaemonTest, APrefixComputedOnOneNodeIsAHitOnAnother) {
@@ -159,7 +176,7 @@ int FreePort() {
 }
 
 // Peer lookup without any shared store: three nodes told of each other.
-class PeerDaemonTest : public ::testing::Test {
+class PeerDaemonTest : public NodesTest {
  protected:
   void SetUp() override {
     dir_ = TempDir("peer_daemon");
@@ -180,34 +197,7 @@ class PeerDaemonTest : public ::testing::Test {
            "--metrics-listen", "127.0.0.1:0", "--http-listen", ""}));
     }
   }
-  void TearDown() override {
-    for (auto& n : nodes_) {
-      if (n->pid() > 0) n->Stop(SIGTERM);
-    }
-    std::filesystem::remove_all(dir_);
-  }
-  double Metric(int i, const std::string& family) {
-    auto health = ClientFor(*nodes_[i], kAlice)->Health();
-    if (!health.ok()) return -1;
-    const std::string m = health->metrics_listen();
-    httplib::Client http(m.substr(0, m.rfind(':')), std::stoi(m.substr(m.rfind(':') + 1)));
-    auto res = http.Get("/metrics");
-    if (!res) return -1;
-    double sum = 0;
-    bool any = false;
-    for (size_t at = 0; (at = res->body.find("\n" + family, at)) != std::string::npos; ++at) {
-      const size_t sp = res->body.find(' ', at + 1);
-      const char next = res->body[at + 1 + family.size()];
-      if (next != ' ' && next != '{') continue;
-      sum += std::stod(res->body.substr(sp + 1));
-      any = true;
-    }
-    return any ? sum : -1;
-  }
-
-  std::string dir_;
   std::vector<std::string> addrs_;
-  std::vector<std::unique_ptr<DaemonProcess>> nodes_;
 };
 
 TEST_F(PeerDaemonTest, AMissAsksTheOwnerAndADeadPeerIsAMissNotAHang) {
@@ -217,12 +207,7 @@ TEST_F(PeerDaemonTest, AMissAsksTheOwnerAndADeadPeerIsAMissNotAHang) {
   auto on_a = ClientFor(*nodes_[0], kAlice)->Generate(g);
   ASSERT_TRUE(on_a.ok()) << on_a.status();
   // A's copies reach each block's owner (its own blocks stay where they are).
-  bool shared = false;
-  for (int i = 0; i < 600 && !shared; ++i) {
-    shared = Metric(0, "kvtier_cache_shared_writes_total") >= 20;
-    if (!shared) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_TRUE(shared);
+  ASSERT_TRUE(AwaitSharedWrites(0, 20));
   EXPECT_GT(Metric(0, "kvtier_peer_written_blocks_total"), 0);
 
   auto on_b = ClientFor(*nodes_[1], kAlice)->Generate(g);
