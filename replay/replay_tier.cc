@@ -169,6 +169,13 @@ uint64_t SharedReplayStore::used_units() const {
 
 namespace {
 
+// A block due at a time, for a min-heap of expiries.
+struct DueKey {
+  int64_t at_ms;
+  BlockKey key;
+  bool operator>(const DueKey& o) const { return at_ms > o.at_ms; }
+};
+
 // The view NewSharedTierView returns (see the header).
 class SharedTierView final : public Tier {
  public:
@@ -213,7 +220,7 @@ class SharedTierView final : public Tier {
                 0};
       }
       used_ = used_ - had() + size;
-      owned_[op.key] = BlockStat{size, op.expiry_ms};
+      OwnLocked(op.key, BlockStat{size, op.expiry_ms});
       store_->Put(op.key, size, op.expiry_ms);
       traffic_->write_units += static_cast<double>(size);
       if (traffic_->writing_through) {
@@ -260,7 +267,7 @@ class SharedTierView final : public Tier {
     std::lock_guard<std::mutex> lock(mu_);
     for (const BlockKey& k : keys) {
       store_->SetExpiry(k, expiry_ms);
-      if (auto it = owned_.find(k); it != owned_.end()) it->second.expiry_ms = expiry_ms;
+      if (auto it = owned_.find(k); it != owned_.end()) OwnLocked(k, {it->second.bytes, expiry_ms});
     }
     return Status::Ok();
   }
@@ -280,15 +287,24 @@ class SharedTierView final : public Tier {
   }
 
  private:
+  // Forgets every block this node wrote whose expiry has passed (the store
+  // has dropped them), as the Redis tier does when its share is full; by
+  // the earliest expiries first rather than a scan of every block, so a
+  // full share does not cost a pass over all of them per write.
   void ForgetExpiredLocked(int64_t now) {
-    for (auto it = owned_.begin(); it != owned_.end();) {
-      if (it->second.expiry_ms <= now) {
+    while (!owned_expiries_.empty() && owned_expiries_.top().at_ms <= now) {
+      const BlockKey key = owned_expiries_.top().key;
+      owned_expiries_.pop();
+      // An item of a block refreshed, rewritten or erased since is stale.
+      if (auto it = owned_.find(key); it != owned_.end() && it->second.expiry_ms <= now) {
         used_ -= it->second.bytes;
-        it = owned_.erase(it);
-      } else {
-        ++it;
+        owned_.erase(it);
       }
     }
+  }
+  void OwnLocked(const BlockKey& key, const BlockStat& b) {
+    owned_[key] = b;
+    if (b.expiry_ms != kNoExpiry) owned_expiries_.push({b.expiry_ms, key});
   }
 
   const std::string name_;
@@ -301,7 +317,9 @@ class SharedTierView final : public Tier {
   const Clock* const clock_;
   mutable std::mutex mu_;
   std::unordered_map<BlockKey, BlockStat, BlockKeyHash> owned_;  // guarded by mu_
-  uint64_t used_ = 0;                                            // guarded by mu_
+  // The owned blocks' expiries, earliest first. Guarded by mu_.
+  std::priority_queue<DueKey, std::vector<DueKey>, std::greater<>> owned_expiries_;
+  uint64_t used_ = 0;  // guarded by mu_
 };
 
 }  // namespace

@@ -216,6 +216,57 @@ TEST(RedisTierTest, ABlockWrittenOnOneNodeIsAHitOnAnother) {
   EXPECT_EQ(node_c->Lookup(keys).blocks, keys.size());
 }
 
+// A slot moving between masters (what resharding does): while it migrates,
+// the old owner answers ASK for a key already moved and the tier asks the new
+// one; once it has moved, MOVED sends the tier there and it reloads its map.
+TEST(RedisTierTest, ASlotMovingBetweenMastersIsFollowed) {
+  LocalRedisCluster& c = SharedCluster();
+  RedisTierOptions o = TierOptions(c.nodes(), UniquePrefix());
+  o.value_bytes = 4096;
+  auto tier = OpenRedisTier(o).value();
+  auto raw = RedisCluster::Connect(RedisClusterOptions{c.nodes()}).value();
+  const auto payload = Bytes(10000, 3);  // three values, one slot (one hash tag)
+  const BlockKey k{31, 41};
+  ASSERT_TRUE(WriteOne(*tier, k, payload, kNoExpiry).ok());
+  const std::vector<std::string> keys = RedisTierKeysForTesting(*tier, k, payload.size());
+  const std::string slot = std::to_string(RedisKeySlot(keys[0]));
+  const std::string src = raw->MasterOf(keys[0]);
+  std::string dst;
+  for (const std::string& m : raw->Masters()) {
+    if (m != src) dst = m;
+  }
+  ASSERT_FALSE(dst.empty());
+  auto id = [&](const std::string& node) {
+    std::string s = c.Cli(node, {"CLUSTER", "MYID"});
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    return s;
+  };
+  const std::string src_id = id(src), dst_id = id(dst);
+  c.Cli(dst, {"CLUSTER", "SETSLOT", slot, "IMPORTING", src_id});
+  c.Cli(src, {"CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id});
+  std::vector<std::string> migrate = {
+      "MIGRATE", dst.substr(0, dst.rfind(':')), dst.substr(dst.rfind(':') + 1), "", "0", "5000",
+      "KEYS"};
+  migrate.insert(migrate.end(), keys.begin(), keys.end());
+  ASSERT_NE(c.Cli(src, migrate).find("OK"), std::string::npos);
+
+  auto read = [&] {
+    std::vector<std::byte> buf(payload.size());
+    const Result<uint64_t> n = ReadOne(*tier, k, buf);
+    EXPECT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(buf, payload);
+  };
+  const uint64_t before = RedisTierStatsOf(*tier)->cluster.redirects;
+  read();  // ASK: the block is on the importing master already
+  const uint64_t after_ask = RedisTierStatsOf(*tier)->cluster.redirects;
+  EXPECT_GT(after_ask, before) << "the ASK was not followed";
+  for (const std::string& m : raw->Masters())
+    c.Cli(m, {"CLUSTER", "SETSLOT", slot, "NODE", dst_id});
+  read();  // MOVED: the map still names the old master
+  EXPECT_GT(RedisTierStatsOf(*tier)->cluster.redirects, after_ask) << "the MOVED was not followed";
+  read();  // the map was reloaded: straight there
+}
+
 // A dead master: reads of its slots are misses (kUnavailable, counted), never
 // wrong bytes and never a hang; once a replica takes over, they hit again.
 TEST(RedisTierTest, AMasterFailingOverIsMissesThenHitsAgain) {

@@ -371,12 +371,14 @@ std::vector<Result<RedisReply>> RedisCluster::Run(std::span<const RedisCommand> 
       }
     }
     if (by_node.empty()) break;
+    std::vector<Exchange> exchanges;
     for (auto& [node, batch] : by_node) {
       for (Pending* p : batch) {
         for (std::string_view a : p->cmd->args) sent += a.size();
       }
-      RunOnNode(node, batch);
+      exchanges.push_back(Exchange{node, std::move(batch), nullptr});
     }
+    RunExchanges(exchanges);
     // Redirections: another round for those.
     bool again = false;
     for (Pending& p : pending) {
@@ -435,71 +437,90 @@ std::vector<Result<RedisReply>> RedisCluster::Run(std::span<const RedisCommand> 
   return out;
 }
 
-void RedisCluster::RunOnNode(size_t node, std::span<Pending*> batch) {
-  Status err;
-  std::unique_ptr<Connection> c = Acquire(node, &err);
-  auto fail = [&](const Status& s) {
-    for (Pending* p : batch) {
-      if (!p->result) p->result = s;
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    stale_ = true;  // a node that fails may have been replaced: reload the map
-  };
-  if (c == nullptr) {
-    fail(err);
-    return;
+void RedisCluster::FailExchange(Exchange* x, const Status& s, bool node_down) {
+  for (Pending* p : x->batch) {
+    if (!p->result) p->result = s;
   }
+  x->connection.reset();  // dropped, not pooled: its stream is in an unknown state
+  Node* n;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    n = nodes_[x->node].get();
+    stale_ = true;  // a node that fails may have been replaced: reload the map
+  }
+  if (node_down) {
+    std::lock_guard<std::mutex> lock(n->mu);
+    n->down_until_ms = SteadyMs() + kDownBackoffMs;
+  }
+}
+
+bool RedisCluster::Send(Exchange* x) {
+  Status err;
+  x->connection = Acquire(x->node, &err);
+  if (x->connection == nullptr) {
+    FailExchange(x, err, /*node_down=*/false);  // Acquire marked it already
+    return false;
+  }
+  redisContext* ctx = x->connection->ctx;
   std::vector<const char*> argv;
   std::vector<size_t> lens;
-  for (Pending* p : batch) {
-    if (p->ask_node >= 0) redisAppendCommand(c->ctx, "ASKING");
+  for (Pending* p : x->batch) {
+    if (p->ask_node >= 0) redisAppendCommand(ctx, "ASKING");
     argv.clear();
     lens.clear();
     for (std::string_view a : p->cmd->args) {
       argv.push_back(a.data());
       lens.push_back(a.size());
     }
-    redisAppendCommandArgv(c->ctx, static_cast<int>(argv.size()), argv.data(), lens.data());
+    redisAppendCommandArgv(ctx, static_cast<int>(argv.size()), argv.data(), lens.data());
   }
-  Node* n;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    n = nodes_[node].get();
-  }
-  auto io_failed = [&] {
-    const Status s =
-        Status::Unavailable("redis node " + HostPort(n->host, n->port) + ": " +
-                            (c->ctx->errstr[0] != '\0' ? c->ctx->errstr : "I/O error"));
-    {
-      std::lock_guard<std::mutex> lock(n->mu);
-      n->down_until_ms = SteadyMs() + kDownBackoffMs;
-    }
-    fail(s);  // the connection is dropped, not pooled
-  };
   for (int done = 0; done == 0;) {
-    if (redisBufferWrite(c->ctx, &done) != REDIS_OK) {
-      io_failed();
-      return;
+    if (redisBufferWrite(ctx, &done) != REDIS_OK) {
+      FailExchange(x, IoError(x->node, ctx), /*node_down=*/true);
+      return false;
     }
   }
-  for (Pending* p : batch) {
+  return true;
+}
+
+void RedisCluster::Receive(Exchange* x) {
+  redisContext* ctx = x->connection->ctx;
+  for (Pending* p : x->batch) {
     void* raw = nullptr;
     if (p->ask_node >= 0) {
-      if (redisGetReply(c->ctx, &raw) != REDIS_OK) {
-        io_failed();
+      if (redisGetReply(ctx, &raw) != REDIS_OK) {
+        FailExchange(x, IoError(x->node, ctx), /*node_down=*/true);
         return;
       }
       freeReplyObject(raw);
     }
-    if (redisGetReply(c->ctx, &raw) != REDIS_OK || raw == nullptr) {
-      io_failed();
+    if (redisGetReply(ctx, &raw) != REDIS_OK || raw == nullptr) {
+      FailExchange(x, IoError(x->node, ctx), /*node_down=*/true);
       return;
     }
     auto* r = static_cast<redisReply*>(raw);
     std::shared_ptr<redisReply> root(r, freeReplyObject);
     p->result = RedisReply(root, r);
   }
-  Release(node, std::move(c));
+  Release(x->node, std::move(x->connection));
+}
+
+void RedisCluster::RunExchanges(std::span<Exchange> exchanges) {
+  std::vector<bool> sent(exchanges.size());
+  for (size_t i = 0; i < exchanges.size(); ++i) sent[i] = Send(&exchanges[i]);
+  for (size_t i = 0; i < exchanges.size(); ++i) {
+    if (sent[i]) Receive(&exchanges[i]);
+  }
+}
+
+Status RedisCluster::IoError(size_t node, const redisContext* ctx) {
+  std::string where;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    where = HostPort(nodes_[node]->host, nodes_[node]->port);
+  }
+  return Status::Unavailable("redis node " + where + ": " +
+                             (ctx->errstr[0] != '\0' ? ctx->errstr : "I/O error"));
 }
 
 Result<RedisReply> RedisCluster::RunOn(const std::string& host_port,
@@ -515,8 +536,8 @@ Result<RedisReply> RedisCluster::RunOn(const std::string& host_port,
   RedisCommand cmd{std::vector<std::string_view>(args.begin(), args.end()), {}};
   Pending p;
   p.cmd = &cmd;
-  Pending* one[] = {&p};
-  RunOnNode(node, one);
+  Exchange x{node, {&p}, nullptr};
+  RunExchanges(std::span(&x, 1));
   if (p.result->ok() && p.result->value().type() == RedisReply::Type::kError) {
     return Status::IOError("redis: " + std::string(p.result->value().str()));
   }

@@ -9,8 +9,9 @@
 //  - redirections: MOVED updates the map (and a full refresh follows), ASK
 //    sends ASKING and the command to the node named, once per round; at most
 //    `max_redirects` rounds;
-//  - pipelining: Run() groups its commands by node and sends each node its
-//    commands as one pipeline (one round trip per node, nodes in turn);
+//  - pipelining: Run() groups its commands by node, writes every node's
+//    pipeline before reading any reply, so the nodes work at the same time
+//    (one round trip for a batch, however many nodes it spans);
 //  - connections pooled per node; every connect and every call has a
 //    timeout, so a dead node is an error within `command_timeout_ms`, never
 //    a hang. A connection that failed is closed, not reused, and the slot map
@@ -32,6 +33,7 @@
 #include "common/status.h"
 
 struct redisReply;
+struct redisContext;
 
 namespace kvtier {
 
@@ -119,9 +121,21 @@ class RedisCluster {
   std::unique_ptr<Connection> Acquire(size_t node, Status* error);
   void Release(size_t node, std::unique_ptr<Connection> c);
   Status RefreshFrom(size_t node);
-  // Runs the commands of `batch` on `node`, pipelined; replies in order.
+  // One node's share of a round: its commands, and the connection they
+  // went out on.
   struct Pending;
-  void RunOnNode(size_t node, std::span<Pending*> batch);
+  struct Exchange {
+    size_t node = 0;
+    std::vector<Pending*> batch;
+    std::unique_ptr<Connection> connection;  // null once failed or done
+  };
+  // Sends every exchange's pipeline, then reads each one's replies in order;
+  // a node that fails fails its commands (kUnavailable) and no other's.
+  void RunExchanges(std::span<Exchange> exchanges);
+  bool Send(Exchange* x);
+  void Receive(Exchange* x);
+  void FailExchange(Exchange* x, const Status& s, bool node_down);
+  Status IoError(size_t node, const redisContext* ctx);
 
   const RedisClusterOptions options_;
   mutable std::mutex mu_;
