@@ -121,8 +121,8 @@ struct GenerateResult {
   uint32_t prompt_tokens = 0;
   uint32_t cached_tokens = 0;  // prompt tokens whose KV came from the cache
   // The longest cached prefix found at first admission, tails included: the
-  // usage's cache read (A). It may exceed cached_tokens by the last token or
-  // block, which is recomputed for its logits.
+  // usage's cache read (A). It may exceed cached_tokens by the last token,
+  // which is recomputed for its logits.
   uint32_t cache_hit_tokens = 0;
   uint32_t published_blocks = 0;  // blocks this request wrote to the cache
   uint32_t preemptions = 0;

@@ -75,10 +75,8 @@ void Engine::StartPrefixLoad(Sequence* seq) {
   load->tokens = len;
   load->prompt_tokens = static_cast<int>(seq->req.prompt.size());
   load->first_admission = first;
-  // At least one token is always computed: its logits are what we need.
-  const int most = (len - 1) / bt;
-  if (most > 0 && !forward_->HostPage(seq->pages[0]).empty()) {
-    for (int i = 0; i < most; ++i) load->pages.push_back(forward_->HostPage(seq->pages[i]));
+  if (full > 0 && !forward_->HostPage(seq->pages[0]).empty()) {
+    for (int i = 0; i < full; ++i) load->pages.push_back(forward_->HostPage(seq->pages[i]));
   }
   load->lookup_in_loader = cache_->has_shared_tiers();
   if (!load->lookup_in_loader) {
@@ -114,7 +112,10 @@ void Engine::PlanPrefixLoad(PrefixLoad* load) const {
     }
   }
   load->cache_hit_tokens = static_cast<uint32_t>(std::min(hit_tokens + tail, load->prompt_tokens));
-  const int loadable = std::min(static_cast<int>(load->hit.blocks), (len - 1) / bt);
+  // Every block found is read, the last one too: the last token is then
+  // computed again for its logits (its KV row rewritten with the same bits,
+  // DESIGN §8's invariant), rather than its whole block.
+  const int loadable = static_cast<int>(load->hit.blocks);
   // The hit's blocks are read in one batch (each tier's in flight together),
   // straight into host pages, or through host memory for a device's pages.
   const size_t page_bytes = kv_.page_bytes();
@@ -127,7 +128,7 @@ void Engine::PlanPrefixLoad(PrefixLoad* load) const {
                               ? std::span(load->staging).subspan(page_bytes * i, page_bytes)
                               : load->pages[i]);
   }
-  if (tail > 0 && loadable == static_cast<int>(load->hit.blocks) && hit_tokens + tail <= len - 1) {
+  if (tail > 0 && hit_tokens + tail <= len) {
     load->tail_key = tail_key;
     load->tail_rows = tail;
     load->tail.resize(kv_.RowsBytes(tail));
@@ -222,6 +223,8 @@ void Engine::FinishLoad(Sequence* seq, StepStats* stats) {
       ++stats_.cache_read_failures;
     }
   }
+  // At least one token is always computed: its logits are what we need.
+  tokens = std::min(tokens, load->tokens - 1);
   seq->computed = tokens;
   seq->published = loaded;
   stats_.cached_tokens += static_cast<uint64_t>(tokens);
