@@ -6,8 +6,9 @@
 
 namespace kvtier {
 
-ClusterClient::ClusterClient(std::vector<std::string> nodes, const ClientOptions& options)
-    : ring_(std::move(nodes)) {
+ClusterClient::ClusterClient(std::vector<std::string> nodes, const ClientOptions& options,
+                             size_t route_tokens)
+    : ring_(std::move(nodes)), route_tokens_(route_tokens) {
   for (const std::string& n : ring_.nodes()) {
     ClientOptions o = options;
     o.address = n;
@@ -21,8 +22,8 @@ const std::string& ClusterClient::OwnerOf(const BlockKey& key) const {
   return ring_.nodes()[ring_.Owner(key)];
 }
 
-Client& ClusterClient::ForTokens(std::span<const int32_t> tokens, size_t block_tokens) {
-  const std::span<const int32_t> first = tokens.first(std::min(tokens.size(), block_tokens));
+Client& ClusterClient::ForTokens(std::span<const int32_t> tokens) {
+  const std::span<const int32_t> first = tokens.first(std::min(tokens.size(), route_tokens_));
   const XXH128_hash_t h = XXH3_128bits(first.data(), first.size_bytes());
   return *clients_[ring_.Owner(BlockKey{h.high64, h.low64})];
 }

@@ -2,8 +2,12 @@
 // key is sent to its owner among them by the same rendezvous hashing the
 // nodes use (common/rendezvous.h), so an external engine spreads its blocks
 // over the nodes and finds each one where it put it; a prompt's calls
-// (Lookup, Generate) go to the owner of its first block's tokens, so the
-// turns of one conversation land on one node. A node that misses asks the
+// (Lookup, Generate) go to the owner of its first `route_tokens` tokens, so
+// the turns of one conversation land on one node. The depth is a trade: a
+// prefix every request shares (one system prompt) longer than it sends
+// everything to one node; the replay's cluster mode (bench/RESULTS.md,
+// "Scale-out simulation") found one block too shallow on the Mooncake trace
+// and two enough. A node that misses asks the
 // others itself (--peers), so any node can answer any key; routing only
 // saves that hop.
 //
@@ -24,13 +28,14 @@ class ClusterClient {
  public:
   // `nodes`: every node's gRPC address, as the nodes list each other;
   // `options` (its address ignored) applies to each node's client.
-  ClusterClient(std::vector<std::string> nodes, const ClientOptions& options);
+  ClusterClient(std::vector<std::string> nodes, const ClientOptions& options,
+                size_t route_tokens = 128);
 
   // The client of `key`'s owner.
   Client& For(const BlockKey& key);
-  // The client of the node that owns a prompt: its first `block_tokens`
+  // The client of the node that owns a prompt: its first `route_tokens`
   // token ids (all of them when shorter) decide.
-  Client& ForTokens(std::span<const int32_t> tokens, size_t block_tokens = 64);
+  Client& ForTokens(std::span<const int32_t> tokens);
   // The owner's address, for logs and tests.
   const std::string& OwnerOf(const BlockKey& key) const;
 
@@ -42,6 +47,7 @@ class ClusterClient {
 
  private:
   Rendezvous ring_;
+  size_t route_tokens_;
   std::vector<std::unique_ptr<Client>> clients_;  // in ring_.nodes() order
 };
 

@@ -216,6 +216,29 @@ TEST(RedisTierTest, ABlockWrittenOnOneNodeIsAHitOnAnother) {
   EXPECT_EQ(node_c->Lookup(keys).blocks, keys.size());
 }
 
+// A node's share frees up as its blocks expire in the store: a full share
+// takes new blocks again once the old ones' expiry has passed.
+TEST(RedisTierTest, ExpiredBlocksFreeTheShare) {
+  ManualClock clock;
+  RedisTierOptions o = TierOptions(SharedCluster().nodes(), UniquePrefix());
+  o.capacity_bytes = 4 * 10000;
+  o.clock = &clock;
+  auto tier = OpenRedisTier(o).value();
+  const auto payload = Bytes(10000, 5);
+  const int64_t expiry = clock.NowMs() + 60'000;
+  for (uint64_t i = 0; i < 4; ++i) {
+    ASSERT_TRUE(WriteOne(*tier, BlockKey{i, 7}, payload, i < 2 ? expiry : kNoExpiry).ok());
+  }
+  EXPECT_EQ(WriteOne(*tier, BlockKey{9, 7}, payload, kNoExpiry).code(),
+            StatusCode::kResourceExhausted);
+  clock.AdvanceMs(60'000);  // the two with an expiry are gone
+  EXPECT_TRUE(WriteOne(*tier, BlockKey{9, 7}, payload, kNoExpiry).ok());
+  EXPECT_TRUE(WriteOne(*tier, BlockKey{10, 7}, payload, kNoExpiry).ok());
+  EXPECT_EQ(WriteOne(*tier, BlockKey{11, 7}, payload, kNoExpiry).code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_EQ(tier->Info().used_bytes, 4u * 10000);
+}
+
 // A slot moving between masters (what resharding does): while it migrates,
 // the old owner answers ASK for a key already moved and the tier asks the new
 // one; once it has moved, MOVED sends the tier there and it reloads its map.

@@ -4,9 +4,12 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <optional>
+#include <queue>
 #include <unordered_map>
+#include <utility>
 
 #include "common/checksum.h"
 #include "common/log.h"
@@ -381,15 +384,19 @@ class RedisTier final : public Tier {
     Owned& o = owned_[key];
     used_bytes_ = used_bytes_ - o.bytes + bytes;
     o = Owned{bytes, expiry_ms};
+    if (expiry_ms != kNoExpiry) expiries_.push({expiry_ms, key});
   }
+  // Forgets the owned blocks whose expiry has passed (the store has dropped
+  // them), earliest first: a heap of expiries, whose items for blocks since
+  // rewritten or erased are skipped.
   void ForgetExpiredLocked(int64_t now) {
-    for (auto it = owned_.begin(); it != owned_.end();) {
-      if (it->second.expiry_ms <= now) {
-        used_bytes_ -= it->second.bytes;
-        it = owned_.erase(it);
-      } else {
-        ++it;
-      }
+    while (!expiries_.empty() && expiries_.top().first <= now) {
+      const auto [expiry, key] = expiries_.top();
+      expiries_.pop();
+      const auto it = owned_.find(key);
+      if (it == owned_.end() || it->second.expiry_ms != expiry) continue;
+      used_bytes_ -= it->second.bytes;
+      owned_.erase(it);
     }
   }
 
@@ -423,6 +430,11 @@ class RedisTier final : public Tier {
     }
     for (const Result<RedisReply>& r : cluster_->Run(cmds)) {
       if (!r.ok()) return r.status();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const BlockKey& k : keys) {
+      const auto it = owned_.find(k);
+      if (it != owned_.end()) OwnLocked(k, it->second.bytes, expiry_ms);  // its new expiry
     }
     return Status::Ok();
   }
@@ -496,9 +508,13 @@ class RedisTier final : public Tier {
     int64_t expiry_ms = kNoExpiry;
   };
   std::unordered_map<BlockKey, Owned, BlockKeyHash> owned_;  // guarded by mu_: this node's blocks
-  uint64_t used_bytes_ = 0;                                  // guarded by mu_
-  uint64_t corruption_errors_ = 0;                           // guarded by mu_
-  RedisTierStats stats_;                                     // guarded by mu_
+  // Their expiries, earliest on top (guarded by mu_).
+  std::priority_queue<std::pair<int64_t, BlockKey>, std::vector<std::pair<int64_t, BlockKey>>,
+                      std::greater<>>
+      expiries_;
+  uint64_t used_bytes_ = 0;         // guarded by mu_
+  uint64_t corruption_errors_ = 0;  // guarded by mu_
+  RedisTierStats stats_;            // guarded by mu_
 };
 
 }  // namespace
