@@ -280,20 +280,7 @@ ClusterReplay::Hit ClusterReplay::Serve(Node& node, const TraceRequest& req) {
 // Every block after the leading cached run, as the single-node replay
 // inserts them (a full stack refusing a block is not an error).
 Status ClusterReplay::InsertAfter(Node& node, const TraceRequest& req, size_t hit_blocks) {
-  for (size_t i = hit_blocks; i < keys_.size(); ++i) {
-    const uint32_t tokens = trace_.BlockTokens(req, static_cast<uint32_t>(i));
-    BlockMeta meta;
-    if (i > 0) meta.parent = keys_[i - 1];
-    meta.ttl_ms = sc_.ttl_ms;
-    meta.tokens = tokens;
-    meta.stream = req.tenant;
-    meta.remat_flops = 2 * sc_.active_params * tokens;
-    node.ledger.read_from.erase(keys_[i]);
-    Status s = node.cache->Insert(keys_[i], payload_, meta);
-    if (!s.ok() && !s.IsResourceExhausted()) return s;
-  }
-  node.ledger.read_from.clear();
-  return Status::Ok();
+  return InsertAfterHit(*node.cache, node.ledger, trace_, sc_, req, keys_, hit_blocks, payload_);
 }
 
 // The copies of the request's inserts, as kvtierd's sharer thread writes

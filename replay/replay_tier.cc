@@ -339,6 +339,28 @@ std::unique_ptr<Tier> NewSharedTierView(std::string name, SharedReplayStore* sto
                                           index, ledger, traffic, clock);
 }
 
+Status InsertAfterHit(CacheManager& cache, MoveLedger& ledger, const Trace& trace,
+                      const TierScenario& sc, const TraceRequest& req,
+                      const std::vector<BlockKey>& keys, size_t hit_blocks,
+                      std::span<const std::byte> payload) {
+  for (size_t i = hit_blocks; i < keys.size(); ++i) {
+    const uint32_t tokens = trace.BlockTokens(req, static_cast<uint32_t>(i));
+    BlockMeta meta;
+    if (i > 0) meta.parent = keys[i - 1];
+    meta.ttl_ms = sc.ttl_ms;
+    meta.tokens = tokens;
+    meta.stream = req.tenant;
+    meta.remat_flops = 2 * sc.active_params * tokens;
+    // A request's own insert is a placement, even of a block that an
+    // earlier move of this request read and then failed to write.
+    ledger.read_from.erase(keys[i]);
+    Status s = cache.Insert(keys[i], payload, meta);
+    if (!s.ok() && !s.IsResourceExhausted()) return s;
+  }
+  ledger.read_from.clear();
+  return Status::Ok();
+}
+
 CacheManagerOptions ReplayCacheOptions(const TierScenario& sc, Clock* clock) {
   CacheManagerOptions options;
   options.clock = clock;

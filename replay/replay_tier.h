@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <queue>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -119,6 +120,15 @@ std::unique_ptr<Tier> NewSharedTierView(std::string name, SharedReplayStore* sto
 // The CacheManager as a replay drives it: on the replay's clock, with the
 // sweeps and promotions run by the replay loop, and the scenario's costs.
 CacheManagerOptions ReplayCacheOptions(const TierScenario& sc, Clock* clock);
+
+// Inserts every block of `req` (`keys`, its chained keys) after its leading
+// cached run of `hit_blocks`, as a writer would: a cached one is refreshed,
+// and a full stack refusing a block is part of the replay, not an error.
+// `payload` is a block's worth of units; `ledger` is the stack's.
+Status InsertAfterHit(CacheManager& cache, MoveLedger& ledger, const Trace& trace,
+                      const TierScenario& sc, const TraceRequest& req,
+                      const std::vector<BlockKey>& keys, size_t hit_blocks,
+                      std::span<const std::byte> payload);
 
 // The scenario's tiers as slots, tier i writing to `ledger` as index i:
 // replay tiers of the scaled capacities and bandwidths, the scenario's

@@ -201,22 +201,8 @@ TierReplay::TieredHit TierReplay::ServeFromTiers(const TraceRequest& req) {
 // refreshed, as a writer's insert would be). A full stack refusing a block
 // is part of the replay, not an error.
 Status TierReplay::InsertAfter(const TraceRequest& req, size_t hit_blocks) {
-  for (size_t i = hit_blocks; i < keys_.size(); ++i) {
-    const uint32_t tokens = trace_.BlockTokens(req, static_cast<uint32_t>(i));
-    BlockMeta meta;
-    if (i > 0) meta.parent = keys_[i - 1];
-    meta.ttl_ms = sc_.ttl_ms;
-    meta.tokens = tokens;
-    meta.stream = req.tenant;
-    meta.remat_flops = 2 * sc_.active_params * tokens;
-    // A request's own insert is a placement, even of a block that an
-    // earlier move of this request read and then failed to write.
-    stack_.ledger.read_from.erase(keys_[i]);
-    Status s = stack_.cache->Insert(keys_[i], payload_, meta);
-    if (!s.ok() && !s.IsResourceExhausted()) return s;
-  }
-  stack_.ledger.read_from.clear();
-  return Status::Ok();
+  return InsertAfterHit(*stack_.cache, stack_.ledger, trace_, sc_, req, keys_, hit_blocks,
+                        payload_);
 }
 
 // The tokens of the request's leading run of blocks seen before; marks its
