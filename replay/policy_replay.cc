@@ -27,9 +27,35 @@ void CountPrefixHits(const Trace& t, const TraceRequest& req, const Cached& cach
   }
 }
 
+// kOracleAdmission: admits the block of the current reference exactly when
+// a later reference uses it again (whether, not when). The replay points it
+// at each reference before the filter hears of it.
+class ReuseOracle final : public AdmissionFilter {
+ public:
+  explicit ReuseOracle(const Trace& t) : used_again_(t.blocks.size(), 0) {
+    std::vector<uint8_t> seen(t.distinct_blocks, 0);
+    for (size_t i = t.blocks.size(); i-- > 0;) {
+      used_again_[i] = seen[t.blocks[i]];
+      seen[t.blocks[i]] = 1;
+    }
+  }
+  void At(size_t ref) { ref_ = ref; }
+  std::string_view Name() const override { return kOracleAdmission; }
+  void Record(const BlockRef& /*ref*/, bool /*hit*/) override {}
+  bool Admit(const BlockRef& /*ref*/, const BlockKey* /*victim*/) override {
+    return used_again_[ref_] != 0;
+  }
+  bool ComparesVictim() const override { return false; }
+
+ private:
+  std::vector<uint8_t> used_again_;  // per reference: its block is used again later
+  size_t ref_ = 0;
+};
+
 // `admission` null: every miss is stored (no filter, and no victim peeking).
+// `oracle`, when given, is `admission` too and is told each reference's number.
 void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admission, uint64_t size,
-                  ReplayResult* r) {
+                  ReplayResult* r, ReuseOracle* oracle = nullptr) {
   std::vector<uint8_t> cached(t.distinct_blocks, 0);
   uint64_t used = 0;
   std::vector<BlockKey> victims;
@@ -43,6 +69,7 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admis
       if (i > 0) block.parent = KeyOf(t.blocks[req.first_block + i - 1]);
       block.depth = i;
       const BlockRef ref{key, block, i + 1 == req.num_blocks};
+      if (oracle != nullptr) oracle->At(req.first_block + i);
       if (admission != nullptr) admission->Record(ref, cached[id] != 0);
       if (cached[id]) {
         policy.Touch(key);
@@ -105,13 +132,18 @@ Result<ReplayResult> ReplayTrace(const Trace& trace, const std::string& policy,
     po.capacity_bytes = size;
     std::unique_ptr<EvictionPolicy> p = NewEvictionPolicy(policy, po);
     if (p == nullptr) return Status::InvalidArgument("unknown eviction policy '" + policy + "'");
-    AdmissionOptions ao;
-    ao.capacity_blocks = size;
-    std::unique_ptr<AdmissionFilter> filter = NewAdmissionFilter(admission, ao);
-    if (filter == nullptr) {
-      return Status::InvalidArgument("unknown admission filter '" + admission + "'");
+    if (admission == kOracleAdmission) {
+      ReuseOracle oracle(trace);
+      ReplayOnline(trace, *p, &oracle, size, &r, &oracle);
+    } else {
+      AdmissionOptions ao;
+      ao.capacity_blocks = size;
+      std::unique_ptr<AdmissionFilter> filter = NewAdmissionFilter(admission, ao);
+      if (filter == nullptr) {
+        return Status::InvalidArgument("unknown admission filter '" + admission + "'");
+      }
+      ReplayOnline(trace, *p, admission == "none" ? nullptr : filter.get(), size, &r);
     }
-    ReplayOnline(trace, *p, admission == "none" ? nullptr : filter.get(), size, &r);
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;

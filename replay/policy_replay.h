@@ -18,6 +18,13 @@
 // a block kept out is not inserted, and the victim stays. The filter sees
 // every reference, hit or miss, and every insertion and eviction.
 //
+// "oracle" (kOracleAdmission) is an offline filter, a bound for admission
+// alone: it admits a block exactly when the trace uses it again, knowing
+// whether but not when. With an online eviction policy it says how far a
+// perfect reuse predictor would take that policy; Belady, which knows when,
+// is the bound for both. Replays only (a daemon cannot see the future), so it
+// is not in AdmissionFilterNames().
+//
 // Deterministic: the same trace, policy, admission and size give the same
 // counts.
 #pragma once
@@ -33,6 +40,7 @@
 namespace kvtier {
 
 inline constexpr uint64_t kInfiniteBlocks = std::numeric_limits<uint64_t>::max();
+inline constexpr const char* kOracleAdmission = "oracle";
 
 struct ReplayResult {
   std::string policy;
@@ -51,8 +59,8 @@ struct ReplayResult {
 };
 
 // `policy`: a name of EvictionPolicyNames() or "belady"; `admission`: a name
-// of AdmissionFilterNames() ("none" for belady, which decides admission
-// itself). kInvalidArgument for an unknown policy or filter, a filter with
+// of AdmissionFilterNames() or kOracleAdmission ("none" for belady, which
+// decides admission itself). kInvalidArgument for an unknown policy or filter, a filter with
 // belady, or a size of 0.
 Result<ReplayResult> ReplayTrace(const Trace& trace, const std::string& policy,
                                  uint64_t size_blocks, const std::string& admission = "none");

@@ -4,6 +4,7 @@
 // whole tier stack (replay/tier_replay.h; its reports: replay/trace_report.h),
 // on one node or on N with a shared tier (replay/cluster_replay.h).
 #include <unistd.h>
+#include <algorithm>
 
 #include <chrono>
 #include <cstdio>
@@ -78,7 +79,9 @@ run of its blocks that are cached.
                     replayed with each filter, named policy+filter (lru+tinylfu);
                     belady, the bound, once (it decides admission itself). With
                     --tier-policies, each tier of the scenario runs the policy with
-                    each filter too
+                    each filter too. "oracle" (not in all; not with --tier-policies)
+                    is an offline bound for admission alone: it admits a block
+                    exactly when the trace uses it again (whether, not when)
   --mrc             also feed every block reference to kvtierd's miss-ratio curve
                     estimator (SHARDS, cache/mrc.h) and print its hit ratio at each
                     size against exact LRU counting each reference on its own; with
@@ -238,10 +241,13 @@ int Main(int argc, char** argv) {
   if (admissions == std::vector<std::string>{"all"}) admissions = AdmissionFilterNames();
   if (admissions.empty()) return Fail("--admission needs at least one filter", 2);
   for (const std::string& a : admissions) {
-    if (NewAdmissionFilter(a, AdmissionOptions{.capacity_blocks = 1}) == nullptr) {
+    if (a != kOracleAdmission &&
+        NewAdmissionFilter(a, AdmissionOptions{.capacity_blocks = 1}) == nullptr) {
       std::string known;
       for (const std::string& n : AdmissionFilterNames()) known += (known.empty() ? "" : ", ") + n;
-      return Fail("unknown admission filter '" + a + "' (known: " + known + ")", 2);
+      return Fail("unknown admission filter '" + a + "' (known: " + known + ", and " +
+                      kOracleAdmission + ", the offline bound)",
+                  2);
     }
   }
   std::vector<int> cluster_nodes;
@@ -280,6 +286,12 @@ int Main(int argc, char** argv) {
   }
   for (const std::string& p : tier_policies) {
     if (NewEvictionPolicy(p) == nullptr) return Fail("unknown eviction policy '" + p + "'", 2);
+  }
+  if (!tier_policies.empty() &&
+      std::find(admissions.begin(), admissions.end(), kOracleAdmission) != admissions.end()) {
+    return Fail(std::string("--admission ") + kOracleAdmission +
+                    " is a bound for the one-tier sweep; the tier replay runs the daemon's filters",
+                2);
   }
   Result<std::vector<uint64_t>> sizes =
       ParseTraceSizes(flags.Get("sizes", "0.01,0.05,0.1,0.25,0.5,inf"), trace->distinct_blocks);

@@ -175,6 +175,24 @@ TEST(TraceCliTest, ReplaysAScenarioAndWritesItsTablesAndPlotData) {
                    &out),
             2);
   EXPECT_NE(out.find("unknown admission filter 'bloom'"), std::string::npos) << out;
+  // The offline oracle is a bound for the one-tier sweep only.
+  EXPECT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--scenario", dir + "/s.json",
+                    "--tier-policies", "lru", "--admission", "oracle"},
+                   &out),
+            2);
+  EXPECT_NE(out.find("--admission oracle is a bound for the one-tier sweep"), std::string::npos)
+      << out;
+  ASSERT_EQ(RunCli("kvtier-trace",
+                   {"--trace", trace, "--format", "csv", "--block-tokens", "16", "--policies",
+                    "lru", "--sizes", "4", "--admission", "none,oracle", "--json"},
+                   &out),
+            0)
+      << out;
+  const nlohmann::json bound = LastJson(out);
+  ASSERT_EQ(bound["results"].size(), 2u) << out;
+  EXPECT_EQ(bound["results"][1]["policy"], "lru+oracle");
+  EXPECT_GE(bound["results"][1]["block_hits"], bound["results"][0]["block_hits"]);
   // A tier's admission filter in the scenario file is checked like its policy.
   std::string with_filter = kScenario;
   with_filter.replace(with_filter.find(R"("usd_per_gib_month": 20})"), 24,
