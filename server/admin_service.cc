@@ -101,6 +101,7 @@ grpc::Status AdminService::Stats(grpc::ServerContext* ctx, const v1::StatsReques
   resp->set_refreshes(s.refreshes);
   resp->set_insert_bytes(s.insert_bytes);
   resp->set_insert_failures(s.insert_failures);
+  resp->set_admission_refusals(s.admission_refusals);
   resp->set_demotions(s.demotions);
   resp->set_demotion_failures(s.demotion_failures);
   resp->set_drops(s.drops);

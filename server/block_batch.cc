@@ -276,8 +276,7 @@ bool BlockStoreService::ReadBatchBlock(PutStream& put, const v1::BatchPutBlock& 
   meta.tokens = block.tokens();
   meta.stream = StreamOf(put.scope->ns.Seed());
   if (Status s = cache_.Insert(stored, payload, meta); !s.ok()) return fail(s);
-  const int64_t expiry = put.ttl_ms > 0 ? clock_->NowMs() + put.ttl_ms : kNoExpiry;
-  FillStoredInfo(*put.scope, stored, size, expiry, result->mutable_block());
+  FillStoredInfo(*put.scope, stored, size, result->mutable_block());
   return true;
 }
 

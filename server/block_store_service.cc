@@ -24,13 +24,12 @@ using block_store::ShuttingDown;
 using block_store::Span;
 
 BlockStoreService::BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
-                                     const BlockStoreLimits& limits, Clock* clock, CallGate& gate,
+                                     const BlockStoreLimits& limits, CallGate& gate,
                                      const Authenticator& auth, LeaseTable& leases,
                                      const ShmRegistry* shm)
     : cache_(cache),
       default_namespace_(default_namespace),
       limits_(limits),
-      clock_(clock),
       gate_(gate),
       auth_(auth),
       leases_(leases),
@@ -68,15 +67,15 @@ Status BlockStoreService::CheckKeyCount(int n) const {
   return Status::Ok();
 }
 
-// Where a block just stored is now; a racing call may already have moved or
-// evicted it, and then the answer says what this call stored.
+// Where a block just stored is now. When the index does not have it, the
+// cache declined it (every tier's admission filter refused it) or a racing
+// call already evicted it: the answer names no tier, since nothing holds it.
 void BlockStoreService::FillStoredInfo(const BlockScope& scope, const BlockKey& key, uint64_t size,
-                                       int64_t expiry_ms, v1::BlockInfo* info) const {
+                                       v1::BlockInfo* info) const {
   Result<IndexEntry> e = cache_.Find(key);
-  IndexEntry stored;
-  stored.bytes = size;
-  stored.expiry_ms = expiry_ms;
-  FillInfo(scope, key, e.ok() ? *e : stored, info);
+  if (e.ok()) return FillInfo(scope, key, *e, info);
+  info->set_key(scope.Visible(key).ToByteString());
+  info->set_size_bytes(size);
 }
 
 void BlockStoreService::FillInfo(const BlockScope& scope, const BlockKey& key, const IndexEntry& e,
@@ -192,14 +191,13 @@ grpc::Status BlockStoreService::Put(grpc::ServerContext* ctx,
   }
 
   const int64_t ttl_s = header.ttl_seconds() != 0 ? header.ttl_seconds() : limits_.default_ttl_s;
-  const int64_t expiry = ttl_s > 0 ? clock_->NowMs() + ttl_s * 1000 : kNoExpiry;
   BlockMeta meta;
   meta.parent = parent;
   meta.ttl_ms = ttl_s * 1000;  // a TTL runs from the last use: reads refresh it
   meta.tokens = by_tokens ? static_cast<uint32_t>(ns.block_tokens) : 0;
   meta.stream = StreamOf(ns.Seed());
   if (Status s = cache_.Insert(key, payload, meta); !s.ok()) return ToGrpcStatus(s);
-  FillStoredInfo(*scope, key, size, expiry, resp->mutable_block());
+  FillStoredInfo(*scope, key, size, resp->mutable_block());
   return grpc::Status::OK;
 }
 

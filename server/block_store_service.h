@@ -45,8 +45,8 @@ class BlockStoreService final : public v1::BlockStore::Service {
   // `auth` (API keys, or open), `leases` and `shm` (null: no shared memory)
   // must outlive the service.
   BlockStoreService(CacheManager& cache, const Namespace& default_namespace,
-                    const BlockStoreLimits& limits, Clock* clock, CallGate& gate,
-                    const Authenticator& auth, LeaseTable& leases, const ShmRegistry* shm);
+                    const BlockStoreLimits& limits, CallGate& gate, const Authenticator& auth,
+                    LeaseTable& leases, const ShmRegistry* shm);
 
   grpc::Status Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
                       v1::LookupResponse* resp) override;
@@ -88,9 +88,10 @@ class BlockStoreService final : public v1::BlockStore::Service {
   // `key` is the stored key; the answer shows the caller's view of it.
   void FillInfo(const BlockScope& scope, const BlockKey& key, const IndexEntry& e,
                 v1::BlockInfo* info) const;
-  // The info of a block this call just stored (`size` bytes, `expiry_ms`).
+  // The info of a block this call just put (`size` bytes): where it is,
+  // or no tier when it is not stored (declined, or already evicted).
   void FillStoredInfo(const BlockScope& scope, const BlockKey& key, uint64_t size,
-                      int64_t expiry_ms, v1::BlockInfo* info) const;
+                      v1::BlockInfo* info) const;
   // A Lookup's or BatchLookup's answer: the run found for `keys` (stored
   // keys), each hit's info, and with `return_keys` every key as the caller
   // sees it; hit_tokens only for a query by tokens.
@@ -113,7 +114,6 @@ class BlockStoreService final : public v1::BlockStore::Service {
   CacheManager& cache_;
   const Namespace default_namespace_;
   const BlockStoreLimits limits_;
-  Clock* const clock_;
   CallGate& gate_;
   const Authenticator& auth_;
   LeaseTable& leases_;

@@ -70,8 +70,7 @@ struct Daemon::Services {
            const PriceTable& prices, const DaemonOptions& o, const Authenticator& auth,
            const ShmRegistry* shm)
       : leases(LeaseLimitsOf(o), SystemClock()),
-        block_store(cache, o.default_namespace, BlockStoreLimitsOf(o), SystemClock(), gate, auth,
-                    leases, shm),
+        block_store(cache, o.default_namespace, BlockStoreLimitsOf(o), gate, auth, leases, shm),
         admin(cache, engine, o.default_namespace, SystemClock(), gate),
         billing(ledger, SystemClock(), gate) {
     if (engine != nullptr) {
@@ -805,7 +804,8 @@ std::string Daemon::RenderMetrics() const {
   for (auto [kind, value] :
        {std::pair{"placed", s.placed}, std::pair{"promoted", s.promotions},
         std::pair{"demoted", s.demotions}, std::pair{"dropped_for_remat", s.remat_drops},
-        std::pair{"dropped", s.drops}, std::pair{"expired", s.expired}}) {
+        std::pair{"dropped", s.drops}, std::pair{"expired", s.expired},
+        std::pair{"declined", s.admission_refusals}}) {
     m.Counter("kvtier_cache_decisions_total", "Placement decisions by kind (DESIGN 4).", value,
               {{"kind", kind}});
   }

@@ -661,6 +661,60 @@ TEST(KvtierdProcessTest, AdmissionFiltersRunInTheDaemon) {
   std::filesystem::remove_all(dir);
 }
 
+// A Put every admission filter declines succeeds (a cache may decline a
+// block) but its answer must not name a tier: the block is nowhere. Every
+// tier is full and runs the ghost filter, so a never-seen key is refused
+// (the filter's Bloom history lets ~3% of new keys in, hence several keys).
+TEST(KvtierdProcessTest, APutTheFiltersDeclineNamesNoTier) {
+  const std::string dir = TempDir("declined");
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--no-engine", "--no-flash", "--dram-bytes", "1M", "--rocks-bytes",
+                            "1M", "--dram-admission", "ghost", "--rocks-admission", "ghost"}));
+  ClientOptions o;
+  o.address = d.address();
+  Client c(o);
+  const std::string payload(256 << 10, 'p');
+  auto put = [&](uint64_t k) {
+    v1::PutHeader h;
+    h.set_key(BlockKey{9, k}.ToByteString());
+    return c.Put(h, AsBytes(payload));
+  };
+  for (uint64_t k = 0; k < 16; ++k) ASSERT_TRUE(put(k).ok()) << "filling, block " << k;
+  int declined = 0;
+  for (uint64_t k = 1000; k < 1008; ++k) {
+    auto r = put(k);
+    ASSERT_TRUE(r.ok()) << r.status();
+    auto back = c.Get(BlockKey{9, k});
+    if (r->block().tier().empty()) {
+      ++declined;
+      EXPECT_TRUE(back.status().IsNotFound()) << "block " << k << ": " << back.status();
+    } else {
+      EXPECT_TRUE(back.ok()) << "block " << k << " stored in " << r->block().tier() << ": "
+                             << back.status();
+    }
+  }
+  EXPECT_GT(declined, 0) << "the full, filtered tiers took every new block";
+  // The CLI says so, and the stats count the declined blocks.
+  const std::string addr = "--addr=" + d.address(), in = dir + "/block.bin";
+  std::ofstream(in, std::ios::binary) << payload;
+  std::string text;
+  bool cli_declined = false;
+  for (uint64_t k = 2000; k < 2008 && !cli_declined; ++k) {
+    ASSERT_EQ(
+        RunTool("kvtier", {addr, "put", "--key", BlockKey{9, k}.ToHex(), "--file", in}, &text), 0)
+        << text;
+    cli_declined = text.starts_with("not stored: the cache declined");
+    if (!cli_declined) {
+      EXPECT_TRUE(text.starts_with("stored ")) << text;
+    }
+  }
+  EXPECT_TRUE(cli_declined) << "the CLI never reported a declined block";
+  ASSERT_EQ(RunTool("kvtier", {addr, "--json", "stats"}, &text), 0) << text;
+  EXPECT_GE(nlohmann::json::parse(text)["admission_refusals"].get<int>(), declined + 1) << text;
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
 // With a certificate kvtierd serves over TLS: a client that trusts it gets
 // answers, a plaintext client does not.
 TEST(KvtierdProcessTest, TlsWhenACertificateIsConfigured) {

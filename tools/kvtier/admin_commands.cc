@@ -60,6 +60,7 @@ json StatsJson(const v1::StatsResponse& s) {
             {"refreshes", s.refreshes()},
             {"insert_bytes", s.insert_bytes()},
             {"insert_failures", s.insert_failures()},
+            {"admission_refusals", s.admission_refusals()},
             {"demotions", s.demotions()},
             {"demotion_failures", s.demotion_failures()},
             {"drops", s.drops()},
@@ -139,11 +140,12 @@ std::string StatsText(const v1::StatsResponse& s) {
        << s.lookup_hit_blocks() << " of " << s.lookup_blocks()
        << " blocks hit)\nreads: " << s.reads() << " (" << s.read_hits() << " hits, "
        << s.read_misses() << " misses)\ninserts: " << s.inserts() << " (+" << s.refreshes()
-       << " refreshes, " << s.insert_bytes() << " bytes, " << s.insert_failures()
-       << " refused)\nplacement: " << s.placed() << " placed, " << s.promotions() << " promoted, "
-       << s.demotions() << " demoted, " << s.remat_drops() << " dropped for recompute ("
-       << s.aged_out() << " of these aged out), " << s.drops() << " dropped with no tier below, "
-       << s.expired() << " expired\ndefault namespace: " << s.default_namespace() << "\n";
+       << " refreshes, " << s.insert_bytes() << " bytes, " << s.insert_failures() << " refused, "
+       << s.admission_refusals() << " declined by admission)\nplacement: " << s.placed()
+       << " placed, " << s.promotions() << " promoted, " << s.demotions() << " demoted, "
+       << s.remat_drops() << " dropped for recompute (" << s.aged_out() << " of these aged out), "
+       << s.drops() << " dropped with no tier below, " << s.expired()
+       << " expired\ndefault namespace: " << s.default_namespace() << "\n";
   if (s.shared_adopted() + s.shared_writes() + s.shared_write_failures() > 0 ||
       s.peers_size() > 0 || s.has_cluster()) {
     text << "shared: " << s.shared_adopted() << " blocks found that other nodes wrote, "

@@ -136,8 +136,13 @@ Exit Put(const Command& c) {
                    {reinterpret_cast<const std::byte*>(req->payload.data()), req->payload.size()}));
   json j = InfoJson(r.block());
   j["ok"] = true;
-  c.out.Print(j, "stored " + Hex(r.block().key()) + " (" + std::to_string(r.block().size_bytes()) +
-                     " bytes) in " + r.block().tier() + "\n");
+  const bool stored = !r.block().tier().empty();
+  j["stored"] = stored;
+  const std::string what =
+      Hex(r.block().key()) + " (" + std::to_string(r.block().size_bytes()) + " bytes)";
+  c.out.Print(j, stored ? "stored " + what + " in " + r.block().tier() + "\n"
+                        : "not stored: the cache declined " + what +
+                              " (every tier's admission filter refused it)\n");
   return {};
 }
 
