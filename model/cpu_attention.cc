@@ -183,7 +183,8 @@ void AttendCausal(const CausalAttention& a) {
   if (a.tokens <= 0 || a.heads <= 0) return;
   thread_local Scratch scratch;
   switch (CpuMathIsa()) {
-    case CpuIsa::kAvx512Bf16:  // nothing of attention is bf16
+    case CpuIsa::kAmx:  // nothing of attention is bf16
+    case CpuIsa::kAvx512Bf16:
     case CpuIsa::kAvx512:
       avx512::AttendCausalImpl(a, scratch);
       break;
@@ -198,6 +199,7 @@ void AttendCausal(const CausalAttention& a) {
 
 void CpuAttentionExpForTesting(CpuIsa isa, const float* x, float* out) {
   switch (isa) {
+    case CpuIsa::kAmx:
     case CpuIsa::kAvx512Bf16:
     case CpuIsa::kAvx512:
       avx512::ExpLanes(x, out);

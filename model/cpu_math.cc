@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/dtype_convert.h"
+#include "model/cpu_matmul_amx.h"
 #include "model/cpu_vec.h"
 #include "model/thread_pool.h"
 
@@ -63,7 +64,7 @@ CpuIsa DetectIsa() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return CpuIsa::kPortable;
   if (!__builtin_cpu_supports("avx512f")) return CpuIsa::kAvx2;
   if (!__builtin_cpu_supports("avx512bf16")) return CpuIsa::kAvx512;
-  return CpuIsa::kAvx512Bf16;
+  return AmxUsable() ? CpuIsa::kAmx : CpuIsa::kAvx512Bf16;
 }
 
 const CpuIsa kBestIsa = DetectIsa();
@@ -71,7 +72,8 @@ const CpuIsa kBestIsa = DetectIsa();
 CpuIsa IsaFromEnvironment() {
   const char* want = std::getenv("KVTIER_CPU_ISA");
   if (want == nullptr || *want == '\0') return kBestIsa;
-  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
+  for (CpuIsa isa :
+       {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16, CpuIsa::kAmx}) {
     if (std::strcmp(want, CpuIsaName(isa)) != 0) continue;
     if (isa <= kBestIsa) return isa;
     std::fprintf(stderr, "KVTIER_CPU_ISA=%s: this CPU lacks it; using %s\n", want,
@@ -79,8 +81,8 @@ CpuIsa IsaFromEnvironment() {
     return kBestIsa;
   }
   std::fprintf(stderr,
-               "KVTIER_CPU_ISA=%s: not one of portable, avx2, avx512, avx512bf16; using %s\n", want,
-               CpuIsaName(kBestIsa));
+               "KVTIER_CPU_ISA=%s: not one of portable, avx2, avx512, avx512bf16, amx; using %s\n",
+               want, CpuIsaName(kBestIsa));
   return kBestIsa;
 }
 
@@ -90,6 +92,8 @@ std::atomic<CpuIsa> g_isa{IsaFromEnvironment()};
 
 const char* CpuIsaName(CpuIsa isa) {
   switch (isa) {
+    case CpuIsa::kAmx:
+      return "amx";
     case CpuIsa::kAvx512Bf16:
       return "avx512bf16";
     case CpuIsa::kAvx512:
@@ -151,21 +155,31 @@ void MatMulOn(CpuIsa isa, const float* x, int64_t rows, const Elem* w, int64_t s
   // x packed once by the caller; the workers see it through xp (a
   // thread_local named in the lambda would be each worker's own).
   thread_local std::vector<Elem> packed;
-  packed.resize(static_cast<size_t>(rows * steps));
+  // bf16 weights on AMX tiles: k in whole tiles (32 of k) only.
+  constexpr bool kBf16 = !std::is_same_v<Elem, float>;
+  const bool amx = kBf16 && isa == CpuIsa::kAmx && k % 32 == 0;
+  packed.resize(static_cast<size_t>((amx ? (rows + 15) / 16 * 16 : rows) * steps));
   Elem* xp = packed.data();
-  switch (isa) {
-    case CpuIsa::kAvx512Bf16:
-    case CpuIsa::kAvx512:
-      avx512::PackRows(x, rows, k, xp);
-      break;
-    case CpuIsa::kAvx2:
-      avx2::PackRows(x, rows, k, xp);
-      break;
-    case CpuIsa::kPortable:
-      portable::PackRows(x, rows, k, xp);
-      break;
+  if constexpr (kBf16) {
+    if (amx) PackRowsAmx(x, rows, k, xp);
   }
+  if (!amx) switch (isa) {
+      case CpuIsa::kAmx:
+      case CpuIsa::kAvx512Bf16:
+      case CpuIsa::kAvx512:
+        avx512::PackRows(x, rows, k, xp);
+        break;
+      case CpuIsa::kAvx2:
+        avx2::PackRows(x, rows, k, xp);
+        break;
+      case CpuIsa::kPortable:
+        portable::PackRows(x, rows, k, xp);
+        break;
+    }
   auto block = [&](int64_t p_begin, int64_t p_end) {
+    if constexpr (kBf16) {
+      if (amx) return MatMulAmxBf16(xp, rows, w, steps, outs, p_begin, p_end, y);
+    }
     auto run = [&](auto f32, auto bf16) {
       if constexpr (std::is_same_v<Elem, float>) {
         f32(xp, rows, w, steps, outs, p_begin, p_end, y);
@@ -174,6 +188,7 @@ void MatMulOn(CpuIsa isa, const float* x, int64_t rows, const Elem* w, int64_t s
       }
     };
     switch (isa) {
+      case CpuIsa::kAmx:
       case CpuIsa::kAvx512Bf16:
         run(avx512bf16::MatMulF32, avx512bf16::MatMulBf16);
         break;

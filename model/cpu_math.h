@@ -50,7 +50,8 @@ class PackedMatrix {
 // of outputs when a pool is given. With bf16 weights each pair of k is one
 // step, y = fma(x[2j+1], w[2j+1], y) then fma(x[2j], w[2j], y), x rounded
 // to bf16: AVX-512 BF16's vdpbf16ps, which the other sets compute the same
-// way (the same bits, subnormals aside: vdpbf16ps flushes them to zero).
+// way (the same bits, subnormals aside: vdpbf16ps flushes them to zero);
+// on AMX (CpuIsa::kAmx) within a stated bound of them instead.
 void MatMul(const float* x, int64_t rows, const PackedMatrix& w, float* y, ThreadPool* pool);
 // The same with w [outs][k] as it is (packs it first: for tests and one-offs).
 void MatMulTransposed(const float* x, int64_t rows, const float* w, int64_t outs, int64_t k,
@@ -62,10 +63,14 @@ float Dot(const float* a, const float* b, int64_t n);
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out);
 
 // The instruction sets the kernels are written for. The best one the CPU
-// has is chosen at start-up; KVTIER_CPU_ISA=portable|avx2|avx512|avx512bf16 caps it (a
-// name the CPU lacks, or an unknown one, is refused at start-up on stderr and
-// the best set is kept).
-enum class CpuIsa { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
+// has is chosen at start-up; KVTIER_CPU_ISA=portable|avx2|avx512|avx512bf16|amx caps
+// it (a name the CPU lacks, or an unknown one, is refused at start-up on
+// stderr and the best set is kept). amx is avx512bf16 with the bf16 product
+// on AMX tiles (model/cpu_matmul_amx.h) where k is a multiple of 32; AMX
+// rounds inside its steps its own way, so those bf16 results differ from the
+// other sets' in the last bits, while staying batch-invariant (f32 weights:
+// the same bits as every set).
+enum class CpuIsa { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3, kAmx = 4 };
 const char* CpuIsaName(CpuIsa isa);
 // The set in use, and the best this CPU has.
 CpuIsa CpuMathIsa();

@@ -49,7 +49,7 @@ TEST_P(MatMulTest, EveryInstructionSetGivesTheSameBits) {
   std::vector<float> want(static_cast<size_t>(rows) * outs);
   const CpuIsa saved = SetCpuMathIsa(CpuIsa::kPortable);
   MatMulTransposed(x.data(), rows, w.data(), outs, k, want.data(), &pool);
-  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16, CpuIsa::kAmx}) {
     if (isa > CpuMathBestIsa()) {
       std::printf("this CPU has no %s: that path is not tested here\n", CpuIsaName(isa));
       continue;
@@ -109,6 +109,52 @@ TEST_P(MatMulTest, Bf16WeightsFollowTheirDefinitionOnEverySet) {
   SetCpuMathIsa(saved);
 }
 
+// bf16 weights on AMX tiles: TDPBF16PS's rounding inside a tile step is
+// its own (no simple model of one or two roundings per pair, or per group
+// of pairs, matched it on this CPU), so its results are held to the
+// double-precision product of the rounded operands and to the avx512bf16
+// kernel within the same bound as every other path; and each row's bits
+// are its own, whatever else is in the batch (the cache-hit invariant).
+// Shapes whose k is not a multiple of 32 run the avx512bf16 kernel and keep
+// its bits.
+TEST_P(MatMulTest, Bf16WeightsOnAmxAreCloseAndBatchInvariant) {
+  if (CpuMathBestIsa() < CpuIsa::kAmx) {
+    GTEST_SKIP() << "this CPU (or its kernel) gives no AMX tiles: that path is not tested here";
+  }
+  const auto [rows, outs, k] = GetParam();
+  const std::vector<float> x = RandomFloats(static_cast<size_t>(rows) * k, 8);
+  const std::vector<float> w = RandomFloats(static_cast<size_t>(outs) * k, 9);
+  auto bf = [](float f) { return double(Bf16BitsToFloat(FloatToBf16Bits(f))); };
+  const PackedMatrix packed(w.data(), outs, k, WeightType::kBf16);
+  ThreadPool pool(2);
+  const CpuIsa saved = SetCpuMathIsa(CpuIsa::kAvx512Bf16);
+  std::vector<float> vdp(static_cast<size_t>(rows) * outs), y(vdp.size());
+  MatMul(x.data(), rows, packed, vdp.data(), &pool);
+  SetCpuMathIsa(CpuIsa::kAmx);
+  MatMul(x.data(), rows, packed, y.data(), &pool);
+  if (k % 32 != 0) {
+    EXPECT_EQ(std::memcmp(y.data(), vdp.data(), y.size() * sizeof(float)), 0);
+  }
+  const double bound = 1e-4 * std::sqrt(double(k));
+  for (int t = 0; t < rows; ++t) {
+    for (int o = 0; o < outs; ++o) {
+      double ref = 0.0;
+      for (int j = 0; j < k; ++j) ref += bf(x[size_t(t) * k + j]) * bf(w[size_t(o) * k + j]);
+      const float got = y[size_t(t) * outs + o];
+      ASSERT_NEAR(got, ref, bound) << t << "," << o;
+      ASSERT_NEAR(got, vdp[size_t(t) * outs + o], bound) << t << "," << o;
+    }
+  }
+  std::vector<float> one(static_cast<size_t>(outs));
+  for (int t : {0, rows / 2, rows - 1}) {
+    MatMul(&x[static_cast<size_t>(t) * k], 1, packed, one.data(), nullptr);
+    EXPECT_EQ(
+        std::memcmp(one.data(), &y[static_cast<size_t>(t) * outs], one.size() * sizeof(float)), 0)
+        << "row " << t << " alone";
+  }
+  SetCpuMathIsa(saved);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, MatMulTest,
                          ::testing::Values(std::make_tuple(1, 1, 1), std::make_tuple(1, 37, 64),
                                            std::make_tuple(7, 50, 172), std::make_tuple(5, 96, 13),
@@ -116,7 +162,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MatMulTest,
                                            std::make_tuple(130, 27, 256), std::make_tuple(2, 7, 9),
                                            std::make_tuple(9, 13, 24), std::make_tuple(64, 96, 512),
                                            std::make_tuple(13, 33, 40), std::make_tuple(29, 70, 17),
-                                           std::make_tuple(1, 100, 31)));
+                                           std::make_tuple(1, 100, 31), std::make_tuple(45, 83, 96),
+                                           std::make_tuple(33, 48, 1024)));
 
 TEST(CpuMathTest, RmsNorm) {
   const std::vector<float> x = {1, -2, 3, -4};

@@ -1,0 +1,167 @@
+// The bf16 product on AMX tiles (TDPBF16PS), for CPUs that have them.
+//
+// The packed weights' panels are AMX's B layout already: a panel is
+// [k / 2][16] pairs of bf16, so 16 of its rows (32 of k) are one B tile of
+// 16 rows x 64 bytes. x is packed as A tiles, each 16 rows x 16 pairs
+// stored whole (1 KiB, read in order: rows a power of two apart would share
+// L1 sets), rows padded to a multiple of 16 with zeros. A 2 x 2 block of C
+// tiles (32 rows x 32 outputs) takes two A and two B tiles per 32 of k.
+//
+// Each output element is one chain over k in order (the C tile carries it
+// from one 32-k step to the next), so a row's result does not depend on the
+// other rows in its batch, on the tiling or on the thread. How TDPBF16PS
+// rounds inside a step is its own (inputs that vdpbf16ps rounds between a
+// pair's two products come out exact here, and no simple model of one
+// rounding per pair or per group of pairs matched it on random inputs), so
+// its bits are not vdpbf16ps's: tests/model/cpu_math_test.cc holds it to
+// the same bound as every other path.
+#include "model/cpu_matmul_amx.h"
+
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace kvtier {
+namespace {
+
+constexpr long kArchReqXcompPerm = 0x1023;  // arch_prctl: ask for an XSTATE feature
+constexpr long kXfeatureXtiledata = 18;     // AMX tile data
+
+// Tile registers: C 0..3 (C[rb][pb] = 2 rb + pb), A 4..5, B 6..7; every
+// tile 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+  TileConfig() {
+    for (int t = 0; t < 8; ++t) {
+      colsb[t] = 64;
+      rows[t] = 16;
+    }
+  }
+};
+
+// RB x PB C tiles (16 rows x 16 outputs each) over all of k, stored to y.
+// x: the first of RB 16-row blocks of the packed rows; w: the first of PB
+// panels; pairs % 16 == 0.
+template <int RB, int PB>
+__attribute__((target("amx-tile,amx-bf16"))) void Block(const uint32_t* x, const uint32_t* w,
+                                                        int64_t pairs, int64_t rows_left,
+                                                        int64_t outs_left, float* y,
+                                                        int64_t y_stride) {
+  _tile_zero(0);
+  if constexpr (PB > 1) _tile_zero(1);
+  if constexpr (RB > 1) _tile_zero(2);
+  if constexpr (RB > 1 && PB > 1) _tile_zero(3);
+  const int64_t panel = pairs * 16;  // uint32 per panel, and per 16 rows of x
+  for (int64_t j = 0; j < pairs; j += 16) {
+    _tile_loadd(4, x + j * 16, 64);
+    if constexpr (RB > 1) _tile_loadd(5, x + panel + j * 16, 64);
+    _tile_loadd(6, w + j * 16, 64);
+    if constexpr (PB > 1) _tile_loadd(7, w + panel + j * 16, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (PB > 1) _tile_dpbf16ps(1, 4, 7);
+    if constexpr (RB > 1) _tile_dpbf16ps(2, 5, 6);
+    if constexpr (RB > 1 && PB > 1) _tile_dpbf16ps(3, 5, 7);
+  }
+  const int64_t stride = y_stride * 4;  // bytes between rows of y
+  if (rows_left >= 16 * RB && outs_left >= 16 * PB) {  // whole tiles: straight into y
+    _tile_stored(0, y, stride);
+    if constexpr (PB > 1) _tile_stored(1, y + 16, stride);
+    if constexpr (RB > 1) _tile_stored(2, y + 16 * y_stride, stride);
+    if constexpr (RB > 1 && PB > 1) _tile_stored(3, y + 16 * y_stride + 16, stride);
+    return;
+  }
+  alignas(64) float c[4][16 * 16];
+  _tile_stored(0, c[0], 64);
+  if constexpr (PB > 1) _tile_stored(1, c[1], 64);
+  if constexpr (RB > 1) _tile_stored(2, c[2], 64);
+  if constexpr (RB > 1 && PB > 1) _tile_stored(3, c[3], 64);
+  for (int rb = 0; rb < RB; ++rb) {
+    for (int pb = 0; pb < PB; ++pb) {
+      const int64_t n_rows = std::min<int64_t>(16, rows_left - 16 * rb);
+      const int64_t n_outs = std::min<int64_t>(16, outs_left - 16 * pb);
+      if (n_rows <= 0 || n_outs <= 0) continue;
+      for (int64_t r = 0; r < n_rows; ++r) {
+        std::memcpy(y + (16 * rb + r) * y_stride + 16 * pb, c[2 * rb + pb] + r * 16,
+                    sizeof(float) * static_cast<size_t>(n_outs));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool AmxUsable() {
+  static const bool usable = [] {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) return false;
+    // Linux hands out the tile state only to a process that asks for it.
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return usable;
+}
+
+__attribute__((target("avx512f,avx512bf16"))) void PackRowsAmx(const float* x, int64_t rows,
+                                                               int64_t k, uint32_t* xp) {
+  const int64_t pairs = k / 2, tiles = k / 32;
+  const int64_t padded = (rows + 15) / 16 * 16;
+  for (int64_t t = 0; t < rows; ++t) {
+    const float* row = x + t * k;
+    // Row t % 16 of the A tiles of row block t / 16.
+    uint32_t* out = xp + (t / 16) * 16 * pairs + (t % 16) * 16;
+    for (int64_t kt = 0; kt < tiles; ++kt) {
+      // 32 of k as 16 pairs, k = 2j in the low half (the element order of
+      // bf16 in memory). vcvtne2ps2bf16 rounds to nearest even as
+      // FloatToBf16Bits does; it makes denormals zero, which the product's
+      // TDPBF16PS does to its inputs anyway.
+      const __m512bh v =
+          _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 32 * kt + 16), _mm512_loadu_ps(row + 32 * kt));
+      _mm512_storeu_si512(out + kt * 256, reinterpret_cast<__m512i>(v));
+    }
+  }
+  // The padding rows of the last block: zero.
+  for (int64_t t = rows; t < padded; ++t) {
+    uint32_t* out = xp + (t / 16) * 16 * pairs + (t % 16) * 16;
+    for (int64_t kt = 0; kt < tiles; ++kt) std::memset(out + kt * 256, 0, 64);
+  }
+}
+
+__attribute__((target("amx-tile,amx-bf16"))) void MatMulAmxBf16(const uint32_t* xp, int64_t rows,
+                                                                const uint32_t* packed,
+                                                                int64_t pairs, int64_t outs,
+                                                                int64_t p_begin, int64_t p_end,
+                                                                float* y) {
+  const TileConfig config;
+  _tile_loadconfig(&config);
+  const int64_t panel = pairs * 16;
+  // Row blocks outside, panels inside: a task's panels stay in L2 while the
+  // 32 rows of x they meet stream through L1.
+  for (int64_t t = 0; t < rows; t += 32) {
+    const uint32_t* xt = xp + t * pairs;
+    const int64_t rows_left = rows - t;
+    for (int64_t p = p_begin; p < p_end; p += 2) {
+      const uint32_t* w = packed + p * panel;
+      float* yt = y + t * outs + p * 16;
+      const int64_t outs_left = outs - p * 16;
+      const bool two_rows = rows_left > 16, two_panels = p + 1 < p_end;
+      if (two_rows && two_panels) {
+        Block<2, 2>(xt, w, pairs, rows_left, outs_left, yt, outs);
+      } else if (two_rows) {
+        Block<2, 1>(xt, w, pairs, rows_left, outs_left, yt, outs);
+      } else if (two_panels) {
+        Block<1, 2>(xt, w, pairs, rows_left, outs_left, yt, outs);
+      } else {
+        Block<1, 1>(xt, w, pairs, rows_left, outs_left, yt, outs);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace kvtier
