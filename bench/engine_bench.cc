@@ -18,7 +18,9 @@
 //                     [--seq-len N]
 // The weights are RandomModel(preset, seed 1): `kvtier-mkmodel --preset P
 // --seed 1` writes the same model for a peer engine.
-#include <stdlib.h>  // mkdtemp
+#include <stdlib.h>   // mkdtemp
+#include <strings.h>  // strcasecmp
+#include <unistd.h>   // execv
 
 #include <chrono>
 #include <cstdio>
@@ -85,7 +87,10 @@ struct GemmPair {
   double openblas = 0, ours = 0;
 };
 
-GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k) {
+// With bf16 weights, ours runs them (rounding x to bf16 inside the call);
+// the library's peak stays its sgemm (Debian's OpenBLAS is built without
+// sbgemm).
+GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k, bool bf16) {
   std::vector<float> a(static_cast<size_t>(m) * k), b(static_cast<size_t>(n) * k),
       c(static_cast<size_t>(m) * n);
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 13) * 0.01f;
@@ -101,7 +106,7 @@ GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k) {
     return flops / *std::min_element(t.begin(), t.end());
   };
   GemmPair g;
-  const PackedMatrix packed(b.data(), n, k);
+  const PackedMatrix packed(b.data(), n, k, bf16 ? WeightType::kBf16 : WeightType::kF32);
   g.ours = best_of([&] { MatMul(a.data(), m, packed, c.data(), &pool); });
 #ifdef KVTIER_HAVE_OPENBLAS
   openblas_set_num_threads(pool.size());
@@ -117,6 +122,50 @@ GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k) {
   std::exit(1);
 #endif
   return g;
+}
+
+// The kernels OpenBLAS chose for this CPU ("none" without OpenBLAS).
+std::string OpenBlasCore() {
+#ifdef KVTIER_HAVE_OPENBLAS
+  return openblas_get_corename();
+#else
+  return "none";
+#endif
+}
+
+// OpenBLAS picks its kernels by CPU model, and a model newer than it knows
+// gets its generic x86-64 ones (Prescott: SSE3), a fraction of the machine's
+// peak (OpenBLAS 0.3.21 on a 2026 Xeon: 57 against 283 GFLOP/s). A peak
+// must be real, so then the bench names the newest core whose instructions
+// this CPU has (OPENBLAS_CORETYPE, read when the library loads) and runs
+// itself again. A core type set by hand is kept.
+void MakeOpenBlasUseThisCpusKernels(char** argv) {
+#ifdef KVTIER_HAVE_OPENBLAS
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr ||
+      strcasecmp(openblas_get_corename(), "prescott") != 0) {
+    return;
+  }
+  __builtin_cpu_init();
+  const char* core = nullptr;
+  if (__builtin_cpu_supports("avx512bf16")) {
+    core = "COOPERLAKE";
+  } else if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    core = "SKYLAKEX";
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    core = "HASWELL";
+  }
+  if (core == nullptr) return;
+  std::fprintf(stderr,
+               "engine_bench: OpenBLAS does not know this CPU (generic kernels); "
+               "running again with OPENBLAS_CORETYPE=%s\n",
+               core);
+  setenv("OPENBLAS_CORETYPE", core, 1);
+  execv("/proc/self/exe", argv);
+  std::perror("engine_bench: execv");  // then go on with what OpenBLAS has
+#else
+  (void)argv;
+#endif
 }
 
 // Read bandwidth of `tier` for `count` blocks of `bytes`, all in one batched
@@ -187,6 +236,7 @@ double DecodeTokensPerSecond(const ModelWeights& w, int batch, const Args& args)
 }
 
 int Main(int argc, char** argv) {
+  MakeOpenBlasUseThisCpusKernels(argv);
   Args args;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -253,12 +303,17 @@ int Main(int argc, char** argv) {
   out["kernels"] = CpuIsaName(CpuMathIsa());
   out["cpu_weights"] = args.bf16 ? "bf16" : "f32";
   ThreadPool gemm_pool(threads);
-  const GemmPair square = GemmFlops(gemm_pool, 512, 2048, 2048);
+  const GemmPair square = GemmFlops(gemm_pool, 512, 2048, 2048, args.bf16);
   const double peak = square.openblas, ours_gemm = square.ours;
-  std::printf("GEMM 512x2048x2048: OpenBLAS %.1f GFLOP/s, ours %.1f GFLOP/s (%.2f of it)\n",
-              peak / 1e9, ours_gemm / 1e9, ours_gemm / peak);
+  std::printf(
+      "GEMM 512x2048x2048 (%s weights): OpenBLAS sgemm (%s kernels) %.1f GFLOP/s, ours %.1f "
+      "GFLOP/s "
+      "(%.2f of it)\n",
+      args.bf16 ? "bf16" : "f32", OpenBlasCore().c_str(), peak / 1e9, ours_gemm / 1e9,
+      ours_gemm / peak);
   out["gemm_peak_flops_per_s"] = peak;
   out["gemm_peak_source"] = "openblas_sgemm";
+  out["openblas_core"] = OpenBlasCore();
   out["our_gemm_flops_per_s"] = ours_gemm;
   out["our_gemm_fraction_of_peak"] = ours_gemm / peak;
   {
@@ -268,7 +323,7 @@ int Main(int argc, char** argv) {
     for (auto [n, k] : {std::pair{c.dim + 2 * kv_dim, c.dim}, std::pair{c.dim, c.dim},
                         std::pair{2 * c.hidden_dim, c.dim}, std::pair{c.dim, c.hidden_dim}}) {
       const double f = 2.0 * 512 * n * k;
-      const GemmPair g = GemmFlops(gemm_pool, 512, n, k);
+      const GemmPair g = GemmFlops(gemm_pool, 512, n, k, args.bf16);
       std::printf("  shape 512x%dx%d: OpenBLAS %.1f ours %.1f\n", n, k, g.openblas / 1e9,
                   g.ours / 1e9);
       blas_s += f / g.openblas;
