@@ -154,32 +154,23 @@ void MatMulOn(CpuIsa isa, const float* x, int64_t rows, const Elem* w, int64_t s
               int64_t outs, int64_t panels, float* y, ThreadPool* pool) {
   // x packed once by the caller; the workers see it through xp (a
   // thread_local named in the lambda would be each worker's own).
-  thread_local std::vector<Elem> packed;
-  // bf16 weights on AMX tiles: k in whole tiles (32 of k) only.
-  constexpr bool kBf16 = !std::is_same_v<Elem, float>;
-  const bool amx = kBf16 && isa == CpuIsa::kAmx && k % 32 == 0;
-  packed.resize(static_cast<size_t>((amx ? (rows + 15) / 16 * 16 : rows) * steps));
+  thread_local AlignedVector<Elem> packed;
+  packed.resize(static_cast<size_t>(rows * steps));
   Elem* xp = packed.data();
-  if constexpr (kBf16) {
-    if (amx) PackRowsAmx(x, rows, k, xp);
+  switch (isa) {
+    case CpuIsa::kAmx:
+    case CpuIsa::kAvx512Bf16:
+    case CpuIsa::kAvx512:
+      avx512::PackRows(x, rows, k, xp);
+      break;
+    case CpuIsa::kAvx2:
+      avx2::PackRows(x, rows, k, xp);
+      break;
+    case CpuIsa::kPortable:
+      portable::PackRows(x, rows, k, xp);
+      break;
   }
-  if (!amx) switch (isa) {
-      case CpuIsa::kAmx:
-      case CpuIsa::kAvx512Bf16:
-      case CpuIsa::kAvx512:
-        avx512::PackRows(x, rows, k, xp);
-        break;
-      case CpuIsa::kAvx2:
-        avx2::PackRows(x, rows, k, xp);
-        break;
-      case CpuIsa::kPortable:
-        portable::PackRows(x, rows, k, xp);
-        break;
-    }
   auto block = [&](int64_t p_begin, int64_t p_end) {
-    if constexpr (kBf16) {
-      if (amx) return MatMulAmxBf16(xp, rows, w, steps, outs, p_begin, p_end, y);
-    }
     auto run = [&](auto f32, auto bf16) {
       if constexpr (std::is_same_v<Elem, float>) {
         f32(xp, rows, w, steps, outs, p_begin, p_end, y);
@@ -217,12 +208,44 @@ void MatMulOn(CpuIsa isa, const float* x, int64_t rows, const Elem* w, int64_t s
                     [&](int64_t i) { block(i * per_task, std::min(panels, (i + 1) * per_task)); });
 }
 
+// bf16 weights on AMX tiles (k a multiple of 32). Each thread packs a run
+// of x's 16-row blocks, then takes one contiguous run of panels (an even
+// number), so its share of the weights streams through its own L2 once.
+void MatMulAmx(const float* x, int64_t rows, const PackedMatrix& w, float* y, ThreadPool* pool) {
+  const int64_t k = w.k(), pairs = k / 2, panels = w.panels(), blocks = (rows + 15) / 16;
+  thread_local AlignedVector<uint32_t> packed;
+  packed.resize(static_cast<size_t>(blocks * 16 * pairs));
+  uint32_t* xp = packed.data();
+  const int64_t threads = pool == nullptr ? 1 : pool->size();
+  if (threads == 1 || rows * w.outs() * k < (int64_t{1} << 16)) {
+    PackRowsAmx(x, rows, k, xp);
+    MatMulAmxBf16(xp, rows, w.bf16(), pairs, w.outs(), 0, panels, y);
+    return;
+  }
+  if (blocks == 1) {
+    PackRowsAmx(x, rows, k, xp);
+  } else {
+    pool->ParallelFor(threads, [&](int64_t i) {
+      const int64_t r0 = blocks * i / threads * 16,
+                    r1 = std::min(rows, blocks * (i + 1) / threads * 16);
+      if (r0 < r1) PackRowsAmx(x + r0 * k, r1 - r0, k, xp + r0 * pairs);
+    });
+  }
+  pool->ParallelFor(threads, [&](int64_t i) {
+    const int64_t p0 = panels * i / threads / 2 * 2;
+    const int64_t p1 = i + 1 == threads ? panels : panels * (i + 1) / threads / 2 * 2;
+    if (p0 < p1) MatMulAmxBf16(xp, rows, w.bf16(), pairs, w.outs(), p0, p1, y);
+  });
+}
+
 }  // namespace
 
 void MatMul(const float* x, int64_t rows, const PackedMatrix& w, float* y, ThreadPool* pool) {
   if (rows <= 0 || w.panels() == 0) return;
   if (w.type() == WeightType::kF32) {
     MatMulOn(CpuMathIsa(), x, rows, w.f32(), w.k(), w.k(), w.outs(), w.panels(), y, pool);
+  } else if (CpuMathIsa() == CpuIsa::kAmx && w.k() % 32 == 0) {
+    MatMulAmx(x, rows, w, y, pool);
   } else {
     MatMulOn(CpuMathIsa(), x, rows, w.bf16(), (w.k() + 1) / 2, w.k(), w.outs(), w.panels(), y,
              pool);

@@ -10,12 +10,31 @@
 // is in its batch (DESIGN §8's invariant), and the same on every x86 CPU.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace kvtier {
 
 class ThreadPool;
+
+// A vector whose data starts on a 64-byte line: AMX reads 64-byte rows, and
+// a row across two lines costs two.
+template <class T>
+struct Align64 {
+  using value_type = T;
+  Align64() = default;
+  template <class U>
+  explicit Align64(const Align64<U>&) {}
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
+  }
+  void deallocate(T* p, size_t) { ::operator delete (p, std::align_val_t{64}); }
+  bool operator==(const Align64&) const { return true; }
+};
+template <class T>
+using AlignedVector = std::vector<T, Align64<T>>;
 
 // How a packed weight matrix holds its elements: f32, or bf16 (rounded to
 // nearest even when packed; exact for a bf16 checkpoint), whose product
@@ -41,8 +60,8 @@ class PackedMatrix {
  private:
   int64_t outs_ = 0, k_ = 0;
   WeightType type_ = WeightType::kF32;
-  std::vector<float> f32_;
-  std::vector<uint32_t> bf16_;
+  AlignedVector<float> f32_;
+  AlignedVector<uint32_t> bf16_;
 };
 
 // y[t][o] = sum_k x[t][k] * w[o][k]  for t < rows, o < w.outs().

@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace kvtier {
 namespace {
@@ -46,20 +47,32 @@ struct alignas(64) TileConfig {
   }
 };
 
-// RB x PB C tiles (16 rows x 16 outputs each) over all of k, stored to y.
-// x: the first of RB 16-row blocks of the packed rows; w: the first of PB
-// panels; pairs % 16 == 0.
+// RB x PB C tiles (16 rows x 16 outputs each) at c (floats, c_stride
+// between rows) over pairs [j0, j1) of k: they start from zero at j0 == 0
+// and otherwise go on from the partial sums in c (an f32 stored and loaded
+// again is the same f32, so blocking k changes no bit). x: the first of RB
+// 16-row blocks of the packed rows; w: the first of PB panels.
 template <int RB, int PB>
 __attribute__((target("amx-tile,amx-bf16"))) void Block(const uint32_t* x, const uint32_t* w,
-                                                        int64_t pairs, int64_t rows_left,
-                                                        int64_t outs_left, float* y,
-                                                        int64_t y_stride) {
-  _tile_zero(0);
-  if constexpr (PB > 1) _tile_zero(1);
-  if constexpr (RB > 1) _tile_zero(2);
-  if constexpr (RB > 1 && PB > 1) _tile_zero(3);
+                                                        int64_t pairs, int64_t j0, int64_t j1,
+                                                        float* c, int64_t c_stride) {
+  const int64_t stride = c_stride * 4;  // bytes between rows of c
+  float* const c1 = c + 16;
+  float* const c2 = c + 16 * c_stride;
+  float* const c3 = c2 + 16;
+  if (j0 == 0) {
+    _tile_zero(0);
+    if constexpr (PB > 1) _tile_zero(1);
+    if constexpr (RB > 1) _tile_zero(2);
+    if constexpr (RB > 1 && PB > 1) _tile_zero(3);
+  } else {
+    _tile_loadd(0, c, stride);
+    if constexpr (PB > 1) _tile_loadd(1, c1, stride);
+    if constexpr (RB > 1) _tile_loadd(2, c2, stride);
+    if constexpr (RB > 1 && PB > 1) _tile_loadd(3, c3, stride);
+  }
   const int64_t panel = pairs * 16;  // uint32 per panel, and per 16 rows of x
-  for (int64_t j = 0; j < pairs; j += 16) {
+  for (int64_t j = j0; j < j1; j += 16) {
     _tile_loadd(4, x + j * 16, 64);
     if constexpr (RB > 1) _tile_loadd(5, x + panel + j * 16, 64);
     _tile_loadd(6, w + j * 16, 64);
@@ -69,30 +82,10 @@ __attribute__((target("amx-tile,amx-bf16"))) void Block(const uint32_t* x, const
     if constexpr (RB > 1) _tile_dpbf16ps(2, 5, 6);
     if constexpr (RB > 1 && PB > 1) _tile_dpbf16ps(3, 5, 7);
   }
-  const int64_t stride = y_stride * 4;  // bytes between rows of y
-  if (rows_left >= 16 * RB && outs_left >= 16 * PB) {  // whole tiles: straight into y
-    _tile_stored(0, y, stride);
-    if constexpr (PB > 1) _tile_stored(1, y + 16, stride);
-    if constexpr (RB > 1) _tile_stored(2, y + 16 * y_stride, stride);
-    if constexpr (RB > 1 && PB > 1) _tile_stored(3, y + 16 * y_stride + 16, stride);
-    return;
-  }
-  alignas(64) float c[4][16 * 16];
-  _tile_stored(0, c[0], 64);
-  if constexpr (PB > 1) _tile_stored(1, c[1], 64);
-  if constexpr (RB > 1) _tile_stored(2, c[2], 64);
-  if constexpr (RB > 1 && PB > 1) _tile_stored(3, c[3], 64);
-  for (int rb = 0; rb < RB; ++rb) {
-    for (int pb = 0; pb < PB; ++pb) {
-      const int64_t n_rows = std::min<int64_t>(16, rows_left - 16 * rb);
-      const int64_t n_outs = std::min<int64_t>(16, outs_left - 16 * pb);
-      if (n_rows <= 0 || n_outs <= 0) continue;
-      for (int64_t r = 0; r < n_rows; ++r) {
-        std::memcpy(y + (16 * rb + r) * y_stride + 16 * pb, c[2 * rb + pb] + r * 16,
-                    sizeof(float) * static_cast<size_t>(n_outs));
-      }
-    }
-  }
+  _tile_stored(0, c, stride);
+  if constexpr (PB > 1) _tile_stored(1, c1, stride);
+  if constexpr (RB > 1) _tile_stored(2, c2, stride);
+  if constexpr (RB > 1 && PB > 1) _tile_stored(3, c3, stride);
 }
 
 }  // namespace
@@ -132,36 +125,63 @@ __attribute__((target("avx512f,avx512bf16"))) void PackRowsAmx(const float* x, i
   }
 }
 
+// Pairs of k per block: a 32-row block of x (16 KiB) stays in L1 while the
+// panels stream past it, and a block of every panel a task has stays in L2
+// (8 KiB a panel), whatever k is.
+constexpr int64_t kPairsPerBlock = 256;
+constexpr int64_t kPanelsPerGroup = 16;
+
 __attribute__((target("amx-tile,amx-bf16"))) void MatMulAmxBf16(const uint32_t* xp, int64_t rows,
                                                                 const uint32_t* packed,
                                                                 int64_t pairs, int64_t outs,
                                                                 int64_t p_begin, int64_t p_end,
                                                                 float* y) {
+  const int64_t rows16 = (rows + 15) / 16 * 16, width = (p_end - p_begin) * 16;
+  // Whole tiles go straight into y; otherwise into a padded scratch, copied
+  // out at the end.
+  const bool direct = rows16 == rows && p_end * 16 <= outs;
+  thread_local std::vector<float> scratch;
+  float* c = y + p_begin * 16;
+  int64_t c_stride = outs;
+  if (!direct) {
+    scratch.resize(static_cast<size_t>(rows16 * width));
+    c = scratch.data();
+    c_stride = width;
+  }
   const TileConfig config;
   _tile_loadconfig(&config);
   const int64_t panel = pairs * 16;
-  // Row blocks outside, panels inside: a task's panels stay in L2 while the
-  // 32 rows of x they meet stream through L1.
-  for (int64_t t = 0; t < rows; t += 32) {
-    const uint32_t* xt = xp + t * pairs;
-    const int64_t rows_left = rows - t;
-    for (int64_t p = p_begin; p < p_end; p += 2) {
-      const uint32_t* w = packed + p * panel;
-      float* yt = y + t * outs + p * 16;
-      const int64_t outs_left = outs - p * 16;
-      const bool two_rows = rows_left > 16, two_panels = p + 1 < p_end;
-      if (two_rows && two_panels) {
-        Block<2, 2>(xt, w, pairs, rows_left, outs_left, yt, outs);
-      } else if (two_rows) {
-        Block<2, 1>(xt, w, pairs, rows_left, outs_left, yt, outs);
-      } else if (two_panels) {
-        Block<1, 2>(xt, w, pairs, rows_left, outs_left, yt, outs);
-      } else {
-        Block<1, 1>(xt, w, pairs, rows_left, outs_left, yt, outs);
+  for (int64_t j0 = 0; j0 < pairs; j0 += kPairsPerBlock) {
+    const int64_t j1 = std::min(pairs, j0 + kPairsPerBlock);
+    for (int64_t g = p_begin; g < p_end; g += kPanelsPerGroup)
+    for (int64_t t = 0; t < rows16; t += 32) {
+      const uint32_t* xt = xp + t * pairs;
+      const bool two_rows = t + 16 < rows16;
+      const int64_t g_end = std::min(p_end, g + kPanelsPerGroup);
+      for (int64_t p = g; p < g_end; p += 2) {
+        const uint32_t* w = packed + p * panel;
+        float* ct = c + t * c_stride + (p - p_begin) * 16;
+        const bool two_panels = p + 1 < g_end;
+        if (two_rows && two_panels) {
+          Block<2, 2>(xt, w, pairs, j0, j1, ct, c_stride);
+        } else if (two_rows) {
+          Block<2, 1>(xt, w, pairs, j0, j1, ct, c_stride);
+        } else if (two_panels) {
+          Block<1, 2>(xt, w, pairs, j0, j1, ct, c_stride);
+        } else {
+          Block<1, 1>(xt, w, pairs, j0, j1, ct, c_stride);
+        }
       }
     }
   }
   _tile_release();
+  if (!direct) {
+    const int64_t n = std::min(width, outs - p_begin * 16);
+    for (int64_t t = 0; t < rows; ++t) {
+      std::memcpy(y + t * outs + p_begin * 16, c + t * c_stride,
+                  sizeof(float) * static_cast<size_t>(n));
+    }
+  }
 }
 
 }  // namespace kvtier
