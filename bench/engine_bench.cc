@@ -6,9 +6,11 @@
 //  - time to first token of a long prompt, cold and with all but its last
 //    block in the DRAM tier, and the ratio: what the cache buys;
 //  - our matrix product (weights packed once, as the engine holds them)
-//    against OpenBLAS's sgemm on the same shape and threads, and prefill
-//    FLOP/s as a fraction of that library peak. Without OpenBLAS the bench
-//    refuses to run (tools/deps.sh --bench installs it).
+//    against OpenBLAS's sgemm on the same shape and threads (with bf16
+//    weights also oneDNN's bf16 matmul, where it is built in: the faster
+//    library is the peak), and prefill FLOP/s as a fraction of that peak.
+//    Without OpenBLAS the bench refuses to run (tools/deps.sh --bench
+//    installs it and oneDNN).
 //
 // The model is a deterministic random-weight Llama (preset bench50m: ~50M
 // parameters, 200 MB of fp32 weights, far beyond L2 and L3).
@@ -43,6 +45,11 @@
 
 #ifdef KVTIER_HAVE_OPENBLAS
 #include <cblas.h>
+#endif
+#ifdef KVTIER_HAVE_DNNL
+#include <omp.h>
+
+#include <dnnl.hpp>
 #endif
 
 namespace kvtier {
@@ -85,11 +92,47 @@ struct Args {
 // product's O(m n k)), best of 5 each.
 struct GemmPair {
   double openblas = 0, ours = 0;
+  double onednn = 0;  // bf16 only, where oneDNN is built in; 0 otherwise
+  double Peak() const { return std::max(openblas, onednn); }
 };
 
-// With bf16 weights, ours runs them (rounding x to bf16 inside the call);
-// the library's peak stays its sgemm (Debian's OpenBLAS is built without
-// sbgemm).
+#ifdef KVTIER_HAVE_DNNL
+// oneDNN's matmul of bf16 x (m x k) by bf16 w^T (k x n) into f32, on
+// `threads` threads, w in oneDNN's own layout (reordered once, as we pack
+// once) and x already bf16 (ours rounds x inside the timed call): FLOP/s,
+// best of 10. oneDNN picks its kernel (AMX where the CPU has it).
+double OneDnnBf16Flops(int threads, const std::vector<float>& a, const std::vector<float>& b, int m,
+                       int n, int k) {
+  using dnnl::memory;
+  omp_set_num_threads(threads);
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  const memory::desc a32({m, k}, memory::data_type::f32, memory::format_tag::ab);
+  const memory::desc a16({m, k}, memory::data_type::bf16, memory::format_tag::ab);
+  const memory::desc b32({k, n}, memory::data_type::f32, memory::format_tag::ba);
+  const memory::desc b_any({k, n}, memory::data_type::bf16, memory::format_tag::any);
+  const memory::desc c32({m, n}, memory::data_type::f32, memory::format_tag::ab);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a16, b_any, c32), eng);
+  memory a_f(a32, eng, const_cast<float*>(a.data())), a_b(a16, eng);
+  memory b_f(b32, eng, const_cast<float*>(b.data())), b_b(pd.weights_desc(), eng), c(c32, eng);
+  dnnl::reorder(a_f, a_b).execute(s, a_f, a_b);
+  dnnl::reorder(b_f, b_b).execute(s, b_f, b_b);
+  s.wait();
+  const dnnl::matmul mm(pd);
+  double best = 1e30;
+  for (int r = 0; r < 10; ++r) {
+    auto t0 = Clock::now();
+    mm.execute(s, {{DNNL_ARG_SRC, a_b}, {DNNL_ARG_WEIGHTS, b_b}, {DNNL_ARG_DST, c}});
+    s.wait();
+    best = std::min(best, Seconds(t0, Clock::now()));
+  }
+  return 2.0 * m * n * k / best;
+}
+#endif
+
+// With bf16 weights, ours runs them (rounding x to bf16 inside the call),
+// and oneDNN's bf16 matmul joins OpenBLAS's sgemm (Debian's OpenBLAS has no
+// sbgemm): the peak is the faster library.
 GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k, bool bf16) {
   std::vector<float> a(static_cast<size_t>(m) * k), b(static_cast<size_t>(n) * k),
       c(static_cast<size_t>(m) * n);
@@ -109,6 +152,11 @@ GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k, bool bf16) {
   const PackedMatrix packed(b.data(), n, k, bf16 ? WeightType::kBf16 : WeightType::kF32);
   g.ours = best_of([&] { MatMul(a.data(), m, packed, c.data(), &pool); });
 #ifdef KVTIER_HAVE_OPENBLAS
+  // oneDNN before OpenBLAS: OpenBLAS's threads spin a while after a call,
+  // and would take the cores from oneDNN's.
+#ifdef KVTIER_HAVE_DNNL
+  if (bf16) g.onednn = OneDnnBf16Flops(pool.size(), a, b, m, n, k);
+#endif
   openblas_set_num_threads(pool.size());
   g.openblas = best_of([&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.data(), k, b.data(), k,
@@ -133,39 +181,51 @@ std::string OpenBlasCore() {
 #endif
 }
 
-// OpenBLAS picks its kernels by CPU model, and a model newer than it knows
-// gets its generic x86-64 ones (Prescott: SSE3), a fraction of the machine's
-// peak (OpenBLAS 0.3.21 on a 2026 Xeon: 57 against 283 GFLOP/s). A peak
-// must be real, so then the bench names the newest core whose instructions
-// this CPU has (OPENBLAS_CORETYPE, read when the library loads) and runs
-// itself again. A core type set by hand is kept.
-void MakeOpenBlasUseThisCpusKernels(char** argv) {
+// Sets up the peers' libraries before they load, then runs the bench again
+// (environment they read when they load) when anything had to change:
+//  - OpenBLAS picks its kernels by CPU model, and a model newer than it
+//    knows gets its generic x86-64 ones (Prescott: SSE3), a fraction of the
+//    machine's peak (OpenBLAS 0.3.21 on a 2026 Xeon: 57 against 283
+//    GFLOP/s). A peak must be real, so the bench then names the newest core
+//    whose instructions this CPU has (OPENBLAS_CORETYPE).
+//  - oneDNN runs on OpenMP, whose threads spin after each region by
+//    default and would take the cores from our pool and OpenBLAS's threads
+//    in the measurements that follow (OMP_WAIT_POLICY=passive).
+// What a user set by hand is kept.
+void PreparePeerLibraries(char** argv) {
+  bool changed = false;
 #ifdef KVTIER_HAVE_OPENBLAS
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr ||
-      strcasecmp(openblas_get_corename(), "prescott") != 0) {
-    return;
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr &&
+      strcasecmp(openblas_get_corename(), "prescott") == 0) {
+    __builtin_cpu_init();
+    const char* core = nullptr;
+    if (__builtin_cpu_supports("avx512bf16")) {
+      core = "COOPERLAKE";
+    } else if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+      core = "SKYLAKEX";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      core = "HASWELL";
+    }
+    if (core != nullptr) {
+      std::fprintf(stderr,
+                   "engine_bench: OpenBLAS does not know this CPU (generic kernels); "
+                   "running again with OPENBLAS_CORETYPE=%s\n",
+                   core);
+      setenv("OPENBLAS_CORETYPE", core, 1);
+      changed = true;
+    }
   }
-  __builtin_cpu_init();
-  const char* core = nullptr;
-  if (__builtin_cpu_supports("avx512bf16")) {
-    core = "COOPERLAKE";
-  } else if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
-    core = "SKYLAKEX";
-  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    core = "HASWELL";
-  }
-  if (core == nullptr) return;
-  std::fprintf(stderr,
-               "engine_bench: OpenBLAS does not know this CPU (generic kernels); "
-               "running again with OPENBLAS_CORETYPE=%s\n",
-               core);
-  setenv("OPENBLAS_CORETYPE", core, 1);
-  execv("/proc/self/exe", argv);
-  std::perror("engine_bench: execv");  // then go on with what OpenBLAS has
-#else
-  (void)argv;
 #endif
+#ifdef KVTIER_HAVE_DNNL
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    changed = true;
+  }
+#endif
+  if (!changed) return;
+  execv("/proc/self/exe", argv);
+  std::perror("engine_bench: execv");  // then go on with the libraries as they are
 }
 
 // Read bandwidth of `tier` for `count` blocks of `bytes`, all in one batched
@@ -236,7 +296,7 @@ double DecodeTokensPerSecond(const ModelWeights& w, int batch, const Args& args)
 }
 
 int Main(int argc, char** argv) {
-  MakeOpenBlasUseThisCpusKernels(argv);
+  PreparePeerLibraries(argv);
   Args args;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -304,37 +364,50 @@ int Main(int argc, char** argv) {
   out["cpu_weights"] = args.bf16 ? "bf16" : "f32";
   ThreadPool gemm_pool(threads);
   const GemmPair square = GemmFlops(gemm_pool, 512, 2048, 2048, args.bf16);
-  const double peak = square.openblas, ours_gemm = square.ours;
+  const double peak = square.Peak(), ours_gemm = square.ours;
+  const char* peak_source = square.onednn > square.openblas ? "onednn_bf16" : "openblas_sgemm";
   std::printf(
-      "GEMM 512x2048x2048 (%s weights): OpenBLAS sgemm (%s kernels) %.1f GFLOP/s, ours %.1f "
-      "GFLOP/s "
-      "(%.2f of it)\n",
-      args.bf16 ? "bf16" : "f32", OpenBlasCore().c_str(), peak / 1e9, ours_gemm / 1e9,
-      ours_gemm / peak);
+      "GEMM 512x2048x2048 (%s weights): OpenBLAS sgemm (%s kernels) %.1f GFLOP/s%s, ours %.1f "
+      "GFLOP/s (%.2f of the faster library)\n",
+      args.bf16 ? "bf16" : "f32", OpenBlasCore().c_str(), square.openblas / 1e9,
+      square.onednn > 0
+          ? (", oneDNN bf16 " + std::to_string(static_cast<int>(square.onednn / 1e9)) + " GFLOP/s")
+                .c_str()
+          : "",
+      ours_gemm / 1e9, ours_gemm / peak);
   out["gemm_peak_flops_per_s"] = peak;
-  out["gemm_peak_source"] = "openblas_sgemm";
+  out["gemm_peak_source"] = peak_source;
   out["openblas_core"] = OpenBlasCore();
+  if (square.onednn > 0) out["onednn_bf16_flops_per_s"] = square.onednn;
   out["our_gemm_flops_per_s"] = ours_gemm;
   out["our_gemm_fraction_of_peak"] = ours_gemm / peak;
   {
     const ModelConfig& c = w->config;
     const int kv_dim = c.n_kv_heads * c.head_dim();
-    double blas_s = 0, ours_s = 0, flops = 0;
+    double blas_s = 0, peak_s = 0, ours_s = 0, flops = 0;
     for (auto [n, k] : {std::pair{c.dim + 2 * kv_dim, c.dim}, std::pair{c.dim, c.dim},
                         std::pair{2 * c.hidden_dim, c.dim}, std::pair{c.dim, c.hidden_dim}}) {
       const double f = 2.0 * 512 * n * k;
       const GemmPair g = GemmFlops(gemm_pool, 512, n, k, args.bf16);
-      std::printf("  shape 512x%dx%d: OpenBLAS %.1f ours %.1f\n", n, k, g.openblas / 1e9,
+      std::printf("  shape 512x%dx%d: OpenBLAS %.1f%s ours %.1f\n", n, k, g.openblas / 1e9,
+                  g.onednn > 0
+                      ? (" oneDNN " + std::to_string(static_cast<int>(g.onednn / 1e9))).c_str()
+                      : "",
                   g.ours / 1e9);
       blas_s += f / g.openblas;
+      peak_s += f / g.Peak();
       ours_s += f / g.ours;
       flops += f;
     }
-    std::printf("GEMM on the model's shapes (512 rows): OpenBLAS %.1f, ours %.1f GFLOP/s (%.2f)\n",
-                flops / blas_s / 1e9, flops / ours_s / 1e9, blas_s / ours_s);
+    std::printf(
+        "GEMM on the model's shapes (512 rows): OpenBLAS %.1f, the faster library %.1f, ours %.1f "
+        "GFLOP/s (%.2f of the faster)\n",
+        flops / blas_s / 1e9, flops / peak_s / 1e9, flops / ours_s / 1e9, peak_s / ours_s);
     out["model_gemm_openblas_flops_per_s"] = flops / blas_s;
+    out["model_gemm_peak_flops_per_s"] = flops / peak_s;
     out["model_gemm_our_flops_per_s"] = flops / ours_s;
     out["model_gemm_fraction_of_openblas"] = blas_s / ours_s;
+    out["model_gemm_fraction_of_peak"] = peak_s / ours_s;
   }
 
   // 2. Decode throughput by batch size.

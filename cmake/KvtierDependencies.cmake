@@ -45,6 +45,10 @@ if(KVTIER_BUILD_BENCH)
   # The engine benchmark's GEMM peer (the machine's measured FLOP/s); optional,
   # `tools/deps.sh --bench` installs it.
   pkg_check_modules(OPENBLAS IMPORTED_TARGET openblas)
+  # Its bf16 peer on CPUs with AMX: oneDNN's matmul (Debian's libdnnl-dev,
+  # built on OpenMP); optional, `tools/deps.sh --bench` installs it.
+  find_package(dnnl CONFIG QUIET)
+  find_package(OpenMP QUIET COMPONENTS CXX)
 endif()
 
 # CUDA: AUTO enables it when nvcc is found, at /usr/local/cuda by default.
