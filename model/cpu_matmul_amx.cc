@@ -17,6 +17,7 @@
 // the same bound as every other path.
 #include "model/cpu_matmul_amx.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -92,8 +93,11 @@ __attribute__((target("amx-tile,amx-bf16"))) void Block(const uint32_t* x, const
 
 bool AmxUsable() {
   static const bool usable = [] {
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) return false;
+    // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE (read directly:
+    // clang 14's __builtin_cpu_supports does not know them).
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+    if ((edx & (1u << 22)) == 0 || (edx & (1u << 24)) == 0) return false;
     // Linux hands out the tile state only to a process that asks for it.
     return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
   }();
@@ -154,25 +158,25 @@ __attribute__((target("amx-tile,amx-bf16"))) void MatMulAmxBf16(const uint32_t* 
   for (int64_t j0 = 0; j0 < pairs; j0 += kPairsPerBlock) {
     const int64_t j1 = std::min(pairs, j0 + kPairsPerBlock);
     for (int64_t g = p_begin; g < p_end; g += kPanelsPerGroup)
-    for (int64_t t = 0; t < rows16; t += 32) {
-      const uint32_t* xt = xp + t * pairs;
-      const bool two_rows = t + 16 < rows16;
-      const int64_t g_end = std::min(p_end, g + kPanelsPerGroup);
-      for (int64_t p = g; p < g_end; p += 2) {
-        const uint32_t* w = packed + p * panel;
-        float* ct = c + t * c_stride + (p - p_begin) * 16;
-        const bool two_panels = p + 1 < g_end;
-        if (two_rows && two_panels) {
-          Block<2, 2>(xt, w, pairs, j0, j1, ct, c_stride);
-        } else if (two_rows) {
-          Block<2, 1>(xt, w, pairs, j0, j1, ct, c_stride);
-        } else if (two_panels) {
-          Block<1, 2>(xt, w, pairs, j0, j1, ct, c_stride);
-        } else {
-          Block<1, 1>(xt, w, pairs, j0, j1, ct, c_stride);
+      for (int64_t t = 0; t < rows16; t += 32) {
+        const uint32_t* xt = xp + t * pairs;
+        const bool two_rows = t + 16 < rows16;
+        const int64_t g_end = std::min(p_end, g + kPanelsPerGroup);
+        for (int64_t p = g; p < g_end; p += 2) {
+          const uint32_t* w = packed + p * panel;
+          float* ct = c + t * c_stride + (p - p_begin) * 16;
+          const bool two_panels = p + 1 < g_end;
+          if (two_rows && two_panels) {
+            Block<2, 2>(xt, w, pairs, j0, j1, ct, c_stride);
+          } else if (two_rows) {
+            Block<2, 1>(xt, w, pairs, j0, j1, ct, c_stride);
+          } else if (two_panels) {
+            Block<1, 2>(xt, w, pairs, j0, j1, ct, c_stride);
+          } else {
+            Block<1, 1>(xt, w, pairs, j0, j1, ct, c_stride);
+          }
         }
       }
-    }
   }
   _tile_release();
   if (!direct) {
