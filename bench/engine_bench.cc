@@ -151,12 +151,12 @@ GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k, bool bf16) {
   GemmPair g;
   const PackedMatrix packed(b.data(), n, k, bf16 ? WeightType::kBf16 : WeightType::kF32);
   g.ours = best_of([&] { MatMul(a.data(), m, packed, c.data(), &pool); });
-#ifdef KVTIER_HAVE_OPENBLAS
   // oneDNN before OpenBLAS: OpenBLAS's threads spin a while after a call,
   // and would take the cores from oneDNN's.
 #ifdef KVTIER_HAVE_DNNL
   if (bf16) g.onednn = OneDnnBf16Flops(pool.size(), a, b, m, n, k);
 #endif
+#ifdef KVTIER_HAVE_OPENBLAS
   openblas_set_num_threads(pool.size());
   g.openblas = best_of([&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.data(), k, b.data(), k,

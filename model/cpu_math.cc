@@ -1,5 +1,7 @@
 #include "model/cpu_math.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -208,20 +210,50 @@ void MatMulOn(CpuIsa isa, const float* x, int64_t rows, const Elem* w, int64_t s
                     [&](int64_t i) { block(i * per_task, std::min(panels, (i + 1) * per_task)); });
 }
 
-// bf16 weights on AMX tiles (k a multiple of 32). Each thread packs a run
-// of x's 16-row blocks, then takes one contiguous run of panels (an even
-// number), so its share of the weights streams through its own L2 once.
+// A core's L2 in bytes (1 MiB where the system does not say).
+int64_t L2Bytes() {
+  static const int64_t bytes = [] {
+    const long b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return b > 0 ? static_cast<int64_t>(b) : int64_t{1} << 20;
+  }();
+  return bytes;
+}
+
+// bf16 weights on AMX tiles (k a multiple of 32), split over the threads
+// the way that keeps each one's reads in its own L2: when a block of k of
+// every panel fits in half of it and x is at least half the weights' size
+// (a prefill chunk through a small matrix), by runs of 32 rows, each thread
+// packing its own rows and reading every panel; otherwise (decode, large
+// matrices) by runs of panels (an even number), each thread reading its
+// panels once and x, packed by all threads first. Either way each element
+// is the same chain over k.
 void MatMulAmx(const float* x, int64_t rows, const PackedMatrix& w, float* y, ThreadPool* pool) {
-  const int64_t k = w.k(), pairs = k / 2, panels = w.panels(), blocks = (rows + 15) / 16;
-  thread_local AlignedVector<uint32_t> packed;
-  packed.resize(static_cast<size_t>(blocks * 16 * pairs));
-  uint32_t* xp = packed.data();
+  const int64_t k = w.k(), pairs = k / 2, panels = w.panels(), outs = w.outs();
   const int64_t threads = pool == nullptr ? 1 : pool->size();
-  if (threads == 1 || rows * w.outs() * k < (int64_t{1} << 16)) {
-    PackRowsAmx(x, rows, k, xp);
-    MatMulAmxBf16(xp, rows, w.bf16(), pairs, w.outs(), 0, panels, y);
+  thread_local AlignedVector<uint32_t> packed;  // x, packed (the caller's)
+  if (threads == 1 || rows * outs * k < (int64_t{1} << 16)) {
+    packed.resize(static_cast<size_t>((rows + 15) / 16 * 16 * pairs));
+    PackRowsAmx(x, rows, k, packed.data());
+    MatMulAmxBf16(packed.data(), rows, w.bf16(), pairs, outs, 0, panels, y);
     return;
   }
+  const int64_t runs = (rows + 31) / 32;
+  const int64_t panel_block_bytes = std::min(pairs, kAmxPairsPerBlock) * 64;
+  if (2 * rows >= outs && runs >= threads && panels * panel_block_bytes <= L2Bytes() / 2) {
+    pool->ParallelFor(threads, [&](int64_t i) {
+      const int64_t r0 = runs * i / threads * 32,
+                    r1 = std::min(rows, runs * (i + 1) / threads * 32);
+      if (r0 >= r1) return;
+      thread_local AlignedVector<uint32_t> own;  // this thread's rows, packed
+      own.resize(static_cast<size_t>((r1 - r0 + 15) / 16 * 16 * pairs));
+      PackRowsAmx(x + r0 * k, r1 - r0, k, own.data());
+      MatMulAmxBf16(own.data(), r1 - r0, w.bf16(), pairs, outs, 0, panels, y + r0 * outs);
+    });
+    return;
+  }
+  const int64_t blocks = (rows + 15) / 16;
+  packed.resize(static_cast<size_t>(blocks * 16 * pairs));
+  uint32_t* xp = packed.data();
   if (blocks == 1) {
     PackRowsAmx(x, rows, k, xp);
   } else {
@@ -234,7 +266,7 @@ void MatMulAmx(const float* x, int64_t rows, const PackedMatrix& w, float* y, Th
   pool->ParallelFor(threads, [&](int64_t i) {
     const int64_t p0 = panels * i / threads / 2 * 2;
     const int64_t p1 = i + 1 == threads ? panels : panels * (i + 1) / threads / 2 * 2;
-    if (p0 < p1) MatMulAmxBf16(xp, rows, w.bf16(), pairs, w.outs(), p0, p1, y);
+    if (p0 < p1) MatMulAmxBf16(xp, rows, w.bf16(), pairs, outs, p0, p1, y);
   });
 }
 

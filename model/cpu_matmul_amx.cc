@@ -129,10 +129,7 @@ __attribute__((target("avx512f,avx512bf16"))) void PackRowsAmx(const float* x, i
   }
 }
 
-// Pairs of k per block: a 32-row block of x (16 KiB) stays in L1 while the
-// panels stream past it, and a block of every panel a task has stays in L2
-// (8 KiB a panel), whatever k is.
-constexpr int64_t kPairsPerBlock = 256;
+constexpr int64_t kPairsPerBlock = kAmxPairsPerBlock;
 constexpr int64_t kPanelsPerGroup = 16;
 
 __attribute__((target("amx-tile,amx-bf16"))) void MatMulAmxBf16(const uint32_t* xp, int64_t rows,

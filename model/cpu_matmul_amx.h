@@ -7,6 +7,11 @@
 
 namespace kvtier {
 
+// Pairs of k per block of the product: a 32-row block of x (32 KiB) stays
+// in L1 while the panels stream past it, and the block of each panel (16
+// KiB) in L2, whatever k is.
+constexpr int64_t kAmxPairsPerBlock = 256;
+
 // True when the CPU has AMX-BF16 and Linux granted this process the tile
 // state (asked for once, on the first call).
 bool AmxUsable();
