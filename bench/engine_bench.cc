@@ -86,10 +86,10 @@ struct Args {
   int seq_len = 0;    // the model's context; 0: the preset's
 };
 
-// FLOP/s of an m x n x k single-precision product y = x w^T, OpenBLAS's
-// sgemm and ours (on w packed once, as the engine packs its weights when it
-// loads a model; OpenBLAS packs inside every call, O(n k) against the
-// product's O(m n k)), best of 5 each.
+// FLOP/s of an m x n x k product y = x w^T: ours (on w packed once, as the
+// engine packs its weights when it loads a model), OpenBLAS's sgemm (which
+// packs inside every call, O(n k) against the product's O(m n k)) and, with
+// bf16 weights, oneDNN's bf16 matmul; best of 10 each.
 struct GemmPair {
   double openblas = 0, ours = 0;
   double onednn = 0;  // bf16 only, where oneDNN is built in; 0 otherwise
@@ -97,71 +97,90 @@ struct GemmPair {
 };
 
 #ifdef KVTIER_HAVE_DNNL
-// oneDNN's matmul of bf16 x (m x k) by bf16 w^T (k x n) into f32, on
-// `threads` threads, w in oneDNN's own layout (reordered once, as we pack
-// once) and x already bf16 (ours rounds x inside the timed call): FLOP/s,
-// best of 10. oneDNN picks its kernel (AMX where the CPU has it).
-double OneDnnBf16Flops(int threads, const std::vector<float>& a, const std::vector<float>& b, int m,
-                       int n, int k) {
-  using dnnl::memory;
-  omp_set_num_threads(threads);
-  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  dnnl::stream s(eng);
-  const memory::desc a32({m, k}, memory::data_type::f32, memory::format_tag::ab);
-  const memory::desc a16({m, k}, memory::data_type::bf16, memory::format_tag::ab);
-  const memory::desc b32({k, n}, memory::data_type::f32, memory::format_tag::ba);
-  const memory::desc b_any({k, n}, memory::data_type::bf16, memory::format_tag::any);
-  const memory::desc c32({m, n}, memory::data_type::f32, memory::format_tag::ab);
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a16, b_any, c32), eng);
-  memory a_f(a32, eng, const_cast<float*>(a.data())), a_b(a16, eng);
-  memory b_f(b32, eng, const_cast<float*>(b.data())), b_b(pd.weights_desc(), eng), c(c32, eng);
-  dnnl::reorder(a_f, a_b).execute(s, a_f, a_b);
-  dnnl::reorder(b_f, b_b).execute(s, b_f, b_b);
-  s.wait();
-  const dnnl::matmul mm(pd);
-  double best = 1e30;
-  for (int r = 0; r < 10; ++r) {
-    auto t0 = Clock::now();
-    mm.execute(s, {{DNNL_ARG_SRC, a_b}, {DNNL_ARG_WEIGHTS, b_b}, {DNNL_ARG_DST, c}});
-    s.wait();
-    best = std::min(best, Seconds(t0, Clock::now()));
+// oneDNN's matmul of bf16 x (m x k) by bf16 w^T (k x n) into f32 on
+// `threads` threads, set up once: w in oneDNN's own layout (reordered once,
+// as we pack once) and x already bf16 (ours rounds x inside the timed
+// call). oneDNN picks its kernel (AMX where the CPU has it).
+class OneDnnBf16 {
+ public:
+  OneDnnBf16(int threads, const std::vector<float>& a, const std::vector<float>& b, int m, int n,
+             int k)
+      : eng_(dnnl::engine::kind::cpu, 0), s_(eng_) {
+    using dnnl::memory;
+    omp_set_num_threads(threads);
+    const memory::desc a32({m, k}, memory::data_type::f32, memory::format_tag::ab);
+    const memory::desc a16({m, k}, memory::data_type::bf16, memory::format_tag::ab);
+    const memory::desc b32({k, n}, memory::data_type::f32, memory::format_tag::ba);
+    const memory::desc b_any({k, n}, memory::data_type::bf16, memory::format_tag::any);
+    const memory::desc c32({m, n}, memory::data_type::f32, memory::format_tag::ab);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a16, b_any, c32), eng_);
+    memory a_f(a32, eng_, const_cast<float*>(a.data()));
+    memory b_f(b32, eng_, const_cast<float*>(b.data()));
+    a_ = memory(a16, eng_);
+    b_ = memory(pd.weights_desc(), eng_);
+    c_ = memory(c32, eng_);
+    dnnl::reorder(a_f, a_).execute(s_, a_f, a_);
+    dnnl::reorder(b_f, b_).execute(s_, b_f, b_);
+    s_.wait();
+    mm_ = dnnl::matmul(pd);
   }
-  return 2.0 * m * n * k / best;
-}
+  void Run() {
+    mm_.execute(s_, {{DNNL_ARG_SRC, a_}, {DNNL_ARG_WEIGHTS, b_}, {DNNL_ARG_DST, c_}});
+    s_.wait();
+  }
+
+ private:
+  dnnl::engine eng_;
+  dnnl::stream s_;
+  dnnl::memory a_, b_, c_;
+  dnnl::matmul mm_;
+};
 #endif
 
-// With bf16 weights, ours runs them (rounding x to bf16 inside the call),
-// and oneDNN's bf16 matmul joins OpenBLAS's sgemm (Debian's OpenBLAS has no
-// sbgemm): the peak is the faster library.
+// Ours and oneDNN alternate call by call, so that this shared machine's
+// load falls on both alike; OpenBLAS runs after them (its threads spin a
+// while after each call and would take the cores from the others).
 GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k, bool bf16) {
   std::vector<float> a(static_cast<size_t>(m) * k), b(static_cast<size_t>(n) * k),
       c(static_cast<size_t>(m) * n);
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 13) * 0.01f;
   for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 7) * 0.01f;
   const double flops = 2.0 * m * n * k;
-  auto best_of = [&](auto fn) {
-    std::vector<double> t;
-    for (int r = 0; r < 5; ++r) {
-      auto t0 = Clock::now();
-      fn();
-      t.push_back(Seconds(t0, Clock::now()));
-    }
-    return flops / *std::min_element(t.begin(), t.end());
+  constexpr int kRounds = 10;
+  auto seconds = [](auto fn) {
+    const auto t0 = Clock::now();
+    fn();
+    return Seconds(t0, Clock::now());
   };
   GemmPair g;
   const PackedMatrix packed(b.data(), n, k, bf16 ? WeightType::kBf16 : WeightType::kF32);
-  g.ours = best_of([&] { MatMul(a.data(), m, packed, c.data(), &pool); });
-  // oneDNN before OpenBLAS: OpenBLAS's threads spin a while after a call,
-  // and would take the cores from oneDNN's.
+  auto ours = [&] { MatMul(a.data(), m, packed, c.data(), &pool); };
+  double ours_s = 1e30;
 #ifdef KVTIER_HAVE_DNNL
-  if (bf16) g.onednn = OneDnnBf16Flops(pool.size(), a, b, m, n, k);
+  if (bf16) {
+    OneDnnBf16 peer(pool.size(), a, b, m, n, k);
+    double peer_s = 1e30;
+    for (int r = 0; r < kRounds; ++r) {
+      ours_s = std::min(ours_s, seconds(ours));
+      peer_s = std::min(peer_s, seconds([&] { peer.Run(); }));
+    }
+    g.onednn = flops / peer_s;
+  }
 #endif
+  if (g.onednn == 0) {  // no oneDNN round above
+    for (int r = 0; r < kRounds; ++r) ours_s = std::min(ours_s, seconds(ours));
+  }
+  g.ours = flops / ours_s;
 #ifdef KVTIER_HAVE_OPENBLAS
   openblas_set_num_threads(pool.size());
-  g.openblas = best_of([&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.data(), k, b.data(), k,
-                0.0f, c.data(), n);
-  });
+  double blas_s = 1e30;
+  for (int r = 0; r < kRounds; ++r) {
+    blas_s = std::min(blas_s, seconds([&] {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f,
+                                    a.data(), k, b.data(), k, 0.0f, c.data(), n);
+                      }));
+  }
+  g.openblas = flops / blas_s;
 #else
   // Without a library peak the fraction would be ours over ours: refuse.
   std::fprintf(stderr,
