@@ -65,6 +65,9 @@ for ((r = 1; r <= rounds; r++)); do
       --prompt-tokens "$prompt" --seq-len "$seq_len" \
       >"$work/vllm.$dtype.$r.out" 2>"$work/vllm.$dtype.$r.log" || {
       tail -n 40 "$work/vllm.$dtype.$r.log" >&2
+      # A worker's root cause sits above the main process's traceback.
+      echo "vllm_cpu.sh: the log's errors:" >&2
+      grep -n -E "Error|error|Exception|Killed" "$work/vllm.$dtype.$r.log" | head -n 20 >&2 || true
       echo "vllm_cpu.sh: vLLM $dtype failed" >&2
       exit 1
     }
