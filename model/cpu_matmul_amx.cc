@@ -32,6 +32,10 @@ namespace {
 constexpr long kArchReqXcompPerm = 0x1023;  // arch_prctl: ask for an XSTATE feature
 constexpr long kXfeatureXtiledata = 18;     // AMX tile data
 
+// Panels per group: a k-block of a group's panels (16 x 16 KiB) stays in L2
+// while every 32-row block of x meets it.
+constexpr int64_t kPanelsPerGroup = 16;
+
 // Tile registers: C 0..3 (C[rb][pb] = 2 rb + pb), A 4..5, B 6..7; every
 // tile 16 rows of 64 bytes.
 struct alignas(64) TileConfig {
@@ -129,9 +133,6 @@ __attribute__((target("avx512f,avx512bf16"))) void PackRowsAmx(const float* x, i
   }
 }
 
-constexpr int64_t kPairsPerBlock = kAmxPairsPerBlock;
-constexpr int64_t kPanelsPerGroup = 16;
-
 __attribute__((target("amx-tile,amx-bf16"))) void MatMulAmxBf16(const uint32_t* xp, int64_t rows,
                                                                 const uint32_t* packed,
                                                                 int64_t pairs, int64_t outs,
@@ -152,13 +153,13 @@ __attribute__((target("amx-tile,amx-bf16"))) void MatMulAmxBf16(const uint32_t* 
   const TileConfig config;
   _tile_loadconfig(&config);
   const int64_t panel = pairs * 16;
-  for (int64_t j0 = 0; j0 < pairs; j0 += kPairsPerBlock) {
-    const int64_t j1 = std::min(pairs, j0 + kPairsPerBlock);
-    for (int64_t g = p_begin; g < p_end; g += kPanelsPerGroup)
+  for (int64_t j0 = 0; j0 < pairs; j0 += kAmxPairsPerBlock) {
+    const int64_t j1 = std::min(pairs, j0 + kAmxPairsPerBlock);
+    for (int64_t g = p_begin; g < p_end; g += kPanelsPerGroup) {
+      const int64_t g_end = std::min(p_end, g + kPanelsPerGroup);
       for (int64_t t = 0; t < rows16; t += 32) {
         const uint32_t* xt = xp + t * pairs;
         const bool two_rows = t + 16 < rows16;
-        const int64_t g_end = std::min(p_end, g + kPanelsPerGroup);
         for (int64_t p = g; p < g_end; p += 2) {
           const uint32_t* w = packed + p * panel;
           float* ct = c + t * c_stride + (p - p_begin) * 16;
@@ -174,6 +175,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void MatMulAmxBf16(const uint32_t* 
           }
         }
       }
+    }
   }
   _tile_release();
   if (!direct) {
