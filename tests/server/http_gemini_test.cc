@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -229,8 +230,16 @@ TEST_F(GeminiApiTest, CreateGetPatchDelete) {
 }
 
 TEST_F(GeminiApiTest, ListsByPages) {
+  // Listed oldest first: by create time, then by name (caches made within
+  // one millisecond tie on time).
+  std::vector<std::pair<int64_t, std::string>> made;
+  for (int i = 0; i < 5; ++i) {
+    const json c = CreateCache();
+    made.emplace_back(Ms(c["createTime"]), c["name"]);
+  }
+  std::sort(made.begin(), made.end());
   std::vector<std::string> names;
-  for (int i = 0; i < 5; ++i) names.push_back(CreateCache()["name"]);
+  for (const auto& m : made) names.push_back(m.second);
   std::vector<std::string> seen;
   std::string token;
   int pages = 0;
@@ -244,7 +253,7 @@ TEST_F(GeminiApiTest, ListsByPages) {
     ++pages;
   } while (!token.empty() && pages < 10);
   EXPECT_EQ(pages, 3);
-  EXPECT_EQ(seen, names);  // oldest first
+  EXPECT_EQ(seen, names);
   EXPECT_EQ(List()["cachedContents"].size(), 5u);
   EXPECT_FALSE(List().contains("nextPageToken"));
 
