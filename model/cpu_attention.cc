@@ -10,12 +10,19 @@
 // kTileKeys from position 0). Not on the other queries of the task, on how
 // the prompt was chunked, or on the CPU. So a token's attention output is the
 // same in a prefill chunk, in a decode step and after a cache hit.
+//
+// bf16 on AMX (the amx namespace below) keeps that: each row of an AMX
+// product is a function of its own row of A, so a query's scores and
+// weighted values do not depend on the other queries sharing its tiles.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "model/cpu_attention.h"
+#include "model/cpu_matmul_amx.h"
 #include "model/cpu_vec.h"
 
 namespace kvtier {
@@ -124,12 +131,17 @@ void StageKeys(const CausalAttention& a, int64_t k0, int keys, int dims16, float
 
 int Dims16(int head_dim) { return (head_dim + 15) / 16 * 16; }
 
+// Floats per staged tile of the f32 kernel: K transposed, then V padded.
+int64_t F32TileFloats(int head_dim) {
+  return static_cast<int64_t>(kTileKeys) * (head_dim + Dims16(head_dim));
+}
+
 // The tile starting at key k0 (keys of it up to the run's last position):
 // pre-staged in a.staged, else staged into the scratch.
 void TileOf(const CausalAttention& a, int64_t k0, int keys, int dims16, Scratch& sc,
             const float** kt, const float** v) {
   if (a.staged != nullptr) {
-    *kt = a.staged + (k0 / kTileKeys) * StagedTileFloats(a.head_dim);
+    *kt = a.staged + (k0 / kTileKeys) * F32TileFloats(a.head_dim);
     *v = *kt + static_cast<size_t>(a.head_dim) * kTileKeys;
     return;
   }
@@ -165,12 +177,197 @@ constexpr bool kShareValues = true;
 #include "model/cpu_attention_kernel.inc"
 #undef KVT_TARGET
 }  // namespace avx512
+
+// bf16 attention on AMX tiles (CausalAttention::bf16 where the set is amx).
+// Per tile of 32 keys and block of 16 queries (a 16-row A tile, padded with
+// zero rows): scores S = Q K^T as 2 C tiles (16 keys each) over head_dim / 32
+// steps; the f32 online softmax per query on S's rows; the weights P, rounded
+// to bf16, as one A tile (32 keys = 16 pairs); P V as head_dim / 16 C tiles,
+// stored and folded into each query's output by fma(out, rescale, P V).
+//
+// Staged layout (uint32 words, each a pair of bf16, the lower element in the
+// low half): K as B tiles [head_dim / 32][2] of 16 pairs of dims x 16 keys,
+// then V as B tiles [head_dim / 16] of 16 pairs of keys x 16 dims.
+namespace amx {
+using namespace cpu_vec::avx512;
+
+#define KVT_TARGET_AMX __attribute__((target("avx512f,fma,avx512bf16,amx-tile,amx-bf16")))
+
+constexpr int kRows = 16;  // queries per A tile
+
+int64_t TileWords(int head_dim) { return int64_t{kTileKeys} * head_dim; }
+
+// Keys k0 .. k0 + keys - 1 in the staged layout, the rest of the tile zero.
+KVT_TARGET_AMX void Stage(const CausalAttention& a, int64_t k0, int keys, uint32_t* out) {
+  const int hd = a.head_dim;
+  uint32_t* const kt = out;
+  uint32_t* const vt = out + TileWords(hd) / 2;
+  if (keys < kTileKeys) std::memset(out, 0, sizeof(uint32_t) * static_cast<size_t>(TileWords(hd)));
+  const __m512i rows =
+      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                         _mm512_set1_epi32(16));
+  auto at = [&](int64_t t, const float* const* pages) {
+    return pages[t / a.page_tokens] + (t % a.page_tokens) * hd;
+  };
+  for (int n = 0; n < keys; ++n) {
+    // Key n's 16 pairs of dims 32 b .. 32 b + 31 go down column n % 16 of
+    // K tile (b, n / 16).
+    const float* kr = at(k0 + n, a.k_pages);
+    for (int b = 0; b < hd / 32; ++b) {
+      const __m512bh v =
+          _mm512_cvtne2ps_pbh(_mm512_loadu_ps(kr + 32 * b + 16), _mm512_loadu_ps(kr + 32 * b));
+      uint32_t* tile = kt + (2 * b + n / 16) * 256 + n % 16;
+      _mm512_i32scatter_epi32(tile, rows, reinterpret_cast<__m512i>(v), 4);
+    }
+  }
+  for (int j = 0; 2 * j < keys; ++j) {
+    // Keys 2j and 2j + 1 interleaved: row j of each V tile.
+    const float* v0 = at(k0 + 2 * j, a.v_pages);
+    const float* v1 = 2 * j + 1 < keys ? at(k0 + 2 * j + 1, a.v_pages) : nullptr;
+    for (int c = 0; c < hd / 16; ++c) {
+      const __m512i lo = _mm512_cvtepu16_epi32(
+          reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(v0 + 16 * c))));
+      const __m512i hi = v1 == nullptr ? _mm512_setzero_si512()
+                                       : _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(
+                                             _mm512_cvtneps_pbh(_mm512_loadu_ps(v1 + 16 * c))));
+      _mm512_storeu_si512(vt + c * 256 + j * 16, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+  }
+}
+
+struct Scratch {
+  AlignedVector<uint32_t> q;     // the queries as A tiles: [block][head_dim / 32][16 x 16]
+  AlignedVector<uint32_t> tile;  // a staged tile
+  AlignedVector<float> s;        // a block's scores [16][32]
+  AlignedVector<uint32_t> p;     // its weights as an A tile [16][16 pairs]
+  AlignedVector<float> pv;       // its weighted values [16][head_dim]
+  AlignedVector<float> acc;      // each query's output so far [queries][head_dim]
+  AlignedVector<float> sum;      // each query's 16-lane running sum
+  std::vector<float> max;        // each query's running max
+};
+
+KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
+  const int hd = a.head_dim, dblocks = hd / 32;
+  const int queries = a.tokens * a.heads;
+  const int blocks = (queries + kRows - 1) / kRows;
+  const int64_t block_words = int64_t{dblocks} * 256;
+  sc.q.assign(static_cast<size_t>(blocks * block_words), 0);
+  sc.tile.resize(static_cast<size_t>(TileWords(hd)));
+  sc.s.resize(kRows * kTileKeys);
+  sc.p.assign(kRows * 16, 0);
+  sc.pv.resize(static_cast<size_t>(kRows) * hd);
+  sc.acc.assign(static_cast<size_t>(queries) * hd, 0.0f);
+  sc.sum.assign(static_cast<size_t>(queries) * 16, 0.0f);
+  sc.max.assign(static_cast<size_t>(queries), -INFINITY);
+  for (int i = 0; i < queries; ++i) {
+    const float* row = a.Query(i);
+    uint32_t* out = sc.q.data() + (i / kRows) * block_words + (i % kRows) * 16;
+    for (int b = 0; b < dblocks; ++b) {
+      const __m512bh v =
+          _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 32 * b + 16), _mm512_loadu_ps(row + 32 * b));
+      _mm512_storeu_si512(out + b * 256, reinterpret_cast<__m512i>(v));
+    }
+  }
+  ConfigureAmxTiles();
+  const Vec scale = VSet1(a.scale);
+  const int64_t last = a.first_pos + a.tokens - 1;
+  const int64_t staged_words = TileWords(hd);
+  for (int64_t k0 = 0; k0 <= last; k0 += kTileKeys) {
+    const int keys = static_cast<int>(std::min<int64_t>(kTileKeys, last + 1 - k0));
+    const uint32_t* kt = nullptr;
+    if (a.staged != nullptr) {
+      kt = reinterpret_cast<const uint32_t*>(a.staged) + (k0 / kTileKeys) * staged_words;
+    } else {
+      Stage(a, k0, keys, sc.tile.data());
+      kt = sc.tile.data();
+    }
+    const uint32_t* vt = kt + staged_words / 2;
+    for (int b = 0; b < blocks; ++b) {
+      const int i0 = b * kRows, n = std::min(kRows, queries - i0);
+      if (a.first_pos + (i0 + n - 1) / a.heads < k0) continue;  // none of it sees this tile
+      // Scores.
+      _tile_zero(0);
+      _tile_zero(1);
+      const uint32_t* qb = sc.q.data() + b * block_words;
+      for (int d = 0; d < dblocks; ++d) {
+        _tile_loadd(2, qb + d * 256, 64);
+        _tile_loadd(3, kt + (2 * d) * 256, 64);
+        _tile_loadd(4, kt + (2 * d + 1) * 256, 64);
+        _tile_dpbf16ps(0, 2, 3);
+        _tile_dpbf16ps(1, 2, 4);
+      }
+      _tile_stored(0, sc.s.data(), kTileKeys * 4);
+      _tile_stored(1, sc.s.data() + 16, kTileKeys * 4);
+      // The online softmax, query by query; the weights to bf16.
+      float alpha[kRows];
+      bool active[kRows];
+      for (int r = 0; r < n; ++r) {
+        const int i = i0 + r;
+        const int64_t pos = a.first_pos + i / a.heads;
+        const int valid = static_cast<int>(std::min<int64_t>(kTileKeys, pos + 1 - k0));
+        active[r] = valid > 0;
+        if (!active[r]) {
+          _mm512_storeu_si512(sc.p.data() + r * 16, _mm512_setzero_si512());
+          continue;
+        }
+        const float* sr = sc.s.data() + r * kTileKeys;
+        const Vec s0 = VFirst(valid, VMul(VLoad(sr), scale), VSet1(-INFINITY));
+        const Vec s1 = VFirst(valid - 16, VMul(VLoad(sr + 16), scale), VSet1(-INFINITY));
+        float& max = sc.max[static_cast<size_t>(i)];
+        const float m_new = FMax(max, VHMax(VMax(s0, s1)));
+        alpha[r] = max == -INFINITY ? 0.0f : ExpScalar(max - m_new);
+        max = m_new;
+        const Vec vm = VSet1(m_new);
+        const Vec p0 = VFirst(valid, avx512::VExp(VSub(s0, vm)), VZero());
+        const Vec p1 = VFirst(valid - 16, avx512::VExp(VSub(s1, vm)), VZero());
+        float* sum = sc.sum.data() + i * 16;
+        VStore(sum, VAdd(VAdd(VMul(VLoad(sum), VSet1(alpha[r])), p0), p1));
+        _mm512_storeu_si512(sc.p.data() + r * 16,
+                            reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+      }
+      // Weighted values, 32 dims at a time.
+      _tile_loadd(5, sc.p.data(), 64);
+      for (int c = 0; c < hd / 16; c += 2) {
+        _tile_zero(6);
+        _tile_zero(7);
+        _tile_loadd(3, vt + c * 256, 64);
+        _tile_loadd(4, vt + (c + 1) * 256, 64);
+        _tile_dpbf16ps(6, 5, 3);
+        _tile_dpbf16ps(7, 5, 4);
+        _tile_stored(6, sc.pv.data() + 16 * c, hd * 4);
+        _tile_stored(7, sc.pv.data() + 16 * (c + 1), hd * 4);
+      }
+      for (int r = 0; r < n; ++r) {
+        if (!active[r]) continue;
+        float* acc = sc.acc.data() + static_cast<size_t>(i0 + r) * hd;
+        const float* pv = sc.pv.data() + static_cast<size_t>(r) * hd;
+        const Vec va = VSet1(alpha[r]);
+        for (int c = 0; c < hd; c += 16) VStore(acc + c, VFma(VLoad(acc + c), va, VLoad(pv + c)));
+      }
+    }
+  }
+  _tile_release();
+  for (int i = 0; i < queries; ++i) {
+    const Vec l = VSet1(SumSixteen(sc.sum.data() + i * 16));
+    const float* acc = sc.acc.data() + static_cast<size_t>(i) * hd;
+    float* out = a.Out(i);
+    for (int c = 0; c < hd; c += 16) VStore(out + c, VDiv(VLoad(acc + c), l));
+  }
+}
+
+#undef KVT_TARGET_AMX
+}  // namespace amx
 KVT_AVX512_END
+
+// bf16 on AMX: asked for, the set in use is amx, and head_dim whole A tiles.
+bool OnAmx(const CausalAttention& a) {
+  return a.bf16 && CpuMathIsa() == CpuIsa::kAmx && a.head_dim % 32 == 0;
+}
 
 }  // namespace
 
-int64_t StagedTileFloats(int head_dim) {
-  return static_cast<int64_t>(kTileKeys) * (head_dim + Dims16(head_dim));
+int64_t StagedTileFloats(const CausalAttention& a) {
+  return OnAmx(a) ? amx::TileWords(a.head_dim) : F32TileFloats(a.head_dim);
 }
 
 int64_t StagedTiles(int64_t keys) { return (keys + kTileKeys - 1) / kTileKeys; }
@@ -178,6 +375,10 @@ int64_t StagedTiles(int64_t keys) { return (keys + kTileKeys - 1) / kTileKeys; }
 void StageTile(const CausalAttention& a, int64_t keys, int64_t tile, float* out) {
   const int64_t k0 = tile * kTileKeys;
   const int n = static_cast<int>(std::min<int64_t>(kTileKeys, keys - k0));
+  if (OnAmx(a)) {
+    amx::Stage(a, k0, n, reinterpret_cast<uint32_t*>(out));
+    return;
+  }
   StageKeys(a, k0, n, Dims16(a.head_dim), out, out + static_cast<size_t>(a.head_dim) * kTileKeys);
 }
 
@@ -191,9 +392,14 @@ float* CausalAttention::Out(int i) const {
 
 void AttendCausal(const CausalAttention& a) {
   if (a.tokens <= 0 || a.heads <= 0) return;
+  if (OnAmx(a)) {
+    thread_local amx::Scratch amx_scratch;
+    amx::Attend(a, amx_scratch);
+    return;
+  }
   thread_local Scratch scratch;
   switch (CpuMathIsa()) {
-    case CpuIsa::kAmx:  // nothing of attention is bf16
+    case CpuIsa::kAmx:  // f32 attention: the AVX-512 kernel
     case CpuIsa::kAvx512Bf16:
     case CpuIsa::kAvx512:
       avx512::AttendCausalImpl(a, scratch);

@@ -11,6 +11,16 @@
 // the output accumulated key by key with fused multiply-adds; at the end the
 // sum's lanes are added in a fixed tree and the output divided by it. A
 // query's result depends on nothing but its q and keys 0..pos.
+//
+// bf16 (CausalAttention::bf16, the bf16-weights engine's choice) on a CPU
+// whose set is amx, for a head_dim that is a multiple of 32: q, K and V are
+// rounded to bf16 (to nearest even), the scores and the tile's weighted
+// values are AMX products (TDPBF16PS, f32 accumulation) with the weights
+// rounded to bf16 too; the max, exp and the running sum are the f32 steps
+// above, and per tile a query's output becomes fma(out, rescale, weighted
+// values). Still a function of q and keys 0..pos alone (each row of an AMX
+// product is its own), so the invariant holds within it; its bits are not
+// the f32 kernel's. Anywhere else bf16 asks for nothing: the f32 kernel.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +51,8 @@ struct CausalAttention {
   // staged + t * StagedTileFloats(head_dim)), shared by every run of queries
   // of a chunk instead of each run staging them again. Null: staged here.
   const float* staged = nullptr;
+  // bf16 products on AMX where the CPU has them (above); f32 otherwise.
+  bool bf16 = false;
 
   // Query i = t * heads + h and its output.
   const float* Query(int i) const;
@@ -51,10 +63,11 @@ struct CausalAttention {
 // Thread-safe (per-thread scratch); runs on the calling thread.
 void AttendCausal(const CausalAttention& a);
 
-// Staging tiles ahead (CausalAttention::staged): floats per tile, tiles for
-// `keys` positions, and tile `tile` of the keys 0..keys-1 that `a`'s pages
-// hold, written to `out` (the same bytes the kernel stages itself).
-int64_t StagedTileFloats(int head_dim);
+// Staging tiles ahead (CausalAttention::staged): floats per tile of `a`'s
+// kernel (f32 or bf16 on AMX: each its own layout), tiles for `keys`
+// positions, and tile `tile` of the keys 0..keys-1 that `a`'s pages hold,
+// written to `out` (the same bytes the kernel stages itself).
+int64_t StagedTileFloats(const CausalAttention& a);
 int64_t StagedTiles(int64_t keys);
 void StageTile(const CausalAttention& a, int64_t keys, int64_t tile, float* out);
 

@@ -36,21 +36,21 @@ constexpr long kXfeatureXtiledata = 18;     // AMX tile data
 // while every 32-row block of x meets it.
 constexpr int64_t kPanelsPerGroup = 16;
 
-// Tile registers: C 0..3 (C[rb][pb] = 2 rb + pb), A 4..5, B 6..7; every
-// tile 16 rows of 64 bytes.
+// Every tile 16 rows of 64 bytes (the product's use: C 0..3, C[rb][pb] =
+// 2 rb + pb; A 4..5; B 6..7).
 struct alignas(64) TileConfig {
   uint8_t palette = 1;
   uint8_t start_row = 0;
   uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-  TileConfig() {
-    for (int t = 0; t < 8; ++t) {
-      colsb[t] = 64;
-      rows[t] = 16;
-    }
-  }
+  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
 };
+
+// In read-only memory, whole: GCC 12's _tile_loadconfig tells the compiler
+// it reads 8 bytes, so the stores of a configuration built on the stack can
+// be dropped as dead (they were, once this was called from a second kernel:
+// LDTILECFG then read garbage and faulted).
+constexpr TileConfig kTileConfig{};
 
 // RB x PB C tiles (16 rows x 16 outputs each) at c (floats, c_stride
 // between rows) over pairs [j0, j1) of k: they start from zero at j0 == 0
@@ -108,6 +108,8 @@ bool AmxUsable() {
   return usable;
 }
 
+__attribute__((target("amx-tile"))) void ConfigureAmxTiles() { _tile_loadconfig(&kTileConfig); }
+
 __attribute__((target("avx512f,avx512bf16"))) void PackRowsAmx(const float* x, int64_t rows,
                                                                int64_t k, uint32_t* xp) {
   const int64_t pairs = k / 2, tiles = k / 32;
@@ -150,8 +152,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void MatMulAmxBf16(const uint32_t* 
     c = scratch.data();
     c_stride = width;
   }
-  const TileConfig config;
-  _tile_loadconfig(&config);
+  ConfigureAmxTiles();
   const int64_t panel = pairs * 16;
   for (int64_t j0 = 0; j0 < pairs; j0 += kAmxPairsPerBlock) {
     const int64_t j1 = std::min(pairs, j0 + kAmxPairsPerBlock);

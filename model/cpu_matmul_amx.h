@@ -16,6 +16,11 @@ constexpr int64_t kAmxPairsPerBlock = 256;
 // state (asked for once, on the first call).
 bool AmxUsable();
 
+// Configures this thread's eight tile registers as 16 rows of 64 bytes each,
+// the one shape every AMX kernel here uses; the kernel calls _tile_release()
+// when done. Only when AmxUsable().
+void ConfigureAmxTiles();
+
 // x [rows][k] rounded to bf16 (to nearest even) as AMX's A tiles: per 16
 // rows (the last padded with zero rows) and 32 of k, a tile of 16 rows x 16
 // pairs (k = 2j in the low half) stored whole; (rows rounded up to 16) x

@@ -58,7 +58,10 @@ PackedMatrix PackStacked(std::initializer_list<std::pair<const float*, int64_t>>
 }  // namespace
 
 CpuForward::CpuForward(const ModelWeights& weights, ThreadPool* pool, WeightType weight_type)
-    : w_(weights), c_(weights.config), pool_(pool) {
+    : w_(weights),
+      c_(weights.config),
+      pool_(pool),
+      bf16_attention_(weight_type == WeightType::kBf16) {
   const WeightType t = weight_type;
   const int64_t dim = c_.dim, kv_dim = int64_t{c_.n_kv_heads} * c_.head_dim(),
                 hidden = c_.hidden_dim;
@@ -160,8 +163,11 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
   };
   std::vector<StageTask> stage_tasks;
   std::vector<int64_t> staged_at(chunks.size(), -1);
+  CausalAttention shape;  // what the staging depends on
+  shape.head_dim = hd;
+  shape.bf16 = bf16_attention_;
+  const int64_t tile_floats = StagedTileFloats(shape);
   {
-    const int64_t tile_floats = StagedTileFloats(hd);
     int64_t total = 0;
     for (size_t c = 0; c < chunks.size(); ++c) {
       if (chunks[c].tokens.size() <= static_cast<size_t>(kAttnTokens)) continue;
@@ -229,6 +235,7 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       a.page_tokens = bt;
       a.head_dim = hd;
       a.scale = scale;
+      a.bf16 = bf16_attention_;
       return a;
     };
     // A chunk of several runs stages its keys' tiles once per KV head, which
@@ -262,7 +269,7 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       a.first_pos = first_pos;
       if (staged_at[at.chunk] >= 0) {
         const int64_t tiles = StagedTiles(ch.start_pos + static_cast<int64_t>(ch.tokens.size()));
-        a.staged = &staged_[staged_at[at.chunk] + g * tiles * StagedTileFloats(hd)];
+        a.staged = &staged_[staged_at[at.chunk] + g * tiles * tile_floats];
       }
       AttendCausal(a);
     });

@@ -74,7 +74,8 @@ class ForwardBackend {
 class CpuForward {
  public:
   // `weights` and `pool` must outlive this object. The products run on
-  // weights packed as `weight_type` (bf16: rounded once, here).
+  // weights packed as `weight_type` (bf16: rounded once, here); with bf16,
+  // attention is bf16 too where the CPU has AMX (cpu_attention.h).
   CpuForward(const ModelWeights& weights, ThreadPool* pool,
              WeightType weight_type = WeightType::kF32);
 
@@ -98,6 +99,7 @@ class CpuForward {
   std::vector<float> rope_cos_, rope_sin_;  // [max_seq_len][head_dim / 2]
   std::vector<PackedLayer> layers_;
   PackedMatrix wcls_;
+  bool bf16_attention_ = false;  // CausalAttention::bf16
   // Activations, [tokens][width], reused between calls: qkv_ is q | k | v
   // and h13_ is w1 | w3 per token.
   std::vector<float> x_, xb_, qkv_, att_, h13_, h_, out_;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/attention.cuh"
+#include "kernels/dtype_convert.h"
 #include "tests/model/random_floats.h"
 
 namespace kvtier {
@@ -98,7 +99,8 @@ struct Pages {
 // Attends tokens [from, from + tokens) of a run laid out as [token][heads][hd],
 // with the keys' tiles staged beforehand when `staged` is given.
 void Attend(const Pages& pg, const std::vector<float>& q, int heads, int64_t first_pos, int from,
-            int tokens, float scale, std::vector<float>& out, const float* staged = nullptr) {
+            int tokens, float scale, std::vector<float>& out, const float* staged = nullptr,
+            bool bf16 = false) {
   const int64_t stride = int64_t{heads} * pg.head_dim;
   CausalAttention a;
   a.q = q.data() + from * stride;
@@ -114,17 +116,19 @@ void Attend(const Pages& pg, const std::vector<float>& q, int heads, int64_t fir
   a.head_dim = pg.head_dim;
   a.scale = scale;
   a.staged = staged;
+  a.bf16 = bf16;
   AttendCausal(a);
 }
 
 // Every tile of keys 0..n-1, staged as the forward pass stages a chunk's.
-std::vector<float> StageAll(const Pages& pg, int64_t n) {
+std::vector<float> StageAll(const Pages& pg, int64_t n, bool bf16 = false) {
   CausalAttention a;
   a.k_pages = pg.kp.data();
   a.v_pages = pg.vp.data();
   a.page_tokens = pg.page_tokens;
   a.head_dim = pg.head_dim;
-  const int64_t tf = StagedTileFloats(pg.head_dim);
+  a.bf16 = bf16;
+  const int64_t tf = StagedTileFloats(a);
   std::vector<float> staged(static_cast<size_t>(StagedTiles(n) * tf));
   for (int64_t t = 0; t < StagedTiles(n); ++t) StageTile(a, n, t, staged.data() + t * tf);
   return staged;
@@ -203,11 +207,88 @@ TEST_P(CausalAttentionTest, MatchesDoubleAndIsTheSameChunkedOnEverySet) {
   }
 }
 
+float RoundBf16(float x) { return Bf16BitsToFloat(FloatToBf16Bits(x)); }
+
+// bf16 attention (CausalAttention::bf16) on AMX: scores and weighted values
+// as bf16 products on tiles. Close to double precision on the rounded q, K
+// and V; a query's bits the same whatever the chunking and staging (the
+// cache-hit invariant); on any other set, or a head_dim that is not a
+// multiple of 32, the f32 kernel's bits.
+TEST_P(CausalAttentionTest, Bf16OnAmxIsCloseAndTheSameChunked) {
+  const Shape s = GetParam();
+  const int64_t n = s.first_pos + s.tokens;
+  const Pages pg(n, s.page_tokens, s.head_dim, 7);
+  const std::vector<float> q = RandomFloats(size_t(s.tokens) * s.heads * s.head_dim, 3);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  const size_t size = q.size();
+  std::vector<float> f32(size);
+  Attend(pg, q, s.heads, s.first_pos, 0, s.tokens, scale, f32);
+  {
+    // Without AMX, bf16 asks for nothing: the f32 kernel.
+    WithIsa isa(std::min(CpuMathBestIsa(), CpuIsa::kAvx512Bf16));
+    std::vector<float> off(size);
+    Attend(pg, q, s.heads, s.first_pos, 0, s.tokens, scale, off, nullptr, true);
+    ASSERT_EQ(std::memcmp(off.data(), f32.data(), size * sizeof(float)), 0);
+  }
+  if (CpuMathBestIsa() < CpuIsa::kAmx) GTEST_SKIP() << "this CPU has no usable AMX";
+  WithIsa isa(CpuIsa::kAmx);
+  std::vector<float> whole(size);
+  Attend(pg, q, s.heads, s.first_pos, 0, s.tokens, scale, whole, nullptr, true);
+  if (s.head_dim % 32 != 0) {
+    ASSERT_EQ(std::memcmp(whole.data(), f32.data(), size * sizeof(float)), 0);
+    return;
+  }
+  ASSERT_NE(std::memcmp(whole.data(), f32.data(), size * sizeof(float)), 0)
+      << "bf16 on AMX gave the f32 kernel's bits";
+  // Against double precision on the rounded inputs: what is left is the
+  // weights' rounding to bf16 (2^-9 of each), so at most 2^-8 of the
+  // largest |v| (1 here), and the products' f32 accumulation.
+  for (int t = 0; t < s.tokens; ++t) {
+    const int64_t pos = s.first_pos + t;
+    for (int h = 0; h < s.heads; ++h) {
+      const float* qh = &q[(size_t(t) * s.heads + h) * s.head_dim];
+      std::vector<double> sc(size_t(pos + 1));
+      double mx = -1e300, sum = 0;
+      for (int64_t j = 0; j <= pos; ++j) {
+        double d = 0;
+        for (int e = 0; e < s.head_dim; ++e) d += double(RoundBf16(qh[e])) * RoundBf16(pg.K(j)[e]);
+        sc[size_t(j)] = d * scale;
+        mx = std::max(mx, sc[size_t(j)]);
+      }
+      for (double& x : sc) sum += (x = std::exp(x - mx));
+      for (int e = 0; e < s.head_dim; ++e) {
+        double ref = 0;
+        for (int64_t j = 0; j <= pos; ++j) ref += sc[size_t(j)] / sum * RoundBf16(pg.V(j)[e]);
+        ASSERT_NEAR(whole[(size_t(t) * s.heads + h) * s.head_dim + e], ref, 4e-3)
+            << "token " << t << " head " << h << " dim " << e;
+      }
+    }
+  }
+  // One token at a time (decode steps), in uneven chunks, and with the
+  // tiles staged once for the run: the same bits.
+  std::vector<float> single(size), chunked(size), shared(size);
+  for (int t = 0; t < s.tokens; ++t)
+    Attend(pg, q, s.heads, s.first_pos, t, 1, scale, single, nullptr, true);
+  for (int t = 0, len = 5; t < s.tokens; t += len, len = len * 2 + 1) {
+    Attend(pg, q, s.heads, s.first_pos, t, std::min(len, s.tokens - t), scale, chunked, nullptr,
+           true);
+  }
+  const std::vector<float> staged = StageAll(pg, n, true);
+  for (int t = 0, len = 3; t < s.tokens; t += len, len = len * 2 + 1) {
+    Attend(pg, q, s.heads, s.first_pos, t, std::min(len, s.tokens - t), scale, shared,
+           staged.data(), true);
+  }
+  ASSERT_EQ(std::memcmp(single.data(), whole.data(), size * sizeof(float)), 0) << "decode steps";
+  ASSERT_EQ(std::memcmp(chunked.data(), whole.data(), size * sizeof(float)), 0) << "chunked";
+  ASSERT_EQ(std::memcmp(shared.data(), whole.data(), size * sizeof(float)), 0) << "staged";
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CausalAttentionTest,
                          ::testing::Values(Shape{8, 1, 16, 0, 40}, Shape{12, 3, 16, 5, 37},
                                            Shape{64, 2, 16, 0, 100}, Shape{64, 4, 64, 70, 33},
                                            Shape{136, 1, 32, 31, 34}, Shape{64, 1, 16, 500, 3},
-                                           Shape{256, 2, 16, 0, 20}));
+                                           Shape{256, 2, 16, 0, 20}, Shape{32, 3, 16, 5, 37},
+                                           Shape{128, 8, 16, 0, 40}));
 
 // The kernels' CPU twin (kernels/attention_cpu.cc) is the one reference for
 // attention over pages; the engine's blocked kernel agrees with it.
