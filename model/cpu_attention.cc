@@ -180,10 +180,10 @@ constexpr bool kShareValues = true;
 
 // bf16 attention on AMX tiles (CausalAttention::bf16 where the set is amx).
 // Per tile of 32 keys and block of 16 queries (a 16-row A tile, padded with
-// zero rows): scores S = Q K^T as 2 C tiles (16 keys each) over head_dim / 32
-// steps; the f32 online softmax per query on S's rows; the weights P, rounded
-// to bf16, as one A tile (32 keys = 16 pairs); P V as head_dim / 16 C tiles,
-// stored and folded into each query's output by fma(out, rescale, P V).
+// zero rows; two blocks at a time, sharing each load of K and V): scores S = Q K^T as 2 C tiles (16
+// keys each) over head_dim / 32 steps; the f32 online softmax per query on S's rows; the weights P,
+// rounded to bf16, as one A tile (32 keys = 16 pairs); P V as head_dim / 16 C tiles, stored and
+// folded into each query's output by fma(out, rescale, P V).
 //
 // Staged layout (uint32 words, each a pair of bf16, the lower element in the
 // low half): K as B tiles [head_dim / 32][2] of 16 pairs of dims x 16 keys,
@@ -238,13 +238,116 @@ KVT_TARGET_AMX void Stage(const CausalAttention& a, int64_t k0, int keys, uint32
 struct Scratch {
   AlignedVector<uint32_t> q;     // the queries as A tiles: [block][head_dim / 32][16 x 16]
   AlignedVector<uint32_t> tile;  // a staged tile
-  AlignedVector<float> s;        // a block's scores [16][32]
-  AlignedVector<uint32_t> p;     // its weights as an A tile [16][16 pairs]
-  AlignedVector<float> pv;       // its weighted values [16][head_dim]
+  AlignedVector<float> s;        // two blocks' scores [32][32]
+  AlignedVector<uint32_t> p;     // their weights as two A tiles [32][16 pairs]
+  AlignedVector<float> pv;       // their weighted values [32][head_dim]
   AlignedVector<float> acc;      // each query's output so far [queries][head_dim]
   AlignedVector<float> sum;      // each query's 16-lane running sum
   std::vector<float> max;        // each query's running max
 };
+
+// Blocks b .. b + RB - 1 of 16 queries against the staged tile kt of keys
+// k0 .. k0 + 31: scores, the online softmax step, weighted values.
+template <int RB>
+KVT_TARGET_AMX void BlockTile(const CausalAttention& a, int64_t k0, const uint32_t* kt, int b,
+                              Scratch& sc) {
+  const int hd = a.head_dim, dblocks = hd / 32;
+  const int queries = a.tokens * a.heads;
+  const int64_t block_words = int64_t{dblocks} * 256;
+  const uint32_t* vt = kt + TileWords(hd) / 2;
+  const int i0 = b * kRows, n = std::min(RB * kRows, queries - i0);
+  // Scores: C tile 2 rb + half; the blocks' queries in A tiles 4 + rb, the
+  // keys' halves in B tiles 6 and 7.
+  _tile_zero(0);
+  _tile_zero(1);
+  if constexpr (RB > 1) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const uint32_t* qb = sc.q.data() + b * block_words;
+  for (int d = 0; d < dblocks; ++d) {
+    _tile_loadd(6, kt + (2 * d) * 256, 64);
+    _tile_loadd(7, kt + (2 * d + 1) * 256, 64);
+    _tile_loadd(4, qb + d * 256, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if constexpr (RB > 1) {
+      _tile_loadd(5, qb + block_words + d * 256, 64);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  float* const s = sc.s.data();
+  _tile_stored(0, s, kTileKeys * 4);
+  _tile_stored(1, s + 16, kTileKeys * 4);
+  if constexpr (RB > 1) {
+    _tile_stored(2, s + kRows * kTileKeys, kTileKeys * 4);
+    _tile_stored(3, s + kRows * kTileKeys + 16, kTileKeys * 4);
+  }
+  // The online softmax, query by query; the weights to bf16.
+  const Vec scale = VSet1(a.scale);
+  float alpha[RB * kRows];
+  bool active[RB * kRows];
+  for (int r = 0; r < n; ++r) {
+    const int i = i0 + r;
+    const int64_t pos = a.first_pos + i / a.heads;
+    const int valid = static_cast<int>(std::min<int64_t>(kTileKeys, pos + 1 - k0));
+    active[r] = valid > 0;
+    if (!active[r]) {
+      _mm512_storeu_si512(sc.p.data() + r * 16, _mm512_setzero_si512());
+      continue;
+    }
+    const float* sr = s + r * kTileKeys;
+    const Vec s0 = VFirst(valid, VMul(VLoad(sr), scale), VSet1(-INFINITY));
+    const Vec s1 = VFirst(valid - 16, VMul(VLoad(sr + 16), scale), VSet1(-INFINITY));
+    float& max = sc.max[static_cast<size_t>(i)];
+    const float m_new = FMax(max, VHMax(VMax(s0, s1)));
+    alpha[r] = max == -INFINITY ? 0.0f : ExpScalar(max - m_new);
+    max = m_new;
+    const Vec vm = VSet1(m_new);
+    const Vec p0 = VFirst(valid, avx512::VExp(VSub(s0, vm)), VZero());
+    const Vec p1 = VFirst(valid - 16, avx512::VExp(VSub(s1, vm)), VZero());
+    float* sum = sc.sum.data() + i * 16;
+    VStore(sum, VAdd(VAdd(VMul(VLoad(sum), VSet1(alpha[r])), p0), p1));
+    _mm512_storeu_si512(sc.p.data() + r * 16,
+                        reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+  }
+  // Weighted values, 32 dims at a time: C tile 2 rb + half; the weights in
+  // A tiles 4 + rb, the values' dims in B tiles 6 and 7.
+  _tile_loadd(4, sc.p.data(), 64);
+  if constexpr (RB > 1) _tile_loadd(5, sc.p.data() + kRows * 16, 64);
+  float* const pv = sc.pv.data();
+  const int64_t pv_stride = int64_t{hd} * 4;  // bytes
+  for (int c = 0; c < hd / 16; c += 2) {
+    _tile_zero(0);
+    _tile_zero(1);
+    if constexpr (RB > 1) {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
+    _tile_loadd(6, vt + c * 256, 64);
+    _tile_loadd(7, vt + (c + 1) * 256, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if constexpr (RB > 1) {
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, pv + 16 * c, pv_stride);
+    _tile_stored(1, pv + 16 * (c + 1), pv_stride);
+    if constexpr (RB > 1) {
+      _tile_stored(2, pv + kRows * hd + 16 * c, pv_stride);
+      _tile_stored(3, pv + kRows * hd + 16 * (c + 1), pv_stride);
+    }
+  }
+  for (int r = 0; r < n; ++r) {
+    if (!active[r]) continue;
+    float* acc = sc.acc.data() + static_cast<size_t>(i0 + r) * hd;
+    const float* pr = pv + static_cast<size_t>(r) * hd;
+    const Vec va = VSet1(alpha[r]);
+    for (int c = 0; c < hd; c += 16) VStore(acc + c, VFma(VLoad(acc + c), va, VLoad(pr + c)));
+  }
+}
 
 KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
   const int hd = a.head_dim, dblocks = hd / 32;
@@ -253,9 +356,9 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
   const int64_t block_words = int64_t{dblocks} * 256;
   sc.q.assign(static_cast<size_t>(blocks * block_words), 0);
   sc.tile.resize(static_cast<size_t>(TileWords(hd)));
-  sc.s.resize(kRows * kTileKeys);
-  sc.p.assign(kRows * 16, 0);
-  sc.pv.resize(static_cast<size_t>(kRows) * hd);
+  sc.s.resize(2 * kRows * kTileKeys);
+  sc.p.assign(2 * kRows * 16, 0);
+  sc.pv.resize(static_cast<size_t>(2 * kRows) * hd);
   sc.acc.assign(static_cast<size_t>(queries) * hd, 0.0f);
   sc.sum.assign(static_cast<size_t>(queries) * 16, 0.0f);
   sc.max.assign(static_cast<size_t>(queries), -INFINITY);
@@ -269,7 +372,6 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
     }
   }
   ConfigureAmxTiles();
-  const Vec scale = VSet1(a.scale);
   const int64_t last = a.first_pos + a.tokens - 1;
   const int64_t staged_words = TileWords(hd);
   for (int64_t k0 = 0; k0 <= last; k0 += kTileKeys) {
@@ -281,68 +383,14 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
       Stage(a, k0, keys, sc.tile.data());
       kt = sc.tile.data();
     }
-    const uint32_t* vt = kt + staged_words / 2;
-    for (int b = 0; b < blocks; ++b) {
-      const int i0 = b * kRows, n = std::min(kRows, queries - i0);
-      if (a.first_pos + (i0 + n - 1) / a.heads < k0) continue;  // none of it sees this tile
-      // Scores.
-      _tile_zero(0);
-      _tile_zero(1);
-      const uint32_t* qb = sc.q.data() + b * block_words;
-      for (int d = 0; d < dblocks; ++d) {
-        _tile_loadd(2, qb + d * 256, 64);
-        _tile_loadd(3, kt + (2 * d) * 256, 64);
-        _tile_loadd(4, kt + (2 * d + 1) * 256, 64);
-        _tile_dpbf16ps(0, 2, 3);
-        _tile_dpbf16ps(1, 2, 4);
-      }
-      _tile_stored(0, sc.s.data(), kTileKeys * 4);
-      _tile_stored(1, sc.s.data() + 16, kTileKeys * 4);
-      // The online softmax, query by query; the weights to bf16.
-      float alpha[kRows];
-      bool active[kRows];
-      for (int r = 0; r < n; ++r) {
-        const int i = i0 + r;
-        const int64_t pos = a.first_pos + i / a.heads;
-        const int valid = static_cast<int>(std::min<int64_t>(kTileKeys, pos + 1 - k0));
-        active[r] = valid > 0;
-        if (!active[r]) {
-          _mm512_storeu_si512(sc.p.data() + r * 16, _mm512_setzero_si512());
-          continue;
-        }
-        const float* sr = sc.s.data() + r * kTileKeys;
-        const Vec s0 = VFirst(valid, VMul(VLoad(sr), scale), VSet1(-INFINITY));
-        const Vec s1 = VFirst(valid - 16, VMul(VLoad(sr + 16), scale), VSet1(-INFINITY));
-        float& max = sc.max[static_cast<size_t>(i)];
-        const float m_new = FMax(max, VHMax(VMax(s0, s1)));
-        alpha[r] = max == -INFINITY ? 0.0f : ExpScalar(max - m_new);
-        max = m_new;
-        const Vec vm = VSet1(m_new);
-        const Vec p0 = VFirst(valid, avx512::VExp(VSub(s0, vm)), VZero());
-        const Vec p1 = VFirst(valid - 16, avx512::VExp(VSub(s1, vm)), VZero());
-        float* sum = sc.sum.data() + i * 16;
-        VStore(sum, VAdd(VAdd(VMul(VLoad(sum), VSet1(alpha[r])), p0), p1));
-        _mm512_storeu_si512(sc.p.data() + r * 16,
-                            reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
-      }
-      // Weighted values, 32 dims at a time.
-      _tile_loadd(5, sc.p.data(), 64);
-      for (int c = 0; c < hd / 16; c += 2) {
-        _tile_zero(6);
-        _tile_zero(7);
-        _tile_loadd(3, vt + c * 256, 64);
-        _tile_loadd(4, vt + (c + 1) * 256, 64);
-        _tile_dpbf16ps(6, 5, 3);
-        _tile_dpbf16ps(7, 5, 4);
-        _tile_stored(6, sc.pv.data() + 16 * c, hd * 4);
-        _tile_stored(7, sc.pv.data() + 16 * (c + 1), hd * 4);
-      }
-      for (int r = 0; r < n; ++r) {
-        if (!active[r]) continue;
-        float* acc = sc.acc.data() + static_cast<size_t>(i0 + r) * hd;
-        const float* pv = sc.pv.data() + static_cast<size_t>(r) * hd;
-        const Vec va = VSet1(alpha[r]);
-        for (int c = 0; c < hd; c += 16) VStore(acc + c, VFma(VLoad(acc + c), va, VLoad(pv + c)));
+    for (int b = 0; b < blocks; b += 2) {
+      const int rb = std::min(2, blocks - b);
+      const int last_query = std::min(queries, (b + rb) * kRows) - 1;
+      if (a.first_pos + last_query / a.heads < k0) continue;  // none of them sees this tile
+      if (rb == 2) {
+        BlockTile<2>(a, k0, kt, b, sc);
+      } else {
+        BlockTile<1>(a, k0, kt, b, sc);
       }
     }
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -196,13 +197,23 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
     }
   };
 
+  // Row-wise work (norms, RoPE, the residual, SwiGLU) split over the pool in
+  // runs of rows: each row's result is its own, the same bits however split.
+  auto for_rows = [&](const std::function<void(int64_t)>& fn) {
+    const int64_t runs = std::min<int64_t>(rows, 4 * int64_t{pool_->size()});
+    pool_->ParallelFor(runs, [&](int64_t run) {
+      for (int64_t r = rows * run / runs; r < rows * (run + 1) / runs; ++r) fn(r);
+    });
+  };
+
+  for_rows([&](int64_t r) {
+    RmsNorm(&x_[r * dim], w_.layers[0].rms_att, dim, c_.norm_eps, &xb_[r * dim]);
+  });
   for (int l = 0; l < c_.n_layers; ++l) {
     const PackedLayer& pl = layers_[l];
     const LayerWeights& lw = w_.layers[l];
-    for (int64_t r = 0; r < rows; ++r)
-      RmsNorm(&x_[r * dim], lw.rms_att, dim, c_.norm_eps, &xb_[r * dim]);
     MatMul(xb_.data(), rows, pl.qkv, qkv_.data(), pool_);
-    for (int64_t r = 0; r < rows; ++r) {
+    for_rows([&](int64_t r) {
       float* q = &qkv_[r * qkv_w];
       const float* k = q + dim;
       const float* v = k + kv_dim;
@@ -216,7 +227,7 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
         std::copy_n(k + g * hd, hd, kv.K(page, l, g) + slot * hd);
         std::copy_n(v + g * hd, hd, kv.V(page, l, g) + slot * hd);
       }
-    }
+    });
     // Attention over the pages of chunk c's KV head g: the pages holding its
     // keys up to position `keys` - 1.
     auto attention_of = [&](const SeqChunk& ch, int g, int64_t keys,
@@ -274,19 +285,28 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       AttendCausal(a);
     });
     MatMul(att_.data(), rows, pl.wo, out_.data(), pool_);
-    for (int64_t i = 0; i < rows * dim; ++i) x_[i] += out_[i];
-
-    for (int64_t r = 0; r < rows; ++r)
-      RmsNorm(&x_[r * dim], lw.rms_ffn, dim, c_.norm_eps, &xb_[r * dim]);
+    for_rows([&](int64_t r) {
+      float* x = &x_[r * dim];
+      const float* o = &out_[r * dim];
+      for (int i = 0; i < dim; ++i) x[i] += o[i];
+      RmsNorm(x, lw.rms_ffn, dim, c_.norm_eps, &xb_[r * dim]);
+    });
     MatMul(xb_.data(), rows, pl.w13, h13_.data(), pool_);
-    for (int64_t r = 0; r < rows; ++r) {
+    for_rows([&](int64_t r) {
       const float* h1 = &h13_[r * 2 * hidden];
       const float* h3 = h1 + hidden;
       float* h = &h_[r * hidden];
       for (int i = 0; i < hidden; ++i) h[i] = h1[i] * (1.0f / (1.0f + std::exp(-h1[i]))) * h3[i];
-    }
+    });
     MatMul(h_.data(), rows, pl.w2, out_.data(), pool_);
-    for (int64_t i = 0; i < rows * dim; ++i) x_[i] += out_[i];
+    // The residual, and the next layer's attention norm.
+    for_rows([&](int64_t r) {
+      float* x = &x_[r * dim];
+      const float* o = &out_[r * dim];
+      for (int i = 0; i < dim; ++i) x[i] += o[i];
+      if (l + 1 < c_.n_layers)
+        RmsNorm(x, w_.layers[l + 1].rms_att, dim, c_.norm_eps, &xb_[r * dim]);
+    });
   }
 
   // Logits of the last token of each chunk that wants them.
