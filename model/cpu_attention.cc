@@ -32,15 +32,12 @@ constexpr int kTileKeys = 32;  // keys per staged tile
 constexpr int kTileVecs = kTileKeys / 16;
 constexpr int kScoreRows = 4;  // queries scored together against a tile
 
-// exp's constants (Cephes' expf). kExpMin keeps 2^n normal; below it the
-// weight is under 2^-125 of the largest and is not worth a subnormal.
-constexpr float kExpMin = -87.0f;
-constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2Hi = 0.693359375f;
-constexpr float kLn2Lo = -2.12194440e-4f;
-constexpr float kExpC[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
-                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+using cpu_vec::kExpC;
+using cpu_vec::kExpMin;
+using cpu_vec::kLn2Hi;
+using cpu_vec::kLn2Lo;
+using cpu_vec::kLog2e;
+using cpu_vec::kRoundMagic;
 
 // std::fmax without a call into libm: the larger of a and b, or the one
 // that is not NaN (for +0 and -0 either: nothing computed from a maximum
@@ -49,7 +46,8 @@ __attribute__((always_inline)) inline float FMax(float a, float b) {
   return (a >= b || b != b) ? a : b;
 }
 
-// The scalar exp of the running max's rescale, in VExp's operations.
+// The scalar exp of the running max's rescale, in VExp's operations
+// (cpu_vec_exp.inc), for x <= 0.
 // Inlined into each instruction set's kernel, where std::fma is its FMA
 // instruction (the same bits as libm's fmaf, without a call per query and
 // tile through the PLT: 8 % of a 4K prefill's cycles).

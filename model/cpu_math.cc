@@ -25,6 +25,7 @@ constexpr int kTileRows = 4;
 constexpr int64_t kTilePanels = 1;
 #define KVT_TARGET
 #include "model/cpu_matmul_kernel.inc"
+#include "model/cpu_rowwise_kernel.inc"
 #undef KVT_TARGET
 }  // namespace portable
 
@@ -35,6 +36,7 @@ constexpr int kTileRows = 6;
 constexpr int64_t kTilePanels = 1;
 #define KVT_TARGET KVT_TARGET_AVX2
 #include "model/cpu_matmul_kernel.inc"
+#include "model/cpu_rowwise_kernel.inc"
 #undef KVT_TARGET
 }  // namespace avx2
 
@@ -46,6 +48,7 @@ constexpr int kTileRows = 12;
 constexpr int64_t kTilePanels = 2;
 #define KVT_TARGET KVT_TARGET_AVX512
 #include "model/cpu_matmul_kernel.inc"
+#include "model/cpu_rowwise_kernel.inc"
 #undef KVT_TARGET
 }  // namespace avx512
 
@@ -146,6 +149,22 @@ void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* o
   for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
   const float scale = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
   for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (scale * x[i]);
+}
+
+void SwiGlu(const float* gate, const float* up, int64_t n, float* out) {
+  switch (CpuMathIsa()) {
+    case CpuIsa::kAmx:
+    case CpuIsa::kAvx512Bf16:
+    case CpuIsa::kAvx512:
+      avx512::SwiGluImpl(gate, up, n, out);
+      break;
+    case CpuIsa::kAvx2:
+      avx2::SwiGluImpl(gate, up, n, out);
+      break;
+    case CpuIsa::kPortable:
+      portable::SwiGluImpl(gate, up, n, out);
+      break;
+  }
 }
 
 namespace {

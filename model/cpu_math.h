@@ -80,6 +80,10 @@ void MatMulTransposed(const float* x, int64_t rows, const float* w, int64_t outs
 float Dot(const float* a, const float* b, int64_t n);
 // out[i] = weight[i] * x[i] / sqrt(mean(x^2) + eps)   (out may alias x)
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out);
+// SwiGLU's out[i] = silu(gate[i]) * up[i] = (gate[i] / (1 + exp(-gate[i]))) *
+// up[i], with exp the attention kernel's (cpu_vec_exp.inc, within 2 ulp;
+// its argument capped at 88): the same bits on every set.
+void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
 
 // The instruction sets the kernels are written for. The best one the CPU
 // has is chosen at start-up; KVTIER_CPU_ISA=portable|avx2|avx512|avx512bf16|amx caps

@@ -18,6 +18,9 @@
 //     acc = fma(x.hi, w.hi, acc), then acc = fma(x.lo, w.lo, acc) (a product
 //     of two bf16 is exact in f32, so this is AVX-512 BF16's vdpbf16ps,
 //     which the avx512bf16 set runs natively).
+//
+// VExp (model/cpu_vec_exp.inc, included by a kernel file inside its set's
+// namespace) is exp on these operations, with its constants below.
 #pragma once
 
 #include <immintrin.h>
@@ -45,6 +48,18 @@
 // no inline function is ever shared between files built with other flags.
 namespace kvtier::cpu_vec {
 namespace {
+
+// exp's constants (Cephes' expf: x = n ln2 + r, a degree-6 polynomial in r,
+// times 2^n). kExpMin keeps 2^n normal; below it exp is under 2^-125 and not
+// worth a subnormal. kExpMax keeps 2^n finite.
+constexpr float kExpMin = -87.0f;
+constexpr float kExpMax = 88.0f;
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kExpC[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 
 // ---- Portable C++: 16 lanes in an array. ----
 namespace portable {

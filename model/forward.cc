@@ -296,7 +296,7 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       const float* h1 = &h13_[r * 2 * hidden];
       const float* h3 = h1 + hidden;
       float* h = &h_[r * hidden];
-      for (int i = 0; i < hidden; ++i) h[i] = h1[i] * (1.0f / (1.0f + std::exp(-h1[i]))) * h3[i];
+      SwiGlu(h1, h3, hidden, h);
     });
     MatMul(h_.data(), rows, pl.w2, out_.data(), pool_);
     // The residual, and the next layer's attention norm.

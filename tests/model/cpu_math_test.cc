@@ -176,5 +176,35 @@ TEST(CpuMathTest, RmsNorm) {
   EXPECT_FLOAT_EQ(out[3], 0.5f * -4 * inv);
 }
 
+// SwiGLU's silu(gate) * up on every set: the same bits (a Cephes-style exp
+// of lane-wise operations, not libm's), within a few ulp of double, at any
+// length (the tail too), and sane far out on both sides.
+TEST(CpuMathTest, SwiGluIsTheSameOnEverySetAndCloseToDouble) {
+  std::vector<float> gate = RandomFloats(1000, 21), up = RandomFloats(1000, 22);
+  for (size_t i = 0; i < gate.size(); i += 3) gate[i] *= 40.0f;
+  const std::vector<float> edges = {0.0f,   -0.0f,   87.0f,  88.5f,  100.0f,  1e30f, -87.0f,
+                                    -88.5f, -100.0f, -1e30f, 1e-30f, -1e-30f, 16.0f};
+  for (size_t i = 0; i < edges.size(); ++i) gate[i] = edges[i];
+  const CpuIsa saved = SetCpuMathIsa(CpuIsa::kPortable);
+  for (int64_t n : {1000, 999, 17, 16, 15, 1}) {
+    std::vector<float> want(static_cast<size_t>(n));
+    SetCpuMathIsa(CpuIsa::kPortable);
+    SwiGlu(gate.data(), up.data(), n, want.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const double g = gate[size_t(i)], ref = g / (1.0 + std::exp(-g)) * up[size_t(i)];
+      ASSERT_NEAR(want[size_t(i)], ref, 1e-6 * std::fabs(ref) + 1e-35) << "gate " << g;
+    }
+    for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16, CpuIsa::kAmx}) {
+      if (isa > CpuMathBestIsa()) continue;
+      SetCpuMathIsa(isa);
+      std::vector<float> got(static_cast<size_t>(n));
+      SwiGlu(gate.data(), up.data(), n, got.data());
+      ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+          << CpuIsaName(isa) << " n " << n;
+    }
+  }
+  SetCpuMathIsa(saved);
+}
+
 }  // namespace
 }  // namespace kvtier
