@@ -177,21 +177,30 @@ constexpr bool kShareValues = true;
 }  // namespace avx512
 
 // bf16 attention on AMX tiles (CausalAttention::bf16 where the set is amx).
-// Per tile of 32 keys and block of 16 queries (a 16-row A tile, padded with
-// zero rows; two blocks at a time, sharing each load of K and V): scores S = Q K^T as 2 C tiles (16
-// keys each) over head_dim / 32 steps; the f32 online softmax per query on S's rows; the weights P,
-// rounded to bf16, as one A tile (32 keys = 16 pairs); P V as head_dim / 16 C tiles, stored and
-// folded into each query's output by fma(out, rescale, P V).
+// Queries in blocks of 16 (a 16-row A tile, padded with zero rows), two
+// blocks at a time; keys in blocks of 128 from position 0 (four staged tiles
+// of 32). Per pair of query blocks and block of keys: the scores S = Q K^T
+// (per 32 keys, 2 x 2 C tiles over head_dim / 32 steps) stored as f32; one
+// online-softmax step per query over its 128 scores; the weights P rounded
+// to bf16 as A tiles (32 keys = 16 pairs each); P V (C tiles carrying the
+// sum over the four tiles of keys) stored and folded into each query's
+// output by fma(out, rescale, P V). Whole blocks of 128 keys keep the AMX
+// unit busy between the round trips through memory (tile stores read by
+// vectors, vector stores read by tile loads) and spread each query's
+// per-step work (max, rescale) over 128 keys.
 //
-// Staged layout (uint32 words, each a pair of bf16, the lower element in the
-// low half): K as B tiles [head_dim / 32][2] of 16 pairs of dims x 16 keys,
-// then V as B tiles [head_dim / 16] of 16 pairs of keys x 16 dims.
+// Staged layout of a 32-key tile (uint32 words, each a pair of bf16, the
+// lower element in the low half): K as B tiles [head_dim / 32][2] of 16
+// pairs of dims x 16 keys, then V as B tiles [head_dim / 16] of 16 pairs of
+// keys x 16 dims.
 namespace amx {
 using namespace cpu_vec::avx512;
 
 #define KVT_TARGET_AMX __attribute__((target("avx512f,fma,avx512bf16,amx-tile,amx-bf16")))
 
-constexpr int kRows = 16;  // queries per A tile
+constexpr int kRows = 16;       // queries per A tile
+constexpr int kBlockTiles = 4;  // 32-key tiles per softmax step
+constexpr int kBlockKeys = kBlockTiles * kTileKeys;
 
 int64_t TileWords(int head_dim) { return int64_t{kTileKeys} * head_dim; }
 
@@ -234,88 +243,104 @@ KVT_TARGET_AMX void Stage(const CausalAttention& a, int64_t k0, int keys, uint32
 }
 
 struct Scratch {
-  AlignedVector<uint32_t> q;     // the queries as A tiles: [block][head_dim / 32][16 x 16]
-  AlignedVector<uint32_t> tile;  // a staged tile
-  AlignedVector<float> s;        // two blocks' scores [32][32]
-  AlignedVector<uint32_t> p;     // their weights as two A tiles [32][16 pairs]
-  AlignedVector<float> pv;       // their weighted values [32][head_dim]
-  AlignedVector<float> acc;      // each query's output so far [queries][head_dim]
-  AlignedVector<float> sum;      // each query's 16-lane running sum
-  std::vector<float> max;        // each query's running max
+  AlignedVector<uint32_t> q;      // the queries as A tiles: [block][head_dim / 32][16 x 16]
+  AlignedVector<uint32_t> tiles;  // a block of keys' staged tiles
+  AlignedVector<float> s;         // two query blocks' scores [32][128]
+  AlignedVector<uint32_t> p;      // their weights as A tiles [2][4][16 x 16 pairs]
+  AlignedVector<float> pv;        // their weighted values [32][head_dim]
+  AlignedVector<float> acc;       // each query's output so far [queries][head_dim]
+  AlignedVector<float> sum;       // each query's 16-lane running sum
+  std::vector<float> max;         // each query's running max
 };
 
-// Blocks b .. b + RB - 1 of 16 queries against the staged tile kt of keys
-// k0 .. k0 + 31: scores, the online softmax step, weighted values.
+// Query blocks b .. b + RB - 1 against the `tiles` staged tiles of 32 keys
+// at kt (keys k0 ..): scores, the online-softmax step, weighted values.
 template <int RB>
-KVT_TARGET_AMX void BlockTile(const CausalAttention& a, int64_t k0, const uint32_t* kt, int b,
-                              Scratch& sc) {
+KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_t* kt, int tiles,
+                             int b, Scratch& sc) {
   const int hd = a.head_dim, dblocks = hd / 32;
   const int queries = a.tokens * a.heads;
-  const int64_t block_words = int64_t{dblocks} * 256;
-  const uint32_t* vt = kt + TileWords(hd) / 2;
+  const int64_t block_words = int64_t{dblocks} * 256, tile_words = TileWords(hd);
   const int i0 = b * kRows, n = std::min(RB * kRows, queries - i0);
-  // Scores: C tile 2 rb + half; the blocks' queries in A tiles 4 + rb, the
-  // keys' halves in B tiles 6 and 7.
-  _tile_zero(0);
-  _tile_zero(1);
-  if constexpr (RB > 1) {
-    _tile_zero(2);
-    _tile_zero(3);
-  }
+  float* const s = sc.s.data();
+  constexpr int64_t s_stride = kBlockKeys * 4;  // bytes between rows of s
+  // Scores, per tile of keys: C tile 2 rb + half; the query blocks in A
+  // tiles 4 + rb, the keys' halves in B tiles 6 and 7.
   const uint32_t* qb = sc.q.data() + b * block_words;
-  for (int d = 0; d < dblocks; ++d) {
-    _tile_loadd(6, kt + (2 * d) * 256, 64);
-    _tile_loadd(7, kt + (2 * d + 1) * 256, 64);
-    _tile_loadd(4, qb + d * 256, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
+  for (int t = 0; t < tiles; ++t) {
+    const uint32_t* k = kt + t * tile_words;
+    _tile_zero(0);
+    _tile_zero(1);
     if constexpr (RB > 1) {
-      _tile_loadd(5, qb + block_words + d * 256, 64);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
+      _tile_zero(2);
+      _tile_zero(3);
+    }
+    for (int d = 0; d < dblocks; ++d) {
+      _tile_loadd(6, k + (2 * d) * 256, 64);
+      _tile_loadd(7, k + (2 * d + 1) * 256, 64);
+      _tile_loadd(4, qb + d * 256, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      if constexpr (RB > 1) {
+        _tile_loadd(5, qb + block_words + d * 256, 64);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+    float* st = s + t * kTileKeys;
+    _tile_stored(0, st, s_stride);
+    _tile_stored(1, st + 16, s_stride);
+    if constexpr (RB > 1) {
+      _tile_stored(2, st + kRows * kBlockKeys, s_stride);
+      _tile_stored(3, st + kRows * kBlockKeys + 16, s_stride);
     }
   }
-  float* const s = sc.s.data();
-  _tile_stored(0, s, kTileKeys * 4);
-  _tile_stored(1, s + 16, kTileKeys * 4);
-  if constexpr (RB > 1) {
-    _tile_stored(2, s + kRows * kTileKeys, kTileKeys * 4);
-    _tile_stored(3, s + kRows * kTileKeys + 16, kTileKeys * 4);
-  }
-  // The online softmax, query by query; the weights to bf16.
+  // The online softmax, query by query; the weights to bf16, row r % 16 of
+  // A tile (r / 16, t) for keys 32 t .. 32 t + 31.
   const Vec scale = VSet1(a.scale);
+  const int vecs = 2 * tiles;
   float alpha[RB * kRows];
   bool active[RB * kRows];
   for (int r = 0; r < n; ++r) {
     const int i = i0 + r;
     const int64_t pos = a.first_pos + i / a.heads;
-    const int valid = static_cast<int>(std::min<int64_t>(kTileKeys, pos + 1 - k0));
+    const int valid = static_cast<int>(std::min<int64_t>(kBlockKeys, pos + 1 - k0));
+    uint32_t* pr = sc.p.data() + (r / kRows) * kBlockTiles * 256 + (r % kRows) * 16;
     active[r] = valid > 0;
     if (!active[r]) {
-      _mm512_storeu_si512(sc.p.data() + r * 16, _mm512_setzero_si512());
+      for (int t = 0; t < tiles; ++t) _mm512_storeu_si512(pr + t * 256, _mm512_setzero_si512());
       continue;
     }
-    const float* sr = s + r * kTileKeys;
-    const Vec s0 = VFirst(valid, VMul(VLoad(sr), scale), VSet1(-INFINITY));
-    const Vec s1 = VFirst(valid - 16, VMul(VLoad(sr + 16), scale), VSet1(-INFINITY));
+    const float* sr = s + r * kBlockKeys;
+    Vec sv[2 * kBlockTiles];
+    Vec mx = VSet1(-INFINITY);
+    for (int j = 0; j < vecs; ++j) {
+      sv[j] = VFirst(valid - 16 * j, VMul(VLoad(sr + 16 * j), scale), VSet1(-INFINITY));
+      mx = VMax(mx, sv[j]);
+    }
     float& max = sc.max[static_cast<size_t>(i)];
-    const float m_new = FMax(max, VHMax(VMax(s0, s1)));
-    alpha[r] = max == -INFINITY ? 0.0f : ExpScalar(max - m_new);
+    const float m_new = FMax(max, VHMax(mx));
+    // ExpScalar(0) is 1 exactly: an unchanged max skips it, same bits.
+    alpha[r] = max == -INFINITY ? 0.0f : m_new == max ? 1.0f : ExpScalar(max - m_new);
     max = m_new;
     const Vec vm = VSet1(m_new);
-    const Vec p0 = VFirst(valid, avx512::VExp(VSub(s0, vm)), VZero());
-    const Vec p1 = VFirst(valid - 16, avx512::VExp(VSub(s1, vm)), VZero());
     float* sum = sc.sum.data() + i * 16;
-    VStore(sum, VAdd(VAdd(VMul(VLoad(sum), VSet1(alpha[r])), p0), p1));
-    _mm512_storeu_si512(sc.p.data() + r * 16,
-                        reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+    Vec l = VMul(VLoad(sum), VSet1(alpha[r]));
+    for (int t = 0; t < tiles; ++t) {
+      const Vec p0 = VFirst(valid - 32 * t, avx512::VExp(VSub(sv[2 * t], vm)), VZero());
+      const Vec p1 = VFirst(valid - 32 * t - 16, avx512::VExp(VSub(sv[2 * t + 1], vm)), VZero());
+      l = VAdd(VAdd(l, p0), p1);
+      _mm512_storeu_si512(pr + t * 256, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+    }
+    VStore(sum, l);
   }
-  // Weighted values, 32 dims at a time: C tile 2 rb + half; the weights in
-  // A tiles 4 + rb, the values' dims in B tiles 6 and 7.
-  _tile_loadd(4, sc.p.data(), 64);
-  if constexpr (RB > 1) _tile_loadd(5, sc.p.data() + kRows * 16, 64);
+  // Weighted values, 32 dims at a time: C tile 2 rb + half carries the sum
+  // over the tiles of keys; the weights in A tiles 4 + rb, the values' dims
+  // in B tiles 6 and 7.
   float* const pv = sc.pv.data();
   const int64_t pv_stride = int64_t{hd} * 4;  // bytes
+  const uint32_t* p0 = sc.p.data();
+  const uint32_t* p1 = p0 + kBlockTiles * 256;
   for (int c = 0; c < hd / 16; c += 2) {
     _tile_zero(0);
     _tile_zero(1);
@@ -323,13 +348,18 @@ KVT_TARGET_AMX void BlockTile(const CausalAttention& a, int64_t k0, const uint32
       _tile_zero(2);
       _tile_zero(3);
     }
-    _tile_loadd(6, vt + c * 256, 64);
-    _tile_loadd(7, vt + (c + 1) * 256, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    if constexpr (RB > 1) {
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
+    for (int t = 0; t < tiles; ++t) {
+      const uint32_t* v = kt + t * tile_words + tile_words / 2;
+      _tile_loadd(4, p0 + t * 256, 64);
+      _tile_loadd(6, v + c * 256, 64);
+      _tile_loadd(7, v + (c + 1) * 256, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      if constexpr (RB > 1) {
+        _tile_loadd(5, p1 + t * 256, 64);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
     }
     _tile_stored(0, pv + 16 * c, pv_stride);
     _tile_stored(1, pv + 16 * (c + 1), pv_stride);
@@ -351,11 +381,11 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
   const int hd = a.head_dim, dblocks = hd / 32;
   const int queries = a.tokens * a.heads;
   const int blocks = (queries + kRows - 1) / kRows;
-  const int64_t block_words = int64_t{dblocks} * 256;
+  const int64_t block_words = int64_t{dblocks} * 256, tile_words = TileWords(hd);
   sc.q.assign(static_cast<size_t>(blocks * block_words), 0);
-  sc.tile.resize(static_cast<size_t>(TileWords(hd)));
-  sc.s.resize(2 * kRows * kTileKeys);
-  sc.p.assign(2 * kRows * 16, 0);
+  sc.tiles.resize(static_cast<size_t>(kBlockTiles * tile_words));
+  sc.s.resize(2 * kRows * kBlockKeys);
+  sc.p.assign(2 * kBlockTiles * 256, 0);
   sc.pv.resize(static_cast<size_t>(2 * kRows) * hd);
   sc.acc.assign(static_cast<size_t>(queries) * hd, 0.0f);
   sc.sum.assign(static_cast<size_t>(queries) * 16, 0.0f);
@@ -371,24 +401,27 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
   }
   ConfigureAmxTiles();
   const int64_t last = a.first_pos + a.tokens - 1;
-  const int64_t staged_words = TileWords(hd);
-  for (int64_t k0 = 0; k0 <= last; k0 += kTileKeys) {
-    const int keys = static_cast<int>(std::min<int64_t>(kTileKeys, last + 1 - k0));
+  for (int64_t k0 = 0; k0 <= last; k0 += kBlockKeys) {
+    const int keys = static_cast<int>(std::min<int64_t>(kBlockKeys, last + 1 - k0));
+    const int tiles = (keys + kTileKeys - 1) / kTileKeys;
     const uint32_t* kt = nullptr;
     if (a.staged != nullptr) {
-      kt = reinterpret_cast<const uint32_t*>(a.staged) + (k0 / kTileKeys) * staged_words;
+      kt = reinterpret_cast<const uint32_t*>(a.staged) + (k0 / kTileKeys) * tile_words;
     } else {
-      Stage(a, k0, keys, sc.tile.data());
-      kt = sc.tile.data();
+      for (int t = 0; t < tiles; ++t) {
+        Stage(a, k0 + t * kTileKeys, std::min(kTileKeys, keys - t * kTileKeys),
+              sc.tiles.data() + t * tile_words);
+      }
+      kt = sc.tiles.data();
     }
     for (int b = 0; b < blocks; b += 2) {
       const int rb = std::min(2, blocks - b);
       const int last_query = std::min(queries, (b + rb) * kRows) - 1;
-      if (a.first_pos + last_query / a.heads < k0) continue;  // none of them sees this tile
+      if (a.first_pos + last_query / a.heads < k0) continue;  // none of them sees these keys
       if (rb == 2) {
-        BlockTile<2>(a, k0, kt, b, sc);
+        KeyBlock<2>(a, k0, kt, tiles, b, sc);
       } else {
-        BlockTile<1>(a, k0, kt, b, sc);
+        KeyBlock<1>(a, k0, kt, tiles, b, sc);
       }
     }
   }
