@@ -204,27 +204,60 @@ constexpr int kBlockKeys = kBlockTiles * kTileKeys;
 
 int64_t TileWords(int head_dim) { return int64_t{kTileKeys} * head_dim; }
 
+// m[j][i] = m[i][j] for 16 vectors of 16 words: interleaves of 32 and 64
+// bits within 128-bit lanes, then a 4 x 4 transpose of the lanes.
+KVT_TARGET_AMX inline void Transpose16(__m512i* m) {
+  __m512i b[16], c[16];
+  for (int k = 0; k < 16; k += 2) {
+    b[k] = _mm512_unpacklo_epi32(m[k], m[k + 1]);
+    b[k + 1] = _mm512_unpackhi_epi32(m[k], m[k + 1]);
+  }
+  for (int k = 0; k < 16; k += 4) {
+    c[k] = _mm512_unpacklo_epi64(b[k], b[k + 2]);
+    c[k + 1] = _mm512_unpackhi_epi64(b[k], b[k + 2]);
+    c[k + 2] = _mm512_unpacklo_epi64(b[k + 1], b[k + 3]);
+    c[k + 3] = _mm512_unpackhi_epi64(b[k + 1], b[k + 3]);
+  }
+  // c[4 g + e], lane l: column 4 l + e of rows 4 g .. 4 g + 3.
+  for (int e = 0; e < 4; ++e) {
+    const __m512i d0 = _mm512_shuffle_i32x4(c[e], c[4 + e], 0x44);
+    const __m512i d1 = _mm512_shuffle_i32x4(c[e], c[4 + e], 0xEE);
+    const __m512i d2 = _mm512_shuffle_i32x4(c[8 + e], c[12 + e], 0x44);
+    const __m512i d3 = _mm512_shuffle_i32x4(c[8 + e], c[12 + e], 0xEE);
+    m[e] = _mm512_shuffle_i32x4(d0, d2, 0x88);
+    m[4 + e] = _mm512_shuffle_i32x4(d0, d2, 0xDD);
+    m[8 + e] = _mm512_shuffle_i32x4(d1, d3, 0x88);
+    m[12 + e] = _mm512_shuffle_i32x4(d1, d3, 0xDD);
+  }
+}
+
 // Keys k0 .. k0 + keys - 1 in the staged layout, the rest of the tile zero.
 KVT_TARGET_AMX void Stage(const CausalAttention& a, int64_t k0, int keys, uint32_t* out) {
   const int hd = a.head_dim;
   uint32_t* const kt = out;
   uint32_t* const vt = out + TileWords(hd) / 2;
   if (keys < kTileKeys) std::memset(out, 0, sizeof(uint32_t) * static_cast<size_t>(TileWords(hd)));
-  const __m512i rows =
-      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                         _mm512_set1_epi32(16));
   auto at = [&](int64_t t, const float* const* pages) {
     return pages[t / a.page_tokens] + (t % a.page_tokens) * hd;
   };
-  for (int n = 0; n < keys; ++n) {
-    // Key n's 16 pairs of dims 32 b .. 32 b + 31 go down column n % 16 of
-    // K tile (b, n / 16).
-    const float* kr = at(k0 + n, a.k_pages);
+  // K tile (b, half): row j holds pair j of dims 32 b .. 32 b + 31 for keys
+  // 16 half .. 16 half + 15, the transpose of those keys' rows of pairs.
+  for (int half = 0; 16 * half < keys; ++half) {
+    const int n = std::min(16, keys - 16 * half);
     for (int b = 0; b < hd / 32; ++b) {
-      const __m512bh v =
-          _mm512_cvtne2ps_pbh(_mm512_loadu_ps(kr + 32 * b + 16), _mm512_loadu_ps(kr + 32 * b));
-      uint32_t* tile = kt + (2 * b + n / 16) * 256 + n % 16;
-      _mm512_i32scatter_epi32(tile, rows, reinterpret_cast<__m512i>(v), 4);
+      __m512i m[16];
+      for (int i = 0; i < 16; ++i) {
+        if (i >= n) {
+          m[i] = _mm512_setzero_si512();
+          continue;
+        }
+        const float* kr = at(k0 + 16 * half + i, a.k_pages) + 32 * b;
+        m[i] = reinterpret_cast<__m512i>(
+            _mm512_cvtne2ps_pbh(_mm512_loadu_ps(kr + 16), _mm512_loadu_ps(kr)));
+      }
+      Transpose16(m);
+      uint32_t* tile = kt + (2 * b + half) * 256;
+      for (int j = 0; j < 16; ++j) _mm512_storeu_si512(tile + 16 * j, m[j]);
     }
   }
   for (int j = 0; 2 * j < keys; ++j) {
