@@ -89,7 +89,8 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
 // has is chosen at start-up; KVTIER_CPU_ISA=portable|avx2|avx512|avx512bf16|amx caps
 // it (a name the CPU lacks, or an unknown one, is refused at start-up on
 // stderr and the best set is kept). amx is avx512bf16 with the bf16 product
-// on AMX tiles (model/cpu_matmul_amx.h) where k is a multiple of 32; AMX
+// on AMX tiles (model/cpu_matmul_amx.h) where k is a multiple of 32, and the
+// bf16 engine's attention on them too (model/cpu_attention.h); AMX
 // rounds inside its steps its own way, so those bf16 results differ from the
 // other sets' in the last bits, while staying batch-invariant (f32 weights:
 // the same bits as every set).
