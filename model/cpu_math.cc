@@ -167,6 +167,20 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out) {
   }
 }
 
+int64_t ArgMax(const float* x, int64_t n) {
+  switch (CpuMathIsa()) {
+    case CpuIsa::kAmx:
+    case CpuIsa::kAvx512Bf16:
+    case CpuIsa::kAvx512:
+      return avx512::ArgMaxImpl(x, n);
+    case CpuIsa::kAvx2:
+      return avx2::ArgMaxImpl(x, n);
+    case CpuIsa::kPortable:
+      break;
+  }
+  return portable::ArgMaxImpl(x, n);
+}
+
 namespace {
 
 // The product on one instruction set, f32 or bf16 by the packed weights.

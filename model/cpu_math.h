@@ -84,6 +84,9 @@ void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* o
 // up[i], with exp the attention kernel's (cpu_vec_exp.inc, within 2 ulp;
 // its argument capped at 88): the same bits on every set.
 void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
+// The index std::max_element(x, x + n) gives (the first of the largest; a
+// NaN is never the largest unless it is x[0]), on vectors.
+int64_t ArgMax(const float* x, int64_t n);
 
 // The instruction sets the kernels are written for. The best one the CPU
 // has is chosen at start-up; KVTIER_CPU_ISA=portable|avx2|avx512|avx512bf16|amx caps

@@ -367,7 +367,7 @@ Status ForwardBackend::RunArgmax(std::span<const SeqChunk> chunks, std::vector<T
   vocab = logits.size() / tokens->size();
   for (size_t r = 0; r < tokens->size(); ++r) {
     const float* row = logits.data() + r * vocab;
-    (*tokens)[r] = static_cast<TokenId>(std::max_element(row, row + vocab) - row);
+    (*tokens)[r] = static_cast<TokenId>(ArgMax(row, static_cast<int64_t>(vocab)));
   }
   return Status::Ok();
 }

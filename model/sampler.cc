@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "model/cpu_math.h"
+
 namespace kvtier {
 namespace {
 
@@ -47,7 +49,7 @@ double Sampler::NextUniform() {
 TokenId Sampler::Sample(std::span<const float> logits) {
   const int n = static_cast<int>(logits.size());
   if (params_.temperature == 0.0f || n == 1) {
-    return static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    return static_cast<TokenId>(ArgMax(logits.data(), static_cast<int64_t>(logits.size())));
   }
   // Candidates by falling logit (ties by id, so the order is total).
   order_.resize(n);

@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "kernels/dtype_convert.h"
@@ -201,6 +203,37 @@ TEST(CpuMathTest, SwiGluIsTheSameOnEverySetAndCloseToDouble) {
       SwiGlu(gate.data(), up.data(), n, got.data());
       ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
           << CpuIsaName(isa) << " n " << n;
+    }
+  }
+  SetCpuMathIsa(saved);
+}
+
+// ArgMax is std::max_element's index on every set: ties (the first), NaN
+// (never the largest, unless first), signed zeros, -inf, every length.
+TEST(CpuMathTest, ArgMaxIsMaxElementsIndexOnEverySet) {
+  std::mt19937 gen(5);
+  const float specials[] = {std::nanf(""), -0.0f, 0.0f, -INFINITY, INFINITY, 1.0f, 3.0f};
+  const CpuIsa saved = CpuMathIsa();
+  for (int trial = 0; trial < 400; ++trial) {
+    const int64_t n = std::uniform_int_distribution<int64_t>(0, 1200)(gen);
+    std::vector<float> x = RandomFloats(static_cast<size_t>(n), 100 + trial);
+    // Some rows: few distinct values (ties), specials sprinkled in.
+    if (trial % 3 == 0) {
+      for (float& v : x) v = std::round(v * 2.0f);
+    }
+    const int sprinkle = trial % 5 == 0 ? 0 : std::uniform_int_distribution<int>(0, 12)(gen);
+    for (int s = 0; s < sprinkle && n > 0; ++s) {
+      x[std::uniform_int_distribution<size_t>(0, x.size() - 1)(gen)] =
+          specials[std::uniform_int_distribution<int>(0, 6)(gen)];
+    }
+    if (trial % 7 == 0) std::fill(x.begin(), x.end(), trial % 2 ? -INFINITY : std::nanf(""));
+    if (trial % 11 == 0 && n > 0) x[0] = std::nanf("");
+    const int64_t want = std::max_element(x.begin(), x.end()) - x.begin();
+    for (CpuIsa isa :
+         {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16, CpuIsa::kAmx}) {
+      if (isa > CpuMathBestIsa()) continue;
+      SetCpuMathIsa(isa);
+      ASSERT_EQ(ArgMax(x.data(), n), want) << CpuIsaName(isa) << " trial " << trial << " n " << n;
     }
   }
   SetCpuMathIsa(saved);
