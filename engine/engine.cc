@@ -99,7 +99,10 @@ Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOpt
   stats_.total_pages = kv_.num_pages();
   stats_.free_pages = kv_.free_pages();
   published_stats_ = stats_;
-  if (cache_ != nullptr) loader_ = std::thread([this] { LoaderMain(); });
+  if (cache_ != nullptr) {
+    read_pool_ = std::make_unique<ThreadPool>(2);
+    loader_ = std::thread([this] { LoaderMain(); });
+  }
 }
 
 Engine::~Engine() { Shutdown(); }

@@ -268,6 +268,11 @@ class Engine {
   void FinishLoad(Sequence* seq, StepStats* stats);
   // The loader thread: runs each queued load's batched reads.
   void LoaderMain();
+  // Reads a hit's blocks: in parts of at least kMinPartBlocks, side by side
+  // on read_pool_ (copying and checking a large hit out of DRAM is memory
+  // work one core does not saturate), results in the keys' order.
+  std::vector<Result<uint64_t>> ReadInParts(std::span<const BlockKey> keys,
+                                            std::span<const std::span<std::byte>> dests);
   void StopLoader();
   bool EnsurePages(Sequence* seq, int tokens);
   // A running sequence to preempt in favour of `for_tenant`, or null.
@@ -325,6 +330,9 @@ class Engine {
   std::deque<PrefixLoad*> load_queue_;  // guarded by load_mu_
   bool load_stop_ = false;              // guarded by load_mu_
   std::thread loader_;                  // runs while there is a cache
+  // The loader's threads (itself and one more): a large hit is read in parts
+  // side by side (ReadInParts).
+  std::unique_ptr<ThreadPool> read_pool_;
 };
 
 }  // namespace kvtier

@@ -149,7 +149,7 @@ void Engine::LoaderMain() {
       load->hit = cache_->Lookup(load->prompt_keys, /*pin=*/true);
       PlanPrefixLoad(load);
     }
-    if (!load->keys.empty()) load->reads = cache_->ReadBatch(load->keys, load->dests);
+    if (!load->keys.empty()) load->reads = ReadInParts(load->keys, load->dests);
     const bool whole = std::all_of(
         load->reads.begin(), load->reads.end(),
         [&](const Result<uint64_t>& n) { return n.ok() && *n == load->dests.front().size(); });
@@ -160,6 +160,26 @@ void Engine::LoaderMain() {
     }
     load_cv_.notify_all();
   }
+}
+
+std::vector<Result<uint64_t>> Engine::ReadInParts(std::span<const BlockKey> keys,
+                                                  std::span<const std::span<std::byte>> dests) {
+  constexpr int64_t kMinPartBlocks = 4;
+  const auto n = static_cast<int64_t>(std::min(keys.size(), dests.size()));
+  const int64_t parts = std::clamp<int64_t>(n / kMinPartBlocks, 1, read_pool_->size());
+  if (parts == 1) return cache_->ReadBatch(keys, dests);
+  std::vector<std::vector<Result<uint64_t>>> got(static_cast<size_t>(parts));
+  read_pool_->ParallelFor(parts, [&](int64_t p) {
+    const auto b = static_cast<size_t>(n * p / parts), e = static_cast<size_t>(n * (p + 1) / parts);
+    got[static_cast<size_t>(p)] =
+        cache_->ReadBatch(keys.subspan(b, e - b), dests.subspan(b, e - b));
+  });
+  std::vector<Result<uint64_t>> reads;
+  reads.reserve(static_cast<size_t>(n));
+  for (auto& part : got) {
+    for (auto& r : part) reads.push_back(std::move(r));
+  }
+  return reads;
 }
 
 void Engine::StopLoader() {

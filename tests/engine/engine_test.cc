@@ -326,6 +326,36 @@ TEST(EngineTest, AMissingOrCorruptBlockIsRematerialized) {
   EXPECT_TRUE(cache->Find(keys[2]).ok());
 }
 
+// A large hit is read in parts side by side (Engine::ReadInParts): the
+// blocks land in their own pages, a block missing from the second part ends
+// the hit there, and the logits are a recompute's either way.
+TEST(EngineTest, ALargeHitReadInPartsKeepsTheInvariant) {
+  ModelConfig c = ModelPreset("tiny").value();
+  c.max_seq_len = 2048;
+  auto w = RandomModel(c, 9);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const int vocab = c.vocab_size;
+  const std::vector<TokenId> prompt = Prompt(20 * 64 + 7, 10, vocab);
+  auto cache = DramCache();
+  auto engine = OpenEngine(w->get(), cache.get());
+  auto first = engine->Generate(Request(prompt, 4));
+  ASSERT_TRUE(first.ok());
+  auto hit = engine->Generate(Request(prompt, 4));
+  ASSERT_TRUE(hit.ok());
+  EXPECT_EQ(hit->cached_tokens, 20u * 64);
+  EXPECT_EQ(hit->tokens, first->tokens);
+  EXPECT_TRUE(SameBits(hit->logits, first->logits));
+
+  PrefixHasher hasher(engine->CacheNamespace(""));
+  const std::vector<BlockKey> keys = hasher.Keys(prompt);
+  ASSERT_TRUE(cache->Erase(keys[15]).ok());
+  auto partial = engine->Generate(Request(prompt, 4));
+  ASSERT_TRUE(partial.ok());
+  EXPECT_EQ(partial->cached_tokens, 15u * 64);
+  EXPECT_EQ(partial->tokens, first->tokens);
+  EXPECT_TRUE(SameBits(partial->logits, first->logits));
+}
+
 // A tier whose reads wait at a gate the test opens and closes: a slow
 // device under the test's control. Everything else goes straight through.
 class GatedTier final : public Tier {
