@@ -61,9 +61,20 @@ for ((r = 1; r <= rounds; r++)); do
     model="$work/f32"
     [[ $dtype == bfloat16 ]] && model="$work/bf16"
     echo "== round $r: vLLM $dtype" >&2
-    "$python" "$root/bench/peer/vllm_cpu_bench.py" --model "$model" --dtype "$dtype" \
-      --prompt-tokens "$prompt" --seq-len "$seq_len" \
-      >"$work/vllm.$dtype.$r.out" 2>"$work/vllm.$dtype.$r.log" || {
+    # vLLM's CPU worker sometimes fails to start ("WorkerProc initialization
+    # failed", no root cause in its log) and starts on the next try: one
+    # more try, said on stderr, before giving up.
+    ok=""
+    for try in 1 2; do
+      if "$python" "$root/bench/peer/vllm_cpu_bench.py" --model "$model" --dtype "$dtype" \
+        --prompt-tokens "$prompt" --seq-len "$seq_len" \
+        >"$work/vllm.$dtype.$r.out" 2>"$work/vllm.$dtype.$r.log"; then
+        ok=1
+        break
+      fi
+      echo "vllm_cpu.sh: vLLM $dtype failed to run (try $try)" >&2
+    done
+    [[ -n $ok ]] || {
       tail -n 40 "$work/vllm.$dtype.$r.log" >&2
       # A worker's root cause sits above the main process's traceback.
       echo "vllm_cpu.sh: the log's errors:" >&2
