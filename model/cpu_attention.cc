@@ -286,6 +286,42 @@ struct Scratch {
   std::vector<float> max;         // each query's running max
 };
 
+// One query's online-softmax step over its scores sr (a row of `tiles`
+// tiles of 32 keys, the first `valid` counting; kTiles > 0: that many, all
+// valid, the masks left out, which changes no bit): the running max and
+// 16-lane sum, the weights to bf16 at pr (row of A tile t at pr + 256 t).
+// Returns the rescale of the output so far.
+template <int kTiles, bool kMasked>
+KVT_TARGET_AMX inline float SoftmaxRow(const float* sr, int valid, Vec scale, float& max,
+                                       float* sum, uint32_t* pr, int tiles = kTiles) {
+  if constexpr (kTiles > 0) tiles = kTiles;
+  Vec sv[2 * kBlockTiles];
+  Vec mx = VSet1(-INFINITY);
+  for (int j = 0; j < 2 * tiles; ++j) {
+    sv[j] = VMul(VLoad(sr + 16 * j), scale);
+    if constexpr (kMasked) sv[j] = VFirst(valid - 16 * j, sv[j], VSet1(-INFINITY));
+    mx = VMax(mx, sv[j]);
+  }
+  const float m_new = FMax(max, VHMax(mx));
+  // ExpScalar(0) is 1 exactly: an unchanged max skips it, same bits.
+  const float alpha = max == -INFINITY ? 0.0f : m_new == max ? 1.0f : ExpScalar(max - m_new);
+  max = m_new;
+  const Vec vm = VSet1(m_new);
+  Vec l = VMul(VLoad(sum), VSet1(alpha));
+  for (int t = 0; t < tiles; ++t) {
+    Vec p0 = avx512::VExp(VSub(sv[2 * t], vm));
+    Vec p1 = avx512::VExp(VSub(sv[2 * t + 1], vm));
+    if constexpr (kMasked) {
+      p0 = VFirst(valid - 32 * t, p0, VZero());
+      p1 = VFirst(valid - 32 * t - 16, p1, VZero());
+    }
+    l = VAdd(VAdd(l, p0), p1);
+    _mm512_storeu_si512(pr + t * 256, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+  }
+  VStore(sum, l);
+  return alpha;
+}
+
 // Query blocks b .. b + RB - 1 against the `tiles` staged tiles of 32 keys
 // at kt (keys k0 ..): scores, the online-softmax step, weighted values.
 template <int RB>
@@ -331,7 +367,6 @@ KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_
   // The online softmax, query by query; the weights to bf16, row r % 16 of
   // A tile (r / 16, t) for keys 32 t .. 32 t + 31.
   const Vec scale = VSet1(a.scale);
-  const int vecs = 2 * tiles;
   float alpha[RB * kRows];
   bool active[RB * kRows];
   for (int r = 0; r < n; ++r) {
@@ -344,28 +379,11 @@ KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_
       for (int t = 0; t < tiles; ++t) _mm512_storeu_si512(pr + t * 256, _mm512_setzero_si512());
       continue;
     }
-    const float* sr = s + r * kBlockKeys;
-    Vec sv[2 * kBlockTiles];
-    Vec mx = VSet1(-INFINITY);
-    for (int j = 0; j < vecs; ++j) {
-      sv[j] = VFirst(valid - 16 * j, VMul(VLoad(sr + 16 * j), scale), VSet1(-INFINITY));
-      mx = VMax(mx, sv[j]);
-    }
-    float& max = sc.max[static_cast<size_t>(i)];
-    const float m_new = FMax(max, VHMax(mx));
-    // ExpScalar(0) is 1 exactly: an unchanged max skips it, same bits.
-    alpha[r] = max == -INFINITY ? 0.0f : m_new == max ? 1.0f : ExpScalar(max - m_new);
-    max = m_new;
-    const Vec vm = VSet1(m_new);
     float* sum = sc.sum.data() + i * 16;
-    Vec l = VMul(VLoad(sum), VSet1(alpha[r]));
-    for (int t = 0; t < tiles; ++t) {
-      const Vec p0 = VFirst(valid - 32 * t, avx512::VExp(VSub(sv[2 * t], vm)), VZero());
-      const Vec p1 = VFirst(valid - 32 * t - 16, avx512::VExp(VSub(sv[2 * t + 1], vm)), VZero());
-      l = VAdd(VAdd(l, p0), p1);
-      _mm512_storeu_si512(pr + t * 256, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
-    }
-    VStore(sum, l);
+    float& max = sc.max[static_cast<size_t>(i)];
+    const float* sr = s + r * kBlockKeys;
+    alpha[r] = valid == kBlockKeys ? SoftmaxRow<kBlockTiles, false>(sr, valid, scale, max, sum, pr)
+                                   : SoftmaxRow<0, true>(sr, valid, scale, max, sum, pr, tiles);
   }
   // Weighted values, 32 dims at a time: C tile 2 rb + half carries the sum
   // over the tiles of keys; the weights in A tiles 4 + rb, the values' dims

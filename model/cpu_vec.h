@@ -12,7 +12,9 @@
 //   VZero, VSet1, VLoad, VStore (unaligned), VAdd, VSub, VMul, VDiv,
 //   VFma(a, b, c) = a * b + c rounded once, VMax (maxps: b unless a > b),
 //   VFirst(count, a, fill): a in lanes < count, fill in the others,
-//   VPow2i(n): 2^n for integral n in [-126, 127], VHMax: the largest lane,
+//   VPow2i(n): 2^n for integral n in [-126, 127], VScale2i(a, n) = a * 2^n
+//     for such n rounded once (AVX-512's vscalefps; a product with VPow2i
+//     elsewhere: the same bits), VHMax: the largest lane,
 //   VDotBf16(acc, x, w): per lane i, with w 16 pairs of bf16 (w[i] holds
 //     k = 2j in its low half, 2j + 1 in its high half) and x one such pair:
 //     acc = fma(x.hi, w.hi, acc), then acc = fma(x.lo, w.lo, acc) (a product
@@ -92,6 +94,7 @@ inline Vec VPow2i(Vec n) {
   }
   return r;
 }
+inline Vec VScale2i(Vec a, Vec n) { return VMul(a, VPow2i(n)); }
 inline float VHMax(Vec a) {
   float m = a.v[0];
   for (int i = 1; i < 16; ++i) m = std::fmax(m, a.v[i]);
@@ -156,6 +159,7 @@ KVT_TARGET_AVX2 inline __m256 Pow2i(__m256 n) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
 }
 KVT_TARGET_AVX2 inline Vec VPow2i(Vec n) { return Vec{Pow2i(n.lo), Pow2i(n.hi)}; }
+KVT_TARGET_AVX2 inline Vec VScale2i(Vec a, Vec n) { return VMul(a, VPow2i(n)); }
 KVT_TARGET_AVX2 inline float VHMax(Vec a) {
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, _mm256_max_ps(a.lo, a.hi));
@@ -205,6 +209,7 @@ KVT_TARGET_AVX512 inline Vec VPow2i(Vec n) {
   const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
   return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
 }
+KVT_TARGET_AVX512 inline Vec VScale2i(Vec a, Vec n) { return _mm512_scalef_ps(a, n); }
 KVT_TARGET_AVX512 inline float VHMax(Vec a) { return _mm512_reduce_max_ps(a); }
 
 KVT_TARGET_AVX512 inline Vec VDotBf16(Vec acc, uint32_t x, const uint32_t* w) {
