@@ -142,6 +142,36 @@ struct Shape {
 
 class CausalAttentionTest : public ::testing::TestWithParam<Shape> {};
 
+float RoundBf16(float x) { return Bf16BitsToFloat(FloatToBf16Bits(x)); }
+
+// Every output of a run laid out as Attend's against causal attention in
+// double precision, on q, K and V as they are or rounded to bf16.
+void ExpectNearDouble(const Pages& pg, const std::vector<float>& q, const Shape& s, float scale,
+                      const std::vector<float>& got, bool bf16_inputs, double tolerance) {
+  auto in = [&](float x) { return bf16_inputs ? double(RoundBf16(x)) : double(x); };
+  for (int t = 0; t < s.tokens; ++t) {
+    const int64_t pos = s.first_pos + t;
+    for (int h = 0; h < s.heads; ++h) {
+      const float* qh = &q[(size_t(t) * s.heads + h) * s.head_dim];
+      std::vector<double> sc(size_t(pos + 1));
+      double mx = -1e300, sum = 0;
+      for (int64_t j = 0; j <= pos; ++j) {
+        double d = 0;
+        for (int e = 0; e < s.head_dim; ++e) d += in(qh[e]) * in(pg.K(j)[e]);
+        sc[size_t(j)] = d * scale;
+        mx = std::max(mx, sc[size_t(j)]);
+      }
+      for (double& x : sc) sum += (x = std::exp(x - mx));
+      for (int e = 0; e < s.head_dim; ++e) {
+        double ref = 0;
+        for (int64_t j = 0; j <= pos; ++j) ref += sc[size_t(j)] / sum * in(pg.V(j)[e]);
+        ASSERT_NEAR(got[(size_t(t) * s.heads + h) * s.head_dim + e], ref, tolerance)
+            << "token " << t << " head " << h << " dim " << e;
+      }
+    }
+  }
+}
+
 TEST_P(CausalAttentionTest, MatchesDoubleAndIsTheSameChunkedOnEverySet) {
   const Shape s = GetParam();
   const int64_t n = s.first_pos + s.tokens;
@@ -156,27 +186,7 @@ TEST_P(CausalAttentionTest, MatchesDoubleAndIsTheSameChunkedOnEverySet) {
     Attend(pg, q, s.heads, s.first_pos, 0, s.tokens, scale, whole);
   }
   // Against double precision.
-  for (int t = 0; t < s.tokens; ++t) {
-    const int64_t pos = s.first_pos + t;
-    for (int h = 0; h < s.heads; ++h) {
-      const float* qh = &q[(size_t(t) * s.heads + h) * s.head_dim];
-      std::vector<double> sc(size_t(pos + 1));
-      double mx = -1e300, sum = 0;
-      for (int64_t j = 0; j <= pos; ++j) {
-        double d = 0;
-        for (int e = 0; e < s.head_dim; ++e) d += double(qh[e]) * pg.K(j)[e];
-        sc[size_t(j)] = d * scale;
-        mx = std::max(mx, sc[size_t(j)]);
-      }
-      for (double& x : sc) sum += (x = std::exp(x - mx));
-      for (int e = 0; e < s.head_dim; ++e) {
-        double ref = 0;
-        for (int64_t j = 0; j <= pos; ++j) ref += sc[size_t(j)] / sum * pg.V(j)[e];
-        ASSERT_NEAR(whole[(size_t(t) * s.heads + h) * s.head_dim + e], ref, 2e-5)
-            << "token " << t << " head " << h << " dim " << e;
-      }
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectNearDouble(pg, q, s, scale, whole, /*bf16_inputs=*/false, 2e-5));
   for (CpuIsa isa_here : IsasHere()) {
     WithIsa isa(isa_here);
     // The whole run, on this set: the same bits.
@@ -206,8 +216,6 @@ TEST_P(CausalAttentionTest, MatchesDoubleAndIsTheSameChunkedOnEverySet) {
         << CpuIsaName(isa_here) << " with staged tiles";
   }
 }
-
-float RoundBf16(float x) { return Bf16BitsToFloat(FloatToBf16Bits(x)); }
 
 // bf16 attention (CausalAttention::bf16) on AMX: scores and weighted values
 // as bf16 products on tiles. Close to double precision on the rounded q, K
@@ -243,27 +251,7 @@ TEST_P(CausalAttentionTest, Bf16OnAmxIsCloseAndTheSameChunked) {
   // Against double precision on the rounded inputs: what is left is the
   // weights' rounding to bf16 (2^-9 of each), so at most 2^-8 of the
   // largest |v| (1 here), and the products' f32 accumulation.
-  for (int t = 0; t < s.tokens; ++t) {
-    const int64_t pos = s.first_pos + t;
-    for (int h = 0; h < s.heads; ++h) {
-      const float* qh = &q[(size_t(t) * s.heads + h) * s.head_dim];
-      std::vector<double> sc(size_t(pos + 1));
-      double mx = -1e300, sum = 0;
-      for (int64_t j = 0; j <= pos; ++j) {
-        double d = 0;
-        for (int e = 0; e < s.head_dim; ++e) d += double(RoundBf16(qh[e])) * RoundBf16(pg.K(j)[e]);
-        sc[size_t(j)] = d * scale;
-        mx = std::max(mx, sc[size_t(j)]);
-      }
-      for (double& x : sc) sum += (x = std::exp(x - mx));
-      for (int e = 0; e < s.head_dim; ++e) {
-        double ref = 0;
-        for (int64_t j = 0; j <= pos; ++j) ref += sc[size_t(j)] / sum * RoundBf16(pg.V(j)[e]);
-        ASSERT_NEAR(whole[(size_t(t) * s.heads + h) * s.head_dim + e], ref, 4e-3)
-            << "token " << t << " head " << h << " dim " << e;
-      }
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectNearDouble(pg, q, s, scale, whole, /*bf16_inputs=*/true, 4e-3));
   // One token at a time (decode steps), in uneven chunks, and with the
   // tiles staged once for the run: the same bits.
   std::vector<float> single(size), chunked(size), shared(size);
