@@ -21,6 +21,8 @@
 #                         kvtier is faster
 #   decode_b1, decode_b64 decode tokens/s with 1 and 64 sequences: above 1,
 #                         kvtier is faster
+#   decode_b1_long        decode tokens/s of one sequence after the long
+#                         prompt (its prefix cached): above 1, kvtier is faster
 # Needs engine_bench and kvtier-mkmodel ($KVTIER_BIN_DIR, default
 # build-release/bin, else build/bin).
 set -euo pipefail

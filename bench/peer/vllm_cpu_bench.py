@@ -13,6 +13,11 @@ engine_bench measures ours. Prints one JSON object (the last line).
                           N * (long - short) extra output tokens over the extra
                           time of a run with `long` output tokens against one
                           with `short`, so prefill and start-up cancel out
+  decode_tokens_per_s_b1_long_prompt
+                          one sequence decoding after the --prompt-tokens prompt
+                          (its prefix cached): 32 extra output tokens over the
+                          extra time, as above; each step attends over the
+                          whole prompt
 """
 import argparse
 import json
@@ -35,7 +40,8 @@ def token_ids(seed, n):
 # better (a time) or higher (a rate).
 MEASURES = {"ttft_cold": ("ttft_cold_ms", True), "ttft_hit": ("ttft_hit_ms", True),
             "decode_b1": ("decode_tokens_per_s_b1", False),
-            "decode_b64": ("decode_tokens_per_s_b64", False)}
+            "decode_b64": ("decode_tokens_per_s_b64", False),
+            "decode_b1_long": ("decode_tokens_per_s_b1_long_prompt", False)}
 
 
 def compare(work, rounds):
@@ -114,6 +120,9 @@ def main():
     result = {"bench": "vllm_cpu", "dtype": args.dtype, "prompt_tokens": args.prompt_tokens,
               "ttft_cold_ms": statistics.median(cold), "ttft_hit_ms": hit_ms,
               "ttft_hit_cached_tokens": hit_cached}
+    _, t_short = run([prompt], 9)
+    _, t_long = run([prompt], 41)
+    result["decode_tokens_per_s_b1_long_prompt"] = 32 / (t_long - t_short)
     for batch, short, long in ((1, 8, 72), (64, 8, 40)):
         prompts = [token_ids(1000 + batch * 100 + i, 32) for i in range(batch)]
         run(prompts, 2)  # warm-up at this batch
