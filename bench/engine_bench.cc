@@ -288,7 +288,7 @@ double DecodeTokensPerSecond(const ModelWeights& w, int batch, const Args& args)
   o.cpu_bf16_weights = args.bf16;
   o.max_batch_seqs = batch;
   o.token_budget = std::max(batch * 64, 64);
-  o.kv_bytes = static_cast<int64_t>(batch) * 4 * w.config.Kv(64, DType::kFloat32).BlockBytes();
+  o.kv_bytes = static_cast<int64_t>(batch) * 4 * Engine::KvBytesPerPage(w.config, o);
   auto engine = Engine::Open(&w, nullptr, o).value();
   for (int i = 0; i < batch; ++i) {
     GenerateRequest r;
@@ -453,8 +453,7 @@ int Main(int argc, char** argv) {
   o.threads = args.threads;
   o.cpu_bf16_weights = args.bf16;
   o.token_budget = 512;
-  o.kv_bytes = 2ll * (args.prompt_tokens / 64 + 2) *
-               static_cast<int64_t>(c.Kv(64, DType::kFloat32).BlockBytes());
+  o.kv_bytes = 2ll * (args.prompt_tokens / 64 + 2) * Engine::KvBytesPerPage(c, o);
   auto engine = Engine::Open(w.get(), cache.get(), o).value();
   std::vector<double> cold, warm;
   uint32_t cached_tokens = 0;

@@ -43,6 +43,21 @@ int64_t PagesFor(int64_t tokens, int block_tokens) {
 
 }  // namespace
 
+namespace {
+
+bool OnGpu(const EngineOptions& o) {
+  return o.device == "cuda" || (o.device == "auto" && DeviceAvailable());
+}
+
+}  // namespace
+
+int64_t Engine::KvBytesPerPage(const ModelConfig& c, const EngineOptions& o) {
+  const auto block = static_cast<int64_t>(c.Kv(o.block_tokens, DType::kFloat32).BlockBytes());
+  if (OnGpu(o)) return block;
+  const WeightType w = o.cpu_bf16_weights ? WeightType::kBf16 : WeightType::kF32;
+  return block + static_cast<int64_t>(StagedSideBytes(c, o.block_tokens, w));
+}
+
 Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheManager* cache,
                                              const EngineOptions& options) {
   if (weights == nullptr) return Status::InvalidArgument("engine needs a model");
@@ -54,16 +69,15 @@ Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheM
   if (options.max_batch_seqs < 1 || options.token_budget < 1) {
     return Status::InvalidArgument("max_batch_seqs and token_budget must be positive");
   }
-  const KvGeometry geo = weights->config.Kv(options.block_tokens, DType::kFloat32);
-  const int64_t pages = options.kv_bytes / static_cast<int64_t>(geo.BlockBytes());
+  const int64_t page_bytes = KvBytesPerPage(weights->config, options);
+  const int64_t pages = options.kv_bytes / page_bytes;
   if (pages < 1) {
     return Status::InvalidArgument("kv_bytes " + std::to_string(options.kv_bytes) +
-                                   " holds no page of " + std::to_string(geo.BlockBytes()) +
-                                   " bytes");
+                                   " holds no page of " + std::to_string(page_bytes) + " bytes");
   }
   if (pages > INT32_MAX) return Status::InvalidArgument("kv_bytes holds too many pages");
   std::unique_ptr<ForwardBackend> gpu;
-  if (options.device == "cuda" || (options.device == "auto" && DeviceAvailable())) {
+  if (OnGpu(options)) {
     GpuForwardOptions g;
     g.weights = options.gpu_bf16_weights ? GpuWeights::kBFloat16 : GpuWeights::kFloat32;
     g.num_pages = static_cast<int32_t>(pages);
@@ -85,11 +99,12 @@ Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOpt
       options_(options),
       pool_(options.threads),
       kv_(weights->config.Kv(options.block_tokens, DType::kFloat32),
-          static_cast<int32_t>(
-              options.kv_bytes /
-              static_cast<int64_t>(
-                  weights->config.Kv(options.block_tokens, DType::kFloat32).BlockBytes())),
-          /*host_storage=*/gpu == nullptr),
+          static_cast<int32_t>(options.kv_bytes / KvBytesPerPage(weights->config, options)),
+          /*host_storage=*/gpu == nullptr,
+          gpu == nullptr
+              ? StagedSideBytes(weights->config, options.block_tokens,
+                                options.cpu_bf16_weights ? WeightType::kBf16 : WeightType::kF32)
+              : 0),
       forward_(std::move(gpu)) {
   if (forward_ == nullptr) {
     forward_ = std::make_unique<CpuBackend>(

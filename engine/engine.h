@@ -162,6 +162,9 @@ class Engine {
   // `weights` and `cache` (nullable: no caching) must outlive the engine.
   static Result<std::unique_ptr<Engine>> Open(const ModelWeights* weights, CacheManager* cache,
                                               const EngineOptions& options);
+  // What one KV page costs of options.kv_bytes for this model: the block,
+  // and on the CPU the forward pass's side copy of it (StagedSideBytes).
+  static int64_t KvBytesPerPage(const ModelConfig& config, const EngineOptions& options);
   ~Engine();
   // "cpu" or "cuda": where this engine's forward pass runs.
   std::string_view device() const { return forward_->device(); }

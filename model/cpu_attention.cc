@@ -28,7 +28,7 @@
 namespace kvtier {
 namespace {
 
-constexpr int kTileKeys = 32;  // keys per staged tile
+constexpr int kTileKeys = kAttentionTileKeys;
 constexpr int kTileVecs = kTileKeys / 16;
 constexpr int kScoreRows = 4;  // queries scored together against a tile
 
@@ -134,12 +134,17 @@ int64_t F32TileFloats(int head_dim) {
   return static_cast<int64_t>(kTileKeys) * (head_dim + Dims16(head_dim));
 }
 
+// The tile of `a` staged beforehand that starts at key k0, or null.
+const float* StagedTile(const CausalAttention& a, int64_t k0) {
+  return a.tiles == nullptr ? nullptr : a.tiles[k0 / kTileKeys];
+}
+
 // The tile starting at key k0 (keys of it up to the run's last position):
-// pre-staged in a.staged, else staged into the scratch.
+// pre-staged (a.tiles), else staged into the scratch.
 void TileOf(const CausalAttention& a, int64_t k0, int keys, int dims16, Scratch& sc,
             const float** kt, const float** v) {
-  if (a.staged != nullptr) {
-    *kt = a.staged + (k0 / kTileKeys) * F32TileFloats(a.head_dim);
+  if (const float* staged = StagedTile(a, k0); staged != nullptr) {
+    *kt = staged;
     *v = *kt + static_cast<size_t>(a.head_dim) * kTileKeys;
     return;
   }
@@ -323,10 +328,11 @@ KVT_TARGET_AMX inline float SoftmaxRow(const float* sr, int valid, Vec scale, fl
 }
 
 // Query blocks b .. b + RB - 1 against the `tiles` staged tiles of 32 keys
-// at kt (keys k0 ..): scores, the online-softmax step, weighted values.
+// at kt[0..tiles) (keys k0 ..): scores, the online-softmax step, weighted
+// values.
 template <int RB>
-KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_t* kt, int tiles,
-                             int b, Scratch& sc) {
+KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_t* const* kt,
+                             int tiles, int b, Scratch& sc) {
   const int hd = a.head_dim, dblocks = hd / 32;
   const int queries = a.tokens * a.heads;
   const int64_t block_words = int64_t{dblocks} * 256, tile_words = TileWords(hd);
@@ -337,7 +343,7 @@ KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_
   // tiles 4 + rb, the keys' halves in B tiles 6 and 7.
   const uint32_t* qb = sc.q.data() + b * block_words;
   for (int t = 0; t < tiles; ++t) {
-    const uint32_t* k = kt + t * tile_words;
+    const uint32_t* k = kt[t];
     _tile_zero(0);
     _tile_zero(1);
     if constexpr (RB > 1) {
@@ -400,7 +406,7 @@ KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_
       _tile_zero(3);
     }
     for (int t = 0; t < tiles; ++t) {
-      const uint32_t* v = kt + t * tile_words + tile_words / 2;
+      const uint32_t* v = kt[t] + tile_words / 2;
       _tile_loadd(4, p0 + t * 256, 64);
       _tile_loadd(6, v + c * 256, 64);
       _tile_loadd(7, v + (c + 1) * 256, 64);
@@ -455,15 +461,15 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
   for (int64_t k0 = 0; k0 <= last; k0 += kBlockKeys) {
     const int keys = static_cast<int>(std::min<int64_t>(kBlockKeys, last + 1 - k0));
     const int tiles = (keys + kTileKeys - 1) / kTileKeys;
-    const uint32_t* kt = nullptr;
-    if (a.staged != nullptr) {
-      kt = reinterpret_cast<const uint32_t*>(a.staged) + (k0 / kTileKeys) * tile_words;
-    } else {
-      for (int t = 0; t < tiles; ++t) {
-        Stage(a, k0 + t * kTileKeys, std::min(kTileKeys, keys - t * kTileKeys),
-              sc.tiles.data() + t * tile_words);
+    const uint32_t* kt[kBlockTiles];
+    for (int t = 0; t < tiles; ++t) {
+      const int64_t t0 = k0 + t * kTileKeys;
+      kt[t] = reinterpret_cast<const uint32_t*>(StagedTile(a, t0));
+      if (kt[t] == nullptr) {
+        uint32_t* own = sc.tiles.data() + t * tile_words;
+        Stage(a, t0, std::min(kTileKeys, keys - t * kTileKeys), own);
+        kt[t] = own;
       }
-      kt = sc.tiles.data();
     }
     for (int b = 0; b < blocks; b += 2) {
       const int rb = std::min(2, blocks - b);
@@ -489,15 +495,15 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
 }  // namespace amx
 KVT_AVX512_END
 
+}  // namespace
+
 // bf16 on AMX: asked for, the set in use is amx, and head_dim whole A tiles.
-bool OnAmx(const CausalAttention& a) {
+bool AttendsOnAmx(const CausalAttention& a) {
   return a.bf16 && CpuMathIsa() == CpuIsa::kAmx && a.head_dim % 32 == 0;
 }
 
-}  // namespace
-
 int64_t StagedTileFloats(const CausalAttention& a) {
-  return OnAmx(a) ? amx::TileWords(a.head_dim) : F32TileFloats(a.head_dim);
+  return AttendsOnAmx(a) ? amx::TileWords(a.head_dim) : F32TileFloats(a.head_dim);
 }
 
 int64_t StagedTiles(int64_t keys) { return (keys + kTileKeys - 1) / kTileKeys; }
@@ -505,7 +511,7 @@ int64_t StagedTiles(int64_t keys) { return (keys + kTileKeys - 1) / kTileKeys; }
 void StageTile(const CausalAttention& a, int64_t keys, int64_t tile, float* out) {
   const int64_t k0 = tile * kTileKeys;
   const int n = static_cast<int>(std::min<int64_t>(kTileKeys, keys - k0));
-  if (OnAmx(a)) {
+  if (AttendsOnAmx(a)) {
     amx::Stage(a, k0, n, reinterpret_cast<uint32_t*>(out));
     return;
   }
@@ -522,7 +528,7 @@ float* CausalAttention::Out(int i) const {
 
 void AttendCausal(const CausalAttention& a) {
   if (a.tokens <= 0 || a.heads <= 0) return;
-  if (OnAmx(a)) {
+  if (AttendsOnAmx(a)) {
     thread_local amx::Scratch amx_scratch;
     amx::Attend(a, amx_scratch);
     return;

@@ -47,10 +47,11 @@ struct CausalAttention {
   int page_tokens = 0;
   int head_dim = 0;
   float scale = 0.0f;
-  // Optional: the keys' tiles staged beforehand by StageTile (tile t at
-  // staged + t * StagedTileFloats(head_dim)), shared by every run of queries
-  // of a chunk instead of each run staging them again. Null: staged here.
-  const float* staged = nullptr;
+  // Optional: tiles of keys staged beforehand by StageTile, tile t (keys
+  // kAttentionTileKeys * t ..) at tiles[t], shared by every run of queries
+  // of a chunk (and kept from step to step, forward.h) instead of each run
+  // staging them again. A null array or entry: that tile is staged here.
+  const float* const* tiles = nullptr;
   // bf16 products on AMX where the CPU has them (above); f32 otherwise.
   bool bf16 = false;
 
@@ -63,10 +64,18 @@ struct CausalAttention {
 // Thread-safe (per-thread scratch); runs on the calling thread.
 void AttendCausal(const CausalAttention& a);
 
-// Staging tiles ahead (CausalAttention::staged): floats per tile of `a`'s
+// Keys per staged tile: tile t holds keys kAttentionTileKeys * t ...
+inline constexpr int kAttentionTileKeys = 32;
+
+// Whether `a` runs as bf16 on AMX here (above). Its staged tiles are then
+// half the bytes of the f32 keys and values they hold.
+bool AttendsOnAmx(const CausalAttention& a);
+
+// Staging tiles ahead (CausalAttention::tiles): floats per tile of `a`'s
 // kernel (f32 or bf16 on AMX: each its own layout), tiles for `keys`
 // positions, and tile `tile` of the keys 0..keys-1 that `a`'s pages hold,
-// written to `out` (the same bytes the kernel stages itself).
+// written to `out` (the same bytes the kernel stages itself; a tile that
+// ends before `keys` is a function of its own 32 keys and values alone).
 int64_t StagedTileFloats(const CausalAttention& a);
 int64_t StagedTiles(int64_t keys);
 void StageTile(const CausalAttention& a, int64_t keys, int64_t tile, float* out);

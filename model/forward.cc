@@ -5,6 +5,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "model/cpu_attention.h"
@@ -40,6 +41,15 @@ Status ValidateChunks(const ModelConfig& c, int bt, int64_t num_pages,
     }
   }
   return Status::Ok();
+}
+
+size_t StagedSideBytes(const ModelConfig& c, int block_tokens, WeightType weight_type) {
+  CausalAttention shape;
+  shape.head_dim = c.head_dim();
+  shape.bf16 = weight_type == WeightType::kBf16;
+  if (!AttendsOnAmx(shape) || block_tokens % kAttentionTileKeys != 0) return 0;
+  return static_cast<size_t>(c.n_layers) * c.n_kv_heads * (block_tokens / kAttentionTileKeys) *
+         StagedTileFloats(shape) * sizeof(float);
 }
 
 namespace {
@@ -155,34 +165,97 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
     std::stable_sort(attn_tasks.begin(), attn_tasks.end(),
                      [](const AttnTask& a, const AttnTask& b) { return a.last_pos > b.last_pos; });
   }
-  // Chunks of more than one run get their tiles staged once per layer and KV
-  // head: staged_at[c] is where chunk c's are in staged_ (-1: none), g's
-  // tiles after g - 1's.
-  struct StageTask {
-    int32_t chunk, g;
-    int64_t tile, offset;
-  };
-  std::vector<StageTask> stage_tasks;
-  std::vector<int64_t> staged_at(chunks.size(), -1);
+  // Staged tiles of keys (cpu_attention.h). A tile every key of which is
+  // in pages (all of a chunk's tiles but a partial last one) is staged into
+  // its page's side copy when the pages carry one (StagedSideBytes), once
+  // per allocation of the page: later chunks and decode steps of the
+  // sequence read it from there instead of staging it again. Other tiles
+  // are staged once per layer into staged_ for a chunk of more than one run
+  // (every run shares them), or by each run itself.
   CausalAttention shape;  // what the staging depends on
   shape.head_dim = hd;
   shape.bf16 = bf16_attention_;
   const int64_t tile_floats = StagedTileFloats(shape);
+  const int page_tiles = bt / kAttentionTileKeys;
+  const size_t side_floats =
+      StagedSideBytes(c_, bt, bf16_attention_ ? WeightType::kBf16 : WeightType::kF32) /
+      sizeof(float);
+  const bool side = side_floats > 0 && kv.side_bytes_per_page() >= side_floats * sizeof(float);
+  auto side_tile = [&](PageId page, int l, int g, int tile_in_page) {
+    return reinterpret_cast<float*>(kv.Side(page)) +
+           ((static_cast<int64_t>(l) * n_kv + g) * page_tiles + tile_in_page) * tile_floats;
+  };
+  // Per chunk: its tiles, how many lead from side copies, where its others
+  // are in staged_ (-1: none) and where its tile pointers are in tile_ptrs
+  // (per KV head g, tiles after g - 1's).
+  struct ChunkTiles {
+    int64_t tiles = 0, in_side = 0, staged_at = -1, ptrs_at = 0;
+  };
+  std::vector<ChunkTiles> chunk_tiles(chunks.size());
+  // Stagings per layer: a chunk's tile into a page's side copy (for every
+  // KV head), and a chunk's tile of KV head g into staged_ at `offset`.
+  struct SideTask {
+    int32_t chunk;
+    int64_t tile;
+    PageId page;
+    int32_t tile_in_page;
+  };
+  struct StageTask {
+    int32_t chunk, g;
+    int64_t tile, offset;
+  };
+  std::vector<SideTask> side_tasks;
+  std::vector<StageTask> stage_tasks;
   {
-    int64_t total = 0;
+    // A chunk's rows are written here, so a side copy of them is not current.
+    if (side) {
+      for (const SeqChunk& ch : chunks) {
+        const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+        for (int64_t p = ch.start_pos / bt; p < (end + bt - 1) / bt; ++p) {
+          const int32_t from = p == ch.start_pos / bt ? ch.start_pos % bt : 0;
+          int32_t& rows = kv.side_rows(ch.pages[p]);
+          rows = std::min(rows, from / kAttentionTileKeys * kAttentionTileKeys);
+        }
+      }
+    }
+    int64_t total = 0, ptrs = 0;
     for (size_t c = 0; c < chunks.size(); ++c) {
-      if (chunks[c].tokens.size() <= static_cast<size_t>(kAttnTokens)) continue;
-      const int64_t tiles =
-          StagedTiles(chunks[c].start_pos + static_cast<int64_t>(chunks[c].tokens.size()));
-      staged_at[c] = total;
+      const SeqChunk& ch = chunks[c];
+      const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+      ChunkTiles& ct = chunk_tiles[c];
+      ct.tiles = StagedTiles(end);
+      ct.ptrs_at = ptrs;
+      ptrs += ct.tiles * n_kv;
+      if (side) {
+        ct.in_side = end / kAttentionTileKeys;
+        for (int64_t t = 0; t < ct.in_side; ++t) {
+          const PageId page = ch.pages[t / page_tiles];
+          const auto tip = static_cast<int32_t>(t % page_tiles);
+          if (tip * kAttentionTileKeys < kv.side_rows(page)) continue;  // current
+          side_tasks.push_back({static_cast<int32_t>(c), t, page, tip});
+        }
+      }
+      if (ch.tokens.size() <= static_cast<size_t>(kAttnTokens) || ct.in_side == ct.tiles) continue;
+      ct.staged_at = total;
       for (int g = 0; g < n_kv; ++g) {
-        for (int64_t t = 0; t < tiles; ++t) {
+        for (int64_t t = ct.in_side; t < ct.tiles; ++t) {
           stage_tasks.push_back({static_cast<int32_t>(c), g, t, total});
           total += tile_floats;
         }
       }
     }
+    // Two chunks never share a page in the engine; if they did, one staging
+    // of a side tile is enough.
+    auto same_tile = [](const SideTask& a, const SideTask& b) {
+      return a.page == b.page && a.tile_in_page == b.tile_in_page;
+    };
+    std::sort(side_tasks.begin(), side_tasks.end(), [](const SideTask& a, const SideTask& b) {
+      return std::tie(a.page, a.tile_in_page) < std::tie(b.page, b.tile_in_page);
+    });
+    side_tasks.erase(std::unique(side_tasks.begin(), side_tasks.end(), same_tile),
+                     side_tasks.end());
     if (staged_.size() < static_cast<size_t>(total)) staged_.resize(static_cast<size_t>(total));
+    tile_ptrs_.assign(static_cast<size_t>(ptrs), nullptr);
   }
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -249,17 +322,41 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       a.bf16 = bf16_attention_;
       return a;
     };
-    // A chunk of several runs stages its keys' tiles once per KV head, which
-    // every run then shares (each would otherwise stage them again).
-    if (!stage_tasks.empty()) {
-      pool_->ParallelFor(static_cast<int64_t>(stage_tasks.size()), [&](int64_t i) {
-        thread_local std::vector<const float*> k_pages, v_pages;
-        const StageTask& st = stage_tasks[i];
-        const SeqChunk& ch = chunks[st.chunk];
-        const int64_t keys = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
-        const CausalAttention a = attention_of(ch, st.g, keys, k_pages, v_pages);
-        StageTile(a, keys, st.tile, &staged_[st.offset]);
-      });
+    // Staging (above): side tiles for every KV head, then staged_ tiles.
+    const int64_t side_jobs = static_cast<int64_t>(side_tasks.size()) * n_kv;
+    pool_->ParallelFor(side_jobs + static_cast<int64_t>(stage_tasks.size()), [&](int64_t i) {
+      thread_local std::vector<const float*> k_pages, v_pages;
+      int32_t chunk = 0, g = 0;
+      int64_t tile = 0;
+      float* out = nullptr;
+      if (i < side_jobs) {
+        const SideTask& st = side_tasks[i / n_kv];
+        chunk = st.chunk, g = static_cast<int32_t>(i % n_kv), tile = st.tile;
+        out = side_tile(st.page, l, g, st.tile_in_page);
+      } else {
+        const StageTask& st = stage_tasks[i - side_jobs];
+        chunk = st.chunk, g = st.g, tile = st.tile;
+        out = &staged_[st.offset];
+      }
+      const SeqChunk& ch = chunks[chunk];
+      const int64_t keys = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+      StageTile(attention_of(ch, g, keys, k_pages, v_pages), keys, tile, out);
+    });
+    // Each chunk's tiles for this layer: side copies, staged_, or none.
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const ChunkTiles& ct = chunk_tiles[c];
+      for (int g = 0; g < n_kv; ++g) {
+        const float** ptr = &tile_ptrs_[ct.ptrs_at + g * ct.tiles];
+        for (int64_t t = 0; t < ct.in_side; ++t) {
+          ptr[t] = side_tile(chunks[c].pages[t / page_tiles], l, g,
+                             static_cast<int32_t>(t % page_tiles));
+        }
+        if (ct.staged_at < 0) continue;
+        for (int64_t t = ct.in_side; t < ct.tiles; ++t) {
+          ptr[t] =
+              &staged_[ct.staged_at + (g * (ct.tiles - ct.in_side) + t - ct.in_side) * tile_floats];
+        }
+      }
     }
     // Attention: one task per (chunk, KV head, run of kAttnTokens tokens),
     // the run's queries of the KV head's group sharing each tile of keys.
@@ -278,10 +375,8 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       a.tokens = at.tokens;
       a.heads = group;
       a.first_pos = first_pos;
-      if (staged_at[at.chunk] >= 0) {
-        const int64_t tiles = StagedTiles(ch.start_pos + static_cast<int64_t>(ch.tokens.size()));
-        a.staged = &staged_[staged_at[at.chunk] + g * tiles * tile_floats];
-      }
+      const ChunkTiles& ct = chunk_tiles[at.chunk];
+      a.tiles = &tile_ptrs_[ct.ptrs_at + g * ct.tiles];
       AttendCausal(a);
     });
     MatMul(att_.data(), rows, pl.wo, out_.data(), pool_);
@@ -307,6 +402,15 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       if (l + 1 < c_.n_layers)
         RmsNorm(x, w_.layers[l + 1].rms_att, dim, c_.norm_eps, &xb_[r * dim]);
     });
+  }
+
+  // Every tile staged into a side copy is current now, for every layer.
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    const int64_t keys = chunk_tiles[c].in_side * kAttentionTileKeys;
+    for (int64_t p = 0; p * bt < keys; ++p) {
+      int32_t& rows = kv.side_rows(chunks[c].pages[p]);
+      rows = std::max(rows, static_cast<int32_t>(std::min<int64_t>(bt, keys - p * bt)));
+    }
   }
 
   // Logits of the last token of each chunk that wants them.
@@ -336,6 +440,7 @@ Status CpuBackend::WritePage(PageId page, std::span<const std::byte> in) {
   std::span<std::byte> p = kv_.Bytes(page);
   if (in.size() != p.size()) return Status::InvalidArgument("page payload of the wrong size");
   std::memcpy(p.data(), in.data(), p.size());
+  kv_.side_rows(page) = 0;
   return Status::Ok();
 }
 
@@ -351,6 +456,7 @@ Status CpuBackend::UnpackRows(PageId page, int rows, std::span<const std::byte> 
     return Status::InvalidArgument("partial block of the wrong size");
   }
   kv_.UnpackRows(page, rows, payload);
+  kv_.side_rows(page) = 0;
   return Status::Ok();
 }
 

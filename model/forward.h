@@ -44,6 +44,13 @@ struct SeqChunk {
 Status ValidateChunks(const ModelConfig& config, int block_tokens, int64_t num_pages,
                       std::span<const SeqChunk> chunks);
 
+// Bytes per page of the side copy (KvPages) that CpuForward keeps for a
+// model run with `weight_type` weights: each page's tiles of keys and values
+// as attention stages them, where attention runs as bf16 on AMX (half the
+// page's own bytes) and block_tokens is whole tiles; 0 elsewhere (the f32
+// kernel's tiles are as large as the page, so it stages as it goes).
+size_t StagedSideBytes(const ModelConfig& config, int block_tokens, WeightType weight_type);
+
 // Where the engine's KV pages live and its forward pass runs: the CPU
 // (CpuBackend below) or a CUDA device (GpuForward, gpu_forward.h). The engine
 // allocates pages itself (KvPages' free list) and moves page contents to and
@@ -80,9 +87,11 @@ class CpuForward {
              WeightType weight_type = WeightType::kF32);
 
   // Runs the chunks. `logits` receives one row of vocab_size floats per chunk
-  // that wants logits, in chunk order. kInvalidArgument (and nothing written)
-  // when a token id is out of range, a position is past max_seq_len or a
-  // block table is too short.
+  // that wants logits, in chunk order. Where `kv` carries side copies of
+  // StagedSideBytes, the full tiles of keys of each chunk are kept there and
+  // read from there by later calls while the page stays allocated. kInvalidArgument (and nothing
+  // written) when a token id is out of range, a position is past max_seq_len or a block table is
+  // too short.
   Status Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vector<float>* logits);
 
  private:
@@ -103,7 +112,8 @@ class CpuForward {
   // Activations, [tokens][width], reused between calls: qkv_ is q | k | v
   // and h13_ is w1 | w3 per token.
   std::vector<float> x_, xb_, qkv_, att_, h13_, h_, out_;
-  std::vector<float> staged_;  // attention's key tiles, staged once per layer
+  std::vector<float> staged_;            // attention's key tiles, staged once per layer
+  std::vector<const float*> tile_ptrs_;  // each chunk's tiles (CausalAttention::tiles)
 };
 
 // The CPU backend: CpuForward over host pages.

@@ -7,6 +7,13 @@
 // block table is the list of its pages in token order: token p lives in page
 // table[p / block_tokens] at slot p % block_tokens.
 //
+// Each page may also carry a side copy of its rows in a backend's own layout
+// (`side_bytes_per_page`; the CPU's bf16 attention keeps its staged tiles
+// there, forward.h), with the number of leading rows that copy holds. That
+// count is 0 whenever the page is allocated, so a copy never outlives the
+// contents it was made from: a page's rows are written once per allocation,
+// by the forward pass or by a cache hit's load before the pass reads them.
+//
 // Not thread-safe: owned by the engine's stepping thread. Page contents are
 // uninitialised until written.
 #pragma once
@@ -30,15 +37,24 @@ class KvPages {
   // Without host storage the object only allocates page ids (the pages'
   // contents live elsewhere, e.g. in device memory); Bytes, PackRows and
   // UnpackRows must not be called then.
-  KvPages(const KvGeometry& geometry, int32_t num_pages, bool host_storage = true);
+  KvPages(const KvGeometry& geometry, int32_t num_pages, bool host_storage = true,
+          size_t side_bytes_per_page = 0);
 
   const KvGeometry& geometry() const { return geometry_; }
   int32_t num_pages() const { return num_pages_; }
   int32_t free_pages() const { return static_cast<int32_t>(free_.size()); }
   size_t page_bytes() const { return page_floats_ * sizeof(float); }
 
+  // Allocate resets the page's side copy (side_rows() = 0).
   std::optional<PageId> Allocate();
   void Free(PageId page);
+
+  // The side copy (above): side_bytes_per_page() bytes per page, 64-byte
+  // aligned, uninitialised until written; side_rows(page) of its leading
+  // rows are current, as its user records them.
+  size_t side_bytes_per_page() const { return side_bytes_; }
+  std::byte* Side(PageId page) { return side_.get() + static_cast<size_t>(page) * side_bytes_; }
+  int32_t& side_rows(PageId page) { return side_rows_[static_cast<size_t>(page)]; }
 
   // The K (or V) rows of one layer and KV head in a page: [block_tokens][head_dim].
   float* K(PageId page, int layer, int kv_head) { return Head(page, layer, 0, kv_head); }
@@ -70,6 +86,9 @@ class KvPages {
   size_t head_floats_;  // block_tokens * head_dim
   size_t page_floats_;
   std::unique_ptr<float[]> data_;
+  size_t side_bytes_;
+  std::unique_ptr<std::byte[], void (*)(std::byte*)> side_;
+  std::vector<int32_t> side_rows_;
   std::vector<PageId> free_;  // a stack: the most recently freed page is reused first
 };
 

@@ -58,7 +58,7 @@ std::string DaemonUsage() {
                           DIR/models/PRESET)
   --model-preset NAME     shape of that created model: tiny, tiny-8k, small, bench50m, base, 1b
                           (default tiny-8k)
-  --kv-bytes SIZE         engine KV page memory (default 256M)
+  --kv-bytes SIZE         engine KV page memory, staged copies included (default 256M)
   --max-batch N           sequences the engine runs at once (default 64)
   --token-budget N        tokens the engine computes per step (default 512)
   --engine-threads N      forward-pass threads (default: one per core)

@@ -184,6 +184,41 @@ TEST(EngineTest, CpuForwardRefusesPagesOutsideThePool) {
   EXPECT_EQ(ids[0], std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
+// Rows a chunk writes again (here: the prompt changes from position 40 on)
+// are staged again, not read from the side copy staged from the old rows.
+TEST(EngineTest, CpuForwardRestagesRowsItWritesAgain) {
+  ModelConfig c = ModelPreset("tiny").value();
+  c.dim = 128;
+  c.n_heads = 4;  // head_dim 32
+  c.n_kv_heads = 2;
+  auto w = RandomModel(c, 12);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const size_t side = StagedSideBytes(c, 64, WeightType::kBf16);
+  if (side == 0) GTEST_SKIP() << "no side copy of staged tiles on this CPU (bf16 needs AMX)";
+  ThreadPool pool(2);
+  const std::vector<PageId> table = {0, 1};
+  const std::vector<TokenId> a = Prompt(100, 1, c.vocab_size);
+  std::vector<TokenId> b = Prompt(100, 2, c.vocab_size);
+  std::copy_n(a.begin(), 40, b.begin());
+  auto run = [&](CpuBackend& cpu, const std::vector<TokenId>& p, int from) {
+    SeqChunk ch{std::span<const TokenId>(p).subspan(from), from, table, true};
+    std::vector<float> logits;
+    EXPECT_TRUE(cpu.Run({&ch, 1}, &logits).ok());
+    return logits;
+  };
+  KvPages kv(c.Kv(64, DType::kFloat32), 2, true, side);
+  CpuBackend cpu(**w, kv, &pool, WeightType::kBf16);
+  run(cpu, a, 0);
+  EXPECT_EQ(kv.side_rows(1), 32);  // tiles of positions 64..95 staged beside page 1
+  const std::vector<float> again = run(cpu, b, 40);
+
+  KvPages fresh_kv(c.Kv(64, DType::kFloat32), 2, true, side);
+  CpuBackend fresh(**w, fresh_kv, &pool, WeightType::kBf16);
+  const std::vector<float> whole = run(fresh, b, 0);
+  ASSERT_EQ(again.size(), whole.size());
+  EXPECT_EQ(std::memcmp(again.data(), whole.data(), whole.size() * sizeof(float)), 0);
+}
+
 TEST(EngineTest, ASequenceDoesNotDependOnItsBatch) {
   auto w = TinyRandomModel();
   const int vocab = w->config.vocab_size;
@@ -301,6 +336,40 @@ TEST(EngineTest, Bf16WeightsKeepTheInvariantWithBf16Attention) {
   auto w = RandomModel(c, 7);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
   ExpectBf16KeepsTheInvariant(w->get());
+}
+
+// The bf16 engine on AMX keeps each page's staged tiles of keys beside it
+// (StagedSideBytes) for the page's life. A page freed and handed to another
+// sequence, whose hit then loads other blocks into it, is attended through
+// the new contents, not the tiles staged from the old. (Without AMX there
+// is no side copy and this checks only the plain path.)
+TEST(EngineTest, AReusedPageIsNotAttendedThroughItsOldStagedTiles) {
+  ModelConfig c = ModelPreset("tiny").value();
+  c.dim = 128;
+  c.n_heads = 4;  // head_dim 32
+  c.n_kv_heads = 2;
+  auto w = RandomModel(c, 11);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EngineOptions bf16;
+  bf16.cpu_bf16_weights = true;
+  const int vocab = c.vocab_size;
+  const std::vector<TokenId> cached = Prompt(3 * 64 + 10, 21, vocab);
+  const std::vector<TokenId> other = Prompt(3 * 64 + 10, 22, vocab);
+
+  auto cache = DramCache();
+  auto engine = OpenEngine(w->get(), cache.get(), bf16);
+  ASSERT_TRUE(engine->Generate(Request(cached, 2)).ok());
+  // Another prompt in the same pages (freed pages are reused first): their
+  // side copies now hold its tiles.
+  ASSERT_TRUE(engine->Generate(Request(other, 2)).ok());
+  auto hit = engine->Generate(Request(cached, 4));
+  ASSERT_TRUE(hit.ok());
+  EXPECT_EQ(hit->cached_tokens, 3u * 64);
+
+  auto recompute = OpenEngine(w->get(), nullptr, bf16)->Generate(Request(cached, 4));
+  ASSERT_TRUE(recompute.ok());
+  EXPECT_EQ(hit->tokens, recompute->tokens);
+  EXPECT_TRUE(SameBits(hit->logits, recompute->logits));
 }
 
 TEST(EngineTest, AMissingOrCorruptBlockIsRematerialized) {

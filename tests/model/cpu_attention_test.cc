@@ -97,9 +97,9 @@ struct Pages {
 };
 
 // Attends tokens [from, from + tokens) of a run laid out as [token][heads][hd],
-// with the keys' tiles staged beforehand when `staged` is given.
+// with tiles of keys staged beforehand where `tiles` gives them.
 void Attend(const Pages& pg, const std::vector<float>& q, int heads, int64_t first_pos, int from,
-            int tokens, float scale, std::vector<float>& out, const float* staged = nullptr,
+            int tokens, float scale, std::vector<float>& out, const float* const* tiles = nullptr,
             bool bf16 = false) {
   const int64_t stride = int64_t{heads} * pg.head_dim;
   CausalAttention a;
@@ -115,13 +115,20 @@ void Attend(const Pages& pg, const std::vector<float>& q, int heads, int64_t fir
   a.page_tokens = pg.page_tokens;
   a.head_dim = pg.head_dim;
   a.scale = scale;
-  a.staged = staged;
+  a.tiles = tiles;
   a.bf16 = bf16;
   AttendCausal(a);
 }
 
-// Every tile of keys 0..n-1, staged as the forward pass stages a chunk's.
-std::vector<float> StageAll(const Pages& pg, int64_t n, bool bf16 = false) {
+// Tiles of keys 0..n-1 staged beforehand: every one, as the forward pass
+// stages a chunk's for its runs; or (`mixed`) only every other tile, the
+// rest left null for each run to stage itself, as a page's side copy holds
+// some tiles and not others.
+struct StagedForTest {
+  std::vector<float> floats;
+  std::vector<const float*> tiles;
+};
+StagedForTest StageAll(const Pages& pg, int64_t n, bool bf16 = false, bool mixed = false) {
   CausalAttention a;
   a.k_pages = pg.kp.data();
   a.v_pages = pg.vp.data();
@@ -129,9 +136,14 @@ std::vector<float> StageAll(const Pages& pg, int64_t n, bool bf16 = false) {
   a.head_dim = pg.head_dim;
   a.bf16 = bf16;
   const int64_t tf = StagedTileFloats(a);
-  std::vector<float> staged(static_cast<size_t>(StagedTiles(n) * tf));
-  for (int64_t t = 0; t < StagedTiles(n); ++t) StageTile(a, n, t, staged.data() + t * tf);
-  return staged;
+  StagedForTest st;
+  st.floats.resize(static_cast<size_t>(StagedTiles(n) * tf));
+  for (int64_t t = 0; t < StagedTiles(n); ++t) {
+    float* out = st.floats.data() + t * tf;
+    StageTile(a, n, t, out);
+    st.tiles.push_back(mixed && t % 2 == 1 ? nullptr : out);
+  }
+  return st;
 }
 
 struct Shape {
@@ -206,14 +218,17 @@ TEST_P(CausalAttentionTest, MatchesDoubleAndIsTheSameChunkedOnEverySet) {
         << CpuIsaName(isa_here);
     // With the tiles staged once for the whole run, as the forward pass
     // does for a chunk of several runs: the same bits, in any chunking.
-    const std::vector<float> staged = StageAll(pg, n);
-    std::vector<float> shared(size);
-    for (int t = 0, len = 3; t < s.tokens; t += len, len = len * 2 + 1) {
-      Attend(pg, q, s.heads, s.first_pos, t, std::min(len, s.tokens - t), scale, shared,
-             staged.data());
+    // And with only some tiles staged beforehand, the rest by each run.
+    for (const bool mixed : {false, true}) {
+      const StagedForTest staged = StageAll(pg, n, false, mixed);
+      std::vector<float> shared(size);
+      for (int t = 0, len = 3; t < s.tokens; t += len, len = len * 2 + 1) {
+        Attend(pg, q, s.heads, s.first_pos, t, std::min(len, s.tokens - t), scale, shared,
+               staged.tiles.data());
+      }
+      ASSERT_EQ(std::memcmp(shared.data(), whole.data(), size * sizeof(float)), 0)
+          << CpuIsaName(isa_here) << " with staged tiles" << (mixed ? ", some" : "");
     }
-    ASSERT_EQ(std::memcmp(shared.data(), whole.data(), size * sizeof(float)), 0)
-        << CpuIsaName(isa_here) << " with staged tiles";
   }
 }
 
@@ -253,22 +268,25 @@ TEST_P(CausalAttentionTest, Bf16OnAmxIsCloseAndTheSameChunked) {
   // largest |v| (1 here), and the products' f32 accumulation.
   ASSERT_NO_FATAL_FAILURE(ExpectNearDouble(pg, q, s, scale, whole, /*bf16_inputs=*/true, 4e-3));
   // One token at a time (decode steps), in uneven chunks, and with the
-  // tiles staged once for the run: the same bits.
-  std::vector<float> single(size), chunked(size), shared(size);
+  // tiles staged once for the run, all of them or some: the same bits.
+  std::vector<float> single(size), chunked(size), shared(size), some(size);
   for (int t = 0; t < s.tokens; ++t)
     Attend(pg, q, s.heads, s.first_pos, t, 1, scale, single, nullptr, true);
   for (int t = 0, len = 5; t < s.tokens; t += len, len = len * 2 + 1) {
     Attend(pg, q, s.heads, s.first_pos, t, std::min(len, s.tokens - t), scale, chunked, nullptr,
            true);
   }
-  const std::vector<float> staged = StageAll(pg, n, true);
+  const StagedForTest staged = StageAll(pg, n, true), half = StageAll(pg, n, true, true);
   for (int t = 0, len = 3; t < s.tokens; t += len, len = len * 2 + 1) {
     Attend(pg, q, s.heads, s.first_pos, t, std::min(len, s.tokens - t), scale, shared,
-           staged.data(), true);
+           staged.tiles.data(), true);
+    Attend(pg, q, s.heads, s.first_pos, t, std::min(len, s.tokens - t), scale, some,
+           half.tiles.data(), true);
   }
   ASSERT_EQ(std::memcmp(single.data(), whole.data(), size * sizeof(float)), 0) << "decode steps";
   ASSERT_EQ(std::memcmp(chunked.data(), whole.data(), size * sizeof(float)), 0) << "chunked";
   ASSERT_EQ(std::memcmp(shared.data(), whole.data(), size * sizeof(float)), 0) << "staged";
+  ASSERT_EQ(std::memcmp(some.data(), whole.data(), size * sizeof(float)), 0) << "some staged";
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CausalAttentionTest,
