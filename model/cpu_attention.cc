@@ -134,9 +134,13 @@ int64_t F32TileFloats(int head_dim) {
   return static_cast<int64_t>(kTileKeys) * (head_dim + Dims16(head_dim));
 }
 
-// The tile of `a` staged beforehand that starts at key k0, or null.
+// The tile of `a` staged beforehand that starts at key k0, or null; and
+// where the run is to stage it if not (null: its scratch).
 const float* StagedTile(const CausalAttention& a, int64_t k0) {
   return a.tiles == nullptr ? nullptr : a.tiles[k0 / kTileKeys];
+}
+float* StageInto(const CausalAttention& a, int64_t k0) {
+  return a.stage_into == nullptr ? nullptr : a.stage_into[k0 / kTileKeys];
 }
 
 // The tile starting at key k0 (keys of it up to the run's last position):
@@ -146,6 +150,12 @@ void TileOf(const CausalAttention& a, int64_t k0, int keys, int dims16, Scratch&
   if (const float* staged = StagedTile(a, k0); staged != nullptr) {
     *kt = staged;
     *v = *kt + static_cast<size_t>(a.head_dim) * kTileKeys;
+    return;
+  }
+  if (float* into = StageInto(a, k0); into != nullptr) {
+    StageKeys(a, k0, keys, dims16, into, into + static_cast<size_t>(a.head_dim) * kTileKeys);
+    *kt = into;
+    *v = into + static_cast<size_t>(a.head_dim) * kTileKeys;
     return;
   }
   StageKeys(a, k0, keys, dims16, sc.kt, sc.v);
@@ -466,7 +476,8 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
       const int64_t t0 = k0 + t * kTileKeys;
       kt[t] = reinterpret_cast<const uint32_t*>(StagedTile(a, t0));
       if (kt[t] == nullptr) {
-        uint32_t* own = sc.tiles.data() + t * tile_words;
+        uint32_t* own = reinterpret_cast<uint32_t*>(StageInto(a, t0));
+        if (own == nullptr) own = sc.tiles.data() + t * tile_words;
         Stage(a, t0, std::min(kTileKeys, keys - t * kTileKeys), own);
         kt[t] = own;
       }

@@ -52,6 +52,11 @@ struct CausalAttention {
   // of a chunk (and kept from step to step, forward.h) instead of each run
   // staging them again. A null array or entry: that tile is staged here.
   const float* const* tiles = nullptr;
+  // Optional, for a tile the run stages itself: where to stage it instead of
+  // the thread's scratch, to be kept (a page's side copy, forward.h); only
+  // for a tile whose keys all lie at or before the run's last position, and
+  // no other run may read or stage the same place at the same time.
+  float* const* stage_into = nullptr;
   // bf16 products on AMX where the CPU has them (above); f32 otherwise.
   bool bf16 = false;
 

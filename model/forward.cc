@@ -5,7 +5,6 @@
 #include <cstring>
 #include <functional>
 #include <string>
-#include <tuple>
 #include <utility>
 
 #include "model/cpu_attention.h"
@@ -16,6 +15,7 @@ namespace kvtier {
 
 Status ValidateChunks(const ModelConfig& c, int bt, int64_t num_pages,
                       std::span<const SeqChunk> chunks) {
+  std::vector<bool> used(static_cast<size_t>(num_pages));  // pages named so far
   for (const SeqChunk& ch : chunks) {
     const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
     if (ch.start_pos < 0 || end > c.max_seq_len) {
@@ -38,6 +38,11 @@ Status ValidateChunks(const ModelConfig& c, int bt, int64_t num_pages,
         return Status::InvalidArgument("page " + std::to_string(ch.pages[p]) +
                                        " is outside the pool of " + std::to_string(num_pages));
       }
+      if (used[static_cast<size_t>(ch.pages[p])]) {
+        return Status::InvalidArgument("page " + std::to_string(ch.pages[p]) +
+                                       " is named twice in the chunks' block tables");
+      }
+      used[static_cast<size_t>(ch.pages[p])] = true;
     }
   }
   return Status::Ok();
@@ -169,9 +174,11 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
   // in pages (all of a chunk's tiles but a partial last one) is staged into
   // its page's side copy when the pages carry one (StagedSideBytes), once
   // per allocation of the page: later chunks and decode steps of the
-  // sequence read it from there instead of staging it again. Other tiles
-  // are staged once per layer into staged_ for a chunk of more than one run
-  // (every run shares them), or by each run itself.
+  // sequence read it from there instead of staging it again. A chunk of
+  // one run (a decode step, a hit's last tokens) stages its side tiles as it
+  // attends (CausalAttention::stage_into), one of more runs beforehand, once
+  // per layer, for all its runs. Its other tiles are staged once per layer
+  // into staged_ for a chunk of more than one run, or by each run itself.
   CausalAttention shape;  // what the staging depends on
   shape.head_dim = hd;
   shape.bf16 = bf16_attention_;
@@ -191,6 +198,9 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
   struct ChunkTiles {
     int64_t tiles = 0, in_side = 0, staged_at = -1, ptrs_at = 0;
   };
+  // Per chunk tile (at ptrs_at + tile, KV head 0's place): a side tile
+  // staged by the chunk's one run as it attends.
+  stage_here_.clear();
   std::vector<ChunkTiles> chunk_tiles(chunks.size());
   // Stagings per layer: a chunk's tile into a page's side copy (for every
   // KV head), and a chunk's tile of KV head g into staged_ at `offset`.
@@ -226,16 +236,22 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       ct.tiles = StagedTiles(end);
       ct.ptrs_at = ptrs;
       ptrs += ct.tiles * n_kv;
+      const bool one_run = ch.tokens.size() <= static_cast<size_t>(kAttnTokens);
+      stage_here_.resize(static_cast<size_t>(ptrs), 0);
       if (side) {
         ct.in_side = end / kAttentionTileKeys;
         for (int64_t t = 0; t < ct.in_side; ++t) {
           const PageId page = ch.pages[t / page_tiles];
           const auto tip = static_cast<int32_t>(t % page_tiles);
           if (tip * kAttentionTileKeys < kv.side_rows(page)) continue;  // current
-          side_tasks.push_back({static_cast<int32_t>(c), t, page, tip});
+          if (one_run) {
+            stage_here_[static_cast<size_t>(ct.ptrs_at + t)] = 1;
+          } else {
+            side_tasks.push_back({static_cast<int32_t>(c), t, page, tip});
+          }
         }
       }
-      if (ch.tokens.size() <= static_cast<size_t>(kAttnTokens) || ct.in_side == ct.tiles) continue;
+      if (one_run || ct.in_side == ct.tiles) continue;
       ct.staged_at = total;
       for (int g = 0; g < n_kv; ++g) {
         for (int64_t t = ct.in_side; t < ct.tiles; ++t) {
@@ -244,18 +260,9 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
         }
       }
     }
-    // Two chunks never share a page in the engine; if they did, one staging
-    // of a side tile is enough.
-    auto same_tile = [](const SideTask& a, const SideTask& b) {
-      return a.page == b.page && a.tile_in_page == b.tile_in_page;
-    };
-    std::sort(side_tasks.begin(), side_tasks.end(), [](const SideTask& a, const SideTask& b) {
-      return std::tie(a.page, a.tile_in_page) < std::tie(b.page, b.tile_in_page);
-    });
-    side_tasks.erase(std::unique(side_tasks.begin(), side_tasks.end(), same_tile),
-                     side_tasks.end());
     if (staged_.size() < static_cast<size_t>(total)) staged_.resize(static_cast<size_t>(total));
     tile_ptrs_.assign(static_cast<size_t>(ptrs), nullptr);
+    stage_ptrs_.assign(static_cast<size_t>(ptrs), nullptr);
   }
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -342,14 +349,21 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       const int64_t keys = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
       StageTile(attention_of(ch, g, keys, k_pages, v_pages), keys, tile, out);
     });
-    // Each chunk's tiles for this layer: side copies, staged_, or none.
+    // Each chunk's tiles for this layer: side copies (or where the run is to
+    // stage them), staged_, or none.
     for (size_t c = 0; c < chunks.size(); ++c) {
       const ChunkTiles& ct = chunk_tiles[c];
       for (int g = 0; g < n_kv; ++g) {
         const float** ptr = &tile_ptrs_[ct.ptrs_at + g * ct.tiles];
+        float** into = &stage_ptrs_[ct.ptrs_at + g * ct.tiles];
         for (int64_t t = 0; t < ct.in_side; ++t) {
-          ptr[t] = side_tile(chunks[c].pages[t / page_tiles], l, g,
-                             static_cast<int32_t>(t % page_tiles));
+          float* at = side_tile(chunks[c].pages[t / page_tiles], l, g,
+                                static_cast<int32_t>(t % page_tiles));
+          if (stage_here_[static_cast<size_t>(ct.ptrs_at + t)] != 0) {
+            into[t] = at;
+          } else {
+            ptr[t] = at;
+          }
         }
         if (ct.staged_at < 0) continue;
         for (int64_t t = ct.in_side; t < ct.tiles; ++t) {
@@ -377,6 +391,7 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       a.first_pos = first_pos;
       const ChunkTiles& ct = chunk_tiles[at.chunk];
       a.tiles = &tile_ptrs_[ct.ptrs_at + g * ct.tiles];
+      a.stage_into = &stage_ptrs_[ct.ptrs_at + g * ct.tiles];
       AttendCausal(a);
     });
     MatMul(att_.data(), rows, pl.wo, out_.data(), pool_);

@@ -39,8 +39,9 @@ struct SeqChunk {
 
 // What every forward pass checks before touching a page: positions inside
 // the model's context, block tables covering every position with pages in
-// [0, num_pages), token ids inside the vocabulary. kInvalidArgument naming
-// the first problem.
+// [0, num_pages), no page named twice (a page holds one sequence's tokens),
+// token ids inside the vocabulary. kInvalidArgument naming the first
+// problem.
 Status ValidateChunks(const ModelConfig& config, int block_tokens, int64_t num_pages,
                       std::span<const SeqChunk> chunks);
 
@@ -114,6 +115,8 @@ class CpuForward {
   std::vector<float> x_, xb_, qkv_, att_, h13_, h_, out_;
   std::vector<float> staged_;            // attention's key tiles, staged once per layer
   std::vector<const float*> tile_ptrs_;  // each chunk's tiles (CausalAttention::tiles)
+  std::vector<float*> stage_ptrs_;       // and CausalAttention::stage_into
+  std::vector<uint8_t> stage_here_;      // per chunk tile: staged into its side copy by its run
 };
 
 // The CPU backend: CpuForward over host pages.

@@ -161,7 +161,7 @@ TEST(EngineTest, GreedyTokensAreTheSameWithAndWithoutKeptLogits) {
 }
 
 // The forward passes share one validation; a block table naming a page
-// outside the pool is refused before any page is touched.
+// outside the pool, or a page twice, is refused before any page is touched.
 TEST(EngineTest, CpuForwardRefusesPagesOutsideThePool) {
   auto w = TinyRandomModel();
   ThreadPool pool(1);
@@ -174,6 +174,14 @@ TEST(EngineTest, CpuForwardRefusesPagesOutsideThePool) {
   SeqChunk ch{p, 0, bad, true};
   std::vector<float> logits;
   EXPECT_EQ(cpu.Run({&ch, 1}, &logits).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::memcmp(before.data(), kv.Bytes(0).data(), kv.page_bytes()), 0);
+  // A page holds one sequence's tokens: named twice, in one table or two.
+  const std::vector<PageId> twice = {2, 2};
+  SeqChunk dup{p, 0, twice, true};
+  EXPECT_EQ(cpu.Run({&dup, 1}, &logits).code(), StatusCode::kInvalidArgument);
+  const std::vector<PageId> first = {0, 1}, second = {2, 1};
+  const SeqChunk two[] = {{p, 0, first, true}, {p, 0, second, true}};
+  EXPECT_EQ(cpu.Run(two, &logits).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(std::memcmp(before.data(), kv.Bytes(0).data(), kv.page_bytes()), 0);
   const std::vector<PageId> good = {0, 3};
   SeqChunk ok{p, 0, good, true};

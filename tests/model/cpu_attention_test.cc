@@ -146,6 +146,62 @@ StagedForTest StageAll(const Pages& pg, int64_t n, bool bf16 = false, bool mixed
   return st;
 }
 
+// One token at a time, as decode steps over pages with side copies
+// (forward.h): a tile staged at an earlier step is read from `side`, a tile
+// that is whole by this step's position is staged into `side` by the step
+// itself (stage_into), the rest by the step in its scratch. Returns `side`.
+std::vector<float> DecodeThroughSideTiles(const Pages& pg, const std::vector<float>& q, int heads,
+                                          int64_t first_pos, int tokens, float scale, bool bf16,
+                                          std::vector<float>& out) {
+  CausalAttention shape;
+  shape.head_dim = pg.head_dim;
+  shape.bf16 = bf16;
+  const int64_t tf = StagedTileFloats(shape), n = first_pos + tokens;
+  std::vector<float> side(static_cast<size_t>(StagedTiles(n) * tf));
+  std::vector<bool> current(static_cast<size_t>(StagedTiles(n)));
+  for (int t = 0; t < tokens; ++t) {
+    const int64_t pos = first_pos + t, whole = (pos + 1) / kAttentionTileKeys;
+    std::vector<const float*> tiles(current.size());
+    std::vector<float*> into(current.size());
+    for (int64_t k = 0; k < whole; ++k) {
+      float* at = side.data() + k * tf;
+      if (current[k]) {
+        tiles[k] = at;
+      } else {
+        into[k] = at;
+        current[k] = true;
+      }
+    }
+    const int64_t stride = int64_t{heads} * pg.head_dim;
+    CausalAttention a = shape;
+    a.q = q.data() + t * stride;
+    a.q_stride = stride;
+    a.out = out.data() + t * stride;
+    a.out_stride = stride;
+    a.tokens = 1;
+    a.heads = heads;
+    a.first_pos = pos;
+    a.k_pages = pg.kp.data();
+    a.v_pages = pg.vp.data();
+    a.page_tokens = pg.page_tokens;
+    a.scale = scale;
+    a.tiles = tiles.data();
+    a.stage_into = into.data();
+    AttendCausal(a);
+  }
+  return side;
+}
+
+// The side tiles DecodeThroughSideTiles left are StageTile's bytes for every
+// whole tile.
+void ExpectSideTilesAreStaged(const Pages& pg, int64_t n, bool bf16,
+                              const std::vector<float>& side) {
+  const StagedForTest all = StageAll(pg, n, bf16);
+  const int64_t whole = n / kAttentionTileKeys;
+  const size_t floats = all.floats.size() / static_cast<size_t>(StagedTiles(n));
+  EXPECT_EQ(std::memcmp(side.data(), all.floats.data(), whole * floats * sizeof(float)), 0);
+}
+
 struct Shape {
   int head_dim, heads, page_tokens;
   int64_t first_pos;
@@ -218,6 +274,13 @@ TEST_P(CausalAttentionTest, MatchesDoubleAndIsTheSameChunkedOnEverySet) {
         << CpuIsaName(isa_here);
     // With the tiles staged once for the whole run, as the forward pass
     // does for a chunk of several runs: the same bits, in any chunking.
+    // Decode steps keeping their whole tiles for the next (side copies).
+    std::vector<float> kept(size);
+    const std::vector<float> side =
+        DecodeThroughSideTiles(pg, q, s.heads, s.first_pos, s.tokens, scale, false, kept);
+    ASSERT_EQ(std::memcmp(kept.data(), whole.data(), size * sizeof(float)), 0)
+        << CpuIsaName(isa_here) << " through side tiles";
+    ExpectSideTilesAreStaged(pg, n, false, side);
     // And with only some tiles staged beforehand, the rest by each run.
     for (const bool mixed : {false, true}) {
       const StagedForTest staged = StageAll(pg, n, false, mixed);
@@ -287,6 +350,11 @@ TEST_P(CausalAttentionTest, Bf16OnAmxIsCloseAndTheSameChunked) {
   ASSERT_EQ(std::memcmp(chunked.data(), whole.data(), size * sizeof(float)), 0) << "chunked";
   ASSERT_EQ(std::memcmp(shared.data(), whole.data(), size * sizeof(float)), 0) << "staged";
   ASSERT_EQ(std::memcmp(some.data(), whole.data(), size * sizeof(float)), 0) << "some staged";
+  std::vector<float> kept(size);
+  const std::vector<float> side =
+      DecodeThroughSideTiles(pg, q, s.heads, s.first_pos, s.tokens, scale, true, kept);
+  ASSERT_EQ(std::memcmp(kept.data(), whole.data(), size * sizeof(float)), 0) << "side tiles";
+  ExpectSideTilesAreStaged(pg, n, true, side);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CausalAttentionTest,
