@@ -68,6 +68,34 @@ TEST(CpuAttentionTest, ExpIsTheSameOnEverySetAndCloseToExpf) {
   }
 }
 
+// The bf16 kernel's exp (its weights are rounded to bf16 right after):
+// within 1e-4 of exp relative (a bf16 ulp is 2^-8), exactly 1 at 0, and
+// below kExpMin the clamp's tiny positive value, never 0, subnormal or NaN.
+TEST(CpuAttentionTest, Bf16ExpIsCloseToExp) {
+  if (CpuMathBestIsa() < CpuIsa::kAvx512) GTEST_SKIP() << "this CPU has no AVX-512";
+  std::vector<float> xs = {0.0f,  -0.0f,  -1e-30f, -1e-7f, -0.3465736f, -0.3465737f, -0.6931472f,
+                           -1.0f, -10.0f, -86.9f,  -87.0f, -87.5f,      -1000.0f,    -INFINITY};
+  for (int i = 0; i < 40000; ++i) xs.push_back(-90.0f * static_cast<float>(i) / 40000.0f);
+  while (xs.size() % 16 != 0) xs.push_back(-3.25f);
+  for (size_t at = 0; at < xs.size(); at += 16) {
+    float got[16];
+    CpuAttentionBf16ExpForTesting(&xs[at], got);
+    for (int i = 0; i < 16; ++i) {
+      const float x = xs[at + i];
+      if (x == 0.0f) {
+        ASSERT_EQ(got[i], 1.0f);
+      }
+      if (x >= -86.0f) {
+        const double ref = std::exp(static_cast<double>(x));
+        ASSERT_NEAR(got[i], ref, 1e-4 * ref) << x;
+      } else {
+        ASSERT_LE(got[i], 2e-37f) << x;
+        ASSERT_GE(got[i], 1e-38f) << x;  // normal
+      }
+    }
+  }
+}
+
 // Random paged K and V for positions 0..n-1, one KV head.
 struct Pages {
   int page_tokens, head_dim;
