@@ -49,13 +49,19 @@ bool OnGpu(const EngineOptions& o) {
   return o.device == "cuda" || (o.device == "auto" && DeviceAvailable());
 }
 
+// The side copy per page the CPU forward pass is to keep.
+size_t SideBytes(const ModelConfig& c, const EngineOptions& o) {
+  if (!o.cpu_keep_staged_tiles) return 0;
+  return StagedSideBytes(c, o.block_tokens,
+                         o.cpu_bf16_weights ? WeightType::kBf16 : WeightType::kF32);
+}
+
 }  // namespace
 
 int64_t Engine::KvBytesPerPage(const ModelConfig& c, const EngineOptions& o) {
   const auto block = static_cast<int64_t>(c.Kv(o.block_tokens, DType::kFloat32).BlockBytes());
   if (OnGpu(o)) return block;
-  const WeightType w = o.cpu_bf16_weights ? WeightType::kBf16 : WeightType::kF32;
-  return block + static_cast<int64_t>(StagedSideBytes(c, o.block_tokens, w));
+  return block + static_cast<int64_t>(SideBytes(c, o));
 }
 
 Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheManager* cache,
@@ -101,10 +107,7 @@ Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOpt
       kv_(weights->config.Kv(options.block_tokens, DType::kFloat32),
           static_cast<int32_t>(options.kv_bytes / KvBytesPerPage(weights->config, options)),
           /*host_storage=*/gpu == nullptr,
-          gpu == nullptr
-              ? StagedSideBytes(weights->config, options.block_tokens,
-                                options.cpu_bf16_weights ? WeightType::kBf16 : WeightType::kF32)
-              : 0),
+          gpu == nullptr ? SideBytes(weights->config, options) : 0),
       forward_(std::move(gpu)) {
   if (forward_ == nullptr) {
     forward_ = std::make_unique<CpuBackend>(

@@ -64,7 +64,7 @@ using RequestId = uint64_t;
 
 struct EngineOptions {
   int block_tokens = 64;         // tokens per page and per cache block
-  int64_t kv_bytes = 1ll << 30;  // memory for KV pages, bytes
+  int64_t kv_bytes = 1ll << 30;  // memory for KV pages, bytes (their side copies included)
   int max_batch_seqs = 64;       // sequences running at once
   int token_budget = 512;        // tokens computed per step (decode + prefill)
   int threads = 0;               // forward-pass threads; 0 = one per core
@@ -73,9 +73,15 @@ struct EngineOptions {
   // when a device answers, else cpu).
   std::string device = "cpu";
   bool gpu_bf16_weights = false;  // cuda: bf16 GEMMs on the tensor cores
-  // cpu: bf16 weights and products (AVX-512 BF16 where the CPU has it),
-  // f32 accumulation; attention, norms and KV stay f32 (docs/engine.md).
+  // cpu: bf16 weights and products (AVX-512 BF16 or AMX where the CPU has
+  // them), f32 accumulation; attention bf16 on AMX; norms and KV stay f32
+  // (docs/engine.md).
   bool cpu_bf16_weights = false;
+  // cpu, where attention is bf16 on AMX: keep each page's staged tiles of
+  // keys beside it (StagedSideBytes, counted in kv_bytes). false: 1.5 times
+  // the pages in kv_bytes, and every decode step stages its whole context
+  // again. The same bits either way.
+  bool cpu_keep_staged_tiles = true;
   // Weight of each tenant in the fair share; tenants not listed weigh 1.
   std::map<std::string, double> tenant_weights;
   Clock* clock = SystemClock();  // request start times (cache lifetimes); not owned

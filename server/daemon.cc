@@ -308,6 +308,7 @@ EngineOptions EngineOptionsOf(const DaemonOptions& options) {
   eo.device = options.engine_device;
   eo.gpu_bf16_weights = options.engine_gpu_bf16;
   eo.cpu_bf16_weights = options.engine_cpu_bf16;
+  eo.cpu_keep_staged_tiles = options.engine_keep_staged_tiles;
   return eo;
 }
 

@@ -67,6 +67,8 @@ std::string DaemonUsage() {
   --gpu-weights DTYPE     engine weights on the GPU: f32 (default, precise) or bf16
   --cpu-weights DTYPE     engine weights on the CPU: f32 (default, precise) or bf16
                           (AVX-512 BF16 dot products where the CPU has them)
+  --no-staged-tiles       bf16 on AMX: keep no staged attention tiles beside the KV
+                          pages (1.5x the pages in --kv-bytes; long decodes slower)
   --no-engine             serve the cache only, no model
   --hbm-policy NAME
   --dram-policy NAME      eviction policy of a tier: lru, fifo, lfu, arc, s3fifo, sieve,
@@ -315,6 +317,7 @@ Status ParseBlockApiFlags(const FlagSet& flags, DaemonOptions* o) {
 // The engine and the model it serves; context caching's threshold.
 Status ParseEngineFlags(const FlagSet& flags, DaemonOptions* o) {
   o->engine = !flags.Has("no-engine");
+  o->engine_keep_staged_tiles = !flags.Has("no-staged-tiles");
   o->model_path = flags.Get("model", o->model_path);
   o->default_model_preset = flags.Get("model-preset", o->default_model_preset);
   if (!ModelPreset(o->default_model_preset).ok()) {
@@ -564,7 +567,7 @@ const std::vector<FlagGroup>& FlagGroups() {
        ParseBlockApiFlags},
       {{"model", "model-preset", "kv-bytes", "min-cacheable-tokens", "device", "gpu-weights",
         "cpu-weights", "max-batch", "token-budget", "engine-threads"},
-       {"no-engine"},
+       {"no-engine", "no-staged-tiles"},
        ParseEngineFlags},
       {{"price-input", "price-output", "price-storage"}, {}, ParseModelPriceFlags},
       {{"listen", "data-dir", "api-keys", "tls-cert", "tls-key", "metrics-listen", "http-listen",

@@ -95,6 +95,7 @@ struct DaemonOptions {
   std::string engine_device = "auto";     // cpu, cuda, or auto (cuda when a GPU answers)
   bool engine_gpu_bf16 = false;           // cuda: bf16 weights and GEMMs
   bool engine_cpu_bf16 = false;           // cpu: bf16 weights and products
+  bool engine_keep_staged_tiles = true;   // EngineOptions::cpu_keep_staged_tiles
   // Placement (DESIGN §4, docs/placement.md). Eviction policy per tier (see
   // cache/eviction_policy.h for the names) and each tier's price, which with
   // its capacity gives the cost rate P_t.

@@ -380,6 +380,36 @@ TEST(EngineTest, AReusedPageIsNotAttendedThroughItsOldStagedTiles) {
   EXPECT_TRUE(SameBits(hit->logits, recompute->logits));
 }
 
+// Keeping the staged tiles (the default) or not changes how many pages the
+// KV budget holds and nothing of the output.
+TEST(EngineTest, KeepingStagedTilesChangesPagesNotBits) {
+  ModelConfig c = ModelPreset("tiny").value();
+  c.dim = 128;
+  c.n_heads = 4;  // head_dim 32
+  c.n_kv_heads = 2;
+  auto w = RandomModel(c, 13);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EngineOptions kept;
+  kept.cpu_bf16_weights = true;
+  EngineOptions plain = kept;
+  plain.cpu_keep_staged_tiles = false;
+  const int64_t block = static_cast<int64_t>(c.Kv(64, DType::kFloat32).BlockBytes());
+  const int64_t side = static_cast<int64_t>(StagedSideBytes(c, 64, WeightType::kBf16));
+  EXPECT_EQ(Engine::KvBytesPerPage(c, kept), block + side);
+  EXPECT_EQ(Engine::KvBytesPerPage(c, plain), block);
+  kept.kv_bytes = plain.kv_bytes = 30 * block;
+  auto with = OpenEngine(w->get(), nullptr, kept);
+  auto without = OpenEngine(w->get(), nullptr, plain);
+  EXPECT_EQ(with->Stats().total_pages, 30 * block / (block + side));
+  EXPECT_EQ(without->Stats().total_pages, 30);
+  const std::vector<TokenId> prompt = Prompt(5 * 64 + 9, 23, c.vocab_size);
+  auto a = with->Generate(Request(prompt, 40));
+  auto b = without->Generate(Request(prompt, 40));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->tokens, b->tokens);
+  EXPECT_TRUE(SameBits(a->logits, b->logits));
+}
+
 TEST(EngineTest, AMissingOrCorruptBlockIsRematerialized) {
   auto w = TinyRandomModel();
   const int vocab = w->config.vocab_size;

@@ -32,6 +32,7 @@ TEST(DaemonFlagsTest, NoFlagsGiveTheDefaults) {
   EXPECT_EQ(o->hbm_bytes, -1);
   EXPECT_TRUE(o->flash);
   EXPECT_TRUE(o->engine);
+  EXPECT_TRUE(o->engine_keep_staged_tiles);
   EXPECT_EQ(o->max_threads, 1024);
   EXPECT_EQ(o->max_streams, 768);
   EXPECT_EQ(o->max_tenant_streams, 512);
@@ -42,6 +43,9 @@ TEST(DaemonFlagsTest, NoFlagsGiveTheDefaults) {
   EXPECT_DOUBLE_EQ(o->placement.fetch_budget_s, defaults.placement.fetch_budget_s);
   EXPECT_TRUE(Parse({"--help"}, &help).ok());
   EXPECT_TRUE(help);
+  Result<DaemonOptions> no_tiles = Parse({"--no-staged-tiles"});
+  ASSERT_TRUE(no_tiles.ok()) << no_tiles.status();
+  EXPECT_FALSE(no_tiles->engine_keep_staged_tiles);
 }
 
 TEST(DaemonFlagsTest, CommandLineOverridesTheConfigFile) {
