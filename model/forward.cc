@@ -238,7 +238,7 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
       ptrs += ct.tiles * n_kv;
       const bool one_run = ch.tokens.size() <= static_cast<size_t>(kAttnTokens);
       stage_here_.resize(static_cast<size_t>(ptrs), 0);
-      if (side) {
+      if (side && !ch.tokens.empty()) {  // (an empty chunk attends to nothing)
         ct.in_side = end / kAttentionTileKeys;
         for (int64_t t = 0; t < ct.in_side; ++t) {
           const PageId page = ch.pages[t / page_tiles];

@@ -227,6 +227,51 @@ TEST(EngineTest, CpuForwardRestagesRowsItWritesAgain) {
   EXPECT_EQ(std::memcmp(again.data(), whole.data(), whole.size() * sizeof(float)), 0);
 }
 
+// A page written from outside (a hit's load) and then named by an empty
+// chunk is still staged when a later chunk reads it: an empty chunk
+// attends to nothing, so it stages nothing and marks nothing staged.
+TEST(EngineTest, CpuForwardStagesALoadedPageAfterAnEmptyChunk) {
+  ModelConfig c = ModelPreset("tiny").value();
+  c.dim = 128;
+  c.n_heads = 4;  // head_dim 32
+  c.n_kv_heads = 2;
+  auto w = RandomModel(c, 14);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const size_t side = StagedSideBytes(c, 64, WeightType::kBf16);
+  if (side == 0) GTEST_SKIP() << "no side copy of staged tiles on this CPU (bf16 needs AMX)";
+  ThreadPool pool(2);
+  const std::vector<PageId> table = {0, 1};
+  const std::vector<TokenId> p = Prompt(65, 3, c.vocab_size);
+  auto run = [&](CpuBackend& cpu, int from, int to) {
+    SeqChunk ch{std::span<const TokenId>(p).subspan(from, to - from), from, table, to > from};
+    std::vector<float> logits;
+    EXPECT_TRUE(cpu.Run({&ch, 1}, &logits).ok());
+    return logits;
+  };
+  KvPages source_kv(c.Kv(64, DType::kFloat32), 2, true, side);
+  CpuBackend source(**w, source_kv, &pool, WeightType::kBf16);
+  run(source, 0, 64);
+  const std::vector<float> want = run(source, 64, 65);
+
+  KvPages kv(c.Kv(64, DType::kFloat32), 4, true, side);
+  CpuBackend cpu(**w, kv, &pool, WeightType::kBf16);
+  std::vector<std::byte> page(kv.page_bytes());
+  ASSERT_TRUE(source.ReadPage(0, page).ok());
+  ASSERT_TRUE(cpu.WritePage(0, page).ok());  // as a hit loads a block
+  {
+    // An empty chunk, beside another sequence's chunk.
+    const std::vector<PageId> other = {2, 3};
+    const SeqChunk both[] = {{std::span<const TokenId>(p).subspan(64, 0), 64, table, false},
+                             {std::span<const TokenId>(p).subspan(0, 40), 0, other, true}};
+    std::vector<float> logits;
+    ASSERT_TRUE(cpu.Run(both, &logits).ok());
+  }
+  EXPECT_EQ(kv.side_rows(0), 0);
+  const std::vector<float> got = run(cpu, 64, 65);
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0);
+}
+
 TEST(EngineTest, ASequenceDoesNotDependOnItsBatch) {
   auto w = TinyRandomModel();
   const int vocab = w->config.vocab_size;
