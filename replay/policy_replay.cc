@@ -28,8 +28,9 @@ void CountPrefixHits(const Trace& t, const TraceRequest& req, const Cached& cach
 }
 
 // kOracleAdmission: admits the block of the current reference exactly when
-// a later reference uses it again (whether, not when). The replay points it
-// at each reference before the filter hears of it.
+// a later reference uses it again (whether, not when). It hears of every
+// reference in trace order (Record), which is how it knows which one is
+// current: the trace's blocks are its requests' blocks, in request order.
 class ReuseOracle final : public AdmissionFilter {
  public:
   explicit ReuseOracle(const Trace& t) : used_again_(t.blocks.size(), 0) {
@@ -39,23 +40,21 @@ class ReuseOracle final : public AdmissionFilter {
       seen[t.blocks[i]] = 1;
     }
   }
-  void At(size_t ref) { ref_ = ref; }
   std::string_view Name() const override { return kOracleAdmission; }
-  void Record(const BlockRef& /*ref*/, bool /*hit*/) override {}
+  void Record(const BlockRef& /*ref*/, bool /*hit*/) override { ++refs_; }
   bool Admit(const BlockRef& /*ref*/, const BlockKey* /*victim*/) override {
-    return used_again_[ref_] != 0;
+    return used_again_[refs_ - 1] != 0;
   }
   bool ComparesVictim() const override { return false; }
 
  private:
   std::vector<uint8_t> used_again_;  // per reference: its block is used again later
-  size_t ref_ = 0;
+  size_t refs_ = 0;                  // references heard of so far
 };
 
 // `admission` null: every miss is stored (no filter, and no victim peeking).
-// `oracle`, when given, is `admission` too and is told each reference's number.
 void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admission, uint64_t size,
-                  ReplayResult* r, ReuseOracle* oracle = nullptr) {
+                  ReplayResult* r) {
   std::vector<uint8_t> cached(t.distinct_blocks, 0);
   uint64_t used = 0;
   std::vector<BlockKey> victims;
@@ -69,7 +68,6 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admis
       if (i > 0) block.parent = KeyOf(t.blocks[req.first_block + i - 1]);
       block.depth = i;
       const BlockRef ref{key, block, i + 1 == req.num_blocks};
-      if (oracle != nullptr) oracle->At(req.first_block + i);
       if (admission != nullptr) admission->Record(ref, cached[id] != 0);
       if (cached[id]) {
         policy.Touch(key);
@@ -134,7 +132,7 @@ Result<ReplayResult> ReplayTrace(const Trace& trace, const std::string& policy,
     if (p == nullptr) return Status::InvalidArgument("unknown eviction policy '" + policy + "'");
     if (admission == kOracleAdmission) {
       ReuseOracle oracle(trace);
-      ReplayOnline(trace, *p, &oracle, size, &r, &oracle);
+      ReplayOnline(trace, *p, &oracle, size, &r);
     } else {
       AdmissionOptions ao;
       ao.capacity_blocks = size;
