@@ -56,12 +56,16 @@ size_t SideBytes(const ModelConfig& c, const EngineOptions& o) {
                          o.cpu_bf16_weights ? WeightType::kBf16 : WeightType::kF32);
 }
 
+// A page's cost of kv_bytes: its block, and on the CPU its side copy.
+int64_t PageCost(const ModelConfig& c, const EngineOptions& o, bool on_gpu) {
+  const auto block = static_cast<int64_t>(c.Kv(o.block_tokens, DType::kFloat32).BlockBytes());
+  return block + (on_gpu ? 0 : static_cast<int64_t>(SideBytes(c, o)));
+}
+
 }  // namespace
 
 int64_t Engine::KvBytesPerPage(const ModelConfig& c, const EngineOptions& o) {
-  const auto block = static_cast<int64_t>(c.Kv(o.block_tokens, DType::kFloat32).BlockBytes());
-  if (OnGpu(o)) return block;
-  return block + static_cast<int64_t>(SideBytes(c, o));
+  return PageCost(c, o, OnGpu(o));
 }
 
 Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheManager* cache,
@@ -75,7 +79,8 @@ Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheM
   if (options.max_batch_seqs < 1 || options.token_budget < 1) {
     return Status::InvalidArgument("max_batch_seqs and token_budget must be positive");
   }
-  const int64_t page_bytes = KvBytesPerPage(weights->config, options);
+  const bool on_gpu = OnGpu(options);  // asked once: the answer sizes the pages
+  const int64_t page_bytes = PageCost(weights->config, options, on_gpu);
   const int64_t pages = options.kv_bytes / page_bytes;
   if (pages < 1) {
     return Status::InvalidArgument("kv_bytes " + std::to_string(options.kv_bytes) +
@@ -83,7 +88,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheM
   }
   if (pages > INT32_MAX) return Status::InvalidArgument("kv_bytes holds too many pages");
   std::unique_ptr<ForwardBackend> gpu;
-  if (OnGpu(options)) {
+  if (on_gpu) {
     GpuForwardOptions g;
     g.weights = options.gpu_bf16_weights ? GpuWeights::kBFloat16 : GpuWeights::kFloat32;
     g.num_pages = static_cast<int32_t>(pages);
@@ -95,17 +100,17 @@ Result<std::unique_ptr<Engine>> Engine::Open(const ModelWeights* weights, CacheM
     return Status::InvalidArgument("device must be cpu, cuda or auto, got \"" + options.device +
                                    "\"");
   }
-  return std::unique_ptr<Engine>(new Engine(weights, cache, options, std::move(gpu)));
+  return std::unique_ptr<Engine>(
+      new Engine(weights, cache, options, std::move(gpu), static_cast<int32_t>(pages)));
 }
 
 Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOptions& options,
-               std::unique_ptr<ForwardBackend> gpu)
+               std::unique_ptr<ForwardBackend> gpu, int32_t pages)
     : weights_(weights),
       cache_(cache),
       options_(options),
       pool_(options.threads),
-      kv_(weights->config.Kv(options.block_tokens, DType::kFloat32),
-          static_cast<int32_t>(options.kv_bytes / KvBytesPerPage(weights->config, options)),
+      kv_(weights->config.Kv(options.block_tokens, DType::kFloat32), pages,
           /*host_storage=*/gpu == nullptr,
           gpu == nullptr ? SideBytes(weights->config, options) : 0),
       forward_(std::move(gpu)) {

@@ -217,8 +217,9 @@ class Engine {
   struct Tenant;
   struct Batch;
 
+  // `gpu`: the device backend (null: the CPU's); `pages`: KV pages to hold.
   Engine(const ModelWeights* weights, CacheManager* cache, const EngineOptions& options,
-         std::unique_ptr<ForwardBackend> gpu);
+         std::unique_ptr<ForwardBackend> gpu, int32_t pages);
 
   // The steps of Step(), in order (the class comment tells why).
   // Moves new submissions to their tenants' queues.

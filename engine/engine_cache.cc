@@ -76,7 +76,13 @@ void Engine::StartPrefixLoad(Sequence* seq) {
   load->prompt_tokens = static_cast<int>(seq->req.prompt.size());
   load->first_admission = first;
   if (full > 0 && !forward_->HostPage(seq->pages[0]).empty()) {
-    for (int i = 0; i < full; ++i) load->pages.push_back(forward_->HostPage(seq->pages[i]));
+    // The loader writes these pages in place: any side copy of them (the
+    // CPU's staged tiles, KvPages) is not current from here on. (They are
+    // fresh from Allocate, which says so too; this keeps it true if not.)
+    for (int i = 0; i < full; ++i) {
+      load->pages.push_back(forward_->HostPage(seq->pages[i]));
+      kv_.side_rows(seq->pages[i]) = 0;
+    }
   }
   load->lookup_in_loader = cache_->has_shared_tiers();
   if (!load->lookup_in_loader) {

@@ -217,8 +217,9 @@ Status CpuForward::Run(std::span<const SeqChunk> chunks, KvPages& kv, std::vecto
   std::vector<SideTask> side_tasks;
   std::vector<StageTask> stage_tasks;
   {
-    // A chunk's rows are written here, so a side copy of them is not current.
-    if (side) {
+    // A chunk's rows are written here, so a side copy of them is not current
+    // (whether or not this pass reads side copies).
+    if (kv.side_bytes_per_page() > 0) {
       for (const SeqChunk& ch : chunks) {
         const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
         for (int64_t p = ch.start_pos / bt; p < (end + bt - 1) / bt; ++p) {

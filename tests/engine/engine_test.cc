@@ -225,6 +225,15 @@ TEST(EngineTest, CpuForwardRestagesRowsItWritesAgain) {
   const std::vector<float> whole = run(fresh, b, 0);
   ASSERT_EQ(again.size(), whole.size());
   EXPECT_EQ(std::memcmp(again.data(), whole.data(), whole.size() * sizeof(float)), 0);
+
+  // A pass that keeps no side copies itself (f32 here) still marks the
+  // copies of the rows it writes as not current.
+  EXPECT_EQ(kv.side_rows(0), 64);
+  EXPECT_EQ(kv.side_rows(1), 32);
+  CpuBackend f32(**w, kv, &pool, WeightType::kF32);
+  run(f32, a, 40);
+  EXPECT_EQ(kv.side_rows(0), 32);
+  EXPECT_EQ(kv.side_rows(1), 0);
 }
 
 // A page written from outside (a hit's load) and then named by an empty

@@ -279,10 +279,12 @@ TEST(GpuForwardTest, RunArgmaxIsTheArgmaxOfTheLogits) {
   auto f = GpuForward::Create(**w, Options(**w, 16, 16));
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   const std::vector<TokenId> p1 = Prompt(30, 1, c.vocab_size), p2 = Prompt(45, 2, c.vocab_size);
-  const std::vector<PageId> t1 = Pages(0, 8), t2 = Pages(8, 8);
-  // The same chunks twice (the pages are rewritten with the same KV).
+  // p1 takes pages 0 and 1 of t1; t3 is the rest of them.
+  const std::vector<PageId> t1 = Pages(0, 8), t2 = Pages(8, 8), t3 = Pages(2, 6);
+  // The same tokens twice, in other pages (no page twice in one call), one
+  // of them wanting logits.
   SeqChunk chunks[3] = {{p1, 0, t1, true},
-                        {std::span<const TokenId>(p2).first(10), 0, t2, false},
+                        {std::span<const TokenId>(p2).first(10), 0, t3, false},
                         {std::span<const TokenId>(p2).first(10), 0, t2, true}};
   std::vector<float> logits;
   std::vector<TokenId> ids;
