@@ -61,6 +61,16 @@ std::unique_ptr<Engine> OpenEngine(const ModelWeights* w, CacheManager* cache,
   return std::move(e).value();
 }
 
+// The tiny model with head_dim 32, where bf16 attention runs on AMX tiles
+// (and the pages keep their staged tiles) on a CPU that has them.
+Result<std::unique_ptr<ModelWeights>> Head32Model(uint32_t seed) {
+  ModelConfig c = ModelPreset("tiny").value();
+  c.dim = 128;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  return RandomModel(c, seed);
+}
+
 TEST(EngineTest, Stories260KGreedyReproducesTheGoldenOutput) {
   SKIP_WITHOUT_STORIES260K();
   auto model = LoadStories260K();
@@ -195,12 +205,9 @@ TEST(EngineTest, CpuForwardRefusesPagesOutsideThePool) {
 // Rows a chunk writes again (here: the prompt changes from position 40 on)
 // are staged again, not read from the side copy staged from the old rows.
 TEST(EngineTest, CpuForwardRestagesRowsItWritesAgain) {
-  ModelConfig c = ModelPreset("tiny").value();
-  c.dim = 128;
-  c.n_heads = 4;  // head_dim 32
-  c.n_kv_heads = 2;
-  auto w = RandomModel(c, 12);
+  auto w = Head32Model(12);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const ModelConfig& c = (*w)->config;
   const size_t side = StagedSideBytes(c, 64, WeightType::kBf16);
   if (side == 0) GTEST_SKIP() << "no side copy of staged tiles on this CPU (bf16 needs AMX)";
   ThreadPool pool(2);
@@ -240,12 +247,9 @@ TEST(EngineTest, CpuForwardRestagesRowsItWritesAgain) {
 // chunk is still staged when a later chunk reads it: an empty chunk
 // attends to nothing, so it stages nothing and marks nothing staged.
 TEST(EngineTest, CpuForwardStagesALoadedPageAfterAnEmptyChunk) {
-  ModelConfig c = ModelPreset("tiny").value();
-  c.dim = 128;
-  c.n_heads = 4;  // head_dim 32
-  c.n_kv_heads = 2;
-  auto w = RandomModel(c, 14);
+  auto w = Head32Model(14);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const ModelConfig& c = (*w)->config;
   const size_t side = StagedSideBytes(c, 64, WeightType::kBf16);
   if (side == 0) GTEST_SKIP() << "no side copy of staged tiles on this CPU (bf16 needs AMX)";
   ThreadPool pool(2);
@@ -391,11 +395,7 @@ TEST(EngineTest, Bf16WeightsKeepTheInvariantAndStayCloseToF32) {
 }
 
 TEST(EngineTest, Bf16WeightsKeepTheInvariantWithBf16Attention) {
-  ModelConfig c = ModelPreset("tiny").value();
-  c.dim = 128;
-  c.n_heads = 4;  // head_dim 32
-  c.n_kv_heads = 2;
-  auto w = RandomModel(c, 7);
+  auto w = Head32Model(7);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
   ExpectBf16KeepsTheInvariant(w->get());
 }
@@ -406,12 +406,9 @@ TEST(EngineTest, Bf16WeightsKeepTheInvariantWithBf16Attention) {
 // the new contents, not the tiles staged from the old. (Without AMX there
 // is no side copy and this checks only the plain path.)
 TEST(EngineTest, AReusedPageIsNotAttendedThroughItsOldStagedTiles) {
-  ModelConfig c = ModelPreset("tiny").value();
-  c.dim = 128;
-  c.n_heads = 4;  // head_dim 32
-  c.n_kv_heads = 2;
-  auto w = RandomModel(c, 11);
+  auto w = Head32Model(11);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const ModelConfig& c = (*w)->config;
   EngineOptions bf16;
   bf16.cpu_bf16_weights = true;
   const int vocab = c.vocab_size;
@@ -437,12 +434,9 @@ TEST(EngineTest, AReusedPageIsNotAttendedThroughItsOldStagedTiles) {
 // Keeping the staged tiles (the default) or not changes how many pages the
 // KV budget holds and nothing of the output.
 TEST(EngineTest, KeepingStagedTilesChangesPagesNotBits) {
-  ModelConfig c = ModelPreset("tiny").value();
-  c.dim = 128;
-  c.n_heads = 4;  // head_dim 32
-  c.n_kv_heads = 2;
-  auto w = RandomModel(c, 13);
+  auto w = Head32Model(13);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const ModelConfig& c = (*w)->config;
   EngineOptions kept;
   kept.cpu_bf16_weights = true;
   EngineOptions plain = kept;
