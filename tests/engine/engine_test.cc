@@ -458,6 +458,36 @@ TEST(EngineTest, KeepingStagedTilesChangesPagesNotBits) {
   EXPECT_TRUE(SameBits(a->logits, b->logits));
 }
 
+// The invariant at every page size the side copy meets: pages of one tile
+// (32), of four (128), and pages smaller than a tile (16: no side copy).
+// A hit of every full block, then decode steps, equals a recompute in
+// chunks that straddle pages and tiles, and an engine keeping no copy.
+TEST(EngineTest, Bf16InvariantHoldsAtEveryPageSize) {
+  auto w = Head32Model(15);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  for (const int bt : {16, 32, 128}) {
+    EngineOptions o;
+    o.cpu_bf16_weights = true;
+    o.block_tokens = bt;
+    const std::vector<TokenId> prompt = Prompt(3 * bt + 7, 24, (*w)->config.vocab_size);
+    auto cache = DramCache();
+    auto engine = OpenEngine(w->get(), cache.get(), o);
+    ASSERT_TRUE(engine->Generate(Request(prompt, 2)).ok());
+    auto hit = engine->Generate(Request(prompt, 40));
+    ASSERT_TRUE(hit.ok());
+    EXPECT_EQ(hit->cached_tokens, 3u * bt) << bt;
+    o.token_budget = 37;
+    auto recompute = OpenEngine(w->get(), nullptr, o)->Generate(Request(prompt, 40));
+    ASSERT_TRUE(recompute.ok());
+    EXPECT_EQ(hit->tokens, recompute->tokens) << bt;
+    EXPECT_TRUE(SameBits(hit->logits, recompute->logits)) << bt;
+    o.cpu_keep_staged_tiles = false;
+    auto plain = OpenEngine(w->get(), nullptr, o)->Generate(Request(prompt, 40));
+    ASSERT_TRUE(plain.ok());
+    EXPECT_TRUE(SameBits(hit->logits, plain->logits)) << bt;
+  }
+}
+
 TEST(EngineTest, AMissingOrCorruptBlockIsRematerialized) {
   auto w = TinyRandomModel();
   const int vocab = w->config.vocab_size;
