@@ -301,25 +301,28 @@ struct Scratch {
   std::vector<float> max;         // each query's running max
 };
 
-// exp of the softmax's weights, which are rounded to bf16 (8 significant
-// bits) right after: x = n ln2 + r with one constant (|r| <= ln2 / 2; the
-// constant's own error moves r by at most 3e-7), the degree-4 Taylor
-// polynomial in r (relative error under r^5 / 120 e^|r| < 7e-5, 4 % of half
-// a bf16 ulp), times 2^n. x below kExpMin counts as kExpMin. Lane-wise.
-KVT_TARGET_AMX inline Vec ExpForBf16(Vec x) {
-  constexpr float kLn2 = 0.693147180559945309f;
-  x = VMax(x, VSet1(kExpMin));
-  const Vec n =
-      _mm512_roundscale_ps(VMul(x, VSet1(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const Vec r = VFma(n, VSet1(-kLn2), x);
-  Vec p = VFma(VSet1(1.0f / 24), r, VSet1(1.0f / 6));
-  p = VFma(p, r, VSet1(0.5f));
-  p = VFma(p, r, VSet1(1.0f));
+constexpr float kLn2 = 0.693147180559945309f;
+
+// 2^x for the softmax's weights, which are rounded to bf16 (8 significant
+// bits) right after (the scores are in log2 units: q is scaled by
+// scale * log2e before its rounding, Attend). x = n + r, |r| <= 1/2, exact;
+// 2^r = e^(r ln2) by the degree-4 Taylor polynomial in r ln2 (relative
+// error under (ln2 / 2)^5 / 120 e^(ln2 / 2) < 7e-5, 4 % of half a bf16
+// ulp), times 2^n. x below -125 counts as -125 (2^n stays normal).
+// Lane-wise.
+KVT_TARGET_AMX inline Vec Exp2ForBf16(Vec x) {
+  constexpr float kC1 = kLn2, kC2 = kC1 * kLn2 / 2, kC3 = kC2 * kLn2 / 3, kC4 = kC3 * kLn2 / 4;
+  x = VMax(x, VSet1(-125.0f));
+  const Vec n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const Vec r = VSub(x, n);
+  Vec p = VFma(VSet1(kC4), r, VSet1(kC3));
+  p = VFma(p, r, VSet1(kC2));
+  p = VFma(p, r, VSet1(kC1));
   p = VFma(p, r, VSet1(1.0f));
   return VScale2i(p, n);
 }
 
-KVT_TARGET_AMX void ExpLanes(const float* x, float* out) { VStore(out, ExpForBf16(VLoad(x))); }
+KVT_TARGET_AMX void Exp2Lanes(const float* x, float* out) { VStore(out, Exp2ForBf16(VLoad(x))); }
 
 // One query's online-softmax step over its scores sr (a row of `tiles`
 // tiles of 32 keys, the first `valid` counting; kTiles > 0: that many, all
@@ -327,25 +330,27 @@ KVT_TARGET_AMX void ExpLanes(const float* x, float* out) { VStore(out, ExpForBf1
 // 16-lane sum, the weights to bf16 at pr (row of A tile t at pr + 256 t).
 // Returns the rescale of the output so far.
 template <int kTiles, bool kMasked>
-KVT_TARGET_AMX inline float SoftmaxRow(const float* sr, int valid, Vec scale, float& max,
-                                       float* sum, uint32_t* pr, int tiles = kTiles) {
+KVT_TARGET_AMX inline float SoftmaxRow(const float* sr, int valid, float& max, float* sum,
+                                       uint32_t* pr, int tiles = kTiles) {
   if constexpr (kTiles > 0) tiles = kTiles;
   Vec sv[2 * kBlockTiles];
   Vec mx = VSet1(-INFINITY);
   for (int j = 0; j < 2 * tiles; ++j) {
-    sv[j] = VMul(VLoad(sr + 16 * j), scale);
+    sv[j] = VLoad(sr + 16 * j);
     if constexpr (kMasked) sv[j] = VFirst(valid - 16 * j, sv[j], VSet1(-INFINITY));
     mx = VMax(mx, sv[j]);
   }
   const float m_new = FMax(max, VHMax(mx));
   // ExpScalar(0) is 1 exactly: an unchanged max skips it, same bits.
-  const float alpha = max == -INFINITY ? 0.0f : m_new == max ? 1.0f : ExpScalar(max - m_new);
+  const float alpha = max == -INFINITY ? 0.0f
+                      : m_new == max   ? 1.0f
+                                       : ExpScalar((max - m_new) * kLn2);
   max = m_new;
   const Vec vm = VSet1(m_new);
   Vec l = VMul(VLoad(sum), VSet1(alpha));
   for (int t = 0; t < tiles; ++t) {
-    Vec p0 = ExpForBf16(VSub(sv[2 * t], vm));
-    Vec p1 = ExpForBf16(VSub(sv[2 * t + 1], vm));
+    Vec p0 = Exp2ForBf16(VSub(sv[2 * t], vm));
+    Vec p1 = Exp2ForBf16(VSub(sv[2 * t + 1], vm));
     if constexpr (kMasked) {
       p0 = VFirst(valid - 32 * t, p0, VZero());
       p1 = VFirst(valid - 32 * t - 16, p1, VZero());
@@ -402,7 +407,6 @@ KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_
   }
   // The online softmax, query by query; the weights to bf16, row r % 16 of
   // A tile (r / 16, t) for keys 32 t .. 32 t + 31.
-  const Vec scale = VSet1(a.scale);
   float alpha[RB * kRows];
   bool active[RB * kRows];
   for (int r = 0; r < n; ++r) {
@@ -418,8 +422,8 @@ KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_
     float* sum = sc.sum.data() + i * 16;
     float& max = sc.max[static_cast<size_t>(i)];
     const float* sr = s + r * kBlockKeys;
-    alpha[r] = valid == kBlockKeys ? SoftmaxRow<kBlockTiles, false>(sr, valid, scale, max, sum, pr)
-                                   : SoftmaxRow<0, true>(sr, valid, scale, max, sum, pr, tiles);
+    alpha[r] = valid == kBlockKeys ? SoftmaxRow<kBlockTiles, false>(sr, valid, max, sum, pr)
+                                   : SoftmaxRow<0, true>(sr, valid, max, sum, pr, tiles);
   }
   // Weighted values, 32 dims at a time: C tile 2 rb + half carries the sum
   // over the tiles of keys; the weights in A tiles 4 + rb, the values' dims
@@ -477,12 +481,14 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
   sc.acc.assign(static_cast<size_t>(queries) * hd, 0.0f);
   sc.sum.assign(static_cast<size_t>(queries) * 16, 0.0f);
   sc.max.assign(static_cast<size_t>(queries), -INFINITY);
+  const Vec log2_scale = VSet1(a.scale * kLog2e);
   for (int i = 0; i < queries; ++i) {
     const float* row = a.Query(i);
     uint32_t* out = sc.q.data() + (i / kRows) * block_words + (i % kRows) * 16;
     for (int b = 0; b < dblocks; ++b) {
-      const __m512bh v =
-          _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 32 * b + 16), _mm512_loadu_ps(row + 32 * b));
+      // Scaled into log2 units (Exp2ForBf16) before the rounding to bf16.
+      const __m512bh v = _mm512_cvtne2ps_pbh(VMul(VLoad(row + 32 * b + 16), log2_scale),
+                                             VMul(VLoad(row + 32 * b), log2_scale));
       _mm512_storeu_si512(out + b * 256, reinterpret_cast<__m512i>(v));
     }
   }
@@ -598,6 +604,6 @@ void CpuAttentionExpForTesting(CpuIsa isa, const float* x, float* out) {
 
 float CpuAttentionScalarExpForTesting(float x) { return ExpScalar(x); }
 
-void CpuAttentionBf16ExpForTesting(const float* x, float* out) { amx::ExpLanes(x, out); }
+void CpuAttentionBf16Exp2ForTesting(const float* x, float* out) { amx::Exp2Lanes(x, out); }
 
 }  // namespace kvtier

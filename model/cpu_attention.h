@@ -16,9 +16,11 @@
 // whose set is amx, for a head_dim that is a multiple of 32: q, K and V are
 // rounded to bf16 (to nearest even), the scores and the tile's weighted
 // values are AMX products (TDPBF16PS, f32 accumulation) with the weights
-// rounded to bf16 too; the max and the running sum are the f32 steps
-// above, the weights' exp a shorter one fit for bf16 (within 7e-5), and
-// per tile a query's output becomes fma(out, rescale, weighted values). Still a function of q and
+// rounded to bf16 too; the scores are in log2 units (q scaled by
+// scale * log2e before its rounding), the weights 2^(s - max) by a short
+// polynomial fit for bf16 (within 7e-5), the max and running sum the f32
+// steps above, and per tile a query's output becomes fma(out, rescale,
+// weighted values). Still a function of q and
 // keys 0..pos alone (each row of an AMX product is its own), so the invariant holds within it; its
 // bits are not the f32 kernel's. Anywhere else bf16 asks for nothing: the f32 kernel.
 #pragma once
@@ -89,7 +91,7 @@ void StageTile(const CausalAttention& a, int64_t keys, int64_t tile, float* out)
 // machine must have it), and the scalar exp of the rescale.
 void CpuAttentionExpForTesting(CpuIsa isa, const float* x, float* out);
 float CpuAttentionScalarExpForTesting(float x);
-// The bf16 AMX kernel's exp of its weights, of 16 inputs (AVX-512 needed).
-void CpuAttentionBf16ExpForTesting(const float* x, float* out);
+// The bf16 AMX kernel's 2^x of its weights, of 16 inputs (AVX-512 needed).
+void CpuAttentionBf16Exp2ForTesting(const float* x, float* out);
 
 }  // namespace kvtier

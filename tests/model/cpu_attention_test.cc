@@ -68,29 +68,29 @@ TEST(CpuAttentionTest, ExpIsTheSameOnEverySetAndCloseToExpf) {
   }
 }
 
-// The bf16 kernel's exp (its weights are rounded to bf16 right after):
-// within 1e-4 of exp relative (a bf16 ulp is 2^-8), exactly 1 at 0, and
-// below kExpMin the clamp's tiny positive value, never 0, subnormal or NaN.
-TEST(CpuAttentionTest, Bf16ExpIsCloseToExp) {
+// The bf16 kernel's 2^x (its weights are rounded to bf16 right after):
+// within 1e-4 of 2^x relative (a bf16 ulp is 2^-8), exactly 1 at 0, and
+// below -125 the clamp's tiny positive value, never 0, subnormal or NaN.
+TEST(CpuAttentionTest, Bf16Exp2IsCloseToExp2) {
   if (CpuMathBestIsa() < CpuIsa::kAvx512) GTEST_SKIP() << "this CPU has no AVX-512";
-  std::vector<float> xs = {0.0f,  -0.0f,  -1e-30f, -1e-7f, -0.3465736f, -0.3465737f, -0.6931472f,
-                           -1.0f, -10.0f, -86.9f,  -87.0f, -87.5f,      -1000.0f,    -INFINITY};
-  for (int i = 0; i < 40000; ++i) xs.push_back(-90.0f * static_cast<float>(i) / 40000.0f);
+  std::vector<float> xs = {0.0f,  -0.0f,  -1e-30f, -1e-7f,  -0.4999999f, -0.5f, -0.5000001f,
+                           -1.0f, -10.0f, -124.9f, -125.0f, -125.5f,     -1e4f, -INFINITY};
+  for (int i = 0; i < 40000; ++i) xs.push_back(-130.0f * static_cast<float>(i) / 40000.0f);
   while (xs.size() % 16 != 0) xs.push_back(-3.25f);
   for (size_t at = 0; at < xs.size(); at += 16) {
     float got[16];
-    CpuAttentionBf16ExpForTesting(&xs[at], got);
+    CpuAttentionBf16Exp2ForTesting(&xs[at], got);
     for (int i = 0; i < 16; ++i) {
       const float x = xs[at + i];
       if (x == 0.0f) {
         ASSERT_EQ(got[i], 1.0f);
       }
-      if (x >= -86.0f) {
-        const double ref = std::exp(static_cast<double>(x));
+      if (x >= -124.0f) {
+        const double ref = std::exp2(static_cast<double>(x));
         ASSERT_NEAR(got[i], ref, 1e-4 * ref) << x;
       } else {
-        ASSERT_LE(got[i], 2e-37f) << x;
-        ASSERT_GE(got[i], 1e-38f) << x;  // normal
+        ASSERT_LE(got[i], 1e-37f) << x;
+        ASSERT_GE(got[i], std::numeric_limits<float>::min()) << x;  // normal
       }
     }
   }
