@@ -1,58 +1,60 @@
-// xxHash is inlined here (XXH_INLINE_ALL: its functions static to this file),
-// built with the same flags as the libxxhash it must agree with, to reach its
-// stripe steps; everything else calls libxxhash.
-#define XXH_INLINE_ALL
 #include "cache/chained_hash.h"
 
-#include <xxhash.h>
+#include <bit>
+#include <cassert>
+#include <cstddef>
+#include <cstdlib>
 
-#include <cstring>
+#include "cache/chained_hash_kernels.h"
 
 namespace kvtier {
+namespace {
 
-Hash128 HashKeyAndTokens(const std::byte* key16, const TokenId* tokens, size_t count) {
-  const auto* tok = reinterpret_cast<const xxh_u8*>(tokens);
-  const size_t len = 16 + count * sizeof(TokenId);
-  if (len <= XXH3_MIDSIZE_MAX) {  // XXH3's short paths read the input as a whole
-    xxh_u8 buf[XXH3_MIDSIZE_MAX];
-    std::memcpy(buf, key16, 16);
-    std::memcpy(buf + 16, tok, count * sizeof(TokenId));
-    const XXH128_hash_t h = XXH3_128bits(buf, len);
-    return {h.low64, h.high64};
+using chained_hash_internal::ChainKernels;
+
+// The kernels write key i as words 2 i (hi) and 2 i + 1 (lo).
+static_assert(sizeof(BlockKey) == 16 && offsetof(BlockKey, hi) == 0 && offsetof(BlockKey, lo) == 8);
+static_assert(std::endian::native == std::endian::little,
+              "keys hash tokens as little-endian int32; add a byte swap for this host");
+
+const ChainKernels& KernelsFor(ChecksumIsa isa) {
+  switch (isa) {
+    case ChecksumIsa::kAvx512:
+      return chained_hash_internal::kAvx512ChainKernels;
+    case ChecksumIsa::kAvx2:
+      return chained_hash_internal::kAvx2ChainKernels;
+    case ChecksumIsa::kSse2:
+      break;
   }
-  // XXH3_hashLong_128b with the default secret, stripe by stripe: stripe i
-  // of the concatenation is bytes [64 i, 64 i + 64), which for i >= 1 lie
-  // in the tokens from byte 64 i - 16 on.
-  XXH_ALIGN(64) xxh_u8 first[XXH_STRIPE_LEN];
-  std::memcpy(first, key16, 16);
-  std::memcpy(first + 16, tok, XXH_STRIPE_LEN - 16);
-  auto stripe = [&](size_t i) { return i == 0 ? first : tok + XXH_STRIPE_LEN * i - 16; };
-  XXH_ALIGN(64) xxh_u64 acc[XXH_ACC_NB] = XXH3_INIT_ACC;
-  const xxh_u8* secret = XXH3_kSecret;
-  constexpr size_t kSecretSize = sizeof(XXH3_kSecret);
-  constexpr size_t kStripesPerBlock = (kSecretSize - XXH_STRIPE_LEN) / XXH_SECRET_CONSUME_RATE;
-  constexpr size_t kBlockLen = XXH_STRIPE_LEN * kStripesPerBlock;
-  const size_t blocks = (len - 1) / kBlockLen;
-  size_t s = 0;
-  for (size_t n = 0; n < blocks; ++n) {
-    for (size_t j = 0; j < kStripesPerBlock; ++j, ++s) {
-      XXH3_accumulate_512(acc, stripe(s), secret + j * XXH_SECRET_CONSUME_RATE);
-    }
-    XXH3_scrambleAcc(acc, secret + kSecretSize - XXH_STRIPE_LEN);
+  return chained_hash_internal::kSse2ChainKernels;
+}
+
+int SizeIndex(int block_tokens) {
+  if (block_tokens < 16 || block_tokens > 1024 || !std::has_single_bit(unsigned(block_tokens))) {
+    std::abort();  // a caller's bug: namespaces are validated
   }
-  const size_t stripes = ((len - 1) - kBlockLen * blocks) / XXH_STRIPE_LEN;
-  for (size_t j = 0; j < stripes; ++j, ++s) {
-    XXH3_accumulate_512(acc, stripe(s), secret + j * XXH_SECRET_CONSUME_RATE);
-  }
-  // The last stripe, the input's final 64 bytes: all tokens (len > 240).
-  XXH3_accumulate_512(acc, tok + (len - 16) - XXH_STRIPE_LEN,
-                      secret + kSecretSize - XXH_STRIPE_LEN - XXH_SECRET_LASTACC_START);
-  Hash128 h;
-  h.low64 = XXH3_mergeAccs(acc, secret + XXH_SECRET_MERGEACCS_START,
-                           static_cast<xxh_u64>(len) * XXH_PRIME64_1);
-  h.high64 = XXH3_mergeAccs(acc, secret + kSecretSize - sizeof(acc) - XXH_SECRET_MERGEACCS_START,
-                            ~(static_cast<xxh_u64>(len) * XXH_PRIME64_2));
-  return h;
+  return std::countr_zero(unsigned(block_tokens)) - 4;
+}
+
+}  // namespace
+
+void ChainBlockKeys(const BlockKey& prev, int block_tokens, const TokenId* tokens, size_t blocks,
+                    BlockKey* out, ChecksumIsa isa) {
+  KernelsFor(isa).chain[SizeIndex(block_tokens)](prev.hi, prev.lo, tokens, blocks,
+                                                 reinterpret_cast<uint64_t*>(out));
+}
+
+void ChainBlockKeys(const BlockKey& prev, int block_tokens, const TokenId* tokens, size_t blocks,
+                    BlockKey* out) {
+  static const ChainKernels& active = KernelsFor(ActiveChecksumIsa());
+  active.chain[SizeIndex(block_tokens)](prev.hi, prev.lo, tokens, blocks,
+                                        reinterpret_cast<uint64_t*>(out));
+}
+
+BlockKey Xxh3_128(const void* data, size_t bytes, ChecksumIsa isa) {
+  BlockKey k;
+  KernelsFor(isa).hash128(data, bytes, reinterpret_cast<uint64_t*>(&k));
+  return k;
 }
 
 }  // namespace kvtier

@@ -1,22 +1,34 @@
-// XXH3-128 of a 16-byte key followed by a run of tokens (DESIGN §2's block
-// key: XXH3_128(prev || tokens)), without first copying them into one buffer.
-// Past XXH3's short-input sizes (240 bytes) the input is consumed in 64-byte
-// stripes read where they lie: only the first stripe, which straddles the key
-// and the tokens, is assembled. The result is XXH3_128bits of the
-// concatenation, bit for bit (tested against libxxhash).
+// DESIGN §2's block keys, chained: key_i = XXH3_128(key_{i-1} || tokens of
+// block i), bit for bit XXH3_128bits of that concatenation (tested against
+// libxxhash), computed without waiting for each whole hash in turn: the part
+// of every block's hash that does not read the previous key is worked out
+// ahead, and the chain itself walks only the steps that do
+// (chained_hash_impl.h says which). Kernels for SSE2, AVX2 and AVX-512,
+// chosen at run time with the checksums' choice (common/checksum.h).
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 
+#include "common/block_key.h"
+#include "common/checksum.h"
 #include "common/token.h"
 
 namespace kvtier {
 
-struct Hash128 {
-  uint64_t low64 = 0, high64 = 0;
-};
+// Writes out[i] = key_i for i in [0, blocks), chaining from key_{-1} = prev,
+// over blocks * block_tokens tokens. block_tokens is a power of two in
+// [16, 1024] (what a namespace allows; anything else aborts).
+void ChainBlockKeys(const BlockKey& prev, int block_tokens, const TokenId* tokens, size_t blocks,
+                    BlockKey* out);
 
-Hash128 HashKeyAndTokens(const std::byte* key16, const TokenId* tokens, size_t count);
+// The same on one instruction set (which the CPU must support): for tests
+// and benchmarks.
+void ChainBlockKeys(const BlockKey& prev, int block_tokens, const TokenId* tokens, size_t blocks,
+                    BlockKey* out, ChecksumIsa isa);
+
+// XXH3_128bits of data[0, bytes) built for `isa` (which the CPU must
+// support), as {hi = high64, lo = low64}: the per-hash limit the chain is
+// measured against, in the bench.
+BlockKey Xxh3_128(const void* data, size_t bytes, ChecksumIsa isa);
 
 }  // namespace kvtier

@@ -57,38 +57,83 @@ TEST(PrefixHasherTest, KeysFollowTheDocumentedChain) {
   }
 }
 
-// The key hashes prev || tokens where the tokens lie (no copy past XXH3's
-// short sizes): XXH3_128bits of the concatenation for every length, and the
-// documented chain for every block size.
-TEST(PrefixHasherTest, KeysAreXxh3OfTheConcatenationAtEveryLength) {
-  std::mt19937 rng(7);
-  std::vector<TokenId> tokens(1100);
-  for (TokenId& t : tokens) t = static_cast<TokenId>(rng());
-  std::byte key[16];
-  for (std::byte& b : key) b = static_cast<std::byte>(rng());
-  for (size_t n = 0; n <= tokens.size(); n += (n < 80 ? 1 : 37)) {
-    std::vector<unsigned char> buf(16 + n * sizeof(TokenId));
-    std::memcpy(buf.data(), key, 16);
-    std::memcpy(buf.data() + 16, tokens.data(), n * sizeof(TokenId));
-    const XXH128_hash_t want = XXH3_128bits(buf.data(), buf.size());
-    const Hash128 got = HashKeyAndTokens(key, tokens.data(), n);
-    ASSERT_EQ(got.low64, want.low64) << n << " tokens";
-    ASSERT_EQ(got.high64, want.high64) << n << " tokens";
+// The documented chain, one libxxhash call per block: what every kernel must
+// give bit for bit.
+std::vector<BlockKey> ReferenceChain(BlockKey prev, size_t bt, const TokenId* tokens,
+                                     size_t blocks) {
+  std::vector<BlockKey> keys;
+  std::vector<unsigned char> buf(16 + bt * sizeof(TokenId));
+  for (size_t i = 0; i < blocks; ++i) {
+    const std::string p = prev.ToByteString();
+    std::memcpy(buf.data(), p.data(), 16);
+    std::memcpy(buf.data() + 16, tokens + i * bt, bt * sizeof(TokenId));
+    const XXH128_hash_t h = XXH3_128bits(buf.data(), buf.size());
+    keys.push_back(prev = BlockKey{h.high64, h.low64});
   }
+  return keys;
+}
+
+// Every instruction set's kernel, at every block size, for runs of blocks
+// shorter and longer than what the kernels compute ahead (8), starting one
+// token off alignment, beside memory that differs from the zeros a key's
+// first stripe is computed with: libxxhash's chain, and nothing written past
+// the last key.
+TEST(ChainedHashTest, EveryInstructionSetGivesTheDocumentedChainAtEveryBlockSize) {
+  std::mt19937_64 rng(11);
+  std::vector<TokenId> tokens(1 + 1024 * 19);
+  for (TokenId& t : tokens) t = static_cast<TokenId>(rng());
+  const TokenId* start = tokens.data() + 1;
+  const BlockKey prev{rng(), rng()};
+  for (ChecksumIsa isa : SupportedChecksumIsas()) {
+    for (int bt = 16; bt <= 1024; bt *= 2) {
+      for (size_t blocks : {0, 1, 2, 7, 8, 9, 17}) {
+        if (blocks * size_t(bt) > tokens.size() - 1) continue;
+        const auto want = ReferenceChain(prev, size_t(bt), start, blocks);
+        std::vector<BlockKey> got(blocks + 1, BlockKey{7, 7});
+        ChainBlockKeys(prev, bt, start, blocks, got.data(), isa);
+        for (size_t i = 0; i < blocks; ++i) {
+          ASSERT_EQ(got[i], want[i])
+              << ToString(isa) << ", " << bt << "-token blocks, " << blocks << " blocks: key " << i;
+        }
+        EXPECT_EQ(got[blocks], (BlockKey{7, 7})) << ToString(isa) << " wrote past the last key";
+      }
+    }
+  }
+}
+
+// The bench's per-hash limit is XXH3_128bits itself on each instruction set.
+TEST(ChainedHashTest, Xxh3OnEveryInstructionSetIsLibxxhashs) {
+  std::mt19937 rng(5);
+  std::vector<unsigned char> data(5000);
+  for (auto& b : data) b = static_cast<unsigned char>(rng());
+  for (ChecksumIsa isa : SupportedChecksumIsas()) {
+    for (size_t n = 0; n <= 4200; n += (n < 300 ? 1 : 97)) {
+      const XXH128_hash_t want = XXH3_128bits(data.data() + 3, n);
+      ASSERT_EQ(Xxh3_128(data.data() + 3, n, isa), (BlockKey{want.high64, want.low64}))
+          << ToString(isa) << ", " << n << " bytes";
+    }
+  }
+}
+
+// PrefixHasher chains with the active kernel: the documented chain at every
+// block size, and a chain continued from its last key is the same chain.
+TEST(PrefixHasherTest, KeysFollowTheDocumentedChainAtEveryBlockSize) {
+  std::mt19937 rng(7);
+  std::vector<TokenId> tokens(4096);
+  for (TokenId& t : tokens) t = static_cast<TokenId>(rng());
   for (int bt : {16, 32, 64, 128, 256, 512, 1024}) {
     Namespace ns = TestNamespace();
     ns.block_tokens = bt;
-    const auto keys = PrefixHasher(ns).Keys(std::span<const TokenId>(tokens.data(), 1024));
-    BlockKey prev = ns.Seed();
-    for (size_t i = 0; i < keys.size(); ++i) {
-      std::vector<unsigned char> buf(16 + size_t(bt) * sizeof(TokenId));
-      const std::string p = prev.ToByteString();
-      std::memcpy(buf.data(), p.data(), 16);
-      std::memcpy(buf.data() + 16, tokens.data() + i * bt, size_t(bt) * sizeof(TokenId));
-      const XXH128_hash_t h = XXH3_128bits(buf.data(), buf.size());
-      ASSERT_EQ(keys[i], (BlockKey{h.high64, h.low64})) << bt << "-token block " << i;
-      prev = keys[i];
-    }
+    PrefixHasher h(ns);
+    const auto keys = h.Keys(tokens);
+    EXPECT_EQ(keys, ReferenceChain(ns.Seed(), size_t(bt), tokens.data(), tokens.size() / bt))
+        << bt << "-token blocks";
+    std::vector<BlockKey> continued = h.Keys(std::span<const TokenId>(tokens).first(size_t(bt)));
+    h.AppendKeys(continued.back(), std::span<const TokenId>(tokens).subspan(size_t(bt)),
+                 &continued);
+    EXPECT_EQ(continued, keys) << bt << "-token blocks, continued";
+    EXPECT_EQ(h.Next(keys[0], std::span<const TokenId>(tokens).subspan(size_t(bt), size_t(bt))),
+              keys[1]);
   }
 }
 
