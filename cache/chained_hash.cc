@@ -1,9 +1,9 @@
 #include "cache/chained_hash.h"
 
 #include <bit>
-#include <cassert>
 #include <cstddef>
 #include <cstdlib>
+#include <type_traits>
 
 #include "cache/chained_hash_kernels.h"
 
@@ -30,7 +30,7 @@ const ChainKernels& KernelsFor(ChecksumIsa isa) {
 }
 
 int SizeIndex(int block_tokens) {
-  if (block_tokens < 16 || block_tokens > 1024 || !std::has_single_bit(unsigned(block_tokens))) {
+  if (block_tokens < 16 || block_tokens > 1024 || (block_tokens & (block_tokens - 1)) != 0) {
     std::abort();  // a caller's bug: namespaces are validated
   }
   return std::countr_zero(unsigned(block_tokens)) - 4;
@@ -40,20 +40,18 @@ int SizeIndex(int block_tokens) {
 
 void ChainBlockKeys(const BlockKey& prev, int block_tokens, const TokenId* tokens, size_t blocks,
                     BlockKey* out, ChecksumIsa isa) {
-  KernelsFor(isa).chain[SizeIndex(block_tokens)](prev.hi, prev.lo, tokens, blocks,
-                                                 reinterpret_cast<uint64_t*>(out));
+  KernelsFor(isa).chain[SizeIndex(block_tokens)](prev.hi, prev.lo, tokens, blocks, out);
 }
 
 void ChainBlockKeys(const BlockKey& prev, int block_tokens, const TokenId* tokens, size_t blocks,
                     BlockKey* out) {
   static const ChainKernels& active = KernelsFor(ActiveChecksumIsa());
-  active.chain[SizeIndex(block_tokens)](prev.hi, prev.lo, tokens, blocks,
-                                        reinterpret_cast<uint64_t*>(out));
+  active.chain[SizeIndex(block_tokens)](prev.hi, prev.lo, tokens, blocks, out);
 }
 
 BlockKey Xxh3_128(const void* data, size_t bytes, ChecksumIsa isa) {
   BlockKey k;
-  KernelsFor(isa).hash128(data, bytes, reinterpret_cast<uint64_t*>(&k));
+  KernelsFor(isa).hash128(data, bytes, &k);
   return k;
 }
 

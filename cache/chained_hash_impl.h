@@ -2,8 +2,10 @@
 // cache/chained_hash_<isa>.cc after it defines XXH_VECTOR and
 // KVTIER_CHAIN_KERNELS. xxHash is inlined into that file (XXH_INLINE_ALL, its
 // functions static), so each file's copy is built with its own instruction
-// set. Like common/checksum_kernels_impl.h, the file includes nothing else
-// that defines inline functions shared with other files.
+// set. Like common/checksum_kernels_impl.h, the file uses nothing that would
+// be emitted as an inline function or template of external linkage (no
+// standard containers or algorithms): the linker could keep one file's copy
+// for every caller, and an AVX-512 copy must never run on another CPU.
 //
 // Why the chain is split. key_i = XXH3_128(key_{i-1} || tokens_i), so a naive
 // chain waits for each whole hash before starting the next: per block, XXH3's
@@ -80,7 +82,7 @@ struct ShortState {
 // The input is prev || tokens; byte o >= 16 is tokens byte o - 16.
 template <size_t kLen>
 XXH_FORCE_INLINE ShortState ShortAhead(const xxh_u8* tok) {
-  static_assert(16 < kLen && kLen <= 128);
+  static_assert(48 <= kLen && kLen <= 128);  // in() never points before the tokens
   auto in = [tok](size_t o) { return tok + (o - 16); };
   XXH128_hash_t acc{kLen * XXH_PRIME64_1, 0};
   if constexpr (kLen > 96) acc = XXH128_mix32B(acc, in(48), in(kLen - 64), XXH3_kSecret + 96, 0);
@@ -212,25 +214,30 @@ XXH_FORCE_INLINE XXH128_hash_t LongFinish(LongStateFor<kLen>* st, const xxh_u8* 
 
 // ---- the chain -----------------------------------------------------------
 
-inline void Put(XXH128_hash_t h, KeyWords* k, uint64_t* out) {
-  out[0] = h.high64;  // BlockKey{hi = high64, lo = low64}
-  out[1] = h.low64;
+// Key i goes to out's bytes [16 i, 16 i + 16): hi = high64, then lo = low64,
+// native words (BlockKey's layout; written as bytes, so `out` may be any
+// trivially copyable object of that layout).
+inline void Put(XXH128_hash_t h, KeyWords* k, unsigned char* out) {
+  memcpy(out, &h.high64, 8);
+  memcpy(out + 8, &h.low64, 8);
   *k = Words(h.high64, h.low64);
 }
 
 template <size_t kTokens>
 void Chain(uint64_t prev_hi, uint64_t prev_lo, const int32_t* tokens, size_t blocks,
-           uint64_t* out) {
+           void* out_keys) {
+  if (blocks == 0) return;  // and read no token: block 0's first stripe is copied below
   constexpr size_t kBytes = kTokens * sizeof(int32_t);
   constexpr size_t kLen = 16 + kBytes;
   const auto* tok = reinterpret_cast<const xxh_u8*>(tokens);
   KeyWords key = Words(prev_hi, prev_lo);
+  auto* out = static_cast<unsigned char*>(out_keys);
   if constexpr (kLen > 128 && kLen <= XXH3_MIDSIZE_MAX) {  // no split: see the top
     XXH_ALIGN(64) xxh_u8 buf[kLen];
     for (size_t i = 0; i < blocks; ++i) {
       memcpy(buf, &key, 16);
       memcpy(buf + 16, tok + i * kBytes, kBytes);
-      Put(XXH3_128bits(buf, kLen), &key, out + 2 * i);
+      Put(XXH3_128bits(buf, kLen), &key, out + 16 * i);
     }
   } else if constexpr (kLen <= 128) {
     ShortState ring[kAhead];
@@ -238,7 +245,7 @@ void Chain(uint64_t prev_hi, uint64_t prev_lo, const int32_t* tokens, size_t blo
     for (size_t i = 0; i < blocks; ++i) {
       const ShortState s = ring[i % kAhead];
       if (i + kAhead < blocks) ring[i % kAhead] = ShortAhead<kLen>(tok + (i + kAhead) * kBytes);
-      Put(ShortFinish<kLen>(s, key), &key, out + 2 * i);
+      Put(ShortFinish<kLen>(s, key), &key, out + 16 * i);
     }
   } else {
     // Stripe 0 of block 0 is read from a copy (its key lanes zero); every
@@ -256,15 +263,14 @@ void Chain(uint64_t prev_hi, uint64_t prev_lo, const int32_t* tokens, size_t blo
         const xxh_u8* t = tok + (i + kAhead) * kBytes;
         LongAhead<kLen>(t, t - 16, &ring[i % kAhead]);
       }
-      Put(LongFinish<kLen>(&st, tok + i * kBytes, key), &key, out + 2 * i);
+      Put(LongFinish<kLen>(&st, tok + i * kBytes, key), &key, out + 16 * i);
     }
   }
 }
 
-void Hash128(const void* data, size_t bytes, uint64_t* out) {
-  const XXH128_hash_t h = XXH3_128bits(data, bytes);
-  out[0] = h.high64;
-  out[1] = h.low64;
+void Hash128(const void* data, size_t bytes, void* out) {
+  KeyWords unused;
+  Put(XXH3_128bits(data, bytes), &unused, static_cast<unsigned char*>(out));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <xxhash.h>
 
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <set>
@@ -98,6 +99,27 @@ TEST(ChainedHashTest, EveryInstructionSetGivesTheDocumentedChainAtEveryBlockSize
         EXPECT_EQ(got[blocks], (BlockKey{7, 7})) << ToString(isa) << " wrote past the last key";
       }
     }
+  }
+}
+
+// Fewer tokens than a block (none, or a client's short request) give no keys
+// and read no token: not even the first block's first stripe.
+TEST(ChainedHashTest, NoWholeBlockReadsNothing) {
+  for (ChecksumIsa isa : SupportedChecksumIsas()) {
+    for (int bt = 16; bt <= 1024; bt *= 2) {
+      BlockKey out{7, 7};
+      ChainBlockKeys(BlockKey{1, 2}, bt, nullptr, 0, &out, isa);
+      EXPECT_EQ(out, (BlockKey{7, 7})) << ToString(isa) << ", " << bt << "-token blocks";
+    }
+  }
+  for (int bt = 16; bt <= 1024; bt *= 2) {
+    Namespace ns = TestNamespace();
+    ns.block_tokens = bt;
+    PrefixHasher h(ns);
+    EXPECT_TRUE(h.Keys(std::vector<TokenId>{}).empty()) << bt;
+    // Exactly sized on the heap, so that ASan sees a read past it.
+    const auto short_prompt = std::make_unique<TokenId[]>(3);
+    EXPECT_TRUE(h.Keys(std::span<const TokenId>(short_prompt.get(), 3)).empty()) << bt;
   }
 }
 
