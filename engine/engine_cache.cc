@@ -32,11 +32,13 @@ const PrefixHasher& Engine::HasherFor(const std::string& salt) {
 void Engine::EnsureKeys(Sequence* seq, int blocks) {
   const int bt = options_.block_tokens;
   const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
-  while (static_cast<int>(seq->keys.size()) < blocks) {
-    const size_t i = seq->keys.size();
-    const BlockKey& prev = i == 0 ? hasher.seed() : seq->keys.back();
-    seq->keys.push_back(hasher.Next(prev, std::span<const TokenId>(&seq->tokens[i * bt], bt)));
-  }
+  const auto have = static_cast<int>(seq->keys.size());
+  if (have >= blocks) return;
+  // All new blocks in one call: the hasher overlaps their key-free work.
+  hasher.AppendKeys(have == 0 ? hasher.seed() : seq->keys.back(),
+                    std::span<const TokenId>(&seq->tokens[static_cast<size_t>(have * bt)],
+                                             static_cast<size_t>((blocks - have) * bt)),
+                    &seq->keys);
 }
 
 BlockKey Engine::TailKey(Sequence* seq, int end) {
