@@ -174,6 +174,25 @@ TEST_F(BlockBatchTest, BatchLookupHasNoSideEffects) {
   EXPECT_EQ(after->reads(), before->reads());
 }
 
+// Fewer tokens than one block name no block: nothing found, nothing read
+// (the hasher once read a block's worth past such a request's tokens), and
+// the daemon answers the next request as before.
+TEST_F(BlockBatchTest, ALookupShorterThanABlockFindsNothing) {
+  const std::vector<int32_t> tokens = Tokens(1);
+  PutChain(*alice_, KeysOf(*alice_, tokens), 7);
+  for (int n : {1, 3, kBlockTokens - 1}) {
+    v1::BatchLookupRequest look;
+    look.mutable_token_ids()->Add(tokens.begin(), tokens.begin() + n);
+    Result<v1::BatchLookupResponse> got = alice_->BatchLookup(look);
+    ASSERT_TRUE(got.ok()) << n << " tokens: " << got.status();
+    EXPECT_EQ(got->query_blocks(), 0u) << n;
+    EXPECT_EQ(got->hit_blocks(), 0u) << n;
+  }
+  v1::BatchLookupRequest whole;
+  whole.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  EXPECT_EQ(alice_->BatchLookup(whole)->hit_blocks(), 1u);
+}
+
 TEST_F(BlockBatchTest, ALeaseKeepsItsBlocksUntilReleased) {
   const std::vector<int32_t> tokens = Tokens(3);
   const std::vector<BlockKey> keys = KeysOf(*alice_, tokens);
