@@ -135,8 +135,11 @@ struct GenerateResult {
   int64_t submit_step = 0;        // the step counter when it was submitted
   int64_t first_token_step = -1;  // the step that sampled its first token
   int64_t finish_step = -1;
-  double queue_ms = 0;                     // submission to first admission (a batch slot)
-  double ttft_ms = 0;                      // submission to first token, wall clock
+  double queue_ms = 0;  // submission to first admission (a batch slot)
+  double ttft_ms = 0;   // submission to first token, wall clock
+  // Of ttft_ms, the first admission's read of its cached prefix: from the
+  // load's issue to its landing (0 when nothing was read).
+  double load_ms = 0;
   double total_ms = 0;                     // submission to finish
   std::vector<std::vector<float>> logits;  // with keep_logits: one row per sampled token
 };

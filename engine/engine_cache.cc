@@ -98,6 +98,7 @@ void Engine::StartPrefixLoad(Sequence* seq) {
     }
   }
   seq->load = std::move(load);
+  seq->load->issued = std::chrono::steady_clock::now();
   {
     std::lock_guard<std::mutex> lock(load_mu_);
     load_queue_.push_back(seq->load.get());
@@ -162,6 +163,7 @@ void Engine::LoaderMain() {
         load->reads.begin(), load->reads.end(),
         [&](const Result<uint64_t>& n) { return n.ok() && *n == load->dests.front().size(); });
     if (load->tail_key && whole) load->tail_read = cache_->Read(*load->tail_key, load->tail);
+    load->landed = std::chrono::steady_clock::now();
     {
       std::lock_guard<std::mutex> lock(load_mu_);
       load->done = true;
@@ -257,7 +259,11 @@ void Engine::FinishLoad(Sequence* seq, StepStats* stats) {
   seq->published = loaded;
   stats_.cached_tokens += static_cast<uint64_t>(tokens);
   if (stats != nullptr) stats->cached_tokens += tokens;
-  if (load->first_admission) seq->result.cached_tokens = static_cast<uint32_t>(tokens);
+  if (load->first_admission) {
+    seq->result.cached_tokens = static_cast<uint32_t>(tokens);
+    seq->result.load_ms =
+        std::chrono::duration<double, std::milli>(load->landed - load->issued).count();
+  }
 }
 
 Result<std::span<const std::byte>> Engine::PageBytes(PageId page) {

@@ -41,6 +41,8 @@ struct Engine::PrefixLoad {
   std::vector<Result<uint64_t>> reads;
   Result<uint64_t> tail_read = Status::NotFound("the tail was not read");
   bool done = false;  // guarded by Engine::load_mu_
+  // When the load was queued, and when the loader finished it.
+  std::chrono::steady_clock::time_point issued, landed;
 };
 
 struct Engine::Sequence {

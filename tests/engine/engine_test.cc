@@ -347,6 +347,23 @@ TEST(EngineTest, LogitsAfterACacheHitEqualAFullRecompute) {
   EXPECT_TRUE(SameBits(second->logits, recompute->logits));
 }
 
+// A hit reports how long its cached prefix took to read (TTFT's read part;
+// the rest is the suffix's compute and the queue), a miss reports none.
+TEST(EngineTest, AHitReportsTheTimeItsReadTook) {
+  auto w = TinyRandomModel();
+  const auto [p1, p2] = TwoPromptsSharingThreeBlocks(w->config.vocab_size);
+  auto cache = DramCache();
+  auto engine = OpenEngine(w.get(), cache.get());
+  auto miss = engine->Generate(Request(p1, 2));
+  ASSERT_TRUE(miss.ok());
+  EXPECT_EQ(miss->load_ms, 0.0);
+  auto hit = engine->Generate(Request(p2, 2));
+  ASSERT_TRUE(hit.ok());
+  ASSERT_EQ(hit->cached_tokens, 3u * 64);
+  EXPECT_GT(hit->load_ms, 0.0);
+  EXPECT_LE(hit->load_ms, hit->ttft_ms);
+}
+
 // bf16 weights on the CPU keep DESIGN §8's invariant (a sequence's logits do
 // not depend on its batch, its chunking or a cache hit: the same bits) and
 // stay close to the f32 engine's.
