@@ -30,14 +30,13 @@ const PrefixHasher& Engine::HasherFor(const std::string& salt) {
 }
 
 void Engine::EnsureKeys(Sequence* seq, int blocks) {
-  const int bt = options_.block_tokens;
+  const size_t have = seq->keys.size();
+  if (blocks <= 0 || static_cast<size_t>(blocks) <= have) return;
+  const auto want = static_cast<size_t>(blocks), bt = static_cast<size_t>(options_.block_tokens);
   const PrefixHasher& hasher = HasherFor(seq->req.cache_salt);
-  const auto have = static_cast<int>(seq->keys.size());
-  if (have >= blocks) return;
   // All new blocks in one call: the hasher overlaps their key-free work.
   hasher.AppendKeys(have == 0 ? hasher.seed() : seq->keys.back(),
-                    std::span<const TokenId>(&seq->tokens[static_cast<size_t>(have * bt)],
-                                             static_cast<size_t>((blocks - have) * bt)),
+                    std::span<const TokenId>(seq->tokens).subspan(have * bt, (want - have) * bt),
                     &seq->keys);
 }
 
