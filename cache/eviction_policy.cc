@@ -5,7 +5,7 @@ namespace kvtier {
 const std::vector<std::string>& EvictionPolicyNames() {
   static const std::vector<std::string> kNames = {
       "lru",  "fifo",     "lfu",  "arc",        "s3fifo",       "sieve",
-      "gdsf", "ttl-cost", "lirs", "prefix-lru", "prefix-reuse", "wtinylfu"};
+      "gdsf", "ttl-cost", "lirs", "prefix-lru", "prefix-reuse", "wtinylfu", "lhd"};
   return kNames;
 }
 
@@ -23,6 +23,7 @@ std::unique_ptr<EvictionPolicy> NewEvictionPolicy(std::string_view name,
   if (name == "prefix-lru") return NewPrefixLruPolicy();
   if (name == "prefix-reuse") return NewPrefixReusePolicy(options);
   if (name == "wtinylfu") return NewWTinyLfuPolicy(options);
+  if (name == "lhd") return NewLhdPolicy();
   return nullptr;
 }
 

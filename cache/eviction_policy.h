@@ -128,6 +128,9 @@ class EvictionPolicy {
 //            Marconi, MLSys'25, with ARC's adaptation).
 //  wtinylfu  Einziger et al., Middleware'18 (Caffeine): 1% window LRU, TinyLFU sketch
 //            duel into an SLRU main (20% probation, 80% protected), hill-climbed window.
+//  lhd       Beckmann et al., NSDI'18: least hit density (hits per byte-reference
+//            expected, learned by class and age) among 32 sampled leaves; classes
+//            by last reuse interval, continued down a reused chain.
 std::unique_ptr<EvictionPolicy> NewLruPolicy();
 std::unique_ptr<EvictionPolicy> NewFifoPolicy();
 std::unique_ptr<EvictionPolicy> NewLfuPolicy();
@@ -140,6 +143,7 @@ std::unique_ptr<EvictionPolicy> NewLirsPolicy(const PolicyOptions& options);
 std::unique_ptr<EvictionPolicy> NewPrefixLruPolicy();
 std::unique_ptr<EvictionPolicy> NewPrefixReusePolicy(const PolicyOptions& options);
 std::unique_ptr<EvictionPolicy> NewWTinyLfuPolicy(const PolicyOptions& options);
+std::unique_ptr<EvictionPolicy> NewLhdPolicy();
 
 // The block `policy` would evict first for `incoming`, left in place (for an
 // admission filter to weigh against `incoming`); nullopt when it holds none.

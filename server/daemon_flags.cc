@@ -72,7 +72,7 @@ std::string DaemonUsage() {
   --no-engine             serve the cache only, no model
   --hbm-policy NAME
   --dram-policy NAME      eviction policy of a tier: lru, fifo, lfu, arc, s3fifo, sieve,
-  --flash-policy NAME       gdsf, ttl-cost, lirs, prefix-lru, prefix-reuse or wtinylfu
+  --flash-policy NAME       gdsf, ttl-cost, lirs, prefix-lru, prefix-reuse, wtinylfu or lhd
                             (default lru for every tier: docs/placement.md says why)
   --rocks-policy NAME
   --hbm-admission NAME

@@ -22,7 +22,7 @@ TEST(EvictionPolicyTest, FactoryKnowsEveryPolicyByItsName) {
     ASSERT_NE(p, nullptr) << name;
     EXPECT_EQ(p->Name(), name);
   }
-  EXPECT_EQ(EvictionPolicyNames().size(), 12u);
+  EXPECT_EQ(EvictionPolicyNames().size(), 13u);
   EXPECT_EQ(NewEvictionPolicy("nope"), nullptr);
 }
 
