@@ -12,7 +12,9 @@
 //    than those written: a checksum mismatch is reported as kCorruption (and
 //    the caller treats it as a miss) and the destination is zeroed, so no
 //    payload byte is left in it. An expired block reads as kNotFound. A read
-//    refused for any other reason leaves the destination untouched.
+//    refused for any other reason leaves the destination untouched, but for
+//    a flash read whose record was replaced or erased while in flight, which
+//    may leave it zeroed (the tier copies and verifies in one pass).
 //  - Write fails with kResourceExhausted when the tier has no room; the tier
 //    never evicts on its own (eviction is the CacheManager's decision).
 #pragma once

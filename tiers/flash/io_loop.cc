@@ -28,11 +28,14 @@ constexpr int kReadAttempts = 8;  // a read that raced with compaction is retrie
 
 enum class ReadOutcome { kOk, kMismatch, kIoError };
 
-// Checks a finished read of `r`'s record, now in `buf`, and on success copies
-// the payload to the caller. Verifies before copying: a refused read leaves
-// the destination as it was. The payload must match the checksum the index
-// held when the read was issued, and a valid header must name that record. A
-// header marked erased since then still names it (the block was replaced or
+// Checks a finished read of `r`'s record, now in `buf`, and copies the
+// payload to the caller in the same pass as its checksum (one pass over
+// memory, as the DRAM and RocksDB tiers read). The payload must match the
+// checksum the index held when the read was issued, and a valid header must
+// name that record; a header that names another record is refused before
+// anything is copied. On a checksum mismatch the copied bytes are zeroed, so
+// no byte of a refused read is left in the destination. A header marked
+// erased since the read began still names it (the block was replaced or
 // erased after the read began, and these are its bytes); a header that fails
 // its own checksum was caught mid-rewrite and is no evidence either way.
 ReadOutcome VerifyAndCopyOut(const PendingRead& r, const std::byte* buf, int res,
@@ -42,8 +45,12 @@ ReadOutcome VerifyAndCopyOut(const PendingRead& r, const std::byte* buf, int res
   const std::span<const std::byte> payload(buf + kPage, r.loc.bytes);
   const bool other_record = h && (h->key_hi != r.op.key.hi || h->key_lo != r.op.key.lo ||
                                   h->seq != r.loc.seq || h->payload_bytes != r.loc.bytes);
-  if (other_record || Checksum64(payload) != r.loc.checksum) return ReadOutcome::kMismatch;
-  std::memcpy(r.op.dest.data(), payload.data(), payload.size());
+  if (other_record) return ReadOutcome::kMismatch;
+  const std::span<std::byte> dest = r.op.dest.first(payload.size());
+  if (CopyAndChecksum64(payload, dest) != r.loc.checksum) {
+    std::memset(dest.data(), 0, dest.size());
+    return ReadOutcome::kMismatch;
+  }
   return ReadOutcome::kOk;
 }
 
