@@ -36,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/prefix_hasher.h"
 #include "engine/engine.h"
 #include "model/cpu_math.h"
 #include "model/model_weights.h"
@@ -247,42 +248,27 @@ void PreparePeerLibraries(char** argv) {
   std::perror("engine_bench: execv");  // then go on with the libraries as they are
 }
 
-// The read bandwidth of `tier` for `count` blocks of `bytes`, all in one
-// batched read (as a cache hit is read): blocks under keys of their own,
-// written once (so that timing a read leaves no writes behind to slow what
-// follows), erased with the probe.
+// The read bandwidth of `tier` for the blocks under `keys`, `bytes` each,
+// all in one batched read (as a cache hit is read). The blocks are the
+// hit's own: this VM's virtio disk serves blocks at rates that depend on
+// where and when they were written (probe blocks written after the hit's
+// read 10-20% faster than the hit's; written before them, as fast), so the
+// device's rate for the bytes a hit reads is measured on those bytes.
 class TierReadProbe {
  public:
-  TierReadProbe(Tier& tier, size_t bytes, int count)
-      : tier_(tier),
-        bytes_(bytes),
-        out_(static_cast<size_t>(count), std::vector<std::byte>(bytes)) {
-    std::vector<std::vector<std::byte>> data(out_.size(), std::vector<std::byte>(bytes));
-    std::vector<WriteOp> writes;
-    for (int i = 0; i < count; ++i) {
-      for (size_t j = 0; j < bytes; j += 4096) data[i][j] = static_cast<std::byte>(i + j);
-      keys_.push_back(BlockKey{0xbe7c4, static_cast<uint64_t>(i)});
-      writes.push_back({keys_.back(), data[i]});
-      reads_.push_back({keys_.back(), out_[i]});
-    }
-    for (const IoResult& r : WriteSync(tier, writes)) {
-      if (!r.status.ok()) {
-        std::fprintf(stderr, "engine_bench: %s\n", r.status.ToString().c_str());
-        std::exit(1);
-      }
-    }
+  TierReadProbe(Tier& tier, const std::vector<BlockKey>& keys, size_t bytes)
+      : tier_(tier), bytes_(bytes), out_(keys.size(), std::vector<std::byte>(bytes)) {
+    for (size_t i = 0; i < keys.size(); ++i) reads_.push_back({keys[i], out_[i]});
   }
-  ~TierReadProbe() { (void)tier_.Erase(keys_); }
-  TierReadProbe(const TierReadProbe&) = delete;
-  TierReadProbe& operator=(const TierReadProbe&) = delete;
 
-  // Bytes per second: the best of 3 batched reads of every block.
+  // Bytes per second: the best of 3 batched reads of every block; 0 if a
+  // block could not be read.
   double BytesPerSecond() {
     double best = 0;
     for (int r = 0; r < 3; ++r) {
       auto t0 = Clock::now();
       for (const IoResult& res : ReadSync(tier_, reads_)) {
-        if (!res.status.ok()) std::abort();
+        if (!res.status.ok() || res.bytes != bytes_) return 0;
       }
       best = std::max(best, static_cast<double>(bytes_ * out_.size()) / Seconds(t0, Clock::now()));
     }
@@ -293,7 +279,6 @@ class TierReadProbe {
   Tier& tier_;
   size_t bytes_;
   std::vector<std::vector<std::byte>> out_;
-  std::vector<BlockKey> keys_;
   std::vector<ReadOp> reads_;
 };
 
@@ -519,13 +504,15 @@ int Main(int argc, char** argv) {
   }
 
   // 3b. The same hit from a flash tier (O_DIRECT, io_uring) against its
-  // physical model: the prefix's bytes at the flash tier's own measured read
-  // bandwidth (all the blocks in one batch, as a hit reads them), plus the
+  // physical model: the bytes the hit reads (every full block of the prompt:
+  // the last one is read too and its last token computed again) at the
+  // device's rate for those very blocks, read by the flash tier in one batch
+  // just before the hit (the tier reads at fio's rate: tier_bench), plus the
   // suffix's prefill (the DRAM hits less their reads, as the engine timed
   // them: the median of ttft_ms - load_ms).
   {
     const size_t block_bytes = c.Kv(64, DType::kFloat32).BlockBytes();
-    const int blocks = static_cast<int>(cached_tokens / 64);
+    const int blocks = args.prompt_tokens / 64;
     const double prefix_bytes = static_cast<double>(block_bytes) * blocks;
     std::string dir_template =
         (std::filesystem::temp_directory_path() / "engine_bench_flash.XXXXXX").string();
@@ -552,13 +539,26 @@ int Main(int argc, char** argv) {
     req.prompt = Prompt(args.prompt_tokens, 11, c.vocab_size);
     req.max_tokens = 1;
     (void)fengine->Generate(req).value();
+    // The hit's blocks, keyed as the engine keys them (no salt).
+    const PrefixHasher hasher(fengine->CacheNamespace(""));
+    if (hasher.block_tokens() != 64) {
+      std::fprintf(stderr, "engine_bench: the engine's blocks are not of 64 tokens\n");
+      return 1;
+    }
+    std::vector<BlockKey> keys;
+    hasher.AppendKeys(hasher.seed(), std::span<const TokenId>(req.prompt).first(blocks * 64ul),
+                      &keys);
     // The device's bandwidth drifts (2-3.6 GB/s between runs on this VM):
     // each hit is set against the bandwidth measured just before it, and the
     // ratio is the median of those pairs.
     {
-      TierReadProbe probe(*flash, block_bytes, blocks);  // erased before the tier closes
+      TierReadProbe probe(*flash, keys, block_bytes);
       for (int r = 0; r < 9; ++r) {
         bws.push_back(probe.BytesPerSecond());
+        if (bws.back() <= 0) {
+          std::fprintf(stderr, "engine_bench: the prompt's blocks are not all on flash\n");
+          return 1;
+        }
         GenerateResult hit = fengine->Generate(req).value();
         hits.push_back(hit.ttft_ms);
         reads.push_back(prefix_bytes / (hit.load_ms / 1e3) / bws.back());
@@ -571,8 +571,8 @@ int Main(int argc, char** argv) {
     const double model_ms = prefix_bytes / flash_bw * 1e3 + suffix_ms;
     const double flash_ratio = Median(ratios), read_vs_device = Median(reads);
     std::printf(
-        "TTFT, %u tokens on flash: %.1f ms; model %.1f ms (%.1f MB at %.2f GB/s + %.1f ms of "
-        "suffix): %.2fx (median of 9 hits, each against the bandwidth just before it); the "
+        "TTFT, %u tokens on flash: %.1f ms; model %.1f ms (%.1f MB read at %.2f GB/s + %.1f ms "
+        "of suffix): %.2fx (median of 9 hits, each against the bandwidth just before it); the "
         "hit's read alone at %.2f of that bandwidth\n",
         flash_cached, flash_ms, model_ms, prefix_bytes / 1e6, flash_bw / 1e9, suffix_ms,
         flash_ratio, read_vs_device);
