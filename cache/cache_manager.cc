@@ -501,6 +501,9 @@ Status CacheManager::Insert(const BlockKey& key, std::span<const std::byte> payl
                             const BlockMeta& meta) {
   if (payload.empty()) return Status::InvalidArgument("a block payload may not be empty");
   if (meta.ttl_ms < 0) return Status::InvalidArgument("a TTL may not be negative");
+  if (meta.parent == key) {
+    return Status::InvalidArgument("block " + key.ToHex() + " names itself as its own parent");
+  }
   const int64_t now = options_.clock->NowMs();
   // A TTL runs from now, unless the writer dates its start (a request's
   // lifetime counts from the request's start): then expiry_ms gives its end.

@@ -132,7 +132,8 @@ class LhdPolicy final : public EvictionPolicy {
       const int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
                             ? last_used_
                             : slots_.Find(*block.parent);
-      if (p != KeySlots::kNone && !nodes_[p].ghost) {
+      // A block named as its own parent (a bad hint) is not linked.
+      if (p != KeySlots::kNone && p != s && !nodes_[p].ghost) {
         Node& parent = nodes_[p];
         if (cls == kNew && parent.cls != kNew && parent.reused_children == 0) cls = parent.cls;
         if (cls != kNew) ++parent.reused_children;

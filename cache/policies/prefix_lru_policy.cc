@@ -66,7 +66,8 @@ class PrefixLruPolicy final : public EvictionPolicy {
       const int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
                             ? last_used_
                             : slots_.Find(*block.parent);
-      if (p != KeySlots::kNone) {
+      // A block named as its own parent (a bad hint) is not linked.
+      if (p != KeySlots::kNone && p != s) {
         parent_[s] = p;
         parent_generation_[s] = generation_[p];
         if (children_[p]++ == 0) leaves_.Unlink(p);

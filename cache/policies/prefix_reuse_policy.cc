@@ -94,7 +94,8 @@ class PrefixReusePolicy final : public EvictionPolicy {
       const int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
                             ? last_used_
                             : slots_.Find(*block.parent);
-      if (p != KeySlots::kNone && !nodes_[p].ghost) {
+      // A block named as its own parent (a bad hint) is not linked.
+      if (p != KeySlots::kNone && p != s && !nodes_[p].ghost) {
         Node& parent = nodes_[p];
         // Continues a reused chain: no other child of the parent was reused.
         if (parent.cls == kReused && parent.reused_children == 0) cls = kReused;

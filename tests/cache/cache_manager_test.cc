@@ -148,6 +148,10 @@ TEST_F(CacheManagerTest, RefusedInsertsChangeNothing) {
   EXPECT_EQ(cache_->Insert(keys[1], keys[0], {}).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(cache_->Insert(keys[1], keys[0], Payload(10, 0), clock_.NowMs()).code(),
             StatusCode::kInvalidArgument);
+  // A block named as its own parent.
+  const Status self = cache_->Insert(keys[1], keys[1], Payload(10, 0));
+  EXPECT_EQ(self.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(self.message().find("its own parent"), std::string::npos) << self;
   // Larger than the whole tier: refused before anything is evicted.
   EXPECT_EQ(cache_->Insert(keys[1], keys[0], Payload(5 * kPage, 0)).code(),
             StatusCode::kResourceExhausted);

@@ -54,6 +54,27 @@ TEST(EvictionPolicyTest, EveryPolicyKeepsTheContract) {
   }
 }
 
+// Every policy: a block that names itself as its parent (a client's bad
+// hint) is held and evicted like any other, new or back from a ghost.
+TEST(EvictionPolicyTest, EveryPolicyIgnoresABlockNamedItsOwnParent) {
+  for (const std::string& name : EvictionPolicyNames()) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<EvictionPolicy> p = NewEvictionPolicy(name, PolicyOptions{8});
+    PolicyBlock self;
+    self.parent = K(2);
+    p->Insert(K(1), PolicyBlock{});
+    p->Insert(K(2), self);
+    EXPECT_EQ(p->size(), 2u);
+    std::vector<BlockKey> v;
+    EXPECT_EQ(p->Victims(Take(2), &v), 2u);
+    EXPECT_EQ(p->size(), 0u);
+    p->Insert(K(2), self);  // a ghost now, for the policies that keep them
+    v.clear();
+    EXPECT_EQ(p->Victims(Take(2), &v), 1u);
+    EXPECT_EQ(v, std::vector<BlockKey>{K(2)});
+  }
+}
+
 // Every policy: a call that has stepped over max_refused refused blocks
 // gives up with what it has, asks `eligible` no more than that many times
 // for refusals, and keeps every block it did not take.
