@@ -337,7 +337,9 @@ int Main(int argc, char** argv) {
   std::vector<std::thread> clients;
   auto run = [&](const std::string& rpc, auto body) {
     clients.emplace_back([&, rpc, body]() mutable {
-      Client c(co);
+      ClientOptions own = co;
+      own.own_connection = true;  // as independent clients: one connection each
+      Client c(own);
       RpcTally t;
       while (!stop.load()) body(c, t);
       std::lock_guard<std::mutex> l(mu);

@@ -25,6 +25,10 @@ struct ClientOptions {
   uint32_t chunk_bytes = 1 << 20;           // payload bytes per streamed message (<= 4 MiB)
   std::string api_key;                      // sent as x-api-key when not empty
   std::string tls_ca_pem;                   // PEM roots: connect over TLS; "" = plaintext
+  // A connection of its own. gRPC otherwise shares one between clients of
+  // the same address and options, and one connection carries at most the
+  // daemon's --max-streams-per-connection calls at once (the rest wait).
+  bool own_connection = false;
 };
 
 struct FetchedBlock {

@@ -11,8 +11,10 @@
 
 namespace kvtier::testing {
 
-inline std::unique_ptr<Client> ClientFor(const DaemonProcess& d, const std::string& api_key = "") {
+inline std::unique_ptr<Client> ClientFor(const DaemonProcess& d, const std::string& api_key = "",
+                                         bool own_connection = false) {
   ClientOptions o;
+  o.own_connection = own_connection;
   o.address = d.address();
   o.api_key = api_key;
   o.timeout_ms = 120'000;

@@ -225,8 +225,9 @@ TEST_F(GenerateDaemonTest, TheDefaultModelServesAndASharedPrefixIsReadFromTheCac
 // 64 Generates at once (the engine's batch) are all served, and Health
 // answers while they run: a stream holds a server thread, and the default
 // limits leave threads for all of them and for unary calls.
-// --max-concurrent-requests (256 by default) concurrent streams are all
-// served: none holds up another for a server thread.
+// 256 Generates from one client are all served: none holds up another for
+// a server thread (one connection carries 128 at a time; the test below
+// holds 256 at once on four).
 TEST_F(GenerateDaemonTest, TwoHundredFiftySixConcurrentGeneratesAreAllServed) {
   constexpr int kClients = 256;
   std::vector<std::thread> threads;
@@ -287,6 +288,49 @@ TEST(GenerateLimitTest, RequestsPastTheLimitAreRefusedAtOnce) {
     served = client->GenerateRaw(short_req, &resp);
   }
   EXPECT_TRUE(served.ok()) << served.error_message();
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
+// --max-concurrent-requests (256 by default) generation streams are held at
+// once when clients bring them on enough connections (one connection carries
+// --max-streams-per-connection, 128, and queues the rest in the client): the
+// engine holds all 256 and the 257th is refused at once.
+TEST(GenerateStreamsTest, TwoHundredFiftySixStreamsAreHeldAtOnceAndThe257thIsRefused) {
+  const std::string dir = TempDir("generate_streams");
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--no-flash", "--dram-bytes", "64M"})) << d.exit_code();
+  constexpr int kStreams = 256, kConnections = 4;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int c = 0; c < kConnections; ++c)
+    clients.push_back(ClientFor(d, "", /*own_connection=*/true));
+  v1::GenerateRequest long_req;
+  for (int i = 1; i <= 10; ++i) long_req.add_token_ids(i);
+  long_req.set_max_tokens(8000);
+  long_req.set_ignore_eos(true);
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    Client& c = *clients[i % kConnections];
+    contexts.push_back(c.NewContext());
+    streams.push_back(c.context_cache().Generate(contexts.back().get(), long_req));
+  }
+  int held = 0;
+  for (int i = 0; i < 600 && held < kStreams; ++i) {
+    Result<v1::StatsResponse> stats = clients[0]->Stats();
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    held = stats->engine().running() + stats->engine().waiting();
+    if (held < kStreams) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(held, kStreams);
+  v1::GenerateRequest short_req;
+  for (int i = 1; i <= 4; ++i) short_req.add_token_ids(i);
+  short_req.set_max_tokens(2);
+  v1::GenerateResponse resp;
+  const grpc::Status refused = clients[0]->GenerateRaw(short_req, &resp);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  for (auto& c : contexts) c->TryCancel();
+  for (auto& s : streams) (void)s->Finish();
   EXPECT_EQ(d.Stop(SIGTERM), 0);
   std::filesystem::remove_all(dir);
 }
