@@ -129,7 +129,7 @@ class EvictionPolicy {
 //  wtinylfu  Einziger et al., Middleware'18 (Caffeine): 1% window LRU, TinyLFU sketch
 //            duel into an SLRU main (20% probation, 80% protected), hill-climbed window.
 //  lhd       Beckmann et al., NSDI'18: least hit density (hits per byte-reference
-//            expected, learned by class and age) among 32 sampled leaves; classes
+//            expected, learned by class and age) among 16 sampled leaves; classes
 //            by last reuse interval, continued down a reused chain.
 std::unique_ptr<EvictionPolicy> NewLruPolicy();
 std::unique_ptr<EvictionPolicy> NewFifoPolicy();

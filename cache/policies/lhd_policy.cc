@@ -64,8 +64,11 @@
 // Until the first recomputation every class ranks by age alone (LRU).
 //
 // Refused blocks (query.eligible) keep their place and state; a refused leaf
-// is not sampled again in the same call. Sampling is deterministic (a fixed
-// seed), so replays repeat exactly.
+// is not sampled again in the same call (it is moved out of the sampled
+// part of the leaf array: O(1) a refusal). A call that takes nothing puts
+// everything back as it was, the sampler included, so the next call sees
+// what it saw (PeekVictim's victim is the next call's). Sampling is
+// deterministic (a fixed seed), so replays repeat exactly.
 //
 // Cost: Insert, Touch and Erase O(1); a victim costs kSamples density
 // look-ups (a leaf array indexed at random); a recomputation
@@ -115,7 +118,7 @@ class LhdPolicy final : public EvictionPolicy {
       // Back while its ghost is remembered: a hit at this age had it been
       // kept; reused, after this long away.
       RecordEvent(s, /*hit=*/true);
-      cls = GapClass(clock_ - nodes_[s].last_use);
+      cls = GapClass(clock_ - nodes_[s].last_use + 1);
       ForgetGhost(s, /*free_slot=*/false);
     } else {
       s = slots_.Add(key);
@@ -164,16 +167,15 @@ class LhdPolicy final : public EvictionPolicy {
 
   size_t Victims(const VictimQuery& q, std::vector<BlockKey>* out) override {
     EligibilityScan scan(q);
-    ++call_;
+    const uint64_t draws = draws_;
+    swaps_.clear();
     size_t taken = 0;
-    size_t refused = 0;
-    while (taken < q.n && !scan.Exhausted() && refused < leaves_.size()) {
+    while (taken < q.n && !scan.Exhausted()) {
       const int32_t s = Sample();
       if (s == KeySlots::kNone) break;
       const BlockKey key = slots_.key(s);
       if (!scan.Accepts(key)) {
-        leaves_[nodes_[s].leaf_index].refused_call = call_;
-        ++refused;
+        Refuse(s);
         continue;
       }
       out->push_back(key);
@@ -181,6 +183,14 @@ class LhdPolicy final : public EvictionPolicy {
       Detach(s, /*to_ghost=*/true);
       ++taken;
     }
+    if (taken == 0) {
+      // Nothing changed: the leaves' order and the sampler are put back, so
+      // that the next call sees what this one saw (an admission filter peeks
+      // at the victim with a call that refuses it: PeekVictim).
+      for (auto it = swaps_.rbegin(); it != swaps_.rend(); ++it) SwapLeaves(it->first, it->second);
+      draws_ = draws;
+    }
+    sampled_ = leaves_.size();
     TrimGhosts();
     return taken;
   }
@@ -261,7 +271,7 @@ class LhdPolicy final : public EvictionPolicy {
       uint64_t past = 0;  // events of age >= (kAges - 1) << shift_: bit_width > log2 of it
       for (int w = 0; w < 65; ++w) {
         if (w > shift_ + std::countr_zero(unsigned(kAges)))
-          past += event_ages_[w];  // age >= 2^(shift_ + 8) = kAges << shift_
+          past += event_ages_[w];  // age >= kAges << shift_
       }
       if (events == 0 || static_cast<double>(past) <= kOverflowShare * events || shift_ >= 40) {
         break;
@@ -317,20 +327,19 @@ class LhdPolicy final : public EvictionPolicy {
 
   // The least dense of kSamples leaves not refused in this call; the older on a tie.
   int32_t Sample() {
-    if (leaves_.empty()) return KeySlots::kNone;
+    if (sampled_ == 0) return KeySlots::kNone;
     // The samples' places first, each from its own counter value (no chain
     // between them), so that their loads overlap.
     std::array<const Leaf*, kSamples> sample;
     for (int i = 0; i < kSamples; ++i) {
       const uint64_t r = Mix(++draws_);
-      sample[i] = &leaves_[(static_cast<unsigned __int128>(r) * leaves_.size()) >> 64];
+      sample[i] = &leaves_[(static_cast<unsigned __int128>(r) * sampled_) >> 64];
       __builtin_prefetch(sample[i]);
     }
     const Leaf* best = nullptr;
     double best_density = 0;
     for (const Leaf* sampled : sample) {
       const Leaf& l = *sampled;
-      if (l.refused_call == call_) continue;
       const double d = density_[l.cls][Bucket((clock_ - l.last_use) >> shift_)] * l.inverse_bytes;
       if (best == nullptr || d < best_density ||
           (d == best_density && l.last_use < best->last_use)) {
@@ -338,12 +347,7 @@ class LhdPolicy final : public EvictionPolicy {
         best_density = d;
       }
     }
-    if (best != nullptr) return best->slot;
-    // Every sample was refused: the first leaf not refused, if any.
-    for (const Leaf& l : leaves_) {
-      if (l.refused_call != call_) return l.slot;
-    }
-    return KeySlots::kNone;
+    return best->slot;
   }
 
   static uint64_t Mix(uint64_t x) {  // splitmix64's finaliser
@@ -352,15 +356,35 @@ class LhdPolicy final : public EvictionPolicy {
     return x ^ (x >> 31);
   }
 
+  // leaves_[0, sampled_) are sampled; a Victims call moves the leaves it
+  // refuses past sampled_ (so that it never samples them again, O(1) each)
+  // and puts sampled_ back to the end when it returns.
+  void SwapLeaves(size_t i, size_t j) {
+    if (i == j) return;
+    std::swap(leaves_[i], leaves_[j]);
+    nodes_[leaves_[i].slot].leaf_index = static_cast<int32_t>(i);
+    nodes_[leaves_[j].slot].leaf_index = static_cast<int32_t>(j);
+  }
+  void Refuse(int32_t s) {
+    const auto i = static_cast<size_t>(nodes_[s].leaf_index);
+    swaps_.emplace_back(i, sampled_ - 1);
+    SwapLeaves(i, sampled_ - 1);
+    --sampled_;
+  }
   void AddLeaf(int32_t s) {
     const Node& n = nodes_[s];
     nodes_[s].leaf_index = static_cast<int32_t>(leaves_.size());
-    leaves_.push_back(Leaf{n.last_use, 1.0 / static_cast<double>(n.bytes), 0, s, n.cls});
+    leaves_.push_back(Leaf{n.last_use, 1.0 / static_cast<double>(n.bytes), s, n.cls});
+    // Ahead of the leaves this call refused (outside a call there are none).
+    SwapLeaves(sampled_++, leaves_.size() - 1);
   }
   void RemoveLeaf(int32_t s) {
-    const int32_t i = nodes_[s].leaf_index;
-    leaves_[i] = leaves_.back();
-    nodes_[leaves_[i].slot].leaf_index = i;
+    auto i = static_cast<size_t>(nodes_[s].leaf_index);
+    if (i < sampled_) {
+      SwapLeaves(i, --sampled_);
+      i = sampled_;
+    }
+    SwapLeaves(i, leaves_.size() - 1);
     leaves_.pop_back();
     nodes_[s].leaf_index = kNotLeaf;
   }
@@ -426,11 +450,12 @@ class LhdPolicy final : public EvictionPolicy {
   struct Leaf {
     uint64_t last_use;
     double inverse_bytes;
-    uint64_t refused_call;  // the Victims call that last refused it
     int32_t slot;
     uint8_t cls;
   };
   std::vector<Leaf> leaves_;
+  size_t sampled_ = 0;  // leaves_[0, sampled_) may be sampled (all, outside a Victims call)
+  std::vector<std::pair<size_t, size_t>> swaps_;  // this call's refusals, to undo
   int32_t ghost_head_ = KeySlots::kNone, ghost_tail_ = KeySlots::kNone;  // newest at the head
   size_t ghosts_ = 0;
   Counts hits_{}, evictions_{}, density_{};
@@ -438,7 +463,6 @@ class LhdPolicy final : public EvictionPolicy {
   int shift_ = 0;                          // an age bucket is 2^shift_ references
   uint64_t clock_ = 0;                     // counts references
   uint64_t since_recompute_ = 0;
-  uint64_t call_ = 0;                    // counts Victims calls
   uint64_t draws_ = 0;                   // samples drawn: the counter the sampler mixes
   int32_t last_used_ = KeySlots::kNone;  // the slot last inserted or touched
 };

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -91,6 +92,23 @@ TEST(LhdPolicyTest, VictimsAreLeaves) {
   std::vector<BlockKey> v;
   ASSERT_EQ(p->Victims(Take(3), &v), 3u);
   EXPECT_EQ(v, (std::vector<BlockKey>{K(3), K(2), K(1)}));
+}
+
+// The victim an admission filter peeks at (a call that refuses it) is the
+// one the next call takes: a call that takes nothing changes nothing.
+TEST(LhdPolicyTest, ThePeekedVictimIsTheNextOneTaken) {
+  auto p = NewEvictionPolicy("lhd", PolicyOptions{1000});
+  for (uint64_t i = 0; i < 1000; ++i) p->Insert(K(i), PolicyBlock{});
+  for (uint64_t i = 0; i < 1000; i += 3) p->Touch(K(i));
+  for (uint64_t r = 0; r < 100; ++r) {
+    const BlockKey incoming = K(5000 + r);
+    const std::optional<BlockKey> peeked = PeekVictim(*p, incoming);
+    ASSERT_TRUE(peeked.has_value());
+    std::vector<BlockKey> v;
+    ASSERT_EQ(p->Victims(Take(1), &v), 1u);
+    EXPECT_EQ(v[0], *peeked) << "round " << r;
+    p->Insert(incoming, PolicyBlock{});
+  }
 }
 
 // A replay repeats exactly: sampling is seeded.
