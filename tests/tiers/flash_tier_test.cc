@@ -7,9 +7,12 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <filesystem>
 #include <map>
+#include <thread>
 
 #include "tests/tiers/crash_harness.h"
 #include "tests/tiers/crash_payload.h"
@@ -160,6 +163,61 @@ TEST_F(FlashTierTest, FlippedBytesOnDiskReadAsCorruption) {
   EXPECT_EQ(*other, Payload(50'000, 2));
   ASSERT_NO_FATAL_FAILURE(Open());
   EXPECT_EQ(Recovered().count(K(1)), 0u);
+}
+
+// A read in flight while its key is replaced by a larger block is retried
+// against the new record; a destination sized for the old one must then get
+// RESOURCE_EXHAUSTED, never a write past its end. The race is made often:
+// one writer flips the key between 4 KiB and 32 KiB (with filler writes
+// that keep compaction busy), a reader reads it in batches into 4 KiB
+// buffers each followed by a guard.
+TEST_F(FlashTierTest, AReadRetriedOntoALargerRecordNeverWritesPastItsBuffer) {
+  FlashTierOptions o = Options();
+  o.device_bytes = 256 << 10;
+  o.capacity_bytes = 160 << 10;
+  o.region_bytes = 64 << 10;
+  o.max_block_bytes = 32 << 10;
+  o.queue_depth = 1;
+  o.staging_bytes = 128 << 10;
+  o.max_write_bytes = 64 << 10;
+  ASSERT_NO_FATAL_FAILURE(Open(o));
+  constexpr size_t kSmall = 4 << 10, kLarge = 32 << 10, kGuard = 64 << 10;
+  ASSERT_TRUE(Put(K(1), Payload(kSmall, 0)).ok());
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (uint64_t i = 1; !stop; ++i) {
+      const auto a = Payload(i % 2 ? kLarge : kSmall, i), b = Payload(8 << 10, 1'000'000 + i),
+                 c = Payload(8 << 10, 2'000'000 + i);
+      WriteOp ops[3] = {{K(1), a}, {K(2), b}, {K(3), c}};
+      (void)WriteSync(*tier_, ops);
+    }
+  });
+  std::vector<std::vector<std::byte>> bufs(256, std::vector<std::byte>(kSmall + kGuard));
+  uint64_t overflows = 0, wrong = 0, too_small = 0, reads = 0;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(std::getenv("FLASH_RACE_SECONDS") ? std::atoi(std::getenv("FLASH_RACE_SECONDS")) : 2);
+  while (std::chrono::steady_clock::now() < end) {
+    std::vector<ReadOp> ops;
+    for (auto& b : bufs) {
+      std::fill(b.begin(), b.end(), std::byte{0xab});
+      ops.push_back({K(1), std::span(b).first(kSmall)});
+    }
+    const std::vector<IoResult> got = ReadSync(*tier_, ops);
+    for (size_t j = 0; j < bufs.size(); ++j) {
+      ++reads;
+      const auto& b = bufs[j];
+      overflows += std::any_of(b.begin() + kSmall, b.end(),
+                               [](std::byte x) { return x != std::byte{0xab}; });
+      if (got[j].status.IsResourceExhausted()) ++too_small;
+      if (!got[j].status.ok()) continue;
+      wrong += got[j].bytes != kSmall;  // an OK read is of a 4 KiB record
+    }
+  }
+  stop = true;
+  writer.join();
+  std::printf("%llu reads: %llu too small for a larger record\n",
+              static_cast<unsigned long long>(reads), static_cast<unsigned long long>(too_small));
+  EXPECT_EQ(overflows, 0u);
+  EXPECT_EQ(wrong, 0u);
 }
 
 // A real write error from the kernel (EFBIG past RLIMIT_FSIZE, standing in

@@ -45,7 +45,7 @@ ReadOutcome VerifyAndCopyOut(const PendingRead& r, const std::byte* buf, int res
   const std::span<const std::byte> payload(buf + kPage, r.loc.bytes);
   const bool other_record = h && (h->key_hi != r.op.key.hi || h->key_lo != r.op.key.lo ||
                                   h->seq != r.loc.seq || h->payload_bytes != r.loc.bytes);
-  if (other_record) return ReadOutcome::kMismatch;
+  if (other_record || r.loc.bytes > r.op.dest.size()) return ReadOutcome::kMismatch;
   const std::span<std::byte> dest = r.op.dest.first(payload.size());
   if (CopyAndChecksum64(payload, dest) != r.loc.checksum) {
     std::memset(dest.data(), 0, dest.size());
@@ -263,6 +263,10 @@ void FlashTier::CompleteRead(std::unique_ptr<PendingRead> r, int res,
               0};
   } else if (it == map_.end()) {
     result = {Status::NotFound("block " + r->op.key.ToHex() + " was erased while read"), 0};
+  } else if (it->second.seq != r->loc.seq && it->second.bytes > r->op.dest.size()) {
+    // Replaced while the read was in flight by a block larger than the
+    // destination: as Read answers such a block, nothing copied.
+    result = {Status::ResourceExhausted("read buffer too small"), it->second.bytes};
   } else if (it->second.seq != r->loc.seq) {
     // Moved by compaction or replaced while the read was in flight: read the
     // current record.
