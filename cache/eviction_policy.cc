@@ -4,8 +4,8 @@ namespace kvtier {
 
 const std::vector<std::string>& EvictionPolicyNames() {
   static const std::vector<std::string> kNames = {
-      "lru",  "fifo",     "lfu",  "arc",        "s3fifo",       "sieve",
-      "gdsf", "ttl-cost", "lirs", "prefix-lru", "prefix-reuse", "wtinylfu", "lhd"};
+      "lru",      "fifo", "lfu",        "arc",          "s3fifo",   "sieve", "gdsf",
+      "ttl-cost", "lirs", "prefix-lru", "prefix-reuse", "wtinylfu", "lhd"};
   return kNames;
 }
 

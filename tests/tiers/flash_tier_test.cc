@@ -194,7 +194,10 @@ TEST_F(FlashTierTest, AReadRetriedOntoALargerRecordNeverWritesPastItsBuffer) {
   });
   std::vector<std::vector<std::byte>> bufs(256, std::vector<std::byte>(kSmall + kGuard));
   uint64_t overflows = 0, wrong = 0, too_small = 0, reads = 0;
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(std::getenv("FLASH_RACE_SECONDS") ? std::atoi(std::getenv("FLASH_RACE_SECONDS")) : 2);
+  const auto end = std::chrono::steady_clock::now() +
+                   std::chrono::seconds(std::getenv("FLASH_RACE_SECONDS")
+                                            ? std::atoi(std::getenv("FLASH_RACE_SECONDS"))
+                                            : 2);
   while (std::chrono::steady_clock::now() < end) {
     std::vector<ReadOp> ops;
     for (auto& b : bufs) {
