@@ -67,6 +67,13 @@ class KeySlots {
   size_t size_ = 0;
 };
 
+// The slot of a new block's parent, or kNone. Engines insert a chain in
+// order, so the parent is usually `last`, the slot used just before: its
+// key is compared first, which saves a hash probe.
+inline int32_t FindParent(const KeySlots& slots, int32_t last, const BlockKey& parent) {
+  return last != KeySlots::kNone && slots.key(last) == parent ? last : slots.Find(parent);
+}
+
 // Several intrusive doubly linked lists over one set of slot links; a slot
 // is in at most one of them at a time (ARC's T1/T2/B1/B2, S3-FIFO's queues).
 // Each list keeps its length.

@@ -76,7 +76,6 @@
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <cmath>
 #include <vector>
 
 #include "cache/eviction_policy.h"
@@ -130,11 +129,7 @@ class LhdPolicy final : public EvictionPolicy {
     n.last_use = clock_;
     n.bytes = block.bytes;
     if (block.parent) {
-      // Chains are inserted in order: the parent is usually the block used
-      // just before, and a hash probe is saved.
-      const int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
-                            ? last_used_
-                            : slots_.Find(*block.parent);
+      const int32_t p = FindParent(slots_, last_used_, *block.parent);
       // A block named as its own parent (a bad hint) is not linked.
       if (p != KeySlots::kNone && p != s && !nodes_[p].ghost) {
         Node& parent = nodes_[p];
@@ -268,7 +263,7 @@ class LhdPolicy final : public EvictionPolicy {
     uint64_t events = 0;
     for (const uint64_t n : event_ages_) events += n;
     for (;;) {
-      uint64_t past = 0;  // events of age >= (kAges - 1) << shift_: bit_width > log2 of it
+      uint64_t past = 0;  // events of age >= kAges << shift_
       for (int w = 0; w < 65; ++w) {
         if (w > shift_ + std::countr_zero(unsigned(kAges)))
           past += event_ages_[w];  // age >= kAges << shift_

@@ -61,11 +61,7 @@ class PrefixLruPolicy final : public EvictionPolicy {
     last_use_[s] = ++clock_;
     parent_[s] = KeySlots::kNone;
     if (block.parent) {
-      // Engines insert a chain in order: the parent is usually the block
-      // used just before, and a hash probe is saved.
-      const int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
-                            ? last_used_
-                            : slots_.Find(*block.parent);
+      const int32_t p = FindParent(slots_, last_used_, *block.parent);
       // A block named as its own parent (a bad hint) is not linked.
       if (p != KeySlots::kNone && p != s) {
         parent_[s] = p;

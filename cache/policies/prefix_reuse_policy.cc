@@ -89,11 +89,7 @@ class PrefixReusePolicy final : public EvictionPolicy {
     n.bytes = block.bytes;
     n.parent = KeySlots::kNone;
     if (block.parent) {
-      // Chains are inserted in order: the parent is usually the block used
-      // just before, and a hash probe is saved.
-      const int32_t p = last_used_ != KeySlots::kNone && slots_.key(last_used_) == *block.parent
-                            ? last_used_
-                            : slots_.Find(*block.parent);
+      const int32_t p = FindParent(slots_, last_used_, *block.parent);
       // A block named as its own parent (a bad hint) is not linked.
       if (p != KeySlots::kNone && p != s && !nodes_[p].ghost) {
         Node& parent = nodes_[p];
