@@ -506,11 +506,12 @@ Status Daemon::Start() {
                                 .Add("stream_idle_ms", options_.stream_idle_ms));
   KVTIER_RETURN_IF_ERROR(StartMetrics());
   KVTIER_RETURN_IF_ERROR(StartHttp());
-  services_->admin.set_listen_address(
-      bound_address_,
-      metrics_ ? WithPort(options_.metrics_listen, metrics_->bound_port()) : std::string(),
-      http_ ? WithPort(options_.http_listen, http_->bound_port()) : std::string());
-  LogServing();
+  const std::string metrics =
+      metrics_ ? WithPort(options_.metrics_listen, metrics_->bound_port()) : std::string();
+  const std::string http =
+      http_ ? WithPort(options_.http_listen, http_->bound_port()) : std::string();
+  services_->admin.set_listen_address(bound_address_, metrics, http);
+  LogServing(metrics, http);
   return Status::Ok();
 }
 
@@ -634,13 +635,15 @@ Status Daemon::StartHttp() {
   return Status::Ok();
 }
 
-void Daemon::LogServing() const {
+void Daemon::LogServing(const std::string& metrics, const std::string& http) const {
   std::string tier_names;
   for (const TierInfo& t : cache_->Stats().tiers) {
     tier_names += (tier_names.empty() ? "" : ",") + t.name;
   }
   LogInfo("kvtierd_serving", LogFields()
                                  .Add("addr", bound_address_)
+                                 .Add("http", http)
+                                 .Add("metrics", metrics)
                                  .Add("data_dir", options_.data_dir)
                                  .Add("dram_bytes", options_.dram_bytes)
                                  .Add("tiers", tier_names)

@@ -63,7 +63,8 @@ class Daemon {
   Status StartMetrics();
   Status StartHttp();
   Status OpenShm();  // shm_
-  void LogServing() const;
+  // The serving line: every address bound (ports chosen when asked for :0).
+  void LogServing(const std::string& metrics, const std::string& http) const;
 
   DaemonOptions options_;
   int lock_fd_ = -1;

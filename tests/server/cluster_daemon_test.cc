@@ -3,14 +3,12 @@
 // prefix computed on one node is a hit on another, through the cluster tier;
 // a block put on one node reads back, bytes identical, on another; tenants
 // stay apart across nodes; a killed node leaves the others serving.
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +18,7 @@
 #include <httplib.h>
 #include "proto/cluster_client.h"
 #include "proto/kvtier.grpc.pb.h"
+#include "tests/free_port.h"
 #include "tests/server/daemon_client.h"
 #include "tests/tiers/local_redis_cluster.h"
 
@@ -162,20 +161,6 @@ TEST_F(ClusterDaemonTest, ABlockPutOnOneNodeReadsBackOnAnotherAndOnlyForItsTenan
   EXPECT_EQ(again->payload, payload);
 }
 
-// A free loopback port (bound once to find it; the daemon binds it next).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
-  ::close(fd);
-  EXPECT_TRUE(ok) << "no free port";
-  return ntohs(a.sin_port);
-}
-
 // Peer lookup without any shared store: three nodes told of each other.
 class PeerDaemonTest : public NodesTest {
  protected:
@@ -184,7 +169,12 @@ class PeerDaemonTest : public NodesTest {
     std::filesystem::create_directories(dir_);
     std::ofstream(dir_ + "/keys") << kAlice << " alice admin\n" << kBob << " bob\n";
     std::ofstream(dir_ + "/secret", std::ios::binary) << std::string(32, 's');
-    for (int i = 0; i < 3; ++i) addrs_.push_back("127.0.0.1:" + std::to_string(FreePort()));
+    // Named before any starts (each is told of the others), so drawn below
+    // the ephemeral range, and distinct.
+    while (addrs_.size() < 3) {
+      const std::string a = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+      if (std::find(addrs_.begin(), addrs_.end(), a) == addrs_.end()) addrs_.push_back(a);
+    }
     for (int i = 0; i < 3; ++i) {
       std::string peers;
       for (int j = 0; j < 3; ++j) {

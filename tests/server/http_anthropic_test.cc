@@ -4,9 +4,7 @@
 // tests/http/anthropic_sdk_test.py.
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -35,36 +33,20 @@ using testing::TempDir;
 constexpr char kAliceKey[] = "alice-key-0123456789abcdef";
 constexpr char kAdminKey[] = "admin-key-0123456789abcdef";
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    close(fd);
-    return 0;  // no port: the daemon refuses to start and the test says so
-  }
-  const int port = ntohs(a.sin_port);
-  close(fd);
-  return port;
-}
-
 class HttpAnthropicTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new std::string(TempDir("http_anthropic"));
     std::filesystem::create_directories(*dir_);
     std::ofstream(*dir_ + "/keys") << kAliceKey << " alice\n" << kAdminKey << " ops admin\n";
-    port_ = FreePort();
     daemon_ = new DaemonProcess();
     ASSERT_TRUE(
-        daemon_->Start(*dir_ + "/data", {"--model-preset", "tiny-8k", "--api-keys", *dir_ + "/keys",
-                                         "--http-listen", "127.0.0.1:" + std::to_string(port_),
-                                         "--http-max-body-bytes", "64K", "--metrics-listen", ""}))
+        daemon_->Start(*dir_ + "/data",
+                       {"--model-preset", "tiny-8k", "--api-keys", *dir_ + "/keys", "--http-listen",
+                        "127.0.0.1:0", "--http-max-body-bytes", "64K", "--metrics-listen", ""}))
         << daemon_->exit_code();
+    port_ = testing::HttpPortOf(*daemon_, kAdminKey);
+    ASSERT_GT(port_, 0);
   }
   static void TearDownTestSuite() {
     EXPECT_EQ(daemon_->Stop(SIGTERM), 0);
@@ -367,13 +349,13 @@ TEST(HttpAnthropicLimitsTest, ATenantAtItsLimitIs429AndAFullDaemonIs529) {
   std::ofstream(dir + "/keys") << kAliceKey << " alice\n"
                                << kAdminKey << " ops admin\n"
                                << "carol-key-0123456789abcdef carol\n";
-  const int port = FreePort();
   DaemonProcess daemon;
-  ASSERT_TRUE(daemon.Start(
-      dir + "/data", {"--model-preset", "tiny-8k", "--api-keys", dir + "/keys", "--http-listen",
-                      "127.0.0.1:" + std::to_string(port), "--max-streams", "2",
-                      "--max-tenant-streams", "1", "--metrics-listen", ""}))
+  ASSERT_TRUE(daemon.Start(dir + "/data", {"--model-preset", "tiny-8k", "--api-keys", dir + "/keys",
+                                           "--http-listen", "127.0.0.1:0", "--max-streams", "2",
+                                           "--max-tenant-streams", "1", "--metrics-listen", ""}))
       << daemon.exit_code();
+  const int port = testing::HttpPortOf(daemon, kAdminKey);
+  ASSERT_GT(port, 0);
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(120, 0);
   auto post = [&](const char* key) {

@@ -3,12 +3,9 @@
 // generateContent and streamGenerateContent from a cache, bad input and
 // other tenants' caches refused with Google's error shape, changing nothing;
 // and the strict Duration / Timestamp readers (server/http/gemini_time.h).
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +16,7 @@
 #include <vector>
 
 #include "server/http/gemini_time.h"
+#include "tests/server/daemon_client.h"
 #include "tests/server/daemon_process.h"
 
 namespace kvtier {
@@ -78,22 +76,6 @@ TEST(GeminiTimeTest, FormatsAsGoogleDoes) {
 
 // ---- the API on a real kvtierd ----
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return -1;
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // An answer: its status, body and, when the body is JSON, the JSON.
 struct Answer {
   int status = 0;
@@ -107,13 +89,12 @@ class GeminiApiTest : public ::testing::Test {
     dir_ = TempDir("gemini");
     std::filesystem::create_directories(dir_);
     std::ofstream(dir_ + "/keys") << kAlice << " alice\n" << kBob << " bob\n";
-    port_ = FreePort();
-    ASSERT_GT(port_, 0);
     daemon_ = std::make_unique<DaemonProcess>();
-    ASSERT_TRUE(daemon_->Start(
-        dir_ + "/data",
-        {"--model-preset", "tiny-8k", "--api-keys", dir_ + "/keys", "--metrics-listen", "",
-         "--http-listen", "127.0.0.1:" + std::to_string(port_)}));
+    ASSERT_TRUE(
+        daemon_->Start(dir_ + "/data", {"--model-preset", "tiny-8k", "--api-keys", dir_ + "/keys",
+                                        "--metrics-listen", "", "--http-listen", "127.0.0.1:0"}));
+    port_ = testing::HttpPortOf(*daemon_, kAlice);
+    ASSERT_GT(port_, 0);
   }
   void TearDown() override {
     if (daemon_) {

@@ -1,14 +1,12 @@
 #include "tests/tiers/local_redis_cluster.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,29 +14,10 @@
 #include <random>
 #include <thread>
 
+#include "tests/free_port.h"
+
 namespace kvtier::testing {
 namespace {
-
-bool PortFree(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// A port whose cluster bus port (+10000) is free too.
-int PickPort(std::mt19937& rng) {
-  std::uniform_int_distribution<int> d(20000, 29999);
-  for (;;) {
-    const int p = d(rng);
-    if (PortFree(p) && PortFree(p + 10000)) return p;
-  }
-}
 
 int Spawn(const std::vector<std::string>& args, const std::string& log) {
   const int pid = ::fork();
@@ -102,7 +81,14 @@ Result<std::unique_ptr<LocalRedisCluster>> LocalRedisCluster::Start(
   std::filesystem::create_directories(c->dir_);
   const int n = o.masters * (1 + o.replicas);
   for (int i = 0; i < n; ++i) {
-    const int port = PickPort(rng);
+    // Bus ports (port + 10000) stay below the ephemeral range too; a node
+    // spawned a moment ago may not have bound its port yet, so no repeats.
+    int port = 0;
+    do {
+      port = FreeLoopbackPort(20000, 22767, 10000);
+    } while (port != 0 && std::find(c->nodes_.begin(), c->nodes_.end(),
+                                    "127.0.0.1:" + std::to_string(port)) != c->nodes_.end());
+    if (port == 0) return Status::Unavailable("no free loopback port for a redis node");
     const std::string p = std::to_string(port);
     std::vector<std::string> args = {"redis-server",
                                      "--port",

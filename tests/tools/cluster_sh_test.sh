@@ -5,8 +5,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dir="$(mktemp -d /tmp/kvtier_cluster_sh.XXXXXX)"
-# Ports apart from the tests' own Redis nodes (20000-39999 with their
-# buses); one taken by another process's connection meanwhile is possible,
+# Ports apart from the C++ tests' own (tests/free_port.h: daemons 10000-19999,
+# Redis nodes 20000-22767 with buses 30000-32767); one taken by another process's connection meanwhile is possible,
 # so a start that fails is tried again on other ports.
 base=0
 cleanup() { "$root/tools/cluster.sh" stop --dir "$dir" > /dev/null 2>&1 || true; rm -rf "$dir"; }
