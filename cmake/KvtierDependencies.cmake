@@ -46,8 +46,16 @@ if(KVTIER_BUILD_BENCH)
   # `tools/deps.sh --bench` installs it.
   pkg_check_modules(OPENBLAS IMPORTED_TARGET openblas)
   # Its bf16 peer on CPUs with AMX: oneDNN's matmul (Debian's libdnnl-dev,
-  # built on OpenMP); optional, `tools/deps.sh --bench` installs it.
-  find_package(dnnl CONFIG QUIET)
+  # built on OpenMP); optional, `tools/deps.sh --bench` installs it. Debian's
+  # dnnl-config.cmake requires OpenCL (its GPU runtime), a hard error where
+  # OpenCL's headers are missing: looked for first, quietly.
+  find_package(OpenCL QUIET)
+  if(OpenCL_FOUND)
+    find_package(dnnl CONFIG QUIET)
+  else()
+    message(STATUS "No OpenCL headers (tools/deps.sh --bench): oneDNN not looked for, "
+                   "engine_bench goes without its bf16 peer")
+  endif()
   find_package(OpenMP QUIET COMPONENTS CXX)
 endif()
 

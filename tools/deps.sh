@@ -18,9 +18,11 @@ packages=(
                  # Prometheus server service, which systemd starts where it runs)
 )
 # --bench: also what the benchmarks compare against (fio, the flash peer;
-# OpenBLAS, the GEMM peer; oneDNN, the bf16 GEMM peer; gnuplot, the trace
-# plots).
-if [ "${1:-}" = "--bench" ]; then packages+=(fio libopenblas-dev libdnnl-dev gnuplot-nox); fi
+# OpenBLAS, the GEMM peer; oneDNN, the bf16 GEMM peer, whose CMake config
+# asks for OpenCL's; gnuplot, the trace plots).
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(fio libopenblas-dev libdnnl-dev ocl-icd-opencl-dev gnuplot-nox)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
