@@ -165,7 +165,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MatMulTest,
                                            std::make_tuple(9, 13, 24), std::make_tuple(64, 96, 512),
                                            std::make_tuple(13, 33, 40), std::make_tuple(29, 70, 17),
                                            std::make_tuple(1, 100, 31), std::make_tuple(45, 83, 96),
-                                           std::make_tuple(33, 48, 1024)));
+                                           std::make_tuple(33, 48, 1024),
+                                           // Enough rows that the pool packs x (odd k).
+                                           std::make_tuple(151, 40, 531)));
 
 TEST(CpuMathTest, RmsNorm) {
   const std::vector<float> x = {1, -2, 3, -4};
