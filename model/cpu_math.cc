@@ -62,10 +62,11 @@ constexpr int64_t kTilePanels = 2;
 #include "model/cpu_matmul_kernel.inc"
 
 // PackRows for bf16 weights, 32 of k at a time by vcvtne2ps2bf16 instead of
-// element by element (a prefill chunk's conversion took a tenth of its bf16
-// products). The same layout and, for the product here, the same bits: it
-// rounds to nearest even like FloatToBf16Bits and quiets NaNs the same way,
-// but makes denormals zero, which vdpbf16ps does to its inputs anyway.
+// element by element (with the packing on the pool below, a 512 x 2048 x 2048
+// bf16 product on a Zen 4 went from 0.87 to 0.91-0.94 of oneDNN's). The same
+// layout and, for the product here, the same bits: it rounds to nearest even
+// like FloatToBf16Bits and quiets NaNs the same way, but makes denormals zero,
+// which vdpbf16ps does to its inputs anyway.
 template <int R>
 KVT_TARGET void PackTileBf16(const float* x, int64_t k, uint32_t* xp) {
   const int64_t steps = (k + 1) / 2;
@@ -273,8 +274,9 @@ void MatMulOn(CpuIsa isa, const float* x, int64_t rows, const Elem* w, int64_t s
   const int64_t threads = pool == nullptr ? 1 : pool->size();
   const int64_t tile = TileRows(isa), tiles = rows / tile;
   if (threads > 1 && tiles >= 2 * threads && rows * k >= (int64_t{1} << 16)) {
-    // Packing is a tenth of a prefill chunk's product: on every thread, in
-    // runs of whole tiles, the rows past the last whole tile with the last.
+    // Packed on every thread (one thread packing while the others waited
+    // was a visible part of a prefill chunk's product), in runs of whole
+    // tiles, the rows past the last whole tile with the last run.
     pool->ParallelFor(threads, [&](int64_t i) {
       const int64_t r0 = tiles * i / threads * tile;
       const int64_t r1 = i + 1 == threads ? rows : tiles * (i + 1) / threads * tile;
