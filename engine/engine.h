@@ -74,10 +74,10 @@ struct EngineOptions {
   std::string device = "cpu";
   bool gpu_bf16_weights = false;  // cuda: bf16 GEMMs on the tensor cores
   // cpu: bf16 weights and products (AVX-512 BF16 or AMX where the CPU has
-  // them), f32 accumulation; attention bf16 on AMX; norms and KV stay f32
+  // them), f32 accumulation; attention bf16 too (AMX or AVX-512 BF16); norms and KV stay f32
   // (docs/engine.md).
   bool cpu_bf16_weights = false;
-  // cpu, where attention is bf16 on AMX: keep each page's staged tiles of
+  // cpu, where attention is bf16: keep each page's staged tiles of
   // keys beside it (StagedSideBytes, counted in kv_bytes). false: 1.5 times
   // the pages in kv_bytes, and every decode step stages its whole context
   // again. The same bits either way.

@@ -11,9 +11,11 @@
 // the prompt was chunked, or on the CPU. So a token's attention output is the
 // same in a prefill chunk, in a decode step and after a cache hit.
 //
-// bf16 on AMX (the amx namespace below) keeps that: each row of an AMX
-// product is a function of its own row of A, so a query's scores and
-// weighted values do not depend on the other queries sharing its tiles.
+// bf16 (the bf16 namespace below: products on AMX tiles, or by vdpbf16ps
+// where there is no AMX) keeps that: each row of an AMX product is a
+// function of its own row of A, and each lane of a vdpbf16ps chain its own,
+// so a query's scores and weighted values do not depend on the other queries
+// sharing its tiles.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -191,7 +193,8 @@ constexpr bool kShareValues = true;
 #undef KVT_TARGET
 }  // namespace avx512
 
-// bf16 attention on AMX tiles (CausalAttention::bf16 where the set is amx).
+// bf16 attention (CausalAttention::bf16 where the set is amx or avx512bf16),
+// described for AMX tiles; KeyBlockVec below is the same with vdpbf16ps.
 // Queries in blocks of 16 (a 16-row A tile, padded with zero rows), two
 // blocks at a time; keys in blocks of 128 from position 0 (four staged tiles
 // of 32). Per pair of query blocks and block of keys: the scores S = Q K^T
@@ -208,9 +211,12 @@ constexpr bool kShareValues = true;
 // lower element in the low half): K as B tiles [head_dim / 32][2] of 16
 // pairs of dims x 16 keys, then V as B tiles [head_dim / 16] of 16 pairs of
 // keys x 16 dims.
-namespace amx {
+namespace bf16 {
 using namespace cpu_vec::avx512;
 
+// The staging, the softmax and the vector products need AVX-512 BF16 only;
+// the tile products AMX too.
+#define KVT_TARGET_BF16 __attribute__((target("avx512f,fma,avx512bf16")))
 #define KVT_TARGET_AMX __attribute__((target("avx512f,fma,avx512bf16,amx-tile,amx-bf16")))
 
 constexpr int kRows = 16;       // queries per A tile
@@ -221,7 +227,7 @@ int64_t TileWords(int head_dim) { return int64_t{kTileKeys} * head_dim; }
 
 // m[j][i] = m[i][j] for 16 vectors of 16 words: interleaves of 32 and 64
 // bits within 128-bit lanes, then a 4 x 4 transpose of the lanes.
-KVT_TARGET_AMX inline void Transpose16(__m512i* m) {
+KVT_TARGET_BF16 inline void Transpose16(__m512i* m) {
   __m512i b[16], c[16];
   for (int k = 0; k < 16; k += 2) {
     b[k] = _mm512_unpacklo_epi32(m[k], m[k + 1]);
@@ -247,7 +253,7 @@ KVT_TARGET_AMX inline void Transpose16(__m512i* m) {
 }
 
 // Keys k0 .. k0 + keys - 1 in the staged layout, the rest of the tile zero.
-KVT_TARGET_AMX void Stage(const CausalAttention& a, int64_t k0, int keys, uint32_t* out) {
+KVT_TARGET_BF16 void Stage(const CausalAttention& a, int64_t k0, int keys, uint32_t* out) {
   const int hd = a.head_dim;
   uint32_t* const kt = out;
   uint32_t* const vt = out + TileWords(hd) / 2;
@@ -310,7 +316,7 @@ constexpr float kLn2 = 0.693147180559945309f;
 // error under (ln2 / 2)^5 / 120 e^(ln2 / 2) < 7e-5, 4 % of half a bf16
 // ulp), times 2^n. x below -125 counts as -125 (2^n stays normal).
 // Lane-wise.
-KVT_TARGET_AMX inline Vec Exp2ForBf16(Vec x) {
+KVT_TARGET_BF16 inline Vec Exp2ForBf16(Vec x) {
   constexpr float kC1 = kLn2, kC2 = kC1 * kLn2 / 2, kC3 = kC2 * kLn2 / 3, kC4 = kC3 * kLn2 / 4;
   x = VMax(x, VSet1(-125.0f));
   const Vec n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -322,7 +328,7 @@ KVT_TARGET_AMX inline Vec Exp2ForBf16(Vec x) {
   return VScale2i(p, n);
 }
 
-KVT_TARGET_AMX void Exp2Lanes(const float* x, float* out) { VStore(out, Exp2ForBf16(VLoad(x))); }
+KVT_TARGET_BF16 void Exp2Lanes(const float* x, float* out) { VStore(out, Exp2ForBf16(VLoad(x))); }
 
 // One query's online-softmax step over its scores sr (a row of `tiles`
 // tiles of 32 keys, the first `valid` counting; kTiles > 0: that many, all
@@ -330,8 +336,8 @@ KVT_TARGET_AMX void Exp2Lanes(const float* x, float* out) { VStore(out, Exp2ForB
 // 16-lane sum, the weights to bf16 at pr (row of A tile t at pr + 256 t).
 // Returns the rescale of the output so far.
 template <int kTiles, bool kMasked>
-KVT_TARGET_AMX inline float SoftmaxRow(const float* sr, int valid, float& max, float* sum,
-                                       uint32_t* pr, int tiles = kTiles) {
+KVT_TARGET_BF16 inline float SoftmaxRow(const float* sr, int valid, float& max, float* sum,
+                                        uint32_t* pr, int tiles = kTiles) {
   if constexpr (kTiles > 0) tiles = kTiles;
   Vec sv[2 * kBlockTiles];
   Vec mx = VSet1(-INFINITY);
@@ -360,6 +366,45 @@ KVT_TARGET_AMX inline float SoftmaxRow(const float* sr, int valid, float& max, f
   }
   VStore(sum, l);
   return alpha;
+}
+
+// The online softmax of queries i0 .. i0 + n - 1 (a block's rows, scored
+// in sc.s) over keys k0 .. (`tiles` tiles), query by query; the weights to
+// bf16, row r % 16 of A tile (r / 16, t) for keys 32 t .. 32 t + 31 (zero
+// for a query that sees none of these keys). alpha[r]: the rescale of the
+// output so far; active[r]: whether the query sees any of these keys.
+KVT_TARGET_BF16 void SoftmaxStep(const CausalAttention& a, int64_t k0, int tiles, int i0, int n,
+                                 Scratch& sc, float* alpha, bool* active) {
+  for (int r = 0; r < n; ++r) {
+    const int i = i0 + r;
+    const int64_t pos = a.first_pos + i / a.heads;
+    const int valid = static_cast<int>(std::min<int64_t>(kBlockKeys, pos + 1 - k0));
+    uint32_t* pr = sc.p.data() + (r / kRows) * kBlockTiles * 256 + (r % kRows) * 16;
+    active[r] = valid > 0;
+    if (!active[r]) {
+      for (int t = 0; t < tiles; ++t) _mm512_storeu_si512(pr + t * 256, _mm512_setzero_si512());
+      continue;
+    }
+    float* sum = sc.sum.data() + i * 16;
+    float& max = sc.max[static_cast<size_t>(i)];
+    const float* sr = sc.s.data() + r * kBlockKeys;
+    alpha[r] = valid == kBlockKeys ? SoftmaxRow<kBlockTiles, false>(sr, valid, max, sum, pr)
+                                   : SoftmaxRow<0, true>(sr, valid, max, sum, pr, tiles);
+  }
+}
+
+// Each active query's output so far becomes fma(out, rescale, weighted
+// values) (sc.pv, row r for query i0 + r).
+KVT_TARGET_BF16 void Fold(const CausalAttention& a, int i0, int n, Scratch& sc, const float* alpha,
+                          const bool* active) {
+  const int hd = a.head_dim;
+  for (int r = 0; r < n; ++r) {
+    if (!active[r]) continue;
+    float* acc = sc.acc.data() + static_cast<size_t>(i0 + r) * hd;
+    const float* pr = sc.pv.data() + static_cast<size_t>(r) * hd;
+    const Vec va = VSet1(alpha[r]);
+    for (int c = 0; c < hd; c += 16) VStore(acc + c, VFma(VLoad(acc + c), va, VLoad(pr + c)));
+  }
 }
 
 // Query blocks b .. b + RB - 1 against the `tiles` staged tiles of 32 keys
@@ -405,26 +450,9 @@ KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_
       _tile_stored(3, st + kRows * kBlockKeys + 16, s_stride);
     }
   }
-  // The online softmax, query by query; the weights to bf16, row r % 16 of
-  // A tile (r / 16, t) for keys 32 t .. 32 t + 31.
   float alpha[RB * kRows];
   bool active[RB * kRows];
-  for (int r = 0; r < n; ++r) {
-    const int i = i0 + r;
-    const int64_t pos = a.first_pos + i / a.heads;
-    const int valid = static_cast<int>(std::min<int64_t>(kBlockKeys, pos + 1 - k0));
-    uint32_t* pr = sc.p.data() + (r / kRows) * kBlockTiles * 256 + (r % kRows) * 16;
-    active[r] = valid > 0;
-    if (!active[r]) {
-      for (int t = 0; t < tiles; ++t) _mm512_storeu_si512(pr + t * 256, _mm512_setzero_si512());
-      continue;
-    }
-    float* sum = sc.sum.data() + i * 16;
-    float& max = sc.max[static_cast<size_t>(i)];
-    const float* sr = s + r * kBlockKeys;
-    alpha[r] = valid == kBlockKeys ? SoftmaxRow<kBlockTiles, false>(sr, valid, max, sum, pr)
-                                   : SoftmaxRow<0, true>(sr, valid, max, sum, pr, tiles);
-  }
+  SoftmaxStep(a, k0, tiles, i0, n, sc, alpha, active);
   // Weighted values, 32 dims at a time: C tile 2 rb + half carries the sum
   // over the tiles of keys; the weights in A tiles 4 + rb, the values' dims
   // in B tiles 6 and 7.
@@ -459,16 +487,104 @@ KVT_TARGET_AMX void KeyBlock(const CausalAttention& a, int64_t k0, const uint32_
       _tile_stored(3, pv + kRows * hd + 16 * (c + 1), pv_stride);
     }
   }
-  for (int r = 0; r < n; ++r) {
-    if (!active[r]) continue;
-    float* acc = sc.acc.data() + static_cast<size_t>(i0 + r) * hd;
-    const float* pr = pv + static_cast<size_t>(r) * hd;
-    const Vec va = VSet1(alpha[r]);
-    for (int c = 0; c < hd; c += 16) VStore(acc + c, VFma(VLoad(acc + c), va, VLoad(pr + c)));
+  Fold(a, i0, n, sc, alpha, active);
+}
+
+// The same step for query block b on AVX-512 BF16's vdpbf16ps where there
+// is no AMX: the products a tile row at a time, from the same staged tiles
+// and A-tile rows (a K tile's row j holds dims pair j of 16 keys, a V tile's
+// row j keys pair j of 16 dims). Each lane is one query's chain over the
+// pairs in order, so a query's bits are its own here too (not the AMX
+// path's: TDPBF16PS rounds inside a step its own way).
+constexpr int kVecRows = 4;  // queries whose products share each tile row loaded
+
+// Scores of rows r0 .. r0 + 3 of the block (rows past the block's queries
+// are zero q: harmless) against tile kt: 8 accumulators, head_dim / 2
+// pairs each.
+KVT_TARGET_BF16 inline void ScoresVec(const uint32_t* qb, const uint32_t* kt, int dblocks, int r0,
+                                      float* s_tile) {
+  __m512 acc[kVecRows][2];
+  for (auto& row : acc) row[0] = row[1] = _mm512_setzero_ps();
+  for (int d = 0; d < dblocks; ++d) {
+    const uint32_t* k_lo = kt + (2 * d) * 256;
+    const uint32_t* k_hi = kt + (2 * d + 1) * 256;
+    const uint32_t* q = qb + d * 256 + r0 * 16;
+    for (int j = 0; j < 16; ++j) {
+      const __m512bh k0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(k_lo + 16 * j));
+      const __m512bh k1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(k_hi + 16 * j));
+#pragma GCC unroll 4
+      for (int r = 0; r < kVecRows; ++r) {
+        const __m512bh qj =
+            reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(q[r * 16 + j])));
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qj, k0);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qj, k1);
+      }
+    }
+  }
+  for (int r = 0; r < kVecRows; ++r) {
+    _mm512_storeu_ps(s_tile + (r0 + r) * kBlockKeys, acc[r][0]);
+    _mm512_storeu_ps(s_tile + (r0 + r) * kBlockKeys + 16, acc[r][1]);
   }
 }
 
-KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
+// Weighted values of rows r0 .. r0 + 3, dims 16 c0 .. 16 (c0 + C) - 1, over
+// the `tiles` tiles of keys: 4 C accumulators, 16 pairs of keys per tile.
+template <int C>
+KVT_TARGET_BF16 inline void ValuesVec(const uint32_t* p, const uint32_t* const* kt, int tiles,
+                                      int64_t tile_words, int hd, int r0, int c0, float* pv) {
+  __m512 acc[kVecRows][C];
+  for (auto& row : acc) {
+    for (auto& v : row) v = _mm512_setzero_ps();
+  }
+  for (int t = 0; t < tiles; ++t) {
+    const uint32_t* v = kt[t] + tile_words / 2 + c0 * 256;
+    const uint32_t* pt = p + t * 256 + r0 * 16;
+    for (int j = 0; j < 16; ++j) {
+      __m512bh vj[C];
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c)
+        vj[c] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(v + c * 256 + 16 * j));
+#pragma GCC unroll 4
+      for (int r = 0; r < kVecRows; ++r) {
+        const __m512bh pj =
+            reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(pt[r * 16 + j])));
+#pragma GCC unroll 4
+        for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], pj, vj[c]);
+      }
+    }
+  }
+  for (int r = 0; r < kVecRows; ++r) {
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(pv + (r0 + r) * hd + 16 * (c0 + c), acc[r][c]);
+  }
+}
+
+KVT_TARGET_BF16 void KeyBlockVec(const CausalAttention& a, int64_t k0, const uint32_t* const* kt,
+                                 int tiles, int b, Scratch& sc) {
+  const int hd = a.head_dim, dblocks = hd / 32;
+  const int queries = a.tokens * a.heads;
+  const int64_t block_words = int64_t{dblocks} * 256, tile_words = TileWords(hd);
+  const int i0 = b * kRows, n = std::min(kRows, queries - i0);
+  const uint32_t* qb = sc.q.data() + b * block_words;
+  for (int t = 0; t < tiles; ++t) {
+    for (int r0 = 0; r0 < n; r0 += kVecRows) {
+      ScoresVec(qb, kt[t], dblocks, r0, sc.s.data() + t * kTileKeys);
+    }
+  }
+  float alpha[kRows];
+  bool active[kRows];
+  SoftmaxStep(a, k0, tiles, i0, n, sc, alpha, active);
+  for (int r0 = 0; r0 < n; r0 += kVecRows) {
+    int c0 = 0;
+    for (; c0 + 4 <= hd / 16; c0 += 4)
+      ValuesVec<4>(sc.p.data(), kt, tiles, tile_words, hd, r0, c0, sc.pv.data());
+    if (c0 < hd / 16) ValuesVec<2>(sc.p.data(), kt, tiles, tile_words, hd, r0, c0, sc.pv.data());
+  }
+  Fold(a, i0, n, sc, alpha, active);
+}
+
+// Attention over AMX tiles (on_amx) or with vdpbf16ps: the same staging,
+// softmax and folding around the products.
+KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc, bool on_amx) {
   const int hd = a.head_dim, dblocks = hd / 32;
   const int queries = a.tokens * a.heads;
   const int blocks = (queries + kRows - 1) / kRows;
@@ -492,7 +608,7 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
       _mm512_storeu_si512(out + b * 256, reinterpret_cast<__m512i>(v));
     }
   }
-  ConfigureAmxTiles();
+  if (on_amx) ConfigureAmxTiles();
   const int64_t last = a.first_pos + a.tokens - 1;
   for (int64_t k0 = 0; k0 <= last; k0 += kBlockKeys) {
     const int keys = static_cast<int>(std::min<int64_t>(kBlockKeys, last + 1 - k0));
@@ -508,18 +624,21 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
         kt[t] = own;
       }
     }
-    for (int b = 0; b < blocks; b += 2) {
-      const int rb = std::min(2, blocks - b);
+    const int step = on_amx ? 2 : 1;  // query blocks at a time
+    for (int b = 0; b < blocks; b += step) {
+      const int rb = std::min(step, blocks - b);
       const int last_query = std::min(queries, (b + rb) * kRows) - 1;
       if (a.first_pos + last_query / a.heads < k0) continue;  // none of them sees these keys
-      if (rb == 2) {
+      if (!on_amx) {
+        KeyBlockVec(a, k0, kt, tiles, b, sc);
+      } else if (rb == 2) {
         KeyBlock<2>(a, k0, kt, tiles, b, sc);
       } else {
         KeyBlock<1>(a, k0, kt, tiles, b, sc);
       }
     }
   }
-  _tile_release();
+  if (on_amx) _tile_release();
   for (int i = 0; i < queries; ++i) {
     const Vec l = VSet1(SumSixteen(sc.sum.data() + i * 16));
     const float* acc = sc.acc.data() + static_cast<size_t>(i) * hd;
@@ -529,18 +648,21 @@ KVT_TARGET_AMX void Attend(const CausalAttention& a, Scratch& sc) {
 }
 
 #undef KVT_TARGET_AMX
-}  // namespace amx
+#undef KVT_TARGET_BF16
+}  // namespace bf16
 KVT_AVX512_END
 
 }  // namespace
 
-// bf16 on AMX: asked for, the set in use is amx, and head_dim whole A tiles.
-bool AttendsOnAmx(const CausalAttention& a) {
-  return a.bf16 && CpuMathIsa() == CpuIsa::kAmx && a.head_dim % 32 == 0;
+// bf16: asked for, the set in use has AVX-512 BF16 (amx or avx512bf16), and
+// head_dim whole A tiles.
+bool AttendsInBf16(const CausalAttention& a) {
+  const CpuIsa isa = CpuMathIsa();
+  return a.bf16 && (isa == CpuIsa::kAmx || isa == CpuIsa::kAvx512Bf16) && a.head_dim % 32 == 0;
 }
 
 int64_t StagedTileFloats(const CausalAttention& a) {
-  return AttendsOnAmx(a) ? amx::TileWords(a.head_dim) : F32TileFloats(a.head_dim);
+  return AttendsInBf16(a) ? bf16::TileWords(a.head_dim) : F32TileFloats(a.head_dim);
 }
 
 int64_t StagedTiles(int64_t keys) { return (keys + kTileKeys - 1) / kTileKeys; }
@@ -548,8 +670,8 @@ int64_t StagedTiles(int64_t keys) { return (keys + kTileKeys - 1) / kTileKeys; }
 void StageTile(const CausalAttention& a, int64_t keys, int64_t tile, float* out) {
   const int64_t k0 = tile * kTileKeys;
   const int n = static_cast<int>(std::min<int64_t>(kTileKeys, keys - k0));
-  if (AttendsOnAmx(a)) {
-    amx::Stage(a, k0, n, reinterpret_cast<uint32_t*>(out));
+  if (AttendsInBf16(a)) {
+    bf16::Stage(a, k0, n, reinterpret_cast<uint32_t*>(out));
     return;
   }
   StageKeys(a, k0, n, Dims16(a.head_dim), out, out + static_cast<size_t>(a.head_dim) * kTileKeys);
@@ -565,9 +687,9 @@ float* CausalAttention::Out(int i) const {
 
 void AttendCausal(const CausalAttention& a) {
   if (a.tokens <= 0 || a.heads <= 0) return;
-  if (AttendsOnAmx(a)) {
-    thread_local amx::Scratch amx_scratch;
-    amx::Attend(a, amx_scratch);
+  if (AttendsInBf16(a)) {
+    thread_local bf16::Scratch bf16_scratch;
+    bf16::Attend(a, bf16_scratch, CpuMathIsa() == CpuIsa::kAmx);
     return;
   }
   thread_local Scratch scratch;
@@ -604,6 +726,6 @@ void CpuAttentionExpForTesting(CpuIsa isa, const float* x, float* out) {
 
 float CpuAttentionScalarExpForTesting(float x) { return ExpScalar(x); }
 
-void CpuAttentionBf16Exp2ForTesting(const float* x, float* out) { amx::Exp2Lanes(x, out); }
+void CpuAttentionBf16Exp2ForTesting(const float* x, float* out) { bf16::Exp2Lanes(x, out); }
 
 }  // namespace kvtier

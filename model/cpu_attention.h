@@ -12,17 +12,20 @@
 // sum's lanes are added in a fixed tree and the output divided by it. A
 // query's result depends on nothing but its q and keys 0..pos.
 //
-// bf16 (CausalAttention::bf16, the bf16-weights engine's choice) on a CPU
-// whose set is amx, for a head_dim that is a multiple of 32: q, K and V are
-// rounded to bf16 (to nearest even), the scores and the tile's weighted
-// values are AMX products (TDPBF16PS, f32 accumulation) with the weights
-// rounded to bf16 too; the scores are in log2 units (q scaled by
-// scale * log2e before its rounding), the weights 2^(s - max) by a short
-// polynomial fit for bf16 (within 7e-5), the max and running sum the f32
-// steps above, and per tile a query's output becomes fma(out, rescale,
-// weighted values). Still a function of q and
-// keys 0..pos alone (each row of an AMX product is its own), so the invariant holds within it; its
-// bits are not the f32 kernel's. Anywhere else bf16 asks for nothing: the f32 kernel.
+// bf16 (CausalAttention::bf16, the bf16-weights engine's choice) on a CPU whose
+// set is amx or avx512bf16, for a head_dim that is a multiple of 32: q, K and V
+// are rounded to bf16 (to nearest even), the scores and the tile's weighted
+// values are bf16 products with f32 accumulation (AMX's TDPBF16PS on amx;
+// vdpbf16ps on avx512bf16, each lane a chain over the pairs in order) with the
+// weights rounded to bf16 too; the scores are in log2 units (q scaled by scale
+// * log2e before its rounding), the weights 2^(s - max) by a short polynomial
+// fit for bf16 (within 7e-5), the max and running sum the f32 steps above, and
+// per tile a query's output becomes fma(out, rescale, weighted values). Still a
+// function of q and keys 0..pos alone (each row of an AMX product is its own;
+// each lane of a vdpbf16ps chain too), so the invariant holds within each set;
+// its bits are not the f32 kernel's, and the two sets' are not each other's
+// (TDPBF16PS rounds inside a step its own way). Anywhere else bf16 asks for
+// nothing: the f32 kernel.
 #pragma once
 
 #include <cstdint>
@@ -59,7 +62,7 @@ struct CausalAttention {
   // for a tile whose keys all lie at or before the run's last position, and
   // no other run may read or stage the same place at the same time.
   float* const* stage_into = nullptr;
-  // bf16 products on AMX where the CPU has them (above); f32 otherwise.
+  // bf16 products where the CPU has AVX-512 BF16 (above); f32 otherwise.
   bool bf16 = false;
 
   // Query i = t * heads + h and its output.
@@ -74,12 +77,12 @@ void AttendCausal(const CausalAttention& a);
 // Keys per staged tile: tile t holds keys kAttentionTileKeys * t ...
 inline constexpr int kAttentionTileKeys = 32;
 
-// Whether `a` runs as bf16 on AMX here (above). Its staged tiles are then
-// half the bytes of the f32 keys and values they hold.
-bool AttendsOnAmx(const CausalAttention& a);
+// Whether `a` runs as bf16 here (above). Its staged tiles are then half the
+// bytes of the f32 keys and values they hold.
+bool AttendsInBf16(const CausalAttention& a);
 
 // Staging tiles ahead (CausalAttention::tiles): floats per tile of `a`'s
-// kernel (f32 or bf16 on AMX: each its own layout), tiles for `keys`
+// kernel (f32 or bf16: each its own layout), tiles for `keys`
 // positions, and tile `tile` of the keys 0..keys-1 that `a`'s pages hold,
 // written to `out` (the same bytes the kernel stages itself; a tile that
 // ends before `keys` is a function of its own 32 keys and values alone).

@@ -52,7 +52,7 @@ size_t StagedSideBytes(const ModelConfig& c, int block_tokens, WeightType weight
   CausalAttention shape;
   shape.head_dim = c.head_dim();
   shape.bf16 = weight_type == WeightType::kBf16;
-  if (!AttendsOnAmx(shape) || block_tokens % kAttentionTileKeys != 0) return 0;
+  if (!AttendsInBf16(shape) || block_tokens % kAttentionTileKeys != 0) return 0;
   return static_cast<size_t>(c.n_layers) * c.n_kv_heads * (block_tokens / kAttentionTileKeys) *
          StagedTileFloats(shape) * sizeof(float);
 }

@@ -47,7 +47,7 @@ Status ValidateChunks(const ModelConfig& config, int block_tokens, int64_t num_p
 
 // Bytes per page of the side copy (KvPages) that CpuForward keeps for a
 // model run with `weight_type` weights: each page's tiles of keys and values
-// as attention stages them, where attention runs as bf16 on AMX (half the
+// as attention stages them, where attention runs as bf16 (half the
 // page's own bytes) and block_tokens is whole tiles; 0 elsewhere (the f32
 // kernel's tiles are as large as the page, so it stages as it goes).
 size_t StagedSideBytes(const ModelConfig& config, int block_tokens, WeightType weight_type);
@@ -83,7 +83,7 @@ class CpuForward {
  public:
   // `weights` and `pool` must outlive this object. The products run on
   // weights packed as `weight_type` (bf16: rounded once, here); with bf16,
-  // attention is bf16 too where the CPU has AMX (cpu_attention.h).
+  // attention is bf16 too where the CPU has AVX-512 BF16 (cpu_attention.h).
   CpuForward(const ModelWeights& weights, ThreadPool* pool,
              WeightType weight_type = WeightType::kF32);
 

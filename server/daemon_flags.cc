@@ -67,7 +67,7 @@ std::string DaemonUsage() {
   --gpu-weights DTYPE     engine weights on the GPU: f32 (default, precise) or bf16
   --cpu-weights DTYPE     engine weights on the CPU: f32 (default, precise) or bf16
                           (AVX-512 BF16 dot products where the CPU has them)
-  --no-staged-tiles       bf16 on AMX: keep no staged attention tiles beside the KV
+  --no-staged-tiles       bf16 attention: keep no staged attention tiles beside the KV
                           pages (1.5x the pages in --kv-bytes; long decodes slower)
   --no-engine             serve the cache only, no model
   --hbm-policy NAME

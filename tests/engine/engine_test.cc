@@ -209,7 +209,8 @@ TEST(EngineTest, CpuForwardRestagesRowsItWritesAgain) {
   ASSERT_TRUE(w.ok()) << w.status().ToString();
   const ModelConfig& c = (*w)->config;
   const size_t side = StagedSideBytes(c, 64, WeightType::kBf16);
-  if (side == 0) GTEST_SKIP() << "no side copy of staged tiles on this CPU (bf16 needs AMX)";
+  if (side == 0)
+    GTEST_SKIP() << "no side copy of staged tiles here (bf16 attention needs AVX-512 BF16)";
   ThreadPool pool(2);
   const std::vector<PageId> table = {0, 1};
   const std::vector<TokenId> a = Prompt(100, 1, c.vocab_size);
@@ -251,7 +252,8 @@ TEST(EngineTest, CpuForwardStagesALoadedPageAfterAnEmptyChunk) {
   ASSERT_TRUE(w.ok()) << w.status().ToString();
   const ModelConfig& c = (*w)->config;
   const size_t side = StagedSideBytes(c, 64, WeightType::kBf16);
-  if (side == 0) GTEST_SKIP() << "no side copy of staged tiles on this CPU (bf16 needs AMX)";
+  if (side == 0)
+    GTEST_SKIP() << "no side copy of staged tiles here (bf16 attention needs AVX-512 BF16)";
   ThreadPool pool(2);
   const std::vector<PageId> table = {0, 1};
   const std::vector<TokenId> p = Prompt(65, 3, c.vocab_size);
@@ -417,11 +419,11 @@ TEST(EngineTest, Bf16WeightsKeepTheInvariantWithBf16Attention) {
   ExpectBf16KeepsTheInvariant(w->get());
 }
 
-// The bf16 engine on AMX keeps each page's staged tiles of keys beside it
+// The bf16 engine keeps each page's staged tiles of keys beside it
 // (StagedSideBytes) for the page's life. A page freed and handed to another
 // sequence, whose hit then loads other blocks into it, is attended through
-// the new contents, not the tiles staged from the old. (Without AMX there
-// is no side copy and this checks only the plain path.)
+// the new contents, not the tiles staged from the old. (Without AVX-512
+// BF16 there is no side copy and this checks only the plain path.)
 TEST(EngineTest, AReusedPageIsNotAttendedThroughItsOldStagedTiles) {
   auto w = Head32Model(11);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
