@@ -404,7 +404,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CausalAttentionTest,
                                            Shape{64, 2, 16, 0, 100}, Shape{64, 4, 64, 70, 33},
                                            Shape{136, 1, 32, 31, 34}, Shape{64, 1, 16, 500, 3},
                                            Shape{256, 2, 16, 0, 20}, Shape{32, 3, 16, 5, 37},
-                                           Shape{128, 8, 16, 0, 40}));
+                                           Shape{128, 8, 16, 0, 40},
+                                           // 96: the bf16 vector path's value
+                                           // chunks of 4 and of 2 dims' vectors.
+                                           Shape{96, 2, 32, 3, 45}));
 
 // The kernels' CPU twin (kernels/attention_cpu.cc) is the one reference for
 // attention over pages; the engine's blocked kernel agrees with it.

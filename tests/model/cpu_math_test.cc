@@ -111,6 +111,41 @@ TEST_P(MatMulTest, Bf16WeightsFollowTheirDefinitionOnEverySet) {
   SetCpuMathIsa(saved);
 }
 
+// The largest denormals (|x| from 0x007f8000) round to bf16's smallest
+// normal, 2^-126, which no set flushes: every set's product keeps them, the
+// avx512bf16 packing (vcvtne2ps2bf16 makes denormals zero) included. In
+// tiles of 12 rows, of 4 and alone.
+TEST(CpuMathTest, Bf16ProductsKeepDenormalsThatRoundToANormal) {
+  auto from_bits = [](uint32_t b) {
+    float f;
+    std::memcpy(&f, &b, sizeof f);
+    return f;
+  };
+  const int rows = 17, k = 5, outs = 3;
+  std::vector<float> x(static_cast<size_t>(rows) * k, 0.0f);
+  for (int t = 0; t < rows; ++t) {
+    x[size_t(t) * k + t % k] = from_bits(t % 2 == 0 ? 0x007fffffu : 0x807f8000u);
+  }
+  const std::vector<float> w(static_cast<size_t>(outs) * k, 1.5f);
+  const PackedMatrix packed(w.data(), outs, k, WeightType::kBf16);
+  const float tiny = std::ldexp(1.0f, -126) * 1.5f;
+  const CpuIsa saved = CpuMathIsa();
+  ThreadPool pool(2);
+  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
+    if (isa > CpuMathBestIsa()) continue;
+    SetCpuMathIsa(isa);
+    std::vector<float> y(static_cast<size_t>(rows) * outs);
+    MatMul(x.data(), rows, packed, y.data(), &pool);
+    for (int t = 0; t < rows; ++t) {
+      for (int o = 0; o < outs; ++o) {
+        EXPECT_EQ(y[size_t(t) * outs + o], t % 2 == 0 ? tiny : -tiny)
+            << CpuIsaName(isa) << " row " << t;
+      }
+    }
+  }
+  SetCpuMathIsa(saved);
+}
+
 // bf16 weights on AMX tiles: TDPBF16PS's rounding inside a tile step is
 // its own (no simple model of one or two roundings per pair, or per group
 // of pairs, matched it on this CPU), so its results are held to the
