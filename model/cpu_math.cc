@@ -234,23 +234,12 @@ int64_t ArgMax(const float* x, int64_t n) {
 
 namespace {
 
-// The rows of a register tile of the product on `isa` (PackRows' unit). The
-// f32 packing of the bf16 sets is avx512's: the same tile.
-static_assert(avx512::kTileRows == avx512bf16::kTileRows);
-int64_t TileRows(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::kAmx:
-    case CpuIsa::kAvx512Bf16:
-      return avx512bf16::kTileRows;
-    case CpuIsa::kAvx512:
-      return avx512::kTileRows;
-    case CpuIsa::kAvx2:
-      return avx2::kTileRows;
-    case CpuIsa::kPortable:
-      break;
-  }
-  return portable::kTileRows;
-}
+// Rows packed by one thread at a time: a multiple of every set's register
+// tile of rows, so a run starting at a multiple of it is packed where
+// PackRows of all the rows puts it, whatever the set.
+constexpr int64_t kPackRun = 12;
+static_assert(kPackRun % portable::kTileRows == 0 && kPackRun % avx2::kTileRows == 0 &&
+              kPackRun % avx512::kTileRows == 0 && kPackRun % avx512bf16::kTileRows == 0);
 
 // The product on one instruction set, f32 or bf16 by the packed weights.
 template <class Elem>
@@ -262,7 +251,7 @@ void MatMulOn(CpuIsa isa, const float* x, int64_t rows, const Elem* w, int64_t s
   packed.resize(static_cast<size_t>(rows * steps));
   Elem* xp = packed.data();
   // Rows r0 .. r1 - 1 packed where PackRows of all the rows puts them, when
-  // r0 is a multiple of the set's tile of rows.
+  // r0 is a multiple of kPackRun.
   auto pack = [&](int64_t r0, int64_t r1) {
     const float* xr = x + r0 * k;
     Elem* out = xp + r0 * steps;
@@ -287,14 +276,14 @@ void MatMulOn(CpuIsa isa, const float* x, int64_t rows, const Elem* w, int64_t s
     }
   };
   const int64_t threads = pool == nullptr ? 1 : pool->size();
-  const int64_t tile = TileRows(isa), tiles = rows / tile;
-  if (threads > 1 && tiles >= 2 * threads && rows * k >= (int64_t{1} << 16)) {
+  const int64_t runs = rows / kPackRun;
+  if (threads > 1 && runs >= 2 * threads && rows * k >= (int64_t{1} << 16)) {
     // Packed on every thread (one thread packing while the others waited
-    // was a visible part of a prefill chunk's product), in runs of whole
-    // tiles, the rows past the last whole tile with the last run.
+    // was a visible part of a prefill chunk's product), in whole runs, the
+    // rows past the last whole run with the last thread's.
     pool->ParallelFor(threads, [&](int64_t i) {
-      const int64_t r0 = tiles * i / threads * tile;
-      const int64_t r1 = i + 1 == threads ? rows : tiles * (i + 1) / threads * tile;
+      const int64_t r0 = runs * i / threads * kPackRun;
+      const int64_t r1 = i + 1 == threads ? rows : runs * (i + 1) / threads * kPackRun;
       if (r0 < r1) pack(r0, r1);
     });
   } else {
