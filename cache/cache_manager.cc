@@ -825,6 +825,13 @@ uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes, const BlockKey& incomi
   // Victims that could not be taken this time (busy: another operation holds
   // their key); the policy keeps them, and they are not offered again here.
   std::unordered_set<BlockKey, BlockKeyHash> busy;
+  // The key lock `eligible` took for the block it accepted last. A busy key
+  // is refused there, like a pinned one: the policy steps over it and it
+  // keeps its place and state. (Handed out and put back, it came back as a
+  // block inserted anew: the most recent, or a ghost's return, a reuse.)
+  BlockKey locked_key;
+  bool key_locked = false;
+  std::unique_lock<std::mutex> key_lock;
   for (Pass pass : {Pass::kSameSizeLeaves, Pass::kLeaves, Pass::kAny}) {
     VictimQuery q;
     q.n = 1;
@@ -839,43 +846,67 @@ uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes, const BlockKey& incomi
     q.eligible = [&](const BlockKey& k) {
       if (busy.count(k) > 0) return false;
       if (!index_.Evictable(k, /*leaves_only=*/pass != Pass::kAny)) return false;
-      if (pass != Pass::kSameSizeLeaves) return true;
-      std::optional<IndexEntry> e = index_.Get(k);
-      return e && e->bytes == bytes;
+      if (pass == Pass::kSameSizeLeaves) {
+        std::optional<IndexEntry> e = index_.Get(k);
+        if (!e || e->bytes != bytes) return false;
+      }
+      // Last, the key's lock, without waiting (the policy's mutex is held).
+      std::unique_lock<std::mutex> lock;
+      if (!TryKeyLock(KeyLock(k), k, &lock)) {
+        busy.insert(k);
+        return false;
+      }
+      key_lock = std::move(lock);
+      locked_key = k;
+      key_locked = true;
+      return true;
     };
     while (freed < bytes) {
       std::vector<BlockKey> victims;
+      key_lock = {};
+      key_locked = false;
       {
         std::lock_guard<std::mutex> lock(mu_);
         tiers_[t].policy->Victims(q, &victims);
       }
       if (victims.empty()) break;
-      const std::optional<IndexEntry> e = index_.Get(victims[0]);
-      if (!e || e->tier != t) continue;  // gone or moved since: nothing to free here
-      if (Evict(t, victims[0])) {
-        freed += e->bytes;
-      } else {
-        busy.insert(victims[0]);
+      // The victim is the block `eligible` accepted last; its lock is held
+      // (or this thread owns its stripe already). A policy that asked about
+      // another block after the one it took has its victim's lock tried here.
+      if (!key_locked || locked_key != victims[0]) {
+        key_lock = {};
+        if (!TryKeyLock(KeyLock(victims[0]), victims[0], &key_lock)) {
+          ReinstateVictim(t, victims[0], now);
+          busy.insert(victims[0]);
+          continue;
+        }
       }
+      const std::optional<IndexEntry> e = index_.Get(victims[0]);
+      if (e && e->tier == t) {  // else gone or moved since: nothing to free here
+        if (Evict(t, victims[0])) {
+          freed += e->bytes;
+        } else {
+          busy.insert(victims[0]);
+        }
+      }
+      key_lock = {};
     }
   }
   return freed;
 }
 
+void CacheManager::ReinstateVictim(size_t t, const BlockKey& key, int64_t now_ms) {
+  const std::optional<IndexEntry> e = index_.Get(key);
+  if (!e || e->tier != t) return;
+  const PolicyBlock pb = PolicyBlockFor(t, *e, now_ms);
+  std::lock_guard<std::mutex> lock(mu_);
+  tiers_[t].policy->Insert(key, pb);
+}
+
 bool CacheManager::Evict(size_t t, const BlockKey& key) {
   const int64_t now = options_.clock->NowMs();
-  // The caller may hold another key's lock (an insert making room): never
-  // wait for this one. A busy victim stays, and the next one is taken.
-  std::unique_lock<std::mutex> key_lock;
-  const bool locked = TryKeyLock(KeyLock(key), key, &key_lock);
   const std::optional<IndexEntry> e = index_.Get(key);
   if (!e) return false;
-  if (!locked) {
-    const PolicyBlock pb = PolicyBlockFor(t, *e, now);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (e->tier == t) tiers_[t].policy->Insert(key, pb);
-    return false;
-  }
   const HeldKeyLock held(KeyLock(key), key);  // a demotion may make room below
   enum class Fate { kExpired, kRemat, kNoHome } fate = Fate::kNoHome;
   if (e->expiry_ms <= now) {
@@ -903,10 +934,9 @@ bool CacheManager::Evict(size_t t, const BlockKey& key) {
   Result<IndexEntry> removed = index_.Remove(key);
   if (!removed.ok()) {
     if (removed.status().IsNotFound()) return true;  // someone else removed it
-    // Pinned since it was chosen: it stays.
-    const PolicyBlock pb = PolicyBlockFor(t, *e, now);
-    std::lock_guard<std::mutex> lock(mu_);
-    tiers_[t].policy->Insert(key, pb);
+    // Pinned since it was chosen: a look-up took it, and it stays, back in
+    // the policy as just used (the look-up's Touch found it handed out).
+    ReinstateVictim(t, key, now);
     return false;
   }
   {

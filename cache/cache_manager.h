@@ -336,9 +336,12 @@ class CacheManager {
   // allocator), then any leaf, then any unpinned block. The first two passes
   // look only so far down the policy's order (a bounded search per victim).
   uint64_t MakeRoom(size_t t, uint64_t bytes, const BlockKey& incoming);
-  // Re-places one victim of tier t (demote or drop). False if the block could
-  // not be evicted (pinned, gone).
+  // Re-places one victim of tier t (demote or drop); the caller holds the
+  // key's lock. False if the block could not be evicted (pinned, gone).
   bool Evict(size_t t, const BlockKey& key);
+  // A victim tier t's policy handed out that could not be taken goes back
+  // into the policy, as a block used now.
+  void ReinstateVictim(size_t t, const BlockKey& key, int64_t now_ms);
   // Copies a block from its tier `from` to tier `to` and switches the index;
   // the old copy is erased. False if it could not (gone, unreadable, no room).
   bool Move(const BlockKey& key, const IndexEntry& e, size_t to, DecisionKind kind, double idle_s);

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "cache/prefix_hasher.h"
+#include "tests/gated_tier.h"
 #include "tiers/dram/dram_tier.h"
 #include "tiers/fault_injection_tier.h"
 
@@ -193,6 +194,51 @@ TEST_F(CacheManagerTest, AVictimSharingTheInsertsLockStripeIsStillTheVictim) {
   EXPECT_EQ(cache_->Lookup(x).blocks, 0u);
   EXPECT_EQ(cache_->Lookup(y).blocks, 1u);
   EXPECT_EQ(cache_->Lookup(z).blocks, 1u);
+}
+
+// A victim whose key another operation holds (busy) is stepped over and
+// keeps its place and state in the policy. (Before, the policy handed it out
+// and the manager put it back as a block inserted anew: the most recent
+// under LRU, and a return from the ghost history, a reuse, under the
+// policies that keep ghosts.)
+TEST_F(CacheManagerTest, ABusyVictimKeepsItsPlaceInThePolicy) {
+  DramTierOptions o;
+  o.capacity_bytes = 4 * kPage;
+  o.page_bytes = kPage;
+  o.clock = &clock_;
+  o.read_bytes_per_s = o.write_bytes_per_s = 1e9;
+  auto dram = OpenDramTier(o);
+  ASSERT_TRUE(dram.ok()) << dram.status();
+  auto gated = std::make_unique<testing::GatedTier>(std::move(*dram));
+  testing::GatedTier* gate = gated.get();
+  std::vector<TierSlot> slots;
+  slots.push_back({std::move(gated), NewLruPolicy()});
+  auto m = CacheManager::Open(std::move(slots), Options());
+  ASSERT_TRUE(m.ok()) << m.status();
+  cache_ = std::move(*m);
+  const size_t bytes = 60 << 10;
+  const BlockKey x{1, 1}, y{1, 2}, z{1, 3}, v{1, 4}, u{1, 5};
+  for (const BlockKey& k : {x, y, z})
+    ASSERT_TRUE(cache_->Insert(k, std::nullopt, Payload(bytes, 1)).ok());
+  // w shares x's lock stripe: while w's write waits at the gate, x is busy.
+  BlockKey w{2, 0};
+  while (CacheManager::KeyLockStripe(w) != CacheManager::KeyLockStripe(x)) ++w.lo;
+  gate->HoldWritesOf(w);
+  gate->SetOpen(false);
+  std::thread writer([&] { EXPECT_TRUE(cache_->Insert(w, std::nullopt, Payload(bytes, 2)).ok()); });
+  gate->AwaitHeld();
+  ASSERT_TRUE(cache_->Insert(v, std::nullopt, Payload(bytes, 3)).ok());  // the last free page
+  ASSERT_TRUE(cache_->Insert(u, std::nullopt, Payload(bytes, 4)).ok());  // full: x is busy, y goes
+  EXPECT_TRUE(cache_->Find(x).ok());
+  EXPECT_TRUE(cache_->Find(y).status().IsNotFound());
+  gate->SetOpen(true);
+  writer.join();
+  // w's write found the tier full (x, z, v, u): the least recently used
+  // goes, and that is still x.
+  EXPECT_TRUE(cache_->Find(x).status().IsNotFound());
+  EXPECT_TRUE(cache_->Find(z).ok());
+  EXPECT_TRUE(cache_->Find(w).ok());
+  EXPECT_EQ(cache_->Stats().drops, 2u);
 }
 
 TEST_F(CacheManagerTest, PinnedBlocksAreNeverEvicted) {

@@ -16,6 +16,7 @@
 #include "model/thread_pool.h"
 #include "model/tokenizer.h"
 #include "tests/engine/engine_test_util.h"
+#include "tests/gated_tier.h"
 #include "tests/shared_data.h"
 
 namespace kvtier {
@@ -560,64 +561,7 @@ TEST(EngineTest, ALargeHitReadInPartsKeepsTheInvariant) {
   EXPECT_TRUE(SameBits(partial->logits, first->logits));
 }
 
-// A tier whose reads wait at a gate the test opens and closes: a slow
-// device under the test's control. Everything else goes straight through.
-class GatedTier final : public Tier {
- public:
-  // `shared`: it says it is a shared tier (another node's blocks, DESIGN
-  // §10), and its Stat waits at the gate too.
-  explicit GatedTier(std::unique_ptr<Tier> base, bool shared = false)
-      : base_(std::move(base)), shared_(shared) {}
-  void SetOpen(bool open) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      open_ = open;
-    }
-    cv_.notify_all();
-  }
-  // Waits until a read is held at the (closed) gate.
-  void AwaitHeldRead() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return held_ > 0; });
-  }
-  TierInfo Info() const override {
-    TierInfo i = base_->Info();
-    i.shared = shared_;
-    return i;
-  }
-  std::vector<std::optional<BlockStat>> Stat(std::span<const BlockKey> keys) override {
-    Hold();
-    return base_->Stat(keys);
-  }
-  void Write(std::span<const WriteOp> ops, IoCallback done) override {
-    base_->Write(ops, std::move(done));
-  }
-  void Read(std::span<const ReadOp> ops, IoCallback done) override {
-    Hold();
-    base_->Read(ops, std::move(done));
-  }
-  Status Erase(std::span<const BlockKey> keys) override { return base_->Erase(keys); }
-  Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
-    return base_->SetExpiry(keys, expiry_ms);
-  }
-  Status Recover(IndexSink& sink) override { return base_->Recover(sink); }
-
- private:
-  void Hold() {
-    std::unique_lock<std::mutex> lock(mu_);
-    ++held_;
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return open_; });
-    --held_;
-  }
-
-  std::unique_ptr<Tier> base_;
-  const bool shared_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = true;
-  int held_ = 0;
-};
+using testing::GatedTier;
 
 // DESIGN §8: a hit's blocks are read while the engine keeps stepping the
 // other sequences; the loading one joins the batch when its read lands, with
@@ -655,7 +599,7 @@ TEST(EngineTest, ACacheLoadOverlapsOtherSequencesSteps) {
       engine->Submit(Request(shared, 6), [&](GenerateResult r) { hit = std::move(r); }).ok());
   const StepStats admitted = engine->Step();
   EXPECT_EQ(admitted.admitted, 1);
-  gate->AwaitHeldRead();
+  gate->AwaitHeld();
   for (int i = 0; i < 5; ++i) {
     const StepStats st = engine->Step();
     EXPECT_EQ(st.sequences, 1) << "only the other sequence runs while the read is held";
@@ -682,7 +626,7 @@ TEST(EngineTest, ACacheLoadOverlapsOtherSequencesSteps) {
       engine->Submit(Request(shared, 6), [&](GenerateResult r) { gone = std::move(r); });
   ASSERT_TRUE(id.ok());
   engine->Step();
-  gate->AwaitHeldRead();
+  gate->AwaitHeld();
   engine->Cancel(*id);
   std::thread opener([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -731,7 +675,7 @@ TEST(EngineTest, ASharedTiersLookupDoesNotHoldUpTheOthers) {
   gate->SetOpen(false);
   ASSERT_TRUE(engine->Submit(r, [&](GenerateResult res) { slow = std::move(res); }).ok());
   engine->Step();
-  gate->AwaitHeldRead();  // its look-up asks the shared tier, on the loader
+  gate->AwaitHeld();  // its look-up asks the shared tier, on the loader
   for (int i = 0; i < 4; ++i) {
     const StepStats st = engine->Step();
     EXPECT_EQ(st.sequences, 1) << "the other sequence decodes meanwhile";
