@@ -90,7 +90,8 @@ struct Args {
 // FLOP/s of an m x n x k product y = x w^T: ours (on w packed once, as the
 // engine packs its weights when it loads a model), OpenBLAS's sgemm (which
 // packs inside every call, O(n k) against the product's O(m n k)) and, with
-// bf16 weights, oneDNN's bf16 matmul; best of 10 each.
+// bf16 weights, oneDNN's bf16 matmul; best of 40 each (of 10, a shared
+// machine's noisy spells moved the ratios by up to 0.2 run to run).
 struct GemmPair {
   double openblas = 0, ours = 0;
   double onednn = 0;  // bf16 only, where oneDNN is built in; 0 otherwise
@@ -147,7 +148,7 @@ GemmPair GemmFlops(ThreadPool& pool, int m, int n, int k, bool bf16) {
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 13) * 0.01f;
   for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 7) * 0.01f;
   const double flops = 2.0 * m * n * k;
-  constexpr int kRounds = 10;
+  constexpr int kRounds = 40;
   auto seconds = [](auto fn) {
     const auto t0 = Clock::now();
     fn();
