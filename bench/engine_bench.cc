@@ -290,13 +290,21 @@ double DecodeTokensPerSecond(const ModelWeights& w, int batch, const Args& args)
   o.cpu_bf16_weights = args.bf16;
   o.max_batch_seqs = batch;
   o.token_budget = std::max(batch * 64, 64);
-  o.kv_bytes = static_cast<int64_t>(batch) * 4 * Engine::KvBytesPerPage(w.config, o);
+  constexpr int kPromptTokens = 32;
+  const int max_tokens = 2 + args.decode_steps + 1;
+  // Pages for each sequence's whole length (the prompt and every token it
+  // decodes), and one to spare.
+  const int64_t pages = (kPromptTokens + max_tokens + o.block_tokens - 1) / o.block_tokens + 1;
+  o.kv_bytes = static_cast<int64_t>(batch) * pages * Engine::KvBytesPerPage(w.config, o);
   auto engine = Engine::Open(&w, nullptr, o).value();
   for (int i = 0; i < batch; ++i) {
     GenerateRequest r;
-    r.prompt = Prompt(32, 1000 + i, w.config.vocab_size);
-    r.max_tokens = 2 + args.decode_steps + 1;
-    if (!engine->Submit(r, nullptr).ok()) std::abort();
+    r.prompt = Prompt(kPromptTokens, 1000 + i, w.config.vocab_size);
+    r.max_tokens = max_tokens;
+    if (Status s = engine->Submit(r, nullptr).status(); !s.ok()) {
+      std::fprintf(stderr, "engine_bench: decode batch %d: %s\n", batch, s.ToString().c_str());
+      std::exit(1);
+    }
   }
   // Prefill, and one warm-up decode step.
   for (int s = 0; s < 2; ++s) engine->Step();
@@ -364,6 +372,15 @@ int Main(int argc, char** argv) {
   if (args.prompt_tokens + 2 > config->max_seq_len) {
     std::fprintf(stderr, "engine_bench: a %d-token prompt needs --seq-len above %d\n",
                  args.prompt_tokens, config->max_seq_len);
+    return 2;
+  }
+  // The batch figures' sequences: a 32-token prompt and decode_steps + 3
+  // tokens (DecodeTokensPerSecond), all inside the context.
+  if (32 + args.decode_steps + 3 > config->max_seq_len) {
+    std::fprintf(stderr,
+                 "engine_bench: --decode-steps %d does not fit a %d-token context after a "
+                 "32-token prompt (at most %d)\n",
+                 args.decode_steps, config->max_seq_len, config->max_seq_len - 35);
     return 2;
   }
   const int threads =
