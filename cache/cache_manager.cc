@@ -825,12 +825,12 @@ uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes, const BlockKey& incomi
   // Victims that could not be taken this time (busy: another operation holds
   // their key); the policy keeps them, and they are not offered again here.
   std::unordered_set<BlockKey, BlockKeyHash> busy;
-  // The key lock `eligible` took for the block it accepted last. A busy key
-  // is refused there, like a pinned one: the policy steps over it and it
-  // keeps its place and state. (Handed out and put back, it came back as a
-  // block inserted anew: the most recent, or a ghost's return, a reuse.)
-  BlockKey locked_key;
-  bool key_locked = false;
+  // The block `eligible` accepted last and its key lock (none where this
+  // thread owns the stripe already). A busy key is refused there, like a
+  // pinned one: the policy steps over it and it keeps its place and state.
+  // (Handed out and put back, it came back as a block inserted anew: the
+  // most recent, or a ghost's return, a reuse.)
+  std::optional<BlockKey> locked_key;
   std::unique_lock<std::mutex> key_lock;
   for (Pass pass : {Pass::kSameSizeLeaves, Pass::kLeaves, Pass::kAny}) {
     VictimQuery q;
@@ -851,20 +851,21 @@ uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes, const BlockKey& incomi
         if (!e || e->bytes != bytes) return false;
       }
       // Last, the key's lock, without waiting (the policy's mutex is held).
-      std::unique_lock<std::mutex> lock;
-      if (!TryKeyLock(KeyLock(k), k, &lock)) {
+      // A block accepted before and not taken (S3-FIFO moves it to its main
+      // queue) lets its lock go first, so its stripe's keys are not busy.
+      key_lock = {};
+      locked_key.reset();
+      if (!TryKeyLock(KeyLock(k), k, &key_lock)) {
         busy.insert(k);
         return false;
       }
-      key_lock = std::move(lock);
       locked_key = k;
-      key_locked = true;
       return true;
     };
     while (freed < bytes) {
       std::vector<BlockKey> victims;
       key_lock = {};
-      key_locked = false;
+      locked_key.reset();
       {
         std::lock_guard<std::mutex> lock(mu_);
         tiers_[t].policy->Victims(q, &victims);
@@ -873,7 +874,7 @@ uint64_t CacheManager::MakeRoom(size_t t, uint64_t bytes, const BlockKey& incomi
       // The victim is the block `eligible` accepted last; its lock is held
       // (or this thread owns its stripe already). A policy that asked about
       // another block after the one it took has its victim's lock tried here.
-      if (!key_locked || locked_key != victims[0]) {
+      if (locked_key != victims[0]) {
         key_lock = {};
         if (!TryKeyLock(KeyLock(victims[0]), victims[0], &key_lock)) {
           ReinstateVictim(t, victims[0], now);
