@@ -68,6 +68,10 @@ class AdmissionFilter {
   virtual void Inserted(const BlockRef& ref) { (void)ref; }
   // `key` left the tier (evicted or removed).
   virtual void Evicted(const BlockKey& key) { (void)key; }
+  // A hint: `key` will be Recorded soon (a replay knows its next
+  // references). Starts loading the memory Record will read for it, so that
+  // the load overlaps the work in between; changes no state and no answer.
+  virtual void Prefetch(const BlockKey& key) const { (void)key; }
 };
 
 // The filters:

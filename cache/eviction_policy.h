@@ -107,6 +107,10 @@ class EvictionPolicy {
   virtual size_t Victims(const VictimQuery& query, std::vector<BlockKey>* out) = 0;
   // Blocks the policy holds (ghosts not counted).
   virtual size_t size() const = 0;
+  // A hint: `key` will be looked up soon (a replay knows its next
+  // references). Starts loading the memory the look-up reads first, so that
+  // the load overlaps the work in between; changes no state and no answer.
+  virtual void Prefetch(const BlockKey& key) const { (void)key; }
 };
 
 // The policies, each after its published description:

@@ -15,6 +15,18 @@ namespace {
 
 BlockKey KeyOf(uint32_t id) { return BlockKey{0, id}; }
 
+// Prefetch hints (EvictionPolicy::Prefetch, AdmissionFilter::Prefetch): the
+// replay tells the policy and the filter of the key kPrefetchDistance
+// references ahead, so that the cache misses of their hashed tables overlap
+// the work in between. Only for tiers of kPrefetchFromBlocks or more: below
+// that their tables (some 30 bytes a block) fit in a core's L2, and the
+// hints cost more than they save. On the Zen 4 (1 MiB of L2), all policies
+// and filters on the three traces, medians of 5 runs against no hints: 0.85-
+// 0.97 of the speed at 139-18K blocks, 1.01 at 36K, 1.09 at 91K (up to 2x
+// for wtinylfu+prefix there while the machine was loaded).
+constexpr size_t kPrefetchDistance = 8;
+constexpr uint64_t kPrefetchFromBlocks = 32768;
+
 // The leading cached run of a request, and its tokens, counted into `r`.
 template <typename Cached>
 void CountPrefixHits(const Trace& t, const TraceRequest& req, const Cached& cached,
@@ -58,6 +70,7 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admis
   std::vector<uint8_t> cached(t.distinct_blocks, 0);
   uint64_t used = 0;
   std::vector<BlockKey> victims;
+  const bool prefetch = size >= kPrefetchFromBlocks;
   for (const TraceRequest& req : t.requests) {
     CountPrefixHits(
         t, req, [&](uint32_t id) { return cached[id] != 0; }, r);
@@ -68,6 +81,11 @@ void ReplayOnline(const Trace& t, EvictionPolicy& policy, AdmissionFilter* admis
       if (i > 0) block.parent = KeyOf(t.blocks[req.first_block + i - 1]);
       block.depth = i;
       const BlockRef ref{key, block, i + 1 == req.num_blocks};
+      if (const size_t ahead = req.first_block + i + kPrefetchDistance;
+          prefetch && ahead < t.blocks.size()) {
+        policy.Prefetch(KeyOf(t.blocks[ahead]));
+        if (admission != nullptr) admission->Prefetch(KeyOf(t.blocks[ahead]));
+      }
       if (admission != nullptr) admission->Record(ref, cached[id] != 0);
       if (cached[id]) {
         policy.Touch(key);

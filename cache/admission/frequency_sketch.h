@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/block_key.h"
+#include "common/prefetch.h"
 
 namespace kvtier {
 
@@ -48,6 +49,11 @@ class BloomBits {
   bool Contains(uint64_t hash) const;
   // Adds; returns whether it was (seemingly) there before.
   bool TestAndAdd(uint64_t hash);
+  // Starts loading the words the hash's probes read (a hint; no effect).
+  void Prefetch(uint64_t hash) const {
+    const uint64_t h1 = hash, h2 = (hash >> 32) | 1;
+    for (uint64_t i = 0; i < 3; ++i) PrefetchLine(&words_[((h1 + i * h2) & mask_) >> 6]);
+  }
   void Clear();
 
  private:
@@ -72,6 +78,16 @@ class FrequencySketch {
   // Its estimated references within the recent sample: 0 .. kMaxCount (+1
   // with the doorkeeper).
   uint32_t Frequency(uint64_t hash) const;
+  // Starts loading what Add and Frequency read for the hash: its doorkeeper
+  // words and its counters' block (a hint; no effect).
+  void Prefetch(uint64_t hash) const {
+    if (has_doorkeeper_) doorkeeper_.Prefetch(hash);
+    // The block's first and last words: the vector's storage need not start
+    // on a cache line, so the block may span two.
+    const uint64_t block = (hash & block_mask_) * 8;
+    PrefetchLine(&table_[block]);
+    PrefetchLine(&table_[block + 7]);
+  }
 
   uint64_t sample_size() const { return sample_size_; }  // W
   uint64_t resets() const { return resets_; }            // samples completed

@@ -49,6 +49,12 @@ class GhostAdmission final : public AdmissionFilter {
     current_.Add(h);
   }
 
+  void Prefetch(const BlockKey& key) const override {
+    const uint64_t h = AdmissionHash(key, seed_);
+    current_.Prefetch(h);
+    previous_.Prefetch(h);
+  }
+
   bool Admit(const BlockRef& ref, const BlockKey*) override {
     if (ref.key == last_) return last_seen_;
     const uint64_t h = AdmissionHash(ref.key, seed_);

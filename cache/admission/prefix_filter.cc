@@ -41,6 +41,7 @@
 
 #include "cache/admission.h"
 #include "cache/admission/frequency_sketch.h"
+#include "common/prefetch.h"
 
 namespace kvtier {
 namespace {
@@ -83,6 +84,7 @@ class ClassTable {
   explicit ClassTable(uint64_t keys)
       : cells_(std::bit_ceil(std::max<uint64_t>(keys, 64)), 0), mask_(cells_.size() - 1) {}
   void Put(uint64_t h, uint32_t c) { cells_[Index(h)] = static_cast<uint8_t>(Tag(h) | (c & 3)); }
+  void Prefetch(uint64_t h) const { PrefetchLine(&cells_[Index(h)]); }
   // The class of depth bucket `c`'s block: `c` with the stored bits.
   uint32_t Get(uint64_t h, uint32_t depth_class) const {
     const uint8_t cell = cells_[Index(h)];
@@ -143,6 +145,14 @@ class PrefixAdmission final : public AdmissionFilter {
   }
 
   bool ComparesVictim() const override { return false; }
+
+  // What Record reads for every reference: the sketch and the class table.
+  // (The regret ghosts are read on misses only, and are small.)
+  void Prefetch(const BlockKey& key) const override {
+    const uint64_t h = AdmissionHash(key, seed_);
+    sketch_.Prefetch(h);
+    first_class_.Prefetch(h);
+  }
 
   bool Admit(const BlockRef& ref, const BlockKey*) override {
     const bool seen = ref.key == last_ ? last_seen_ : false;

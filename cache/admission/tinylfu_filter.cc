@@ -23,6 +23,8 @@ class TinyLfuAdmission final : public AdmissionFilter {
 
   void Record(const BlockRef& ref, bool) override { sketch_.Add(AdmissionHash(ref.key, seed_)); }
 
+  void Prefetch(const BlockKey& key) const override { sketch_.Prefetch(AdmissionHash(key, seed_)); }
+
   bool Admit(const BlockRef& ref, const BlockKey* victim) override {
     if (victim == nullptr) return true;
     return sketch_.Frequency(AdmissionHash(ref.key, seed_)) >

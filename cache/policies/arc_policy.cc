@@ -206,6 +206,7 @@ class ArcPolicy final : public EvictionPolicy {
     return taken;
   }
 
+  void Prefetch(const BlockKey& key) const override { slots_.Prefetch(key); }
   size_t size() const override { return lists_.size(kT1) + lists_.size(kT2); }
 
  private:

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/block_key.h"
+#include "common/prefetch.h"
 
 namespace kvtier {
 
@@ -31,6 +32,10 @@ class KeySlots {
       if (c.slot == kNone) return kNone;
       if (c.hash == h && keys_[c.slot] == key) return c.slot;
     }
+  }
+  // Starts loading the table cell where Find(key) begins (a hint; no effect).
+  void Prefetch(const BlockKey& key) const {
+    if (!table_.empty()) PrefetchLine(&table_[Hash(key) & mask_]);
   }
   // Adds an absent key; returns its slot.
   int32_t Add(const BlockKey& key);

@@ -190,6 +190,8 @@ class LhdPolicy final : public EvictionPolicy {
     return taken;
   }
 
+  void Prefetch(const BlockKey& key) const override { slots_.Prefetch(key); }
+
   size_t size() const override { return slots_.size() - ghosts_; }
 
  private:

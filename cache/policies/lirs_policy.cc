@@ -143,6 +143,7 @@ class LirsPolicy final : public EvictionPolicy {
     return taken;
   }
 
+  void Prefetch(const BlockKey& key) const override { slots_.Prefetch(key); }
   size_t size() const override { return slots_.size() - hir_.size(kGhosts); }
 
  private:

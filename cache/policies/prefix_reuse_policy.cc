@@ -141,6 +141,7 @@ class PrefixReusePolicy final : public EvictionPolicy {
     return taken;
   }
 
+  void Prefetch(const BlockKey& key) const override { slots_.Prefetch(key); }
   size_t size() const override { return slots_.size() - lists_.size(kGhosts); }
 
  private:

@@ -116,6 +116,7 @@ class S3FifoPolicy final : public EvictionPolicy {
     return taken;
   }
 
+  void Prefetch(const BlockKey& key) const override { slots_.Prefetch(key); }
   size_t size() const override { return queues_.size(kSmall) + queues_.size(kMain); }
 
  private:

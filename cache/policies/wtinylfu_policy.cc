@@ -152,6 +152,7 @@ class WTinyLfuPolicy final : public EvictionPolicy {
     return taken;
   }
 
+  void Prefetch(const BlockKey& key) const override { slots_.Prefetch(key); }
   size_t size() const override { return slots_.size(); }
 
  private:

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -199,6 +200,74 @@ TEST(PrefixAdmissionTest, LearnsToAdmitAgainWhenRefusalsCostHits) {
     See(*f, key);  // the refused block is asked for again
   }
   EXPECT_TRUE(admits_again);
+}
+
+// Runs chains of blocks (requests of 1-8 blocks under one of 60 roots)
+// through `f` in front of an LRU cache of 32 blocks, as a replay does;
+// returns every Admit answer. `hints`: before each reference, the filter is
+// told of the next 8 references and of a key never referenced (Prefetch).
+std::vector<bool> AdmitAnswers(AdmissionFilter& f, bool hints) {
+  std::vector<std::vector<uint64_t>> requests;
+  std::vector<uint64_t> refs;
+  uint64_t x = 99;
+  auto next = [&x] { return (x = x * 6364136223846793005ull + 1442695040888963407ull) >> 33; };
+  for (int r = 0; r < 1500; ++r) {
+    const uint64_t root = next() % 60, length = 1 + next() % 8, branch = next() % 3;
+    std::vector<uint64_t> chain;
+    for (uint64_t d = 0; d < length; ++d) chain.push_back(root * 1000 + d * 10 + branch);
+    refs.insert(refs.end(), chain.begin(), chain.end());
+    requests.push_back(std::move(chain));
+  }
+  std::vector<uint64_t> lru;  // the cache, least recently used first
+  std::vector<bool> answers;
+  size_t at = 0;
+  for (const std::vector<uint64_t>& chain : requests) {
+    for (size_t i = 0; i < chain.size(); ++i, ++at) {
+      if (hints) {
+        for (size_t d = 1; d <= 8 && at + d < refs.size(); ++d) f.Prefetch(K(refs[at + d]));
+        f.Prefetch(K(1'000'000'000));
+      }
+      const BlockKey key = K(chain[i]);
+      PolicyBlock block;
+      if (i > 0) block.parent = K(chain[i - 1]);
+      block.depth = static_cast<uint32_t>(i);
+      const BlockRef ref{key, block, i + 1 == chain.size()};
+      const auto held = std::find(lru.begin(), lru.end(), chain[i]);
+      f.Record(ref, held != lru.end());
+      if (held != lru.end()) {
+        lru.erase(held);
+        lru.push_back(chain[i]);
+        continue;
+      }
+      if (lru.size() == 32) {
+        const BlockKey victim = K(lru.front());
+        answers.push_back(f.Admit(ref, &victim));
+        if (!answers.back()) continue;
+        lru.erase(lru.begin());
+        f.Evicted(victim);
+      }
+      lru.push_back(chain[i]);
+      f.Inserted(ref);
+    }
+  }
+  return answers;
+}
+
+// Every filter: Prefetch is only a hint. The same references get the same
+// answers with hints before each as without any.
+TEST(AdmissionFilterTest, EveryFilterAnswersTheSameWithPrefetchHints) {
+  for (const std::string& name : AdmissionFilterNames()) {
+    SCOPED_TRACE(name);
+    auto plain = NewAdmissionFilter(name, AdmissionOptions{.capacity_blocks = 32});
+    auto hinted = NewAdmissionFilter(name, AdmissionOptions{.capacity_blocks = 32});
+    const std::vector<bool> a = AdmitAnswers(*plain, false);
+    const std::vector<bool> b = AdmitAnswers(*hinted, true);
+    EXPECT_EQ(a, b);
+    EXPECT_GT(a.size(), 1000u);  // the cache was full for most references
+    if (name != "none") {
+      EXPECT_GT(std::count(a.begin(), a.end(), false), 10) << "it kept some out";
+    }
+  }
 }
 
 }  // namespace

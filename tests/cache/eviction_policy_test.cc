@@ -112,5 +112,63 @@ TEST(EvictionPolicyTest, EveryPolicyStopsAfterMaxRefusedRefusals) {
   }
 }
 
+// Forwards every call to `inner`, and before each one hints keys to it
+// (Prefetch): the next ones of the sequence, and one never inserted.
+class HintingPolicy final : public EvictionPolicy {
+ public:
+  explicit HintingPolicy(EvictionPolicy& inner) : inner_(inner) {}
+  std::string_view Name() const override { return inner_.Name(); }
+  void Insert(const BlockKey& key, const PolicyBlock& block) override {
+    Hint(key);
+    inner_.Insert(key, block);
+  }
+  void Touch(const BlockKey& key) override {
+    Hint(key);
+    inner_.Touch(key);
+  }
+  void Erase(const BlockKey& key) override {
+    Hint(key);
+    inner_.Erase(key);
+  }
+  size_t Victims(const VictimQuery& query, std::vector<BlockKey>* out) override {
+    Hint(*query.incoming);
+    return inner_.Victims(query, out);
+  }
+  size_t size() const override { return inner_.size(); }
+
+ private:
+  void Hint(const BlockKey& key) {
+    for (uint64_t d = 0; d < 8; ++d) inner_.Prefetch(K(key.lo + d));
+    inner_.Prefetch(K(1'000'000));
+  }
+  EvictionPolicy& inner_;
+};
+
+// Every policy: Prefetch is only a hint. The same sequence gives the same
+// hits and victims with hints before every call as without any.
+TEST(EvictionPolicyTest, EveryPolicyAnswersTheSameWithPrefetchHints) {
+  std::vector<uint64_t> requests;
+  uint64_t x = 12345;
+  for (int i = 0; i < 4000; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    const uint64_t r = x >> 33;
+    requests.push_back(r % 4 == 0 ? 1 + r % 400 : 1 + r % 40);  // a hot set and a cold one
+  }
+  for (const std::string& name : EvictionPolicyNames()) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<EvictionPolicy> plain = NewEvictionPolicy(name, PolicyOptions{64});
+    std::unique_ptr<EvictionPolicy> hinted = NewEvictionPolicy(name, PolicyOptions{64});
+    plain->Prefetch(K(1));  // an empty policy takes a hint too
+    hinted->Prefetch(K(1));
+    HintingPolicy hinting(*hinted);
+    const policy_test::Replay a = policy_test::ReplayBlocks(*plain, 64, requests);
+    const policy_test::Replay b = policy_test::ReplayBlocks(hinting, 64, requests);
+    EXPECT_EQ(a.hits, b.hits);
+    EXPECT_EQ(a.victims, b.victims);
+    EXPECT_GT(a.victims.size(), 500u);  // the sequence did make it evict
+    EXPECT_EQ(plain->size(), hinted->size());
+  }
+}
+
 }  // namespace
 }  // namespace kvtier
