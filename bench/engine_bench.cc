@@ -283,6 +283,11 @@ class TierReadProbe {
   std::vector<ReadOp> reads_;
 };
 
+// The batch figures' sequences: a prompt of this many tokens, then
+// DecodeTokens(steps) tokens, all of which must fit the context.
+constexpr int kBatchPromptTokens = 32;
+int DecodeTokens(int decode_steps) { return 2 + decode_steps + 1; }
+
 // Decode tokens/s with `batch` sequences all decoding.
 double DecodeTokensPerSecond(const ModelWeights& w, int batch, const Args& args) {
   EngineOptions o;
@@ -290,16 +295,15 @@ double DecodeTokensPerSecond(const ModelWeights& w, int batch, const Args& args)
   o.cpu_bf16_weights = args.bf16;
   o.max_batch_seqs = batch;
   o.token_budget = std::max(batch * 64, 64);
-  constexpr int kPromptTokens = 32;
-  const int max_tokens = 2 + args.decode_steps + 1;
+  const int max_tokens = DecodeTokens(args.decode_steps);
   // Pages for each sequence's whole length (the prompt and every token it
   // decodes), and one to spare.
-  const int64_t pages = (kPromptTokens + max_tokens + o.block_tokens - 1) / o.block_tokens + 1;
+  const int64_t pages = (kBatchPromptTokens + max_tokens + o.block_tokens - 1) / o.block_tokens + 1;
   o.kv_bytes = static_cast<int64_t>(batch) * pages * Engine::KvBytesPerPage(w.config, o);
   auto engine = Engine::Open(&w, nullptr, o).value();
   for (int i = 0; i < batch; ++i) {
     GenerateRequest r;
-    r.prompt = Prompt(kPromptTokens, 1000 + i, w.config.vocab_size);
+    r.prompt = Prompt(kBatchPromptTokens, 1000 + i, w.config.vocab_size);
     r.max_tokens = max_tokens;
     if (Status s = engine->Submit(r, nullptr).status(); !s.ok()) {
       std::fprintf(stderr, "engine_bench: decode batch %d: %s\n", batch, s.ToString().c_str());
@@ -374,13 +378,13 @@ int Main(int argc, char** argv) {
                  args.prompt_tokens, config->max_seq_len);
     return 2;
   }
-  // The batch figures' sequences: a 32-token prompt and decode_steps + 3
-  // tokens (DecodeTokensPerSecond), all inside the context.
-  if (32 + args.decode_steps + 3 > config->max_seq_len) {
+  // The batch figures' sequences (DecodeTokensPerSecond) stay inside the context.
+  if (kBatchPromptTokens + DecodeTokens(args.decode_steps) > config->max_seq_len) {
     std::fprintf(stderr,
                  "engine_bench: --decode-steps %d does not fit a %d-token context after a "
-                 "32-token prompt (at most %d)\n",
-                 args.decode_steps, config->max_seq_len, config->max_seq_len - 35);
+                 "%d-token prompt (at most %d)\n",
+                 args.decode_steps, config->max_seq_len, kBatchPromptTokens,
+                 config->max_seq_len - kBatchPromptTokens - DecodeTokens(0));
     return 2;
   }
   const int threads =
@@ -515,8 +519,8 @@ int Main(int argc, char** argv) {
     }
     if (!long_tps.empty()) {
       const double t = Median(long_tps);
-      std::printf("decode batch  1 after a %d-token prompt: %.1f tokens/s (%.2fx after 32)\n",
-                  args.prompt_tokens, t, t / tps[0]);
+      std::printf("decode batch  1 after a %d-token prompt: %.1f tokens/s (%.2fx after %d)\n",
+                  args.prompt_tokens, t, t / tps[0], kBatchPromptTokens);
       out["decode_tokens_per_s_b1_long_prompt"] = t;
     }
   }
