@@ -620,7 +620,16 @@ TEST(EngineTest, ACacheLoadOverlapsOtherSequencesSteps) {
   EXPECT_TRUE(SameBits(hit->logits, first->logits));
 
   // Cancelled with its read held: nothing is freed under the reader's feet.
-  std::optional<GenerateResult> gone;
+  // A sequence of its own runs beside it: the step that issues the read must
+  // not be one with nothing else to run, which waits for the first read to
+  // land (the gate is closed). `other` may have finished by now: how many
+  // steps it took the hit above to land depends on when the loader thread ran.
+  std::optional<GenerateResult> busy, gone;
+  ASSERT_TRUE(engine
+                  ->Submit(Request(Prompt(40, 23, vocab), 40, "busy"),
+                           [&](GenerateResult r) { busy = std::move(r); })
+                  .ok());
+  engine->Step();  // its prefill
   gate->SetOpen(false);
   Result<RequestId> id =
       engine->Submit(Request(shared, 6), [&](GenerateResult r) { gone = std::move(r); });
@@ -632,13 +641,14 @@ TEST(EngineTest, ACacheLoadOverlapsOtherSequencesSteps) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     gate->SetOpen(true);
   });
-  engine->Step();  // retires it once its read lands
+  while (!gone) engine->Step();  // retires it once its read lands
   opener.join();
-  ASSERT_TRUE(gone.has_value());
   EXPECT_EQ(gone->finish_reason, "cancelled");
   while (engine->HasWork()) engine->Step();
   ASSERT_TRUE(other.has_value());
   EXPECT_TRUE(other->status.ok());
+  ASSERT_TRUE(busy.has_value());
+  EXPECT_TRUE(busy->status.ok());
   EXPECT_EQ(engine->Stats().free_pages, engine->Stats().total_pages);
   EXPECT_EQ(engine->Stats().cache_read_failures, 0u);
 }
