@@ -23,6 +23,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${KVTIER_BUILD_DIR:-$root/build}"
 asan_dir="${KVTIER_SANITIZE_BUILD_DIR:-$root/build-asan}"
 jobs="${KVTIER_JOBS:-2}"
+# Tests at once: two per job. About half of a test's time is waiting (daemons
+# starting, sockets, timers), so two a core keep the cores busy (docs/ci.md).
+test_jobs="${KVTIER_TEST_JOBS:-$((2 * jobs))}"
 sanitize_only=""
 integration=""
 case "${1:-}" in
@@ -50,7 +53,7 @@ step() {
 }
 
 run_ctest() {
-  (cd "$1" && ctest --output-on-failure -j "$jobs" --timeout 600)
+  (cd "$1" && ctest --output-on-failure -j "$test_jobs" --timeout 600)
 }
 
 run_asan_ctest() {
