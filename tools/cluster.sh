@@ -129,6 +129,7 @@ chmod 600 "$dir/cache_secret"
 # kvtierd nodes.
 seed_list="$(IFS=,; echo "${seeds[*]}")"
 addrs=()
+node_pids=()
 for i in $(seq 0 $((nodes - 1))); do addrs+=("127.0.0.1:$((base + 100 + i))"); done
 for i in $(seq 0 $((nodes - 1))); do
   peers=()
@@ -140,11 +141,19 @@ for i in $(seq 0 $((nodes - 1))); do
     --http-listen "127.0.0.1:$((base + 200 + i))" --metrics-listen "127.0.0.1:$((base + 300 + i))" \
     --dram-bytes 256M --flash-bytes 256M --rocks-bytes 1G ${extra[@]+"${extra[@]}"} \
     > "$dir/node-$i.log" 2>&1 &
+  node_pids+=("$!")
   echo "$! kvtierd-${addrs[$i]}" >> "$dir/pids"
 done
-for a in "${addrs[@]}"; do
+for i in "${!addrs[@]}"; do
+  a="${addrs[$i]}"
   for _ in $(seq 1 600); do
     "$KVTIER_BUILD_DIR/bin/kvtier" --addr "$a" health > /dev/null 2>&1 && break
+    # A node that exited (one of its ports taken, say) will never answer.
+    if ! kill -0 "${node_pids[$i]}" 2>/dev/null; then
+      echo "tools/cluster.sh: kvtierd $a exited:" >&2
+      tail -n 3 "$dir/node-$i.log" >&2
+      false
+    fi
     sleep 0.1
   done
   "$KVTIER_BUILD_DIR/bin/kvtier" --addr "$a" health > /dev/null

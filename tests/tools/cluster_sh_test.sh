@@ -9,9 +9,45 @@ dir="$(mktemp -d /tmp/kvtier_cluster_sh.XXXXXX)"
 # Redis nodes 20000-22767 with buses 30000-32767); one taken by another process's connection meanwhile is possible,
 # so a start that fails is tried again on other ports.
 base=0
-cleanup() { "$root/tools/cluster.sh" stop --dir "$dir" > /dev/null 2>&1 || true; rm -rf "$dir"; }
+squatter=""
+cleanup() {
+  [ -z "$squatter" ] || kill "$squatter" 2> /dev/null || true
+  "$root/tools/cluster.sh" stop --dir "$dir" > /dev/null 2>&1 || true
+  rm -rf "$dir"
+}
 trap cleanup EXIT
 trap 'echo "failed at line $LINENO; logs:" >&2; tail -n 5 "$dir"/*.log "$dir"/*/log >&2 2>/dev/null' ERR
+# A node whose port is taken fails the start at once, saying which and why
+# (not after a minute of asking it for its health), and leaves nothing
+# running. A Redis server of our own takes the first node's port. (Another
+# of the start's ports may be taken by chance too: then it says so, and the
+# check is tried again on other ports.)
+clear_error=0
+for attempt in 1 2 3; do
+  base=$((44000 + RANDOM % 4000))
+  redis-server --port "$((base + 100))" --bind 127.0.0.1 --save "" --appendonly no \
+    > "$dir/squatter.log" 2>&1 &
+  squatter=$!
+  for _ in $(seq 1 100); do
+    redis-cli -p "$((base + 100))" PING 2>/dev/null | grep -q PONG && break
+    sleep 0.05
+  done
+  kill -0 "$squatter" 2> /dev/null || continue  # its port was taken: others
+  if "$root/tools/cluster.sh" start --dir "$dir/taken" --base-port "$base" --nodes 1 \
+      2> "$dir/taken.err"; then
+    echo "start succeeded although port $((base + 100)) was taken" >&2; exit 1
+  fi
+  kill "$squatter"
+  squatter=""
+  [ ! -s "$dir/taken/pids" ] || { echo "processes left after a failed start" >&2; exit 1; }
+  if grep -q "kvtierd 127.0.0.1:$((base + 100)) exited" "$dir/taken.err" &&
+     grep -q "Address already in use" "$dir/taken.err"; then
+    clear_error=1
+    break
+  fi
+done
+[ "$clear_error" = 1 ] || { echo "no clear error for a taken port:" >&2; cat "$dir/taken.err" >&2; exit 1; }
+
 started=0
 for attempt in 1 2 3; do
   base=$((40000 + RANDOM % 4000))
