@@ -9,9 +9,9 @@
 #   tools/cluster.sh status [--dir DIR]
 #   tools/cluster.sh stop [--dir DIR]
 #
-# Defaults: DIR ./var/cluster, M 3, R 1, N 3, P 7000. Redis nodes listen on
-# P, P+1, ... (cluster bus +10000); kvtierd node i on P+100+i (gRPC), P+200+i
-# (HTTP API) and P+300+i (metrics). Builds kvtierd first (Release, like
+# Defaults: DIR ./var/cluster, M 3, R 1, N 3, P 7000. Redis node i listens on
+# P+i (cluster bus P+400+i); kvtierd node i on P+100+i (gRPC), P+200+i
+# (HTTP API) and P+300+i (metrics): every port is in [P, P+499]. Builds kvtierd first (Release, like
 # tools/run.sh) unless $KVTIER_BUILD_DIR/bin/kvtierd exists.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +43,14 @@ for v in masters replicas nodes base; do
 done
 if [ "$masters" -lt 3 ]; then
   echo "tools/cluster.sh: Redis Cluster needs at least 3 masters" >&2
+  exit 2
+fi
+if [ $((masters * (1 + replicas))) -gt 100 ] || [ "$nodes" -gt 100 ]; then
+  echo "tools/cluster.sh: at most 100 Redis servers and 100 kvtierd nodes (each kind has 100 ports)" >&2
+  exit 2
+fi
+if [ "$base" -lt 1024 ] || [ $((base + 499)) -gt 65535 ]; then
+  echo "tools/cluster.sh: --base-port must be in [1024, 65036] (ports P to P+499 are used)" >&2
   exit 2
 fi
 
@@ -96,7 +104,7 @@ count=$((masters * (1 + replicas)))
 for i in $(seq 0 $((count - 1))); do
   port=$((base + i))
   mkdir -p "$dir/redis-$port"
-  redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+  redis-server --port "$port" --cluster-port "$((base + 400 + i))" --bind 127.0.0.1 --cluster-enabled yes \
     --cluster-config-file "$dir/redis-$port/nodes.conf" --cluster-node-timeout 2000 \
     --dir "$dir/redis-$port" --save "" --appendonly no --daemonize no \
     > "$dir/redis-$port/log" 2>&1 &

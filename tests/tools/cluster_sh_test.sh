@@ -5,9 +5,16 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dir="$(mktemp -d /tmp/kvtier_cluster_sh.XXXXXX)"
-# Ports apart from the C++ tests' own (tests/free_port.h: daemons 10000-19999,
-# Redis nodes 20000-22767 with buses 30000-32767); one taken by another process's connection meanwhile is possible,
-# so a start that fails is tried again on other ports.
+# cluster.sh uses ports base to base+499. They are drawn below Linux's
+# ephemeral range (32768 up, where any process's outgoing connection may
+# take one: CI saw three starts in a row fail so) and apart from the C++
+# tests' own (tests/free_port.h: daemons 10000-19999, Redis nodes
+# 20000-22767 with buses 30000-32767). A start that fails anyway is tried
+# again on other ports.
+ephemeral_low="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2> /dev/null || echo 32768)"
+[ "$ephemeral_low" -ge 30000 ] ||
+  echo "warning: the ephemeral port range starts at $ephemeral_low, among the ports drawn here" >&2
+draw_base() { echo $((23000 + RANDOM % 6500)); }  # [23000, 29499]: all ports < 30000
 base=0
 squatter=""
 cleanup() {
@@ -17,6 +24,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "failed at line $LINENO; logs:" >&2; tail -n 5 "$dir"/*.log "$dir"/*/log >&2 2>/dev/null' ERR
+# Arguments that cannot work exit 2 with the reason, and start nothing.
+for bad in "--base-port 65200" "--base-port 80" "--nodes 101" "--masters 60 --replicas 1" "--nodes x"; do
+  rc=0
+  # shellcheck disable=SC2086
+  "$root/tools/cluster.sh" start --dir "$dir/bad" $bad 2> "$dir/bad.err" || rc=$?
+  if [ "$rc" != 2 ] || [ ! -s "$dir/bad.err" ] || [ -e "$dir/bad/pids" ]; then
+    echo "start $bad: exit $rc, $(cat "$dir/bad.err")" >&2; exit 1
+  fi
+done
+
 # A node whose port is taken fails the start at once, saying which and why
 # (not after a minute of asking it for its health), and leaves nothing
 # running. A Redis server of our own takes the first node's port. (Another
@@ -24,7 +41,7 @@ trap 'echo "failed at line $LINENO; logs:" >&2; tail -n 5 "$dir"/*.log "$dir"/*/
 # check is tried again on other ports.)
 clear_error=0
 for attempt in 1 2 3; do
-  base=$((44000 + RANDOM % 4000))
+  base="$(draw_base)"
   redis-server --port "$((base + 100))" --bind 127.0.0.1 --save "" --appendonly no \
     > "$dir/squatter.log" 2>&1 &
   squatter=$!
@@ -50,7 +67,7 @@ done
 
 started=0
 for attempt in 1 2 3; do
-  base=$((40000 + RANDOM % 4000))
+  base="$(draw_base)"
   if "$root/tools/cluster.sh" start --dir "$dir" --base-port "$base" --nodes 2; then
     started=1
     break
