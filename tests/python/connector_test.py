@@ -72,12 +72,47 @@ class FakeEngine:
             [ScheduledRequest(request.request_id, computed, list(block_ids), True)],
             {request.request_id: request.num_tokens - computed})
         failed = self.worker.load(plan.loads)
+        self.save(plan)
+        stored = self.worker.flush()
+        self.scheduler.step_done(plan.step, failed)
+        self.scheduler.finished(request.request_id)
+        return matched, plan, failed, stored
+
+    def save(self, plan):
+        """The forward's saves: every layer, then the step's end."""
         for layer in range(LAYERS):
             self.worker.save_layer(layer, plan.saves)
         self.worker.finish_saves(plan.saves)
-        stored = self.worker.flush()
-        self.scheduler.finished(request.request_id)
-        return matched, plan, failed, stored
+
+
+class FailingGets:
+    """A client whose get() fails as a whole (as a passed deadline or a
+    broken connection does); everything else is the real client's. With
+    `late_write`, a get into a region is recorded, and the next put first
+    writes 0xFF where that get would have put its first block: kvtierd
+    finishing the abandoned copy while the worker has moved on."""
+
+    def __init__(self, client, late_write=False):
+        self._client = client
+        self._late_write = late_write
+        self._abandoned = None  # (region, offset) of a failed get
+        self.gets = 0
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def get(self, keys, region=None, offsets=None, **kw):
+        self.gets += 1
+        if region is not None and self._late_write:
+            self._abandoned = (region, offsets[0])
+        raise errors.DeadlineExceeded("deadline exceeded (injected)")
+
+    def put(self, blocks, **kw):
+        if self._abandoned is not None:
+            region, offset = self._abandoned
+            if not region.closed:
+                region.buf[offset:offset + 64] = b"\xff" * 64
+        return self._client.put(blocks, **kw)
 
 
 def prompt(seed, n):
@@ -448,6 +483,134 @@ class ConnectorDaemonTest(unittest.TestCase):
         c = self.engine(vllm_block=32, kvtier_block=64, seed=20)
         self.assertEqual(c.run_prefill(request("c", fresh), list(range(30, 37)))[0], 192)
         self.assert_same_kv(b, miss_ids, c, list(range(30, 37)), 192)
+
+    def test_a_failed_load_publishes_nothing_computed_on_it(self):
+        # kvtierd holds blocks 0-1 of the prompt; B's loads of them fail.
+        tokens = prompt(30, 4 * 64 + 1)
+        a = self.engine(vllm_block=64, kvtier_block=64, seed=21)
+        a.run_prefill(request("a", tokens[:2 * 64 + 1]), [0, 1, 2])
+        b = FakeEngine(FailingGets(self.client), 64, 64, seed=22)
+        self.addCleanup(b.close)
+        self.assertEqual(b.scheduler.match(request("b", tokens), 0), 128)
+        b.scheduler.allocated("b", 128)
+        ids = [10, 11, 12, 13, 14]
+        plan = b.scheduler.build([ScheduledRequest("b", 128, ids, True)], {"b": 129})
+        # Blocks 2-3, computed in this step on top of blocks 0-1, wait.
+        self.assertEqual((len(plan.loads), plan.saves), (1, []))
+        failed = b.worker.load(plan.loads)
+        self.assertEqual(failed, {10, 11})
+        b.save(plan)
+        self.assertEqual(b.worker.flush(), 0)
+        self.assertEqual(self.client.lookup(token_ids=tokens,
+                                            namespace=b.namespace.for_rank(0)).hit_blocks, 2)
+        # vLLM moves the request back to its first failed block and recomputes
+        # from there: every block is saved from its recomputed KV.
+        b.scheduler.step_done(plan.step, failed)
+        self.assertEqual(b.scheduler.stats.failed_loads, 1)
+        again = b.scheduler.build([ScheduledRequest("b", 0, None, False)], {"b": 257})
+        self.assertEqual(again.loads, [])
+        self.assertEqual([ids for s in again.saves for ids in s.vllm_block_ids],
+                         [[10], [11], [12], [13]])
+        b.save(again)
+        self.assertEqual(b.worker.flush(), 4)
+        self.assertEqual(self.client.lookup(token_ids=tokens,
+                                            namespace=b.namespace.for_rank(0)).hit_blocks, 4)
+
+    def test_saves_wait_for_the_loads_they_read(self):
+        shared = prompt(31, 2 * 64 + 1)
+        a = self.engine(vllm_block=64, kvtier_block=64, seed=23)
+        a.run_prefill(request("a", shared), [0, 1, 2])
+        b = self.engine(vllm_block=64, kvtier_block=64, seed=24)
+        long_ = shared[:128] + prompt(32, 2 * 64 + 1)
+        fresh = prompt(33, 2 * 64 + 1)
+        # "hit" loads blocks 0-1 into vLLM blocks 10-11; vLLM lets "share"
+        # (the same prefix) use them as its own hit in the same step; "fresh"
+        # reads nothing loaded.
+        self.assertEqual(b.scheduler.match(request("hit", long_), 0), 128)
+        b.scheduler.allocated("hit", 128)
+        self.assertEqual(b.scheduler.match(request("share", long_), 128), 0)
+        self.assertEqual(b.scheduler.match(request("fresh", fresh), 0), 0)
+        hit_ids, share_ids, fresh_ids = [10, 11, 12, 13, 14], [10, 11, 20, 21, 22], [30, 31, 32]
+        step = b.scheduler.build(
+            [ScheduledRequest("hit", 128, hit_ids, True),
+             ScheduledRequest("share", 128, share_ids, True),
+             ScheduledRequest("fresh", 0, fresh_ids, True)],
+            {"hit": 129, "share": 129, "fresh": 129})
+        self.assertEqual([s.request_id for s in step.saves], ["fresh"])
+        self.assertEqual(b.scheduler.stats.held_saves, 2)
+        self.assertEqual(b.worker.load(step.loads), set())
+        b.save(step)
+        # A step scheduled before the load's outcome is known still waits.
+        decode = [ScheduledRequest("hit", 257, None, False),
+                  ScheduledRequest("share", 257, None, False)]
+        early = b.scheduler.build(decode, {"hit": 1, "share": 1})
+        self.assertEqual(early.saves, [])
+        b.scheduler.step_done(step.step, set())
+        b.scheduler.step_done(early.step, set())
+        late = b.scheduler.build(decode, {"hit": 1, "share": 1})
+        self.assertEqual([(s.request_id, s.vllm_block_ids) for s in late.saves],
+                         [("hit", [[12], [13]]), ("share", [[20], [21]])])
+        b.save(late)
+        b.worker.flush()
+        self.assertEqual(b.scheduler.match(request("again", long_), 0), 256)
+
+    def test_a_region_whose_get_failed_is_not_reused(self):
+        # kvtierd may still be copying into the region after the get gave up;
+        # this step's saves must not be packed where that copy lands.
+        tokens = prompt(34, 2 * 64 + 1)
+        a = self.engine(vllm_block=64, kvtier_block=64, seed=25)
+        a.run_prefill(request("a", tokens), [0, 1, 2])
+        client = FailingGets(self.client, late_write=True)
+        b = FakeEngine(client, 64, 64, seed=26, shm_bytes=1 << 20)
+        self.addCleanup(b.close)
+        self.assertTrue(b.worker.uses_shared_memory)
+        self.assertEqual(b.scheduler.match(request("hit", tokens), 0), 128)
+        b.scheduler.allocated("hit", 128)
+        fresh = prompt(35, 64 + 1)
+        self.assertEqual(b.scheduler.match(request("fresh", fresh), 0), 0)
+        fresh_ids = [20, 21]
+        plan = b.scheduler.build([ScheduledRequest("hit", 128, [10, 11, 12], True),
+                                  ScheduledRequest("fresh", 0, fresh_ids, True)],
+                                 {"hit": 1, "fresh": 65})
+        self.assertEqual(b.worker.load(plan.loads), {10, 11})
+        b.save(plan)
+        self.assertEqual(b.worker.flush(), 1)
+        # The published block is the fresh request's KV, untouched.
+        c = self.engine(vllm_block=64, kvtier_block=64, seed=27)
+        self.assertEqual(c.run_prefill(request("c", fresh), [40, 41])[0], 64)
+        self.assert_same_kv(b, fresh_ids, c, [40, 41], 64)
+        self.assertEqual(b.worker.stats.regions_replaced, 1)
+        self.assertTrue(b.worker.uses_shared_memory)
+
+    def test_a_stalled_daemon_costs_one_lookup_deadline_then_a_back_off(self):
+        # A daemon that accepts connections and never answers.
+        import socket
+        stalled = socket.socket()
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(16)
+        self.addCleanup(stalled.close)
+        client = KvtierClient(f"127.0.0.1:{stalled.getsockname()[1]}", timeout=30)
+        self.addCleanup(client.close)
+        now = [1000.0]
+        mapping = BlockMapping(64, 64)
+        ns = EngineNamespace(model_id="m", model_revision="r", kv_dtype="f16", block_tokens=64,
+                             tp_size=1)
+        sched = KvtierScheduler(client, mapping, ns.for_rank, tp_size=1, ttl=TtlClasses(),
+                                lease_ms=1000, lookup_timeout_s=0.2, clock=lambda: now[0])
+        self.assertEqual(sched.match(request("a", prompt(36, 200)), 0), 0)
+        self.assertEqual((sched.stats.lookups, sched.stats.lookup_errors), (1, 1))
+        # Within the back-off (1 s) nothing is asked; past it, one lookup,
+        # whose failure doubles the back-off.
+        now[0] += 0.9
+        self.assertEqual(sched.match(request("b", prompt(37, 200)), 0), 0)
+        self.assertEqual((sched.stats.lookups, sched.stats.lookups_skipped), (1, 1))
+        now[0] += 0.2
+        self.assertEqual(sched.match(request("c", prompt(38, 200)), 0), 0)
+        self.assertEqual((sched.stats.lookups, sched.stats.lookup_errors), (2, 2))
+        now[0] += 1.5
+        sched.match(request("d", prompt(39, 200)), 0)
+        self.assertEqual((sched.stats.lookups, sched.stats.lookups_skipped), (2, 2))
+        self.assertLess(sched.stats.lookup_s, 20)  # not the client's 30 s deadline
 
     def test_daemon_down_serves_without_it(self):
         gone = KvtierClient("127.0.0.1:1", timeout=2)

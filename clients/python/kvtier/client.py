@@ -63,10 +63,12 @@ class KvtierClient:
 
     # --- plumbing -------------------------------------------------------
 
-    def _call(self, method, request):
-        """Runs a unary call (or a stream-unary one, given an iterator)."""
+    def _call(self, method, request, timeout=None):
+        """Runs a unary call (or a stream-unary one, given an iterator), with
+        `timeout` seconds or the client's."""
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
+            return method(request, timeout=self.timeout if timeout is None else timeout,
+                          metadata=self._metadata)
         except grpc.RpcError as e:
             raise errors.from_rpc_error(e) from None
 
@@ -93,7 +95,8 @@ class KvtierClient:
         ...). Needs no API key. Raises Unavailable when it cannot be reached."""
         return self._call(self.admin.Health, pb2.HealthRequest())
 
-    def lookup(self, token_ids=None, keys=None, lease_ms=0, return_keys=False, namespace=None):
+    def lookup(self, token_ids=None, keys=None, lease_ms=0, return_keys=False, namespace=None,
+               timeout=None):
         """The longest cached run from the first block of `token_ids` (every
         full block of them) or of `keys` (16-byte block keys in prefix order),
         and where each hit block lives. Exactly one of token_ids and keys.
@@ -106,11 +109,12 @@ class KvtierClient:
         Raises InvalidArgument (neither or both queries, a key not 16 bytes,
         a bad namespace, a lease longer than the daemon's --max-lease-ms) and
         ResourceExhausted (the tenant's lease limits), Unauthenticated.
+        `timeout` (seconds) replaces the client's deadline for this call.
         """
         request = self._message(
             pb2.BatchLookupRequest, namespace=self._ns(namespace), token_ids=token_ids,
             keys=keys, lease_ms=lease_ms, return_keys=return_keys)
-        r = self._call(self.block_store.BatchLookup, request)
+        r = self._call(self.block_store.BatchLookup, request, timeout)
         return LookupResult(
             query_blocks=r.query_blocks, hit_blocks=r.hit_blocks, hit_tokens=r.hit_tokens,
             block_tokens=r.block_tokens, hits=[BlockInfo.from_proto(h) for h in r.hits],
@@ -291,12 +295,12 @@ class KvtierClient:
             shm_offset=block.shm_offset if region is not None else None, tokens=block.tokens)
         return message, (view if region is None else None)
 
-    def release(self, lease_id):
+    def release(self, lease_id, timeout=None):
         """Ends a lease early; returns how many blocks it released.
         Raises NotFound for an unknown, expired, released or another
-        tenant's lease."""
+        tenant's lease. `timeout` as for lookup()."""
         request = self._message(pb2.ReleaseRequest, lease_id=lease_id)
-        return self._call(self.block_store.Release, request).released_blocks
+        return self._call(self.block_store.Release, request, timeout).released_blocks
 
     def delete(self, key, namespace=None):
         """Removes one block. Raises NotFound when it is not cached and

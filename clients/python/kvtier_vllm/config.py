@@ -15,7 +15,8 @@ Keys of kv_connector_extra_config (all optional but addr):
 | model_id       | the namespace's model (default: vLLM's model name or path)     |
 | model_revision | the namespace's revision (default: vLLM's --revision or "")    |
 | cache_salt     | the engine's salt within its tenant ("")                       |
-| timeout_s      | per-call deadline, seconds (30)                                |
+| timeout_s      | per-call deadline of loads and saves, seconds (30)             |
+| lookup_timeout_s | deadline of a lookup or lease release, seconds (1): they run on vLLM's scheduler thread |
 
 Unknown keys are refused, so a misspelt setting is never silently ignored.
 """
@@ -33,9 +34,11 @@ DEFAULT_ADDR = "127.0.0.1:50051"
 DEFAULT_LEASE_MS = 30000
 DEFAULT_SHM_BYTES = 256 << 20
 DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_LOOKUP_TIMEOUT_S = 1.0
 
 _KNOWN_KEYS = {"addr", "api_key", "block_tokens", "lease_ms", "shm_bytes", "ttl_class",
-               "ttl_classes", "model_id", "model_revision", "cache_salt", "timeout_s"}
+               "ttl_classes", "model_id", "model_revision", "cache_salt", "timeout_s",
+               "lookup_timeout_s"}
 
 # vLLM's KV cache dtypes (torch dtype names) -> kvtier's kv_dtype.
 KV_DTYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
@@ -53,6 +56,15 @@ def _int_setting(extra, key, default, minimum):
     return value
 
 
+def _seconds_setting(extra, key, default):
+    value = extra.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or value == float("inf"):
+        raise ConfigError(f"kv_connector_extra_config {key!r} must be a positive number of "
+                          f"seconds, not {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class ConnectorConfig:
     addr: str = DEFAULT_ADDR
@@ -65,6 +77,7 @@ class ConnectorConfig:
     model_revision: Optional[str] = None
     cache_salt: str = ""
     timeout_s: float = DEFAULT_TIMEOUT_S
+    lookup_timeout_s: float = DEFAULT_LOOKUP_TIMEOUT_S
 
     @classmethod
     def from_extra_config(cls, extra: Optional[Mapping[str, Any]],
@@ -80,10 +93,8 @@ class ConnectorConfig:
         block_tokens = extra.get("block_tokens")
         if block_tokens is not None:
             block_tokens = _int_setting(extra, "block_tokens", None, 1)
-        timeout_s = extra.get("timeout_s", DEFAULT_TIMEOUT_S)
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
-            raise ConfigError(f"kv_connector_extra_config 'timeout_s' must be a positive number, "
-                              f"not {timeout_s!r}")
+        timeout_s = _seconds_setting(extra, "timeout_s", DEFAULT_TIMEOUT_S)
+        lookup_timeout_s = _seconds_setting(extra, "lookup_timeout_s", DEFAULT_LOOKUP_TIMEOUT_S)
         for key in ("api_key", "model_id", "model_revision", "cache_salt", "ttl_class"):
             if key in extra and not isinstance(extra[key], str):
                 raise ConfigError(f"kv_connector_extra_config {key!r} must be a string, "
@@ -102,7 +113,8 @@ class ConnectorConfig:
             model_id=extra.get("model_id"),
             model_revision=extra.get("model_revision"),
             cache_salt=extra.get("cache_salt", ""),
-            timeout_s=float(timeout_s),
+            timeout_s=timeout_s,
+            lookup_timeout_s=lookup_timeout_s,
         )
 
 

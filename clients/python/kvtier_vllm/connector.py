@@ -22,6 +22,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorBase_V1,
     KVConnectorMetadata,
     KVConnectorRole,
+    KVConnectorWorkerMetadata,
 )
 from vllm.v1.kv_cache_interface import FullAttentionSpec, MLAAttentionSpec
 from vllm.v1.metrics.cache_hit_source import CacheHitSource
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks
     from vllm.v1.core.sched.output import SchedulerOutput
     from vllm.v1.kv_cache_interface import KVCacheConfig
+    from vllm.v1.outputs import KVConnectorOutput
     from vllm.v1.request import Request
 
 log = logging.getLogger("kvtier_vllm")
@@ -66,6 +68,18 @@ _TIER_SOURCES = {"dram": CacheHitSource.HOST, "flash": CacheHitSource.DISK,
 @dataclass
 class KvtierConnectorMetadata(KVConnectorMetadata):
     plan: StepPlan
+
+
+@dataclass
+class KvtierWorkerMetadata(KVConnectorWorkerMetadata):
+    """Back to the scheduler after each step: which step the workers
+    finished (its failed loads travel in vLLM's invalid_block_ids)."""
+    step: int
+
+    def aggregate(self, other: "KVConnectorWorkerMetadata") -> "KvtierWorkerMetadata":
+        if not isinstance(other, KvtierWorkerMetadata):
+            return self
+        return KvtierWorkerMetadata(step=min(self.step, other.step))
 
 
 def _attention_spec(kv_cache_config: "KVCacheConfig"):
@@ -131,6 +145,7 @@ class KvtierConnector(KVConnectorBase_V1):
         self._worker: Optional[KvtierWorker] = None
         self._layer_index: Dict[str, int] = {}
         self._load_errors: set = set()
+        self._step_done: Optional[int] = None  # the last step this worker ran
         if role == KVConnectorRole.SCHEDULER:
             if getattr(tc, "kv_load_failure_policy", "recompute") != "recompute":
                 log.warning("kvtier: kv_load_failure_policy is %r: a block kvtierd lost (or "
@@ -140,7 +155,8 @@ class KvtierConnector(KVConnectorBase_V1):
             self._scheduler = KvtierScheduler(
                 self._client, self._mapping, self._namespace.for_rank,
                 tp_size=parallel.tensor_parallel_size, ttl=self._config.ttl,
-                lease_ms=self._config.lease_ms, load=tc.is_kv_consumer, save=tc.is_kv_producer)
+                lease_ms=self._config.lease_ms, load=tc.is_kv_consumer, save=tc.is_kv_producer,
+                lookup_timeout_s=self._config.lookup_timeout_s)
         log.info("kvtier: %s connector for kvtierd at %s: model %r, %s KV, kvtier blocks of %d "
                  "tokens = %d vLLM blocks of %d, TP size %d", role.name.lower(),
                  self._config.addr, self._namespace.model_id, self._namespace.kv_dtype,
@@ -186,6 +202,7 @@ class KvtierConnector(KVConnectorBase_V1):
         plan = self._plan()
         if plan.loads and self._worker is not None:
             self._load_errors |= self._worker.load(plan.loads)
+        self._step_done = plan.step
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         return  # start_load_kv loaded every layer
@@ -203,6 +220,10 @@ class KvtierConnector(KVConnectorBase_V1):
     def get_block_ids_with_load_errors(self) -> set[int]:
         errors, self._load_errors = self._load_errors, set()
         return errors
+
+    def build_connector_worker_meta(self) -> Optional[KVConnectorWorkerMetadata]:
+        step, self._step_done = self._step_done, None
+        return None if step is None else KvtierWorkerMetadata(step=step)
 
     def shutdown(self):
         if self._worker is not None:
@@ -262,6 +283,14 @@ class KvtierConnector(KVConnectorBase_V1):
                 replaces_block_ids=req_id in cached.resumed_req_ids))
         plan = self._scheduler.build(scheduled, scheduler_output.num_scheduled_tokens)
         return KvtierConnectorMetadata(plan=plan)
+
+    def update_connector_output(self, connector_output: "KVConnectorOutput"):
+        # After vLLM moved the requests with invalid blocks back (the union
+        # of every rank's load errors): saves that waited for the step's
+        # loads may go now, and those requests' blocks are saved again.
+        meta = connector_output.kv_connector_worker_meta
+        step = meta.step if isinstance(meta, KvtierWorkerMetadata) else None
+        self._scheduler.step_done(step, set(connector_output.invalid_block_ids or ()))
 
     def request_finished(self, request: "Request",
                          block_ids: list[int]) -> tuple[bool, Optional[dict]]:

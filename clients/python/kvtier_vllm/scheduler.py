@@ -20,11 +20,23 @@ A request's life:
      release them; and each step, every prompt block that became full and
      is not known to be in kvtierd gets a BlockSave (with the request's TTL).
   4. finished(): any lease not yet handed over is released.
+
+Saves wait for the loads they read. A block computed in a step is computed
+on the KV loaded for that step; if a load failed (on any TP rank), vLLM
+computed it on blocks that hold nothing, and it would be published under a
+right key with wrong bytes, which kvtierd then keeps (it keeps a key's
+first version). So no save is planned for a request that holds a vLLM
+block loaded in a step whose outcome is not known yet (the loading request
+itself, and any request vLLM let share those blocks); the blocks wait in
+`saved_blocks` and are planned once step_done() reports the step. A failed
+load's blocks (vLLM's invalid_block_ids, the union over ranks) move every
+request that holds one back to the block before it: vLLM recomputes from
+there, and those blocks are published once recomputed.
 """
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 from kvtier import Namespace, errors
 
@@ -73,6 +85,7 @@ class BlockSave:
 
 @dataclass
 class StepPlan:
+    step: int = 0                         # build()'s count; step_done() names it back
     loads: List[BlockLoad] = field(default_factory=list)
     saves: List[BlockSave] = field(default_factory=list)
 
@@ -90,10 +103,13 @@ class ScheduledRequest:
 class SchedulerStats:
     lookups: int = 0
     lookup_errors: int = 0
+    lookups_skipped: int = 0    # requests served without a lookup: kvtierd failed just before
     lookup_s: float = 0.0       # wall time in lookups
     matched_tokens: int = 0     # tokens beyond vLLM's own hit that kvtierd offered
     loaded_tokens: int = 0      # of those, tokens handed to the workers to load
     saved_blocks: int = 0       # blocks handed to the workers to publish
+    held_saves: int = 0         # times a request's saves waited for a load's outcome
+    failed_loads: int = 0       # requests moved back by a failed load (vLLM recomputes)
 
 
 @dataclass
@@ -113,10 +129,17 @@ class _RequestState:
 class KvtierScheduler:
     def __init__(self, client, mapping: BlockMapping,
                  namespace_for: Callable[[int, Optional[str]], Namespace], tp_size: int,
-                 ttl: TtlClasses, lease_ms: int, load: bool = True, save: bool = True):
+                 ttl: TtlClasses, lease_ms: int, load: bool = True, save: bool = True,
+                 lookup_timeout_s: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic):
         """`namespace_for(tp_rank, request_salt)` gives the namespace of a
         rank for a request; `load`/`save` follow vLLM's kv_role (kv_consumer
-        only loads, kv_producer only saves)."""
+        only loads, kv_producer only saves). Lookups and releases run on
+        vLLM's scheduler thread, which every running request waits for: they
+        have their own deadline (`lookup_timeout_s`; None: the client's), and
+        after a failed lookup requests are served without kvtierd, asking it
+        nothing, for a back-off of 1 s that doubles with each further failure
+        up to 32 s, until a lookup succeeds."""
         self._client = client
         self._mapping = mapping
         self._namespace_for = namespace_for
@@ -126,6 +149,13 @@ class KvtierScheduler:
         self._load = load
         self._save = save
         self._requests: Dict[str, _RequestState] = {}
+        self._lookup_timeout_s = lookup_timeout_s
+        self._clock = clock
+        self._backoff_s = 0.0      # after the last failure; 0 when the last lookup worked
+        self._down_until = 0.0     # clock() before which nothing is asked
+        self._step = 0
+        # Steps whose loads' outcome is not known yet -> the vLLM blocks they load.
+        self._loading: Dict[int, Set[int]] = {}
         self.stats = SchedulerStats()
 
     @property
@@ -158,6 +188,9 @@ class KvtierScheduler:
         return new_tokens
 
     def _lookup(self, req: RequestInfo) -> Optional[_RequestState]:
+        if self._clock() < self._down_until:
+            self.stats.lookups_skipped += 1
+            return None
         keys, hits, leases, tiers = [], [], [], []
         tokens = list(req.prompt_token_ids)
         start = time.monotonic()
@@ -166,21 +199,26 @@ class KvtierScheduler:
                 self.stats.lookups += 1
                 r = self._client.lookup(
                     token_ids=tokens, lease_ms=self._lease_ms if self._load else 0,
-                    return_keys=True, namespace=self._namespace_for(rank, req.cache_salt))
+                    return_keys=True, namespace=self._namespace_for(rank, req.cache_salt),
+                    timeout=self._lookup_timeout_s)
                 keys.append(list(r.keys))
                 hits.append(r.hit_blocks)
                 leases.append(r.lease_id)
                 tiers.append([h.tier for h in r.hits])
         except errors.KvtierError as e:
-            # kvtierd down or refusing: serve the request without it.
+            # kvtierd down or refusing: serve the request without it, and
+            # the next ones too for a while.
             self.stats.lookup_errors += 1
-            log.warning("kvtier: lookup of request %s failed, computing it: %s",
-                        req.request_id, e)
+            self._backoff_s = min(32.0, 2 * self._backoff_s) if self._backoff_s else 1.0
+            self._down_until = self._clock() + self._backoff_s
+            log.warning("kvtier: lookup of request %s failed, computing it (and asking kvtierd "
+                        "nothing for %g s): %s", req.request_id, self._backoff_s, e)
             for lease_id in leases:
                 self._release_lease(lease_id)
             return None
         finally:
             self.stats.lookup_s += time.monotonic() - start
+        self._backoff_s = 0.0
         ttl_seconds = None
         if self._save:
             try:
@@ -221,7 +259,9 @@ class KvtierScheduler:
     def build(self, scheduled: Sequence[ScheduledRequest],
               num_scheduled_tokens: Mapping[str, int]) -> StepPlan:
         """This step's loads and saves. Hands leases over to the workers."""
-        plan = StepPlan()
+        self._step += 1
+        plan = StepPlan(step=self._step)
+        states = []
         for s in scheduled:
             state = self._requests.get(s.request_id)
             if state is None:
@@ -232,11 +272,40 @@ class KvtierScheduler:
                 state.block_ids.extend(s.new_block_ids)
             if state.load_tokens > 0:
                 plan.loads.append(self._plan_load(state))
+            states.append((s, state))
+        if plan.loads:
+            self._loading[plan.step] = {b for load in plan.loads
+                                        for ids in load.vllm_block_ids for b in ids
+                                        if b is not None}
+        loading = set().union(*self._loading.values()) if self._loading else set()
+        for s, state in states:
+            if loading and not loading.isdisjoint(state.block_ids):
+                self.stats.held_saves += 1
+                continue  # planned once the loads it reads are known good
             computed = s.num_computed_tokens + num_scheduled_tokens.get(s.request_id, 0)
             save = self._plan_save(state, computed)
             if save is not None:
                 plan.saves.append(save)
         return plan
+
+    def step_done(self, step: Optional[int], invalid_block_ids: Set[int]):
+        """The workers finished step `step` (and every step before it; None:
+        a step they did not name); `invalid_block_ids` are the vLLM blocks
+        whose load failed on any rank. A request holding one goes back to
+        the kvtier block before it: vLLM recomputes from there, and those
+        blocks are saved then."""
+        if step is not None:
+            for done in [k for k in self._loading if k <= step]:
+                del self._loading[done]
+        if not invalid_block_ids:
+            return
+        per = self._mapping.vllm_blocks_per_block
+        for state in self._requests.values():
+            first = next((i for i, b in enumerate(state.block_ids) if b in invalid_block_ids),
+                         None)
+            if first is not None and first // per < state.saved_blocks:
+                state.saved_blocks = first // per
+                self.stats.failed_loads += 1
 
     def _plan_load(self, state: _RequestState) -> BlockLoad:
         m = self._mapping
@@ -298,7 +367,7 @@ class KvtierScheduler:
         if lease_id is None:
             return
         try:
-            self._client.release(lease_id)
+            self._client.release(lease_id, timeout=self._lookup_timeout_s)
         except errors.NotFound:
             pass  # expired already
         except errors.KvtierError as e:

@@ -35,6 +35,7 @@ class WorkerStats:
     saved_blocks: int = 0      # (these three and publish_s: the publishing thread's)
     saved_bytes: int = 0
     failed_saves: int = 0
+    regions_replaced: int = 0  # regions given up after a get into them failed
     publish_s: float = 0.0     # wall time publishing, in the background
     load_s: float = 0.0        # wall time in load()
     load_get_s: float = 0.0    # of which waiting for kvtierd's get (and checksums)
@@ -62,15 +63,7 @@ class KvtierWorker:
         self._region = None
         self._region_array = None  # a uint8 view of the region; dropped before it closes
         if shm_bytes > 0:
-            try:
-                self._region = client.open_shm(shm_bytes)
-                self._region_array = np.frombuffer(self._region.buf, dtype=np.uint8)
-                # Fault the region's pages in now, at engine start: the first
-                # load into fresh pages would otherwise pay for them (a 40 MiB
-                # load took 74 ms instead of 15).
-                self._region_array.fill(0)
-            except errors.KvtierError as e:
-                log.warning("kvtier: no shared memory from kvtierd (%s); blocks go over gRPC", e)
+            self._open_region(shm_bytes)
         self._staging = None        # this step's save payloads: [blocks, block_bytes]
         self._staging_in_region = False
         self._packed_layers: Set[int] = set()
@@ -148,12 +141,42 @@ class KvtierWorker:
         for start in range(0, n, per):
             yield start, min(per, n - start)
 
+    def _open_region(self, nbytes):
+        try:
+            self._region = self._client.open_shm(nbytes)
+            self._region_array = np.frombuffer(self._region.buf, dtype=np.uint8)
+            # Fault the region's pages in now, at engine start: the first
+            # load into fresh pages would otherwise pay for them (a 40 MiB
+            # load took 74 ms instead of 15).
+            self._region_array.fill(0)
+        except errors.KvtierError as e:
+            self._region, self._region_array = None, None
+            log.warning("kvtier: no shared memory from kvtierd (%s); blocks go over gRPC", e)
+
+    def _replace_region(self):
+        """A get into the region failed as a whole (its deadline passed,
+        the connection broke): kvtierd may still be copying blocks into it,
+        after this worker has moved on to the next load or to packing saves
+        there. The region is given up (the daemon's late writes land in
+        memory no one reads) and a fresh one is opened."""
+        size = self._region.size
+        self._region_array = None
+        self._region.close()
+        self._region = None
+        self.stats.regions_replaced += 1
+        self._open_region(size)
+
     def _get(self, keys, ns):
         """[(GetResult, payload uint8 array or None)] for keys."""
         size = self.block_bytes
         if self._region_blocks():
             offsets = [i * size for i in range(len(keys))]
-            results = self._client.get(keys, region=self._region, offsets=offsets, namespace=ns)
+            try:
+                results = self._client.get(keys, region=self._region, offsets=offsets,
+                                           namespace=ns)
+            except errors.KvtierError:
+                self._replace_region()
+                raise
             return [(r, self._checked(r, self._region_array[o:o + size]))
                     for r, o in zip(results, offsets)]
         results = self._client.get(keys, namespace=ns)
