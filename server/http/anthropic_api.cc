@@ -42,7 +42,7 @@ json ErrorBody(const ApiError& e) {
 
 void Reply(httplib::Response& res, const ApiError& e) {
   res.status = e.kind == ErrorKind::kOverloaded ? 529 : HttpStatusOf(e.kind);
-  res.set_content(ErrorBody(e).dump(), "application/json");
+  res.set_content(Dump(ErrorBody(e)), "application/json");
 }
 
 ApiError Invalid(const Status& s) {
@@ -68,7 +68,7 @@ Status ReadCacheControl(const json& block, const std::string& where, std::string
   const json t = it->value("ttl", json("5m"));
   if (t != "5m" && t != "1h") {
     return Status::InvalidArgument(where + ".cache_control.ttl: must be \"5m\" or \"1h\", not " +
-                                   t.dump());
+                                   Dump(t));
   }
   *ttl = t.get<std::string>();
   return Status::Ok();
@@ -86,7 +86,7 @@ Status ReadContent(const json& content, const std::string& where, std::vector<Ch
       if (!b.is_object()) return Status::InvalidArgument(at + ": expected a content block object");
       const json type = b.value("type", json());
       if (type != "text") {
-        return Status::InvalidArgument(at + ".type: " + type.dump() +
+        return Status::InvalidArgument(at + ".type: " + Dump(type) +
                                        " is not supported (kvtier serves text blocks only)");
       }
       if (!b.contains("text") || !b["text"].is_string()) {
@@ -168,7 +168,7 @@ Status ParseMessages(const Services& s, const json& body, bool for_count, v1::Ge
     const json role = m.value("role", json());
     if (role != "user" && role != "assistant") {
       return Status::InvalidArgument(at + ".role: must be \"user\" or \"assistant\", not " +
-                                     role.dump());
+                                     Dump(role));
     }
     ChatMessage msg{role.get<std::string>(), {}};
     if (!m.contains("content")) return Status::InvalidArgument(at + ".content: required");
@@ -218,7 +218,7 @@ json MessageJson(const std::string& id, const std::string& model, const std::str
 }
 
 std::string Event(const char* name, const json& data) {
-  return std::string("event: ") + name + "\ndata: " + data.dump() + "\n\n";
+  return std::string("event: ") + name + "\ndata: " + Dump(data) + "\n\n";
 }
 
 // The SSE events of a streamed message (Anthropic's order): message_start
@@ -335,7 +335,7 @@ void HandleMessages(Services& s, const httplib::Request& http, httplib::Response
   if (grpc::Status st = s.api.Generate(caller, req, &sink, &final); !st.ok()) {
     return Reply(res, ErrorOf(st));
   }
-  res.set_content(MessageJson(NewId("msg_"), model, sink.text() + final.text(), final).dump(),
+  res.set_content(Dump(MessageJson(NewId("msg_"), model, sink.text() + final.text(), final)),
                   "application/json");
 }
 
@@ -357,7 +357,7 @@ void HandleCountTokens(Services& s, const httplib::Request& http, httplib::Respo
   if (grpc::Status st = s.api.CountTokens(caller, req, &tokens); !st.ok()) {
     return Reply(res, ErrorOf(st));
   }
-  res.set_content(json{{"input_tokens", tokens}}.dump(), "application/json");
+  res.set_content(Dump(json{{"input_tokens", tokens}}), "application/json");
 }
 
 }  // namespace

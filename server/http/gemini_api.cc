@@ -50,11 +50,11 @@ json ErrorBody(const ApiError& e) {
 
 void Reply(httplib::Response& res, const ApiError& e) {
   res.status = HttpStatusOf(e.kind);
-  res.set_content(ErrorBody(e).dump(), "application/json");
+  res.set_content(Dump(ErrorBody(e)), "application/json");
 }
 
 void ReplyJson(httplib::Response& res, const json& body) {
-  res.set_content(body.dump(), "application/json");
+  res.set_content(Dump(body), "application/json");
 }
 
 ApiError Invalid(const Status& s) {
@@ -154,7 +154,7 @@ Status ReadContents(const json& body, bool required, std::vector<ChatMessage>* c
     const json role = c.value("role", json("user"));
     if (role != "user" && role != "model") {
       return Status::InvalidArgument(at + ".role: must be \"user\" or \"model\", not " +
-                                     role.dump());
+                                     Dump(role));
     }
     ChatMessage msg{role == "model" ? "assistant" : "user", {}};
     KVTIER_RETURN_IF_ERROR(ReadParts(c, at, &msg.content));
@@ -503,7 +503,7 @@ json ResponseJson(const Services& s, const std::string& text, const v1::Generate
   return out;
 }
 
-std::string Event(const json& data) { return "data: " + data.dump() + "\r\n\r\n"; }
+std::string Event(const json& data) { return "data: " + Dump(data) + "\r\n\r\n"; }
 
 void StreamContent(Services& s, const Principal& caller, std::shared_ptr<Admission> admission,
                    v1::GenerateRequest req, httplib::Response& res) {

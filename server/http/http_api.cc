@@ -63,10 +63,25 @@ int HttpStatusOf(ErrorKind kind) {
 }
 
 Result<nlohmann::json> ParseBody(const httplib::Request& req) {
-  nlohmann::json j = nlohmann::json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  // Values past the depth are dropped as they are parsed (so none is built),
+  // and the body is refused.
+  const auto limit_depth = [&too_deep](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+    if (depth > kMaxJsonDepth) too_deep = true;
+    return !too_deep;
+  };
+  nlohmann::json j = nlohmann::json::parse(req.body, limit_depth, /*allow_exceptions=*/false);
+  if (too_deep) {
+    return Status::InvalidArgument("the request body nests deeper than " +
+                                   std::to_string(kMaxJsonDepth) + " levels");
+  }
   if (j.is_discarded()) return Status::InvalidArgument("the request body is not valid JSON");
   if (!j.is_object()) return Status::InvalidArgument("the request body must be a JSON object");
   return j;
+}
+
+std::string Dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace);
 }
 
 namespace {
@@ -237,19 +252,32 @@ void AddServerRoutes(httplib::Server& server, Services& s) {
            {"data",
             {{{"id", s.model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "kvtier"}}}}};
     }
-    res.set_content(j.dump(), "application/json");
+    res.set_content(Dump(j), "application/json");
   });
 }
 
-// The route a request matched, for metrics (paths with ids collapse).
+// The route a request matched, for metrics: one of a fixed set of labels
+// (paths with ids collapse; any other method, path or Gemini method is
+// "other"), so that no client can grow the counters' label set or put its
+// bytes in a label.
 std::string EndpointOf(const httplib::Request& req) {
+  static const char* methods[] = {"GET", "POST", "PATCH", "DELETE"};
+  const char* method = nullptr;
+  for (const char* m : methods) {
+    if (req.method == m) method = m;
+  }
+  if (method == nullptr) return "other";
   const std::string& p = req.path;
   if (p.rfind("/v1beta/cachedContents/", 0) == 0)
-    return req.method + " /v1beta/cachedContents/{id}";
+    return std::string(method) + " /v1beta/cachedContents/{id}";
   if (p.rfind("/v1beta/models/", 0) == 0) {
+    static const char* gemini[] = {":generateContent", ":streamGenerateContent", ":countTokens"};
     const size_t colon = p.rfind(':');
-    return req.method + " /v1beta/models/{model}" +
-           (colon == std::string::npos ? "" : p.substr(colon));
+    const std::string call = colon == std::string::npos ? "" : p.substr(colon);
+    for (const char* g : gemini) {
+      if (call == g) return std::string(method) + " /v1beta/models/{model}" + g;
+    }
+    return "other";
   }
   static const char* known[] = {"/health",
                                 "/v1/models",
@@ -259,7 +287,7 @@ std::string EndpointOf(const httplib::Request& req) {
                                 "/v1/completions",
                                 "/v1beta/cachedContents"};
   for (const char* k : known) {
-    if (p == k) return req.method + " " + p;
+    if (p == k) return std::string(method) + " " + p;
   }
   return "other";
 }

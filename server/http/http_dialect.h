@@ -64,8 +64,22 @@ ApiError ErrorOf(const grpc::Status& s);
 // The usual HTTP status of a kind (kOverloaded: 503; Anthropic uses 529).
 int HttpStatusOf(ErrorKind kind);
 
-// The request body as a JSON object, or an invalid_request naming the problem.
+// How deep a request body's arrays and objects may nest. Copying or
+// printing a JSON value recurses once a level (nlohmann's parser does not),
+// so a body of a few MB nested a million deep would take the thread's stack
+// and the daemon with it; real requests (tool schemas included) nest a few
+// dozen deep.
+inline constexpr int kMaxJsonDepth = 128;
+
+// The request body as a JSON object, or an invalid_request naming the problem
+// (not JSON, not an object, nested deeper than kMaxJsonDepth).
 Result<nlohmann::json> ParseBody(const httplib::Request& req);
+
+// The JSON text of an answer or an event. Strings echoed from a request (a
+// model name from the path, a header, a field's value) may hold bytes that
+// are not UTF-8; they are written as U+FFFD instead of throwing (which would
+// turn a 4xx into an empty 500).
+std::string Dump(const nlohmann::json& j);
 
 // Typed reads of optional fields of a JSON object, each refusing a wrong type
 // with a message naming the field ("max_tokens: expected an integer").

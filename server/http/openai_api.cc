@@ -79,7 +79,7 @@ json ErrorBody(const ApiError& e) {
 
 void Reply(httplib::Response& res, const ApiError& e) {
   res.status = HttpStatusOf(e.kind);
-  res.set_content(ErrorBody(e).dump(), "application/json");
+  res.set_content(Dump(ErrorBody(e)), "application/json");
 }
 
 ApiError Invalid(const Status& s) {
@@ -126,7 +126,7 @@ Status ReadContent(const json& content, const std::string& where, std::vector<Ch
     if (!part.is_object()) return Status::InvalidArgument(at + ": expected a content part object");
     const json type = part.value("type", json());
     if (type != "text") {
-      return Status::InvalidArgument(at + ".type: " + type.dump() +
+      return Status::InvalidArgument(at + ".type: " + Dump(type) +
                                      " is not supported (kvtier serves text parts only)");
     }
     if (!part.contains("text") || !part["text"].is_string()) {
@@ -151,7 +151,7 @@ Status ReadMessages(const json& body, std::vector<ChatMessage>* chat) {
     if (role != "system" && role != "developer" && role != "user" && role != "assistant") {
       return Status::InvalidArgument(
           at + ".role: must be \"system\", \"developer\", \"user\" or \"assistant\", not " +
-          role.dump());
+          Dump(role));
     }
     for (const char* unsupported : {"tool_calls", "function_call"}) {
       if (Given(m, unsupported)) {
@@ -342,7 +342,7 @@ json AnswerJson(Endpoint endpoint, const std::string& id, int64_t created, const
   return answer;
 }
 
-std::string Data(const json& data) { return "data: " + data.dump() + "\n\n"; }
+std::string Data(const json& data) { return "data: " + Dump(data) + "\n\n"; }
 
 // The SSE chunks of a streamed answer (OpenAI's order): for chat, a first
 // chunk opening the assistant's message once the engine admits the prompt;
@@ -489,7 +489,7 @@ void HandleGenerate(Services& s, Endpoint endpoint, const httplib::Request& http
   }
   const std::string id = NewId(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
   res.set_content(
-      AnswerJson(endpoint, id, NowSeconds(s), ask.model, sink.text() + final.text(), final).dump(),
+      Dump(AnswerJson(endpoint, id, NowSeconds(s), ask.model, sink.text() + final.text(), final)),
       "application/json");
 }
 

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -392,6 +393,113 @@ TEST(HttpAnthropicLimitsTest, ATenantAtItsLimitIs429AndAFullDaemonIs529) {
 
 // A request refused because the daemon is at --max-concurrent-requests is a
 // 429 (retry later); one refused for its size stays a 400.
+// Hostile input on every dialect, on a daemon with the default body limit
+// (4 MiB): a body nested a million deep (copying or printing it recursed a
+// frame a level: the worker's stack, and the daemon, died), bytes that are
+// not UTF-8 echoed into an error (printing threw: an empty 500), and paths
+// that would each have grown the request counters' label set.
+TEST(HttpHostileInputTest, DeepBodiesBadBytesAndRandomPathsAreRefusedAndTheDaemonLives) {
+  const std::string dir = TempDir("http_hostile");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/keys") << kAliceKey << " alice\n";
+  DaemonProcess d;
+  ASSERT_TRUE(
+      d.Start(dir + "/data", {"--model-preset", "tiny-8k", "--api-keys", dir + "/keys",
+                              "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}))
+      << d.exit_code();
+  const int port = testing::HttpPortOf(d, kAliceKey);
+  ASSERT_GT(port, 0);
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(120, 0);
+  const httplib::Headers keys = {{"x-api-key", kAliceKey},
+                                 {"Authorization", std::string("Bearer ") + kAliceKey},
+                                 {"x-goog-api-key", kAliceKey}};
+
+  const int depth = 1'000'000;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  const std::string messages =
+      R"({"model":"tiny-8k","max_tokens":4,"messages":[{"role":)" + deep + R"(,"content":"x"}]})";
+  const std::string gemini = R"({"contents":[{"role":)" + deep + R"(,"parts":[{"text":"x"}]}]})";
+  const std::vector<std::pair<std::string, std::string>> posts = {
+      {"/v1/messages", messages},
+      {"/v1/messages/count_tokens", messages},
+      {"/v1/chat/completions", messages},
+      {"/v1/completions", R"({"model":"tiny-8k","max_tokens":4,"prompt":)" + deep + "}"},
+      {"/v1beta/models/tiny-8k:generateContent", gemini},
+      {"/v1beta/models/tiny-8k:streamGenerateContent?alt=sse", gemini},
+      {"/v1beta/cachedContents", R"({"model":"models/tiny-8k","contents":[{"role":)" + deep +
+                                     R"(,"parts":[{"text":"x"}]}]})"}};
+  for (const auto& [path, body] : posts) {
+    auto r = c.Post(path, keys, body, "application/json");
+    ASSERT_TRUE(r) << path << ": " << httplib::to_string(r.error()) << " (did the daemon die?)";
+    EXPECT_EQ(r->status, 400) << path << " -> " << r->body;
+    EXPECT_NE(r->body.find("nests deeper than"), std::string::npos) << path << " -> " << r->body;
+  }
+
+  // Bytes that are not UTF-8, echoed into the error: still the error, in JSON.
+  struct Bad {
+    std::string method, path;
+    httplib::Headers headers;
+    std::string body;
+    int status;
+  };
+  httplib::Headers other_tenant = keys;
+  other_tenant.emplace("x-kvtier-tenant", "\xff\xfe");
+  const std::vector<Bad> bad = {
+      {"POST", "/v1beta/models/%FF:generateContent", keys,
+       R"({"contents":[{"role":"user","parts":[{"text":"x"}]}]})", 404},
+      {"GET", "/v1beta/cachedContents?pageToken=%FF", keys, "", 400},
+      {"POST", "/v1/messages", other_tenant,
+       R"({"model":"tiny-8k","max_tokens":4,"messages":[{"role":"user","content":"x"}]})", 403},
+  };
+  for (const Bad& b : bad) {
+    auto r = b.method == "GET" ? c.Get(b.path, b.headers)
+                               : c.Post(b.path, b.headers, b.body, "application/json");
+    ASSERT_TRUE(r) << b.path;
+    EXPECT_EQ(r->status, b.status) << b.path << " -> " << r->body;
+    EXPECT_TRUE(json::parse(r->body, nullptr, false).is_object()) << b.path << " -> " << r->body;
+  }
+
+  // Paths no route names: the counters' labels stay a fixed set.
+  for (int i = 0; i < 40; ++i) {
+    auto r = c.Get("/v1beta/models/x:" + std::to_string(i), keys);
+    ASSERT_TRUE(r);
+  }
+  ASSERT_TRUE(c.Get("/v1beta/models/x:%FF", keys));
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+
+  auto client = ClientFor(d, kAliceKey);
+  Result<v1::HealthResponse> h = client->Health();
+  ASSERT_TRUE(h.ok()) << h.status();
+  const std::string m = h->metrics_listen();
+  httplib::Client metrics(m.substr(0, m.rfind(':')), std::stoi(m.substr(m.rfind(':') + 1)));
+  auto scrape = metrics.Get("/metrics");
+  ASSERT_TRUE(scrape);
+  std::set<std::string> endpoints;
+  const std::string family = "kvtier_http_requests_total{endpoint=\"";
+  for (size_t at = scrape->body.find(family); at != std::string::npos;
+       at = scrape->body.find(family, at + 1)) {
+    const size_t from = at + family.size();
+    endpoints.insert(scrape->body.substr(from, scrape->body.find('"', from) - from));
+  }
+  const std::set<std::string> fixed = {"GET /health",
+                                       "GET /v1beta/cachedContents",
+                                       "POST /v1/messages",
+                                       "POST /v1/messages/count_tokens",
+                                       "POST /v1/chat/completions",
+                                       "POST /v1/completions",
+                                       "POST /v1beta/models/{model}:generateContent",
+                                       "POST /v1beta/models/{model}:streamGenerateContent",
+                                       "POST /v1beta/cachedContents",
+                                       "other"};
+  for (const std::string& e : endpoints) EXPECT_EQ(fixed.count(e), 1u) << "endpoint label " << e;
+  EXPECT_EQ(endpoints.count("other"), 1u);
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(HttpErrorsTest, BusyIsA429AndTooBigIsA400) {
   const grpc::Status busy(grpc::StatusCode::RESOURCE_EXHAUSTED, "at the limit", kBusyDetail);
   const grpc::Status too_big(grpc::StatusCode::RESOURCE_EXHAUSTED, "prompt too long");
