@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/log.h"
 #include "context/usage.h"
 #include "proto/status_codes.h"
 
@@ -35,6 +36,24 @@ void FillUsage(const Usage& u, v1::Usage* out) {
   out->mutable_cache_creation()->set_ephemeral_1h_input_tokens(u.cache_creation_1h);
   out->set_cache_read_input_tokens(u.cache_read_input_tokens);
   out->set_output_tokens(u.output_tokens);
+}
+
+// The ledger keeps one record per (tenant, request id). The records kvtierd
+// makes itself (a named cache's creation and each storage charge) have ids
+// under these prefixes, which a client's request id may not use: one that
+// did would make the ledger take the charge for a retry of the client's
+// request and drop it.
+constexpr std::string_view kCreateIdPrefix = "create/";
+constexpr std::string_view kStorageIdPrefix = "storage/";
+
+grpc::Status CheckClientRequestId(const std::string& id) {
+  for (std::string_view reserved : {kCreateIdPrefix, kStorageIdPrefix}) {
+    if (id.starts_with(reserved)) {
+      return Invalid("request_id may not begin with \"" + std::string(reserved) +
+                     "\" (kvtierd's own records use it)");
+    }
+  }
+  return grpc::Status::OK;
 }
 
 }  // namespace
@@ -140,6 +159,7 @@ grpc::Status ContextApi::CheckGenerate(const v1::GenerateRequest& req,
       return Invalid("tenant and request_id must be printable ASCII of at most 256 bytes");
     }
   }
+  if (grpc::Status s = CheckClientRequestId(req.request_id()); !s.ok()) return s;
   if (req.prompt().size() > limits_.max_prompt_bytes) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         "prompt of " + std::to_string(req.prompt().size()) +
@@ -377,7 +397,8 @@ UsageRecord ContextApi::StorageRecord(const ModelPrice& price, const std::string
                                       const NamedCache& c, double hours,
                                       const std::string& period) const {
   UsageRecord r;
-  r.request_id = "storage/" + c.name + "/" + period;  // one charge per period, billed once
+  // One charge per period, billed once.
+  r.request_id = std::string(kStorageIdPrefix) + c.name + "/" + period;
   r.tenant = tenant;
   r.model = c.model;
   r.time_ms = clock_->NowMs();
@@ -475,10 +496,12 @@ grpc::Status ContextApi::CreateCache(const Principal& caller, const v1::CreateCa
                             " tokens leaves no room in the model's context of " +
                             std::to_string(model.max_seq_len));
   }
+  if (grpc::Status s = CheckClientRequestId(req->request_id()); !s.ok()) return s;
   (void)named_->Sweep();  // expired caches do not count against the tenant's limit
   // Idempotent on the request id: a retry returns the cache the first call
-  // made, and the records below (keyed by the request id and the cache's
-  // name) are billed once.
+  // made, and the records below (keyed by the cache's name, which is never
+  // reused) are billed once. A request id whose cache was deleted makes a
+  // new cache, billed as such.
   Result<NamedCache> c =
       named_->Create(tenant, model_, tokens, *expiry, req->display_name(), req->request_id());
   if (!c.ok()) return ToGrpcStatus(c.status());
@@ -504,7 +527,7 @@ grpc::Status ContextApi::CreateCache(const Principal& caller, const v1::CreateCa
   const ModelPrice& price = prices_ != nullptr ? prices_->For(model_) : ModelPrice();
   const double hours = static_cast<double>(c->expire_time_ms - c->create_time_ms) / 3.6e6;
   UsageRecord create;
-  create.request_id = req->request_id().empty() ? NewRequestId() : req->request_id();
+  create.request_id = std::string(kCreateIdPrefix) + c->name;
   create.tenant = tenant;
   create.model = model_;
   create.time_ms = now;
@@ -512,8 +535,18 @@ grpc::Status ContextApi::CreateCache(const Principal& caller, const v1::CreateCa
   create.cost = Price(price, create.usage);
   const UsageRecord storage =
       StorageRecord(price, tenant, *c, hours, std::to_string(c->create_time_ms));
-  if (grpc::Status s = Record(create); !s.ok()) return s;
-  if (grpc::Status s = Record(storage); !s.ok()) return s;
+  grpc::Status recorded = Record(create);
+  if (recorded.ok()) recorded = Record(storage);
+  if (!recorded.ok()) {
+    // Unbilled, the cache is not kept: the call changes nothing (the
+    // creation record, if it was written, is billed again by nothing: a
+    // retry makes a new cache with a new name).
+    if (Status s = named_->Delete(tenant, c->name); !s.ok()) {
+      LogError("named_cache_unbilled",
+               LogFields().Add("tenant", tenant).Add("name", c->name).Add("error", s.message()));
+    }
+    return recorded;
+  }
   billed_.storage_nanousd += storage.storage_cost;
   FillCacheInfo(*c, resp);
   resp->set_storage_cost_usd(FormatUsd(storage.storage_cost));
@@ -544,8 +577,14 @@ grpc::Status ContextApi::UpdateCache(const Principal& caller, const v1::UpdateCa
   const std::string& tenant = caller.tenant;
   Result<NamedCacheExpiry> expiry = ExpiryOf(req->ttl_seconds(), req->expire_time_ms());
   if (!expiry.ok()) return ToGrpcStatus(expiry.status());
+  // One update at a time: each is charged for the time it added to the one
+  // before it (concurrent updates all read the same old expiry and were
+  // each charged for the whole extension), and one whose charge cannot be
+  // recorded is undone before another comes.
+  std::lock_guard<std::mutex> lock(update_mu_);
   Result<NamedCache> before = named_->Get(tenant, req->name());
   if (!before.ok()) return ToGrpcStatus(before.status());
+  const int64_t previous = before->expire_time_ms;
   Result<int64_t> until = named_->UpdateTtl(tenant, req->name(), *expiry);
   if (!until.ok()) return ToGrpcStatus(until.status());
   // Storage for the time added (a shortened cache is not refunded).
@@ -553,14 +592,19 @@ grpc::Status ContextApi::UpdateCache(const Principal& caller, const v1::UpdateCa
   after.expire_time_ms = *until;
   after.ttl_ms = expiry->ttl_ms.value_or(0);
   NanoUsd charge = 0;
-  if (*until > before->expire_time_ms) {
+  if (*until > previous) {
     const ModelPrice& price = prices_ != nullptr ? prices_->For(model_) : ModelPrice();
-    const UsageRecord storage = StorageRecord(
-        price, tenant, *before, static_cast<double>(*until - before->expire_time_ms) / 3.6e6,
-        std::to_string(*until));
+    const UsageRecord storage =
+        StorageRecord(price, tenant, *before, static_cast<double>(*until - previous) / 3.6e6,
+                      std::to_string(previous) + "-" + std::to_string(*until));
     charge = storage.storage_cost;
+    if (grpc::Status s = Record(storage); !s.ok()) {
+      // Unbilled, the extension is undone: the cache expires when it did
+      // (its ttl_seconds then reads 0, as for a cache given an expire time).
+      (void)named_->UpdateTtl(tenant, req->name(), NamedCacheExpiry::At(previous));
+      return s;
+    }
     billed_.storage_nanousd += charge;
-    if (grpc::Status s = Record(storage); !s.ok()) return s;
   }
   FillCacheInfo(after, resp);
   resp->set_storage_cost_usd(FormatUsd(charge));

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -129,7 +130,8 @@ class ContextApi {
   NamedCacheRegistry* named_ = nullptr;
   const GenerateLimits limits_;
   const CacheSecret secret_;
-  std::string model_;  // "id@revision"
+  std::string model_;     // "id@revision"
+  std::mutex update_mu_;  // UpdateCache calls, one at a time (context_api.cc)
 
   // What was billed, for /metrics.
   struct Billed {

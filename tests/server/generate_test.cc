@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -697,6 +698,86 @@ TEST(NamedCacheApiTest, ACreateCacheRetriedWithItsRequestIdCreatesOneCache) {
   // Two caches of 1200 tokens for an hour at $1/MTok/h: $0.0012 each.
   EXPECT_EQ(billed->total().storage_nanousd(), 2 * 1'200'000);
   EXPECT_EQ(billed->total().input_tokens(), 2 * 1200u);
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
+// Every cache and every extension is billed, once, whatever request ids the
+// client sends: a request id reused after its cache was deleted makes a new
+// cache that is billed (the creation record was keyed by the client's id,
+// so the ledger took it for a retry and dropped it); a client's id cannot
+// take the place of kvtierd's own storage records ("storage/<name>/<time>"
+// sent first made the extension's charge a duplicate); and concurrent
+// extensions are charged for the time each added (each was charged for the
+// whole extension from the same old expiry).
+TEST(NamedCacheApiTest, EveryCacheAndEveryExtensionIsBilledOnce) {
+  const std::string dir = TempDir("named_billing");
+  DaemonProcess d;
+  ASSERT_TRUE(d.Start(dir, {"--model-preset", "tiny-8k", "--dram-bytes", "128M", "--kv-bytes",
+                            "32M", "--metrics-listen", ""}))
+      << d.exit_code();
+  auto c = ClientFor(d);
+  v1::CreateCacheRequest req;
+  req.set_tenant("acme");
+  for (int i = 0; i < 1200; ++i) req.add_token_ids(i % 500 + 1);
+  req.set_ttl_seconds(3600);
+  req.set_request_id("handbook");
+  v1::NamedCacheInfo first, second;
+  ASSERT_TRUE(c->context_cache().CreateCache(c->NewContext().get(), req, &first).ok());
+  v1::CacheRef ref;
+  ref.set_tenant("acme");
+  ref.set_name(first.name());
+  v1::DeleteCacheResponse deleted;
+  ASSERT_TRUE(c->context_cache().DeleteCache(c->NewContext().get(), ref, &deleted).ok());
+  ASSERT_TRUE(c->context_cache().CreateCache(c->NewContext().get(), req, &second).ok());
+  EXPECT_NE(second.name(), first.name());
+  auto report = [&] {
+    v1::BillingReportRequest r;
+    r.set_tenant("acme");
+    auto billed = c->BillingReport(r);
+    EXPECT_TRUE(billed.ok()) << billed.status();
+    return billed.ok() ? billed->total() : v1::BillingReportRow();
+  };
+  // Two caches of 1200 tokens for an hour at $1/MTok/h: $0.0012 each.
+  EXPECT_EQ(report().input_tokens(), 2 * 1200u);
+  EXPECT_EQ(report().storage_nanousd(), 2 * 1'200'000);
+
+  // kvtierd's own record ids are not a client's to use.
+  v1::GenerateRequest g;
+  g.set_tenant("acme");
+  g.add_token_ids(1);
+  g.set_max_tokens(1);
+  g.set_request_id("storage/" + second.name() + "/1");
+  auto refused = c->Generate(g);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("request_id"), std::string::npos) << refused.status();
+  req.set_request_id("create/x");
+  v1::NamedCacheInfo info;
+  EXPECT_EQ(c->context_cache().CreateCache(c->NewContext().get(), req, &info).error_code(),
+            grpc::INVALID_ARGUMENT);
+
+  // Eight concurrent extensions to two hours from now: about one hour more
+  // in all (not eight).
+  std::vector<std::thread> updates;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; ++i) {
+    updates.emplace_back([&] {
+      auto ci = ClientFor(d);
+      v1::UpdateCacheRequest u;
+      u.set_tenant("acme");
+      u.set_name(second.name());
+      u.set_ttl_seconds(7200);
+      v1::NamedCacheInfo out;
+      if (ci->context_cache().UpdateCache(ci->NewContext().get(), u, &out).ok()) ++ok;
+    });
+  }
+  for (std::thread& t : updates) t.join();
+  EXPECT_EQ(ok.load(), 8);
+  const int64_t storage = report().storage_nanousd();
+  // The extension: an hour and the seconds since the cache was made ($0.0012
+  // an hour is 333 nano-USD a second).
+  EXPECT_GE(storage, 3 * 1'200'000);
+  EXPECT_LE(storage, 3 * 1'200'000 + 60 * 333) << "charged more than the time added";
   EXPECT_EQ(d.Stop(SIGTERM), 0);
   std::filesystem::remove_all(dir);
 }
