@@ -130,7 +130,7 @@ Engine::Engine(const ModelWeights* weights, CacheManager* cache, const EngineOpt
 
 Engine::~Engine() { Shutdown(); }
 
-Result<RequestId> Engine::Submit(GenerateRequest request, Callback done) {
+Status Engine::Check(const GenerateRequest& request) const {
   const ModelConfig& c = weights_->config;
   if (request.prompt.empty()) return Status::InvalidArgument("the prompt has no tokens");
   for (TokenId t : request.prompt) {
@@ -159,6 +159,12 @@ Result<RequestId> Engine::Submit(GenerateRequest request, Callback done) {
                                      std::to_string(kv_.num_pages()) + ")");
   }
   KVTIER_RETURN_IF_ERROR(ValidateBreakpoints(request.breakpoints, request.prompt.size()));
+  return Status::Ok();
+}
+
+Result<RequestId> Engine::Submit(GenerateRequest request, Callback done) {
+  KVTIER_RETURN_IF_ERROR(Check(request));
+  const int64_t prompt = static_cast<int64_t>(request.prompt.size());
   if (request.start_ms == 0) request.start_ms = options_.clock->NowMs();
   auto seq = std::make_unique<Sequence>();
   seq->tokens = request.prompt;

@@ -181,11 +181,15 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Queues a request; `done` runs on the stepping thread when it finishes.
-  // kInvalidArgument for an empty prompt, a token outside the vocabulary, bad
-  // sampling parameters or max_tokens < 1; kResourceExhausted when the prompt
-  // does not fit the model's context or the KV pages; kUnavailable after
-  // Shutdown.
+  // Check's errors, and kUnavailable after Shutdown.
   Result<RequestId> Submit(GenerateRequest request, Callback done);
+
+  // What Submit refuses, without queueing anything (so a streaming API can
+  // refuse before it answers): kInvalidArgument for an empty prompt, a token
+  // outside the vocabulary, bad sampling parameters, max_tokens < 1, a salt
+  // too long or bad breakpoints; kResourceExhausted when the prompt does not
+  // fit the model's context or the KV pages.
+  Status Check(const GenerateRequest& request) const;
 
   // Ends request `id` at the next step (a client that went away): it is
   // delivered with finish_reason "cancelled", an OK status and the tokens

@@ -137,6 +137,17 @@ grpc::Status ContextApi::CountTokens(const Principal& caller, const v1::Generate
   return grpc::Status::OK;
 }
 
+grpc::Status ContextApi::CheckGeneration(const Principal& caller, const v1::GenerateRequest& req,
+                                         uint64_t* tokens) const {
+  if (grpc::Status s = CheckGenerate(req, caller.tenant); !s.ok()) return s;
+  GeneratePlan plan;
+  if (grpc::Status s = PlanPrompt(req, caller, &plan); !s.ok()) return s;
+  SetSampling(req, &plan.request);
+  if (Status s = engine_.Check(plan.request); !s.ok()) return ToGrpcStatus(s);
+  *tokens = plan.request.prompt.size();
+  return grpc::Status::OK;
+}
+
 grpc::Status ContextApi::CheckGenerate(const v1::GenerateRequest& req,
                                        const std::string& tenant) const {
   const bool has_text = req.has_prompt(), has_ids = req.token_ids_size() > 0,

@@ -80,6 +80,14 @@ class ContextApi {
   grpc::Status CountTokens(const Principal& caller, const v1::GenerateRequest& req,
                            uint64_t* tokens) const;
 
+  // Every check Generate makes of `req` before it runs (CountTokens's and the
+  // engine's: a prompt over the context or the KV pages, sampling
+  // parameters), with the prompt's tokens; nothing runs or is billed. An API
+  // that answers with a stream calls it first, so that bad input is refused
+  // with an error status instead of an error event after a 200.
+  grpc::Status CheckGeneration(const Principal& caller, const v1::GenerateRequest& req,
+                               uint64_t* tokens) const;
+
   grpc::Status CreateCache(const Principal& caller, const v1::CreateCacheRequest& req,
                            v1::NamedCacheInfo* resp);
   grpc::Status GetCache(const Principal& caller, const std::string& name,

@@ -324,7 +324,7 @@ void HandleMessages(Services& s, const httplib::Request& http, httplib::Response
   }
   // Every check a generation makes, before a byte of the answer is sent.
   uint64_t prompt_tokens = 0;
-  if (grpc::Status st = s.api.CountTokens(caller, req, &prompt_tokens); !st.ok()) {
+  if (grpc::Status st = s.api.CheckGeneration(caller, req, &prompt_tokens); !st.ok()) {
     return Reply(res, ErrorOf(st));
   }
   auto admission = std::make_shared<Admission>();

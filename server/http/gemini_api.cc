@@ -544,7 +544,7 @@ void HandleGenerate(Services& s, bool stream, const httplib::Request& http,
   // Every check a generation makes (the cache's owner too), before a byte
   // of the answer is sent.
   uint64_t prompt_tokens = 0;
-  if (grpc::Status st = s.api.CountTokens(caller, req, &prompt_tokens); !st.ok()) {
+  if (grpc::Status st = s.api.CheckGeneration(caller, req, &prompt_tokens); !st.ok()) {
     return Reply(res, ErrorOf(st));
   }
   auto admission = std::make_shared<Admission>();

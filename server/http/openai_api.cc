@@ -479,6 +479,12 @@ void HandleGenerate(Services& s, Endpoint endpoint, const httplib::Request& http
   if (Status st = FitMaxTokens(s, endpoint, prompt_tokens, ask, &req); !st.ok()) {
     return Reply(res, Invalid(st));
   }
+  // A stream's answer starts with 200: the engine's checks come first.
+  if (ask.stream) {
+    if (grpc::Status st = s.api.CheckGeneration(caller, req, &prompt_tokens); !st.ok()) {
+      return Reply(res, ErrorOf(st));
+    }
+  }
   auto admission = std::make_shared<Admission>();
   if (auto e = Admit(s, caller.tenant, admission.get())) return Reply(res, *e);
   if (ask.stream) return StreamAnswer(s, endpoint, caller, admission, std::move(req), ask, res);

@@ -436,6 +436,27 @@ TEST(HttpHostileInputTest, DeepBodiesBadBytesAndRandomPathsAreRefusedAndTheDaemo
     EXPECT_NE(r->body.find("nests deeper than"), std::string::npos) << path << " -> " << r->body;
   }
 
+  // A prompt over the model's context, streamed: refused with 400 before the
+  // answer starts (it was a 200 and an error event on two dialects).
+  std::string words;
+  for (int i = 0; i < 12000; ++i) words += "x y ";
+  const json text = words;
+  const std::vector<std::pair<std::string, std::string>> too_long = {
+      {"/v1/messages", R"({"model":"tiny-8k","max_tokens":4,"stream":true,"messages":[)"
+                       R"({"role":"user","content":)" +
+                           text.dump() + "}]}"},
+      {"/v1/chat/completions", R"({"model":"tiny-8k","max_tokens":4,"stream":true,"messages":[)"
+                               R"({"role":"user","content":)" +
+                                   text.dump() + "}]}"},
+      {"/v1beta/models/tiny-8k:streamGenerateContent?alt=sse",
+       R"({"contents":[{"role":"user","parts":[{"text":)" + text.dump() + "}]}]}"}};
+  for (const auto& [path, body] : too_long) {
+    auto r = c.Post(path, keys, body, "application/json");
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 400) << path << " -> " << r->body.substr(0, 300);
+    EXPECT_NE(r->body.find("context"), std::string::npos) << path << " -> " << r->body;
+  }
+
   // Bytes that are not UTF-8, echoed into the error: still the error, in JSON.
   struct Bad {
     std::string method, path;
