@@ -154,6 +154,53 @@ TEST(RedisTierTest, BadDataIsAMissAndACorruptionCount) {
   EXPECT_FALSE(ReadOne(*tier, d, buf).ok());
 }
 
+// Two nodes changing one block at once: one replaces it with other bytes
+// over and over, the other refreshes its expiry (a read of its header, then
+// a change). Every read is one version whole, and nothing is damaged: the
+// expiry change once wrote the header it had read over the replacement's
+// payload, a block that failed its checksum from then on.
+TEST(RedisTierTest, AnExpiryChangeRacingAReplaceNeverMixesVersions) {
+  const std::vector<std::string> seeds = SharedCluster().nodes();
+  RedisTierOptions o = TierOptions(seeds, UniquePrefix());
+  o.value_bytes = 4096;
+  auto writer = OpenRedisTier(o).value();
+  auto refresher = OpenRedisTier(o).value();
+  const auto v1 = Bytes(40000, 1), v2 = Bytes(40000, 2);
+  const BlockKey k{9, 9};
+  const int64_t far = SystemClock()->NowMs() + 3'600'000;
+  ASSERT_TRUE(WriteOne(*writer, k, v1, far).ok());
+  std::atomic<bool> stop{false}, bad{false};
+  std::thread replace([&] {
+    for (int i = 0; i < 400 && !bad; ++i) {
+      if (!WriteOne(*writer, k, i % 2 ? v1 : v2, far).ok()) bad = true;
+    }
+    stop = true;
+  });
+  std::thread refresh([&] {
+    for (int64_t i = 0; !stop; ++i) {
+      if (!refresher->SetExpiry(std::span(&k, 1), far + i).ok()) bad = true;
+    }
+  });
+  std::vector<std::byte> buf(40000);
+  int reads = 0;
+  while (!stop) {
+    const Result<uint64_t> n = ReadOne(*refresher, k, buf);
+    ++reads;
+    if (!n.ok() || (buf != v1 && buf != v2)) {
+      ADD_FAILURE() << "read " << reads << ": " << n.status();
+      bad = true;
+      break;
+    }
+  }
+  replace.join();
+  refresh.join();
+  EXPECT_FALSE(bad.load());
+  EXPECT_EQ(writer->Info().corruption_errors + refresher->Info().corruption_errors, 0u);
+  const Result<uint64_t> n = ReadOne(*writer, k, buf);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_TRUE(buf == v1 || buf == v2);
+}
+
 // Two caches, each its own node (a DRAM tier over its own connection to the
 // cluster): what one inserts, the other finds through the shared tier, the
 // bytes identical; another namespace (tenant salt) finds nothing.
@@ -402,6 +449,9 @@ struct RedisFactory {
     o.key_prefix = "kvt-" + std::to_string(std::hash<std::string>()(dir));
     o.capacity_bytes = capacity;
     o.clock = clock;
+    // Blocks of several values (the conformance payloads are up to 40000
+    // bytes): a replace must be atomic across them.
+    o.value_bytes = 4096;
     return OpenRedisTier(o);
   }
   static Status Corrupt(Tier& tier, const BlockKey& key) {

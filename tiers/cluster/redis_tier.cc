@@ -60,6 +60,35 @@ struct Header {
   }
 };
 
+// A block's values change together: each change is one Lua script, which
+// Redis runs atomically (all of a block's values share a hash slot, so one
+// node runs it), and a read is one MGET. A reader therefore sees a block
+// whole, before or after a replace, never a header of one version with the
+// chunks of another; and a change judged on a header read earlier is made
+// only if that header is still there.
+//
+// KEYS: the block's values, meta first. ARGV: the values, then the PXAT
+// expiry ("" for none).
+constexpr std::string_view kWriteScript = R"(local at = ARGV[#KEYS + 1]
+for i, k in ipairs(KEYS) do
+  if at == '' then redis.call('SET', k, ARGV[i]) else redis.call('SET', k, ARGV[i], 'PXAT', at) end
+end
+return #KEYS)";
+// KEYS: the block's values, meta first. ARGV: the header the change was
+// judged on, the new header ("": unlink the values), the PXAT expiry ("":
+// none). Returns 1 if made, 0 if the block had changed (or is gone).
+constexpr std::string_view kChangeIfScript = R"(local h = redis.call('GETRANGE', KEYS[1], 0, 47)
+if h ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('UNLINK', unpack(KEYS))
+  return 1
+end
+redis.call('SETRANGE', KEYS[1], 0, ARGV[2])
+for _, k in ipairs(KEYS) do
+  if ARGV[3] == '' then redis.call('PERSIST', k) else redis.call('PEXPIREAT', k, ARGV[3]) end
+end
+return 1)";
+
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
@@ -120,8 +149,9 @@ class RedisTier final : public Tier {
     std::vector<std::string> pxats(ops.size());
     std::vector<RedisCommand> cmds;
     std::vector<size_t> meta_cmd(ops.size(), SIZE_MAX);
+    std::vector<std::string> counts(ops.size());
     const int64_t now = options_.clock->NowMs();
-    static constexpr std::string_view kSet = "SET", kPxat = "PXAT";
+    static constexpr std::string_view kEval = "EVAL";
     uint64_t reserved = 0;
     for (size_t i = 0; i < ops.size(); ++i) {
       const WriteOp& op = ops[i];
@@ -165,37 +195,29 @@ class RedisTier final : public Tier {
       metas[i].resize(kHeaderBytes + first);
       h.Encode(metas[i].data());
       if (first > 0) std::memcpy(metas[i].data() + kHeaderBytes, op.payload.data(), first);
-      auto set = [&](std::string_view key, std::string_view value) {
-        RedisCommand c;
-        c.args = {kSet, key, value};
-        if (!pxats[i].empty()) {
-          c.args.push_back(kPxat);
-          c.args.push_back(pxats[i]);
-        }
-        c.key = key;
-        cmds.push_back(std::move(c));
-      };
+      counts[i] = std::to_string(values);
+      RedisCommand c;
+      c.args = {kEval, kWriteScript, counts[i]};
+      for (const std::string& k : keys[i]) c.args.push_back(k);
+      c.args.push_back(
+          std::string_view(reinterpret_cast<const char*>(metas[i].data()), metas[i].size()));
       for (uint64_t v = 1; v < values; ++v) {
         const size_t off = v * options_.value_bytes;
         const size_t len = std::min<uint64_t>(n - off, options_.value_bytes);
-        set(keys[i][v],
+        c.args.push_back(
             std::string_view(reinterpret_cast<const char*>(op.payload.data()) + off, len));
       }
+      c.args.push_back(pxats[i]);
+      c.key = keys[i][0];
       meta_cmd[i] = cmds.size();
-      set(keys[i][0],
-          std::string_view(reinterpret_cast<const char*>(metas[i].data()), metas[i].size()));
+      cmds.push_back(std::move(c));
     }
     const std::vector<Result<RedisReply>> replies = cluster_->Run(cmds);
-    size_t c = 0;
     uint64_t blocks = 0, bytes = 0;
     for (size_t i = 0; i < ops.size(); ++i) {
       if (meta_cmd[i] == SIZE_MAX) continue;
-      Status s = Status::Ok();
-      for (; c <= meta_cmd[i]; ++c) {
-        if (s.ok() && !replies[c].ok()) s = replies[c].status();
-      }
-      if (!s.ok()) {
-        results[i] = IoResult(s);
+      if (const Result<RedisReply>& r = replies[meta_cmd[i]]; !r.ok()) {
+        results[i] = IoResult(r.status());
         continue;
       }
       const uint64_t n = ops[i].payload.size();
@@ -234,10 +256,23 @@ class RedisTier final : public Tier {
     const std::vector<Result<RedisReply>> replies = cluster_->Run(cmds);
     uint64_t hits = 0, bytes = 0, misses = 0, corrupt = 0;
     const int64_t now = options_.clock->NowMs();
-    std::vector<BlockKey> damaged;
+    std::vector<RedisCommand> unlinks;
+    std::vector<std::vector<std::string>> damaged_names;
+    std::vector<std::string> counts;
+    damaged_names.reserve(ops.size());
+    counts.reserve(ops.size());
     for (size_t i = 0; i < ops.size(); ++i) {
       results[i] = ReadOne(ops[i], replies[i], now, &corrupt);
-      if (results[i].status.IsCorruption()) damaged.push_back(ops[i].key);
+      if (results[i].status.IsCorruption()) {
+        // Removed for every node, not only forgotten here; but only as it
+        // was read (a block replaced since is another block).
+        const std::string_view meta = replies[i]->at(0).str();
+        const std::optional<Header> h = Header::Decode(meta);
+        damaged_names.push_back(Keys(ops[i].key, h ? h->Values() : 1));
+        counts.emplace_back();
+        unlinks.push_back(
+            ChangeIf(damaged_names.back(), meta.substr(0, kHeaderBytes), "", "", &counts.back()));
+      }
       if (results[i].status.ok()) {
         ++hits;
         bytes += results[i].bytes;
@@ -253,8 +288,7 @@ class RedisTier final : public Tier {
       stats_.read_seconds += Seconds(start);
       corruption_errors_ += corrupt;
     }
-    // A damaged block is removed for every node, not only forgotten here.
-    if (!damaged.empty()) (void)Unlink(damaged);
+    if (!unlinks.empty()) (void)cluster_->Run(unlinks);
     done(std::move(results));
   }
 
@@ -315,9 +349,12 @@ class RedisTier final : public Tier {
     return IoResult(Status::Ok(), h->bytes, sum);
   }
 
-  // Each key's header (nullopt: absent, unreadable, damaged), one trip.
+  // Each key's header (nullopt: absent, unreadable, damaged), one trip;
+  // `raw` (if not null) gets the bytes read, for a change made only if they
+  // are still there (kChangeIfScript).
   std::vector<std::optional<Header>> Headers(std::span<const BlockKey> keys,
-                                             std::vector<Status>* errors = nullptr) {
+                                             std::vector<Status>* errors = nullptr,
+                                             std::vector<std::string>* raw = nullptr) {
     std::vector<std::string> names;
     names.reserve(keys.size());
     for (const BlockKey& k : keys) names.push_back(MetaKey(k));
@@ -327,14 +364,32 @@ class RedisTier final : public Tier {
     for (const std::string& n : names) cmds.push_back({{kGetrange, n, kZero, kLast}, n});
     const std::vector<Result<RedisReply>> replies = cluster_->Run(cmds);
     std::vector<std::optional<Header>> out(keys.size());
+    if (raw != nullptr) raw->assign(keys.size(), std::string());
     for (size_t i = 0; i < keys.size(); ++i) {
       if (!replies[i].ok()) {
         if (errors != nullptr) errors->push_back(replies[i].status());
         continue;
       }
       out[i] = Header::Decode(replies[i]->str());
+      if (raw != nullptr) (*raw)[i] = std::string(replies[i]->str());
     }
     return out;
+  }
+
+  // One kChangeIfScript call for a block whose header read `seen` and which
+  // has `values` values: `header` "" unlinks them.
+  RedisCommand ChangeIf(const std::vector<std::string>& names, std::string_view seen,
+                        std::string_view header, std::string_view at, std::string* count) const {
+    static constexpr std::string_view kEval = "EVAL";
+    *count = std::to_string(names.size());
+    RedisCommand c;
+    c.args = {kEval, kChangeIfScript, *count};
+    for (const std::string& n : names) c.args.push_back(n);
+    c.args.push_back(seen);
+    c.args.push_back(header);
+    c.args.push_back(at);
+    c.key = names[0];
+    return c;
   }
 
   // Erases the blocks this node wrote (or recovered); another node's block
@@ -400,15 +455,18 @@ class RedisTier final : public Tier {
     }
   }
 
+  // A block replaced since its header was read keeps the replacement's
+  // expiry (the replace set it): the header and expiries are changed only
+  // if the header read is still there.
   Status SetExpiry(std::span<const BlockKey> keys, int64_t expiry_ms) override {
     std::vector<Status> errors;
-    const std::vector<std::optional<Header>> headers = Headers(keys, &errors);
+    std::vector<std::string> seen;
+    const std::vector<std::optional<Header>> headers = Headers(keys, &errors, &seen);
     if (!errors.empty()) return errors.front();
     std::vector<std::vector<std::string>> names(keys.size());
     std::vector<std::array<std::byte, kHeaderBytes>> encoded(keys.size());
+    std::vector<std::string> counts(keys.size());
     const std::string at = RedisExpiry(expiry_ms);
-    static constexpr std::string_view kPexpireat = "PEXPIREAT", kPersist = "PERSIST",
-                                      kSetrange = "SETRANGE", kZero = "0";
     std::vector<RedisCommand> cmds;
     for (size_t i = 0; i < keys.size(); ++i) {
       if (!headers[i]) continue;  // absent: not an error
@@ -417,16 +475,9 @@ class RedisTier final : public Tier {
       h.Encode(encoded[i].data());
       names[i] = Keys(keys[i], h.Values());
       cmds.push_back(
-          {{kSetrange, names[i][0], kZero,
-            std::string_view(reinterpret_cast<const char*>(encoded[i].data()), kHeaderBytes)},
-           names[i][0]});
-      for (const std::string& n : names[i]) {
-        if (at.empty()) {
-          cmds.push_back({{kPersist, n}, n});
-        } else {
-          cmds.push_back({{kPexpireat, n, at}, n});
-        }
-      }
+          ChangeIf(names[i], seen[i],
+                   std::string_view(reinterpret_cast<const char*>(encoded[i].data()), kHeaderBytes),
+                   at, &counts[i]));
     }
     for (const Result<RedisReply>& r : cluster_->Run(cmds)) {
       if (!r.ok()) return r.status();
@@ -539,12 +590,15 @@ Result<std::unique_ptr<Tier>> OpenRedisTier(const RedisTierOptions& options) {
   c.command_timeout_ms = options.command_timeout_ms;
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<RedisCluster> cluster, RedisCluster::Connect(c));
   auto tier = std::make_unique<RedisTier>(options, std::move(cluster));
-  tier->SetBandwidth(
-      ConfiguredOrMeasured(*tier, options.read_bytes_per_s, options.write_bytes_per_s));
+  const Bandwidth bandwidth =
+      ConfiguredOrMeasured(*tier, options.read_bytes_per_s, options.write_bytes_per_s);
+  tier->SetBandwidth(bandwidth);
   LogInfo("cluster_tier_open", LogFields()
                                    .Add("seeds", options.seeds.front())
                                    .Add("prefix", options.key_prefix)
-                                   .Add("capacity_bytes", options.capacity_bytes));
+                                   .Add("capacity_bytes", options.capacity_bytes)
+                                   .Add("read_bytes_per_s", bandwidth.read_bytes_per_s)
+                                   .Add("write_bytes_per_s", bandwidth.write_bytes_per_s));
   return std::unique_ptr<Tier>(std::move(tier));
 }
 

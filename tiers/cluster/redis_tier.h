@@ -10,8 +10,11 @@
 // fetches the meta value and the chunks with one MGET and checks everything:
 // a missing chunk, a short one, a bad header or a payload that fails its
 // checksum is a miss (the last three counted as corruption), never wrong
-// bytes. Chunks are written before the meta value, so a reader never trusts
-// a half-written block; two writers of one key write the same bytes.
+// bytes. A block's values change together: a write, an expiry change and
+// the removal of a damaged block are each one Lua script, which Redis runs
+// atomically, so a reader sees a block whole, before or after a replace
+// (two nodes may write different bytes under one key), and a change judged
+// on a header read earlier is made only if that header is still there.
 //
 // Expiry is in the store: every value is written with PXAT (Redis's own
 // clock; an expiry on this tier's clock is translated by the difference
