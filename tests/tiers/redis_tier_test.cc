@@ -439,6 +439,48 @@ TEST(RedisTierTest, ADeadClusterIsAMissNotAHang) {
   EXPECT_GT(tier->Info().io_errors, 0u);
 }
 
+// A node that stops answering (a paused or frozen master: its sockets stay
+// open) costs one command timeout, and is then not asked again for a moment:
+// every connection pooled for it shares its fate. (Pooled connections were
+// handed out before the back-off was checked, so each cost another timeout.)
+TEST(RedisTierTest, ANodeThatStopsAnsweringIsNotAskedAgainThroughPooledConnections) {
+  auto cluster = LocalRedisCluster::Start(LocalRedisClusterOptions{});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  RedisClusterOptions o{(*cluster)->nodes()};
+  o.command_timeout_ms = 300;
+  auto client = RedisCluster::Connect(o).value();
+  const std::string key = "kvt-pause:{k}";
+  const std::string master = client->MasterOf(key);
+  ASSERT_FALSE(master.empty());
+  const RedisCommand set{{"SET", key, "v"}, key}, get{{"GET", key}, key};
+  ASSERT_TRUE(client->Run(std::span(&set, 1))[0].ok());
+  // Several connections to the master in the pool.
+  std::vector<std::thread> warm;
+  for (int t = 0; t < 6; ++t) {
+    warm.emplace_back([&] {
+      for (int i = 0; i < 20; ++i) (void)client->Run(std::span(&get, 1));
+    });
+  }
+  for (std::thread& t : warm) t.join();
+  ASSERT_GE(client->Stats().connects, 3u);
+
+  (*cluster)->Cli(master, {"CLIENT", "PAUSE", "2000", "ALL"});
+  const Result<RedisReply> first = client->Run(std::span(&get, 1))[0];
+  EXPECT_EQ(first.status().code(), StatusCode::kUnavailable) << first.status();
+  const Result<RedisReply> second = client->Run(std::span(&get, 1))[0];
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable) << second.status();
+  EXPECT_NE(second.status().message().find("failed a moment ago"), std::string::npos)
+      << "asked again through another pooled connection: " << second.status();
+  // Answering again once the pause ends.
+  bool back = false;
+  for (int i = 0; i < 100 && !back; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const Result<RedisReply> r = client->Run(std::span(&get, 1))[0];
+    back = r.ok() && r->str() == "v";
+  }
+  EXPECT_TRUE(back);
+}
+
 struct RedisFactory {
   static constexpr const char* kName = "RedisCluster";
   static constexpr bool kPersistent = true;

@@ -201,16 +201,19 @@ std::unique_ptr<RedisCluster::Connection> RedisCluster::Acquire(size_t node, Sta
     n = nodes_[node].get();
   }
   {
+    // A node that failed a moment ago is not asked, through a pooled
+    // connection either: one that stopped answering keeps its sockets open,
+    // and each would cost a whole command timeout.
     std::lock_guard<std::mutex> lock(n->mu);
-    if (!n->idle.empty()) {
-      std::unique_ptr<Connection> c = std::move(n->idle.back());
-      n->idle.pop_back();
-      return c;
-    }
     if (SteadyMs() < n->down_until_ms) {
       *error =
           Status::Unavailable("redis node " + HostPort(n->host, n->port) + " failed a moment ago");
       return nullptr;
+    }
+    if (!n->idle.empty()) {
+      std::unique_ptr<Connection> c = std::move(n->idle.back());
+      n->idle.pop_back();
+      return c;
     }
   }
   auto c = std::make_unique<Connection>();
@@ -449,8 +452,12 @@ void RedisCluster::FailExchange(Exchange* x, const Status& s, bool node_down) {
     stale_ = true;  // a node that fails may have been replaced: reload the map
   }
   if (node_down) {
+    // Its pooled connections go too (they would fail alike); new ones are
+    // dialled once the back-off ends.
+    std::vector<std::unique_ptr<Connection>> idle;
     std::lock_guard<std::mutex> lock(n->mu);
     n->down_until_ms = SteadyMs() + kDownBackoffMs;
+    idle.swap(n->idle);
   }
 }
 
