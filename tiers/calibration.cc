@@ -14,10 +14,11 @@ constexpr uint64_t kCalibrationHi = 0x6b76746965726361;  // "kvtierca"
 
 bool IsCalibrationKey(const BlockKey& key) { return key.hi == kCalibrationHi; }
 
-Bandwidth ConfiguredOrMeasured(Tier& tier, double read_bytes_per_s, double write_bytes_per_s) {
+Bandwidth ConfiguredOrMeasured(Tier& tier, double read_bytes_per_s, double write_bytes_per_s,
+                               const CalibrationOptions& options) {
   Bandwidth bw{read_bytes_per_s, write_bytes_per_s};
   if (bw.read_bytes_per_s > 0 && bw.write_bytes_per_s > 0) return bw;
-  const Bandwidth measured = CalibrateTier(tier);
+  const Bandwidth measured = CalibrateTier(tier, options);
   if (bw.read_bytes_per_s <= 0) bw.read_bytes_per_s = measured.read_bytes_per_s;
   if (bw.write_bytes_per_s <= 0) bw.write_bytes_per_s = measured.write_bytes_per_s;
   return bw;
@@ -28,7 +29,7 @@ Bandwidth CalibrateTier(Tier& tier, const CalibrationOptions& options) {
   const uint64_t block =
       std::min({options.block_bytes, info.capacity_bytes / 8, info.max_block_bytes});
   if (block == 0 || options.blocks <= 0) return {};
-  const size_t n = static_cast<size_t>(options.blocks);
+  const size_t n = std::min<size_t>(static_cast<size_t>(options.blocks), 1 << 16);  // key room
   // Page-aligned, as real (pinned) staging buffers are: a std::vector starts
   // 16 bytes into a page and would measure 4K aliasing against a page-aligned
   // arena (2.7x slower reads in bench/tier_bench), not the tier.
@@ -53,9 +54,11 @@ Bandwidth CalibrateTier(Tier& tier, const CalibrationOptions& options) {
   std::vector<BlockKey> keys;
   std::vector<WriteOp> writes;
   std::vector<ReadOp> reads;
+  // This calibration's own keys: 48 random bits above the block's index.
+  const uint64_t nonce = (uint64_t{std::random_device{}()} << 32 | std::random_device{}()) << 16;
   for (size_t i = 0; i < n; ++i) {
-    keys.push_back(BlockKey{kCalibrationHi, i});
-    writes.push_back({keys[i], data.subspan(i * block, block), kNoExpiry});
+    keys.push_back(BlockKey{kCalibrationHi, nonce | (i & 0xffff)});
+    writes.push_back({keys[i], data.subspan(i * block, block), options.expiry_ms});
     reads.push_back({keys[i], back.subspan(i * block, block)});
   }
   using Clock = std::chrono::steady_clock;

@@ -20,6 +20,9 @@ namespace kvtier {
 struct CalibrationOptions {
   uint64_t block_bytes = 1 << 20;  // bytes per sample block (capped at capacity / 8)
   int blocks = 4;                  // sample blocks
+  // The sample blocks' expiry on the tier's clock. A shared tier gives one,
+  // so that the blocks of a node that dies mid-calibration do not stay.
+  int64_t expiry_ms = kNoExpiry;
 };
 
 struct Bandwidth {
@@ -28,10 +31,14 @@ struct Bandwidth {
 };
 
 // Measures `tier` (which must be open and usable). Leaves no block behind.
+// The sample blocks' keys are drawn at random for each calibration: several
+// nodes may calibrate one shared tier at once, and one's clean-up must not
+// erase another's samples.
 Bandwidth CalibrateTier(Tier& tier, const CalibrationOptions& options = {});
 
 // The configured figures, with any left at 0 measured on `tier`.
-Bandwidth ConfiguredOrMeasured(Tier& tier, double read_bytes_per_s, double write_bytes_per_s);
+Bandwidth ConfiguredOrMeasured(Tier& tier, double read_bytes_per_s, double write_bytes_per_s,
+                               const CalibrationOptions& options = {});
 
 // True for the reserved keys calibration writes under.
 bool IsCalibrationKey(const BlockKey& key);

@@ -481,6 +481,37 @@ TEST(RedisTierTest, ANodeThatStopsAnsweringIsNotAskedAgainThroughPooledConnectio
   EXPECT_TRUE(back);
 }
 
+// Nodes starting together calibrate the shared tier at the same time. Each
+// measures it (one node's clean-up erased the other's sample blocks under
+// the same keys mid-read: a read bandwidth of 0, which prices the tier out
+// for the process's life), and no sample block is left in the store.
+TEST(RedisTierTest, NodesCalibratingTogetherEachMeasureAndLeaveNothing) {
+  const std::vector<std::string> seeds = SharedCluster().nodes();
+  const std::string prefix = UniquePrefix();
+  RedisTierOptions o = TierOptions(seeds, prefix);
+  o.read_bytes_per_s = o.write_bytes_per_s = 0;  // measured
+  for (int round = 0; round < 10; ++round) {
+    std::vector<std::unique_ptr<Tier>> tiers(3);
+    std::vector<std::thread> opening;
+    for (size_t i = 0; i < tiers.size(); ++i) {
+      opening.emplace_back([&, i] { tiers[i] = OpenRedisTier(o).value(); });
+    }
+    for (std::thread& t : opening) t.join();
+    for (const auto& t : tiers) {
+      EXPECT_GT(t->Info().read_bytes_per_s, 0) << "round " << round;
+      EXPECT_GT(t->Info().write_bytes_per_s, 0) << "round " << round;
+    }
+  }
+  auto raw = RedisCluster::Connect(RedisClusterOptions{seeds}).value();
+  const std::string pattern = prefix + ":*";
+  for (const std::string& master : raw->Masters()) {
+    const std::string_view scan[] = {"SCAN", "0", "MATCH", pattern, "COUNT", "100000"};
+    const Result<RedisReply> r = raw->RunOn(master, scan);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->at(1).size(), 0u) << "sample blocks left on " << master;
+  }
+}
+
 struct RedisFactory {
   static constexpr const char* kName = "RedisCluster";
   static constexpr bool kPersistent = true;

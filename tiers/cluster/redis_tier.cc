@@ -590,8 +590,12 @@ Result<std::unique_ptr<Tier>> OpenRedisTier(const RedisTierOptions& options) {
   c.command_timeout_ms = options.command_timeout_ms;
   KVTIER_ASSIGN_OR_RETURN(std::unique_ptr<RedisCluster> cluster, RedisCluster::Connect(c));
   auto tier = std::make_unique<RedisTier>(options, std::move(cluster));
+  // Shared: other nodes may calibrate at once (the keys are this node's
+  // own), and a node that dies mid-way leaves samples that expire.
+  CalibrationOptions calibration;
+  calibration.expiry_ms = options.clock->NowMs() + 10 * 60 * 1000;
   const Bandwidth bandwidth =
-      ConfiguredOrMeasured(*tier, options.read_bytes_per_s, options.write_bytes_per_s);
+      ConfiguredOrMeasured(*tier, options.read_bytes_per_s, options.write_bytes_per_s, calibration);
   tier->SetBandwidth(bandwidth);
   LogInfo("cluster_tier_open", LogFields()
                                    .Add("seeds", options.seeds.front())
