@@ -67,7 +67,9 @@ grpc::Status BlockStoreService::BatchLookup(grpc::ServerContext* ctx,
   const std::vector<BlockKey>& keys = *stored;
   PrefixHit hit = cache_.Probe(keys, /*pin=*/req->lease_ms() > 0);
   if (req->lease_ms() > 0 && hit.blocks > 0) {
-    Result<Lease> lease = leases_.Grant(caller.tenant, std::move(hit.pins), req->lease_ms());
+    uint64_t bytes = 0;
+    for (const IndexEntry& e : hit.entries) bytes += e.bytes;
+    Result<Lease> lease = leases_.Grant(caller.tenant, std::move(hit.pins), bytes, req->lease_ms());
     if (!lease.ok()) return ToGrpcStatus(lease.status());
     resp->set_lease_id(lease->id);
     resp->set_lease_expire_time_ms(lease->expire_time_ms);

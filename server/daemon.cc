@@ -57,11 +57,19 @@ BlockStoreLimits BlockStoreLimitsOf(const DaemonOptions& o) {
   return l;
 }
 
-LeaseLimits LeaseLimitsOf(const DaemonOptions& o) {
+LeaseLimits LeaseLimitsOf(const DaemonOptions& o, const CacheManager& cache) {
   LeaseLimits l;
   l.max_lease_ms = o.max_lease_ms;
   l.max_leases_per_tenant = static_cast<size_t>(o.max_tenant_leases);
   l.max_blocks_per_tenant = static_cast<size_t>(o.max_tenant_leased_blocks);
+  l.max_bytes_per_tenant = o.max_tenant_leased_bytes;
+  if (l.max_bytes_per_tenant == 0) {
+    // A quarter of the cache (every tier's capacity): no tenant can pin it
+    // full; room enough for any one request's prefix.
+    uint64_t capacity = 0;
+    for (const TierInfo& t : cache.Stats().tiers) capacity += t.capacity_bytes;
+    l.max_bytes_per_tenant = capacity / 4;
+  }
   return l;
 }
 
@@ -69,7 +77,7 @@ struct Daemon::Services {
   Services(CacheManager& cache, Engine* engine, const Tokenizer* tokenizer, Ledger& ledger,
            const PriceTable& prices, const DaemonOptions& o, const Authenticator& auth,
            const ShmRegistry* shm)
-      : leases(LeaseLimitsOf(o), SystemClock()),
+      : leases(LeaseLimitsOf(o, cache), SystemClock()),
         block_store(cache, o.default_namespace, BlockStoreLimitsOf(o), gate, auth, leases, shm),
         admin(cache, engine, o.default_namespace, SystemClock(), gate),
         billing(ledger, SystemClock(), gate) {
@@ -891,6 +899,8 @@ void Daemon::AppendBlockApiMetrics(MetricsText* m) const {
     const LeaseStats l = services_->leases.stats();
     m->Gauge("kvtier_leases_open", "BatchLookup leases open.", l.open);
     m->Gauge("kvtier_leased_blocks", "Blocks the open leases keep from eviction.", l.leased_blocks);
+    m->Gauge("kvtier_leased_bytes", "Payload bytes of the blocks the open leases keep.",
+             l.leased_bytes);
     for (auto [outcome, value] :
          {std::pair{"granted", l.granted}, std::pair{"released", l.released},
           std::pair{"expired", l.expired}, std::pair{"refused", l.refused}}) {

@@ -48,6 +48,8 @@ std::string DaemonUsage() {
   --max-lease-ms N        the longest lease BatchLookup grants (default 60000)
   --max-tenant-leases N   leases one tenant may hold open (default 1024)
   --max-tenant-leased-blocks N  blocks one tenant's leases may pin (default 65536)
+  --max-tenant-leased-bytes SIZE  payload bytes one tenant's leases may pin
+                          (default: a quarter of every tier's capacity together)
   --shm-socket PATH       Unix socket where same-host clients map shared memory for
                           BatchGet/BatchPut (default DIR/kvtierd.sock; "off" = none)
   --shm-max-region-bytes SIZE  one client's region at most (default 1G)
@@ -289,6 +291,8 @@ Status ParseBlockApiFlags(const FlagSet& flags, DaemonOptions* o) {
       ParseIntFlag(flags, "max-tenant-leases", 1, 1 << 20, &o->max_tenant_leases));
   KVTIER_RETURN_IF_ERROR(ParseSizeFlag(flags, "max-tenant-leased-blocks", kPositiveSize,
                                        &o->max_tenant_leased_blocks));
+  KVTIER_RETURN_IF_ERROR(
+      ParseSizeFlag(flags, "max-tenant-leased-bytes", kPositiveSize, &o->max_tenant_leased_bytes));
   o->shm_socket = flags.Get("shm-socket", o->shm_socket);
   KVTIER_RETURN_IF_ERROR(
       ParseSizeFlag(flags, "shm-max-region-bytes", kPositiveSize, &o->shm_max_region_bytes));
@@ -562,7 +566,8 @@ const std::vector<FlagGroup>& FlagGroups() {
        ParseTierFlags},
       {{"max-block-bytes", "max-payload-bytes", "max-tenant-payload-bytes", "block-tokens",
         "default-ttl", "model-id", "kv-dtype", "max-lease-ms", "max-tenant-leases",
-        "max-tenant-leased-blocks", "shm-socket", "shm-max-region-bytes", "shm-max-bytes"},
+        "max-tenant-leased-blocks", "max-tenant-leased-bytes", "shm-socket", "shm-max-region-bytes",
+        "shm-max-bytes"},
        {},
        ParseBlockApiFlags},
       {{"model", "model-preset", "kv-bytes", "min-cacheable-tokens", "device", "gpu-weights",

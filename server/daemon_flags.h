@@ -57,6 +57,7 @@ struct DaemonOptions {
   int64_t max_lease_ms = 60'000;
   int max_tenant_leases = 1024;
   uint64_t max_tenant_leased_blocks = 1 << 16;
+  uint64_t max_tenant_leased_bytes = 0;  // 0 = a quarter of the cache's capacity
   // Same-host shared memory for the block API (server/shm_regions.h): its
   // Unix socket ("" = DATA_DIR/kvtierd.sock; "off" = none) and limits.
   std::string shm_socket;

@@ -1,5 +1,6 @@
 #include "server/leases.h"
 
+#include <algorithm>
 #include <chrono>
 #include <iterator>
 
@@ -30,29 +31,35 @@ Status LeaseTable::CheckDuration(int64_t ms) const {
 }
 
 Result<Lease> LeaseTable::Grant(const std::string& tenant, std::vector<PinHandle> pins,
-                                int64_t ms) {
+                                uint64_t bytes, int64_t ms) {
   KVTIER_RETURN_IF_ERROR(CheckDuration(ms));
   Sweep();
   std::lock_guard<std::mutex> lock(mu_);
   TenantUse& use = tenants_[tenant];
-  if (use.leases + 1 > limits_.max_leases_per_tenant ||
-      use.blocks + pins.size() > limits_.max_blocks_per_tenant) {
+  std::string limit;
+  if (use.leases + 1 > limits_.max_leases_per_tenant) {
+    limit = std::to_string(limits_.max_leases_per_tenant) + " open leases";
+  } else if (use.blocks + pins.size() > limits_.max_blocks_per_tenant) {
+    limit = std::to_string(limits_.max_blocks_per_tenant) + " leased blocks";
+  } else if (bytes >
+             limits_.max_bytes_per_tenant - std::min(use.bytes, limits_.max_bytes_per_tenant)) {
+    limit = std::to_string(limits_.max_bytes_per_tenant) + " leased bytes";
+  }
+  if (!limit.empty()) {
     ++stats_.refused;
-    const bool by_count = use.leases + 1 > limits_.max_leases_per_tenant;
     if (use.leases == 0) tenants_.erase(tenant);
-    return Status::ResourceExhausted(
-        "tenant " + tenant + " holds its limit of " +
-        (by_count ? std::to_string(limits_.max_leases_per_tenant) + " open leases"
-                  : std::to_string(limits_.max_blocks_per_tenant) + " leased blocks") +
-        "; release some or wait for them to expire");
+    return Status::ResourceExhausted("tenant " + tenant + " would pass its limit of " + limit +
+                                     "; release some or wait for them to expire");
   }
   Lease lease{NewRandomId(), clock_->NowMs() + ms};
   ++use.leases;
   use.blocks += pins.size();
+  use.bytes += bytes;
   ++stats_.granted;
   ++stats_.open;
   stats_.leased_blocks += pins.size();
-  leases_.emplace(lease.id, Entry{tenant, std::move(pins), lease.expire_time_ms});
+  stats_.leased_bytes += bytes;
+  leases_.emplace(lease.id, Entry{tenant, std::move(pins), bytes, lease.expire_time_ms});
   return lease;
 }
 
@@ -61,10 +68,12 @@ void LeaseTable::Forget(std::unordered_map<std::string, Entry>::iterator it) {
   if (use != tenants_.end()) {
     --use->second.leases;
     use->second.blocks -= it->second.pins.size();
+    use->second.bytes -= it->second.bytes;
     if (use->second.leases == 0) tenants_.erase(use);
   }
   --stats_.open;
   stats_.leased_blocks -= it->second.pins.size();
+  stats_.leased_bytes -= it->second.bytes;
   leases_.erase(it);  // unpins
 }
 

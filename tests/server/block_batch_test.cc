@@ -256,6 +256,69 @@ TEST_F(BlockBatchTest, LeasesAreBoundedPerTenant) {
   EXPECT_TRUE(alice_->BatchLookup(look).ok());
 }
 
+// One tenant cannot pin the cache full: by default its leases may pin a
+// quarter of every tier's capacity together, so another tenant's writes
+// still find blocks to evict. (Leases were bounded by count only: a few
+// large blocks, leased, made every Put fail "no block can be evicted".)
+TEST(BlockLeaseBytesTest, ATenantsLeasesPinAtMostAQuarterOfTheCache) {
+  const std::string dir = TempDir("lease_bytes");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/keys") << kAlice << " alice\n" << kBob << " bob\n";
+  DaemonProcess d;
+  // 1 MiB of DRAM and 1 MiB of RocksDB: 512 KiB for any one tenant's leases.
+  ASSERT_TRUE(d.Start(dir + "/data",
+                      {"--api-keys", dir + "/keys", "--no-engine", "--dram-bytes", "1M",
+                       "--no-flash", "--rocks-bytes", "1M", "--block-tokens",
+                       std::to_string(kBlockTokens), "--metrics-listen", "", "--http-listen", ""}))
+      << d.exit_code();
+  auto alice = ClientFor(d, kAlice);
+  auto bob = ClientFor(d, kBob);
+  const size_t block = 128 << 10;
+  auto put = [&](Client& c, int32_t first, int blocks) {
+    std::vector<int32_t> tokens(static_cast<size_t>(blocks * kBlockTokens));
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = first + static_cast<int32_t>(i);
+    v1::BatchLookupRequest look;
+    look.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+    look.set_return_keys(true);
+    Result<v1::BatchLookupResponse> r = c.BatchLookup(look);
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::vector<std::string> payloads;
+    std::vector<BatchPutItem> items;
+    for (int i = 0; i < blocks; ++i) payloads.push_back(Bytes(block, first + i));
+    for (int i = 0; i < blocks; ++i) {
+      BatchPutItem item{*BlockKey::FromBytes(r->keys(i)), std::nullopt, AsBytes(payloads[i])};
+      if (i > 0) item.parent = *BlockKey::FromBytes(r->keys(i - 1));
+      items.push_back(item);
+    }
+    Result<v1::BatchPutResponse> p = c.BatchPut(v1::BatchPutHeader(), items);
+    EXPECT_TRUE(p.ok()) << p.status();
+    int stored = 0;
+    if (p.ok()) {
+      for (const auto& res : p->results()) stored += res.code() == 0;
+    }
+    return std::pair{tokens, stored};
+  };
+  const auto [tokens, stored] = put(*alice, 1, 6);
+  ASSERT_EQ(stored, 6);
+  auto lease = [&](int blocks) {
+    v1::BatchLookupRequest look;
+    look.mutable_token_ids()->Add(tokens.begin(), tokens.begin() + blocks * kBlockTokens);
+    look.set_lease_ms(10000);
+    return alice->BatchLookup(look);
+  };
+  Result<v1::BatchLookupResponse> six = lease(6);  // 768 KiB
+  EXPECT_EQ(six.status().code(), StatusCode::kResourceExhausted) << six.status();
+  EXPECT_NE(six.status().message().find("leased bytes"), std::string::npos) << six.status();
+  Result<v1::BatchLookupResponse> four = lease(4);  // 512 KiB
+  ASSERT_TRUE(four.ok()) << four.status();
+  EXPECT_EQ(four->hit_blocks(), 4u);
+  EXPECT_FALSE(four->lease_id().empty());
+  // Bob fills the rest of the cache: his writes evict what alice did not pin.
+  EXPECT_EQ(put(*bob, 1000, 8).second, 8);
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  std::filesystem::remove_all(dir);
+}
+
 // A block whose payload does not match its checksum, whose key is malformed
 // or whose size is zero fails alone; the rest of the batch is stored.
 TEST_F(BlockBatchTest, BatchPutRefusesBadBlocksOneByOne) {
