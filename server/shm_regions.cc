@@ -259,10 +259,13 @@ void ShmRegistry::Serve() {
       auto it = conns_.find(fds[i].fd);
       if (it == conns_.end()) continue;
       Conn& conn = *it->second;
-      if (fds[i].revents == 0) {
-        if (conn.region_id.empty() && now - conn.since > kHandshakeTimeout) CloseConn(fds[i].fd);
+      // A handshake has kHandshakeTimeout from the connection to its line,
+      // however the bytes trickle in (one a second kept it open for 1 KiB).
+      if (conn.region_id.empty() && now - conn.since > kHandshakeTimeout) {
+        CloseConn(fds[i].fd);
         continue;
       }
+      if (fds[i].revents == 0) continue;
       char buf[512];
       const ssize_t got = ::recv(conn.fd, buf, sizeof buf, MSG_DONTWAIT);
       if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;

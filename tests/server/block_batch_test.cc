@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <chrono>
 #include <cstring>
@@ -510,6 +512,32 @@ TEST_F(BlockBatchTest, BadHandshakesGetNoRegion) {
   EXPECT_NE(big.status().message().find("outside"), std::string::npos) << big.status();
   EXPECT_EQ(ShmMapping::Open(sock, 0, kAlice).status().code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(ShmMapping::Open(sock, 4096, kAlice).ok()) << "and a good one still works";
+}
+
+// A handshake has five seconds to arrive, however it trickles in: a client
+// sending a byte every half second (no newline) was never timed out, and
+// held one of the few pending-handshake places for a quarter of an hour.
+TEST_F(BlockBatchTest, ATricklingHandshakeIsClosedAfterItsTimeout) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string sock = dir_ + "/kvtierd.sock";
+  std::strncpy(addr.sun_path, sock.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  bool closed = false;
+  int sent = 0;
+  for (; sent < 20 && !closed; ++sent) {  // ten seconds at most
+    if (::send(fd, "K", 1, MSG_NOSIGNAL) != 1) {
+      closed = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    char c;
+    closed = ::recv(fd, &c, 1, MSG_DONTWAIT) == 0;
+  }
+  ::close(fd);
+  EXPECT_TRUE(closed) << "still open after " << sent << " bytes, one each half second";
 }
 
 TEST_F(BlockBatchTest, BadInputIsRefusedAndChangesNothing) {
