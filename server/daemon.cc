@@ -475,6 +475,7 @@ Status Daemon::OpenShm() {
   ShmLimits limits;
   limits.max_region_bytes = options_.shm_max_region_bytes;
   limits.max_total_bytes = options_.shm_max_total_bytes;
+  limits.max_tenant_bytes = options_.shm_max_tenant_bytes;
   Result<std::unique_ptr<ShmRegistry>> shm = ShmRegistry::Open(path, limits, *auth_);
   if (shm.ok()) {
     shm_ = std::move(*shm);

@@ -54,6 +54,8 @@ std::string DaemonUsage() {
                           BatchGet/BatchPut (default DIR/kvtierd.sock; "off" = none)
   --shm-max-region-bytes SIZE  one client's region at most (default 1G)
   --shm-max-bytes SIZE    all regions together at most (default 8G)
+  --shm-max-tenant-bytes SIZE  one tenant's regions together at most (default: half
+                          of --shm-max-bytes; a tenant may also hold half of the 64 regions)
   --model PATH            model to serve: a llama2.c checkpoint (.bin, its tokenizer
                           beside it) or a directory with config.json + *.safetensors
                           (default: a small random-weight model, created once under
@@ -298,6 +300,8 @@ Status ParseBlockApiFlags(const FlagSet& flags, DaemonOptions* o) {
       ParseSizeFlag(flags, "shm-max-region-bytes", kPositiveSize, &o->shm_max_region_bytes));
   KVTIER_RETURN_IF_ERROR(
       ParseSizeFlag(flags, "shm-max-bytes", kPositiveSize, &o->shm_max_total_bytes));
+  KVTIER_RETURN_IF_ERROR(
+      ParseSizeFlag(flags, "shm-max-tenant-bytes", kPositiveSize, &o->shm_max_tenant_bytes));
   if (o->shm_max_total_bytes < o->shm_max_region_bytes) {
     return Status::InvalidArgument("--shm-max-bytes must be at least --shm-max-region-bytes");
   }
@@ -567,7 +571,7 @@ const std::vector<FlagGroup>& FlagGroups() {
       {{"max-block-bytes", "max-payload-bytes", "max-tenant-payload-bytes", "block-tokens",
         "default-ttl", "model-id", "kv-dtype", "max-lease-ms", "max-tenant-leases",
         "max-tenant-leased-blocks", "max-tenant-leased-bytes", "shm-socket", "shm-max-region-bytes",
-        "shm-max-bytes"},
+        "shm-max-bytes", "shm-max-tenant-bytes"},
        {},
        ParseBlockApiFlags},
       {{"model", "model-preset", "kv-bytes", "min-cacheable-tokens", "device", "gpu-weights",

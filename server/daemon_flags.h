@@ -63,6 +63,7 @@ struct DaemonOptions {
   std::string shm_socket;
   uint64_t shm_max_region_bytes = uint64_t{1} << 30;
   uint64_t shm_max_total_bytes = uint64_t{8} << 30;
+  uint64_t shm_max_tenant_bytes = 0;  // 0 = half of shm_max_total_bytes
   // Server threads, connections and streams (docs/operations.md). Streams
   // (Put, Get, Generate) hold a thread each while open: at most max_streams
   // of them, at most max_tenant_streams for one tenant; the rest of the

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -54,7 +55,12 @@ bool SendLine(int sock, const std::string& line, int fd) {
 }  // namespace
 
 ShmRegion::~ShmRegion() {
-  if (base_ != nullptr) ::munmap(base_, size_);
+  if (base_ == nullptr) return;
+  // Free the pages, not only this mapping: the client may keep the memfd
+  // (and its mapping) open after it let the region go, and the daemon has
+  // stopped counting them. Its mapping reads zeros from now on.
+  (void)::madvise(base_, size_, MADV_REMOVE);
+  ::munmap(base_, size_);
 }
 
 std::span<std::byte> ShmRegion::Range(uint64_t offset, uint64_t bytes) const {
@@ -191,14 +197,31 @@ bool ShmRegistry::Handshake(Conn& conn, const std::string& line) {
                                           " bytes is outside 1.." +
                                           std::to_string(limits_.max_region_bytes));
   }
-  bool full = false;
+  bool full = false, tenant_full = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     full = regions_.size() >= limits_.max_regions ||
            stats_.open_bytes + bytes > limits_.max_total_bytes;
+    size_t tenant_regions = 0;
+    uint64_t tenant_bytes = 0;
+    for (const auto& [id, r] : regions_) {
+      if (r->tenant() != caller.tenant) continue;
+      ++tenant_regions;
+      tenant_bytes += r->size();
+    }
+    const size_t max_regions =
+        limits_.max_tenant_regions > 0 ? limits_.max_tenant_regions : limits_.max_regions / 2;
+    const uint64_t max_bytes =
+        limits_.max_tenant_bytes > 0 ? limits_.max_tenant_bytes : limits_.max_total_bytes / 2;
+    tenant_full =
+        tenant_regions >= std::max<size_t>(max_regions, 1) || tenant_bytes + bytes > max_bytes;
   }
   if (full)
     return refuse("RESOURCE_EXHAUSTED", "kvtierd holds its limit of shared memory; retry later");
+  if (tenant_full) {
+    return refuse("RESOURCE_EXHAUSTED",
+                  "tenant " + caller.tenant + " holds its share of shared memory; close a region");
+  }
   const int mfd = ::memfd_create("kvtier-block-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (mfd < 0) return refuse("INTERNAL", std::string("memfd_create: ") + std::strerror(errno));
   // The region's memory is allocated now, all of it: a memfd page first

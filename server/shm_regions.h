@@ -7,7 +7,9 @@
 // straight into the region and BatchPut reads them from it, instead of
 // carrying them in gRPC messages. The region belongs to the tenant whose API
 // key opened it and lives while the socket stays open: a client that goes
-// away gives its memory back.
+// away gives its memory back: when the region ends, its pages are freed
+// (punched out of the memfd), so a client that kept the descriptor after
+// closing the socket holds no memory the daemon stopped counting.
 //
 // The handshake, one line each way:
 //   client: "KVTIER-SHM/1 <bytes> <api-key or ->\n"
@@ -36,6 +38,10 @@ struct ShmLimits {
   uint64_t max_region_bytes = uint64_t{1} << 30;  // one client's region
   size_t max_regions = 64;                        // open at once
   uint64_t max_total_bytes = uint64_t{8} << 30;   // all regions together
+  // One tenant's share of the two above (0: half of each), so that one API
+  // key cannot take every region and refuse everyone else.
+  size_t max_tenant_regions = 0;
+  uint64_t max_tenant_bytes = 0;
 };
 
 struct ShmStats {

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <chrono>
@@ -538,6 +539,69 @@ TEST_F(BlockBatchTest, ATricklingHandshakeIsClosedAfterItsTimeout) {
   }
   ::close(fd);
   EXPECT_TRUE(closed) << "still open after " << sent << " bytes, one each half second";
+}
+
+// A client that keeps the region's descriptor after closing the socket
+// keeps no memory: the daemon frees the pages when the region ends. (It
+// stopped counting the region, but the pages stayed allocated for as long
+// as the client held the descriptor: a way past --shm-max-bytes.)
+TEST_F(BlockBatchTest, ARegionLetGoHoldsNoMemoryEvenIfItsDescriptorIsKept) {
+  const int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(sock, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string path = dir_ + "/kvtierd.sock";
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string hello = std::string("KVTIER-SHM/1 1048576 ") + kAlice + "\n";
+  ASSERT_EQ(::send(sock, hello.data(), hello.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(hello.size()));
+  char line[256] = {};
+  iovec iov{line, sizeof line - 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ASSERT_GT(::recvmsg(sock, &msg, 0), 0);
+  ASSERT_EQ(std::string(line).rfind("OK ", 0), 0u) << line;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  ASSERT_NE(c, nullptr);
+  int fd = -1;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd, &st), 0);
+  EXPECT_GE(static_cast<uint64_t>(st.st_blocks) * 512, uint64_t{1} << 20) << "allocated up front";
+  ::close(sock);  // the region is let go; its descriptor is kept
+  bool freed = false;
+  for (int i = 0; i < 100 && !freed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_EQ(::fstat(fd, &st), 0);
+    freed = st.st_blocks == 0;
+  }
+  ::close(fd);
+  EXPECT_TRUE(freed) << st.st_blocks * 512 << " bytes still allocated";
+}
+
+// One tenant holds at most half of the regions (and of their bytes): the
+// other tenants still get theirs. (One key could take all 64.)
+TEST_F(BlockBatchTest, OneTenantCannotTakeEveryRegion) {
+  const std::string sock = dir_ + "/kvtierd.sock";
+  std::vector<std::unique_ptr<ShmMapping>> held;
+  Status refused = Status::Ok();
+  for (int i = 0; i < 64 && refused.ok(); ++i) {
+    Result<std::unique_ptr<ShmMapping>> m = ShmMapping::Open(sock, 4096, kAlice);
+    if (m.ok()) {
+      held.push_back(std::move(*m));
+    } else {
+      refused = m.status();
+    }
+  }
+  EXPECT_EQ(held.size(), 32u);
+  EXPECT_NE(refused.message().find("RESOURCE_EXHAUSTED"), std::string::npos) << refused;
+  Result<std::unique_ptr<ShmMapping>> bobs = ShmMapping::Open(sock, 4096, kBob);
+  EXPECT_TRUE(bobs.ok()) << bobs.status();
 }
 
 TEST_F(BlockBatchTest, BadInputIsRefusedAndChangesNothing) {
