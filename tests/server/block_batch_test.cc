@@ -102,6 +102,21 @@ class BlockBatchTest : public ::testing::Test {
     for (const auto& res : r->results()) ASSERT_EQ(res.code(), 0) << res.message();
   }
 
+  // A raw connection to the daemon's shared-memory socket (-1 on failure).
+  int ConnectShmSocket() const {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string path = dir_ + "/kvtierd.sock";
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
   v1::BatchGetRequest GetOf(const std::vector<BlockKey>& keys) {
     v1::BatchGetRequest req;
     for (const BlockKey& k : keys) req.add_keys(k.ToByteString());
@@ -519,13 +534,8 @@ TEST_F(BlockBatchTest, BadHandshakesGetNoRegion) {
 // sending a byte every half second (no newline) was never timed out, and
 // held one of the few pending-handshake places for a quarter of an hour.
 TEST_F(BlockBatchTest, ATricklingHandshakeIsClosedAfterItsTimeout) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = ConnectShmSocket();
   ASSERT_GE(fd, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::string sock = dir_ + "/kvtierd.sock";
-  std::strncpy(addr.sun_path, sock.c_str(), sizeof(addr.sun_path) - 1);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   bool closed = false;
   int sent = 0;
   for (; sent < 20 && !closed; ++sent) {  // ten seconds at most
@@ -546,13 +556,8 @@ TEST_F(BlockBatchTest, ATricklingHandshakeIsClosedAfterItsTimeout) {
 // stopped counting the region, but the pages stayed allocated for as long
 // as the client held the descriptor: a way past --shm-max-bytes.)
 TEST_F(BlockBatchTest, ARegionLetGoHoldsNoMemoryEvenIfItsDescriptorIsKept) {
-  const int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int sock = ConnectShmSocket();
   ASSERT_GE(sock, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::string path = dir_ + "/kvtierd.sock";
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  ASSERT_EQ(::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   const std::string hello = std::string("KVTIER-SHM/1 1048576 ") + kAlice + "\n";
   ASSERT_EQ(::send(sock, hello.data(), hello.size(), MSG_NOSIGNAL),
             static_cast<ssize_t>(hello.size()));

@@ -663,20 +663,31 @@ TEST_F(ContextCachingApiTest, TheBillingReportEqualsTheUsageOfEveryRequest) {
             2);
 }
 
+// A daemon for the named-cache billing tests (its default price: storage at
+// $1/MTok/h).
+bool StartNamedCacheDaemon(const std::string& dir, DaemonProcess* d) {
+  return d->Start(dir, {"--model-preset", "tiny-8k", "--dram-bytes", "128M", "--kv-bytes", "32M",
+                        "--metrics-listen", ""});
+}
+
+// An hour-long cache of 1200 tokens for tenant acme.
+v1::CreateCacheRequest HandbookRequest(const std::string& request_id) {
+  v1::CreateCacheRequest req;
+  req.set_tenant("acme");
+  for (int i = 0; i < 1200; ++i) req.add_token_ids(i % 500 + 1);
+  req.set_ttl_seconds(3600);
+  req.set_request_id(request_id);
+  return req;
+}
+
 // A CreateCache retried with its request_id (the answer was lost) returns
 // the cache the first call created: one cache, its storage billed once.
 TEST(NamedCacheApiTest, ACreateCacheRetriedWithItsRequestIdCreatesOneCache) {
   const std::string dir = TempDir("named_retry");
   DaemonProcess d;
-  ASSERT_TRUE(d.Start(dir, {"--model-preset", "tiny-8k", "--dram-bytes", "128M", "--kv-bytes",
-                            "32M", "--metrics-listen", ""}))
-      << d.exit_code();
+  ASSERT_TRUE(StartNamedCacheDaemon(dir, &d)) << d.exit_code();
   auto c = ClientFor(d);
-  v1::CreateCacheRequest req;
-  req.set_tenant("acme");
-  for (int i = 0; i < 1200; ++i) req.add_token_ids(i % 500 + 1);
-  req.set_ttl_seconds(3600);
-  req.set_request_id("create-handbook-1");
+  v1::CreateCacheRequest req = HandbookRequest("create-handbook-1");
   v1::NamedCacheInfo first, retry, other;
   ASSERT_TRUE(c->context_cache().CreateCache(c->NewContext().get(), req, &first).ok());
   req.set_display_name("a retry may differ; the first call's cache is returned");
@@ -713,15 +724,9 @@ TEST(NamedCacheApiTest, ACreateCacheRetriedWithItsRequestIdCreatesOneCache) {
 TEST(NamedCacheApiTest, EveryCacheAndEveryExtensionIsBilledOnce) {
   const std::string dir = TempDir("named_billing");
   DaemonProcess d;
-  ASSERT_TRUE(d.Start(dir, {"--model-preset", "tiny-8k", "--dram-bytes", "128M", "--kv-bytes",
-                            "32M", "--metrics-listen", ""}))
-      << d.exit_code();
+  ASSERT_TRUE(StartNamedCacheDaemon(dir, &d)) << d.exit_code();
   auto c = ClientFor(d);
-  v1::CreateCacheRequest req;
-  req.set_tenant("acme");
-  for (int i = 0; i < 1200; ++i) req.add_token_ids(i % 500 + 1);
-  req.set_ttl_seconds(3600);
-  req.set_request_id("handbook");
+  v1::CreateCacheRequest req = HandbookRequest("handbook");
   v1::NamedCacheInfo first, second;
   ASSERT_TRUE(c->context_cache().CreateCache(c->NewContext().get(), req, &first).ok());
   v1::CacheRef ref;
