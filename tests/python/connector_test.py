@@ -31,7 +31,7 @@ class FakeEngine:
 
     def __init__(self, client, vllm_block, kvtier_block, num_blocks=64, seed=0,
                  model="connector-test-model", tp_size=1, tp_rank=0, shm_bytes=1 << 20,
-                 ttl=None, salt=""):
+                 ttl=None, salt="", lease_ms=10000):
         rng = np.random.default_rng(seed)
         self.vllm_block = vllm_block
         self.caches = [rng.standard_normal((num_blocks, HEADS, vllm_block, 2 * HEAD_DIM))
@@ -44,7 +44,7 @@ class FakeEngine:
                              DTYPE().itemsize)
         self.scheduler = KvtierScheduler(client, self.mapping, self.namespace.for_rank,
                                          tp_size=tp_size, ttl=ttl or TtlClasses(),
-                                         lease_ms=10000)
+                                         lease_ms=lease_ms)
         self.worker = KvtierWorker(client, self.kv, self.mapping, self.namespace.for_rank,
                                    tp_rank=tp_rank, shm_bytes=shm_bytes)
 
@@ -611,6 +611,14 @@ class ConnectorDaemonTest(unittest.TestCase):
         sched.match(request("d", prompt(39, 200)), 0)
         self.assertEqual((sched.stats.lookups, sched.stats.lookups_skipped), (2, 2))
         self.assertLess(sched.stats.lookup_s, 20)  # not the client's 30 s deadline
+
+    def test_a_lease_longer_than_kvtierd_grants_is_an_error_not_an_outage(self):
+        # kvtierd's --max-lease-ms is 60000 by default.
+        e = self.engine(vllm_block=64, kvtier_block=64, seed=28, lease_ms=120_000)
+        with self.assertLogs("kvtier_vllm", level="ERROR") as logs:
+            self.assertEqual(e.scheduler.match(request("a", prompt(40, 200)), 0), 0)
+        self.assertIn("lease_ms 120000", logs.output[0])
+        self.assertEqual(e.scheduler.stats.lookup_errors, 1)
 
     def test_daemon_down_serves_without_it(self):
         gone = KvtierClient("127.0.0.1:1", timeout=2)

@@ -211,8 +211,14 @@ class KvtierScheduler:
             self.stats.lookup_errors += 1
             self._backoff_s = min(32.0, 2 * self._backoff_s) if self._backoff_s else 1.0
             self._down_until = self._clock() + self._backoff_s
-            log.warning("kvtier: lookup of request %s failed, computing it (and asking kvtierd "
-                        "nothing for %g s): %s", req.request_id, self._backoff_s, e)
+            if isinstance(e, errors.InvalidArgument):
+                # Not kvtierd being down: this connector's settings, every time.
+                log.error("kvtier: kvtierd refused the lookup of request %s as invalid (is "
+                          "lease_ms %d above its --max-lease-ms?); requests are served without "
+                          "kvtier until this is fixed: %s", req.request_id, self._lease_ms, e)
+            else:
+                log.warning("kvtier: lookup of request %s failed, computing it (and asking "
+                            "kvtierd nothing for %g s): %s", req.request_id, self._backoff_s, e)
             for lease_id in leases:
                 self._release_lease(lease_id)
             return None
