@@ -26,7 +26,10 @@ uint64_t Checksum64(std::span<const std::byte> data);
 
 // Copies src to dst (equal sizes required) and returns the checksum of the
 // bytes, computed while each piece is still in cache: one pass over memory
-// instead of two.
+// instead of two. The checksum is of src as the copy read it, never read
+// back from dst: a tier verifying a block as it delivers it checks what it
+// stored, and a destination another thread writes meanwhile (a client's
+// shared-memory region) cannot turn a good block into "corruption".
 uint64_t CopyAndChecksum64(std::span<const std::byte> src, std::span<std::byte> dst);
 
 // The same on a named instruction set, which must be supported: for tests and

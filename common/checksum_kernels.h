@@ -13,7 +13,7 @@ namespace kvtier::checksum_internal {
 struct Xxh3Kernels {
   uint64_t (*hash)(const void* data, size_t bytes);
   // Copies bytes from src to dst and returns the XXH3-64 of them, hashing each
-  // piece right after copying it, while it is still in L1.
+  // piece of src right after copying it, while it is still in L1.
   uint64_t (*copy_and_hash)(const void* src, void* dst, size_t bytes);
 };
 

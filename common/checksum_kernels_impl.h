@@ -48,9 +48,13 @@ inline void CopyStripe(const unsigned char* in, unsigned char* out) {
 
 // XXH3-64 of more than 240 bytes (xxHash's hashLong with the default secret:
 // blocks of 16 stripes, each block followed by a scramble, then the last
-// stripe and the merge), one pass: each stripe is loaded once, stored to dst
-// and accumulated from the store it has just made (forwarded, never
-// re-read from memory). The same steps as XXH3_hashLong_internal_loop.
+// stripe and the merge), one pass: each stripe of src is accumulated, then
+// copied to dst from L1. The hash is of the source, never read back from
+// dst: a destination another thread writes meanwhile (a client's shared
+// memory) cannot make a good block fail its check. (Accumulating from src
+// after the store to dst ran ~10% slower between page-aligned buffers: the
+// load waited on the store to the same offset of another page, 4K
+// aliasing.) The same steps as XXH3_hashLong_internal_loop.
 uint64_t CopyAndHashLong(const unsigned char* in, unsigned char* out, size_t len) {
   XXH_ALIGN(64) xxh_u64 acc[XXH_ACC_NB] = XXH3_INIT_ACC;
   const xxh_u8* secret = XXH3_kSecret;
@@ -61,18 +65,18 @@ uint64_t CopyAndHashLong(const unsigned char* in, unsigned char* out, size_t len
   size_t off = 0;
   for (size_t n = 0; n < blocks; ++n) {
     for (size_t s = 0; s < kStripesPerBlock; ++s, off += XXH_STRIPE_LEN) {
+      KVTIER_XXH3_ACCUMULATE(acc, in + off, secret + s * XXH_SECRET_CONSUME_RATE);
       CopyStripe(in + off, out + off);
-      KVTIER_XXH3_ACCUMULATE(acc, out + off, secret + s * XXH_SECRET_CONSUME_RATE);
     }
     KVTIER_XXH3_SCRAMBLE(acc, secret + kSecretSize - XXH_STRIPE_LEN);
   }
   const size_t stripes = ((len - 1) - kBlockLen * blocks) / XXH_STRIPE_LEN;
   for (size_t s = 0; s < stripes; ++s, off += XXH_STRIPE_LEN) {
+    KVTIER_XXH3_ACCUMULATE(acc, in + off, secret + s * XXH_SECRET_CONSUME_RATE);
     CopyStripe(in + off, out + off);
-    KVTIER_XXH3_ACCUMULATE(acc, out + off, secret + s * XXH_SECRET_CONSUME_RATE);
   }
   memcpy(out + off, in + off, len - off);  // the tail, at most one stripe
-  KVTIER_XXH3_ACCUMULATE(acc, out + len - XXH_STRIPE_LEN,
+  KVTIER_XXH3_ACCUMULATE(acc, in + len - XXH_STRIPE_LEN,
                          secret + kSecretSize - XXH_STRIPE_LEN - XXH_SECRET_LASTACC_START);
   return XXH3_mergeAccs(acc, secret + XXH_SECRET_MERGEACCS_START,
                         static_cast<xxh_u64>(len) * XXH_PRIME64_1);
@@ -84,7 +88,7 @@ uint64_t CopyAndHash(const void* src, void* dst, size_t bytes) {
   const auto* in = static_cast<const unsigned char*>(src);
   if (bytes <= XXH3_MIDSIZE_MAX) {  // xxHash's short paths: copy, then hash from L1
     memcpy(out, in, bytes);
-    return XXH3_64bits(out, bytes);
+    return XXH3_64bits(in, bytes);
   }
   return CopyAndHashLong(in, out, bytes);
 }
