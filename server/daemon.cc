@@ -64,11 +64,14 @@ LeaseLimits LeaseLimitsOf(const DaemonOptions& o, const CacheManager& cache) {
   l.max_blocks_per_tenant = static_cast<size_t>(o.max_tenant_leased_blocks);
   l.max_bytes_per_tenant = o.max_tenant_leased_bytes;
   if (l.max_bytes_per_tenant == 0) {
-    // A quarter of the cache (every tier's capacity): no tenant can pin it
-    // full; room enough for any one request's prefix.
+    // A quarter of this node's own tiers (not the shared cluster tier, not
+    // the peers, whose "capacity" is a petabyte of nothing placed): no
+    // tenant can pin them full.
     uint64_t capacity = 0;
-    for (const TierInfo& t : cache.Stats().tiers) capacity += t.capacity_bytes;
-    l.max_bytes_per_tenant = capacity / 4;
+    for (const TierInfo& t : cache.Stats().tiers) {
+      if (!t.shared && t.accepts_placements) capacity += t.capacity_bytes;
+    }
+    l.max_bytes_per_tenant = capacity > 0 ? capacity / 4 : UINT64_MAX;
   }
   return l;
 }

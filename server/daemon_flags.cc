@@ -49,7 +49,7 @@ std::string DaemonUsage() {
   --max-tenant-leases N   leases one tenant may hold open (default 1024)
   --max-tenant-leased-blocks N  blocks one tenant's leases may pin (default 65536)
   --max-tenant-leased-bytes SIZE  payload bytes one tenant's leases may pin
-                          (default: a quarter of every tier's capacity together)
+                          (default: a quarter of this node's tiers' capacity together)
   --shm-socket PATH       Unix socket where same-host clients map shared memory for
                           BatchGet/BatchPut (default DIR/kvtierd.sock; "off" = none)
   --shm-max-region-bytes SIZE  one client's region at most (default 1G)

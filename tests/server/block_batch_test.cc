@@ -278,17 +278,37 @@ TEST_F(BlockBatchTest, LeasesAreBoundedPerTenant) {
 // quarter of every tier's capacity together, so another tenant's writes
 // still find blocks to evict. (Leases were bounded by count only: a few
 // large blocks, leased, made every Put fail "no block can be evicted".)
-TEST(BlockLeaseBytesTest, ATenantsLeasesPinAtMostAQuarterOfTheCache) {
+// With peers too: the peer tier's nominal capacity (a petabyte, of which
+// nothing is placed there) does not count.
+class BlockLeaseBytesTest : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Peers, BlockLeaseBytesTest, ::testing::Bool());
+
+TEST_P(BlockLeaseBytesTest, ATenantsLeasesPinAtMostAQuarterOfTheCache) {
   const std::string dir = TempDir("lease_bytes");
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/keys") << kAlice << " alice\n" << kBob << " bob\n";
   DaemonProcess d;
   // 1 MiB of DRAM and 1 MiB of RocksDB: 512 KiB for any one tenant's leases.
-  ASSERT_TRUE(d.Start(dir + "/data",
-                      {"--api-keys", dir + "/keys", "--no-engine", "--dram-bytes", "1M",
-                       "--no-flash", "--rocks-bytes", "1M", "--block-tokens",
-                       std::to_string(kBlockTokens), "--metrics-listen", "", "--http-listen", ""}))
-      << d.exit_code();
+  std::vector<std::string> args = {"--api-keys",
+                                   dir + "/keys",
+                                   "--no-engine",
+                                   "--dram-bytes",
+                                   "1M",
+                                   "--no-flash",
+                                   "--rocks-bytes",
+                                   "1M",
+                                   "--block-tokens",
+                                   std::to_string(kBlockTokens),
+                                   "--metrics-listen",
+                                   "",
+                                   "--http-listen",
+                                   ""};
+  if (GetParam()) {
+    // A peer that is not there: every local miss asks it and is refused.
+    for (const char* a : {"--peers", "127.0.0.1:1", "--advertise", "127.0.0.1:2"})
+      args.emplace_back(a);
+  }
+  ASSERT_TRUE(d.Start(dir + "/data", args)) << d.exit_code();
   auto alice = ClientFor(d, kAlice);
   auto bob = ClientFor(d, kBob);
   const size_t block = 128 << 10;
