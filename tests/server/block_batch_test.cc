@@ -336,8 +336,10 @@ TEST_P(BlockLeaseBytesTest, ATenantsLeasesPinAtMostAQuarterOfTheCache) {
     }
     return std::pair{tokens, stored};
   };
-  const auto [tokens, stored] = put(*alice, 1, 6);
-  ASSERT_EQ(stored, 6);
+  // (Not a structured binding: clang 14 cannot capture one in a lambda.)
+  const std::pair<std::vector<int32_t>, int> alices = put(*alice, 1, 6);
+  const std::vector<int32_t>& tokens = alices.first;
+  ASSERT_EQ(alices.second, 6);
   auto lease = [&](int blocks) {
     v1::BatchLookupRequest look;
     look.mutable_token_ids()->Add(tokens.begin(), tokens.begin() + blocks * kBlockTokens);
