@@ -549,9 +549,10 @@ grpc::Status ContextApi::CreateCache(const Principal& caller, const v1::CreateCa
   grpc::Status recorded = Record(create);
   if (recorded.ok()) recorded = Record(storage);
   if (!recorded.ok()) {
-    // Unbilled, the cache is not kept: the call changes nothing (the
-    // creation record, if it was written, is billed again by nothing: a
-    // retry makes a new cache with a new name).
+    // Unbilled, the cache is not kept. If the creation record was written
+    // and only the storage one failed, that record stays: the tenant is
+    // billed the cache's input tokens once, for a cache deleted here (a
+    // retry makes a new cache, with a new name and records of its own).
     if (Status s = named_->Delete(tenant, c->name); !s.ok()) {
       LogError("named_cache_unbilled",
                LogFields().Add("tenant", tenant).Add("name", c->name).Add("error", s.message()));
